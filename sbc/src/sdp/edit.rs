@@ -1,0 +1,391 @@
+//! The editor: records edits against a parsed [`Sdp`] and prints a new body
+//! by copying every byte no edit touches.
+//!
+//! Edits are field replacements inside a line, line removals, and line
+//! insertions. Repeating an edit replaces the earlier one (the last call
+//! wins); an edit on a removed line is dropped. Inserted lines use the body's
+//! [`LineEnding`](super::LineEnding); after an unterminated last line they
+//! keep the body unterminated.
+//!
+//! Where a level has no line to rewrite, the editor inserts one:
+//! * a session-level `c=` after the last of the `v= o= s= i= u= e= p=` lines,
+//!   where RFC 8866 §5 puts it;
+//! * a media-level `c=` right after `m=` (and its `i=`), so that changing one
+//!   stream's address never moves the others, which inherit the session `c=`;
+//! * `a=rtcp` and a direction attribute at the end of the media section.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use super::error::{EditError, SdpError};
+use super::parse::{MediaEntry, Sdp};
+use super::scan::Span;
+use super::view::{AddrType, Direction, ICE_ATTRIBUTES};
+
+/// Records edits against an [`Sdp`] and prints the rewritten body.
+///
+/// Methods chain: `editor.set_connection(ip).strip_ice()`. Methods that
+/// address a media section by index return [`EditError::NoSuchMedia`] for an
+/// index past [`Sdp::media_count`] rather than panicking.
+#[derive(Debug, Clone)]
+pub struct SdpEditor<'a> {
+    sdp: &'a Sdp,
+    /// Sorted by [`Edit::key`]; equal keys keep call order.
+    edits: Vec<Edit>,
+    /// The text of every replacement and inserted line, back to back.
+    scratch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Edit {
+    /// Index of the line edited, removed, or inserted after.
+    line: u32,
+    op: Op,
+    /// `scratch[text.0..text.1]`.
+    text: (usize, usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Replace `buf[start..end]` within the line.
+    Replace { start: u32, end: u32 },
+    /// Drop the line and its terminator.
+    Remove,
+    /// Insert a line after the line; the slot says which edit made it, so a
+    /// repeated call replaces its own line instead of adding another.
+    Insert(Slot),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    SessionConnection,
+    MediaConnection(usize),
+    Rtcp(usize),
+    Direction(usize),
+}
+
+impl Edit {
+    /// Print order: by line; within a line, removal first (so replacements
+    /// know to skip), then replacements left to right, then insertions.
+    fn key(&self) -> (u32, u8, u32) {
+        match self.op {
+            Op::Remove => (self.line, 0, 0),
+            Op::Replace { start, .. } => (self.line, 0, start),
+            Op::Insert(_) => (self.line, 1, 0),
+        }
+    }
+}
+
+impl<'a> SdpEditor<'a> {
+    pub(super) fn new(sdp: &'a Sdp) -> Self {
+        Self {
+            sdp,
+            edits: Vec::new(),
+            scratch: String::new(),
+        }
+    }
+
+    /// Sets the `o=` address (and its address type from `ip`'s family),
+    /// e.g. to hide the far end's host behind the SBC.
+    pub fn set_origin_address(&mut self, ip: IpAddr) -> &mut Self {
+        let o = self.sdp.origin;
+        let span = Span {
+            start: o.nettype.start,
+            end: o.address.end,
+        };
+        self.replace(o.line, span, ConnectionValue { ip })
+    }
+
+    /// Sets `<sess-version>` of `o=`.
+    pub fn set_origin_version(&mut self, version: u64) -> &mut Self {
+        let o = self.sdp.origin;
+        self.replace(o.line, o.version, version)
+    }
+
+    /// Sets `<sess-version>` to the parsed value plus one, as a changed offer
+    /// requires (RFC 3264 §8). Idempotent: calling it twice still adds one.
+    /// Saturates at `u64::MAX` rather than wrapping to a lower version.
+    pub fn bump_origin_version(&mut self) -> &mut Self {
+        self.set_origin_version(self.sdp.origin.session_version.saturating_add(1))
+    }
+
+    /// Sets the address of every `c=` line, session and media level, to `ip`
+    /// (`c=IN IP4 <ip>` or `c=IN IP6 <ip>`). Every enabled stream has a `c=`
+    /// at some level (the parser checks), so afterwards all media goes to
+    /// `ip`. A multicast `/ttl/count` is dropped: `ip` is a relay address.
+    pub fn set_connection(&mut self, ip: IpAddr) -> &mut Self {
+        self.set_connections(0, self.sdp.lines.len(), ip);
+        self
+    }
+
+    /// Sets the session-level `c=` address to `ip`, inserting a `c=` line if
+    /// the session has none. Media-level `c=` lines still override it.
+    pub fn set_session_connection(&mut self, ip: IpAddr) -> &mut Self {
+        let session_end = self.sdp.session_end as usize;
+        if self.set_connections(0, session_end, ip) {
+            return self;
+        }
+        let anchor = self
+            .sdp
+            .lines
+            .get(..session_end)
+            .unwrap_or_default()
+            .iter()
+            .rposition(|line| b"vosiuep".contains(&line.kind))
+            .unwrap_or_default();
+        self.insert(
+            anchor,
+            Slot::SessionConnection,
+            format_args!("c={}", ConnectionValue { ip }),
+        )
+    }
+
+    /// Sets the `c=` address of media section `index`, inserting a
+    /// media-level `c=` if the section inherits the session's.
+    pub fn set_media_connection(
+        &mut self,
+        index: usize,
+        ip: IpAddr,
+    ) -> Result<&mut Self, EditError> {
+        let m = self.entry(index)?;
+        if self.set_connections(m.line as usize + 1, m.end as usize, ip) {
+            return Ok(self);
+        }
+        let after_info = self
+            .sdp
+            .lines
+            .get(m.line as usize + 1)
+            .is_some_and(|line| line.kind == b'i');
+        let anchor = m.line as usize + usize::from(after_info);
+        Ok(self.insert(
+            anchor,
+            Slot::MediaConnection(index),
+            format_args!("c={}", ConnectionValue { ip }),
+        ))
+    }
+
+    /// Sets the port of media section `index`, keeping any `/<count>`.
+    /// Port 0 disables the stream (RFC 3264 §8.2).
+    pub fn set_media_port(&mut self, index: usize, port: u16) -> Result<&mut Self, EditError> {
+        let m = self.entry(index)?;
+        Ok(self.replace(m.line, m.port_span, port))
+    }
+
+    /// Sets `a=rtcp` of media section `index` to `port`, with an
+    /// `IN <addrtype> <ip>` part when `ip` is given (RFC 3605 §2.1). Replaces
+    /// the existing `a=rtcp` or appends one to the section.
+    pub fn set_rtcp(
+        &mut self,
+        index: usize,
+        port: u16,
+        ip: Option<IpAddr>,
+    ) -> Result<&mut Self, EditError> {
+        let m = self.entry(index)?;
+        let rtcp = RtcpValue { port, ip };
+        match m.rtcp.and_then(|r| self.line_value(r.line)) {
+            Some((line, value)) => self.replace(line, value, rtcp),
+            None => self.insert(
+                m.end as usize - 1,
+                Slot::Rtcp(index),
+                format_args!("a={rtcp}"),
+            ),
+        };
+        Ok(self)
+    }
+
+    /// Sets the direction attribute of media section `index`, replacing the
+    /// existing one or appending one to the section.
+    pub fn set_direction(
+        &mut self,
+        index: usize,
+        direction: Direction,
+    ) -> Result<&mut Self, EditError> {
+        let m = self.entry(index)?;
+        let name = direction.as_str();
+        match m.direction.and_then(|(_, line)| self.line_value(line)) {
+            Some((line, value)) => self.replace(line, value, name),
+            None => self.insert(
+                m.end as usize - 1,
+                Slot::Direction(index),
+                format_args!("a={name}"),
+            ),
+        };
+        Ok(self)
+    }
+
+    /// Removes every ICE attribute (RFC 8839: candidates, credentials,
+    /// options, `ice-lite`, `ice-mismatch`, `remote-candidates`,
+    /// `end-of-candidates`, `ice-pacing`) at session and media level, for an
+    /// SBC that anchors media itself and does not do ICE towards this leg.
+    pub fn strip_ice(&mut self) -> &mut Self {
+        let sdp = self.sdp;
+        for attribute in sdp.attributes_in(0, sdp.lines.len()) {
+            if ICE_ATTRIBUTES.contains(&attribute.name) {
+                // `Attribute::line` is 1-based.
+                self.record(attribute.line as u32 - 1, Op::Remove, "");
+            }
+        }
+        self
+    }
+
+    /// The rewritten body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.sdp.buf.len() + self.scratch.len() + 16);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Appends the rewritten body to `out`, copying untouched bytes.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let buf = &self.sdp.buf;
+        let copy = |out: &mut Vec<u8>, from: u32, to: u32| {
+            out.extend_from_slice(buf.get(from as usize..to as usize).unwrap_or_default());
+        };
+        let eol = self.sdp.eol.as_bytes();
+        let mut pending = self.edits.as_slice();
+        for (idx, line) in self.sdp.lines.iter().enumerate() {
+            let count = pending
+                .iter()
+                .take_while(|e| e.line as usize == idx)
+                .count();
+            let (here, rest) = pending.split_at(count);
+            pending = rest;
+
+            let removed = here.iter().any(|e| e.op == Op::Remove);
+            if !removed {
+                let mut pos = line.start;
+                for edit in here {
+                    if let Op::Replace { start, end } = edit.op {
+                        copy(out, pos, start);
+                        out.extend_from_slice(self.text(edit));
+                        pos = end;
+                    }
+                }
+                copy(out, pos, line.next);
+            }
+            // After an unterminated last line, a new line needs a terminator
+            // before it and none after it, so the body stays unterminated.
+            let open = !removed && line.end == line.next;
+            for edit in here.iter().filter(|e| matches!(e.op, Op::Insert(_))) {
+                if open {
+                    out.extend_from_slice(eol);
+                }
+                out.extend_from_slice(self.text(edit));
+                if !open {
+                    out.extend_from_slice(eol);
+                }
+            }
+        }
+        copy(out, self.sdp.trailer, buf.len() as u32);
+    }
+
+    /// Prints and parses the rewritten body. Parsing fails only when the
+    /// edits push the body past the limits ([`MAX_LINES`](super::MAX_LINES),
+    /// [`MAX_BODY_LEN`](super::MAX_BODY_LEN)).
+    pub fn to_sdp(&self) -> Result<Sdp, SdpError> {
+        Sdp::parse(&self.to_bytes())
+    }
+
+    fn entry(&self, index: usize) -> Result<&'a MediaEntry, EditError> {
+        self.sdp.media.get(index).ok_or(EditError::NoSuchMedia {
+            index,
+            count: self.sdp.media.len(),
+        })
+    }
+
+    /// The line index and value span of line `line`.
+    fn line_value(&self, line: u32) -> Option<(u32, Span)> {
+        self.sdp.lines.get(line as usize).map(|l| (line, l.value()))
+    }
+
+    /// Rewrites the value of every `c=` line among `lines[from..to]`; false
+    /// if there is none.
+    fn set_connections(&mut self, from: usize, to: usize, ip: IpAddr) -> bool {
+        let lines = self.sdp.lines.get(from..to).unwrap_or_default();
+        let mut found = false;
+        for (offset, line) in lines.iter().enumerate() {
+            if line.kind == b'c' {
+                found = true;
+                self.replace((from + offset) as u32, line.value(), ConnectionValue { ip });
+            }
+        }
+        found
+    }
+
+    fn text(&self, edit: &Edit) -> &[u8] {
+        self.scratch
+            .get(edit.text.0..edit.text.1)
+            .unwrap_or_default()
+            .as_bytes()
+    }
+
+    fn replace(&mut self, line: u32, span: Span, text: impl fmt::Display) -> &mut Self {
+        let op = Op::Replace {
+            start: span.start,
+            end: span.end,
+        };
+        self.record(line, op, text)
+    }
+
+    fn insert(&mut self, after: usize, slot: Slot, line: impl fmt::Display) -> &mut Self {
+        self.record(after as u32, Op::Insert(slot), line)
+    }
+
+    fn record(&mut self, line: u32, op: Op, text: impl fmt::Display) -> &mut Self {
+        let start = self.scratch.len();
+        // Formatting into a String cannot fail.
+        let _ = write!(self.scratch, "{text}");
+        let edit = Edit {
+            line,
+            op,
+            text: (start, self.scratch.len()),
+        };
+        let key = edit.key();
+        let first = self.edits.partition_point(|e| e.key() < key);
+        let past = first
+            + self
+                .edits
+                .get(first..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|e| e.key() == key)
+                .count();
+        match self
+            .edits
+            .get_mut(first..past)
+            .and_then(|same_key| same_key.iter_mut().find(|e| e.op == op))
+        {
+            Some(earlier) => *earlier = edit,
+            None => self.edits.insert(past, edit),
+        }
+        self
+    }
+}
+
+/// `IN <addrtype> <ip>`: the value of a `c=` line, or the tail of `o=` and
+/// `a=rtcp`.
+struct ConnectionValue {
+    ip: IpAddr,
+}
+
+impl fmt::Display for ConnectionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IN {} {}", AddrType::of(self.ip).as_str(), self.ip)
+    }
+}
+
+/// `rtcp:<port>[ IN <addrtype> <ip>]`, the attribute after `a=`.
+struct RtcpValue {
+    port: u16,
+    ip: Option<IpAddr>,
+}
+
+impl fmt::Display for RtcpValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rtcp:{}", self.port)?;
+        match self.ip {
+            Some(ip) => write!(f, " {}", ConnectionValue { ip }),
+            None => Ok(()),
+        }
+    }
+}
