@@ -1,0 +1,57 @@
+//! End-to-end tests of the SBC as users run it: the real `sbc` binary, and
+//! (as the signaling and media planes land) real SIPp peers on loopback and
+//! network-namespace labs for NAT and XDP.
+//!
+//! This library holds what the tests share: where the binary and the fixtures
+//! are, and how to run the binary with a bounded wait. Tests panic with a
+//! message on failure rather than returning `Result`, so a failure has a
+//! backtrace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The test corpus shipped with the repository (`sbc/tests/fixtures/corpus`).
+pub fn corpus() -> PathBuf {
+    workspace().join("sbc/tests/fixtures/corpus")
+}
+
+/// The `sbc` binary of this build profile, built on demand if the test
+/// runner has not built it yet.
+pub fn sbc_binary() -> PathBuf {
+    // target/<profile>/deps/<test-binary> -> target/<profile>/sbc
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join("sbc");
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "sbc", "--bin", "sbc"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p sbc failed");
+    }
+    binary
+}
+
+/// Runs `sbc` with these arguments and returns its output.
+pub fn run_sbc<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(sbc_binary())
+        .args(args)
+        .output()
+        .expect("run the sbc binary")
+}
