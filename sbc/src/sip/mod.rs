@@ -21,6 +21,7 @@
 //! * [`edit`]: the editor and printer.
 //! * [`framing`]: stream framing and CRLF keepalives.
 //! * [`error`]: parse errors and the response each one owes.
+//! * [`response`]: responses to requests, and stateless answers to malformed ones.
 //! * [`verdict`]: the server checks on a parsed request (416, 420, 483).
 pub mod edit;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod framing;
 pub mod header;
 pub mod message;
 pub mod name;
+pub mod response;
 pub mod scan;
 pub mod uri;
 pub mod verdict;
