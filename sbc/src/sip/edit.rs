@@ -91,9 +91,12 @@ impl Message {
     /// Keeps only the headers for which `keep` returns true (e.g. a
     /// topology-hiding allow list that looks at unknown names too).
     pub fn retain_headers(&mut self, mut keep: impl FnMut(super::message::Header<'_>) -> bool) {
-        let keep: Vec<bool> = self.fields.iter().map(|f| keep(self.view(f))).collect();
-        let mut flags = keep.into_iter();
-        self.fields.retain(|_| flags.next().unwrap_or(true));
+        // Borrow the buffers and the field list separately, so no side table
+        // of decisions is needed.
+        let Message {
+            buf, added, fields, ..
+        } = self;
+        fields.retain(|f| keep(Message::view_in(buf, added, f)));
     }
 
     /// Replaces the whole Via stack with `vias` (topmost first), one `Via`
@@ -175,4 +178,149 @@ fn push_status(out: &mut Vec<u8>, code: u16) {
         b'0' + (code / 10 % 10) as u8,
         b'0' + (code % 10) as u8,
     ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sip::{HeaderName, Message};
+
+    const INVITE: &str = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+v: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds8\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>\r\n\
+f: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710\r\n\
+CSeq: 314159 INVITE\r\n\
+X-Internal: 10.1.2.3\r\n\
+Subject: folded\r\n  across lines\r\n\
+Content-Length: 4\r\n\r\nbody";
+
+    fn parse(text: &str) -> Message {
+        Message::parse(text.as_bytes()).expect("parses")
+    }
+
+    fn reparse(msg: &Message) -> Message {
+        Message::parse(&msg.to_bytes())
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&msg.to_bytes())))
+    }
+
+    #[test]
+    fn start_line_edits() {
+        let mut msg = parse(INVITE);
+        msg.set_request_uri(b"sip:+4930555@203.0.113.9;user=phone");
+        let again = reparse(&msg);
+        assert_eq!(
+            again.request_uri_bytes(),
+            Some(b"sip:+4930555@203.0.113.9;user=phone".as_slice())
+        );
+        assert!(
+            msg.to_bytes()
+                .ends_with(b"Subject: folded\r\n  across lines\r\nContent-Length: 4\r\n\r\nbody")
+        );
+
+        let mut response = parse(
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@h>;tag=2\r\nFrom: <sip:a@h>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+        );
+        response.set_status(183, b"Session Progress");
+        response.set_request_uri(b"sip:ignored@h");
+        let again = reparse(&response);
+        assert_eq!(again.status(), Some(183));
+        assert_eq!(again.reason(), Some(b"Session Progress".as_slice()));
+    }
+
+    #[test]
+    fn header_edits_keep_every_other_byte() {
+        let mut msg = parse(INVITE);
+        let contact_at = msg.position(HeaderName::CSeq).expect("CSeq") + 1;
+        msg.insert_header(contact_at, "Contact", b"<sip:sbc@203.0.113.1>");
+        let text = String::from_utf8(msg.to_bytes()).expect("ascii");
+        assert!(
+            text.contains("CSeq: 314159 INVITE\r\nContact: <sip:sbc@203.0.113.1>\r\nX-Internal"),
+            "{text}"
+        );
+        // The compact From keeps its spelling when its value changes.
+        let from = msg.position(HeaderName::From).expect("From");
+        msg.set_header(from, b"<sip:anonymous@anonymous.invalid>;tag=sbc1");
+        let text = String::from_utf8(msg.to_bytes()).expect("ascii");
+        assert!(
+            text.contains("\r\nf: <sip:anonymous@anonymous.invalid>;tag=sbc1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Subject: folded\r\n  across lines\r\n"),
+            "folding kept: {text}"
+        );
+        assert_eq!(
+            reparse(&msg)
+                .from()
+                .and_then(|f| f.tag().map(str::to_owned))
+                .as_deref(),
+            Some("sbc1")
+        );
+    }
+
+    #[test]
+    fn removing_and_filtering_headers() {
+        let mut msg = parse(INVITE);
+        assert_eq!(msg.remove_headers(HeaderName::Subject), 1);
+        msg.retain_headers(|h| !h.name_bytes.starts_with(b"X-"));
+        let text = String::from_utf8(msg.to_bytes()).expect("ascii");
+        assert!(
+            !text.contains("X-Internal") && !text.contains("10.1.2.3"),
+            "{text}"
+        );
+        assert!(!text.contains("Subject"), "{text}");
+        let again = reparse(&msg);
+        assert_eq!(again.headers().count(), msg.headers().count());
+        msg.remove_header(usize::MAX); // out of range: ignored
+        msg.set_header(usize::MAX, b"x");
+        assert_eq!(msg.to_bytes(), text.as_bytes());
+    }
+
+    #[test]
+    fn replacing_the_via_stack_and_the_body() {
+        let mut msg = parse(INVITE);
+        msg.replace_vias(&[b"SIP/2.0/UDP 203.0.113.1;branch=z9hG4bKsbc".as_slice()]);
+        msg.set_body(b"v=0\r\n");
+        let again = reparse(&msg);
+        let vias: Vec<String> = again
+            .vias()
+            .map(|v| v.expect("via").branch().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(vias, ["z9hG4bKsbc"]);
+        assert_eq!(again.body(), b"v=0\r\n");
+        assert_eq!(again.content_length(), Some(5));
+        // The new Via stands where the old one stood: right after the start line.
+        assert!(
+            msg.to_bytes()
+                .starts_with(b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\nVia: ")
+        );
+    }
+
+    #[test]
+    fn a_message_without_content_length_gets_one_with_its_new_body() {
+        let mut msg = parse(&INVITE.replace("Content-Length: 4\r\n", ""));
+        assert_eq!(msg.content_length(), None);
+        msg.set_body(b"hello");
+        let again = reparse(&msg);
+        assert_eq!(
+            (again.body(), again.content_length()),
+            (b"hello".as_slice(), Some(5))
+        );
+    }
+
+    #[test]
+    fn lf_only_messages_get_lf_only_edits() {
+        let lf = INVITE.replace("\r\n", "\n");
+        let mut msg = parse(&lf);
+        assert_eq!(msg.to_bytes(), lf.as_bytes());
+        msg.push_header("X-Added", b"1");
+        msg.set_request_uri(b"sip:carol@chicago.example.com");
+        let out = msg.to_bytes();
+        assert!(!out.contains(&b'\r'), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            reparse(&msg).header(HeaderName::Other),
+            Some(b"10.1.2.3".as_slice())
+        );
+    }
 }

@@ -15,8 +15,9 @@
 
 use super::error::ParseError;
 use super::header;
-use super::message::{Limits, Message, NOT_U32};
+use super::message::{HeaderLines, Limits, Message, NOT_U32, line_at};
 use super::name::HeaderName;
+use super::scan::trim_lws;
 
 /// One unit read from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct StreamFramer {
     pending: Option<usize>,
     limits: Limits,
     failed: Option<FramingError>,
+    /// We sent a ping on this connection and await its single-CRLF pong.
+    pong_expected: bool,
 }
 
 impl StreamFramer {
@@ -91,7 +94,15 @@ impl StreamFramer {
             pending: None,
             limits,
             failed: None,
+            pong_expected: false,
         }
+    }
+
+    /// Records that we sent a double-CRLF ping (RFC 5626 §4.4.1): the next
+    /// single CRLF is its pong and is delivered at once. Without this, a lone
+    /// CRLF is held until the next bytes show whether it starts a ping.
+    pub fn ping_sent(&mut self) {
+        self.pong_expected = true;
     }
 
     /// Appends bytes read from the stream.
@@ -132,11 +143,17 @@ impl StreamFramer {
         // Keepalives and stray line breaks before a start line (§7.5).
         loop {
             match &self.buf[self.start..] {
+                // A pong we asked for needs no lookahead (RFC 5626 §4.4.1).
+                [b'\r', b'\n', ..] if self.pong_expected => {
+                    self.pong_expected = false;
+                    return Ok(Some(self.consume(2, Frame::Pong)));
+                }
                 [b'\r', b'\n', b'\r', b'\n', ..] => return Ok(Some(self.consume(4, Frame::Ping))),
                 // Could still become a ping: wait for the next bytes.
                 [b'\r', b'\n'] | [b'\r', b'\n', b'\r'] | [b'\r'] => return Ok(None),
                 [b'\r', b'\n', ..] => return Ok(Some(self.consume(2, Frame::Pong))),
-                [b'\n', ..] => self.start += 1,
+                // Stray line-break bytes before a start line (§7.5).
+                [b'\n', ..] | [b'\r', b'\r', ..] => self.start += 1,
                 [] => return Ok(None),
                 _ => break,
             }
@@ -209,20 +226,18 @@ impl StreamFramer {
 }
 
 /// The Content-Length of a header section, which must be present and agree
-/// with itself; the message parser re-validates everything else.
+/// with itself; the message parser re-validates everything else. Lines are
+/// split exactly as the parser splits them (folding included).
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
+    let Some((_, after_start_line)) = line_at(head, 0) else {
+        return Err(FramingError::MissingContentLength);
+    };
     let mut found: Option<u32> = None;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-            || HeaderName::from_bytes(name) != HeaderName::ContentLength
-        {
+    for line in HeaderLines::new(head, after_start_line).filter_map(Result::ok) {
+        if line.name != HeaderName::ContentLength {
             continue;
         }
-        let value = line[colon + 1..].trim_ascii();
+        let value = trim_lws(&head[line.value.range()]);
         let length = header::parse_u32(value, NOT_U32)
             .map_err(|_| FramingError::BadContentLength("not a number"))?;
         if found.is_some_and(|prev| prev != length) {
@@ -280,6 +295,46 @@ abcd";
             assert_eq!(frames, expected, "chunk size {chunk}");
             assert_eq!(framer.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn folded_content_length_frames_like_the_parser_reads_it() {
+        let folded =
+            String::from_utf8_lossy(OPTIONS).replace("Content-Length: 4", "Content-Length:\r\n 4");
+        let mut framer = StreamFramer::new(Limits::default());
+        framer.push(folded.as_bytes());
+        match framer.next_frame() {
+            Ok(Some(Frame::Message(msg))) => assert_eq!(msg.body(), b"abcd"),
+            other => panic!("folded Content-Length must frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expected_pong_is_delivered_without_lookahead() {
+        let mut framer = StreamFramer::new(Limits::default());
+        framer.push(b"\r\n");
+        assert_eq!(
+            framer.next_frame(),
+            Ok(None),
+            "could be the start of a ping"
+        );
+        framer.ping_sent();
+        assert_eq!(framer.next_frame(), Ok(Some(Frame::Pong)));
+        // The next CRLF pair is the peer's own ping again.
+        framer.push(b"\r\n\r\n");
+        assert_eq!(framer.next_frame(), Ok(Some(Frame::Ping)));
+    }
+
+    #[test]
+    fn stray_carriage_returns_before_a_message_are_skipped() {
+        let mut framer = StreamFramer::new(Limits::default());
+        framer.push(b"\r\r\n");
+        framer.push(OPTIONS);
+        let frames = drain(&mut framer);
+        assert!(
+            matches!(frames.last(), Some(Frame::Message(_))),
+            "{frames:?}"
+        );
     }
 
     #[test]

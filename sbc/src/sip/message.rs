@@ -246,9 +246,13 @@ impl Message {
     }
 
     pub(crate) fn bytes(&self, loc: Loc) -> &[u8] {
+        Self::bytes_in(&self.buf, &self.added, loc)
+    }
+
+    fn bytes_in<'a>(buf: &'a [u8], added: &'a [u8], loc: Loc) -> &'a [u8] {
         match loc {
-            Loc::Orig(span) => &self.buf[span.range()],
-            Loc::Added(span) => &self.added[span.range()],
+            Loc::Orig(span) => &buf[span.range()],
+            Loc::Added(span) => &added[span.range()],
         }
     }
 
@@ -305,16 +309,23 @@ impl Message {
     }
 
     pub(crate) fn view(&self, field: &Field) -> Header<'_> {
+        Self::view_in(&self.buf, &self.added, field)
+    }
+
+    /// A header view from the buffers alone (for the editor, which holds the
+    /// field list mutably at the same time).
+    pub(crate) fn view_in<'a>(buf: &'a [u8], added: &'a [u8], field: &Field) -> Header<'a> {
         Header {
             name: field.name,
-            name_bytes: self.bytes(field.name_at),
-            value: scan::trim_lws(self.bytes(field.value_at)),
+            name_bytes: Self::bytes_in(buf, added, field.name_at),
+            value: scan::trim_lws(Self::bytes_in(buf, added, field.value_at)),
         }
     }
 
     /// The value of the first header with this name.
     pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
-        self.headers().find(|h| h.name == name).map(|h| h.value)
+        let field = self.fields.iter().find(|f| f.name == name)?;
+        Some(scan::trim_lws(self.bytes(field.value_at)))
     }
 
     /// The index (in [`Message::headers`] order) of the first header with this name.
@@ -326,9 +337,10 @@ impl Message {
     /// (RFC 3261 §7.3.1: `Via: a, b` is the same as two Via lines). Only
     /// meaningful for list headers; empty elements are skipped.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.headers()
-            .filter(move |h| h.name == name)
-            .flat_map(|h| scan::split_values(h.value))
+        self.fields
+            .iter()
+            .filter(move |f| f.name == name)
+            .flat_map(|f| scan::split_values(scan::trim_lws(self.bytes(f.value_at))))
             .filter(|v| !v.is_empty())
     }
 
@@ -428,8 +440,10 @@ fn parse(mut buf: Vec<u8>, limits: &Limits, framing: Framing) -> Result<Message,
     if lead == buf.len() {
         return Err(fail(ParseErrorKind::Empty, shape, has_via));
     }
-    if buf.len() - lead > limits.max_message_bytes {
-        let limit = u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX);
+    // Spans are u32 offsets: no limit may let a message outgrow them.
+    let max_bytes = limits.max_message_bytes.min(u32::MAX as usize);
+    if buf.len() - lead > max_bytes {
+        let limit = max_bytes as u32;
         return Err(fail(ParseErrorKind::TooLarge { limit }, shape, has_via));
     }
     if lead > 0 {
@@ -450,45 +464,28 @@ fn parse(mut buf: Vec<u8>, limits: &Limits, framing: Framing) -> Result<Message,
     };
 
     // ---- header lines -------------------------------------------------------
-    // One Vec for the whole message; no allocation per header.
-    let mut fields: Vec<Field> = Vec::with_capacity(16);
-    let mut pos = next;
-    let blank = loop {
-        let Some((end, next)) = line_at(&buf, pos) else {
-            return Err(fail(ParseErrorKind::Unterminated, shape, has_via));
-        };
-        if end == pos {
-            break Span::new(pos, next);
+    // One Vec for the whole message, no allocation per header; 32 entries
+    // cover a carrier INVITE without growing.
+    let mut fields: Vec<Field> = Vec::with_capacity(32);
+    let mut lines = HeaderLines::new(&buf, next);
+    for line in &mut lines {
+        // Whether a 400 can be routed back depends on a Via anywhere below.
+        let line = line.map_err(|kind| fail(kind, shape, has_via_line(&buf, next)))?;
+        if fields.len() == limits.max_headers {
+            let limit = u32::try_from(limits.max_headers).unwrap_or(u32::MAX);
+            let kind = ParseErrorKind::TooManyHeaders { limit };
+            return Err(fail(kind, shape, has_via_line(&buf, next)));
         }
-        let first = buf[pos];
-        if first == b' ' || first == b'\t' {
-            // Folding (§7.3.1): the line continues the previous header.
-            let Some(prev) = fields.last_mut() else {
-                return Err(fail(
-                    ParseErrorKind::BadHeaderLine("continuation line before any header"),
-                    shape,
-                    has_via,
-                ));
-            };
-            if let (Loc::Orig(value), Some(line)) = (&mut prev.value_at, &mut prev.line) {
-                value.end = end as u32;
-                line.end = next as u32;
-            }
-        } else {
-            if fields.len() == limits.max_headers {
-                let limit = u32::try_from(limits.max_headers).unwrap_or(u32::MAX);
-                return Err(fail(
-                    ParseErrorKind::TooManyHeaders { limit },
-                    shape,
-                    has_via,
-                ));
-            }
-            let field =
-                header_line(&buf, pos, end, next).map_err(|kind| fail(kind, shape, has_via))?;
-            has_via |= field.name == HeaderName::Via;
-            fields.push(field);
-        }
-        pos = next;
+        has_via |= line.name == HeaderName::Via;
+        fields.push(Field {
+            name: line.name,
+            name_at: Loc::Orig(line.name_span),
+            value_at: Loc::Orig(line.value),
+            line: Some(line.whole),
+        });
+    }
+    let Some(blank) = lines.blank else {
+        return Err(fail(ParseErrorKind::Unterminated, shape, has_via));
     };
 
     let mut msg = Message {
@@ -533,7 +530,7 @@ fn parse(mut buf: Vec<u8>, limits: &Limits, framing: Framing) -> Result<Message,
 
 /// Finds the line starting at `pos`: returns (end of content, start of next
 /// line). Accepts CRLF and, liberally, bare LF. `None` if no terminator.
-fn line_at(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+pub(crate) fn line_at(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     let rest = buf.get(pos..)?;
     let lf = memchr::memchr(b'\n', rest)?;
     let end = if lf > 0 && rest[lf - 1] == b'\r' {
@@ -544,49 +541,111 @@ fn line_at(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     Some((pos + end, pos + lf + 1))
 }
 
-/// Whether any header line from `pos` on is a Via (used only when the start
-/// line is already known to be bad, to decide whether an answer is routable).
-fn has_via_line(buf: &[u8], mut pos: usize) -> bool {
-    while let Some((end, next)) = line_at(buf, pos) {
-        if end == pos {
-            return false;
-        }
-        let line = &buf[pos..end];
-        if let Some(colon) = line.iter().position(|&b| b == b':')
-            && HeaderName::from_bytes(line[..colon].trim_ascii_end()) == HeaderName::Via
-        {
-            return true;
-        }
-        pos = next;
-    }
-    false
+/// Whether any well-formed header line from `pos` on is a Via; used only
+/// when the message is already known to be bad, to decide whether an answer
+/// is routable.
+fn has_via_line(buf: &[u8], pos: usize) -> bool {
+    HeaderLines::new(buf, pos)
+        .filter_map(Result::ok)
+        .any(|line| line.name == HeaderName::Via)
 }
 
-/// Splits one header line `name HCOLON value` (§7.3.1, §25.1 HCOLON allows
-/// whitespace before the colon).
-fn header_line(buf: &[u8], pos: usize, end: usize, next: usize) -> Result<Field, ParseErrorKind> {
-    let line = &buf[pos..end];
-    let Some(colon) = memchr::memchr(b':', line) else {
-        return Err(ParseErrorKind::BadHeaderLine("header line without a colon"));
-    };
-    let mut name_end = colon;
-    while name_end > 0 && matches!(line[name_end - 1], b' ' | b'\t') {
-        name_end -= 1;
+/// One logical header line: continuation lines (folding, §7.3.1) joined.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeaderLine {
+    pub(crate) name: HeaderName,
+    /// The name as written, without whitespace before the colon.
+    pub(crate) name_span: Span,
+    /// From after the colon and its whitespace to the end of the last
+    /// continuation line, excluding its terminator.
+    pub(crate) value: Span,
+    /// The whole line(s), terminator included.
+    pub(crate) whole: Span,
+}
+
+/// The header lines of a header section, from `pos` (just past the start
+/// line) to the empty line that closes it. The one place that splits header
+/// lines, so the parser and the stream framer can't disagree about folding
+/// or names. A malformed line is an `Err` item and iteration goes on past
+/// it; a missing empty line ends iteration with `blank` unset.
+pub(crate) struct HeaderLines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// The empty line, once reached.
+    pub(crate) blank: Option<Span>,
+    done: bool,
+}
+
+impl<'a> HeaderLines<'a> {
+    pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Self {
+            buf,
+            pos,
+            blank: None,
+            done: false,
+        }
     }
-    let name = &line[..name_end];
-    if name.is_empty() || !name.iter().all(|&b| scan::is_token_char(b)) {
-        return Err(ParseErrorKind::BadHeaderLine("header name is not a token"));
+}
+
+impl Iterator for HeaderLines<'_> {
+    type Item = Result<HeaderLine, ParseErrorKind>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let buf = self.buf;
+        let start = self.pos;
+        let Some((end, mut next)) = line_at(buf, start) else {
+            self.done = true;
+            return Some(Err(ParseErrorKind::Unterminated));
+        };
+        if end == start {
+            self.done = true;
+            self.blank = Some(Span::new(start, next));
+            return None;
+        }
+        // Join continuation lines (the value runs on to their end).
+        let mut value_end = end;
+        while matches!(buf.get(next), Some(b' ' | b'\t')) {
+            match line_at(buf, next) {
+                Some((end, after)) => (value_end, next) = (end, after),
+                None => break,
+            }
+        }
+        self.pos = next;
+        if matches!(buf[start], b' ' | b'\t') {
+            return Some(Err(ParseErrorKind::BadHeaderLine(
+                "continuation line before any header",
+            )));
+        }
+        let line = &buf[start..end];
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return Some(Err(ParseErrorKind::BadHeaderLine(
+                "header line without a colon",
+            )));
+        };
+        // HCOLON allows whitespace before the colon (§25.1).
+        let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|&b| scan::is_token_char(b)) {
+            return Some(Err(ParseErrorKind::BadHeaderLine(
+                "header name is not a token",
+            )));
+        }
+        let value_start = start
+            + colon
+            + 1
+            + line[colon + 1..]
+                .iter()
+                .take_while(|&&b| b == b' ' || b == b'\t')
+                .count();
+        Some(Ok(HeaderLine {
+            name: HeaderName::from_bytes(name),
+            name_span: Span::new(start, start + name.len()),
+            value: Span::new(value_start, value_end),
+            whole: Span::new(start, next),
+        }))
     }
-    let mut value_start = colon + 1;
-    while value_start < line.len() && matches!(line[value_start], b' ' | b'\t') {
-        value_start += 1;
-    }
-    Ok(Field {
-        name: HeaderName::from_bytes(name),
-        name_at: Loc::Orig(Span::new(pos, pos + name_end)),
-        value_at: Loc::Orig(Span::new(pos + value_start, end)),
-        line: Some(Span::new(pos, next)),
-    })
 }
 
 struct StartParts {
@@ -733,104 +792,97 @@ fn check_version(version: &[u8]) -> Result<(), ParseErrorKind> {
 
 /// Validates the headers the SBC interprets and returns Content-Length.
 fn validate(msg: &Message) -> Result<Option<u32>, ParseErrorKind> {
-    let bad =
-        |name: HeaderName| move |error: HeaderError| ParseErrorKind::BadHeader { name, error };
-    let mut seen_single: u16 = 0;
-    let mut seen_via = false;
+    // Which headers were seen, one bit per `HeaderName` (fewer than 64).
+    let mut seen: u64 = 0;
+    let bit = |name: HeaderName| 1u64 << (name as u32);
     let mut content_length = None;
     let mut cseq_method: Option<&[u8]> = None;
     for field in &msg.fields {
-        let h = msg.view(field);
-        if h.name.is_single() {
-            let bit = 1u16 << single_index(h.name);
-            if seen_single & bit != 0 {
-                return Err(ParseErrorKind::DuplicateHeader(h.name));
-            }
-            seen_single |= bit;
+        let name = field.name;
+        if name == HeaderName::Other {
+            continue;
         }
-        match h.name {
-            HeaderName::Via => {
-                seen_via = true;
-                for value in scan::split_values(h.value) {
-                    if value.is_empty() {
-                        return Err(bad(h.name)(EMPTY_VALUE));
-                    }
-                    Via::parse(value).map_err(bad(h.name))?;
-                }
-            }
+        if name.is_single() && seen & bit(name) != 0 {
+            return Err(ParseErrorKind::DuplicateHeader(name));
+        }
+        seen |= bit(name);
+        let value = || scan::trim_lws(msg.bytes(field.value_at));
+        let bad = |error: HeaderError| ParseErrorKind::BadHeader { name, error };
+        match name {
+            HeaderName::Via => each_value(value(), |v| Via::parse(v).map(drop)).map_err(bad)?,
             HeaderName::From | HeaderName::To => {
-                NameAddr::parse(h.value).map_err(bad(h.name))?;
+                NameAddr::parse(value()).map_err(bad)?;
             }
             HeaderName::CallId => {
-                header::parse_call_id(h.value).map_err(bad(h.name))?;
+                header::parse_call_id(value()).map_err(bad)?;
             }
             HeaderName::CSeq => {
-                cseq_method = Some(CSeq::parse(h.value).map_err(bad(h.name))?.method.as_bytes());
+                cseq_method = Some(CSeq::parse(value()).map_err(bad)?.method.as_bytes());
             }
             HeaderName::MaxForwards => {
-                header::parse_max_forwards(h.value).map_err(bad(h.name))?;
+                header::parse_max_forwards(value()).map_err(bad)?;
             }
             HeaderName::ContentLength => {
-                content_length = Some(header::parse_u32(h.value, NOT_U32).map_err(bad(h.name))?);
+                content_length = Some(header::parse_u32(value(), NOT_U32).map_err(bad)?);
             }
             HeaderName::Expires => {
-                header::parse_u32(h.value, NOT_U32).map_err(bad(h.name))?;
+                header::parse_u32(value(), NOT_U32).map_err(bad)?;
             }
             HeaderName::ContentType => {
-                MediaType::parse(h.value).map_err(bad(h.name))?;
+                MediaType::parse(value()).map_err(bad)?;
             }
             HeaderName::Contact => {
-                let mut count = 0usize;
                 let mut star = false;
-                for value in scan::split_values(h.value) {
-                    if value.is_empty() {
-                        return Err(bad(h.name)(EMPTY_VALUE));
-                    }
-                    star |= matches!(Contact::parse(value).map_err(bad(h.name))?, Contact::Star);
+                let mut count = 0usize;
+                each_value(value(), |v| {
+                    star |= matches!(Contact::parse(v)?, Contact::Star);
                     count += 1;
-                }
-                if star && count > 1 {
-                    return Err(bad(h.name)(HeaderError {
-                        what: "Contact '*' mixed with addresses",
+                    Ok(())
+                })
+                .map_err(bad)?;
+                // §10.2.2: `*` only in a REGISTER removing every binding.
+                if star && (count > 1 || msg.method() != Some(Method::Register)) {
+                    return Err(bad(HeaderError {
+                        what: "Contact '*' outside a REGISTER or mixed with addresses",
                         at: 0,
                     }));
                 }
             }
-            HeaderName::Route | HeaderName::RecordRoute => {
-                for value in scan::split_values(h.value) {
-                    if value.is_empty() {
-                        return Err(bad(h.name)(EMPTY_VALUE));
-                    }
-                    let addr = NameAddr::parse(value).map_err(bad(h.name))?;
-                    if !addr.bracketed() {
-                        return Err(bad(h.name)(HeaderError {
-                            what: "route address not enclosed in <>",
-                            at: 0,
-                        }));
-                    }
+            HeaderName::Route | HeaderName::RecordRoute => each_value(value(), |v| {
+                if NameAddr::parse(v)?.bracketed() {
+                    Ok(())
+                } else {
+                    Err(HeaderError {
+                        what: "route address not enclosed in <>",
+                        at: 0,
+                    })
                 }
+            })
+            .map_err(bad)?,
+            // Supported may be empty (§20.37); the others need a tag.
+            HeaderName::Supported => {
+                header::option_tags(value()).map_err(bad)?;
             }
-            HeaderName::Require
-            | HeaderName::ProxyRequire
-            | HeaderName::Supported
-            | HeaderName::Unsupported => {
-                header::option_tags(h.value).map_err(bad(h.name))?;
+            HeaderName::Require | HeaderName::ProxyRequire | HeaderName::Unsupported
+                if header::option_tags(value()).map_err(bad)?.is_empty() =>
+            {
+                return Err(bad(HeaderError {
+                    what: "no option tag",
+                    at: 0,
+                }));
             }
             _ => {}
         }
     }
-    for required in [
+    let required = [
+        HeaderName::Via,
         HeaderName::From,
         HeaderName::To,
         HeaderName::CallId,
         HeaderName::CSeq,
-    ] {
-        if seen_single & (1 << single_index(required)) == 0 {
-            return Err(ParseErrorKind::MissingHeader(required));
-        }
-    }
-    if !seen_via {
-        return Err(ParseErrorKind::MissingHeader(HeaderName::Via));
+    ];
+    if let Some(missing) = required.into_iter().find(|&name| seen & bit(name) == 0) {
+        return Err(ParseErrorKind::MissingHeader(missing));
     }
     if let (Some(method), Some(cseq_method)) = (msg.method_bytes(), cseq_method)
         && method != cseq_method
@@ -840,17 +892,140 @@ fn validate(msg: &Message) -> Result<Option<u32>, ParseErrorKind> {
     Ok(content_length)
 }
 
-/// A bit index for each single-valued header (see [`HeaderName::is_single`]).
-fn single_index(name: HeaderName) -> u32 {
-    match name {
-        HeaderName::CallId => 0,
-        HeaderName::CSeq => 1,
-        HeaderName::From => 2,
-        HeaderName::To => 3,
-        HeaderName::MaxForwards => 4,
-        HeaderName::ContentLength => 5,
-        HeaderName::ContentType => 6,
-        HeaderName::Expires => 7,
-        _ => 15,
+/// Checks every comma-separated element of a list header; an empty element
+/// (`a,,b`, RFC 4475 badinv01) is an error.
+fn each_value(
+    value: &[u8],
+    mut check: impl FnMut(&[u8]) -> Result<(), HeaderError>,
+) -> Result<(), HeaderError> {
+    for element in scan::split_values(value) {
+        if element.is_empty() {
+            return Err(EMPTY_VALUE);
+        }
+        check(element)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{ServerPolicy, check};
+
+    const OPTIONS: &str = "OPTIONS sip:bob@biloxi.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKhjhs8ass877\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:bob@biloxi.example.com>\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710\r\n\
+CSeq: 63104 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n";
+
+    fn verdict(text: &str) -> String {
+        match Message::parse(text.as_bytes()) {
+            Ok(msg) => check(&msg, &ServerPolicy::default()).to_string(),
+            Err(e) => e.response().to_string(),
+        }
+    }
+
+    #[test]
+    fn a_bad_line_above_the_via_still_gets_an_answer() {
+        let text = OPTIONS.replace("Via:", "Garbage line\r\nVia:");
+        assert_eq!(
+            verdict(&text),
+            "answer 400 Bad Request (malformed header line: header line without a colon)"
+        );
+    }
+
+    #[test]
+    fn the_method_is_checked_before_the_scheme() {
+        let text = OPTIONS
+            .replace(
+                "OPTIONS sip:bob@biloxi.example.com",
+                "FOO mailto:bob@example.com",
+            )
+            .replace("63104 OPTIONS", "63104 FOO");
+        assert!(
+            verdict(&text).starts_with("answer 501"),
+            "{}",
+            verdict(&text)
+        );
+    }
+
+    #[test]
+    fn contact_star_belongs_to_register_only() {
+        let invite = OPTIONS
+            .replace("OPTIONS sip", "INVITE sip")
+            .replace("63104 OPTIONS", "63104 INVITE")
+            .replace("Content-Length", "Contact: *\r\nContent-Length");
+        assert!(
+            verdict(&invite).starts_with("answer 400"),
+            "{}",
+            verdict(&invite)
+        );
+        let register = OPTIONS
+            .replace(
+                "OPTIONS sip:bob@biloxi.example.com",
+                "REGISTER sip:biloxi.example.com",
+            )
+            .replace("63104 OPTIONS", "63104 REGISTER")
+            .replace(
+                "Content-Length",
+                "Contact: *\r\nExpires: 0\r\nContent-Length",
+            );
+        assert_eq!(verdict(&register), "accept");
+    }
+
+    #[test]
+    fn require_needs_a_tag_supported_may_be_empty() {
+        let empty_require = OPTIONS.replace("Content-Length", "Require:\r\nContent-Length");
+        assert!(
+            verdict(&empty_require).starts_with("answer 400"),
+            "{}",
+            verdict(&empty_require)
+        );
+        let empty_supported = OPTIONS.replace("Content-Length", "Supported:\r\nContent-Length");
+        assert_eq!(verdict(&empty_supported), "accept");
+    }
+
+    #[test]
+    fn folding_and_header_lookup_agree_with_the_framer() {
+        let folded = OPTIONS.replace("Content-Length: 0", "Content-Length:\r\n  0");
+        let msg = Message::parse(folded.as_bytes()).expect("folded Content-Length parses");
+        assert_eq!(msg.content_length(), Some(0));
+        assert_eq!(msg.to_bytes(), folded.as_bytes());
+        let continuation_first = OPTIONS.replace("Via:", " Via:");
+        assert!(matches!(
+            Message::parse(continuation_first.as_bytes()),
+            Err(ParseError {
+                kind: ParseErrorKind::BadHeaderLine(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn duplicates_are_caught_for_every_single_valued_header() {
+        for line in [
+            "Call-ID: x\r\n",
+            "CSeq: 1 OPTIONS\r\n",
+            "From: <sip:a@b>;tag=1\r\n",
+            "To: <sip:a@b>\r\n",
+            "Max-Forwards: 1\r\n",
+            "Content-Length: 0\r\n",
+            "Content-Type: application/sdp\r\n",
+            "Expires: 1\r\n",
+        ] {
+            let text = OPTIONS.replace("Via:", &format!("{line}{line}Via:"));
+            let err = Message::parse(text.as_bytes()).expect_err(line);
+            assert!(
+                matches!(err.kind, ParseErrorKind::DuplicateHeader(_)),
+                "{line}: {err}"
+            );
+        }
+        // List headers may repeat.
+        let text = OPTIONS.replace("Via:", "Supported: timer\r\nSupported: 100rel\r\nVia:");
+        assert!(Message::parse(text.as_bytes()).is_ok());
+        assert_eq!(verdict(&text), "accept");
     }
 }

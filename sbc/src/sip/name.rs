@@ -63,64 +63,96 @@ pub enum HeaderName {
 impl HeaderName {
     /// Classifies a header name as written on the wire (without the colon).
     ///
-    /// Names longer than any known name are [`HeaderName::Other`] without
-    /// further work, so hostile names cost one length check.
+    /// Runs for every header line of every message: it dispatches on the
+    /// length first, so a name is compared against at most a handful of
+    /// candidates, and hostile names cost one length check.
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        const LONGEST: usize = "p-preferred-identity".len();
-        if name.len() > LONGEST || name.is_empty() {
-            return HeaderName::Other;
-        }
-        let mut lower = [0u8; LONGEST];
-        let lower = &mut lower[..name.len()];
-        for (dst, src) in lower.iter_mut().zip(name) {
-            *dst = src.to_ascii_lowercase();
-        }
-        match &*lower {
-            b"v" | b"via" => HeaderName::Via,
-            b"f" | b"from" => HeaderName::From,
-            b"t" | b"to" => HeaderName::To,
-            b"i" | b"call-id" => HeaderName::CallId,
-            b"cseq" => HeaderName::CSeq,
-            b"m" | b"contact" => HeaderName::Contact,
-            b"l" | b"content-length" => HeaderName::ContentLength,
-            b"c" | b"content-type" => HeaderName::ContentType,
-            b"max-forwards" => HeaderName::MaxForwards,
-            b"route" => HeaderName::Route,
-            b"record-route" => HeaderName::RecordRoute,
-            b"k" | b"supported" => HeaderName::Supported,
-            b"require" => HeaderName::Require,
-            b"proxy-require" => HeaderName::ProxyRequire,
-            b"unsupported" => HeaderName::Unsupported,
-            b"expires" => HeaderName::Expires,
-            b"s" | b"subject" => HeaderName::Subject,
-            b"e" | b"content-encoding" => HeaderName::ContentEncoding,
-            b"content-disposition" => HeaderName::ContentDisposition,
-            b"o" | b"event" => HeaderName::Event,
-            b"u" | b"allow-events" => HeaderName::AllowEvents,
-            b"r" | b"refer-to" => HeaderName::ReferTo,
-            b"b" | b"referred-by" => HeaderName::ReferredBy,
-            b"x" | b"session-expires" => HeaderName::SessionExpires,
-            b"a" | b"accept-contact" => HeaderName::AcceptContact,
-            b"j" | b"reject-contact" => HeaderName::RejectContact,
-            b"min-se" => HeaderName::MinSe,
-            b"allow" => HeaderName::Allow,
-            b"accept" => HeaderName::Accept,
-            b"rack" => HeaderName::RAck,
-            b"rseq" => HeaderName::RSeq,
-            b"authorization" => HeaderName::Authorization,
-            b"proxy-authorization" => HeaderName::ProxyAuthorization,
-            b"www-authenticate" => HeaderName::WwwAuthenticate,
-            b"proxy-authenticate" => HeaderName::ProxyAuthenticate,
-            b"user-agent" => HeaderName::UserAgent,
-            b"server" => HeaderName::Server,
-            b"p-asserted-identity" => HeaderName::PAssertedIdentity,
-            b"p-preferred-identity" => HeaderName::PPreferredIdentity,
-            b"privacy" => HeaderName::Privacy,
-            b"date" => HeaderName::Date,
-            b"timestamp" => HeaderName::Timestamp,
-            b"warning" => HeaderName::Warning,
-            b"retry-after" => HeaderName::RetryAfter,
-            b"reply-to" => HeaderName::ReplyTo,
+        use HeaderName::*;
+        let candidates: &[(&[u8], HeaderName)] = match name.len() {
+            1 => return Self::compact(name[0].to_ascii_lowercase()),
+            2 => &[(b"to", To)],
+            3 => &[(b"via", Via)],
+            4 => &[
+                (b"from", From),
+                (b"cseq", CSeq),
+                (b"date", Date),
+                (b"rack", RAck),
+                (b"rseq", RSeq),
+            ],
+            5 => &[(b"route", Route), (b"allow", Allow), (b"event", Event)],
+            6 => &[(b"accept", Accept), (b"min-se", MinSe), (b"server", Server)],
+            7 => &[
+                (b"call-id", CallId),
+                (b"contact", Contact),
+                (b"expires", Expires),
+                (b"require", Require),
+                (b"subject", Subject),
+                (b"privacy", Privacy),
+                (b"warning", Warning),
+            ],
+            8 => &[(b"refer-to", ReferTo), (b"reply-to", ReplyTo)],
+            9 => &[(b"supported", Supported), (b"timestamp", Timestamp)],
+            10 => &[(b"user-agent", UserAgent)],
+            11 => &[
+                (b"referred-by", ReferredBy),
+                (b"unsupported", Unsupported),
+                (b"retry-after", RetryAfter),
+            ],
+            12 => &[
+                (b"max-forwards", MaxForwards),
+                (b"record-route", RecordRoute),
+                (b"content-type", ContentType),
+                (b"allow-events", AllowEvents),
+            ],
+            13 => &[
+                (b"authorization", Authorization),
+                (b"proxy-require", ProxyRequire),
+            ],
+            14 => &[
+                (b"content-length", ContentLength),
+                (b"accept-contact", AcceptContact),
+                (b"reject-contact", RejectContact),
+            ],
+            15 => &[(b"session-expires", SessionExpires)],
+            16 => &[
+                (b"content-encoding", ContentEncoding),
+                (b"www-authenticate", WwwAuthenticate),
+            ],
+            18 => &[(b"proxy-authenticate", ProxyAuthenticate)],
+            19 => &[
+                (b"proxy-authorization", ProxyAuthorization),
+                (b"content-disposition", ContentDisposition),
+                (b"p-asserted-identity", PAssertedIdentity),
+            ],
+            20 => &[(b"p-preferred-identity", PPreferredIdentity)],
+            _ => return Other,
+        };
+        candidates
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map_or(Other, |&(_, header)| header)
+    }
+
+    /// The compact forms (RFC 3261 §7.3.3 and the extensions that define one).
+    fn compact(letter: u8) -> HeaderName {
+        match letter {
+            b'v' => HeaderName::Via,
+            b'f' => HeaderName::From,
+            b't' => HeaderName::To,
+            b'i' => HeaderName::CallId,
+            b'm' => HeaderName::Contact,
+            b'l' => HeaderName::ContentLength,
+            b'c' => HeaderName::ContentType,
+            b'k' => HeaderName::Supported,
+            b's' => HeaderName::Subject,
+            b'e' => HeaderName::ContentEncoding,
+            b'o' => HeaderName::Event,
+            b'u' => HeaderName::AllowEvents,
+            b'r' => HeaderName::ReferTo,
+            b'b' => HeaderName::ReferredBy,
+            b'x' => HeaderName::SessionExpires,
+            b'a' => HeaderName::AcceptContact,
+            b'j' => HeaderName::RejectContact,
             _ => HeaderName::Other,
         }
     }
@@ -197,6 +229,9 @@ impl HeaderName {
     }
 }
 
+// The message parser keeps a u64 bitset indexed by `HeaderName as u32`.
+const _: () = assert!((HeaderName::Other as u32) < 64);
+
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -236,6 +271,80 @@ mod tests {
                 "{compact} vs {long}"
             );
             assert_eq!(a.canonical(), long);
+        }
+    }
+
+    /// Every header name, so tests can check each one.
+    const ALL: [HeaderName; 45] = {
+        use HeaderName::*;
+        [
+            Accept,
+            AcceptContact,
+            Allow,
+            AllowEvents,
+            Authorization,
+            CallId,
+            Contact,
+            ContentDisposition,
+            ContentEncoding,
+            ContentLength,
+            ContentType,
+            CSeq,
+            Date,
+            Event,
+            Expires,
+            From,
+            MaxForwards,
+            MinSe,
+            PAssertedIdentity,
+            PPreferredIdentity,
+            Privacy,
+            ProxyAuthenticate,
+            ProxyAuthorization,
+            ProxyRequire,
+            RAck,
+            RecordRoute,
+            ReferredBy,
+            ReferTo,
+            RejectContact,
+            ReplyTo,
+            Require,
+            RetryAfter,
+            Route,
+            RSeq,
+            Server,
+            SessionExpires,
+            Subject,
+            Supported,
+            Timestamp,
+            To,
+            Unsupported,
+            UserAgent,
+            Via,
+            Warning,
+            WwwAuthenticate,
+        ]
+    };
+
+    #[test]
+    fn every_canonical_name_classifies_as_itself() {
+        assert_eq!(
+            ALL.len() + 1,
+            HeaderName::Other as usize + 1,
+            "ALL lists every variant but Other"
+        );
+        for name in ALL {
+            let canonical = name.canonical();
+            assert_eq!(
+                HeaderName::from_bytes(canonical.as_bytes()),
+                name,
+                "{canonical}"
+            );
+            assert_eq!(
+                HeaderName::from_bytes(canonical.to_ascii_uppercase().as_bytes()),
+                name,
+                "{canonical} upper case"
+            );
         }
     }
 

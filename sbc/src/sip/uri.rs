@@ -30,7 +30,7 @@
 //!   character set.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::sip::scan::{DigitsError, Params, ScanError, digits};
 
@@ -98,7 +98,7 @@ impl<'a> Host<'a> {
         match *self {
             Host::Domain(_) => None,
             Host::V4(v4) => Some(IpAddr::V4(v4)),
-            Host::V6(text) => text.parse().ok().map(IpAddr::V6),
+            Host::V6(text) => parse_ipv6(text).map(IpAddr::V6),
         }
     }
 }
@@ -329,11 +329,12 @@ pub(crate) fn scan_host(s: &[u8], i: usize) -> Result<(Host<'_>, usize), UriErro
             return Err(UriError::new("bad IPv6 reference", close));
         }
         let inner = &s[i + 1..close];
-        if !inner.contains(&b':') {
-            return Err(UriError::new("bad IPv6 reference", i));
-        }
-        let text =
-            std::str::from_utf8(inner).map_err(|_| UriError::new("bad IPv6 reference", i))?;
+        // Validated now, so a response routed by Via or `received` later
+        // can't fail on an address that only looked like one.
+        let text = std::str::from_utf8(inner)
+            .ok()
+            .filter(|text| parse_ipv6(text).is_some())
+            .ok_or(UriError::new("bad IPv6 reference", i))?;
         return Ok((Host::V6(text), close + 1));
     }
     // One pass over the host: its extent, whether it is all digits and dots
@@ -387,6 +388,23 @@ pub(crate) fn scan_host(s: &[u8], i: usize) -> Result<(Host<'_>, usize), UriErro
     }
     let text = std::str::from_utf8(name).map_err(|_| UriError::new("bad host name", i))?;
     Ok((Host::Domain(text), end))
+}
+
+/// An IPv6 address in RFC 4291 text form, or in the form RFC 5118 §4.10 says
+/// to tolerate: the buggy RFC 3261 ABNF admits a third colon before an
+/// embedded IPv4 address (`2001:db8:::192.0.2.1`), read as `::`.
+fn parse_ipv6(text: &str) -> Option<Ipv6Addr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    let at = text.find(":::")?;
+    // Without allocating: IPv6 text is at most 45 bytes.
+    let mut fixed = [0u8; 64];
+    let (head, tail) = (&text.as_bytes()[..at], &text.as_bytes()[at + 1..]);
+    let len = head.len() + tail.len();
+    fixed.get_mut(..head.len())?.copy_from_slice(head);
+    fixed.get_mut(head.len()..len)?.copy_from_slice(tail);
+    std::str::from_utf8(&fixed[..len]).ok()?.parse().ok()
 }
 
 /// `port = 1*DIGIT` at `i`, at most 65535.
@@ -530,7 +548,9 @@ static CLASS: [u8; 256] = {
         {
             bits |= URIC;
         }
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+        // RFC 3261 hostnames are letters, digits and '-'; '_' is accepted
+        // because deployed hosts and container names use it.
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' {
             bits |= HOST;
         }
         table[i] = bits;
@@ -787,11 +807,29 @@ mod tests {
             v6(&u),
             Some("::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().into())
         );
-        // §4.10: three colons are tolerated but are no address.
+        // §4.10: three colons are tolerated, read as the `::` meant.
         let u = ok("sip:user@[2001:db8:::192.0.2.1]");
         assert_eq!(u.host(), Some(Host::V6("2001:db8:::192.0.2.1")));
-        assert_eq!(v6(&u), None);
+        assert_eq!(
+            v6(&u),
+            Some("2001:db8::192.0.2.1".parse::<Ipv6Addr>().unwrap().into())
+        );
+        // Only that one slip: anything else that is no IPv6 address fails.
+        for bad in [
+            "sip:[::::::::::]",
+            "sip:[1:2:3:4:5:6:7:8:9]",
+            "sip:[:.]",
+            "sip:[2001:db8::1::2]",
+            "sip:[fffff::1]",
+        ] {
+            assert_eq!(err(bad).what, "bad IPv6 reference", "{bad}");
+        }
 
+        // '_' is tolerated in host names (deployed hosts use it).
+        assert_eq!(
+            ok("sip:under_score.com").host(),
+            Some(Host::Domain("under_score.com"))
+        );
         assert_eq!(err("sip:[2001:db8::1").what, "bad IPv6 reference");
         assert_eq!(err("sip:[]").what, "bad IPv6 reference");
         assert_eq!(err("sip:[1.2.3.4]").what, "bad IPv6 reference");
@@ -856,7 +894,6 @@ mod tests {
             ("sip:a-.b.com", "bad host name"),
             ("sip:ab.com-", "bad host name"),
             ("sip:.", "bad IPv4 address"),
-            ("sip:under_score.com", "unexpected character in URI"),
             ("sip:h;", "empty URI parameter"),
             ("sip:h;;lr", "empty URI parameter"),
             ("sip:h;a=", "URI parameter without value"),

@@ -45,7 +45,8 @@ impl Default for ServerPolicy {
 
 /// What the server does with a parsed message. Responses are accepted here
 /// (their fate is the transaction layer's); requests get the checks above,
-/// in the order RFC 3261 §8.2.2 gives them, then the forwarding check.
+/// in the order RFC 3261 §8.2 gives them (method, then
+/// Request-URI scheme, then extensions), then the forwarding check.
 pub fn check(msg: &Message, policy: &ServerPolicy) -> Verdict {
     let Some(method) = msg.method() else {
         return Verdict::Accept;
@@ -59,6 +60,15 @@ pub fn check(msg: &Message, policy: &ServerPolicy) -> Verdict {
 }
 
 fn check_request(msg: &Message, method: Method, policy: &ServerPolicy) -> Option<Rejection> {
+    // §8.2.1: a method the SBC does not implement (RFC 4475 intmeth, esc02).
+    if method == Method::Extension && !policy.relay_unknown_methods {
+        return Some(Rejection {
+            status: 501,
+            detail: String::new(),
+            headers: vec![(HeaderName::Allow, policy.allow.clone())],
+        });
+    }
+
     // §8.2.2.1: a scheme we do not understand.
     let scheme_ok = match msg.request_uri().map(|uri| uri.scheme()) {
         Some(Scheme::Sip | Scheme::Sips) => true,
@@ -67,15 +77,6 @@ fn check_request(msg: &Message, method: Method, policy: &ServerPolicy) -> Option
     };
     if !scheme_ok {
         return Some(Rejection::new(416, String::new()));
-    }
-
-    // §8.2.1: a method the SBC does not implement (RFC 4475 intmeth, esc02).
-    if method == Method::Extension && !policy.relay_unknown_methods {
-        return Some(Rejection {
-            status: 501,
-            detail: String::new(),
-            headers: vec![(HeaderName::Allow, policy.allow.clone())],
-        });
     }
 
     // §8.2.2.3 and §16.3: Require and Proxy-Require name extensions the

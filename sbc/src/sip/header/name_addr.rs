@@ -398,7 +398,7 @@ mod tests {
                 .uri()
                 .host()
                 .and_then(|h| h.ip()),
-            None
+            "2001:db8::192.0.2.1".parse().ok()
         );
         // Multi-token display name and tel URIs.
         assert_eq!(
