@@ -3,7 +3,8 @@
 //!
 //! Owns: a tokio TCP listener, a deliberately small HTTP/1.1 server (RFC 9112
 //! request line and header fields, RFC 9110 status codes) that reads one
-//! request head per connection, answers it and closes (`Connection: close`),
+//! request head per connection, answers it and closes (`Connection: close`,
+//! with a short bounded lingering close so the answer is not lost to a RST),
 //! the readiness flag ([`Readiness`]) and the `/calls` hook ([`CallsProvider`]).
 //!
 //! May not: grow into a general web server. It only understands `GET` and
@@ -42,7 +43,8 @@ pub struct AdminConfig {
     pub read_timeout: Duration,
     /// Largest request head (request line and header fields) accepted.
     pub max_request_bytes: usize,
-    /// Connections served at once; further ones get an immediate 503.
+    /// Connections served at once (at least 1); further ones get an
+    /// immediate 503, and past twice this many they are just closed.
     pub max_connections: usize,
 }
 
@@ -166,8 +168,10 @@ impl AdminServer {
     }
 
     /// Serves until `shutdown` turns true or its sender is dropped, then
-    /// stops accepting and waits for the connections in flight (each is
-    /// bounded by the read timeout) before returning.
+    /// stops accepting and waits for the connections in flight before
+    /// returning. Each connection is bounded: the read timeout for its head,
+    /// the same again for writing the response, and at most 500 ms of
+    /// lingering close.
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
         let AdminServer {
             listener,
@@ -176,8 +180,10 @@ impl AdminServer {
             ..
         } = self;
         let config = Arc::new(config);
-        let slots = Arc::new(Semaphore::new(config.max_connections));
-        let refusals = Arc::new(Semaphore::new(config.max_connections));
+        // A cap of 0 would refuse every scrape; serve at least one at a time.
+        let cap = config.max_connections.max(1);
+        let slots = Arc::new(Semaphore::new(cap));
+        let refusals = Arc::new(Semaphore::new(cap));
         let mut tasks = JoinSet::new();
         loop {
             if *shutdown.borrow_and_update() {
