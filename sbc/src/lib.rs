@@ -18,6 +18,8 @@
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
+pub mod admin;
 pub mod inspect;
+pub mod metrics;
 pub mod sdp;
 pub mod sip;

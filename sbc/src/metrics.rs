@@ -1,0 +1,839 @@
+//! The SBC's Prometheus metrics: one [`prometheus::Registry`] owned by a
+//! [`Metrics`] value, typed handles for every family, and helper methods so
+//! callers never spell a metric or label name.
+//!
+//! Owns: the registry (never the process-global one, so each test and each
+//! daemon instance counts in isolation), the metric names, HELP texts, label
+//! names and the bounded sets of label values ([`Direction`],
+//! [`MessageKind`], [`CallOutcome`], [`RejectReason`], ...), and the text
+//! exposition (format 0.0.4) that `/metrics` serves ([`Metrics::encode_text`]).
+//!
+//! May not: be reached from the sans-IO core. `sip`, `sdp`, `b2bua` and the
+//! media flow state do not depend on `prometheus` or on this module; they emit
+//! plain events and report plain counts through their `poll_*` outputs, and
+//! the IO shell (driver, transport, media backends, config reloader) is the
+//! only holder of a `Metrics` and translates those events into the helper
+//! calls below. That keeps the core deterministic and testable without a
+//! registry, and keeps the metric contract in one file.
+//!
+//! Cardinality: every label value is either a member of a closed enum defined
+//! here, or an operator-configured name (realm, trunk, XDP interface) whose
+//! count is fixed by the configuration. Call-IDs, tags, URIs, addresses and
+//! ports never become label values. Extension SIP methods collapse to
+//! `"other"` for the same reason.
+//!
+//! XDP fallback: the attach mode in use is a gauge,
+//! `sbc_xdp_attached{interface,mode}` (1 for the mode in use, 0 for the
+//! others, so a dashboard can alert on `mode="none"`), and each step down the
+//! native → generic → userspace ladder is counted, with its reason, in
+//! `sbc_xdp_fallback_total{interface,reason}`. The reason lives on a counter
+//! rather than on the gauge so that the gauge keeps exactly three series per
+//! interface however many reasons there are.
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::sip::{Message, Method, StartLine};
+
+/// The `Content-Type` of [`Metrics::encode_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Bucket bounds (seconds) of `sbc_call_setup_seconds`: from a fast local
+/// answer (10 ms) to a carrier's post-dial delay limit (30 s).
+pub const CALL_SETUP_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
+/// Errors of the metrics layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The text encoder refused the gathered families (a metric family with
+    /// inconsistent contents); the scrape cannot be served.
+    #[error("encoding the metrics as Prometheus text failed: {0}")]
+    Encode(#[from] prometheus::Error),
+}
+
+/// What the running binary is, exported as `sbc_build_info{version,xdp} 1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The crate version, e.g. `"0.1.0"`.
+    pub version: String,
+    /// Whether the XDP fast path was compiled in (label value `"true"` or
+    /// `"false"`); whether it is attached is `sbc_xdp_attached`.
+    pub xdp: bool,
+}
+
+impl BuildInfo {
+    /// This crate's version, with the given XDP build flag.
+    pub fn current(xdp: bool) -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            xdp,
+        }
+    }
+}
+
+/// Which way a SIP message crossed the SBC's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received from a peer.
+    In,
+    /// Sent to a peer.
+    Out,
+}
+
+impl Direction {
+    /// The label value: `"in"` or `"out"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// The class of a SIP status code (RFC 3261 §21).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusClass {
+    /// 1xx.
+    Provisional,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirection,
+    /// 4xx.
+    ClientError,
+    /// 5xx.
+    ServerError,
+    /// 6xx.
+    GlobalFailure,
+    /// Outside 100..=699 (the parser never yields one; an editor might).
+    Other,
+}
+
+impl StatusClass {
+    /// Classifies a status code.
+    pub const fn of(code: u16) -> StatusClass {
+        match code {
+            100..=199 => StatusClass::Provisional,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            500..=599 => StatusClass::ServerError,
+            600..=699 => StatusClass::GlobalFailure,
+            _ => StatusClass::Other,
+        }
+    }
+
+    /// The label value: `"1xx"` ... `"6xx"`, or `"other"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StatusClass::Provisional => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+            StatusClass::GlobalFailure => "6xx",
+            StatusClass::Other => "other",
+        }
+    }
+}
+
+/// The `kind` label of `sbc_sip_messages_total`: a request's method or a
+/// response's status class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A request; [`Method::Extension`] is exported as `"other"`.
+    Request(Method),
+    /// A response.
+    Response(StatusClass),
+}
+
+impl MessageKind {
+    /// The kind of a parsed message.
+    pub fn of(message: &Message) -> MessageKind {
+        match message.start_line() {
+            StartLine::Request { method } => MessageKind::Request(method),
+            StartLine::Response { code } => MessageKind::Response(StatusClass::of(code)),
+        }
+    }
+
+    /// The label value: `"INVITE"`, `"BYE"`, ..., `"other"` for extension
+    /// methods (a peer may invent any number of them), or `"2xx"` etc.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Request(method) => match method.as_str() {
+                Some(name) => name,
+                None => "other",
+            },
+            MessageKind::Response(class) => class.as_str(),
+        }
+    }
+}
+
+impl From<&Message> for MessageKind {
+    fn from(message: &Message) -> MessageKind {
+        MessageKind::of(message)
+    }
+}
+
+/// How a call ended, for `sbc_calls_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// A 2xx answered the INVITE.
+    Answered,
+    /// The callee was busy (486 Busy Here, 600 Busy Everywhere).
+    Busy,
+    /// Nobody answered in time (408 Request Timeout, 480 Temporarily
+    /// Unavailable, 487 after our own no-answer timer).
+    NoAnswer,
+    /// The caller cancelled before an answer.
+    Cancelled,
+    /// Another final failure response (3xx-6xx).
+    Rejected,
+    /// No response at all (transaction timeout, transport error).
+    Failed,
+}
+
+impl CallOutcome {
+    /// The outcome a final response to the INVITE means; `None` for a
+    /// provisional (1xx) or out-of-range code.
+    pub const fn from_final_status(code: u16) -> Option<CallOutcome> {
+        Some(match code {
+            200..=299 => CallOutcome::Answered,
+            486 | 600 => CallOutcome::Busy,
+            408 | 480 => CallOutcome::NoAnswer,
+            300..=699 => CallOutcome::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Busy => "busy",
+            CallOutcome::NoAnswer => "no_answer",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why the SBC itself refused a request, for `sbc_rejected_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The source is not allowed by the realm's ACL.
+    Acl,
+    /// The source or trunk exceeded its request rate.
+    RateLimit,
+    /// Call admission control: a realm or trunk call limit was reached.
+    Admission,
+    /// No route matched the request.
+    NoRoute,
+    /// Every route target was down or failed.
+    TrunkDown,
+    /// The request failed the server checks (400, 416, 420, 483).
+    Invalid,
+}
+
+impl RejectReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Acl => "acl",
+            RejectReason::RateLimit => "rate_limit",
+            RejectReason::Admission => "admission",
+            RejectReason::NoRoute => "no_route",
+            RejectReason::TrunkDown => "trunk_down",
+            RejectReason::Invalid => "invalid",
+        }
+    }
+}
+
+/// Who moves a media stream's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaPath {
+    /// The XDP fast path in the kernel.
+    Xdp,
+    /// The userspace relay.
+    Userspace,
+}
+
+impl MediaPath {
+    /// The label value: `"xdp"` or `"userspace"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Xdp => "xdp",
+            MediaPath::Userspace => "userspace",
+        }
+    }
+}
+
+/// Why the relay dropped a media packet, for `sbc_media_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaDropReason {
+    /// No flow is anchored on the destination port.
+    UnknownFlow,
+    /// The source is not the latched (or expected) peer: the RTP injection
+    /// guard.
+    SourceMismatch,
+    /// Not an RTP/RTCP packet of acceptable size.
+    Malformed,
+    /// Forwarding to the other leg failed (socket error, full buffer).
+    SendFailed,
+}
+
+impl MediaDropReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MediaDropReason::UnknownFlow => "unknown_flow",
+            MediaDropReason::SourceMismatch => "source_mismatch",
+            MediaDropReason::Malformed => "malformed",
+            MediaDropReason::SendFailed => "send_failed",
+        }
+    }
+}
+
+/// The XDP attach mode of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XdpMode {
+    /// Driver (native) mode.
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
+    /// Not attached: userspace relay only.
+    None,
+}
+
+impl XdpMode {
+    /// Every mode, in the order the gauge exports them.
+    pub const ALL: [XdpMode; 3] = [XdpMode::Native, XdpMode::Generic, XdpMode::None];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::None => "none",
+        }
+    }
+}
+
+/// Why an interface fell back one step (native → generic → userspace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XdpFallbackReason {
+    /// The binary was built without the XDP program.
+    NotBuiltIn,
+    /// The driver has no native XDP support.
+    Unsupported,
+    /// Missing privileges (CAP_BPF / CAP_NET_ADMIN).
+    PermissionDenied,
+    /// The kernel refused to load the program (verifier, map creation).
+    LoadFailed,
+    /// The program loaded but attaching it to the interface failed.
+    AttachFailed,
+}
+
+impl XdpFallbackReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            XdpFallbackReason::NotBuiltIn => "not_built_in",
+            XdpFallbackReason::Unsupported => "unsupported",
+            XdpFallbackReason::PermissionDenied => "permission_denied",
+            XdpFallbackReason::LoadFailed => "load_failed",
+            XdpFallbackReason::AttachFailed => "attach_failed",
+        }
+    }
+}
+
+/// Why the transport dropped signaling under load, for
+/// `sbc_transport_dropped_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportDropReason {
+    /// The queue into the core was full.
+    QueueFull,
+    /// The connection limit of the listener was reached.
+    ConnectionLimit,
+    /// A datagram or framed message exceeded the size limit.
+    TooLarge,
+}
+
+impl TransportDropReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransportDropReason::QueueFull => "queue_full",
+            TransportDropReason::ConnectionLimit => "connection_limit",
+            TransportDropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The result of a configuration reload (SIGHUP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new configuration is in force.
+    Success,
+    /// The new configuration was refused; the old one stays in force.
+    Failure,
+}
+
+impl ReloadResult {
+    /// The label value: `"success"` or `"failure"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
+}
+
+/// The daemon's metrics: a private registry and a typed handle per family.
+///
+/// Only the IO shell holds one (see the module docs). Cloning the handles is
+/// cheap; share a `Metrics` behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    started: Instant,
+    uptime: Gauge,
+    sip_messages: IntCounterVec,
+    sip_parse_errors: IntCounterVec,
+    sip_retransmissions: IntCounterVec,
+    sip_transactions_active: IntGauge,
+    calls_active: IntGaugeVec,
+    calls: IntCounterVec,
+    call_setup: HistogramVec,
+    rejected: IntCounterVec,
+    registrations_active: IntGaugeVec,
+    media_streams_active: IntGaugeVec,
+    media_packets: IntCounterVec,
+    media_bytes: IntCounterVec,
+    media_dropped: IntCounterVec,
+    media_ports_free: IntGaugeVec,
+    media_timeouts: IntCounter,
+    xdp_attached: IntGaugeVec,
+    xdp_fallback: IntCounterVec,
+    trunk_up: IntGaugeVec,
+    trunk_calls_active: IntGaugeVec,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: Gauge,
+    transport_dropped: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers a collector. The names, HELP texts and label names are the
+/// constants of this file, so a failure is a bug in this file (duplicate or
+/// invalid name) that every test constructing a `Metrics` catches.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric definitions in metrics.rs are valid and unique");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions in metrics.rs are valid");
+    register(registry, vec)
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions in metrics.rs are valid");
+    register(registry, vec)
+}
+
+/// Clamps a count into an `i64` gauge value.
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered, `sbc_build_info` set
+    /// and the uptime clock started.
+    pub fn new(build: BuildInfo) -> Metrics {
+        let r = Registry::new();
+        let build_info = gauge_vec(
+            &r,
+            "sbc_build_info",
+            "Always 1; the labels say which SBC version runs and whether the XDP fast path is compiled in.",
+            &["version", "xdp"],
+        );
+        build_info
+            .with_label_values(&[
+                build.version.as_str(),
+                if build.xdp { "true" } else { "false" },
+            ])
+            .set(1);
+        let uptime = register(
+            &r,
+            Gauge::new(
+                "sbc_uptime_seconds",
+                "Seconds since the SBC process started its metrics registry.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let sip_messages = counter_vec(
+            &r,
+            "sbc_sip_messages_total",
+            "SIP messages received (direction=in) and sent (direction=out) per realm; kind is the request method (extension methods count as other) or the response status class such as 2xx.",
+            &["realm", "direction", "kind"],
+        );
+        let sip_parse_errors = counter_vec(
+            &r,
+            "sbc_sip_parse_errors_total",
+            "SIP messages received that could not be parsed, per realm.",
+            &["realm"],
+        );
+        let sip_retransmissions = counter_vec(
+            &r,
+            "sbc_sip_retransmissions_total",
+            "SIP retransmissions sent or absorbed by the transaction layer, per realm; a rising rate points at packet loss or an unresponsive peer.",
+            &["realm"],
+        );
+        let sip_transactions_active = register(
+            &r,
+            IntGauge::new(
+                "sbc_sip_transactions_active",
+                "SIP transactions currently in progress.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let calls_active = gauge_vec(
+            &r,
+            "sbc_calls_active",
+            "Calls currently set up or in progress, per realm the call arrived from.",
+            &["realm"],
+        );
+        let calls = counter_vec(
+            &r,
+            "sbc_calls_total",
+            "Calls finished, per realm the call came from, trunk it was routed to, and outcome (answered, busy, no_answer, cancelled, rejected, failed).",
+            &["from_realm", "to_trunk", "outcome"],
+        );
+        let call_setup = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sbc_call_setup_seconds",
+                    "Time from receiving an INVITE to relaying its first 18x or 2xx response (post-dial delay as the SBC sees it).",
+                )
+                .buckets(CALL_SETUP_BUCKETS.to_vec()),
+                &[],
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let rejected = counter_vec(
+            &r,
+            "sbc_rejected_total",
+            "Requests the SBC refused itself, per realm and reason (acl, rate_limit, admission, no_route, trunk_down, invalid).",
+            &["realm", "reason"],
+        );
+        let registrations_active = gauge_vec(
+            &r,
+            "sbc_registrations_active",
+            "Registered contact bindings currently known, per realm.",
+            &["realm"],
+        );
+        let media_streams_active = gauge_vec(
+            &r,
+            "sbc_media_streams_active",
+            "Anchored media streams currently relayed, per path (xdp = in-kernel fast path, userspace = relay sockets).",
+            &["path"],
+        );
+        let media_packets = counter_vec(
+            &r,
+            "sbc_media_packets_total",
+            "Media (RTP/RTCP) packets relayed, per path and receiving realm.",
+            &["path", "realm"],
+        );
+        let media_bytes = counter_vec(
+            &r,
+            "sbc_media_bytes_total",
+            "Media (RTP/RTCP) bytes relayed (UDP payload), per path and receiving realm.",
+            &["path", "realm"],
+        );
+        let media_dropped = counter_vec(
+            &r,
+            "sbc_media_dropped_total",
+            "Media packets dropped, per reason (unknown_flow, source_mismatch = not the latched peer, malformed, send_failed).",
+            &["reason"],
+        );
+        let media_ports_free = gauge_vec(
+            &r,
+            "sbc_media_ports_free",
+            "Media ports still free for new streams, per realm; at 0 new calls fail admission.",
+            &["realm"],
+        );
+        let media_timeouts = register(
+            &r,
+            IntCounter::new(
+                "sbc_media_timeouts_total",
+                "Calls torn down because their media stopped flowing for longer than the media timeout.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let xdp_attached = gauge_vec(
+            &r,
+            "sbc_xdp_attached",
+            "1 for the XDP attach mode in use on each interface (native, generic, or none = userspace relay only), 0 for the others.",
+            &["interface", "mode"],
+        );
+        let xdp_fallback = counter_vec(
+            &r,
+            "sbc_xdp_fallback_total",
+            "Times an interface fell back one attach mode (native to generic, or to userspace relay only), per reason.",
+            &["interface", "reason"],
+        );
+        let trunk_up = gauge_vec(
+            &r,
+            "sbc_trunk_up",
+            "1 if the trunk answers its OPTIONS health check (or has none), 0 if it is marked down.",
+            &["trunk"],
+        );
+        let trunk_calls_active = gauge_vec(
+            &r,
+            "sbc_trunk_calls_active",
+            "Calls currently routed to each trunk.",
+            &["trunk"],
+        );
+        let config_reloads = counter_vec(
+            &r,
+            "sbc_config_reload_total",
+            "Configuration reloads (SIGHUP), per result; on failure the previous configuration stays in force.",
+            &["result"],
+        );
+        let config_last_reload_success = register(
+            &r,
+            Gauge::new(
+                "sbc_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last configuration load or reload that succeeded.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let transport_dropped = counter_vec(
+            &r,
+            "sbc_transport_dropped_total",
+            "SIP datagrams, messages or connections dropped by the transport under overload, per realm and reason (queue_full, connection_limit, too_large).",
+            &["realm", "reason"],
+        );
+        // The clock is read here because `Metrics` lives only in the IO shell
+        // (see the module docs); the scrape passes its own `now`.
+        #[allow(clippy::disallowed_methods)]
+        let started = Instant::now();
+        Metrics {
+            registry: r,
+            started,
+            uptime,
+            sip_messages,
+            sip_parse_errors,
+            sip_retransmissions,
+            sip_transactions_active,
+            calls_active,
+            calls,
+            call_setup,
+            rejected,
+            registrations_active,
+            media_streams_active,
+            media_packets,
+            media_bytes,
+            media_dropped,
+            media_ports_free,
+            media_timeouts,
+            xdp_attached,
+            xdp_fallback,
+            trunk_up,
+            trunk_calls_active,
+            config_reloads,
+            config_last_reload_success,
+            transport_dropped,
+        }
+    }
+
+    /// The registry, for gathering or registering daemon-specific extras.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// When the registry was created (the zero of `sbc_uptime_seconds`).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Updates `sbc_uptime_seconds` to `now` and renders every family in the
+    /// Prometheus text format 0.0.4 ([`TEXT_CONTENT_TYPE`]).
+    pub fn encode_text(&self, now: Instant) -> Result<Vec<u8>, MetricsError> {
+        self.uptime
+            .set(now.saturating_duration_since(self.started).as_secs_f64());
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+
+    /// Counts one SIP message: `sbc_sip_messages_total`.
+    pub fn sip_message(&self, realm: &str, direction: Direction, kind: MessageKind) {
+        self.sip_messages
+            .with_label_values(&[realm, direction.as_str(), kind.as_str()])
+            .inc();
+    }
+
+    /// Counts one unparseable SIP message: `sbc_sip_parse_errors_total`.
+    pub fn sip_parse_error(&self, realm: &str) {
+        self.sip_parse_errors.with_label_values(&[realm]).inc();
+    }
+
+    /// Counts one retransmission: `sbc_sip_retransmissions_total`.
+    pub fn sip_retransmission(&self, realm: &str) {
+        self.sip_retransmissions.with_label_values(&[realm]).inc();
+    }
+
+    /// Sets `sbc_sip_transactions_active` from the core's count.
+    pub fn set_sip_transactions_active(&self, n: u64) {
+        self.sip_transactions_active.set(gauge_value(n));
+    }
+
+    /// Sets `sbc_calls_active{realm}` from the core's count.
+    pub fn set_calls_active(&self, realm: &str, n: u64) {
+        self.calls_active
+            .with_label_values(&[realm])
+            .set(gauge_value(n));
+    }
+
+    /// Counts one finished call: `sbc_calls_total`.
+    pub fn call_finished(&self, from_realm: &str, to_trunk: &str, outcome: CallOutcome) {
+        self.calls
+            .with_label_values(&[from_realm, to_trunk, outcome.as_str()])
+            .inc();
+    }
+
+    /// Observes one call's setup time (INVITE to first 18x/2xx):
+    /// `sbc_call_setup_seconds`.
+    pub fn call_setup(&self, elapsed: Duration) {
+        self.call_setup
+            .with_label_values(&[])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one request the SBC refused: `sbc_rejected_total`.
+    pub fn rejected(&self, realm: &str, reason: RejectReason) {
+        self.rejected
+            .with_label_values(&[realm, reason.as_str()])
+            .inc();
+    }
+
+    /// Sets `sbc_registrations_active{realm}` from the registrar's count.
+    pub fn set_registrations_active(&self, realm: &str, n: u64) {
+        self.registrations_active
+            .with_label_values(&[realm])
+            .set(gauge_value(n));
+    }
+
+    /// Sets `sbc_media_streams_active{path}` from the relay's count.
+    pub fn set_media_streams_active(&self, path: MediaPath, n: u64) {
+        self.media_streams_active
+            .with_label_values(&[path.as_str()])
+            .set(gauge_value(n));
+    }
+
+    /// Adds relayed media: `sbc_media_packets_total` and
+    /// `sbc_media_bytes_total`. XDP map counters are cumulative: pass the
+    /// delta since the previous read.
+    pub fn media_relayed(&self, path: MediaPath, realm: &str, packets: u64, bytes: u64) {
+        let labels = [path.as_str(), realm];
+        self.media_packets
+            .with_label_values(&labels)
+            .inc_by(packets);
+        self.media_bytes.with_label_values(&labels).inc_by(bytes);
+    }
+
+    /// Counts dropped media packets: `sbc_media_dropped_total`.
+    pub fn media_dropped(&self, reason: MediaDropReason, packets: u64) {
+        self.media_dropped
+            .with_label_values(&[reason.as_str()])
+            .inc_by(packets);
+    }
+
+    /// Sets `sbc_media_ports_free{realm}` from the port allocator.
+    pub fn set_media_ports_free(&self, realm: &str, n: u64) {
+        self.media_ports_free
+            .with_label_values(&[realm])
+            .set(gauge_value(n));
+    }
+
+    /// Counts one call torn down for media inactivity:
+    /// `sbc_media_timeouts_total`.
+    pub fn media_timeout(&self) {
+        self.media_timeouts.inc();
+    }
+
+    /// Records the attach mode in use on `interface`: its series for `mode`
+    /// becomes 1 and the other modes' series 0 (`sbc_xdp_attached`).
+    pub fn set_xdp_attached(&self, interface: &str, mode: XdpMode) {
+        for m in XdpMode::ALL {
+            self.xdp_attached
+                .with_label_values(&[interface, m.as_str()])
+                .set(i64::from(m == mode));
+        }
+    }
+
+    /// Counts one fallback step on `interface`: `sbc_xdp_fallback_total`.
+    pub fn xdp_fallback(&self, interface: &str, reason: XdpFallbackReason) {
+        self.xdp_fallback
+            .with_label_values(&[interface, reason.as_str()])
+            .inc();
+    }
+
+    /// Sets `sbc_trunk_up{trunk}`.
+    pub fn set_trunk_up(&self, trunk: &str, up: bool) {
+        self.trunk_up.with_label_values(&[trunk]).set(i64::from(up));
+    }
+
+    /// Sets `sbc_trunk_calls_active{trunk}` from the core's count.
+    pub fn set_trunk_calls_active(&self, trunk: &str, n: u64) {
+        self.trunk_calls_active
+            .with_label_values(&[trunk])
+            .set(gauge_value(n));
+    }
+
+    /// Counts one configuration reload (`sbc_config_reload_total`); on
+    /// success also sets `sbc_config_last_reload_success_timestamp_seconds`
+    /// to `at` (the caller's wall clock; the initial load counts as a
+    /// success too).
+    pub fn config_reload(&self, result: ReloadResult, at: SystemTime) {
+        self.config_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
+        if result == ReloadResult::Success {
+            // A clock before 1970 exports 0 rather than failing the reload.
+            let secs = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.config_last_reload_success.set(secs);
+        }
+    }
+
+    /// Counts signaling dropped under overload:
+    /// `sbc_transport_dropped_total`.
+    pub fn transport_dropped(&self, realm: &str, reason: TransportDropReason) {
+        self.transport_dropped
+            .with_label_values(&[realm, reason.as_str()])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests;
