@@ -51,7 +51,10 @@ impl fmt::Display for Problems<'_> {
 /// One thing wrong with a configuration file.
 ///
 /// Displays as
-/// `config/x.toml:12:9: trunk "pbx": field `trunk[1].realm`: unknown realm "insde" (hint: known realms: outside, inside)`.
+///
+/// ```text
+/// config/x.toml:12:9: trunk "pbx": field `trunk[1].realm`: unknown realm "insde" (hint: known realms: outside, inside)
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// The file as named by the caller.

@@ -4,17 +4,25 @@
 //! Owns: turning a file (or the embedded default, `config/default.toml`) into
 //! a [`Config`] that has been checked once, up front, so the rest of the SBC
 //! never meets a dangling reference or an impossible value. It reads files
-//! only in [`Config::load`]; it binds nothing and starts nothing.
+//! only in [`Config::load`]; it binds nothing, resolves no host name and
+//! starts nothing (whether an address can really be bound is the transport's
+//! business at start-up).
+//!
+//! RFC rules it enforces on values: RTP on even ports with RTCP on the next
+//! odd one (RFC 3550 §11), so the media range starts even and ends odd;
+//! header names are tokens (RFC 3261 §25.1); the 501-or-relay choice for
+//! unknown methods (RFC 3261 §8.2.1); `P-Asserted-Identity` only by policy
+//! (RFC 3325 §5).
 //!
 //! How a text becomes a `Config`:
 //!
-//! 1. `toml` + serde deserialize it into the schema ([`schema`]): every
+//! 1. `toml` + serde deserialize it into the schema (`schema.rs`): every
 //!    struct has `deny_unknown_fields`, so a misspelt key fails with the list
 //!    of expected keys. Serde stops at the first such error.
-//! 2. [`validate`](validate::validate) checks cross references and sanity and
+//! 2. `validate` (`validate.rs`) checks cross references and sanity and
 //!    reports *every* problem.
 //! 3. Each problem's field path (`trunk[1].realm`) is located in the text
-//!    ([`locate`]) to give it a line and a column.
+//!    (`locate.rs`) to give it a line and a column.
 //!
 //! Words, for operators coming from commercial SBCs: realm-config and
 //! sip-interface are a `[[realm]]` with its `listen` sockets; a session-agent
