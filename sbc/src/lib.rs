@@ -13,12 +13,15 @@
 //!   verdict a server owes a malformed message. Pure.
 //! * [`sdp`]: the line-preserving SDP parser and rewriter (RFC 8866, RFC 3264,
 //!   RFC 3605, RFC 5761). Pure.
+//! * [`config`]: the typed TOML configuration, validated once, with errors that
+//!   name the file, line and field. Reads a file only when asked to load one.
 //! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
 //!
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
 pub mod admin;
+pub mod config;
 pub mod inspect;
 pub mod metrics;
 pub mod sdp;

@@ -1,0 +1,298 @@
+//! The SBC's typed TOML configuration: schema, defaults, validation, and
+//! errors that name the file, the line and the field.
+//!
+//! Owns: turning a file (or the embedded default, `config/default.toml`) into
+//! a [`Config`] that has been checked once, up front, so the rest of the SBC
+//! never meets a dangling reference or an impossible value. It reads files
+//! only in [`Config::load`]; it binds nothing, resolves no host name and
+//! starts nothing (whether an address can really be bound is the transport's
+//! business at start-up).
+//!
+//! RFC rules it enforces on values: RTP on even ports with RTCP on the next
+//! odd one (RFC 3550 §11), so the media range starts even and ends odd;
+//! header names are tokens (RFC 3261 §25.1); the 501-or-relay choice for
+//! unknown methods (RFC 3261 §8.2.1); `P-Asserted-Identity` only by policy
+//! (RFC 3325 §5).
+//!
+//! How a text becomes a `Config`:
+//!
+//! 1. `toml` + serde deserialize it into the schema (`schema.rs`): every
+//!    struct has `deny_unknown_fields`, so a misspelt key fails with the list
+//!    of expected keys. Serde stops at the first such error.
+//! 2. `validate` (`validate.rs`) checks cross references and sanity and
+//!    reports *every* problem.
+//! 3. Each problem's field path (`trunk[1].realm`) is located in the text
+//!    (`locate.rs`) to give it a line and a column.
+//!
+//! Words, for operators coming from commercial SBCs: realm-config and
+//! sip-interface are a `[[realm]]` with its `listen` sockets; a session-agent
+//! is a `[[trunk]]`; local-policy is `[[route]]`; a steering-pool is the
+//! `[media]` port range with each realm's `media.address`; sip-manipulation
+//! is the header policy (`[topology_hiding]`, a trunk's `header_policy`).
+
+mod check;
+mod error;
+mod locate;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub use check::{USAGE, run as check_config};
+pub use error::{ConfigError, Problem};
+pub use schema::{
+    Acl, Config, FailoverCause, HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogLevel,
+    Logging, Media, Metrics, PaiPolicy, PeerAddress, Realm, RealmMedia, Route, RouteMatch,
+    SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+};
+
+use locate::{FieldPath, Located, Seg};
+
+/// The embedded default: a two-realm loopback lab (see `config/README.md`).
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The name problems in the embedded default are reported under.
+pub const DEFAULT_NAME: &str = "config/default.toml (embedded)";
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_str_named(&text, &file)
+    }
+
+    /// The embedded default configuration, parsed and validated (a test
+    /// guarantees it is valid).
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_str_named(DEFAULT_TOML, DEFAULT_NAME)
+    }
+
+    /// Parses and validates a configuration text; `name` is the file name
+    /// problems are reported under.
+    pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let located = Located::new(text);
+        let config = toml::from_str::<Config>(text).map_err(|e| ConfigError::Invalid {
+            problems: vec![serde_problem(&e, &located, name)],
+        })?;
+        config.validate(&located, name)
+    }
+
+    /// Runs every check once (pingora style) and hands the config back, or
+    /// every problem sorted by position.
+    fn validate(self, located: &Located<'_>, name: &str) -> Result<Config, ConfigError> {
+        let mut problems: Vec<Problem> = validate::validate(&self)
+            .into_iter()
+            .map(|finding| {
+                let (line, column) = located.position_of(&finding.path);
+                Problem {
+                    file: name.to_owned(),
+                    line,
+                    column,
+                    field: finding.path.to_string(),
+                    item: finding.item,
+                    message: finding.message,
+                    hint: finding.hint,
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(self);
+        }
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError::Invalid { problems })
+    }
+
+    /// One paragraph saying what this configuration sets up: realms with
+    /// their listeners, trunks, routes, media and metrics.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let realms: Vec<String> = self
+            .realms
+            .iter()
+            .map(|r| {
+                let listeners: Vec<String> = r
+                    .listen
+                    .iter()
+                    .map(|l| format!("{} {}", l.transport, l.address))
+                    .collect();
+                format!(
+                    "{} ({}; media {})",
+                    r.name,
+                    listeners.join(", "),
+                    r.media.advertised()
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "{}: {}. ",
+            plural(self.realms.len(), "realm"),
+            realms.join(", ")
+        );
+        let trunks: Vec<String> = self
+            .trunks
+            .iter()
+            .map(|t| format!("{} ({} {} in {})", t.name, t.transport, t.address, t.realm))
+            .collect();
+        let _ = write!(
+            s,
+            "{}: {}. ",
+            plural(self.trunks.len(), "trunk"),
+            if trunks.is_empty() {
+                "none".to_owned()
+            } else {
+                trunks.join(", ")
+            }
+        );
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let m = &r.matches;
+                let mut from = Vec::new();
+                if let Some(realm) = &m.source_realm {
+                    from.push(format!("realm {realm}"));
+                }
+                if let Some(trunk) = &m.source_trunk {
+                    from.push(format!("trunk {trunk}"));
+                }
+                if let Some(prefix) = &m.user_prefix {
+                    from.push(format!("user {prefix}*"));
+                }
+                if let Some(domain) = &m.domain {
+                    from.push(format!("domain {domain}"));
+                }
+                let from = if from.is_empty() {
+                    "any call".to_owned()
+                } else {
+                    from.join(" + ")
+                };
+                format!("{} ({from} -> {})", r.name, r.targets.join(" then "))
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "{}: {}. ",
+            plural(self.routes.len(), "route"),
+            if routes.is_empty() {
+                "none".to_owned()
+            } else {
+                routes.join(", ")
+            }
+        );
+        let _ = write!(
+            s,
+            "Media ports {}-{} ({} pairs), XDP {}; metrics on {}.",
+            self.media.port_min,
+            self.media.port_max,
+            self.media.port_pairs(),
+            self.media.xdp.mode.as_str(),
+            self.metrics.listen
+        );
+        s
+    }
+}
+
+/// A toml/serde error as a problem: its span located, the field named, and a
+/// suggestion for a misspelt key.
+fn serde_problem(error: &toml::de::Error, located: &Located<'_>, name: &str) -> Problem {
+    let message = error.message().trim().to_owned();
+    let span = error.span();
+    let (line, column) = span.clone().map_or((1, 1), |s| located.line_col(s.start));
+    let mut path = span
+        .clone()
+        .map(|s| located.path_at(s.start))
+        .unwrap_or_default();
+    let mut hint = None;
+    if let Some(rest) = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))
+    {
+        // "unknown field `reaml`, expected one of `name`, `realm`, ...": the
+        // span of an unknown field is the key itself, inside its table.
+        let words: Vec<&str> = rest.split('`').step_by(2).collect();
+        if let Some((unknown, expected)) = words.split_first() {
+            if message.starts_with("unknown field")
+                && path.0.last() != Some(&Seg::Key((*unknown).to_owned()))
+            {
+                path = path.key(unknown);
+            }
+            hint = did_you_mean(unknown, expected);
+        }
+    } else if let Some(missing) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        path = path.key(missing);
+        hint = Some(format!("add `{missing} = ...` to this table"));
+    } else if message.contains("socket address syntax") {
+        hint = Some("write IP:port, e.g. \"127.0.0.1:5060\" or \"[::1]:5060\"".into());
+    } else if message.contains("IP address syntax") {
+        hint = Some("write an address, or a network as ADDRESS/PREFIX, e.g. \"10.0.0.0/8\"".into());
+    }
+    Problem {
+        file: name.to_owned(),
+        line,
+        column,
+        field: path.to_string(),
+        item: item_of(&path, located),
+        message,
+        hint,
+    }
+}
+
+/// `trunk "pbx"` for a path under `trunk[i]` whose table has a name.
+fn item_of(path: &FieldPath, located: &Located<'_>) -> Option<String> {
+    match path.0.as_slice() {
+        [Seg::Key(array), Seg::Index(i), ..] => {
+            let element = FieldPath(path.0[..2].to_vec());
+            Some(match located.string_at(&element.key("name")) {
+                Some(name) => format!("{array} \"{name}\""),
+                None => format!("{array}[{i}]"),
+            })
+        }
+        [Seg::Key(section), _, ..] => Some(section.clone()),
+        _ => None,
+    }
+}
+
+/// The expected word closest to a misspelt one: a missing or extra unit
+/// suffix (`timeout` for `timeout_secs`), or a couple of typos.
+fn did_you_mean(unknown: &str, expected: &[&str]) -> Option<String> {
+    expected
+        .iter()
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let affix = e.starts_with(unknown) || unknown.starts_with(*e);
+            (if affix { 0 } else { edit_distance(unknown, e) }, *e)
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, e)| format!("did you mean `{e}`?"))
+}
+
+/// Levenshtein distance, for "did you mean" on short key names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,620 @@
+//! The configuration schema: what an operator may write, with its defaults.
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error that names
+//! the key and lists the expected ones. Defaults are functions (one per field)
+//! so that a field left out and the documented default cannot drift apart.
+//! Durations are integers with the unit in the field name (`_secs`, `_ms`).
+//!
+//! Top-level arrays use singular names (`[[realm]]`, `[[trunk]]`, `[[route]]`):
+//! each table reads as "a realm", and problems name them as `trunk[1].realm`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::sip::ServerPolicy;
+
+/// A whole SBC configuration, as written in TOML.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SIP behaviour knobs.
+    #[serde(default)]
+    pub sip: SipConfig,
+    /// Global admission limits and the answer to overload.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Log verbosity.
+    #[serde(default)]
+    pub logging: Logging,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// The media port range, timeouts, latching and the XDP fast path.
+    #[serde(default)]
+    pub media: Media,
+    /// The default header policy applied at the border (topology hiding).
+    #[serde(default)]
+    pub topology_hiding: HeaderPolicy,
+    /// The networks the SBC sits between (`[[realm]]`).
+    #[serde(default, rename = "realm")]
+    pub realms: Vec<Realm>,
+    /// The peers calls are sent to (`[[trunk]]`).
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<Trunk>,
+    /// Where calls go, first match wins (`[[route]]`).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// SIP behaviour knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Follow a 3xx from a trunk by trying its Contacts (true), or relay the
+    /// 3xx to the caller (false).
+    #[serde(default = "default_false")]
+    pub recurse_on_3xx: bool,
+    /// What to do with a request whose method the SBC does not know.
+    #[serde(default)]
+    pub unknown_methods: UnknownMethods,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            recurse_on_3xx: default_false(),
+            unknown_methods: UnknownMethods::default(),
+        }
+    }
+}
+
+impl SipConfig {
+    /// The server policy of the SIP core (`sip::check`) under these knobs.
+    pub fn server_policy(&self) -> ServerPolicy {
+        ServerPolicy {
+            relay_unknown_methods: self.unknown_methods == UnknownMethods::Relay,
+            ..ServerPolicy::default()
+        }
+    }
+}
+
+/// What to do with an extension method (RFC 3261 §8.2.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownMethods {
+    /// Answer 501 Not Implemented with an `Allow` header.
+    #[default]
+    #[serde(rename = "reject-501")]
+    Reject501,
+    /// Relay it to the other leg like any in-dialog request.
+    Relay,
+}
+
+/// Global admission limits.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Open SIP transactions at once, both legs counted.
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: u32,
+    /// Concurrent calls.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u32,
+    /// Past either limit a new request gets 503 with this `Retry-After`.
+    #[serde(default = "default_retry_after_secs")]
+    pub overload_retry_after_secs: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_transactions: default_max_transactions(),
+            max_calls: default_max_calls(),
+            overload_retry_after_secs: default_retry_after_secs(),
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// The least severe level logged.
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+/// A log level, most verbose first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything, including per-packet detail.
+    Trace,
+    /// Per-message detail.
+    Debug,
+    /// Calls, listeners, health changes.
+    #[default]
+    Info,
+    /// Things an operator should look at.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where `/metrics` and `/health` are served (TCP).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// The media relay: port range, timeouts, latching, XDP.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// First port of the anchored range; even (RTP goes on even ports).
+    #[serde(default = "default_port_min")]
+    pub port_min: u16,
+    /// Last port of the range; odd, so the range holds whole RTP/RTCP pairs.
+    #[serde(default = "default_port_max")]
+    pub port_max: u16,
+    /// A call whose media has been silent this long in both directions is
+    /// torn down.
+    #[serde(default = "default_inactivity_timeout_secs")]
+    pub inactivity_timeout_secs: u32,
+    /// How the relay learns a peer's real source address.
+    #[serde(default)]
+    pub latching: Latching,
+    /// The kernel fast path.
+    #[serde(default)]
+    pub xdp: Xdp,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            port_min: default_port_min(),
+            port_max: default_port_max(),
+            inactivity_timeout_secs: default_inactivity_timeout_secs(),
+            latching: Latching::default(),
+            xdp: Xdp::default(),
+        }
+    }
+}
+
+impl Media {
+    /// The number of RTP/RTCP port pairs in the range (0 when it is empty).
+    pub fn port_pairs(&self) -> u32 {
+        (u32::from(self.port_max) + 1).saturating_sub(u32::from(self.port_min)) / 2
+    }
+}
+
+/// Symmetric-RTP latching policy (the anti-RTPBleed rules).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latching {
+    /// After the first packet, how long a different source may still take
+    /// the latch; later the latch moves only on the same SSRC.
+    #[serde(default = "default_learning_window_ms")]
+    pub learning_window_ms: u32,
+    /// Latch only on packets from the IP address that signaling announced.
+    /// Off for peers behind NAT that announce a private address.
+    #[serde(default = "default_true")]
+    pub strict_source_ip: bool,
+}
+
+impl Default for Latching {
+    fn default() -> Self {
+        Self {
+            learning_window_ms: default_learning_window_ms(),
+            strict_source_ip: default_true(),
+        }
+    }
+}
+
+/// The XDP fast path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xdp {
+    /// How to attach the program.
+    #[serde(default)]
+    pub mode: XdpMode,
+    /// The interfaces to attach to; empty means those that carry the realms'
+    /// media addresses.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native, else generic, else userspace only; the fallback is logged.
+    #[default]
+    Auto,
+    /// Driver mode or fail.
+    Native,
+    /// SKB mode or fail.
+    Generic,
+    /// Userspace relay only.
+    Off,
+}
+
+impl XdpMode {
+    /// The mode as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::Off => "off",
+        }
+    }
+}
+
+/// Header policy (topology hiding): which headers cross the border.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderPolicy {
+    /// Headers removed from every message that crosses (names compared
+    /// case-insensitively). Via, Record-Route, Contact, Call-ID and tags are
+    /// always regenerated and need not be listed.
+    #[serde(default = "default_strip_headers")]
+    pub strip: Vec<String>,
+    /// Whether `P-Asserted-Identity` crosses (RFC 3325: only toward a
+    /// trusted peer).
+    #[serde(default)]
+    pub p_asserted_identity: PaiPolicy,
+    /// What happens to `Server` in responses.
+    #[serde(default)]
+    pub server: HeaderRewrite,
+    /// What happens to `User-Agent` in requests.
+    #[serde(default)]
+    pub user_agent: HeaderRewrite,
+}
+
+impl Default for HeaderPolicy {
+    fn default() -> Self {
+        Self {
+            strip: default_strip_headers(),
+            p_asserted_identity: PaiPolicy::default(),
+            server: HeaderRewrite::default(),
+            user_agent: HeaderRewrite::default(),
+        }
+    }
+}
+
+/// Whether `P-Asserted-Identity` crosses the border.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaiPolicy {
+    /// Relayed unchanged.
+    Pass,
+    /// Removed.
+    #[default]
+    Strip,
+}
+
+/// What happens to a product-identifying header (`Server`, `User-Agent`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderRewrite {
+    /// Removed (written `"remove"`).
+    #[default]
+    Remove,
+    /// Relayed unchanged (written `"keep"`).
+    Keep,
+    /// Replaced by this value (written `{ rewrite = "SBC" }`).
+    Rewrite(String),
+}
+
+/// A realm: one network the SBC borders, with its listeners and media address.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Realm {
+    /// The realm's name, referred to by trunks and routes.
+    pub name: String,
+    /// Signaling listeners (one per transport and address).
+    #[serde(default)]
+    pub listen: Vec<Listener>,
+    /// `SO_RCVBUF` of the signaling sockets; the OS default when absent.
+    #[serde(default)]
+    pub recv_buffer_bytes: Option<u32>,
+    /// `SO_SNDBUF` of the signaling sockets; the OS default when absent.
+    #[serde(default)]
+    pub send_buffer_bytes: Option<u32>,
+    /// Where this realm's media is anchored.
+    pub media: RealmMedia,
+    /// Source networks that belong to this realm.
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    /// Who may send signaling to this realm's listeners.
+    #[serde(default)]
+    pub acl: Acl,
+}
+
+/// A signaling listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// The transport.
+    pub transport: Transport,
+    /// The address and port to bind.
+    pub address: SocketAddr,
+}
+
+/// A SIP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP (RFC 3261 §18).
+    Udp,
+    /// TCP with stream framing by Content-Length.
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// A realm's media anchor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmMedia {
+    /// The address media sockets bind to.
+    pub address: IpAddr,
+    /// The address written into SDP, when it differs (1:1 NAT in front of
+    /// the SBC); `address` otherwise.
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+}
+
+impl RealmMedia {
+    /// The address the SBC puts in SDP for this realm.
+    pub fn advertised(&self) -> IpAddr {
+        self.advertise.unwrap_or(self.address)
+    }
+}
+
+/// Signaling access control: deny wins; an empty allow list allows all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    /// Sources allowed (all when empty).
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Sources refused, even when allowed.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+}
+
+impl Acl {
+    /// Whether a source address may send signaling.
+    pub fn permits(&self, source: IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(&source))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&source)))
+    }
+}
+
+/// A trunk: a peer that calls are sent to and accepted from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    /// The trunk's name, referred to by routes.
+    pub name: String,
+    /// The realm the trunk lives in (whose listeners and media it uses).
+    pub realm: String,
+    /// Where to send: `IP:port`, `[IPv6]:port` or `host:port`.
+    pub address: PeerAddress,
+    /// The transport to reach it over.
+    #[serde(default = "default_transport")]
+    pub transport: Transport,
+    /// Seconds between OPTIONS health checks; 0 turns them off.
+    #[serde(default = "default_options_interval_secs")]
+    pub options_interval_secs: u32,
+    /// Concurrent calls to and from this trunk; unlimited when absent.
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+    /// New calls per second to and from this trunk; unlimited when absent.
+    #[serde(default)]
+    pub max_cps: Option<u32>,
+    /// Replaces `[topology_hiding]` for messages sent to this trunk.
+    #[serde(default)]
+    pub header_policy: Option<HeaderPolicy>,
+}
+
+/// A trunk's address: an IP socket address or a host name with a port.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PeerAddress {
+    /// A literal address.
+    Ip(SocketAddr),
+    /// A DNS name, resolved at run time.
+    Host {
+        /// The host name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl TryFrom<String> for PeerAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(PeerAddress::Ip(addr));
+        }
+        let bad = || {
+            format!("invalid trunk address \"{text}\": expected IP:port, [IPv6]:port or host:port")
+        };
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if port == 0 || !is_host_name(host) {
+            return Err(bad());
+        }
+        Ok(PeerAddress::Host {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddress::Ip(addr) => write!(f, "{addr}"),
+            PeerAddress::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and inner
+/// hyphens, at most 63 bytes each and 253 in all.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        // All-numeric "hosts" are mistyped IPv4 addresses.
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A route: which calls it takes and the trunks it tries, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The route's name, for logs and metrics.
+    pub name: String,
+    /// Which calls take this route; all of them when empty.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Trunks tried in order until one answers.
+    pub targets: Vec<String>,
+    /// Which failures move the call on to the next target.
+    #[serde(default = "default_failover_on")]
+    pub failover_on: Vec<FailoverCause>,
+}
+
+/// What a call must look like to take a route; every given condition must
+/// hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// The realm the call arrived on.
+    #[serde(default)]
+    pub source_realm: Option<String>,
+    /// The trunk the call arrived from.
+    #[serde(default)]
+    pub source_trunk: Option<String>,
+    /// A prefix of the Request-URI user part (e.g. `+44`).
+    #[serde(default)]
+    pub user_prefix: Option<String>,
+    /// The Request-URI host, compared case-insensitively.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+impl RouteMatch {
+    /// Whether no condition is set (the route takes every call).
+    pub fn is_catch_all(&self) -> bool {
+        self.source_realm.is_none()
+            && self.source_trunk.is_none()
+            && self.user_prefix.is_none()
+            && self.domain.is_none()
+    }
+}
+
+/// A failure that moves a call to the route's next target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum FailoverCause {
+    /// A 408 Request Timeout from the trunk.
+    #[serde(rename = "408")]
+    Status408,
+    /// Any 5xx from the trunk.
+    #[serde(rename = "5xx")]
+    Status5xx,
+    /// The request could not be sent (connection refused, ICMP unreachable).
+    #[serde(rename = "transport-error")]
+    TransportError,
+    /// No final response before the INVITE transaction timed out (Timer B).
+    #[serde(rename = "timeout")]
+    Timeout,
+}
+
+fn default_false() -> bool {
+    false
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_transactions() -> u32 {
+    100_000
+}
+fn default_max_calls() -> u32 {
+    10_000
+}
+fn default_retry_after_secs() -> u32 {
+    5
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9660))
+}
+fn default_port_min() -> u16 {
+    20_000
+}
+fn default_port_max() -> u16 {
+    59_999
+}
+fn default_inactivity_timeout_secs() -> u32 {
+    60
+}
+fn default_learning_window_ms() -> u32 {
+    2_000
+}
+fn default_strip_headers() -> Vec<String> {
+    // Headers that reveal the inside network or its equipment.
+    [
+        "Organization",
+        "Warning",
+        "History-Info",
+        "P-Charging-Vector",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_transport() -> Transport {
+    Transport::Udp
+}
+fn default_options_interval_secs() -> u32 {
+    30
+}
+fn default_failover_on() -> Vec<FailoverCause> {
+    vec![
+        FailoverCause::Status408,
+        FailoverCause::Status5xx,
+        FailoverCause::TransportError,
+        FailoverCause::Timeout,
+    ]
+}

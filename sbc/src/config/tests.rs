@@ -1,0 +1,712 @@
+//! One test per validation rule (each checks the line, the field and the
+//! hint), the serde error paths, and the shipped files.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// A small valid configuration the tests break one way at a time.
+const BASE: &str = r#"[[realm]]
+name = "a"
+listen = [{ transport = "udp", address = "127.0.0.1:5060" }]
+media = { address = "127.0.0.1" }
+
+[[realm]]
+name = "b"
+listen = [{ transport = "udp", address = "127.0.0.2:5060" }]
+media = { address = "127.0.0.2" }
+
+[[trunk]]
+name = "t"
+realm = "b"
+address = "127.0.0.3:5060"
+
+[[route]]
+name = "r"
+match = { source_realm = "a" }
+targets = ["t"]
+"#;
+
+/// `BASE` with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE lacks {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::from_str_named(text, "t.toml") {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(e) => {
+            assert!(!e.problems().is_empty(), "an Invalid error has problems");
+            e.problems().to_vec()
+        }
+    }
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
+        + 1
+}
+
+/// The single problem about `field`, checked to sit on the first line holding
+/// `line_with`.
+fn problem(text: &str, field: &str, line_with: &str) -> Problem {
+    problem_on(text, field, line_of(text, line_with))
+}
+
+/// The single problem about `field`, checked to sit on `line`.
+fn problem_on(text: &str, field: &str, line: usize) -> Problem {
+    let all = problems(text);
+    let found: Vec<&Problem> = all.iter().filter(|p| p.field == field).collect();
+    assert_eq!(found.len(), 1, "one problem at {field}, got {all:#?}");
+    let p = found[0].clone();
+    assert_eq!(p.file, "t.toml");
+    assert_eq!(p.line, line, "line of {p}");
+    p
+}
+
+fn hint(p: &Problem) -> &str {
+    p.hint
+        .as_deref()
+        .unwrap_or_else(|| panic!("no hint in {p}"))
+}
+
+#[test]
+fn base_is_valid() {
+    if let Err(e) = Config::from_str_named(BASE, "t.toml") {
+        panic!("BASE is invalid:\n{e}");
+    }
+}
+
+#[test]
+fn embedded_default_is_valid_and_is_the_two_realm_lab() {
+    let config = Config::embedded_default().unwrap_or_else(|e| panic!("default invalid:\n{e}"));
+    let realm = |name: &str| {
+        config
+            .realms
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("realm {name}"))
+    };
+    for (name, ip) in [("outside", "127.0.0.1"), ("inside", "127.0.0.2")] {
+        let ip: IpAddr = ip.parse().expect("literal");
+        let r = realm(name);
+        let mut listen: Vec<(Transport, SocketAddr)> =
+            r.listen.iter().map(|l| (l.transport, l.address)).collect();
+        listen.sort();
+        let addr = SocketAddr::new(ip, 5060);
+        assert_eq!(listen, [(Transport::Udp, addr), (Transport::Tcp, addr)]);
+        assert_eq!(r.media.address, ip);
+        assert_eq!(r.media.advertised(), ip);
+    }
+    for (name, realm, addr) in [
+        ("pbx", "inside", "127.0.0.3:5060"),
+        ("carrier", "outside", "127.0.0.4:5060"),
+    ] {
+        let t = config
+            .trunks
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("trunk {name}"));
+        assert_eq!(t.realm, realm);
+        assert_eq!(t.address, PeerAddress::Ip(addr.parse().expect("literal")));
+    }
+    for (from, to) in [("outside", "pbx"), ("inside", "carrier")] {
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.matches.source_realm.as_deref() == Some(from))
+            .unwrap_or_else(|| panic!("route from {from}"));
+        assert_eq!(route.targets, [to]);
+    }
+    assert_eq!(
+        config.metrics.listen,
+        "127.0.0.1:9660".parse::<SocketAddr>().expect("literal")
+    );
+}
+
+/// Every `.toml` the project ships under `config/` loads and validates.
+#[test]
+fn every_shipped_toml_file_is_valid() {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("default.toml")),
+        "default.toml found among {files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.starts_with(root.join("examples"))),
+        "examples found among {files:?}"
+    );
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| Config::load(f).err().map(|e| e.to_string()))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unknown_trunk_realm_names_file_line_column_field_and_known_realms() {
+    let text = edit(r#"realm = "b""#, r#"realm = "bb""#);
+    let p = problem(&text, "trunk[0].realm", r#"realm = "bb""#);
+    assert_eq!(p.column, 9);
+    assert_eq!(p.item.as_deref(), Some(r#"trunk "t""#));
+    assert_eq!(
+        p.to_string(),
+        format!(
+            "t.toml:{}:9: trunk \"t\": field `trunk[0].realm`: unknown realm \"bb\" (hint: known realms: a, b)",
+            p.line
+        )
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = edit(r#"realm = "b""#, r#"realm = "x""#)
+        .replace(r#"targets = ["t"]"#, r#"targets = ["y"]"#)
+        .replace(r#"name = "b""#, r#"name = "a""#);
+    let all = problems(&text);
+    let fields: Vec<&str> = all.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["realm[1].name", "trunk[0].realm", "route[0].targets[0]"]
+    );
+    assert!(all.windows(2).all(|w| w[0].line <= w[1].line), "{all:?}");
+}
+
+#[test]
+fn duplicate_and_malformed_names() {
+    let text = edit(r#"name = "b""#, r#"name = "a""#).replace(r#"realm = "b""#, r#"realm = "a""#);
+    let p = problem_on(&text, "realm[1].name", line_of(BASE, r#"name = "b""#));
+    assert!(p.message.contains("already named \"a\""), "{p}");
+
+    let text = edit(r#"name = "t""#, r#"name = "my trunk""#)
+        .replace(r#"targets = ["t"]"#, r#"targets = ["my trunk"]"#);
+    let p = problem(&text, "trunk[0].name", "my trunk");
+    assert!(hint(&p).contains("metric labels"), "{p}");
+
+    let text = format!(
+        "{BASE}\n[[route]]\nname = \"r\"\nmatch = {{ source_realm = \"b\" }}\ntargets = [\"t\"]\n"
+    );
+    let p = problem_on(&text, "route[1].name", line_of(BASE, "targets") + 3);
+    assert!(p.message.contains("another route"), "{p}");
+}
+
+#[test]
+fn no_realm_is_a_problem_at_the_top_of_the_file() {
+    let all = problems("[logging]\nlevel = \"debug\"\n");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!((all[0].line, all[0].field.as_str()), (1, "realm"));
+    assert!(hint(&all[0]).contains("[[realm]]"));
+}
+
+#[test]
+fn route_targets_must_be_trunks() {
+    let text = edit(r#"targets = ["t"]"#, r#"targets = ["b", "t", "t", "zz"]"#);
+    let all = problems(&text);
+    let by = |f: &str| {
+        all.iter()
+            .find(|p| p.field == f)
+            .unwrap_or_else(|| panic!("{f} in {all:?}"))
+    };
+    assert_eq!(
+        by("route[0].targets[0]").message,
+        "\"b\" is a realm, not a trunk"
+    );
+    assert_eq!(hint(by("route[0].targets[0]")), "known trunks: t");
+    assert!(by("route[0].targets[2]").message.contains("listed twice"));
+    assert_eq!(by("route[0].targets[3]").message, "unknown trunk \"zz\"");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|p| p.line == line_of(&text, "targets")));
+}
+
+#[test]
+fn route_without_targets_or_failover() {
+    let text = edit(r#"targets = ["t"]"#, "targets = []");
+    let p = problem(&text, "route[0].targets", "targets = []");
+    assert_eq!(hint(&p), "known trunks: t");
+
+    let text = format!(
+        "{BASE}\n[[trunk]]\nname = \"t2\"\nrealm = \"b\"\naddress = \"pbx.example.net:5060\"\n"
+    )
+    .replace(
+        r#"targets = ["t"]"#,
+        "targets = [\"t\", \"t2\"]\nfailover_on = []",
+    );
+    let p = problem(&text, "route[0].failover_on", "failover_on = []");
+    assert!(p.message.contains("only the first target"), "{p}");
+}
+
+#[test]
+fn route_match_references_must_exist_and_agree() {
+    let text = edit(r#"source_realm = "a""#, r#"source_realm = "c""#);
+    let p = problem(&text, "route[0].match.source_realm", "source_realm");
+    assert_eq!(hint(&p), "known realms: a, b");
+
+    let text = edit(r#"source_realm = "a""#, r#"source_trunk = "nope""#);
+    let p = problem(&text, "route[0].match.source_trunk", "source_trunk");
+    assert_eq!(p.message, "unknown trunk \"nope\"");
+
+    let text = edit(
+        r#"source_realm = "a""#,
+        r#"source_realm = "a", source_trunk = "t""#,
+    );
+    let p = problem(&text, "route[0].match.source_trunk", "source_trunk");
+    assert!(p.message.contains("never taken"), "{p}");
+
+    let text = edit(
+        r#"source_realm = "a""#,
+        r#"user_prefix = "4 4", domain = "a b""#,
+    );
+    problem(&text, "route[0].match.user_prefix", "user_prefix");
+    problem(&text, "route[0].match.domain", "domain");
+}
+
+#[test]
+fn a_route_after_a_catch_all_is_never_taken() {
+    let text = edit("match = { source_realm = \"a\" }\n", "")
+        + "\n[[route]]\nname = \"later\"\nmatch = { source_realm = \"b\" }\ntargets = [\"t\"]\n";
+    // An element of an array of tables starts at its `[[route]]` header.
+    let p = problem_on(&text, "route[1]", line_of(&text, r#"name = "later""#) - 1);
+    assert!(p.message.contains("route \"r\" before it"), "{p}");
+    assert!(hint(&p).contains("catch-all last"));
+}
+
+#[test]
+fn media_port_range_rules() {
+    let with = |media: &str| format!("[media]\n{media}\n{BASE}");
+    let p = problem(&with("port_min = 20001"), "media.port_min", "port_min");
+    assert!(hint(&p).ends_with("use 20000"), "{p}");
+    let p = problem(&with("port_max = 60000"), "media.port_max", "port_max");
+    assert!(hint(&p).ends_with("use 59999"), "{p}");
+    let p = problem(
+        &with("port_min = 1000\nport_max = 40001"),
+        "media.port_min",
+        "port_min",
+    );
+    assert!(p.message.contains("below 1024"), "{p}");
+    let p = problem(
+        &with("port_min = 30000\nport_max = 20001"),
+        "media.port_max",
+        "port_max",
+    );
+    assert!(p.message.contains("not above"), "{p}");
+    // 100 pairs for 10000 calls.
+    let p = problem(
+        &with("port_min = 20000\nport_max = 20199"),
+        "media.port_max",
+        "port_max",
+    );
+    assert!(p.message.contains("holds 100 port pairs"), "{p}");
+    assert!(hint(&p).contains("limits.max_calls"));
+    let p = problem(
+        &with("inactivity_timeout_secs = 0"),
+        "media.inactivity_timeout_secs",
+        "inactivity",
+    );
+    assert_eq!(p.message, "must be at least 1");
+}
+
+#[test]
+fn shared_media_address_needs_two_pairs_per_call() {
+    let shared = edit(
+        r#"media = { address = "127.0.0.2" }"#,
+        r#"media = { address = "127.0.0.1" }"#,
+    );
+    let text =
+        format!("[limits]\nmax_calls = 60\n[media]\nport_min = 20000\nport_max = 20199\n{shared}");
+    let p = problem(&text, "media.port_max", "port_max");
+    assert!(p.message.contains("fewer than the 120"), "{p}");
+    let distinct =
+        format!("[limits]\nmax_calls = 60\n[media]\nport_min = 20000\nport_max = 20199\n{BASE}");
+    assert!(Config::from_str_named(&distinct, "t.toml").is_ok());
+}
+
+#[test]
+fn xdp_interface_names() {
+    let text = format!(
+        "[media.xdp]\nmode = \"native\"\ninterfaces = [\"eth0\", \"eth0\", \"a/b\"]\n{BASE}"
+    );
+    let all = problems(&text);
+    let fields: Vec<&str> = all.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["media.xdp.interfaces[1]", "media.xdp.interfaces[2]"]
+    );
+    assert!(all.iter().all(|p| p.line == 3));
+}
+
+#[test]
+fn limits_must_be_positive() {
+    let text = format!("[limits]\nmax_calls = 0\n{BASE}");
+    let all = problems(&text);
+    assert!(
+        all.iter()
+            .any(|p| p.field == "limits.max_calls" && p.line == 2),
+        "{all:?}"
+    );
+    let text = format!("[limits]\nmax_transactions = 0\n{BASE}");
+    problem(&text, "limits.max_transactions", "max_transactions");
+}
+
+#[test]
+fn listeners_may_not_be_bound_twice() {
+    let text = edit(
+        r#"address = "127.0.0.2:5060" }"#,
+        r#"address = "127.0.0.1:5060" }"#,
+    );
+    let p = problem_on(
+        &text,
+        "realm[1].listen[0].address",
+        line_of(BASE, "127.0.0.2:5060"),
+    );
+    assert!(p.message.contains("already bound by realm \"a\""), "{p}");
+
+    // 0.0.0.0 claims every IPv4 address on that port.
+    let text = edit(
+        r#"address = "127.0.0.2:5060" }"#,
+        r#"address = "0.0.0.0:5060" }"#,
+    );
+    let all = problems(&text);
+    assert!(
+        all.iter().any(|p| p.field == "realm[1].listen[0].address"),
+        "{all:?}"
+    );
+
+    // Another transport on the same port is fine.
+    let text = edit(
+        r#"[{ transport = "udp", address = "127.0.0.2:5060" }]"#,
+        r#"[{ transport = "tcp", address = "127.0.0.1:5060" }, { transport = "udp", address = "127.0.0.2:5060" }]"#,
+    );
+    assert!(Config::from_str_named(&text, "t.toml").is_ok());
+}
+
+#[test]
+fn metrics_and_media_may_not_take_a_sip_port() {
+    let text = format!("[metrics]\nlisten = \"127.0.0.1:5060\"\n{BASE}")
+        .replace(
+            r#"transport = "udp", address = "127.0.0.1:5060""#,
+            r#"transport = "tcp", address = "127.0.0.1:5060""#,
+        )
+        .replace(
+            r#"address = "127.0.0.3:5060""#,
+            "address = \"127.0.0.3:5060\"\ntransport = \"udp\"",
+        );
+    let p = problem(&text, "metrics.listen", "listen = \"127.0.0.1:5060\"");
+    assert!(hint(&p).contains("9660"));
+
+    let text = edit(r#""127.0.0.1:5060""#, r#""127.0.0.1:20000""#);
+    let p = problem(&text, "realm[0].listen[0].address", "127.0.0.1:20000");
+    assert!(p.message.contains("inside the media port range"), "{p}");
+}
+
+#[test]
+fn realm_listeners_buffers_and_media_addresses() {
+    let text = edit(
+        r#"listen = [{ transport = "udp", address = "127.0.0.1:5060" }]"#,
+        "listen = []",
+    );
+    let p = problem(&text, "realm[0].listen", "listen = []");
+    assert!(hint(&p).contains("transport"));
+
+    let text = edit(r#""127.0.0.1:5060""#, r#""127.0.0.1:0""#);
+    problem(&text, "realm[0].listen[0].address", "127.0.0.1:0");
+
+    let text = edit(
+        r#"name = "a""#,
+        "name = \"a\"\nrecv_buffer_bytes = 100\nsend_buffer_bytes = 8192",
+    );
+    let p = problem(&text, "realm[0].recv_buffer_bytes", "recv_buffer_bytes");
+    assert!(p.message.contains("outside 4096"), "{p}");
+
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        r#"media = { address = "127.0.0.1", advertise = "2001:db8::1" }"#,
+    );
+    let p = problem(&text, "realm[0].media.advertise", "advertise");
+    assert!(p.message.contains("different families"), "{p}");
+
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        r#"media = { address = "0.0.0.0" }"#,
+    );
+    let p = problem(&text, "realm[0].media.address", "0.0.0.0");
+    assert!(hint(&p).contains("advertise"), "{p}");
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        r#"media = { address = "0.0.0.0", advertise = "0.0.0.0" }"#,
+    );
+    problem(&text, "realm[0].media.advertise", "0.0.0.0");
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        r#"media = { address = "::1" }"#,
+    );
+    let p = problem(&text, "realm[0].media.address", "::1");
+    assert!(p.message.contains("family"), "{p}");
+}
+
+#[test]
+fn networks_with_host_bits_suggest_the_network() {
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        "media = { address = \"127.0.0.1\" }\nnetworks = [\"10.0.0.0/8\", \"10.1.2.3/16\"]\nacl = { allow = [\"192.0.2.0/24\"], deny = [\"192.0.2.1/31\"] }",
+    );
+    let p = problem(&text, "realm[0].networks[1]", "networks");
+    assert_eq!(hint(&p), "did you mean 10.1.0.0/16?");
+    let p = problem(&text, "realm[0].acl.deny[0]", "acl");
+    assert_eq!(hint(&p), "did you mean 192.0.2.0/31?");
+}
+
+#[test]
+fn trunk_rules() {
+    let text = edit(
+        r#"address = "127.0.0.3:5060""#,
+        "address = \"127.0.0.3:5060\"\ntransport = \"tcp\"",
+    );
+    let p = problem(&text, "trunk[0].transport", "transport = \"tcp\"");
+    assert!(p.message.contains("no IPv4 tcp listener"), "{p}");
+
+    let text = edit(r#""127.0.0.3:5060""#, r#""[2001:db8::5]:5060""#);
+    let p = problem(&text, "trunk[0].transport", "[[trunk]]");
+    assert!(p.message.contains("no IPv6 udp listener"), "{p}");
+
+    let text = edit(r#""127.0.0.3:5060""#, r#""0.0.0.0:5060""#);
+    problem(&text, "trunk[0].address", "0.0.0.0");
+
+    let text = edit(
+        r#"address = "127.0.0.3:5060""#,
+        "address = \"127.0.0.3:5060\"\nmax_calls = 0\nmax_cps = 0",
+    );
+    problem(&text, "trunk[0].max_calls", "max_calls");
+    let p = problem(&text, "trunk[0].max_cps", "max_cps");
+    assert!(hint(&p).contains("no limit"));
+
+    let text = format!("[limits]\nmax_calls = 10\n{BASE}").replace(
+        r#"address = "127.0.0.3:5060""#,
+        "address = \"127.0.0.3:5060\"\nmax_calls = 11",
+    );
+    let p = problem(&text, "trunk[0].max_calls", "max_calls = 11");
+    assert!(p.message.contains("exceeds limits.max_calls = 10"), "{p}");
+}
+
+#[test]
+fn trunk_addresses_parse_as_ip_or_host_and_port() {
+    for (text, expected) in [
+        (
+            "192.0.2.1:5060",
+            Ok(PeerAddress::Ip("192.0.2.1:5060".parse().expect("literal"))),
+        ),
+        (
+            "[2001:db8::1]:5080",
+            Ok(PeerAddress::Ip(
+                "[2001:db8::1]:5080".parse().expect("literal"),
+            )),
+        ),
+        (
+            "sip.example.net:5060",
+            Ok(PeerAddress::Host {
+                host: "sip.example.net".into(),
+                port: 5060,
+            }),
+        ),
+        ("sip.example.net", Err(())),
+        ("sip.example.net:0", Err(())),
+        ("-bad.example:5060", Err(())),
+        ("192.0.2.300:5060", Err(())),
+        ("", Err(())),
+    ] {
+        assert_eq!(
+            PeerAddress::try_from(text.to_owned()).map_err(|_| ()),
+            expected,
+            "{text}"
+        );
+    }
+    let text = edit(r#""127.0.0.3:5060""#, r#""pbx.example.net""#);
+    let p = problem(&text, "trunk[0].address", "pbx.example.net");
+    assert!(p.message.contains("expected IP:port"), "{p}");
+}
+
+#[test]
+fn header_policy_rules_apply_to_defaults_and_trunks() {
+    let text = format!(
+        "[topology_hiding]\nstrip = [\"Via\", \"Bad Name\", \"Organization\"]\nserver = {{ rewrite = \"\" }}\n{BASE}"
+    );
+    let all = problems(&text);
+    let fields: Vec<&str> = all.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "topology_hiding.strip[0]",
+            "topology_hiding.strip[1]",
+            "topology_hiding.server.rewrite"
+        ]
+    );
+    assert!(hint(&all[0]).contains("regenerates"));
+    assert_eq!(all[2].line, 3);
+
+    let text = edit(
+        r#"address = "127.0.0.3:5060""#,
+        "address = \"127.0.0.3:5060\"\nheader_policy = { strip = [\"call-id\"], p_asserted_identity = \"pass\" }",
+    );
+    problem(&text, "trunk[0].header_policy.strip[0]", "header_policy");
+
+    let text = edit(
+        r#"address = "127.0.0.3:5060""#,
+        "address = \"127.0.0.3:5060\"\nheader_policy = { user_agent = { rewrite = \"SBC\" }, server = \"keep\" }",
+    );
+    let config = Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let policy = config.trunks[0].header_policy.clone().expect("parsed");
+    assert_eq!(policy.user_agent, HeaderRewrite::Rewrite("SBC".into()));
+    assert_eq!(policy.server, HeaderRewrite::Keep);
+    assert_eq!(
+        policy.strip,
+        HeaderPolicy::default().strip,
+        "defaults by function"
+    );
+}
+
+#[test]
+fn unknown_field_names_the_field_lists_the_expected_and_suggests() {
+    let text = edit(r#"realm = "b""#, r#"relm = "b""#);
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let p = &all[0];
+    assert_eq!((p.line, p.column), (line_of(&text, "relm"), 1));
+    assert_eq!(p.field, "trunk[0].relm");
+    assert_eq!(p.item.as_deref(), Some("trunk \"t\""));
+    assert!(p.message.contains("unknown field `relm`"), "{p}");
+    assert!(
+        p.message.contains("`realm`") && p.message.contains("`max_cps`"),
+        "{p}"
+    );
+    assert_eq!(hint(p), "did you mean `realm`?");
+
+    // A unit suffix left out.
+    let text = format!("[media]\ninactivity_timeout = 5\n{BASE}");
+    let p = problem(&text, "media.inactivity_timeout", "inactivity_timeout");
+    assert_eq!(hint(&p), "did you mean `inactivity_timeout_secs`?");
+}
+
+#[test]
+fn serde_value_errors_are_located() {
+    let text = edit(r#""127.0.0.2:5060""#, r#""127.0.0.2""#);
+    let p = problem(&text, "realm[1].listen[0].address", "\"127.0.0.2\" }]");
+    assert_eq!(p.column, 42);
+    assert!(hint(&p).contains("IP:port"), "{p}");
+
+    let text = format!("[sip]\nunknown_methods = \"relai\"\n{BASE}");
+    let p = problem(&text, "sip.unknown_methods", "relai");
+    assert_eq!(hint(&p), "did you mean `relay`?");
+
+    let text = format!("[media]\nport_min = \"20000\"\n{BASE}");
+    let p = problem(&text, "media.port_min", "port_min");
+    assert!(p.message.contains("expected u16"), "{p}");
+
+    let text = edit(
+        r#"name = "t"
+"#,
+        "",
+    );
+    let p = problem(&text, "trunk[0].name", "[[trunk]]");
+    assert!(p.message.contains("missing field `name`"), "{p}");
+    assert_eq!(p.item.as_deref(), Some("trunk[0]"));
+}
+
+#[test]
+fn syntax_errors_have_a_line_and_no_field() {
+    let text = edit(r#"name = "t""#, r#"name = "t"#);
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].line, line_of(&text, r#"name = "t"#));
+    assert_eq!(all[0].field, "");
+    assert!(!all[0].to_string().contains("field"), "{}", all[0]);
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let text = format!("# é€\n{}", edit(r#"realm = "b""#, r#"realm = "é""#));
+    let p = problem(&text, "trunk[0].realm", r#"realm = "é""#);
+    assert_eq!(p.column, 9);
+    let located = locate::Located::new("é\né€x");
+    assert_eq!(located.line_col(8), (2, 3));
+    assert_eq!(
+        located.line_col(6),
+        (2, 2),
+        "inside a character rounds down"
+    );
+    assert_eq!(located.line_col(99), (2, 4), "past the end clamps");
+}
+
+#[test]
+fn load_reports_unreadable_files_as_read_errors() {
+    match Config::load("/nonexistent/sbc.toml") {
+        Err(ConfigError::Read { file, .. }) => assert_eq!(file, "/nonexistent/sbc.toml"),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
+
+#[test]
+fn acl_and_server_policy_follow_the_config() {
+    let acl = Acl {
+        allow: vec!["192.0.2.0/24".parse().expect("literal")],
+        deny: vec!["192.0.2.128/25".parse().expect("literal")],
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+    assert!(acl.permits(ip("192.0.2.1")));
+    assert!(!acl.permits(ip("192.0.2.200")), "deny wins");
+    assert!(!acl.permits(ip("198.51.100.1")), "not allowed");
+    assert!(
+        Acl::default().permits(ip("198.51.100.1")),
+        "empty allows all"
+    );
+
+    let text = format!("[sip]\nunknown_methods = \"relay\"\n{BASE}");
+    let config = Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.sip.server_policy().relay_unknown_methods);
+    assert!(!SipConfig::default().server_policy().relay_unknown_methods);
+}
+
+#[test]
+fn check_config_exit_statuses_and_output() {
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = check_config(&args, &mut out, &mut err).expect("writes to memory");
+        (
+            status,
+            String::from_utf8(out).expect("utf-8"),
+            String::from_utf8(err).expect("utf-8"),
+        )
+    };
+    let (status, out, _) = run(&[]);
+    assert_eq!(status, 0);
+    assert!(
+        out.starts_with(&format!("{DEFAULT_NAME}: ok\n2 realms: outside")),
+        "{out}"
+    );
+    assert!(
+        out.contains("outside-to-pbx (realm outside -> pbx)"),
+        "{out}"
+    );
+    let (status, _, err) = run(&["/nonexistent/sbc.toml"]);
+    assert_eq!(status, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    assert_eq!(run(&["a", "b"]).0, 2);
+    assert_eq!(run(&["--json"]).0, 2);
+}

@@ -1,0 +1,759 @@
+//! The checks a configuration must pass before the SBC uses it: cross
+//! references (a trunk's realm, a route's targets), uniqueness, sockets that
+//! could not all be bound, and values that parse but make no sense.
+//!
+//! Runs once, after deserialization (pingora's `validate`), and collects every
+//! finding rather than stopping at the first. Each finding names its field by
+//! path; [`super::Config::from_str_named`] turns paths into lines.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+use super::locate::FieldPath;
+use super::schema::{
+    Config, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Realm, Route, Transport, Trunk,
+};
+
+/// One thing validation rejects, before it is given a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub(crate) path: FieldPath,
+    pub(crate) item: Option<String>,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+}
+
+/// Lowest port the media range may use: below are the well-known ports.
+const MEDIA_PORT_FLOOR: u16 = 1024;
+/// Socket buffers: below a page a datagram may not fit; above 256 MiB is a
+/// typo for a smaller number.
+const BUFFER_BYTES: std::ops::RangeInclusive<u32> = 4096..=256 * 1024 * 1024;
+/// Headers the B2BUA regenerates on every message; stripping them would break
+/// SIP, and they never leak anyway.
+const MANDATORY_HEADERS: [&str; 10] = [
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "max-forwards",
+    "content-length",
+    "content-type",
+    "record-route",
+];
+
+/// Every problem in `config`, in no particular order.
+pub(crate) fn validate(config: &Config) -> Vec<Finding> {
+    let mut v = Validator {
+        config,
+        findings: Vec::new(),
+    };
+    v.limits();
+    v.media();
+    v.header_policy(
+        &FieldPath::root("topology_hiding"),
+        None,
+        &config.topology_hiding,
+    );
+    v.realms();
+    v.listeners();
+    v.trunks();
+    v.routes();
+    v.findings
+}
+
+struct Validator<'a> {
+    config: &'a Config,
+    findings: Vec<Finding>,
+}
+
+/// How a named element is called in messages: `trunk "pbx"`, or `trunk[1]`
+/// when it has no usable name.
+fn item_name(kind: &str, index: usize, name: &str) -> String {
+    if name.is_empty() {
+        format!("{kind}[{index}]")
+    } else {
+        format!("{kind} \"{name}\"")
+    }
+}
+
+fn list(names: impl Iterator<Item = impl AsRef<str>>) -> String {
+    let names: Vec<String> = names.map(|n| n.as_ref().to_owned()).collect();
+    if names.is_empty() {
+        "none are defined".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Validator<'_> {
+    fn report(
+        &mut self,
+        path: FieldPath,
+        item: Option<&str>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.findings.push(Finding {
+            path,
+            item: item.map(str::to_owned),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    fn limits(&mut self) {
+        let limits = &self.config.limits;
+        let at = FieldPath::root("limits");
+        for (field, value) in [
+            ("max_transactions", limits.max_transactions),
+            ("max_calls", limits.max_calls),
+        ] {
+            if value == 0 {
+                self.report(
+                    at.key(field),
+                    Some("limits"),
+                    "must be at least 1",
+                    Some("0 would refuse every call; leave the field out for the default".into()),
+                );
+            }
+        }
+    }
+
+    fn media(&mut self) {
+        let media = &self.config.media;
+        let at = FieldPath::root("media");
+        let item = Some("media");
+        if media.port_min < MEDIA_PORT_FLOOR {
+            self.report(
+                at.key("port_min"),
+                item,
+                format!("port {} is below {MEDIA_PORT_FLOOR}", media.port_min),
+                Some(
+                    "media ports must not collide with well-known services; use e.g. 20000".into(),
+                ),
+            );
+        }
+        if !media.port_min.is_multiple_of(2) {
+            self.report(
+                at.key("port_min"),
+                item,
+                format!("port_min {} is odd", media.port_min),
+                Some(format!(
+                    "RTP uses even ports and RTCP the next odd one; use {}",
+                    media.port_min.saturating_sub(1)
+                )),
+            );
+        }
+        if media.port_max.is_multiple_of(2) {
+            self.report(
+                at.key("port_max"),
+                item,
+                format!("port_max {} is even", media.port_max),
+                Some(format!(
+                    "the range must end on the RTCP port of a pair; use {}",
+                    media.port_max.saturating_sub(1)
+                )),
+            );
+        }
+        if media.port_min >= media.port_max {
+            self.report(
+                at.key("port_max"),
+                item,
+                format!(
+                    "port_max {} is not above port_min {}",
+                    media.port_max, media.port_min
+                ),
+                Some("write the range as port_min < port_max".into()),
+            );
+        } else {
+            // A call anchors one RTP/RTCP pair per leg on its realm's media
+            // address; two realms sharing an address need two pairs from it.
+            let mut per_address: HashMap<IpAddr, u32> = HashMap::new();
+            for realm in &self.config.realms {
+                *per_address.entry(realm.media.address).or_default() += 1;
+            }
+            let legs = per_address.values().copied().max().unwrap_or(1).max(1);
+            let needed = u64::from(self.config.limits.max_calls) * u64::from(legs);
+            if u64::from(media.port_pairs()) < needed {
+                self.report(
+                    at.key("port_max"),
+                    item,
+                    format!(
+                        "the range {}-{} holds {} port pairs, fewer than the {needed} that \
+                         limits.max_calls = {} needs",
+                        media.port_min,
+                        media.port_max,
+                        media.port_pairs(),
+                        self.config.limits.max_calls
+                    ),
+                    Some("widen the range or lower limits.max_calls".into()),
+                );
+            }
+        }
+        if media.inactivity_timeout_secs == 0 {
+            self.report(
+                at.key("inactivity_timeout_secs"),
+                item,
+                "must be at least 1",
+                Some("a call with silent media is torn down after this long; e.g. 60".into()),
+            );
+        }
+        let xdp = at.key("xdp");
+        let mut seen = HashSet::new();
+        for (i, name) in media.xdp.interfaces.iter().enumerate() {
+            // IFNAMSIZ is 16 with the NUL; names cannot hold '/' or spaces.
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(|c: char| c == '/' || c.is_whitespace())
+            {
+                self.report(
+                    xdp.key("interfaces").index(i),
+                    item,
+                    format!("\"{name}\" is not an interface name"),
+                    Some("use the name `ip link` shows, e.g. \"eth0\"".into()),
+                );
+            } else if !seen.insert(name) {
+                self.report(
+                    xdp.key("interfaces").index(i),
+                    item,
+                    format!("interface \"{name}\" is listed twice"),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn header_policy(&mut self, at: &FieldPath, item: Option<&str>, policy: &HeaderPolicy) {
+        for (i, name) in policy.strip.iter().enumerate() {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if !token {
+                self.report(
+                    at.key("strip").index(i),
+                    item,
+                    format!("\"{name}\" is not a header name"),
+                    Some(
+                        "header names are tokens such as \"Organization\" (RFC 3261 §25.1)".into(),
+                    ),
+                );
+            } else if MANDATORY_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                self.report(
+                    at.key("strip").index(i),
+                    item,
+                    format!("\"{name}\" cannot be stripped"),
+                    Some(
+                        "the SBC regenerates it on every message, so it never crosses; remove it \
+                         from the list"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        for (field, rewrite) in [
+            ("server", &policy.server),
+            ("user_agent", &policy.user_agent),
+        ] {
+            if let HeaderRewrite::Rewrite(value) = rewrite
+                && (value.trim().is_empty() || value.contains(['\r', '\n']))
+            {
+                self.report(
+                    at.key(field).key("rewrite"),
+                    item,
+                    "the rewrite value must be a non-empty single line",
+                    Some("write e.g. { rewrite = \"SBC\" }, or \"remove\"".into()),
+                );
+            }
+        }
+    }
+
+    fn names<'n>(
+        &mut self,
+        kind: &str,
+        array: &str,
+        names: impl Iterator<Item = &'n str>,
+    ) -> HashSet<&'n str> {
+        let mut seen = HashSet::new();
+        for (i, name) in names.enumerate() {
+            let at = FieldPath::item(array, i).key("name");
+            let item = item_name(kind, i, name);
+            let plain = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !plain {
+                self.report(
+                    at,
+                    Some(&item),
+                    format!("{kind} name \"{name}\" is empty or has characters other than letters, digits, '-', '_', '.'"),
+                    Some("names appear in logs and metric labels; use e.g. \"carrier-a\"".into()),
+                );
+            } else if !seen.insert(name) {
+                self.report(
+                    at,
+                    Some(&item),
+                    format!("another {kind} is already named \"{name}\""),
+                    Some(format!("{kind} names must be unique")),
+                );
+            }
+        }
+        seen
+    }
+
+    fn realms(&mut self) {
+        let config = self.config;
+        if config.realms.is_empty() {
+            self.report(
+                FieldPath::root("realm"),
+                None,
+                "no realm is defined",
+                Some(
+                    "an SBC borders at least one network: add a [[realm]] with a name, \
+                     listen and media"
+                        .into(),
+                ),
+            );
+        }
+        self.names(
+            "realm",
+            "realm",
+            config.realms.iter().map(|r| r.name.as_str()),
+        );
+        for (i, realm) in config.realms.iter().enumerate() {
+            self.realm(i, realm);
+        }
+    }
+
+    fn realm(&mut self, i: usize, realm: &Realm) {
+        let at = FieldPath::item("realm", i);
+        let item = item_name("realm", i, &realm.name);
+        let item = Some(item.as_str());
+        if realm.listen.is_empty() {
+            self.report(
+                at.key("listen"),
+                item,
+                "the realm has no listener",
+                Some(
+                    "add listen = [{ transport = \"udp\", address = \"IP:5060\" }]: the realm \
+                     must receive calls and responses"
+                        .into(),
+                ),
+            );
+        }
+        for (j, listener) in realm.listen.iter().enumerate() {
+            if listener.address.port() == 0 {
+                self.report(
+                    at.key("listen").index(j).key("address"),
+                    item,
+                    format!("{} has port 0", listener.address),
+                    Some("SIP listens on a fixed port, usually 5060".into()),
+                );
+            }
+        }
+        for (field, value) in [
+            ("recv_buffer_bytes", realm.recv_buffer_bytes),
+            ("send_buffer_bytes", realm.send_buffer_bytes),
+        ] {
+            if let Some(bytes) = value.filter(|b| !BUFFER_BYTES.contains(b)) {
+                self.report(
+                    at.key(field),
+                    item,
+                    format!(
+                        "{bytes} bytes is outside {}..={}",
+                        BUFFER_BYTES.start(),
+                        BUFFER_BYTES.end()
+                    ),
+                    Some("leave it out for the OS default, or give e.g. 4194304".into()),
+                );
+            }
+        }
+        let media = &realm.media;
+        if let Some(advertise) = media.advertise {
+            if advertise.is_ipv4() != media.address.is_ipv4() {
+                self.report(
+                    at.key("media").key("advertise"),
+                    item,
+                    format!(
+                        "advertised address {advertise} and media address {} are of different \
+                         families",
+                        media.address
+                    ),
+                    Some("a 1:1 NAT maps IPv4 to IPv4 and IPv6 to IPv6".into()),
+                );
+            }
+            if advertise.is_unspecified() {
+                self.report(
+                    at.key("media").key("advertise"),
+                    item,
+                    format!("{advertise} cannot be advertised in SDP"),
+                    Some("give the address peers send media to".into()),
+                );
+            }
+        } else if media.address.is_unspecified() {
+            self.report(
+                at.key("media").key("address"),
+                item,
+                format!(
+                    "media bound to {} needs an address to advertise",
+                    media.address
+                ),
+                Some("add advertise = \"<address peers reach>\" or bind a concrete address".into()),
+            );
+        }
+        if !realm
+            .listen
+            .iter()
+            .any(|l| l.address.is_ipv4() == media.address.is_ipv4())
+            && !realm.listen.is_empty()
+        {
+            self.report(
+                at.key("media").key("address"),
+                item,
+                format!(
+                    "media address {} is of a family no listener of the realm uses",
+                    media.address
+                ),
+                Some("signaling and media of a realm use the same IP family".into()),
+            );
+        }
+        for (field, nets) in [
+            ("networks", &realm.networks),
+            ("acl.allow", &realm.acl.allow),
+            ("acl.deny", &realm.acl.deny),
+        ] {
+            let base = field.split('.').fold(at.clone(), |p, k| p.key(k));
+            for (j, net) in nets.iter().enumerate() {
+                self.network(base.index(j), item, net);
+            }
+        }
+    }
+
+    fn network(&mut self, at: FieldPath, item: Option<&str>, net: &IpNet) {
+        if net.addr() != net.network() {
+            self.report(
+                at,
+                item,
+                format!("{net} has host bits set"),
+                Some(format!("did you mean {}?", net.trunc())),
+            );
+        }
+    }
+
+    /// No two listeners (nor the metrics endpoint) may claim the same
+    /// transport, port and address; an unspecified address claims every
+    /// address of its family.
+    fn listeners(&mut self) {
+        let config = self.config;
+        let mut bound: Vec<(Transport, SocketAddr, FieldPath, String)> = Vec::new();
+        for (i, realm) in config.realms.iter().enumerate() {
+            for (j, &Listener { transport, address }) in realm.listen.iter().enumerate() {
+                let at = FieldPath::item("realm", i)
+                    .key("listen")
+                    .index(j)
+                    .key("address");
+                let item = item_name("realm", i, &realm.name);
+                if let Some((_, other, _, owner)) = bound
+                    .iter()
+                    .find(|(t, a, _, _)| *t == transport && overlaps(*a, address))
+                {
+                    let message =
+                        format!("{transport} {address} is already bound by {owner} ({other})");
+                    self.report(
+                        at.clone(),
+                        Some(&item),
+                        message,
+                        Some("each transport, address and port can be bound once".into()),
+                    );
+                }
+                bound.push((transport, address, at, item));
+            }
+        }
+        if let Some((_, other, _, owner)) = bound
+            .iter()
+            .find(|(t, a, _, _)| *t == Transport::Tcp && overlaps(*a, config.metrics.listen))
+        {
+            let message = format!(
+                "{} is already bound for SIP over tcp by {owner} ({other})",
+                config.metrics.listen
+            );
+            self.report(
+                FieldPath::root("metrics").key("listen"),
+                Some("metrics"),
+                message,
+                Some("serve metrics on another port, e.g. 9660".into()),
+            );
+        }
+        // SIP over UDP inside the media range would be taken by the relay.
+        let media = &config.media;
+        for (transport, address, at, item) in &bound {
+            let in_range = (media.port_min..=media.port_max).contains(&address.port());
+            let on_media = config
+                .realms
+                .iter()
+                .any(|r| overlaps_ip(r.media.address, address.ip()));
+            if *transport == Transport::Udp && in_range && on_media {
+                let message = format!(
+                    "udp {address} lies inside the media port range {}-{}",
+                    media.port_min, media.port_max
+                );
+                self.report(
+                    at.clone(),
+                    Some(item),
+                    message,
+                    Some("move the listener or the media range".into()),
+                );
+            }
+        }
+    }
+
+    fn trunks(&mut self) {
+        let config = self.config;
+        self.names(
+            "trunk",
+            "trunk",
+            config.trunks.iter().map(|t| t.name.as_str()),
+        );
+        for (i, trunk) in config.trunks.iter().enumerate() {
+            self.trunk(i, trunk);
+        }
+    }
+
+    fn trunk(&mut self, i: usize, trunk: &Trunk) {
+        let config = self.config;
+        let at = FieldPath::item("trunk", i);
+        let item = item_name("trunk", i, &trunk.name);
+        let item = Some(item.as_str());
+        match config.realms.iter().find(|r| r.name == trunk.realm) {
+            None => self.report(
+                at.key("realm"),
+                item,
+                format!("unknown realm \"{}\"", trunk.realm),
+                Some(format!(
+                    "known realms: {}",
+                    list(config.realms.iter().map(|r| &r.name))
+                )),
+            ),
+            Some(realm) => {
+                let family = match trunk.address {
+                    PeerAddress::Ip(addr) => Some(addr.is_ipv4()),
+                    PeerAddress::Host { .. } => None,
+                };
+                let usable = realm.listen.iter().any(|l| {
+                    l.transport == trunk.transport
+                        && family.is_none_or(|v4| l.address.is_ipv4() == v4)
+                });
+                if !usable && !realm.listen.is_empty() {
+                    let family = match family {
+                        Some(true) => " IPv4",
+                        Some(false) => " IPv6",
+                        None => "",
+                    };
+                    self.report(
+                        at.key("transport"),
+                        item,
+                        format!(
+                            "realm \"{}\" has no{family} {} listener to reach {} from",
+                            realm.name, trunk.transport, trunk.address
+                        ),
+                        Some(format!(
+                            "add one to realm \"{}\" or change the trunk's transport",
+                            realm.name
+                        )),
+                    );
+                }
+            }
+        }
+        match &trunk.address {
+            PeerAddress::Ip(addr) if addr.port() == 0 || addr.ip().is_unspecified() => self.report(
+                at.key("address"),
+                item,
+                format!("{addr} is not an address a request can be sent to"),
+                Some("give the peer's IP and port, e.g. \"192.0.2.10:5060\"".into()),
+            ),
+            _ => {}
+        }
+        for (field, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
+            if value == Some(0) {
+                self.report(
+                    at.key(field),
+                    item,
+                    "must be at least 1 when set",
+                    Some("leave the field out for no limit".into()),
+                );
+            }
+        }
+        if let Some(max) = trunk.max_calls.filter(|&m| m > config.limits.max_calls) {
+            self.report(
+                at.key("max_calls"),
+                item,
+                format!(
+                    "{max} exceeds limits.max_calls = {}",
+                    config.limits.max_calls
+                ),
+                Some("the global limit caps it anyway; lower it or raise limits.max_calls".into()),
+            );
+        }
+        if let Some(policy) = &trunk.header_policy {
+            self.header_policy(&at.key("header_policy"), item, policy);
+        }
+    }
+
+    fn routes(&mut self) {
+        let config = self.config;
+        self.names(
+            "route",
+            "route",
+            config.routes.iter().map(|r| r.name.as_str()),
+        );
+        let mut catch_all: Option<&str> = None;
+        for (i, route) in config.routes.iter().enumerate() {
+            self.route(i, route);
+            if let Some(earlier) = catch_all {
+                let item = item_name("route", i, &route.name);
+                self.report(
+                    FieldPath::item("route", i),
+                    Some(&item),
+                    format!("never taken: route \"{earlier}\" before it matches every call"),
+                    Some("routes are tried in file order; move the catch-all last".into()),
+                );
+            } else if route.matches.is_catch_all() {
+                catch_all = Some(&route.name);
+            }
+        }
+    }
+
+    fn route(&mut self, i: usize, route: &Route) {
+        let config = self.config;
+        let at = FieldPath::item("route", i);
+        let item = item_name("route", i, &route.name);
+        let item = Some(item.as_str());
+        let known_trunks = || {
+            format!(
+                "known trunks: {}",
+                list(config.trunks.iter().map(|t| &t.name))
+            )
+        };
+        if route.targets.is_empty() {
+            self.report(
+                at.key("targets"),
+                item,
+                "the route has no target",
+                Some(known_trunks()),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (j, target) in route.targets.iter().enumerate() {
+            if !config.trunks.iter().any(|t| &t.name == target) {
+                let message = if config.realms.iter().any(|r| &r.name == target) {
+                    format!("\"{target}\" is a realm, not a trunk")
+                } else {
+                    format!("unknown trunk \"{target}\"")
+                };
+                self.report(
+                    at.key("targets").index(j),
+                    item,
+                    message,
+                    Some(known_trunks()),
+                );
+            } else if !seen.insert(target) {
+                self.report(
+                    at.key("targets").index(j),
+                    item,
+                    format!("trunk \"{target}\" is listed twice"),
+                    Some("a failed trunk is not retried; list each trunk once".into()),
+                );
+            }
+        }
+        if route.targets.len() > 1 && route.failover_on.is_empty() {
+            self.report(
+                at.key("failover_on"),
+                item,
+                "no failover cause is given, so only the first target is ever tried",
+                Some(
+                    "list causes, e.g. [\"408\", \"5xx\", \"transport-error\", \"timeout\"]".into(),
+                ),
+            );
+        }
+        let m = &route.matches;
+        let at_match = at.key("match");
+        if let Some(realm) = &m.source_realm
+            && !config.realms.iter().any(|r| &r.name == realm)
+        {
+            self.report(
+                at_match.key("source_realm"),
+                item,
+                format!("unknown realm \"{realm}\""),
+                Some(format!(
+                    "known realms: {}",
+                    list(config.realms.iter().map(|r| &r.name))
+                )),
+            );
+        }
+        if let Some(name) = &m.source_trunk {
+            match config.trunks.iter().find(|t| &t.name == name) {
+                None => self.report(
+                    at_match.key("source_trunk"),
+                    item,
+                    format!("unknown trunk \"{name}\""),
+                    Some(known_trunks()),
+                ),
+                Some(trunk) => {
+                    if let Some(realm) = m.source_realm.as_ref().filter(|r| **r != trunk.realm) {
+                        self.report(
+                            at_match.key("source_trunk"),
+                            item,
+                            format!(
+                                "trunk \"{name}\" is in realm \"{}\", so a call from it never \
+                                 arrives on realm \"{realm}\": the route is never taken",
+                                trunk.realm
+                            ),
+                            Some("drop source_realm; source_trunk implies it".into()),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(prefix) = &m.user_prefix {
+            // RFC 3261 §25.1 user: unreserved / escaped / user-unreserved.
+            let ok = !prefix.is_empty()
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/".contains(&b));
+            if !ok {
+                self.report(
+                    at_match.key("user_prefix"),
+                    item,
+                    format!("\"{prefix}\" cannot begin a SIP URI user part"),
+                    Some("e.g. \"+44\" or \"00\"; leave it out to match every user".into()),
+                );
+            }
+        }
+        if let Some(domain) = &m.domain {
+            let ok = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+            if !ok {
+                self.report(
+                    at_match.key("domain"),
+                    item,
+                    format!("\"{domain}\" is not a host name or address"),
+                    Some("give the Request-URI host, e.g. \"pbx.example.net\"".into()),
+                );
+            }
+        }
+    }
+}
+
+fn overlaps_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a == b || a.is_unspecified() || b.is_unspecified())
+}
+
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && overlaps_ip(a.ip(), b.ip())
+}
