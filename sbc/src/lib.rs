@@ -21,3 +21,4 @@
 pub mod inspect;
 pub mod sdp;
 pub mod sip;
+pub mod transport;
