@@ -21,6 +21,12 @@
 //!   (backpressure through the peer's TCP window). Nothing is dropped: a
 //!   stream can't lose a message and stay in sync.
 //!
+//! Sockets: built with socket2 (buffer sizes from the spec, non-blocking,
+//! `IPV6_V6ONLY` on IPv6 so a v6 listener never takes a v4 realm's traffic),
+//! then handed to tokio. TCP listeners and outbound sockets set SO_REUSEADDR
+//! (rebinding despite TIME_WAIT); UDP sets neither SO_REUSEADDR nor
+//! SO_REUSEPORT, see `udp::bind` for why.
+//!
 //! Send failures that happen later than [`Transports::send`] returns (a TCP
 //! connect or write failing) come back as [`Event::SendFailed`], so the
 //! transaction layer can treat them as the transport error of §17.1.4.
@@ -75,7 +81,10 @@ pub struct ListenerSpec {
     pub realm: String,
     /// UDP or TCP.
     pub transport: Transport,
-    /// Address to bind; port 0 picks a free port (tests).
+    /// Address to bind; port 0 picks a free port (tests). Bind the realm's
+    /// own address: with a wildcard (`0.0.0.0`, `::`) [`Inbound::local`] is
+    /// the wildcard and outbound TCP leaves from whatever address the route
+    /// picks, so the realm's address is no longer guaranteed as the source.
     pub addr: SocketAddr,
     /// SO_RCVBUF in bytes; `None` keeps the system default.
     pub recv_buffer: Option<usize>,
@@ -332,8 +341,9 @@ struct Listener {
     spec: ListenerSpec,
     local: SocketAddr,
     stats: Arc<ListenerStats>,
-    /// The UDP socket, shared by the receive task and [`Transports::send`].
-    udp: Option<Arc<tokio::net::UdpSocket>>,
+    /// The UDP socket's receive side (for the receive task) and a
+    /// non-blocking handle on the same socket for [`Transports::send`].
+    udp: Option<(Arc<tokio::net::UdpSocket>, std::net::UdpSocket)>,
 }
 
 /// State shared by the handle and every task.
@@ -369,29 +379,30 @@ impl Shared {
     fn listener(&self, id: ListenerId) -> Option<&Listener> {
         self.listeners.get(id.0)
     }
+}
 
-    /// Parses and stamps a received message, counts it.
-    fn received(
-        &self,
-        stats: &ListenerStats,
-        parsed: Result<Message, ParseError>,
-        bytes: impl FnOnce() -> Vec<u8>,
-        remote: SocketAddr,
-    ) -> Received {
-        ListenerStats::bump(&stats.messages_in);
-        match parsed {
-            Ok(mut msg) => {
-                if msg.is_request() {
-                    nat::stamp_received(&mut msg, remote);
-                }
-                Received::Message(msg)
+/// Counts a received message and stamps a request's top Via (§18.2.1);
+/// `bytes` is called only for a parse error, to keep what the core needs for
+/// its 400.
+fn classify(
+    stats: &ListenerStats,
+    parsed: Result<Message, ParseError>,
+    bytes: impl FnOnce() -> Vec<u8>,
+    remote: SocketAddr,
+) -> Received {
+    ListenerStats::bump(&stats.messages_in);
+    match parsed {
+        Ok(mut msg) => {
+            if msg.is_request() {
+                nat::stamp_received(&mut msg, remote);
             }
-            Err(error) => {
-                ListenerStats::bump(&stats.parse_errors);
-                Received::Malformed {
-                    error,
-                    bytes: bytes(),
-                }
+            Received::Message(msg)
+        }
+        Err(error) => {
+            ListenerStats::bump(&stats.parse_errors);
+            Received::Malformed {
+                error,
+                bytes: bytes(),
             }
         }
     }
@@ -428,9 +439,9 @@ impl Transports {
             };
             let (udp, local) = match spec.transport {
                 Transport::Udp => {
-                    let socket = udp::bind(spec).map_err(bind_error)?;
+                    let (socket, sender) = udp::bind(spec).map_err(bind_error)?;
                     let local = socket.local_addr().map_err(bind_error)?;
-                    (Some(Arc::new(socket)), local)
+                    (Some((Arc::new(socket), sender)), local)
                 }
                 Transport::Tcp => {
                     let listener = tcp::bind(spec).map_err(bind_error)?;
@@ -456,7 +467,7 @@ impl Transports {
             alive: Mutex::new(Some(alive.clone())),
         });
         for (i, listener) in shared.listeners.iter().enumerate() {
-            if let Some(socket) = &listener.udp {
+            if let Some((socket, _)) = &listener.udp {
                 tokio::spawn(udp::receive(
                     Arc::clone(&shared),
                     ListenerId(i),
@@ -515,7 +526,7 @@ impl Transports {
             return Err(TransportError::ShuttingDown);
         }
         let result = match &listener.udp {
-            Some(socket) => udp::send(socket, &out),
+            Some((_, sender)) => udp::send(sender, &out),
             None => tcp::send(&self.shared, out),
         };
         match (&result, &listener.udp) {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     ConnectionId, Event, Inbound, ListenerId, ListenerSpec, ListenerStats, Outbound, Shared,
-    Transport, TransportError,
+    Transport, TransportError, classify,
 };
 use crate::sip::{Frame, StreamFramer};
 
@@ -439,9 +439,9 @@ async fn run(
                             continue;
                         }
                         Frame::Pong => continue,
-                        Frame::Message(msg) => shared.received(&stats, Ok(msg), Vec::new, remote),
+                        Frame::Message(msg) => classify(&stats, Ok(msg), Vec::new, remote),
                         Frame::Malformed { error, bytes } => {
-                            shared.received(&stats, Err(error), || bytes, remote)
+                            classify(&stats, Err(error), || bytes, remote)
                         }
                     };
                     let event = Event::Inbound(Inbound {

@@ -567,3 +567,60 @@ async fn shutdown_closes_connections_and_ends_the_channel() {
     // The listening socket is closed: nobody accepts there any more.
     assert!(TcpStream::connect(tcp_addr).await.is_err());
 }
+
+#[tokio::test]
+async fn udp_port_conflict_is_a_bind_error() {
+    // A second daemon (or two realms on one address) must not silently
+    // share a UDP port.
+    let (t, _rx) = start(
+        &[spec(Transport::Udp, "127.0.0.10:0")],
+        TransportConfig::default(),
+    );
+    let taken = ListenerSpec {
+        addr: local(&t, 0),
+        ..spec(Transport::Udp, "127.0.0.10:0")
+    };
+    match Transports::start(&[taken], TransportConfig::default()) {
+        Err(TransportError::Bind { addr, .. }) => assert_eq!(addr, local(&t, 0)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second UDP socket bound the same port"),
+    }
+    within("shutdown", t.shutdown()).await;
+}
+
+#[tokio::test]
+async fn tcp_backpressure_delivers_everything_in_order() {
+    // A one-slot channel and a core that is not reading: the connection
+    // waits instead of dropping, and every message arrives once drained.
+    let config = TransportConfig {
+        channel_capacity: 1,
+        ..TransportConfig::default()
+    };
+    let (t, mut rx, mut client) = tcp_pair(config).await;
+    const SENT: usize = 50;
+    let mut burst = Vec::new();
+    for _ in 0..SENT {
+        burst.extend_from_slice(&invite());
+        burst.extend_from_slice(b"\r\n\r\n");
+    }
+    client
+        .write_all(&burst)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..SENT {
+        let inbound = next_inbound(&mut rx).await;
+        assert_eq!(
+            message(&inbound).method(),
+            Some(crate::sip::Method::Invite),
+            "message {i}"
+        );
+    }
+    // Every ping was answered, none lost while the connection waited.
+    assert_eq!(
+        read_exactly(&mut client, 2 * SENT).await,
+        b"\r\n".repeat(SENT)
+    );
+    let s = stats(&t, 0);
+    assert_eq!((s.messages_in, s.dropped_overload), (SENT as u64, 0));
+    within("shutdown", t.shutdown()).await;
+}

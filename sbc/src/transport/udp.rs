@@ -12,20 +12,25 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
     Event, Inbound, ListenerId, ListenerSpec, ListenerStats, Outbound, Shared, Transport,
-    TransportError,
+    TransportError, classify,
 };
 use crate::sip::{Message, ParseErrorKind};
 
 /// Largest UDP payload (IPv4: 65,535 - 8 - 20).
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Builds the socket with socket2 and hands it to tokio.
+/// Builds the socket with socket2 and hands it to tokio; also returns a
+/// second handle on the same socket for [`send`].
 ///
-/// SO_REUSEADDR always (a restart rebinds at once). SO_REUSEPORT only for an
-/// explicit port, so a second process can take over a port during a restart;
-/// never for port 0, where the kernel may otherwise hand out a port some
-/// other SO_REUSEPORT socket already holds and split its traffic.
-pub(super) fn bind(spec: &ListenerSpec) -> io::Result<UdpSocket> {
+/// Neither SO_REUSEADDR nor SO_REUSEPORT: on Linux either one lets a second
+/// socket bind the same UDP address and port without an error (checked on
+/// this kernel: both options, alone or together, let the second bind
+/// succeed), after which unicast datagrams go to one of them. A second
+/// daemon, or two realms configured on one address, must fail at start
+/// instead. UDP has no TIME_WAIT, so a restart rebinds at once without them.
+/// SO_REUSEPORT would make sense for several receive sockets per port in one
+/// process (one per core); this module runs one per listener.
+pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
     let socket = Socket::new(
         Domain::for_address(spec.addr),
         Type::DGRAM,
@@ -36,10 +41,6 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<UdpSocket> {
         // another realm's v4 listener.
         socket.set_only_v6(true)?;
     }
-    socket.set_reuse_address(true)?;
-    if spec.addr.port() != 0 {
-        socket.set_reuse_port(true)?;
-    }
     if let Some(size) = spec.recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
@@ -48,13 +49,18 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&spec.addr.into())?;
-    UdpSocket::from_std(socket.into())
+    let sender = socket.try_clone()?;
+    Ok((UdpSocket::from_std(socket.into())?, sender.into()))
 }
 
-/// Sends one datagram now; a full send buffer is an error, not a wait
-/// (the transaction layer retransmits, §17.1.1.2).
-pub(super) fn send(socket: &UdpSocket, out: &Outbound) -> Result<(), TransportError> {
-    match socket.try_send_to(&out.bytes, out.to) {
+/// Sends one datagram now from the listener's socket; a full send buffer is
+/// an error, not a wait (the transaction layer retransmits, §17.1.1.2).
+///
+/// Sends go through a plain non-blocking handle rather than tokio's
+/// `try_send_to`, which reports `WouldBlock` until the reactor has seen the
+/// socket become writable, i.e. spuriously right after start.
+pub(super) fn send(socket: &std::net::UdpSocket, out: &Outbound) -> Result<(), TransportError> {
+    match socket.send_to(&out.bytes, out.to) {
         Ok(_) => Ok(()),
         Err(e) => Err(TransportError::Send {
             to: out.to,
@@ -97,7 +103,7 @@ pub(super) async fn receive(
             ListenerStats::bump(&stats.keepalives);
             continue;
         }
-        let received = shared.received(stats, parsed, || datagram.to_vec(), remote);
+        let received = classify(stats, parsed, || datagram.to_vec(), remote);
         let event = Event::Inbound(Inbound {
             listener: id,
             transport: Transport::Udp,
