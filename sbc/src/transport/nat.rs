@@ -452,4 +452,92 @@ mod tests {
         }
         assert!(stamped > 50, "only {stamped} requests were stamped");
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("10.0.0.1".to_owned()),
+                Just("192.0.2.9".to_owned()),
+                Just("[2001:db8::1]".to_owned()),
+                Just("pc33.example.com".to_owned()),
+            ]
+        }
+
+        fn param() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(";rport".to_owned()),
+                (1u16..).prop_map(|p| format!(";rport={p}")),
+                Just(";received=203.0.113.1".to_owned()),
+                Just(";received=[2001:db8::7]".to_owned()),
+                Just(";maddr=239.1.1.1".to_owned()),
+                Just(";ttl=3".to_owned()),
+                Just(" ; lr".to_owned()),
+                Just(";x-tag=\"a, b\"".to_owned()),
+                "[a-z]{1,5}".prop_map(|n| format!(";{n}")),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn stamping_reparses_and_touches_only_the_top_via(
+                host in host(),
+                port in proptest::option::of(1u16..),
+                params in proptest::collection::vec(param(), 0..4),
+                same_line in any::<bool>(),
+                v6 in any::<bool>(),
+                src_port in 1u16..,
+            ) {
+                // Keep only the first of each once-only parameter.
+                let mut seen = Vec::new();
+                let params: String = params
+                    .into_iter()
+                    .filter(|p| {
+                        let name: String = p.trim_start_matches([' ', ';']).chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+                        let dup = seen.contains(&name);
+                        seen.push(name);
+                        !dup
+                    })
+                    .collect();
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let first = format!("SIP/2.0/UDP {host}{port}{params};branch=z9hG4bKtop");
+                let second = "SIP/2.0/TCP 198.51.100.7 ;branch=z9hG4bKnext";
+                let vias = if same_line {
+                    format!("Via: {first} ,  {second}\r\n")
+                } else {
+                    format!("Via: {first}\r\nVia: {second}\r\n")
+                };
+                let mut msg = request(&vias);
+                let before: Vec<Vec<u8>> = msg.values(HeaderName::Via).map(<[u8]>::to_vec).collect();
+                let source = if v6 {
+                    SocketAddr::new("2001:db8::99".parse().unwrap_or_else(|e| panic!("{e}")), src_port)
+                } else {
+                    SocketAddr::new("192.0.2.9".parse().unwrap_or_else(|e| panic!("{e}")), src_port)
+                };
+                let had_rport = msg.top_via().and_then(|v| v.rport()).is_some();
+                let changed = stamp_received(&mut msg, source);
+                let again = Message::parse(&msg.to_bytes())
+                    .unwrap_or_else(|e| panic!("stamped message does not parse: {e}: {}", text(&msg)));
+                let after: Vec<Vec<u8>> = again.values(HeaderName::Via).map(<[u8]>::to_vec).collect();
+                prop_assert_eq!(after.len(), before.len());
+                prop_assert_eq!(&after[1..], &before[1..]);
+                let via = top(&again);
+                prop_assert_eq!(via.branch(), Some("z9hG4bKtop"));
+                if changed {
+                    prop_assert_eq!(via.received_ip(), Some(source.ip()));
+                } else {
+                    prop_assert_eq!(&after[0], &before[0]);
+                }
+                if had_rport {
+                    prop_assert!(changed);
+                    prop_assert_eq!(via.rport(), Some(Some(src_port)));
+                    prop_assert_eq!(response_target(&via, source, Transport::Udp),
+                        if via.maddr().is_some() { SocketAddr::new("239.1.1.1".parse().unwrap_or_else(|e| panic!("{e}")), via.port().unwrap_or(DEFAULT_PORT)) } else { source });
+                }
+            }
+        }
+    }
 }
