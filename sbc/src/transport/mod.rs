@@ -408,8 +408,8 @@ fn classify(
     }
 }
 
-/// The running listeners. Dropping it without [`Transports::shutdown`]
-/// leaves the tasks running until the runtime stops.
+/// The running listeners. Dropping it stops every task like
+/// [`Transports::shutdown`] does, without waiting for them to end.
 #[derive(Debug)]
 pub struct Transports {
     shared: Arc<Shared>,
@@ -553,6 +553,14 @@ impl Transports {
         );
         // `None` once every task has dropped its token.
         while self.done.recv().await.is_some() {}
+    }
+}
+
+impl Drop for Transports {
+    fn drop(&mut self) {
+        // Nobody left to send or to shut down: stop the tasks rather than
+        // leave sockets open until the runtime ends.
+        let _ = self.stop.send(true);
     }
 }
 

@@ -624,3 +624,16 @@ async fn tcp_backpressure_delivers_everything_in_order() {
     assert_eq!((s.messages_in, s.dropped_overload), (SENT as u64, 0));
     within("shutdown", t.shutdown()).await;
 }
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_tasks() {
+    let (t, mut rx, mut client) = tcp_pair(TransportConfig::default()).await;
+    client
+        .write_all(&invite())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    next_inbound(&mut rx).await;
+    drop(t);
+    assert!(closed_by_peer(&mut client).await);
+    assert!(within("the channel to end", rx.recv()).await.is_none());
+}
