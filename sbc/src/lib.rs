@@ -26,3 +26,4 @@ pub mod inspect;
 pub mod metrics;
 pub mod sdp;
 pub mod sip;
+pub mod transport;

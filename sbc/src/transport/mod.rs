@@ -1,0 +1,568 @@
+//! The SIP transport layer: UDP and TCP listeners per realm (RFC 3261 §18,
+//! RFC 3581, RFC 5626 §3.5.1 CRLF keepalives).
+//!
+//! Owns: the sockets (built with socket2, then handed to tokio), the tasks
+//! that read them, the TCP connection table, and the counters in
+//! [`ListenerStats`]. Everything received goes to the core as an [`Event`]
+//! on ONE bounded channel; everything sent comes in through
+//! [`Transports::send`].
+//!
+//! May not: interpret SIP beyond framing, parsing and the §18.2.1 Via stamp
+//! ([`nat::stamp_received`]); answer anything but a CRLF keepalive; buffer
+//! without limit. Building responses (a 400 for a [`Received::Malformed`]
+//! datagram, the target of a response via [`nat::response_target`]) is the
+//! core's job.
+//!
+//! Overload (the core not draining the channel):
+//! * UDP: a datagram that finds the channel full is dropped and counted
+//!   ([`StatsSnapshot::dropped_overload`]). UDP senders retransmit; a queue
+//!   in front of an overloaded core would only add latency to doomed work.
+//! * TCP: the connection stops reading until the core takes the message
+//!   (backpressure through the peer's TCP window). Nothing is dropped: a
+//!   stream can't lose a message and stay in sync.
+//!
+//! Sockets: built with socket2 (buffer sizes from the spec, non-blocking,
+//! `IPV6_V6ONLY` on IPv6 so a v6 listener never takes a v4 realm's traffic),
+//! then handed to tokio. TCP listeners and outbound sockets set SO_REUSEADDR
+//! (rebinding despite TIME_WAIT); UDP sets neither SO_REUSEADDR nor
+//! SO_REUSEPORT, see `udp::bind` for why.
+//!
+//! Send failures that happen later than [`Transports::send`] returns (a TCP
+//! connect or write failing) come back as [`Event::SendFailed`], so the
+//! transaction layer can treat them as the transport error of §17.1.4.
+//!
+//! Layout: [`nat`] (pure Via stamping and response targets), `udp` and `tcp`
+//! (the IO shells).
+
+pub mod nat;
+mod tcp;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::sip::{Limits, Message, ParseError};
+
+/// A transport protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Unreliable datagrams (§18.1.1, §18.2.1).
+    Udp,
+    /// A reliable byte stream framed by Content-Length (§18.3).
+    Tcp,
+}
+
+impl Transport {
+    /// Whether the transport is reliable (§18.2.2: responses go back over
+    /// the request's connection; §17: no retransmissions).
+    pub const fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+/// One socket to listen on, as the config layer describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// The realm this listener belongs to (a name the core routes on).
+    pub realm: String,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Address to bind; port 0 picks a free port (tests). Bind the realm's
+    /// own address: with a wildcard (`0.0.0.0`, `::`) [`Inbound::local`] is
+    /// the wildcard and outbound TCP leaves from whatever address the route
+    /// picks, so the realm's address is no longer guaranteed as the source.
+    pub addr: SocketAddr,
+    /// SO_RCVBUF in bytes; `None` keeps the system default.
+    pub recv_buffer: Option<usize>,
+    /// SO_SNDBUF in bytes; `None` keeps the system default.
+    pub send_buffer: Option<usize>,
+}
+
+/// Limits and sizes that apply to every listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Capacity of the channel to the core, in events.
+    pub channel_capacity: usize,
+    /// A TCP connection with no bytes read or written for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Most concurrent TCP connections per listener (accepted and opened);
+    /// an accept over the cap is closed at once.
+    pub max_connections: usize,
+    /// How long an outbound TCP connect may take.
+    pub connect_timeout: Duration,
+    /// Messages queued for writing per TCP connection before
+    /// [`Transports::send`] reports [`TransportError::QueueFull`].
+    pub connection_queue: usize,
+    /// Message size and header count limits for parsing and framing.
+    pub limits: Limits,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 4096,
+            // RFC 5626 keepalives come every ~2 minutes; outlast them.
+            tcp_idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            // §17.1.1.2 Timer B is 32 s; a connect should fail well before.
+            connect_timeout: Duration::from_secs(10),
+            connection_queue: 256,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Index of a listener in the specs given to [`Transports::start`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub usize);
+
+/// A TCP connection, unique for the life of a [`Transports`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+/// What arrived: a message, or bytes that failed to parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A parsed message; requests already carry the §18.2.1 Via stamp.
+    Message(Message),
+    /// A datagram or a framed stream message that does not parse. The core
+    /// answers per [`ParseError::response`], building the 400 from `bytes`.
+    Malformed {
+        /// Why it failed.
+        error: ParseError,
+        /// The bytes as received.
+        bytes: Vec<u8>,
+    },
+}
+
+/// One message received on a listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// The listener (and so the realm) it arrived on.
+    pub listener: ListenerId,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
+    /// The peer's address as seen on the wire (after any NAT).
+    pub remote: SocketAddr,
+    /// The TCP connection, to send responses back over (§18.2.2).
+    pub connection: Option<ConnectionId>,
+    /// The message.
+    pub received: Received,
+}
+
+/// Something for the core.
+#[derive(Debug)]
+pub enum Event {
+    /// A message arrived.
+    Inbound(Inbound),
+    /// An [`Outbound`] accepted by [`Transports::send`] could not be
+    /// delivered (connect or write failed): a transport error (§17.1.4).
+    SendFailed {
+        /// The listener it was to be sent from.
+        listener: ListenerId,
+        /// Where it was going.
+        to: SocketAddr,
+        /// The connection it was queued on.
+        connection: ConnectionId,
+        /// Why it failed.
+        error: TransportError,
+    },
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outbound {
+    /// Must match the listener's transport.
+    pub transport: Transport,
+    /// The listener whose address is the source (the realm's address).
+    pub from_listener: ListenerId,
+    /// Destination; for TCP, where to connect if `connection` is gone.
+    pub to: SocketAddr,
+    /// TCP: the connection to reuse (a response goes back over the
+    /// request's connection, §18.2.2). Ignored for UDP.
+    pub connection: Option<ConnectionId>,
+    /// The message bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Transport failures, at start-up or on send.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A listener socket could not be created, configured or bound: the
+    /// address is in use, not local, or the buffer size was refused.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// The listener's transport.
+        transport: Transport,
+        /// The address from the spec.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// [`Outbound::from_listener`] names no listener.
+    #[error("no listener {0:?}")]
+    UnknownListener(ListenerId),
+    /// [`Outbound::transport`] is not the listener's transport.
+    #[error("listener {listener:?} speaks {actual}, not {requested}")]
+    WrongTransport {
+        /// The listener.
+        listener: ListenerId,
+        /// What it speaks.
+        actual: Transport,
+        /// What the outbound asked for.
+        requested: Transport,
+    },
+    /// Sending failed; `WouldBlock` means the socket's send buffer is full
+    /// (raise `send_buffer`, or the transaction layer retransmits).
+    #[error("send to {to} failed: {kind}")]
+    Send {
+        /// The destination.
+        to: SocketAddr,
+        /// The system's reason.
+        kind: io::ErrorKind,
+    },
+    /// A TCP connect failed (refused, unreachable).
+    #[error("connect to {to} failed: {kind}")]
+    Connect {
+        /// The destination.
+        to: SocketAddr,
+        /// The system's reason.
+        kind: io::ErrorKind,
+    },
+    /// A TCP connect took longer than [`TransportConfig::connect_timeout`].
+    #[error("connect to {to} timed out")]
+    ConnectTimeout {
+        /// The destination.
+        to: SocketAddr,
+    },
+    /// The connection's write queue is full: the peer is not reading.
+    #[error("write queue of connection {0:?} is full")]
+    QueueFull(ConnectionId),
+    /// The listener is at [`TransportConfig::max_connections`].
+    #[error("listener {listener:?} is at its limit of {limit} connections")]
+    ConnectionLimit {
+        /// The listener.
+        listener: ListenerId,
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection closed before the queued message was written.
+    #[error("connection {0:?} closed before the message was written")]
+    ConnectionClosed(ConnectionId),
+    /// [`Transports::shutdown`] has begun.
+    #[error("transports are shutting down")]
+    ShuttingDown,
+}
+
+/// Counters of one listener. Plain atomics so a metrics exporter can read
+/// them without the transport knowing about it.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    parse_errors: AtomicU64,
+    dropped_overload: AtomicU64,
+    keepalives: AtomicU64,
+    framing_errors: AtomicU64,
+    send_errors: AtomicU64,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_rejected: AtomicU64,
+}
+
+/// A copy of a listener's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Datagrams (UDP) or framed messages (TCP) received, malformed ones
+    /// and dropped ones included; keepalives excluded.
+    pub messages_in: u64,
+    /// Datagrams or messages handed to the socket.
+    pub messages_out: u64,
+    /// Received messages that did not parse.
+    pub parse_errors: u64,
+    /// UDP datagrams dropped because the core's channel was full.
+    pub dropped_overload: u64,
+    /// CRLF keepalives received (UDP CRLF datagrams, TCP pings).
+    pub keepalives: u64,
+    /// TCP connections closed for losing message framing.
+    pub framing_errors: u64,
+    /// Sends that failed (synchronously or later).
+    pub send_errors: u64,
+    /// TCP connections open now (a gauge).
+    pub connections_open: u64,
+    /// TCP connections ever opened or accepted.
+    pub connections_total: u64,
+    /// TCP connections refused by [`TransportConfig::max_connections`].
+    pub connections_rejected: u64,
+}
+
+impl ListenerStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            parse_errors: get(&self.parse_errors),
+            dropped_overload: get(&self.dropped_overload),
+            keepalives: get(&self.keepalives),
+            framing_errors: get(&self.framing_errors),
+            send_errors: get(&self.send_errors),
+            connections_open: get(&self.connections_open),
+            connections_total: get(&self.connections_total),
+            connections_rejected: get(&self.connections_rejected),
+        }
+    }
+}
+
+/// One bound listener.
+#[derive(Debug)]
+struct Listener {
+    spec: ListenerSpec,
+    local: SocketAddr,
+    stats: Arc<ListenerStats>,
+    /// The UDP socket's receive side (for the receive task) and a
+    /// non-blocking handle on the same socket for [`Transports::send`].
+    udp: Option<(Arc<tokio::net::UdpSocket>, std::net::UdpSocket)>,
+}
+
+/// State shared by the handle and every task.
+#[derive(Debug)]
+struct Shared {
+    config: TransportConfig,
+    listeners: Vec<Listener>,
+    events: mpsc::Sender<Event>,
+    connections: Mutex<tcp::Table>,
+    shutdown: watch::Receiver<bool>,
+    /// Each task holds a clone; [`Transports::shutdown`] takes this one and
+    /// waits until every clone is gone. `None` once shutdown has begun.
+    alive: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, tcp::Table> {
+        // A panic while holding the lock leaves a table that is still
+        // consistent (every edit is one insert or remove): keep using it.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A token that keeps shutdown waiting, or `None` if it has begun.
+    fn alive_token(&self) -> Option<mpsc::Sender<()>> {
+        self.alive
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn listener(&self, id: ListenerId) -> Option<&Listener> {
+        self.listeners.get(id.0)
+    }
+}
+
+/// Counts a received message and stamps a request's top Via (§18.2.1);
+/// `bytes` is called only for a parse error, to keep what the core needs for
+/// its 400.
+fn classify(
+    stats: &ListenerStats,
+    parsed: Result<Message, ParseError>,
+    bytes: impl FnOnce() -> Vec<u8>,
+    remote: SocketAddr,
+) -> Received {
+    ListenerStats::bump(&stats.messages_in);
+    match parsed {
+        Ok(mut msg) => {
+            if msg.is_request() {
+                nat::stamp_received(&mut msg, remote);
+            }
+            Received::Message(msg)
+        }
+        Err(error) => {
+            ListenerStats::bump(&stats.parse_errors);
+            Received::Malformed {
+                error,
+                bytes: bytes(),
+            }
+        }
+    }
+}
+
+/// The running listeners. Dropping it stops every task like
+/// [`Transports::shutdown`] does, without waiting for them to end.
+#[derive(Debug)]
+pub struct Transports {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Transports {
+    /// Binds every listener and starts its task. Must be called inside a
+    /// tokio runtime. Returns the handle and the receiving end of the
+    /// channel to the core. Listener `i` is `ListenerId(i)`.
+    pub fn start(
+        specs: &[ListenerSpec],
+        config: TransportConfig,
+    ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
+        let (events, events_rx) = mpsc::channel(config.channel_capacity.max(1));
+        let (stop, shutdown) = watch::channel(false);
+        let (alive, done) = mpsc::channel(1);
+
+        let mut listeners = Vec::with_capacity(specs.len());
+        let mut tcp_listeners = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let bind_error = |source| TransportError::Bind {
+                transport: spec.transport,
+                addr: spec.addr,
+                source,
+            };
+            let (udp, local) = match spec.transport {
+                Transport::Udp => {
+                    let (socket, sender) = udp::bind(spec).map_err(bind_error)?;
+                    let local = socket.local_addr().map_err(bind_error)?;
+                    (Some((Arc::new(socket), sender)), local)
+                }
+                Transport::Tcp => {
+                    let listener = tcp::bind(spec).map_err(bind_error)?;
+                    let local = listener.local_addr().map_err(bind_error)?;
+                    tcp_listeners.push((ListenerId(i), listener));
+                    (None, local)
+                }
+            };
+            listeners.push(Listener {
+                spec: spec.clone(),
+                local,
+                stats: Arc::default(),
+                udp,
+            });
+        }
+
+        let shared = Arc::new(Shared {
+            config,
+            listeners,
+            events,
+            connections: Mutex::new(tcp::Table::default()),
+            shutdown,
+            alive: Mutex::new(Some(alive.clone())),
+        });
+        for (i, listener) in shared.listeners.iter().enumerate() {
+            if let Some((socket, _)) = &listener.udp {
+                tokio::spawn(udp::receive(
+                    Arc::clone(&shared),
+                    ListenerId(i),
+                    Arc::clone(socket),
+                    alive.clone(),
+                ));
+            }
+        }
+        for (id, listener) in tcp_listeners {
+            tokio::spawn(tcp::accept(
+                Arc::clone(&shared),
+                id,
+                listener,
+                alive.clone(),
+            ));
+        }
+        Ok((Transports { shared, stop, done }, events_rx))
+    }
+
+    /// The address listener `id` is bound to (the real port if the spec
+    /// said 0).
+    pub fn local_addr(&self, id: ListenerId) -> Option<SocketAddr> {
+        self.shared.listener(id).map(|l| l.local)
+    }
+
+    /// The spec listener `id` was started from.
+    pub fn spec(&self, id: ListenerId) -> Option<&ListenerSpec> {
+        self.shared.listener(id).map(|l| &l.spec)
+    }
+
+    /// The counters of listener `id`.
+    pub fn stats(&self, id: ListenerId) -> Option<StatsSnapshot> {
+        self.shared.listener(id).map(|l| l.stats.snapshot())
+    }
+
+    /// Sends a message without waiting.
+    ///
+    /// UDP: sent now from the listener's socket. TCP: queued on
+    /// `out.connection` if it is open on that listener, else on an open
+    /// connection from that listener to `out.to`, else on a new connection
+    /// bound to the listener's IP (any port). Errors known now are returned;
+    /// later ones arrive as [`Event::SendFailed`].
+    pub fn send(&self, out: Outbound) -> Result<(), TransportError> {
+        let listener = self
+            .shared
+            .listener(out.from_listener)
+            .ok_or(TransportError::UnknownListener(out.from_listener))?;
+        if listener.spec.transport != out.transport {
+            return Err(TransportError::WrongTransport {
+                listener: out.from_listener,
+                actual: listener.spec.transport,
+                requested: out.transport,
+            });
+        }
+        if *self.shared.shutdown.borrow() {
+            return Err(TransportError::ShuttingDown);
+        }
+        let result = match &listener.udp {
+            Some((_, sender)) => udp::send(sender, &out),
+            None => tcp::send(&self.shared, out),
+        };
+        match (&result, &listener.udp) {
+            // TCP counts a message out once it is written.
+            (Ok(()), Some(_)) => ListenerStats::bump(&listener.stats.messages_out),
+            (Ok(()), None) => {}
+            (Err(_), _) => ListenerStats::bump(&listener.stats.send_errors),
+        }
+        result
+    }
+
+    /// Stops accepting and reading, closes every connection and socket, and
+    /// returns once every task has ended. Messages still queued for TCP
+    /// connections are dropped.
+    pub async fn shutdown(mut self) {
+        // Nothing to do if every task already ended and dropped its watcher.
+        let _ = self.stop.send(true);
+        drop(
+            self.shared
+                .alive
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        // `None` once every task has dropped its token.
+        while self.done.recv().await.is_some() {}
+    }
+}
+
+impl Drop for Transports {
+    fn drop(&mut self) {
+        // Nobody left to send or to shut down: stop the tasks rather than
+        // leave sockets open until the runtime ends.
+        let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests;
