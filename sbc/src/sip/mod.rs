@@ -29,6 +29,7 @@ pub mod header;
 pub mod message;
 pub mod name;
 pub mod scan;
+pub mod transaction;
 pub mod uri;
 pub mod verdict;
 
