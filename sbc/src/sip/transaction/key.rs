@@ -190,3 +190,17 @@ fn server_key_with<'a>(
         }
     }
 }
+
+/// What a response must echo of its request (§8.2.6.2): the top Via branch
+/// (empty when absent) and the CSeq number and method. Written into `out`;
+/// a message missing either header yields a key no real request has.
+pub(super) fn echo(message: &Message, out: &mut Vec<u8>) {
+    out.clear();
+    let via = message.top_via();
+    out.extend_from_slice(via.and_then(|v| v.branch()).unwrap_or_default().as_bytes());
+    out.push(0);
+    if let Some(cseq) = message.cseq() {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{} {}", cseq.seq, cseq.method);
+    }
+}

@@ -280,6 +280,22 @@ pub enum TransactionError {
     /// request upstream with 503.
     #[error("the transaction table is full ({0} transactions)")]
     Full(usize),
+    /// `send_response` was given a response whose top Via branch or CSeq
+    /// differs from the request of that server transaction: it was built
+    /// for another request (§8.2.6.2 copies Via and CSeq from the request).
+    #[error(
+        "the response does not answer this transaction's request (top Via branch or CSeq differ)"
+    )]
+    Mismatch,
+    /// `cancel_request` on a transaction that cannot be cancelled: not an
+    /// INVITE, or its final response already arrived (§9.1).
+    #[error("only an INVITE client transaction without a final response can be cancelled")]
+    NotCancellable,
+    /// `cancel_request` before any provisional response: §9.1 forbids the
+    /// CANCEL until one arrives; ask again after the first
+    /// [`Event::Response`].
+    #[error("no provisional response yet: §9.1 forbids sending the CANCEL before one")]
+    NoProvisionalYet,
     /// `send_response` on a server transaction that can take no more
     /// responses: a non-2xx final was already sent, or a non-2xx or
     /// provisional after a 2xx (only 2xx retransmissions may follow a 2xx).
@@ -323,6 +339,9 @@ struct Tx {
     last: Vec<u8>,
     /// Client INVITE: the request, kept to build the ACK (§17.1.1.3).
     request: Option<Message>,
+    /// Server: top Via branch and CSeq of the request, which every response
+    /// must echo (see [`key::echo`]); empty for clients.
+    echo: Box<[u8]>,
     /// Server INVITE: the 100 Trying to send if the TU is slow.
     trying: Option<Vec<u8>>,
     /// RFC 2543 matching: the To tags of the request and of the final
@@ -468,6 +487,7 @@ impl Transactions {
             key,
             last: request.to_bytes(),
             request: invite.then_some(request),
+            echo: Box::default(),
             trying: None,
             to_tag: None,
             response_tag: None,
@@ -546,6 +566,10 @@ impl Transactions {
             key,
             last: Vec::new(),
             request: None,
+            echo: {
+                key::echo(&request, &mut self.scratch);
+                self.scratch.as_slice().into()
+            },
             trying: invite.then(|| build::trying(&request)),
             to_tag: matched.to_tag.map(Into::into),
             response_tag: None,
@@ -650,6 +674,10 @@ impl Transactions {
             .txs
             .get_mut(&any)
             .ok_or(TransactionError::Unknown(any))?;
+        key::echo(&response, &mut self.scratch);
+        if *tx.echo != *self.scratch {
+            return Err(TransactionError::Mismatch);
+        }
         let provisional = code < 200;
         let success = (200..300).contains(&code);
         match tx.state {
@@ -697,6 +725,24 @@ impl Transactions {
             self.rearm(any);
         }
         Ok(())
+    }
+
+    /// Builds the CANCEL for a client INVITE transaction (§9.1): its
+    /// Request-URI, top Via (so the same branch), Route set, From, To,
+    /// Call-ID and CSeq number, method CANCEL. The TU sends it with
+    /// [`send_request`](Self::send_request), where it becomes a non-INVITE
+    /// transaction of its own; the INVITE transaction then gets its 487.
+    pub fn cancel_request(&self, id: ClientId) -> Result<Message, TransactionError> {
+        let any = TransactionId::Client(id);
+        let tx = self.txs.get(&any).ok_or(TransactionError::Unknown(any))?;
+        match (tx.kind, tx.state, &tx.request) {
+            (Kind::InviteClient, State::Proceeding, Some(invite)) => {
+                Message::parse(&build::cancel(invite))
+                    .map_err(|_| TransactionError::Missing("a well-formed INVITE to cancel"))
+            }
+            (Kind::InviteClient, State::Trying, _) => Err(TransactionError::NoProvisionalYet),
+            _ => Err(TransactionError::NotCancellable),
+        }
     }
 
     /// Takes a received response and matches it to a client transaction by
@@ -975,12 +1021,18 @@ impl Transactions {
     /// Removes a transaction and tells the TU.
     fn terminate_tx(&mut self, id: TransactionId) {
         if let Some(tx) = self.txs.remove(&id) {
+            // A key may have been taken over by a newer transaction (RFC
+            // 2543 keys whose To tags differ): remove only our own entry.
             match id {
-                TransactionId::Client(_) => {
-                    self.client_keys.remove(&tx.key);
+                TransactionId::Client(cid) => {
+                    if self.client_keys.get(&tx.key) == Some(&cid) {
+                        self.client_keys.remove(&tx.key);
+                    }
                 }
-                TransactionId::Server(_) => {
-                    self.server_keys.remove(&tx.key);
+                TransactionId::Server(sid) => {
+                    if self.server_keys.get(&tx.key) == Some(&sid) {
+                        self.server_keys.remove(&tx.key);
+                    }
                 }
             }
             self.events.push_back(Event::Terminated { id });

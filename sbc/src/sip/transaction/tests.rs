@@ -834,6 +834,12 @@ fn rfc2543_fallback_matching() {
         server.handle_request(t0, other, from, false),
         Ok(Inbound::Request { .. })
     ));
+    // A CANCEL matches the INVITE by the same fields.
+    let cancel = request("CANCEL", "0a1b2c", 1, None);
+    assert!(matches!(
+        server.handle_request(t0 + ms(550), cancel, from, false),
+        Ok(Inbound::Cancel { target: Some(t), .. }) if t == id
+    ));
     server
         .send_response(t0 + ms(600), id, response(&inv, 486, "Busy Here"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -910,7 +916,27 @@ fn cancel_matches_its_invite_transaction() {
     net.respond(sid, response(&req, 180, "Ringing"));
     net.run_until(ms(40));
     // §9.1: the CANCEL reuses the INVITE's branch, Request-URI and CSeq number.
-    let cancel_id = net.send_request(request("CANCEL", "z9hG4bKcancel", 1, None), false);
+    let built = net
+        .client
+        .cancel_request(id)
+        .unwrap_or_else(|e| panic!("cancel_request: {e}"));
+    assert_eq!(built.method(), Some(Method::Cancel));
+    assert_eq!(built.request_uri_bytes(), inv.request_uri_bytes());
+    assert_eq!(built.values(HeaderName::Via).count(), 1);
+    assert_eq!(
+        built.top_via().and_then(|v| v.branch()),
+        Some("z9hG4bKcancel")
+    );
+    for name in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::Route,
+    ] {
+        assert_eq!(built.header(name), inv.header(name), "{name:?} copied");
+    }
+    assert_eq!(built.cseq().map(|c| (c.seq, c.method)), Some((1, "CANCEL")));
+    let cancel_id = net.send_request(built, false);
     assert_ne!(cancel_id, id);
     net.run_until(ms(60));
     let (cid, cancel) = match net.inbound.last() {
@@ -933,6 +959,15 @@ fn cancel_matches_its_invite_transaction() {
     net.run_until(ms(100));
     assert_eq!(net.client_responses(cancel_id), vec![200]);
     assert_eq!(net.client_responses(id), vec![180, 487]);
+    assert_eq!(
+        net.client.cancel_request(id),
+        Err(TransactionError::NotCancellable)
+    );
+    assert_eq!(
+        net.client.cancel_request(cancel_id),
+        Err(TransactionError::NotCancellable),
+        "K = T4 has not run out, but a CANCEL is no INVITE"
+    );
     // A CANCEL for an unknown INVITE matches nothing (the TU answers 481).
     net.send_request(request("CANCEL", "z9hG4bKnothing", 1, None), false);
     net.run_until(ms(200));
@@ -1062,11 +1097,32 @@ fn misuse_is_reported() {
     else {
         panic!("expected a server transaction");
     };
-    t.send_response(t0, sid, response(&inv, 486, "Busy Here"))
+    assert_eq!(
+        t.send_response(t0, sid, response(&inv, 486, "Busy Here")),
+        Err(TransactionError::Mismatch),
+        "a response to another request"
+    );
+    let srv = invite("z9hG4bKsrv");
+    assert_eq!(
+        t.send_response(t0, sid, srv.clone()),
+        Err(TransactionError::WrongKind {
+            expected: "response"
+        })
+    );
+    t.send_response(t0, sid, response(&srv, 486, "Busy Here"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        t.send_response(t0, sid, response(&inv, 200, "OK")),
+        t.send_response(t0, sid, response(&srv, 200, "OK")),
         Err(TransactionError::FinalSent)
+    );
+    assert_eq!(
+        t.send_response(t0, sid, response(&srv, 180, "Ringing")),
+        Err(TransactionError::FinalSent)
+    );
+    assert_eq!(
+        t.cancel_request(id),
+        Err(TransactionError::NoProvisionalYet),
+        "§9.1: no CANCEL before a provisional"
     );
     assert_eq!(t.terminate(id), Ok(()));
     assert_eq!(t.terminate(id), Err(TransactionError::Unknown(id.into())));
