@@ -3,7 +3,7 @@
 //! Owns: every client and server transaction of one SIP endpoint (the
 //! [`Transactions`] table), their state machines (§17.1.1 client INVITE,
 //! §17.1.2 client non-INVITE, §17.2.1 server INVITE, §17.2.2 server
-//! non-INVITE; Figures 5-8 as amended by RFC 6026 §7.2, §8), the timers A, B,
+//! non-INVITE; Figures 5-8 as amended by RFC 6026 §7.1, §7.2 and §8), the timers A, B,
 //! D, E, F, G, H, I, J, K (and RFC 6026's L and M), matching of responses to
 //! client transactions (§17.1.3) and of requests to server transactions
 //! (§17.2.3, including the RFC 2543 fallback when the branch lacks the magic
@@ -29,7 +29,7 @@
 //! # What stays with the TU (the B2BUA)
 //!
 //! * **2xx to INVITE.** A server INVITE transaction sends the first 2xx and
-//!   moves to Accepted (RFC 6026 §8.5); it never retransmits a 2xx itself.
+//!   moves to Accepted (RFC 6026 §7.1); it never retransmits a 2xx itself.
 //!   The TU retransmits its 2xx (§13.3.1.4) by calling
 //!   [`send_response`](Transactions::send_response) again on the same id until
 //!   the ACK arrives: that ACK carries its own branch, so it reaches the TU as
@@ -42,10 +42,16 @@
 //!   directly through the transport, since that ACK is no transaction.
 //! * **Branches.** The TU puts a unique `branch=z9hG4bK...` in the top Via of
 //!   every request it sends (the RNG is injected there, not here).
-//! * **CANCEL.** A CANCEL is a non-INVITE request of its own: the TU builds it
-//!   (§9.1) and sends it with [`send_request`](Transactions::send_request);
-//!   on the server side [`Inbound::Cancel`] names the INVITE transaction it
-//!   matched so the TU can answer 200 to the CANCEL and 487 to the INVITE.
+//! * **CANCEL.** A CANCEL is a non-INVITE request of its own: the TU gets it
+//!   from [`cancel_request`](Transactions::cancel_request) once a provisional
+//!   arrived (§9.1) and sends it with
+//!   [`send_request`](Transactions::send_request); on the server side
+//!   [`Inbound::Cancel`] names the INVITE transaction it matched so the TU can
+//!   answer 200 to the CANCEL and 487 to the INVITE.
+//! * **100 Trying.** A server INVITE transaction sends 100 Trying itself when
+//!   the TU has sent no response [`Timers::trying`] (200 ms) after the INVITE
+//!   arrived, or at once when the INVITE is retransmitted before then
+//!   (§17.2.1). Any response from the TU cancels it.
 //! * **Giving up.** A client INVITE transaction that got a provisional
 //!   response has no timer of its own (§17.1.1.2); the TU CANCELs it, and if
 //!   no final response follows within 64*T1 (§9.1) it calls
@@ -54,6 +60,19 @@
 //!   the next hop the TU resolved for a request (§18.1.1, RFC 3263), or for a
 //!   server transaction the address its responses go to, which the transport
 //!   computes from the request's source and top Via (§18.2.2, RFC 3581).
+//!
+//! # Choices where the RFC leaves room
+//!
+//! * Branches compare byte for byte (case-sensitive); the sent-by host
+//!   compares case-insensitively, its port as written (absent is not 5060).
+//! * RFC 2543 matching compares the Request-URI and the top Via byte for byte
+//!   rather than by §19.1.4 URI equality: a retransmission is a copy, so this
+//!   errs only towards a new transaction for a peer that rewrites them.
+//! * A CANCEL's `target` is only ever an INVITE server transaction (§9.2:
+//!   cancelling anything else has no effect), in whatever state it is.
+//! * A response matching nothing is not forwarded anywhere: it goes to the
+//!   TU as [`ResponseOutcome::Stray`] (RFC 6026 stops proxies forwarding
+//!   such responses; a UA uses a stray 2xx to ACK again).
 //!
 //! # Bounds
 //!
@@ -218,7 +237,7 @@ pub enum Inbound {
     /// §17.1.1.3), or one that matched no transaction.
     Ack {
         /// The INVITE server transaction it matched in the Accepted state
-        /// (RFC 6026 §8.4), or `None` when it matched none (the usual case:
+        /// (RFC 6026 §7.1), or `None` when it matched none (the usual case:
         /// an ACK for a 2xx has a branch of its own).
         transaction: Option<ServerId>,
         /// The ACK.
@@ -637,7 +656,7 @@ impl Transactions {
             return;
         };
         let bytes = match tx.state {
-            // RFC 6026 §8.5: the TU retransmits 2xx; the INVITE is absorbed.
+            // RFC 6026 §7.1: the TU retransmits 2xx; the INVITE is absorbed.
             State::Accepted | State::Confirmed | State::Trying => return,
             State::Proceeding if tx.last.is_empty() => {
                 // No provisional from the TU yet: the peer is retransmitting
