@@ -95,7 +95,9 @@ use std::time::{Duration, Instant};
 use super::message::{Message, Method};
 
 /// Timer values (RFC 3261 §17.1.1.1, Table 4). Every timer of §17 derives
-/// from these.
+/// from these. No value makes the layer panic or spin: retransmission
+/// intervals below 1 ms act as 1 ms, and a deadline past what `Instant` can
+/// hold never fires (the configuration layer should refuse such values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timers {
     /// T1, the RTT estimate: first retransmission interval (A, E, G) and the
@@ -510,9 +512,9 @@ impl Transactions {
             trying: None,
             to_tag: None,
             response_tag: None,
-            retransmit_at: (!reliable).then(|| now + t1),
+            retransmit_at: later(now, t1).filter(|_| !reliable),
             interval: t1,
-            timeout_at: Some(now + self.timers.t1x64()),
+            timeout_at: later(now, self.timers.t1x64()),
             linger_at: None,
             trying_at: None,
             armed: None,
@@ -596,7 +598,7 @@ impl Transactions {
             interval: self.timers.t1,
             timeout_at: None,
             linger_at: None,
-            trying_at: invite.then(|| now + self.timers.trying),
+            trying_at: later(now, self.timers.trying).filter(|_| invite),
             armed: None,
         };
         self.insert(TransactionId::Server(id), tx);
@@ -639,7 +641,7 @@ impl Transactions {
                 if tx.reliable {
                     self.terminate_tx(TransactionId::Server(id));
                 } else {
-                    tx.linger_at = Some(now + i_timer);
+                    tx.linger_at = later(now, i_timer);
                     self.rearm(TransactionId::Server(id));
                 }
                 Inbound::Absorbed(id)
@@ -717,15 +719,15 @@ impl Transactions {
             (Kind::InviteServer, false, true) => {
                 if tx.state != State::Accepted {
                     tx.state = State::Accepted;
-                    tx.linger_at = Some(now + timers.t1x64());
+                    tx.linger_at = later(now, timers.t1x64());
                 }
             }
             (Kind::InviteServer, false, false) => {
                 tx.state = State::Completed;
-                tx.timeout_at = Some(now + timers.t1x64());
+                tx.timeout_at = later(now, timers.t1x64());
                 if !tx.reliable {
                     tx.interval = timers.t1;
-                    tx.retransmit_at = Some(now + timers.t1);
+                    tx.retransmit_at = later(now, timers.t1);
                 }
             }
             _ => {
@@ -733,7 +735,7 @@ impl Transactions {
                 if tx.reliable {
                     end_now = true;
                 } else {
-                    tx.linger_at = Some(now + timers.t1x64());
+                    tx.linger_at = later(now, timers.t1x64());
                 }
             }
         }
@@ -806,7 +808,7 @@ impl Transactions {
                 if invite && success {
                     // RFC 6026 §7.2: Accepted for timer M.
                     tx.state = State::Accepted;
-                    tx.linger_at = Some(now + timers.t1x64());
+                    tx.linger_at = later(now, timers.t1x64());
                     // Nothing is retransmitted from here on.
                     tx.request = None;
                     tx.last = Vec::new();
@@ -822,14 +824,14 @@ impl Transactions {
                     if tx.reliable {
                         end_now = true;
                     } else {
-                        tx.linger_at = Some(now + timers.d);
+                        tx.linger_at = later(now, timers.d);
                     }
                 } else {
                     tx.state = State::Completed;
                     if tx.reliable {
                         end_now = true;
                     } else {
-                        tx.linger_at = Some(now + timers.t4);
+                        tx.linger_at = later(now, timers.t4);
                     }
                 }
                 true
@@ -918,7 +920,9 @@ impl Transactions {
                 (Kind::NonInviteClient, State::Proceeding) => timers.t2,
                 _ => tx.interval.saturating_mul(2).min(timers.t2),
             };
-            tx.retransmit_at = Some(now + tx.interval);
+            // A zero interval (a misconfigured T1/T2) must not spin.
+            tx.interval = tx.interval.max(MIN_INTERVAL);
+            tx.retransmit_at = later(now, tx.interval);
             send = Some(tx.last.clone());
         }
         if let Some(bytes) = send {
@@ -1057,6 +1061,15 @@ impl Transactions {
             self.events.push_back(Event::Terminated { id });
         }
     }
+}
+
+/// The shortest retransmission interval, whatever the configuration says.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// `now + d`, or `None` (never) when that is past what `Instant` can hold:
+/// an absurd configured timer never fires rather than panicking.
+fn later(now: Instant, d: Duration) -> Option<Instant> {
+    now.checked_add(d)
 }
 
 /// Queues bytes for the transport on behalf of `tx`.

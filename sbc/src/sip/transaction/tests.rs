@@ -271,7 +271,7 @@ impl Net {
     /// Runs packets and timers in time order up to `end` (relative to t0).
     fn run_until(&mut self, end: Duration) {
         let end = self.t0 + end;
-        for _ in 0..100_000 {
+        for _ in 0..1_000_000 {
             self.flush();
             let packet = self.in_flight.iter().map(|p| (p.at, p.seq)).min();
             let timer = [self.client.poll_timeout(), self.server.poll_timeout()]
@@ -1319,4 +1319,42 @@ fn a_response_flood_does_not_grow_the_timer_heap() {
         "stale deadlines piled up: {}",
         client.pending_deadlines()
     );
+}
+
+#[test]
+fn degenerate_timers_neither_panic_nor_spin() {
+    for timers in [
+        Timers {
+            t1: Duration::ZERO,
+            t2: Duration::ZERO,
+            t4: Duration::ZERO,
+            d: Duration::ZERO,
+            trying: Duration::ZERO,
+        },
+        Timers {
+            t2: Duration::ZERO,
+            ..Timers::default()
+        },
+        Timers {
+            t1: Duration::MAX,
+            t2: Duration::MAX,
+            t4: Duration::MAX,
+            d: Duration::MAX,
+            trying: Duration::MAX,
+        },
+    ] {
+        let mut net = Net::new(timers);
+        net.auto_answer = Some(100);
+        let inv = net.send_request(invite("z9hG4bKdeg1"), false);
+        let bye = net.send_request(request("BYE", "z9hG4bKdeg2", 2, Some("x")), false);
+        net.run_until(Duration::from_secs(100));
+        let wire = net.wire.len();
+        assert!(wire < 200_000, "{timers:?}: {wire} packets in 100 s");
+        for id in [inv, bye] {
+            // Either ended, or waits for a final that never comes.
+            let _ = net.client.terminate(id);
+        }
+        net.flush();
+        assert!(net.client.is_empty(), "{timers:?}: client drained");
+    }
 }
