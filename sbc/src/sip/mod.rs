@@ -22,6 +22,7 @@
 //! * [`framing`]: stream framing and CRLF keepalives.
 //! * [`error`]: parse errors and the response each one owes.
 //! * [`verdict`]: the server checks on a parsed request (416, 420, 483).
+//! * [`transaction`]: the RFC 3261 §17 transaction layer (sans-IO).
 pub mod edit;
 pub mod error;
 pub mod framing;

@@ -933,7 +933,8 @@ impl Transactions {
     /// The transport failed to send for this transaction (§17.1.1.2,
     /// §17.1.2.2, §17.2.1, §17.2.2, §18.4): the TU is told, and the
     /// transaction ends unless it is Accepted (RFC 6026: the 2xx and its ACK
-    /// are the TU's business, and timer L/M still bounds it).
+    /// are the TU's business, and timer L/M still bounds it). `now` is taken
+    /// like on every input although no timer depends on it today.
     pub fn handle_transport_error(
         &mut self,
         _now: Instant,

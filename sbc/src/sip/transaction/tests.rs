@@ -1200,8 +1200,14 @@ fn check_flow(mut net: Net, method: &str, code: u16, label: &str) -> usize {
     let ends = net.client_ends(id);
     let timed_out = ends.iter().any(|(_, e)| *e == "timeout");
     assert!(
-        (finals == 1) != timed_out,
+        (finals > 0) != timed_out,
         "{label}: exactly one of final ({finals}) or timeout ({timed_out})"
+    );
+    // Every copy of a 2xx reaches the TU (RFC 6026 Accepted); a non-2xx
+    // final is reported once.
+    assert!(
+        finals <= 1 || (200..300).contains(&code),
+        "{label}: {finals} non-2xx finals reported"
     );
     assert!(
         net.new_requests().len() <= 1,
@@ -1258,7 +1264,14 @@ fn every_single_loss_is_recovered() {
 #[test]
 fn random_loss_duplication_and_reordering() {
     for seed in 0..60u64 {
-        for (method, code) in [("INVITE", 404), ("INVITE", 100), ("BYE", 481)] {
+        // A 2xx is retransmitted by nobody here (that is the TU's job), so
+        // a lost 200 ends in timer B on the client: still exactly one outcome.
+        for (method, code) in [
+            ("INVITE", 404),
+            ("INVITE", 200),
+            ("INVITE", 100),
+            ("BYE", 481),
+        ] {
             let mut net = Net::new(Timers::default());
             net.auto_answer = Some(code);
             net.chaos = Some((seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, 35, 700));
