@@ -23,6 +23,7 @@
 //! * [`error`]: parse errors and the response each one owes.
 //! * [`response`]: responses to requests, and stateless answers to malformed ones.
 //! * [`verdict`]: the server checks on a parsed request (416, 420, 483).
+//! * [`transaction`]: the RFC 3261 §17 transaction layer (sans-IO).
 pub mod edit;
 pub mod error;
 pub mod framing;
@@ -31,6 +32,7 @@ pub mod message;
 pub mod name;
 pub mod response;
 pub mod scan;
+pub mod transaction;
 pub mod uri;
 pub mod verdict;
 
