@@ -429,31 +429,31 @@ impl VethPair {
             );
         }
         // Interface names are at most 15 bytes and must be unique in the
-        // root namespace when an end lives there: "sv" + pid + id + a/b.
-        let id = format!("{:x}{:x}", std::process::id(), next_id());
+        // root namespace when an end lives there: "s<pid>v<id>" + a/b.
+        let id = format!("s{:x}v{:x}", std::process::id(), next_id());
         let end = |side: Side<'_>, suffix: &str, addr| VethEnd {
             netns: match side {
                 Side::Root => None,
                 Side::Ns(ns) => Some(ns.name.clone()),
             },
-            ifname: format!("sv{}{suffix}", &id[id.len().saturating_sub(11)..]),
+            ifname: format!("{id}{suffix}"),
             addr,
         };
-        let pair = VethPair {
-            a: end(a, "a", addr_a),
-            b: end(b, "b", addr_b),
-        };
+        let (a, b) = (end(a, "a", addr_a), end(b, "b", addr_b));
         // Create each end directly in its namespace: nothing appears in
         // the root namespace unless asked for.
-        let mut args = vec!["link", "add", "name", &pair.a.ifname];
-        if let Some(ns) = &pair.a.netns {
+        let mut args = vec!["link", "add", "name", &a.ifname];
+        if let Some(ns) = &a.netns {
             args.extend(["netns", ns]);
         }
-        args.extend(["type", "veth", "peer", "name", &pair.b.ifname]);
-        if let Some(ns) = &pair.b.netns {
+        args.extend(["type", "veth", "peer", "name", &b.ifname]);
+        if let Some(ns) = &b.netns {
             args.extend(["netns", ns]);
         }
         ip(&args);
+        // Only now does Drop own the link: had `ip link add` failed on a
+        // name that exists, dropping would delete someone else's link.
+        let pair = VethPair { a, b };
         for end in [&pair.a, &pair.b] {
             let cidr = format!("{}/{prefix_len}", end.addr);
             let ns_args: Vec<&str> = end.netns.as_deref().map_or(Vec::new(), |ns| vec!["-n", ns]);
@@ -464,11 +464,7 @@ impl VethPair {
             .concat());
             ip(&[ns_args.as_slice(), &["link", "set", &end.ifname, "up"]].concat());
             let mut ethtool = match &end.netns {
-                Some(ns) => {
-                    let mut c = Command::new("ip");
-                    c.args(["netns", "exec", ns, "ethtool"]);
-                    c
-                }
+                Some(ns) => netns_exec(ns, "ethtool"),
                 None => Command::new("ethtool"),
             };
             run_checked(ethtool.args(["-K", &end.ifname, "tx", "off"]));

@@ -566,7 +566,8 @@ impl SippResult {
     }
 
     /// How many requests of `method` the message log shows (sent or
-    /// received): lines that start with `METHOD sip:`.
+    /// received, retransmissions included): lines that start with
+    /// `METHOD sip:`.
     pub fn requests(&self, method: &str) -> usize {
         let start = format!("{method} sip:");
         self.messages

@@ -15,7 +15,7 @@ use tests::netns::{
     Netns, Side, VethPair, enter_netns_of, isolated_loopback, netns_exists, parse_link_names,
     root_link_exists, skip_unless_privileged, skip_unless_sipp,
 };
-use tests::sipp::{Sipp, SippHandle};
+use tests::sipp::{Sipp, SippHandle, assert_no_leak};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("a literal IP address")
@@ -71,6 +71,22 @@ fn uac_to_uas_on_loopback_ten_calls() {
         uas.messages.contains("SIP/2.0 180 Ringing"),
         "{}",
         uas.report()
+    );
+    // The topology scan on a real SIPp log: the UAC's address is in the
+    // UAS's log (no B2BUA in between), a neighbouring one is not.
+    assert_no_leak(&uas.messages, &["127.0.10.3", "127.0.10.20"]);
+    let err =
+        std::panic::catch_unwind(|| assert_no_leak(&uas.messages, &["127.0.10.3", "127.0.10.2"]))
+            .expect_err("the UAC's address must be found");
+    let msg = err.downcast_ref::<String>().expect("a formatted message");
+    assert!(msg.contains("`127.0.10.2`"), "{msg}");
+    assert!(
+        msg.contains("INVITE sip:service@127.0.10.1:5060"),
+        "first message is the INVITE: {msg}"
+    );
+    assert!(
+        !msg.contains("SIP/2.0 180 Ringing"),
+        "one message only: {msg}"
     );
     assert!(uac.elapsed < Duration::from_secs(20), "{:?}", uac.elapsed);
 }
