@@ -72,6 +72,12 @@ pub enum Transport {
     Tcp,
 }
 
+/// `path` made absolute against the test's working directory: SIPp runs
+/// in its own run directory, where a relative path would miss.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 /// Which network namespace a peer runs in.
 #[derive(Debug, Clone)]
 enum Place {
@@ -133,9 +139,10 @@ impl Sipp {
         Sipp::new(Scenario::BuiltIn(name.to_owned()))
     }
 
-    /// A peer playing the scenario XML at `path` (`-sf path`).
+    /// A peer playing the scenario XML at `path` (`-sf path`; relative to
+    /// the test's working directory, not SIPp's run directory).
     pub fn scenario_file(path: impl Into<PathBuf>) -> Sipp {
-        Sipp::new(Scenario::File(path.into()))
+        Sipp::new(Scenario::File(absolute(path.into())))
     }
 
     /// A peer playing `tests/scenarios/<name>` shipped with this crate.
@@ -205,9 +212,10 @@ impl Sipp {
         self
     }
 
-    /// Inject values from this CSV file (`-inf`, `[field0]`… in scenarios).
+    /// Inject values from this CSV file (`-inf`, `[field0]`… in scenarios;
+    /// relative to the test's working directory).
     pub fn inf(mut self, csv: impl Into<PathBuf>) -> Sipp {
-        self.inf.push(csv.into());
+        self.inf.push(absolute(csv.into()));
         self
     }
 
@@ -795,6 +803,7 @@ Contact: <sip:Alice@Inside.Example:5060>\n\n";
             .limit(2)
             .rtp_echo()
             .key("k", "v")
+            .inf("users.csv")
             .timeout(Duration::from_millis(1500));
         let cmd = format!("{:?}", sipp.command(Path::new("/run-dir")));
         for part in [
@@ -802,6 +811,10 @@ Contact: <sip:Alice@Inside.Example:5060>\n\n";
             "\"-i\" \"127.0.0.2\" \"-p\" \"5070\" \"-mi\" \"127.0.0.2\"",
             "\"-t\" \"t1\" \"-m\" \"3\" \"-r\" \"2.5\" \"-l\" \"2\" \"-rtp_echo\"",
             "\"-key\" \"k\" \"v\"",
+            &format!(
+                "\"-inf\" {:?}",
+                std::env::current_dir().expect("cwd").join("users.csv")
+            ),
             "\"-timeout\" \"2s\" \"-timeout_error\"",
             "\"-message_file\" \"/run-dir/messages.log\"",
             "\"-stf\" \"/run-dir/stat.csv\"",
