@@ -7,6 +7,9 @@
 //! message on failure rather than returning `Result`, so a failure has a
 //! backtrace.
 
+pub mod netns;
+pub mod sipp;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
