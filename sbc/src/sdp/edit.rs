@@ -13,13 +13,25 @@
 //! * a media-level `c=` right after `m=` (and its `i=`), so that changing one
 //!   stream's address never moves the others, which inherit the session `c=`;
 //! * `a=rtcp` and a direction attribute at the end of the media section.
+//!
+//! Lines inserted at the same place come out in RFC 8866 §5 order (`c=`
+//! before `a=`), whatever order the calls came in; attributes among
+//! themselves keep call order.
+//!
+//! Moving connections ([`SdpEditor::set_connection`] and its per-level
+//! variants) follows two rules:
+//! * An unspecified address (`0.0.0.0`, `::`) is left as it is: it is the
+//!   RFC 2543 hold (RFC 3264 §8.4), and it reveals no topology.
+//! * The address part of `a=rtcp` moves with the `c=` lines, so it cannot
+//!   leak the far end, unless [`SdpEditor::set_rtcp`] set that `a=rtcp`:
+//!   an explicit edit wins, whichever call came first.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::error::{EditError, SdpError};
 use super::parse::{MediaEntry, Sdp};
-use super::scan::Span;
+use super::scan::{Span, bytes, fields, split_once, text};
 use super::view::{AddrType, Direction, ICE_ATTRIBUTES};
 
 /// Records edits against an [`Sdp`] and prints the rewritten body.
@@ -64,14 +76,26 @@ enum Slot {
     Direction(usize),
 }
 
+impl Slot {
+    /// Where an inserted line goes among lines inserted at the same place:
+    /// RFC 8866 §5 puts `c=` before `b=`, `k=` and `a=`.
+    fn rank(self) -> u32 {
+        match self {
+            Self::SessionConnection | Self::MediaConnection(_) => 0,
+            Self::Rtcp(_) | Self::Direction(_) => 1,
+        }
+    }
+}
+
 impl Edit {
     /// Print order: by line; within a line, removal first (so replacements
-    /// know to skip), then replacements left to right, then insertions.
+    /// know to skip), then replacements left to right, then insertions by
+    /// line kind ([`Slot::rank`]).
     fn key(&self) -> (u32, u8, u32) {
         match self.op {
             Op::Remove => (self.line, 0, 0),
             Op::Replace { start, .. } => (self.line, 0, start),
-            Op::Insert(_) => (self.line, 1, 0),
+            Op::Insert(slot) => (self.line, 1, slot.rank()),
         }
     }
 }
@@ -102,24 +126,34 @@ impl<'a> SdpEditor<'a> {
         self.replace(o.line, o.version, version)
     }
 
-    /// Sets `<sess-version>` to the parsed value plus one, as a changed offer
-    /// requires (RFC 3264 §8). Idempotent: calling it twice still adds one.
-    /// Saturates at `u64::MAX` rather than wrapping to a lower version.
+    /// Sets `<sess-version>` to the version as written plus one, as a
+    /// changed offer requires (RFC 3264 §8). Idempotent: calling it twice
+    /// still adds one. The sum is computed on the decimal digits, so a
+    /// version of any length (RFC 8866 §5.2), `u64::MAX` included, goes up
+    /// by exactly one and never wraps.
     pub fn bump_origin_version(&mut self) -> &mut Self {
-        self.set_origin_version(self.sdp.origin.session_version.saturating_add(1))
+        let o = self.sdp.origin;
+        let digits = bytes(&self.sdp.buf, o.version);
+        self.replace(o.line, o.version, Incremented { digits })
     }
 
     /// Sets the address of every `c=` line, session and media level, to `ip`
-    /// (`c=IN IP4 <ip>` or `c=IN IP6 <ip>`). Every enabled stream has a `c=`
-    /// at some level (the parser checks), so afterwards all media goes to
-    /// `ip`. A multicast `/ttl/count` is dropped: `ip` is a relay address.
+    /// (`c=IN IP4 <ip>` or `c=IN IP6 <ip>`), and the address of every
+    /// `a=rtcp` that has one. Every enabled stream has a `c=` at some level
+    /// (the parser checks), so afterwards all media goes to `ip`, except
+    /// streams on RFC 2543 hold (`0.0.0.0` or `::`), which stay on hold. A
+    /// multicast `/ttl/count` is dropped: `ip` is a relay address. See the
+    /// module docs for how this meets [`set_rtcp`](Self::set_rtcp).
     pub fn set_connection(&mut self, ip: IpAddr) -> &mut Self {
-        self.set_connections(0, self.sdp.lines.len(), ip);
+        let all = self.sdp.lines.len();
+        self.set_connections(0, all, ip);
+        self.set_rtcp_connections(0, all, ip);
         self
     }
 
     /// Sets the session-level `c=` address to `ip`, inserting a `c=` line if
-    /// the session has none. Media-level `c=` lines still override it.
+    /// the session has none. Media-level `c=` lines still override it. An
+    /// unspecified (hold) address is left as it is.
     pub fn set_session_connection(&mut self, ip: IpAddr) -> &mut Self {
         let session_end = self.sdp.session_end as usize;
         if self.set_connections(0, session_end, ip) {
@@ -140,15 +174,23 @@ impl<'a> SdpEditor<'a> {
         )
     }
 
-    /// Sets the `c=` address of media section `index`, inserting a
-    /// media-level `c=` if the section inherits the session's.
+    /// Sets the `c=` address of media section `index`, and the address of
+    /// its `a=rtcp` if it has one, inserting a media-level `c=` if the
+    /// section inherits the session's. A stream on RFC 2543 hold (its `c=`,
+    /// own or inherited, is `0.0.0.0` or `::`) keeps its connection.
     pub fn set_media_connection(
         &mut self,
         index: usize,
         ip: IpAddr,
     ) -> Result<&mut Self, EditError> {
         let m = self.entry(index)?;
-        if self.set_connections(m.line as usize + 1, m.end as usize, ip) {
+        let (from, to) = (m.line as usize + 1, m.end as usize);
+        self.set_rtcp_connections(from, to, ip);
+        let held = self
+            .sdp
+            .connection
+            .is_some_and(|c| c.ip.is_some_and(|address| address.is_unspecified()));
+        if self.set_connections(from, to, ip) || held {
             return Ok(self);
         }
         let after_info = self
@@ -173,7 +215,8 @@ impl<'a> SdpEditor<'a> {
 
     /// Sets `a=rtcp` of media section `index` to `port`, with an
     /// `IN <addrtype> <ip>` part when `ip` is given (RFC 3605 §2.1). Replaces
-    /// the existing `a=rtcp` or appends one to the section.
+    /// the existing `a=rtcp` or appends one to the section. Wins over the
+    /// `a=rtcp` address [`set_connection`](Self::set_connection) writes.
     pub fn set_rtcp(
         &mut self,
         index: usize,
@@ -181,16 +224,8 @@ impl<'a> SdpEditor<'a> {
         ip: Option<IpAddr>,
     ) -> Result<&mut Self, EditError> {
         let m = self.entry(index)?;
-        let rtcp = RtcpValue { port, ip };
-        match m.rtcp.and_then(|r| self.line_value(r.line)) {
-            Some((line, value)) => self.replace(line, value, rtcp),
-            None => self.insert(
-                m.end as usize - 1,
-                Slot::Rtcp(index),
-                format_args!("a={rtcp}"),
-            ),
-        };
-        Ok(self)
+        let existing = m.rtcp.map(|r| r.line);
+        Ok(self.set_attribute(m, existing, Slot::Rtcp(index), RtcpValue { port, ip }))
     }
 
     /// Sets the direction attribute of media section `index`, replacing the
@@ -201,16 +236,8 @@ impl<'a> SdpEditor<'a> {
         direction: Direction,
     ) -> Result<&mut Self, EditError> {
         let m = self.entry(index)?;
-        let name = direction.as_str();
-        match m.direction.and_then(|(_, line)| self.line_value(line)) {
-            Some((line, value)) => self.replace(line, value, name),
-            None => self.insert(
-                m.end as usize - 1,
-                Slot::Direction(index),
-                format_args!("a={name}"),
-            ),
-        };
-        Ok(self)
+        let existing = m.direction.map(|(_, line)| line);
+        Ok(self.set_attribute(m, existing, Slot::Direction(index), direction.as_str()))
     }
 
     /// Removes every ICE attribute (RFC 8839: candidates, credentials,
@@ -298,18 +325,79 @@ impl<'a> SdpEditor<'a> {
         self.sdp.lines.get(line as usize).map(|l| (line, l.value()))
     }
 
-    /// Rewrites the value of every `c=` line among `lines[from..to]`; false
-    /// if there is none.
+    /// Sets the attribute `a=<value>` of section `m`: replaces the whole
+    /// value of line `existing` (dropping any narrower rewrite of that line,
+    /// so the explicit edit wins), or inserts a line at the section end.
+    fn set_attribute(
+        &mut self,
+        m: &MediaEntry,
+        existing: Option<u32>,
+        slot: Slot,
+        value: impl fmt::Display,
+    ) -> &mut Self {
+        match existing.and_then(|line| self.line_value(line)) {
+            Some((line, span)) => {
+                self.edits
+                    .retain(|e| !(e.line == line && matches!(e.op, Op::Replace { .. })));
+                self.replace(line, span, value)
+            }
+            None => self.insert(m.end as usize - 1, slot, format_args!("a={value}")),
+        }
+    }
+
+    /// Rewrites the value of every `c=` line among `lines[from..to]` whose
+    /// address is not unspecified (RFC 2543 hold); false if there is no `c=`
+    /// line at all.
     fn set_connections(&mut self, from: usize, to: usize, ip: IpAddr) -> bool {
-        let lines = self.sdp.lines.get(from..to).unwrap_or_default();
+        let sdp = self.sdp;
+        let lines = sdp.lines.get(from..to).unwrap_or_default();
         let mut found = false;
         for (offset, line) in lines.iter().enumerate() {
-            if line.kind == b'c' {
-                found = true;
+            if line.kind != b'c' {
+                continue;
+            }
+            found = true;
+            // The parser validated every c=: the address is the third field.
+            let held = fields(&sdp.buf, line.value())
+                .nth(2)
+                .map(|address| split_once(&sdp.buf, address, b'/').0)
+                .and_then(|host| text(&sdp.buf, host).parse::<IpAddr>().ok())
+                .is_some_and(|address| address.is_unspecified());
+            if !held {
                 self.replace((from + offset) as u32, line.value(), ConnectionValue { ip });
             }
         }
         found
+    }
+
+    /// Rewrites the address part of every `a=rtcp` among `lines[from..to]`
+    /// that has one, keeping the port, unless the address is unspecified or
+    /// [`set_rtcp`](Self::set_rtcp) already replaced the line.
+    fn set_rtcp_connections(&mut self, from: usize, to: usize, ip: IpAddr) {
+        let sdp = self.sdp;
+        for rtcp in sdp.media.iter().filter_map(|m| m.rtcp) {
+            let Some(conn) = rtcp.connection else {
+                continue;
+            };
+            let in_range = (from..to).contains(&(rtcp.line as usize));
+            let held = conn.ip.is_some_and(|address| address.is_unspecified());
+            if in_range && !held && !self.replaced_whole(rtcp.line) {
+                self.replace(rtcp.line, conn.fields, ConnectionValue { ip });
+            }
+        }
+    }
+
+    /// Whether an edit replaces the whole value of line `line` (what
+    /// [`set_attribute`](Self::set_attribute) records).
+    fn replaced_whole(&self, line: u32) -> bool {
+        let Some((_, value)) = self.line_value(line) else {
+            return false;
+        };
+        let whole = Op::Replace {
+            start: value.start,
+            end: value.end,
+        };
+        self.edits.iter().any(|e| e.line == line && e.op == whole)
     }
 
     fn text(&self, edit: &Edit) -> &[u8] {
@@ -387,5 +475,33 @@ impl fmt::Display for RtcpValue {
             Some(ip) => write!(f, " {}", ConnectionValue { ip }),
             None => Ok(()),
         }
+    }
+}
+
+/// The decimal number `digits` (ASCII digits, as the parser checked) plus
+/// one, of any length: `0099` becomes `0100`, `99` becomes `100`.
+struct Incremented<'a> {
+    digits: &'a [u8],
+}
+
+impl fmt::Display for Incremented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The trailing nines become zeros; the digit before them goes up by
+        // one, or a 1 is prepended when every digit is a nine.
+        let nines = self.digits.iter().rev().take_while(|&&d| d == b'9').count();
+        let (head, _) = self.digits.split_at(self.digits.len() - nines);
+        match head.split_last() {
+            Some((&last, kept)) => {
+                for &d in kept {
+                    f.write_char(char::from(d))?;
+                }
+                f.write_char(char::from(last + 1))?;
+            }
+            None => f.write_char('1')?,
+        }
+        for _ in 0..nines {
+            f.write_char('0')?;
+        }
+        Ok(())
     }
 }

@@ -15,8 +15,9 @@
 //!   `v=`, `o=` (§5.2), `s=`, `c=` at session and media level (§5.7), `m=`
 //!   (§5.14), attributes (§5.13, §6); bare LF accepted as a line end (§5).
 //! * RFC 3264 §5.1 and §8.4: direction attributes and hold (`sendonly`,
-//!   `inactive`, or the RFC 2543 style `c=IN IP4 0.0.0.0`); port 0 disables a
-//!   stream (§8.2); sess-version bumps on a changed offer (§8).
+//!   `inactive`, or the RFC 2543 style `c=IN IP4 0.0.0.0`, which the editor
+//!   never rewrites); port 0 disables a stream (§8.2); sess-version bumps on
+//!   a changed offer (§8).
 //! * RFC 3605: `a=rtcp:<port> [IN <addrtype> <address>]`.
 //! * RFC 5761 §5.1.1: `a=rtcp-mux`.
 //! * RFC 8839 §5: ICE attributes (typed views, and removal when the SBC
@@ -26,7 +27,11 @@
 //! Liberal where deployed SDP needs it: bare LF or mixed line ends, an empty
 //! `s=` (RFC 4317 prints one), session lines in any order (RFC 3264 Figure 1
 //! puts `c=` after `t=`), runs of spaces between fields, trailing blank lines,
-//! an FQDN in `c=`, unknown line types and attributes (passed through).
+//! an FQDN in `c=`, a sess-id or sess-version of any length (`1*DIGIT`),
+//! unknown line types and attributes (passed through), and attributes the
+//! SBC does not interpret in a charset other than UTF-8 (passed through as
+//! bytes; `v=`, `o=`, `c=`, `m=` and the interpreted attributes must be
+//! UTF-8).
 //! Strict where a wrong guess would misroute media: `v=0` first, one `o=` with
 //! six fields, `m=` with a 16-bit port and at least one format, `c=` with
 //! three fields of network type `IN` and address type `IP4`/`IP6`, one

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use super::error::SdpError;
-use super::scan::{Span, bytes, decimal, fields, split_once, text};
-use super::view::{AddrType, Direction, LineEnding};
+use super::scan::{Span, bytes, decimal, fields, is_digits, split_once, text};
+use super::view::{AddrType, Direction, LineEnding, is_interpreted};
 
 /// Longest body [`Sdp::parse`] accepts. Generous for WebRTC offers with many
 /// candidates, and small enough that `u32` offsets can never overflow.
@@ -61,7 +61,11 @@ impl Line {
 pub(super) struct OriginEntry {
     pub(super) line: u32,
     pub(super) username: Span,
-    pub(super) session_id: u64,
+    /// `<sess-id>`, checked to be `1*DIGIT`; nothing needs its value, so it
+    /// may be any length (RFC 8866 §5.2).
+    pub(super) session_id: Span,
+    /// `<sess-version>`, saturated at `u64::MAX` when longer; `version` has
+    /// it as written.
     pub(super) session_version: u64,
     pub(super) version: Span,
     pub(super) nettype: Span,
@@ -78,6 +82,9 @@ pub(super) struct ConnEntry {
     pub(super) addrtype: AddrType,
     /// The connection-address as written, TTL and count included.
     pub(super) address: Span,
+    /// From `<nettype>` to the end of the connection-address: what the
+    /// editor replaces to move the connection.
+    pub(super) fields: Span,
     pub(super) ip: Option<IpAddr>,
 }
 
@@ -231,8 +238,18 @@ fn check_line(idx: usize, content: &[u8]) -> Result<(), SdpError> {
         return Err(syntax(idx, "bare CR in line"));
     }
     // The lines the SBC interprets hand out `&str` views; free text (s=, i=,
-    // ...) may be in another charset (a=charset) and stays bytes.
-    if matches!(kind, b'v' | b'o' | b'c' | b'm' | b'a') && std::str::from_utf8(content).is_err() {
+    // attributes it does not read, ...) may be in another charset
+    // (a=charset, RFC 8866 §6.10) and passes through as bytes.
+    let interpreted = match kind {
+        b'v' | b'o' | b'c' | b'm' => true,
+        b'a' => {
+            let value = content.get(2..).unwrap_or_default();
+            let name = value.split(|&b| b == b':').next().unwrap_or_default();
+            is_interpreted(name)
+        }
+        _ => false,
+    };
+    if interpreted && std::str::from_utf8(content).is_err() {
         return Err(syntax(idx, "line is not valid UTF-8"));
     }
     Ok(())
@@ -351,12 +368,19 @@ fn parse_origin(buf: &[u8], idx: usize, value: Span) -> Result<OriginEntry, SdpE
             "expected <username> <sess-id> <sess-version> <nettype> <addrtype> <address>",
         ));
     };
-    let number = |span, what| decimal::<u64>(bytes(buf, span)).ok_or(field(idx, "o=", what));
+    // RFC 8866 §5.2: both are 1*DIGIT, of any length.
+    if !is_digits(bytes(buf, session_id)) {
+        return Err(field(idx, "o=", "sess-id is not a decimal number"));
+    }
+    let version_digits = bytes(buf, version);
+    if !is_digits(version_digits) {
+        return Err(field(idx, "o=", "sess-version is not a decimal number"));
+    }
     Ok(OriginEntry {
         line: idx as u32,
         username,
-        session_id: number(session_id, "sess-id is not a 64-bit decimal number")?,
-        session_version: number(version, "sess-version is not a 64-bit decimal number")?,
+        session_id,
+        session_version: decimal::<u64>(version_digits).unwrap_or(u64::MAX),
         version,
         nettype,
         addrtype,
@@ -429,6 +453,10 @@ fn parse_connection(
         line: idx as u32,
         addrtype,
         address,
+        fields: Span {
+            start: nettype.start,
+            end: address.end,
+        },
         ip,
     })
 }

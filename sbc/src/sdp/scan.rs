@@ -53,6 +53,10 @@ pub(super) fn split_once(buf: &[u8], span: Span, sep: u8) -> (Span, Option<Span>
 /// The space-separated fields of a line value. RFC 8866 §5 asks for exactly
 /// one SP between fields; runs of spaces (and trailing spaces) are accepted
 /// because deployed stacks emit them and nothing is ambiguous about them.
+///
+/// The one field splitter of the module: the parser, the on-demand views
+/// (`a=candidate`, `a=crypto`, `m=` formats) and the editor all use it, so
+/// they agree on what a field is.
 pub(super) fn fields(buf: &[u8], span: Span) -> Fields<'_> {
     Fields {
         buf,
@@ -67,14 +71,34 @@ pub(super) struct Fields<'a> {
     end: u32,
 }
 
+impl Fields<'_> {
+    /// What the fields not yet taken span, leading and trailing spaces
+    /// excluded; empty when none is left.
+    pub(super) fn rest(mut self) -> Span {
+        self.skip_spaces();
+        let mut end = self.end;
+        while end > self.pos && self.buf.get(end as usize - 1) == Some(&b' ') {
+            end -= 1;
+        }
+        Span {
+            start: self.pos,
+            end,
+        }
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.pos < self.end && self.buf.get(self.pos as usize) == Some(&b' ') {
+            self.pos += 1;
+        }
+    }
+}
+
 impl Iterator for Fields<'_> {
     type Item = Span;
 
     fn next(&mut self) -> Option<Span> {
         let at = |pos: u32| self.buf.get(pos as usize).copied();
-        while self.pos < self.end && at(self.pos) == Some(b' ') {
-            self.pos += 1;
-        }
+        self.skip_spaces();
         if self.pos >= self.end {
             return None;
         }
@@ -89,23 +113,20 @@ impl Iterator for Fields<'_> {
     }
 }
 
-/// A non-empty string of ASCII digits that fits `T`. Signs, spaces and hex
-/// are rejected: SDP numbers are `1*DIGIT`.
+/// Whether `field` is `1*DIGIT`: non-empty, ASCII digits only. Signs,
+/// spaces and hex are rejected.
+pub(super) fn is_digits(field: &[u8]) -> bool {
+    !field.is_empty() && field.iter().all(u8::is_ascii_digit)
+}
+
+/// A `1*DIGIT` number ([`is_digits`]) that fits `T`.
 pub(super) fn decimal<T: TryFrom<u64>>(digits: &[u8]) -> Option<T> {
-    if digits.is_empty() {
+    if !is_digits(digits) {
         return None;
     }
     let mut value: u64 = 0;
     for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
         value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     T::try_from(value).ok()
-}
-
-/// [`decimal`] for a `&str` field of an on-demand view.
-pub(super) fn decimal_str<T: TryFrom<u64>>(digits: &str) -> Option<T> {
-    decimal(digits.as_bytes())
 }

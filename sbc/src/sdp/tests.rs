@@ -108,8 +108,9 @@ fn session_level_accessors() {
         sdp.origin(),
         Origin {
             username: "-",
-            session_id: 4611731400430051336,
+            session_id: "4611731400430051336",
             session_version: 2,
+            session_version_text: "2",
             nettype: "IN",
             addrtype: "IP4",
             address: "127.0.0.1",
@@ -371,7 +372,7 @@ fn syntax_errors_are_400() {
         ("v=0\r\no=- 1 1 IN IP4 h\r\no=- 1 1 IN IP4 h\r\n", Some(3)),
         ("v=0\r\no=- 1 1 IN IP4\r\n", Some(2)),
         ("v=0\r\no=- x 1 IN IP4 h\r\n", Some(2)),
-        ("v=0\r\no=- 1 99999999999999999999 IN IP4 h\r\n", Some(2)),
+        ("v=0\r\no=- 1 9x IN IP4 h\r\n", Some(2)),
         ("v=0\r\no=- 1 1 IN IP4 h\r\nX=y\r\n", Some(3)),
         ("v=0\r\no=- 1 1 IN IP4 h\r\nab\r\n", Some(3)),
         ("v=0\r\no=- 1 1 IN IP4 h\r\n\r\ns=\r\n", Some(3)),
@@ -447,7 +448,8 @@ fn syntax_errors_are_400() {
     // Non-UTF-8 is fine in free text, not in an interpreted line.
     let latin1 = b"v=0\r\no=- 1 1 IN IP4 h\r\ns=caf\xe9\r\n";
     assert_eq!(parse(latin1).session_name(), Some(&b"caf\xe9"[..]));
-    let err = Sdp::parse(b"v=0\r\no=- 1 1 IN IP4 h\r\na=tool:caf\xe9\r\n").expect_err("not UTF-8");
+    let err =
+        Sdp::parse(b"v=0\r\no=- 1 1 IN IP4 h\r\na=ice-ufrag:caf\xe9\r\n").expect_err("not UTF-8");
     assert_eq!((err.status_code(), err.line()), (400, Some(3)));
 }
 
@@ -769,7 +771,13 @@ fn assert_sbc_rewrite(sdp: &Sdp, relay: IpAddr) {
             continue;
         }
         assert_eq!(after.port(), 30000 + 2 * after.index() as u16);
-        assert_eq!(after.effective_connection().and_then(|c| c.ip), Some(relay));
+        // An RFC 2543 hold (RFC 4317 §5.2, §5.3) stays on hold.
+        let expected = before
+            .effective_connection()
+            .filter(|c| c.is_unspecified())
+            .map_or(Some(relay), |c| c.ip);
+        assert_eq!(after.effective_connection().and_then(|c| c.ip), expected);
+        assert_eq!(before.is_hold(), after.is_hold());
         let rtcp = after.rtcp().expect("a=rtcp");
         assert_eq!(rtcp.port, after.port() + 1);
         assert_eq!(rtcp.connection.and_then(|c| c.ip), Some(relay));
@@ -833,7 +841,7 @@ fn corpus_rfc4317_facts() {
     // §2.1: Alice's offer, empty s=, FQDN session c=.
     let sdp = corpus("rfc4317", "2.1-offer.sdp");
     assert_eq!(sdp.origin().username, "alice");
-    assert_eq!(sdp.origin().session_id, 2890844526);
+    assert_eq!(sdp.origin().session_id, "2890844526");
     assert_eq!(sdp.session_name(), Some(&b""[..]));
     assert_eq!(
         sdp.connection().map(|c| c.host()),
@@ -902,7 +910,7 @@ fn corpus_rfc4317_facts() {
 fn corpus_rfc3264_facts() {
     // Figure 1: c= after t=, every stream at port 0.
     let sdp = corpus("rfc3264", "9-1-capabilities-figure1.sdp");
-    assert_eq!(sdp.origin().session_id, 28908764872);
+    assert_eq!(sdp.origin().session_id, "28908764872");
     assert_eq!(sdp.connection().and_then(|c| c.ip), Some(ip4(192, 0, 2, 4)));
     assert!(sdp.media().all(|m| m.is_disabled()));
 
@@ -926,7 +934,7 @@ fn corpus_rfc3264_facts() {
 fn rfc5118_ipv6_bodies() {
     let sdp = parse(RFC5118_IPV6_IN_SDP);
     assert_eq!(sdp.to_bytes(), RFC5118_IPV6_IN_SDP);
-    assert_eq!(sdp.origin().session_id, 971731711378798081);
+    assert_eq!(sdp.origin().session_id, "971731711378798081");
     assert_eq!(sdp.origin().session_version, 0);
     assert_eq!(sdp.origin().ip, Some(ip6("2001:db8::20")));
     let c = sdp.connection().expect("session c=");
@@ -964,4 +972,289 @@ fn rfc5118_ipv6_bodies() {
             .set_connection(ip4(192, 0, 2, 99)),
     );
     assert!(text.contains("\r\nc=IN IP4 192.0.2.99\r\n"));
+}
+
+// ------------------------------------------------- review findings
+
+/// An audio section that is the last line of the body, under a session c=.
+fn last_line_section(tail: &str) -> Sdp {
+    parse(format!(
+        "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n{tail}"
+    ))
+}
+
+#[test]
+fn inserted_connection_precedes_inserted_attributes() {
+    let v6 = ip6("2001:db8::1");
+    type Step = fn(&mut SdpEditor<'_>, IpAddr);
+    let rtcp: Step = |e, ip| {
+        e.set_rtcp(0, 4001, Some(ip)).expect("media 0");
+    };
+    let direction: Step = |e, _| {
+        e.set_direction(0, Direction::SendOnly).expect("media 0");
+    };
+    let connection: Step = |e, ip| {
+        e.set_media_connection(0, ip).expect("media 0");
+    };
+    // RFC 8866 §5: m= i= c= b= k= a=, whatever order the edits come in.
+    for (tail, head) in [("", ""), ("i=voice\r\n", "i=voice\r\n")] {
+        let sdp = last_line_section(tail);
+        for order in [
+            [rtcp, direction, connection],
+            [connection, rtcp, direction],
+            [direction, connection, rtcp],
+        ] {
+            let mut editor = sdp.editor();
+            for step in order {
+                step(&mut editor, v6);
+            }
+            let (text, out) = rewrite(&editor);
+            assert!(
+                text.contains(&format!(
+                    "m=audio 4000 RTP/AVP 0\r\n{head}c=IN IP6 2001:db8::1\r\na="
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains("\r\na=rtcp:4001 IN IP6 2001:db8::1\r\n"),
+                "{text}"
+            );
+            assert!(text.contains("\r\na=sendonly\r\n"), "{text}");
+            assert_eq!(media(&out, 0).connection().and_then(|c| c.ip), Some(v6));
+        }
+    }
+}
+
+#[test]
+fn inserted_session_connection_keeps_rfc8866_order() {
+    // v o s i u e p c b t r z k a: the c= goes after p=, before b=.
+    let sdp = parse(
+        "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\ni=info\r\nu=http://example.com/\r\n\
+         e=a@example.com\r\np=+1 555\r\nb=AS:64\r\nt=0 0\r\nr=604800 3600 0\r\n\
+         z=2882844526 -1h\r\nk=prompt\r\na=recvonly\r\nm=audio 0 RTP/AVP 0\r\n",
+    );
+    let (text, out) = rewrite(sdp.editor().set_session_connection(ip4(192, 0, 2, 9)));
+    assert!(
+        text.contains("p=+1 555\r\nc=IN IP4 192.0.2.9\r\nb=AS:64\r\n"),
+        "{text}"
+    );
+    assert_eq!(out.connection().and_then(|c| c.ip), Some(ip4(192, 0, 2, 9)));
+}
+
+#[test]
+fn set_connection_keeps_rfc2543_hold() {
+    let relay = ip4(192, 0, 2, 1);
+    for (hold, body) in [
+        // Session-level hold, inherited by the stream.
+        (
+            "c=IN IP4 0.0.0.0",
+            "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        ),
+        // Media-level hold, IPv6 by analogy.
+        (
+            "c=IN IP6 ::",
+            "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP6 ::\r\n",
+        ),
+    ] {
+        let sdp = parse(body);
+        assert!(sdp.is_hold(), "{body}");
+        let (text, out) = rewrite(sdp.editor().set_connection(relay));
+        assert!(out.is_hold(), "{text}");
+        assert!(text.contains(hold), "{text}");
+        assert!(!text.contains("192.0.2.1"), "{text}");
+        // Neither level's setter takes the stream off hold.
+        let mut editor = sdp.editor();
+        editor
+            .set_session_connection(relay)
+            .set_media_connection(0, relay)
+            .expect("media 0");
+        let (text, out) = rewrite(&editor);
+        assert!(out.is_hold(), "{text}");
+    }
+    // A held stream next to a live one: only the live one moves.
+    let sdp = parse(
+        "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 31\r\nc=IN IP4 0.0.0.0\r\n",
+    );
+    let (_, out) = rewrite(sdp.editor().set_connection(relay));
+    assert_eq!(
+        media(&out, 0).effective_connection().and_then(|c| c.ip),
+        Some(relay)
+    );
+    assert!(media(&out, 1).is_hold());
+}
+
+#[test]
+fn set_connection_rewrites_rtcp_addresses() {
+    let relay = ip6("2001:db8::99");
+    let sdp = parse(
+        "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 0\r\na=rtcp:4001 IN IP4 10.0.0.1\r\n\
+         m=video 4002 RTP/AVP 31\r\na=rtcp:4003  IN IP4 far.example.com\r\n",
+    );
+    // Both a=rtcp follow the relay; the port stays, the addrtype follows.
+    let (text, out) = rewrite(sdp.editor().set_connection(relay));
+    assert!(
+        !text.contains("10.0.0.1") && !text.contains("far.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtcp:4001 IN IP6 2001:db8::99\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtcp:4003  IN IP6 2001:db8::99\r\n"),
+        "{text}"
+    );
+    for m in out.media() {
+        let rtcp = m.rtcp().expect("a=rtcp");
+        assert_eq!(rtcp.port, m.port() + 1);
+        assert_eq!(rtcp.connection.and_then(|c| c.ip), Some(relay));
+    }
+
+    // set_media_connection: only its own section's a=rtcp.
+    let mut editor = sdp.editor();
+    editor.set_media_connection(1, relay).expect("media 1");
+    let (text, _) = rewrite(&editor);
+    assert!(text.contains("a=rtcp:4001 IN IP4 10.0.0.1\r\n"), "{text}");
+    assert!(
+        text.contains("a=rtcp:4003  IN IP6 2001:db8::99\r\n"),
+        "{text}"
+    );
+
+    // An explicit set_rtcp wins over set_connection, in either order.
+    let other = ip4(198, 51, 100, 1);
+    let mut before = sdp.editor();
+    before.set_rtcp(0, 5001, Some(other)).expect("media 0");
+    before.set_connection(relay);
+    let mut after = sdp.editor();
+    after.set_connection(relay);
+    after.set_rtcp(0, 5001, Some(other)).expect("media 0");
+    for editor in [&before, &after] {
+        let (text, out) = rewrite(editor);
+        assert!(
+            text.contains("a=rtcp:5001 IN IP4 198.51.100.1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a=rtcp:4003  IN IP6 2001:db8::99\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            media(&out, 0)
+                .rtcp()
+                .and_then(|r| r.connection)
+                .and_then(|c| c.ip),
+            Some(other)
+        );
+    }
+    // Repeating set_connection: the last call wins.
+    let (text, _) = rewrite(sdp.editor().set_connection(other).set_connection(relay));
+    // One session c= and two a=rtcp.
+    assert_eq!(text.matches("IN IP6 2001:db8::99").count(), 3, "{text}");
+    assert!(!text.contains("198.51.100.1"), "{text}");
+}
+
+#[test]
+fn long_session_ids_and_versions_are_accepted() {
+    // RFC 8866 §5.2: sess-id and sess-version are 1*DIGIT, any length.
+    let body = "v=0\r\no=- 12345678901234567890123 99999999999999999999 IN IP4 192.0.2.1\r\n\
+                s=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n";
+    let sdp = parse(body);
+    assert_eq!(sdp.to_bytes(), body.as_bytes());
+    let origin = sdp.origin();
+    assert_eq!(origin.session_id, "12345678901234567890123");
+    assert_eq!(origin.session_version, u64::MAX);
+    assert_eq!(origin.session_version_text, "99999999999999999999");
+    let (text, _) = rewrite(sdp.editor().bump_origin_version().bump_origin_version());
+    assert!(
+        text.contains("o=- 12345678901234567890123 100000000000000000000 IN IP4"),
+        "{text}"
+    );
+    // The u64 edge: one past u64::MAX, printed exactly.
+    let sdp = parse("v=0\r\no=- 1 18446744073709551615 IN IP4 h\r\n");
+    let (text, _) = rewrite(sdp.editor().bump_origin_version());
+    assert!(text.contains("o=- 1 18446744073709551616 IN"), "{text}");
+    // Leading zeros are digits like any other.
+    let sdp = parse("v=0\r\no=- 1 0099 IN IP4 h\r\n");
+    let (text, _) = rewrite(sdp.editor().bump_origin_version());
+    assert!(text.contains("o=- 1 0100 IN"), "{text}");
+    // Still 1*DIGIT: signs, letters and empty fields are 400.
+    for bad in [
+        "v=0\r\no=- 1x 1 IN IP4 h\r\n",
+        "v=0\r\no=- +1 1 IN IP4 h\r\n",
+        "v=0\r\no=- 1 1x IN IP4 h\r\n",
+    ] {
+        let err = parse_err(bad);
+        assert_eq!((err.status_code(), err.line()), (400, Some(2)), "{bad}");
+    }
+}
+
+#[test]
+fn uninterpreted_attributes_may_be_non_utf8() {
+    let body: &[u8] = b"v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+a=tool:Ger\xe4t\r\nm=audio 4000 RTP/AVP 0\r\na=label:caf\xe9\r\na=x-\xff\r\n";
+    let sdp = parse(body);
+    assert_eq!(sdp.to_bytes(), body);
+    let tool = sdp.attribute("tool").expect("a=tool");
+    assert_eq!(
+        (tool.value, tool.raw),
+        (Some("\u{FFFD}"), &b"tool:Ger\xe4t"[..])
+    );
+    let label = media(&sdp, 0).attribute("label").expect("a=label");
+    assert_eq!(label.raw, b"label:caf\xe9");
+    let mut editor = sdp.editor();
+    editor.set_connection(ip4(192, 0, 2, 1)).strip_ice();
+    editor.set_rtcp(0, 4001, None).expect("media 0");
+    let out = editor.to_bytes();
+    for kept in [
+        &b"a=tool:Ger\xe4t\r\n"[..],
+        b"a=label:caf\xe9\r\n",
+        b"a=x-\xff\r\n",
+    ] {
+        assert!(out.windows(kept.len()).any(|w| w == kept), "{kept:?} lost");
+    }
+    // The attributes the SBC reads must still be UTF-8.
+    for name in [
+        "rtcp:9 IN IP4 h\u{e4}",
+        "candidate:1 1 UDP 1 h\u{e4} 9 typ host",
+        "ice-ufrag:\u{e4}",
+        "ice-pwd:\u{e4}",
+        "ice-options:\u{e4}",
+        "crypto:1 AES_CM_128_HMAC_SHA1_80 inline:\u{e4}",
+    ] {
+        let mut body =
+            b"v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 h\r\nm=audio 1 RTP/AVP 0\r\na=".to_vec();
+        // `name` holds U+00E4; turn it into a lone Latin-1 byte.
+        body.extend(name.chars().map(|c| c as u32 as u8));
+        body.extend_from_slice(b"\r\n");
+        let err = Sdp::parse(&body).expect_err(name);
+        assert_eq!((err.status_code(), err.line()), (400, Some(5)), "{name}");
+    }
+}
+
+#[test]
+fn fields_allow_runs_of_spaces_everywhere() {
+    let sdp = parse(
+        "v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 192.0.2.1\r\nm=audio 1 RTP/AVP  0   8 \r\n\
+         a=candidate:1  1 UDP   7 192.0.2.10 9 typ  host  raddr 192.0.2.1   rport 7 \r\n\
+         a=crypto:1  AES_CM_128_HMAC_SHA1_80   inline:abc  KDR=1  \r\n",
+    );
+    let audio = media(&sdp, 0);
+    assert_eq!(audio.formats().collect::<Vec<_>>(), ["0", "8"]);
+    let c = audio
+        .candidates()
+        .next()
+        .expect("a=candidate")
+        .expect("valid");
+    assert_eq!((c.component, c.priority, c.port, c.kind), (1, 7, 9, "host"));
+    assert_eq!(
+        (c.related_address, c.related_port),
+        (Some("192.0.2.1"), Some(7))
+    );
+    let k = audio.crypto().next().expect("a=crypto").expect("valid");
+    assert_eq!(
+        (k.tag, k.suite, k.key_params, k.session_params),
+        (1, "AES_CM_128_HMAC_SHA1_80", "inline:abc", Some("KDR=1"))
+    );
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use super::edit::SdpEditor;
 use super::error::SdpError;
 use super::parse::{ConnEntry, Line, MediaEntry, Sdp};
-use super::scan::{Span, bytes, decimal_str, split_once, text};
+use super::scan::{Span, bytes, decimal, fields, split_once, text};
 
 /// The line terminator a body uses; inserted lines copy it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +118,16 @@ pub enum MediaKind {
 pub struct Origin<'a> {
     /// `<username>`, `-` when the host has no user ids.
     pub username: &'a str,
-    /// `<sess-id>`.
-    pub session_id: u64,
+    /// `<sess-id>`: ASCII digits, as written. RFC 8866 §5.2 allows any
+    /// length, and nothing needs its value, so it stays text.
+    pub session_id: &'a str,
     /// `<sess-version>`, bumped on every changed offer (RFC 3264 §8).
+    /// Saturates at `u64::MAX` for a longer number, which RFC 8866 allows;
+    /// compare [`session_version_text`](Self::session_version_text) to tell
+    /// two such versions apart.
     pub session_version: u64,
+    /// `<sess-version>` as written: ASCII digits of any length.
+    pub session_version_text: &'a str,
     /// `<nettype>` as written.
     pub nettype: &'a str,
     /// `<addrtype>` as written.
@@ -176,12 +182,20 @@ pub struct Rtcp<'a> {
 }
 
 /// One `a=` line: `a=<name>` or `a=<name>:<value>`.
+///
+/// The attributes the SBC interprets (direction, `rtcp`, `rtcp-mux`, ICE,
+/// `crypto`) are UTF-8: the parser checks them. Any other attribute may be in
+/// another charset (`a=charset`, RFC 8866 §6.10); a `name` or `value` of such
+/// a line that is not UTF-8 reads as `"\u{FFFD}"`, and [`raw`](Self::raw)
+/// has its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attribute<'a> {
     /// The attribute name.
     pub name: &'a str,
     /// The value after the first `:`, if there is one.
     pub value: Option<&'a str>,
+    /// Everything after `a=`, as written.
+    pub raw: &'a [u8],
     /// 1-based line number.
     pub line: usize,
 }
@@ -222,6 +236,14 @@ pub(super) const ICE_ATTRIBUTES: [&str; 9] = [
     "end-of-candidates",
 ];
 
+/// Whether the SBC reads attribute `name`, so that its line must be UTF-8:
+/// a direction, `rtcp`, `rtcp-mux`, an ICE attribute, or `crypto`.
+pub(super) fn is_interpreted(name: &[u8]) -> bool {
+    Direction::from_name(name).is_some()
+        || matches!(name, b"rtcp" | b"rtcp-mux" | b"crypto")
+        || ICE_ATTRIBUTES.iter().any(|ice| ice.as_bytes() == name)
+}
+
 /// `a=candidate` (RFC 8839 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate<'a> {
@@ -251,13 +273,15 @@ pub struct Candidate<'a> {
 }
 
 impl<'a> Candidate<'a> {
-    fn parse(value: &'a str, line: usize) -> Result<Self, SdpError> {
+    /// Parses the value of the `a=candidate` line `line` (1-based), which
+    /// spans `value` of `buf`.
+    fn parse(buf: &'a [u8], value: Span, line: usize) -> Result<Self, SdpError> {
         let bad = |what| SdpError::Field {
             line,
             field: "a=candidate",
             what,
         };
-        let mut f = value.split(' ').filter(|s| !s.is_empty());
+        let mut f = fields(buf, value).map(|span| text(buf, span));
         let (
             Some(foundation),
             Some(component),
@@ -284,12 +308,12 @@ impl<'a> Candidate<'a> {
         };
         let mut candidate = Candidate {
             foundation,
-            component: decimal_str(component).ok_or(bad("component is not a number"))?,
+            component: decimal(component.as_bytes()).ok_or(bad("component is not a number"))?,
             transport,
-            priority: decimal_str(priority).ok_or(bad("priority is not a 32-bit number"))?,
+            priority: decimal(priority.as_bytes()).ok_or(bad("priority is not a 32-bit number"))?,
             address,
             ip: address.parse().ok(),
-            port: decimal_str(port).ok_or(bad("port is not a number from 0 to 65535"))?,
+            port: decimal(port.as_bytes()).ok_or(bad("port is not a number from 0 to 65535"))?,
             kind,
             related_address: None,
             related_port: None,
@@ -301,7 +325,7 @@ impl<'a> Candidate<'a> {
                 "raddr" => candidate.related_address = Some(value),
                 "rport" => {
                     candidate.related_port =
-                        Some(decimal_str(value).ok_or(bad("rport is not a port number"))?);
+                        Some(decimal(value.as_bytes()).ok_or(bad("rport is not a port number"))?);
                 }
                 _ => {}
             }
@@ -328,40 +352,32 @@ pub struct Crypto<'a> {
 }
 
 impl<'a> Crypto<'a> {
-    fn parse(value: &'a str, line: usize) -> Result<Self, SdpError> {
+    /// Parses the value of the `a=crypto` line `line` (1-based), which spans
+    /// `value` of `buf`.
+    fn parse(buf: &'a [u8], value: Span, line: usize) -> Result<Self, SdpError> {
         let bad = |what| SdpError::Field {
             line,
             field: "a=crypto",
             what,
         };
-        // Fields are separated by runs of spaces, as everywhere else.
-        let (tag, rest) = next_field(value);
-        let (suite, rest) = next_field(rest);
-        let (key_params, rest) = next_field(rest);
-        if suite.is_empty() || key_params.is_empty() {
+        let mut f = fields(buf, value);
+        let (Some(tag), Some(suite), Some(key_params)) = (f.next(), f.next(), f.next()) else {
             return Err(bad("expected <tag> <crypto-suite> <key-params>"));
-        }
-        let session_params = Some(rest.trim_end_matches(' ')).filter(|s| !s.is_empty());
+        };
+        let session_params = Some(text(buf, f.rest())).filter(|s| !s.is_empty());
         // RFC 4568: tag = 1*9DIGIT.
-        let tag = Some(tag)
+        let tag = Some(bytes(buf, tag))
             .filter(|t| t.len() <= 9)
-            .and_then(decimal_str)
+            .and_then(decimal)
             .ok_or(bad("tag is not a number of at most 9 digits"))?;
         Ok(Crypto {
             tag,
-            suite,
-            key_params,
+            suite: text(buf, suite),
+            key_params: text(buf, key_params),
             session_params,
             line,
         })
     }
-}
-
-/// The first space-separated field of `s` and what follows it, leading
-/// spaces skipped.
-fn next_field(s: &str) -> (&str, &str) {
-    let s = s.trim_start_matches(' ');
-    s.split_once(' ').unwrap_or((s, ""))
 }
 
 /// One media description: the `m=` line and the lines up to the next one.
@@ -420,9 +436,8 @@ impl<'a> MediaSection<'a> {
 
     /// The `<fmt>` tokens in order (payload types for RTP).
     pub fn formats(&self) -> impl Iterator<Item = &'a str> + use<'a> {
-        self.text(self.entry.formats)
-            .split(' ')
-            .filter(|f| !f.is_empty())
+        let buf = self.sdp.buf.as_slice();
+        fields(buf, self.entry.formats).map(|span| text(buf, span))
     }
 
     /// The media-level `c=` line (the first, if there are several).
@@ -497,16 +512,46 @@ impl<'a> MediaSection<'a> {
 
     /// The `a=candidate` lines, each parsed on demand.
     pub fn candidates(&self) -> impl Iterator<Item = Result<Candidate<'a>, SdpError>> + use<'a> {
-        self.attributes()
-            .filter(|a| a.name == "candidate")
-            .map(|a| Candidate::parse(a.value.unwrap_or_default(), a.line))
+        let buf = self.sdp.buf.as_slice();
+        self.attribute_spans(b"candidate")
+            .map(move |(value, line)| Candidate::parse(buf, value, line))
     }
 
     /// The `a=crypto` lines, each parsed on demand.
     pub fn crypto(&self) -> impl Iterator<Item = Result<Crypto<'a>, SdpError>> + use<'a> {
-        self.attributes()
-            .filter(|a| a.name == "crypto")
-            .map(|a| Crypto::parse(a.value.unwrap_or_default(), a.line))
+        let buf = self.sdp.buf.as_slice();
+        self.attribute_spans(b"crypto")
+            .map(move |(value, line)| Crypto::parse(buf, value, line))
+    }
+
+    /// The value span (empty without a value) and 1-based line number of
+    /// each attribute named `name` in this section.
+    fn attribute_spans(
+        &self,
+        name: &'static [u8],
+    ) -> impl Iterator<Item = (Span, usize)> + use<'a> {
+        let from = self.entry.line as usize + 1;
+        let lines: &'a [Line] = self
+            .sdp
+            .lines
+            .get(from..self.entry.end as usize)
+            .unwrap_or_default();
+        let buf = self.sdp.buf.as_slice();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| line.kind == b'a')
+            .filter_map(move |(offset, line)| {
+                let value = line.value();
+                let (found, att_value) = split_once(buf, value, b':');
+                (bytes(buf, found) == name).then(|| {
+                    let empty = Span {
+                        start: value.end,
+                        end: value.end,
+                    };
+                    (att_value.unwrap_or(empty), from + offset + 1)
+                })
+            })
     }
 
     fn text(&self, span: Span) -> &'a str {
@@ -563,8 +608,9 @@ impl Sdp {
         let o = &self.origin;
         Origin {
             username: self.text(o.username),
-            session_id: o.session_id,
+            session_id: self.text(o.session_id),
             session_version: o.session_version,
+            session_version_text: self.text(o.version),
             nettype: self.text(o.nettype),
             addrtype: self.text(o.addrtype),
             address: self.text(o.address),
@@ -673,9 +719,13 @@ impl Sdp {
             .filter(|(_, line)| line.kind == b'a')
             .map(move |(offset, line)| {
                 let (name, value) = split_once(&self.buf, line.value(), b':');
+                // Uninterpreted attributes may be in another charset.
+                let lossy =
+                    |span| std::str::from_utf8(bytes(&self.buf, span)).unwrap_or("\u{FFFD}");
                 Attribute {
-                    name: self.text(name),
-                    value: value.map(|v| self.text(v)),
+                    name: lossy(name),
+                    value: value.map(lossy),
+                    raw: bytes(&self.buf, line.value()),
                     line: from + offset + 1,
                 }
             })
