@@ -1,0 +1,292 @@
+//! Writing the messages the B2BUA sends, with topology hiding (pure).
+//!
+//! Every message on a leg is written from that leg's own dialog state: the
+//! start line, Via (ours, with a fresh branch), Max-Forwards, From, To,
+//! Call-ID, CSeq, Route and Contact are regenerated and never copied from the
+//! other leg. The other headers of the message being relayed are copied,
+//! except those the header policy strips (the configured list,
+//! `P-Asserted-Identity` unless trusted, `Server`/`User-Agent` removed or
+//! rewritten) and those that can only carry the other side's topology
+//! (Record-Route, Path, Service-Route, Reply-To...). Bodies are supplied by
+//! the caller (SDP already anchored).
+
+use std::fmt::Write;
+
+use crate::config::{HeaderPolicy, HeaderRewrite, PaiPolicy};
+use crate::sip::{HeaderName, Message};
+
+/// Headers the B2BUA writes itself on every message, or that only carry the
+/// other side's topology: never copied across.
+fn regenerated(name: HeaderName, raw: &[u8]) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::Contact
+            | HeaderName::Route
+            | HeaderName::RecordRoute
+            | HeaderName::MaxForwards
+            | HeaderName::ContentLength
+            | HeaderName::RAck
+            | HeaderName::ReplyTo
+    ) || [
+        "path",
+        "service-route",
+        "p-visited-network-id",
+        "p-charging-vector",
+    ]
+    .iter()
+    .any(|n| raw.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Appends the headers of `src` that may cross under `policy`; returns the
+/// `RAck` value if `src` had one (the caller renumbers it).
+pub(crate) fn copy_headers(
+    out: &mut String,
+    src: &Message,
+    policy: &HeaderPolicy,
+    is_request: bool,
+) {
+    for h in src.headers() {
+        if regenerated(h.name, h.name_bytes)
+            || policy
+                .strip
+                .iter()
+                .any(|s| s.as_bytes().eq_ignore_ascii_case(h.name_bytes))
+        {
+            continue;
+        }
+        let value = String::from_utf8_lossy(h.value);
+        let rewrite = match h.name {
+            HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
+                if policy.p_asserted_identity == PaiPolicy::Strip =>
+            {
+                continue;
+            }
+            HeaderName::UserAgent if is_request => &policy.user_agent,
+            HeaderName::Server if !is_request => &policy.server,
+            _ => {
+                header(out, &String::from_utf8_lossy(h.name_bytes), &value);
+                continue;
+            }
+        };
+        match rewrite {
+            HeaderRewrite::Remove => {}
+            HeaderRewrite::Keep => header(out, &String::from_utf8_lossy(h.name_bytes), &value),
+            HeaderRewrite::Rewrite(text) => {
+                header(out, &String::from_utf8_lossy(h.name_bytes), text)
+            }
+        }
+    }
+}
+
+/// One `Name: value` line; values are folded onto one line so a copied
+/// header can't smuggle a line break.
+pub(crate) fn header(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(": ");
+    for c in value.chars() {
+        out.push(if c == '\r' || c == '\n' { ' ' } else { c });
+    }
+    out.push_str("\r\n");
+}
+
+/// The dialog-forming parts of a request on one leg.
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) request_uri: &'a str,
+    /// `SIP/2.0/UDP 203.0.113.1:5060` (our sent-by on this leg).
+    pub(crate) via_sent_by: &'a str,
+    pub(crate) branch: &'a str,
+    pub(crate) max_forwards: u8,
+    pub(crate) from: &'a str,
+    pub(crate) to: &'a str,
+    pub(crate) call_id: &'a str,
+    pub(crate) cseq: u32,
+    pub(crate) route_set: &'a [String],
+    pub(crate) contact: Option<&'a str>,
+}
+
+/// A request: the regenerated head, the headers `src` may pass, and `body`
+/// (with `src`'s Content-Type, which is copied like any header).
+pub(crate) fn request(
+    head: &RequestHead<'_>,
+    src: Option<&Message>,
+    policy: &HeaderPolicy,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = String::with_capacity(768);
+    let _ = write!(out, "{} {} SIP/2.0\r\n", head.method, head.request_uri);
+    let _ = write!(
+        out,
+        "Via: {};branch={};rport\r\n",
+        head.via_sent_by, head.branch
+    );
+    let _ = write!(out, "Max-Forwards: {}\r\n", head.max_forwards);
+    header(&mut out, "From", head.from);
+    header(&mut out, "To", head.to);
+    header(&mut out, "Call-ID", head.call_id);
+    let _ = write!(out, "CSeq: {} {}\r\n", head.cseq, head.method);
+    for route in head.route_set {
+        header(&mut out, "Route", route);
+    }
+    if let Some(contact) = head.contact {
+        header(&mut out, "Contact", contact);
+    }
+    for (name, value) in extra {
+        header(&mut out, name, value);
+    }
+    if let Some(src) = src {
+        copy_headers(&mut out, src, policy, true);
+    }
+    finish(out, body)
+}
+
+/// A response on the leg whose request is `request`: its Via, From, To (with
+/// `to_tag` added if it has none), Call-ID and CSeq, then our Contact if
+/// given, then what `src` (the response being relayed) may pass, and `body`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn response(
+    request: &Message,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    contact: Option<&str>,
+    src: Option<&Message>,
+    policy: &HeaderPolicy,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = String::with_capacity(768);
+    let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
+    for h in request.headers() {
+        let value = String::from_utf8_lossy(h.value);
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                header(&mut out, h.name.canonical(), &value);
+            }
+            HeaderName::To => {
+                let has_tag = request.to().is_some_and(|t| t.tag().is_some());
+                match to_tag {
+                    Some(tag) if !has_tag && status > 100 => {
+                        header(&mut out, "To", &format!("{value};tag={tag}"))
+                    }
+                    _ => header(&mut out, "To", &value),
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(contact) = contact {
+        header(&mut out, "Contact", contact);
+    }
+    for (name, value) in extra {
+        header(&mut out, name, value);
+    }
+    if let Some(src) = src {
+        copy_headers(&mut out, src, policy, false);
+    }
+    finish(out, body)
+}
+
+fn finish(mut out: String, body: &[u8]) -> Vec<u8> {
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@10.0.0.9 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\n\
+From: Alice <sip:alice@10.0.0.1>;tag=a1\r\n\
+To: <sip:bob@10.0.0.9>\r\n\
+Call-ID: secret@10.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:alice@10.0.0.1>\r\n\
+Record-Route: <sip:10.0.0.2;lr>\r\n\
+P-Asserted-Identity: <sip:alice@10.0.0.1>\r\n\
+User-Agent: InternalPBX 1.0\r\n\
+X-Custom: kept\r\n\
+Organization: Internal Corp\r\n\
+Supported: 100rel\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn nothing_of_the_source_leg_topology_is_copied() {
+        let src = Message::parse(INVITE).expect("parses");
+        let policy = HeaderPolicy {
+            strip: vec!["Organization".into()],
+            ..HeaderPolicy::default()
+        };
+        let head = RequestHead {
+            method: "INVITE",
+            request_uri: "sip:bob@203.0.113.9:5060",
+            via_sent_by: "SIP/2.0/UDP 203.0.113.1:5060",
+            branch: "z9hG4bKsbc",
+            max_forwards: 69,
+            from: "Alice <sip:alice@203.0.113.1>;tag=b1",
+            to: "<sip:bob@203.0.113.9>",
+            call_id: "0123abcd",
+            cseq: 1,
+            route_set: &[],
+            contact: Some("<sip:sbc@203.0.113.1:5060>"),
+        };
+        let out = request(&head, Some(&src), &policy, &[], b"");
+        let text = String::from_utf8(out.clone()).expect("ascii");
+        assert!(!text.contains("10.0.0."), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(
+            !text.contains("InternalPBX") && !text.contains("Internal Corp"),
+            "{text}"
+        );
+        assert!(
+            text.contains("X-Custom: kept\r\n") && text.contains("Supported: 100rel\r\n"),
+            "{text}"
+        );
+        let msg = Message::parse(&out).expect("our request parses");
+        assert_eq!(msg.max_forwards(), Some(69));
+        assert_eq!(msg.top_via().and_then(|v| v.rport()), Some(None));
+    }
+
+    #[test]
+    fn responses_answer_their_own_leg() {
+        let req = Message::parse(INVITE).expect("parses");
+        let relayed = Message::parse(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\nFrom: <sip:a@192.0.2.1>;tag=q\r\nTo: <sip:b@192.0.2.2>;tag=r\r\nCall-ID: other\r\nCSeq: 7 INVITE\r\nServer: Far 2.0\r\nRSeq: 1\r\nRequire: 100rel\r\nContent-Length: 0\r\n\r\n").expect("parses");
+        let out = response(
+            &req,
+            180,
+            "Ringing",
+            Some("t9"),
+            Some("<sip:sbc@198.51.100.1>"),
+            Some(&relayed),
+            &HeaderPolicy::default(),
+            &[],
+            b"",
+        );
+        let msg = Message::parse(&out).expect("parses");
+        assert_eq!(msg.call_id(), Some(b"secret@10.0.0.1".as_slice()));
+        assert_eq!(
+            msg.to().and_then(|t| t.tag().map(str::to_owned)).as_deref(),
+            Some("t9")
+        );
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(
+            !text.contains("192.0.2") && !text.contains("Far 2.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RSeq: 1\r\n") && text.contains("Require: 100rel\r\n"),
+            "{text}"
+        );
+    }
+}

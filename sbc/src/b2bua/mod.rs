@@ -1,0 +1,2295 @@
+//! Call control: the back-to-back user agent (sans-IO).
+//!
+//! Owns: every call the SBC carries, each as two independent legs (the
+//! inbound leg `A` on the realm the call arrived on, the outbound leg `B`
+//! towards a trunk), each with its own Call-ID, tags, CSeq space, Via,
+//! Contact and route set; routing and failover between a route's trunks;
+//! per-trunk and global admission limits; topology hiding of every message
+//! that crosses (see [`build`]); and SDP anchoring through the media layer
+//! (see [`anchor`] and [`crate::media::command`]).
+//!
+//! May not: do IO, read a clock or draw randomness. Inputs come in through
+//! `handle_*(now, ...)`; identifiers come from an injected [`IdSource`].
+//!
+//! # Driving it
+//!
+//! After every `handle_*` call (and [`Core::drain`]), drain
+//! [`poll_transmit`](Core::poll_transmit) (to the transports),
+//! [`poll_media`](Core::poll_media) (to the media backend) and
+//! [`poll_event`](Core::poll_event) (to metrics, logs and CDRs) until each is
+//! empty, then arm one timer at [`poll_timeout`](Core::poll_timeout) and call
+//! [`handle_timeout`](Core::handle_timeout) when it fires.
+//!
+//! # What it does with each message
+//!
+//! * Out-of-dialog INVITE: ACL, admission (global and trunk limits: 503 with
+//!   Retry-After), routing (404 when no route matches), media allocation for
+//!   its offer, then a new INVITE on leg B. Provisional and final responses
+//!   are relayed to A (2xx retransmitted to A until its ACK, §13.3.1.4); the
+//!   ACK is relayed to B. A 408/5xx, timeout or transport error listed in the
+//!   route's `failover_on` tries the next trunk.
+//! * CANCEL from A: 200 to the CANCEL, 487 to the INVITE at once, then CANCEL
+//!   on B once it is allowed (§9.1); a 2xx racing the CANCEL is ACKed and
+//!   BYEd on B.
+//! * In-dialog requests (BYE, re-INVITE, UPDATE, PRACK, INFO, OPTIONS,
+//!   NOTIFY, MESSAGE, REFER...) are relayed to the other leg as new requests
+//!   of that leg's dialog, their responses relayed back; SDP in either is
+//!   anchored. BYE ends the call. `RAck` is renumbered into the other leg's
+//!   CSeq space (RFC 3262).
+//! * Out-of-dialog OPTIONS is answered by the SBC itself (200); other
+//!   out-of-dialog requests get 405 with Allow; a request for an unknown
+//!   dialog gets 481.
+//!
+//! Choices: in-dialog requests towards leg A go to the address A's signaling
+//! came from (NAT traversal, RFC 3581 in spirit) rather than A's Contact
+//! host; towards B they go to the trunk. A 3xx from a trunk is relayed with
+//! its Contacts removed (they name the trunk's side); recursion is future
+//! work.
+
+mod anchor;
+mod build;
+pub mod ids;
+pub mod routing;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+pub use ids::{IdSource, RandomIds, SequentialIds};
+pub use routing::Plan;
+
+use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};
+use crate::media::command::{
+    LatchPolicy, Leg, LegSpec, LocalEndpoint, MediaCommand, MediaEvent, RtcpMode, StreamId,
+};
+use crate::sdp::Sdp;
+use crate::sip::transaction::{
+    self, ClientId, Inbound as TxInbound, ResponseOutcome, ServerId, Timers, TransactionId,
+    Transactions,
+};
+use crate::sip::{self, HeaderName, Message, Method, ServerPolicy, Verdict};
+use crate::transport::{ConnectionId, Inbound, ListenerId, Outbound, Received, Transport};
+use routing::{CallFacts, Refusal, TrunkState};
+
+/// One listener as the core sees it: its realm, transport and address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The realm's name (as in the config).
+    pub realm: String,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The address it is bound to (the realm's signaling address).
+    pub addr: SocketAddr,
+}
+
+/// Something the IO shell reports (metrics, logs, CDRs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// A SIP message was received or sent on a realm.
+    Sip {
+        /// The realm's name.
+        realm: String,
+        /// Received (true) or sent.
+        inbound: bool,
+        /// The method of a request.
+        method: Option<Method>,
+        /// The status of a response.
+        status: Option<u16>,
+    },
+    /// A message on a realm failed to parse.
+    ParseError {
+        /// The realm's name.
+        realm: String,
+    },
+    /// A request was refused before it became a call.
+    Rejected {
+        /// The realm's name.
+        realm: String,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A call got its first 18x or 2xx, `setup` after its INVITE.
+    CallSetup {
+        /// The call.
+        call: u64,
+        /// INVITE to first 18x/2xx.
+        setup: Duration,
+    },
+    /// A call ended.
+    CallEnded(Box<CallSummary>),
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The source is not allowed on the realm.
+    Acl,
+    /// A trunk's calls-per-second limit.
+    RateLimit,
+    /// A global or trunk concurrent-call or transaction limit.
+    Admission,
+    /// No route matched, or every target was unusable.
+    NoRoute,
+    /// Media ports ran out.
+    MediaPorts,
+    /// The SBC is shutting down.
+    Draining,
+    /// The request failed a server check (416, 420, 483, 501) or was malformed.
+    Invalid,
+}
+
+/// What a finished call leaves behind (the CDR's raw material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    /// The call's number within this core.
+    pub call: u64,
+    /// The realm it arrived on.
+    pub from_realm: String,
+    /// The trunk it arrived from, if the source matched one.
+    pub from_trunk: Option<String>,
+    /// The route taken.
+    pub route: Option<String>,
+    /// Trunks tried, in order; the last is the one used.
+    pub trunks_tried: Vec<String>,
+    /// Leg A's and leg B's Call-IDs.
+    pub call_ids: (String, Option<String>),
+    /// From and To of the INVITE as received on leg A, and its Request-URI.
+    pub from: String,
+    /// See `from`.
+    pub to: String,
+    /// See `from`.
+    pub request_uri: String,
+    /// INVITE received.
+    pub started: Instant,
+    /// First 2xx relayed.
+    pub answered: Option<Instant>,
+    /// Call torn down.
+    pub ended: Instant,
+    /// The final status A got for its INVITE (200 for answered calls).
+    pub status: u16,
+    /// Who hung up.
+    pub ended_by: EndedBy,
+}
+
+/// Who ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    /// Leg A (BYE or CANCEL).
+    Caller,
+    /// Leg B (BYE), or the trunk's final failure response.
+    Callee,
+    /// The SBC (timeouts, media timeout, shutdown, errors).
+    Sbc(&'static str),
+}
+
+/// Either leg of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    fn media(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RealmInfo {
+    name: String,
+    media_ip: IpAddr,
+    acl: Acl,
+}
+
+/// One leg's dialog and where its messages go.
+#[derive(Clone, Debug)]
+struct LegState {
+    realm: usize,
+    listener: ListenerId,
+    transport: Transport,
+    /// Next hop for requests on this leg.
+    peer: SocketAddr,
+    connection: Option<ConnectionId>,
+    call_id: String,
+    /// Our tag on this leg.
+    local_tag: String,
+    /// What we write as From on requests we send on this leg (with our tag).
+    local: String,
+    /// What we write as To (with the peer's tag once known).
+    remote: String,
+    remote_tag_known: bool,
+    local_cseq: u32,
+    /// Request-URI for in-dialog requests (the peer's Contact).
+    remote_target: String,
+    route_set: Vec<String>,
+    /// `SIP/2.0/UDP ip:port`.
+    sent_by: String,
+    /// Our Contact on this leg.
+    contact: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for media allocation or B's answer.
+    Setup,
+    /// A got our 2xx; waiting for its ACK.
+    Answered,
+    /// Both legs confirmed.
+    Confirmed,
+    /// BYEs sent; waiting for them to finish.
+    Ending,
+}
+
+/// A message waiting for media allocation before it can be relayed.
+#[derive(Debug)]
+enum Pending {
+    /// The initial INVITE towards B.
+    Invite,
+    /// A response from `from` to relay onto the other leg's server transaction.
+    Response {
+        from: Side,
+        server: ServerId,
+        response: Message,
+    },
+    /// An in-dialog request from `from` to relay onto the other leg.
+    Request {
+        from: Side,
+        server: ServerId,
+        request: Message,
+    },
+    /// An ACK (carrying a late-offer answer) from `from`.
+    Ack { from: Side, ack: Message },
+}
+
+/// Why a client transaction on a leg exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientRole {
+    /// The initial INVITE on B.
+    Invite,
+    /// The CANCEL of B's INVITE.
+    Cancel,
+    /// A relayed in-dialog request, answering into this server transaction.
+    Relay(ServerId),
+    /// A BYE the SBC sends on its own (teardown).
+    Bye,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: u64,
+    phase: Phase,
+    a: LegState,
+    b: Option<LegState>,
+    /// The initial INVITE as received on A, and its server transaction.
+    a_invite: Message,
+    a_server: ServerId,
+    /// A's INVITE has its final response.
+    a_final: bool,
+    /// B's INVITE client transaction and whether a provisional arrived.
+    b_invite: Option<ClientId>,
+    b_provisional: bool,
+    /// A cancelled: CANCEL B as soon as §9.1 allows.
+    cancel_b: bool,
+    plan: Plan,
+    next_target: usize,
+    trunk: Option<usize>,
+    source_trunk: Option<usize>,
+    trunks_tried: Vec<String>,
+    /// Our 2xx to A and its retransmission schedule.
+    a_2xx: Option<(Vec<u8>, Duration, Instant)>,
+    /// The ACK we sent for B's 2xx (re-sent for a retransmitted 2xx).
+    b_ack: Option<Vec<u8>>,
+    /// Per `m=` line: its stream and, once allocated, both legs' endpoints.
+    streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
+    /// The realm of the B side the streams are allocated on.
+    media_realm_b: Option<usize>,
+    pending: VecDeque<Pending>,
+    /// In-dialog server transactions waiting for the relayed response:
+    /// their request, to build the response from.
+    relayed: HashMap<ServerId, Message>,
+    /// BYE client transactions still open during teardown.
+    byes: u8,
+    started: Instant,
+    setup_reported: bool,
+    answered: Option<Instant>,
+    a_status: u16,
+    ended_by: Option<EndedBy>,
+}
+
+/// The B2BUA. See the module docs.
+pub struct Core {
+    realms: Vec<RealmInfo>,
+    listeners: Vec<ListenerInfo>,
+    trunks: Vec<TrunkState>,
+    trunk_transport: Vec<Transport>,
+    routes: Vec<crate::config::Route>,
+    policy: HeaderPolicy,
+    trunk_policy: Vec<Option<HeaderPolicy>>,
+    server_policy: ServerPolicy,
+    max_calls: usize,
+    retry_after: u32,
+    latch: LatchPolicy,
+    tx: Transactions,
+    ids: Box<dyn IdSource>,
+    calls: HashMap<u64, Call>,
+    next_call: u64,
+    next_stream: u64,
+    /// (Call-ID, our tag) of each leg → call and side.
+    dialogs: HashMap<(String, String), (u64, Side)>,
+    servers: HashMap<ServerId, u64>,
+    clients: HashMap<ClientId, (u64, Side, ClientRole)>,
+    streams: HashMap<StreamId, u64>,
+    /// Where a transaction's transmits go out.
+    routes_of: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    out: VecDeque<Outbound>,
+    media_out: VecDeque<MediaCommand>,
+    events: VecDeque<CoreEvent>,
+    draining: bool,
+}
+
+impl Core {
+    /// A core for `config`, sending through `listeners` (indexed by
+    /// [`ListenerId`]). `resolve` gives the address of a trunk whose address
+    /// is a host name (the IO shell resolves names); IP trunks need none.
+    pub fn new(
+        config: &Config,
+        listeners: Vec<ListenerInfo>,
+        resolve: impl Fn(&str, u16) -> Option<SocketAddr>,
+        ids: Box<dyn IdSource>,
+    ) -> Core {
+        let mut core = Core {
+            realms: Vec::new(),
+            listeners,
+            trunks: Vec::new(),
+            trunk_transport: Vec::new(),
+            routes: Vec::new(),
+            policy: HeaderPolicy::default(),
+            trunk_policy: Vec::new(),
+            server_policy: ServerPolicy::default(),
+            max_calls: 0,
+            retry_after: 5,
+            latch: LatchPolicy::SdpOrSignaling,
+            tx: Transactions::new(Timers::default())
+                .with_max_transactions(config.limits.max_transactions as usize),
+            ids,
+            calls: HashMap::new(),
+            next_call: 1,
+            next_stream: 1,
+            dialogs: HashMap::new(),
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            streams: HashMap::new(),
+            routes_of: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            media_out: VecDeque::new(),
+            events: VecDeque::new(),
+            draining: false,
+        };
+        core.apply(config, resolve);
+        core
+    }
+
+    /// Takes a new configuration's routes, trunks, limits and policies; calls
+    /// in progress keep their legs. Listener changes need a new core.
+    pub fn reload(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
+        let old: Vec<TrunkState> = std::mem::take(&mut self.trunks);
+        self.apply(config, resolve);
+        for trunk in &mut self.trunks {
+            if let Some(previous) = old.iter().find(|t| t.name == trunk.name) {
+                trunk.carry_over(previous);
+            }
+        }
+        // Calls hold trunk indices: remap them by name.
+        for call in self.calls.values_mut() {
+            call.trunk = call
+                .trunk
+                .and_then(|i| old.get(i))
+                .and_then(|t| self.trunks.iter().position(|n| n.name == t.name));
+        }
+    }
+
+    fn apply(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
+        self.realms = config
+            .realms
+            .iter()
+            .map(|r| RealmInfo {
+                name: r.name.clone(),
+                media_ip: r.media.advertised(),
+                acl: r.acl.clone(),
+            })
+            .collect();
+        let realm_index = |name: &str| self.realms.iter().position(|r| r.name == name);
+        self.trunks = config
+            .trunks
+            .iter()
+            .map(|t| {
+                let address = match &t.address {
+                    PeerAddress::Ip(addr) => Some(*addr),
+                    PeerAddress::Host { host, port } => resolve(host, *port),
+                };
+                TrunkState::new(
+                    t.name.clone(),
+                    realm_index(&t.realm).unwrap_or(0),
+                    address,
+                    t.max_calls,
+                    t.max_cps,
+                )
+            })
+            .collect();
+        self.trunk_transport = config
+            .trunks
+            .iter()
+            .map(|t| match t.transport {
+                crate::config::Transport::Udp => Transport::Udp,
+                crate::config::Transport::Tcp => Transport::Tcp,
+            })
+            .collect();
+        self.trunk_policy = config
+            .trunks
+            .iter()
+            .map(|t| t.header_policy.clone())
+            .collect();
+        self.routes = config.routes.clone();
+        self.policy = config.topology_hiding.clone();
+        self.server_policy = config.sip.server_policy();
+        self.max_calls = config.limits.max_calls as usize;
+        self.retry_after = config.limits.overload_retry_after_secs;
+        self.latch = if config.media.latching.strict_source_ip {
+            LatchPolicy::SdpOrSignaling
+        } else {
+            LatchPolicy::Asymmetric
+        };
+    }
+
+    /// Calls up now.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls up per realm of their A leg.
+    pub fn calls_per_realm(&self) -> Vec<(String, usize)> {
+        self.realms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.name.clone(),
+                    self.calls.values().filter(|c| c.a.realm == i).count(),
+                )
+            })
+            .collect()
+    }
+
+    /// Calls up per trunk.
+    pub fn calls_per_trunk(&self) -> Vec<(String, u32)> {
+        self.trunks
+            .iter()
+            .map(|t| (t.name.clone(), t.active))
+            .collect()
+    }
+
+    /// Open SIP transactions.
+    pub fn transactions(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// A JSON view of the calls up (for the admin `/calls` endpoint only:
+    /// it shows both legs' addresses).
+    pub fn calls_json(&self, now: Instant) -> serde_json::Value {
+        let mut calls: Vec<&Call> = self.calls.values().collect();
+        calls.sort_by_key(|c| c.id);
+        serde_json::Value::Array(
+            calls
+                .into_iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id,
+                        "phase": format!("{:?}", c.phase).to_lowercase(),
+                        "age_secs": now.saturating_duration_since(c.started).as_secs(),
+                        "route": c.plan.route,
+                        "trunk": c.trunk.and_then(|t| self.trunks.get(t)).map(|t| t.name.clone()),
+                        "a": leg_json(&c.a, &self.realms),
+                        "b": c.b.as_ref().map(|b| leg_json(b, &self.realms)),
+                        "streams": c.streams.iter().flatten().map(|(s, _)| s.0).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Stops taking calls (new INVITEs get 503) and ends the ones up with BYE
+    /// on both legs.
+    pub fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            if let Some(mut call) = self.calls.remove(&id) {
+                self.teardown(now, &mut call, EndedBy::Sbc("shutdown"));
+                self.put_back(now, call);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Bytes for a transport.
+    pub fn poll_transmit(&mut self) -> Option<Outbound> {
+        self.out.pop_front()
+    }
+
+    /// A command for the media backend.
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.media_out.pop_front()
+    }
+
+    /// Something for metrics, logs and CDRs.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let own = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (own, self.tx.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Time passed: transaction timers, 2xx retransmissions.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(mut call) = self.calls.remove(&id) else {
+                continue;
+            };
+            self.call_timer(now, &mut call);
+            self.put_back(now, call);
+        }
+        self.pump(now);
+    }
+
+    /// A transport could not deliver to `to`.
+    pub fn handle_send_failed(&mut self, now: Instant, to: SocketAddr) {
+        let failed: Vec<TransactionId> = self
+            .clients
+            .keys()
+            .filter(|id| {
+                let id = TransactionId::Client(**id);
+                self.tx.contains(id) && self.client_remote(id) == Some(to)
+            })
+            .map(|id| TransactionId::Client(*id))
+            .collect();
+        for id in failed {
+            let _ = self.tx.handle_transport_error(now, id);
+        }
+        self.pump(now);
+    }
+
+    fn client_remote(&self, id: TransactionId) -> Option<SocketAddr> {
+        let TransactionId::Client(client) = id else {
+            return None;
+        };
+        let (call, side, _) = self.clients.get(&client)?;
+        let call = self.calls.get(call)?;
+        Some(match side {
+            Side::A => call.a.peer,
+            Side::B => call.b.as_ref()?.peer,
+        })
+    }
+
+    /// Something arrived from a transport.
+    pub fn handle_inbound(&mut self, now: Instant, inbound: Inbound) {
+        let Some(realm) = self.listener_realm(inbound.listener) else {
+            return;
+        };
+        if !self.realms[realm].acl.permits(inbound.remote.ip()) {
+            // Scanners get no answer at all (no reflection, no fingerprint).
+            self.event_rejected(realm, RejectReason::Acl);
+            return;
+        }
+        let meta = inbound_meta(&inbound, realm);
+        match inbound.received {
+            Received::Malformed { error, bytes } => {
+                self.events.push_back(CoreEvent::ParseError {
+                    realm: self.realms[realm].name.clone(),
+                });
+                if let Verdict::Reject(rejection) = error.response() {
+                    let tag = self.ids.tag();
+                    if let Some(answer) = sip::response::reject_malformed(&bytes, &rejection, &tag)
+                    {
+                        self.send_direct(
+                            inbound.listener,
+                            inbound.transport,
+                            inbound.remote,
+                            inbound.connection,
+                            answer,
+                        );
+                    }
+                }
+            }
+            Received::Message(msg) => {
+                self.events.push_back(CoreEvent::Sip {
+                    realm: self.realms[realm].name.clone(),
+                    inbound: true,
+                    method: msg.method(),
+                    status: msg.status(),
+                });
+                if msg.is_request() {
+                    self.on_request(now, &meta, msg);
+                } else if let Ok(ResponseOutcome::Stray(response)) =
+                    self.tx.handle_response(now, msg)
+                {
+                    self.on_stray_response(now, response);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The media backend reports.
+    pub fn handle_media_event(&mut self, now: Instant, event: MediaEvent) {
+        match event {
+            MediaEvent::Allocated { stream, legs } => {
+                let Some(&id) = self.streams.get(&stream) else {
+                    return;
+                };
+                let Some(mut call) = self.calls.remove(&id) else {
+                    return;
+                };
+                for slot in call.streams.iter_mut().flatten() {
+                    if slot.0 == stream {
+                        slot.1 = Some(legs);
+                    }
+                }
+                self.run_pending(now, &mut call);
+                self.put_back(now, call);
+            }
+            MediaEvent::AllocationFailed { stream, .. } => {
+                self.streams.remove(&stream);
+                let Some(id) = self.streams_owner(stream) else {
+                    return;
+                };
+                let Some(mut call) = self.calls.remove(&id) else {
+                    return;
+                };
+                self.event_rejected(call.a.realm, RejectReason::MediaPorts);
+                self.fail_call(now, &mut call, 503, EndedBy::Sbc("media ports exhausted"));
+                self.put_back(now, call);
+            }
+            MediaEvent::TimedOut { stream, .. } => {
+                let Some(&id) = self.streams.get(&stream) else {
+                    return;
+                };
+                let Some(mut call) = self.calls.remove(&id) else {
+                    return;
+                };
+                self.teardown(now, &mut call, EndedBy::Sbc("media timeout"));
+                self.put_back(now, call);
+            }
+            MediaEvent::Released { stream, .. } => {
+                self.streams.remove(&stream);
+            }
+            MediaEvent::Latched { .. } | MediaEvent::CommandFailed { .. } => {}
+        }
+        self.pump(now);
+    }
+
+    fn streams_owner(&self, stream: StreamId) -> Option<u64> {
+        self.calls
+            .values()
+            .find(|c| c.streams.iter().flatten().any(|(s, _)| *s == stream))
+            .map(|c| c.id)
+    }
+
+    fn listener_realm(&self, listener: ListenerId) -> Option<usize> {
+        let info = self.listeners.get(listener.0)?;
+        self.realms.iter().position(|r| r.name == info.realm)
+    }
+
+    fn event_rejected(&mut self, realm: usize, reason: RejectReason) {
+        self.events.push_back(CoreEvent::Rejected {
+            realm: self.realms[realm].name.clone(),
+            reason,
+        });
+    }
+
+    // ---- requests --------------------------------------------------------------
+
+    fn on_request(&mut self, now: Instant, meta: &Meta, msg: Message) {
+        let method = msg.method();
+        match sip::check(&msg, &self.server_policy) {
+            Verdict::Accept => {}
+            Verdict::Drop(_) => return,
+            Verdict::Reject(rejection) => {
+                self.event_rejected(meta.realm, RejectReason::Invalid);
+                let tag = self.ids.tag();
+                let answer = sip::response::respond_rejection(&msg, &rejection, Some(&tag));
+                self.send_direct(
+                    meta.listener,
+                    meta.transport,
+                    meta.reply_to(&msg),
+                    meta.connection,
+                    answer,
+                );
+                return;
+            }
+        }
+        let reliable = meta.transport == Transport::Tcp;
+        let reply_to = meta.reply_to(&msg);
+        let inbound = match self.tx.handle_request(now, msg, reply_to, reliable) {
+            Ok(inbound) => inbound,
+            Err(_) => return,
+        };
+        match inbound {
+            TxInbound::Absorbed(_) => {}
+            TxInbound::Full(msg) => {
+                self.event_rejected(meta.realm, RejectReason::Admission);
+                let retry = self.retry_after.to_string();
+                let tag = self.ids.tag();
+                let answer = sip::response::respond(
+                    &msg,
+                    503,
+                    "",
+                    Some(&tag),
+                    &[(HeaderName::RetryAfter, &retry)],
+                );
+                self.send_direct(
+                    meta.listener,
+                    meta.transport,
+                    reply_to,
+                    meta.connection,
+                    answer,
+                );
+            }
+            TxInbound::Cancel {
+                id,
+                target,
+                request,
+            } => {
+                self.remember_server(id, meta);
+                self.on_cancel(now, id, target, &request);
+            }
+            TxInbound::Ack { request, .. } => self.on_ack(now, meta, request),
+            TxInbound::Request { id, request } => {
+                self.remember_server(id, meta);
+                let in_dialog = request.to().is_some_and(|to| to.tag().is_some());
+                if in_dialog {
+                    self.on_in_dialog(now, id, request);
+                } else if method == Some(Method::Invite) {
+                    self.on_invite(now, meta, id, request);
+                } else if method == Some(Method::Options) {
+                    let allow = self.server_policy.allow.clone();
+                    self.reply(
+                        now,
+                        id,
+                        &request,
+                        200,
+                        &[
+                            (HeaderName::Allow, &allow),
+                            (HeaderName::Accept, "application/sdp"),
+                        ],
+                    );
+                } else {
+                    let allow = self.server_policy.allow.clone();
+                    self.reply(now, id, &request, 405, &[(HeaderName::Allow, &allow)]);
+                }
+            }
+        }
+    }
+
+    fn remember_server(&mut self, id: ServerId, meta: &Meta) {
+        self.routes_of.insert(
+            TransactionId::Server(id),
+            (meta.listener, meta.transport, meta.connection),
+        );
+    }
+
+    /// A final or provisional answer of the SBC's own to a server transaction.
+    fn reply(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        request: &Message,
+        status: u16,
+        extra: &[(HeaderName, &str)],
+    ) {
+        let tag = self.ids.tag();
+        let bytes = sip::response::respond(request, status, "", Some(&tag), extra);
+        if let Ok(response) = Message::parse(&bytes) {
+            let _ = self.tx.send_response(now, id, response);
+        }
+    }
+
+    fn on_invite(&mut self, now: Instant, meta: &Meta, id: ServerId, request: Message) {
+        let realm = meta.realm;
+        let refuse = |core: &mut Core, status: u16, reason: RejectReason| {
+            core.event_rejected(realm, reason);
+            let retry = core.retry_after.to_string();
+            let extra: Vec<(HeaderName, &str)> = if status == 503 {
+                vec![(HeaderName::RetryAfter, retry.as_str())]
+            } else {
+                Vec::new()
+            };
+            core.reply(now, id, &request, status, &extra);
+        };
+        if self.draining {
+            return refuse(self, 503, RejectReason::Draining);
+        }
+        if self.calls.len() >= self.max_calls {
+            return refuse(self, 503, RejectReason::Admission);
+        }
+        let source_trunk = self.trunks.iter().position(|t| {
+            t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
+        });
+        let Some(uri) = request.request_uri() else {
+            return refuse(self, 400, RejectReason::Invalid);
+        };
+        let user = uri.user().unwrap_or_default().to_vec();
+        let domain = uri.host().map(|h| h.to_string()).unwrap_or_default();
+        let facts = CallFacts {
+            realm: &self.realms[realm].name,
+            trunk: source_trunk.map(|t| self.trunks[t].name.as_str()),
+            user: &user,
+            domain: domain.trim_start_matches('[').trim_end_matches(']'),
+        };
+        let trunks = &self.trunks;
+        let Some(plan) = routing::select(&self.routes, &facts, |name| {
+            trunks.iter().position(|t| t.name == name)
+        }) else {
+            return refuse(self, 404, RejectReason::NoRoute);
+        };
+        let Some(contact) = request
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| match c {
+                sip::header::Contact::Addr(addr) => {
+                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
+                }
+                sip::header::Contact::Star => None,
+            })
+        else {
+            return refuse(self, 400, RejectReason::Invalid);
+        };
+        let local_tag = self.ids.tag();
+        let to = String::from_utf8_lossy(request.header(HeaderName::To).unwrap_or_default())
+            .into_owned();
+        let from = String::from_utf8_lossy(request.header(HeaderName::From).unwrap_or_default())
+            .into_owned();
+        let call_id = String::from_utf8_lossy(request.call_id().unwrap_or_default()).into_owned();
+        let route_set: Vec<String> = request
+            .values(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let listener = &self.listeners[meta.listener.0];
+        let a = LegState {
+            realm,
+            listener: meta.listener,
+            transport: meta.transport,
+            peer: meta.remote,
+            connection: meta.connection,
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+            local: format!("{to};tag={local_tag}"),
+            remote: from,
+            remote_tag_known: true,
+            local_cseq: self.ids.next_bytes()[0] as u32 + 1,
+            remote_target: contact,
+            route_set,
+            sent_by: sent_by(meta.transport, listener.addr),
+            contact: contact_uri(meta.transport, listener.addr),
+        };
+        let call_no = self.next_call;
+        self.next_call += 1;
+        self.dialogs
+            .insert((call_id, local_tag), (call_no, Side::A));
+        self.servers.insert(id, call_no);
+        let mut call = Call {
+            id: call_no,
+            phase: Phase::Setup,
+            a,
+            b: None,
+            a_invite: request,
+            a_server: id,
+            a_final: false,
+            b_invite: None,
+            b_provisional: false,
+            cancel_b: false,
+            plan,
+            next_target: 0,
+            trunk: None,
+            source_trunk,
+            trunks_tried: Vec::new(),
+            a_2xx: None,
+            b_ack: None,
+            streams: Vec::new(),
+            media_realm_b: None,
+            pending: VecDeque::new(),
+            relayed: HashMap::new(),
+            byes: 0,
+            started: now,
+            setup_reported: false,
+            answered: None,
+            a_status: 0,
+            ended_by: None,
+        };
+        self.try_next_target(now, &mut call);
+        self.put_back(now, call);
+    }
+
+    /// Starts leg B towards the route's next usable trunk, or fails the call.
+    fn try_next_target(&mut self, now: Instant, call: &mut Call) {
+        loop {
+            let Some(&trunk) = call.plan.targets.get(call.next_target) else {
+                let (status, reason) = if call.trunks_tried.is_empty() {
+                    (503, RejectReason::NoRoute)
+                } else {
+                    (call.a_status.max(480), RejectReason::NoRoute)
+                };
+                if call.trunks_tried.is_empty() {
+                    self.event_rejected(call.a.realm, reason);
+                }
+                return self.fail_call(now, call, status, EndedBy::Sbc("no usable trunk"));
+            };
+            call.next_target += 1;
+            let state = &mut self.trunks[trunk];
+            let Some(peer) = state.address else { continue };
+            match state.admit(now) {
+                Ok(()) => {}
+                Err(refusal) => {
+                    let reason = match refusal {
+                        Refusal::Calls => RejectReason::Admission,
+                        Refusal::Rate => RejectReason::RateLimit,
+                    };
+                    self.event_rejected(call.a.realm, reason);
+                    continue;
+                }
+            }
+            let realm = state.realm;
+            let transport = self.trunk_transport[trunk];
+            let Some(listener) = self.listeners.iter().position(|l| {
+                l.realm == self.realms[realm].name
+                    && l.transport == transport
+                    && l.addr.is_ipv4() == peer.is_ipv4()
+            }) else {
+                self.trunks[trunk].release();
+                continue;
+            };
+            if let Some(previous) = call.trunk.replace(trunk) {
+                self.trunks[previous].release();
+            }
+            call.trunks_tried.push(self.trunks[trunk].name.clone());
+            let addr = self.listeners[listener].addr;
+            let local_tag = self.ids.tag();
+            let call_id = self.ids.call_id();
+            let user = call
+                .a_invite
+                .request_uri()
+                .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
+                .unwrap_or_default();
+            let from_user = call
+                .a_invite
+                .from()
+                .and_then(|f| {
+                    f.uri()
+                        .user()
+                        .map(|u| String::from_utf8_lossy(u).into_owned())
+                })
+                .unwrap_or_else(|| "anonymous".into());
+            let display = call
+                .a_invite
+                .from()
+                .and_then(|f| {
+                    f.display_name()
+                        .map(|d| String::from_utf8_lossy(d).into_owned())
+                })
+                .map(|d| format!("{d} "))
+                .unwrap_or_default();
+            let host = host_port(peer);
+            let at = |user: &str| {
+                if user.is_empty() {
+                    String::new()
+                } else {
+                    format!("{user}@")
+                }
+            };
+            let b = LegState {
+                realm,
+                listener: ListenerId(listener),
+                transport,
+                peer,
+                connection: None,
+                call_id: call_id.clone(),
+                local_tag: local_tag.clone(),
+                local: format!(
+                    "{display}<sip:{}{}>;tag={local_tag}",
+                    at(&from_user),
+                    host_port(addr)
+                ),
+                remote: format!("<sip:{}{host}>", at(&user)),
+                remote_tag_known: false,
+                local_cseq: 1,
+                remote_target: format!("sip:{}{host}", at(&user)),
+                route_set: Vec::new(),
+                sent_by: sent_by(transport, addr),
+                contact: contact_uri(transport, addr),
+            };
+            self.dialogs
+                .insert((call_id, local_tag), (call.id, Side::B));
+            if let Some(old) = call.b.replace(b) {
+                self.dialogs.remove(&(old.call_id, old.local_tag));
+            }
+            call.b_provisional = false;
+            call.pending.push_back(Pending::Invite);
+            self.run_pending(now, call);
+            return;
+        }
+    }
+
+    /// The initial INVITE on B (once its offer, if any, is anchored).
+    fn send_b_invite(&mut self, now: Instant, call: &mut Call) -> Result<(), ()> {
+        let body = if call.a_invite.body().is_empty() {
+            Vec::new()
+        } else {
+            let source = call.a.peer.ip();
+            let body = call.a_invite.body().to_vec();
+            match self.anchor(now, call, Side::A, &body, source) {
+                Anchored::Ready(body) => body,
+                Anchored::Wait => return Err(()),
+                Anchored::Invalid(status) => {
+                    self.fail_call(now, call, status, EndedBy::Sbc("unusable SDP"));
+                    return Ok(());
+                }
+            }
+        };
+        let Some(b) = call.b.as_mut() else {
+            return Ok(());
+        };
+        let max_forwards = call.a_invite.max_forwards().unwrap_or(70).saturating_sub(1);
+        let branch = self.ids.branch();
+        let policy = self.trunk_policy[call.trunk.unwrap_or(0)]
+            .as_ref()
+            .unwrap_or(&self.policy);
+        let bytes = build::request(
+            &build::RequestHead {
+                method: "INVITE",
+                request_uri: &b.remote_target,
+                via_sent_by: &b.sent_by,
+                branch: &branch,
+                max_forwards,
+                from: &b.local,
+                to: &b.remote,
+                call_id: &b.call_id,
+                cseq: b.local_cseq,
+                route_set: &[],
+                contact: Some(&b.contact),
+            },
+            Some(&call.a_invite),
+            policy,
+            &[],
+            &body,
+        );
+        let (listener, transport, peer) = (b.listener, b.transport, b.peer);
+        let Ok(request) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(call.b.as_ref().map_or(0, |b| b.realm), &request);
+        match self
+            .tx
+            .send_request(now, request, peer, transport == Transport::Tcp)
+        {
+            Ok(client) => {
+                self.routes_of
+                    .insert(TransactionId::Client(client), (listener, transport, None));
+                self.clients
+                    .insert(client, (call.id, Side::B, ClientRole::Invite));
+                call.b_invite = Some(client);
+            }
+            Err(_) => {
+                self.event_rejected(call.a.realm, RejectReason::Admission);
+                self.fail_call(now, call, 503, EndedBy::Sbc("transaction table full"));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        target: Option<ServerId>,
+        request: &Message,
+    ) {
+        let call = target.and_then(|t| self.servers.get(&t).copied());
+        let status = if call.is_some() { 200 } else { 481 };
+        self.reply(now, id, request, status, &[]);
+        let Some(call_no) = call else { return };
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return;
+        };
+        if !call.a_final {
+            self.respond_a(now, &mut call, 487, None);
+            call.ended_by = Some(EndedBy::Caller);
+            call.cancel_b = true;
+            call.pending.clear();
+            self.cancel_b(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    /// Sends the CANCEL for B's INVITE once a provisional allows it (§9.1).
+    fn cancel_b(&mut self, now: Instant, call: &mut Call) {
+        let Some(client) = call.b_invite else {
+            // B's INVITE was never sent (still waiting for media): nothing to cancel.
+            call.b_invite = None;
+            return;
+        };
+        if !call.b_provisional {
+            return; // sent when the first provisional arrives
+        }
+        if let Ok(cancel) = self.tx.cancel_request(client)
+            && let Some(b) = call.b.as_ref()
+        {
+            let (listener, transport, peer) = (b.listener, b.transport, b.peer);
+            if let Ok(cancel_id) =
+                self.tx
+                    .send_request(now, cancel, peer, transport == Transport::Tcp)
+            {
+                self.routes_of.insert(
+                    TransactionId::Client(cancel_id),
+                    (listener, transport, None),
+                );
+                self.clients
+                    .insert(cancel_id, (call.id, Side::B, ClientRole::Cancel));
+            }
+        }
+        // 64*T1 later, give up on B's INVITE (§9.1).
+        self.timers
+            .push(Reverse((now + Timers::default().t1x64(), call.id)));
+    }
+
+    fn on_ack(&mut self, now: Instant, meta: &Meta, ack: Message) {
+        let Some((call_no, side)) = self.dialog_of(&ack) else {
+            return;
+        };
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return;
+        };
+        if side == Side::A && meta.remote.ip() == call.a.peer.ip() {
+            call.a.peer = meta.remote; // follow a NAT rebinding
+        }
+        let initial = side == Side::A && call.a_2xx.take().is_some();
+        if initial && call.phase == Phase::Answered {
+            call.phase = Phase::Confirmed;
+        }
+        // The ACK for the initial 2xx, or for a relayed re-INVITE's 2xx.
+        if (initial || call.phase == Phase::Confirmed) && leg_ref(&call, side.other()).is_some() {
+            call.pending.push_back(Pending::Ack { from: side, ack });
+            self.run_pending(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    fn dialog_of(&self, msg: &Message) -> Option<(u64, Side)> {
+        let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
+        let tag = msg.to()?.tag()?.to_owned();
+        self.dialogs.get(&(call_id, tag)).copied()
+    }
+
+    fn on_in_dialog(&mut self, now: Instant, id: ServerId, request: Message) {
+        let Some((call_no, side)) = self.dialog_of(&request) else {
+            return self.reply(now, id, &request, 481, &[]);
+        };
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return self.reply(now, id, &request, 481, &[]);
+        };
+        self.servers.insert(id, call.id);
+        let method = request.method();
+        let other_ready = match side.other() {
+            Side::A => true,
+            Side::B => call.b.as_ref().is_some_and(|b| b.remote_tag_known),
+        };
+        if call.phase == Phase::Ending || !other_ready {
+            let status = if method == Some(Method::Bye) {
+                200
+            } else {
+                481
+            };
+            self.reply(now, id, &request, status, &[]);
+        } else if method == Some(Method::Bye) {
+            // Answer at once; the other leg is told independently.
+            self.reply(now, id, &request, 200, &[]);
+            let by = if side == Side::A {
+                EndedBy::Caller
+            } else {
+                EndedBy::Callee
+            };
+            call.ended_by.get_or_insert(by);
+            call.phase = Phase::Ending;
+            call.a_2xx = None;
+            self.send_bye(now, &mut call, side.other());
+            self.release_media(&mut call);
+        } else {
+            call.pending.push_back(Pending::Request {
+                from: side,
+                server: id,
+                request,
+            });
+            self.run_pending(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    /// Relays an in-dialog request from `from` onto the other leg.
+    fn relay_request(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server: ServerId,
+        request: Message,
+    ) -> Result<(), ()> {
+        let body = match self.maybe_anchor(now, call, from, &request) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(status)) => {
+                self.reply(now, server, &request, status, &[]);
+                return Ok(());
+            }
+        };
+        let method =
+            String::from_utf8_lossy(request.method_bytes().unwrap_or(b"INFO")).into_owned();
+        let to = from.other();
+        let rack = request
+            .header(HeaderName::RAck)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let rack = rack.map(|rack| renumber_rack(&rack, call, to));
+        let Some(leg) = leg_mut(call, to) else {
+            return Ok(());
+        };
+        leg.local_cseq += 1;
+        let refreshes = matches!(
+            request.method(),
+            Some(
+                Method::Invite
+                    | Method::Update
+                    | Method::Subscribe
+                    | Method::Notify
+                    | Method::Refer
+            )
+        );
+        let branch = self.ids.branch();
+        let extra: Vec<(&str, &str)> = rack.as_deref().map(|r| ("RAck", r)).into_iter().collect();
+        let bytes = build::request(
+            &build::RequestHead {
+                method: &method,
+                request_uri: &leg.remote_target,
+                via_sent_by: &leg.sent_by,
+                branch: &branch,
+                max_forwards: request.max_forwards().unwrap_or(70).saturating_sub(1),
+                from: &leg.local,
+                to: &leg.remote,
+                call_id: &leg.call_id,
+                cseq: leg.local_cseq,
+                route_set: &leg.route_set,
+                contact: refreshes.then_some(leg.contact.as_str()),
+            },
+            Some(&request),
+            &self.policy,
+            &extra,
+            &body,
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        let Ok(out) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(realm, &out);
+        match self
+            .tx
+            .send_request(now, out, peer, transport == Transport::Tcp)
+        {
+            Ok(client) => {
+                self.routes_of.insert(
+                    TransactionId::Client(client),
+                    (listener, transport, connection),
+                );
+                self.clients
+                    .insert(client, (call.id, to, ClientRole::Relay(server)));
+                call.relayed.insert(server, request);
+            }
+            Err(_) => self.reply(now, server, &request, 503, &[]),
+        }
+        Ok(())
+    }
+
+    /// Relays the ACK for a 2xx from `from` to the other leg (with the
+    /// answer of a late offer anchored).
+    fn relay_ack(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        ack: Message,
+    ) -> Result<(), ()> {
+        let body = match self.maybe_anchor(now, call, from, &ack) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(_)) => Vec::new(),
+        };
+        let to = from.other();
+        let Some(leg) = leg_ref(call, to) else {
+            return Ok(());
+        };
+        let branch = self.ids.branch();
+        let bytes = build::request(
+            &build::RequestHead {
+                method: "ACK",
+                request_uri: &leg.remote_target,
+                via_sent_by: &leg.sent_by,
+                branch: &branch,
+                max_forwards: 70,
+                from: &leg.local,
+                to: &leg.remote,
+                call_id: &leg.call_id,
+                cseq: leg.local_cseq,
+                route_set: &leg.route_set,
+                contact: None,
+            },
+            Some(&ack),
+            &self.policy,
+            &[],
+            &body,
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        if let Ok(msg) = Message::parse(&bytes) {
+            self.sip_event(realm, &msg);
+        }
+        if to == Side::B {
+            call.b_ack = Some(bytes.clone());
+        }
+        self.send_direct(listener, transport, peer, connection, bytes);
+        Ok(())
+    }
+
+    // ---- responses -----------------------------------------------------------
+
+    fn on_tx_event(&mut self, now: Instant, event: transaction::Event) {
+        match event {
+            transaction::Event::Response { id, response } => {
+                let Some(&(call_no, side, role)) = self.clients.get(&id) else {
+                    return;
+                };
+                if let Some(call) = self.calls.get(&call_no)
+                    && let Some(leg) = leg_ref(call, side)
+                {
+                    let realm = leg.realm;
+                    self.sip_event_in(realm, &response);
+                }
+                let Some(mut call) = self.calls.remove(&call_no) else {
+                    return;
+                };
+                match role {
+                    ClientRole::Invite => self.on_b_invite_response(now, &mut call, response),
+                    ClientRole::Relay(server) => {
+                        if response.status().is_some_and(|s| s >= 200) {
+                            self.learn_remote_target(&mut call, side, &response);
+                        }
+                        call.pending.push_back(Pending::Response {
+                            from: side,
+                            server,
+                            response,
+                        });
+                        self.run_pending(now, &mut call);
+                    }
+                    ClientRole::Cancel => {}
+                    ClientRole::Bye => {
+                        if response.status().is_some_and(|s| s >= 200) {
+                            call.byes = call.byes.saturating_sub(1);
+                        }
+                    }
+                }
+                self.put_back(now, call);
+            }
+            transaction::Event::Timeout { id } | transaction::Event::TransportError { id } => {
+                let TransactionId::Client(client) = id else {
+                    return;
+                };
+                let Some(&(call_no, _, role)) = self.clients.get(&client) else {
+                    return;
+                };
+                let Some(mut call) = self.calls.remove(&call_no) else {
+                    return;
+                };
+                let cause = if matches!(event, transaction::Event::Timeout { .. }) {
+                    FailoverCause::Timeout
+                } else {
+                    FailoverCause::TransportError
+                };
+                match role {
+                    ClientRole::Invite => {
+                        self.b_invite_failed(now, &mut call, None, Some(cause), None)
+                    }
+                    ClientRole::Relay(server) => {
+                        let status = if cause == FailoverCause::Timeout {
+                            408
+                        } else {
+                            503
+                        };
+                        if let Some(request) = call.relayed.remove(&server) {
+                            self.reply(now, server, &request, status, &[]);
+                        }
+                    }
+                    ClientRole::Bye => call.byes = call.byes.saturating_sub(1),
+                    ClientRole::Cancel => {}
+                }
+                self.put_back(now, call);
+            }
+            transaction::Event::Terminated { id } => {
+                self.routes_of.remove(&id);
+                match id {
+                    TransactionId::Client(client) => {
+                        self.clients.remove(&client);
+                    }
+                    TransactionId::Server(server) => {
+                        self.servers.remove(&server);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_b_invite_response(&mut self, now: Instant, call: &mut Call, response: Message) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        if let Some(b) = call.b.as_mut()
+            && let Some(tag) = response.to().and_then(|t| t.tag().map(str::to_owned))
+            && status > 100
+            && !b.remote_tag_known
+        {
+            b.remote = format!("{};tag={tag}", b.remote);
+            b.remote_tag_known = true;
+        }
+        if status < 200 {
+            if status > 100 {
+                call.b_provisional = true;
+                self.learn_remote_target(call, Side::B, &response);
+                if call.cancel_b {
+                    return self.cancel_b(now, call);
+                }
+                self.report_setup(now, call);
+                let server = call.a_server;
+                call.pending.push_back(Pending::Response {
+                    from: Side::B,
+                    server,
+                    response,
+                });
+                self.run_pending(now, call);
+            } else if call.cancel_b {
+                call.b_provisional = true;
+                self.cancel_b(now, call);
+            }
+            return;
+        }
+        if (200..300).contains(&status) {
+            if let Some(ack) = call.b_ack.clone() {
+                // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+                if let Some(b) = call.b.as_ref() {
+                    self.send_direct(b.listener, b.transport, b.peer, b.connection, ack);
+                }
+                return;
+            }
+            // The INVITE transaction is settled (Accepted: further 2xx
+            // still come here, and meet `b_ack` above).
+            call.b_invite = None;
+            if call.cancel_b || call.a_final || call.phase == Phase::Ending {
+                // The 2xx raced our CANCEL (or the call already failed on A):
+                // confirm and end B's dialog.
+                self.learn_route_set(call, &response);
+                self.learn_remote_target(call, Side::B, &response);
+                self.ack_b_directly(call);
+                call.phase = Phase::Ending;
+                self.send_bye(now, call, Side::B);
+                return;
+            }
+            if call.phase != Phase::Setup {
+                return; // a second 2xx (forked): ignored beyond the first
+            }
+            self.learn_route_set(call, &response);
+            self.learn_remote_target(call, Side::B, &response);
+            let server = call.a_server;
+            call.pending.push_back(Pending::Response {
+                from: Side::B,
+                server,
+                response,
+            });
+            self.run_pending(now, call);
+            return;
+        }
+        self.b_invite_failed(now, call, Some(status), None, Some(response));
+    }
+
+    fn b_invite_failed(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        status: Option<u16>,
+        cause: Option<FailoverCause>,
+        response: Option<Message>,
+    ) {
+        call.b_invite = None;
+        if call.a_final || call.cancel_b {
+            return;
+        }
+        if !call.b_provisional
+            && routing::fails_over(&call.plan, status, cause)
+            && call.next_target < call.plan.targets.len()
+        {
+            call.a_status = status.unwrap_or(408);
+            return self.try_next_target(now, call);
+        }
+        let status = status.unwrap_or(if cause == Some(FailoverCause::Timeout) {
+            408
+        } else {
+            503
+        });
+        match response {
+            Some(response) => {
+                // Relay the trunk's failure with what may cross (3xx Contacts
+                // name the far side and never do: `copy_headers` drops them).
+                let server = call.a_server;
+                let reason =
+                    String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+                let local_tag = call.a.local_tag.clone();
+                let bytes = build::response(
+                    &call.a_invite,
+                    status,
+                    &reason,
+                    Some(&local_tag),
+                    None,
+                    Some(&response),
+                    &self.policy,
+                    &[],
+                    b"",
+                );
+                call.a_status = status;
+                call.a_final = true;
+                call.ended_by = Some(EndedBy::Callee);
+                if let Ok(msg) = Message::parse(&bytes) {
+                    self.sip_event(call.a.realm, &msg);
+                    let _ = self.tx.send_response(now, server, msg);
+                }
+            }
+            None => self.fail_call(now, call, status, EndedBy::Sbc("trunk did not answer")),
+        }
+    }
+
+    /// Relays a response from `from` onto `server` (a transaction of the other leg).
+    fn relay_response(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server: ServerId,
+        response: Message,
+    ) -> Result<(), ()> {
+        let Some(status) = response.status() else {
+            return Ok(());
+        };
+        let body = match self.maybe_anchor(now, call, from, &response) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(_)) => Vec::new(),
+        };
+        let to = from.other();
+        let request = if server == call.a_server {
+            call.a_invite.clone()
+        } else {
+            match call.relayed.get(&server) {
+                Some(r) => r.clone(),
+                None => return Ok(()),
+            }
+        };
+        let Some(leg) = leg_ref(call, to) else {
+            return Ok(());
+        };
+        let contact = (status > 100 && status < 300).then_some(leg.contact.as_str());
+        let tag = leg.local_tag.clone();
+        let realm = leg.realm;
+        let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+        let bytes = build::response(
+            &request,
+            status,
+            &reason,
+            Some(&tag),
+            contact,
+            Some(&response),
+            &self.policy,
+            &[],
+            &body,
+        );
+        let Ok(msg) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(realm, &msg);
+        if server == call.a_server && (200..300).contains(&status) {
+            call.a_status = status;
+            call.a_final = true;
+            call.phase = Phase::Answered;
+            call.answered = Some(now);
+            self.report_setup(now, call);
+            let t1 = Timers::default().t1;
+            call.a_2xx = Some((bytes, t1, now + Timers::default().t1x64()));
+            self.timers.push(Reverse((now + t1, call.id)));
+        } else if status >= 200 {
+            call.relayed.remove(&server);
+        }
+        let _ = self.tx.send_response(now, server, msg);
+        Ok(())
+    }
+
+    fn report_setup(&mut self, now: Instant, call: &mut Call) {
+        if !call.setup_reported {
+            call.setup_reported = true;
+            self.events.push_back(CoreEvent::CallSetup {
+                call: call.id,
+                setup: now.saturating_duration_since(call.started),
+            });
+        }
+    }
+
+    fn learn_remote_target(&mut self, call: &mut Call, side: Side, msg: &Message) {
+        let target = msg
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| match c {
+                sip::header::Contact::Addr(addr) => {
+                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
+                }
+                sip::header::Contact::Star => None,
+            });
+        if let (Some(target), Some(leg)) = (target, leg_mut(call, side)) {
+            leg.remote_target = target;
+        }
+    }
+
+    fn learn_route_set(&mut self, call: &mut Call, response: &Message) {
+        // A UAC's route set is the Record-Route of the 2xx, reversed (§12.1.2).
+        let mut routes: Vec<String> = response
+            .values(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        routes.reverse();
+        if let Some(b) = call.b.as_mut() {
+            b.route_set = routes;
+        }
+    }
+
+    fn on_stray_response(&mut self, _now: Instant, response: Message) {
+        // A 2xx for B's INVITE after its transaction ended: re-ACK it.
+        if !response.status().is_some_and(|s| (200..300).contains(&s)) {
+            return;
+        }
+        let Some(call_id) = response
+            .call_id()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+        else {
+            return;
+        };
+        let Some(tag) = response.from().and_then(|f| f.tag().map(str::to_owned)) else {
+            return;
+        };
+        let Some(&(call_no, Side::B)) = self.dialogs.get(&(call_id, tag)) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&call_no) else {
+            return;
+        };
+        if let (Some(ack), Some(b)) = (call.b_ack.clone(), call.b.as_ref()) {
+            let (listener, transport, peer, connection) =
+                (b.listener, b.transport, b.peer, b.connection);
+            self.send_direct(listener, transport, peer, connection, ack);
+        }
+    }
+
+    /// ACKs B's 2xx without anything from A (a 2xx that raced a CANCEL).
+    fn ack_b_directly(&mut self, call: &mut Call) {
+        let Some(b) = call.b.as_ref() else { return };
+        let branch = self.ids.branch();
+        let bytes = build::request(
+            &build::RequestHead {
+                method: "ACK",
+                request_uri: &b.remote_target,
+                via_sent_by: &b.sent_by,
+                branch: &branch,
+                max_forwards: 70,
+                from: &b.local,
+                to: &b.remote,
+                call_id: &b.call_id,
+                cseq: b.local_cseq,
+                route_set: &b.route_set,
+                contact: None,
+            },
+            None,
+            &self.policy,
+            &[],
+            b"",
+        );
+        let (listener, transport, peer, connection) =
+            (b.listener, b.transport, b.peer, b.connection);
+        call.b_ack = Some(bytes.clone());
+        self.send_direct(listener, transport, peer, connection, bytes);
+    }
+
+    // ---- teardown --------------------------------------------------------------
+
+    /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
+    fn fail_call(&mut self, now: Instant, call: &mut Call, status: u16, by: EndedBy) {
+        if !call.a_final {
+            self.respond_a(now, call, status, None);
+        }
+        call.ended_by.get_or_insert(by);
+        call.pending.clear();
+        if call.b_invite.is_some() {
+            call.cancel_b = true;
+            self.cancel_b(now, call);
+        }
+    }
+
+    fn respond_a(&mut self, now: Instant, call: &mut Call, status: u16, reason: Option<&str>) {
+        let retry = self.retry_after.to_string();
+        let extra: Vec<(&str, &str)> = if status == 503 {
+            vec![("Retry-After", retry.as_str())]
+        } else {
+            Vec::new()
+        };
+        let reason = reason.unwrap_or(sip::error::standard_reason(status));
+        let bytes = build::response(
+            &call.a_invite,
+            status,
+            reason,
+            Some(&call.a.local_tag),
+            None,
+            None,
+            &self.policy,
+            &extra,
+            b"",
+        );
+        call.a_status = status;
+        call.a_final = true;
+        if let Ok(msg) = Message::parse(&bytes) {
+            self.sip_event(call.a.realm, &msg);
+            let _ = self.tx.send_response(now, call.a_server, msg);
+        }
+    }
+
+    /// Ends an established (or establishing) call from the SBC's side.
+    fn teardown(&mut self, now: Instant, call: &mut Call, by: EndedBy) {
+        call.ended_by.get_or_insert(by);
+        match call.phase {
+            Phase::Setup => self.fail_call(now, call, 503, by),
+            Phase::Answered | Phase::Confirmed => {
+                call.phase = Phase::Ending;
+                call.a_2xx = None;
+                self.send_bye(now, call, Side::A);
+                self.send_bye(now, call, Side::B);
+                self.release_media(call);
+            }
+            Phase::Ending => {}
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side) {
+        let Some(leg) = leg_mut(call, side) else {
+            return;
+        };
+        if side == Side::B && !leg.remote_tag_known {
+            return;
+        }
+        leg.local_cseq += 1;
+        let branch = self.ids.branch();
+        let bytes = build::request(
+            &build::RequestHead {
+                method: "BYE",
+                request_uri: &leg.remote_target,
+                via_sent_by: &leg.sent_by,
+                branch: &branch,
+                max_forwards: 70,
+                from: &leg.local,
+                to: &leg.remote,
+                call_id: &leg.call_id,
+                cseq: leg.local_cseq,
+                route_set: &leg.route_set,
+                contact: None,
+            },
+            None,
+            &self.policy,
+            &[],
+            b"",
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        let Ok(msg) = Message::parse(&bytes) else {
+            return;
+        };
+        self.sip_event(realm, &msg);
+        if let Ok(client) = self
+            .tx
+            .send_request(now, msg, peer, transport == Transport::Tcp)
+        {
+            self.routes_of.insert(
+                TransactionId::Client(client),
+                (listener, transport, connection),
+            );
+            self.clients
+                .insert(client, (call.id, side, ClientRole::Bye));
+            call.byes += 1;
+        }
+    }
+
+    fn release_media(&mut self, call: &mut Call) {
+        for (stream, _) in call.streams.iter().flatten() {
+            self.media_out
+                .push_back(MediaCommand::Release { stream: *stream });
+        }
+        call.streams.clear();
+    }
+
+    /// Whether nothing of the call is left in flight: A has its final
+    /// response and B's INVITE is settled (setup), or every BYE is answered.
+    fn finished(call: &Call) -> bool {
+        match call.phase {
+            Phase::Setup => call.a_final && call.b_invite.is_none(),
+            Phase::Ending => call.byes == 0 && call.b_invite.is_none(),
+            Phase::Answered | Phase::Confirmed => false,
+        }
+    }
+
+    fn call_timer(&mut self, now: Instant, call: &mut Call) {
+        // 2xx retransmission to A until its ACK (§13.3.1.4).
+        if let Some((bytes, interval, give_up)) = call.a_2xx.clone() {
+            if now >= give_up {
+                call.a_2xx = None;
+                self.teardown(now, call, EndedBy::Sbc("no ACK for 2xx"));
+                return;
+            }
+            if let Ok(msg) = Message::parse(&bytes) {
+                let _ = self.tx.send_response(now, call.a_server, msg);
+            }
+            let next = (interval * 2).min(Timers::default().t2);
+            call.a_2xx = Some((bytes, next, give_up));
+            self.timers.push(Reverse((now + next, call.id)));
+            return;
+        }
+        // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
+        if call.cancel_b
+            && let Some(client) = call.b_invite.take()
+        {
+            let _ = self.tx.terminate(client);
+        }
+    }
+
+    /// Puts a call back in the table, or reports and forgets it if it ended.
+    fn put_back(&mut self, now: Instant, mut call: Call) {
+        if !Self::finished(&call) {
+            self.calls.insert(call.id, call);
+            return;
+        }
+        self.release_media(&mut call);
+        if let Some(trunk) = call.trunk.take() {
+            self.trunks[trunk].release();
+        }
+        self.dialogs.retain(|_, (id, _)| *id != call.id);
+        self.servers.retain(|_, id| *id != call.id);
+        let text = |v: Option<&[u8]>| {
+            v.map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        self.events
+            .push_back(CoreEvent::CallEnded(Box::new(CallSummary {
+                call: call.id,
+                from_realm: self.realms[call.a.realm].name.clone(),
+                from_trunk: call.source_trunk.map(|t| self.trunks[t].name.clone()),
+                route: Some(call.plan.route.clone()),
+                trunks_tried: call.trunks_tried.clone(),
+                call_ids: (
+                    call.a.call_id.clone(),
+                    call.b.as_ref().map(|b| b.call_id.clone()),
+                ),
+                from: text(call.a_invite.header(HeaderName::From)),
+                to: text(call.a_invite.header(HeaderName::To)),
+                request_uri: text(call.a_invite.request_uri_bytes()),
+                started: call.started,
+                answered: call
+                    .answered
+                    .filter(|_| (200..300).contains(&call.a_status)),
+                ended: now,
+                status: call.a_status,
+                ended_by: call.ended_by.unwrap_or(EndedBy::Sbc("unknown")),
+            })));
+    }
+
+    // ---- media -------------------------------------------------------------------
+
+    fn run_pending(&mut self, now: Instant, call: &mut Call) {
+        while let Some(next) = call.pending.pop_front() {
+            let waiting = match next {
+                Pending::Invite => self
+                    .send_b_invite(now, call)
+                    .err()
+                    .map(|()| Pending::Invite),
+                Pending::Response {
+                    from,
+                    server,
+                    response,
+                } => {
+                    let keep = response.clone();
+                    self.relay_response(now, call, from, server, response)
+                        .err()
+                        .map(|()| Pending::Response {
+                            from,
+                            server,
+                            response: keep,
+                        })
+                }
+                Pending::Request {
+                    from,
+                    server,
+                    request,
+                } => {
+                    let keep = request.clone();
+                    self.relay_request(now, call, from, server, request)
+                        .err()
+                        .map(|()| Pending::Request {
+                            from,
+                            server,
+                            request: keep,
+                        })
+                }
+                Pending::Ack { from, ack } => {
+                    let keep = ack.clone();
+                    self.relay_ack(now, call, from, ack)
+                        .err()
+                        .map(|()| Pending::Ack { from, ack: keep })
+                }
+            };
+            if let Some(waiting) = waiting {
+                call.pending.push_front(waiting);
+                return;
+            }
+        }
+    }
+
+    /// The body of `msg` as the other leg gets it: anchored SDP, or as is.
+    fn maybe_anchor(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        msg: &Message,
+    ) -> Result<Vec<u8>, AnchorFail> {
+        let body = msg.body();
+        let is_sdp = msg
+            .content_type()
+            .is_some_and(|ct| ct.is("application", "sdp"));
+        if body.is_empty() || !is_sdp {
+            return Ok(body.to_vec());
+        }
+        let source = leg_ref(call, from).map_or(call.a.peer.ip(), |l| l.peer.ip());
+        let body = body.to_vec();
+        match self.anchor(now, call, from, &body, source) {
+            Anchored::Ready(out) => Ok(out),
+            Anchored::Wait => Err(AnchorFail::Wait),
+            Anchored::Invalid(status) => Err(AnchorFail::Status(status)),
+        }
+    }
+
+    /// Anchors an SDP from `from`: allocates streams it adds, tells the media
+    /// layer where `from` wants media, and rewrites it for the other leg.
+    fn anchor(
+        &mut self,
+        _now: Instant,
+        call: &mut Call,
+        from: Side,
+        body: &[u8],
+        source: IpAddr,
+    ) -> Anchored {
+        let sdp = match Sdp::parse(body) {
+            Ok(sdp) => sdp,
+            Err(e) => return Anchored::Invalid(e.status_code()),
+        };
+        let offers = anchor::streams(&sdp, source);
+        let Some(b_realm) = call.b.as_ref().map(|b| b.realm) else {
+            return Anchored::Invalid(500);
+        };
+        if call.media_realm_b.is_some_and(|r| r != b_realm) {
+            // Failover to a trunk on another realm: anchor afresh there.
+            self.release_media(call);
+        }
+        call.media_realm_b = Some(b_realm);
+        if call.streams.len() < offers.len() {
+            call.streams.resize(offers.len(), None);
+        }
+        let mut waiting = false;
+        for (index, offer) in offers.iter().enumerate() {
+            if offer.disabled {
+                continue;
+            }
+            match &call.streams[index] {
+                Some((_, None)) => waiting = true,
+                Some((_, Some(_))) => {}
+                None => {
+                    let stream = StreamId(self.next_stream);
+                    self.next_stream += 1;
+                    self.streams.insert(stream, call.id);
+                    call.streams[index] = Some((stream, None));
+                    let spec = |realm: usize| LegSpec {
+                        local_ip: self.realms[realm].media_ip,
+                        rtcp: RtcpMode::Pair,
+                        latch: self.latch,
+                    };
+                    self.media_out.push_back(MediaCommand::Allocate {
+                        stream,
+                        legs: [spec(call.a.realm), spec(b_realm)],
+                    });
+                    waiting = true;
+                }
+            }
+        }
+        if waiting {
+            return Anchored::Wait;
+        }
+        let to = from.other();
+        let mut endpoints = Vec::with_capacity(offers.len());
+        for (index, offer) in offers.iter().enumerate() {
+            let slot = call.streams.get(index).copied().flatten();
+            match (offer.disabled, slot) {
+                (false, Some((stream, Some(legs)))) => {
+                    self.media_out.push_back(MediaCommand::SetRemote {
+                        stream,
+                        leg: from.media(),
+                        remote: offer.remote,
+                    });
+                    self.media_out.push_back(MediaCommand::SetDirection {
+                        stream,
+                        leg: from.media(),
+                        direction: offer.direction,
+                    });
+                    endpoints.push(Some(legs[to.media().index()]));
+                }
+                _ => endpoints.push(None),
+            }
+        }
+        let media_ip = match to {
+            Side::A => self.realms[call.a.realm].media_ip,
+            Side::B => self.realms[b_realm].media_ip,
+        };
+        match anchor::rewrite(&sdp, media_ip, &endpoints) {
+            Ok(out) => Anchored::Ready(out),
+            Err(e) => Anchored::Invalid(e.status_code()),
+        }
+    }
+
+    // ---- output ------------------------------------------------------------------
+
+    /// Moves transaction output into the core's queues and reacts to
+    /// transaction events until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.tx.poll_transmit() {
+                progressed = true;
+                if let Some(&(listener, transport, connection)) = self.routes_of.get(&t.id) {
+                    self.out.push_back(Outbound {
+                        transport,
+                        from_listener: listener,
+                        to: t.remote,
+                        connection,
+                        bytes: t.bytes,
+                    });
+                }
+            }
+            while let Some(event) = self.tx.poll_event() {
+                progressed = true;
+                self.on_tx_event(now, event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn send_direct(
+        &mut self,
+        listener: ListenerId,
+        transport: Transport,
+        to: SocketAddr,
+        connection: Option<ConnectionId>,
+        bytes: Vec<u8>,
+    ) {
+        self.out.push_back(Outbound {
+            transport,
+            from_listener: listener,
+            to,
+            connection,
+            bytes,
+        });
+    }
+
+    fn sip_event(&mut self, realm: usize, msg: &Message) {
+        self.events.push_back(CoreEvent::Sip {
+            realm: self.realms[realm].name.clone(),
+            inbound: false,
+            method: msg.method(),
+            status: msg.status(),
+        });
+    }
+
+    fn sip_event_in(&mut self, realm: usize, msg: &Message) {
+        self.events.push_back(CoreEvent::Sip {
+            realm: self.realms[realm].name.clone(),
+            inbound: true,
+            method: msg.method(),
+            status: msg.status(),
+        });
+    }
+}
+
+enum Anchored {
+    Ready(Vec<u8>),
+    Wait,
+    Invalid(u16),
+}
+
+enum AnchorFail {
+    Wait,
+    Status(u16),
+}
+
+/// Where an inbound message came from and arrived.
+struct Meta {
+    realm: usize,
+    listener: ListenerId,
+    transport: Transport,
+    remote: SocketAddr,
+    connection: Option<ConnectionId>,
+}
+
+impl Meta {
+    /// Where responses to `request` go (§18.2.2, RFC 3581).
+    fn reply_to(&self, request: &Message) -> SocketAddr {
+        match request.top_via() {
+            Some(via) => crate::transport::nat::response_target(&via, self.remote, self.transport),
+            None => self.remote,
+        }
+    }
+}
+
+fn inbound_meta(inbound: &Inbound, realm: usize) -> Meta {
+    Meta {
+        realm,
+        listener: inbound.listener,
+        transport: inbound.transport,
+        remote: inbound.remote,
+        connection: inbound.connection,
+    }
+}
+
+fn leg_ref(call: &Call, side: Side) -> Option<&LegState> {
+    match side {
+        Side::A => Some(&call.a),
+        Side::B => call.b.as_ref(),
+    }
+}
+
+fn leg_mut(call: &mut Call, side: Side) -> Option<&mut LegState> {
+    match side {
+        Side::A => Some(&mut call.a),
+        Side::B => call.b.as_mut(),
+    }
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+fn sent_by(transport: Transport, addr: SocketAddr) -> String {
+    let name = match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    };
+    format!("SIP/2.0/{name} {}", host_port(addr))
+}
+
+fn contact_uri(transport: Transport, addr: SocketAddr) -> String {
+    match transport {
+        Transport::Udp => format!("<sip:sbc@{}>", host_port(addr)),
+        Transport::Tcp => format!("<sip:sbc@{};transport=tcp>", host_port(addr)),
+    }
+}
+
+/// `RAck: rseq cseq method` names the INVITE's CSeq on the leg it came
+/// from; on the other leg the INVITE had that leg's CSeq (RFC 3262 §7.2).
+fn renumber_rack(rack: &str, call: &Call, to: Side) -> String {
+    let mut parts = rack.split_whitespace();
+    let (Some(rseq), Some(_), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
+        return rack.to_owned();
+    };
+    // Reliable provisionals answer the initial INVITE: CSeq 1 on leg B
+    // (every B leg starts there), as received on leg A.
+    let cseq = match to {
+        Side::B => 1,
+        Side::A => call.a_invite.cseq().map_or(1, |c| c.seq),
+    };
+    format!("{rseq} {cseq} {method}")
+}
+
+fn leg_json(leg: &LegState, realms: &[RealmInfo]) -> serde_json::Value {
+    serde_json::json!({
+        "realm": realms.get(leg.realm).map(|r| r.name.clone()),
+        "transport": leg.transport.to_string(),
+        "peer": leg.peer.to_string(),
+        "call_id": leg.call_id,
+    })
+}

@@ -1,0 +1,247 @@
+//! Route selection and per-trunk admission (pure).
+//!
+//! A call takes the first route, in configuration order, whose every given
+//! condition holds: source realm, source trunk (the peer whose address the
+//! request came from), Request-URI user prefix and domain. The route's
+//! targets are tried in order; a failure listed in its `failover_on` moves
+//! the call to the next target. A trunk admits a call only under its
+//! concurrent-call limit and its calls-per-second limit (a token bucket,
+//! driven by `now`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{FailoverCause, Route};
+
+/// A route chosen for a call: trunk indices to try, and when to move on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The route's name (for logs and CDRs).
+    pub route: String,
+    /// Indices into the core's trunk table, in order.
+    pub targets: Vec<usize>,
+    /// Which failures move to the next target.
+    pub failover_on: Vec<FailoverCause>,
+}
+
+/// What a call looks like to routing.
+#[derive(Clone, Copy, Debug)]
+pub struct CallFacts<'a> {
+    /// The realm it arrived on.
+    pub realm: &'a str,
+    /// The trunk it came from, if the source matched one.
+    pub trunk: Option<&'a str>,
+    /// The Request-URI user part (as written; escapes are not decoded).
+    pub user: &'a [u8],
+    /// The Request-URI host.
+    pub domain: &'a str,
+}
+
+/// The first route matching `call`, with its targets resolved to indices by
+/// `trunk_index`; `None` when no route matches (the caller answers 404).
+pub fn select(
+    routes: &[Route],
+    call: &CallFacts<'_>,
+    trunk_index: impl Fn(&str) -> Option<usize>,
+) -> Option<Plan> {
+    let route = routes.iter().find(|r| {
+        let m = &r.matches;
+        m.source_realm
+            .as_deref()
+            .is_none_or(|realm| realm == call.realm)
+            && m.source_trunk
+                .as_deref()
+                .is_none_or(|trunk| Some(trunk) == call.trunk)
+            && m.user_prefix
+                .as_deref()
+                .is_none_or(|p| call.user.starts_with(p.as_bytes()))
+            && m.domain
+                .as_deref()
+                .is_none_or(|d| d.eq_ignore_ascii_case(call.domain))
+    })?;
+    Some(Plan {
+        route: route.name.clone(),
+        targets: route
+            .targets
+            .iter()
+            .filter_map(|t| trunk_index(t))
+            .collect(),
+        failover_on: route.failover_on.clone(),
+    })
+}
+
+/// Whether a failure moves a call on to the next target.
+pub fn fails_over(plan: &Plan, status: Option<u16>, cause: Option<FailoverCause>) -> bool {
+    let wanted = |c: FailoverCause| plan.failover_on.contains(&c);
+    match (status, cause) {
+        (_, Some(cause)) => wanted(cause),
+        (Some(408), None) => wanted(FailoverCause::Status408),
+        (Some(500..=599), None) => wanted(FailoverCause::Status5xx),
+        _ => false,
+    }
+}
+
+/// A trunk's live state: its address, its limits and what it is carrying.
+#[derive(Clone, Debug)]
+pub struct TrunkState {
+    /// The trunk's name.
+    pub name: String,
+    /// Its realm (index into the core's realm table).
+    pub realm: usize,
+    /// Where requests go; `None` when its host name did not resolve.
+    pub address: Option<SocketAddr>,
+    /// Concurrent-call limit.
+    pub max_calls: Option<u32>,
+    /// Calls-per-second limit.
+    pub max_cps: Option<u32>,
+    /// Calls up now.
+    pub active: u32,
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+/// Why a trunk refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// At its concurrent-call limit.
+    Calls,
+    /// Over its calls-per-second rate.
+    Rate,
+}
+
+impl TrunkState {
+    /// A trunk with nothing up.
+    pub fn new(
+        name: String,
+        realm: usize,
+        address: Option<SocketAddr>,
+        max_calls: Option<u32>,
+        max_cps: Option<u32>,
+    ) -> Self {
+        Self {
+            name,
+            realm,
+            address,
+            max_calls,
+            max_cps,
+            active: 0,
+            tokens: max_cps.map_or(0.0, f64::from),
+            refilled: None,
+        }
+    }
+
+    /// Takes one call if the limits allow (and counts it as active).
+    pub fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
+        if self.max_calls.is_some_and(|max| self.active >= max) {
+            return Err(Refusal::Calls);
+        }
+        if let Some(rate) = self.max_cps {
+            // A bucket of one second's worth of calls, refilled continuously.
+            let rate = f64::from(rate);
+            let elapsed = self
+                .refilled
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            self.tokens = (self.tokens + elapsed.as_secs_f64() * rate).min(rate);
+            self.refilled = Some(now);
+            if self.tokens < 1.0 {
+                return Err(Refusal::Rate);
+            }
+            self.tokens -= 1.0;
+        }
+        self.active += 1;
+        Ok(())
+    }
+
+    /// A call this trunk admitted has ended.
+    pub fn release(&mut self) {
+        self.active = self.active.saturating_sub(1);
+    }
+
+    /// Carries the live counts over from the same trunk of an older config.
+    pub fn carry_over(&mut self, old: &TrunkState) {
+        self.active = old.active;
+        self.tokens = old.tokens.min(self.max_cps.map_or(0.0, f64::from));
+        self.refilled = old.refilled;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteMatch;
+
+    fn route(name: &str, m: RouteMatch, targets: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            matches: m,
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            failover_on: vec![FailoverCause::Status5xx, FailoverCause::Timeout],
+        }
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let routes = vec![
+            route(
+                "uk",
+                RouteMatch {
+                    user_prefix: Some("+44".into()),
+                    ..RouteMatch::default()
+                },
+                &["uk-carrier", "backup"],
+            ),
+            route(
+                "from-outside",
+                RouteMatch {
+                    source_realm: Some("outside".into()),
+                    ..RouteMatch::default()
+                },
+                &["pbx"],
+            ),
+        ];
+        let index = |name: &str| {
+            ["uk-carrier", "backup", "pbx"]
+                .iter()
+                .position(|t| *t == name)
+        };
+        let call = |user: &'static str, realm: &'static str| CallFacts {
+            realm,
+            trunk: None,
+            user: user.as_bytes(),
+            domain: "example.com",
+        };
+        let uk = select(&routes, &call("+4420", "inside"), index).expect("uk route");
+        assert_eq!(
+            (uk.route.as_str(), uk.targets.as_slice()),
+            ("uk", [0, 1].as_slice())
+        );
+        let pbx = select(&routes, &call("+4930", "outside"), index).expect("realm route");
+        assert_eq!(pbx.targets, [2]);
+        assert!(select(&routes, &call("+4930", "inside"), index).is_none());
+        assert!(fails_over(&uk, Some(503), None));
+        assert!(!fails_over(&uk, Some(486), None));
+        assert!(!fails_over(&uk, Some(408), None));
+        assert!(fails_over(&uk, None, Some(FailoverCause::Timeout)));
+        assert!(!fails_over(&uk, None, Some(FailoverCause::TransportError)));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a virtual clock's origin
+    fn trunk_limits_refuse_and_recover() {
+        let t0 = Instant::now();
+        let mut trunk = TrunkState::new("t".into(), 0, None, Some(2), Some(2));
+        assert_eq!(trunk.admit(t0), Ok(()));
+        assert_eq!(trunk.admit(t0), Ok(()));
+        assert_eq!(trunk.admit(t0), Err(Refusal::Calls));
+        trunk.release();
+        trunk.release();
+        // The two tokens of this second are spent.
+        assert_eq!(trunk.admit(t0), Err(Refusal::Rate));
+        // Half a second refills one.
+        assert_eq!(trunk.admit(t0 + Duration::from_millis(500)), Ok(()));
+        assert_eq!(
+            trunk.admit(t0 + Duration::from_millis(500)),
+            Err(Refusal::Rate)
+        );
+    }
+}

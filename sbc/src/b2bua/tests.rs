@@ -1,0 +1,689 @@
+//! Deterministic simulations of call flows through the core: a virtual clock,
+//! a media backend that anchors on a port counter, and peers written as raw
+//! SIP. Every test also scans what each side received for the other side's
+//! addresses and identifiers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::media::command::{LocalEndpoint, MediaCommand, MediaEvent};
+use crate::sip::response::respond;
+use crate::transport::{Inbound, ListenerId, Received, Transport};
+
+const CONFIG: &str = r#"
+[limits]
+max_calls = 10
+[media]
+port_min = 30000
+port_max = 30999
+[[realm]]
+name = "outside"
+listen = [{ transport = "udp", address = "192.0.2.1:5060" }]
+media = { address = "192.0.2.1" }
+[[realm]]
+name = "inside"
+listen = [{ transport = "udp", address = "198.51.100.1:5060" }]
+media = { address = "198.51.100.1" }
+[[trunk]]
+name = "pbx"
+realm = "inside"
+address = "198.51.100.3:5060"
+[[trunk]]
+name = "pbx2"
+realm = "inside"
+address = "198.51.100.5:5060"
+[[route]]
+name = "to-pbx"
+match = { source_realm = "outside" }
+targets = ["pbx", "pbx2"]
+failover_on = ["5xx", "timeout", "transport-error"]
+"#;
+
+/// The caller: a phone behind NAT, on the outside realm.
+const CALLER: &str = "203.0.113.7:5062";
+const PBX: &str = "198.51.100.3:5060";
+const PBX2: &str = "198.51.100.5:5060";
+
+/// What the caller side knows and the callee side must never see.
+const CALLER_SECRETS: &[&str] = &[
+    "203.0.113.7",
+    "10.9.8.7",
+    "caller-call-id",
+    "atag1",
+    "z9hG4bKcaller",
+    "PhoneAgent",
+];
+/// What the callee side knows and the caller must never see.
+const CALLEE_SECRETS: &[&str] = &[
+    "198.51.100.3",
+    "198.51.100.5",
+    "203.0.113.50",
+    "btag9",
+    "PbxServer",
+    "pbx-contact",
+];
+
+fn invite(sdp: bool) -> String {
+    let body = if sdp {
+        "v=0\r\no=phone 1 1 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=sendrecv\r\n"
+    } else {
+        ""
+    };
+    let ct = if sdp {
+        "Content-Type: application/sdp\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "INVITE sip:+4930555@192.0.2.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.9.8.7:5062;branch=z9hG4bKcaller1;rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@10.9.8.7>;tag=atag1\r\n\
+To: <sip:+4930555@192.0.2.1>\r\n\
+Call-ID: caller-call-id@10.9.8.7\r\n\
+CSeq: 10 INVITE\r\n\
+Contact: <sip:alice@10.9.8.7:5062>\r\n\
+User-Agent: PhoneAgent 3\r\n\
+Supported: timer\r\n\
+{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const CALLEE_SDP: &str = "v=0\r\no=pbx 7 7 IN IP4 203.0.113.50\r\ns=-\r\nc=IN IP4 203.0.113.50\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=sendrecv\r\n";
+
+struct Lab {
+    core: Core,
+    now: Instant,
+    next_port: u16,
+    /// Everything sent so far, by destination.
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+    media: Vec<MediaCommand>,
+    events: Vec<CoreEvent>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+impl Lab {
+    fn new(config: &str) -> Lab {
+        let config = Config::from_str_named(config, "test.toml").expect("valid config");
+        let listeners = vec![
+            ListenerInfo {
+                realm: "outside".into(),
+                transport: Transport::Udp,
+                addr: addr("192.0.2.1:5060"),
+            },
+            ListenerInfo {
+                realm: "inside".into(),
+                transport: Transport::Udp,
+                addr: addr("198.51.100.1:5060"),
+            },
+        ];
+        Lab {
+            core: Core::new(
+                &config,
+                listeners,
+                |_, _| None,
+                Box::new(SequentialIds::default()),
+            ),
+            // The virtual clock's origin; it only moves by `advance`.
+            #[allow(clippy::disallowed_methods)]
+            now: Instant::now(),
+            next_port: 30000,
+            sent: Vec::new(),
+            media: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn deliver(&mut self, listener: usize, from: &str, bytes: &[u8]) {
+        let received = match Message::parse(bytes) {
+            Ok(mut msg) => {
+                // What the transport does to every request (RFC 3581).
+                if msg.is_request() {
+                    crate::transport::nat::stamp_received(&mut msg, addr(from));
+                }
+                Received::Message(msg)
+            }
+            Err(error) => Received::Malformed {
+                error,
+                bytes: bytes.to_vec(),
+            },
+        };
+        let inbound = Inbound {
+            listener: ListenerId(listener),
+            transport: Transport::Udp,
+            local: if listener == 0 {
+                addr("192.0.2.1:5060")
+            } else {
+                addr("198.51.100.1:5060")
+            },
+            remote: addr(from),
+            connection: None,
+            received,
+        };
+        self.core.handle_inbound(self.now, inbound);
+        self.settle();
+    }
+
+    /// From the caller (outside realm).
+    fn caller_sends(&mut self, text: &str) {
+        self.deliver(0, CALLER, text.as_bytes());
+    }
+
+    /// From a trunk (inside realm).
+    fn trunk_sends(&mut self, trunk: &str, bytes: &[u8]) {
+        self.deliver(1, trunk, bytes);
+    }
+
+    /// Drains the core, anchoring every allocation on the next ports.
+    fn settle(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(out) = self.core.poll_transmit() {
+                busy = true;
+                self.sent.push((out.to, out.bytes));
+            }
+            while let Some(event) = self.core.poll_event() {
+                self.events.push(event);
+            }
+            let mut allocations = Vec::new();
+            while let Some(cmd) = self.core.poll_media() {
+                busy = true;
+                if let MediaCommand::Allocate { stream, legs } = &cmd {
+                    let mut endpoint = |ip: IpAddr| {
+                        let port = self.next_port;
+                        self.next_port += 2;
+                        LocalEndpoint {
+                            rtp: SocketAddr::new(ip, port),
+                            rtcp: Some(SocketAddr::new(ip, port + 1)),
+                        }
+                    };
+                    allocations.push(MediaEvent::Allocated {
+                        stream: *stream,
+                        legs: [endpoint(legs[0].local_ip), endpoint(legs[1].local_ip)],
+                    });
+                }
+                self.media.push(cmd);
+            }
+            for event in allocations {
+                self.core.handle_media_event(self.now, event);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(at) = self.core.poll_timeout() {
+            if at > until {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.core.handle_timeout(self.now);
+            self.settle();
+        }
+        self.now = until;
+    }
+
+    /// Messages sent to `to` since the last call, parsed.
+    fn take(&mut self, to: &str) -> Vec<Message> {
+        let to = addr(to);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(a, _)| *a == to);
+        self.sent = rest;
+        mine.into_iter()
+            .map(|(_, bytes)| {
+                scan(
+                    &bytes,
+                    if to == addr(CALLER) {
+                        CALLEE_SECRETS
+                    } else {
+                        CALLER_SECRETS
+                    },
+                );
+                Message::parse(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "core sent garbage ({e}): {}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn take_one(&mut self, to: &str, what: &str) -> Message {
+        let mut msgs = self.take(to);
+        let pos = msgs
+            .iter()
+            .position(|m| describe(m) == what)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what} to {to}; got {:?}",
+                    msgs.iter().map(describe).collect::<Vec<_>>()
+                )
+            });
+        msgs.remove(pos)
+    }
+
+    fn ended(&self) -> Option<&CallSummary> {
+        self.events.iter().find_map(|e| match e {
+            CoreEvent::CallEnded(summary) => Some(&**summary),
+            _ => None,
+        })
+    }
+}
+
+/// The topology scan: nothing of the other side in these bytes.
+fn scan(bytes: &[u8], secrets: &[&str]) {
+    let text = String::from_utf8_lossy(bytes);
+    for secret in secrets {
+        assert!(!text.contains(secret), "leaked {secret:?}:\n{text}");
+    }
+}
+
+fn describe(m: &Message) -> String {
+    match (m.method_bytes(), m.status()) {
+        (Some(method), _) => String::from_utf8_lossy(method).into_owned(),
+        (None, Some(status)) => status.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The callee's response to a request the core sent it.
+fn answer(request: &Message, status: u16, sdp: Option<&str>) -> Vec<u8> {
+    let extra = [
+        (HeaderName::Contact, "<sip:pbx-contact@198.51.100.3:5060>"),
+        (HeaderName::Server, "PbxServer 1"),
+    ];
+    let mut bytes = respond(request, status, "", Some("btag9"), &extra);
+    if let Some(sdp) = sdp {
+        let mut msg = Message::parse(&bytes).expect("parses");
+        msg.push_header("Content-Type", b"application/sdp");
+        msg.set_body(sdp.as_bytes());
+        bytes = msg.to_bytes();
+    }
+    bytes
+}
+
+fn in_dialog(
+    method: &str,
+    dialog: &Message,
+    from_callee: bool,
+    cseq: u32,
+    body: Option<&str>,
+) -> String {
+    // `dialog` is a message the peer received: reuse its dialog identifiers
+    // from the peer's point of view.
+    let call_id = String::from_utf8_lossy(dialog.call_id().expect("call-id")).into_owned();
+    let (from, to) = if from_callee {
+        (
+            String::from_utf8_lossy(dialog.header(HeaderName::To).expect("to")).into_owned(),
+            String::from_utf8_lossy(dialog.header(HeaderName::From).expect("from")).into_owned(),
+        )
+    } else {
+        (
+            String::from_utf8_lossy(dialog.header(HeaderName::From).expect("from")).into_owned(),
+            String::from_utf8_lossy(dialog.header(HeaderName::To).expect("to")).into_owned(),
+        )
+    };
+    let target = dialog
+        .contacts()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|c| match c {
+            sip::header::Contact::Addr(a) => {
+                Some(String::from_utf8_lossy(a.uri().as_bytes()).into_owned())
+            }
+            sip::header::Contact::Star => None,
+        })
+        .expect("contact");
+    let (via, contact) = if from_callee {
+        (
+            "SIP/2.0/UDP 198.51.100.3:5060;branch=z9hG4bKpbx",
+            "<sip:pbx-contact@198.51.100.3:5060>",
+        )
+    } else {
+        (
+            "SIP/2.0/UDP 10.9.8.7:5062;branch=z9hG4bKcaller",
+            "<sip:alice@10.9.8.7:5062>",
+        )
+    };
+    let body = body.unwrap_or("");
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: {via}{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: {contact}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Runs a call to the confirmed state; returns the INVITE the PBX got and
+/// the 200 the caller got.
+fn establish(lab: &mut Lab) -> (Message, Message) {
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let ack = in_dialog("ACK", &ok, false, 10, None);
+    lab.caller_sends(&ack);
+    let b_ack = lab.take_one(PBX, "ACK");
+    assert_eq!(b_ack.cseq().map(|c| c.seq), Some(1));
+    (b_invite, ok)
+}
+
+#[test]
+fn a_basic_call_crosses_with_nothing_of_either_side() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let trying = lab.take(CALLER);
+    assert!(trying.is_empty() || describe(&trying[0]) == "100");
+
+    let b_invite = lab.take_one(PBX, "INVITE");
+    assert_eq!(
+        b_invite.request_uri_bytes(),
+        Some(b"sip:+4930555@198.51.100.3:5060".as_slice())
+    );
+    assert_eq!(b_invite.max_forwards(), Some(69));
+    assert!(
+        b_invite.header(HeaderName::Supported).is_some(),
+        "extension headers cross"
+    );
+    let sdp = Sdp::parse(b_invite.body()).expect("anchored offer");
+    let media = sdp.media_section(0).expect("audio");
+    assert_eq!(
+        media.effective_connection().and_then(|c| c.ip),
+        Some("198.51.100.1".parse().expect("ip"))
+    );
+    assert!(media.port() >= 30000);
+
+    lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
+    let ringing = lab.take_one(CALLER, "180");
+    assert_eq!(
+        ringing.call_id(),
+        Some(b"caller-call-id@10.9.8.7".as_slice())
+    );
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let answer_sdp = Sdp::parse(ok.body()).expect("anchored answer");
+    assert_eq!(
+        answer_sdp.connection().and_then(|c| c.ip),
+        Some("192.0.2.1".parse().expect("ip"))
+    );
+    assert!(
+        ok.header(HeaderName::Contact)
+            .is_some_and(|c| c.starts_with(b"<sip:sbc@192.0.2.1"))
+    );
+
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
+    let b_ack = lab.take_one(PBX, "ACK");
+    assert_eq!(b_ack.call_id(), b_invite.call_id());
+
+    // The media layer was told where each side wants media.
+    let remotes: Vec<_> = lab
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            MediaCommand::SetRemote { leg, remote, .. } => Some((*leg, remote.rtp)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        remotes.contains(&(Leg::A, addr("10.9.8.7:4000"))),
+        "{remotes:?}"
+    );
+    assert!(
+        remotes.contains(&(Leg::B, addr("203.0.113.50:6000"))),
+        "{remotes:?}"
+    );
+
+    // The callee hangs up.
+    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
+    let bye_ok = lab.take_one(PBX, "200");
+    assert_eq!(
+        bye_ok.cseq().map(|c| c.method.to_owned()).as_deref(),
+        Some("BYE")
+    );
+    let a_bye = lab.take_one(CALLER, "BYE");
+    assert_eq!(
+        a_bye.request_uri_bytes(),
+        Some(b"sip:alice@10.9.8.7:5062".as_slice())
+    );
+    lab.caller_sends(std::str::from_utf8(&respond(&a_bye, 200, "", None, &[])).expect("utf8"));
+    let ended = lab.ended().expect("call ended");
+    assert_eq!((ended.status, ended.ended_by), (200, EndedBy::Callee));
+    assert!(ended.answered.is_some());
+    assert!(
+        lab.media
+            .iter()
+            .any(|c| matches!(c, MediaCommand::Release { .. }))
+    );
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
+#[test]
+fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
+    let mut lab = Lab::new(CONFIG);
+    let request = invite(true);
+    lab.caller_sends(&request);
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
+    let cancel = request
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    let cancel = cancel
+        .split("Content-Type")
+        .next()
+        .expect("head")
+        .to_owned()
+        + "Content-Length: 0\r\n\r\n";
+    lab.caller_sends(&cancel);
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert!(
+        to_caller.contains(&"200".to_owned()) && to_caller.contains(&"487".to_owned()),
+        "{to_caller:?}"
+    );
+    let b_cancel = lab.take_one(PBX, "CANCEL");
+    lab.trunk_sends(PBX, &respond(&b_cancel, 200, "", None, &[]));
+    lab.trunk_sends(PBX, &answer(&b_invite, 487, None));
+    let _ack = lab.take_one(PBX, "ACK");
+    let ended = lab.ended().expect("ended");
+    assert_eq!((ended.status, ended.ended_by), (487, EndedBy::Caller));
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
+#[test]
+fn a_503_fails_over_to_the_next_trunk() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&first, 503, None));
+    let second = lab.take_one(PBX2, "INVITE");
+    assert_ne!(second.call_id(), first.call_id(), "a new leg");
+    lab.trunk_sends(PBX2, &answer(&second, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    assert!(!lab.take(CALLER).iter().any(|m| describe(m) == "503"));
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
+    lab.take_one(PBX2, "ACK");
+}
+
+#[test]
+fn a_silent_trunk_times_out_into_failover() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    lab.take_one(PBX, "INVITE");
+    lab.advance(Duration::from_secs(31));
+    assert!(lab.take(PBX2).is_empty(), "timer B is 64*T1 = 32 s");
+    lab.advance(Duration::from_secs(2));
+    lab.take_one(PBX2, "INVITE");
+}
+
+#[test]
+fn busy_is_relayed_without_failover() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 486, None));
+    lab.take_one(CALLER, "486");
+    assert!(lab.take(PBX2).is_empty());
+    lab.take_one(PBX, "ACK");
+    assert_eq!(lab.ended().map(|e| e.status), Some(486));
+}
+
+#[test]
+fn late_offer_carries_the_answer_in_the_ack() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(false));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    assert!(b_invite.body().is_empty());
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    assert!(
+        Sdp::parse(ok.body()).is_ok(),
+        "the offer is anchored for the caller"
+    );
+    let answer_sdp = "v=0\r\no=phone 1 1 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, Some(answer_sdp)));
+    let b_ack = lab.take_one(PBX, "ACK");
+    let sdp = Sdp::parse(b_ack.body()).expect("anchored answer in the ACK");
+    assert_eq!(
+        sdp.connection().and_then(|c| c.ip),
+        Some("198.51.100.1".parse().expect("ip"))
+    );
+}
+
+#[test]
+fn the_2xx_is_retransmitted_until_acked_then_the_call_is_ended() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    lab.take_one(CALLER, "200");
+    lab.advance(Duration::from_millis(600));
+    lab.take_one(CALLER, "200");
+    lab.advance(Duration::from_secs(40));
+    let retransmits = lab
+        .take(CALLER)
+        .iter()
+        .filter(|m| describe(m) == "200")
+        .count();
+    assert!(retransmits >= 5, "T1 doubling to T2: {retransmits}");
+    // No ACK within 64*T1: BYE on both legs (§13.3.1.4).
+    let sent: Vec<String> = lab
+        .sent
+        .iter()
+        .map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        sent.iter().filter(|l| l.starts_with("BYE")).count() >= 2,
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_reinvite_for_hold_crosses_both_ways() {
+    let mut lab = Lab::new(CONFIG);
+    let (b_invite, _ok) = establish(&mut lab);
+    let hold = CALLEE_SDP.replace("a=sendrecv", "a=sendonly");
+    lab.trunk_sends(
+        PBX,
+        in_dialog("INVITE", &b_invite, true, 3, Some(&hold)).as_bytes(),
+    );
+    let a_reinvite = lab.take_one(CALLER, "INVITE");
+    assert_eq!(
+        a_reinvite.call_id(),
+        Some(b"caller-call-id@10.9.8.7".as_slice())
+    );
+    let sdp = Sdp::parse(a_reinvite.body()).expect("anchored");
+    assert_eq!(
+        sdp.media_section(0).map(|m| m.direction()),
+        Some(crate::sdp::Direction::SendOnly)
+    );
+    let held = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n";
+    let mut ok = Message::parse(&respond(
+        &a_reinvite,
+        200,
+        "",
+        None,
+        &[(HeaderName::Contact, "<sip:alice@10.9.8.7:5062>")],
+    ))
+    .expect("parses");
+    ok.push_header("Content-Type", b"application/sdp");
+    ok.set_body(held.as_bytes());
+    lab.caller_sends(std::str::from_utf8(&ok.to_bytes()).expect("utf8"));
+    let b_ok = lab.take_one(PBX, "200");
+    assert_eq!(b_ok.cseq().map(|c| c.seq), Some(3));
+    assert!(lab.media.iter().any(|c| matches!(
+        c,
+        MediaCommand::SetDirection {
+            direction: crate::media::command::Direction::SendOnly,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn out_of_dialog_options_is_answered_by_the_sbc() {
+    let mut lab = Lab::new(CONFIG);
+    let options = invite(false)
+        .replacen("INVITE sip", "OPTIONS sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 10 OPTIONS");
+    lab.caller_sends(&options);
+    let ok = lab.take_one(CALLER, "200");
+    assert!(ok.header(HeaderName::Allow).is_some());
+    assert!(lab.take(PBX).is_empty());
+}
+
+#[test]
+fn over_the_call_limit_new_calls_get_503_with_retry_after() {
+    let mut lab = Lab::new(&CONFIG.replace("max_calls = 10", "max_calls = 1"));
+    lab.caller_sends(&invite(true));
+    lab.take_one(PBX, "INVITE");
+    lab.caller_sends(
+        &invite(true)
+            .replace("caller-call-id", "second-call")
+            .replace("caller1", "caller2"),
+    );
+    let refused = lab.take_one(CALLER, "503");
+    assert!(refused.header(HeaderName::RetryAfter).is_some());
+    assert!(lab.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::Rejected {
+            reason: RejectReason::Admission,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn malformed_requests_are_answered_and_unknown_dialogs_get_481() {
+    let mut lab = Lab::new(CONFIG);
+    let bad = invite(true).replace("CSeq: 10 INVITE", "CSeq: 10 OPTIONS");
+    lab.caller_sends(&bad);
+    lab.take_one(CALLER, "400");
+    let stray_bye = invite(false)
+        .replacen("INVITE sip", "BYE sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 11 BYE")
+        .replace(
+            "To: <sip:+4930555@192.0.2.1>",
+            "To: <sip:+4930555@192.0.2.1>;tag=nosuch",
+        );
+    lab.caller_sends(&stray_bye);
+    lab.take_one(CALLER, "481");
+}
