@@ -13,11 +13,15 @@
 //!   verdict a server owes a malformed message. Pure.
 //! * [`sdp`]: the line-preserving SDP parser and rewriter (RFC 8866, RFC 3264,
 //!   RFC 3605, RFC 5761). Pure.
+//! * [`media`]: media anchoring: the command/event interface the call core
+//!   drives, port allocation and the flow/latching rules (pure), and the
+//!   userspace relay (a mio thread that owns the UDP sockets).
 //! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
 //!
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
 pub mod inspect;
+pub mod media;
 pub mod sdp;
 pub mod sip;
