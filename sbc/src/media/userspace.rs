@@ -192,7 +192,9 @@ impl UserspaceRelay {
             .name("media-relay".into())
             .spawn(move || {
                 // Readable only by this thread: where the kernel keeps its CPU time.
-                let _ = ready_tx.send(std::fs::read_link("/proc/thread-self").ok());
+                // (The link is relative: "<pid>/task/<tid>".)
+                let task = std::fs::read_link("/proc/thread-self").ok();
+                let _ = ready_tx.send(task.map(|t| PathBuf::from("/proc").join(t)));
                 relay.run();
             })
             .map_err(|source| RelayError::Start {
