@@ -11,9 +11,10 @@ use sbc::media::command::{
     Direction, LatchPolicy, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand, MediaError,
     MediaEvent, Remote, RtcpMode, StreamId, TimeoutReason,
 };
-use sbc::media::flow::FlowConfig;
+use sbc::media::flow::{FastCounts, FastFlow, FlowConfig};
 use sbc::media::ports::PortRange;
-use sbc::media::userspace::{RelayConfig, UserspaceRelay};
+use sbc::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
+use std::sync::{Arc, Mutex};
 
 const WAIT: Duration = Duration::from_secs(3);
 const S: StreamId = StreamId(1);
@@ -413,4 +414,84 @@ fn shutdown_closes_every_socket() {
     for addr in [local[0].rtp, local[1].rtp] {
         UdpSocket::bind(addr).unwrap_or_else(|e| panic!("{addr} still held after shutdown: {e}"));
     }
+}
+
+/// Every update the relay pushed to the fast path, in order.
+type Installed = Arc<Mutex<Vec<(StreamId, Vec<FastFlow>)>>>;
+
+/// A fast path that records what the relay installs and reports a fixed
+/// number of packets once, as the XDP backend would from its maps.
+struct Recorder {
+    installed: Installed,
+    report_once: Option<FastCounts>,
+}
+
+impl FastPath for Recorder {
+    fn update(&mut self, stream: StreamId, flows: &[FastFlow]) {
+        self.installed
+            .lock()
+            .expect("test lock")
+            .push((stream, flows.to_vec()));
+    }
+
+    fn collect(&mut self, counts: &mut Vec<FastCounts>) {
+        counts.extend(self.report_once.take());
+    }
+}
+
+#[test]
+fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
+    let n = 8;
+    let range = PortRange::new(41000, 41007).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.flow.inactivity_timeout = Duration::from_millis(400);
+    let installed: Installed = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        installed: Arc::clone(&installed),
+        report_once: Some(FastCounts {
+            stream: S,
+            leg: Leg::A,
+            packets: 1000,
+            bytes: 20_000,
+        }),
+    };
+    let relay = UserspaceRelay::start_with_fast_path(config, Some(Box::new(recorder)))
+        .expect("relay starts");
+    let local = allocate(&relay, n, S).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    callee.send_to(&rtp(0xb, 2), local[1].rtp).expect("send");
+    assert_eq!(recv(&caller).0, 2);
+    barrier(&relay);
+    let last = installed.lock().expect("test lock").last().cloned();
+    let Some((stream, flows)) = last else {
+        panic!("nothing installed")
+    };
+    assert_eq!(stream, S);
+    let caller_addr = caller.local_addr().expect("address");
+    let callee_addr = callee.local_addr().expect("address");
+    let mut seen: Vec<_> = flows
+        .iter()
+        .map(|f| (f.leg, f.local, f.source, f.route.from, f.route.to))
+        .collect();
+    seen.sort_by_key(|f| f.0 == Leg::B);
+    assert_eq!(
+        seen,
+        vec![
+            (Leg::A, local[0].rtp, caller_addr, local[1].rtp, callee_addr),
+            (Leg::B, local[1].rtp, callee_addr, local[0].rtp, caller_addr),
+        ]
+    );
+    // The fast path's report is taken in at the next timeout check.
+    std::thread::sleep(Duration::from_millis(300));
+    let [a, b] = release(&relay);
+    assert_eq!((a.packets_in, b.packets_out), (1001, 1001));
+    barrier(&relay);
+    let last = installed.lock().expect("test lock").last().cloned();
+    assert_eq!(last, Some((S, Vec::new())), "release uninstalls");
 }

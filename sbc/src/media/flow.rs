@@ -12,13 +12,20 @@
 //! maps once a flow latches.
 //!
 //! Drain order: after every `handle_command`, `on_packet` or `handle_timeout`,
-//! drain [`FlowTable::poll_event`] until `None`, and re-arm the timer from
+//! drain [`FlowTable::poll_event`] until `None`, then
+//! [`FlowTable::poll_changed`] until `None` (with or without a fast path: it
+//! is bounded only when drained), and re-arm the timer from
 //! [`FlowTable::poll_timeout`].
 //!
 //! Socket work: `handle_command` returns [`SocketWork`]: a backend binds the
 //! endpoints of a new stream and then calls [`FlowTable::confirm_allocation`]
 //! (which reports [`MediaEvent::Allocated`]) or
 //! [`FlowTable::abort_allocation`]; it closes the endpoints of a released one.
+//!
+//! Fast path: [`FlowTable::poll_changed`] names streams whose installable
+//! flows ([`FlowTable::fast_flows`]) changed; a fast path (XDP maps) replaces
+//! what it holds for them, and reports what it relayed itself through
+//! [`FlowTable::add_fast_counts`] so counters and inactivity stay right.
 //!
 //! Forwarding rules (per packet received on leg X, relayed out of leg Y):
 //! * not RTP/RTCP version 2 → dropped (malformed);
@@ -98,6 +105,39 @@ pub struct Route {
     pub to: SocketAddr,
 }
 
+/// A flow a fast path may forward without userspace: packets of `kind`
+/// arriving at `local` (the SBC's anchored address on `leg`) from `source`
+/// leave along `route`, unchanged but for the addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastFlow {
+    /// The stream.
+    pub stream: StreamId,
+    /// The leg the packets arrive on.
+    pub leg: Leg,
+    /// The anchored address they arrive at.
+    pub local: SocketAddr,
+    /// The latched peer they come from (the only source allowed).
+    pub source: SocketAddr,
+    /// RTP or RTCP (a muxed port lists both; RFC 5761 §4 tells them apart).
+    pub kind: PacketKind,
+    /// Where they go.
+    pub route: Route,
+}
+
+/// Packets a fast path relayed for one inbound leg of a stream since it last
+/// reported (deltas, not totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastCounts {
+    /// The stream.
+    pub stream: StreamId,
+    /// The leg the packets arrived on.
+    pub leg: Leg,
+    /// Packets relayed.
+    pub packets: u64,
+    /// Bytes relayed.
+    pub bytes: u64,
+}
+
 /// The decision for one received packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forward {
@@ -132,6 +172,8 @@ struct Stream {
     armed: bool,
     last_activity: Instant,
     timed_out: bool,
+    /// Queued in `changed` (its fast flows must be pushed again).
+    dirty: bool,
 }
 
 impl Stream {
@@ -151,6 +193,8 @@ pub struct FlowTable {
     streams: HashMap<StreamId, Stream>,
     events: VecDeque<MediaEvent>,
     next_check: Option<Instant>,
+    /// Streams whose [`FastFlow`]s may have changed, each queued once.
+    changed: VecDeque<StreamId>,
 }
 
 impl FlowTable {
@@ -162,6 +206,7 @@ impl FlowTable {
             streams: HashMap::new(),
             events: VecDeque::new(),
             next_check: None,
+            changed: VecDeque::new(),
         }
     }
 
@@ -223,6 +268,9 @@ impl FlowTable {
             }
             MediaCommand::Release { stream } => match self.streams.remove(&stream) {
                 Some(s) => {
+                    if !s.dirty {
+                        self.changed.push_back(stream);
+                    }
                     let legs = [s.legs[0].local, s.legs[1].local];
                     for leg in &s.legs {
                         self.ports.release(now, leg.spec.local_ip, leg.lease);
@@ -291,6 +339,10 @@ impl FlowTable {
             Verdict::Accept => {}
             Verdict::Latched(source) => {
                 let component = socket;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.changed.push_back(stream);
+                }
                 self.events.push_back(MediaEvent::Latched {
                     stream,
                     leg,
@@ -350,6 +402,91 @@ impl FlowTable {
         self.streams
             .get(&stream)
             .map(|s| [s.legs[0].counters, s.legs[1].counters])
+    }
+
+    /// A stream whose fast-path flows may have changed (a latch, a remote,
+    /// a direction, a release) since it was last returned; push
+    /// [`fast_flows`](Self::fast_flows) of it to the fast path. Each stream
+    /// is queued at most once.
+    pub fn poll_changed(&mut self) -> Option<StreamId> {
+        let stream = self.changed.pop_front()?;
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.dirty = false;
+        }
+        Some(stream)
+    }
+
+    /// The flows of `stream` a fast path (XDP) may forward on its own right
+    /// now; empty for an unknown (released) stream. A flow is listed only
+    /// when its inbound source is latched (so the fast path never learns a
+    /// source, and RTPBleed defences stay here), it has a route out, and,
+    /// for RTP, the directions allow it. Everything else, asymmetric legs
+    /// included, stays on the slow path through [`on_packet`](Self::on_packet).
+    pub fn fast_flows(&self, stream: StreamId) -> Vec<FastFlow> {
+        let Some(s) = self.streams.get(&stream) else {
+            return Vec::new();
+        };
+        let mut flows = Vec::new();
+        for leg in [Leg::A, Leg::B] {
+            let inbound = &s.legs[leg.index()];
+            let outbound = &s.legs[leg.other().index()];
+            let rtp_allowed = inbound.direction.sends() && outbound.direction.receives();
+            let sockets = [
+                (inbound.local.rtp, &inbound.rtp, Component::Rtp),
+                (
+                    inbound.local.rtcp.unwrap_or(inbound.local.rtp),
+                    &inbound.rtcp,
+                    Component::Rtcp,
+                ),
+            ];
+            for (local, latch, component) in sockets {
+                if component == Component::Rtcp && inbound.local.rtcp.is_none() {
+                    continue;
+                }
+                let Some(source) = latch.latched() else {
+                    continue;
+                };
+                let kinds: &[PacketKind] = match component {
+                    Component::Rtp if inbound.muxed() => &[PacketKind::Rtp, PacketKind::Rtcp],
+                    Component::Rtp => &[PacketKind::Rtp],
+                    Component::Rtcp => &[PacketKind::Rtcp],
+                };
+                for &kind in kinds {
+                    if kind == PacketKind::Rtp && !rtp_allowed {
+                        continue;
+                    }
+                    if let Some(route) = route_out(outbound, leg.other(), kind) {
+                        flows.push(FastFlow {
+                            stream,
+                            leg,
+                            local,
+                            source,
+                            kind,
+                            route,
+                        });
+                    }
+                }
+            }
+        }
+        flows
+    }
+
+    /// Count packets the fast path relayed itself: they keep the stream
+    /// alive and add to its counters as if relayed here.
+    pub fn add_fast_counts(&mut self, now: Instant, counts: FastCounts) {
+        let Some(s) = self.streams.get_mut(&counts.stream) else {
+            return;
+        };
+        if counts.packets == 0 {
+            return;
+        }
+        let inbound = &mut s.legs[counts.leg.index()].counters;
+        inbound.packets_in += counts.packets;
+        inbound.bytes_in += counts.bytes;
+        let outbound = &mut s.legs[counts.leg.other().index()].counters;
+        outbound.packets_out += counts.packets;
+        outbound.bytes_out += counts.bytes;
+        s.last_activity = now;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
@@ -428,6 +565,7 @@ impl FlowTable {
             armed: false,
             last_activity: now,
             timed_out: false,
+            dirty: false,
         };
         self.streams.insert(stream, state);
         if self.next_check.is_none() {
@@ -444,6 +582,10 @@ impl FlowTable {
                 change(s);
                 s.last_activity = now;
                 s.timed_out = false;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.changed.push_back(stream);
+                }
             }
             None => {
                 let error = MediaError::UnknownStream { stream };

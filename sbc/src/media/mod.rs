@@ -7,6 +7,13 @@
 //! every backend; and the backends that move packets: [`userspace`] (a mio
 //! thread owning UDP sockets; the fallback and the slow path of XDP).
 //!
+//! A fast path (the XDP backend) plugs into the userspace relay through
+//! [`userspace::FastPath`]: the relay, the only place a source is learned,
+//! pushes the flows that may bypass it ([`flow::FlowTable::fast_flows`]:
+//! latched, routable, allowed by the directions) whenever they change, and
+//! takes the fast path's packet counts in so counters and inactivity
+//! timeouts cover both paths.
+//!
 //! May not: parse or write SDP (the call core maps SDP to commands), decide
 //! call policy (a timeout is reported, the core hangs up), or run on the
 //! tokio runtime (the relay has its own thread).

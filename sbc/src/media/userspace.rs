@@ -19,6 +19,10 @@
 //! CPU cost per relayed packet of this loop; the XDP fast path is the answer
 //! when that cost matters.
 //!
+//! Fast path: with [`UserspaceRelay::start_with_fast_path`], the relay pushes
+//! each changed stream's [`FastFlow`]s to a [`FastPath`] (the XDP backend)
+//! after every turn and takes in its counts at the timeout cadence.
+//!
 //! Fairness: each ready socket is drained at most [`DRAIN_BUDGET`] packets per
 //! turn; a socket with more waiting is revisited after the others, so one
 //! flooded port cannot starve the rest.
@@ -41,7 +45,7 @@ use thiserror::Error;
 use super::command::{
     Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, StreamId,
 };
-use super::flow::{FlowConfig, FlowTable, Forward, SocketWork};
+use super::flow::{FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
 use super::ports::{PortAllocator, PortRange};
 
 /// Packets read from one socket per turn before the others get theirs.
@@ -124,6 +128,21 @@ pub struct RelayStats {
     pub streams: AtomicU64,
 }
 
+/// A fast path the relay drives (the XDP backend implements it): the relay
+/// stays the slow path for every packet the fast path passes up, and the
+/// only place sources are learned.
+///
+/// Called on the relay thread; keep both methods non-blocking.
+pub trait FastPath: Send {
+    /// Replace every flow installed for `stream` with `flows` (empty: the
+    /// stream was released, or nothing of it may bypass userspace now).
+    fn update(&mut self, stream: StreamId, flows: &[FastFlow]);
+
+    /// Append what the fast path relayed since the last call (deltas). Called
+    /// at the flow table's timeout cadence (at most every second).
+    fn collect(&mut self, counts: &mut Vec<FastCounts>);
+}
+
 enum Control {
     Command(MediaCommand),
     Shutdown,
@@ -161,6 +180,15 @@ pub struct UserspaceRelay {
 impl UserspaceRelay {
     /// Start the relay thread.
     pub fn start(config: RelayConfig) -> Result<UserspaceRelay, RelayError> {
+        UserspaceRelay::start_with_fast_path(config, None)
+    }
+
+    /// Start the relay thread, driving `fast_path` as streams latch, change
+    /// and end.
+    pub fn start_with_fast_path(
+        config: RelayConfig,
+        fast_path: Option<Box<dyn FastPath>>,
+    ) -> Result<UserspaceRelay, RelayError> {
         let poll = Poll::new().map_err(|source| RelayError::Start {
             step: "poll",
             source,
@@ -187,6 +215,8 @@ impl UserspaceRelay {
             events: event_tx,
             stats: Arc::clone(&stats),
             config,
+            fast_path,
+            fast_counts: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("media-relay".into())
@@ -295,6 +325,8 @@ struct Relay {
     events: mpsc::Sender<MediaEvent>,
     stats: Arc<RelayStats>,
     config: RelayConfig,
+    fast_path: Option<Box<dyn FastPath>>,
+    fast_counts: Vec<FastCounts>,
 }
 
 /// Totals of one turn, published to [`RelayStats`] once per turn.
@@ -348,6 +380,7 @@ impl Relay {
                     pending.push(token);
                 }
             }
+            self.sync_fast_path(now);
             self.table.handle_timeout(now);
             self.publish(&tally);
         }
@@ -501,6 +534,26 @@ impl Relay {
             }
         }
         true
+    }
+
+    /// Push changed flows to the fast path, and take its counts in when the
+    /// table is about to check timeouts.
+    fn sync_fast_path(&mut self, now: Instant) {
+        // Drained with or without a fast path, so the queue stays bounded.
+        while let Some(stream) = self.table.poll_changed() {
+            if let Some(fast_path) = self.fast_path.as_mut() {
+                fast_path.update(stream, &self.table.fast_flows(stream));
+            }
+        }
+        let Some(fast_path) = self.fast_path.as_mut() else {
+            return;
+        };
+        if self.table.poll_timeout().is_some_and(|at| at <= now) {
+            fast_path.collect(&mut self.fast_counts);
+            for counts in self.fast_counts.drain(..) {
+                self.table.add_fast_counts(now, counts);
+            }
+        }
     }
 
     fn publish(&mut self, tally: &Tally) {

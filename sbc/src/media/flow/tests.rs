@@ -652,3 +652,152 @@ fn commands_for_unknown_or_duplicate_streams_fail_visibly() {
         Forward::Drop
     );
 }
+
+fn changed(t: &mut FlowTable) -> Vec<StreamId> {
+    std::iter::from_fn(|| t.poll_changed()).collect()
+}
+
+#[test]
+fn fast_flows_need_a_latched_source_and_follow_hold_and_release() {
+    let now = t0();
+    let mut t = table(4);
+    let local = call(&mut t, now);
+    assert_eq!(changed(&mut t), vec![S], "two remotes, one notification");
+    assert!(
+        t.fast_flows(S).is_empty(),
+        "nothing latched: every packet goes through userspace"
+    );
+    let a_src = addr("203.0.113.5:61000");
+    let b_src = addr("198.51.100.20:6000");
+    t.on_packet(now, S, Leg::A, Component::Rtp, a_src, &rtp(SSRC_A));
+    t.on_packet(now, S, Leg::A, Component::Rtp, a_src, &rtp(SSRC_A));
+    assert_eq!(changed(&mut t), vec![S]);
+    let a_to_b = FastFlow {
+        stream: S,
+        leg: Leg::A,
+        local: local[0].rtp,
+        source: a_src,
+        kind: PacketKind::Rtp,
+        route: Route {
+            leg: Leg::B,
+            component: Component::Rtp,
+            from: local[1].rtp,
+            to: b_src,
+        },
+    };
+    assert_eq!(t.fast_flows(S), vec![a_to_b]);
+    t.on_packet(now, S, Leg::B, Component::Rtp, b_src, &rtp(SSRC_B));
+    assert_eq!(changed(&mut t), vec![S]);
+    let flows = t.fast_flows(S);
+    assert_eq!(flows.len(), 2, "{flows:?}");
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.leg == Leg::B && f.source == b_src && f.route.to == a_src)
+    );
+    t.handle_command(
+        now,
+        MediaCommand::SetDirection {
+            stream: S,
+            leg: Leg::B,
+            direction: Direction::Inactive,
+        },
+    );
+    assert_eq!(changed(&mut t), vec![S]);
+    assert!(
+        t.fast_flows(S).is_empty(),
+        "held: RTP must come back to userspace: {:?}",
+        t.fast_flows(S)
+    );
+    t.handle_command(now, MediaCommand::Release { stream: S });
+    assert_eq!(changed(&mut t), vec![S]);
+    assert!(t.fast_flows(S).is_empty());
+    assert!(changed(&mut t).is_empty());
+}
+
+#[test]
+fn a_muxed_inbound_port_lists_rtp_and_rtcp_flows() {
+    let now = t0();
+    let mut t = table(4);
+    let legs = [
+        spec(realm_a(), RtcpMode::Mux),
+        spec(realm_b(), RtcpMode::Pair),
+    ];
+    t.handle_command(now, MediaCommand::Allocate { stream: S, legs });
+    t.confirm_allocation(S);
+    let mut a = Remote::rtp_pair(addr("10.0.0.5:4000"), "10.0.0.5".parse().expect("ip"));
+    a.rtcp_mux = true;
+    let b = Remote::rtp_pair(
+        addr("198.51.100.20:6000"),
+        "198.51.100.20".parse().expect("ip"),
+    );
+    t.handle_command(
+        now,
+        MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::A,
+            remote: a,
+        },
+    );
+    t.handle_command(
+        now,
+        MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::B,
+            remote: b,
+        },
+    );
+    t.on_packet(
+        now,
+        S,
+        Leg::A,
+        Component::Rtp,
+        addr("10.0.0.5:4000"),
+        &rtp(SSRC_A),
+    );
+    let flows = t.fast_flows(S);
+    let kinds: Vec<_> = flows
+        .iter()
+        .map(|f| (f.kind, f.route.component, f.route.to.port()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (PacketKind::Rtp, Component::Rtp, 6000),
+            (PacketKind::Rtcp, Component::Rtcp, 6001)
+        ]
+    );
+}
+
+#[test]
+fn fast_path_counts_add_up_and_keep_the_stream_alive() {
+    let now = t0();
+    let mut t = table(4);
+    call(&mut t, now);
+    drain(&mut t);
+    let limit = FlowConfig::default().inactivity_timeout;
+    let mut clock = now;
+    while clock < now + limit * 3 {
+        clock += Duration::from_secs(1);
+        t.add_fast_counts(
+            clock,
+            FastCounts {
+                stream: S,
+                leg: Leg::A,
+                packets: 50,
+                bytes: 50 * 172,
+            },
+        );
+        t.handle_timeout(clock);
+    }
+    let events = drain(&mut t);
+    assert!(
+        events.is_empty(),
+        "the fast path's packets count as activity: {events:?}"
+    );
+    let [a, b] = counters(&t);
+    assert_eq!(
+        (a.packets_in, b.packets_out, b.bytes_out),
+        (9000, 9000, 9000 * 172)
+    );
+}
