@@ -15,6 +15,9 @@
 //!   RFC 3605, RFC 5761). Pure.
 //! * [`config`]: the typed TOML configuration, validated once, with errors that
 //!   name the file, line and field. Reads a file only when asked to load one.
+//! * [`media`]: media anchoring: the command/event interface the call core
+//!   drives, port allocation and the flow/latching rules (pure), and the
+//!   userspace relay (a mio thread that owns the UDP sockets).
 //! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
 //!
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:

@@ -1,0 +1,474 @@
+//! Source latching: symmetric RTP for NAT without RTPBleed.
+//!
+//! Owns: what one anchored flow (a leg's RTP port, or its separate RTCP port)
+//! accepts as its peer's source, and where media for that peer is sent. Also
+//! the minimal RTP/RTCP header reading latching needs ([`classify`]).
+//!
+//! May not: do IO or read a clock: every input carries `now`.
+//!
+//! Implements symmetric RTP (RFC 4961: a peer behind NAT receives on the
+//! address it sends from) with the defences against RTP injection known as
+//! RTPBleed (CVE-2017 rtpproxy/Asterisk: a relay that latches onto the first
+//! source of any packet lets a third party hijack the stream):
+//! 1. **No remote, no media.** Until signaling has named the leg's remote
+//!    ([`Latch::set_remote`]), every packet is dropped.
+//! 2. **Learn only from the expected IP.** A source may be latched only if
+//!    its IP is the one signaling expects: the SDP connection address, the
+//!    signaling source IP, or either ([`LatchPolicy`]). The exact SDP address
+//!    (IP and port) is always acceptable, in or out of the window.
+//! 3. **Learn only in a short window** after each (re)negotiation: the window
+//!    opens at every `set_remote` and closes after the configured duration. A
+//!    changed remote (re-INVITE moving media) forgets the old latch; an
+//!    unchanged one (session refresh) keeps it.
+//! 4. **Once latched, only the latched source is accepted.** Packets from any
+//!    other source are dropped (and counted by the caller), except:
+//! 5. **Re-latch only for the same SSRC**, and only from an IP the policy
+//!    allows: a NAT that rebinds the peer's port keeps the SSRC (RFC 3550
+//!    §8), an injector does not know it (32 random bits), and the IP check
+//!    keeps an on-path observer of the SSRC on another host out.
+//! 6. **Asymmetric RTP** ([`LatchPolicy::Asymmetric`], per trunk): nothing is
+//!    learned; packets from any port of the SDP or signaling IP are accepted
+//!    and media is always sent to the SDP address.
+//!
+//! RTCP: when a leg has its own RTCP port, that port has its own [`Latch`]
+//! with the same rules, its expected address being the leg's RTCP address
+//! (RFC 3605) and its SSRC the RTCP sender SSRC (RFC 3550 §6.4.1, the same
+//! value as the sender's RTP SSRC). On a muxed port (RFC 5761) one latch
+//! serves both: RTP and RTCP from one peer share a source and an SSRC.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::command::LatchPolicy;
+
+/// What a packet on an anchored port is, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// RTP (RFC 3550 §5.1).
+    Rtp,
+    /// RTCP (RFC 3550 §6.4), told apart from RTP by its packet type per
+    /// RFC 5761 §4 (second byte 192..=223).
+    Rtcp,
+}
+
+/// The fields of a packet that latching and forwarding need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// RTP or RTCP.
+    pub kind: PacketKind,
+    /// The RTP SSRC, or the RTCP sender SSRC.
+    pub ssrc: u32,
+}
+
+/// Read the kind and SSRC of an RTP or RTCP packet; `None` if it is neither
+/// (too short, or not version 2: STUN and DTLS are not relayed).
+pub fn classify(packet: &[u8]) -> Option<PacketInfo> {
+    let first = *packet.first()?;
+    if first >> 6 != 2 {
+        return None;
+    }
+    let second = *packet.get(1)?;
+    let (kind, at) = if (192..=223).contains(&second) {
+        (PacketKind::Rtcp, 4)
+    } else {
+        // RTP: 12-byte fixed header, SSRC at 8.
+        packet.get(11)?;
+        (PacketKind::Rtp, 8)
+    };
+    let bytes = packet.get(at..at + 4)?;
+    let ssrc = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    Some(PacketInfo { kind, ssrc })
+}
+
+/// What [`Latch::check`] decided about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accept; nothing changed.
+    Accept,
+    /// Accept, and the flow (re)latched onto this source: report it.
+    Latched(SocketAddr),
+    /// Drop: no remote has been signaled yet.
+    NoRemote,
+    /// Drop: the source is not the latched peer, not the signaled address,
+    /// and may not be learned (wrong IP, window closed, or another SSRC).
+    UnexpectedSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    sdp: SocketAddr,
+    signaling_ip: IpAddr,
+    window_until: Instant,
+}
+
+/// The latching state of one anchored flow.
+#[derive(Debug, Clone)]
+pub struct Latch {
+    policy: LatchPolicy,
+    expected: Option<Expected>,
+    /// The latched source and the SSRC last seen from it.
+    latched: Option<(SocketAddr, u32)>,
+}
+
+impl Latch {
+    /// A flow that accepts nothing until its remote is signaled.
+    pub fn new(policy: LatchPolicy) -> Latch {
+        Latch {
+            policy,
+            expected: None,
+            latched: None,
+        }
+    }
+
+    /// Signaling named this remote (offer or answer): open the learning
+    /// window until `now + window`. A changed address forgets the latch.
+    pub fn set_remote(
+        &mut self,
+        now: Instant,
+        sdp: SocketAddr,
+        signaling_ip: IpAddr,
+        window: Duration,
+    ) {
+        let changed = self
+            .expected
+            .is_none_or(|e| e.sdp != sdp || e.signaling_ip != signaling_ip);
+        if changed {
+            self.latched = None;
+        }
+        self.expected = Some(Expected {
+            sdp,
+            signaling_ip,
+            window_until: now + window,
+        });
+    }
+
+    /// Decide about a packet from `source` carrying `ssrc`.
+    pub fn check(&mut self, now: Instant, source: SocketAddr, ssrc: u32) -> Verdict {
+        let Some(expected) = self.expected else {
+            return Verdict::NoRemote;
+        };
+        let ip_allowed = self.ip_allowed(&expected, source.ip());
+        if self.policy == LatchPolicy::Asymmetric {
+            return if ip_allowed {
+                Verdict::Accept
+            } else {
+                Verdict::UnexpectedSource
+            };
+        }
+        match self.latched {
+            Some((latched, _)) if latched == source => {
+                // The peer may start a new SSRC (RFC 3550 §8.2); follow it so
+                // a later re-latch is judged against the current one.
+                self.latched = Some((source, ssrc));
+                Verdict::Accept
+            }
+            Some((_, latched_ssrc)) => {
+                if ssrc == latched_ssrc && ip_allowed {
+                    self.latched = Some((source, ssrc));
+                    Verdict::Latched(source)
+                } else {
+                    Verdict::UnexpectedSource
+                }
+            }
+            None => {
+                let in_window = now < expected.window_until;
+                if source == expected.sdp || (in_window && ip_allowed) {
+                    self.latched = Some((source, ssrc));
+                    Verdict::Latched(source)
+                } else {
+                    Verdict::UnexpectedSource
+                }
+            }
+        }
+    }
+
+    /// Where media for this peer goes: the latched source, else the signaled
+    /// address; `None` before any remote is signaled.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        match self.latched {
+            Some((source, _)) => Some(source),
+            None => self.expected.map(|e| e.sdp),
+        }
+    }
+
+    /// The latched source, if any.
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched.map(|(source, _)| source)
+    }
+
+    fn ip_allowed(&self, expected: &Expected, ip: IpAddr) -> bool {
+        let sdp = expected.sdp.ip() == ip;
+        let signaling = expected.signaling_ip == ip;
+        match self.policy {
+            LatchPolicy::SdpAddress => sdp,
+            LatchPolicy::SignalingSource => signaling,
+            LatchPolicy::SdpOrSignaling | LatchPolicy::Asymmetric => sdp || signaling,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(5);
+    const SSRC: u32 = 0x1234_5678;
+
+    #[allow(clippy::disallowed_methods)] // tests pick an arbitrary epoch
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address parses")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP parses")
+    }
+
+    /// A phone behind NAT: SDP names its private address, signaling came from
+    /// the NAT's public IP 203.0.113.5, media arrives from 203.0.113.5:61000.
+    fn natted(policy: LatchPolicy, now: Instant) -> Latch {
+        let mut latch = Latch::new(policy);
+        latch.set_remote(now, addr("10.0.0.5:4000"), ip("203.0.113.5"), WINDOW);
+        latch
+    }
+
+    #[test]
+    fn classify_reads_rtp_and_rtcp_ssrc() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 0;
+        rtp[8..12].copy_from_slice(&SSRC.to_be_bytes());
+        assert_eq!(
+            classify(&rtp),
+            Some(PacketInfo {
+                kind: PacketKind::Rtp,
+                ssrc: SSRC
+            })
+        );
+        let mut rtcp = [0u8; 8];
+        rtcp[0] = 0x80;
+        rtcp[1] = 200; // SR
+        rtcp[4..8].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(
+            classify(&rtcp),
+            Some(PacketInfo {
+                kind: PacketKind::Rtcp,
+                ssrc: 7
+            })
+        );
+        assert_eq!(classify(&rtp[..11]), None, "short RTP header");
+        assert_eq!(classify(&rtcp[..7]), None, "short RTCP header");
+        assert_eq!(classify(&[]), None);
+        assert_eq!(
+            classify(&[0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None,
+            "STUN is not RTP"
+        );
+        assert_eq!(classify(&[0x16; 12]), None, "DTLS is not RTP");
+    }
+
+    #[test]
+    fn nothing_is_accepted_before_signaling() {
+        let mut latch = Latch::new(LatchPolicy::SdpOrSignaling);
+        assert_eq!(
+            latch.check(t0(), addr("10.0.0.5:4000"), SSRC),
+            Verdict::NoRemote
+        );
+        assert_eq!(latch.destination(), None);
+    }
+
+    #[test]
+    fn natted_peer_latches_from_the_signaling_ip_in_the_window() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SignalingSource, now);
+        assert_eq!(
+            latch.destination(),
+            Some(addr("10.0.0.5:4000")),
+            "SDP until latched"
+        );
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(latch.check(now, real, SSRC), Verdict::Latched(real));
+        assert_eq!(latch.check(now, real, SSRC), Verdict::Accept);
+        assert_eq!(
+            latch.destination(),
+            Some(real),
+            "symmetric RTP: send where it sends from"
+        );
+    }
+
+    #[test]
+    fn policy_decides_which_ip_may_be_learned() {
+        let now = t0();
+        let sdp_ip_other_port = addr("10.0.0.5:5555");
+        let sig_ip = addr("203.0.113.5:61000");
+        let cases = [
+            (LatchPolicy::SdpAddress, sdp_ip_other_port, true),
+            (LatchPolicy::SdpAddress, sig_ip, false),
+            (LatchPolicy::SignalingSource, sdp_ip_other_port, false),
+            (LatchPolicy::SignalingSource, sig_ip, true),
+            (LatchPolicy::SdpOrSignaling, sdp_ip_other_port, true),
+            (LatchPolicy::SdpOrSignaling, sig_ip, true),
+        ];
+        for (policy, source, learns) in cases {
+            let mut latch = natted(policy, now);
+            let verdict = latch.check(now, source, SSRC);
+            assert_eq!(
+                verdict == Verdict::Latched(source),
+                learns,
+                "{policy:?} from {source}: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_exact_sdp_address_is_accepted_even_after_the_window() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SignalingSource, now);
+        let sdp = addr("10.0.0.5:4000");
+        assert_eq!(
+            latch.check(now + WINDOW * 10, sdp, SSRC),
+            Verdict::Latched(sdp)
+        );
+    }
+
+    #[test]
+    fn no_learning_after_the_window_closes() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(
+            latch.check(now + WINDOW, real, SSRC),
+            Verdict::UnexpectedSource
+        );
+        assert_eq!(latch.destination(), Some(addr("10.0.0.5:4000")));
+    }
+
+    #[test]
+    fn renegotiation_reopens_the_window() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let later = now + WINDOW * 3;
+        latch.set_remote(later, addr("10.0.0.5:4000"), ip("203.0.113.5"), WINDOW);
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(latch.check(later, real, SSRC), Verdict::Latched(real));
+    }
+
+    #[test]
+    fn rtpbleed_third_party_before_latching_is_dropped() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let attacker = addr("198.51.100.66:4000");
+        assert_eq!(latch.check(now, attacker, SSRC), Verdict::UnexpectedSource);
+        assert_eq!(latch.latched(), None, "the attacker was not learned");
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(
+            latch.check(now, real, SSRC),
+            Verdict::Latched(real),
+            "the peer still latches"
+        );
+    }
+
+    #[test]
+    fn rtpbleed_third_party_after_latching_is_dropped_whatever_the_ssrc() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(latch.check(now, real, SSRC), Verdict::Latched(real));
+        let attacker = addr("198.51.100.66:4000");
+        for ssrc in [SSRC, SSRC ^ 1] {
+            assert_eq!(
+                latch.check(now, attacker, ssrc),
+                Verdict::UnexpectedSource,
+                "ssrc {ssrc:#x}"
+            );
+        }
+        assert_eq!(
+            latch.destination(),
+            Some(real),
+            "media still goes to the peer"
+        );
+    }
+
+    #[test]
+    fn same_ip_other_port_relatches_only_with_the_same_ssrc() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        assert_eq!(latch.check(now, real, SSRC), Verdict::Latched(real));
+        let later = now + WINDOW * 2;
+        let rebound = addr("203.0.113.5:61002");
+        assert_eq!(
+            latch.check(later, rebound, SSRC ^ 0xff),
+            Verdict::UnexpectedSource
+        );
+        assert_eq!(
+            latch.check(later, rebound, SSRC),
+            Verdict::Latched(rebound),
+            "NAT rebinding"
+        );
+        assert_eq!(
+            latch.check(later, real, SSRC),
+            Verdict::Latched(real),
+            "and back again"
+        );
+    }
+
+    #[test]
+    fn relatch_follows_the_latest_ssrc_of_the_latched_source() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        latch.check(now, real, SSRC);
+        assert_eq!(latch.check(now, real, 99), Verdict::Accept);
+        let rebound = addr("203.0.113.5:61002");
+        assert_eq!(
+            latch.check(now, rebound, SSRC),
+            Verdict::UnexpectedSource,
+            "old SSRC"
+        );
+        assert_eq!(latch.check(now, rebound, 99), Verdict::Latched(rebound));
+    }
+
+    #[test]
+    fn a_moved_remote_forgets_the_latch_and_an_unchanged_one_keeps_it() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        latch.check(now, real, SSRC);
+        latch.set_remote(now, addr("10.0.0.5:4000"), ip("203.0.113.5"), WINDOW);
+        assert_eq!(
+            latch.latched(),
+            Some(real),
+            "session refresh keeps the latch"
+        );
+        latch.set_remote(now, addr("10.0.0.9:6000"), ip("203.0.113.5"), WINDOW);
+        assert_eq!(latch.latched(), None);
+        assert_eq!(latch.destination(), Some(addr("10.0.0.9:6000")));
+    }
+
+    #[test]
+    fn asymmetric_accepts_the_expected_ips_and_never_latches() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::Asymmetric, now);
+        for source in ["10.0.0.5:7000", "203.0.113.5:9", "203.0.113.5:61000"] {
+            assert_eq!(
+                latch.check(now + WINDOW * 9, addr(source), SSRC),
+                Verdict::Accept,
+                "{source}"
+            );
+        }
+        assert_eq!(
+            latch.check(now, addr("198.51.100.66:4000"), SSRC),
+            Verdict::UnexpectedSource
+        );
+        assert_eq!(latch.latched(), None);
+        assert_eq!(
+            latch.destination(),
+            Some(addr("10.0.0.5:4000")),
+            "always the SDP address"
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! The userspace media relay: a mio event loop on its own thread.
+//!
+//! Owns: the UDP sockets of every anchored endpoint (built with socket2:
+//! non-blocking, optional `SO_REUSEADDR` and buffer sizes), the thread that
+//! polls them, and the channels to the call core: a bounded command queue
+//! into the thread (with a [`mio::Waker`] so a command wakes the poll at
+//! once) and an event channel out of it.
+//!
+//! May not: decide anything about a packet: every packet goes to the shared
+//! [`FlowTable`], which says where it goes. It never runs on tokio (a relay
+//! thread blocked in `epoll_wait` would starve a runtime worker, and the
+//! packet path must not share a scheduler with signaling).
+//!
+//! Packet I/O is plain `recv_from`/`send_to` in a drain loop, one syscall per
+//! packet: `recvmmsg`/`sendmmsg` need `unsafe` FFI (the workspace denies
+//! `unsafe_code`), and they pay only when many packets wait on *one* socket,
+//! while RTP at 50 packets per second per stream rarely queues more than one
+//! packet per socket per wake. The `relay` bench in `benches/` measures the
+//! CPU cost per relayed packet of this loop; the XDP fast path is the answer
+//! when that cost matters.
+//!
+//! Fast path: with [`UserspaceRelay::start_with_fast_path`], the relay pushes
+//! each changed stream's [`FastFlow`]s to a [`FastPath`] (the XDP backend)
+//! after every turn and takes in its counts at the timeout cadence.
+//!
+//! Fairness: each ready socket is drained at most [`DRAIN_BUDGET`] packets per
+//! turn; a socket with more waiting is revisited after the others, so one
+//! flooded port cannot starve the rest.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+
+use super::command::{
+    Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, StreamId,
+};
+use super::flow::{FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
+use super::ports::{PortAllocator, PortRange};
+
+/// Packets read from one socket per turn before the others get theirs.
+pub const DRAIN_BUDGET: usize = 64;
+
+/// The receive buffer: the largest UDP payload, so nothing is truncated.
+const MAX_DATAGRAM: usize = 65_535;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// Configuration of the userspace relay.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// Learning window and timeouts.
+    pub flow: FlowConfig,
+    /// The port range of each realm media address.
+    pub ports: Vec<(std::net::IpAddr, PortRange)>,
+    /// How long a released port stays unused.
+    pub quarantine: Duration,
+    /// Capacity of the command queue into the relay thread.
+    pub command_capacity: usize,
+    /// `SO_RCVBUF` for each media socket (`None`: the kernel default).
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF` for each media socket (`None`: the kernel default).
+    pub send_buffer: Option<usize>,
+    /// Set `SO_REUSEADDR`. Off by default: UDP has no TIME_WAIT, and on Linux
+    /// the option would let two sockets share a port, which the quarantine is
+    /// there to prevent. Turn it on only to take over ports from a previous
+    /// instance during a restart.
+    pub reuse_address: bool,
+    /// Called on the relay thread after events were queued, so an async
+    /// driver can wake (e.g. `tokio::sync::Notify::notify_one`). Keep it
+    /// cheap and non-blocking.
+    pub notify: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl RelayConfig {
+    /// Defaults (60 s inactivity, 10 s learning window, 30 s quarantine, a
+    /// queue of 1024 commands) for these port ranges.
+    pub fn new(ports: Vec<(std::net::IpAddr, PortRange)>) -> RelayConfig {
+        RelayConfig {
+            flow: FlowConfig::default(),
+            ports,
+            quarantine: Duration::from_secs(30),
+            command_capacity: 1024,
+            recv_buffer: None,
+            send_buffer: None,
+            reuse_address: false,
+            notify: None,
+        }
+    }
+}
+
+/// Why the relay could not start.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    /// Creating the poll, the waker or the thread failed (out of file
+    /// descriptors or threads: raise the limits).
+    #[error("starting the media relay failed at {step}: {source}")]
+    Start {
+        /// What was being created.
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Totals over every stream, readable from any thread (for metrics).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Packets relayed.
+    pub packets_relayed: AtomicU64,
+    /// Bytes relayed.
+    pub bytes_relayed: AtomicU64,
+    /// Packets dropped, for any reason.
+    pub packets_dropped: AtomicU64,
+    /// Allocations refused because a port pool was exhausted.
+    pub ports_exhausted: AtomicU64,
+    /// Streams currently allocated.
+    pub streams: AtomicU64,
+}
+
+/// A fast path the relay drives (the XDP backend implements it): the relay
+/// stays the slow path for every packet the fast path passes up, and the
+/// only place sources are learned.
+///
+/// Called on the relay thread; keep both methods non-blocking.
+pub trait FastPath: Send {
+    /// Replace every flow installed for `stream` with `flows` (empty: the
+    /// stream was released, or nothing of it may bypass userspace now).
+    fn update(&mut self, stream: StreamId, flows: &[FastFlow]);
+
+    /// Append what the fast path relayed since the last call (deltas). Called
+    /// at the flow table's timeout cadence (at most every second).
+    fn collect(&mut self, counts: &mut Vec<FastCounts>);
+}
+
+enum Control {
+    Command(MediaCommand),
+    Shutdown,
+}
+
+/// A cloneable handle that sends commands into the relay thread.
+#[derive(Clone)]
+pub struct CommandSender {
+    tx: SyncSender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl CommandSender {
+    /// Queue a command without blocking.
+    pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
+        match self.tx.try_send(Control::Command(command)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(MediaError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => return Err(MediaError::RelayStopped),
+        }
+        self.waker.wake().map_err(|_| MediaError::RelayStopped)
+    }
+}
+
+/// The running relay. Dropping it stops the thread and closes every socket.
+pub struct UserspaceRelay {
+    sender: CommandSender,
+    events: Receiver<MediaEvent>,
+    stats: Arc<RelayStats>,
+    thread: Option<JoinHandle<()>>,
+    /// `/proc/<pid>/task/<tid>` of the relay thread, for its CPU time.
+    task_dir: Option<PathBuf>,
+}
+
+impl UserspaceRelay {
+    /// Start the relay thread.
+    pub fn start(config: RelayConfig) -> Result<UserspaceRelay, RelayError> {
+        UserspaceRelay::start_with_fast_path(config, None)
+    }
+
+    /// Start the relay thread, driving `fast_path` as streams latch, change
+    /// and end.
+    pub fn start_with_fast_path(
+        config: RelayConfig,
+        fast_path: Option<Box<dyn FastPath>>,
+    ) -> Result<UserspaceRelay, RelayError> {
+        let poll = Poll::new().map_err(|source| RelayError::Start {
+            step: "poll",
+            source,
+        })?;
+        let waker =
+            Arc::new(
+                Waker::new(poll.registry(), WAKER).map_err(|source| RelayError::Start {
+                    step: "waker",
+                    source,
+                })?,
+            );
+        let (tx, rx) = mpsc::sync_channel(config.command_capacity.max(1));
+        let (event_tx, events) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let stats = Arc::new(RelayStats::default());
+        let ports = PortAllocator::new(config.ports.iter().copied(), config.quarantine);
+        let relay = Relay {
+            poll,
+            table: FlowTable::new(config.flow, ports),
+            sockets: Vec::new(),
+            free_tokens: Vec::new(),
+            streams: HashMap::new(),
+            commands: rx,
+            events: event_tx,
+            stats: Arc::clone(&stats),
+            config,
+            fast_path,
+            fast_counts: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("media-relay".into())
+            .spawn(move || {
+                // Readable only by this thread: where the kernel keeps its CPU time.
+                // (The link is relative: "<pid>/task/<tid>".)
+                let task = std::fs::read_link("/proc/thread-self").ok();
+                let _ = ready_tx.send(task.map(|t| PathBuf::from("/proc").join(t)));
+                relay.run();
+            })
+            .map_err(|source| RelayError::Start {
+                step: "thread",
+                source,
+            })?;
+        let task_dir = ready_rx.recv().ok().flatten();
+        Ok(UserspaceRelay {
+            sender: CommandSender { tx, waker },
+            events,
+            stats,
+            thread: Some(thread),
+            task_dir,
+        })
+    }
+
+    /// A handle for sending commands from other threads.
+    pub fn sender(&self) -> CommandSender {
+        self.sender.clone()
+    }
+
+    /// Queue a command without blocking.
+    pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
+        self.sender.send(command)
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_event(&self) -> Option<MediaEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn event_timeout(&self, timeout: Duration) -> Option<MediaEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Totals over every stream.
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+
+    /// CPU time the relay thread has used, from the kernel's scheduler
+    /// statistics (`schedstat`, nanoseconds); `None` where unavailable.
+    pub fn thread_cpu_time(&self) -> Option<Duration> {
+        let text = std::fs::read_to_string(self.task_dir.as_ref()?.join("schedstat")).ok()?;
+        let nanos = text.split_whitespace().next()?.parse().ok()?;
+        Some(Duration::from_nanos(nanos))
+    }
+
+    /// Stop the thread and close every socket; waits for the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // A full queue still takes Shutdown once the thread drains it;
+            // block (briefly) rather than leak the thread.
+            if self.sender.tx.send(Control::Shutdown).is_ok() {
+                let _ = self.sender.waker.wake();
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for UserspaceRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct SocketEntry {
+    socket: UdpSocket,
+    stream: StreamId,
+    leg: Leg,
+    component: Component,
+}
+
+/// Tokens of one stream's sockets, by `[leg][component]`.
+type StreamSockets = [[Option<usize>; 2]; 2];
+
+fn component_index(component: Component) -> usize {
+    match component {
+        Component::Rtp => 0,
+        Component::Rtcp => 1,
+    }
+}
+
+struct Relay {
+    poll: Poll,
+    table: FlowTable,
+    /// Indexed by token.
+    sockets: Vec<Option<SocketEntry>>,
+    free_tokens: Vec<usize>,
+    streams: HashMap<StreamId, StreamSockets>,
+    commands: Receiver<Control>,
+    events: mpsc::Sender<MediaEvent>,
+    stats: Arc<RelayStats>,
+    config: RelayConfig,
+    fast_path: Option<Box<dyn FastPath>>,
+    fast_counts: Vec<FastCounts>,
+}
+
+/// Totals of one turn, published to [`RelayStats`] once per turn.
+#[derive(Default)]
+struct Tally {
+    relayed: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+impl Relay {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut pending: Vec<usize> = Vec::new();
+        let mut ready: Vec<usize> = Vec::new();
+        loop {
+            // The IO shell: the only clock reads of the media layer.
+            #[allow(clippy::disallowed_methods)]
+            let now = Instant::now();
+            let timeout = if pending.is_empty() {
+                self.table
+                    .poll_timeout()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                // epoll_wait fails only on a broken epoll fd: nothing to poll.
+                return;
+            }
+            ready.clear();
+            ready.append(&mut pending);
+            let mut wake = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => wake = true,
+                    Token(token) => ready.push(token),
+                }
+            }
+            #[allow(clippy::disallowed_methods)]
+            let now = Instant::now();
+            if wake && self.drain_commands(now).is_break() {
+                return;
+            }
+            let mut tally = Tally::default();
+            for &token in &ready {
+                if self.drain_socket(now, token, &mut buf, &mut tally) {
+                    pending.push(token);
+                }
+            }
+            self.sync_fast_path(now);
+            self.table.handle_timeout(now);
+            self.publish(&tally);
+        }
+    }
+
+    fn drain_commands(&mut self, now: Instant) -> std::ops::ControlFlow<()> {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Control::Command(command)) => self.apply(now, command),
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    return std::ops::ControlFlow::Break(());
+                }
+                Err(TryRecvError::Empty) => return std::ops::ControlFlow::Continue(()),
+            }
+        }
+    }
+
+    fn apply(&mut self, now: Instant, command: MediaCommand) {
+        match self.table.handle_command(now, command) {
+            SocketWork::None => {}
+            SocketWork::Bind { stream, legs } => match self.bind_stream(stream, legs) {
+                Ok(tokens) => {
+                    self.streams.insert(stream, tokens);
+                    self.table.confirm_allocation(stream);
+                }
+                Err(error) => self.table.abort_allocation(now, stream, error),
+            },
+            SocketWork::Close { stream, .. } => {
+                if let Some(tokens) = self.streams.remove(&stream) {
+                    self.close_all(&tokens);
+                }
+            }
+        }
+    }
+
+    fn bind_stream(
+        &mut self,
+        stream: StreamId,
+        legs: [LocalEndpoint; 2],
+    ) -> Result<StreamSockets, MediaError> {
+        let mut tokens: StreamSockets = [[None; 2]; 2];
+        for (leg, local) in [(Leg::A, legs[0]), (Leg::B, legs[1])] {
+            let wanted = [
+                (Component::Rtp, Some(local.rtp)),
+                (Component::Rtcp, local.rtcp),
+            ];
+            for (component, addr) in wanted {
+                let Some(addr) = addr else { continue };
+                match self.open(
+                    addr,
+                    SocketEntryKey {
+                        stream,
+                        leg,
+                        component,
+                    },
+                ) {
+                    Ok(token) => tokens[leg.index()][component_index(component)] = Some(token),
+                    Err(kind) => {
+                        self.close_all(&tokens);
+                        return Err(MediaError::Bind { addr, kind });
+                    }
+                }
+            }
+        }
+        Ok(tokens)
+    }
+
+    fn open(&mut self, addr: SocketAddr, key: SocketEntryKey) -> Result<usize, io::ErrorKind> {
+        let mut socket = bind_socket(addr, &self.config).map_err(|e| e.kind())?;
+        let token = self.free_tokens.pop().unwrap_or(self.sockets.len());
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(token), Interest::READABLE)
+        {
+            if token < self.sockets.len() {
+                self.free_tokens.push(token);
+            }
+            return Err(e.kind());
+        }
+        let entry = SocketEntry {
+            socket,
+            stream: key.stream,
+            leg: key.leg,
+            component: key.component,
+        };
+        if token == self.sockets.len() {
+            self.sockets.push(Some(entry));
+        } else if let Some(slot) = self.sockets.get_mut(token) {
+            *slot = Some(entry);
+        }
+        Ok(token)
+    }
+
+    fn close_all(&mut self, tokens: &StreamSockets) {
+        for token in tokens.iter().flatten().flatten().copied() {
+            if let Some(mut entry) = self.sockets.get_mut(token).and_then(Option::take) {
+                let _ = self.poll.registry().deregister(&mut entry.socket);
+                self.free_tokens.push(token);
+            }
+        }
+    }
+
+    /// Read up to [`DRAIN_BUDGET`] packets from one socket and relay them.
+    /// Returns whether packets may remain.
+    fn drain_socket(
+        &mut self,
+        now: Instant,
+        token: usize,
+        buf: &mut [u8],
+        tally: &mut Tally,
+    ) -> bool {
+        for _ in 0..DRAIN_BUDGET {
+            let Some(Some(entry)) = self.sockets.get(token) else {
+                return false; // closed by a command in this turn
+            };
+            let (len, source) = match entry.socket.recv_from(buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // ICMP errors from earlier sends surface here; the packet
+                // queue behind them is intact.
+                Err(_) => continue,
+            };
+            let (stream, leg, component) = (entry.stream, entry.leg, entry.component);
+            let packet = buf.get(..len).unwrap_or_default();
+            let route = match self
+                .table
+                .on_packet(now, stream, leg, component, source, packet)
+            {
+                Forward::To(route) => route,
+                Forward::Drop => {
+                    tally.dropped += 1;
+                    continue;
+                }
+            };
+            let out = self
+                .streams
+                .get(&stream)
+                .and_then(|t| t[route.leg.index()][component_index(route.component)])
+                .and_then(|t| self.sockets.get(t))
+                .and_then(Option::as_ref);
+            let sent = out.is_some_and(
+                |out| matches!(out.socket.send_to(packet, route.to), Ok(n) if n == len),
+            );
+            if sent {
+                tally.relayed += 1;
+                tally.bytes += len as u64;
+            } else {
+                self.table.send_failed(stream, route.leg, len);
+                tally.dropped += 1;
+            }
+        }
+        true
+    }
+
+    /// Push changed flows to the fast path, and take its counts in when the
+    /// table is about to check timeouts.
+    fn sync_fast_path(&mut self, now: Instant) {
+        // Drained with or without a fast path, so the queue stays bounded.
+        while let Some(stream) = self.table.poll_changed() {
+            if let Some(fast_path) = self.fast_path.as_mut() {
+                fast_path.update(stream, &self.table.fast_flows(stream));
+            }
+        }
+        let Some(fast_path) = self.fast_path.as_mut() else {
+            return;
+        };
+        if self.table.poll_timeout().is_some_and(|at| at <= now) {
+            fast_path.collect(&mut self.fast_counts);
+            for counts in self.fast_counts.drain(..) {
+                self.table.add_fast_counts(now, counts);
+            }
+        }
+    }
+
+    fn publish(&mut self, tally: &Tally) {
+        let stats = &self.stats;
+        stats
+            .packets_relayed
+            .fetch_add(tally.relayed, Ordering::Relaxed);
+        stats
+            .bytes_relayed
+            .fetch_add(tally.bytes, Ordering::Relaxed);
+        stats
+            .packets_dropped
+            .fetch_add(tally.dropped, Ordering::Relaxed);
+        stats
+            .streams
+            .store(self.table.len() as u64, Ordering::Relaxed);
+        let mut any = false;
+        while let Some(event) = self.table.poll_event() {
+            if let MediaEvent::AllocationFailed {
+                error: MediaError::PortsExhausted { .. },
+                ..
+            } = event
+            {
+                stats.ports_exhausted.fetch_add(1, Ordering::Relaxed);
+            }
+            // The core dropped its receiver: it is shutting down; keep
+            // relaying until told to stop.
+            let _ = self.events.send(event);
+            any = true;
+        }
+        if any && let Some(notify) = &self.config.notify {
+            notify();
+        }
+    }
+}
+
+struct SocketEntryKey {
+    stream: StreamId,
+    leg: Leg,
+    component: Component,
+}
+
+fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if config.reuse_address {
+        socket.set_reuse_address(true)?;
+    }
+    if let Some(size) = config.recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = config.send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into()))
+}

@@ -1,0 +1,497 @@
+//! The userspace relay on loopback: real sockets, fake peers.
+//!
+//! Every test uses its own 127.77.N.x addresses (so tests running in parallel
+//! never share a port), sends a bounded number of packets, and waits for
+//! anything with a deadline of a few seconds.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use sbc::media::command::{
+    Direction, LatchPolicy, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand, MediaError,
+    MediaEvent, Remote, RtcpMode, StreamId, TimeoutReason,
+};
+use sbc::media::flow::{FastCounts, FastFlow, FlowConfig};
+use sbc::media::ports::PortRange;
+use sbc::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
+use std::sync::{Arc, Mutex};
+
+const WAIT: Duration = Duration::from_secs(3);
+const S: StreamId = StreamId(1);
+
+fn ip(n: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 77, n, host))
+}
+
+/// A relay anchoring on 127.77.n.1 (leg A's realm) and 127.77.n.2 (leg B's).
+fn relay(n: u8, slots: u16, flow: FlowConfig, quarantine: Duration) -> UserspaceRelay {
+    let range = PortRange::new(41000, 41000 + slots * 2 - 1).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.flow = flow;
+    config.quarantine = quarantine;
+    UserspaceRelay::start(config).expect("relay starts")
+}
+
+fn peer(addr: IpAddr) -> UdpSocket {
+    let socket = UdpSocket::bind(SocketAddr::new(addr, 0)).expect("peer socket binds");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
+    socket
+}
+
+fn wait_for(
+    relay: &UserspaceRelay,
+    what: &str,
+    mut matches: impl FnMut(&MediaEvent) -> bool,
+) -> MediaEvent {
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    loop {
+        #[allow(clippy::disallowed_methods)]
+        let left = deadline.saturating_duration_since(Instant::now());
+        match relay.event_timeout(left) {
+            Some(event) if matches(&event) => return event,
+            Some(_) => {}
+            None => panic!("no {what} event within {WAIT:?}"),
+        }
+    }
+}
+
+fn allocate(
+    relay: &UserspaceRelay,
+    n: u8,
+    stream: StreamId,
+) -> Result<[LocalEndpoint; 2], MediaError> {
+    let leg = |host| LegSpec {
+        local_ip: ip(n, host),
+        rtcp: RtcpMode::Pair,
+        latch: LatchPolicy::SdpOrSignaling,
+    };
+    relay
+        .send(MediaCommand::Allocate {
+            stream,
+            legs: [leg(1), leg(2)],
+        })
+        .expect("command queued");
+    match wait_for(
+        relay,
+        "allocation",
+        |e| matches!(e, MediaEvent::Allocated { stream: s, .. } | MediaEvent::AllocationFailed { stream: s, .. } if *s == stream),
+    ) {
+        MediaEvent::Allocated { legs, .. } => Ok(legs),
+        MediaEvent::AllocationFailed { error, .. } => Err(error),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn set_remote(relay: &UserspaceRelay, leg: Leg, peer: &UdpSocket) {
+    let addr = peer.local_addr().expect("peer address");
+    let remote = Remote::rtp_pair(addr, addr.ip());
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg,
+            remote,
+        })
+        .expect("command queued");
+}
+
+/// Wait until the relay applied every command sent so far: commands are
+/// applied in order, and one for an unknown stream answers with an event.
+fn barrier(relay: &UserspaceRelay) {
+    let probe = StreamId(u64::MAX);
+    relay
+        .send(MediaCommand::Release { stream: probe })
+        .expect("command queued");
+    wait_for(
+        relay,
+        "barrier",
+        |e| matches!(e, MediaEvent::CommandFailed { stream, .. } if *stream == probe),
+    );
+}
+
+fn rtp(ssrc: u32, seq: u16) -> [u8; 20] {
+    let mut p = [0u8; 20];
+    p[0] = 0x80;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+fn seq_of(packet: &[u8]) -> u16 {
+    u16::from_be_bytes([packet[2], packet[3]])
+}
+
+/// Receive one packet; panics on timeout.
+fn recv(socket: &UdpSocket) -> (u16, SocketAddr) {
+    let mut buf = [0u8; 1500];
+    match socket.recv_from(&mut buf) {
+        Ok((n, from)) if n >= 4 => (seq_of(&buf[..n]), from),
+        other => panic!(
+            "expected a relayed packet at {:?}, got {other:?}",
+            socket.local_addr()
+        ),
+    }
+}
+
+fn release(relay: &UserspaceRelay) -> [LegCounters; 2] {
+    relay
+        .send(MediaCommand::Release { stream: S })
+        .expect("command queued");
+    match wait_for(relay, "release", |e| {
+        matches!(e, MediaEvent::Released { .. })
+    }) {
+        MediaEvent::Released { counters, .. } => counters,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A call: caller on 127.77.n.10, callee on 127.77.n.20, remotes signaled.
+fn call(n: u8, flow: FlowConfig) -> (UserspaceRelay, [LocalEndpoint; 2], UdpSocket, UdpSocket) {
+    let relay = relay(n, 4, flow, Duration::from_secs(30));
+    let local = allocate(&relay, n, S).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    (relay, local, caller, callee)
+}
+
+#[test]
+fn rtp_is_relayed_both_ways_from_the_anchored_addresses() {
+    let (relay, local, caller, callee) = call(1, FlowConfig::default());
+    assert_eq!(local[0].rtp.ip(), ip(1, 1));
+    assert_eq!(local[1].rtp.ip(), ip(1, 2));
+    const N: u16 = 50;
+    for seq in 0..N {
+        caller.send_to(&rtp(0xa, seq), local[0].rtp).expect("send");
+        let (got, from) = recv(&callee);
+        assert_eq!(
+            (got, from),
+            (seq, local[1].rtp),
+            "callee sees the SBC's leg-B address"
+        );
+    }
+    for seq in 0..N {
+        callee.send_to(&rtp(0xb, seq), local[1].rtp).expect("send");
+        let (got, from) = recv(&caller);
+        assert_eq!(
+            (got, from),
+            (seq, local[0].rtp),
+            "caller sees the SBC's leg-A address"
+        );
+    }
+    let [a, b] = release(&relay);
+    let bytes = u64::from(N) * 20;
+    assert_eq!(
+        (a.packets_in, a.bytes_in, b.packets_out, b.bytes_out),
+        (50, bytes, 50, bytes)
+    );
+    assert_eq!((b.packets_in, a.packets_out), (50, 50));
+    assert_eq!(a.dropped_source + b.dropped_source, 0);
+    assert_eq!(
+        relay
+            .stats()
+            .packets_relayed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        100
+    );
+}
+
+#[test]
+fn third_party_injection_is_not_relayed_and_is_counted() {
+    let (relay, local, caller, callee) = call(2, FlowConfig::default());
+    let attacker = peer(ip(2, 66));
+    // Before latching, with the caller's SSRC and with another.
+    attacker
+        .send_to(&rtp(0xa, 1000), local[0].rtp)
+        .expect("send");
+    attacker
+        .send_to(&rtp(0xbad, 1001), local[0].rtp)
+        .expect("send");
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(
+        recv(&callee).0,
+        1,
+        "the first packet relayed is the caller's"
+    );
+    // After latching.
+    attacker
+        .send_to(&rtp(0xa, 1002), local[0].rtp)
+        .expect("send");
+    attacker
+        .send_to(&rtp(0xbad, 1003), local[0].rtp)
+        .expect("send");
+    caller.send_to(&rtp(0xa, 2), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 2, "injected packets were not relayed");
+    // Injection towards the callee side too.
+    attacker
+        .send_to(&rtp(0xb, 1004), local[1].rtp)
+        .expect("send");
+    callee.send_to(&rtp(0xb, 3), local[1].rtp).expect("send");
+    assert_eq!(recv(&caller).0, 3);
+    let [a, b] = release(&relay);
+    assert_eq!((a.dropped_source, a.packets_in), (4, 2));
+    assert_eq!((b.dropped_source, b.packets_in), (1, 1));
+}
+
+#[test]
+fn hold_stops_forwarding_and_resume_restores_it() {
+    let (relay, local, caller, callee) = call(3, FlowConfig::default());
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    let held = MediaCommand::SetDirection {
+        stream: S,
+        leg: Leg::B,
+        direction: Direction::Inactive,
+    };
+    relay.send(held).expect("command queued");
+    barrier(&relay);
+    for seq in 100..110 {
+        caller.send_to(&rtp(0xa, seq), local[0].rtp).expect("send");
+    }
+    // Let the relay read every held packet before resuming.
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    #[allow(clippy::disallowed_methods)]
+    while relay
+        .stats()
+        .packets_dropped
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 10
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let resumed = MediaCommand::SetDirection {
+        stream: S,
+        leg: Leg::B,
+        direction: Direction::SendRecv,
+    };
+    barrier(&relay);
+    relay.send(resumed).expect("command queued");
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 2), local[0].rtp).expect("send");
+    assert_eq!(
+        recv(&callee).0,
+        2,
+        "media flows again after resume, and nothing held got through"
+    );
+    let [a, _] = release(&relay);
+    assert_eq!(a.dropped_direction, 10);
+}
+
+#[test]
+fn inactivity_timeout_is_reported() {
+    let flow = FlowConfig {
+        inactivity_timeout: Duration::from_millis(200),
+        ..FlowConfig::default()
+    };
+    let (relay, local, caller, callee) = call(4, flow);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    let event = wait_for(&relay, "timeout", |e| {
+        matches!(e, MediaEvent::TimedOut { .. })
+    });
+    assert_eq!(
+        event,
+        MediaEvent::TimedOut {
+            stream: S,
+            reason: TimeoutReason::NoMedia
+        }
+    );
+}
+
+#[test]
+fn exhaustion_is_an_error_and_released_ports_return_after_quarantine() {
+    let quarantine = Duration::from_millis(300);
+    let relay = relay(5, 1, FlowConfig::default(), quarantine);
+    let first = allocate(&relay, 5, S).expect("one slot per address");
+    let exhausted = allocate(&relay, 5, StreamId(2));
+    assert_eq!(
+        exhausted,
+        Err(MediaError::PortsExhausted { addr: ip(5, 1) })
+    );
+    release(&relay);
+    assert_eq!(
+        allocate(&relay, 5, StreamId(3)),
+        Err(MediaError::PortsExhausted { addr: ip(5, 1) })
+    );
+    std::thread::sleep(quarantine + Duration::from_millis(100));
+    assert_eq!(
+        allocate(&relay, 5, StreamId(4)),
+        Ok(first),
+        "the same ports, after quarantine"
+    );
+    assert_eq!(
+        relay
+            .stats()
+            .ports_exhausted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn muxed_leg_carries_rtcp_on_its_rtp_port() {
+    let relay = relay(6, 4, FlowConfig::default(), Duration::from_secs(30));
+    let legs = [
+        LegSpec {
+            local_ip: ip(6, 1),
+            rtcp: RtcpMode::Mux,
+            latch: LatchPolicy::SdpOrSignaling,
+        },
+        LegSpec {
+            local_ip: ip(6, 2),
+            rtcp: RtcpMode::Pair,
+            latch: LatchPolicy::SdpOrSignaling,
+        },
+    ];
+    relay
+        .send(MediaCommand::Allocate { stream: S, legs })
+        .expect("command queued");
+    let MediaEvent::Allocated { legs: local, .. } = wait_for(&relay, "allocation", |e| {
+        matches!(e, MediaEvent::Allocated { .. })
+    }) else {
+        panic!("not allocated")
+    };
+    assert_eq!(local[0].rtcp, None);
+    let caller = peer(ip(6, 10));
+    let callee_rtp = peer(ip(6, 20));
+    let callee_rtcp = peer(ip(6, 21));
+    let caller_addr = caller.local_addr().expect("address");
+    let mut a = Remote::rtp_pair(caller_addr, caller_addr.ip());
+    a.rtcp_mux = true;
+    let b = Remote {
+        rtp: callee_rtp.local_addr().expect("address"),
+        rtcp: callee_rtcp.local_addr().expect("address"),
+        rtcp_mux: false,
+        signaling_ip: ip(6, 20),
+    };
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::A,
+            remote: a,
+        })
+        .expect("queued");
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::B,
+            remote: b,
+        })
+        .expect("queued");
+    barrier(&relay);
+    let mut sr = [0u8; 28];
+    sr[0] = 0x80;
+    sr[1] = 200;
+    sr[2..4].copy_from_slice(&7u16.to_be_bytes());
+    sr[4..8].copy_from_slice(&0xau32.to_be_bytes());
+    caller.send_to(&sr, local[0].rtp).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = callee_rtcp
+        .recv_from(&mut buf)
+        .expect("RTCP relayed to the callee's RTCP port");
+    assert_eq!(
+        (n, Some(from)),
+        (28, local[1].rtcp),
+        "out of the SBC's leg-B RTCP port"
+    );
+    callee_rtcp.send_to(&buf[..n], from).expect("send");
+    let (n, from) = caller
+        .recv_from(&mut buf)
+        .expect("RTCP relayed back over the muxed port");
+    assert_eq!((n, from), (28, local[0].rtp));
+}
+
+#[test]
+fn shutdown_closes_every_socket() {
+    let (relay, local, _caller, _callee) = call(7, FlowConfig::default());
+    relay.shutdown();
+    for addr in [local[0].rtp, local[1].rtp] {
+        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("{addr} still held after shutdown: {e}"));
+    }
+}
+
+/// Every update the relay pushed to the fast path, in order.
+type Installed = Arc<Mutex<Vec<(StreamId, Vec<FastFlow>)>>>;
+
+/// A fast path that records what the relay installs and reports a fixed
+/// number of packets once, as the XDP backend would from its maps.
+struct Recorder {
+    installed: Installed,
+    report_once: Option<FastCounts>,
+}
+
+impl FastPath for Recorder {
+    fn update(&mut self, stream: StreamId, flows: &[FastFlow]) {
+        self.installed
+            .lock()
+            .expect("test lock")
+            .push((stream, flows.to_vec()));
+    }
+
+    fn collect(&mut self, counts: &mut Vec<FastCounts>) {
+        counts.extend(self.report_once.take());
+    }
+}
+
+#[test]
+fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
+    let n = 8;
+    let range = PortRange::new(41000, 41007).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.flow.inactivity_timeout = Duration::from_millis(400);
+    let installed: Installed = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        installed: Arc::clone(&installed),
+        report_once: Some(FastCounts {
+            stream: S,
+            leg: Leg::A,
+            packets: 1000,
+            bytes: 20_000,
+        }),
+    };
+    let relay = UserspaceRelay::start_with_fast_path(config, Some(Box::new(recorder)))
+        .expect("relay starts");
+    let local = allocate(&relay, n, S).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    callee.send_to(&rtp(0xb, 2), local[1].rtp).expect("send");
+    assert_eq!(recv(&caller).0, 2);
+    barrier(&relay);
+    let last = installed.lock().expect("test lock").last().cloned();
+    let Some((stream, flows)) = last else {
+        panic!("nothing installed")
+    };
+    assert_eq!(stream, S);
+    let caller_addr = caller.local_addr().expect("address");
+    let callee_addr = callee.local_addr().expect("address");
+    let mut seen: Vec<_> = flows
+        .iter()
+        .map(|f| (f.leg, f.local, f.source, f.route.from, f.route.to))
+        .collect();
+    seen.sort_by_key(|f| f.0 == Leg::B);
+    assert_eq!(
+        seen,
+        vec![
+            (Leg::A, local[0].rtp, caller_addr, local[1].rtp, callee_addr),
+            (Leg::B, local[1].rtp, callee_addr, local[0].rtp, caller_addr),
+        ]
+    );
+    // The fast path's report is taken in at the next timeout check.
+    std::thread::sleep(Duration::from_millis(300));
+    let [a, b] = release(&relay);
+    assert_eq!((a.packets_in, b.packets_out), (1001, 1001));
+    barrier(&relay);
+    let last = installed.lock().expect("test lock").last().cloned();
+    assert_eq!(last, Some((S, Vec::new())), "release uninstalls");
+}
