@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod b2bua;
 pub mod config;
+pub mod daemon;
 pub mod inspect;
 pub mod media;
 pub mod metrics;

@@ -1,11 +1,14 @@
 //! The `sbc` command line: argument parsing only; the work lives in the library.
 
+use std::path::PathBuf;
+
 const HELP: &str = "\
 sbc: Session Border Controller
 
 usage:
-  sbc inspect [--json] FILE...   parse captured SIP messages and say what the SBC would do
-  sbc check-config [FILE]        validate a configuration (no FILE: the embedded default)
+  sbc [--config FILE] [--log LEVEL]   run the SBC (no FILE: the embedded default, a loopback lab)
+  sbc inspect [--json] FILE...        parse captured SIP messages and say what the SBC would do
+  sbc check-config [FILE]             validate a configuration (no FILE: the embedded default)
   sbc --version
   sbc --help
 ";
@@ -27,10 +30,47 @@ fn main() -> anyhow::Result<()> {
             print!("{HELP}");
             0
         }
-        _ => {
-            eprint!("{HELP}");
-            2
-        }
+        _ => return daemon(&args),
     };
     std::process::exit(status);
+}
+
+/// `sbc [--config FILE] [--log LEVEL]`.
+fn daemon(args: &[String]) -> anyhow::Result<()> {
+    let mut config_path: Option<PathBuf> = None;
+    let mut log: Option<String> = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--config" | "-c" => config_path = rest.next().map(PathBuf::from),
+            "--log" => log = rest.next().cloned(),
+            other => {
+                eprint!("sbc: unknown argument '{other}'\n{HELP}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let loaded = match &config_path {
+        Some(path) => sbc::config::Config::load(path),
+        None => sbc::config::Config::embedded_default(),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sbc: {e}");
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            std::process::exit(1);
+        }
+    };
+    // RUST_LOG, then --log, then the config's level.
+    let level = log.unwrap_or_else(|| format!("{:?}", config.logging.level).to_lowercase());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    sbc::daemon::run(config, config_path)
 }

@@ -1411,12 +1411,6 @@ impl Core {
                 let Some(&(call_no, side, role)) = self.clients.get(&id) else {
                     return;
                 };
-                if let Some(call) = self.calls.get(&call_no)
-                    && let Some(leg) = leg_ref(call, side)
-                {
-                    let realm = leg.realm;
-                    self.sip_event_in(realm, &response);
-                }
                 let Some(mut call) = self.calls.remove(&call_no) else {
                     return;
                 };
@@ -2178,15 +2172,6 @@ impl Core {
         self.events.push_back(CoreEvent::Sip {
             realm: self.realms[realm].name.clone(),
             inbound: false,
-            method: msg.method(),
-            status: msg.status(),
-        });
-    }
-
-    fn sip_event_in(&mut self, realm: usize, msg: &Message) {
-        self.events.push_back(CoreEvent::Sip {
-            realm: self.realms[realm].name.clone(),
-            inbound: true,
             method: msg.method(),
             status: msg.status(),
         });
