@@ -1931,8 +1931,18 @@ impl Core {
         if let Some(trunk) = call.trunk.take() {
             self.trunks[trunk].release();
         }
-        self.dialogs.retain(|_, (id, _)| *id != call.id);
-        self.servers.retain(|_, id| *id != call.id);
+        // Only this call's own keys: ending a call must not cost a scan of
+        // every call up.
+        self.dialogs
+            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        if let Some(b) = &call.b {
+            self.dialogs
+                .remove(&(b.call_id.clone(), b.local_tag.clone()));
+        }
+        self.servers.remove(&call.a_server);
+        for server in call.relayed.keys() {
+            self.servers.remove(server);
+        }
         let text = |v: Option<&[u8]>| {
             v.map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
