@@ -495,3 +495,76 @@ fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
     let last = installed.lock().expect("test lock").last().cloned();
     assert_eq!(last, Some((S, Vec::new())), "release uninstalls");
 }
+
+#[test]
+fn a_natted_caller_is_answered_at_its_real_source() {
+    let n = 9;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    let local = allocate(&relay, n, S).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    // The caller's SDP names an address nobody listens on (its private
+    // side); its signaling came from the IP it really sends from.
+    let sdp = SocketAddr::new(ip(n, 99), 4000);
+    let remote = Remote::rtp_pair(sdp, ip(n, 10));
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::A,
+            remote,
+        })
+        .expect("queued");
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    let latched = wait_for(&relay, "latch", |e| {
+        matches!(e, MediaEvent::Latched { leg: Leg::A, .. })
+    });
+    let caller_addr = caller.local_addr().expect("address");
+    assert!(
+        matches!(latched, MediaEvent::Latched { source, .. } if source == caller_addr),
+        "{latched:?}"
+    );
+    callee.send_to(&rtp(0xb, 2), local[1].rtp).expect("send");
+    assert_eq!(
+        recv(&caller),
+        (2, local[0].rtp),
+        "symmetric RTP reaches the NAT binding"
+    );
+}
+
+#[test]
+fn ipv6_loopback_streams_are_relayed() {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let range = PortRange::new(41200, 41207).expect("valid range");
+    let relay = UserspaceRelay::start(RelayConfig::new(vec![(v6, range)])).expect("relay starts");
+    let leg = LegSpec {
+        local_ip: v6,
+        rtcp: RtcpMode::Mux,
+        latch: LatchPolicy::SdpAddress,
+    };
+    relay
+        .send(MediaCommand::Allocate {
+            stream: S,
+            legs: [leg, leg],
+        })
+        .expect("queued");
+    let event = wait_for(&relay, "allocation", |e| {
+        matches!(
+            e,
+            MediaEvent::Allocated { .. } | MediaEvent::AllocationFailed { .. }
+        )
+    });
+    let MediaEvent::Allocated { legs: local, .. } = event else {
+        panic!("{event:?}")
+    };
+    assert_ne!(local[0].rtp, local[1].rtp, "two muxed legs, two ports");
+    let caller = peer(v6);
+    let callee = peer(v6);
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee), (1, local[1].rtp));
+}

@@ -58,6 +58,9 @@ pub struct FlowConfig {
     /// A stream on hold (no RTP direction open) with no packet, not even
     /// RTCP, for this long times out.
     pub hold_timeout: Duration,
+    /// A latched source must be silent this long before another source with
+    /// its SSRC may take over (NAT rebinding; see [`super::latch`]).
+    pub relatch_quiet: Duration,
 }
 
 impl Default for FlowConfig {
@@ -66,6 +69,7 @@ impl Default for FlowConfig {
             learning_window: Duration::from_secs(10),
             inactivity_timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(2 * 3600),
+            relatch_quiet: Duration::from_millis(500),
         }
     }
 }
@@ -542,6 +546,7 @@ impl FlowTable {
                 return Err(error);
             }
         };
+        let quiet = self.config.relatch_quiet;
         let leg = |spec: LegSpec, lease: Lease| {
             let ip = spec.local_ip;
             LegState {
@@ -553,8 +558,8 @@ impl FlowTable {
                 },
                 remote: None,
                 direction: Direction::SendRecv,
-                rtp: Latch::new(spec.latch),
-                rtcp: Latch::new(spec.latch),
+                rtp: Latch::new(spec.latch, quiet),
+                rtcp: Latch::new(spec.latch, quiet),
                 counters: LegCounters::default(),
             }
         };
