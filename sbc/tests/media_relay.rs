@@ -568,3 +568,47 @@ fn ipv6_loopback_streams_are_relayed() {
     caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
     assert_eq!(recv(&callee), (1, local[1].rtp));
 }
+
+#[test]
+fn a_flooded_port_does_not_starve_other_streams() {
+    let n = 10;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    let victim = allocate(&relay, n, StreamId(1)).expect("allocated");
+    let other = allocate(&relay, n, StreamId(2)).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    for stream in [StreamId(1), StreamId(2)] {
+        for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
+            let addr = p.local_addr().expect("address");
+            let remote = Remote::rtp_pair(addr, addr.ip());
+            relay
+                .send(MediaCommand::SetRemote {
+                    stream,
+                    leg,
+                    remote,
+                })
+                .expect("queued");
+        }
+    }
+    barrier(&relay);
+    let attacker = peer(ip(n, 66));
+    let flood = std::thread::spawn(move || {
+        for seq in 0..20_000u16 {
+            let _ = attacker.send_to(&rtp(0xbad, seq), victim[0].rtp);
+        }
+    });
+    for seq in 0..20 {
+        caller.send_to(&rtp(0xa, seq), other[0].rtp).expect("send");
+        assert_eq!(
+            recv(&callee),
+            (seq, other[1].rtp),
+            "stream 2 starved by the flood on stream 1"
+        );
+    }
+    flood.join().expect("flood thread");
+    let dropped = relay
+        .stats()
+        .packets_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped > 0, "the flood was read and dropped");
+}
