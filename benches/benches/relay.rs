@@ -285,8 +285,18 @@ fn drive(
         let next = started + tick * (n + 1);
         std::thread::sleep(next.saturating_duration_since(now()));
     }
-    // Let the last packets drain through the forwarder.
-    std::thread::sleep(Duration::from_millis(200));
+    // Let the last packets drain through the forwarder: until everything
+    // arrived, or nothing more did for 200 ms (bounded at 3 s).
+    let drain_deadline = now() + Duration::from_secs(3);
+    let mut last = u64::MAX;
+    while now() < drain_deadline {
+        let got = received.load(Ordering::Relaxed);
+        if got >= sent || got == last {
+            break;
+        }
+        last = got;
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let elapsed = now() - started;
     done.store(true, Ordering::Relaxed);
     receiver.join().expect("receiver thread");

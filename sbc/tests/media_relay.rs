@@ -495,3 +495,128 @@ fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
     let last = installed.lock().expect("test lock").last().cloned();
     assert_eq!(last, Some((S, Vec::new())), "release uninstalls");
 }
+
+#[test]
+fn a_natted_caller_is_answered_at_its_real_source() {
+    let n = 9;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    let local = allocate(&relay, n, S).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    // The caller's SDP names an address nobody listens on (its private
+    // side); its signaling came from the IP it really sends from.
+    let sdp = SocketAddr::new(ip(n, 99), 4000);
+    let remote = Remote::rtp_pair(sdp, ip(n, 10));
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::A,
+            remote,
+        })
+        .expect("queued");
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee).0, 1);
+    let latched = wait_for(&relay, "latch", |e| {
+        matches!(e, MediaEvent::Latched { leg: Leg::A, .. })
+    });
+    let caller_addr = caller.local_addr().expect("address");
+    assert!(
+        matches!(latched, MediaEvent::Latched { source, .. } if source == caller_addr),
+        "{latched:?}"
+    );
+    callee.send_to(&rtp(0xb, 2), local[1].rtp).expect("send");
+    assert_eq!(
+        recv(&caller),
+        (2, local[0].rtp),
+        "symmetric RTP reaches the NAT binding"
+    );
+}
+
+#[test]
+fn ipv6_loopback_streams_are_relayed() {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let range = PortRange::new(41200, 41207).expect("valid range");
+    let relay = UserspaceRelay::start(RelayConfig::new(vec![(v6, range)])).expect("relay starts");
+    let leg = LegSpec {
+        local_ip: v6,
+        rtcp: RtcpMode::Mux,
+        latch: LatchPolicy::SdpAddress,
+    };
+    relay
+        .send(MediaCommand::Allocate {
+            stream: S,
+            legs: [leg, leg],
+        })
+        .expect("queued");
+    let event = wait_for(&relay, "allocation", |e| {
+        matches!(
+            e,
+            MediaEvent::Allocated { .. } | MediaEvent::AllocationFailed { .. }
+        )
+    });
+    let MediaEvent::Allocated { legs: local, .. } = event else {
+        panic!("{event:?}")
+    };
+    assert_ne!(local[0].rtp, local[1].rtp, "two muxed legs, two ports");
+    let caller = peer(v6);
+    let callee = peer(v6);
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    barrier(&relay);
+    caller.send_to(&rtp(0xa, 1), local[0].rtp).expect("send");
+    assert_eq!(recv(&callee), (1, local[1].rtp));
+}
+
+#[test]
+fn a_flooded_port_does_not_starve_other_streams() {
+    let n = 10;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    let victim = allocate(&relay, n, StreamId(1)).expect("allocated");
+    let other = allocate(&relay, n, StreamId(2)).expect("allocated");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    for stream in [StreamId(1), StreamId(2)] {
+        for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
+            let addr = p.local_addr().expect("address");
+            let remote = Remote::rtp_pair(addr, addr.ip());
+            relay
+                .send(MediaCommand::SetRemote {
+                    stream,
+                    leg,
+                    remote,
+                })
+                .expect("queued");
+        }
+    }
+    barrier(&relay);
+    let attacker = peer(ip(n, 66));
+    let flood = std::thread::spawn(move || {
+        for seq in 0..20_000u16 {
+            let _ = attacker.send_to(&rtp(0xbad, seq), victim[0].rtp);
+        }
+    });
+    for seq in 0..20 {
+        caller.send_to(&rtp(0xa, seq), other[0].rtp).expect("send");
+        assert_eq!(
+            recv(&callee),
+            (seq, other[1].rtp),
+            "stream 2 starved by the flood on stream 1"
+        );
+    }
+    flood.join().expect("flood thread");
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    let dropped = || {
+        relay
+            .stats()
+            .packets_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    #[allow(clippy::disallowed_methods)]
+    while dropped() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(dropped() > 0, "the flood was read and dropped");
+}

@@ -32,12 +32,14 @@
 //! * the source fails X's [`Latch`] → dropped (source); see [`super::latch`];
 //! * RTP while X does not send or Y does not receive (hold, RFC 3264 §5.1,
 //!   §8.4) → dropped (direction); RTCP still flows;
-//! * Y has no remote yet → dropped (send);
+//! * Y has no remote yet, or one the relay must not send to (unspecified,
+//!   as in the RFC 2543 hold `c=0.0.0.0`; multicast or broadcast; port 0;
+//!   loopback from a non-loopback media address) → dropped (send);
 //! * else relayed from Y's socket (RTP port, or the RTCP port for RTCP when Y
 //!   is not muxed) to Y's latched source or signaled address.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::command::{
@@ -58,6 +60,9 @@ pub struct FlowConfig {
     /// A stream on hold (no RTP direction open) with no packet, not even
     /// RTCP, for this long times out.
     pub hold_timeout: Duration,
+    /// A latched source must be silent this long before another source with
+    /// its SSRC may take over (NAT rebinding; see [`super::latch`]).
+    pub relatch_quiet: Duration,
 }
 
 impl Default for FlowConfig {
@@ -66,6 +71,7 @@ impl Default for FlowConfig {
             learning_window: Duration::from_secs(10),
             inactivity_timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(2 * 3600),
+            relatch_quiet: Duration::from_millis(500),
         }
     }
 }
@@ -542,6 +548,7 @@ impl FlowTable {
                 return Err(error);
             }
         };
+        let quiet = self.config.relatch_quiet;
         let leg = |spec: LegSpec, lease: Lease| {
             let ip = spec.local_ip;
             LegState {
@@ -553,8 +560,8 @@ impl FlowTable {
                 },
                 remote: None,
                 direction: Direction::SendRecv,
-                rtp: Latch::new(spec.latch),
-                rtcp: Latch::new(spec.latch),
+                rtp: Latch::new(spec.latch, quiet),
+                rtcp: Latch::new(spec.latch, quiet),
                 counters: LegCounters::default(),
             }
         };
@@ -609,13 +616,33 @@ fn route_out(out: &LegState, leg: Leg, kind: PacketKind) -> Option<Route> {
         (true, Some(rtcp)) => (Component::Rtcp, &out.rtcp, rtcp),
         _ => (Component::Rtp, &out.rtp, out.local.rtp),
     };
-    let to = latch.destination()?;
+    let to = latch
+        .destination()
+        .filter(|&to| sendable(out.spec.local_ip, to))?;
     Some(Route {
         leg,
         component,
         from,
         to,
     })
+}
+
+/// Whether the relay may send to `to` from a media address `local`. An SDP
+/// is input from the network: it must not turn the relay into a packet
+/// cannon aimed at the SBC host itself (`127.0.0.1:5060`), at a group
+/// (multicast, broadcast), or at "nowhere" (`0.0.0.0`, the RFC 2543 hold,
+/// which Linux would deliver locally). Loopback peers are accepted only on a
+/// loopback media address (a lab), where they are the only peers there are.
+fn sendable(local: IpAddr, to: SocketAddr) -> bool {
+    let ip = to.ip().to_canonical();
+    let group = match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    };
+    to.port() != 0
+        && !ip.is_unspecified()
+        && !group
+        && (!ip.is_loopback() || local.to_canonical().is_loopback())
 }
 
 #[cfg(test)]

@@ -22,10 +22,14 @@
 //!    unchanged one (session refresh) keeps it.
 //! 4. **Once latched, only the latched source is accepted.** Packets from any
 //!    other source are dropped (and counted by the caller), except:
-//! 5. **Re-latch only for the same SSRC**, and only from an IP the policy
-//!    allows: a NAT that rebinds the peer's port keeps the SSRC (RFC 3550
-//!    §8), an injector does not know it (32 random bits), and the IP check
-//!    keeps an on-path observer of the SSRC on another host out.
+//! 5. **Re-latch only for the same SSRC**, only from an IP the policy
+//!    allows, and only once the latched source has been silent for a short
+//!    quiet period: a NAT that rebinds the peer's port keeps the SSRC (RFC
+//!    3550 §8) and the old binding goes quiet; an injector does not know the
+//!    SSRC (32 random bits); the IP check keeps an on-path observer of the
+//!    SSRC on another host out; and the quiet period keeps one that shares
+//!    the peer's IP from taking over while the peer still talks (and stops
+//!    two paths of one peer from flapping the latch per packet).
 //! 6. **Asymmetric RTP** ([`LatchPolicy::Asymmetric`], per trunk): nothing is
 //!    learned; packets from any port of the SDP or signaling IP are accepted
 //!    and media is always sent to the SDP address.
@@ -101,20 +105,31 @@ struct Expected {
     window_until: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Latched {
+    source: SocketAddr,
+    /// The SSRC last seen from `source`.
+    ssrc: u32,
+    /// When `source` last sent.
+    last_seen: Instant,
+}
+
 /// The latching state of one anchored flow.
 #[derive(Debug, Clone)]
 pub struct Latch {
     policy: LatchPolicy,
+    relatch_quiet: Duration,
     expected: Option<Expected>,
-    /// The latched source and the SSRC last seen from it.
-    latched: Option<(SocketAddr, u32)>,
+    latched: Option<Latched>,
 }
 
 impl Latch {
-    /// A flow that accepts nothing until its remote is signaled.
-    pub fn new(policy: LatchPolicy) -> Latch {
+    /// A flow that accepts nothing until its remote is signaled. A re-latch
+    /// needs the latched source to have been silent for `relatch_quiet`.
+    pub fn new(policy: LatchPolicy, relatch_quiet: Duration) -> Latch {
         Latch {
             policy,
+            relatch_quiet,
             expected: None,
             latched: None,
         }
@@ -155,16 +170,22 @@ impl Latch {
                 Verdict::UnexpectedSource
             };
         }
+        let latch_here = Some(Latched {
+            source,
+            ssrc,
+            last_seen: now,
+        });
         match self.latched {
-            Some((latched, _)) if latched == source => {
+            Some(latched) if latched.source == source => {
                 // The peer may start a new SSRC (RFC 3550 §8.2); follow it so
                 // a later re-latch is judged against the current one.
-                self.latched = Some((source, ssrc));
+                self.latched = latch_here;
                 Verdict::Accept
             }
-            Some((_, latched_ssrc)) => {
-                if ssrc == latched_ssrc && ip_allowed {
-                    self.latched = Some((source, ssrc));
+            Some(latched) => {
+                let quiet = now.saturating_duration_since(latched.last_seen) >= self.relatch_quiet;
+                if ssrc == latched.ssrc && ip_allowed && quiet {
+                    self.latched = latch_here;
                     Verdict::Latched(source)
                 } else {
                     Verdict::UnexpectedSource
@@ -173,7 +194,7 @@ impl Latch {
             None => {
                 let in_window = now < expected.window_until;
                 if source == expected.sdp || (in_window && ip_allowed) {
-                    self.latched = Some((source, ssrc));
+                    self.latched = latch_here;
                     Verdict::Latched(source)
                 } else {
                     Verdict::UnexpectedSource
@@ -186,14 +207,14 @@ impl Latch {
     /// address; `None` before any remote is signaled.
     pub fn destination(&self) -> Option<SocketAddr> {
         match self.latched {
-            Some((source, _)) => Some(source),
+            Some(latched) => Some(latched.source),
             None => self.expected.map(|e| e.sdp),
         }
     }
 
     /// The latched source, if any.
     pub fn latched(&self) -> Option<SocketAddr> {
-        self.latched.map(|(source, _)| source)
+        self.latched.map(|latched| latched.source)
     }
 
     fn ip_allowed(&self, expected: &Expected, ip: IpAddr) -> bool {
@@ -212,6 +233,7 @@ mod tests {
     use super::*;
 
     const WINDOW: Duration = Duration::from_secs(5);
+    const QUIET: Duration = Duration::from_millis(500);
     const SSRC: u32 = 0x1234_5678;
 
     #[allow(clippy::disallowed_methods)] // tests pick an arbitrary epoch
@@ -230,7 +252,7 @@ mod tests {
     /// A phone behind NAT: SDP names its private address, signaling came from
     /// the NAT's public IP 203.0.113.5, media arrives from 203.0.113.5:61000.
     fn natted(policy: LatchPolicy, now: Instant) -> Latch {
-        let mut latch = Latch::new(policy);
+        let mut latch = Latch::new(policy, QUIET);
         latch.set_remote(now, addr("10.0.0.5:4000"), ip("203.0.113.5"), WINDOW);
         latch
     }
@@ -272,7 +294,7 @@ mod tests {
 
     #[test]
     fn nothing_is_accepted_before_signaling() {
-        let mut latch = Latch::new(LatchPolicy::SdpOrSignaling);
+        let mut latch = Latch::new(LatchPolicy::SdpOrSignaling, QUIET);
         assert_eq!(
             latch.check(t0(), addr("10.0.0.5:4000"), SSRC),
             Verdict::NoRemote
@@ -410,9 +432,9 @@ mod tests {
             "NAT rebinding"
         );
         assert_eq!(
-            latch.check(later, real, SSRC),
+            latch.check(later + QUIET, real, SSRC),
             Verdict::Latched(real),
-            "and back again"
+            "and back again once the other went quiet"
         );
     }
 
@@ -424,12 +446,38 @@ mod tests {
         latch.check(now, real, SSRC);
         assert_eq!(latch.check(now, real, 99), Verdict::Accept);
         let rebound = addr("203.0.113.5:61002");
+        let later = now + QUIET;
         assert_eq!(
-            latch.check(now, rebound, SSRC),
+            latch.check(later, rebound, SSRC),
             Verdict::UnexpectedSource,
             "old SSRC"
         );
-        assert_eq!(latch.check(now, rebound, 99), Verdict::Latched(rebound));
+        assert_eq!(latch.check(later, rebound, 99), Verdict::Latched(rebound));
+    }
+
+    #[test]
+    fn no_relatch_while_the_latched_source_still_talks() {
+        let now = t0();
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let real = addr("203.0.113.5:61000");
+        let same_ip = addr("203.0.113.5:7777");
+        latch.check(now, real, SSRC);
+        let mut clock = now;
+        for _ in 0..20 {
+            clock += QUIET / 4;
+            assert_eq!(latch.check(clock, real, SSRC), Verdict::Accept);
+            assert_eq!(
+                latch.check(clock, same_ip, SSRC),
+                Verdict::UnexpectedSource,
+                "a sender on the peer's IP that learned the SSRC cannot take over"
+            );
+        }
+        assert_eq!(latch.latched(), Some(real));
+        assert_eq!(
+            latch.check(clock + QUIET, same_ip, SSRC),
+            Verdict::Latched(same_ip),
+            "once the peer is quiet, the same SSRC re-latches"
+        );
     }
 
     #[test]

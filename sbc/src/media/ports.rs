@@ -590,6 +590,86 @@ mod tests {
         assert_eq!(p.usage().in_use, 0);
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allocate(bool),
+        Release(usize),
+        Cancel(usize),
+        Wait(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => any::<bool>().prop_map(Op::Allocate),
+            3 => any::<usize>().prop_map(Op::Release),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            2 => (0u64..40).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence: no port is held twice, a released port is
+        /// not handed out before its quarantine ends, allocation fails only
+        /// when no fitting port is free, and the queues stay within the range.
+        #[test]
+        fn ports_are_never_shared_or_reused_early(ops in proptest::collection::vec(op(), 1..300)) {
+            let start = t0();
+            let mut now = start;
+            let mut p = pool(30000, 30011);
+            let mut held: Vec<Lease> = Vec::new();
+            let mut released_at: HashMap<u16, Instant> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Allocate(mux) => {
+                        let mode = if mux { RtcpMode::Mux } else { RtcpMode::Pair };
+                        let in_use: HashSet<u16> =
+                            held.iter().flat_map(|l| [Some(l.rtp()), l.rtcp()]).flatten().collect();
+                        match p.allocate(now, mode) {
+                            Some(lease) => {
+                                for port in [Some(lease.rtp()), lease.rtcp()].into_iter().flatten() {
+                                    proptest::prop_assert!((30000..=30011).contains(&port));
+                                    proptest::prop_assert!(!in_use.contains(&port), "{port} handed out twice");
+                                    if let Some(&at) = released_at.get(&port) {
+                                        proptest::prop_assert!(now >= at + Q, "{port} reused in quarantine");
+                                    }
+                                }
+                                held.push(lease);
+                            }
+                            None => {
+                                // Exhausted only if no fitting port is free and out of quarantine.
+                                let free = |port: u16| {
+                                    !in_use.contains(&port)
+                                        && released_at.get(&port).is_none_or(|&at| now >= at + Q)
+                                };
+                                let any_free = match mode {
+                                    RtcpMode::Pair => (30000..=30011).step_by(2).any(|e| free(e) && free(e + 1)),
+                                    RtcpMode::Mux => (30000..=30011).any(free),
+                                };
+                                proptest::prop_assert!(!any_free, "refused {mode:?} with ports free");
+                            }
+                        }
+                    }
+                    Op::Release(i) if !held.is_empty() => {
+                        let lease = held.swap_remove(i % held.len());
+                        p.release(now, lease);
+                        for port in [Some(lease.rtp()), lease.rtcp()].into_iter().flatten() {
+                            released_at.insert(port, now);
+                        }
+                    }
+                    Op::Cancel(i) if !held.is_empty() => {
+                        let lease = held.swap_remove(i % held.len());
+                        p.cancel(lease);
+                    }
+                    Op::Release(_) | Op::Cancel(_) => {}
+                    Op::Wait(secs) => now += Duration::from_secs(secs),
+                }
+                proptest::prop_assert!(p.free_slots.len() <= 6 && p.free_singles.len() <= 12);
+                proptest::prop_assert!(p.quarantine.len() <= 12);
+            }
+        }
+    }
+
     #[test]
     fn allocator_routes_by_address_and_names_exhaustion() {
         let now = t0();

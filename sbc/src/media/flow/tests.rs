@@ -801,3 +801,74 @@ fn fast_path_counts_add_up_and_keep_the_stream_alive() {
         (9000, 9000, 9000 * 172)
     );
 }
+
+#[test]
+fn remotes_the_relay_must_not_send_to_are_dropped() {
+    let now = t0();
+    let a = addr("10.0.0.5:4000");
+    for bad in [
+        "0.0.0.0:6000",
+        "127.0.0.1:5060",
+        "[::ffff:127.0.0.1]:5060",
+        "224.0.0.1:6000",
+        "255.255.255.255:6000",
+        "198.51.100.20:0",
+        "[ff02::1]:6000",
+        "[::]:6000",
+    ] {
+        let mut t = table(4);
+        call(&mut t, now);
+        let remote = Remote::rtp_pair(addr(bad), "198.51.100.20".parse().expect("ip"));
+        t.handle_command(
+            now,
+            MediaCommand::SetRemote {
+                stream: S,
+                leg: Leg::B,
+                remote,
+            },
+        );
+        assert_eq!(
+            t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtp(SSRC_A)),
+            Forward::Drop,
+            "sent to {bad}"
+        );
+        assert_eq!(counters(&t)[1].dropped_send, 1, "{bad}");
+        assert_eq!(t.route(S, Leg::A, PacketKind::Rtp), None, "{bad}");
+    }
+}
+
+#[test]
+fn loopback_peers_are_fine_on_a_loopback_media_address() {
+    let now = t0();
+    let lo = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let range = PortRange::new(40000, 40007).expect("valid range");
+    let mut t = FlowTable::new(
+        FlowConfig::default(),
+        PortAllocator::new([(lo, range)], QUARANTINE),
+    );
+    let legs = [spec(lo, RtcpMode::Mux), spec(lo, RtcpMode::Mux)];
+    t.handle_command(now, MediaCommand::Allocate { stream: S, legs });
+    for (leg, port) in [(Leg::A, 5000), (Leg::B, 6000)] {
+        let remote = Remote::rtp_pair(SocketAddr::new(lo, port), lo);
+        t.handle_command(
+            now,
+            MediaCommand::SetRemote {
+                stream: S,
+                leg,
+                remote,
+            },
+        );
+    }
+    let got = t.on_packet(
+        now,
+        S,
+        Leg::A,
+        Component::Rtp,
+        SocketAddr::new(lo, 5000),
+        &rtp(SSRC_A),
+    );
+    assert!(
+        matches!(got, Forward::To(r) if r.to == SocketAddr::new(lo, 6000)),
+        "{got:?}"
+    );
+}
