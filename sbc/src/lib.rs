@@ -21,8 +21,10 @@
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
 pub mod admin;
+pub mod cdr;
 pub mod config;
 pub mod inspect;
+pub mod logging;
 pub mod metrics;
 pub mod sdp;
 pub mod sip;
