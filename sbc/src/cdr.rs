@@ -477,7 +477,9 @@ enum Command {
 }
 
 /// Appends [`CallRecord`]s to a file from its own thread. See the module
-/// docs for the queueing, durability and rotation rules.
+/// docs for the queueing, durability and rotation rules. Dropped without
+/// [`close`](CdrWriter::close), the thread still drains the queue, but
+/// nobody waits for it.
 pub struct CdrWriter {
     tx: SyncSender<Command>,
     stats: Arc<CdrStats>,

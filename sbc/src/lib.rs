@@ -16,6 +16,10 @@
 //! * [`config`]: the typed TOML configuration, validated once, with errors that
 //!   name the file, line and field. Reads a file only when asked to load one.
 //! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
+//! * [`cdr`]: call detail records and their bounded, never-blocking file
+//!   writer (an IO shell with its own thread).
+//! * [`logging`]: the `tracing` subscriber: filter precedence, text or JSON,
+//!   and what may be logged at which level.
 //!
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
 //! inputs carry everything they need, so every behaviour is testable byte for

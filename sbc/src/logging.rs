@@ -12,7 +12,7 @@
 //! The first of these that is set and non-empty wins, whole (filters are not
 //! merged):
 //!
-//! 1. the command line (`sbc --log-level DIRECTIVES`, passed as `cli`),
+//! 1. a command-line option of the daemon, passed to [`init`] as `cli`,
 //! 2. the `RUST_LOG` environment variable,
 //! 3. `[logging] level` in the configuration (default `info`).
 //!
