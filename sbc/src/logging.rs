@@ -28,7 +28,8 @@
 //! on stderr, colours only when stderr is a terminal (journald gets plain
 //! text). `"json"`: one JSON object per line with `timestamp` (RFC 3339 UTC),
 //! `level`, `target`, `message` and the event's fields at the top level,
-//! for log shippers.
+//! plus `span` (the innermost span's name and fields, e.g. a call's) when
+//! the event happened inside one, for log shippers.
 //!
 //! # What may be logged, and at which level
 //!
@@ -48,7 +49,10 @@
 //! Per-packet media events are never logged (they are counted in metrics).
 use std::io::IsTerminal as _;
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogFormat, LogLevel, Logging};
 
@@ -136,17 +140,49 @@ pub fn resolve_filter(
     } else {
         (level_directive(config), FilterSource::Config)
     };
-    EnvFilter::builder()
-        .parse(directives)
-        .map_err(|e| LoggingError::Directives {
-            from: source,
-            directives: directives.to_owned(),
-            error: e.to_string(),
-        })?;
+    parse_filter(directives, source)?;
     Ok(ResolvedFilter {
         directives: directives.to_owned(),
         source,
     })
+}
+
+/// Parses `EnvFilter` directives, naming their source on error.
+fn parse_filter(directives: &str, from: FilterSource) -> Result<EnvFilter, LoggingError> {
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| LoggingError::Directives {
+            from,
+            directives: directives.to_owned(),
+            error: e.to_string(),
+        })
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (a parameter so
+/// that tests can capture lines without a global install).
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
 }
 
 /// Installs the process's subscriber: the filter from `cli`, `RUST_LOG` or
@@ -156,28 +192,11 @@ pub fn init(config: &Logging, cli: Option<&str>) -> Result<ResolvedFilter, Loggi
     // RUST_LOG that is not Unicode is treated as unset rather than failing.
     let env = std::env::var(ENV_VAR).ok();
     let resolved = resolve_filter(cli, env.as_deref(), config.level)?;
-    let filter = EnvFilter::builder()
-        .parse(&resolved.directives)
-        .map_err(|e| LoggingError::Directives {
-            from: resolved.source,
-            directives: resolved.directives.clone(),
-            error: e.to_string(),
-        })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match config.format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-    };
-    installed.map_err(|e| LoggingError::AlreadyInstalled(e.to_string()))?;
+    let filter = parse_filter(&resolved.directives, resolved.source)?;
+    let ansi = std::io::stderr().is_terminal();
+    subscriber(config.format, filter, std::io::stderr, ansi)
+        .try_init()
+        .map_err(|e| LoggingError::AlreadyInstalled(e.to_string()))?;
     Ok(resolved)
 }
 
@@ -246,5 +265,79 @@ mod tests {
             panic!("an invalid --log-level was accepted")
         };
         assert!(e.to_string().contains("from the command line"), "{e}");
+    }
+
+    /// A writer the tests read back.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'w self) -> Capture {
+            self.clone()
+        }
+    }
+
+    /// The lines the subscriber for `format` and `directives` writes for an
+    /// info event inside a span and a debug event.
+    fn lines(format: LogFormat, directives: &str) -> Vec<String> {
+        let capture = Capture::default();
+        let filter = parse_filter(directives, FilterSource::Config).expect("directives");
+        let sub = subscriber(format, filter, capture.clone(), false);
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("call", call_id = "abc-123");
+            let _entered = span.enter();
+            tracing::info!(realm = "outside", status = 486, "call refused");
+            tracing::debug!("per-message detail");
+        });
+        let bytes = capture.0.lock().expect("capture lock").clone();
+        String::from_utf8(bytes)
+            .expect("UTF-8 log")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_carry_the_documented_keys() {
+        let lines = lines(LogFormat::Json, "info");
+        assert_eq!(lines.len(), 1, "the debug event is filtered out: {lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("a JSON line");
+        assert_eq!(v["level"], "INFO", "{v}");
+        assert_eq!(v["message"], "call refused", "{v}");
+        assert_eq!(v["realm"], "outside", "{v}");
+        assert_eq!(v["status"], 486, "{v}");
+        assert_eq!(v["target"], "sbc::logging::tests", "{v}");
+        assert_eq!(v["span"]["name"], "call", "{v}");
+        assert_eq!(v["span"]["call_id"], "abc-123", "{v}");
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        assert!(ts.ends_with('Z') && ts.contains('T'), "RFC 3339 UTC: {ts}");
+    }
+
+    #[test]
+    fn text_lines_are_plain_and_follow_the_filter() {
+        let lines = lines(LogFormat::Text, "debug");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("INFO"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("call refused") && lines[0].contains("realm=\"outside\""),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains('\u{1b}')),
+            "no ANSI: {lines:?}"
+        );
+        assert!(lines[1].contains("DEBUG"), "{}", lines[1]);
     }
 }
