@@ -19,16 +19,22 @@
 //!   drives, port allocation and the flow/latching rules (pure), and the
 //!   userspace relay (a mio thread that owns the UDP sockets).
 //! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
+//! * [`cdr`]: call detail records and their bounded, never-blocking file
+//!   writer (an IO shell with its own thread).
+//! * [`logging`]: the `tracing` subscriber: filter precedence, text or JSON,
+//!   and what may be logged at which level.
 //!
 //! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
 pub mod admin;
 pub mod b2bua;
+pub mod cdr;
 pub mod config;
 pub mod daemon;
 pub mod inspect;
 pub mod media;
+pub mod logging;
 pub mod metrics;
 pub mod sdp;
 pub mod sip;

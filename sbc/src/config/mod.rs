@@ -45,9 +45,9 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Acl, Config, FailoverCause, HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogLevel,
-    Logging, Media, Metrics, PaiPolicy, PeerAddress, Realm, RealmMedia, Route, RouteMatch,
-    SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+    Acl, Cdr, Config, FailoverCause, FsyncPolicy, HeaderPolicy, HeaderRewrite, Latching, Limits,
+    Listener, LogFormat, LogLevel, Logging, Media, Metrics, PaiPolicy, PeerAddress, Realm,
+    RealmMedia, Route, RouteMatch, SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -32,6 +33,9 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Call detail records (off unless a path is given).
+    #[serde(default)]
+    pub cdr: Cdr,
     /// The media port range, timeouts, latching and the XDP fast path.
     #[serde(default)]
     pub media: Media,
@@ -125,6 +129,20 @@ pub struct Logging {
     /// The least severe level logged.
     #[serde(default)]
     pub level: LogLevel,
+    /// How each log line is written.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The shape of a log line (`sbc::logging`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// A log level, most verbose first.
@@ -158,6 +176,56 @@ impl Default for Metrics {
         Self {
             listen: default_metrics_listen(),
         }
+    }
+}
+
+/// Call detail records: one JSON line per finished call (`sbc::cdr`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cdr {
+    /// The file records are appended to (absolute); no records when absent.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// When appended records are forced to disk.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Finished calls waiting for the writer; past this, records are
+    /// dropped and counted rather than slowing the calls down.
+    #[serde(default = "default_cdr_queue_records")]
+    pub queue_records: u32,
+}
+
+impl Default for Cdr {
+    fn default() -> Self {
+        Self {
+            path: None,
+            fsync: FsyncPolicy::default(),
+            queue_records: default_cdr_queue_records(),
+        }
+    }
+}
+
+/// When the CDR writer calls `fsync`: the durability of a record against a
+/// power loss or kernel crash, paid for in disk flushes. (A crash of the SBC
+/// process alone loses only records still queued, whatever the policy.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every record (written `"every"`): nothing written is lost, at
+    /// one flush per call.
+    Every,
+    /// At most this often, when records were written since the last flush
+    /// (written `{ interval_ms = 1000 }`): at most that much is lost.
+    #[serde(rename = "interval_ms")]
+    IntervalMs(u32),
+    /// Never (written `"never"`): the kernel writes back when it likes
+    /// (typically within 30 s).
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        FsyncPolicy::IntervalMs(1_000)
     }
 }
 
@@ -580,6 +648,9 @@ fn default_retry_after_secs() -> u32 {
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9660))
+}
+fn default_cdr_queue_records() -> u32 {
+    10_000
 }
 fn default_port_min() -> u16 {
     20_000

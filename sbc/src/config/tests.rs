@@ -710,3 +710,67 @@ fn check_config_exit_statuses_and_output() {
     assert_eq!(run(&["a", "b"]).0, 2);
     assert_eq!(run(&["--json"]).0, 2);
 }
+
+#[test]
+fn cdr_section_defaults_to_off_and_parses_each_fsync_policy() {
+    let config = Config::from_str_named(BASE, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.cdr.path, None, "CDRs are off unless a path is given");
+    assert_eq!(config.cdr.fsync, FsyncPolicy::IntervalMs(1_000));
+    assert_eq!(config.cdr.queue_records, 10_000);
+    for (written, policy) in [
+        ("\"every\"", FsyncPolicy::Every),
+        ("\"never\"", FsyncPolicy::Never),
+        ("{ interval_ms = 250 }", FsyncPolicy::IntervalMs(250)),
+    ] {
+        let text = format!(
+            "[cdr]\npath = \"/var/log/sbc/cdr.jsonl\"\nfsync = {written}\nqueue_records = 7\n{BASE}"
+        );
+        let config = Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.cdr.path.as_deref(),
+            Some(Path::new("/var/log/sbc/cdr.jsonl"))
+        );
+        assert_eq!(config.cdr.fsync, policy, "fsync = {written}");
+        assert_eq!(config.cdr.queue_records, 7);
+    }
+}
+
+#[test]
+fn cdr_section_rules() {
+    let with = |cdr: &str| format!("[cdr]\n{cdr}\n{BASE}");
+    let p = problem(&with("path = \"cdr.jsonl\""), "cdr.path", "path");
+    assert!(p.message.contains("not an absolute path"), "{p}");
+    assert!(hint(&p).contains("/var/log/sbc/cdr.jsonl"), "{p}");
+    let p = problem(&with("path = \"/var/log/sbc/\""), "cdr.path", "path");
+    assert!(p.message.contains("names a directory"), "{p}");
+    let p = problem(
+        &with("fsync = { interval_ms = 0 }"),
+        "cdr.fsync.interval_ms",
+        "interval_ms",
+    );
+    assert!(hint(&p).contains("\"every\""), "{p}");
+    assert_eq!(p.item.as_deref(), Some("cdr"));
+    let p = problem(&with("queue_records = 0"), "cdr.queue_records", "queue");
+    assert_eq!(p.message, "must be at least 1");
+    // A misspelt policy is a serde error naming the variants, on its line.
+    let text = with("fsync = \"always\"");
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].line, line_of(&text, "always"));
+    assert!(all[0].message.contains("every"), "{}", all[0]);
+}
+
+#[test]
+fn logging_format_is_text_or_json() {
+    let config = Config::from_str_named(BASE, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.logging.format, LogFormat::Text);
+    let text = format!("[logging]\nlevel = \"debug\"\nformat = \"json\"\n{BASE}");
+    let config = Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (config.logging.level, config.logging.format),
+        (LogLevel::Debug, LogFormat::Json)
+    );
+    let text = format!("[logging]\nformat = \"yaml\"\n{BASE}");
+    let all = problems(&text);
+    assert_eq!(all[0].field, "logging.format", "{all:?}");
+}

@@ -13,7 +13,8 @@ use ipnet::IpNet;
 
 use super::locate::FieldPath;
 use super::schema::{
-    Config, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Realm, Route, Transport, Trunk,
+    Config, FsyncPolicy, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Realm, Route,
+    Transport, Trunk,
 };
 
 /// One thing validation rejects, before it is given a line.
@@ -52,6 +53,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         findings: Vec::new(),
     };
     v.limits();
+    v.cdr();
     v.media();
     v.header_policy(
         &FieldPath::root("topology_hiding"),
@@ -120,6 +122,48 @@ impl Validator<'_> {
                     Some("0 would refuse every call; leave the field out for the default".into()),
                 );
             }
+        }
+    }
+
+    fn cdr(&mut self) {
+        let cdr = &self.config.cdr;
+        let at = FieldPath::root("cdr");
+        let item = Some("cdr");
+        if let Some(path) = &cdr.path {
+            // Relative to what? Under systemd the working directory is `/`.
+            if !path.is_absolute() {
+                self.report(
+                    at.key("path"),
+                    item,
+                    format!("\"{}\" is not an absolute path", path.display()),
+                    Some("write the full path, e.g. \"/var/log/sbc/cdr.jsonl\"".into()),
+                );
+            } else if path.file_name().is_none()
+                || path.as_os_str().to_string_lossy().ends_with('/')
+            {
+                self.report(
+                    at.key("path"),
+                    item,
+                    format!("\"{}\" names a directory, not a file", path.display()),
+                    Some("name the file, e.g. \"/var/log/sbc/cdr.jsonl\"".into()),
+                );
+            }
+        }
+        if cdr.fsync == FsyncPolicy::IntervalMs(0) {
+            self.report(
+                at.key("fsync").key("interval_ms"),
+                item,
+                "must be at least 1",
+                Some("to flush after every record write fsync = \"every\"".into()),
+            );
+        }
+        if cdr.queue_records == 0 {
+            self.report(
+                at.key("queue_records"),
+                item,
+                "must be at least 1",
+                Some("0 would drop every record; leave the field out for the default".into()),
+            );
         }
     }
 
