@@ -14,6 +14,7 @@
 //! and the old one kept (logged, and counted in `sbc_config_reload_total`).
 //! Listener changes need a restart.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -24,9 +25,12 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminConfig, AdminServer, AdminState, Readiness};
-use crate::b2bua::{CallSummary, Core, CoreEvent, EndedBy, ListenerInfo, RandomIds, RejectReason};
+use crate::b2bua::{
+    CallSummary, Core, CoreEvent, EndedBy, ListenerInfo, RandomIds, RejectReason, SbcReason,
+};
+use crate::cdr::{CallRecord, CdrWriter, Hangup, MediaCounts, Parties, SbcHangup};
 use crate::config::{Config, ConfigError, PeerAddress};
-use crate::media::command::{MediaCommand, MediaEvent};
+use crate::media::command::{MediaCommand, MediaEvent, StreamId};
 use crate::media::ports::PortRange;
 use crate::media::userspace::{RelayConfig, UserspaceRelay};
 use crate::metrics::{self, BuildInfo, CallOutcome, Metrics, ReloadResult};
@@ -141,6 +145,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let (stop_admin, admin_stop) = watch::channel(false);
     let admin_task = tokio::spawn(admin.serve(admin_stop));
 
+    // ---- call detail records ---------------------------------------------------------------
+    let cdr = CdrWriter::from_config(&config.cdr)?;
+
     // ---- the core ------------------------------------------------------------------------
     let mut core = Core::new(
         &config,
@@ -153,6 +160,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         relay: &relay,
         metrics: &metrics,
         relayed: (0, 0),
+        cdr: cdr.as_ref(),
+        held_cdrs: HashMap::new(),
+        cdr_of_stream: HashMap::new(),
+        epoch: (now(), wall_clock()),
     };
     readiness.set(true);
     info!(
@@ -203,9 +214,20 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
             _ = terminate.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
             _ = interrupt.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
-            _ = hangup.recv() => reload(&mut core, config_path.as_ref(), &metrics),
+            _ = hangup.recv() => {
+                reload(&mut core, config_path.as_ref(), &metrics);
+                if let Some(cdr) = &cdr {
+                    cdr.reopen(); // after logrotate moved the file away
+                }
+            }
         }
         shell.drain(&mut core);
+    }
+    shell.flush_cdrs();
+    drop(shell);
+    if let Some(cdr) = cdr {
+        let counts = cdr.close();
+        info!(?counts, "call detail records closed");
     }
     info!(calls = core.active_calls(), "sbc stopping");
     let _ = stop_admin.send(true);
@@ -267,6 +289,13 @@ struct Shell<'a> {
     metrics: &'a Metrics,
     /// Relay totals already exported (the counters take deltas).
     relayed: (u64, u64),
+    cdr: Option<&'a CdrWriter>,
+    /// CDRs of ended calls waiting for their streams' final counters, with
+    /// how many streams are still to report.
+    held_cdrs: HashMap<u64, (CallRecord, usize)>,
+    cdr_of_stream: HashMap<StreamId, u64>,
+    /// A moment on both clocks, to turn core `Instant`s into wall time.
+    epoch: (Instant, SystemTime),
 }
 
 impl Shell<'_> {
@@ -304,7 +333,7 @@ impl Shell<'_> {
         }
     }
 
-    fn report(&self, event: CoreEvent) {
+    fn report(&mut self, event: CoreEvent) {
         match event {
             CoreEvent::Sip {
                 realm,
@@ -344,7 +373,7 @@ impl Shell<'_> {
         }
     }
 
-    fn call_ended(&self, call: &CallSummary) {
+    fn call_ended(&mut self, call: &CallSummary) {
         let outcome = match call.ended_by {
             EndedBy::Caller if call.answered.is_none() => CallOutcome::Cancelled,
             EndedBy::Sbc(_) if call.answered.is_none() && call.status >= 500 => CallOutcome::Failed,
@@ -352,14 +381,24 @@ impl Shell<'_> {
         };
         let trunk = call.trunks_tried.last().map_or("none", String::as_str);
         self.metrics.call_finished(&call.from_realm, trunk, outcome);
+        let hangup = match call.ended_by {
+            EndedBy::Caller => Hangup::Caller,
+            EndedBy::Callee => Hangup::Callee,
+            EndedBy::Sbc(reason) => Hangup::Sbc(match reason {
+                SbcReason::Shutdown => SbcHangup::Shutdown,
+                SbcReason::MediaTimeout => SbcHangup::MediaTimeout,
+                SbcReason::NoAnswer => SbcHangup::NoAnswerTimeout,
+                SbcReason::NoAck | SbcReason::Internal => SbcHangup::TransactionTimeout,
+                SbcReason::NoRoute => SbcHangup::Refused(metrics::RejectReason::NoRoute),
+                SbcReason::BadSdp => SbcHangup::Refused(metrics::RejectReason::Invalid),
+                SbcReason::MediaPorts | SbcReason::Overload => {
+                    SbcHangup::Refused(metrics::RejectReason::Admission)
+                }
+            }),
+        };
         let duration = call
             .answered
             .map(|a| call.ended.saturating_duration_since(a));
-        let ended_by = match call.ended_by {
-            EndedBy::Caller => "caller",
-            EndedBy::Callee => "callee",
-            EndedBy::Sbc(why) => why,
-        };
         info!(
             call = call.call,
             a_call_id = %call.call_ids.0,
@@ -368,18 +407,74 @@ impl Shell<'_> {
             trunk,
             status = call.status,
             outcome = outcome.as_str(),
-            ended_by,
+            ended_by = hangup.by(),
+            reason = hangup.reason().unwrap_or("-"),
             duration_ms = duration.map_or(0, |d| d.as_millis() as u64),
-            media = "userspace",
+            media = if call.streams.is_empty() { "none" } else { "userspace" },
             "call ended"
         );
+        if self.cdr.is_none() {
+            return;
+        }
+        let record = CallRecord {
+            start: self.wall(call.started),
+            progress: call.progressed.map(|t| self.wall(t)),
+            answer: call.answered.map(|t| self.wall(t)),
+            end: self.wall(call.ended),
+            parties: Parties::of_invite(&call.invite),
+            in_realm: call.from_realm.clone(),
+            in_trunk: call.from_trunk.clone(),
+            out_realm: call.to_realm.clone(),
+            out_trunks_tried: call.trunks_tried.clone(),
+            out_call_id: call.call_ids.1.clone(),
+            outcome,
+            sip_status: call.status,
+            sip_reason: crate::sip::error::standard_reason(call.status).to_owned(),
+            hangup,
+            media_path: (!call.streams.is_empty()).then_some(metrics::MediaPath::Userspace),
+            media_in: MediaCounts::default(),
+            media_out: MediaCounts::default(),
+        };
+        if call.streams.is_empty() {
+            self.write_cdr(record);
+            return;
+        }
+        // Held until every stream's final counters arrive (`Released`).
+        for stream in &call.streams {
+            self.cdr_of_stream.insert(*stream, call.call);
+        }
+        self.held_cdrs
+            .insert(call.call, (record, call.streams.len()));
+    }
+
+    fn write_cdr(&self, record: CallRecord) {
+        if let Some(cdr) = self.cdr {
+            cdr.write(record);
+        }
+    }
+
+    /// Writes the CDRs still waiting for media counters (at shutdown).
+    fn flush_cdrs(&mut self) {
+        for (_, (record, _)) in std::mem::take(&mut self.held_cdrs) {
+            self.write_cdr(record);
+        }
+        self.cdr_of_stream.clear();
+    }
+
+    /// The wall-clock time of a core `Instant` (the core never reads clocks).
+    fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.epoch.0) {
+            Some(after) => self.epoch.1 + after,
+            None => self.epoch.1 - self.epoch.0.duration_since(at),
+        }
     }
 
     /// Drop reasons are only known per stream, so they are counted when a
-    /// stream is released; timeouts when they happen.
-    fn media_event(&self, event: &MediaEvent) {
+    /// stream is released (which also completes a held CDR); timeouts when
+    /// they happen.
+    fn media_event(&mut self, event: &MediaEvent) {
         match event {
-            MediaEvent::Released { counters, .. } => {
+            MediaEvent::Released { stream, counters } => {
                 for leg in counters {
                     self.metrics.media_dropped(
                         metrics::MediaDropReason::SourceMismatch,
@@ -389,6 +484,28 @@ impl Shell<'_> {
                         .media_dropped(metrics::MediaDropReason::Malformed, leg.dropped_malformed);
                     self.metrics
                         .media_dropped(metrics::MediaDropReason::SendFailed, leg.dropped_send);
+                }
+                let Some(call) = self.cdr_of_stream.remove(stream) else {
+                    return;
+                };
+                let Some((record, waiting)) = self.held_cdrs.get_mut(&call) else {
+                    return;
+                };
+                // Leg A is the inbound leg, B the outbound one.
+                for (total, leg) in [&mut record.media_in, &mut record.media_out]
+                    .into_iter()
+                    .zip(counters)
+                {
+                    total.rx_packets += leg.packets_in;
+                    total.rx_bytes += leg.bytes_in;
+                    total.tx_packets += leg.packets_out;
+                    total.tx_bytes += leg.bytes_out;
+                }
+                *waiting -= 1;
+                if *waiting == 0
+                    && let Some((record, _)) = self.held_cdrs.remove(&call)
+                {
+                    self.write_cdr(record);
                 }
             }
             MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),

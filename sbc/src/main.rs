@@ -64,13 +64,10 @@ fn daemon(args: &[String]) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    // RUST_LOG, then --log, then the config's level.
-    let level = log.unwrap_or_else(|| format!("{:?}", config.logging.level).to_lowercase());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // --log, then RUST_LOG, then the config's [logging] section.
+    if let Err(e) = sbc::logging::init(&config.logging, log.as_deref()) {
+        eprintln!("sbc: {e}");
+        std::process::exit(2);
+    }
     sbc::daemon::run(config, config_path)
 }

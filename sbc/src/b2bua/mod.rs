@@ -156,14 +156,17 @@ pub struct CallSummary {
     pub trunks_tried: Vec<String>,
     /// Leg A's and leg B's Call-IDs.
     pub call_ids: (String, Option<String>),
-    /// From and To of the INVITE as received on leg A, and its Request-URI.
-    pub from: String,
-    /// See `from`.
-    pub to: String,
-    /// See `from`.
-    pub request_uri: String,
+    /// The INVITE as received on leg A (From, To, Request-URI, Call-ID).
+    pub invite: Message,
+    /// The realm of the last B leg.
+    pub to_realm: Option<String>,
+    /// The media streams the call had (their final counters follow as
+    /// `MediaEvent::Released`).
+    pub streams: Vec<StreamId>,
     /// INVITE received.
     pub started: Instant,
+    /// First 18x/2xx relayed.
+    pub progressed: Option<Instant>,
     /// First 2xx relayed.
     pub answered: Option<Instant>,
     /// Call torn down.
@@ -181,8 +184,31 @@ pub enum EndedBy {
     Caller,
     /// Leg B (BYE), or the trunk's final failure response.
     Callee,
-    /// The SBC (timeouts, media timeout, shutdown, errors).
-    Sbc(&'static str),
+    /// The SBC itself.
+    Sbc(SbcReason),
+}
+
+/// Why the SBC ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SbcReason {
+    /// Shutting down.
+    Shutdown,
+    /// The media layer saw no media for too long.
+    MediaTimeout,
+    /// No media ports were free.
+    MediaPorts,
+    /// No route, or no usable trunk on it.
+    NoRoute,
+    /// The offer could not be anchored (malformed or unusable SDP).
+    BadSdp,
+    /// The transaction table was full.
+    Overload,
+    /// The trunk never answered (timer B) or could not be reached.
+    NoAnswer,
+    /// The caller never ACKed our 2xx (64*T1, RFC 3261 §13.3.1.4).
+    NoAck,
+    /// A state the core should not reach; the call was cleaned up.
+    Internal,
 }
 
 /// Either leg of a call.
@@ -318,13 +344,16 @@ struct Call {
     /// The realm of the B side the streams are allocated on.
     media_realm_b: Option<usize>,
     pending: VecDeque<Pending>,
+    /// Streams released so far (their counters arrive as `Released`).
+    released: Vec<StreamId>,
     /// In-dialog server transactions waiting for the relayed response:
     /// their request, to build the response from.
     relayed: HashMap<ServerId, Message>,
     /// BYE client transactions still open during teardown.
     byes: u8,
     started: Instant,
-    setup_reported: bool,
+    /// First 18x/2xx relayed to A.
+    progressed: Option<Instant>,
     answered: Option<Instant>,
     a_status: u16,
     ended_by: Option<EndedBy>,
@@ -540,7 +569,7 @@ impl Core {
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
             if let Some(mut call) = self.calls.remove(&id) {
-                self.teardown(now, &mut call, EndedBy::Sbc("shutdown"));
+                self.teardown(now, &mut call, EndedBy::Sbc(SbcReason::Shutdown));
                 self.put_back(now, call);
             }
         }
@@ -693,7 +722,7 @@ impl Core {
                     return;
                 };
                 self.event_rejected(call.a.realm, RejectReason::MediaPorts);
-                self.fail_call(now, &mut call, 503, EndedBy::Sbc("media ports exhausted"));
+                self.fail_call(now, &mut call, 503, EndedBy::Sbc(SbcReason::MediaPorts));
                 self.put_back(now, call);
             }
             MediaEvent::TimedOut { stream, .. } => {
@@ -703,7 +732,7 @@ impl Core {
                 let Some(mut call) = self.calls.remove(&id) else {
                     return;
                 };
-                self.teardown(now, &mut call, EndedBy::Sbc("media timeout"));
+                self.teardown(now, &mut call, EndedBy::Sbc(SbcReason::MediaTimeout));
                 self.put_back(now, call);
             }
             MediaEvent::Released { stream, .. } => {
@@ -945,10 +974,11 @@ impl Core {
             streams: Vec::new(),
             media_realm_b: None,
             pending: VecDeque::new(),
+            released: Vec::new(),
             relayed: HashMap::new(),
             byes: 0,
             started: now,
-            setup_reported: false,
+            progressed: None,
             answered: None,
             a_status: 0,
             ended_by: None,
@@ -969,7 +999,7 @@ impl Core {
                 if call.trunks_tried.is_empty() {
                     self.event_rejected(call.a.realm, reason);
                 }
-                return self.fail_call(now, call, status, EndedBy::Sbc("no usable trunk"));
+                return self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoRoute));
             };
             call.next_target += 1;
             let state = &mut self.trunks[trunk];
@@ -1077,7 +1107,7 @@ impl Core {
                 Anchored::Ready(body) => body,
                 Anchored::Wait => return Err(()),
                 Anchored::Invalid(status) => {
-                    self.fail_call(now, call, status, EndedBy::Sbc("unusable SDP"));
+                    self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::BadSdp));
                     return Ok(());
                 }
             }
@@ -1127,7 +1157,7 @@ impl Core {
             }
             Err(_) => {
                 self.event_rejected(call.a.realm, RejectReason::Admission);
-                self.fail_call(now, call, 503, EndedBy::Sbc("transaction table full"));
+                self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::Overload));
             }
         }
         Ok(())
@@ -1606,7 +1636,7 @@ impl Core {
                     let _ = self.tx.send_response(now, server, msg);
                 }
             }
-            None => self.fail_call(now, call, status, EndedBy::Sbc("trunk did not answer")),
+            None => self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoAnswer)),
         }
     }
 
@@ -1675,8 +1705,8 @@ impl Core {
     }
 
     fn report_setup(&mut self, now: Instant, call: &mut Call) {
-        if !call.setup_reported {
-            call.setup_reported = true;
+        if call.progressed.is_none() {
+            call.progressed = Some(now);
             self.events.push_back(CoreEvent::CallSetup {
                 call: call.id,
                 setup: now.saturating_duration_since(call.started),
@@ -1883,6 +1913,7 @@ impl Core {
         for (stream, _) in call.streams.iter().flatten() {
             self.media_out
                 .push_back(MediaCommand::Release { stream: *stream });
+            call.released.push(*stream);
         }
         call.streams.clear();
     }
@@ -1902,7 +1933,7 @@ impl Core {
         if let Some((bytes, interval, give_up)) = call.a_2xx.clone() {
             if now >= give_up {
                 call.a_2xx = None;
-                self.teardown(now, call, EndedBy::Sbc("no ACK for 2xx"));
+                self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
                 return;
             }
             if let Ok(msg) = Message::parse(&bytes) {
@@ -1943,10 +1974,6 @@ impl Core {
         for server in call.relayed.keys() {
             self.servers.remove(server);
         }
-        let text = |v: Option<&[u8]>| {
-            v.map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
         self.events
             .push_back(CoreEvent::CallEnded(Box::new(CallSummary {
                 call: call.id,
@@ -1958,16 +1985,17 @@ impl Core {
                     call.a.call_id.clone(),
                     call.b.as_ref().map(|b| b.call_id.clone()),
                 ),
-                from: text(call.a_invite.header(HeaderName::From)),
-                to: text(call.a_invite.header(HeaderName::To)),
-                request_uri: text(call.a_invite.request_uri_bytes()),
+                invite: call.a_invite.clone(),
+                to_realm: call.b.as_ref().map(|b| self.realms[b.realm].name.clone()),
+                streams: std::mem::take(&mut call.released),
                 started: call.started,
+                progressed: call.progressed,
                 answered: call
                     .answered
                     .filter(|_| (200..300).contains(&call.a_status)),
                 ended: now,
                 status: call.a_status,
-                ended_by: call.ended_by.unwrap_or(EndedBy::Sbc("unknown")),
+                ended_by: call.ended_by.unwrap_or(EndedBy::Sbc(SbcReason::Internal)),
             })));
     }
 
