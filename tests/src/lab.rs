@@ -524,6 +524,20 @@ impl Lab {
         handle
     }
 
+    /// The callee's result once the caller is done: waited for when the
+    /// caller succeeded (it has its last messages to exchange), killed at
+    /// once otherwise, so a failing test does not sit out the callee's
+    /// timeout. The log it kept is the same either way.
+    pub fn finish_callee(&self, caller: &SippResult, callee: SippHandle) -> SippResult {
+        let caller_ok =
+            caller.status.success() && !caller.killed_at_deadline && caller.failed() == 0;
+        if caller_ok {
+            callee.wait()
+        } else {
+            callee.kill()
+        }
+    }
+
     /// The daemon's stderr so far (empty without a daemon).
     pub fn daemon_stderr(&self) -> String {
         self.daemon.as_ref().map(Daemon::stderr).unwrap_or_default()
@@ -655,7 +669,10 @@ impl Lab {
                     panic!(
                         "topology leak: the {side} peer ({}) saw `{}` from the other side, \
                          at byte {} of its message log, in:\n{}",
-                        log.command_line, leak.token, leak.offset, leak.message
+                        peer_name(&log.command_line),
+                        leak.token,
+                        leak.offset,
+                        leak.message
                     );
                 }
             }
@@ -681,6 +698,22 @@ impl Drop for Lab {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `scenario.xml on IP` from a SIPp command line (as [`Sipp`] writes it),
+/// for failure messages.
+fn peer_name(command_line: &str) -> String {
+    let arg = |flag: &str| {
+        command_line
+            .split(&format!("\"{flag}\" \""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let scenario = arg("-sf");
+    let file = scenario.rsplit('/').next().unwrap_or("?");
+    format!("{file} on {}", arg("-i"))
 }
 
 /// The messages of a SIPp message log in order, each as its method
@@ -830,6 +863,13 @@ mod tests {
                    SIP/2.0 200 OK\n\nACK sip:callee@127.0.20.1:5060;transport=UDP SIP/2.0\n\
                    s=SIP/2.0 call\n";
         assert_eq!(flow_of(log), ["INVITE", "100", "200", "ACK"]);
+    }
+
+    #[test]
+    fn peer_name_from_the_command_line() {
+        let cmd = r#"cd "/tmp/x" && "nsenter" "-t" "9" "-n" "--" "sipp" "-sf" "/w/tests/scenarios/callee.xml" "-i" "127.0.58.3" "-p" "5060""#;
+        assert_eq!(peer_name(cmd), "callee.xml on 127.0.58.3");
+        assert_eq!(peer_name("sipp"), "? on ?");
     }
 
     #[test]

@@ -39,7 +39,8 @@ fn pair_with(
         .remote(pbx)
         .timeout(Duration::from_secs(10))
         .run();
-    (uac, uas.wait())
+    let uas = lab.finish_callee(&uac, uas);
+    (uac, uas)
 }
 
 fn assert_both_succeed(name: &str, caller: &str, callee: &str) -> (SippResult, SippResult) {

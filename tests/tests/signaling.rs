@@ -58,7 +58,7 @@ fn one_call(
 ) -> (SippResult, SippResult) {
     let uas = lab.start_callee(&lab.peer(callee_scenario, to));
     let uac = caller(lab, caller_scenario, from).run();
-    let uas = uas.wait();
+    let uas = lab.finish_callee(&uac, uas);
     uac.assert_success(1);
     uas.assert_success(1);
     (uac, uas)
@@ -171,7 +171,7 @@ fn basic_call_caller_over_tcp_trunk_over_udp() {
     let uac = caller(&lab, "caller.xml", Host::Carrier)
         .transport(Transport::Tcp)
         .run();
-    let uas = uas.wait();
+    let uas = lab.finish_callee(&uac, uas);
     uac.assert_success(1);
     uas.assert_success(1);
     // The trunk is UDP whatever the caller used.
@@ -374,7 +374,7 @@ fn failover_to_second_trunk_on_503() {
     let pbx = lab.start_callee(&lab.peer("callee-503-unavailable.xml", Host::Pbx));
     let pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
     let uac = caller(&lab, "caller.xml", Host::Carrier).run();
-    let (pbx, pbx2) = (pbx.wait(), pbx2.wait());
+    let (pbx, pbx2) = (lab.finish_callee(&uac, pbx), lab.finish_callee(&uac, pbx2));
     uac.assert_success(1);
     pbx.assert_success(1);
     pbx2.assert_success(1);
@@ -407,7 +407,7 @@ fn trunk_that_never_answers_fails_over_after_timer_b() {
     let uac = caller(&lab, "caller.xml", Host::Carrier)
         .timeout(Duration::from_secs(50))
         .run();
-    let (silent, pbx2) = (silent.kill(), pbx2.wait());
+    let (silent, pbx2) = (silent.kill(), lab.finish_callee(&uac, pbx2));
     uac.assert_success(1);
     pbx2.assert_success(1);
     // The SBC retransmitted to the silent trunk (timer A) and gave up on it
