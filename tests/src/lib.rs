@@ -7,6 +7,7 @@
 //! message on failure rather than returning `Result`, so a failure has a
 //! backtrace.
 
+pub mod lab;
 pub mod netns;
 pub mod sipp;
 

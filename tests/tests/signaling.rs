@@ -1,0 +1,459 @@
+//! The signaling plane end to end: the real `sbc` daemon as a B2BUA between
+//! real SIPp peers (issue 3, item 7).
+//!
+//! Each test starts its own lab ([`Lab::start`]: the daemon with a
+//! generated configuration, in a private loopback-only namespace with
+//! addresses of its own), starts the callee(s) in the background, runs the
+//! caller to completion (every peer bounded), and judges the call by the
+//! peers' own message logs: call counts on both sides, the messages each
+//! side saw, the SDP naming the SBC's media address of that side's realm,
+//! and the topology scan ([`Lab::assert_topology_hidden`]): no address,
+//! Call-ID, tag or branch of one side appears in what the other side saw.
+//! Each test ends with [`Lab::shutdown`]: the daemon must have survived and
+//! must exit cleanly on SIGTERM.
+//!
+//! The scenario pairs are checked without the SBC in
+//! `scenarios_selfcheck.rs`, so a failure here is the daemon's. The first
+//! two tests check the lab itself and run without the daemon; the calls are
+//! ignored until `sbc --config FILE` runs the B2BUA.
+
+use std::time::Duration;
+
+use tests::lab::{Host, Lab, LabConfig, Plan, Realm, flow};
+use tests::netns::skip_unless_sipp;
+use tests::sipp::{Sipp, SippResult, Transport};
+
+/// A caller on `from` dialling the SBC's listener in `from`'s realm.
+fn caller(lab: &Lab, scenario: &str, from: Host) -> Sipp {
+    lab.peer(scenario, from)
+        .remote(lab.plan().realm(Plan::realm_of(from)))
+        .timeout(Duration::from_secs(15))
+}
+
+/// Panics unless every SDP connection line the peer on `host` received
+/// names the SBC's media address in the peer's realm (and there is one).
+fn assert_media_anchored(lab: &Lab, result: &SippResult, host: Host) {
+    let own = lab.plan().realm_ip(Plan::realm_of(host)).to_string();
+    let mine = lab.plan().host_ip(host).to_string();
+    let seen: Vec<&str> = result
+        .messages
+        .lines()
+        .filter_map(|l| l.strip_prefix("c=IN IP4 "))
+        .filter(|ip| *ip != mine)
+        .collect();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|ip| *ip == own),
+        "SDP received on {host:?} names {seen:?}, not the SBC's media address {own}\n{}",
+        result.report()
+    );
+}
+
+/// The usual call: callee on `to`, caller on `from`, both must succeed once.
+fn one_call(
+    lab: &Lab,
+    caller_scenario: &str,
+    from: Host,
+    callee_scenario: &str,
+    to: Host,
+) -> (SippResult, SippResult) {
+    let uas = lab.start_callee(&lab.peer(callee_scenario, to));
+    let uac = caller(lab, caller_scenario, from).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    (uac, uas)
+}
+
+// --- the lab itself (no daemon needed) ---------------------------------
+
+#[test]
+fn lab_configurations_pass_check_config() {
+    for (what, config) in [
+        ("default", LabConfig::default()),
+        ("failover", LabConfig::failover(&["5xx", "timeout"])),
+    ] {
+        let plan = Plan::next();
+        let path = std::env::temp_dir().join(format!(
+            "sbc-lab-config-{what}-{}-{}.toml",
+            std::process::id(),
+            plan.slot
+        ));
+        std::fs::write(&path, plan.toml(&config)).expect("write the lab config");
+        let out = tests::run_sbc(["check-config".as_ref(), path.as_os_str()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for part in [
+            format!("outside (udp {0}, tcp {0}", plan.realm(Realm::Outside)),
+            format!("pbx2 (udp {} in inside)", plan.host(Host::Pbx2)),
+            format!("metrics on {}", plan.admin()),
+        ] {
+            assert!(
+                stdout.contains(&part),
+                "{what}: {part:?} missing from {stdout}"
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[test]
+fn lab_start_reports_a_daemon_that_exits() {
+    // A route to a trunk that does not exist: the daemon must refuse it
+    // and exit, and the lab must say so with the daemon's stderr rather
+    // than wait for readiness.
+    let plan = Plan::next();
+    let broken = plan
+        .toml(&LabConfig::default())
+        .replace("targets = [\"carrier\"]", "targets = [\"nowhere\"]");
+    let err = std::panic::catch_unwind(|| Lab::start_toml("broken", plan, &broken))
+        .expect_err("a daemon that exits must fail the lab");
+    let msg = err
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(msg.contains("sbc exited before it was ready"), "{msg}");
+    assert!(msg.contains("--- sbc stderr ---"), "{msg}");
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!(
+        "sbc-lab-broken-{}-{}",
+        std::process::id(),
+        plan.slot
+    )));
+}
+
+// --- calls through the B2BUA ---------------------------------------------
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn basic_call_outside_to_inside() {
+    if skip_unless_sipp("basic_call_outside_to_inside") {
+        return;
+    }
+    let lab = Lab::start("basic-out", &LabConfig::default());
+    let (uac, uas) = one_call(&lab, "caller.xml", Host::Carrier, "callee.xml", Host::Pbx);
+    for method in ["INVITE", "ACK", "BYE"] {
+        assert_eq!(uas.requests(method), 1, "{method}\n{}", uas.report());
+    }
+    assert_media_anchored(&lab, &uac, Host::Carrier);
+    assert_media_anchored(&lab, &uas, Host::Pbx);
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn basic_call_inside_to_outside() {
+    if skip_unless_sipp("basic_call_inside_to_outside") {
+        return;
+    }
+    let lab = Lab::start("basic-in", &LabConfig::default());
+    let (uac, uas) = one_call(&lab, "caller.xml", Host::Pbx, "callee.xml", Host::Carrier);
+    for method in ["INVITE", "ACK", "BYE"] {
+        assert_eq!(uas.requests(method), 1, "{method}\n{}", uas.report());
+    }
+    assert_media_anchored(&lab, &uac, Host::Pbx);
+    assert_media_anchored(&lab, &uas, Host::Carrier);
+    lab.assert_topology_hidden(&[&uas], &[&uac]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn basic_call_caller_over_tcp_trunk_over_udp() {
+    if skip_unless_sipp("basic_call_caller_over_tcp_trunk_over_udp") {
+        return;
+    }
+    let lab = Lab::start("basic-tcp", &LabConfig::default());
+    let uas = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
+    let uac = caller(&lab, "caller.xml", Host::Carrier)
+        .transport(Transport::Tcp)
+        .run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    // The trunk is UDP whatever the caller used.
+    assert!(
+        uas.messages.contains("Via: SIP/2.0/UDP ") && !uas.messages.contains("TCP message"),
+        "{}",
+        uas.report()
+    );
+    assert!(uac.messages.contains("TCP message"), "{}", uac.report());
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn bye_from_callee() {
+    if skip_unless_sipp("bye_from_callee") {
+        return;
+    }
+    let lab = Lab::start("bye", &LabConfig::default());
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-wait-bye.xml",
+        Host::Carrier,
+        "callee-sends-bye.xml",
+        Host::Pbx,
+    );
+    // The caller got the BYE at its own Contact, and answered it.
+    assert_eq!(uac.requests("BYE"), 1, "{}", uac.report());
+    assert!(
+        uac.messages.contains("BYE sip:caller@"),
+        "BYE not sent to the caller's Contact\n{}",
+        uac.report()
+    );
+    assert_eq!(
+        flow(&uas).last().map(String::as_str),
+        Some("200"),
+        "{}",
+        uas.report()
+    );
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn cancel_while_ringing() {
+    if skip_unless_sipp("cancel_while_ringing") {
+        return;
+    }
+    let lab = Lab::start("cancel", &LabConfig::default());
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-cancel.xml",
+        Host::Carrier,
+        "callee-cancel.xml",
+        Host::Pbx,
+    );
+    // The callee's INVITE was cancelled and its 487 ACKed (by the SBC);
+    // the caller got its own 487 and no 200 for the INVITE.
+    assert_eq!(uas.requests("CANCEL"), 1, "{}", uas.report());
+    assert_eq!(uas.requests("ACK"), 1, "{}", uas.report());
+    let caller_flow = flow(&uac);
+    assert!(caller_flow.iter().any(|m| m == "487"), "{}", uac.report());
+    assert_eq!(
+        caller_flow.iter().filter(|m| *m == "200").count(),
+        1,
+        "one 200, the CANCEL's\n{}",
+        uac.report()
+    );
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn reinvite_hold_and_unhold() {
+    if skip_unless_sipp("reinvite_hold_and_unhold") {
+        return;
+    }
+    let lab = Lab::start("hold", &LabConfig::default());
+    // The scenarios themselves fail the call unless the callee is offered
+    // a=sendonly then a=sendrecv and the caller is answered a=recvonly.
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-hold.xml",
+        Host::Carrier,
+        "callee-hold.xml",
+        Host::Pbx,
+    );
+    assert_eq!(uas.requests("INVITE"), 3, "{}", uas.report());
+    assert_eq!(uas.requests("ACK"), 3, "{}", uas.report());
+    assert!(uas.messages.contains("a=sendonly"), "{}", uas.report());
+    assert!(uac.messages.contains("a=recvonly"), "{}", uac.report());
+    // Every offer and answer, re-INVITEs included, anchored on the SBC.
+    assert_media_anchored(&lab, &uac, Host::Carrier);
+    assert_media_anchored(&lab, &uas, Host::Pbx);
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn late_offer() {
+    if skip_unless_sipp("late_offer") {
+        return;
+    }
+    let lab = Lab::start("late", &LabConfig::default());
+    // The callee's scenario fails unless its INVITE has no SDP and its ACK
+    // has one: the offer-less INVITE is relayed as such.
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-late-offer.xml",
+        Host::Carrier,
+        "callee-late-offer.xml",
+        Host::Pbx,
+    );
+    assert_media_anchored(&lab, &uac, Host::Carrier);
+    assert_media_anchored(&lab, &uas, Host::Pbx);
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn reliable_provisional_and_prack() {
+    if skip_unless_sipp("reliable_provisional_and_prack") {
+        return;
+    }
+    let lab = Lab::start("prack", &LabConfig::default());
+    // The caller requires 100rel: it must get a reliable 180 with RSeq and
+    // its PRACK answered; the callee must be PRACKed with RAck 1.
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-100rel.xml",
+        Host::Carrier,
+        "callee-100rel.xml",
+        Host::Pbx,
+    );
+    assert_eq!(uas.requests("PRACK"), 1, "{}", uas.report());
+    assert_eq!(uac.requests("PRACK"), 1, "{}", uac.report());
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+/// The callee refuses with `status`; the caller must get that status, the
+/// callee's final response must be ACKed once.
+fn rejection_propagates(name: &str, callee: &str, status: &str) {
+    if skip_unless_sipp(name) {
+        return;
+    }
+    let lab = Lab::start(name, &LabConfig::default());
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-rejected.xml",
+        Host::Carrier,
+        callee,
+        Host::Pbx,
+    );
+    let finals: Vec<String> = flow(&uac)
+        .into_iter()
+        .filter(|m| m.bytes().all(|b| b.is_ascii_digit()) && !m.starts_with('1'))
+        .collect();
+    assert_eq!(finals, [status], "{}", uac.report());
+    assert_eq!(uas.requests("ACK"), 1, "{}", uas.report());
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn busy_486_propagates() {
+    rejection_propagates("busy_486_propagates", "callee-486-busy.xml", "486");
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn not_found_404_propagates() {
+    rejection_propagates("not_found_404_propagates", "callee-404-unknown.xml", "404");
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn unavailable_503_propagates() {
+    // One target only, so a 5xx has nowhere to fail over to.
+    rejection_propagates(
+        "unavailable_503_propagates",
+        "callee-503-unavailable.xml",
+        "503",
+    );
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn failover_to_second_trunk_on_503() {
+    if skip_unless_sipp("failover_to_second_trunk_on_503") {
+        return;
+    }
+    let lab = Lab::start("failover", &LabConfig::failover(&["5xx"]));
+    let pbx = lab.start_callee(&lab.peer("callee-503-unavailable.xml", Host::Pbx));
+    let pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
+    let uac = caller(&lab, "caller.xml", Host::Carrier).run();
+    let (pbx, pbx2) = (lab.finish_callee(&uac, pbx), lab.finish_callee(&uac, pbx2));
+    uac.assert_success(1);
+    pbx.assert_success(1);
+    pbx2.assert_success(1);
+    // pbx refused (and was ACKed), pbx2 took the call; the caller never
+    // heard of the 503.
+    assert_eq!(pbx.requests("ACK"), 1, "{}", pbx.report());
+    assert_eq!(pbx2.requests("BYE"), 1, "{}", pbx2.report());
+    assert!(!flow(&uac).iter().any(|m| m == "503"), "{}", uac.report());
+    lab.assert_topology_hidden(&[&uac], &[&pbx, &pbx2]);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn trunk_that_never_answers_fails_over_after_timer_b() {
+    if skip_unless_sipp("trunk_that_never_answers_fails_over_after_timer_b") {
+        return;
+    }
+    // Timer B is 64*T1 = 32 s with the default T1 of 500 ms, so this test
+    // takes that long.
+    let lab = Lab::start("timer-b", &LabConfig::failover(&["timeout"]));
+    let silent = lab.start_callee(
+        &lab.peer("callee-silent.xml", Host::Pbx)
+            .timeout(Duration::from_secs(60)),
+    );
+    let pbx2 = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx2)
+            .timeout(Duration::from_secs(60)),
+    );
+    let uac = caller(&lab, "caller.xml", Host::Carrier)
+        .timeout(Duration::from_secs(50))
+        .run();
+    let (silent, pbx2) = (silent.kill(), lab.finish_callee(&uac, pbx2));
+    uac.assert_success(1);
+    pbx2.assert_success(1);
+    // The SBC retransmitted to the silent trunk (timer A) and gave up on it
+    // only at timer B, not before.
+    assert!(silent.requests("INVITE") >= 2, "{}", silent.report());
+    assert!(
+        !silent.messages.contains("message sent"),
+        "{}",
+        silent.report()
+    );
+    assert!(
+        uac.elapsed >= Duration::from_secs(30),
+        "failed over after {:?}, before timer B (32 s)\n{}",
+        uac.elapsed,
+        uac.report()
+    );
+    lab.assert_topology_hidden(&[&uac], &[&silent, &pbx2]);
+    let _ = std::fs::remove_dir_all(&silent.dir);
+    lab.shutdown();
+}
+
+#[test]
+#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
+fn dropped_200_is_retransmitted_until_ack() {
+    if skip_unless_sipp("dropped_200_is_retransmitted_until_ack") {
+        return;
+    }
+    let lab = Lab::start("drop-200", &LabConfig::default());
+    // The caller ignores the first 200; its scenario fails unless a second
+    // one comes within 5 s (RFC 3261 13.3.1.4: the UAS core retransmits the
+    // 2xx until the ACK).
+    let (uac, uas) = one_call(
+        &lab,
+        "caller-drop-200.xml",
+        Host::Carrier,
+        "callee.xml",
+        Host::Pbx,
+    );
+    let before_ack: Vec<String> = flow(&uac)
+        .into_iter()
+        .take_while(|m| m != "ACK")
+        .filter(|m| m == "200")
+        .collect();
+    assert!(before_ack.len() >= 2, "{}", uac.report());
+    // The callee's leg is the SBC's business alone: one ACK there.
+    assert_eq!(uas.requests("ACK"), 1, "{}", uas.report());
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    lab.shutdown();
+}
