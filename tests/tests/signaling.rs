@@ -127,7 +127,6 @@ fn lab_start_reports_a_daemon_that_exits() {
 // --- calls through the B2BUA ---------------------------------------------
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn basic_call_outside_to_inside() {
     if skip_unless_sipp("basic_call_outside_to_inside") {
         return;
@@ -144,7 +143,6 @@ fn basic_call_outside_to_inside() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn basic_call_inside_to_outside() {
     if skip_unless_sipp("basic_call_inside_to_outside") {
         return;
@@ -161,7 +159,6 @@ fn basic_call_inside_to_outside() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn basic_call_caller_over_tcp_trunk_over_udp() {
     if skip_unless_sipp("basic_call_caller_over_tcp_trunk_over_udp") {
         return;
@@ -186,7 +183,6 @@ fn basic_call_caller_over_tcp_trunk_over_udp() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn bye_from_callee() {
     if skip_unless_sipp("bye_from_callee") {
         return;
@@ -217,7 +213,6 @@ fn bye_from_callee() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn cancel_while_ringing() {
     if skip_unless_sipp("cancel_while_ringing") {
         return;
@@ -247,7 +242,6 @@ fn cancel_while_ringing() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn reinvite_hold_and_unhold() {
     if skip_unless_sipp("reinvite_hold_and_unhold") {
         return;
@@ -274,7 +268,6 @@ fn reinvite_hold_and_unhold() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn late_offer() {
     if skip_unless_sipp("late_offer") {
         return;
@@ -296,7 +289,6 @@ fn late_offer() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn reliable_provisional_and_prack() {
     if skip_unless_sipp("reliable_provisional_and_prack") {
         return;
@@ -342,19 +334,16 @@ fn rejection_propagates(name: &str, callee: &str, status: &str) {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn busy_486_propagates() {
     rejection_propagates("busy_486_propagates", "callee-486-busy.xml", "486");
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn not_found_404_propagates() {
     rejection_propagates("not_found_404_propagates", "callee-404-unknown.xml", "404");
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn unavailable_503_propagates() {
     // One target only, so a 5xx has nowhere to fail over to.
     rejection_propagates(
@@ -365,7 +354,6 @@ fn unavailable_503_propagates() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn failover_to_second_trunk_on_503() {
     if skip_unless_sipp("failover_to_second_trunk_on_503") {
         return;
@@ -388,7 +376,6 @@ fn failover_to_second_trunk_on_503() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn trunk_that_never_answers_fails_over_after_timer_b() {
     if skip_unless_sipp("trunk_that_never_answers_fails_over_after_timer_b") {
         return;
@@ -430,7 +417,6 @@ fn trunk_that_never_answers_fails_over_after_timer_b() {
 }
 
 #[test]
-#[ignore = "needs the B2BUA daemon (lead is wiring it)"]
 fn dropped_200_is_retransmitted_until_ack() {
     if skip_unless_sipp("dropped_200_is_retransmitted_until_ack") {
         return;
