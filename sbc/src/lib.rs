@@ -3,38 +3,45 @@
 //! The crate is a sans-IO core wrapped in thin IO shells:
 //!
 //! ```text
-//!             bytes in + now                           bytes out, timers, media commands
-//!   sockets ------------------> [ sip  ->  b2bua ] ---------------------------------> sockets
-//!   (transport, tokio)            PURE: no IO, no clock, no RNG          (driver drains poll_*())
+//!                 bytes in + now                               bytes out, timers
+//!   transport ----------------------> [ sip -> b2bua ] ---------------------------> transport
+//!   (tokio)                             PURE: no IO,        media commands ^  | media events
+//!                                       no clock, no RNG                   |  v
+//!   daemon: one task owns the core and drains poll_*()      media relay (mio thread, XDP)
 //! ```
 //!
-//! * [`sip`]: the lossless SIP message layer (RFC 3261 §7, §18.3, §19, §20, §25):
-//!   parser, typed header views on demand, printer/editor, stream framing and the
-//!   verdict a server owes a malformed message. Pure.
+//! Pure (sans-IO, deterministic, tested by simulation):
+//! * [`sip`]: the lossless SIP message layer (RFC 3261 §7, §18.3, §19, §20,
+//!   §25): parser, typed header views, printer/editor, stream framing, the
+//!   verdict a server owes a malformed message, and the §17 transaction layer.
 //! * [`sdp`]: the line-preserving SDP parser and rewriter (RFC 8866, RFC 3264,
-//!   RFC 3605, RFC 5761). Pure.
-//! * [`config`]: the typed TOML configuration, validated once, with errors that
-//!   name the file, line and field. Reads a file only when asked to load one.
-//! * [`media`]: media anchoring: the command/event interface the call core
-//!   drives, port allocation and the flow/latching rules (pure), and the
-//!   userspace relay (a mio thread that owns the UDP sockets).
-//! * [`inspect`]: the `sbc inspect` operator tool built on the two above.
-//! * [`cdr`]: call detail records and their bounded, never-blocking file
-//!   writer (an IO shell with its own thread).
-//! * [`logging`]: the `tracing` subscriber: filter precedence, text or JSON,
-//!   and what may be logged at which level.
+//!   RFC 3605, RFC 5761).
+//! * [`b2bua`]: call control: two legs per call, routing and failover,
+//!   admission, topology hiding, SDP anchoring through media commands.
+//! * [`media`]: the media command/event interface, port allocation and the
+//!   flow/latching rules; plus its backends (below).
 //!
-//! Nothing under `sip` or `sdp` touches a socket, a clock, a runtime or an RNG:
-//! inputs carry everything they need, so every behaviour is testable byte for
-//! byte.
+//! IO shells:
+//! * [`transport`]: UDP/TCP listeners per realm (tokio + socket2), RFC 3581.
+//! * [`media`]`::userspace`: the relay thread (mio) that owns media sockets;
+//!   `media::xdp`: the XDP program's loader and maps (aya).
+//! * [`daemon`]: wires config, transports, core, relay, admin and CDRs;
+//!   signals (SIGTERM drain, SIGHUP reload).
+//! * [`admin`] and [`metrics`]: `/metrics`, `/health`, `/calls` from a
+//!   registry the daemon owns.
+//! * [`cdr`]: call detail records (bounded, never-blocking writer thread).
+//! * [`logging`]: the `tracing` subscriber.
+//!
+//! Tools: [`config`] (typed TOML, validated once, errors naming file, line
+//! and field; `sbc check-config`) and [`inspect`] (`sbc inspect`).
 pub mod admin;
 pub mod b2bua;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
 pub mod inspect;
-pub mod media;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod sdp;
 pub mod sip;
