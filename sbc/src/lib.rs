@@ -19,5 +19,6 @@
 //! inputs carry everything they need, so every behaviour is testable byte for
 //! byte.
 pub mod inspect;
+pub mod media;
 pub mod sdp;
 pub mod sip;

@@ -1,0 +1,2 @@
+//! Media relay: anchored ports, latched flows and the backends that move the packets.
+pub mod xdp;
