@@ -5,6 +5,8 @@
 //! `-Z build-std=core` into fat-LTO LLVM bitcode, and the nightly sysroot's
 //! `llc` turns that into a BPF object. No bpf-linker needed.
 //!
+//! `SBC_EBPF_TOOLCHAIN` names another toolchain than `nightly` for it.
+//!
 //! Success: `SBC_XDP_OBJECT` (rustc env) names the object for `include_bytes!`.
 //! Where the nightly toolchain or a component is missing the build still
 //! succeeds: it sets `cfg(sbc_xdp_missing)` and `SBC_XDP_MISSING` (why), and
@@ -21,7 +23,10 @@ use std::process::{Command, Stdio};
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(sbc_xdp_missing)");
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("sbc/ lives in the workspace root").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("sbc/ lives in the workspace root")
+        .to_path_buf();
     let ebpf_dir = root.join("relay-ebpf");
     for p in [
         "relay-ebpf/src",
@@ -33,14 +38,25 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
 
+    // The toolchain for the eBPF build: `nightly` unless pinned (e.g. to a
+    // dated nightly) or pointed at a missing one to check the fallback.
+    println!("cargo:rerun-if-env-changed=SBC_EBPF_TOOLCHAIN");
+    let toolchain = format!(
+        "+{}",
+        env::var("SBC_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".into())
+    );
+
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let host = env::var("HOST").expect("set by cargo");
-    match build(&ebpf_dir, &out_dir, &host) {
+    match build(&toolchain, &ebpf_dir, &out_dir, &host) {
         Ok(object) => println!("cargo:rustc-env=SBC_XDP_OBJECT={}", object.display()),
         Err(why) => {
             // rustc-env values are one line; the warning may carry the detail.
             let first = why.lines().next().unwrap_or("unknown reason").to_string();
-            println!("cargo:warning=XDP fast path not built in: {}", why.replace('\n', " | "));
+            println!(
+                "cargo:warning=XDP fast path not built in: {}",
+                why.replace('\n', " | ")
+            );
             println!("cargo:rustc-cfg=sbc_xdp_missing");
             println!("cargo:rustc-env=SBC_XDP_MISSING={first}");
         }
@@ -58,7 +74,10 @@ fn clean_command(program: &str) -> Command {
             || key.starts_with("RUSTC")
             || key.starts_with("RUSTDOC")
             || key == "RUSTFLAGS"
-            || key == "RUSTUP_TOOLCHAIN";
+            || key == "RUSTUP_TOOLCHAIN"
+            // Keeps a failure's message to the point (rustup prints its own
+            // backtrace otherwise).
+            || key == "RUST_BACKTRACE";
         if outer {
             cmd.env_remove(key);
         }
@@ -72,21 +91,21 @@ fn output_of(mut cmd: Command, what: &str) -> Result<String, String> {
         .output()
         .map_err(|e| format!("{what}: cannot run: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        // The end of a compiler's output says what went wrong.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(format!("{what} failed ({}):\n{tail}", out.status));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn build(ebpf_dir: &Path, out_dir: &Path, host: &str) -> Result<PathBuf, String> {
+fn build(toolchain: &str, ebpf_dir: &Path, out_dir: &Path, host: &str) -> Result<PathBuf, String> {
     let mut sysroot = clean_command("rustc");
-    sysroot.args(["+nightly", "--print", "sysroot"]);
+    sysroot.args([toolchain, "--print", "sysroot"]);
     let sysroot = PathBuf::from(output_of(
         sysroot,
-        "the nightly toolchain (`rustup toolchain install nightly`)",
+        &format!("rustc {toolchain} (`rustup toolchain install nightly`)"),
     )?);
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         return Err(
@@ -108,12 +127,19 @@ fn build(ebpf_dir: &Path, out_dir: &Path, host: &str) -> Result<PathBuf, String>
     let mut cargo = clean_command("cargo");
     cargo
         .current_dir(ebpf_dir)
-        .args(["+nightly", "rustc", "--locked", "--release", "--target", "bpfel-unknown-none"])
+        .args([
+            toolchain,
+            "rustc",
+            "--locked",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .args(["-Z", "build-std=core", "--target-dir"])
         .arg(&target_dir)
         .arg("--")
         .arg(format!("--emit=llvm-bc={}", bitcode.display()));
-    output_of(cargo, "cargo +nightly rustc (relay-ebpf)")?;
+    output_of(cargo, &format!("cargo {toolchain} rustc (relay-ebpf)"))?;
 
     let mut llc_cmd = Command::new(&llc);
     llc_cmd

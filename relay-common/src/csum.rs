@@ -76,7 +76,7 @@ pub fn udp6_checksum(src: [u8; 16], dst: [u8; 16], udp: &[u8]) -> u16 {
 #[must_use]
 #[inline(always)] // the XDP program has no use for a call per field
 pub fn replace<const N: usize>(check: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
-    const { assert!(N % 2 == 0, "replace works on whole 16-bit words") };
+    const { assert!(N.is_multiple_of(2), "replace works on whole 16-bit words") };
     let mut acc = u64::from(!check);
     let mut i = 0;
     while i + 1 < N {

@@ -171,7 +171,12 @@ pub struct Endpoint {
 impl FlowAction {
     /// A latched action: accept only from `remote`, forward as `src -> dst`.
     #[must_use]
-    pub const fn latched(remote: Endpoint, src: Endpoint, dst: Endpoint, egress_ifindex: u32) -> Self {
+    pub const fn latched(
+        remote: Endpoint,
+        src: Endpoint,
+        dst: Endpoint,
+        egress_ifindex: u32,
+    ) -> Self {
         Self {
             remote_addr: addr_bytes(remote.ip),
             new_src_addr: addr_bytes(src.ip),
@@ -249,8 +254,11 @@ pub mod stat {
     pub const TX: u32 = 12;
     /// Forwarded to another interface through the device map.
     pub const REDIRECT: u32 = 13;
+    /// Dropped: the egress interface left the device map between the check
+    /// and the redirect (a race with userspace; the packet was rewritten).
+    pub const DROP_REDIRECT_FAILED: u32 = 14;
     /// Number of counters (the array's size).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Metric label of each counter, indexed by its constant.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -268,6 +276,7 @@ pub mod stat {
         "drop_wrong_source",
         "tx",
         "redirect",
+        "drop_redirect_failed",
     ];
 }
 
@@ -292,7 +301,10 @@ mod tests {
         assert_eq!(v4.addr[..4], [192, 0, 2, 1]);
         assert_eq!(v4.addr[4..], [0; 12]);
         assert_eq!(v4.port, [0x75, 0x30]);
-        assert_eq!((v4.ip(), v4.port()), (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 30_000));
+        assert_eq!(
+            (v4.ip(), v4.port()),
+            (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 30_000)
+        );
         let v6: IpAddr = "2001:db8::5".parse().expect("literal");
         let k6 = FlowKey::new(v6, 40_002);
         assert_eq!((k6.family, k6.ip(), k6.port()), (FAMILY_V6, v6, 40_002));
@@ -300,10 +312,28 @@ mod tests {
 
     #[test]
     fn counters_merge_sums_and_keeps_latest() {
-        let a = FlowCounters { packets: 2, bytes: 100, last_seen_ns: 7, rejected: 1 };
-        let b = FlowCounters { packets: 3, bytes: 50, last_seen_ns: 5, rejected: 0 };
+        let a = FlowCounters {
+            packets: 2,
+            bytes: 100,
+            last_seen_ns: 7,
+            rejected: 1,
+        };
+        let b = FlowCounters {
+            packets: 3,
+            bytes: 50,
+            last_seen_ns: 5,
+            rejected: 0,
+        };
         let m = a.merge(b);
-        assert_eq!(m, FlowCounters { packets: 5, bytes: 150, last_seen_ns: 7, rejected: 1 });
+        assert_eq!(
+            m,
+            FlowCounters {
+                packets: 5,
+                bytes: 150,
+                last_seen_ns: 7,
+                rejected: 1
+            }
+        );
         assert_eq!(b.merge(a).last_seen_ns, 7);
     }
 

@@ -26,16 +26,14 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::bindings::{
-    BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
-};
+use aya_ebpf::bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action};
 use aya_ebpf::helpers::{bpf_fib_lookup, bpf_ktime_get_ns};
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::programs::XdpContext;
 use relay_common::{
-    FAMILY_V4, FAMILY_V6, FLAG_LATCHED, FORWARD_TTL, FlowAction, FlowCounters, FlowKey,
-    MAX_EGRESS, MAX_FLOWS, csum, stat,
+    FAMILY_V4, FAMILY_V6, FLAG_LATCHED, FORWARD_TTL, FlowAction, FlowCounters, FlowKey, MAX_EGRESS,
+    MAX_FLOWS, csum, stat,
 };
 
 #[map(name = "SBC_FLOWS")]
@@ -113,7 +111,10 @@ struct Verdict {
 }
 
 const fn pass(stat: u32) -> Verdict {
-    Verdict { action: xdp_action::XDP_PASS, stat }
+    Verdict {
+        action: xdp_action::XDP_PASS,
+        stat,
+    }
 }
 
 /// What the header checks of either family extract: the flow key (the
@@ -168,7 +169,7 @@ fn relay(ctx: &XdpContext) -> Verdict {
 
     // SAFETY: the value stays valid for this run (RCU); userspace replaces
     // values whole, so a concurrent update is seen either before or after.
-    let Some(action) = (unsafe { FLOWS.get(&p.key) }) else {
+    let Some(action) = (unsafe { FLOWS.get(p.key) }) else {
         return pass(stat::PASS_NO_FLOW);
     };
     if action.flags & FLAG_LATCHED == 0 {
@@ -177,7 +178,10 @@ fn relay(ctx: &XdpContext) -> Verdict {
     let from_remote = action.remote_addr == p.src && action.remote_port == p.sport;
     if !from_remote {
         count_flow(&p.key, 0, false);
-        return Verdict { action: xdp_action::XDP_DROP, stat: stat::DROP_WRONG_SOURCE };
+        return Verdict {
+            action: xdp_action::XDP_DROP,
+            stat: stat::DROP_WRONG_SOURCE,
+        };
     }
 
     // SAFETY: bpf_fib_lookup is plain old data; all-zero is its "unset" state.
@@ -198,9 +202,7 @@ fn relay(ctx: &XdpContext) -> Verdict {
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
     // SAFETY: fib is a valid, initialised bpf_fib_lookup of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx.cast(), &mut fib, size_of::<FibParams>() as i32, 0)
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), &mut fib, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return pass(stat::PASS_NO_ROUTE);
     }
@@ -221,7 +223,10 @@ fn relay(ctx: &XdpContext) -> Verdict {
     if rewritten.is_none() {
         // Unreachable (the parse checked the same bounds); keeps the verifier
         // and the reader sure the packet was not half rewritten.
-        return Verdict { action: xdp_action::XDP_ABORTED, stat: stat::PASS_TRUNCATED };
+        return Verdict {
+            action: xdp_action::XDP_ABORTED,
+            stat: stat::PASS_TRUNCATED,
+        };
     }
     // SAFETY: eth was bounds-checked above.
     unsafe {
@@ -230,13 +235,22 @@ fn relay(ctx: &XdpContext) -> Verdict {
     }
     count_flow(&p.key, u64::from(p.l3_len), true);
     if egress == ingress {
-        return Verdict { action: xdp_action::XDP_TX, stat: stat::TX };
+        return Verdict {
+            action: xdp_action::XDP_TX,
+            stat: stat::TX,
+        };
     }
     match EGRESS.redirect(egress, 0) {
-        Ok(action) => Verdict { action, stat: stat::REDIRECT },
+        Ok(action) => Verdict {
+            action,
+            stat: stat::REDIRECT,
+        },
         // Only if userspace removed the interface since the check above; the
         // packet is already rewritten, so it must not reach the stack.
-        Err(_) => Verdict { action: xdp_action::XDP_DROP, stat: stat::PASS_EGRESS_MISMATCH },
+        Err(_) => Verdict {
+            action: xdp_action::XDP_DROP,
+            stat: stat::DROP_REDIRECT_FAILED,
+        },
     }
 }
 
@@ -260,9 +274,14 @@ fn count_flow(key: &FlowKey, bytes: u64, forwarded: bool) {
         }
         None => {
             let last_seen_ns = if forwarded { now } else { 0 };
-            let first = FlowCounters { packets, bytes, last_seen_ns, rejected };
+            let first = FlowCounters {
+                packets,
+                bytes,
+                last_seen_ns,
+                rejected,
+            };
             // A full map only loses counts, never packets.
-            let _ = FLOW_COUNTERS.insert(key, &first, 0);
+            let _ = FLOW_COUNTERS.insert(key, first, 0);
         }
     }
 }
@@ -271,8 +290,14 @@ fn count_flow(key: &FlowKey, bytes: u64, forwarded: bool) {
 fn parse_v4(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN).ok_or(pass(stat::PASS_TRUNCATED))?;
     // SAFETY (all derefs of ip and udp below): bounds-checked by ptr_at.
-    let (version_ihl, frag, proto, tot_len) =
-        unsafe { ((*ip).version_ihl, (*ip).frag, (*ip).proto, u16::from_be_bytes((*ip).tot_len)) };
+    let (version_ihl, frag, proto, tot_len) = unsafe {
+        (
+            (*ip).version_ihl,
+            (*ip).frag,
+            (*ip).proto,
+            u16::from_be_bytes((*ip).tot_len),
+        )
+    };
     if version_ihl >> 4 != 4 {
         return Err(pass(stat::PASS_NOT_IP));
     }
@@ -286,8 +311,8 @@ fn parse_v4(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     if proto != IPPROTO_UDP {
         return Err(pass(stat::PASS_NOT_UDP));
     }
-    let udp = ptr_at::<UdpHdr>(ctx, ETH_HLEN + size_of::<Ipv4Hdr>())
-        .ok_or(pass(stat::PASS_TRUNCATED))?;
+    let udp =
+        ptr_at::<UdpHdr>(ctx, ETH_HLEN + size_of::<Ipv4Hdr>()).ok_or(pass(stat::PASS_TRUNCATED))?;
     let udp_len = unsafe { u16::from_be_bytes((*udp).len) } as usize;
     let frame_len = ctx.data_end() - ctx.data();
     if udp_len < size_of::<UdpHdr>()
@@ -298,7 +323,12 @@ fn parse_v4(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     }
     unsafe {
         Ok(Parsed {
-            key: FlowKey { addr: widen((*ip).dst), port: (*udp).dst, family: FAMILY_V4, pad: 0 },
+            key: FlowKey {
+                addr: widen((*ip).dst),
+                port: (*udp).dst,
+                family: FAMILY_V4,
+                pad: 0,
+            },
             src: widen((*ip).src),
             sport: (*udp).src,
             l3_len: tot_len,
@@ -311,7 +341,11 @@ fn parse_v6(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN).ok_or(pass(stat::PASS_TRUNCATED))?;
     // SAFETY (all derefs of ip and udp below): bounds-checked by ptr_at.
     let (version, next, payload_len) = unsafe {
-        ((*ip).version_class_flow[0] >> 4, (*ip).next, u16::from_be_bytes((*ip).payload_len))
+        (
+            (*ip).version_class_flow[0] >> 4,
+            (*ip).next,
+            u16::from_be_bytes((*ip).payload_len),
+        )
     };
     if version != 6 {
         return Err(pass(stat::PASS_NOT_IP));
@@ -326,10 +360,14 @@ fn parse_v6(ctx: &XdpContext) -> Result<Parsed, Verdict> {
         }
         return Err(pass(stat::PASS_NOT_UDP));
     }
-    let udp = ptr_at::<UdpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())
-        .ok_or(pass(stat::PASS_TRUNCATED))?;
-    let (udp_len, udp_check) =
-        unsafe { (u16::from_be_bytes((*udp).len), u16::from_be_bytes((*udp).check)) };
+    let udp =
+        ptr_at::<UdpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>()).ok_or(pass(stat::PASS_TRUNCATED))?;
+    let (udp_len, udp_check) = unsafe {
+        (
+            u16::from_be_bytes((*udp).len),
+            u16::from_be_bytes((*udp).check),
+        )
+    };
     let frame_len = ctx.data_end() - ctx.data();
     if (udp_len as usize) < size_of::<UdpHdr>()
         || payload_len < udp_len
@@ -343,7 +381,12 @@ fn parse_v6(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     }
     unsafe {
         Ok(Parsed {
-            key: FlowKey { addr: (*ip).dst, port: (*udp).dst, family: FAMILY_V6, pad: 0 },
+            key: FlowKey {
+                addr: (*ip).dst,
+                port: (*udp).dst,
+                family: FAMILY_V6,
+                pad: 0,
+            },
             src: (*ip).src,
             sport: (*udp).src,
             l3_len: payload_len.saturating_add(size_of::<Ipv6Hdr>() as u16),
@@ -394,7 +437,11 @@ fn rewrite_v6(ctx: &XdpContext, action: &FlowAction) -> Option<()> {
     let udp = ptr_at::<UdpHdr>(ctx, ETH_HLEN + size_of::<Ipv6Hdr>())?;
     // SAFETY: both headers bounds-checked just above.
     unsafe {
-        let mut c = csum::replace(u16::from_be_bytes((*udp).check), &(*ip).src, &action.new_src_addr);
+        let mut c = csum::replace(
+            u16::from_be_bytes((*udp).check),
+            &(*ip).src,
+            &action.new_src_addr,
+        );
         c = csum::replace(c, &(*ip).dst, &action.new_dst_addr);
         c = csum::replace(c, &(*udp).src, &action.new_src_port);
         c = csum::replace(c, &(*udp).dst, &action.new_dst_port);

@@ -205,6 +205,15 @@ pub struct TestRunOutcome {
     pub len: usize,
 }
 
+/// What the kernel reports about the loaded program (for the start-up log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramSize {
+    /// Instructions the verifier processed (all paths), if the kernel says.
+    pub verified_instructions: Option<u32>,
+    /// Size of the translated (pre-JIT) program in bytes, if the kernel says.
+    pub translated_bytes: Option<u32>,
+}
+
 /// Verdict counters of the program, summed over CPUs, indexed by
 /// [`relay_common::stat`] (labels in [`relay_common::stat::NAMES`]).
 pub type VerdictStats = [u64; stat::COUNT as usize];
@@ -238,8 +247,10 @@ impl XdpRelay {
         let object = OBJECT.ok_or(XdpError::NotBuiltIn(MISSING))?;
         let mut loader = EbpfLoader::new();
         if let Some(dir) = &config.pin_dir {
-            fs::create_dir_all(dir)
-                .map_err(|source| XdpError::PinDir { path: dir.clone(), source })?;
+            fs::create_dir_all(dir).map_err(|source| XdpError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
             for name in [MAP_FLOWS, MAP_FLOW_COUNTERS] {
                 loader.map_pin_path(name, dir.join(name));
             }
@@ -272,6 +283,27 @@ impl XdpRelay {
             .try_into()?)
     }
 
+    fn program_ref(&self) -> Result<&Xdp, XdpError> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(XdpError::Missing("program"))?
+            .try_into()?)
+    }
+
+    /// The kernel's figures for the loaded program.
+    ///
+    /// # Errors
+    /// The `BPF_OBJ_GET_INFO_BY_FD` syscall failed.
+    pub fn program_size(&self) -> Result<ProgramSize, XdpError> {
+        let program = self.program_ref()?;
+        let info = program.info()?;
+        Ok(ProgramSize {
+            verified_instructions: info.verified_instruction_count(),
+            translated_bytes: info.size_translated(),
+        })
+    }
+
     /// Attaches to `interface`: native mode, else generic, else none, as the
     /// policy allows; the interface also becomes a redirect target. Never
     /// fails: the outcome and every fallback's reason are in the result.
@@ -284,19 +316,29 @@ impl XdpRelay {
             redirect_error: None,
         };
         if attachment.ifindex == 0 {
-            attachment
-                .fallbacks
-                .push(Fallback { skipped: XdpMode::Native, reason: FallbackReason::UnknownInterface });
+            attachment.fallbacks.push(Fallback {
+                skipped: XdpMode::Native,
+                reason: FallbackReason::UnknownInterface,
+            });
             return attachment;
         }
         for (mode, aya_mode, allowed) in [
-            (XdpMode::Native, AyaXdpMode::Driver, policy != ModePolicy::GenericOnly),
-            (XdpMode::Generic, AyaXdpMode::Skb, policy != ModePolicy::NativeOnly),
+            (
+                XdpMode::Native,
+                AyaXdpMode::Driver,
+                policy != ModePolicy::GenericOnly,
+            ),
+            (
+                XdpMode::Generic,
+                AyaXdpMode::Skb,
+                policy != ModePolicy::NativeOnly,
+            ),
         ] {
             if !allowed {
-                attachment
-                    .fallbacks
-                    .push(Fallback { skipped: mode, reason: FallbackReason::ExcludedByPolicy(mode) });
+                attachment.fallbacks.push(Fallback {
+                    skipped: mode,
+                    reason: FallbackReason::ExcludedByPolicy(mode),
+                });
                 continue;
             }
             let attached = self
@@ -307,9 +349,10 @@ impl XdpRelay {
                     attachment.mode = mode;
                     break;
                 }
-                Err(XdpError::Program(source)) => attachment
-                    .fallbacks
-                    .push(Fallback { skipped: mode, reason: FallbackReason::Refused { mode, source } }),
+                Err(XdpError::Program(source)) => attachment.fallbacks.push(Fallback {
+                    skipped: mode,
+                    reason: FallbackReason::Refused { mode, source },
+                }),
                 // program() only fails on an object without the program,
                 // which load() already ruled out.
                 Err(_) => break,
@@ -329,12 +372,17 @@ impl XdpRelay {
     /// # Errors
     /// The map update failed.
     pub fn allow_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
-        self.egress.insert(ifindex, ifindex, None, 0).map_err(|e| match e {
-            aya::maps::xdp::XdpMapError::MapError(source) => XdpError::Map { map: MAP_EGRESS, source },
-            aya::maps::xdp::XdpMapError::ChainedProgramNotSupported => XdpError::Missing(
-                "support for chained device-map programs (none is used: unreachable)",
-            ),
-        })
+        self.egress
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| match e {
+                aya::maps::xdp::XdpMapError::MapError(source) => XdpError::Map {
+                    map: MAP_EGRESS,
+                    source,
+                },
+                aya::maps::xdp::XdpMapError::ChainedProgramNotSupported => XdpError::Missing(
+                    "support for chained device-map programs (none is used: unreachable)",
+                ),
+            })
     }
 
     /// Installs or replaces the flow of `key`. Replacing is atomic for the
@@ -343,7 +391,9 @@ impl XdpRelay {
     /// # Errors
     /// The map update failed (e.g. the flow map is full).
     pub fn install(&mut self, key: &FlowKey, action: &FlowAction) -> Result<(), XdpError> {
-        self.flows.insert(key, action, 0).map_err(map_err(MAP_FLOWS))
+        self.flows
+            .insert(key, action, 0)
+            .map_err(map_err(MAP_FLOWS))
     }
 
     /// Removes the flow of `key` and its counters; returns whether it existed.
@@ -382,7 +432,11 @@ impl XdpRelay {
     /// The map lookup failed for another reason than a missing key.
     pub fn counters(&self, key: &FlowKey) -> Result<Option<FlowCounters>, XdpError> {
         match self.counters.get(key, 0) {
-            Ok(per_cpu) => Ok(Some(per_cpu.iter().fold(FlowCounters::default(), |a, c| a.merge(*c)))),
+            Ok(per_cpu) => Ok(Some(
+                per_cpu
+                    .iter()
+                    .fold(FlowCounters::default(), |a, c| a.merge(*c)),
+            )),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(MAP_FLOW_COUNTERS)(e)),
         }
@@ -433,11 +487,7 @@ impl XdpRelay {
         out: &mut [u8],
         ingress: Option<u32>,
     ) -> Result<TestRunOutcome, XdpError> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(XdpError::Missing("program"))?
-            .try_into()?;
+        let program = self.program_ref()?;
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex }: the kernel wants data = 0 and
         // data_end = the packet's length.
@@ -474,7 +524,9 @@ fn is_not_found(e: &MapError) -> bool {
 /// there is none.
 #[allow(unsafe_code)] // one libc call; no safe wrapper in our dependencies
 fn ifindex(interface: &str) -> u32 {
-    let Ok(name) = std::ffi::CString::new(interface) else { return 0 };
+    let Ok(name) = std::ffi::CString::new(interface) else {
+        return 0;
+    };
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::if_nametoindex(name.as_ptr()) }
 }
