@@ -885,6 +885,18 @@ fn setns(file: &std::fs::File) {
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
+/// `recv_from`, retried when a signal interrupts it (at most a few times;
+/// the socket's read timeout bounds each try).
+fn recv_retrying(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    let mut tries = 0;
+    loop {
+        match sock.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn veth_smoke_generic_mode_forwards_rewritten_packets() {
     if can_run("veth_smoke_generic_mode_forwards_rewritten_packets") {
@@ -1044,8 +1056,7 @@ fn veth_smoke(mode: XdpMode) {
             sender
                 .send_to(payload.as_bytes(), (anchor, ANCHOR_PORT))
                 .expect("send");
-            let (n, from) = receiver
-                .recv_from(&mut buf)
+            let (n, from) = recv_retrying(receiver, &mut buf)
                 .unwrap_or_else(|e| panic!("{anchor}: packet {i} not forwarded: {e}"));
             assert_eq!(from, SocketAddr::from((out, OUT_PORT)), "rewritten source");
             assert_eq!(&buf[..n], payload.as_bytes(), "payload");
