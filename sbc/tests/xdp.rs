@@ -85,16 +85,18 @@ fn in_fresh_netns<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) 
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-/// Runs a command (in the calling thread's namespaces), panicking with its
-/// output if it fails; returns stdout.
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
+/// Runs a command line (split on whitespace; in the calling thread's
+/// namespaces), panicking with its output if it fails; returns stdout.
+fn sh(command: &str) -> String {
+    let mut args = command.split_whitespace();
+    let program = args.next().expect("a command");
+    let out = Command::new(program)
+        .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
     assert!(
         out.status.success(),
-        "{args:?} failed: {}{}",
+        "{command} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -105,7 +107,7 @@ fn sh(args: &[&str]) -> String {
 /// returns its last output. The link goes away when its last file reference
 /// does, and a child forked meanwhile by a parallel test holds copies of our
 /// descriptors until it execs: a short, bounded wait.
-fn eventually_detached(show: &[&str]) -> String {
+fn eventually_detached(show: &str) -> String {
     let mut link = sh(show);
     for _ in 0..40 {
         if !link.contains("xdp") {
@@ -123,7 +125,7 @@ fn sysctl(path: &str, value: &str) {
 }
 
 fn ifindex(name: &str) -> u32 {
-    let json = sh(&["ip", "-j", "link", "show", "dev", name]);
+    let json = sh(&format!("ip -j link show dev {name}"));
     let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j output is JSON");
     v[0]["ifindex"]
         .as_u64()
@@ -158,50 +160,20 @@ const PEER_PORT: u16 = 50_000;
 /// program: v0 (with PEER4/PEER6 as permanent neighbours) is an allowed
 /// egress. Returns the relay and v0's index.
 fn lab() -> (XdpRelay, u32) {
-    sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&[
-        "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-    ]);
-    sh(&["ip", "link", "set", "v0", "address", "02:00:00:00:aa:01"]);
-    sh(&["ip", "link", "set", "v0", "up"]);
-    sh(&["ip", "link", "set", "v1", "up"]);
-    sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "v0"]);
-    sh(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:2::1/64",
-        "dev",
-        "v0",
-        "nodad",
-    ]);
+    sh("ip link set lo up");
+    sh("ip link add v0 type veth peer name v1");
+    sh("ip link set v0 address 02:00:00:00:aa:01");
+    sh("ip link set v0 up");
+    sh("ip link set v1 up");
+    sh("ip addr add 198.51.100.1/24 dev v0");
+    sh("ip -6 addr add 2001:db8:2::1/64 dev v0 nodad");
     let peer_mac = "02:00:00:00:bb:20";
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "198.51.100.20",
-        "lladdr",
-        peer_mac,
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
-    sh(&[
-        "ip",
-        "-6",
-        "neigh",
-        "replace",
-        "2001:db8:2::20",
-        "lladdr",
-        peer_mac,
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
+    sh(&format!(
+        "ip neigh replace 198.51.100.20 lladdr {peer_mac} dev v0 nud permanent"
+    ));
+    sh(&format!(
+        "ip -6 neigh replace 2001:db8:2::20 lladdr {peer_mac} dev v0 nud permanent"
+    ));
     // The program's route lookup is an input lookup: forwarding must be on.
     sysctl("net/ipv4/conf/all/forwarding", "1");
     sysctl("net/ipv6/conf/all/forwarding", "1");
@@ -760,13 +732,7 @@ fn pinned_flows_survive_a_reload() {
         }
     }
     let _guard = Unmount(mount.clone());
-    sh(&[
-        "mount",
-        "-t",
-        "bpf",
-        "bpf",
-        mount.to_str().expect("UTF-8 temp dir"),
-    ]);
+    sh(&format!("mount -t bpf bpf {}", mount.display()));
     let dir = mount.join("sbc");
     let config = XdpConfig {
         pin_dir: Some(dir.clone()),
@@ -838,13 +804,13 @@ fn attach_falls_back_and_reports_why() {
         let lo = relay.attach("lo", ModePolicy::Auto);
         assert_eq!(lo.mode, XdpMode::Generic, "{lo:?}");
         assert!(
-            sh(&["ip", "link", "show", "v0"]).contains("xdp"),
+            sh("ip link show v0").contains("xdp"),
             "attached: {}",
-            sh(&["ip", "link", "show", "v0"])
+            sh("ip link show v0")
         );
         drop(relay);
         for dev in ["v0", "v1", "lo"] {
-            let link = eventually_detached(&["ip", "link", "show", dev]);
+            let link = eventually_detached(&format!("ip link show {dev}"));
             assert!(!link.contains("xdp"), "detached on drop: {link}");
         }
     });
@@ -927,56 +893,43 @@ fn veth_smoke(mode: XdpMode) {
     );
     let _guard = Netns(vec![a.clone(), s.clone(), b.clone()]);
     for ns in [&a, &s, &b] {
-        sh(&["ip", "netns", "add", ns]);
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        sh(&format!("ip netns add {ns}"));
+        sh(&format!("ip -n {ns} link set lo up"));
     }
     // A (192.0.2.2, 2001:db8:a::2) -- xa/sa | SBC | sb/xb -- B (198.51.100.2, 2001:db8:b::2)
-    sh(&[
-        "ip", "link", "add", "xa", "netns", &a, "type", "veth", "peer", "name", "sa", "netns", &s,
-    ]);
-    sh(&[
-        "ip", "link", "add", "xb", "netns", &b, "type", "veth", "peer", "name", "sb", "netns", &s,
-    ]);
+    sh(&format!(
+        "ip link add xa netns {a} type veth peer name sa netns {s}"
+    ));
+    sh(&format!(
+        "ip link add xb netns {b} type veth peer name sb netns {s}"
+    ));
     for (ns, dev, v4, v6) in [
         (&a, "xa", "192.0.2.2/24", "2001:db8:a::2/64"),
         (&s, "sa", "192.0.2.1/24", "2001:db8:a::1/64"),
         (&s, "sb", "198.51.100.1/24", "2001:db8:b::1/64"),
         (&b, "xb", "198.51.100.2/24", "2001:db8:b::2/64"),
     ] {
-        sh(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
-        sh(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        sh(&format!("ip -n {ns} addr add {v4} dev {dev}"));
+        sh(&format!("ip -n {ns} addr add {v6} dev {dev} nodad"));
+        sh(&format!("ip -n {ns} link set {dev} up"));
     }
     // Full checksums from the local sender (DESIGN: "XDP on veth").
-    sh(&[
-        "ip", "netns", "exec", &a, "ethtool", "-K", "xa", "tx", "off",
-    ]);
+    sh(&format!("ip netns exec {a} ethtool -K xa tx off"));
     for knob in [
         "net.ipv4.conf.all.forwarding=1",
         "net.ipv6.conf.all.forwarding=1",
     ] {
-        sh(&["ip", "netns", "exec", &s, "sysctl", "-qw", knob]);
+        sh(&format!("ip netns exec {s} sysctl -qw {knob}"));
     }
     let b_mac = {
-        let json = sh(&["ip", "-n", &b, "-j", "link", "show", "xb"]);
+        let json = sh(&format!("ip -n {b} -j link show xb"));
         let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j is JSON");
         v[0]["address"].as_str().expect("MAC of xb").to_string()
     };
     for peer in ["198.51.100.2", "2001:db8:b::2"] {
-        sh(&[
-            "ip",
-            "-n",
-            &s,
-            "neigh",
-            "replace",
-            peer,
-            "lladdr",
-            &b_mac,
-            "dev",
-            "sb",
-            "nud",
-            "permanent",
-        ]);
+        sh(&format!(
+            "ip -n {s} neigh replace {peer} lladdr {b_mac} dev sb nud permanent"
+        ));
     }
 
     // (remote in A, SBC anchor on A's side, SBC address on B's side, peer in B)
@@ -1073,7 +1026,7 @@ fn veth_smoke(mode: XdpMode) {
     // the namespaces).
     drop(relay);
     for (ns, dev) in [(&s, "sa"), (&s, "sb"), (&b, "xb")] {
-        let link = eventually_detached(&["ip", "-n", ns, "link", "show", dev]);
+        let link = eventually_detached(&format!("ip -n {ns} link show {dev}"));
         assert!(!link.contains("xdp"), "detached: {link}");
     }
 }
