@@ -5,7 +5,8 @@
 //! the latching rules ([`latch`]) and the flow table that applies them to
 //! every packet ([`flow`]), all pure (no IO, `now` as input) and shared by
 //! every backend; and the backends that move packets: [`userspace`] (a mio
-//! thread owning UDP sockets; the fallback and the slow path of XDP).
+//! thread owning UDP sockets; the fallback and the slow path of XDP) and
+//! [`xdp`] (the loader and maps of the kernel fast path, aya).
 //!
 //! A fast path (the XDP backend) plugs into the userspace relay through
 //! [`userspace::FastPath`]: the relay, the only place a source is learned,
@@ -26,3 +27,4 @@ pub mod flow;
 pub mod latch;
 pub mod ports;
 pub mod userspace;
+pub mod xdp;

@@ -1,0 +1,532 @@
+//! The XDP backend of the media relay: loads `relay-ebpf`, attaches it to the
+//! configured interfaces, owns its maps, installs latched flows and reads the
+//! counters.
+//!
+//! Owns: the loaded program, its links and all four maps, in one
+//! [`XdpRelay`] value. The daemon keeps it in one task and sends it commands;
+//! nothing here is shared or locked (no `Arc<Mutex<_>>` per map). Dropping it
+//! detaches the program from every interface.
+//!
+//! May not: decide anything about calls or latching. Userspace latches a flow
+//! (symmetric RTP with the strict policy of `media/`) and only then installs
+//! it here; the program forwards exactly what the [`FlowAction`] says and
+//! passes everything else to the kernel, where the userspace relay takes it.
+//! This is an IO shell: it does syscalls (bpf, netlink) and no protocol logic.
+//!
+//! Attach order per interface: native (driver) mode, then generic (SKB) mode,
+//! then none (userspace only). Each step down is recorded with its reason in
+//! [`Attachment::fallbacks`] for the daemon to log and export.
+//!
+//! Pinning: with [`XdpConfig::pin_dir`] the flow and flow-counter maps are
+//! pinned there (on bpffs, e.g. `/sys/fs/bpf/sbc`) and reused by the next
+//! start, so installed flows and their counters survive a daemon restart.
+//! The program itself is not pinned: it is detached when the daemon exits and
+//! re-attached at the next start, so media crosses the restart gap through
+//! the kernel stack (to the userspace relay once it is listening again).
+//! Keeping the program attached across the gap (pinned bpf_links replaced
+//! atomically at start) is the next step.
+//!
+//! Requirements on the host: root (or CAP_BPF + CAP_NET_ADMIN), and IP
+//! forwarding enabled on the attached interfaces: the program's next-hop
+//! lookup (`bpf_fib_lookup`) is an input lookup, which the kernel refuses
+//! where forwarding is off (the flows are then relayed in userspace,
+//! counted as `pass_no_route`).
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, xdp::DevMapHash};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use relay_common::{
+    FlowAction, FlowCounters, FlowKey, MAP_EGRESS, MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_STATS,
+    PROGRAM, stat,
+};
+use thiserror::Error;
+
+/// The eBPF object built by `sbc/build.rs`, when the build had the toolchain.
+#[cfg(not(sbc_xdp_missing))]
+static OBJECT: Option<&[u8]> = Some(include_bytes!(env!("SBC_XDP_OBJECT")));
+#[cfg(sbc_xdp_missing)]
+static OBJECT: Option<&[u8]> = None;
+
+/// Why the object is missing, as the build script found it.
+#[cfg(sbc_xdp_missing)]
+const MISSING: &str = env!("SBC_XDP_MISSING");
+#[cfg(not(sbc_xdp_missing))]
+const MISSING: &str = "";
+
+/// Whether this binary carries the XDP program. When it does not,
+/// [`not_built_in_reason`] says why; the daemon logs it and exports it.
+pub const BUILT_IN: bool = cfg!(not(sbc_xdp_missing));
+
+/// Why the fast path is not built in (`None` when it is).
+#[must_use]
+pub fn not_built_in_reason() -> Option<&'static str> {
+    if BUILT_IN { None } else { Some(MISSING) }
+}
+
+/// Which attach modes an interface may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModePolicy {
+    /// Native, else generic, else userspace only.
+    #[default]
+    Auto,
+    /// Native or userspace only (generic XDP costs more than it saves on
+    /// some hosts).
+    NativeOnly,
+    /// Generic or userspace only (e.g. drivers with a broken native path).
+    GenericOnly,
+}
+
+/// The mode an interface ended up in: the value of the exported metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver, before any allocation.
+    Native,
+    /// In the kernel stack (SKB mode): slower, works on every interface.
+    Generic,
+    /// No program attached: the userspace relay moves every packet.
+    Userspace,
+}
+
+impl XdpMode {
+    /// Label for metrics and logs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Userspace => "userspace",
+        }
+    }
+}
+
+/// Why one attach mode was not used on an interface.
+#[derive(Debug, Error)]
+pub enum FallbackReason {
+    /// The mode policy of the interface excludes this mode.
+    #[error("{} mode excluded by the configured mode policy", .0.as_str())]
+    ExcludedByPolicy(XdpMode),
+    /// The interface does not exist: check the configured name.
+    #[error("no such interface")]
+    UnknownInterface,
+    /// The kernel refused to attach in this mode (e.g. the driver has no
+    /// native XDP, or another program is attached).
+    #[error("the kernel refused {} mode: {source}", mode.as_str())]
+    Refused {
+        /// The mode tried.
+        mode: XdpMode,
+        /// What the kernel (through aya) said.
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// One step down the attach order.
+#[derive(Debug)]
+pub struct Fallback {
+    /// The mode that was not used.
+    pub skipped: XdpMode,
+    /// Why.
+    pub reason: FallbackReason,
+}
+
+/// The outcome of attaching to one interface. Never an error: the worst case
+/// is [`XdpMode::Userspace`] with the reasons in `fallbacks`.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Interface name as configured.
+    pub interface: String,
+    /// Its index (0 if it does not exist).
+    pub ifindex: u32,
+    /// The mode in use.
+    pub mode: XdpMode,
+    /// The modes skipped before it, in order, with their reasons.
+    pub fallbacks: Vec<Fallback>,
+    /// Why other interfaces cannot redirect to this one, if they cannot: the
+    /// program still forwards here by `XDP_TX`, and passes what would need a
+    /// redirect to userspace.
+    pub redirect_error: Option<XdpError>,
+}
+
+/// Errors of the XDP backend.
+#[derive(Debug, Error)]
+pub enum XdpError {
+    /// The binary was built without the eBPF object; rebuild with the nightly
+    /// toolchain and its `rust-src` and `llvm-tools` components.
+    #[error("the XDP fast path is not built into this binary: {0}")]
+    NotBuiltIn(&'static str),
+    /// The pin directory could not be created (is bpffs mounted there?).
+    #[error("cannot create the BPF pin directory {path}: {source}")]
+    PinDir {
+        /// The configured directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Parsing the object or creating its maps failed (no privileges, or a
+    /// pinned map left by an incompatible version: remove the pin directory).
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] EbpfError),
+    /// The object lacks a map or program this code expects: the object and
+    /// this crate were built from different sources.
+    #[error("the XDP object has no {0}")]
+    Missing(&'static str),
+    /// The kernel refused the program (the verifier log is in the error).
+    #[error("the XDP program was refused: {0}")]
+    Program(#[from] ProgramError),
+    /// A map operation failed.
+    #[error("XDP map operation on {map} failed: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Configuration of the fast path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Where to pin the flow maps so they survive a restart; `None`: not pinned.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The result of one `BPF_PROG_TEST_RUN` of the program on a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The XDP action returned (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub action: u32,
+    /// Bytes written to the output buffer (the packet as the program left it).
+    pub len: usize,
+}
+
+/// What the kernel reports about the loaded program (for the start-up log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramSize {
+    /// Instructions the verifier processed (all paths), if the kernel says.
+    pub verified_instructions: Option<u32>,
+    /// Size of the translated (pre-JIT) program in bytes, if the kernel says.
+    pub translated_bytes: Option<u32>,
+}
+
+/// Verdict counters of the program, summed over CPUs, indexed by
+/// [`relay_common::stat`] (labels in [`relay_common::stat::NAMES`]).
+pub type VerdictStats = [u64; stat::COUNT as usize];
+
+/// The loaded program and the single owner of its maps.
+pub struct XdpRelay {
+    ebpf: Ebpf,
+    flows: HashMap<MapData, FlowKey, FlowAction>,
+    counters: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
+    stats: PerCpuArray<MapData, u64>,
+    egress: DevMapHash<MapData>,
+}
+
+impl std::fmt::Debug for XdpRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpRelay").finish_non_exhaustive()
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> XdpError {
+    move |source| XdpError::Map { map, source }
+}
+
+impl XdpRelay {
+    /// Loads the object, creates (or, with a pin directory, reuses) its maps
+    /// and loads the program into the kernel, attached nowhere yet.
+    ///
+    /// # Errors
+    /// See [`XdpError`]: not built in, no privileges, verifier refusal.
+    pub fn load(config: &XdpConfig) -> Result<Self, XdpError> {
+        let object = OBJECT.ok_or(XdpError::NotBuiltIn(MISSING))?;
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &config.pin_dir {
+            fs::create_dir_all(dir).map_err(|source| XdpError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
+            for name in [MAP_FLOWS, MAP_FLOW_COUNTERS] {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(object)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("program"))?
+            .try_into()?;
+        program.load()?;
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(XdpError::Missing(name));
+        let flows = take(MAP_FLOWS)?;
+        let counters = take(MAP_FLOW_COUNTERS)?;
+        let stats = take(MAP_STATS)?;
+        let egress = take(MAP_EGRESS)?;
+        Ok(Self {
+            flows: HashMap::try_from(flows).map_err(map_err(MAP_FLOWS))?,
+            counters: PerCpuHashMap::try_from(counters).map_err(map_err(MAP_FLOW_COUNTERS))?,
+            stats: PerCpuArray::try_from(stats).map_err(map_err(MAP_STATS))?,
+            egress: DevMapHash::try_from(egress).map_err(map_err(MAP_EGRESS))?,
+            ebpf,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("program"))?
+            .try_into()?)
+    }
+
+    fn program_ref(&self) -> Result<&Xdp, XdpError> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(XdpError::Missing("program"))?
+            .try_into()?)
+    }
+
+    /// The kernel's figures for the loaded program.
+    ///
+    /// # Errors
+    /// The `BPF_OBJ_GET_INFO_BY_FD` syscall failed.
+    pub fn program_size(&self) -> Result<ProgramSize, XdpError> {
+        let program = self.program_ref()?;
+        let info = program.info()?;
+        Ok(ProgramSize {
+            verified_instructions: info.verified_instruction_count(),
+            translated_bytes: info.size_translated(),
+        })
+    }
+
+    /// Attaches to `interface`: native mode, else generic, else none, as the
+    /// policy allows; the interface also becomes a redirect target. Never
+    /// fails: the outcome and every fallback's reason are in the result.
+    pub fn attach(&mut self, interface: &str, policy: ModePolicy) -> Attachment {
+        let mut attachment = Attachment {
+            interface: interface.to_string(),
+            ifindex: ifindex(interface),
+            mode: XdpMode::Userspace,
+            fallbacks: Vec::new(),
+            redirect_error: None,
+        };
+        if attachment.ifindex == 0 {
+            attachment.fallbacks.push(Fallback {
+                skipped: XdpMode::Native,
+                reason: FallbackReason::UnknownInterface,
+            });
+            return attachment;
+        }
+        for (mode, aya_mode, allowed) in [
+            (
+                XdpMode::Native,
+                AyaXdpMode::Driver,
+                policy != ModePolicy::GenericOnly,
+            ),
+            (
+                XdpMode::Generic,
+                AyaXdpMode::Skb,
+                policy != ModePolicy::NativeOnly,
+            ),
+        ] {
+            if !allowed {
+                attachment.fallbacks.push(Fallback {
+                    skipped: mode,
+                    reason: FallbackReason::ExcludedByPolicy(mode),
+                });
+                continue;
+            }
+            let attached = self
+                .program()
+                .and_then(|p| Ok(p.attach_to_if_index(attachment.ifindex, aya_mode)?));
+            match attached {
+                Ok(_link) => {
+                    attachment.mode = mode;
+                    break;
+                }
+                Err(XdpError::Program(source)) => attachment.fallbacks.push(Fallback {
+                    skipped: mode,
+                    reason: FallbackReason::Refused { mode, source },
+                }),
+                // program() only fails on an object without the program,
+                // which load() already ruled out.
+                Err(_) => break,
+            }
+        }
+        if attachment.mode != XdpMode::Userspace {
+            // Without the device-map entry the program passes packets routed
+            // out of this interface from another one; not fatal either.
+            attachment.redirect_error = self.allow_egress(attachment.ifindex).err();
+        }
+        attachment
+    }
+
+    /// Lets the program redirect to `ifindex` (interfaces the program is
+    /// attached to are added by [`attach`](Self::attach)).
+    ///
+    /// # Errors
+    /// The map update failed.
+    pub fn allow_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        self.egress
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| match e {
+                aya::maps::xdp::XdpMapError::MapError(source) => XdpError::Map {
+                    map: MAP_EGRESS,
+                    source,
+                },
+                aya::maps::xdp::XdpMapError::ChainedProgramNotSupported => XdpError::Missing(
+                    "support for chained device-map programs (none is used: unreachable)",
+                ),
+            })
+    }
+
+    /// Installs or replaces the flow of `key`. Replacing is atomic for the
+    /// program: a packet sees the old or the new action, never a mix.
+    ///
+    /// # Errors
+    /// The map update failed (e.g. the flow map is full).
+    pub fn install(&mut self, key: &FlowKey, action: &FlowAction) -> Result<(), XdpError> {
+        self.flows
+            .insert(key, action, 0)
+            .map_err(map_err(MAP_FLOWS))
+    }
+
+    /// Removes the flow of `key` and its counters; returns whether it existed.
+    ///
+    /// # Errors
+    /// A map operation failed for another reason than a missing key.
+    pub fn remove(&mut self, key: &FlowKey) -> Result<bool, XdpError> {
+        let existed = match self.flows.remove(key) {
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(map_err(MAP_FLOWS)(e)),
+        };
+        match self.counters.remove(key) {
+            Ok(()) => Ok(existed),
+            Err(e) if is_not_found(&e) => Ok(existed),
+            Err(e) => Err(map_err(MAP_FLOW_COUNTERS)(e)),
+        }
+    }
+
+    /// The installed action of `key`, if any.
+    ///
+    /// # Errors
+    /// The map lookup failed for another reason than a missing key.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowAction>, XdpError> {
+        match self.flows.get(key, 0) {
+            Ok(action) => Ok(Some(action)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_FLOWS)(e)),
+        }
+    }
+
+    /// The counters of `key` summed over CPUs (`last_seen_ns` is the latest,
+    /// CLOCK_MONOTONIC); `None` before the program saw a packet of the flow.
+    ///
+    /// # Errors
+    /// The map lookup failed for another reason than a missing key.
+    pub fn counters(&self, key: &FlowKey) -> Result<Option<FlowCounters>, XdpError> {
+        match self.counters.get(key, 0) {
+            Ok(per_cpu) => Ok(Some(
+                per_cpu
+                    .iter()
+                    .fold(FlowCounters::default(), |a, c| a.merge(*c)),
+            )),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_FLOW_COUNTERS)(e)),
+        }
+    }
+
+    /// The verdict counters summed over CPUs.
+    ///
+    /// # Errors
+    /// The map lookup failed.
+    pub fn stats(&self) -> Result<VerdictStats, XdpError> {
+        let mut out = [0u64; stat::COUNT as usize];
+        for (index, slot) in (0u32..).zip(out.iter_mut()) {
+            let per_cpu = self.stats.get(&index, 0).map_err(map_err(MAP_STATS))?;
+            *slot = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+        Ok(out)
+    }
+
+    /// Runs the program once on `packet` (an Ethernet frame) with
+    /// `BPF_PROG_TEST_RUN`, without any interface; the packet as the program
+    /// left it is written to `out`. The run sees the caller's network
+    /// namespace (its loopback is the ingress interface) and updates the maps
+    /// like a real packet. For tests and diagnostics.
+    ///
+    /// # Errors
+    /// The syscall failed (e.g. `out` is too small: `ENOSPC`).
+    pub fn test_run(&self, packet: &[u8], out: &mut [u8]) -> Result<TestRunOutcome, XdpError> {
+        self.run(packet, out, None)
+    }
+
+    /// [`test_run`](Self::test_run) with `ifindex` (of the caller's network
+    /// namespace) as the ingress interface instead of loopback.
+    ///
+    /// # Errors
+    /// The syscall failed (e.g. no such interface: `ENODEV`).
+    pub fn test_run_on(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        ifindex: u32,
+    ) -> Result<TestRunOutcome, XdpError> {
+        self.run(packet, out, Some(ifindex))
+    }
+
+    fn run(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        ingress: Option<u32>,
+    ) -> Result<TestRunOutcome, XdpError> {
+        let program = self.program_ref()?;
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex }: the kernel wants data = 0 and
+        // data_end = the packet's length.
+        let ctx: Option<[u8; 24]> = ingress.map(|ifindex| {
+            let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+            let mut md = [0u8; 24];
+            md[4..8].copy_from_slice(&len.to_ne_bytes());
+            md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            md
+        });
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(out),
+            ctx_in: ctx.as_ref().map(|c| &c[..]),
+            ..TestRunOptions::new()
+        })?;
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            len: result.data_size_out as usize,
+        })
+    }
+}
+
+/// A lookup reports a missing key as `KeyNotFound`, a delete as `ENOENT`.
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// The index of `interface` in the calling thread's network namespace, 0 if
+/// there is none.
+#[allow(unsafe_code)] // one libc call; no safe wrapper in our dependencies
+fn ifindex(interface: &str) -> u32 {
+    let Ok(name) = std::ffi::CString::new(interface) else {
+        return 0;
+    };
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
