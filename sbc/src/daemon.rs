@@ -31,8 +31,10 @@ use crate::b2bua::{
 use crate::cdr::{CallRecord, CdrWriter, Hangup, MediaCounts, Parties, SbcHangup};
 use crate::config::{Config, ConfigError, PeerAddress};
 use crate::media::command::{MediaCommand, MediaEvent, StreamId};
+use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
-use crate::media::userspace::{RelayConfig, UserspaceRelay};
+use crate::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
+use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, CallOutcome, Metrics, ReloadResult};
 use crate::transport::{Event, ListenerSpec, TransportConfig, Transports};
 
@@ -101,6 +103,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     let (transports, mut inbound) = Transports::start(&specs, TransportConfig::default())?;
 
+    let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
+
     // ---- media relay -------------------------------------------------------------
     let media_wake = Arc::new(Notify::new());
     let mut ranges: Vec<(std::net::IpAddr, PortRange)> = Vec::new();
@@ -120,11 +124,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         Duration::from_millis(u64::from(config.media.latching.learning_window_ms));
     let wake = Arc::clone(&media_wake);
     relay_config.notify = Some(Arc::new(move || wake.notify_one()));
-    let relay = UserspaceRelay::start(relay_config)?;
+    let fast_path = start_fast_path(&config.media.xdp, &metrics);
+    let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
 
-    // ---- metrics and admin -----------------------------------------------------------
-    // The XDP fast path is not built into this binary yet.
-    let metrics = Arc::new(Metrics::new(BuildInfo::current(false)));
+    // ---- admin -------------------------------------------------------------------------
     let readiness = Readiness::new();
     let calls_view = Arc::new(Mutex::new(serde_json::Value::Array(Vec::new())));
     let view = Arc::clone(&calls_view);
@@ -159,7 +162,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         transports: &transports,
         relay: &relay,
         metrics: &metrics,
-        relayed: (0, 0),
+        relayed: [0; 4],
         cdr: cdr.as_ref(),
         held_cdrs: HashMap::new(),
         cdr_of_stream: HashMap::new(),
@@ -237,6 +240,79 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Loads the XDP program and attaches it to the configured interfaces:
+/// native mode, else generic, else none (userspace only), each fallback
+/// logged with its reason and exported. `None` when no interface runs it.
+fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box<dyn FastPath>> {
+    use crate::config::XdpMode as Wanted;
+    if config.mode == Wanted::Off || config.interfaces.is_empty() {
+        info!(
+            "XDP fast path off (mode off or no interfaces configured): media on the userspace relay"
+        );
+        return None;
+    }
+    let fall_back_everywhere = |reason: metrics::XdpFallbackReason| {
+        for interface in &config.interfaces {
+            metrics.set_xdp_attached(interface, metrics::XdpMode::None);
+            metrics.xdp_fallback(interface, reason);
+        }
+    };
+    if let Some(why) = xdp::not_built_in_reason() {
+        warn!(
+            why,
+            "XDP fast path not built into this binary: media on the userspace relay"
+        );
+        fall_back_everywhere(metrics::XdpFallbackReason::NotBuiltIn);
+        return None;
+    }
+    let mut program = match XdpRelay::load(&XdpConfig::default()) {
+        Ok(program) => program,
+        Err(e) => {
+            warn!(error = %e, "XDP program did not load: media on the userspace relay");
+            let reason = if e.to_string().contains("ermission") {
+                metrics::XdpFallbackReason::PermissionDenied
+            } else {
+                metrics::XdpFallbackReason::LoadFailed
+            };
+            fall_back_everywhere(reason);
+            return None;
+        }
+    };
+    let policy = match config.mode {
+        Wanted::Native => ModePolicy::NativeOnly,
+        Wanted::Generic => ModePolicy::GenericOnly,
+        Wanted::Auto | Wanted::Off => ModePolicy::Auto,
+    };
+    let mut attached = 0;
+    for interface in &config.interfaces {
+        let attachment = program.attach(interface, policy);
+        for fallback in &attachment.fallbacks {
+            warn!(%interface, skipped = fallback.skipped.as_str(), reason = %fallback.reason, "XDP mode fallback");
+            metrics.xdp_fallback(
+                interface,
+                match fallback.reason {
+                    xdp::FallbackReason::Refused { .. } => metrics::XdpFallbackReason::AttachFailed,
+                    _ => metrics::XdpFallbackReason::Unsupported,
+                },
+            );
+        }
+        let mode = match attachment.mode {
+            xdp::XdpMode::Native => metrics::XdpMode::Native,
+            xdp::XdpMode::Generic => metrics::XdpMode::Generic,
+            xdp::XdpMode::Userspace => metrics::XdpMode::None,
+        };
+        metrics.set_xdp_attached(interface, mode);
+        if attachment.mode != xdp::XdpMode::Userspace {
+            attached += 1;
+            if let Err(e) = program.allow_egress(attachment.ifindex) {
+                warn!(%interface, error = %e, "XDP redirect to this interface not allowed; XDP_TX only");
+            }
+            info!(%interface, mode = attachment.mode.as_str(), "XDP fast path attached");
+        }
+    }
+    (attached > 0).then(|| Box::new(XdpFastPath::new(program)) as Box<dyn FastPath>)
+}
+
 fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {
     info!(
         calls = core.active_calls(),
@@ -287,8 +363,9 @@ struct Shell<'a> {
     transports: &'a Transports,
     relay: &'a UserspaceRelay,
     metrics: &'a Metrics,
-    /// Relay totals already exported (the counters take deltas).
-    relayed: (u64, u64),
+    /// Relay totals already exported (the counters take deltas): userspace
+    /// packets and bytes, then XDP packets and bytes.
+    relayed: [u64; 4],
     cdr: Option<&'a CdrWriter>,
     /// CDRs of ended calls waiting for their streams' final counters, with
     /// how many streams are still to report.
@@ -517,15 +594,18 @@ impl Shell<'_> {
         // Relay totals move while calls are up; they are not split by realm
         // yet, so they are exported under realm "all".
         let stats = self.relay.stats();
-        let packets = stats.packets_relayed.load(Ordering::Relaxed);
-        let bytes = stats.bytes_relayed.load(Ordering::Relaxed);
-        self.metrics.media_relayed(
-            metrics::MediaPath::Userspace,
-            "all",
-            packets.saturating_sub(self.relayed.0),
-            bytes.saturating_sub(self.relayed.1),
-        );
-        self.relayed = (packets, bytes);
+        let now = [
+            stats.packets_relayed.load(Ordering::Relaxed),
+            stats.bytes_relayed.load(Ordering::Relaxed),
+            stats.fast_packets.load(Ordering::Relaxed),
+            stats.fast_bytes.load(Ordering::Relaxed),
+        ];
+        let delta = |i: usize| now[i].saturating_sub(self.relayed[i]);
+        self.metrics
+            .media_relayed(metrics::MediaPath::Userspace, "all", delta(0), delta(1));
+        self.metrics
+            .media_relayed(metrics::MediaPath::Xdp, "all", delta(2), delta(3));
+        self.relayed = now;
         self.metrics.set_media_streams_active(
             metrics::MediaPath::Userspace,
             stats.streams.load(Ordering::Relaxed),

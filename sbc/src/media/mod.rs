@@ -23,6 +23,7 @@
 //! mux), RFC 4961 (symmetric RTP) with RTPBleed defences, RFC 3264 §5.1/§8.4
 //! (directions and hold).
 pub mod command;
+pub mod fast;
 pub mod flow;
 pub mod latch;
 pub mod ports;

@@ -135,6 +135,10 @@ pub struct RelayStats {
     pub ports_exhausted: AtomicU64,
     /// Streams currently allocated.
     pub streams: AtomicU64,
+    /// Packets the fast path (XDP) relayed, as it reported them.
+    pub fast_packets: AtomicU64,
+    /// Bytes of those packets.
+    pub fast_bytes: AtomicU64,
 }
 
 /// A fast path the relay drives (the XDP backend implements it): the relay
@@ -560,6 +564,12 @@ impl Relay {
         if self.table.poll_timeout().is_some_and(|at| at <= now) {
             fast_path.collect(&mut self.fast_counts);
             for counts in self.fast_counts.drain(..) {
+                self.stats
+                    .fast_packets
+                    .fetch_add(counts.packets, Ordering::Relaxed);
+                self.stats
+                    .fast_bytes
+                    .fetch_add(counts.bytes, Ordering::Relaxed);
                 self.table.add_fast_counts(now, counts);
             }
         }

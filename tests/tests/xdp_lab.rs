@@ -1,0 +1,213 @@
+//! The media fast path end to end: a SIPp call with RTP through the real
+//! daemon in a network-namespace lab, with the XDP program attached to the
+//! SBC's interfaces, and the same lab with XDP off.
+//!
+//! ```text
+//!  caller ns                 sbc ns (ip_forward=1)                  callee ns
+//!  198.51.100.10 ==veth== 198.51.100.1 [sbc] 203.0.113.1 ==veth== 203.0.113.10
+//!  SIPp uac_pcap            realm outside      realm inside          SIPp uas -rtp_echo
+//! ```
+//!
+//! With XDP, after the first packets latch in userspace the kernel forwards
+//! the rest: `sbc_media_packets_total{path="xdp"}` carries the call while the
+//! userspace path carries (almost) nothing. Without XDP the userspace relay
+//! carries it all. The XDP program runs in generic mode here: native mode on
+//! veth delivers frames only when the peer veth runs an XDP program too
+//! (DESIGN.md), and generic mode is what the daemon's `auto` falls back to.
+// An end-to-end test is an IO shell: it waits on real time.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tests::netns::{Background, Netns, Side, VethPair, skip_unless_privileged, skip_unless_sipp};
+use tests::sipp::Sipp;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// GET `path` on the daemon's admin listener inside `ns`.
+fn admin_get(ns: &Netns, path: &str) -> Option<String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/9660 || exit 1; printf 'GET {path} HTTP/1.0\\r\\nHost: sbc\\r\\n\\r\\n' >&3; timeout 2 cat <&3"
+    );
+    // Not `Netns::run`: a refused connection (daemon still starting) is an
+    // answer here, not a failure.
+    let out = ns
+        .command("bash")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Runs one call with RTP through the lab; returns the metrics text after it.
+fn call_through_the_lab(name: &str, xdp: bool) -> String {
+    let caller = Netns::new("xc");
+    let sbc = Netns::new("xs");
+    let callee = Netns::new("xe");
+    let outside = VethPair::new(
+        Side::Ns(&caller),
+        "198.51.100.10".parse().expect("ip"),
+        Side::Ns(&sbc),
+        "198.51.100.1".parse().expect("ip"),
+        24,
+    );
+    let inside = VethPair::new(
+        Side::Ns(&sbc),
+        "203.0.113.1".parse().expect("ip"),
+        Side::Ns(&callee),
+        "203.0.113.10".parse().expect("ip"),
+        24,
+    );
+    let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(
+        out.status.success(),
+        "ip_forward: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("sbc.toml");
+    let mode = if xdp { "generic" } else { "off" };
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[metrics]
+listen = "127.0.0.1:9660"
+[logging]
+level = "info"
+[limits]
+max_calls = 100
+[media]
+port_min = 30000
+port_max = 30999
+xdp = {{ mode = "{mode}", interfaces = ["{out_if}", "{in_if}"] }}
+[[realm]]
+name = "outside"
+listen = [{{ transport = "udp", address = "198.51.100.1:5060" }}]
+media = {{ address = "198.51.100.1" }}
+[[realm]]
+name = "inside"
+listen = [{{ transport = "udp", address = "203.0.113.1:5060" }}]
+media = {{ address = "203.0.113.1" }}
+[[trunk]]
+name = "pbx"
+realm = "inside"
+address = "203.0.113.10:5060"
+[[route]]
+name = "in"
+match = {{ source_realm = "outside" }}
+targets = ["pbx"]
+"#,
+            out_if = outside.b.ifname,
+            in_if = inside.a.ifname,
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.join("sbc.log")).expect("log file");
+    let mut cmd = sbc.command(tests::sbc_binary());
+    cmd.arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    let daemon = Background::spawn(&mut cmd);
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while admin_get(&sbc, "/health/ready").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+        assert!(
+            Instant::now() < ready_by,
+            "daemon not ready: {}",
+            std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let uas = Sipp::builtin("uas")
+        .local(ip("203.0.113.10"), 5060)
+        .media(ip("203.0.113.10"), 16000)
+        .rtp_echo()
+        .calls(1)
+        .timeout(Duration::from_secs(40))
+        .in_netns(&callee)
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = Sipp::builtin("uac_pcap")
+        .local(ip("198.51.100.10"), 5060)
+        .media(ip("198.51.100.10"), 17000)
+        .remote(SocketAddr::new(ip("198.51.100.1"), 5060))
+        .calls(1)
+        .timeout(Duration::from_secs(40))
+        .in_netns(&caller)
+        .run();
+    let uas = uas.wait();
+    uac.assert_success(1);
+    uas.assert_success(1);
+    // Let the relay collect the last fast-path counts and the daemon export
+    // them (both run on one-second cadences).
+    std::thread::sleep(Duration::from_millis(2500));
+    let metrics = admin_get(&sbc, "/metrics").expect("metrics scrape");
+    let stats = daemon.kill();
+    let _ = stats;
+    drop((outside, inside));
+    let _ = std::fs::remove_dir_all(&dir);
+    metrics
+}
+
+#[test]
+fn media_crosses_the_sbc_in_the_kernel_once_latched() {
+    if skip_unless_privileged("media_crosses_the_sbc_in_the_kernel_once_latched")
+        || skip_unless_sipp("media_crosses_the_sbc_in_the_kernel_once_latched")
+    {
+        return;
+    }
+    let metrics = call_through_the_lab("xdp-on", true);
+    let xdp = counter(&metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(&metrics, "sbc_media_packets_total{path=\"userspace\"");
+    eprintln!("xdp lab, XDP on: xdp={xdp} userspace={userspace} packets");
+    assert!(
+        metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
+        "XDP attached in generic mode:\n{metrics}"
+    );
+    // The pcap plays 236 packets and the callee echoes them: ~470 relayed.
+    assert!(
+        xdp >= 300,
+        "the kernel forwarded the call's media: xdp={xdp} userspace={userspace}"
+    );
+    assert!(
+        userspace * 5 <= xdp,
+        "userspace forwarded (almost) nothing: xdp={xdp} userspace={userspace}"
+    );
+}
+
+#[test]
+fn without_xdp_the_userspace_relay_carries_the_call() {
+    if skip_unless_privileged("without_xdp_the_userspace_relay_carries_the_call")
+        || skip_unless_sipp("without_xdp_the_userspace_relay_carries_the_call")
+    {
+        return;
+    }
+    let metrics = call_through_the_lab("xdp-off", false);
+    let xdp = counter(&metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(&metrics, "sbc_media_packets_total{path=\"userspace\"");
+    eprintln!("xdp lab, XDP off: xdp={xdp} userspace={userspace} packets");
+    assert_eq!(xdp, 0, "XDP is off");
+    assert!(
+        userspace >= 400,
+        "the userspace relay carried the call: {userspace}"
+    );
+}
