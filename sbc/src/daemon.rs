@@ -168,6 +168,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         cdr_of_stream: HashMap::new(),
         epoch: (now(), wall_clock()),
     };
+    core.start(now());
     readiness.set(true);
     info!(
         realms = config.realms.len(),
@@ -330,7 +331,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, metrics: &Metrics) {
     };
     match Config::load(path) {
         Ok(config) => {
-            core.reload(&config, resolver(&config));
+            core.reload(now(), &config, resolver(&config));
             metrics.config_reload(ReloadResult::Success, wall_clock());
             info!(file = %path.display(), "configuration reloaded (routes, trunks, limits, header policy)");
         }
@@ -446,6 +447,14 @@ impl Shell<'_> {
                 self.metrics.rejected(&realm, reason);
             }
             CoreEvent::CallSetup { setup, .. } => self.metrics.call_setup(setup),
+            CoreEvent::TrunkState { trunk, up } => {
+                self.metrics.set_trunk_up(&trunk, up);
+                if up {
+                    info!(%trunk, "trunk answers its OPTIONS health check");
+                } else {
+                    warn!(%trunk, "trunk does not answer its OPTIONS health check; it is tried last");
+                }
+            }
             CoreEvent::CallEnded(summary) => self.call_ended(&summary),
         }
     }

@@ -120,6 +120,13 @@ pub enum CoreEvent {
     },
     /// A call ended.
     CallEnded(Box<CallSummary>),
+    /// A trunk's OPTIONS health check changed its verdict (or gave its first).
+    TrunkState {
+        /// The trunk's name.
+        trunk: String,
+        /// Whether it answers.
+        up: bool,
+    },
 }
 
 /// Why a request was refused.
@@ -382,6 +389,8 @@ pub struct Core {
     servers: HashMap<ServerId, u64>,
     clients: HashMap<ClientId, (u64, Side, ClientRole)>,
     streams: HashMap<StreamId, u64>,
+    /// OPTIONS health checks in flight, by the trunk they probe.
+    pings: HashMap<ClientId, usize>,
     /// Where a transaction's transmits go out.
     routes_of: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -423,6 +432,7 @@ impl Core {
             servers: HashMap::new(),
             clients: HashMap::new(),
             streams: HashMap::new(),
+            pings: HashMap::new(),
             routes_of: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -436,7 +446,12 @@ impl Core {
 
     /// Takes a new configuration's routes, trunks, limits and policies; calls
     /// in progress keep their legs. Listener changes need a new core.
-    pub fn reload(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
+    pub fn reload(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        resolve: impl Fn(&str, u16) -> Option<SocketAddr>,
+    ) {
         let old: Vec<TrunkState> = std::mem::take(&mut self.trunks);
         self.apply(config, resolve);
         for trunk in &mut self.trunks {
@@ -444,6 +459,7 @@ impl Core {
                 trunk.carry_over(previous);
             }
         }
+        self.start(now);
         // Calls hold trunk indices: remap them by name.
         for call in self.calls.values_mut() {
             call.trunk = call
@@ -472,13 +488,16 @@ impl Core {
                     PeerAddress::Ip(addr) => Some(*addr),
                     PeerAddress::Host { host, port } => resolve(host, *port),
                 };
-                TrunkState::new(
+                let mut state = TrunkState::new(
                     t.name.clone(),
                     realm_index(&t.realm).unwrap_or(0),
                     address,
                     t.max_calls,
                     t.max_cps,
-                )
+                );
+                state.ping_every = (t.options_interval_secs > 0)
+                    .then(|| Duration::from_secs(u64::from(t.options_interval_secs)));
+                state
             })
             .collect();
         self.trunk_transport = config
@@ -504,6 +523,97 @@ impl Core {
         } else {
             LatchPolicy::Asymmetric
         };
+    }
+
+    /// Starts the trunks' OPTIONS health checks (each due at once, then on
+    /// its interval). Call once after [`Core::new`].
+    pub fn start(&mut self, now: Instant) {
+        for trunk in &mut self.trunks {
+            if trunk.ping_every.is_some() && trunk.next_ping.is_none() {
+                trunk.next_ping = Some(now);
+            }
+        }
+    }
+
+    /// Sends the health checks that are due (RFC 3261 §11: any response
+    /// means the peer is alive; a timeout or transport error that it is not).
+    fn ping_trunks(&mut self, now: Instant) {
+        for index in 0..self.trunks.len() {
+            let trunk = &mut self.trunks[index];
+            let (Some(every), Some(due), Some(peer)) =
+                (trunk.ping_every, trunk.next_ping, trunk.address)
+            else {
+                continue;
+            };
+            if due > now {
+                continue;
+            }
+            trunk.next_ping = Some(now + every);
+            if self.pings.values().any(|t| *t == index) {
+                continue; // the previous one is still out
+            }
+            let Some(listener) = self.trunk_listener(index, peer) else {
+                continue;
+            };
+            let transport = self.trunk_transport[index];
+            let addr = self.listeners[listener].addr;
+            let (branch, tag, call_id) = (self.ids.branch(), self.ids.tag(), self.ids.call_id());
+            let uri = format!("sip:{}", host_port(peer));
+            let bytes = build::request(
+                &build::RequestHead {
+                    method: "OPTIONS",
+                    request_uri: &uri,
+                    via_sent_by: &sent_by(transport, addr),
+                    branch: &branch,
+                    max_forwards: 70,
+                    from: &format!("<sip:sbc@{}>;tag={tag}", host_port(addr)),
+                    to: &format!("<{uri}>"),
+                    call_id: &call_id,
+                    cseq: 1,
+                    route_set: &[],
+                    contact: Some(&contact_uri(transport, addr)),
+                },
+                None,
+                &self.policy,
+                &[],
+                b"",
+            );
+            let Ok(request) = Message::parse(&bytes) else {
+                continue;
+            };
+            self.sip_event(self.trunks[index].realm, &request);
+            if let Ok(client) =
+                self.tx
+                    .send_request(now, request, peer, transport == Transport::Tcp)
+            {
+                self.routes_of.insert(
+                    TransactionId::Client(client),
+                    (ListenerId(listener), transport, None),
+                );
+                self.pings.insert(client, index);
+            }
+        }
+    }
+
+    fn trunk_health(&mut self, trunk: usize, up: bool) {
+        let state = &mut self.trunks[trunk];
+        if state.up != Some(up) {
+            state.up = Some(up);
+            self.events.push_back(CoreEvent::TrunkState {
+                trunk: state.name.clone(),
+                up,
+            });
+        }
+    }
+
+    /// The listener a trunk is reached from: its realm's, of its transport
+    /// and address family.
+    fn trunk_listener(&self, trunk: usize, peer: SocketAddr) -> Option<usize> {
+        let realm = &self.realms[self.trunks[trunk].realm].name;
+        let transport = self.trunk_transport[trunk];
+        self.listeners.iter().position(|l| {
+            &l.realm == realm && l.transport == transport && l.addr.is_ipv4() == peer.is_ipv4()
+        })
     }
 
     /// Calls up now.
@@ -593,7 +703,12 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let ping = self.trunks.iter().filter_map(|t| t.next_ping).min();
         let own = self.timers.peek().map(|Reverse((at, _))| *at);
+        let own = match (own, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (own, self.tx.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -603,6 +718,7 @@ impl Core {
     /// Time passed: transaction timers, 2xx retransmissions.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
+        self.ping_trunks(now);
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -907,6 +1023,11 @@ impl Core {
         }) else {
             return refuse(self, 404, RejectReason::NoRoute);
         };
+        // Trunks whose health check failed are tried last, not skipped: a
+        // probe can fail while calls would still work.
+        let mut plan = plan;
+        plan.targets
+            .sort_by_key(|&t| self.trunks[t].up == Some(false));
         let Some(contact) = request
             .contacts()
             .next()
@@ -1017,11 +1138,7 @@ impl Core {
             }
             let realm = state.realm;
             let transport = self.trunk_transport[trunk];
-            let Some(listener) = self.listeners.iter().position(|l| {
-                l.realm == self.realms[realm].name
-                    && l.transport == transport
-                    && l.addr.is_ipv4() == peer.is_ipv4()
-            }) else {
+            let Some(listener) = self.trunk_listener(trunk, peer) else {
                 self.trunks[trunk].release();
                 continue;
             };
@@ -1438,6 +1555,13 @@ impl Core {
     fn on_tx_event(&mut self, now: Instant, event: transaction::Event) {
         match event {
             transaction::Event::Response { id, response } => {
+                if let Some(&trunk) = self.pings.get(&id) {
+                    if response.status().is_some_and(|s| s >= 200) {
+                        self.pings.remove(&id);
+                        self.trunk_health(trunk, true);
+                    }
+                    return;
+                }
                 let Some(&(call_no, side, role)) = self.clients.get(&id) else {
                     return;
                 };
@@ -1470,6 +1594,9 @@ impl Core {
                 let TransactionId::Client(client) = id else {
                     return;
                 };
+                if let Some(trunk) = self.pings.remove(&client) {
+                    return self.trunk_health(trunk, false);
+                }
                 let Some(&(call_no, _, role)) = self.clients.get(&client) else {
                     return;
                 };
@@ -1505,6 +1632,7 @@ impl Core {
                 match id {
                     TransactionId::Client(client) => {
                         self.clients.remove(&client);
+                        self.pings.remove(&client);
                     }
                     TransactionId::Server(server) => {
                         self.servers.remove(&server);

@@ -96,6 +96,13 @@ pub struct TrunkState {
     pub max_cps: Option<u32>,
     /// Calls up now.
     pub active: u32,
+    /// The OPTIONS health check's verdict; `None` before the first answer
+    /// (or when health checks are off).
+    pub up: Option<bool>,
+    /// How often the health check runs; `None`: never.
+    pub ping_every: Option<Duration>,
+    /// When the next health check goes out.
+    pub next_ping: Option<Instant>,
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -125,6 +132,9 @@ impl TrunkState {
             max_calls,
             max_cps,
             active: 0,
+            up: None,
+            ping_every: None,
+            next_ping: None,
             tokens: max_cps.map_or(0.0, f64::from),
             refilled: None,
         }
@@ -160,6 +170,10 @@ impl TrunkState {
     /// Carries the live counts over from the same trunk of an older config.
     pub fn carry_over(&mut self, old: &TrunkState) {
         self.active = old.active;
+        self.up = old.up;
+        if self.ping_every.is_some() {
+            self.next_ping = old.next_ping;
+        }
         self.tokens = old.tokens.min(self.max_cps.map_or(0.0, f64::from));
         self.refilled = old.refilled;
     }

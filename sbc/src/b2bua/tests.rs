@@ -687,3 +687,42 @@ fn malformed_requests_are_answered_and_unknown_dialogs_get_481() {
     lab.caller_sends(&stray_bye);
     lab.take_one(CALLER, "481");
 }
+
+#[test]
+fn trunk_health_checks_mark_trunks_and_down_ones_are_tried_last() {
+    let mut lab = Lab::new(
+        &CONFIG
+            .replace(
+                "address = \"198.51.100.3:5060\"",
+                "address = \"198.51.100.3:5060\"\noptions_interval_secs = 30",
+            )
+            .replace(
+                "address = \"198.51.100.5:5060\"",
+                "address = \"198.51.100.5:5060\"\noptions_interval_secs = 0",
+            ),
+    );
+    lab.core.start(lab.now);
+    lab.advance(Duration::from_millis(1));
+    let ping = lab.take_one(PBX, "OPTIONS");
+    assert!(lab.take(PBX2).is_empty(), "pbx2 has no health check");
+    lab.trunk_sends(PBX, &respond(&ping, 200, "", Some("p1"), &[]));
+    let up = |lab: &Lab| {
+        lab.events.iter().rev().find_map(|e| match e {
+            CoreEvent::TrunkState { trunk, up } if trunk == "pbx" => Some(*up),
+            _ => None,
+        })
+    };
+    assert_eq!(up(&lab), Some(true));
+
+    // The next probe goes unanswered: timer F (64*T1) marks the trunk down.
+    lab.advance(Duration::from_secs(30));
+    lab.take_one(PBX, "OPTIONS");
+    lab.advance(Duration::from_secs(33));
+    assert_eq!(up(&lab), Some(false));
+
+    // A new call tries the healthy trunk first.
+    lab.take(PBX);
+    lab.caller_sends(&invite(true));
+    lab.take_one(PBX2, "INVITE");
+    assert!(!lab.take(PBX).iter().any(|m| describe(m) == "INVITE"));
+}
