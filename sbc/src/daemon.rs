@@ -77,7 +77,57 @@ fn resolver(config: &Config) -> impl Fn(&str, u16) -> Option<SocketAddr> + use<>
     }
 }
 
+/// File descriptors a configuration may need: four media sockets per call
+/// (RTP and RTCP on each leg), plus signaling, admin and headroom.
+fn descriptors_needed(config: &Config) -> u64 {
+    u64::from(config.limits.max_calls) * 4 + 4096
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to what the configuration needs (up to
+/// the hard limit), or says why it can't: running out of descriptors
+/// mid-call would fail allocations with confusing errors.
+#[allow(unsafe_code)] // two libc calls; no safe wrapper in our dependencies
+fn raise_fd_limit(config: &Config) {
+    let needed = descriptors_needed(config);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot read RLIMIT_NOFILE");
+        return;
+    }
+    if limit.rlim_cur >= needed {
+        return;
+    }
+    let wanted = needed.min(limit.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit from a struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), soft = limit.rlim_cur, needed, "cannot raise RLIMIT_NOFILE");
+        return;
+    }
+    if wanted < needed {
+        warn!(
+            limit = wanted,
+            needed,
+            "RLIMIT_NOFILE's hard limit is below what limits.max_calls needs; raise it (systemd: LimitNOFILE) or lower max_calls"
+        );
+    } else {
+        info!(
+            from = limit.rlim_cur,
+            to = wanted,
+            "raised RLIMIT_NOFILE for limits.max_calls"
+        );
+    }
+}
+
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    raise_fd_limit(&config);
     // ---- transports ------------------------------------------------------------
     let mut specs = Vec::new();
     let mut listeners = Vec::new();
