@@ -1237,24 +1237,17 @@ impl Core {
         let policy = self.trunk_policy[call.trunk.unwrap_or(0)]
             .as_ref()
             .unwrap_or(&self.policy);
-        let bytes = build::request(
-            &build::RequestHead {
-                method: "INVITE",
-                request_uri: &b.remote_target,
-                via_sent_by: &b.sent_by,
-                branch: &branch,
-                max_forwards,
-                from: &b.local,
-                to: &b.remote,
-                call_id: &b.call_id,
-                cseq: b.local_cseq,
-                route_set: &[],
-                contact: Some(&b.contact),
-            },
-            Some(&call.a_invite),
+        let bytes = b.request(
+            "INVITE",
+            &branch,
+            max_forwards,
+            true,
             policy,
-            &[],
-            &body,
+            Content {
+                src: Some(&call.a_invite),
+                extra: &[],
+                body: &body,
+            },
         );
         let (listener, transport, peer) = (b.listener, b.transport, b.peer);
         let Ok(request) = Message::parse(&bytes) else {
@@ -1447,24 +1440,17 @@ impl Core {
         );
         let branch = self.ids.branch();
         let extra: Vec<(&str, &str)> = rack.as_deref().map(|r| ("RAck", r)).into_iter().collect();
-        let bytes = build::request(
-            &build::RequestHead {
-                method: &method,
-                request_uri: &leg.remote_target,
-                via_sent_by: &leg.sent_by,
-                branch: &branch,
-                max_forwards: request.max_forwards().unwrap_or(70).saturating_sub(1),
-                from: &leg.local,
-                to: &leg.remote,
-                call_id: &leg.call_id,
-                cseq: leg.local_cseq,
-                route_set: &leg.route_set,
-                contact: refreshes.then_some(leg.contact.as_str()),
-            },
-            Some(&request),
+        let bytes = leg.request(
+            &method,
+            &branch,
+            request.max_forwards().unwrap_or(70).saturating_sub(1),
+            refreshes,
             &self.policy,
-            &extra,
-            &body,
+            Content {
+                src: Some(&request),
+                extra: &extra,
+                body: &body,
+            },
         );
         let (listener, transport, peer, connection, realm) = (
             leg.listener,
@@ -1514,24 +1500,17 @@ impl Core {
             return Ok(());
         };
         let branch = self.ids.branch();
-        let bytes = build::request(
-            &build::RequestHead {
-                method: "ACK",
-                request_uri: &leg.remote_target,
-                via_sent_by: &leg.sent_by,
-                branch: &branch,
-                max_forwards: 70,
-                from: &leg.local,
-                to: &leg.remote,
-                call_id: &leg.call_id,
-                cseq: leg.local_cseq,
-                route_set: &leg.route_set,
-                contact: None,
-            },
-            Some(&ack),
+        let bytes = leg.request(
+            "ACK",
+            &branch,
+            70,
+            false,
             &self.policy,
-            &[],
-            &body,
+            Content {
+                src: Some(&ack),
+                extra: &[],
+                body: &body,
+            },
         );
         let (listener, transport, peer, connection, realm) = (
             leg.listener,
@@ -1901,24 +1880,17 @@ impl Core {
     fn ack_b_directly(&mut self, call: &mut Call) {
         let Some(b) = call.b.as_ref() else { return };
         let branch = self.ids.branch();
-        let bytes = build::request(
-            &build::RequestHead {
-                method: "ACK",
-                request_uri: &b.remote_target,
-                via_sent_by: &b.sent_by,
-                branch: &branch,
-                max_forwards: 70,
-                from: &b.local,
-                to: &b.remote,
-                call_id: &b.call_id,
-                cseq: b.local_cseq,
-                route_set: &b.route_set,
-                contact: None,
-            },
-            None,
+        let bytes = b.request(
+            "ACK",
+            &branch,
+            70,
+            false,
             &self.policy,
-            &[],
-            b"",
+            Content {
+                src: None,
+                extra: &[],
+                body: b"",
+            },
         );
         let (listener, transport, peer, connection) =
             (b.listener, b.transport, b.peer, b.connection);
@@ -1993,24 +1965,17 @@ impl Core {
         }
         leg.local_cseq += 1;
         let branch = self.ids.branch();
-        let bytes = build::request(
-            &build::RequestHead {
-                method: "BYE",
-                request_uri: &leg.remote_target,
-                via_sent_by: &leg.sent_by,
-                branch: &branch,
-                max_forwards: 70,
-                from: &leg.local,
-                to: &leg.remote,
-                call_id: &leg.call_id,
-                cseq: leg.local_cseq,
-                route_set: &leg.route_set,
-                contact: None,
-            },
-            None,
+        let bytes = leg.request(
+            "BYE",
+            &branch,
+            70,
+            false,
             &self.policy,
-            &[],
-            b"",
+            Content {
+                src: None,
+                extra: &[],
+                body: b"",
+            },
         );
         let (listener, transport, peer, connection, realm) = (
             leg.listener,
@@ -2381,6 +2346,52 @@ fn inbound_meta(inbound: &Inbound, realm: usize) -> Meta {
         transport: inbound.transport,
         remote: inbound.remote,
         connection: inbound.connection,
+    }
+}
+
+/// What a request on a leg carries besides the leg's own dialog state.
+struct Content<'a> {
+    /// The message being relayed, whose other headers may cross.
+    src: Option<&'a Message>,
+    /// Headers of the SBC's own (e.g. a renumbered RAck).
+    extra: &'a [(&'a str, &'a str)],
+    /// The body, already anchored.
+    body: &'a [u8],
+}
+
+impl LegState {
+    /// A request in this leg's dialog (its initial INVITE included), written
+    /// from the leg's own state only: Request-URI (the peer's target), Via,
+    /// From, To, Call-ID, CSeq (the leg's current number), route set and,
+    /// for target refreshes, Contact.
+    fn request(
+        &self,
+        method: &str,
+        branch: &str,
+        max_forwards: u8,
+        with_contact: bool,
+        policy: &HeaderPolicy,
+        content: Content<'_>,
+    ) -> Vec<u8> {
+        build::request(
+            &build::RequestHead {
+                method,
+                request_uri: &self.remote_target,
+                via_sent_by: &self.sent_by,
+                branch,
+                max_forwards,
+                from: &self.local,
+                to: &self.remote,
+                call_id: &self.call_id,
+                cseq: self.local_cseq,
+                route_set: &self.route_set,
+                contact: with_contact.then_some(self.contact.as_str()),
+            },
+            content.src,
+            policy,
+            content.extra,
+            content.body,
+        )
     }
 }
 
