@@ -30,7 +30,7 @@ use crate::b2bua::{
 };
 use crate::cdr::{CallRecord, CdrWriter, Hangup, MediaCounts, Parties, SbcHangup};
 use crate::config::{Config, ConfigError, PeerAddress};
-use crate::media::command::{MediaCommand, MediaEvent, StreamId};
+use crate::media::command::{LegCounters, MediaCommand, MediaEvent, StreamId};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
@@ -216,6 +216,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         cdr: cdr.as_ref(),
         held_cdrs: HashMap::new(),
         cdr_of_stream: HashMap::new(),
+        early_releases: HashMap::new(),
         epoch: (now(), wall_clock()),
     };
     core.start(now());
@@ -422,6 +423,9 @@ struct Shell<'a> {
     /// how many streams are still to report.
     held_cdrs: HashMap<u64, (CallRecord, usize)>,
     cdr_of_stream: HashMap<StreamId, u64>,
+    /// Final counters of streams released before their call ended, until
+    /// the call's CDR claims them (pruned after a minute).
+    early_releases: HashMap<StreamId, (Instant, [LegCounters; 2])>,
     /// A moment on both clocks, to turn core `Instant`s into wall time.
     epoch: (Instant, SystemTime),
 }
@@ -575,12 +579,16 @@ impl Shell<'_> {
             self.write_cdr(record);
             return;
         }
-        // Held until every stream's final counters arrive (`Released`).
-        for stream in &call.streams {
-            self.cdr_of_stream.insert(*stream, call.call);
-        }
+        // Held until every stream's final counters arrive (`Released`);
+        // those that came first are claimed now.
         self.held_cdrs
             .insert(call.call, (record, call.streams.len()));
+        for stream in &call.streams {
+            self.cdr_of_stream.insert(*stream, call.call);
+            if let Some((_, counters)) = self.early_releases.remove(stream) {
+                self.account_release(*stream, &counters);
+            }
+        }
     }
 
     fn write_cdr(&self, record: CallRecord) {
@@ -621,27 +629,8 @@ impl Shell<'_> {
                     self.metrics
                         .media_dropped(metrics::MediaDropReason::SendFailed, leg.dropped_send);
                 }
-                let Some(call) = self.cdr_of_stream.remove(stream) else {
-                    return;
-                };
-                let Some((record, waiting)) = self.held_cdrs.get_mut(&call) else {
-                    return;
-                };
-                // Leg A is the inbound leg, B the outbound one.
-                for (total, leg) in [&mut record.media_in, &mut record.media_out]
-                    .into_iter()
-                    .zip(counters)
-                {
-                    total.rx_packets += leg.packets_in;
-                    total.rx_bytes += leg.bytes_in;
-                    total.tx_packets += leg.packets_out;
-                    total.tx_bytes += leg.bytes_out;
-                }
-                *waiting -= 1;
-                if *waiting == 0
-                    && let Some((record, _)) = self.held_cdrs.remove(&call)
-                {
-                    self.write_cdr(record);
+                if self.cdr.is_some() {
+                    self.account_release(*stream, counters);
                 }
             }
             MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),
@@ -649,7 +638,40 @@ impl Shell<'_> {
         }
     }
 
+    /// Adds a released stream's final counters to its call's held CDR,
+    /// writing the CDR once every stream has reported.
+    fn account_release(&mut self, stream: StreamId, counters: &[LegCounters; 2]) {
+        let Some(call) = self.cdr_of_stream.remove(&stream) else {
+            // A BYE releases the streams before the call has ended (its BYEs
+            // are still out): keep the counters for the CDR `call_ended`
+            // will hold.
+            self.early_releases.insert(stream, (now(), *counters));
+            return;
+        };
+        let Some((record, waiting)) = self.held_cdrs.get_mut(&call) else {
+            return;
+        };
+        // Leg A is the inbound leg, B the outbound one.
+        for (total, leg) in [&mut record.media_in, &mut record.media_out]
+            .into_iter()
+            .zip(counters)
+        {
+            total.rx_packets += leg.packets_in;
+            total.rx_bytes += leg.bytes_in;
+            total.tx_packets += leg.packets_out;
+            total.tx_bytes += leg.bytes_out;
+        }
+        *waiting -= 1;
+        if *waiting == 0
+            && let Some((record, _)) = self.held_cdrs.remove(&call)
+        {
+            self.write_cdr(record);
+        }
+    }
+
     fn gauges(&mut self, core: &Core) {
+        let stale = now() - Duration::from_secs(60);
+        self.early_releases.retain(|_, (at, _)| *at > stale);
         // Relay totals move while calls are up; they are not split by realm
         // yet, so they are exported under realm "all".
         let stats = self.relay.stats();

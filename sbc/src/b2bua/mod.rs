@@ -1662,8 +1662,13 @@ impl Core {
                 }
                 return;
             }
+            if matches!(call.phase, Phase::Answered | Phase::Confirmed) {
+                // B retransmits its 2xx until our ACK, which waits for A's:
+                // the 2xx is already relayed (and retransmitted) to A.
+                return;
+            }
             // The INVITE transaction is settled (Accepted: further 2xx
-            // still come here, and meet `b_ack` above).
+            // still come here, and meet the two checks above).
             call.b_invite = None;
             if call.cancel_b || call.a_final || call.phase == Phase::Ending {
                 // The 2xx raced our CANCEL (or the call already failed on A):

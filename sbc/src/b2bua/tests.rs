@@ -726,3 +726,27 @@ fn trunk_health_checks_mark_trunks_and_down_ones_are_tried_last() {
     lab.take_one(PBX2, "INVITE");
     assert!(!lab.take(PBX).iter().any(|m| describe(m) == "INVITE"));
 }
+
+#[test]
+fn the_trunks_2xx_retransmitted_before_the_callers_ack_keeps_the_call() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    let ok = answer(&b_invite, 200, Some(CALLEE_SDP));
+    lab.trunk_sends(PBX, &ok);
+    let a_ok = lab.take_one(CALLER, "200");
+    // The caller is slow to ACK; the trunk retransmits its 200 meanwhile.
+    lab.advance(Duration::from_millis(500));
+    lab.trunk_sends(PBX, &ok);
+    let to_pbx: Vec<String> = lab.take(PBX).iter().map(describe).collect();
+    assert!(
+        to_pbx.is_empty(),
+        "no ACK or BYE for B before A's ACK: {to_pbx:?}"
+    );
+    lab.caller_sends(&in_dialog("ACK", &a_ok, false, 10, None));
+    lab.take_one(PBX, "ACK");
+    // The call is up: the caller's BYE crosses.
+    lab.caller_sends(&in_dialog("BYE", &a_ok, false, 11, None));
+    lab.take_one(CALLER, "200");
+    lab.take_one(PBX, "BYE");
+}
