@@ -7,7 +7,8 @@
 //! the test's own directory ([`Plan::toml`]), the network the lab runs in
 //! ([`Net`]: a private namespace with only loopback when the machine allows
 //! one, plain loopback otherwise), starting the daemon and waiting for its
-//! `/health/ready` ([`Lab::start`]), stopping it (SIGTERM, then SIGKILL after
+//! `/health/ready` ([`Lab::start`]), reloading it ([`Lab::rewrite_config`],
+//! [`Lab::sighup`]), stopping it (SIGTERM, then SIGKILL after
 //! a bounded wait) and the topology scan across the border
 //! ([`Lab::assert_topology_hidden`], [`dialog_identifiers`]).
 //!
@@ -497,6 +498,40 @@ impl Lab {
     /// The configuration file the daemon runs with.
     pub fn config_path(&self) -> &Path {
         &self.config_path
+    }
+
+    /// Replaces the configuration file the daemon runs with (it rereads
+    /// it on [`sighup`](Self::sighup)). Written beside it and renamed over
+    /// it, so the daemon never reads half a file.
+    pub fn rewrite_config(&self, toml: &str) {
+        let next = self.config_path.with_extension("toml.next");
+        fs::write(&next, toml)
+            .and_then(|()| fs::rename(&next, &self.config_path))
+            .unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", self.config_path.display()));
+    }
+
+    /// Sends SIGHUP to the daemon (reload). Panics when there is no
+    /// running daemon to send it to.
+    pub fn sighup(&mut self) {
+        let daemon = self
+            .daemon
+            .as_mut()
+            .unwrap_or_else(|| panic!("SIGHUP: this lab has no daemon"));
+        // Not reaped, so the pid is still the daemon's (the namespace
+        // wrapper execs it).
+        assert!(
+            matches!(daemon.child.try_wait(), Ok(None)),
+            "SIGHUP: the daemon has exited\n--- sbc stderr ---\n{}",
+            tail(&daemon.stderr(), TAIL_LINES)
+        );
+        let sent = Command::new("kill")
+            .args(["-HUP", &daemon.child.id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -HUP {} failed", daemon.child.id());
     }
 
     /// A SIPp peer on `host` playing the shipped scenario
