@@ -361,8 +361,6 @@ fn live_scrape_during_a_call_with_media() {
 }
 
 #[test]
-#[ignore = "daemon bug: the relay's Released events of a call ended by BYE reach the shell \
-            before its CallEnded, so the CDR waits until shutdown and has no media counts"]
 fn cdr_is_written_when_the_call_ends_with_its_media_counts() {
     const NAME: &str = "cdr_is_written_when_the_call_ends_with_its_media_counts";
     if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
