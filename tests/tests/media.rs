@@ -3,23 +3,24 @@
 //!
 //! Each test runs its own lab ([`Lab::start`]: the daemon in a private
 //! loopback-only namespace with addresses of its own, see `tests::lab`), with
-//! a CDR file so the daemon's own per-leg media counters can be read back
-//! after the call. RTP comes from SIPp's `play_pcap_audio` (the built-in
-//! `uac_pcap`, or `caller-hold-rtp.xml`) playing Debian's
-//! `/usr/share/sip-tester/g711a.pcap` (236 RTP packets over 7 s); SIPp plays
-//! pcaps on a raw socket, so those tests need root and are marked with
+//! a CDR file for the call's hangup fields. RTP comes from SIPp's
+//! `play_pcap_audio` (the built-in `uac_pcap`, or `caller-hold-rtp.xml`)
+//! playing Debian's `/usr/share/sip-tester` pcaps; SIPp plays pcaps on a raw
+//! socket, so those tests need root and are marked with
 //! [`skip_unless_privileged`]. The callee echoes RTP (`-rtp_echo`) to where
 //! it came from.
 //!
 //! What a peer received and from where is judged without a packet capture
 //! (none is installed in CI): the SDP each peer saw names only its own
-//! realm's media address; the CDR's per-leg counters say how many packets the
-//! relay accepted from and sent to each peer; and the callee's echo proves
-//! where the callee's packets came from: it answers to their source, and the
-//! relay accepts an echo only on the callee leg's own anchored socket from
-//! the callee's address (on any other anchored socket it is a
-//! `source_mismatch` drop). So "every echo accepted and no drops" means
-//! every packet the callee received came from the SBC's inside address.
+//! realm's media address; the relay's metrics count what it relayed and
+//! dropped; and the callee's echo proves where the callee's packets came
+//! from: it answers to their source, and the relay accepts an echo only on
+//! the callee leg's own anchored socket from the callee's address (on any
+//! other anchored socket it is a `source_mismatch` drop). So "every packet
+//! and its echo relayed, nothing dropped" means everything the callee
+//! received came from the SBC's inside address. The CDR's per-leg media
+//! counters would say it per leg, but the daemon writes them too late (see
+//! [`read_cdr`]); the ignored test at the end pins that down.
 //!
 //! Every peer, wait and sending loop is bounded; the only traffic is on the
 //! lab namespace's loopback.
@@ -213,6 +214,10 @@ fn a_silent_call_ends_by_the_media_timeout() {
         .timeout(PEER_TIMEOUT)
         .run();
     let uas = lab.finish_callee(&uac, uas);
+    eprintln!(
+        "silent call: the caller got the SBC's BYE and finished after {:?}",
+        uac.elapsed
+    );
     uac.assert_success(1);
     uas.assert_success(1);
     assert_eq!(uac.requests("BYE"), 1, "{}", uac.report());
@@ -412,4 +417,44 @@ fn rtp_injected_by_a_third_party_is_not_relayed() {
     lab.shutdown();
     let record = read_cdr(&cdr);
     assert_eq!(record["hangup_by"], "caller", "CDR {record}");
+}
+
+/// An integer field of a CDR.
+fn field(cdr: &Value, key: &str) -> u64 {
+    cdr.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("CDR has no integer `{key}`: {cdr}"))
+}
+
+#[test]
+#[ignore = "daemon bug: a stream released at the BYE reports its counters before the \
+            call's CDR is held, so the CDR waits for shutdown with zero media counts"]
+fn the_cdr_counts_each_legs_media_right_after_the_call() {
+    const NAME: &str = "the_cdr_counts_each_legs_media_right_after_the_call";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("cdr-counts");
+    let lab = start_lab("cdr-counts", &cdr, None);
+    let uas = lab.start_callee(&echo_callee(&lab));
+    let uac = pcap_caller(&lab).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    // Within CDR_TIMEOUT of the call's end, with the daemon still up.
+    let record = read_cdr(&cdr);
+    let from_caller = field(&record, "in_rx_packets");
+    let from_callee = field(&record, "out_rx_packets");
+    assert_eq!(from_caller, UAC_PCAP_PACKETS, "CDR {record}");
+    assert_eq!(
+        field(&record, "out_tx_packets"),
+        from_caller,
+        "CDR {record}"
+    );
+    assert!(
+        from_callee <= from_caller && from_callee + 2 >= from_caller,
+        "echoes: CDR {record}"
+    );
+    assert_eq!(field(&record, "in_tx_packets"), from_callee, "CDR {record}");
+    lab.shutdown();
 }
