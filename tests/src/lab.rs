@@ -216,6 +216,14 @@ impl Plan {
             slot = self.slot,
             admin = self.admin(),
         );
+        if let Some(secs) = config.media_inactivity_timeout_secs {
+            let _ = writeln!(t, "inactivity_timeout_secs = {secs}");
+        }
+        if let Some(path) = &config.cdr_path {
+            // Every record on disk at once: the test reads it right after
+            // the call.
+            let _ = write!(t, "\n[cdr]\npath = {path:?}\nfsync = \"every\"\n");
+        }
         for (name, realm) in [("outside", Realm::Outside), ("inside", Realm::Inside)] {
             let addr = self.realm(realm);
             let _ = write!(
@@ -265,6 +273,10 @@ pub struct LabConfig {
     /// Failures that move such a call to the next target (`"408"`,
     /// `"5xx"`, `"transport-error"`, `"timeout"`).
     pub failover_on: Vec<&'static str>,
+    /// `[media] inactivity_timeout_secs`; the daemon's default when `None`.
+    pub media_inactivity_timeout_secs: Option<u32>,
+    /// `[cdr] path` (absolute); no CDRs when `None`.
+    pub cdr_path: Option<PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -274,6 +286,8 @@ impl Default for LabConfig {
         LabConfig {
             outside_targets: vec!["pbx"],
             failover_on: vec!["408", "5xx", "transport-error", "timeout"],
+            media_inactivity_timeout_secs: None,
+            cdr_path: None,
         }
     }
 }
@@ -284,6 +298,7 @@ impl LabConfig {
         LabConfig {
             outside_targets: vec!["pbx", "pbx2"],
             failover_on: causes.to_vec(),
+            ..LabConfig::default()
         }
     }
 }
@@ -864,6 +879,21 @@ mod tests {
         }
         let t = plan.toml(&LabConfig::default());
         assert!(t.contains("targets = [\"pbx\"]\n"), "{t}");
+        assert!(
+            !t.contains("inactivity_timeout_secs") && !t.contains("[cdr]"),
+            "{t}"
+        );
+        let t = plan.toml(&LabConfig {
+            media_inactivity_timeout_secs: Some(2),
+            cdr_path: Some(PathBuf::from("/tmp/lab/cdr.jsonl")),
+            ..LabConfig::default()
+        });
+        for part in [
+            "port_max = 12799\nxdp = { mode = \"off\", interfaces = [] }\ninactivity_timeout_secs = 2\n",
+            "[cdr]\npath = \"/tmp/lab/cdr.jsonl\"\nfsync = \"every\"\n",
+        ] {
+            assert!(t.contains(part), "{part:?} missing from\n{t}");
+        }
     }
 
     #[test]

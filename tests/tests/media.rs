@@ -1,0 +1,460 @@
+//! The media plane end to end: calls with and without RTP through the real
+//! `sbc` daemon's userspace relay, between SIPp peers (issue 4, item 6).
+//!
+//! Each test runs its own lab ([`Lab::start`]: the daemon in a private
+//! loopback-only namespace with addresses of its own, see `tests::lab`), with
+//! a CDR file for the call's hangup fields. RTP comes from SIPp's
+//! `play_pcap_audio` (the built-in `uac_pcap`, or `caller-hold-rtp.xml`)
+//! playing Debian's `/usr/share/sip-tester` pcaps; SIPp plays pcaps on a raw
+//! socket, so those tests need root and are marked with
+//! [`skip_unless_privileged`]. The callee echoes RTP (`-rtp_echo`) to where
+//! it came from.
+//!
+//! What a peer received and from where is judged without a packet capture
+//! (none is installed in CI): the SDP each peer saw names only its own
+//! realm's media address; the relay's metrics count what it relayed and
+//! dropped; and the callee's echo proves where the callee's packets came
+//! from: it answers to their source, and the relay accepts an echo only on
+//! the callee leg's own anchored socket from the callee's address (on any
+//! other anchored socket it is a `source_mismatch` drop). So "every packet
+//! and its echo relayed, nothing dropped" means everything the callee
+//! received came from the SBC's inside address. The CDR's per-leg media
+//! counters would say it per leg, but the daemon writes them too late (see
+//! [`read_cdr`]); the ignored test at the end pins that down.
+//!
+//! Every peer, wait and sending loop is bounded; the only traffic is on the
+//! lab namespace's loopback.
+// An end-to-end test is an IO shell: it waits on real time.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm};
+use tests::netns::{skip_unless_privileged, skip_unless_sipp, wait_with_deadline};
+use tests::sipp::{Sipp, SippResult};
+
+/// RTP packets in `g711a.pcap` (what `caller-hold-rtp.xml` plays).
+const PCAP_PACKETS: u64 = 236;
+
+/// RTP packets the built-in `uac_pcap` plays: `g711a.pcap`, then the 10 of
+/// `dtmf_2833_1.pcap` (an RFC 2833 digit).
+const UAC_PCAP_PACKETS: u64 = PCAP_PACKETS + 10;
+
+/// The bound of every SIPp peer: well above the slowest call here (about
+/// 10 s), so hitting it is a failure, never the way a test ends.
+const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the daemon may take to write a call's CDR once the call ended.
+const CDR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Packets the injector sends.
+const INJECTED: u64 = 50;
+
+/// A CDR file of this test's own, outside the lab directory (which exists
+/// only once the lab has started, after its configuration is written).
+fn cdr_path(name: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("sbc-media-{name}-{}.cdr.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A lab whose daemon writes CDRs to `cdr`, with `[media]
+/// inactivity_timeout_secs` when given.
+fn start_lab(name: &str, cdr: &Path, inactivity_timeout_secs: Option<u32>) -> Lab {
+    Lab::start(
+        name,
+        &LabConfig {
+            media_inactivity_timeout_secs: inactivity_timeout_secs,
+            cdr_path: Some(cdr.to_path_buf()),
+            ..LabConfig::default()
+        },
+    )
+}
+
+/// SIPp's built-in scenario `name` on `host`, placed in the lab's network.
+fn builtin_peer(lab: &Lab, name: &str, host: Host) -> Sipp {
+    let ip = lab.plan().host_ip(host);
+    lab.net().place(
+        Sipp::builtin(name)
+            .local(ip, tests::lab::SIP_PORT)
+            .media(ip, PEER_MEDIA_PORT)
+            .timeout(PEER_TIMEOUT),
+    )
+}
+
+/// The carrier playing the pcaps at the SBC (`uac_pcap`: INVITE, ACK,
+/// [`UAC_PCAP_PACKETS`] RTP packets, BYE).
+fn pcap_caller(lab: &Lab) -> Sipp {
+    builtin_peer(lab, "uac_pcap", Host::Carrier).remote(lab.plan().realm(Realm::Outside))
+}
+
+/// The PBX answering and echoing RTP (`uas -rtp_echo`).
+fn echo_callee(lab: &Lab) -> Sipp {
+    builtin_peer(lab, "uas", Host::Pbx).rtp_echo()
+}
+
+/// The one CDR of the lab's call, read once the lab is shut down.
+///
+/// Not earlier: the daemon holds a call's CDR until the relay reports the
+/// call's media stream released, but a stream released at the BYE (before
+/// the call is over) reports that before the CDR is held, so the record
+/// waits until shutdown flushes it, with zero media counters (reported to
+/// the lead; the relay's own metrics are judged instead).
+fn read_cdr(path: &Path) -> Value {
+    let deadline = Instant::now() + CDR_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if let [line] = records.as_slice() {
+            let _ = std::fs::remove_file(path);
+            return serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("CDR line is not JSON ({e}): {line}"));
+        }
+        assert!(
+            records.len() <= 1 && Instant::now() < deadline,
+            "expected one CDR in {} within {CDR_TIMEOUT:?}, found {}:\n{text}",
+            path.display(),
+            records.len(),
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of one exported series (`name{labels}` exactly as the
+/// exposition writes it), 0 when it is absent.
+fn metric(lab: &Lab, series: &str) -> u64 {
+    let (status, body) = lab
+        .admin_get("/metrics")
+        .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        // Counters are integers carried as floats.
+        .map_or(0, |v| v as u64)
+}
+
+/// [`metric`], polled until it reaches `at_least` or 3 s have passed (the
+/// daemon exports relay totals on a one-second cadence); the last value.
+fn metric_at_least(lab: &Lab, series: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let value = metric(lab, series);
+        if value >= at_least || Instant::now() >= deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Panics unless every SDP connection line the peer on `host` received
+/// names the SBC's media address in that peer's realm (and there is one).
+fn assert_media_anchored(lab: &Lab, result: &SippResult, host: Host) {
+    let own = lab.plan().realm_ip(Plan::realm_of(host)).to_string();
+    let mine = lab.plan().host_ip(host).to_string();
+    let seen: Vec<&str> = result
+        .messages
+        .lines()
+        .filter_map(|l| l.strip_prefix("c=IN IP4 "))
+        .map(str::trim)
+        .filter(|ip| *ip != mine)
+        .collect();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|ip| *ip == own),
+        "SDP received on {host:?} names {seen:?}, not only the SBC's media address {own}\n{}",
+        result.report()
+    );
+}
+
+/// Relayed media packets, both directions (the daemon exports them under
+/// realm "all").
+const RELAYED: &str = "sbc_media_packets_total{path=\"userspace\",realm=\"all\"}";
+
+/// What a call whose caller plays `played` RTP packets through the echoing
+/// callee relays: each packet to the callee and its echo back, at most 2
+/// fewer (the last echoes may still be on their way when the BYE releases
+/// the stream).
+fn call_packets(played: u64) -> std::ops::RangeInclusive<u64> {
+    2 * played - 2..=2 * played
+}
+
+/// Panics unless no media packet was dropped, for any reason.
+fn assert_nothing_dropped(lab: &Lab) {
+    for reason in ["source_mismatch", "malformed", "send_failed"] {
+        assert_eq!(
+            metric(
+                lab,
+                &format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")
+            ),
+            0,
+            "{reason} drops"
+        );
+    }
+}
+
+#[test]
+fn a_silent_call_ends_by_the_media_timeout() {
+    const NAME: &str = "a_silent_call_ends_by_the_media_timeout";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("silent");
+    let lab = start_lab("silent", &cdr, Some(2));
+    // Neither peer sends RTP, and neither hangs up: each waits for a BYE,
+    // which only the SBC's media timeout can send.
+    let uas = lab.start_callee(&builtin_peer(&lab, "uas", Host::Pbx));
+    let uac = lab
+        .peer("caller-wait-bye.xml", Host::Carrier)
+        .remote(lab.plan().realm(Realm::Outside))
+        .timeout(PEER_TIMEOUT)
+        .run();
+    let uas = lab.finish_callee(&uac, uas);
+    eprintln!(
+        "silent call: the caller got the SBC's BYE and finished after {:?}",
+        uac.elapsed
+    );
+    uac.assert_success(1);
+    uas.assert_success(1);
+    assert_eq!(uac.requests("BYE"), 1, "{}", uac.report());
+    assert_eq!(uas.requests("BYE"), 1, "{}", uas.report());
+    // Not before the timeout, and well before any peer bound: the caller's
+    // run is the call (about 0.3 s), the timeout (2 s), the relay's timer
+    // cadence and its 0.5 s timewait.
+    assert!(
+        uac.elapsed >= Duration::from_secs(2) && uac.elapsed < Duration::from_secs(8),
+        "the SBC's BYE reached the caller after {:?}, not 2-8 s\n{}",
+        uac.elapsed,
+        uac.report()
+    );
+    assert_eq!(metric(&lab, "sbc_media_timeouts_total"), 1);
+    assert_eq!(metric(&lab, RELAYED), 0, "media relayed on a silent call");
+    lab.shutdown();
+    let record = read_cdr(&cdr);
+    assert_eq!(record["hangup_by"], "sbc", "CDR {record}");
+    assert_eq!(record["hangup_reason"], "media_timeout", "CDR {record}");
+    assert_eq!(record["outcome"], "answered", "CDR {record}");
+}
+
+#[test]
+fn media_reaches_each_peer_from_its_realm_address_and_counts_match() {
+    const NAME: &str = "media_reaches_each_peer_from_its_realm_address_and_counts_match";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("rtp");
+    let lab = start_lab("rtp", &cdr, None);
+    let uas = lab.start_callee(&echo_callee(&lab));
+    let uac = pcap_caller(&lab).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    // Each peer was told to send its media to the SBC's address of its own
+    // realm, and to nothing else.
+    assert_media_anchored(&lab, &uac, Host::Carrier);
+    assert_media_anchored(&lab, &uas, Host::Pbx);
+
+    // Every packet the caller played reached the callee and every echo the
+    // caller, and nothing was dropped: in particular no echo arrived on a
+    // socket other than the callee leg's, so everything the callee received
+    // came from the SBC's inside address (see the module docs).
+    let expected = call_packets(UAC_PCAP_PACKETS);
+    let relayed = metric_at_least(&lab, RELAYED, *expected.start());
+    eprintln!("media: {relayed} packets relayed for {UAC_PCAP_PACKETS} played and echoed");
+    assert!(
+        expected.contains(&relayed),
+        "{relayed} packets relayed, expected {expected:?}"
+    );
+    assert_nothing_dropped(&lab);
+    lab.shutdown();
+    let record = read_cdr(&cdr);
+    assert_eq!(record["media_path"], "userspace", "CDR {record}");
+    assert_eq!(record["hangup_by"], "caller", "CDR {record}");
+}
+
+#[test]
+fn media_flows_after_a_hold_and_resume() {
+    const NAME: &str = "media_flows_after_a_hold_and_resume";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("hold");
+    let lab = start_lab("hold", &cdr, None);
+    let uas = lab.start_callee(&lab.peer("callee-hold.xml", Host::Pbx).rtp_echo());
+    let uac = lab
+        .peer("caller-hold-rtp.xml", Host::Carrier)
+        .remote(lab.plan().realm(Realm::Outside))
+        .timeout(PEER_TIMEOUT)
+        .start();
+    // The caller plays its pcap only once the resume is ACKed (CSeq 3).
+    let messages = uac.dir().join("messages.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&messages)
+        .unwrap_or_default()
+        .contains("CSeq: 3 ACK")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the caller did not resume within 10 s; its log is in {}",
+            uac.dir().display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let before = metric(&lab, RELAYED);
+    let uac = uac.wait();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    assert_eq!(uas.requests("INVITE"), 3, "{}", uas.report());
+    assert_media_anchored(&lab, &uac, Host::Carrier);
+    assert_media_anchored(&lab, &uas, Host::Pbx);
+
+    // All of the pcap and its echo crossed the stream after the resume.
+    let expected = call_packets(PCAP_PACKETS);
+    let after = metric_at_least(&lab, RELAYED, before + *expected.start());
+    eprintln!("hold/resume: {before} packets relayed before the resume, {after} after");
+    assert!(
+        expected.contains(&(after - before)),
+        "{} packets relayed after the resume ({before} before, {after} after), expected {expected:?}",
+        after - before
+    );
+    assert_nothing_dropped(&lab);
+    lab.shutdown();
+    let record = read_cdr(&cdr);
+    assert_eq!(record["hangup_by"], "caller", "CDR {record}");
+}
+
+/// The SBC's anchored RTP port towards the caller, from the first SDP the
+/// caller received that names one in the plan's media range (the caller's
+/// own offer names its own port, outside it).
+fn anchored_port(lab: &Lab, messages: &str) -> Option<u16> {
+    let (min, max) = lab.plan().media_ports();
+    messages
+        .lines()
+        .filter_map(|l| l.strip_prefix("m=audio "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u16>().ok())
+        .find(|port| (min..=max).contains(port))
+}
+
+/// Sends [`INJECTED`] RTP-looking datagrams (version 2, PCMA, an SSRC the
+/// caller does not use) to `port` on the SBC's outside address, from the
+/// lab network's 127.0.0.1, which is neither the caller's SDP nor its
+/// signaling address. bash's `/dev/udp` sends each `printf` as one
+/// datagram from one socket; the whole run is bounded to 5 s.
+fn inject(lab: &Lab, port: u16) {
+    let script = format!(
+        "exec 3>/dev/udp/{ip}/{port} || exit 1; \
+         for i in $(seq 1 {INJECTED}); do \
+         printf '\\x80\\x08\\x00\\x01\\x00\\x00\\x00\\x00\\xde\\xad\\xbe\\xefinjected-by-the-test' >&3 \
+         || exit 1; done",
+        ip = lab.plan().realm_ip(Realm::Outside),
+    );
+    let mut child = lab
+        .net()
+        .command("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn the injector: {e}"));
+    let (status, killed) = wait_with_deadline(&mut child, Duration::from_secs(5));
+    assert!(
+        status.success() && !killed,
+        "the injector failed ({status}, killed: {killed})"
+    );
+}
+
+#[test]
+fn rtp_injected_by_a_third_party_is_not_relayed() {
+    const NAME: &str = "rtp_injected_by_a_third_party_is_not_relayed";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("inject");
+    let lab = start_lab("inject", &cdr, None);
+    let uas = lab.start_callee(&echo_callee(&lab));
+    let uac = pcap_caller(&lab).start();
+    // Wait for the SBC's answer in the caller's log, then a moment more so
+    // the caller's stream is latched and playing when the injection comes.
+    let messages = uac.dir().join("messages.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let port = loop {
+        let log = std::fs::read_to_string(&messages).unwrap_or_default();
+        if let Some(port) = anchored_port(&lab, &log) {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SDP answer from the SBC in the caller's log within 5 s: {}",
+            uac.dir().display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    thread::sleep(Duration::from_millis(500));
+    inject(&lab, port);
+    let uac = uac.wait();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+
+    let dropped = metric(&lab, "sbc_media_dropped_total{reason=\"source_mismatch\"}");
+    // Had the injected packets been relayed, the callee would have got (and
+    // echoed) them too: 2 x 50 more.
+    let expected = call_packets(UAC_PCAP_PACKETS);
+    let relayed = metric_at_least(&lab, RELAYED, *expected.start());
+    eprintln!("injection at port {port}: {dropped} dropped, {relayed} relayed");
+    assert!(
+        dropped >= INJECTED,
+        "{dropped} source_mismatch drops for {INJECTED} injected packets"
+    );
+    assert!(
+        expected.contains(&relayed),
+        "{relayed} packets relayed, expected only the call's own {expected:?}"
+    );
+    lab.shutdown();
+    let record = read_cdr(&cdr);
+    assert_eq!(record["hangup_by"], "caller", "CDR {record}");
+}
+
+/// An integer field of a CDR.
+fn field(cdr: &Value, key: &str) -> u64 {
+    cdr.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("CDR has no integer `{key}`: {cdr}"))
+}
+
+#[test]
+#[ignore = "daemon bug: a stream released at the BYE reports its counters before the \
+            call's CDR is held, so the CDR waits for shutdown with zero media counts"]
+fn the_cdr_counts_each_legs_media_right_after_the_call() {
+    const NAME: &str = "the_cdr_counts_each_legs_media_right_after_the_call";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let cdr = cdr_path("cdr-counts");
+    let lab = start_lab("cdr-counts", &cdr, None);
+    let uas = lab.start_callee(&echo_callee(&lab));
+    let uac = pcap_caller(&lab).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    // Within CDR_TIMEOUT of the call's end, with the daemon still up.
+    let record = read_cdr(&cdr);
+    let from_caller = field(&record, "in_rx_packets");
+    let from_callee = field(&record, "out_rx_packets");
+    assert_eq!(from_caller, UAC_PCAP_PACKETS, "CDR {record}");
+    assert_eq!(
+        field(&record, "out_tx_packets"),
+        from_caller,
+        "CDR {record}"
+    );
+    assert!(
+        from_callee <= from_caller && from_callee + 2 >= from_caller,
+        "echoes: CDR {record}"
+    );
+    assert_eq!(field(&record, "in_tx_packets"), from_callee, "CDR {record}");
+    lab.shutdown();
+}
