@@ -12,8 +12,11 @@
 //!    directly, then through a freshly started daemon (fresh so the media
 //!    ports quarantined after each call never run out across steps). Per step
 //!    it prints successful/failed calls both ways and the daemon's CPU time per
-//!    call (`/proc/<pid>/stat` utime+stime), and at the end the highest rate
-//!    with zero failed calls through the daemon over the direct one's.
+//!    call (`/proc/<pid>/stat` utime+stime, over the whole step), and at the
+//!    end the highest rate with zero failed calls through the daemon over the
+//!    direct one's. Calls SIPp neither completed nor failed by its deadline
+//!    (still retransmitting when killed) show as "lost" and count against
+//!    the step.
 //! 2. Setup latency: sequential calls (`SIGNALING_BENCH_LATENCY_CALLS`,
 //!    default 300) from a UDP client in this process, timing INVITE -> 200 in
 //!    microseconds (SIPp's own response times have 1 ms resolution), direct
@@ -124,7 +127,10 @@ fn main() {
         let daemon = Daemon::start(&bin, &dir, pairs);
         let cpu_before = daemon.cpu();
         let via = run_calls(&dir, pairs, rate, calls, Some(OUTSIDE));
-        let cpu = daemon.cpu().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+        let cpu = daemon
+            .cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
         drop(daemon);
         let cpu_per_call = cpu
             .filter(|_| via.ok > 0)
@@ -143,7 +149,10 @@ fn main() {
         }
         if !full {
             assert!(direct.clean(calls), "direct smoke calls failed: {direct:?}");
-            assert!(via.clean(calls), "smoke calls through the sbc failed: {via:?}");
+            assert!(
+                via.clean(calls),
+                "smoke calls through the sbc failed: {via:?}"
+            );
         }
     }
     let show = |r: Option<u64>| r.map_or_else(|| "none".into(), |r| format!("{r} cps"));
@@ -155,12 +164,16 @@ fn main() {
     if let (Some(d), Some(s)) = (best_direct, best_sbc) {
         println!("via sbc / direct: {:.2}", s as f64 / d as f64);
         if best_direct == rates.iter().max().copied() {
-            println!("(the direct baseline never failed: raise SIGNALING_BENCH_RATES to find its limit)");
+            println!(
+                "(the direct baseline never failed: raise SIGNALING_BENCH_RATES to find its limit)"
+            );
         }
     }
 
     // 2. Call setup latency.
-    println!("\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process");
+    println!(
+        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process"
+    );
     let direct = latency(uas_ip(0), latency_calls, &work.join("latency-direct"), None);
     let dir = work.join("latency-sbc");
     let daemon = Daemon::start(&bin, &dir, pairs);
@@ -179,8 +192,16 @@ fn main() {
         i128::from(s90) - i128::from(d90)
     );
     if !full {
-        assert_eq!(direct.len() as u64, latency_calls, "direct latency calls failed");
-        assert_eq!(via.len() as u64, latency_calls, "latency calls via the sbc failed");
+        assert_eq!(
+            direct.len() as u64,
+            latency_calls,
+            "direct latency calls failed"
+        );
+        assert_eq!(
+            via.len() as u64,
+            latency_calls,
+            "latency calls via the sbc failed"
+        );
     }
 
     // 3. Memory per concurrent call.
@@ -321,8 +342,8 @@ impl Daemon {
 
     /// Resident set size in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("daemon status");
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("daemon status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -445,7 +466,7 @@ impl Counts {
         let Some(header) = lines.next() else {
             return Counts::default();
         };
-        let Some(last) = lines.last() else {
+        let Some(last) = lines.next_back() else {
             return Counts::default();
         };
         let column = |name: &str| {
@@ -590,14 +611,16 @@ fn latency(uas: Ipv4Addr, calls: u64, dir: &Path, via: Option<Ipv4Addr>) -> Vec<
     times
 }
 
-/// Waits for a final response to `method`; returns it whole.
-fn final_response(socket: &UdpSocket, method: &str) -> Option<String> {
+/// Waits for a final response to `method` of call `call_id` (a late answer
+/// to an earlier, timed-out call is skipped); returns it whole.
+fn final_response(socket: &UdpSocket, call_id: &str, method: &str) -> Option<String> {
     let mut buf = [0u8; 65536];
     loop {
         let n = socket.recv(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         let code: u16 = text.get(8..11)?.parse().ok()?;
-        let is_ours = header(&text, "CSeq").is_some_and(|c| c.ends_with(method));
+        let is_ours = header(&text, "CSeq").is_some_and(|c| c.ends_with(method))
+            && header(&text, "Call-ID") == Some(call_id);
         if text.starts_with("SIP/2.0 ") && is_ours && code >= 200 {
             return Some(text);
         }
@@ -630,7 +653,7 @@ fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
     );
     let start = now();
     socket.send_to(invite.as_bytes(), target).ok()?;
-    let ok = final_response(socket, "INVITE")?;
+    let ok = final_response(socket, &call_id, "INVITE")?;
     let elapsed = now().duration_since(start);
     if !ok.starts_with("SIP/2.0 200") {
         return None;
@@ -651,7 +674,7 @@ fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
     socket
         .send_to(request("BYE", 2, "b").as_bytes(), target)
         .ok()?;
-    final_response(socket, "BYE")?;
+    final_response(socket, &call_id, "BYE")?;
     u64::try_from(elapsed.as_micros()).ok()
 }
 
