@@ -1,0 +1,688 @@
+//! Load harness for the daemon's signaling: SIPp UAC -> `sbc` -> SIPp UAS.
+//!
+//! `cargo bench -p benches --bench signaling` builds the `sbc` binary of the
+//! bench's profile (`cargo build --release -p sbc --bin sbc`, a no-op when it
+//! is fresh), then on its own loopback addresses (127.70.0.x, used by no test)
+//! measures, each against a baseline taken in the same run:
+//!
+//! 1. Throughput: `SIGNALING_BENCH_UACS` SIPp UACs (default 2, one SIPp tops
+//!    out near 1 000 cps), each with its own SIPp UAS, offer calls at stepped
+//!    total rates (`SIGNALING_BENCH_RATES`, default `500,1000,1500,2000`) for
+//!    `SIGNALING_BENCH_SECS` seconds a step (default 5, at most 10): first
+//!    directly, then through a freshly started daemon (fresh so the media
+//!    ports quarantined after each call never run out across steps). Per step
+//!    it prints successful/failed calls both ways and the daemon's CPU time per
+//!    call (`/proc/<pid>/stat` utime+stime, over the whole step), and at the
+//!    end the highest rate with zero failed calls through the daemon over the
+//!    direct one's. Calls SIPp neither completed nor failed by its deadline
+//!    (still retransmitting when killed) show as "lost" and count against
+//!    the step.
+//! 2. Setup latency: sequential calls (`SIGNALING_BENCH_LATENCY_CALLS`,
+//!    default 300) from a UDP client in this process, timing INVITE -> 200 in
+//!    microseconds (SIPp's own response times have 1 ms resolution), direct
+//!    and through the daemon; median and p90 and their difference.
+//! 3. Memory per concurrent call: the daemon's RSS before and while
+//!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
+//!    UAC with a long `-d` pause), then the same with half as many, as a
+//!    linearity check. This counts everything a call holds in the daemon:
+//!    dialogs, transactions and its media relay sockets.
+//!
+//! Every SIPp run is bounded by call count, `-timeout` and a kill deadline;
+//! every daemon is stopped (SIGTERM, then SIGKILL) when its phase ends.
+//! Under `cargo test --benches` (no `--bench` argument) it runs a small smoke
+//! load (20 calls each way, a few latency calls, 20 held calls) and asserts
+//! that nothing failed, so the plumbing keeps working.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The daemon's realms: UACs call `outside`, `inside` calls the UASes.
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 1);
+const INSIDE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 2);
+/// UAS `i` lives on 127.70.0.(10 + i), UAC `i` on 127.70.0.(30 + i).
+const UAS_BASE: u8 = 10;
+const UAC_BASE: u8 = 30;
+/// The in-process latency client.
+const PROBE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 60);
+const SIP_PORT: u16 = 5060;
+const ADMIN_PORT: u16 = 9660;
+/// At most this many UAC/UAS pairs (addresses 10..30 and 30..50).
+const MAX_PAIRS: u64 = 20;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[allow(clippy::disallowed_methods)] // a load harness is an IO shell
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 70, 0, last)
+}
+
+fn uas_ip(i: u64) -> Ipv4Addr {
+    ip(UAS_BASE + u8::try_from(i).unwrap_or(0))
+}
+
+fn uac_ip(i: u64) -> Ipv4Addr {
+    ip(UAC_BASE + u8::try_from(i).unwrap_or(0))
+}
+
+/// The Request-URI user of pair `i`: the daemon routes on its prefix.
+fn service(i: u64) -> String {
+    format!("b{i}x")
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let pairs = env_or("SIGNALING_BENCH_UACS", 2).clamp(1, MAX_PAIRS);
+    let (rates, secs, latency_calls, hold) = if full {
+        let rates: Vec<u64> = std::env::var("SIGNALING_BENCH_RATES")
+            .unwrap_or_else(|_| "500,1000,1500,2000".into())
+            .split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .map(|r: u64| r.clamp(pairs, 20_000))
+            .collect();
+        (
+            rates,
+            env_or("SIGNALING_BENCH_SECS", 5).clamp(1, 10),
+            env_or("SIGNALING_BENCH_LATENCY_CALLS", 300).clamp(10, 5000),
+            env_or("SIGNALING_BENCH_HOLD", 2000).clamp(10, 20_000),
+        )
+    } else {
+        (vec![10 * pairs], 1, 10, 20)
+    };
+    let work = std::env::temp_dir().join(format!("sbc-signaling-bench-{}", std::process::id()));
+    fs::create_dir_all(&work).expect("work directory");
+    let bin = sbc_binary();
+    println!("sbc binary: {}", bin.display());
+    println!("work directory: {}", work.display());
+
+    // 1. Throughput steps.
+    println!(
+        "\nthroughput: {pairs} SIPp UAC/UAS pairs, {secs} s of calls per step, built-in uac/uas (INVITE with SDP, 180, 200, ACK, BYE)"
+    );
+    println!(
+        "{:>8} | {:>22} | {:>22} | {:>14}",
+        "rate", "direct ok/failed", "via sbc ok/failed", "sbc CPU/call"
+    );
+    let mut best_direct = None;
+    let mut best_sbc = None;
+    for &rate in &rates {
+        let calls = rate * secs;
+        let dir = work.join(format!("direct-{rate}"));
+        let direct = run_calls(&dir, pairs, rate, calls, None);
+        let dir = work.join(format!("sbc-{rate}"));
+        let daemon = Daemon::start(&bin, &dir, pairs);
+        let cpu_before = daemon.cpu();
+        let via = run_calls(&dir, pairs, rate, calls, Some(OUTSIDE));
+        let cpu = daemon
+            .cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        drop(daemon);
+        let cpu_per_call = cpu
+            .filter(|_| via.ok > 0)
+            .map(|c| format!("{:.1} us", c.as_secs_f64() * 1e6 / via.ok as f64))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "{rate:>8} | {:>22} | {:>22} | {cpu_per_call:>14}",
+            direct.cell(calls),
+            via.cell(calls)
+        );
+        if direct.clean(calls) {
+            best_direct = Some(rate);
+        }
+        if via.clean(calls) {
+            best_sbc = Some(rate);
+        }
+        if !full {
+            assert!(direct.clean(calls), "direct smoke calls failed: {direct:?}");
+            assert!(
+                via.clean(calls),
+                "smoke calls through the sbc failed: {via:?}"
+            );
+        }
+    }
+    let show = |r: Option<u64>| r.map_or_else(|| "none".into(), |r| format!("{r} cps"));
+    println!(
+        "highest zero-failure rate: direct {}, via sbc {}",
+        show(best_direct),
+        show(best_sbc)
+    );
+    if let (Some(d), Some(s)) = (best_direct, best_sbc) {
+        println!("via sbc / direct: {:.2}", s as f64 / d as f64);
+        if best_direct == rates.iter().max().copied() {
+            println!(
+                "(the direct baseline never failed: raise SIGNALING_BENCH_RATES to find its limit)"
+            );
+        }
+    }
+
+    // 2. Call setup latency.
+    println!(
+        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process"
+    );
+    let direct = latency(uas_ip(0), latency_calls, &work.join("latency-direct"), None);
+    let dir = work.join("latency-sbc");
+    let daemon = Daemon::start(&bin, &dir, pairs);
+    let via = latency(uas_ip(0), latency_calls, &dir, Some(OUTSIDE));
+    drop(daemon);
+    let (dm, d90) = (percentile(&direct, 50), percentile(&direct, 90));
+    let (sm, s90) = (percentile(&via, 50), percentile(&via, 90));
+    println!(
+        "direct:  {} calls, median {dm} us, p90 {d90} us",
+        direct.len()
+    );
+    println!("via sbc: {} calls, median {sm} us, p90 {s90} us", via.len());
+    println!(
+        "added by the sbc: median {} us, p90 {} us",
+        i128::from(sm) - i128::from(dm),
+        i128::from(s90) - i128::from(d90)
+    );
+    if !full {
+        assert_eq!(
+            direct.len() as u64,
+            latency_calls,
+            "direct latency calls failed"
+        );
+        assert_eq!(
+            via.len() as u64,
+            latency_calls,
+            "latency calls via the sbc failed"
+        );
+    }
+
+    // 3. Memory per concurrent call.
+    println!("\nmemory: RSS of the daemon before and while calls are held up");
+    for held in [hold, hold / 2] {
+        let dir = work.join(format!("hold-{held}"));
+        let m = hold_calls(&bin, &dir, pairs, held);
+        let per_call = (m.during_kib as f64 - m.before_kib as f64) * 1024.0 / m.active as f64;
+        println!(
+            "{held:>6} calls asked, {} active: RSS {} KiB -> {} KiB, {per_call:.0} bytes per call",
+            m.active, m.before_kib, m.during_kib
+        );
+        if !full {
+            assert_eq!(m.active, held, "not every smoke call was held up");
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// The workspace root (benches/ sits in it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The `sbc` binary of this bench's profile, built (or found fresh) first.
+fn sbc_binary() -> PathBuf {
+    // target/<profile>/deps/<bench-binary> -> target/<profile>/sbc
+    let exe = std::env::current_exe().expect("bench binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("bench binary lives in target/<profile>/deps");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", "sbc", "--bin", "sbc"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p sbc failed");
+    profile_dir.join("sbc")
+}
+
+/// The daemon's configuration: one realm per side, a trunk per peer, and a
+/// route per pair on the Request-URI user's prefix, so UAC `i` reaches UAS
+/// `i` as it does directly.
+fn config(pairs: u64) -> String {
+    let mut t = String::new();
+    let _ = write!(
+        t,
+        "[metrics]\nlisten = \"{OUTSIDE}:{ADMIN_PORT}\"\n\n\
+         [logging]\nlevel = \"warn\"\n\n\
+         [limits]\nmax_calls = 20000\nmax_transactions = 200000\n\n\
+         [media]\nport_min = 10000\nport_max = 65535\n\
+         xdp = {{ mode = \"off\", interfaces = [] }}\n"
+    );
+    for (name, addr) in [("outside", OUTSIDE), ("inside", INSIDE)] {
+        let _ = write!(
+            t,
+            "\n[[realm]]\nname = \"{name}\"\n\
+             listen = [{{ transport = \"udp\", address = \"{addr}:{SIP_PORT}\" }}]\n\
+             media = {{ address = \"{addr}\" }}\n"
+        );
+    }
+    for i in 0..pairs {
+        // No OPTIONS pings: a SIPp peer would take one for a call.
+        let _ = write!(
+            t,
+            "\n[[trunk]]\nname = \"uas{i}\"\nrealm = \"inside\"\n\
+             address = \"{}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n\
+             \n[[trunk]]\nname = \"uac{i}\"\nrealm = \"outside\"\n\
+             address = \"{}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n\
+             \n[[route]]\nname = \"to-uas{i}\"\n\
+             match = {{ source_realm = \"outside\", user_prefix = \"{}\" }}\n\
+             targets = [\"uas{i}\"]\n",
+            uas_ip(i),
+            uac_ip(i),
+            service(i),
+        );
+    }
+    t
+}
+
+/// A running daemon: stopped (SIGTERM, then SIGKILL) and reaped on drop.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts the daemon with [`config`] in `dir` and waits (bounded) for
+    /// `/health/ready`.
+    fn start(bin: &Path, dir: &Path, pairs: u64) -> Daemon {
+        fs::create_dir_all(dir).expect("daemon directory");
+        let config_path = dir.join("sbc.toml");
+        fs::write(&config_path, config(pairs)).expect("write config");
+        let stderr = fs::File::create(dir.join("sbc.stderr")).expect("stderr file");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn sbc");
+        let mut daemon = Daemon { child };
+        let deadline = now() + Duration::from_secs(10);
+        while !http_get("/health/ready")
+            .is_some_and(|r| r.lines().next().is_some_and(|l| l.contains(" 200")))
+        {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!(
+                    "sbc exited ({status}): {}",
+                    fs::read_to_string(dir.join("sbc.stderr")).unwrap_or_default()
+                );
+            }
+            assert!(now() < deadline, "sbc not ready within 10 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    /// utime + stime of the daemon so far.
+    fn cpu(&self) -> Option<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces): state is
+        // field 3, utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let hz = clock_ticks();
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// Resident set size in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("daemon status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Not reaped yet, so the pid is still this child's.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)` without libc: 100 on every Linux this runs on.
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// A bounded HTTP/1.0 GET to the daemon's admin listener.
+fn http_get(path: &str) -> Option<String> {
+    let addr = SocketAddr::new(IpAddr::V4(OUTSIDE), ADMIN_PORT);
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// `sbc_calls_active` from `/metrics`, summed over its realms.
+fn calls_active() -> Option<u64> {
+    let body = http_get("/metrics")?;
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("sbc_calls_active{") || l.starts_with("sbc_calls_active "))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    Some(total as u64)
+}
+
+/// A SIPp process, killed and reaped on drop.
+struct Sipp {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Sipp {
+    /// SIPp with the built-in `scenario` on `local`, logging into `dir`.
+    fn spawn(dir: &Path, scenario: &str, local: Ipv4Addr, args: &[String]) -> Sipp {
+        fs::create_dir_all(dir).expect("sipp directory");
+        let child = Command::new("sipp")
+            .args(["-sn", scenario, "-i", &local.to_string()])
+            .args(["-p", &SIP_PORT.to_string(), "-mi", &local.to_string()])
+            .args(["-t", "u1", "-nostdin", "-fd", "1"])
+            .args(["-trace_err", "-trace_stat", "-stf"])
+            .arg(dir.join("stat.csv"))
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sipp (is it installed?)");
+        Sipp {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Waits at most `limit` for SIPp to exit, then kills it; returns the
+    /// final counts of its statistics file.
+    fn finish(mut self, limit: Duration) -> Counts {
+        let deadline = now() + limit;
+        while matches!(self.child.try_wait(), Ok(None)) && now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Counts::read(&self.dir.join("stat.csv"))
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Successful and failed calls of one or more UACs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    ok: u64,
+    failed: u64,
+}
+
+impl Counts {
+    /// The cumulative counts of the last row of a SIPp statistics file.
+    fn read(path: &Path) -> Counts {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let Some(header) = lines.next() else {
+            return Counts::default();
+        };
+        let Some(last) = lines.next_back() else {
+            return Counts::default();
+        };
+        let column = |name: &str| {
+            let i = header.split(';').position(|h| h == name)?;
+            last.split(';').nth(i)?.trim().parse::<u64>().ok()
+        };
+        Counts {
+            ok: column("SuccessfulCall(C)").unwrap_or(0),
+            failed: column("FailedCall(C)").unwrap_or(0),
+        }
+    }
+
+    /// Every offered call succeeded.
+    fn clean(&self, offered: u64) -> bool {
+        self.failed == 0 && self.ok == offered
+    }
+
+    fn cell(&self, offered: u64) -> String {
+        let missing = offered.saturating_sub(self.ok + self.failed);
+        if missing > 0 {
+            format!("{}/{} ({missing} lost)", self.ok, self.failed)
+        } else {
+            format!("{}/{}", self.ok, self.failed)
+        }
+    }
+}
+
+/// Runs `calls` calls at `rate` total cps split over `pairs` UAC/UAS pairs,
+/// directly or through the daemon's realm at `via`.
+fn run_calls(dir: &Path, pairs: u64, rate: u64, calls: u64, via: Option<Ipv4Addr>) -> Counts {
+    let uases: Vec<Sipp> = (0..pairs)
+        .map(|i| Sipp::spawn(&dir.join(format!("uas{i}")), "uas", uas_ip(i), &[]))
+        .collect();
+    // Let the UASes bind before the first INVITE.
+    thread::sleep(Duration::from_millis(300));
+    let secs = calls.div_ceil(rate) + 10;
+    let uacs: Vec<Sipp> = (0..pairs)
+        .map(|i| {
+            let share = calls / pairs + u64::from(i < calls % pairs);
+            let target = via.unwrap_or_else(|| uas_ip(i));
+            let args = vec![
+                format!("{target}:{SIP_PORT}"),
+                "-s".into(),
+                service(i),
+                "-m".into(),
+                share.to_string(),
+                "-r".into(),
+                format!("{}", (rate / pairs).max(1)),
+                "-timeout".into(),
+                format!("{secs}s"),
+                "-timeout_error".into(),
+            ];
+            Sipp::spawn(&dir.join(format!("uac{i}")), "uac", uac_ip(i), &args)
+        })
+        .collect();
+    let limit = Duration::from_secs(secs + 5);
+    let mut total = Counts::default();
+    for uac in uacs {
+        let c = uac.finish(limit);
+        total.ok += c.ok;
+        total.failed += c.failed;
+    }
+    drop(uases);
+    total
+}
+
+/// What one hold phase measured.
+struct Held {
+    before_kib: u64,
+    during_kib: u64,
+    active: u64,
+}
+
+/// Holds `held` calls up through a fresh daemon and reads its RSS.
+fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64) -> Held {
+    let daemon = Daemon::start(bin, dir, pairs);
+    // Let the daemon settle after start-up before the reference reading.
+    thread::sleep(Duration::from_millis(500));
+    let before_kib = daemon.rss_kib();
+    let uas = Sipp::spawn(&dir.join("uas0"), "uas", uas_ip(0), &[]);
+    thread::sleep(Duration::from_millis(300));
+    let rate = 500;
+    let ramp = held.div_ceil(rate) + 5;
+    let args = vec![
+        format!("{OUTSIDE}:{SIP_PORT}"),
+        "-s".into(),
+        service(0),
+        "-m".into(),
+        held.to_string(),
+        "-l".into(),
+        held.to_string(),
+        "-r".into(),
+        rate.to_string(),
+        // The built-in uac pauses this long between ACK and BYE.
+        "-d".into(),
+        format!("{}", (ramp + 30) * 1000),
+        "-timeout".into(),
+        format!("{}s", ramp + 60),
+    ];
+    let uac = Sipp::spawn(&dir.join("uac0"), "uac", uac_ip(0), &args);
+    let deadline = now() + Duration::from_secs(ramp + 10);
+    let mut active = 0;
+    while now() < deadline {
+        active = calls_active().unwrap_or(0);
+        if active >= held {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Let in-flight transactions of the last calls complete.
+    thread::sleep(Duration::from_secs(1));
+    let during_kib = daemon.rss_kib();
+    drop(uac);
+    drop(uas);
+    drop(daemon);
+    Held {
+        before_kib,
+        during_kib,
+        active: active.max(1),
+    }
+}
+
+/// Runs `calls` sequential calls from an in-process UDP client to the UAS
+/// at `uas` (directly or through `via`) and returns each INVITE -> 200 time
+/// in microseconds; failed calls are left out.
+fn latency(uas: Ipv4Addr, calls: u64, dir: &Path, via: Option<Ipv4Addr>) -> Vec<u64> {
+    let server = Sipp::spawn(&dir.join("uas"), "uas", uas, &[]);
+    thread::sleep(Duration::from_millis(300));
+    let socket = UdpSocket::bind((PROBE, 0)).expect("probe socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let target = SocketAddr::new(IpAddr::V4(via.unwrap_or(uas)), SIP_PORT);
+    let mut times = Vec::new();
+    for n in 0..calls {
+        if let Some(us) = one_call(&socket, target, n) {
+            times.push(us);
+        }
+    }
+    drop(server);
+    times.sort_unstable();
+    times
+}
+
+/// Waits for a final response to `method` of call `call_id` (a late answer
+/// to an earlier, timed-out call is skipped); returns it whole.
+fn final_response(socket: &UdpSocket, call_id: &str, method: &str) -> Option<String> {
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = socket.recv(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text.get(8..11)?.parse().ok()?;
+        let is_ours = header(&text, "CSeq").is_some_and(|c| c.ends_with(method))
+            && header(&text, "Call-ID") == Some(call_id);
+        if text.starts_with("SIP/2.0 ") && is_ours && code >= 200 {
+            return Some(text);
+        }
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// One INVITE/200/ACK/BYE call; the INVITE -> 200 time in microseconds.
+fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
+    let local = socket.local_addr().ok()?;
+    let user = service(0);
+    let sdp = format!(
+        "v=0\r\no=- {n} 1 IN IP4 {PROBE}\r\ns=-\r\nc=IN IP4 {PROBE}\r\nt=0 0\r\n\
+         m=audio 16000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    let call_id = format!("lat-{n}-{}@{PROBE}", std::process::id());
+    let from = format!("<sip:probe@{local}>;tag=p{n}");
+    let invite = format!(
+        "INVITE sip:{user}@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i{n}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:{user}@{target}>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:probe@{local}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let start = now();
+    socket.send_to(invite.as_bytes(), target).ok()?;
+    let ok = final_response(socket, &call_id, "INVITE")?;
+    let elapsed = now().duration_since(start);
+    if !ok.starts_with("SIP/2.0 200") {
+        return None;
+    }
+    let to = header(&ok, "To")?;
+    let contact = header(&ok, "Contact")?;
+    let uri = contact.split_once('<')?.1.split_once('>')?.0;
+    let request = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{branch}{n}\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    socket
+        .send_to(request("ACK", 1, "a").as_bytes(), target)
+        .ok()?;
+    socket
+        .send_to(request("BYE", 2, "b").as_bytes(), target)
+        .ok()?;
+    final_response(socket, &call_id, "BYE")?;
+    u64::try_from(elapsed.as_micros()).ok()
+}
+
+/// The `p`th percentile of sorted samples (0 when there are none).
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
+    sorted[i]
+}
