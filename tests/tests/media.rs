@@ -427,8 +427,6 @@ fn field(cdr: &Value, key: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "daemon bug: a stream released at the BYE reports its counters before the \
-            call's CDR is held, so the CDR waits for shutdown with zero media counts"]
 fn the_cdr_counts_each_legs_media_right_after_the_call() {
     const NAME: &str = "the_cdr_counts_each_legs_media_right_after_the_call";
     if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {

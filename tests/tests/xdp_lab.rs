@@ -110,6 +110,8 @@ media = {{ address = "203.0.113.1" }}
 name = "pbx"
 realm = "inside"
 address = "203.0.113.10:5060"
+# SIPp's built-in uas aborts on an OPTIONS it did not script.
+options_interval_secs = 0
 [[route]]
 name = "in"
 match = {{ source_realm = "outside" }}
