@@ -43,8 +43,9 @@
 //! Choices: in-dialog requests towards leg A go to the address A's signaling
 //! came from (NAT traversal, RFC 3581 in spirit) rather than A's Contact
 //! host; towards B they go to the trunk. A 3xx from a trunk is relayed with
-//! its Contacts removed (they name the trunk's side); recursion is future
-//! work.
+//! its Contacts removed (they name the trunk's side), or, with `[sip]
+//! recurse_on_3xx`, followed: its first Contact naming an address becomes
+//! leg B's new target (at most three redirects per call).
 
 mod anchor;
 mod build;
@@ -342,6 +343,10 @@ struct Call {
     trunk: Option<usize>,
     source_trunk: Option<usize>,
     trunks_tried: Vec<String>,
+    /// To of leg B's INVITE (the original target, kept across redirects).
+    b_to: String,
+    /// 3xx recursions so far.
+    redirects: u8,
     /// Our 2xx to A and its retransmission schedule.
     a_2xx: Option<(Vec<u8>, Duration, Instant)>,
     /// The ACK we sent for B's 2xx (re-sent for a retransmitted 2xx).
@@ -378,6 +383,8 @@ pub struct Core {
     server_policy: ServerPolicy,
     max_calls: usize,
     retry_after: u32,
+    /// Follow a trunk's 3xx instead of relaying it.
+    recurse_3xx: bool,
     latch: LatchPolicy,
     tx: Transactions,
     ids: Box<dyn IdSource>,
@@ -421,6 +428,7 @@ impl Core {
             server_policy: ServerPolicy::default(),
             max_calls: 0,
             retry_after: 5,
+            recurse_3xx: false,
             latch: LatchPolicy::SdpOrSignaling,
             tx: Transactions::new(Timers::default())
                 .with_max_transactions(config.limits.max_transactions as usize),
@@ -517,6 +525,7 @@ impl Core {
         self.policy = config.topology_hiding.clone();
         self.server_policy = config.sip.server_policy();
         self.max_calls = config.limits.max_calls as usize;
+        self.recurse_3xx = config.sip.recurse_on_3xx;
         self.retry_after = config.limits.overload_retry_after_secs;
         self.latch = if config.media.latching.strict_source_ip {
             LatchPolicy::SdpOrSignaling
@@ -1090,6 +1099,8 @@ impl Core {
             trunk: None,
             source_trunk,
             trunks_tried: Vec::new(),
+            b_to: String::new(),
+            redirects: 0,
             a_2xx: None,
             b_ack: None,
             streams: Vec::new(),
@@ -1146,71 +1157,86 @@ impl Core {
                 self.trunks[previous].release();
             }
             call.trunks_tried.push(self.trunks[trunk].name.clone());
-            let addr = self.listeners[listener].addr;
-            let local_tag = self.ids.tag();
-            let call_id = self.ids.call_id();
             let user = call
                 .a_invite
                 .request_uri()
                 .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
                 .unwrap_or_default();
-            let from_user = call
-                .a_invite
-                .from()
-                .and_then(|f| {
-                    f.uri()
-                        .user()
-                        .map(|u| String::from_utf8_lossy(u).into_owned())
-                })
-                .unwrap_or_else(|| "anonymous".into());
-            let display = call
-                .a_invite
-                .from()
-                .and_then(|f| {
-                    f.display_name()
-                        .map(|d| String::from_utf8_lossy(d).into_owned())
-                })
-                .map(|d| format!("{d} "))
-                .unwrap_or_default();
+            let at = if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            };
             let host = host_port(peer);
-            let at = |user: &str| {
-                if user.is_empty() {
-                    String::new()
-                } else {
-                    format!("{user}@")
-                }
-            };
-            let b = LegState {
-                realm,
-                listener: ListenerId(listener),
-                transport,
-                peer,
-                connection: None,
-                call_id: call_id.clone(),
-                local_tag: local_tag.clone(),
-                local: format!(
-                    "{display}<sip:{}{}>;tag={local_tag}",
-                    at(&from_user),
-                    host_port(addr)
-                ),
-                remote: format!("<sip:{}{host}>", at(&user)),
-                remote_tag_known: false,
-                local_cseq: 1,
-                remote_target: format!("sip:{}{host}", at(&user)),
-                route_set: Vec::new(),
-                sent_by: sent_by(transport, addr),
-                contact: contact_uri(transport, addr),
-            };
-            self.dialogs
-                .insert((call_id, local_tag), (call.id, Side::B));
-            if let Some(old) = call.b.replace(b) {
-                self.dialogs.remove(&(old.call_id, old.local_tag));
-            }
-            call.b_provisional = false;
-            call.pending.push_back(Pending::Invite);
-            self.run_pending(now, call);
+            call.b_to = format!("<sip:{at}{host}>");
+            let target = format!("sip:{at}{host}");
+            self.start_b_leg(now, call, realm, transport, listener, peer, target);
             return;
         }
+    }
+
+    /// Starts (or restarts) leg B towards `peer`, with `target` as its
+    /// Request-URI and remote target: a new Call-ID and From tag, our
+    /// realm address in From (the caller's user and display name kept),
+    /// Via and Contact; the INVITE goes out once its offer is anchored.
+    #[allow(clippy::too_many_arguments)]
+    fn start_b_leg(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        realm: usize,
+        transport: Transport,
+        listener: usize,
+        peer: SocketAddr,
+        target: String,
+    ) {
+        let addr = self.listeners[listener].addr;
+        let local_tag = self.ids.tag();
+        let call_id = self.ids.call_id();
+        let from = call.a_invite.from();
+        let from_user = from
+            .as_ref()
+            .and_then(|f| {
+                f.uri()
+                    .user()
+                    .map(|u| String::from_utf8_lossy(u).into_owned())
+            })
+            .unwrap_or_else(|| "anonymous".into());
+        let display = from
+            .as_ref()
+            .and_then(|f| {
+                f.display_name()
+                    .map(|d| format!("{} ", String::from_utf8_lossy(d)))
+            })
+            .unwrap_or_default();
+        let b = LegState {
+            realm,
+            listener: ListenerId(listener),
+            transport,
+            peer,
+            connection: None,
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+            local: format!(
+                "{display}<sip:{from_user}@{}>;tag={local_tag}",
+                host_port(addr)
+            ),
+            remote: call.b_to.clone(),
+            remote_tag_known: false,
+            local_cseq: 1,
+            remote_target: target,
+            route_set: Vec::new(),
+            sent_by: sent_by(transport, addr),
+            contact: contact_uri(transport, addr),
+        };
+        self.dialogs
+            .insert((call_id, local_tag), (call.id, Side::B));
+        if let Some(old) = call.b.replace(b) {
+            self.dialogs.remove(&(old.call_id, old.local_tag));
+        }
+        call.b_provisional = false;
+        call.pending.push_back(Pending::Invite);
+        self.run_pending(now, call);
     }
 
     /// The initial INVITE on B (once its offer, if any, is anchored).
@@ -1708,6 +1734,18 @@ impl Core {
         call.b_invite = None;
         if call.a_final || call.cancel_b {
             return;
+        }
+        // Recursion on 3xx (`[sip] recurse_on_3xx`): the first Contact that
+        // names an address takes the call, in the trunk's realm; bounded.
+        if self.recurse_3xx
+            && status.is_some_and(|s| (300..400).contains(&s))
+            && call.redirects < MAX_REDIRECTS
+            && let Some((target, peer)) = response.as_ref().and_then(redirect_target)
+            && let Some(b) = call.b.as_ref()
+        {
+            call.redirects += 1;
+            let (realm, transport, listener) = (b.realm, b.transport, b.listener.0);
+            return self.start_b_leg(now, call, realm, transport, listener, peer, target);
         }
         if !call.b_provisional
             && routing::fails_over(&call.plan, status, cause)
@@ -2352,6 +2390,29 @@ fn inbound_meta(inbound: &Inbound, realm: usize) -> Meta {
         remote: inbound.remote,
         connection: inbound.connection,
     }
+}
+
+/// How many 3xx redirects one call may follow (loops end here).
+const MAX_REDIRECTS: u8 = 3;
+
+/// The first `sip:`/`sips:` Contact of a 3xx whose host is an IP address,
+/// as a Request-URI and where to send it (port 5060 when none is given).
+fn redirect_target(response: &Message) -> Option<(String, SocketAddr)> {
+    response
+        .contacts()
+        .filter_map(Result::ok)
+        .find_map(|contact| {
+            let sip::header::Contact::Addr(addr) = contact else {
+                return None;
+            };
+            let uri = addr.uri();
+            if !matches!(uri.scheme(), sip::uri::Scheme::Sip | sip::uri::Scheme::Sips) {
+                return None;
+            }
+            let ip = uri.host()?.ip()?;
+            let peer = SocketAddr::new(ip, uri.port().unwrap_or(5060));
+            Some((String::from_utf8_lossy(uri.as_bytes()).into_owned(), peer))
+        })
 }
 
 /// What a request on a leg carries besides the leg's own dialog state.

@@ -750,3 +750,53 @@ fn the_trunks_2xx_retransmitted_before_the_callers_ack_keeps_the_call() {
     lab.take_one(CALLER, "200");
     lab.take_one(PBX, "BYE");
 }
+
+const REDIRECT: &str = "<sip:bob@198.51.100.9:5070>";
+
+fn redirect(request: &Message) -> Vec<u8> {
+    respond(
+        request,
+        302,
+        "",
+        Some("btag9"),
+        &[(HeaderName::Contact, REDIRECT)],
+    )
+}
+
+#[test]
+fn a_3xx_is_relayed_without_its_contacts_by_default() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &redirect(&b_invite));
+    let moved = lab.take_one(CALLER, "302");
+    assert!(
+        moved.header(HeaderName::Contact).is_none(),
+        "the far side's Contact must not cross"
+    );
+    assert!(lab.take("198.51.100.9:5070").is_empty());
+}
+
+#[test]
+fn with_recursion_a_3xx_sends_the_call_to_its_contact() {
+    let config = format!("[sip]\nrecurse_on_3xx = true\n{CONFIG}");
+    let mut lab = Lab::new(&config);
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &redirect(&first));
+    lab.take_one(PBX, "ACK");
+    let second = lab.take_one("198.51.100.9:5070", "INVITE");
+    assert_eq!(
+        second.request_uri_bytes(),
+        Some(b"sip:bob@198.51.100.9:5070".as_slice())
+    );
+    assert_ne!(second.call_id(), first.call_id(), "a new leg");
+    assert!(second.to().is_some_and(|t| t.tag().is_none()));
+    lab.deliver(
+        1,
+        "198.51.100.9:5070",
+        &answer(&second, 200, Some(CALLEE_SDP)),
+    );
+    lab.take_one(CALLER, "200");
+    assert!(!lab.take(CALLER).iter().any(|m| describe(m) == "302"));
+}
