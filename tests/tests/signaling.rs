@@ -446,3 +446,77 @@ fn dropped_200_is_retransmitted_until_ack() {
     lab.assert_topology_hidden(&[&uac], &[&uas]);
     lab.shutdown();
 }
+
+/// The README's lab exactly as written: `sbc` with no config (the embedded
+/// default) and the two SIPp commands, in a private network namespace so
+/// its fixed addresses (127.0.0.1-4:5060) can't meet another test's.
+#[test]
+fn the_embedded_default_carries_the_readme_calls() {
+    use std::net::{IpAddr, SocketAddr};
+    use std::process::Stdio;
+    use std::time::Instant;
+    use tests::netns::{Background, enter_netns_of, isolated_loopback, skip_unless_privileged};
+    use tests::sipp::assert_no_leak;
+
+    const NAME: &str = "the_embedded_default_carries_the_readme_calls";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("sbc-default-lab-{}.log", std::process::id()));
+    let mut cmd = isolated_loopback(tests::sbc_binary());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let daemon = Background::spawn(&mut cmd);
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    // Ready, and in its own namespace: the admin listener answers there.
+    #[allow(clippy::disallowed_methods)] // an e2e test waits on real time
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let probe = enter_netns_of(daemon.id(), "bash")
+            .args([
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/9660 && printf 'GET /health/ready HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3",
+            ])
+            .stdin(Stdio::null())
+            .output();
+        if probe.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)]
+        let late = Instant::now() > deadline;
+        assert!(
+            !late,
+            "daemon not ready: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // sipp -sn uas -i 127.0.0.3 -p 5060 ... and sipp -sn uac 127.0.0.1:5060 -i 127.0.0.5 -p 5070 ...
+    let uas = Sipp::builtin("uas")
+        .local(ip("127.0.0.3"), 5060)
+        .media(ip("127.0.0.3"), 16000)
+        .calls(3)
+        .timeout(Duration::from_secs(20))
+        .in_netns_of(daemon.id())
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = Sipp::builtin("uac")
+        .local(ip("127.0.0.5"), 5070)
+        .media(ip("127.0.0.5"), 17000)
+        .remote(SocketAddr::new(ip("127.0.0.1"), 5060))
+        .calls(3)
+        .rate(5.0)
+        .timeout(Duration::from_secs(20))
+        .in_netns_of(daemon.id())
+        .run();
+    let uas = uas.wait();
+    uac.assert_success(3);
+    uas.assert_success(3);
+    // Neither side sees the other's addresses: the caller's and the outside
+    // realm's on the PBX side, the PBX's and the inside realm's on the other.
+    assert_no_leak(&uas.messages, &["127.0.0.5", "127.0.0.1"]);
+    assert_no_leak(&uac.messages, &["127.0.0.3", "127.0.0.2"]);
+    daemon.kill();
+    let _ = std::fs::remove_file(&log);
+}
