@@ -494,7 +494,8 @@ impl Shell<'_> {
                     RejectReason::RateLimit => metrics::RejectReason::RateLimit,
                     RejectReason::NoRoute => metrics::RejectReason::NoRoute,
                     RejectReason::Invalid => metrics::RejectReason::Invalid,
-                    RejectReason::Admission | RejectReason::MediaPorts | RejectReason::Draining => {
+                    RejectReason::MediaPorts => metrics::RejectReason::MediaPorts,
+                    RejectReason::Admission | RejectReason::Draining => {
                         metrics::RejectReason::Admission
                     }
                 };
@@ -531,9 +532,8 @@ impl Shell<'_> {
                 SbcReason::NoAck | SbcReason::Internal => SbcHangup::TransactionTimeout,
                 SbcReason::NoRoute => SbcHangup::Refused(metrics::RejectReason::NoRoute),
                 SbcReason::BadSdp => SbcHangup::Refused(metrics::RejectReason::Invalid),
-                SbcReason::MediaPorts | SbcReason::Overload => {
-                    SbcHangup::Refused(metrics::RejectReason::Admission)
-                }
+                SbcReason::MediaPorts => SbcHangup::Refused(metrics::RejectReason::MediaPorts),
+                SbcReason::Overload => SbcHangup::Refused(metrics::RejectReason::Admission),
             }),
         };
         let duration = call

@@ -239,6 +239,8 @@ pub enum RejectReason {
     TrunkDown,
     /// The request failed the server checks (400, 416, 420, 483).
     Invalid,
+    /// No media port was free to anchor the call (widen `[media]` ports).
+    MediaPorts,
 }
 
 impl RejectReason {
@@ -251,6 +253,7 @@ impl RejectReason {
             RejectReason::NoRoute => "no_route",
             RejectReason::TrunkDown => "trunk_down",
             RejectReason::Invalid => "invalid",
+            RejectReason::MediaPorts => "media_ports",
         }
     }
 }

@@ -380,6 +380,8 @@ pub struct Core {
     routes: Vec<crate::config::Route>,
     policy: HeaderPolicy,
     trunk_policy: Vec<Option<HeaderPolicy>>,
+    /// Per trunk: asymmetric RTP (its legs never latch).
+    trunk_asymmetric: Vec<bool>,
     server_policy: ServerPolicy,
     max_calls: usize,
     retry_after: u32,
@@ -425,6 +427,7 @@ impl Core {
             routes: Vec::new(),
             policy: HeaderPolicy::default(),
             trunk_policy: Vec::new(),
+            trunk_asymmetric: Vec::new(),
             server_policy: ServerPolicy::default(),
             max_calls: 0,
             retry_after: 5,
@@ -516,6 +519,7 @@ impl Core {
                 crate::config::Transport::Tcp => Transport::Tcp,
             })
             .collect();
+        self.trunk_asymmetric = config.trunks.iter().map(|t| t.asymmetric_rtp).collect();
         self.trunk_policy = config
             .trunks
             .iter()
@@ -2249,14 +2253,26 @@ impl Core {
                     self.next_stream += 1;
                     self.streams.insert(stream, call.id);
                     call.streams[index] = Some((stream, None));
-                    let spec = |realm: usize| LegSpec {
+                    // A leg facing an asymmetric-RTP trunk never latches.
+                    let asymmetric = |trunk: Option<usize>| {
+                        trunk
+                            .is_some_and(|t| self.trunk_asymmetric.get(t).copied().unwrap_or(false))
+                    };
+                    let spec = |realm: usize, trunk: Option<usize>| LegSpec {
                         local_ip: self.realms[realm].media_ip,
                         rtcp: RtcpMode::Pair,
-                        latch: self.latch,
+                        latch: if asymmetric(trunk) {
+                            LatchPolicy::Asymmetric
+                        } else {
+                            self.latch
+                        },
                     };
                     self.media_out.push_back(MediaCommand::Allocate {
                         stream,
-                        legs: [spec(call.a.realm), spec(b_realm)],
+                        legs: [
+                            spec(call.a.realm, call.source_trunk),
+                            spec(b_realm, call.trunk),
+                        ],
                     });
                     waiting = true;
                 }

@@ -800,3 +800,32 @@ fn with_recursion_a_3xx_sends_the_call_to_its_contact() {
     lab.take_one(CALLER, "200");
     assert!(!lab.take(CALLER).iter().any(|m| describe(m) == "302"));
 }
+
+#[test]
+fn a_trunk_with_asymmetric_rtp_gets_a_leg_that_never_latches() {
+    let config = CONFIG.replace(
+        "address = \"198.51.100.3:5060\"",
+        "address = \"198.51.100.3:5060\"\nasymmetric_rtp = true",
+    );
+    let mut lab = Lab::new(&config);
+    lab.caller_sends(&invite(true));
+    lab.take_one(PBX, "INVITE");
+    let legs = lab
+        .media
+        .iter()
+        .find_map(|c| match c {
+            MediaCommand::Allocate { legs, .. } => Some(*legs),
+            _ => None,
+        })
+        .expect("an allocation");
+    assert_ne!(
+        legs[0].latch,
+        crate::media::command::LatchPolicy::Asymmetric,
+        "the caller's leg latches"
+    );
+    assert_eq!(
+        legs[1].latch,
+        crate::media::command::LatchPolicy::Asymmetric,
+        "the trunk's leg does not"
+    );
+}

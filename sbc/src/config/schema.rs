@@ -507,6 +507,11 @@ pub struct Trunk {
     /// Replaces `[topology_hiding]` for messages sent to this trunk.
     #[serde(default)]
     pub header_policy: Option<HeaderPolicy>,
+    /// The trunk sends media from another port than it receives on
+    /// (asymmetric RTP): its leg never latches, media is accepted from any
+    /// port of its SDP or signaling IP and always sent to its SDP address.
+    #[serde(default = "default_false")]
+    pub asymmetric_rtp: bool,
 }
 
 /// A trunk's address: an IP socket address or a host name with a port.

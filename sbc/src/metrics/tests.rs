@@ -166,6 +166,7 @@ fn label_values_are_distinct_per_enum() {
         RejectReason::NoRoute.as_str(),
         RejectReason::TrunkDown.as_str(),
         RejectReason::Invalid.as_str(),
+        RejectReason::MediaPorts.as_str(),
     ]);
     distinct(&[
         MediaDropReason::UnknownFlow.as_str(),
