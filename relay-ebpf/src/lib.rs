@@ -20,6 +20,10 @@
 //! `net.ipv6.conf.IF.forwarding`); without it every flow is passed
 //! (`pass_no_route`) and userspace relays it.
 //!
+//! The object also carries two benchmark programs the daemon never loads:
+//! `sbc_bounce` (redirect every frame unparsed: the lab's physical limit) and
+//! `sbc_sink` (count and drop: the benchmark's receiver).
+//!
 //! Built only for `bpfel-unknown-none` by `sbc/build.rs`.
 #![no_std]
 #![no_main]
@@ -29,7 +33,7 @@ use core::mem::size_of;
 use aya_ebpf::bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action};
 use aya_ebpf::helpers::{bpf_fib_lookup, bpf_ktime_get_ns};
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::maps::{Array, DevMap, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::programs::XdpContext;
 use relay_common::{
     FAMILY_V4, FAMILY_V6, FLAG_LATCHED, FORWARD_TTL, FlowAction, FlowCounters, FlowKey, MAX_EGRESS,
@@ -135,6 +139,52 @@ pub fn sbc_relay(ctx: XdpContext) -> u32 {
         unsafe { *counter += 1 };
     }
     verdict.action
+}
+
+// ---------------------------------------------------------------------------
+// Benchmark baselines (benches/benches/xdp.rs), not part of the relay: the
+// daemon never loads them.
+// ---------------------------------------------------------------------------
+
+/// The one egress device of `sbc_bounce` (index 0).
+#[map(name = "SBC_BOUNCE_DEV")]
+static BOUNCE_DEV: DevMap = DevMap::with_max_entries(1, 0);
+
+/// The MACs `sbc_bounce` writes: destination (0..6), then source (6..12).
+#[map(name = "SBC_BOUNCE_MAC")]
+static BOUNCE_MAC: Array<[u8; 12]> = Array::with_max_entries(1, 0);
+
+/// The physical limit of a lab: every frame is redirected, unparsed, out of
+/// one device with its MACs set, the same redirect the relay's forwarded
+/// packets take, without the parse, lookup, route and rewrite.
+#[xdp]
+pub fn sbc_bounce(ctx: XdpContext) -> u32 {
+    let (Some(eth), Some(macs)) = (ptr_at::<EthHdr>(&ctx, 0), BOUNCE_MAC.get(0)) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: ptr_at checked the header lies inside the packet.
+    unsafe {
+        (*eth).dst = [macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]];
+        (*eth).src = [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]];
+    }
+    BOUNCE_DEV.redirect(0, 0).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// Frames `sbc_sink` saw (index 0).
+#[map(name = "SBC_SINK_CNT")]
+static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The benchmark's receiver: counts and drops every frame at the receiving
+/// interface, so the receiver's own stack costs nothing the benchmark
+/// measures (and native XDP on veth delivers redirected frames only to a
+/// peer that runs a program: DESIGN "XDP on veth").
+#[xdp]
+pub fn sbc_sink(_ctx: XdpContext) -> u32 {
+    if let Some(count) = SINK_COUNT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU array slot, valid for this CPU while we run.
+        unsafe { *count += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 /// A bounds-checked pointer to a `T` at `offset` into the packet (aya book).

@@ -67,6 +67,13 @@ pub fn not_built_in_reason() -> Option<&'static str> {
     if BUILT_IN { None } else { Some(MISSING) }
 }
 
+/// The eBPF object itself, for tools that load its other programs (the
+/// benchmarks' `sbc_bounce` and `sbc_sink`); `None` when not built in.
+#[must_use]
+pub fn object() -> Option<&'static [u8]> {
+    OBJECT
+}
+
 /// Which attach modes an interface may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ModePolicy {
