@@ -595,14 +595,9 @@ impl Core {
                 continue;
             };
             self.sip_event(self.trunks[index].realm, &request);
-            if let Ok(client) =
-                self.tx
-                    .send_request(now, request, peer, transport == Transport::Tcp)
+            if let Some(client) =
+                self.start_client(now, request, ListenerId(listener), transport, peer, None)
             {
-                self.routes_of.insert(
-                    TransactionId::Client(client),
-                    (ListenerId(listener), transport, None),
-                );
                 self.pings.insert(client, index);
             }
         }
@@ -1284,18 +1279,13 @@ impl Core {
             return Ok(());
         };
         self.sip_event(call.b.as_ref().map_or(0, |b| b.realm), &request);
-        match self
-            .tx
-            .send_request(now, request, peer, transport == Transport::Tcp)
-        {
-            Ok(client) => {
-                self.routes_of
-                    .insert(TransactionId::Client(client), (listener, transport, None));
+        match self.start_client(now, request, listener, transport, peer, None) {
+            Some(client) => {
                 self.clients
                     .insert(client, (call.id, Side::B, ClientRole::Invite));
                 call.b_invite = Some(client);
             }
-            Err(_) => {
+            None => {
                 self.event_rejected(call.a.realm, RejectReason::Admission);
                 self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::Overload));
             }
@@ -1341,14 +1331,8 @@ impl Core {
             && let Some(b) = call.b.as_ref()
         {
             let (listener, transport, peer) = (b.listener, b.transport, b.peer);
-            if let Ok(cancel_id) =
-                self.tx
-                    .send_request(now, cancel, peer, transport == Transport::Tcp)
+            if let Some(cancel_id) = self.start_client(now, cancel, listener, transport, peer, None)
             {
-                self.routes_of.insert(
-                    TransactionId::Client(cancel_id),
-                    (listener, transport, None),
-                );
                 self.clients
                     .insert(cancel_id, (call.id, Side::B, ClientRole::Cancel));
             }
@@ -1493,20 +1477,13 @@ impl Core {
             return Ok(());
         };
         self.sip_event(realm, &out);
-        match self
-            .tx
-            .send_request(now, out, peer, transport == Transport::Tcp)
-        {
-            Ok(client) => {
-                self.routes_of.insert(
-                    TransactionId::Client(client),
-                    (listener, transport, connection),
-                );
+        match self.start_client(now, out, listener, transport, peer, connection) {
+            Some(client) => {
                 self.clients
                     .insert(client, (call.id, to, ClientRole::Relay(server)));
                 call.relayed.insert(server, request);
             }
-            Err(_) => self.reply(now, server, &request, 503, &[]),
+            None => self.reply(now, server, &request, 503, &[]),
         }
         Ok(())
     }
@@ -2035,14 +2012,7 @@ impl Core {
             return;
         };
         self.sip_event(realm, &msg);
-        if let Ok(client) = self
-            .tx
-            .send_request(now, msg, peer, transport == Transport::Tcp)
-        {
-            self.routes_of.insert(
-                TransactionId::Client(client),
-                (listener, transport, connection),
-            );
+        if let Some(client) = self.start_client(now, msg, listener, transport, peer, connection) {
             self.clients
                 .insert(client, (call.id, side, ClientRole::Bye));
             call.byes += 1;
@@ -2339,6 +2309,28 @@ impl Core {
                 break;
             }
         }
+    }
+
+    /// Sends a request through the transaction layer and records where its
+    /// transmits go out; `None` when the layer refused it (table full).
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: Message,
+        listener: ListenerId,
+        transport: Transport,
+        peer: SocketAddr,
+        connection: Option<ConnectionId>,
+    ) -> Option<ClientId> {
+        let client = self
+            .tx
+            .send_request(now, request, peer, transport == Transport::Tcp)
+            .ok()?;
+        self.routes_of.insert(
+            TransactionId::Client(client),
+            (listener, transport, connection),
+        );
+        Some(client)
     }
 
     fn send_direct(
