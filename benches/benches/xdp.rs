@@ -64,6 +64,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tests::netns::in_netns;
 
 use aya::maps::{Array, PerCpuArray, xdp::DevMap};
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
@@ -314,27 +315,6 @@ fn sink_count(ebpf: &Ebpf) -> u64 {
         .get(&0, 0)
         .map(|per_cpu| per_cpu.iter().sum())
         .unwrap_or(0)
-}
-
-/// Runs `body` on a thread that has entered the named namespace; sockets and
-/// threads made there stay in it.
-fn in_netns<T: Send + 'static>(ns: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(&file);
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
-#[allow(unsafe_code)] // setns(2) of the calling thread only
-fn setns(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid namespace fd, borrowed for the call.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 fn load_object() -> Ebpf {

@@ -14,6 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
+use tests::netns::in_netns;
 
 use relay_common::{Endpoint, FlowAction, FlowKey, csum, stat};
 use sbc::media::xdp::{self, ModePolicy, XdpConfig, XdpMode, XdpRelay};
@@ -829,26 +830,6 @@ impl Drop for Netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-/// Runs `body` on a thread that has entered the named namespace.
-fn in_netns<T: Send + 'static>(ns: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(&file);
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
-#[allow(unsafe_code)] // setns(2) of the calling thread only
-fn setns(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid namespace fd, borrowed for the call.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 /// `recv_from`, retried when a signal interrupts it (at most a few times;

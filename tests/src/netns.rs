@@ -530,6 +530,28 @@ pub fn enter_netns_of(pid: u32, program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// Runs `body` on a thread that has entered the named network namespace
+/// (`setns(2)`); sockets and threads made there stay in it. For tests and
+/// benches that drive sockets in a namespace from Rust, not a child process.
+pub fn in_netns<T: Send + 'static>(ns: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(&file);
+        body()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+#[allow(unsafe_code)] // setns(2) of the calling thread only
+fn setns(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid namespace fd, borrowed for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
