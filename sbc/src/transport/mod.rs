@@ -41,7 +41,7 @@ mod udp;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -126,7 +126,8 @@ impl Default for TransportConfig {
     }
 }
 
-/// Index of a listener in the specs given to [`Transports::start`].
+/// A listener: the index of its spec in [`Transports::start`], or the id
+/// [`Transports::add`] returned. Never reused within one [`Transports`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub usize);
 
@@ -201,6 +202,44 @@ pub struct Outbound {
     pub bytes: Vec<u8>,
 }
 
+/// What a reload does to the listeners, from [`plan_listeners`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerPlan {
+    /// Running listeners the new configuration still has (same transport
+    /// and address), with the spec to run them with from now on (realm and
+    /// buffer sizes may differ: [`Transports::reconfigure`]).
+    pub keep: Vec<(ListenerId, ListenerSpec)>,
+    /// Listeners to bind ([`Transports::add`]).
+    pub bind: Vec<ListenerSpec>,
+    /// Running listeners the new configuration no longer has.
+    pub retire: Vec<ListenerId>,
+}
+
+/// Matches the `wanted` listeners of a new configuration against the
+/// `running` ones by transport and configured address: a listener that is
+/// still wanted is kept (its socket, port and connections survive), one
+/// that is new is bound, one that is gone retires. Pure, so the reload's
+/// decisions are testable without sockets.
+pub fn plan_listeners(
+    running: &[(ListenerId, ListenerSpec)],
+    wanted: &[ListenerSpec],
+) -> ListenerPlan {
+    let same = |a: &ListenerSpec, b: &ListenerSpec| a.transport == b.transport && a.addr == b.addr;
+    let mut plan = ListenerPlan::default();
+    for spec in wanted {
+        match running.iter().find(|(_, r)| same(r, spec)) {
+            Some((id, _)) => plan.keep.push((*id, spec.clone())),
+            None => plan.bind.push(spec.clone()),
+        }
+    }
+    plan.retire = running
+        .iter()
+        .filter(|(_, r)| !wanted.iter().any(|w| same(r, w)))
+        .map(|(id, _)| *id)
+        .collect();
+    plan
+}
+
 /// Transport failures, at start-up or on send.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -265,6 +304,19 @@ pub enum TransportError {
     /// The connection closed before the queued message was written.
     #[error("connection {0:?} closed before the message was written")]
     ConnectionClosed(ConnectionId),
+    /// [`Transports::reconfigure`] can't change a listener's transport or
+    /// address: bind a new listener and remove the old one.
+    #[error(
+        "listener {listener:?} is {transport} {addr}; another transport or address is a new listener"
+    )]
+    NotInPlace {
+        /// The listener.
+        listener: ListenerId,
+        /// What it speaks.
+        transport: Transport,
+        /// Where it is bound.
+        addr: SocketAddr,
+    },
     /// [`Transports::shutdown`] has begun.
     #[error("transports are shutting down")]
     ShuttingDown,
@@ -335,7 +387,8 @@ impl ListenerStats {
     }
 }
 
-/// One bound listener.
+/// One bound listener. Shared (`Arc`) by the table and the listener's own
+/// tasks; [`Transports::reconfigure`] swaps in a copy with a new spec.
 #[derive(Debug)]
 struct Listener {
     spec: ListenerSpec,
@@ -343,14 +396,90 @@ struct Listener {
     stats: Arc<ListenerStats>,
     /// The UDP socket's receive side (for the receive task) and a
     /// non-blocking handle on the same socket for [`Transports::send`].
-    udp: Option<(Arc<tokio::net::UdpSocket>, std::net::UdpSocket)>,
+    udp: Option<(Arc<tokio::net::UdpSocket>, Arc<std::net::UdpSocket>)>,
+    /// A handle on the bound socket for changing its options in place.
+    control: Arc<socket2::Socket>,
+    /// Set by [`Transports::remove`]: the listener's tasks and connections
+    /// end.
+    closed: Arc<watch::Sender<bool>>,
+}
+
+/// A socket bound for a listener, before its tasks start.
+struct Bound {
+    listener: Listener,
+    tcp: Option<tokio::net::TcpListener>,
+}
+
+impl Bound {
+    fn new(spec: &ListenerSpec) -> Result<Bound, TransportError> {
+        let bind_error = |source| TransportError::Bind {
+            transport: spec.transport,
+            addr: spec.addr,
+            source,
+        };
+        let (udp, tcp, control, local) = match spec.transport {
+            Transport::Udp => {
+                let (socket, sender, control) = udp::bind(spec).map_err(bind_error)?;
+                let local = socket.local_addr().map_err(bind_error)?;
+                (
+                    Some((Arc::new(socket), Arc::new(sender))),
+                    None,
+                    control,
+                    local,
+                )
+            }
+            Transport::Tcp => {
+                let (listener, control) = tcp::bind(spec).map_err(bind_error)?;
+                let local = listener.local_addr().map_err(bind_error)?;
+                (None, Some(listener), control, local)
+            }
+        };
+        Ok(Bound {
+            listener: Listener {
+                spec: spec.clone(),
+                local,
+                stats: Arc::default(),
+                udp,
+                control: Arc::new(control),
+                closed: Arc::new(watch::channel(false).0),
+            },
+            tcp,
+        })
+    }
+
+    /// Starts the listener's task as `id` (the table slot must hold it
+    /// already, the task looks it up).
+    fn spawn(
+        tcp: Option<tokio::net::TcpListener>,
+        shared: &Arc<Shared>,
+        id: ListenerId,
+        listener: &Listener,
+        alive: mpsc::Sender<()>,
+    ) {
+        match (tcp, &listener.udp) {
+            (Some(tcp), _) => {
+                tokio::spawn(tcp::accept(Arc::clone(shared), id, tcp, alive));
+            }
+            (None, Some((socket, _))) => {
+                tokio::spawn(udp::receive(
+                    Arc::clone(shared),
+                    id,
+                    Arc::clone(socket),
+                    alive,
+                ));
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 /// State shared by the handle and every task.
 #[derive(Debug)]
 struct Shared {
     config: TransportConfig,
-    listeners: Vec<Listener>,
+    /// Indexed by [`ListenerId`]; a removed listener leaves `None`, so ids
+    /// are never reused.
+    listeners: RwLock<Vec<Option<Arc<Listener>>>>,
     events: mpsc::Sender<Event>,
     connections: Mutex<tcp::Table>,
     shutdown: watch::Receiver<bool>,
@@ -376,8 +505,21 @@ impl Shared {
             .clone()
     }
 
-    fn listener(&self, id: ListenerId) -> Option<&Listener> {
-        self.listeners.get(id.0)
+    fn listeners(&self) -> RwLockReadGuard<'_, Vec<Option<Arc<Listener>>>> {
+        // Every edit is one slot assignment: a poisoned table is consistent.
+        self.listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn listeners_mut(&self) -> RwLockWriteGuard<'_, Vec<Option<Arc<Listener>>>> {
+        self.listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn listener(&self, id: ListenerId) -> Option<Arc<Listener>> {
+        self.listeners().get(id.0).cloned().flatten()
     }
 }
 
@@ -429,62 +571,128 @@ impl Transports {
         let (stop, shutdown) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
 
-        let mut listeners = Vec::with_capacity(specs.len());
-        let mut tcp_listeners = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let bind_error = |source| TransportError::Bind {
-                transport: spec.transport,
-                addr: spec.addr,
-                source,
-            };
-            let (udp, local) = match spec.transport {
-                Transport::Udp => {
-                    let (socket, sender) = udp::bind(spec).map_err(bind_error)?;
-                    let local = socket.local_addr().map_err(bind_error)?;
-                    (Some((Arc::new(socket), sender)), local)
-                }
-                Transport::Tcp => {
-                    let listener = tcp::bind(spec).map_err(bind_error)?;
-                    let local = listener.local_addr().map_err(bind_error)?;
-                    tcp_listeners.push((ListenerId(i), listener));
-                    (None, local)
-                }
-            };
-            listeners.push(Listener {
-                spec: spec.clone(),
-                local,
-                stats: Arc::default(),
-                udp,
-            });
+        let bound = specs
+            .iter()
+            .map(Bound::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tcp = Vec::with_capacity(bound.len());
+        let mut listeners = Vec::with_capacity(bound.len());
+        for b in bound {
+            tcp.push(b.tcp);
+            listeners.push(Some(Arc::new(b.listener)));
         }
-
         let shared = Arc::new(Shared {
             config,
-            listeners,
+            listeners: RwLock::new(listeners),
             events,
             connections: Mutex::new(tcp::Table::default()),
             shutdown,
             alive: Mutex::new(Some(alive.clone())),
         });
-        for (i, listener) in shared.listeners.iter().enumerate() {
-            if let Some((socket, _)) = &listener.udp {
-                tokio::spawn(udp::receive(
-                    Arc::clone(&shared),
-                    ListenerId(i),
-                    Arc::clone(socket),
-                    alive.clone(),
-                ));
+        for (i, tcp) in tcp.into_iter().enumerate() {
+            if let Some(listener) = shared.listener(ListenerId(i)) {
+                Bound::spawn(tcp, &shared, ListenerId(i), &listener, alive.clone());
             }
         }
-        for (id, listener) in tcp_listeners {
-            tokio::spawn(tcp::accept(
-                Arc::clone(&shared),
-                id,
-                listener,
-                alive.clone(),
-            ));
-        }
         Ok((Transports { shared, stop, done }, events_rx))
+    }
+
+    /// Binds one more listener and starts its task (a reload that added
+    /// one). Its id is new: ids of removed listeners are never reused.
+    pub fn add(&self, spec: &ListenerSpec) -> Result<ListenerId, TransportError> {
+        let alive = self
+            .shared
+            .alive_token()
+            .ok_or(TransportError::ShuttingDown)?;
+        let Bound { listener, tcp } = Bound::new(spec)?;
+        let listener = Arc::new(listener);
+        let id = {
+            let mut table = self.shared.listeners_mut();
+            table.push(Some(Arc::clone(&listener)));
+            ListenerId(table.len() - 1)
+        };
+        Bound::spawn(tcp, &self.shared, id, &listener, alive);
+        Ok(id)
+    }
+
+    /// Changes what listener `id` is configured with, in place: its realm
+    /// name and socket buffer sizes (`None` keeps the current size). The
+    /// transport and address can't change in place; that is a new listener.
+    pub fn reconfigure(&self, id: ListenerId, spec: &ListenerSpec) -> Result<(), TransportError> {
+        let current = self
+            .shared
+            .listener(id)
+            .ok_or(TransportError::UnknownListener(id))?;
+        if current.spec.transport != spec.transport || current.spec.addr != spec.addr {
+            return Err(TransportError::NotInPlace {
+                listener: id,
+                transport: current.spec.transport,
+                addr: current.spec.addr,
+            });
+        }
+        let bind_error = |source| TransportError::Bind {
+            transport: spec.transport,
+            addr: spec.addr,
+            source,
+        };
+        if let Some(size) = spec
+            .recv_buffer
+            .filter(|s| Some(*s) != current.spec.recv_buffer)
+        {
+            current
+                .control
+                .set_recv_buffer_size(size)
+                .map_err(bind_error)?;
+        }
+        if let Some(size) = spec
+            .send_buffer
+            .filter(|s| Some(*s) != current.spec.send_buffer)
+        {
+            current
+                .control
+                .set_send_buffer_size(size)
+                .map_err(bind_error)?;
+        }
+        let updated = Listener {
+            spec: spec.clone(),
+            local: current.local,
+            stats: Arc::clone(&current.stats),
+            udp: current.udp.clone(),
+            control: Arc::clone(&current.control),
+            closed: Arc::clone(&current.closed),
+        };
+        if let Some(slot) = self.shared.listeners_mut().get_mut(id.0) {
+            *slot = Some(Arc::new(updated));
+        }
+        Ok(())
+    }
+
+    /// Closes listener `id`: its task ends, its TCP connections close, its
+    /// socket is released, and sends from it fail with
+    /// [`TransportError::UnknownListener`]. Returns whether it was open.
+    pub fn remove(&self, id: ListenerId) -> bool {
+        let removed = self
+            .shared
+            .listeners_mut()
+            .get_mut(id.0)
+            .and_then(Option::take);
+        match removed {
+            Some(listener) => {
+                listener.closed.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every open listener with the spec it runs with, by id.
+    pub fn listeners(&self) -> Vec<(ListenerId, ListenerSpec)> {
+        self.shared
+            .listeners()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (ListenerId(i), l.spec.clone())))
+            .collect()
     }
 
     /// The address listener `id` is bound to (the real port if the spec
@@ -493,9 +701,9 @@ impl Transports {
         self.shared.listener(id).map(|l| l.local)
     }
 
-    /// The spec listener `id` was started from.
-    pub fn spec(&self, id: ListenerId) -> Option<&ListenerSpec> {
-        self.shared.listener(id).map(|l| &l.spec)
+    /// The spec listener `id` runs with.
+    pub fn spec(&self, id: ListenerId) -> Option<ListenerSpec> {
+        self.shared.listener(id).map(|l| l.spec.clone())
     }
 
     /// The counters of listener `id`.

@@ -95,10 +95,11 @@ impl Table {
     }
 }
 
-/// Builds the listening socket with socket2 and hands it to tokio.
+/// Builds the listening socket with socket2 and hands it to tokio, with a
+/// second handle on it for changing its options later.
 /// SO_REUSEADDR so a restart rebinds despite TIME_WAIT; no SO_REUSEPORT,
 /// which would let a second process silently take half the connections.
-pub(super) fn bind(spec: &ListenerSpec) -> io::Result<TcpListener> {
+pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(TcpListener, Socket)> {
     let socket = Socket::new(
         Domain::for_address(spec.addr),
         Type::STREAM,
@@ -118,7 +119,8 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&spec.addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    let control = socket.try_clone()?;
+    Ok((TcpListener::from_std(socket.into())?, control))
 }
 
 /// Queues `out` on a connection, opening one if needed (see
@@ -192,20 +194,24 @@ fn close_count(stats: &ListenerStats) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown or the listener's removal.
 pub(super) async fn accept(
     shared: Arc<Shared>,
     id: ListenerId,
     listener: TcpListener,
     alive: mpsc::Sender<()>,
 ) {
-    let Some(stats) = shared.listener(id).map(|l| Arc::clone(&l.stats)) else {
+    let Some((stats, mut closed)) = shared
+        .listener(id)
+        .map(|l| (Arc::clone(&l.stats), l.closed.subscribe()))
+    else {
         return;
     };
     let mut shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = closed.wait_for(|closed| *closed) => break,
             r = listener.accept() => r,
         };
         let (stream, remote) = match accepted {
@@ -271,10 +277,10 @@ async fn connect_and_run(
         Ok(stream) => run(shared, listener, id, stream, to, rx, alive).await,
         Err(error) => {
             tracing::debug!(listener = listener.0, %to, %error, "TCP connect failed");
-            if let Some(stats) = shared.listener(listener).map(|l| &l.stats)
+            if let Some(l) = shared.listener(listener)
                 && shared.table().remove(id)
             {
-                close_count(stats);
+                close_count(&l.stats);
             }
             rx.close();
             let mut error = Some(error);
@@ -383,10 +389,14 @@ async fn run(
     _alive: mpsc::Sender<()>,
 ) {
     let Some(l) = shared.listener(listener) else {
+        // Removed since the accept or connect: the connection goes with it.
+        shared.table().remove(id);
         return;
     };
     let stats = Arc::clone(&l.stats);
     let local = stream.local_addr().unwrap_or(l.local);
+    let mut closed = l.closed.subscribe();
+    drop(l);
     let (mut reader, mut writer) = stream.into_split();
     let mut shutdown = shared.shutdown.clone();
     let mut framer = StreamFramer::new(shared.config.limits);
@@ -398,6 +408,7 @@ async fn run(
     let end = 'conn: loop {
         let step = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => Step::Stop(End::Shutdown),
+            _ = closed.wait_for(|closed| *closed) => Step::Stop(End::Shutdown),
             () = &mut idle => Step::Stop(End::Idle),
             queued = rx.recv() => match queued {
                 Some(bytes) => Step::Write(bytes),

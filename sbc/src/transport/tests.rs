@@ -637,3 +637,149 @@ async fn dropping_the_handle_stops_the_tasks() {
     assert!(closed_by_peer(&mut client).await);
     assert!(within("the channel to end", rx.recv()).await.is_none());
 }
+
+#[tokio::test]
+async fn listeners_are_added_reconfigured_and_removed_while_others_run() {
+    let (t, mut rx) = start(
+        &[spec(Transport::Udp, "127.0.0.9:0")],
+        TransportConfig::default(),
+    );
+    let first = local(&t, 0);
+    let peer = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A new UDP listener and a new TCP listener take traffic at once.
+    let udp = t
+        .add(&spec(Transport::Udp, "127.0.0.9:0"))
+        .unwrap_or_else(|e| panic!("add failed: {e}"));
+    let tcp = t
+        .add(&spec(Transport::Tcp, "127.0.0.9:0"))
+        .unwrap_or_else(|e| panic!("add failed: {e}"));
+    assert_eq!((udp, tcp), (ListenerId(1), ListenerId(2)));
+    peer.send_to(&invite(), local(&t, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_inbound(&mut rx).await.listener, udp);
+    let mut client = within("connect", TcpStream::connect(local(&t, 2)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .write_all(&invite())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_inbound(&mut rx).await.listener, tcp);
+
+    // In place: a new realm name and buffer size; the configured address
+    // can't change.
+    let renamed = ListenerSpec {
+        realm: "renamed".to_owned(),
+        recv_buffer: Some(512 * 1024),
+        ..spec(Transport::Udp, "127.0.0.9:0")
+    };
+    t.reconfigure(udp, &renamed)
+        .unwrap_or_else(|e| panic!("reconfigure failed: {e}"));
+    assert_eq!(t.spec(udp).map(|s| s.realm), Some("renamed".to_owned()));
+    let moved = ListenerSpec {
+        addr: first,
+        ..renamed.clone()
+    };
+    assert!(matches!(
+        t.reconfigure(udp, &moved),
+        Err(TransportError::NotInPlace { .. })
+    ));
+    peer.send_to(&invite(), local(&t, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_inbound(&mut rx).await.listener, udp);
+
+    // Removing the TCP listener closes its connections and its socket;
+    // removing the UDP one frees its port for a new bind.
+    let tcp_addr = local(&t, 2);
+    assert!(t.remove(tcp));
+    assert!(!t.remove(tcp), "removed twice");
+    assert!(closed_by_peer(&mut client).await);
+    assert!(t.local_addr(tcp).is_none());
+    let udp_addr = local(&t, 1);
+    assert!(t.remove(udp));
+    let out = Outbound {
+        transport: Transport::Udp,
+        from_listener: udp,
+        to: peer.local_addr().unwrap_or_else(|e| panic!("{e}")),
+        connection: None,
+        bytes: ringing(),
+    };
+    assert!(matches!(
+        t.send(out),
+        Err(TransportError::UnknownListener(_))
+    ));
+    let rebound = within("the removed ports to be free", async {
+        loop {
+            let again = t.add(&ListenerSpec {
+                addr: udp_addr,
+                ..spec(Transport::Udp, "127.0.0.9:0")
+            });
+            let tcp_again = std::net::TcpListener::bind(tcp_addr);
+            if let (Ok(id), Ok(_)) = (&again, &tcp_again) {
+                return *id;
+            }
+            if let Ok(id) = again {
+                t.remove(id);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(rebound, ListenerId(3), "ids are never reused");
+
+    // The first listener never noticed.
+    peer.send_to(&invite(), first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_inbound(&mut rx).await.listener, ListenerId(0));
+    within("shutdown", t.shutdown()).await;
+}
+
+#[test]
+fn a_reload_keeps_rebinds_and_retires_by_transport_and_address() {
+    let running = vec![
+        (ListenerId(0), spec(Transport::Udp, "192.0.2.1:5060")),
+        (ListenerId(1), spec(Transport::Tcp, "192.0.2.1:5060")),
+        (ListenerId(4), spec(Transport::Udp, "192.0.2.2:5060")),
+    ];
+    let renamed = ListenerSpec {
+        realm: "carrier".to_owned(),
+        recv_buffer: Some(1 << 20),
+        ..spec(Transport::Udp, "192.0.2.1:5060")
+    };
+    let wanted = vec![
+        renamed.clone(),
+        // The port moved: a new listener, the old one retires.
+        spec(Transport::Tcp, "192.0.2.1:5070"),
+        spec(Transport::Udp, "192.0.2.2:5060"),
+        spec(Transport::Tcp, "[2001:db8::1]:5060"),
+    ];
+    let plan = plan_listeners(&running, &wanted);
+    assert_eq!(
+        plan.keep,
+        vec![
+            (ListenerId(0), renamed),
+            (ListenerId(4), spec(Transport::Udp, "192.0.2.2:5060")),
+        ]
+    );
+    assert_eq!(
+        plan.bind,
+        vec![
+            spec(Transport::Tcp, "192.0.2.1:5070"),
+            spec(Transport::Tcp, "[2001:db8::1]:5060"),
+        ]
+    );
+    assert_eq!(plan.retire, vec![ListenerId(1)]);
+    // The same configuration again changes nothing.
+    let specs: Vec<ListenerSpec> = running.iter().map(|(_, s)| s.clone()).collect();
+    let again = plan_listeners(&running, &specs);
+    assert_eq!(
+        (again.keep.len(), again.bind.len(), again.retire.len()),
+        (3, 0, 0)
+    );
+}

@@ -20,7 +20,8 @@ use crate::sip::{Message, ParseErrorKind};
 const MAX_DATAGRAM: usize = 65_535;
 
 /// Builds the socket with socket2 and hands it to tokio; also returns a
-/// second handle on the same socket for [`send`].
+/// second handle on the same socket for [`send`], and a third for changing
+/// its options later.
 ///
 /// Neither SO_REUSEADDR nor SO_REUSEPORT: on Linux either one lets a second
 /// socket bind the same UDP address and port without an error (checked on
@@ -30,7 +31,7 @@ const MAX_DATAGRAM: usize = 65_535;
 /// instead. UDP has no TIME_WAIT, so a restart rebinds at once without them.
 /// SO_REUSEPORT would make sense for several receive sockets per port in one
 /// process (one per core); this module runs one per listener.
-pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
+pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpSocket, Socket)> {
     let socket = Socket::new(
         Domain::for_address(spec.addr),
         Type::DGRAM,
@@ -50,7 +51,8 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpS
     socket.set_nonblocking(true)?;
     socket.bind(&spec.addr.into())?;
     let sender = socket.try_clone()?;
-    Ok((UdpSocket::from_std(socket.into())?, sender.into()))
+    let control = socket.try_clone()?;
+    Ok((UdpSocket::from_std(socket.into())?, sender.into(), control))
 }
 
 /// Sends one datagram now from the listener's socket; a full send buffer is
@@ -69,7 +71,7 @@ pub(super) fn send(socket: &std::net::UdpSocket, out: &Outbound) -> Result<(), T
     }
 }
 
-/// Reads datagrams until shutdown; each becomes an [`Event::Inbound`] or, if
+/// Reads datagrams until shutdown or the listener's removal; each becomes an [`Event::Inbound`] or, if
 /// the core's channel is full, a counted drop.
 pub(super) async fn receive(
     shared: Arc<Shared>,
@@ -83,10 +85,12 @@ pub(super) async fn receive(
     let stats: &ListenerStats = &listener.stats;
     let local = listener.local;
     let mut shutdown = shared.shutdown.clone();
+    let mut closed = listener.closed.subscribe();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, remote) = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = closed.wait_for(|closed| *closed) => break,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(got) => got,
                 Err(e) => {
