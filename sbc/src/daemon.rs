@@ -9,10 +9,22 @@
 //!
 //! Signals: SIGTERM/SIGINT stop taking calls (readiness goes false, new
 //! INVITEs get 503), end the calls up with BYE, wait a bounded grace period
-//! for the BYEs and exit. SIGHUP reloads routes, trunks, limits and header
-//! policy from the config file; a config that fails validation is refused
-//! and the old one kept (logged, and counted in `sbc_config_reload_total`).
-//! Listener changes need a restart.
+//! for the BYEs and exit. SIGHUP reloads realms, listeners, routes, trunks,
+//! ACLs, limits and header policy from the config file, without touching the
+//! calls up:
+//! * a listener the new file still has (same transport and address) keeps
+//!   its socket and connections; its realm and buffer sizes change in place;
+//! * a new listener is bound before anything else changes: if any bind
+//!   fails, the whole reload is refused;
+//! * a listener the new file dropped retires: it keeps serving the dialogs
+//!   and transactions that use it, answers new INVITEs 503, and is closed
+//!   once its last call has ended.
+//!
+//! A reload that fails validation, names a media address the relay did not
+//! start with, or can't bind is refused and the old configuration kept
+//! (logged, and counted in `sbc_config_reload_total`). Media port ranges,
+//! the metrics listener, XDP and CDR settings take effect at restart (a
+//! reload that changes them says so in the log).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -36,7 +48,7 @@ use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, CallOutcome, Metrics, ReloadResult};
-use crate::transport::{Event, ListenerSpec, TransportConfig, Transports};
+use crate::transport::{Event, ListenerId, ListenerSpec, TransportConfig, Transports};
 
 /// How long a shutdown waits for the BYEs of the calls it ends.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -126,37 +138,38 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    raise_fd_limit(&config);
-    // ---- transports ------------------------------------------------------------
+/// The listeners a configuration asks for, in order.
+fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
     let mut specs = Vec::new();
-    let mut listeners = Vec::new();
     for realm in &config.realms {
         for listen in &realm.listen {
-            let transport = match listen.transport {
-                crate::config::Transport::Udp => crate::transport::Transport::Udp,
-                crate::config::Transport::Tcp => crate::transport::Transport::Tcp,
-            };
             specs.push(ListenerSpec {
                 realm: realm.name.clone(),
-                transport,
+                transport: match listen.transport {
+                    crate::config::Transport::Udp => crate::transport::Transport::Udp,
+                    crate::config::Transport::Tcp => crate::transport::Transport::Tcp,
+                },
                 addr: listen.address,
                 recv_buffer: realm.recv_buffer_bytes.map(|b| b as usize),
                 send_buffer: realm.send_buffer_bytes.map(|b| b as usize),
             });
-            listeners.push(ListenerInfo {
-                realm: realm.name.clone(),
-                transport,
-                addr: listen.address,
-            });
         }
     }
-    let (transports, mut inbound) = Transports::start(&specs, TransportConfig::default())?;
+    specs
+}
 
-    let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
+/// How the core sees a listener.
+fn listener_info(spec: &ListenerSpec) -> ListenerInfo {
+    ListenerInfo {
+        realm: spec.realm.clone(),
+        transport: spec.transport,
+        addr: spec.addr,
+    }
+}
 
-    // ---- media relay -------------------------------------------------------------
-    let media_wake = Arc::new(Notify::new());
+/// The relay's port range of each realm media address (realms may share
+/// one).
+fn media_ranges(config: &Config) -> Vec<(std::net::IpAddr, PortRange)> {
     let mut ranges: Vec<(std::net::IpAddr, PortRange)> = Vec::new();
     for realm in &config.realms {
         let range = PortRange {
@@ -167,7 +180,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             ranges.push((realm.media.address, range));
         }
     }
-    let mut relay_config = RelayConfig::new(ranges);
+    ranges
+}
+
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    raise_fd_limit(&config);
+    // ---- transports ------------------------------------------------------------
+    let specs = listener_specs(&config);
+    let listeners: Vec<ListenerInfo> = specs.iter().map(listener_info).collect();
+    let (transports, mut inbound) = Transports::start(&specs, TransportConfig::default())?;
+
+    let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
+
+    // ---- media relay -------------------------------------------------------------
+    let media_wake = Arc::new(Notify::new());
+    let mut relay_config = RelayConfig::new(media_ranges(&config));
     relay_config.flow.inactivity_timeout =
         Duration::from_secs(u64::from(config.media.inactivity_timeout_secs));
     relay_config.flow.learning_window =
@@ -221,6 +248,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     };
     core.start(now());
     readiness.set(true);
+    let mut running_config = config.clone();
     info!(
         realms = config.realms.len(),
         trunks = config.trunks.len(),
@@ -260,6 +288,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             () = sleep => core.handle_timeout(now()),
             _ = tick.tick() => {
                 shell.gauges(&core);
+                close_retired_listeners(&mut core, &transports);
                 if let Ok(mut view) = calls_view.lock() {
                     *view = core.calls_json(now());
                 }
@@ -270,7 +299,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             _ = terminate.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
             _ = interrupt.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
             _ = hangup.recv() => {
-                reload(&mut core, config_path.as_ref(), &metrics);
+                let running = Running {
+                    transports: &transports,
+                    config: &running_config,
+                    metrics: &metrics,
+                };
+                if let Some(config) = reload(&mut core, config_path.as_ref(), &running) {
+                    running_config = config;
+                }
                 if let Some(cdr) = &cdr {
                     cdr.reopen(); // after logrotate moved the file away
                 }
@@ -375,27 +411,150 @@ fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {
     now() + SHUTDOWN_GRACE
 }
 
-fn reload(core: &mut Core, path: Option<&PathBuf>, metrics: &Metrics) {
+/// What a reload changes besides the core.
+struct Running<'a> {
+    transports: &'a Transports,
+    /// The configuration in force (the last one loaded).
+    config: &'a Config,
+    metrics: &'a Metrics,
+}
+
+/// Rereads the config file and applies it (see the module docs); returns
+/// the configuration now in force, or `None` if the reload was refused.
+fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Option<Config> {
     let Some(path) = path else {
         warn!("SIGHUP: running on the embedded default; there is no file to reload");
-        return;
+        return None;
     };
-    match Config::load(path) {
-        Ok(config) => {
-            core.reload(now(), &config, resolver(&config));
-            metrics.config_reload(ReloadResult::Success, wall_clock());
-            info!(file = %path.display(), "configuration reloaded (routes, trunks, limits, header policy)");
-        }
+    let refuse = |why: &dyn std::fmt::Display| {
+        running
+            .metrics
+            .config_reload(ReloadResult::Failure, wall_clock());
+        error!(file = %path.display(), problem = %why, "reload refused, the running configuration is kept");
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(ConfigError::Invalid { problems }) => {
-            metrics.config_reload(ReloadResult::Failure, wall_clock());
             for problem in &problems {
-                error!(%problem, "reload refused, the running configuration is kept");
+                refuse(problem);
             }
+            return None;
         }
         Err(e) => {
-            metrics.config_reload(ReloadResult::Failure, wall_clock());
-            error!(error = %e, "reload refused, the running configuration is kept");
+            refuse(&e);
+            return None;
         }
+    };
+    // The relay's port pools are made at start: a media address it has no
+    // pool for would fail every call's allocation.
+    let pools = media_ranges(running.config);
+    for realm in &config.realms {
+        if !pools.iter().any(|(ip, _)| *ip == realm.media.address) {
+            refuse(&format_args!(
+                "realm {}: media address {} is not one the media relay started with; adding a media address needs a restart",
+                realm.name, realm.media.address
+            ));
+            return None;
+        }
+    }
+    raise_fd_limit(&config); // limits.max_calls may have grown
+    for (what, changed) in restart_only_changes(running.config, &config) {
+        if changed {
+            warn!(
+                setting = what,
+                "changed in the file; takes effect at the next restart"
+            );
+        }
+    }
+
+    // Bind what is new before changing anything: a bind that fails (address
+    // in use, not local) refuses the whole reload.
+    let plan =
+        crate::transport::plan_listeners(&running.transports.listeners(), &listener_specs(&config));
+    let mut added: Vec<(ListenerId, ListenerSpec)> = Vec::new();
+    for spec in &plan.bind {
+        match running.transports.add(spec) {
+            Ok(id) => added.push((id, spec.clone())),
+            Err(e) => {
+                for (id, _) in &added {
+                    running.transports.remove(*id);
+                }
+                refuse(&e);
+                return None;
+            }
+        }
+    }
+    for (id, spec) in &plan.keep {
+        if running.transports.spec(*id).as_ref() != Some(spec)
+            && let Err(e) = running.transports.reconfigure(*id, spec)
+        {
+            warn!(listener = %spec.addr, error = %e, "listener socket options not changed");
+        }
+    }
+    let active: Vec<(ListenerId, ListenerInfo)> = plan
+        .keep
+        .iter()
+        .chain(&added)
+        .map(|(id, spec)| (*id, listener_info(spec)))
+        .collect();
+    core.reload(now(), &config, resolver(&config));
+    core.set_listeners(&active);
+    running
+        .metrics
+        .config_reload(ReloadResult::Success, wall_clock());
+    for (_, spec) in &added {
+        info!(realm = %spec.realm, transport = %spec.transport, address = %spec.addr, "listener bound");
+    }
+    for id in &plan.retire {
+        if let Some(spec) = running.transports.spec(*id) {
+            info!(realm = %spec.realm, transport = %spec.transport, address = %spec.addr, "listener retiring: serves its calls up, closes when they end");
+        }
+    }
+    info!(
+        file = %path.display(),
+        realms = config.realms.len(),
+        trunks = config.trunks.len(),
+        routes = config.routes.len(),
+        listeners_bound = added.len(),
+        listeners_retiring = plan.retire.len(),
+        "configuration reloaded"
+    );
+    Some(config)
+}
+
+/// Settings a reload does not apply, and whether the new file changed them.
+fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 8] {
+    [
+        (
+            "media.inactivity_timeout_secs",
+            old.media.inactivity_timeout_secs != new.media.inactivity_timeout_secs,
+        ),
+        (
+            "media.latching.learning_window_ms",
+            old.media.latching.learning_window_ms != new.media.latching.learning_window_ms,
+        ),
+        (
+            "media.port_min/port_max",
+            (old.media.port_min, old.media.port_max) != (new.media.port_min, new.media.port_max),
+        ),
+        ("media.xdp", old.media.xdp != new.media.xdp),
+        ("metrics.listen", old.metrics.listen != new.metrics.listen),
+        ("cdr", old.cdr != new.cdr),
+        ("logging", old.logging != new.logging),
+        (
+            "limits.max_transactions",
+            old.limits.max_transactions != new.limits.max_transactions,
+        ),
+    ]
+}
+
+/// Closes the listeners a reload retired once nothing uses them.
+fn close_retired_listeners(core: &mut Core, transports: &Transports) {
+    while let Some(id) = core.poll_closable_listener() {
+        if let Some(spec) = transports.spec(id) {
+            info!(realm = %spec.realm, transport = %spec.transport, address = %spec.addr, "retired listener closed: its last call ended");
+        }
+        transports.remove(id);
     }
 }
 

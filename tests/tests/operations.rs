@@ -10,6 +10,9 @@
 //!   the call that was up when the signal came completes normally.
 //! - SIGHUP with a broken configuration: refused and counted, the daemon
 //!   keeps running and routes the next call by the old configuration.
+//! - SIGHUP that moves a realm's listener to another port: the new port
+//!   takes calls at once, the old one refuses new calls with 503 but carries
+//!   the call that was up to its end, then closes.
 //!
 //! Every lab has its own addresses ([`Plan::next`]) and every SIPp peer is
 //! bounded (20 s at most), so these run in parallel with the other suites.
@@ -22,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
+use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT, flow};
 use tests::netns::{privileged_required, skip_unless_privileged, skip_unless_sipp};
 use tests::sipp::{Sipp, SippHandle, SippResult};
 
@@ -514,5 +517,117 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     uac.assert_success(1);
     uas.assert_success(1);
     assert_eq!(uas.requests("INVITE"), 1, "{}", uas.report());
+    lab.shutdown();
+}
+
+/// Whether a UDP socket is bound to `addr` in the lab's network (`ss`).
+fn udp_bound(lab: &Lab, addr: std::net::SocketAddr) -> bool {
+    let out = lab
+        .net()
+        .command("ss")
+        .args(["-H", "-l", "-u", "-n"])
+        .output()
+        .unwrap_or_else(|e| panic!("ss: {e} (iproute2 is installed by scripts/test.sh)"));
+    assert!(out.status.success(), "ss failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|column| column == addr.to_string())
+}
+
+#[test]
+fn sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one() {
+    const NAME: &str = "sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    let mut lab = Lab::start("ops-rebind", &routed_to(&["pbx"]));
+    let old = lab.plan().realm(Realm::Outside);
+    let new = std::net::SocketAddr::new(old.ip(), SIP_PORT + 10);
+    assert!(
+        udp_bound(&lab, old),
+        "the lab's listener is not where the test looks"
+    );
+    let on_pbx = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
+    let on_pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
+
+    let call_a = caller(&lab, "caller-long.xml", Host::Carrier).start();
+    let answered = poll(SETTLE, || {
+        peer_logged(call_a.dir(), "ACK sip:").then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "call A was not answered within {SETTLE:?}\n--- sbc stderr ---\n{}",
+        lab.daemon_stderr()
+    );
+
+    // The outside realm moves (UDP and TCP) to another port, and its calls
+    // to pbx2 (pbx is busy with call A).
+    let moved = lab.plan().toml(&routed_to(&["pbx2"])).replace(
+        &format!("address = \"{old}\""),
+        &format!("address = \"{new}\""),
+    );
+    assert_eq!(moved.matches(&new.to_string()).count(), 2, "{moved}");
+    lab.rewrite_config(&moved);
+    lab.sighup();
+    wait_metric(
+        &lab,
+        "sbc_config_reload_total",
+        &[("result", "success")],
+        1.0,
+    );
+
+    // A new call at the old address is refused with 503...
+    let carrier = lab.plan().host_ip(Host::Carrier);
+    let refused = caller(&lab, "caller-rejected.xml", Host::Carrier)
+        .local(carrier, SIP_PORT + 4)
+        .media(carrier, PEER_MEDIA_PORT + 20)
+        .run();
+    refused.assert_success(1);
+    assert!(
+        flow(&refused).iter().any(|m| m == "503"),
+        "{}",
+        refused.report()
+    );
+    // ...and one at the new address is answered by pbx2.
+    let uac_b = caller(&lab, "caller.xml", Host::Carrier)
+        .remote(new)
+        .local(carrier, SIP_PORT + 2)
+        .media(carrier, PEER_MEDIA_PORT + 10)
+        .run();
+    let uas_b = lab.finish_callee(&uac_b, on_pbx2);
+    uac_b.assert_success(1);
+    uas_b.assert_success(1);
+    assert!(
+        !peer_logged(call_a.dir(), "BYE sip:"),
+        "call A ended before call B was placed: the test did not overlap them"
+    );
+
+    // Call A ends normally through the old address.
+    let uac_a = call_a.wait();
+    let uas_a = lab.finish_callee(&uac_a, on_pbx);
+    uac_a.assert_success(1);
+    uas_a.assert_success(1);
+    lab.assert_topology_hidden(&[&uac_a, &uac_b, &refused], &[&uas_a, &uas_b]);
+
+    // The old TCP listener had no calls and closed at once; the UDP one
+    // closes once the last transaction on it is over (Timer J, 32 s after
+    // the BYE), and its port is free again.
+    let free = poll(Duration::from_secs(45), || {
+        (!udp_bound(&lab, old)).then_some(())
+    });
+    assert!(
+        free.is_some(),
+        "{old} is still bound 45 s after its last call\n--- sbc stderr ---\n{}",
+        lab.daemon_stderr()
+    );
+    let log = lab.daemon_stderr();
+    assert!(
+        log.lines().any(|l| l.contains("retired listener closed")
+            && l.contains("transport=UDP")
+            && l.contains(&old.to_string())),
+        "{log}"
+    );
+    assert!(udp_bound(&lab, new), "the new listener is not bound");
+    lab.assert_daemon_healthy();
     lab.shutdown();
 }

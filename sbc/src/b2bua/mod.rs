@@ -242,11 +242,37 @@ impl Side {
     }
 }
 
+/// A realm as the core knows it. Realms keep their index for the life of
+/// the core (calls and trunks hold it): a reload updates a realm by name,
+/// appends new ones and retires removed ones, never reorders.
 #[derive(Clone, Debug)]
 struct RealmInfo {
     name: String,
-    media_ip: IpAddr,
+    /// Where its media is anchored (a relay port range's address).
+    media_address: IpAddr,
+    /// What SDP shows instead of the anchored address (1:1 NAT).
+    media_advertise: Option<IpAddr>,
     acl: Acl,
+    /// Gone from the configuration: no new calls, kept for the calls up.
+    retired: bool,
+}
+
+/// A listener and whether it takes new calls.
+#[derive(Clone, Debug)]
+struct CoreListener {
+    info: ListenerInfo,
+    state: ListenerState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenerState {
+    /// Serves everything.
+    Active,
+    /// Gone from the configuration: serves the dialogs and transactions
+    /// that use it, refuses new calls with 503, and closes once unused.
+    Retiring,
+    /// Closed by the IO shell (or an id the core never had).
+    Closed,
 }
 
 /// One leg's dialog and where its messages go.
@@ -374,7 +400,8 @@ struct Call {
 /// The B2BUA. See the module docs.
 pub struct Core {
     realms: Vec<RealmInfo>,
-    listeners: Vec<ListenerInfo>,
+    /// Indexed by [`ListenerId`]; never shrinks, so ids stay valid.
+    listeners: Vec<CoreListener>,
     trunks: Vec<TrunkState>,
     trunk_transport: Vec<Transport>,
     routes: Vec<crate::config::Route>,
@@ -421,7 +448,13 @@ impl Core {
     ) -> Core {
         let mut core = Core {
             realms: Vec::new(),
-            listeners,
+            listeners: listeners
+                .into_iter()
+                .map(|info| CoreListener {
+                    info,
+                    state: ListenerState::Active,
+                })
+                .collect(),
             trunks: Vec::new(),
             trunk_transport: Vec::new(),
             routes: Vec::new(),
@@ -455,8 +488,10 @@ impl Core {
         core
     }
 
-    /// Takes a new configuration's routes, trunks, limits and policies; calls
-    /// in progress keep their legs. Listener changes need a new core.
+    /// Takes a new configuration's realms, routes, trunks, limits and
+    /// policies; calls in progress keep their legs (and a removed realm
+    /// stays known to them). Listeners change through
+    /// [`Core::set_listeners`].
     pub fn reload(
         &mut self,
         now: Instant,
@@ -481,15 +516,22 @@ impl Core {
     }
 
     fn apply(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
-        self.realms = config
-            .realms
-            .iter()
-            .map(|r| RealmInfo {
+        for realm in &mut self.realms {
+            realm.retired = true;
+        }
+        for r in &config.realms {
+            let info = RealmInfo {
                 name: r.name.clone(),
-                media_ip: r.media.advertised(),
+                media_address: r.media.address,
+                media_advertise: r.media.advertise,
                 acl: r.acl.clone(),
-            })
-            .collect();
+                retired: false,
+            };
+            match self.realms.iter_mut().find(|known| known.name == r.name) {
+                Some(known) => *known = info,
+                None => self.realms.push(info),
+            }
+        }
         let realm_index = |name: &str| self.realms.iter().position(|r| r.name == name);
         self.trunks = config
             .trunks
@@ -569,7 +611,7 @@ impl Core {
                 continue;
             };
             let transport = self.trunk_transport[index];
-            let addr = self.listeners[listener].addr;
+            let addr = self.listeners[listener].info.addr;
             let (branch, tag, call_id) = (self.ids.branch(), self.ids.tag(), self.ids.call_id());
             let uri = format!("sip:{}", host_port(peer));
             let bytes = build::request(
@@ -620,8 +662,66 @@ impl Core {
         let realm = &self.realms[self.trunks[trunk].realm].name;
         let transport = self.trunk_transport[trunk];
         self.listeners.iter().position(|l| {
-            &l.realm == realm && l.transport == transport && l.addr.is_ipv4() == peer.is_ipv4()
+            let l_info = &l.info;
+            l.state == ListenerState::Active
+                && &l_info.realm == realm
+                && l_info.transport == transport
+                && l_info.addr.is_ipv4() == peer.is_ipv4()
         })
+    }
+
+    /// The listeners after a reload: `active` are those that take new calls
+    /// (ids from the transports, old and new). Every other listener the core
+    /// knew retires: it keeps serving the dialogs and transactions that use
+    /// it, and [`Core::poll_closable_listener`] says when it is unused.
+    pub fn set_listeners(&mut self, active: &[(ListenerId, ListenerInfo)]) {
+        for listener in &mut self.listeners {
+            if listener.state == ListenerState::Active {
+                listener.state = ListenerState::Retiring;
+            }
+        }
+        for (id, info) in active {
+            if self.listeners.len() <= id.0 {
+                self.listeners.resize(
+                    id.0 + 1,
+                    CoreListener {
+                        info: info.clone(),
+                        state: ListenerState::Closed,
+                    },
+                );
+            }
+            self.listeners[id.0] = CoreListener {
+                info: info.clone(),
+                state: ListenerState::Active,
+            };
+        }
+    }
+
+    /// A retiring listener that no call leg, transaction or health check
+    /// uses any more: the IO shell closes it now. Marked closed here, so
+    /// each comes out once.
+    pub fn poll_closable_listener(&mut self) -> Option<ListenerId> {
+        let index = self.listeners.iter().enumerate().position(|(i, l)| {
+            l.state == ListenerState::Retiring && !self.listener_in_use(ListenerId(i))
+        })?;
+        self.listeners[index].state = ListenerState::Closed;
+        Some(ListenerId(index))
+    }
+
+    fn listener_in_use(&self, id: ListenerId) -> bool {
+        self.routes_of.values().any(|(l, _, _)| *l == id)
+            || self
+                .calls
+                .values()
+                .any(|c| c.a.listener == id || c.b.as_ref().is_some_and(|b| b.listener == id))
+    }
+
+    /// Listeners retiring (waiting for their calls to end).
+    pub fn retiring_listeners(&self) -> usize {
+        self.listeners
+            .iter()
+            .filter(|l| l.state == ListenerState::Retiring)
+            .count()
     }
 
     /// Calls up now.
@@ -875,8 +975,13 @@ impl Core {
     }
 
     fn listener_realm(&self, listener: ListenerId) -> Option<usize> {
-        let info = self.listeners.get(listener.0)?;
-        self.realms.iter().position(|r| r.name == info.realm)
+        let listener = self.listeners.get(listener.0)?;
+        if listener.state == ListenerState::Closed {
+            return None;
+        }
+        self.realms
+            .iter()
+            .position(|r| r.name == listener.info.realm)
     }
 
     fn event_rejected(&mut self, realm: usize, reason: RejectReason) {
@@ -1005,7 +1110,12 @@ impl Core {
             };
             core.reply(now, id, &request, status, &extra);
         };
-        if self.draining {
+        // A retiring listener (or realm) serves its calls up, not new ones.
+        let retiring = self
+            .listeners
+            .get(meta.listener.0)
+            .is_none_or(|l| l.state != ListenerState::Active);
+        if self.draining || retiring || self.realms[realm].retired {
             return refuse(self, 503, RejectReason::Draining);
         }
         if self.calls.len() >= self.max_calls {
@@ -1059,7 +1169,7 @@ impl Core {
             .values(HeaderName::RecordRoute)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
-        let listener = &self.listeners[meta.listener.0];
+        let listener = &self.listeners[meta.listener.0].info;
         let a = LegState {
             realm,
             listener: meta.listener,
@@ -1189,7 +1299,7 @@ impl Core {
         peer: SocketAddr,
         target: String,
     ) {
-        let addr = self.listeners[listener].addr;
+        let addr = self.listeners[listener].info.addr;
         let local_tag = self.ids.tag();
         let call_id = self.ids.call_id();
         let from = call.a_invite.from();
@@ -2229,7 +2339,7 @@ impl Core {
                             .is_some_and(|t| self.trunk_asymmetric.get(t).copied().unwrap_or(false))
                     };
                     let spec = |realm: usize, trunk: Option<usize>| LegSpec {
-                        local_ip: self.realms[realm].media_ip,
+                        local_ip: self.realms[realm].media_address,
                         rtcp: RtcpMode::Pair,
                         latch: if asymmetric(trunk) {
                             LatchPolicy::Asymmetric
@@ -2272,10 +2382,18 @@ impl Core {
                 _ => endpoints.push(None),
             }
         }
-        let media_ip = match to {
-            Side::A => self.realms[call.a.realm].media_ip,
-            Side::B => self.realms[b_realm].media_ip,
+        // SDP shows the realm's advertised address (1:1 NAT), else the
+        // address the streams were anchored on, which a reload that moved
+        // the realm's media address does not change for this call.
+        let realm = match to {
+            Side::A => call.a.realm,
+            Side::B => b_realm,
         };
+        let anchored = endpoints.iter().flatten().map(|e| e.rtp.ip()).next();
+        let media_ip = self.realms[realm]
+            .media_advertise
+            .or(anchored)
+            .unwrap_or(self.realms[realm].media_address);
         match anchor::rewrite(&sdp, media_ip, &endpoints) {
             Ok(out) => Anchored::Ready(out),
             Err(e) => Anchored::Invalid(e.status_code()),

@@ -156,10 +156,10 @@ impl Lab {
         let inbound = Inbound {
             listener: ListenerId(listener),
             transport: Transport::Udp,
-            local: if listener == 0 {
-                addr("192.0.2.1:5060")
-            } else {
-                addr("198.51.100.1:5060")
+            local: match listener {
+                0 => addr("192.0.2.1:5060"),
+                1 => addr("198.51.100.1:5060"),
+                _ => addr("192.0.2.1:5070"),
             },
             remote: addr(from),
             connection: None,
@@ -828,4 +828,153 @@ fn a_trunk_with_asymmetric_rtp_gets_a_leg_that_never_latches() {
         crate::media::command::LatchPolicy::Asymmetric,
         "the trunk's leg does not"
     );
+}
+
+fn outside_on(port: u16) -> ListenerInfo {
+    ListenerInfo {
+        realm: "outside".into(),
+        transport: Transport::Udp,
+        addr: SocketAddr::new("192.0.2.1".parse().expect("ip"), port),
+    }
+}
+
+fn inside() -> ListenerInfo {
+    ListenerInfo {
+        realm: "inside".into(),
+        transport: Transport::Udp,
+        addr: addr("198.51.100.1:5060"),
+    }
+}
+
+/// A second caller, so its messages are told apart from the first one's.
+fn another_invite(n: u8) -> String {
+    invite(true)
+        .replace("caller-call-id", &format!("call-id-{n}"))
+        .replace("atag1", &format!("atag-{n}"))
+        .replace("z9hG4bKcaller1", &format!("z9hG4bKcaller-{n}"))
+}
+
+#[test]
+fn a_reload_that_moves_a_listener_keeps_the_call_up_on_the_old_one() {
+    let mut lab = Lab::new(CONFIG);
+    let (_b_invite, ok) = establish(&mut lab);
+
+    // The outside realm moves to port 5070, and a new realm is listed first
+    // (realm indices held by the call must not shift).
+    let moved = CONFIG
+        .replace("192.0.2.1:5060", "192.0.2.1:5070")
+        .replace(
+            "[[realm]]\nname = \"outside\"",
+            "[[realm]]\nname = \"spare\"\nlisten = [{ transport = \"udp\", address = \"192.0.2.9:5060\" }]\nmedia = { address = \"192.0.2.9\" }\n[[realm]]\nname = \"outside\"",
+        );
+    assert!(moved.contains("spare"), "the replacement above matched");
+    let config = Config::from_str_named(&moved, "test.toml").expect("valid config");
+    lab.core.reload(lab.now, &config, |_, _| None);
+    lab.core
+        .set_listeners(&[(ListenerId(1), inside()), (ListenerId(2), outside_on(5070))]);
+    assert_eq!(lab.core.retiring_listeners(), 1);
+    assert_eq!(lab.core.poll_closable_listener(), None, "the call uses it");
+
+    // A new call at the old address is refused; one at the new address
+    // goes through and advertises the new address.
+    lab.deliver(0, CALLER, another_invite(2).as_bytes());
+    let refused = lab.take(CALLER);
+    assert!(
+        refused.iter().any(|m| m.status() == Some(503)),
+        "{:?}",
+        refused.iter().map(describe).collect::<Vec<_>>()
+    );
+    lab.deliver(2, CALLER, another_invite(3).as_bytes());
+    let b_invite2 = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite2, 200, Some(CALLEE_SDP)));
+    let ok2 = lab.take_one(CALLER, "200");
+    let contact = String::from_utf8_lossy(ok2.header(HeaderName::Contact).expect("contact"));
+    assert!(contact.contains("192.0.2.1:5070"), "{contact}");
+
+    // The first call still works on the retiring listener, both ways.
+    lab.caller_sends(&in_dialog("BYE", &ok, false, 11, None));
+    let bye = lab.take_one(PBX, "BYE");
+    lab.trunk_sends(PBX, &answer(&bye, 200, None));
+    let bye_ok = lab.take_one(CALLER, "200");
+    assert_eq!(bye_ok.cseq().map(|c| c.seq), Some(11));
+    let ended = lab.ended().expect("the first call ended");
+    assert_eq!(ended.from_realm, "outside");
+    assert_eq!(ended.status, 200);
+
+    // Once its transactions are over the old listener can close, once.
+    lab.advance(Duration::from_secs(64));
+    assert_eq!(lab.core.poll_closable_listener(), Some(ListenerId(0)));
+    assert_eq!(lab.core.poll_closable_listener(), None);
+    assert_eq!(lab.core.retiring_listeners(), 0);
+    // Anything late for it is not taken any more.
+    lab.take(CALLER);
+    lab.deliver(0, CALLER, another_invite(4).as_bytes());
+    assert!(lab.take(CALLER).is_empty());
+}
+
+#[test]
+fn a_reload_that_removes_the_realm_of_a_call_up_keeps_it() {
+    let mut lab = Lab::new(CONFIG);
+    let (b_invite, _ok) = establish(&mut lab);
+    // "outside" and its route are gone; the call came in there.
+    let start = CONFIG
+        .find("[[realm]]\nname = \"outside\"")
+        .expect("outside realm");
+    let end = CONFIG
+        .find("[[realm]]\nname = \"inside\"")
+        .expect("inside realm");
+    let routes = CONFIG.find("[[route]]").expect("route");
+    let without = format!("{}{}", &CONFIG[..start], &CONFIG[end..routes]);
+    let config = Config::from_str_named(&without, "test.toml").expect("valid config");
+    lab.core.reload(lab.now, &config, |_, _| None);
+    lab.core.set_listeners(&[(ListenerId(1), inside())]);
+
+    // The callee hangs up: the BYE reaches the caller on the retired realm.
+    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
+    let bye = lab.take_one(CALLER, "BYE");
+    lab.caller_sends(std::str::from_utf8(&respond(&bye, 200, "", None, &[])).expect("utf8"));
+    let ended = lab.ended().expect("the call ended");
+    assert_eq!(ended.from_realm, "outside");
+    assert_eq!(
+        lab.core.calls_per_realm(),
+        vec![("outside".to_owned(), 0), ("inside".to_owned(), 0)]
+    );
+}
+
+#[test]
+fn a_realm_behind_1_to_1_nat_anchors_on_its_address_and_advertises_the_public_one() {
+    let natted = CONFIG.replace(
+        "media = { address = \"192.0.2.1\" }",
+        "media = { address = \"192.0.2.1\", advertise = \"203.0.113.10\" }",
+    );
+    assert_ne!(natted, CONFIG);
+    let mut lab = Lab::new(&natted);
+    establish(&mut lab);
+    let legs = lab
+        .media
+        .iter()
+        .find_map(|c| match c {
+            MediaCommand::Allocate { legs, .. } => Some(*legs),
+            _ => None,
+        })
+        .expect("an allocation");
+    // The relay binds the private address; SDP towards the caller shows the
+    // public one, and the PBX side is untouched.
+    assert_eq!(legs[0].local_ip, "192.0.2.1".parse::<IpAddr>().expect("ip"));
+    let mut lab = Lab::new(&natted);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    let offer = Sdp::parse(b_invite.body()).expect("sdp");
+    assert_eq!(
+        offer.connection().and_then(|c| c.ip),
+        Some("198.51.100.1".parse().expect("ip"))
+    );
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let sdp = Sdp::parse(ok.body()).expect("sdp");
+    assert_eq!(
+        sdp.connection().and_then(|c| c.ip),
+        Some("203.0.113.10".parse().expect("ip"))
+    );
+    assert!(!String::from_utf8_lossy(ok.body()).contains("192.0.2.1"));
 }
