@@ -138,33 +138,33 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-/// The listeners a configuration asks for, in order.
-fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
+/// The listeners a configuration asks for, in order: what the transports
+/// bind and how the core sees each.
+fn listener_specs(config: &Config) -> Vec<(ListenerSpec, ListenerInfo)> {
     let mut specs = Vec::new();
     for realm in &config.realms {
         for listen in &realm.listen {
-            specs.push(ListenerSpec {
+            let transport = match listen.transport {
+                crate::config::Transport::Udp => crate::transport::Transport::Udp,
+                crate::config::Transport::Tcp => crate::transport::Transport::Tcp,
+            };
+            let spec = ListenerSpec {
                 realm: realm.name.clone(),
-                transport: match listen.transport {
-                    crate::config::Transport::Udp => crate::transport::Transport::Udp,
-                    crate::config::Transport::Tcp => crate::transport::Transport::Tcp,
-                },
+                transport,
                 addr: listen.address,
                 recv_buffer: realm.recv_buffer_bytes.map(|b| b as usize),
                 send_buffer: realm.send_buffer_bytes.map(|b| b as usize),
-            });
+            };
+            let info = ListenerInfo {
+                realm: realm.name.clone(),
+                transport,
+                addr: listen.address,
+                advertise: listen.advertise,
+            };
+            specs.push((spec, info));
         }
     }
     specs
-}
-
-/// How the core sees a listener.
-fn listener_info(spec: &ListenerSpec) -> ListenerInfo {
-    ListenerInfo {
-        realm: spec.realm.clone(),
-        transport: spec.transport,
-        addr: spec.addr,
-    }
 }
 
 /// The relay's port range of each realm media address (realms may share
@@ -186,8 +186,8 @@ fn media_ranges(config: &Config) -> Vec<(std::net::IpAddr, PortRange)> {
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     raise_fd_limit(&config);
     // ---- transports ------------------------------------------------------------
-    let specs = listener_specs(&config);
-    let listeners: Vec<ListenerInfo> = specs.iter().map(listener_info).collect();
+    let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
+        listener_specs(&config).into_iter().unzip();
     let (transports, mut inbound) = Transports::start(&specs, TransportConfig::default())?;
 
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
@@ -469,8 +469,9 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
 
     // Bind what is new before changing anything: a bind that fails (address
     // in use, not local) refuses the whole reload.
-    let plan =
-        crate::transport::plan_listeners(&running.transports.listeners(), &listener_specs(&config));
+    let (wanted, infos): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
+        listener_specs(&config).into_iter().unzip();
+    let plan = crate::transport::plan_listeners(&running.transports.listeners(), &wanted);
     let mut added: Vec<(ListenerId, ListenerSpec)> = Vec::new();
     for spec in &plan.bind {
         match running.transports.add(spec) {
@@ -495,7 +496,10 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         .keep
         .iter()
         .chain(&added)
-        .map(|(id, spec)| (*id, listener_info(spec)))
+        .filter_map(|(id, spec)| {
+            let index = wanted.iter().position(|w| w == spec)?;
+            Some((*id, infos[index].clone()))
+        })
         .collect();
     core.reload(now(), &config, resolver(&config));
     core.set_listeners(&active);

@@ -84,6 +84,16 @@ pub struct ListenerInfo {
     pub transport: Transport,
     /// The address it is bound to (the realm's signaling address).
     pub addr: SocketAddr,
+    /// The address peers reach it at, when that differs (1:1 NAT).
+    pub advertise: Option<SocketAddr>,
+}
+
+impl ListenerInfo {
+    /// What the SBC writes as its own address (Via, Contact) on this
+    /// listener.
+    pub fn public(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.addr)
+    }
 }
 
 /// Something the IO shell reports (metrics, logs, CDRs).
@@ -611,7 +621,7 @@ impl Core {
                 continue;
             };
             let transport = self.trunk_transport[index];
-            let addr = self.listeners[listener].info.addr;
+            let addr = self.listeners[listener].info.public();
             let (branch, tag, call_id) = (self.ids.branch(), self.ids.tag(), self.ids.call_id());
             let uri = format!("sip:{}", host_port(peer));
             let bytes = build::request(
@@ -1184,8 +1194,8 @@ impl Core {
             local_cseq: self.ids.next_bytes()[0] as u32 + 1,
             remote_target: contact,
             route_set,
-            sent_by: sent_by(meta.transport, listener.addr),
-            contact: contact_uri(meta.transport, listener.addr),
+            sent_by: sent_by(meta.transport, listener.public()),
+            contact: contact_uri(meta.transport, listener.public()),
         };
         let call_no = self.next_call;
         self.next_call += 1;
@@ -1299,7 +1309,7 @@ impl Core {
         peer: SocketAddr,
         target: String,
     ) {
-        let addr = self.listeners[listener].info.addr;
+        let addr = self.listeners[listener].info.public();
         let local_tag = self.ids.tag();
         let call_id = self.ids.call_id();
         let from = call.a_invite.from();

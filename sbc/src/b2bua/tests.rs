@@ -115,11 +115,13 @@ impl Lab {
                 realm: "outside".into(),
                 transport: Transport::Udp,
                 addr: addr("192.0.2.1:5060"),
+                advertise: None,
             },
             ListenerInfo {
                 realm: "inside".into(),
                 transport: Transport::Udp,
                 addr: addr("198.51.100.1:5060"),
+                advertise: None,
             },
         ];
         Lab {
@@ -835,6 +837,7 @@ fn outside_on(port: u16) -> ListenerInfo {
         realm: "outside".into(),
         transport: Transport::Udp,
         addr: SocketAddr::new("192.0.2.1".parse().expect("ip"), port),
+        advertise: None,
     }
 }
 
@@ -843,6 +846,7 @@ fn inside() -> ListenerInfo {
         realm: "inside".into(),
         transport: Transport::Udp,
         addr: addr("198.51.100.1:5060"),
+        advertise: None,
     }
 }
 
@@ -977,4 +981,33 @@ fn a_realm_behind_1_to_1_nat_anchors_on_its_address_and_advertises_the_public_on
         Some("203.0.113.10".parse().expect("ip"))
     );
     assert!(!String::from_utf8_lossy(ok.body()).contains("192.0.2.1"));
+}
+
+#[test]
+fn a_listener_behind_1_to_1_nat_shows_its_public_address_in_via_and_contact() {
+    let mut lab = Lab::new(CONFIG);
+    let public = addr("203.0.113.20:5070");
+    lab.core.set_listeners(&[
+        (ListenerId(0), outside_on(5060)),
+        (
+            ListenerId(1),
+            ListenerInfo {
+                advertise: Some(public),
+                ..inside()
+            },
+        ),
+    ]);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    let via = String::from_utf8_lossy(b_invite.header(HeaderName::Via).expect("via")).into_owned();
+    let contact = String::from_utf8_lossy(b_invite.header(HeaderName::Contact).expect("contact"))
+        .into_owned();
+    assert!(via.contains("203.0.113.20:5070"), "{via}");
+    assert!(contact.contains("203.0.113.20:5070"), "{contact}");
+    assert!(!String::from_utf8_lossy(&b_invite.to_bytes()).contains("198.51.100.1:5060"));
+    // The caller's side is not behind the NAT: its 200 shows the bound address.
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let contact = String::from_utf8_lossy(ok.header(HeaderName::Contact).expect("contact"));
+    assert!(contact.contains("192.0.2.1:5060"), "{contact}");
 }

@@ -422,6 +422,18 @@ pub struct Listener {
     pub transport: Transport,
     /// The address and port to bind.
     pub address: SocketAddr,
+    /// The address and port peers reach this listener at when it is behind
+    /// a 1:1 NAT: what Via, Contact and Record-Route show instead of
+    /// `address`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+}
+
+impl Listener {
+    /// What the SBC writes as its own address on this listener.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.address)
+    }
 }
 
 /// A SIP transport.

@@ -774,3 +774,52 @@ fn logging_format_is_text_or_json() {
     let all = problems(&text);
     assert_eq!(all[0].field, "logging.format", "{all:?}");
 }
+
+#[test]
+fn a_listener_behind_1_to_1_nat_advertises_its_public_address() {
+    let text = edit(
+        r#"address = "127.0.0.1:5060" }"#,
+        r#"address = "127.0.0.1:5060", advertise = "203.0.113.10:5080" }"#,
+    );
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    let listener = &config.realms[0].listen[0];
+    assert_eq!(
+        listener.advertised(),
+        "203.0.113.10:5080".parse().expect("addr")
+    );
+    assert_eq!(
+        config.realms[1].listen[0].advertised(),
+        config.realms[1].listen[0].address
+    );
+
+    let text = edit(
+        r#"address = "127.0.0.1:5060" }"#,
+        r#"address = "127.0.0.1:5060", advertise = "[2001:db8::1]:5060" }"#,
+    );
+    let p = problem(&text, "realm[0].listen[0].advertise", "advertise");
+    assert!(p.message.contains("different families"), "{p}");
+    let text = edit(
+        r#"address = "127.0.0.1:5060" }"#,
+        r#"address = "127.0.0.1:5060", advertise = "203.0.113.10:0" }"#,
+    );
+    problem(&text, "realm[0].listen[0].advertise", "advertise");
+
+    // A wildcard listener would write 0.0.0.0 into Via and Contact.
+    let text = edit(
+        r#"address = "127.0.0.1:5060" }"#,
+        r#"address = "0.0.0.0:5060" }"#,
+    );
+    let p = problem(&text, "realm[0].listen[0].address", "0.0.0.0:5060");
+    assert!(hint(&p).contains("advertise"), "{p}");
+    let text = edit(
+        r#"address = "127.0.0.1:5060" }"#,
+        r#"address = "0.0.0.0:5060", advertise = "203.0.113.10:5060" }"#,
+    );
+    assert!(
+        problems(&text)
+            .iter()
+            .all(|p| p.field != "realm[0].listen[0].address"),
+        "{:#?}",
+        problems(&text)
+    );
+}

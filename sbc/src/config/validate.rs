@@ -398,6 +398,46 @@ impl Validator<'_> {
                     Some("SIP listens on a fixed port, usually 5060".into()),
                 );
             }
+            if let Some(advertise) = listener.advertise {
+                let problem = if advertise.is_ipv4() != listener.address.is_ipv4() {
+                    Some(format!(
+                        "advertised address {advertise} and listen address {} are of different \
+                         families",
+                        listener.address
+                    ))
+                } else if advertise.ip().is_unspecified() || advertise.port() == 0 {
+                    Some(format!(
+                        "{advertise} cannot be advertised in Via and Contact"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.report(
+                        at.key("listen").index(j).key("advertise"),
+                        item,
+                        problem,
+                        Some(
+                            "give the public IP:port a 1:1 NAT forwards to this listener, \
+                             e.g. \"203.0.113.10:5060\""
+                                .into(),
+                        ),
+                    );
+                }
+            } else if listener.address.ip().is_unspecified() {
+                self.report(
+                    at.key("listen").index(j).key("address"),
+                    item,
+                    format!(
+                        "a listener bound to {} needs an address to advertise",
+                        listener.address
+                    ),
+                    Some(
+                        "bind the realm's own address, or add advertise = \"<IP:port peers reach>\""
+                            .into(),
+                    ),
+                );
+            }
         }
         for (field, value) in [
             ("recv_buffer_bytes", realm.recv_buffer_bytes),
@@ -495,7 +535,13 @@ impl Validator<'_> {
         let config = self.config;
         let mut bound: Vec<(Transport, SocketAddr, FieldPath, String)> = Vec::new();
         for (i, realm) in config.realms.iter().enumerate() {
-            for (j, &Listener { transport, address }) in realm.listen.iter().enumerate() {
+            for (
+                j,
+                &Listener {
+                    transport, address, ..
+                },
+            ) in realm.listen.iter().enumerate()
+            {
                 let at = FieldPath::item("realm", i)
                     .key("listen")
                     .index(j)
