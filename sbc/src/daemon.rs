@@ -665,6 +665,22 @@ impl Shell<'_> {
                 self.metrics.rejected(&realm, reason);
             }
             CoreEvent::CallSetup { setup, .. } => self.metrics.call_setup(setup),
+            CoreEvent::CallAttempt {
+                call,
+                attempt,
+                a_call_id,
+                b_call_id,
+                from_realm,
+                to_realm,
+                trunk,
+            } => {
+                let trunk = trunk.as_deref().unwrap_or("-");
+                if attempt == 1 {
+                    info!(call, %a_call_id, %b_call_id, %from_realm, %to_realm, trunk, "call started");
+                } else {
+                    info!(call, attempt, %a_call_id, %b_call_id, %from_realm, %to_realm, trunk, "call rerouted");
+                }
+            }
             CoreEvent::TrunkState { trunk, up } => {
                 self.metrics.set_trunk_up(&trunk, up);
                 if up {

@@ -476,6 +476,21 @@ fn sighup_reroutes_the_next_call_and_keeps_the_current_one() {
             "calls answered on {trunk}\n{text}"
         );
     }
+    // One line per call start and end, each naming the trunk.
+    let log = lab.daemon_stderr();
+    for (trunk, what) in [
+        ("pbx", "call started"),
+        ("pbx2", "call started"),
+        ("pbx", "call ended"),
+        ("pbx2", "call ended"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(what)
+                && l.contains(&format!("trunk=\"{trunk}\""))
+                && l.contains("b_call_id=")),
+            "no {what:?} line for {trunk}\n{log}"
+        );
+    }
     lab.assert_topology_hidden(&[&uac_a, &uac_b], &[&uas_a, &uas_b]);
     lab.shutdown();
 }

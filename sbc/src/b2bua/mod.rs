@@ -129,6 +129,24 @@ pub enum CoreEvent {
         /// INVITE to first 18x/2xx.
         setup: Duration,
     },
+    /// A call's leg B was started towards a trunk (the first attempt, or a
+    /// failover or redirect to another).
+    CallAttempt {
+        /// The call.
+        call: u64,
+        /// 1 for the first attempt.
+        attempt: usize,
+        /// Leg A's Call-ID (the caller's).
+        a_call_id: String,
+        /// Leg B's Call-ID (ours, new per attempt).
+        b_call_id: String,
+        /// Where the call came from.
+        from_realm: String,
+        /// The realm of leg B.
+        to_realm: String,
+        /// The trunk tried, if the target is one.
+        trunk: Option<String>,
+    },
     /// A call ended.
     CallEnded(Box<CallSummary>),
     /// A trunk's OPTIONS health check changed its verdict (or gave its first).
@@ -1348,6 +1366,15 @@ impl Core {
             sent_by: sent_by(transport, addr),
             contact: contact_uri(transport, addr),
         };
+        self.events.push_back(CoreEvent::CallAttempt {
+            call: call.id,
+            attempt: call.trunks_tried.len().max(1) + usize::from(call.redirects),
+            a_call_id: call.a.call_id.clone(),
+            b_call_id: call_id.clone(),
+            from_realm: self.realms[call.a.realm].name.clone(),
+            to_realm: self.realms[realm].name.clone(),
+            trunk: call.trunks_tried.last().cloned(),
+        });
         self.dialogs
             .insert((call_id, local_tag), (call.id, Side::B));
         if let Some(old) = call.b.replace(b) {

@@ -517,6 +517,38 @@ fn a_503_fails_over_to_the_next_trunk() {
     assert!(!lab.take(CALLER).iter().any(|m| describe(m) == "503"));
     lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
     lab.take_one(PBX2, "ACK");
+    // One log line per attempt, each naming both legs' Call-IDs.
+    let attempts: Vec<(usize, String, Option<String>)> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::CallAttempt {
+                attempt,
+                a_call_id,
+                b_call_id,
+                trunk,
+                from_realm,
+                to_realm,
+                ..
+            } => {
+                assert_eq!(a_call_id, "caller-call-id@10.9.8.7");
+                assert_eq!(
+                    (from_realm.as_str(), to_realm.as_str()),
+                    ("outside", "inside")
+                );
+                Some((*attempt, b_call_id.clone(), trunk.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let call_id = |m: &Message| String::from_utf8_lossy(m.call_id().expect("call-id")).into_owned();
+    assert_eq!(
+        attempts,
+        vec![
+            (1, call_id(&first), Some("pbx".to_owned())),
+            (2, call_id(&second), Some("pbx2".to_owned())),
+        ]
+    );
 }
 
 #[test]
