@@ -400,6 +400,69 @@ fn cdr_is_written_when_the_call_ends_with_its_media_counts() {
     lab.shutdown();
 }
 
+/// A call from the carrier to pbx that stays up 4 s once answered (the
+/// callee is started here): `(caller, callee)`, once the caller has ACKed.
+fn long_call_up(lab: &Lab) -> (SippHandle, SippHandle) {
+    let on_pbx = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
+    let call = caller(lab, "caller-long.xml", Host::Carrier).start();
+    let answered = poll(SETTLE, || peer_logged(call.dir(), "ACK sip:").then_some(()));
+    assert!(
+        answered.is_some(),
+        "the long call was not answered within {SETTLE:?}\n--- sbc stderr ---\n{}",
+        lab.daemon_stderr()
+    );
+    (call, on_pbx)
+}
+
+/// Writes `toml` as the daemon's configuration, sends SIGHUP and waits for
+/// the reload to be counted as a success.
+fn reload_with(lab: &mut Lab, toml: &str) {
+    lab.rewrite_config(toml);
+    lab.sighup();
+    wait_metric(
+        lab,
+        "sbc_config_reload_total",
+        &[("result", "success")],
+        1.0,
+    );
+}
+
+/// A second call from the carrier (its other port: the long call holds
+/// 5060) to `remote` (the outside realm when `None`), answered by `callee`;
+/// both must succeed while `long` is still up.
+fn call_while_up(
+    lab: &Lab,
+    long: &SippHandle,
+    remote: Option<std::net::SocketAddr>,
+    callee: SippHandle,
+) -> (SippResult, SippResult) {
+    let carrier = lab.plan().host_ip(Host::Carrier);
+    let mut uac = caller(lab, "caller.xml", Host::Carrier)
+        .local(carrier, SIP_PORT + 2)
+        .media(carrier, PEER_MEDIA_PORT + 10);
+    if let Some(remote) = remote {
+        uac = uac.remote(remote);
+    }
+    let uac = uac.run();
+    let uas = lab.finish_callee(&uac, callee);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    assert!(
+        !peer_logged(long.dir(), "BYE sip:"),
+        "the long call ended before the second one was placed: the test did not overlap them"
+    );
+    (uac, uas)
+}
+
+/// Waits for the long call to end normally.
+fn finish_long_call(lab: &Lab, call: SippHandle, callee: SippHandle) -> (SippResult, SippResult) {
+    let uac = call.wait();
+    let uas = lab.finish_callee(&uac, callee);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    (uac, uas)
+}
+
 #[test]
 fn sighup_reroutes_the_next_call_and_keeps_the_current_one() {
     const NAME: &str = "sighup_reroutes_the_next_call_and_keeps_the_current_one";
@@ -407,49 +470,16 @@ fn sighup_reroutes_the_next_call_and_keeps_the_current_one() {
         return;
     }
     let mut lab = Lab::start("ops-reload", &routed_to(&["pbx"]));
-    let on_pbx = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
     let on_pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
+    let (call_a, on_pbx) = long_call_up(&lab);
 
-    // Call A: up for 4 s once answered.
-    let call_a = caller(&lab, "caller-long.xml", Host::Carrier).start();
-    let answered = poll(SETTLE, || {
-        peer_logged(call_a.dir(), "ACK sip:").then_some(())
-    });
-    assert!(
-        answered.is_some(),
-        "call A was not answered within {SETTLE:?}\n--- sbc stderr ---\n{}",
-        lab.daemon_stderr()
-    );
-
-    // Reroute to pbx2 while A is up.
-    lab.rewrite_config(&lab.plan().toml(&routed_to(&["pbx2"])));
-    lab.sighup();
-    wait_metric(
-        &lab,
-        "sbc_config_reload_total",
-        &[("result", "success")],
-        1.0,
-    );
-
-    // Call B, from the carrier's other port (A holds 5060), goes to pbx2.
-    let carrier = lab.plan().host_ip(Host::Carrier);
-    let uac_b = caller(&lab, "caller.xml", Host::Carrier)
-        .local(carrier, SIP_PORT + 2)
-        .media(carrier, PEER_MEDIA_PORT + 10)
-        .run();
-    let uas_b = lab.finish_callee(&uac_b, on_pbx2);
-    uac_b.assert_success(1);
-    uas_b.assert_success(1);
-    assert!(
-        !peer_logged(call_a.dir(), "BYE sip:"),
-        "call A ended before call B was placed: the test did not overlap them"
-    );
+    // Reroute to pbx2 while A is up; call B goes there.
+    let toml = lab.plan().toml(&routed_to(&["pbx2"]));
+    reload_with(&mut lab, &toml);
+    let (uac_b, uas_b) = call_while_up(&lab, &call_a, None, on_pbx2);
 
     // Call A completes normally: its BYE crossed after the reload.
-    let uac_a = call_a.wait();
-    let uas_a = lab.finish_callee(&uac_a, on_pbx);
-    uac_a.assert_success(1);
-    uas_a.assert_success(1);
+    let (uac_a, uas_a) = finish_long_call(&lab, call_a, on_pbx);
     for (peer, result, invites) in [("pbx", &uas_a, 1), ("pbx2", &uas_b, 1)] {
         assert_eq!(
             result.requests("INVITE"),
@@ -562,18 +592,8 @@ fn sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one() {
         udp_bound(&lab, old),
         "the lab's listener is not where the test looks"
     );
-    let on_pbx = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
     let on_pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
-
-    let call_a = caller(&lab, "caller-long.xml", Host::Carrier).start();
-    let answered = poll(SETTLE, || {
-        peer_logged(call_a.dir(), "ACK sip:").then_some(())
-    });
-    assert!(
-        answered.is_some(),
-        "call A was not answered within {SETTLE:?}\n--- sbc stderr ---\n{}",
-        lab.daemon_stderr()
-    );
+    let (call_a, on_pbx) = long_call_up(&lab);
 
     // The outside realm moves (UDP and TCP) to another port, and its calls
     // to pbx2 (pbx is busy with call A).
@@ -582,14 +602,7 @@ fn sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one() {
         &format!("address = \"{new}\""),
     );
     assert_eq!(moved.matches(&new.to_string()).count(), 2, "{moved}");
-    lab.rewrite_config(&moved);
-    lab.sighup();
-    wait_metric(
-        &lab,
-        "sbc_config_reload_total",
-        &[("result", "success")],
-        1.0,
-    );
+    reload_with(&mut lab, &moved);
 
     // A new call at the old address is refused with 503...
     let carrier = lab.plan().host_ip(Host::Carrier);
@@ -604,24 +617,10 @@ fn sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one() {
         refused.report()
     );
     // ...and one at the new address is answered by pbx2.
-    let uac_b = caller(&lab, "caller.xml", Host::Carrier)
-        .remote(new)
-        .local(carrier, SIP_PORT + 2)
-        .media(carrier, PEER_MEDIA_PORT + 10)
-        .run();
-    let uas_b = lab.finish_callee(&uac_b, on_pbx2);
-    uac_b.assert_success(1);
-    uas_b.assert_success(1);
-    assert!(
-        !peer_logged(call_a.dir(), "BYE sip:"),
-        "call A ended before call B was placed: the test did not overlap them"
-    );
+    let (uac_b, uas_b) = call_while_up(&lab, &call_a, Some(new), on_pbx2);
 
     // Call A ends normally through the old address.
-    let uac_a = call_a.wait();
-    let uas_a = lab.finish_callee(&uac_a, on_pbx);
-    uac_a.assert_success(1);
-    uas_a.assert_success(1);
+    let (uac_a, uas_a) = finish_long_call(&lab, call_a, on_pbx);
     lab.assert_topology_hidden(&[&uac_a, &uac_b, &refused], &[&uas_a, &uas_b]);
 
     // The old TCP listener had no calls and closed at once; the UDP one

@@ -985,7 +985,7 @@ fn a_realm_behind_1_to_1_nat_anchors_on_its_address_and_advertises_the_public_on
     );
     assert_ne!(natted, CONFIG);
     let mut lab = Lab::new(&natted);
-    establish(&mut lab);
+    lab.caller_sends(&invite(true));
     let legs = lab
         .media
         .iter()
@@ -997,8 +997,6 @@ fn a_realm_behind_1_to_1_nat_anchors_on_its_address_and_advertises_the_public_on
     // The relay binds the private address; SDP towards the caller shows the
     // public one, and the PBX side is untouched.
     assert_eq!(legs[0].local_ip, "192.0.2.1".parse::<IpAddr>().expect("ip"));
-    let mut lab = Lab::new(&natted);
-    lab.caller_sends(&invite(true));
     let b_invite = lab.take_one(PBX, "INVITE");
     let offer = Sdp::parse(b_invite.body()).expect("sdp");
     assert_eq!(
