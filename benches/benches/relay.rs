@@ -1,29 +1,55 @@
-//! Load harness for the userspace media relay on loopback.
+//! Load harness for the userspace media relay on loopback, side by side with
+//! a bare forwarder and with rtpengine.
 //!
 //! `cargo bench -p benches --bench relay` anchors many concurrent streams
 //! (default 1000, RTP/RTCP pairs on both legs) on 127.78.0.1/127.78.0.2, then
 //! a paced generator sends one 172-byte RTP packet (G.711, 20 ms) per stream
 //! every 20 ms from a "caller" socket to the stream's leg-A port, and a
 //! receiver counts what arrives at the "callee" sockets. It reports packets
-//! per second relayed and the relay thread's CPU time per relayed packet
-//! (from the kernel's per-thread `schedstat`), so the number is the relay's
-//! own cost whatever the generator and receiver cost. The same load then runs
-//! through a bare mio forwarder (recv_from/send_to to a fixed address, no
-//! flow table) as a baseline measured in the same invocation, and the ratio
-//! of CPU per packet is printed: the cost of the SBC's logic over the
-//! syscalls every userspace relay pays.
+//! per second and the forwarding CPU time per packet delivered to the
+//! callees, so the number is the forwarder's own cost whatever the generator
+//! and receiver cost. The same load, in the same invocation, runs through:
+//!
+//! - `relay`: the SBC's userspace relay; CPU of its relay thread (the
+//!   kernel's per-thread `schedstat`).
+//! - `baseline`: a bare mio forwarder (recv_from/send_to to a fixed address,
+//!   no flow table): the syscalls every userspace relay pays. CPU of its
+//!   thread.
+//! - `rtpengine/Nt`: rtpengine (Debian's 10.5) started as a child process,
+//!   userspace forwarding only (`--table=-1`, no kernel module),
+//!   `--num-threads=N` (default 1, like our one relay thread; set
+//!   `RELAY_BENCH_RTPENGINE_THREADS=1,2` for more), media interfaces
+//!   127.78.0.5 and 127.78.0.6, ports 40000-59999, ng control on 127.78.0.7.
+//!   Each stream is set up over the ng protocol like a SIP proxy would (an
+//!   `offer` with the caller's SDP, an `answer` with the callee's; plain
+//!   RTP/AVP, ICE removed, default symmetric latching). CPU is the whole
+//!   process: the sum of every thread's `schedstat` (its worker thread does
+//!   nearly all of it; the row below it names the threads).
+//!   `benches/scripts/install-rtpengine.sh` installs it; without it the bench
+//!   says so in one line and measures the other paths.
+//!   `RELAY_BENCH_RTPENGINE` names another binary. It logs errors only, to a
+//!   file in the temp directory that the row names if anything was logged
+//!   (an overloaded rtpengine logs each socket that fell behind).
+//!
+//! Each path runs `RELAY_BENCH_ROUNDS` times (default 2), in mirrored order
+//! (relay, rtpengine, baseline; then baseline, rtpengine, relay) so no path
+//! always runs first or last on a noisy machine. The totals divide all
+//! rounds' CPU by all rounds' packets, and the ratios relay / baseline and
+//! relay / rtpengine (the target: <= 1.0) come from those totals.
 //!
 //! Bounded: `RELAY_BENCH_STREAMS` streams (default 1000) for
 //! `RELAY_BENCH_SECS` seconds (default 5) at `RELAY_BENCH_PPS` packets per
-//! second per stream (default 50): 250 000 packets by default. Loopback only.
-//! Under `cargo test --benches` (no `--bench` argument) it runs a small smoke
-//! load so the harness keeps working.
+//! second per stream (default 50): 250 000 packets per path and round by
+//! default. Loopback only. Under `cargo test --benches` (no `--bench`
+//! argument) it runs one small round of relay and baseline so the harness
+//! keeps working; it never starts rtpengine then.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::rtpengine::{self, Rtpengine, RtpengineError, audio_sdp};
 use mio::{Events, Interest, Poll, Token};
 use sbc::media::command::{
     LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, Remote, RtcpMode, StreamId,
@@ -37,6 +63,12 @@ const CALLER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 1, 1));
 const CALLEE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 2, 1));
 const BASE_A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 0, 3));
 const BASE_B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 0, 4));
+const RTPE_A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 0, 5));
+const RTPE_B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 0, 6));
+const RTPE_NG: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 78, 0, 7));
+/// rtpengine's media ports, per interface: RTP+RTCP for one leg of each of
+/// up to 8000 streams, clear of the SBC relay's 20000.. range.
+const RTPE_PORTS: (u16, u16) = (40000, 59999);
 const PACKET_LEN: usize = 172;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -51,67 +83,199 @@ fn now() -> Instant {
     Instant::now()
 }
 
+/// One way of forwarding the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Relay,
+    Baseline,
+    /// rtpengine with this many worker threads.
+    Rtpengine(u32),
+}
+
+impl Path {
+    fn name(self) -> String {
+        match self {
+            Self::Relay => "relay".to_owned(),
+            Self::Baseline => "baseline".to_owned(),
+            Self::Rtpengine(threads) => format!("rtpengine/{threads}t"),
+        }
+    }
+}
+
+/// The load every path carries.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    streams: u16,
+    pps: u32,
+    duration: Duration,
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (streams, secs, pps) = if full {
+    let (streams, secs, pps, rounds) = if full {
         (
             env_or("RELAY_BENCH_STREAMS", 1000),
             env_or("RELAY_BENCH_SECS", 5),
             env_or("RELAY_BENCH_PPS", 50),
+            env_or("RELAY_BENCH_ROUNDS", 2),
         )
     } else {
-        (20, 1, 50)
+        (20, 1, 50, 1)
     };
-    let streams = u16::try_from(streams.clamp(1, 8000)).unwrap_or(8000);
-    let duration = Duration::from_secs(secs.clamp(1, 60));
-    let pps = u32::try_from(pps.clamp(1, 1000)).unwrap_or(50);
+    let load = Load {
+        streams: u16::try_from(streams.clamp(1, 8000)).unwrap_or(8000),
+        pps: u32::try_from(pps.clamp(1, 1000)).unwrap_or(50),
+        duration: Duration::from_secs(secs.clamp(1, 60)),
+    };
+    let rounds = rounds.clamp(1, 10);
     println!(
-        "{streams} streams x {pps} pps for {duration:?} (one direction, {PACKET_LEN}-byte RTP packets)"
+        "{} streams x {} pps for {:?} (one direction, {PACKET_LEN}-byte RTP packets), {rounds} round(s)",
+        load.streams, load.pps, load.duration
     );
 
-    let relay = relay_load(streams, pps, duration);
-    relay.print("relay   ");
-    let baseline = baseline_load(streams, pps, duration);
-    baseline.print("baseline");
-    if let (Some(r), Some(b)) = (relay.us_per_packet(), baseline.us_per_packet()) {
-        println!("relay / baseline CPU per packet: {:.2}", r / b);
+    let binary = std::env::var("RELAY_BENCH_RTPENGINE").unwrap_or_else(|_| "rtpengine".to_owned());
+    let mut order = vec![Path::Relay];
+    if full {
+        match rtpengine::version(&binary) {
+            Ok(version) => {
+                println!("rtpengine: {version}, userspace forwarding only");
+                let threads = std::env::var("RELAY_BENCH_RTPENGINE_THREADS")
+                    .unwrap_or_else(|_| "1".to_owned());
+                for t in threads.split(',').filter_map(|t| t.trim().parse().ok()) {
+                    order.push(Path::Rtpengine(u32::clamp(t, 1, 16)));
+                }
+            }
+            Err(e) => println!("{e}"),
+        }
     }
-    assert!(relay.relayed > 0, "nothing was relayed");
+    order.push(Path::Baseline);
+
+    println!(
+        "{:<5} {:<13} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>6} {:>8}",
+        "round",
+        "path",
+        "sent",
+        "relayed",
+        "received",
+        "loss",
+        "pkt/s",
+        "CPU ms",
+        "%core",
+        "us/pkt"
+    );
+    let mut results: Vec<(Path, Outcome)> = Vec::new();
+    for round in 1..=rounds {
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for &path in &order {
+            let outcome = match path {
+                Path::Relay => relay_load(load),
+                Path::Baseline => baseline_load(load),
+                Path::Rtpengine(threads) => rtpengine_load(&binary, threads, round, load),
+            };
+            outcome.print_row(round, path);
+            results.push((path, outcome));
+        }
+        if round % 2 == 0 {
+            order.reverse();
+        }
+    }
+
+    println!("totals over {rounds} round(s), CPU per packet received:");
+    // `order` is back to round 1's: relay, rtpengine, baseline.
+    let paths = order;
+    let total = |path: Path| -> Option<f64> {
+        let mut cpu = Duration::ZERO;
+        let mut received = 0;
+        for (_, o) in results.iter().filter(|(p, _)| *p == path) {
+            cpu += o.cpu?;
+            received += o.received;
+        }
+        (received > 0).then(|| cpu.as_secs_f64() * 1e6 / received as f64)
+    };
+    for &path in &paths {
+        match total(path) {
+            Some(us) => println!("  {:<13} {us:.2} us/packet", path.name()),
+            None => println!("  {:<13} CPU time unavailable", path.name()),
+        }
+    }
+    if let Some(relay) = total(Path::Relay) {
+        for &path in &paths {
+            if let (Path::Rtpengine(_) | Path::Baseline, Some(other)) = (path, total(path)) {
+                let target = if path == Path::Baseline {
+                    ""
+                } else {
+                    " (target <= 1.0)"
+                };
+                println!(
+                    "relay / {} CPU per packet: {:.2}{target}",
+                    path.name(),
+                    relay / other
+                );
+            }
+        }
+    }
+    for (path, outcome) in &results {
+        assert!(outcome.received > 0, "{}: nothing arrived", path.name());
+    }
 }
 
-/// What one run measured.
+/// What one run of one path measured.
 struct Outcome {
     sent: u64,
-    relayed: u64,
+    /// What the forwarder says it forwarded, where it says.
+    relayed: Option<u64>,
+    /// What arrived at the callees: the denominator of CPU per packet for
+    /// every path, counted by the same receiver.
     received: u64,
     elapsed: Duration,
     cpu: Option<Duration>,
+    /// A line under the row (rtpengine: CPU by thread).
+    detail: Option<String>,
 }
 
 impl Outcome {
     fn us_per_packet(&self) -> Option<f64> {
         let cpu = self.cpu?;
-        (self.relayed > 0).then(|| cpu.as_secs_f64() * 1e6 / self.relayed as f64)
+        (self.received > 0).then(|| cpu.as_secs_f64() * 1e6 / self.received as f64)
     }
 
-    fn print(&self, name: &str) {
-        let rate = self.relayed as f64 / self.elapsed.as_secs_f64();
-        print!(
-            "{name}: sent {}, relayed {}, received {}, {rate:.0} pkt/s",
-            self.sent, self.relayed, self.received
-        );
-        match (self.cpu, self.us_per_packet()) {
-            (Some(cpu), Some(us)) => println!(
-                ", forwarding thread CPU {cpu:.2?} ({:.1}% of a core), {us:.2} us/packet",
-                100.0 * cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    fn print_row(&self, round: u64, path: Path) {
+        let secs = self.elapsed.as_secs_f64();
+        let relayed = self
+            .relayed
+            .map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let loss = 100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent.max(1) as f64;
+        let (cpu, core, us) = match (self.cpu, self.us_per_packet()) {
+            (Some(cpu), Some(us)) => (
+                format!("{:.1}", cpu.as_secs_f64() * 1e3),
+                format!("{:.1}", 100.0 * cpu.as_secs_f64() / secs),
+                format!("{us:.2}"),
             ),
-            _ => println!(", thread CPU time unavailable"),
+            _ => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{round:<5} {:<13} {:>9} {relayed:>9} {:>9} {:>6.2}% {:>8.0} {cpu:>9} {core:>6} {us:>8}",
+            path.name(),
+            self.sent,
+            self.received,
+            loss,
+            self.received as f64 / secs,
+        );
+        if let Some(detail) = &self.detail {
+            println!("      {detail}");
         }
     }
 }
 
 /// The SBC relay: streams anchored through commands, like the call core does.
-fn relay_load(streams: u16, pps: u32, duration: Duration) -> Outcome {
+fn relay_load(load: Load) -> Outcome {
+    let Load {
+        streams,
+        pps,
+        duration,
+    } = load;
     let range = PortRange::new(20000, 20000 + streams * 2 - 1).expect("port range fits");
     let mut config = RelayConfig::new(vec![(REALM_A, range), (REALM_B, range)]);
     config.command_capacity = usize::from(streams) * 4;
@@ -162,16 +326,22 @@ fn relay_load(streams: u16, pps: u32, duration: Duration) -> Outcome {
     relay.shutdown();
     Outcome {
         sent,
-        relayed,
+        relayed: Some(relayed),
         received,
         elapsed,
         cpu,
+        detail: None,
     }
 }
 
 /// The same load through the least a userspace forwarder can do: a mio loop
 /// that reads each socket and sends to a fixed address, no flow table.
-fn baseline_load(streams: u16, pps: u32, duration: Duration) -> Outcome {
+fn baseline_load(load: Load) -> Outcome {
+    let Load {
+        streams,
+        pps,
+        duration,
+    } = load;
     let mut callers = Vec::new();
     let mut callees = Vec::new();
     let mut routes = Vec::new();
@@ -195,11 +365,134 @@ fn baseline_load(streams: u16, pps: u32, duration: Duration) -> Outcome {
     let (relayed, cpu) = forwarder.join().expect("forwarder thread");
     Outcome {
         sent,
-        relayed,
+        relayed: Some(relayed),
         received,
         elapsed,
         cpu,
+        detail: None,
     }
+}
+
+/// The same load through rtpengine: a fresh daemon per run (killed when
+/// `engine` drops, also on a panic), every stream set up with an ng
+/// `offer`/`answer` pair as a SIP proxy would, then the same generator and
+/// receiver. CPU is the whole daemon's across the same window.
+fn rtpengine_load(binary: &str, threads: u32, round: u64, load: Load) -> Outcome {
+    let Load {
+        streams,
+        pps,
+        duration,
+    } = load;
+    // A free port for its ng listener (a concurrent run of this bench may
+    // hold another).
+    let ng = UdpSocket::bind(SocketAddr::new(RTPE_NG, 0))
+        .and_then(|s| s.local_addr())
+        .expect("a free ng port");
+    let options = rtpengine::Options {
+        binary: binary.to_owned(),
+        ng,
+        interfaces: vec![("a".to_owned(), RTPE_A), ("b".to_owned(), RTPE_B)],
+        ports: RTPE_PORTS,
+        threads,
+        // Errors only: it logs nothing per packet at this level unless it
+        // falls behind.
+        log_level: 3,
+        log: std::env::temp_dir().join(format!(
+            "relay-bench-rtpengine-{}-{round}-{threads}t.log",
+            std::process::id()
+        )),
+    };
+    let mut engine = match Rtpengine::start(&options) {
+        Ok(engine) => engine,
+        Err(e) => panic!("rtpengine {:?}: {e}", options.args()),
+    };
+    let mut callers = Vec::new();
+    let mut callees = Vec::new();
+    for id in 0..streams {
+        let caller = UdpSocket::bind(SocketAddr::new(CALLER, 0)).expect("caller socket");
+        let callee = UdpSocket::bind(SocketAddr::new(CALLEE, 0)).expect("callee socket");
+        let call_id = format!("relay-bench-{round}-{id}");
+        let offer = audio_sdp(caller.local_addr().expect("address"));
+        let answer = audio_sdp(callee.local_addr().expect("address"));
+        let setup = |engine: &mut Rtpengine| -> Result<SocketAddr, RtpengineError> {
+            let towards_callee =
+                engine.offer_answer(&call_id, "caller", None, &offer, Some(["a", "b"]))?;
+            assert_eq!(towards_callee.ip(), RTPE_B, "offer went out on interface b");
+            engine.offer_answer(&call_id, "caller", Some("callee"), &answer, None)
+        };
+        let to = setup(&mut engine)
+            .unwrap_or_else(|e| panic!("stream {id}: {e} (its log: {})", options.log.display()));
+        assert_eq!(to.ip(), RTPE_A, "the caller sends to interface a");
+        callers.push((caller, to));
+        callees.push(callee);
+    }
+    let before = engine.thread_cpu();
+    let (sent, received, elapsed) = drive(&callers, callees, pps, duration);
+    let after = engine.thread_cpu();
+    drop(engine);
+    let mut detail = Vec::new();
+    let cpu = before.zip(after).map(|(before, after)| {
+        let by_name = cpu_by_thread_name(&before, after);
+        let parts: Vec<String> = by_name
+            .iter()
+            .map(|(name, count, t)| {
+                let count = if *count > 1 {
+                    format!(" x{count}")
+                } else {
+                    String::new()
+                };
+                format!("{name}{count} {:.1}", t.as_secs_f64() * 1e3)
+            })
+            .collect();
+        detail.push(format!("rtpengine CPU ms by thread: {}", parts.join(", ")));
+        by_name.iter().map(|(_, _, t)| *t).sum()
+    });
+    let logged = std::fs::read_to_string(&options.log).unwrap_or_default();
+    match logged.lines().next() {
+        None => {
+            // Nothing logged, nothing to keep.
+            let _ = std::fs::remove_file(&options.log);
+        }
+        Some(first) => detail.push(format!(
+            "rtpengine logged {} line(s) to {}, the first: {first}",
+            logged.lines().count(),
+            options.log.display()
+        )),
+    }
+    Outcome {
+        sent,
+        relayed: None,
+        received,
+        elapsed,
+        cpu,
+        detail: (!detail.is_empty()).then(|| detail.join("\n      ")),
+    }
+}
+
+/// CPU used between two `Rtpengine::thread_cpu` readings, per thread id
+/// (names repeat: one "poller" per worker), summed by name, busiest first:
+/// (name, threads, time).
+fn cpu_by_thread_name(
+    before: &[(u32, String, Duration)],
+    after: Vec<(u32, String, Duration)>,
+) -> Vec<(String, u32, Duration)> {
+    let mut by_name: Vec<(String, u32, Duration)> = Vec::new();
+    for (tid, name, t) in after {
+        let start = before
+            .iter()
+            .find(|(id, _, _)| *id == tid)
+            .map_or(Duration::ZERO, |(_, _, b)| *b);
+        let used = t.saturating_sub(start);
+        match by_name.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, count, total)) => {
+                *count += 1;
+                *total += used;
+            }
+            None => by_name.push((name, 1, used)),
+        }
+    }
+    by_name.sort_by_key(|(_, _, t)| std::cmp::Reverse(*t));
+    by_name
 }
 
 fn thread_cpu() -> Option<Duration> {

@@ -5,6 +5,11 @@
 //! Numbers are reported as time per operation by criterion; where a target
 //! is stated as a ratio it is computed against a baseline measured in the
 //! same run, never asserted as a timed test.
+//!
+//! [`rtpengine`] starts and drives rtpengine, the media proxy the relay
+//! bench compares against.
+
+pub mod rtpengine;
 
 /// The captured messages the benchmarks use, from the test fixtures.
 pub mod fixtures {
