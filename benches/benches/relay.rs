@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use sbc::media::command::{
-    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, Remote, RtcpMode, StreamId,
+    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, RealmTag, Remote, RtcpMode, StreamId,
 };
 use sbc::media::ports::PortRange;
 use sbc::media::userspace::{RelayConfig, UserspaceRelay};
@@ -123,6 +123,7 @@ fn relay_load(streams: u16, pps: u32, duration: Duration) -> Outcome {
             local_ip: ip,
             rtcp: RtcpMode::Pair,
             latch: LatchPolicy::SdpOrSignaling,
+            realm: RealmTag::default(),
         };
         let stream = StreamId(id);
         relay
