@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use benches::rtpengine::{self, Rtpengine, RtpengineError, audio_sdp};
 use mio::{Events, Interest, Poll, Token};
 use sbc::media::command::{
-    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, Remote, RtcpMode, StreamId,
+    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, RealmTag, Remote, RtcpMode, StreamId,
 };
 use sbc::media::ports::PortRange;
 use sbc::media::userspace::{RelayConfig, UserspaceRelay};
@@ -287,6 +287,7 @@ fn relay_load(load: Load) -> Outcome {
             local_ip: ip,
             rtcp: RtcpMode::Pair,
             latch: LatchPolicy::SdpOrSignaling,
+            realm: RealmTag::default(),
         };
         let stream = StreamId(id);
         relay

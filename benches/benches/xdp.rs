@@ -71,7 +71,7 @@ use aya::programs::{Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader};
 use relay_common::{Endpoint, FlowAction, FlowKey, stat};
 use sbc::media::command::{
-    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, Remote, RtcpMode, StreamId,
+    LatchPolicy, Leg, LegSpec, MediaCommand, MediaEvent, RealmTag, Remote, RtcpMode, StreamId,
 };
 use sbc::media::ports::PortRange;
 use sbc::media::userspace::{RelayConfig, UserspaceRelay};
@@ -501,6 +501,7 @@ fn forwarder(lab: &Lab, path: Path) -> (Forwarder, SocketAddr) {
                     local_ip: IpAddr::V4(ip),
                     rtcp: RtcpMode::Pair,
                     latch: LatchPolicy::SdpOrSignaling,
+                    realm: RealmTag::default(),
                 };
                 let stream = StreamId(1);
                 relay

@@ -45,13 +45,18 @@ use crate::config::{Config, ConfigError, PeerAddress};
 use crate::media::command::{LegCounters, MediaCommand, MediaEvent, StreamId};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
-use crate::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
+use crate::media::userspace::{FastPath, MediaTotals, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, CallOutcome, Metrics, ReloadResult};
 use crate::transport::{Event, ListenerId, ListenerSpec, TransportConfig, Transports};
 
 /// How long a shutdown waits for the BYEs of the calls it ends.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long an ended call waits for its streams' final counters before its
+/// log line and CDR go out with what arrived (the relay answers a release
+/// within a turn; this only bounds memory if an answer is lost).
+const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the SBC until SIGTERM/SIGINT. `config_path` is reread on SIGHUP;
 /// without one the embedded default runs (and SIGHUP has nothing to reread).
@@ -239,9 +244,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         transports: &transports,
         relay: &relay,
         metrics: &metrics,
-        relayed: [0; 4],
+        relayed: Vec::new(),
         cdr: cdr.as_ref(),
-        held_cdrs: HashMap::new(),
+        ended_calls: HashMap::new(),
         cdr_of_stream: HashMap::new(),
         early_releases: HashMap::new(),
         epoch: (now(), wall_clock()),
@@ -578,16 +583,17 @@ struct Shell<'a> {
     transports: &'a Transports,
     relay: &'a UserspaceRelay,
     metrics: &'a Metrics,
-    /// Relay totals already exported (the counters take deltas): userspace
-    /// packets and bytes, then XDP packets and bytes.
-    relayed: [u64; 4],
+    /// Relay totals already exported per realm tag (the counters take
+    /// deltas).
+    relayed: Vec<MediaTotals>,
     cdr: Option<&'a CdrWriter>,
-    /// CDRs of ended calls waiting for their streams' final counters, with
-    /// how many streams are still to report.
-    held_cdrs: HashMap<u64, (CallRecord, usize)>,
+    /// Ended calls waiting for their streams' final counters: their log
+    /// line and CDR say which path carried the media, which only the
+    /// counters tell.
+    ended_calls: HashMap<u64, EndedCall>,
     cdr_of_stream: HashMap<StreamId, u64>,
     /// Final counters of streams released before their call ended, until
-    /// the call's CDR claims them (pruned after a minute).
+    /// the ended call claims them (pruned after a minute).
     early_releases: HashMap<StreamId, (Instant, [LegCounters; 2])>,
     /// A moment on both clocks, to turn core `Instant`s into wall time.
     epoch: (Instant, SystemTime),
@@ -715,26 +721,6 @@ impl Shell<'_> {
                 SbcReason::Overload => SbcHangup::Refused(metrics::RejectReason::Admission),
             }),
         };
-        let duration = call
-            .answered
-            .map(|a| call.ended.saturating_duration_since(a));
-        info!(
-            call = call.call,
-            a_call_id = %call.call_ids.0,
-            b_call_id = call.call_ids.1.as_deref().unwrap_or("-"),
-            from_realm = %call.from_realm,
-            trunk,
-            status = call.status,
-            outcome = outcome.as_str(),
-            ended_by = hangup.by(),
-            reason = hangup.reason().unwrap_or("-"),
-            duration_ms = duration.map_or(0, |d| d.as_millis() as u64),
-            media = if call.streams.is_empty() { "none" } else { "userspace" },
-            "call ended"
-        );
-        if self.cdr.is_none() {
-            return;
-        }
         let record = CallRecord {
             start: self.wall(call.started),
             progress: call.progressed.map(|t| self.wall(t)),
@@ -750,18 +736,30 @@ impl Shell<'_> {
             sip_status: call.status,
             sip_reason: crate::sip::error::standard_reason(call.status).to_owned(),
             hangup,
-            media_path: (!call.streams.is_empty()).then_some(metrics::MediaPath::Userspace),
+            // Set from the streams' final counters (see `Shell::finish`).
+            media_path: None,
             media_in: MediaCounts::default(),
             media_out: MediaCounts::default(),
         };
+        let ended = EndedCall {
+            call: call.call,
+            a_call_id: call.call_ids.0.clone(),
+            duration: call
+                .answered
+                .map(|a| call.ended.saturating_duration_since(a)),
+            record,
+            streams: call.streams.len(),
+            waiting: call.streams.len(),
+            fast_packets: 0,
+            since: now(),
+        };
         if call.streams.is_empty() {
-            self.write_cdr(record);
+            self.finish(ended);
             return;
         }
         // Held until every stream's final counters arrive (`Released`);
         // those that came first are claimed now.
-        self.held_cdrs
-            .insert(call.call, (record, call.streams.len()));
+        self.ended_calls.insert(call.call, ended);
         for stream in &call.streams {
             self.cdr_of_stream.insert(*stream, call.call);
             if let Some((_, counters)) = self.early_releases.remove(stream) {
@@ -770,16 +768,36 @@ impl Shell<'_> {
         }
     }
 
-    fn write_cdr(&self, record: CallRecord) {
+    /// Logs an ended call and writes its CDR, now that its media counters
+    /// are in (or will not come).
+    fn finish(&self, mut ended: EndedCall) {
+        let media = ended.media_path();
+        ended.record.media_path = media;
+        let record = &ended.record;
+        info!(
+            call = ended.call,
+            a_call_id = %ended.a_call_id,
+            b_call_id = record.out_call_id.as_deref().unwrap_or("-"),
+            from_realm = %record.in_realm,
+            trunk = record.out_trunks_tried.last().map_or("none", String::as_str),
+            status = record.sip_status,
+            outcome = record.outcome.as_str(),
+            ended_by = record.hangup.by(),
+            reason = record.hangup.reason().unwrap_or("-"),
+            duration_ms = ended.duration.map_or(0, |d| d.as_millis() as u64),
+            media = media.map_or("none", metrics::MediaPath::as_str),
+            "call ended"
+        );
         if let Some(cdr) = self.cdr {
-            cdr.write(record);
+            cdr.write(ended.record);
         }
     }
 
-    /// Writes the CDRs still waiting for media counters (at shutdown).
+    /// Logs and writes the calls still waiting for media counters (at
+    /// shutdown), with what arrived.
     fn flush_cdrs(&mut self) {
-        for (_, (record, _)) in std::mem::take(&mut self.held_cdrs) {
-            self.write_cdr(record);
+        for (_, ended) in std::mem::take(&mut self.ended_calls) {
+            self.finish(ended);
         }
         self.cdr_of_stream.clear();
     }
@@ -793,7 +811,7 @@ impl Shell<'_> {
     }
 
     /// Drop reasons are only known per stream, so they are counted when a
-    /// stream is released (which also completes a held CDR); timeouts when
+    /// stream is released (which also completes a held call); timeouts when
     /// they happen.
     fn media_event(&mut self, event: &MediaEvent) {
         match event {
@@ -808,64 +826,56 @@ impl Shell<'_> {
                     self.metrics
                         .media_dropped(metrics::MediaDropReason::SendFailed, leg.dropped_send);
                 }
-                if self.cdr.is_some() {
-                    self.account_release(*stream, counters);
-                }
+                self.account_release(*stream, counters);
             }
             MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),
             _ => {}
         }
     }
 
-    /// Adds a released stream's final counters to its call's held CDR,
-    /// writing the CDR once every stream has reported.
+    /// Adds a released stream's final counters to its ended call, finishing
+    /// the call once every stream has reported.
     fn account_release(&mut self, stream: StreamId, counters: &[LegCounters; 2]) {
         let Some(call) = self.cdr_of_stream.remove(&stream) else {
             // A BYE releases the streams before the call has ended (its BYEs
-            // are still out): keep the counters for the CDR `call_ended`
+            // are still out): keep the counters for the call `call_ended`
             // will hold.
             self.early_releases.insert(stream, (now(), *counters));
             return;
         };
-        let Some((record, waiting)) = self.held_cdrs.get_mut(&call) else {
+        let Some(ended) = self.ended_calls.get_mut(&call) else {
             return;
         };
-        // Leg A is the inbound leg, B the outbound one.
-        for (total, leg) in [&mut record.media_in, &mut record.media_out]
-            .into_iter()
-            .zip(counters)
+        ended.add(counters);
+        if ended.waiting == 0
+            && let Some(ended) = self.ended_calls.remove(&call)
         {
-            total.rx_packets += leg.packets_in;
-            total.rx_bytes += leg.bytes_in;
-            total.tx_packets += leg.packets_out;
-            total.tx_bytes += leg.bytes_out;
-        }
-        *waiting -= 1;
-        if *waiting == 0
-            && let Some((record, _)) = self.held_cdrs.remove(&call)
-        {
-            self.write_cdr(record);
+            self.finish(ended);
         }
     }
 
     fn gauges(&mut self, core: &Core) {
-        let stale = now() - Duration::from_secs(60);
+        let stale = now() - MEDIA_REPORT_WAIT;
         self.early_releases.retain(|_, (at, _)| *at > stale);
-        // Relay totals move while calls are up; they are not split by realm
-        // yet, so they are exported under realm "all".
+        let overdue: Vec<u64> = self
+            .ended_calls
+            .iter()
+            .filter(|(_, ended)| ended.since <= stale)
+            .map(|(call, _)| *call)
+            .collect();
+        for call in overdue {
+            if let Some(ended) = self.ended_calls.remove(&call) {
+                warn!(
+                    call,
+                    streams = ended.waiting,
+                    "media counters of an ended call never arrived; logged without them"
+                );
+                self.cdr_of_stream.retain(|_, c| *c != call);
+                self.finish(ended);
+            }
+        }
         let stats = self.relay.stats();
-        let now = [
-            stats.packets_relayed.load(Ordering::Relaxed),
-            stats.bytes_relayed.load(Ordering::Relaxed),
-            stats.fast_packets.load(Ordering::Relaxed),
-            stats.fast_bytes.load(Ordering::Relaxed),
-        ];
-        let delta = |i: usize| now[i].saturating_sub(self.relayed[i]);
-        self.metrics
-            .media_relayed(metrics::MediaPath::Userspace, "all", delta(0), delta(1));
-        self.metrics
-            .media_relayed(metrics::MediaPath::Xdp, "all", delta(2), delta(3));
-        self.relayed = now;
+        self.media_totals(core, &stats.realm_totals());
         self.metrics.set_media_streams_active(
             metrics::MediaPath::Userspace,
             stats.streams.load(Ordering::Relaxed),
@@ -879,5 +889,92 @@ impl Shell<'_> {
         }
         self.metrics
             .set_sip_transactions_active(core.transactions() as u64);
+    }
+
+    /// Exports the relay's per-realm totals (`totals[i]` is realm `i`'s: the
+    /// core tags legs with realm indexes; deltas since the last export) and
+    /// each realm's free media ports. Every realm gets its series, at 0
+    /// until media flows. Realms sharing a media address share its port
+    /// pool, so they show the same free count; a realm whose address has no
+    /// pool (the relay's pools are fixed at start) gets no ports gauge.
+    fn media_totals(&mut self, core: &Core, totals: &[MediaTotals]) {
+        for (index, (name, media_ip)) in (0..).map_while(|i| core.realm_media(i)).enumerate() {
+            let now = totals.get(index).copied().unwrap_or_default();
+            if self.relayed.len() <= index {
+                self.relayed.resize(index + 1, MediaTotals::default());
+            }
+            let before = self.relayed[index];
+            self.metrics.media_relayed(
+                metrics::MediaPath::Userspace,
+                name,
+                now.userspace_packets
+                    .saturating_sub(before.userspace_packets),
+                now.userspace_bytes.saturating_sub(before.userspace_bytes),
+            );
+            self.metrics.media_relayed(
+                metrics::MediaPath::Xdp,
+                name,
+                now.xdp_packets.saturating_sub(before.xdp_packets),
+                now.xdp_bytes.saturating_sub(before.xdp_bytes),
+            );
+            self.relayed[index] = now;
+            if let Some(free) = self.relay.stats().ports_free(media_ip) {
+                self.metrics.set_media_ports_free(name, free);
+            }
+        }
+    }
+}
+
+/// An ended call waiting for its streams' final counters.
+struct EndedCall {
+    call: u64,
+    a_call_id: String,
+    /// Answer to end.
+    duration: Option<Duration>,
+    /// Its CDR, media counts summed as streams report.
+    record: CallRecord,
+    /// Media streams the call had.
+    streams: usize,
+    /// Streams still to report.
+    waiting: usize,
+    /// Of the packets relayed (both legs), those the XDP fast path relayed.
+    fast_packets: u64,
+    /// When the call ended (for the bound on waiting).
+    since: Instant,
+}
+
+impl EndedCall {
+    /// Adds one stream's final counters: leg A is the inbound leg, B the
+    /// outbound one.
+    fn add(&mut self, counters: &[LegCounters; 2]) {
+        for (total, leg) in [&mut self.record.media_in, &mut self.record.media_out]
+            .into_iter()
+            .zip(counters)
+        {
+            total.rx_packets += leg.packets_in;
+            total.rx_bytes += leg.bytes_in;
+            total.tx_packets += leg.packets_out;
+            total.tx_bytes += leg.bytes_out;
+            self.fast_packets += leg.fast_packets_in;
+        }
+        self.waiting = self.waiting.saturating_sub(1);
+    }
+
+    /// Which path carried the call's media: `xdp` when the fast path
+    /// relayed more than half of its packets (the first packets of every
+    /// flow go through userspace, which latches them, so a call the fast
+    /// path took over is mostly but never entirely XDP), else `userspace`
+    /// (also for a call with streams but no packet); `None` when no media
+    /// was anchored.
+    fn media_path(&self) -> Option<metrics::MediaPath> {
+        if self.streams == 0 {
+            return None;
+        }
+        let relayed = self.record.media_in.tx_packets + self.record.media_out.tx_packets;
+        Some(if self.fast_packets * 2 > relayed {
+            metrics::MediaPath::Xdp
+        } else {
+            metrics::MediaPath::Userspace
+        })
     }
 }

@@ -561,13 +561,13 @@ impl Metrics {
         let media_packets = counter_vec(
             &r,
             "sbc_media_packets_total",
-            "Media (RTP/RTCP) packets relayed, per path and receiving realm.",
+            "Media (RTP/RTCP) packets relayed, per path (xdp = in-kernel fast path, counted from its maps; userspace = relay sockets) and the realm of the leg they were received on.",
             &["path", "realm"],
         );
         let media_bytes = counter_vec(
             &r,
             "sbc_media_bytes_total",
-            "Media (RTP/RTCP) bytes relayed (UDP payload), per path and receiving realm.",
+            "Media (RTP/RTCP) bytes relayed (UDP payload), per path and the realm of the leg they were received on.",
             &["path", "realm"],
         );
         let media_dropped = counter_vec(
@@ -579,7 +579,7 @@ impl Metrics {
         let media_ports_free = gauge_vec(
             &r,
             "sbc_media_ports_free",
-            "Media ports still free for new streams, per realm; at 0 new calls fail admission.",
+            "Media ports (not RTP/RTCP pairs: a call leg takes two) neither in use nor in quarantine on each realm's media address; realms sharing an address show the same pool. At 0 new calls are refused.",
             &["realm"],
         );
         let media_timeouts = register(
@@ -753,8 +753,9 @@ impl Metrics {
     }
 
     /// Adds relayed media: `sbc_media_packets_total` and
-    /// `sbc_media_bytes_total`. XDP map counters are cumulative: pass the
-    /// delta since the previous read.
+    /// `sbc_media_bytes_total`, under the realm of the leg the packets were
+    /// received on (so the sum over realms is everything relayed). XDP map
+    /// counters are cumulative: pass the delta since the previous read.
     pub fn media_relayed(&self, path: MediaPath, realm: &str, packets: u64, bytes: u64) {
         let labels = [path.as_str(), realm];
         self.media_packets
@@ -770,7 +771,8 @@ impl Metrics {
             .inc_by(packets);
     }
 
-    /// Sets `sbc_media_ports_free{realm}` from the port allocator.
+    /// Sets `sbc_media_ports_free{realm}` from the port allocator: ports
+    /// (a leg takes two, RTP and RTCP) of the realm's media address.
     pub fn set_media_ports_free(&self, realm: &str, n: u64) {
         self.media_ports_free
             .with_label_values(&[realm])

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use sbc::media::command::{
     Direction, LatchPolicy, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand, MediaError,
-    MediaEvent, Remote, RtcpMode, StreamId, TimeoutReason,
+    MediaEvent, RealmTag, Remote, RtcpMode, StreamId, TimeoutReason,
 };
 use sbc::media::flow::{FastCounts, FastFlow, FlowConfig};
 use sbc::media::ports::PortRange;
-use sbc::media::userspace::{FastPath, RelayConfig, UserspaceRelay};
+use sbc::media::userspace::{FastPath, MediaTotals, RelayConfig, UserspaceRelay};
 use std::sync::{Arc, Mutex};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -63,10 +63,12 @@ fn allocate(
     n: u8,
     stream: StreamId,
 ) -> Result<[LocalEndpoint; 2], MediaError> {
+    // Tagged with the host number: leg A's realm 1, leg B's realm 2.
     let leg = |host| LegSpec {
         local_ip: ip(n, host),
         rtcp: RtcpMode::Pair,
         latch: LatchPolicy::SdpOrSignaling,
+        realm: RealmTag(u16::from(host)),
     };
     relay
         .send(MediaCommand::Allocate {
@@ -342,11 +344,13 @@ fn muxed_leg_carries_rtcp_on_its_rtp_port() {
             local_ip: ip(6, 1),
             rtcp: RtcpMode::Mux,
             latch: LatchPolicy::SdpOrSignaling,
+            realm: RealmTag(1),
         },
         LegSpec {
             local_ip: ip(6, 2),
             rtcp: RtcpMode::Pair,
             latch: LatchPolicy::SdpOrSignaling,
+            realm: RealmTag(2),
         },
     ];
     relay
@@ -420,10 +424,12 @@ fn shutdown_closes_every_socket() {
 type Installed = Arc<Mutex<Vec<(StreamId, Vec<FastFlow>)>>>;
 
 /// A fast path that records what the relay installs and reports a fixed
-/// number of packets once, as the XDP backend would from its maps.
+/// number of packets once, as the XDP backend would from its maps, and a
+/// last count for a stream when asked just before its release.
 struct Recorder {
     installed: Installed,
     report_once: Option<FastCounts>,
+    before_release: Option<FastCounts>,
 }
 
 impl FastPath for Recorder {
@@ -436,6 +442,44 @@ impl FastPath for Recorder {
 
     fn collect(&mut self, counts: &mut Vec<FastCounts>) {
         counts.extend(self.report_once.take());
+    }
+
+    fn collect_stream(&mut self, stream: StreamId, counts: &mut Vec<FastCounts>) {
+        if self.before_release.is_some_and(|c| c.stream == stream) {
+            counts.extend(self.before_release.take());
+        }
+    }
+}
+
+/// The relay's per-realm totals once `want` shows up (they are published at
+/// the end of each relay turn); panics with what was there otherwise.
+fn wait_totals(relay: &UserspaceRelay, want: &[(RealmTag, MediaTotals)]) {
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got: Vec<_> = relay
+            .stats()
+            .realm_totals()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (RealmTag(u16::try_from(i).expect("few tags")), t))
+            .filter(|(_, t)| *t != MediaTotals::default())
+            .collect();
+        if got == want {
+            return;
+        }
+        #[allow(clippy::disallowed_methods)]
+        let late = Instant::now() >= deadline;
+        assert!(!late, "realm totals {got:?}, expected {want:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn userspace(packets: u64, bytes: u64) -> MediaTotals {
+    MediaTotals {
+        userspace_packets: packets,
+        userspace_bytes: bytes,
+        ..MediaTotals::default()
     }
 }
 
@@ -451,8 +495,16 @@ fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
         report_once: Some(FastCounts {
             stream: S,
             leg: Leg::A,
+            realm: RealmTag(1),
             packets: 1000,
             bytes: 20_000,
+        }),
+        before_release: Some(FastCounts {
+            stream: S,
+            leg: Leg::B,
+            realm: RealmTag(2),
+            packets: 7,
+            bytes: 140,
         }),
     };
     let relay = UserspaceRelay::start_with_fast_path(config, Some(Box::new(recorder)))
@@ -477,20 +529,62 @@ fn the_fast_path_gets_latched_flows_and_its_counts_are_merged() {
     let callee_addr = callee.local_addr().expect("address");
     let mut seen: Vec<_> = flows
         .iter()
-        .map(|f| (f.leg, f.local, f.source, f.route.from, f.route.to))
+        .map(|f| (f.leg, f.realm, f.local, f.source, f.route.from, f.route.to))
         .collect();
     seen.sort_by_key(|f| f.0 == Leg::B);
+    let (a_tag, b_tag) = (RealmTag(1), RealmTag(2));
     assert_eq!(
         seen,
         vec![
-            (Leg::A, local[0].rtp, caller_addr, local[1].rtp, callee_addr),
-            (Leg::B, local[1].rtp, callee_addr, local[0].rtp, caller_addr),
+            (
+                Leg::A,
+                a_tag,
+                local[0].rtp,
+                caller_addr,
+                local[1].rtp,
+                callee_addr
+            ),
+            (
+                Leg::B,
+                b_tag,
+                local[1].rtp,
+                callee_addr,
+                local[0].rtp,
+                caller_addr
+            ),
         ]
     );
     // The fast path's report is taken in at the next timeout check.
     std::thread::sleep(Duration::from_millis(300));
     let [a, b] = release(&relay);
     assert_eq!((a.packets_in, b.packets_out), (1001, 1001));
+    assert_eq!(
+        (
+            b.packets_in,
+            a.packets_out,
+            b.fast_packets_in,
+            b.fast_bytes_in
+        ),
+        (8, 8, 7, 140),
+        "what the fast path relayed since its last report is in the final counters"
+    );
+    assert_eq!((a.fast_packets_in, a.fast_bytes_in), (1000, 20_000));
+    // Each count under the realm of the leg it arrived on, per path.
+    let both = |userspace_packets, xdp_packets, xdp_bytes| MediaTotals {
+        userspace_packets,
+        userspace_bytes: 20 * userspace_packets,
+        xdp_packets,
+        xdp_bytes,
+    };
+    wait_totals(
+        &relay,
+        &[(a_tag, both(1, 1000, 20_000)), (b_tag, both(1, 7, 140))],
+    );
+    let stats = relay.stats();
+    let fast = stats
+        .fast_packets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fast, 1007, "global totals: every fast count");
     barrier(&relay);
     let last = installed.lock().expect("test lock").last().cloned();
     assert_eq!(last, Some((S, Vec::new())), "release uninstalls");
@@ -543,6 +637,7 @@ fn ipv6_loopback_streams_are_relayed() {
         local_ip: v6,
         rtcp: RtcpMode::Mux,
         latch: LatchPolicy::SdpAddress,
+        realm: RealmTag(0),
     };
     relay
         .send(MediaCommand::Allocate {
@@ -619,4 +714,109 @@ fn a_flooded_port_does_not_starve_other_streams() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(dropped() > 0, "the flood was read and dropped");
+}
+
+#[test]
+fn packets_count_under_the_realm_of_the_leg_they_arrived_on() {
+    // Three realms on one media address (carriers sharing a public IP): the
+    // split can only come from the legs' tags.
+    let n = 11;
+    let range = PortRange::new(41000, 41015).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range)]);
+    config.quarantine = Duration::from_millis(200);
+    let relay = UserspaceRelay::start(config).expect("relay starts");
+    let free = || relay.stats().ports_free(ip(n, 1));
+    assert_eq!(free(), Some(16), "every port free before any call");
+    assert_eq!(relay.stats().ports_free(ip(n, 2)), None, "no such pool");
+    let leg = |realm| LegSpec {
+        local_ip: ip(n, 1),
+        rtcp: RtcpMode::Pair,
+        latch: LatchPolicy::SdpOrSignaling,
+        realm: RealmTag(realm),
+    };
+    let mut local = Vec::new();
+    for (stream, tags) in [(StreamId(1), [1, 2]), (StreamId(2), [2, 3])] {
+        relay
+            .send(MediaCommand::Allocate {
+                stream,
+                legs: [leg(tags[0]), leg(tags[1])],
+            })
+            .expect("queued");
+        match wait_for(&relay, "allocation", |e| {
+            matches!(
+                e,
+                MediaEvent::Allocated { .. } | MediaEvent::AllocationFailed { .. }
+            )
+        }) {
+            MediaEvent::Allocated { legs, .. } => local.push(legs),
+            other => panic!("{other:?}"),
+        }
+    }
+    barrier(&relay);
+    assert_eq!(free(), Some(8), "two streams, four pair legs: eight ports");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    for stream in [StreamId(1), StreamId(2)] {
+        for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
+            let addr = p.local_addr().expect("address");
+            let remote = Remote::rtp_pair(addr, addr.ip());
+            relay
+                .send(MediaCommand::SetRemote {
+                    stream,
+                    leg,
+                    remote,
+                })
+                .expect("queued");
+        }
+    }
+    barrier(&relay);
+    // Stream 1: 3 packets in on leg A (realm 1), 5 in on leg B (realm 2).
+    // Stream 2: 2 in on leg A (realm 2), none on leg B (realm 3).
+    for seq in 0..3 {
+        caller
+            .send_to(&rtp(0xa, seq), local[0][0].rtp)
+            .expect("send");
+        assert_eq!(recv(&callee).1, local[0][1].rtp);
+    }
+    for seq in 0..5 {
+        callee
+            .send_to(&rtp(0xb, seq), local[0][1].rtp)
+            .expect("send");
+        assert_eq!(recv(&caller).1, local[0][0].rtp);
+    }
+    for seq in 0..2 {
+        caller
+            .send_to(&rtp(0xc, seq), local[1][0].rtp)
+            .expect("send");
+        assert_eq!(recv(&callee).1, local[1][1].rtp);
+    }
+    wait_totals(
+        &relay,
+        &[
+            (RealmTag(1), userspace(3, 60)),
+            (RealmTag(2), userspace(7, 140)),
+        ],
+    );
+    let relayed = relay
+        .stats()
+        .packets_relayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(relayed, 10, "the realms' totals add up to the relay's");
+
+    relay
+        .send(MediaCommand::Release {
+            stream: StreamId(1),
+        })
+        .expect("queued");
+    barrier(&relay);
+    assert_eq!(free(), Some(8), "released ports wait out their quarantine");
+    // Nothing allocates from the pool: the relay wakes itself for the end
+    // of the quarantine (at most a second late).
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    #[allow(clippy::disallowed_methods)]
+    while free() != Some(12) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(free(), Some(12), "free again after the quarantine");
 }

@@ -18,9 +18,9 @@
 //! the callee leg's own anchored socket from the callee's address (on any
 //! other anchored socket it is a `source_mismatch` drop). So "every packet
 //! and its echo relayed, nothing dropped" means everything the callee
-//! received came from the SBC's inside address. The CDR's per-leg media
-//! counters would say it per leg, but the daemon writes them too late (see
-//! [`read_cdr`]); the ignored test at the end pins that down.
+//! received came from the SBC's inside address. The relay's metrics also
+//! split it per realm (each packet counts under the realm it arrived from),
+//! and the CDR says which path carried it.
 //!
 //! Every peer, wait and sending loop is bounded; the only traffic is on the
 //! lab namespace's loopback.
@@ -98,13 +98,8 @@ fn echo_callee(lab: &Lab) -> Sipp {
     builtin_peer(lab, "uas", Host::Pbx).rtp_echo()
 }
 
-/// The one CDR of the lab's call, read once the lab is shut down.
-///
-/// Not earlier: the daemon holds a call's CDR until the relay reports the
-/// call's media stream released, but a stream released at the BYE (before
-/// the call is over) reports that before the CDR is held, so the record
-/// waits until shutdown flushes it, with zero media counters (reported to
-/// the lead; the relay's own metrics are judged instead).
+/// The one CDR of the lab's call (the daemon writes it once the relay
+/// reported the call's streams released, at the latest when it stops).
 fn read_cdr(path: &Path) -> Value {
     let deadline = Instant::now() + CDR_TIMEOUT;
     loop {
@@ -126,17 +121,27 @@ fn read_cdr(path: &Path) -> Value {
 }
 
 /// The value of one exported series (`name{labels}` exactly as the
-/// exposition writes it), 0 when it is absent.
+/// exposition writes it), 0 when it is absent; or, for a series cut after
+/// a label and its comma (`name{a="x",`), the sum of every series it
+/// begins.
 fn metric(lab: &Lab, series: &str) -> u64 {
     let (status, body) = lab
         .admin_get("/metrics")
         .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
     assert_eq!(status, 200, "GET /metrics: {body}");
     body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            if series.ends_with(',') {
+                rest.rsplit_once(' ').map(|(_, v)| v)
+            } else {
+                rest.strip_prefix(' ')
+            }
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
         // Counters are integers carried as floats.
-        .map_or(0, |v| v as u64)
+        .map(|v| v as u64)
+        .sum()
 }
 
 /// [`metric`], polled until it reaches `at_least` or 3 s have passed (the
@@ -171,9 +176,15 @@ fn assert_media_anchored(lab: &Lab, result: &SippResult, host: Host) {
     );
 }
 
-/// Relayed media packets, both directions (the daemon exports them under
-/// realm "all").
-const RELAYED: &str = "sbc_media_packets_total{path=\"userspace\",realm=\"all\"}";
+/// Relayed media packets, both directions: the sum over the realms (each
+/// counts what its legs received).
+const RELAYED: &str = "sbc_media_packets_total{path=\"userspace\",";
+
+/// Relayed media packets received on the caller's realm's legs.
+const RELAYED_OUTSIDE: &str = "sbc_media_packets_total{path=\"userspace\",realm=\"outside\"}";
+
+/// Relayed media packets received on the callee's realm's legs.
+const RELAYED_INSIDE: &str = "sbc_media_packets_total{path=\"userspace\",realm=\"inside\"}";
 
 /// What a call whose caller plays `played` RTP packets through the echoing
 /// callee relays: each packet to the callee and its echo back, at most 2
@@ -268,6 +279,19 @@ fn media_reaches_each_peer_from_its_realm_address_and_counts_match() {
     assert!(
         expected.contains(&relayed),
         "{relayed} packets relayed, expected {expected:?}"
+    );
+    // Each packet counts under the realm it arrived from: the caller's
+    // under outside, the callee's echoes under inside.
+    let (outside, inside) = (metric(&lab, RELAYED_OUTSIDE), metric(&lab, RELAYED_INSIDE));
+    assert_eq!(outside, UAC_PCAP_PACKETS, "received from the caller");
+    assert!(
+        (UAC_PCAP_PACKETS - 2..=UAC_PCAP_PACKETS).contains(&inside),
+        "{inside} echoes received from the callee, expected about {UAC_PCAP_PACKETS}"
+    );
+    assert_eq!(
+        metric(&lab, "sbc_media_packets_total{path=\"xdp\","),
+        0,
+        "no XDP in this lab"
     );
     assert_nothing_dropped(&lab);
     lab.shutdown();

@@ -2,7 +2,9 @@
 //! what an operator sees while calls run, and what a reload does to them.
 //!
 //! - A live scrape during a SIPp call that plays RTP: `/metrics` shows the
-//!   call, its media on the userspace path and the packet counter moving;
+//!   call, its media on the userspace path and the packet counters of both
+//!   realms moving (each counts what it received), and each realm's free
+//!   media ports down by the call's two;
 //!   `/calls` lists it with both legs' realms; `promtool check metrics`
 //!   accepts the exposition; afterwards the call is counted as answered and
 //!   its CDR line names the realms, the trunk and the media it carried.
@@ -255,6 +257,13 @@ fn live_scrape_during_a_call_with_media() {
         return;
     }
     let (lab, scratch, cdr_path) = lab_with_cdrs("ops-scrape");
+    // Before the call: every media port of each realm's address is free.
+    let (port_min, port_max) = lab.plan().media_ports();
+    let pool = f64::from(port_max - port_min) + 1.0;
+    let ports_free =
+        |text: &str, realm: &str| metric(text, "sbc_media_ports_free", &[("realm", realm)]);
+    let idle = wait_metric(&lab, "sbc_media_ports_free", &[("realm", "outside")], pool);
+    assert_eq!(ports_free(&idle, "inside"), Some(pool), "{idle}");
     let (uac, uas) = start_call_with_media(&lab);
 
     // The gauges move on the daemon's 1 s tick: wait until the call and
@@ -262,11 +271,20 @@ fn live_scrape_during_a_call_with_media() {
     let packets = |text: &str| {
         metric(text, "sbc_media_packets_total", &[("path", "userspace")]).unwrap_or(0.0)
     };
+    let received = |text: &str, realm: &str| {
+        metric(
+            text,
+            "sbc_media_packets_total",
+            &[("path", "userspace"), ("realm", realm)],
+        )
+        .unwrap_or(0.0)
+    };
     let mut last = String::new();
     let first = poll(SETTLE, || {
         last = get_ok(&lab, "/metrics");
         let up = metric(&last, "sbc_calls_active", &[("realm", "outside")]) == Some(1.0);
-        (up && packets(&last) > 0.0).then(|| last.clone())
+        let echoed = received(&last, "inside") > 0.0;
+        (up && received(&last, "outside") > 0.0 && echoed).then(|| last.clone())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -278,6 +296,9 @@ fn live_scrape_during_a_call_with_media() {
     let calls = get_ok(&lab, "/calls");
     thread::sleep(Duration::from_millis(1500));
     let second = get_ok(&lab, "/metrics");
+    for line in second.lines().filter(|l| l.starts_with("sbc_media_")) {
+        eprintln!("live scrape: {line}");
+    }
 
     for (which, text) in [("first", &first), ("second", &second)] {
         for (name, labels, want) in [
@@ -298,6 +319,25 @@ fn live_scrape_during_a_call_with_media() {
             metric(text, "sbc_sip_messages_total", &[("kind", "INVITE")]).is_some_and(|v| v >= 1.0),
             "{which} scrape: no INVITE counted\n{text}"
         );
+        // The call holds one RTP/RTCP pair on each realm's address.
+        for realm in ["outside", "inside"] {
+            assert_eq!(
+                ports_free(text, realm),
+                Some(pool - 2.0),
+                "{which} scrape: free media ports of {realm} during the call\n{text}"
+            );
+        }
+        for path in ["userspace", "xdp"] {
+            assert_eq!(
+                metric(
+                    text,
+                    "sbc_media_packets_total",
+                    &[("path", path), ("realm", "all")]
+                ),
+                None,
+                "{which} scrape: media is split by realm, never lumped under \"all\"\n{text}"
+            );
+        }
     }
     assert!(
         packets(&second) > packets(&first),
@@ -305,6 +345,21 @@ fn live_scrape_during_a_call_with_media() {
          {} then {}\n{second}",
         packets(&first),
         packets(&second)
+    );
+    for realm in ["outside", "inside"] {
+        assert!(
+            received(&second, realm) > received(&first, realm),
+            "sbc_media_packets_total{{path=\"userspace\",realm=\"{realm}\"}} did not move \
+             in 1.5 s of RTP: {} then {}\n{second}",
+            received(&first, realm),
+            received(&second, realm)
+        );
+    }
+    // Every packet counts under exactly one realm.
+    assert_eq!(
+        received(&second, "outside") + received(&second, "inside"),
+        packets(&second),
+        "{second}"
     );
 
     // /calls: the one call, its inbound leg on `outside`, its outbound leg

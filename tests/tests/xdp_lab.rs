@@ -10,8 +10,10 @@
 //!
 //! With XDP, after the first packets latch in userspace the kernel forwards
 //! the rest: `sbc_media_packets_total{path="xdp"}` carries the call while the
-//! userspace path carries (almost) nothing. Without XDP the userspace relay
-//! carries it all. The XDP program runs in generic mode here: native mode on
+//! userspace path carries (almost) nothing, each packet under the realm it
+//! arrived from (the caller's under `outside`, the echoes under `inside`),
+//! and the call's CDR and log line say `xdp`. Without XDP the userspace
+//! relay carries it all, and they say `userspace`. The XDP program runs in generic mode here: native mode on
 //! veth delivers frames only when the peer veth runs an XDP program too
 //! (DESIGN.md), and generic mode is what the daemon's `auto` falls back to.
 // An end-to-end test is an IO shell: it waits on real time.
@@ -45,17 +47,39 @@ fn admin_get(ns: &Netns, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The sum of every series that begins with `series` (a metric name and
+/// the start of its labels), 0 when there is none.
 fn counter(metrics: &str, series: &str) -> u64 {
     metrics
         .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
-/// Runs one call with RTP through the lab; returns the metrics text after it.
-fn call_through_the_lab(name: &str, xdp: bool) -> String {
+/// Packets relayed on `path` ("xdp" or "userspace") that arrived from
+/// `realm`.
+fn relayed(metrics: &str, path: &str, realm: &str) -> u64 {
+    counter(
+        metrics,
+        &format!("sbc_media_packets_total{{path=\"{path}\",realm=\"{realm}\"}}"),
+    )
+}
+
+/// What one call through the lab left behind.
+struct Outcome {
+    /// The metrics text after the call.
+    metrics: String,
+    /// The call's CDR.
+    cdr: serde_json::Value,
+    /// The `media` field of the daemon's "call ended" log line.
+    logged_media: String,
+}
+
+/// Runs one call with RTP through the lab.
+fn call_through_the_lab(name: &str, xdp: bool) -> Outcome {
     let caller = Netns::new("xc");
     let sbc = Netns::new("xs");
     let callee = Netns::new("xe");
@@ -92,6 +116,9 @@ fn call_through_the_lab(name: &str, xdp: bool) -> String {
 listen = "127.0.0.1:9660"
 [logging]
 level = "info"
+format = "json"
+[cdr]
+path = "{cdr}"
 [limits]
 max_calls = 100
 [media]
@@ -119,6 +146,7 @@ targets = ["pbx"]
 "#,
             out_if = outside.b.ifname,
             in_if = inside.a.ifname,
+            cdr = dir.join("cdr.jsonl").display(),
         ),
     )
     .expect("write config");
@@ -163,11 +191,35 @@ targets = ["pbx"]
     // them (both run on one-second cadences).
     std::thread::sleep(Duration::from_millis(2500));
     let metrics = admin_get(&sbc, "/metrics").expect("metrics scrape");
+    // The CDR is written once the relay reported the stream's final
+    // counters (well within the wait above).
+    let cdr_text = std::fs::read_to_string(dir.join("cdr.jsonl")).unwrap_or_default();
     let stats = daemon.kill();
     let _ = stats;
+    let log = std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default();
     drop((outside, inside));
+    let records: Vec<serde_json::Value> = cdr_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("CDR line ({e}): {l}")))
+        .collect();
+    let [cdr] = records.as_slice() else {
+        panic!("expected one CDR, got {records:?}\n--- sbc log ---\n{log}")
+    };
+    let ended: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "call ended")
+        .map(|l| l["media"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    let [logged_media] = ended.as_slice() else {
+        panic!("expected one \"call ended\" log line, got {ended:?}\n--- sbc log ---\n{log}")
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    metrics
+    Outcome {
+        metrics,
+        cdr: cdr.clone(),
+        logged_media: logged_media.clone(),
+    }
 }
 
 #[test]
@@ -177,10 +229,14 @@ fn media_crosses_the_sbc_in_the_kernel_once_latched() {
     {
         return;
     }
-    let metrics = call_through_the_lab("xdp-on", true);
-    let xdp = counter(&metrics, "sbc_media_packets_total{path=\"xdp\"");
-    let userspace = counter(&metrics, "sbc_media_packets_total{path=\"userspace\"");
+    let outcome = call_through_the_lab("xdp-on", true);
+    let metrics = &outcome.metrics;
+    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
     eprintln!("xdp lab, XDP on: xdp={xdp} userspace={userspace} packets");
+    for line in metrics.lines().filter(|l| l.starts_with("sbc_media_")) {
+        eprintln!("  {line}");
+    }
     assert!(
         metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
         "XDP attached in generic mode:\n{metrics}"
@@ -194,6 +250,30 @@ fn media_crosses_the_sbc_in_the_kernel_once_latched() {
         userspace * 5 <= xdp,
         "userspace forwarded (almost) nothing: xdp={xdp} userspace={userspace}"
     );
+    // The caller's packets arrive on the outside realm, the callee's echoes
+    // on the inside one: the kernel's counts split the same way.
+    let (out, inn) = (
+        relayed(metrics, "xdp", "outside"),
+        relayed(metrics, "xdp", "inside"),
+    );
+    assert!(
+        out >= 150 && inn >= 150 && out + inn == xdp,
+        "XDP packets per receiving realm: outside={out} inside={inn} of {xdp}\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("realm=\"all\""),
+        "media is split by realm:\n{metrics}"
+    );
+    assert_eq!(outcome.cdr["media_path"], "xdp", "CDR {}", outcome.cdr);
+    assert_eq!(outcome.logged_media, "xdp", "the call-end log line");
+    // The CDR's counters include the kernel's share: every packet played.
+    for key in ["in_rx_packets", "out_tx_packets"] {
+        assert!(
+            outcome.cdr[key].as_u64().is_some_and(|n| n >= 200),
+            "CDR {key}: {}",
+            outcome.cdr
+        );
+    }
 }
 
 #[test]
@@ -203,13 +283,28 @@ fn without_xdp_the_userspace_relay_carries_the_call() {
     {
         return;
     }
-    let metrics = call_through_the_lab("xdp-off", false);
-    let xdp = counter(&metrics, "sbc_media_packets_total{path=\"xdp\"");
-    let userspace = counter(&metrics, "sbc_media_packets_total{path=\"userspace\"");
+    let outcome = call_through_the_lab("xdp-off", false);
+    let metrics = &outcome.metrics;
+    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
     eprintln!("xdp lab, XDP off: xdp={xdp} userspace={userspace} packets");
     assert_eq!(xdp, 0, "XDP is off");
     assert!(
         userspace >= 400,
         "the userspace relay carried the call: {userspace}"
     );
+    let (out, inn) = (
+        relayed(metrics, "userspace", "outside"),
+        relayed(metrics, "userspace", "inside"),
+    );
+    assert!(
+        out >= 200 && inn >= 200 && out + inn == userspace,
+        "userspace packets per receiving realm: outside={out} inside={inn} of {userspace}"
+    );
+    assert_eq!(
+        outcome.cdr["media_path"], "userspace",
+        "CDR {}",
+        outcome.cdr
+    );
+    assert_eq!(outcome.logged_media, "userspace", "the call-end log line");
 }

@@ -757,6 +757,15 @@ impl Core {
         self.calls.len()
     }
 
+    /// The name and media address of the realm with this index (the index
+    /// a realm keeps for the life of the process, which media totals are
+    /// tagged with); `None` past the last realm.
+    pub fn realm_media(&self, index: usize) -> Option<(&str, IpAddr)> {
+        self.realms
+            .get(index)
+            .map(|r| (r.name.as_str(), r.media_ip))
+    }
+
     /// Calls up per realm of their A leg.
     pub fn calls_per_realm(&self) -> Vec<(String, usize)> {
         self.realms
@@ -2383,6 +2392,9 @@ impl Core {
                         } else {
                             self.latch
                         },
+                        // Media counts under the realm index (stable across
+                        // reloads); `realm_media` names it for metrics.
+                        realm: crate::media::command::RealmTag::from_index(realm),
                     };
                     self.media_out.push_back(MediaCommand::Allocate {
                         stream,

@@ -13,8 +13,9 @@
 //!
 //! Contract, per stream (one `m=` line of one call):
 //! 1. [`MediaCommand::Allocate`] names a [`StreamId`] chosen by the core and,
-//!    per leg, the realm media address to anchor on and whether that leg gets
-//!    one muxed port (RFC 5761) or an RTP/RTCP pair (RFC 3550 §11). The
+//!    per leg, the realm media address to anchor on, whether that leg gets
+//!    one muxed port (RFC 5761) or an RTP/RTCP pair (RFC 3550 §11), and the
+//!    [`RealmTag`] its received packets count under in the totals. The
 //!    backend answers [`MediaEvent::Allocated`] with the local addresses to
 //!    write into each leg's SDP, or [`MediaEvent::AllocationFailed`]
 //!    ([`MediaError::PortsExhausted`] means: answer 503 and count it).
@@ -112,6 +113,28 @@ pub enum LatchPolicy {
     Asymmetric,
 }
 
+/// Which per-realm totals a leg's packets count under
+/// ([`RelayStats::realm_totals`](super::userspace::RelayStats::realm_totals)):
+/// the call core passes the index of the leg's realm, which it keeps stable
+/// for the life of the process, and the daemon turns it back into the
+/// realm's name for the `realm` label. The tag, not the media address,
+/// says which realm a packet belongs to: realms may share one address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealmTag(pub u16);
+
+impl RealmTag {
+    /// The tag of realm number `index`. Indexes beyond `u16::MAX` (no
+    /// configuration has 65536 realms) share the last tag.
+    pub fn from_index(index: usize) -> RealmTag {
+        RealmTag(u16::try_from(index).unwrap_or(u16::MAX))
+    }
+
+    /// The realm index this tag was made from.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// What the core asks for one leg of a new stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegSpec {
@@ -121,6 +144,8 @@ pub struct LegSpec {
     pub rtcp: RtcpMode,
     /// How this leg's source may be learned (per realm or trunk).
     pub latch: LatchPolicy,
+    /// The totals packets received on this leg count under.
+    pub realm: RealmTag,
 }
 
 /// A leg's remote media address, from its latest SDP and its signaling.
@@ -230,6 +255,11 @@ pub struct LegCounters {
     pub packets_in: u64,
     /// Bytes of those packets (UDP payload).
     pub bytes_in: u64,
+    /// Of `packets_in`, those the fast path (XDP) relayed without the
+    /// userspace relay (they count in the other leg's `packets_out` too).
+    pub fast_packets_in: u64,
+    /// Bytes of those packets.
+    pub fast_bytes_in: u64,
     /// Packets relayed out of this leg towards its remote.
     pub packets_out: u64,
     /// Bytes of those packets.

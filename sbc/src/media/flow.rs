@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use super::command::{
     Component, Direction, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand, MediaError,
-    MediaEvent, Remote, RtcpMode, StreamId, TimeoutReason,
+    MediaEvent, RealmTag, Remote, RtcpMode, StreamId, TimeoutReason,
 };
 use super::latch::{Latch, PacketKind, Verdict, classify};
 use super::ports::{Lease, PortAllocator};
@@ -120,6 +120,8 @@ pub struct FastFlow {
     pub stream: StreamId,
     /// The leg the packets arrive on.
     pub leg: Leg,
+    /// That leg's [`RealmTag`]: the totals its packets count under.
+    pub realm: RealmTag,
     /// The anchored address they arrive at.
     pub local: SocketAddr,
     /// The latched peer they come from (the only source allowed).
@@ -138,6 +140,9 @@ pub struct FastCounts {
     pub stream: StreamId,
     /// The leg the packets arrived on.
     pub leg: Leg,
+    /// That leg's [`RealmTag`], as its [`FastFlow`] said (so counts that
+    /// arrive after the stream is released are still attributed).
+    pub realm: RealmTag,
     /// Packets relayed.
     pub packets: u64,
     /// Bytes relayed.
@@ -229,6 +234,21 @@ impl FlowTable {
     /// The port allocator (for usage metrics).
     pub fn ports(&self) -> &PortAllocator {
         &self.ports
+    }
+
+    /// Free the ports whose quarantine ended at or before `now`, so
+    /// [`ports`](Self::ports) reports them free without waiting for the next
+    /// allocation. A backend that exports free ports calls this at
+    /// `ports().next_expiry()`.
+    pub fn expire_ports(&mut self, now: Instant) {
+        self.ports.expire(now);
+    }
+
+    /// The [`RealmTag`]s of leg A and leg B of `stream`.
+    pub fn realms(&self, stream: StreamId) -> Option<[RealmTag; 2]> {
+        self.streams
+            .get(&stream)
+            .map(|s| [s.legs[0].spec.realm, s.legs[1].spec.realm])
     }
 
     /// Apply one command from the call core. Failures are reported as events.
@@ -465,6 +485,7 @@ impl FlowTable {
                         flows.push(FastFlow {
                             stream,
                             leg,
+                            realm: inbound.spec.realm,
                             local,
                             source,
                             kind,
@@ -489,6 +510,8 @@ impl FlowTable {
         let inbound = &mut s.legs[counts.leg.index()].counters;
         inbound.packets_in += counts.packets;
         inbound.bytes_in += counts.bytes;
+        inbound.fast_packets_in += counts.packets;
+        inbound.fast_bytes_in += counts.bytes;
         let outbound = &mut s.legs[counts.leg.other().index()].counters;
         outbound.packets_out += counts.packets;
         outbound.bytes_out += counts.bytes;

@@ -155,6 +155,16 @@ pub struct PoolUsage {
     pub total: usize,
 }
 
+impl PoolUsage {
+    /// Ports neither in use nor in quarantine. The unit is a port: a leg
+    /// takes two (RTP and RTCP) or, muxed, one.
+    pub fn free(&self) -> usize {
+        self.total
+            .saturating_sub(self.in_use)
+            .saturating_sub(self.quarantined)
+    }
+}
+
 impl PortPool {
     /// A pool with every port of `range` free.
     pub fn new(range: PortRange, quarantine_for: Duration) -> PortPool {
@@ -243,6 +253,11 @@ impl PortPool {
                 self.make_free(index);
             }
         }
+    }
+
+    /// When the next quarantine ends, if any port is in quarantine.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.quarantine.front().map(|&(until, _)| until)
     }
 
     /// Free every port whose quarantine ended at or before `now`.
@@ -389,6 +404,25 @@ impl PortAllocator {
     /// Usage of the pool of `ip`.
     pub fn usage(&self, ip: IpAddr) -> Option<PoolUsage> {
         self.pools.get(&ip).map(PortPool::usage)
+    }
+
+    /// Usage of every pool, in no particular order.
+    pub fn usages(&self) -> impl Iterator<Item = (IpAddr, PoolUsage)> + '_ {
+        self.pools.iter().map(|(ip, pool)| (*ip, pool.usage()))
+    }
+
+    /// Free the ports of every pool whose quarantine ended at or before
+    /// `now` (allocation does it for its own pool; this keeps
+    /// [`usage`](Self::usage) current for pools nobody allocates from).
+    pub fn expire(&mut self, now: Instant) {
+        for pool in self.pools.values_mut() {
+            pool.expire(now);
+        }
+    }
+
+    /// When the next quarantine of any pool ends.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.pools.values().filter_map(PortPool::next_expiry).min()
     }
 }
 
@@ -691,5 +725,34 @@ mod tests {
             alloc.allocate(now, c, RtcpMode::Mux),
             Err(MediaError::UnknownAddress { addr: c })
         );
+    }
+
+    #[test]
+    fn free_ports_leave_with_a_lease_and_return_after_the_quarantine() {
+        let now = t0();
+        let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));
+        let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+        let range = PortRange::new(30000, 30007).expect("valid");
+        let mut alloc = PortAllocator::new([(a, range), (b, range)], Q);
+        let free = |alloc: &PortAllocator, ip| alloc.usage(ip).map(|u| u.free());
+        assert_eq!((free(&alloc, a), free(&alloc, b)), (Some(8), Some(8)));
+        assert_eq!(alloc.next_expiry(), None);
+        let pair = alloc.allocate(now, a, RtcpMode::Pair).expect("pair");
+        let mux = alloc.allocate(now, a, RtcpMode::Mux).expect("mux");
+        assert_eq!(free(&alloc, a), Some(5), "a pair takes two ports, mux one");
+        assert_eq!(free(&alloc, b), Some(8), "pools are per address");
+        alloc.release(now, a, pair);
+        alloc.release(now + Duration::from_secs(1), a, mux);
+        assert_eq!(free(&alloc, a), Some(5), "quarantined ports are not free");
+        assert_eq!(alloc.next_expiry(), Some(now + Q));
+        // Nobody allocates from `a`: the allocator-wide expiry frees it.
+        alloc.expire(now + Q);
+        assert_eq!(free(&alloc, a), Some(7));
+        assert_eq!(alloc.next_expiry(), Some(now + Q + Duration::from_secs(1)));
+        alloc.expire(now + Q + Duration::from_secs(1));
+        assert_eq!((free(&alloc, a), alloc.next_expiry()), (Some(8), None));
+        let mut usages: Vec<_> = alloc.usages().map(|(ip, u)| (ip, u.free())).collect();
+        usages.sort();
+        assert_eq!(usages, vec![(a, 8), (b, 8)]);
     }
 }

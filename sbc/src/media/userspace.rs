@@ -30,7 +30,17 @@
 //!
 //! Fast path: with [`UserspaceRelay::start_with_fast_path`], the relay pushes
 //! each changed stream's [`FastFlow`]s to a [`FastPath`] (the XDP backend)
-//! after every turn and takes in its counts at the timeout cadence.
+//! after every turn and takes in its counts at the timeout cadence, and a
+//! stream's own counts just before it is released (so its final counters
+//! include them).
+//!
+//! Totals for metrics ([`RelayStats`]): a turn tallies what it relayed, per
+//! path and per [`RealmTag`] of the leg each packet was received on (so the
+//! realms' totals add up to the relay's), and publishes the tally once at
+//! its end: global totals to atomics, per-realm totals under one lock (see
+//! [`RelayStats::realm_totals`]); nothing is shared per packet. Free ports
+//! per media address are republished after every turn that applied commands
+//! and when quarantines end (at most once a second for those).
 //!
 //! Fairness: each ready socket is drained at most [`DRAIN_BUDGET`] packets per
 //! turn; a socket with more waiting is revisited after the others, so one
@@ -38,11 +48,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,7 +62,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
 use super::command::{
-    Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, StreamId,
+    Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, RealmTag, StreamId,
 };
 use super::flow::{FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
 use super::ports::{PortAllocator, PortRange};
@@ -64,6 +74,10 @@ pub const DRAIN_BUDGET: usize = 64;
 const MAX_DATAGRAM: usize = 65_535;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// How often, at most, free ports are republished for quarantines that
+/// ended (commands republish them at once).
+const PORTS_CADENCE: Duration = Duration::from_secs(1);
 
 /// Configuration of the userspace relay.
 #[derive(Clone)]
@@ -122,12 +136,42 @@ pub enum RelayError {
     },
 }
 
+/// Media relayed under one [`RealmTag`], per path: cumulative since the
+/// relay started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaTotals {
+    /// Packets the userspace relay relayed.
+    pub userspace_packets: u64,
+    /// Bytes (UDP payload) of those packets.
+    pub userspace_bytes: u64,
+    /// Packets the fast path (XDP) relayed, as read from its maps.
+    pub xdp_packets: u64,
+    /// Bytes of those packets.
+    pub xdp_bytes: u64,
+}
+
+impl MediaTotals {
+    fn add(&mut self, other: &MediaTotals) {
+        self.userspace_packets += other.userspace_packets;
+        self.userspace_bytes += other.userspace_bytes;
+        self.xdp_packets += other.xdp_packets;
+        self.xdp_bytes += other.xdp_bytes;
+    }
+}
+
 /// Totals over every stream, readable from any thread (for metrics).
+///
+/// The global totals are atomics. The per-realm totals sit in a vector
+/// indexed by [`RealmTag`] behind a mutex: realms come and go with the
+/// configuration, so there is no fixed set to make atomics of, and the lock
+/// is taken once per relay turn that relayed something (a turn handles
+/// every ready socket, ~100 packets under load) and once per scrape by the
+/// reader, never per packet, so it is uncontended in practice.
 #[derive(Debug, Default)]
 pub struct RelayStats {
-    /// Packets relayed.
+    /// Packets relayed (userspace path).
     pub packets_relayed: AtomicU64,
-    /// Bytes relayed.
+    /// Bytes relayed (userspace path).
     pub bytes_relayed: AtomicU64,
     /// Packets dropped, for any reason.
     pub packets_dropped: AtomicU64,
@@ -139,6 +183,45 @@ pub struct RelayStats {
     pub fast_packets: AtomicU64,
     /// Bytes of those packets.
     pub fast_bytes: AtomicU64,
+    /// Per realm tag (the index), both paths.
+    realms: Mutex<Vec<MediaTotals>>,
+    /// Ports neither in use nor in quarantine, per configured media address.
+    ports_free: Vec<(IpAddr, AtomicU64)>,
+}
+
+impl RelayStats {
+    /// Zero totals, and every port of `ports` free.
+    fn new(ports: &[(IpAddr, super::ports::PortRange)]) -> RelayStats {
+        RelayStats {
+            ports_free: ports
+                .iter()
+                .map(|(ip, range)| (*ip, AtomicU64::new(range.len() as u64)))
+                .collect(),
+            ..RelayStats::default()
+        }
+    }
+
+    /// What was relayed under each realm tag, cumulative: entry `i` is
+    /// [`RealmTag`]`(i)`'s, up to the highest tag that relayed anything.
+    /// Ingress attribution: a packet counts under the tag of the leg it was
+    /// received on, so the sum over tags is the global total (for the fast
+    /// path: every count it reported).
+    pub fn realm_totals(&self) -> Vec<MediaTotals> {
+        self.realms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Ports of `ip`'s pool neither in use nor in quarantine (a leg takes
+    /// two ports, RTP and RTCP, or one when muxed); `None` for an address
+    /// the relay has no pool for.
+    pub fn ports_free(&self, ip: IpAddr) -> Option<u64> {
+        self.ports_free
+            .iter()
+            .find(|(addr, _)| *addr == ip)
+            .map(|(_, free)| free.load(Ordering::Relaxed))
+    }
 }
 
 /// A fast path the relay drives (the XDP backend implements it): the relay
@@ -151,9 +234,15 @@ pub trait FastPath: Send {
     /// stream was released, or nothing of it may bypass userspace now).
     fn update(&mut self, stream: StreamId, flows: &[FastFlow]);
 
-    /// Append what the fast path relayed since the last call (deltas). Called
-    /// at the flow table's timeout cadence (at most every second).
+    /// Append what the fast path relayed since the last call (deltas),
+    /// including what flows removed since then relayed before they went.
+    /// Called at the flow table's timeout cadence (at most every second).
     fn collect(&mut self, counts: &mut Vec<FastCounts>);
+
+    /// Append what `stream`'s flows relayed since they were last read. Called
+    /// just before the stream is released, so its final counters include
+    /// the fast path.
+    fn collect_stream(&mut self, stream: StreamId, counts: &mut Vec<FastCounts>);
 }
 
 enum Control {
@@ -216,7 +305,7 @@ impl UserspaceRelay {
         let (tx, rx) = mpsc::sync_channel(config.command_capacity.max(1));
         let (event_tx, events) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let stats = Arc::new(RelayStats::default());
+        let stats = Arc::new(RelayStats::new(&config.ports));
         let ports = PortAllocator::new(config.ports.iter().copied(), config.quarantine);
         let relay = Relay {
             poll,
@@ -230,6 +319,8 @@ impl UserspaceRelay {
             config,
             fast_path,
             fast_counts: Vec::new(),
+            tally: Tally::default(),
+            ports_check: None,
         };
         let thread = std::thread::Builder::new()
             .name("media-relay".into())
@@ -315,6 +406,8 @@ struct SocketEntry {
     stream: StreamId,
     leg: Leg,
     component: Component,
+    /// The leg's tag: what it receives counts under.
+    realm: RealmTag,
 }
 
 /// Tokens of one stream's sockets, by `[leg][component]`.
@@ -340,6 +433,10 @@ struct Relay {
     config: RelayConfig,
     fast_path: Option<Box<dyn FastPath>>,
     fast_counts: Vec<FastCounts>,
+    /// What this turn relayed, published at its end.
+    tally: Tally,
+    /// When free ports must be republished for quarantines that end.
+    ports_check: Option<Instant>,
 }
 
 /// Totals of one turn, published to [`RelayStats`] once per turn.
@@ -348,6 +445,67 @@ struct Tally {
     relayed: u64,
     bytes: u64,
     dropped: u64,
+    fast_packets: u64,
+    fast_bytes: u64,
+    /// Per realm tag (the index); kept between turns, zeroed when published.
+    realms: Vec<MediaTotals>,
+    /// Something was added to `realms` this turn.
+    any_realm: bool,
+}
+
+impl Tally {
+    fn realm(&mut self, tag: RealmTag) -> &mut MediaTotals {
+        let index = tag.index();
+        if index >= self.realms.len() {
+            self.realms.resize(index + 1, MediaTotals::default());
+        }
+        self.any_realm = true;
+        &mut self.realms[index]
+    }
+
+    /// One packet of `len` bytes relayed by userspace, received on a leg
+    /// tagged `tag`.
+    fn relayed(&mut self, tag: RealmTag, len: usize) {
+        let len = len as u64;
+        self.relayed += 1;
+        self.bytes += len;
+        let realm = self.realm(tag);
+        realm.userspace_packets += 1;
+        realm.userspace_bytes += len;
+    }
+
+    /// What the fast path reported for one leg.
+    fn fast(&mut self, counts: &FastCounts) {
+        self.fast_packets += counts.packets;
+        self.fast_bytes += counts.bytes;
+        let realm = self.realm(counts.realm);
+        realm.xdp_packets += counts.packets;
+        realm.xdp_bytes += counts.bytes;
+    }
+
+    /// Adds this turn to `stats` and starts the next one at zero.
+    fn publish(&mut self, stats: &RelayStats) {
+        let add = |counter: &AtomicU64, n: &mut u64| {
+            if *n > 0 {
+                counter.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        };
+        add(&stats.packets_relayed, &mut self.relayed);
+        add(&stats.bytes_relayed, &mut self.bytes);
+        add(&stats.packets_dropped, &mut self.dropped);
+        add(&stats.fast_packets, &mut self.fast_packets);
+        add(&stats.fast_bytes, &mut self.fast_bytes);
+        if std::mem::take(&mut self.any_realm) {
+            let mut totals = stats.realms.lock().unwrap_or_else(PoisonError::into_inner);
+            if totals.len() < self.realms.len() {
+                totals.resize(self.realms.len(), MediaTotals::default());
+            }
+            for (total, turn) in totals.iter_mut().zip(&mut self.realms) {
+                total.add(turn);
+                *turn = MediaTotals::default();
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -361,9 +519,11 @@ impl Relay {
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             let timeout = if pending.is_empty() {
-                self.table
-                    .poll_timeout()
-                    .map(|at| at.saturating_duration_since(now))
+                let at = match (self.table.poll_timeout(), self.ports_check) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                at.map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -387,15 +547,17 @@ impl Relay {
             if wake && self.drain_commands(now).is_break() {
                 return;
             }
-            let mut tally = Tally::default();
             for &token in &ready {
-                if self.drain_socket(now, token, &mut buf, &mut tally) {
+                if self.drain_socket(now, token, &mut buf) {
                     pending.push(token);
                 }
             }
             self.sync_fast_path(now);
             self.table.handle_timeout(now);
-            self.publish(&tally);
+            if wake || self.ports_check.is_some_and(|at| at <= now) {
+                self.publish_ports(now);
+            }
+            self.publish();
         }
     }
 
@@ -412,6 +574,14 @@ impl Relay {
     }
 
     fn apply(&mut self, now: Instant, command: MediaCommand) {
+        if let (MediaCommand::Release { stream }, Some(fast_path)) =
+            (&command, self.fast_path.as_mut())
+        {
+            // Before the table forgets the stream: its final counters
+            // include what the fast path relayed since the last collection.
+            fast_path.collect_stream(*stream, &mut self.fast_counts);
+            self.take_fast_counts(now);
+        }
         match self.table.handle_command(now, command) {
             SocketWork::None => {}
             SocketWork::Bind { stream, legs } => match self.bind_stream(stream, legs) {
@@ -435,6 +605,7 @@ impl Relay {
         legs: [LocalEndpoint; 2],
     ) -> Result<StreamSockets, MediaError> {
         let mut tokens: StreamSockets = [[None; 2]; 2];
+        let realms = self.table.realms(stream).unwrap_or_default();
         for (leg, local) in [(Leg::A, legs[0]), (Leg::B, legs[1])] {
             let wanted = [
                 (Component::Rtp, Some(local.rtp)),
@@ -448,6 +619,7 @@ impl Relay {
                         stream,
                         leg,
                         component,
+                        realm: realms[leg.index()],
                     },
                 ) {
                     Ok(token) => tokens[leg.index()][component_index(component)] = Some(token),
@@ -479,6 +651,7 @@ impl Relay {
             stream: key.stream,
             leg: key.leg,
             component: key.component,
+            realm: key.realm,
         };
         if token == self.sockets.len() {
             self.sockets.push(Some(entry));
@@ -499,13 +672,7 @@ impl Relay {
 
     /// Read up to [`DRAIN_BUDGET`] packets from one socket and relay them.
     /// Returns whether packets may remain.
-    fn drain_socket(
-        &mut self,
-        now: Instant,
-        token: usize,
-        buf: &mut [u8],
-        tally: &mut Tally,
-    ) -> bool {
+    fn drain_socket(&mut self, now: Instant, token: usize, buf: &mut [u8]) -> bool {
         for _ in 0..DRAIN_BUDGET {
             let Some(Some(entry)) = self.sockets.get(token) else {
                 return false; // closed by a command in this turn
@@ -517,7 +684,8 @@ impl Relay {
                 // queue behind them is intact.
                 Err(_) => continue,
             };
-            let (stream, leg, component) = (entry.stream, entry.leg, entry.component);
+            let (stream, leg, component, realm) =
+                (entry.stream, entry.leg, entry.component, entry.realm);
             let packet = buf.get(..len).unwrap_or_default();
             let route = match self
                 .table
@@ -525,7 +693,7 @@ impl Relay {
             {
                 Forward::To(route) => route,
                 Forward::Drop => {
-                    tally.dropped += 1;
+                    self.tally.dropped += 1;
                     continue;
                 }
             };
@@ -539,11 +707,10 @@ impl Relay {
                 |out| matches!(out.socket.send_to(packet, route.to), Ok(n) if n == len),
             );
             if sent {
-                tally.relayed += 1;
-                tally.bytes += len as u64;
+                self.tally.relayed(realm, len);
             } else {
                 self.table.send_failed(stream, route.leg, len);
-                tally.dropped += 1;
+                self.tally.dropped += 1;
             }
         }
         true
@@ -563,29 +730,35 @@ impl Relay {
         };
         if self.table.poll_timeout().is_some_and(|at| at <= now) {
             fast_path.collect(&mut self.fast_counts);
-            for counts in self.fast_counts.drain(..) {
-                self.stats
-                    .fast_packets
-                    .fetch_add(counts.packets, Ordering::Relaxed);
-                self.stats
-                    .fast_bytes
-                    .fetch_add(counts.bytes, Ordering::Relaxed);
-                self.table.add_fast_counts(now, counts);
-            }
+            self.take_fast_counts(now);
         }
     }
 
-    fn publish(&mut self, tally: &Tally) {
+    /// Adds the fast path's counts to this turn and to their streams (a
+    /// count for a stream already released still adds to the totals).
+    fn take_fast_counts(&mut self, now: Instant) {
+        for counts in self.fast_counts.drain(..) {
+            self.tally.fast(&counts);
+            self.table.add_fast_counts(now, counts);
+        }
+    }
+
+    /// Republishes free ports per media address, after freeing those whose
+    /// quarantine ended, and schedules the next check for the next end.
+    fn publish_ports(&mut self, now: Instant) {
+        self.table.expire_ports(now);
+        let ports = self.table.ports();
+        for (ip, usage) in ports.usages() {
+            if let Some((_, free)) = self.stats.ports_free.iter().find(|(a, _)| *a == ip) {
+                free.store(usage.free() as u64, Ordering::Relaxed);
+            }
+        }
+        self.ports_check = ports.next_expiry().map(|at| at.max(now + PORTS_CADENCE));
+    }
+
+    fn publish(&mut self) {
+        self.tally.publish(&self.stats);
         let stats = &self.stats;
-        stats
-            .packets_relayed
-            .fetch_add(tally.relayed, Ordering::Relaxed);
-        stats
-            .bytes_relayed
-            .fetch_add(tally.bytes, Ordering::Relaxed);
-        stats
-            .packets_dropped
-            .fetch_add(tally.dropped, Ordering::Relaxed);
         stats
             .streams
             .store(self.table.len() as u64, Ordering::Relaxed);
@@ -613,6 +786,7 @@ struct SocketEntryKey {
     stream: StreamId,
     leg: Leg,
     component: Component,
+    realm: RealmTag,
 }
 
 fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> {
@@ -629,4 +803,56 @@ fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> 
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(UdpSocket::from_std(socket.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_tally_is_published_once_per_realm_and_path() {
+        let stats = RelayStats::default();
+        let mut tally = Tally::default();
+        tally.relayed(RealmTag(2), 100);
+        tally.relayed(RealmTag(2), 50);
+        tally.relayed(RealmTag(0), 10);
+        tally.fast(&FastCounts {
+            stream: StreamId(1),
+            leg: Leg::B,
+            realm: RealmTag(0),
+            packets: 40,
+            bytes: 4000,
+        });
+        tally.publish(&stats);
+        // A turn that relayed nothing adds nothing.
+        tally.publish(&stats);
+        tally.relayed(RealmTag(2), 1);
+        tally.publish(&stats);
+        let want = vec![
+            MediaTotals {
+                userspace_packets: 1,
+                userspace_bytes: 10,
+                xdp_packets: 40,
+                xdp_bytes: 4000,
+            },
+            MediaTotals::default(),
+            MediaTotals {
+                userspace_packets: 3,
+                userspace_bytes: 151,
+                ..MediaTotals::default()
+            },
+        ];
+        assert_eq!(stats.realm_totals(), want);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                load(&stats.packets_relayed),
+                load(&stats.bytes_relayed),
+                load(&stats.fast_packets),
+                load(&stats.fast_bytes)
+            ),
+            (4, 161, 40, 4000),
+            "the global totals are the sums over realms"
+        );
+    }
 }

@@ -34,11 +34,18 @@ fn table(slots: u16) -> FlowTable {
     FlowTable::new(FlowConfig::default(), ports)
 }
 
+/// The realm tag of a test leg on `ip`: unrelated to the address's
+/// position, so a test that mixes them up fails.
+fn tag(ip: IpAddr) -> RealmTag {
+    RealmTag(if ip == realm_b() { 5 } else { 3 })
+}
+
 fn spec(ip: IpAddr, rtcp: RtcpMode) -> LegSpec {
     LegSpec {
         local_ip: ip,
         rtcp,
         latch: LatchPolicy::SdpOrSignaling,
+        realm: tag(ip),
     }
 }
 
@@ -675,6 +682,7 @@ fn fast_flows_need_a_latched_source_and_follow_hold_and_release() {
     let a_to_b = FastFlow {
         stream: S,
         leg: Leg::A,
+        realm: tag(realm_a()),
         local: local[0].rtp,
         source: a_src,
         kind: PacketKind::Rtp,
@@ -691,9 +699,11 @@ fn fast_flows_need_a_latched_source_and_follow_hold_and_release() {
     let flows = t.fast_flows(S);
     assert_eq!(flows.len(), 2, "{flows:?}");
     assert!(
-        flows
-            .iter()
-            .any(|f| f.leg == Leg::B && f.source == b_src && f.route.to == a_src)
+        flows.iter().any(|f| f.leg == Leg::B
+            && f.realm == tag(realm_b())
+            && f.source == b_src
+            && f.route.to == a_src),
+        "leg B's flow carries leg B's tag: {flows:?}"
     );
     t.handle_command(
         now,
@@ -774,6 +784,9 @@ fn fast_path_counts_add_up_and_keep_the_stream_alive() {
     let now = t0();
     let mut t = table(4);
     call(&mut t, now);
+    // The first packet latches in userspace.
+    let a_src = addr("203.0.113.5:61000");
+    t.on_packet(now, S, Leg::A, Component::Rtp, a_src, &rtp(SSRC_A));
     drain(&mut t);
     let limit = FlowConfig::default().inactivity_timeout;
     let mut clock = now;
@@ -784,6 +797,7 @@ fn fast_path_counts_add_up_and_keep_the_stream_alive() {
             FastCounts {
                 stream: S,
                 leg: Leg::A,
+                realm: tag(realm_a()),
                 packets: 50,
                 bytes: 50 * 172,
             },
@@ -796,9 +810,62 @@ fn fast_path_counts_add_up_and_keep_the_stream_alive() {
         "the fast path's packets count as activity: {events:?}"
     );
     let [a, b] = counters(&t);
+    let first = rtp(SSRC_A).len() as u64;
     assert_eq!(
         (a.packets_in, b.packets_out, b.bytes_out),
-        (9000, 9000, 9000 * 172)
+        (9001, 9001, 9000 * 172 + first)
+    );
+    assert_eq!(
+        (a.fast_packets_in, a.fast_bytes_in, b.fast_packets_in),
+        (9000, 9000 * 172, 0),
+        "the fast path's share is kept apart (without the userspace packet), \
+         on the leg it arrived on"
+    );
+}
+
+#[test]
+fn legs_sharing_a_media_address_keep_their_own_realm_tags() {
+    // Two carriers on one public address: the tag comes from the leg.
+    let now = t0();
+    let mut t = table(4);
+    let on = |realm| LegSpec {
+        realm: RealmTag(realm),
+        ..spec(realm_a(), RtcpMode::Pair)
+    };
+    let legs = [on(1), on(2)];
+    let work = t.handle_command(now, MediaCommand::Allocate { stream: S, legs });
+    let SocketWork::Bind { legs: local, .. } = work else {
+        panic!("allocation failed: {work:?}")
+    };
+    t.confirm_allocation(S);
+    assert_eq!(t.realms(S), Some([RealmTag(1), RealmTag(2)]));
+    assert_eq!(t.realms(StreamId(99)), None);
+    let (a_src, b_src) = (addr("192.0.2.10:4000"), addr("192.0.2.20:6000"));
+    for (leg, src) in [(Leg::A, a_src), (Leg::B, b_src)] {
+        let remote = Remote::rtp_pair(src, src.ip());
+        t.handle_command(
+            now,
+            MediaCommand::SetRemote {
+                stream: S,
+                leg,
+                remote,
+            },
+        );
+    }
+    t.on_packet(now, S, Leg::A, Component::Rtp, a_src, &rtp(SSRC_A));
+    t.on_packet(now, S, Leg::B, Component::Rtp, b_src, &rtp(SSRC_B));
+    let mut seen: Vec<_> = t
+        .fast_flows(S)
+        .iter()
+        .map(|f| (f.leg == Leg::B, f.realm, f.local))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (false, RealmTag(1), local[0].rtp),
+            (true, RealmTag(2), local[1].rtp)
+        ]
     );
 }
 
