@@ -763,7 +763,7 @@ impl Core {
     pub fn realm_media(&self, index: usize) -> Option<(&str, IpAddr)> {
         self.realms
             .get(index)
-            .map(|r| (r.name.as_str(), r.media_ip))
+            .map(|r| (r.name.as_str(), r.media_address))
     }
 
     /// Calls up per realm of their A leg.
