@@ -20,11 +20,13 @@
 //!   and transactions that use it, answers new INVITEs 503, and is closed
 //!   once its last call has ended.
 //!
-//! A reload that fails validation, names a media address the relay did not
-//! start with, or can't bind is refused and the old configuration kept
-//! (logged, and counted in `sbc_config_reload_total`). Media port ranges,
-//! the metrics listener, XDP and CDR settings take effect at restart (a
-//! reload that changes them says so in the log).
+//! A new realm media address gets a port pool (with the file's port range);
+//! addresses in use keep theirs. A reload that fails validation, names a
+//! media address this host can't bind, or can't bind a listener is refused
+//! and the old configuration kept (logged, and counted in
+//! `sbc_config_reload_total`). The port range of existing media addresses,
+//! media timeouts, the metrics listener, XDP, CDR and logging settings take
+//! effect at restart (a reload that changes them says so in the log).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -306,6 +308,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             _ = hangup.recv() => {
                 let running = Running {
                     transports: &transports,
+                    relay: &relay,
                     config: &running_config,
                     metrics: &metrics,
                 };
@@ -419,6 +422,7 @@ fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {
 /// What a reload changes besides the core.
 struct Running<'a> {
     transports: &'a Transports,
+    relay: &'a UserspaceRelay,
     /// The configuration in force (the last one loaded).
     config: &'a Config,
     metrics: &'a Metrics,
@@ -450,17 +454,32 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             return None;
         }
     };
-    // The relay's port pools are made at start: a media address it has no
-    // pool for would fail every call's allocation.
+    // A new media address gets a port pool, once it is known to be one of
+    // this host's: otherwise every call's allocation would fail.
     let pools = media_ranges(running.config);
-    for realm in &config.realms {
-        if !pools.iter().any(|(ip, _)| *ip == realm.media.address) {
+    let new_pools: Vec<(std::net::IpAddr, PortRange)> = media_ranges(&config)
+        .into_iter()
+        .filter(|(ip, _)| !pools.iter().any(|(known, _)| known == ip))
+        .collect();
+    for (ip, _) in &new_pools {
+        if let Err(e) = std::net::UdpSocket::bind((*ip, 0)) {
+            let realm = config
+                .realms
+                .iter()
+                .find(|r| r.media.address == *ip)
+                .map_or("?", |r| r.name.as_str());
             refuse(&format_args!(
-                "realm {}: media address {} is not one the media relay started with; adding a media address needs a restart",
-                realm.name, realm.media.address
+                "realm {realm}: media address {ip} can't be bound here ({e}); is it an address of this host?"
             ));
             return None;
         }
+    }
+    for (ip, range) in &new_pools {
+        if let Err(e) = running.relay.add_pool(*ip, *range) {
+            refuse(&format_args!("media address {ip}: {e}"));
+            return None;
+        }
+        info!(address = %ip, first = range.first, last = range.last, "media address added");
     }
     raise_fd_limit(&config); // limits.max_calls may have grown
     for (what, changed) in restart_only_changes(running.config, &config) {

@@ -820,3 +820,28 @@ fn packets_count_under_the_realm_of_the_leg_they_arrived_on() {
     }
     assert_eq!(free(), Some(12), "free again after the quarantine");
 }
+
+#[test]
+fn a_pool_added_while_running_serves_allocations_and_reports_free_ports() {
+    let n = 21;
+    let range = PortRange::new(41000, 41007).expect("valid range");
+    // Leg A's address has a pool from the start; leg B's comes later (a
+    // reload that added a realm).
+    let relay =
+        UserspaceRelay::start(RelayConfig::new(vec![(ip(n, 1), range)])).expect("relay starts");
+    assert!(matches!(
+        allocate(&relay, n, StreamId(1)),
+        Err(MediaError::UnknownAddress { .. })
+    ));
+    assert_eq!(relay.stats().ports_free(ip(n, 2)), None);
+
+    relay.add_pool(ip(n, 2), range).expect("queued");
+    let legs = allocate(&relay, n, StreamId(2)).expect("allocated on the new pool");
+    assert_eq!(legs[1].rtp.ip(), ip(n, 2));
+    barrier(&relay);
+    assert_eq!(relay.stats().ports_free(ip(n, 2)), Some(8 - 2));
+    // Adding it again keeps the pool and its lease.
+    relay.add_pool(ip(n, 2), range).expect("queued");
+    barrier(&relay);
+    assert_eq!(relay.stats().ports_free(ip(n, 2)), Some(8 - 2));
+}

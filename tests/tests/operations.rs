@@ -15,6 +15,8 @@
 //! - SIGHUP that moves a realm's listener to another port: the new port
 //!   takes calls at once, the old one refuses new calls with 503 but carries
 //!   the call that was up to its end, then closes.
+//! - SIGHUP that adds a realm with its own listener and media address: a
+//!   call to it is answered with media anchored on the new address.
 //!
 //! Every lab has its own addresses ([`Plan::next`]) and every SIPp peer is
 //! bounded (20 s at most), so these run in parallel with the other suites.
@@ -698,5 +700,49 @@ fn sighup_moves_a_listener_and_the_call_up_finishes_on_the_old_one() {
     );
     assert!(udp_bound(&lab, new), "the new listener is not bound");
     lab.assert_daemon_healthy();
+    lab.shutdown();
+}
+
+#[test]
+fn sighup_adds_a_realm_whose_calls_anchor_media_on_its_new_address() {
+    const NAME: &str = "sighup_adds_a_realm_whose_calls_anchor_media_on_its_new_address";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    let mut lab = Lab::start("ops-new-realm", &routed_to(&["pbx"]));
+    // 127.0.n.9: an address of the slot no other part of the lab uses.
+    let ip = match lab.plan().realm_ip(Realm::Outside) {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 9))
+        }
+        std::net::IpAddr::V6(_) => unreachable!("the lab is IPv4"),
+    };
+    let listener = std::net::SocketAddr::new(ip, SIP_PORT);
+    let toml = format!(
+        "{}\n[[realm]]\nname = \"partner\"\nlisten = [{{ transport = \"udp\", address = \"{listener}\" }}]\n\
+         media = {{ address = \"{ip}\" }}\n\n[[route]]\nname = \"partner-to-pbx2\"\n\
+         match = {{ source_realm = \"partner\" }}\ntargets = [\"pbx2\"]\n",
+        lab.plan().toml(&routed_to(&["pbx"]))
+    );
+    reload_with(&mut lab, &toml);
+
+    let uas = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
+    let uac = caller(&lab, "caller.xml", Host::Carrier)
+        .remote(listener)
+        .run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    let log = &uac.messages;
+    assert!(
+        log.contains(&format!("c=IN IP4 {ip}")),
+        "the caller's answer is not anchored on the new realm's address\n{log}"
+    );
+    let text = get_ok(&lab, "/metrics");
+    assert!(
+        metric(&text, "sbc_media_ports_free", &[("realm", "partner")]).is_some(),
+        "no free-ports gauge for the new realm\n{text}"
+    );
     lab.shutdown();
 }

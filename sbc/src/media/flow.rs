@@ -244,6 +244,12 @@ impl FlowTable {
         self.ports.expire(now);
     }
 
+    /// Adds a port pool for a new media address (see
+    /// [`PortAllocator::add_pool`]).
+    pub fn add_pool(&mut self, ip: std::net::IpAddr, range: super::ports::PortRange) -> bool {
+        self.ports.add_pool(ip, range)
+    }
+
     /// The [`RealmTag`]s of leg A and leg B of `stream`.
     pub fn realms(&self, stream: StreamId) -> Option<[RealmTag; 2]> {
         self.streams

@@ -357,6 +357,7 @@ impl PortPool {
 #[derive(Debug)]
 pub struct PortAllocator {
     pools: HashMap<IpAddr, PortPool>,
+    quarantine_for: Duration,
 }
 
 impl PortAllocator {
@@ -369,7 +370,21 @@ impl PortAllocator {
             .into_iter()
             .map(|(ip, range)| (ip, PortPool::new(range, quarantine_for)))
             .collect();
-        PortAllocator { pools }
+        PortAllocator {
+            pools,
+            quarantine_for,
+        }
+    }
+
+    /// Adds a pool for a media address a reload introduced. An address that
+    /// already has one keeps it (and its leases); returns whether it was new.
+    pub fn add_pool(&mut self, ip: IpAddr, range: PortRange) -> bool {
+        if self.pools.contains_key(&ip) {
+            return false;
+        }
+        self.pools
+            .insert(ip, PortPool::new(range, self.quarantine_for));
+        true
     }
 
     /// Ports for one leg on `ip`.

@@ -185,18 +185,21 @@ pub struct RelayStats {
     pub fast_bytes: AtomicU64,
     /// Per realm tag (the index), both paths.
     realms: Mutex<Vec<MediaTotals>>,
-    /// Ports neither in use nor in quarantine, per configured media address.
-    ports_free: Vec<(IpAddr, AtomicU64)>,
+    /// Ports neither in use nor in quarantine, per media address (a reload
+    /// may add addresses; one lock per publication, never per packet).
+    ports_free: Mutex<Vec<(IpAddr, u64)>>,
 }
 
 impl RelayStats {
     /// Zero totals, and every port of `ports` free.
     fn new(ports: &[(IpAddr, super::ports::PortRange)]) -> RelayStats {
         RelayStats {
-            ports_free: ports
-                .iter()
-                .map(|(ip, range)| (*ip, AtomicU64::new(range.len() as u64)))
-                .collect(),
+            ports_free: Mutex::new(
+                ports
+                    .iter()
+                    .map(|(ip, range)| (*ip, range.len() as u64))
+                    .collect(),
+            ),
             ..RelayStats::default()
         }
     }
@@ -218,9 +221,11 @@ impl RelayStats {
     /// the relay has no pool for.
     pub fn ports_free(&self, ip: IpAddr) -> Option<u64> {
         self.ports_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .find(|(addr, _)| *addr == ip)
-            .map(|(_, free)| free.load(Ordering::Relaxed))
+            .map(|(_, free)| *free)
     }
 }
 
@@ -247,6 +252,7 @@ pub trait FastPath: Send {
 
 enum Control {
     Command(MediaCommand),
+    AddPool(std::net::IpAddr, PortRange),
     Shutdown,
 }
 
@@ -260,7 +266,11 @@ pub struct CommandSender {
 impl CommandSender {
     /// Queue a command without blocking.
     pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
-        match self.tx.try_send(Control::Command(command)) {
+        self.control(Control::Command(command))
+    }
+
+    fn control(&self, control: Control) -> Result<(), MediaError> {
+        match self.tx.try_send(control) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(MediaError::QueueFull),
             Err(TrySendError::Disconnected(_)) => return Err(MediaError::RelayStopped),
@@ -353,6 +363,13 @@ impl UserspaceRelay {
     /// Queue a command without blocking.
     pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
         self.sender.send(command)
+    }
+
+    /// Gives a media address that a reload introduced its port pool; an
+    /// address that has one keeps it. Applied in order with commands, so an
+    /// allocation sent after this finds the pool.
+    pub fn add_pool(&self, ip: std::net::IpAddr, range: PortRange) -> Result<(), MediaError> {
+        self.sender.control(Control::AddPool(ip, range))
     }
 
     /// The next event, if one is waiting.
@@ -565,6 +582,11 @@ impl Relay {
         loop {
             match self.commands.try_recv() {
                 Ok(Control::Command(command)) => self.apply(now, command),
+                Ok(Control::AddPool(ip, range)) => {
+                    if self.table.add_pool(ip, range) {
+                        self.publish_ports(now);
+                    }
+                }
                 Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
                     return std::ops::ControlFlow::Break(());
                 }
@@ -748,11 +770,19 @@ impl Relay {
     fn publish_ports(&mut self, now: Instant) {
         self.table.expire_ports(now);
         let ports = self.table.ports();
+        let mut published = self
+            .stats
+            .ports_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (ip, usage) in ports.usages() {
-            if let Some((_, free)) = self.stats.ports_free.iter().find(|(a, _)| *a == ip) {
-                free.store(usage.free() as u64, Ordering::Relaxed);
+            let free = usage.free() as u64;
+            match published.iter_mut().find(|(a, _)| *a == ip) {
+                Some((_, known)) => *known = free,
+                None => published.push((ip, free)),
             }
         }
+        drop(published);
         self.ports_check = ports.next_expiry().map(|at| at.max(now + PORTS_CADENCE));
     }
 
