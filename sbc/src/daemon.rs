@@ -14,11 +14,12 @@
 //! calls up:
 //! * a listener the new file still has (same transport and address) keeps
 //!   its socket and connections; its realm and buffer sizes change in place;
-//! * a new listener is bound before anything else changes: if any bind
-//!   fails, the whole reload is refused;
+//! * a new listener is bound before the core changes: if any bind fails,
+//!   the whole reload is refused;
 //! * a listener the new file dropped retires: it keeps serving the dialogs
-//!   and transactions that use it, answers new INVITEs 503, and is closed
-//!   once its last call has ended.
+//!   and transactions that use it, answers anything new with 503 (keeping
+//!   no transaction for it, so peers that still probe it can't hold it
+//!   open), and is closed once its last call and transaction have ended.
 //!
 //! A new realm media address gets a port pool (with the file's port range);
 //! addresses in use keep theirs. A reload that fails validation, names a
@@ -580,7 +581,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 8]
 fn close_retired_listeners(core: &mut Core, transports: &Transports) {
     while let Some(id) = core.poll_closable_listener() {
         if let Some(spec) = transports.spec(id) {
-            info!(realm = %spec.realm, transport = %spec.transport, address = %spec.addr, "retired listener closed: its last call ended");
+            info!(realm = %spec.realm, transport = %spec.transport, address = %spec.addr, "retired listener closed: its last call and transaction ended");
         }
         transports.remove(id);
     }
@@ -914,8 +915,8 @@ impl Shell<'_> {
     /// core tags legs with realm indexes; deltas since the last export) and
     /// each realm's free media ports. Every realm gets its series, at 0
     /// until media flows. Realms sharing a media address share its port
-    /// pool, so they show the same free count; a realm whose address has no
-    /// pool (the relay's pools are fixed at start) gets no ports gauge.
+    /// pool, so they show the same free count (a reload that adds a media
+    /// address gives it a pool before any call can use it).
     fn media_totals(&mut self, core: &Core, totals: &[MediaTotals]) {
         for (index, (name, media_ip)) in (0..).map_while(|i| core.realm_media(i)).enumerate() {
             let now = totals.get(index).copied().unwrap_or_default();

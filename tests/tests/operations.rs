@@ -357,7 +357,8 @@ fn live_scrape_during_a_call_with_media() {
             received(&second, realm)
         );
     }
-    // Every packet counts under exactly one realm.
+    // The two realms carry every packet: no other series (e.g. a catch-all
+    // realm) counts any.
     assert_eq!(
         received(&second, "outside") + received(&second, "inside"),
         packets(&second),

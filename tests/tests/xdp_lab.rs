@@ -251,7 +251,8 @@ fn media_crosses_the_sbc_in_the_kernel_once_latched() {
         "userspace forwarded (almost) nothing: xdp={xdp} userspace={userspace}"
     );
     // The caller's packets arrive on the outside realm, the callee's echoes
-    // on the inside one: the kernel's counts split the same way.
+    // on the inside one: the kernel's counts split the same way, and no
+    // other series carries any (`xdp` sums every realm's).
     let (out, inn) = (
         relayed(metrics, "xdp", "outside"),
         relayed(metrics, "xdp", "inside"),

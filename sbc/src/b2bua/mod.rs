@@ -425,6 +425,10 @@ struct Call {
     ended_by: Option<EndedBy>,
 }
 
+/// One row of the trunk table: its state, transport, asymmetric RTP and
+/// header policy.
+type TrunkEntry = (TrunkState, Transport, bool, Option<HeaderPolicy>);
+
 /// The B2BUA. See the module docs.
 pub struct Core {
     realms: Vec<RealmInfo>,
@@ -526,21 +530,8 @@ impl Core {
         config: &Config,
         resolve: impl Fn(&str, u16) -> Option<SocketAddr>,
     ) {
-        let old: Vec<TrunkState> = std::mem::take(&mut self.trunks);
         self.apply(config, resolve);
-        for trunk in &mut self.trunks {
-            if let Some(previous) = old.iter().find(|t| t.name == trunk.name) {
-                trunk.carry_over(previous);
-            }
-        }
         self.start(now);
-        // Calls hold trunk indices: remap them by name.
-        for call in self.calls.values_mut() {
-            call.trunk = call
-                .trunk
-                .and_then(|i| old.get(i))
-                .and_then(|t| self.trunks.iter().position(|n| n.name == t.name));
-        }
     }
 
     fn apply(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
@@ -561,7 +552,7 @@ impl Core {
             }
         }
         let realm_index = |name: &str| self.realms.iter().position(|r| r.name == name);
-        self.trunks = config
+        let mut fresh: Vec<Option<TrunkEntry>> = config
             .trunks
             .iter()
             .map(|t| {
@@ -578,23 +569,49 @@ impl Core {
                 );
                 state.ping_every = (t.options_interval_secs > 0)
                     .then(|| Duration::from_secs(u64::from(t.options_interval_secs)));
-                state
+                let transport = match t.transport {
+                    crate::config::Transport::Udp => Transport::Udp,
+                    crate::config::Transport::Tcp => Transport::Tcp,
+                };
+                Some((state, transport, t.asymmetric_rtp, t.header_policy.clone()))
             })
             .collect();
-        self.trunk_transport = config
-            .trunks
-            .iter()
-            .map(|t| match t.transport {
-                crate::config::Transport::Udp => Transport::Udp,
-                crate::config::Transport::Tcp => Transport::Tcp,
-            })
-            .collect();
-        self.trunk_asymmetric = config.trunks.iter().map(|t| t.asymmetric_rtp).collect();
-        self.trunk_policy = config
-            .trunks
-            .iter()
-            .map(|t| t.header_policy.clone())
-            .collect();
+        // Trunks keep their index for the life of the core, like realms:
+        // calls, routing plans and health checks hold it. A trunk the file
+        // still has is updated in place (keeping its live counts), a new one
+        // is appended, a removed one retires.
+        let old = (
+            std::mem::take(&mut self.trunks),
+            std::mem::take(&mut self.trunk_transport),
+            std::mem::take(&mut self.trunk_asymmetric),
+            std::mem::take(&mut self.trunk_policy),
+        );
+        let kept = old.0.into_iter().zip(old.1).zip(old.2).zip(old.3);
+        let mut table = Vec::with_capacity(fresh.len());
+        for (((previous, transport), asymmetric), policy) in kept {
+            let update = fresh
+                .iter()
+                .position(|f| f.as_ref().is_some_and(|f| f.0.name == previous.name))
+                .and_then(|j| fresh.get_mut(j).and_then(Option::take));
+            table.push(match update {
+                Some((mut state, transport, asymmetric, policy)) => {
+                    state.carry_over(&previous);
+                    (state, transport, asymmetric, policy)
+                }
+                None => {
+                    let mut state = previous;
+                    state.retire();
+                    (state, transport, asymmetric, policy)
+                }
+            });
+        }
+        table.extend(fresh.into_iter().flatten());
+        for (state, transport, asymmetric, policy) in table {
+            self.trunks.push(state);
+            self.trunk_transport.push(transport);
+            self.trunk_asymmetric.push(asymmetric);
+            self.trunk_policy.push(policy);
+        }
         self.routes = config.routes.clone();
         self.policy = config.topology_hiding.clone();
         self.server_policy = config.sip.server_policy();
@@ -674,7 +691,9 @@ impl Core {
     }
 
     fn trunk_health(&mut self, trunk: usize, up: bool) {
-        let state = &mut self.trunks[trunk];
+        let Some(state) = self.trunks.get_mut(trunk) else {
+            return;
+        };
         if state.up != Some(up) {
             state.up = Some(up);
             self.events.push_back(CoreEvent::TrunkState {
@@ -687,8 +706,18 @@ impl Core {
     /// The listener a trunk is reached from: its realm's, of its transport
     /// and address family.
     fn trunk_listener(&self, trunk: usize, peer: SocketAddr) -> Option<usize> {
-        let realm = &self.realms[self.trunks[trunk].realm].name;
-        let transport = self.trunk_transport[trunk];
+        self.realm_listener(self.trunks[trunk].realm, self.trunk_transport[trunk], peer)
+    }
+
+    /// An active listener of `realm` for `transport` in `peer`'s address
+    /// family.
+    fn realm_listener(
+        &self,
+        realm: usize,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Option<usize> {
+        let realm = &self.realms.get(realm)?.name;
         self.listeners.iter().position(|l| {
             let l_info = &l.info;
             l.state == ListenerState::Active
@@ -734,6 +763,17 @@ impl Core {
         })?;
         self.listeners[index].state = ListenerState::Closed;
         Some(ListenerId(index))
+    }
+
+    fn listener_active(&self, id: ListenerId) -> bool {
+        self.listeners
+            .get(id.0)
+            .is_some_and(|l| l.state == ListenerState::Active)
+    }
+
+    /// The request belongs to a dialog of a call up (by Call-ID and our tag).
+    fn dialog_known(&self, request: &Message) -> bool {
+        self.dialog_of(request).is_some()
     }
 
     fn listener_in_use(&self, id: ListenerId) -> bool {
@@ -982,6 +1022,12 @@ impl Core {
                 let Some(mut call) = self.calls.remove(&id) else {
                     return;
                 };
+                // The relay never had it: nothing to release or wait for.
+                for slot in &mut call.streams {
+                    if slot.is_some_and(|(s, _)| s == stream) {
+                        *slot = None;
+                    }
+                }
                 self.event_rejected(call.a.realm, RejectReason::MediaPorts);
                 self.fail_call(now, &mut call, 503, EndedBy::Sbc(SbcReason::MediaPorts));
                 self.put_back(now, call);
@@ -1087,6 +1133,15 @@ impl Core {
             TxInbound::Ack { request, .. } => self.on_ack(now, meta, request),
             TxInbound::Request { id, request } => {
                 self.remember_server(id, meta);
+                if !self.listener_active(meta.listener) && !self.dialog_known(&request) {
+                    // A retired address takes nothing new, and keeps no
+                    // transaction for it: peers that still ping it must not
+                    // hold it open.
+                    self.event_rejected(meta.realm, RejectReason::Draining);
+                    self.reply(now, id, &request, 503, &[]);
+                    let _ = self.tx.terminate(id);
+                    return;
+                }
                 let in_dialog = request.to().is_some_and(|to| to.tag().is_some());
                 if in_dialog {
                     self.on_in_dialog(now, id, request);
@@ -1159,7 +1214,7 @@ impl Core {
             return refuse(self, 503, RejectReason::Admission);
         }
         let source_trunk = self.trunks.iter().position(|t| {
-            t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
+            !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
         });
         let Some(uri) = request.request_uri() else {
             return refuse(self, 400, RejectReason::Invalid);
@@ -1467,7 +1522,7 @@ impl Core {
             self.respond_a(now, &mut call, 487, None);
             call.ended_by = Some(EndedBy::Caller);
             call.cancel_b = true;
-            call.pending.clear();
+            self.abandon_pending(now, &mut call);
             self.cancel_b(now, &mut call);
         }
         self.put_back(now, call);
@@ -1881,7 +1936,11 @@ impl Core {
             && let Some(b) = call.b.as_ref()
         {
             call.redirects += 1;
-            let (realm, transport, listener) = (b.realm, b.transport, b.listener.0);
+            let (realm, transport) = (b.realm, b.transport);
+            // The realm's listener now (a reload may have retired B's).
+            let listener = self
+                .realm_listener(realm, transport, peer)
+                .unwrap_or(b.listener.0);
             return self.start_b_leg(now, call, realm, transport, listener, peer, target);
         }
         if !call.b_provisional
@@ -2080,13 +2139,27 @@ impl Core {
 
     // ---- teardown --------------------------------------------------------------
 
+    /// Drops what waited for media allocation; requests among it are
+    /// answered 487, so their transactions end.
+    fn abandon_pending(&mut self, now: Instant, call: &mut Call) {
+        for pending in std::mem::take(&mut call.pending) {
+            if let Pending::Request {
+                server, request, ..
+            } = pending
+            {
+                self.reply(now, server, &request, 487, &[]);
+                self.servers.remove(&server);
+            }
+        }
+    }
+
     /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
     fn fail_call(&mut self, now: Instant, call: &mut Call, status: u16, by: EndedBy) {
         if !call.a_final {
             self.respond_a(now, call, status, None);
         }
         call.ended_by.get_or_insert(by);
-        call.pending.clear();
+        self.abandon_pending(now, call);
         if call.b_invite.is_some() {
             call.cancel_b = true;
             self.cancel_b(now, call);
@@ -2237,8 +2310,12 @@ impl Core {
                 .remove(&(b.call_id.clone(), b.local_tag.clone()));
         }
         self.servers.remove(&call.a_server);
-        for server in call.relayed.keys() {
-            self.servers.remove(server);
+        // RFC 3261 §15.1.2: requests still pending in a dialog that ended
+        // get 487; without an answer their transactions would never end.
+        self.abandon_pending(now, &mut call);
+        for (server, request) in std::mem::take(&mut call.relayed) {
+            self.reply(now, server, &request, 487, &[]);
+            self.servers.remove(&server);
         }
         self.events
             .push_back(CoreEvent::CallEnded(Box::new(CallSummary {

@@ -103,6 +103,9 @@ pub struct TrunkState {
     pub ping_every: Option<Duration>,
     /// When the next health check goes out.
     pub next_ping: Option<Instant>,
+    /// Gone from the configuration: kept (with its index) for the calls up
+    /// on it, never chosen, matched or probed.
+    pub retired: bool,
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -135,6 +138,7 @@ impl TrunkState {
             up: None,
             ping_every: None,
             next_ping: None,
+            retired: false,
             tokens: max_cps.map_or(0.0, f64::from),
             refilled: None,
         }
@@ -165,6 +169,13 @@ impl TrunkState {
     /// A call this trunk admitted has ended.
     pub fn release(&mut self) {
         self.active = self.active.saturating_sub(1);
+    }
+
+    /// The configuration no longer has this trunk.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.ping_every = None;
+        self.next_ping = None;
     }
 
     /// Carries the live counts over from the same trunk of an older config.

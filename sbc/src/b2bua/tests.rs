@@ -101,6 +101,8 @@ struct Lab {
     sent: Vec<(SocketAddr, Vec<u8>)>,
     media: Vec<MediaCommand>,
     events: Vec<CoreEvent>,
+    /// The media backend refuses every allocation (ports exhausted).
+    refuse_media: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -138,6 +140,7 @@ impl Lab {
             sent: Vec::new(),
             media: Vec::new(),
             events: Vec::new(),
+            refuse_media: false,
         }
     }
 
@@ -195,7 +198,16 @@ impl Lab {
             let mut allocations = Vec::new();
             while let Some(cmd) = self.core.poll_media() {
                 busy = true;
-                if let MediaCommand::Allocate { stream, legs } = &cmd {
+                if let MediaCommand::Allocate { stream, legs } = &cmd
+                    && self.refuse_media
+                {
+                    allocations.push(MediaEvent::AllocationFailed {
+                        stream: *stream,
+                        error: crate::media::command::MediaError::PortsExhausted {
+                            addr: legs[0].local_ip,
+                        },
+                    });
+                } else if let MediaCommand::Allocate { stream, legs } = &cmd {
                     let mut endpoint = |ip: IpAddr| {
                         let port = self.next_port;
                         self.next_port += 2;
@@ -1040,4 +1052,137 @@ fn a_listener_behind_1_to_1_nat_shows_its_public_address_in_via_and_contact() {
     let ok = lab.take_one(CALLER, "200");
     let contact = String::from_utf8_lossy(ok.header(HeaderName::Contact).expect("contact"));
     assert!(contact.contains("192.0.2.1:5060"), "{contact}");
+}
+
+/// CONFIG without the `pbx` trunk (the route keeps `pbx2`).
+fn without_pbx() -> Config {
+    let start = CONFIG
+        .find("[[trunk]]\nname = \"pbx\"\n")
+        .expect("pbx trunk");
+    let end = CONFIG
+        .find("[[trunk]]\nname = \"pbx2\"")
+        .expect("pbx2 trunk");
+    let text = format!("{}{}", &CONFIG[..start], &CONFIG[end..])
+        .replace("targets = [\"pbx\", \"pbx2\"]", "targets = [\"pbx2\"]");
+    Config::from_str_named(&text, "test.toml").expect("valid config")
+}
+
+#[test]
+fn a_reload_that_removes_the_trunk_of_a_ringing_call_fails_over_by_name() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&first, 180, None));
+    // pbx leaves the configuration while the call rings on it; it was
+    // trunk 0, so every index would shift.
+    lab.core.reload(lab.now, &without_pbx(), |_, _| None);
+    lab.trunk_sends(PBX, &answer(&first, 503, None));
+    // A provisional came, so no failover: the 503 goes to the caller.
+    lab.take_one(CALLER, "503");
+
+    // A call that had not got a provisional fails over to pbx2 by name.
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(PBX, "INVITE");
+    lab.core.reload(lab.now, &without_pbx(), |_, _| None);
+    lab.trunk_sends(PBX, &answer(&first, 503, None));
+    let second = lab.take_one(PBX2, "INVITE");
+    lab.trunk_sends(PBX2, &answer(&second, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
+    lab.caller_sends(&in_dialog("BYE", &ok, false, 11, None));
+    let bye = lab.take_one(PBX2, "BYE");
+    lab.trunk_sends(PBX2, &answer(&bye, 200, None));
+    let ended = lab.ended().expect("ended");
+    assert_eq!(ended.trunks_tried, ["pbx", "pbx2"]);
+    assert_eq!(
+        lab.core.calls_per_trunk(),
+        vec![("pbx".to_owned(), 0), ("pbx2".to_owned(), 0)]
+    );
+}
+
+#[test]
+fn a_reload_that_removes_a_trunk_under_its_health_check_and_its_caller_keeps_running() {
+    // The caller is itself a trunk ("carrier") with a health check.
+    let config = CONFIG.replace(
+        "[[trunk]]\nname = \"pbx\"",
+        "[[trunk]]\nname = \"carrier\"\nrealm = \"outside\"\naddress = \"203.0.113.7:5062\"\noptions_interval_secs = 30\n\n[[trunk]]\nname = \"pbx\"",
+    );
+    let mut lab = Lab::new(&config);
+    let (b_invite, _ok) = establish(&mut lab);
+    lab.core.start(lab.now);
+    lab.advance(Duration::from_millis(1));
+    let ping = lab.take_one(CALLER, "OPTIONS");
+
+    // "carrier" goes away while its probe is out and its call is up.
+    let text = config.replace(
+        "[[trunk]]\nname = \"carrier\"\nrealm = \"outside\"\naddress = \"203.0.113.7:5062\"\noptions_interval_secs = 30\n\n",
+        "",
+    );
+    assert_ne!(text, config);
+    let reloaded = Config::from_str_named(&text, "test.toml").expect("valid config");
+    lab.core.reload(lab.now, &reloaded, |_, _| None);
+    lab.deliver(0, CALLER, &respond(&ping, 200, "", Some("p1"), &[]));
+    lab.advance(Duration::from_secs(40));
+    assert!(
+        !lab.take(CALLER).iter().any(|m| describe(m) == "OPTIONS"),
+        "a retired trunk is not probed"
+    );
+
+    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
+    let bye = lab.take_one(CALLER, "BYE");
+    lab.caller_sends(std::str::from_utf8(&respond(&bye, 200, "", None, &[])).expect("utf8"));
+    let ended = lab.ended().expect("ended");
+    assert_eq!(
+        ended.from_trunk.as_deref(),
+        Some("carrier"),
+        "the CDR keeps its trunk"
+    );
+}
+
+#[test]
+fn requests_pending_when_a_call_ends_get_487_and_the_retired_listener_closes() {
+    let mut lab = Lab::new(CONFIG);
+    let (_b_invite, ok) = establish(&mut lab);
+    lab.core
+        .set_listeners(&[(ListenerId(1), inside()), (ListenerId(2), outside_on(5070))]);
+    // An INFO crosses to the PBX, which never answers it; the caller hangs up.
+    lab.caller_sends(&in_dialog("INFO", &ok, false, 11, None));
+    lab.take_one(PBX, "INFO");
+    lab.caller_sends(&in_dialog("BYE", &ok, false, 12, None));
+    let bye = lab.take_one(PBX, "BYE");
+    lab.trunk_sends(PBX, &answer(&bye, 200, None));
+    let answers = lab.take(CALLER);
+    let statuses: Vec<(u16, u32)> = answers
+        .iter()
+        .filter_map(|m| Some((m.status()?, m.cseq()?.seq)))
+        .collect();
+    assert!(statuses.contains(&(487, 11)), "{statuses:?}");
+    assert!(statuses.contains(&(200, 12)), "{statuses:?}");
+
+    // Peers that keep probing the retired address get 503 and hold nothing.
+    let options = invite(false)
+        .replacen("INVITE sip", "OPTIONS sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 1 OPTIONS")
+        .replace("z9hG4bKcaller1", "z9hG4bKprobe");
+    lab.caller_sends(&options);
+    lab.take_one(CALLER, "503");
+    lab.advance(Duration::from_secs(33));
+    assert_eq!(lab.core.poll_closable_listener(), Some(ListenerId(0)));
+}
+
+#[test]
+fn a_call_refused_for_media_ports_lists_no_stream() {
+    let mut lab = Lab::new(CONFIG);
+    lab.refuse_media = true;
+    lab.caller_sends(&invite(true));
+    lab.take_one(CALLER, "503");
+    let ended = lab.ended().expect("ended at once");
+    assert!(ended.streams.is_empty(), "{:?}", ended.streams);
+    assert!(
+        !lab.media
+            .iter()
+            .any(|c| matches!(c, MediaCommand::Release { .. })),
+        "nothing to release: the relay never had the stream"
+    );
 }

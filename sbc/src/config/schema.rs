@@ -423,7 +423,7 @@ pub struct Listener {
     /// The address and port to bind.
     pub address: SocketAddr,
     /// The address and port peers reach this listener at when it is behind
-    /// a 1:1 NAT: what Via, Contact and Record-Route show instead of
+    /// a 1:1 NAT: what Via and Contact show instead of
     /// `address`.
     #[serde(default)]
     pub advertise: Option<SocketAddr>,

@@ -277,8 +277,10 @@ async fn connect_and_run(
         Ok(stream) => run(shared, listener, id, stream, to, rx, alive).await,
         Err(error) => {
             tracing::debug!(listener = listener.0, %to, %error, "TCP connect failed");
-            if let Some(l) = shared.listener(listener)
-                && shared.table().remove(id)
+            // Removed whether or not the listener still exists (it may have
+            // been removed while connecting).
+            if shared.table().remove(id)
+                && let Some(l) = shared.listener(listener)
             {
                 close_count(&l.stats);
             }
@@ -389,8 +391,15 @@ async fn run(
     _alive: mpsc::Sender<()>,
 ) {
     let Some(l) = shared.listener(listener) else {
-        // Removed since the accept or connect: the connection goes with it.
+        // Removed since the accept or connect: the connection goes with it,
+        // and what was queued on it is reported as failed.
         shared.table().remove(id);
+        rx.close();
+        let mut shutdown = shared.shutdown.clone();
+        while let Ok(_bytes) = rx.try_recv() {
+            let error = TransportError::UnknownListener(listener);
+            fail(&shared, listener, remote, id, error, &mut shutdown).await;
+        }
         return;
     };
     let stats = Arc::clone(&l.stats);

@@ -730,7 +730,8 @@ async fn listeners_are_added_reconfigured_and_removed_while_others_run() {
         }
     })
     .await;
-    assert_eq!(rebound, ListenerId(3), "ids are never reused");
+    // Each retry that found the TCP port still busy used an id too.
+    assert!(rebound.0 >= 3, "ids are never reused: {rebound:?}");
 
     // The first listener never noticed.
     peer.send_to(&invite(), first)
