@@ -123,14 +123,16 @@ impl Config {
                 let listeners: Vec<String> = r
                     .listen
                     .iter()
-                    .map(|l| format!("{} {}", l.transport, l.address))
+                    .map(|l| match l.advertise {
+                        Some(public) => format!("{} {} as {public}", l.transport, l.address),
+                        None => format!("{} {}", l.transport, l.address),
+                    })
                     .collect();
-                format!(
-                    "{} ({}; media {})",
-                    r.name,
-                    listeners.join(", "),
-                    r.media.advertised()
-                )
+                let media = match r.media.advertise {
+                    Some(public) => format!("{} as {public}", r.media.address),
+                    None => r.media.address.to_string(),
+                };
+                format!("{} ({}; media {media})", r.name, listeners.join(", "))
             })
             .collect();
         let _ = write!(

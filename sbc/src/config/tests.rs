@@ -823,3 +823,22 @@ fn a_listener_behind_1_to_1_nat_advertises_its_public_address() {
         problems(&text)
     );
 }
+
+#[test]
+fn the_summary_shows_what_a_natted_realm_binds_and_advertises() {
+    let text = edit(
+        r#"listen = [{ transport = "udp", address = "127.0.0.1:5060" }]
+media = { address = "127.0.0.1" }"#,
+        r#"listen = [{ transport = "udp", address = "127.0.0.1:5060", advertise = "203.0.113.10:5060" }]
+media = { address = "127.0.0.1", advertise = "203.0.113.10" }"#,
+    );
+    let summary = Config::from_str_named(&text, "t.toml")
+        .expect("valid")
+        .summary();
+    assert!(
+        summary.contains(
+            "a (udp 127.0.0.1:5060 as 203.0.113.10:5060; media 127.0.0.1 as 203.0.113.10)"
+        ),
+        "{summary}"
+    );
+}
