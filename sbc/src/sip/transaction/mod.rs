@@ -356,10 +356,11 @@ struct Tx {
     key: Box<[u8]>,
     /// What a retransmission sends: the request (client), the ACK for a
     /// non-2xx final (client INVITE, Completed), or the latest response
-    /// (server).
+    /// (server). Empty in Accepted, which retransmits nothing.
     last: Vec<u8>,
     /// Client INVITE: the request, kept to build the ACK (§17.1.1.3).
-    request: Option<Message>,
+    /// Boxed: only a client INVITE before its final response has one.
+    request: Option<Box<Message>>,
     /// Server: top Via branch and CSeq of the request, which every response
     /// must echo (see [`key::echo`]); empty for clients.
     echo: Box<[u8]>,
@@ -403,7 +404,9 @@ pub struct Transactions {
     timers: Timers,
     max: usize,
     next_id: u64,
-    txs: HashMap<TransactionId, Tx>,
+    /// Boxed, so the table's empty slots (it grows by doubling) cost a
+    /// pointer each rather than a whole `Tx`.
+    txs: HashMap<TransactionId, Box<Tx>>,
     client_keys: HashMap<Box<[u8]>, ClientId>,
     server_keys: HashMap<Box<[u8]>, ServerId>,
     /// Deadlines; an entry is stale when its transaction is gone or its
@@ -507,7 +510,7 @@ impl Transactions {
             remote,
             key,
             last: request.to_bytes(),
-            request: invite.then_some(request),
+            request: invite.then(|| Box::new(request)),
             echo: Box::default(),
             trying: None,
             to_tag: None,
@@ -542,8 +545,12 @@ impl Transactions {
         let found = self.server_keys.get(self.scratch.as_slice()).copied();
         // RFC 2543 keys leave the To tag out (an ACK carries the response's
         // tag, not the request's); check it on the transaction.
-        let found = found
-            .filter(|&id| matched.tags_agree(method, self.txs.get(&TransactionId::Server(id))));
+        let found = found.filter(|&id| {
+            matched.tags_agree(
+                method,
+                self.txs.get(&TransactionId::Server(id)).map(Box::as_ref),
+            )
+        });
         if method == Method::Ack {
             return Ok(self.server_ack(now, found, request));
         }
@@ -560,7 +567,10 @@ impl Transactions {
                 .get(self.scratch.as_slice())
                 .copied()
                 .filter(|&id| {
-                    matched.tags_agree(Method::Invite, self.txs.get(&TransactionId::Server(id)))
+                    matched.tags_agree(
+                        Method::Invite,
+                        self.txs.get(&TransactionId::Server(id)).map(Box::as_ref),
+                    )
                 })
         } else {
             None
@@ -707,7 +717,6 @@ impl Transactions {
             _ => {}
         }
         let bytes = response.to_bytes();
-        tx.last = bytes.clone();
         tx.trying = None;
         tx.trying_at = None;
         if !provisional {
@@ -739,6 +748,14 @@ impl Transactions {
                 }
             }
         }
+        // What a retransmitted request gets again. Accepted resends nothing
+        // (RFC 6026 §7.1: the TU retransmits its 2xx), so it keeps nothing:
+        // the transaction lives 64*T1 after every answered call.
+        tx.last = if tx.state == State::Accepted {
+            Vec::new()
+        } else {
+            bytes.clone()
+        };
         self.send(any, bytes);
         if end_now {
             self.terminate_tx(any);
@@ -871,7 +888,7 @@ impl Transactions {
             let due = self
                 .txs
                 .get(&id)
-                .and_then(Tx::deadline)
+                .and_then(|tx| tx.deadline())
                 .is_some_and(|deadline| deadline <= now);
             if due {
                 self.fire(now, id);
@@ -997,7 +1014,7 @@ impl Transactions {
     }
 
     fn insert(&mut self, id: TransactionId, tx: Tx) {
-        self.txs.insert(id, tx);
+        self.txs.insert(id, Box::new(tx));
         self.rearm(id);
     }
 
