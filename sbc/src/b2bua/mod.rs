@@ -53,6 +53,7 @@ pub mod ids;
 pub mod routing;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -74,6 +75,7 @@ use crate::sip::transaction::{
 use crate::sip::{self, HeaderName, Message, Method, ServerPolicy, Verdict};
 use crate::transport::{ConnectionId, Inbound, ListenerId, Outbound, Received, Transport};
 use routing::{CallFacts, Refusal, TrunkState};
+use text::{LegText, Part};
 
 /// One listener as the core sees it: its realm, transport and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,7 +194,9 @@ pub struct CallSummary {
     pub trunks_tried: Vec<String>,
     /// Leg A's and leg B's Call-IDs.
     pub call_ids: (String, Option<String>),
-    /// The INVITE as received on leg A (From, To, Request-URI, Call-ID).
+    /// The INVITE as received on leg A (From, To, Request-URI, Call-ID);
+    /// of an answered call only its head (start line, Via, From, To,
+    /// Call-ID, CSeq): no body, no other header.
     pub invite: Message,
     /// The realm of the last B leg.
     pub to_realm: Option<String>,
@@ -312,22 +316,11 @@ struct LegState {
     /// Next hop for requests on this leg.
     peer: SocketAddr,
     connection: Option<ConnectionId>,
-    call_id: String,
-    /// Our tag on this leg.
-    local_tag: String,
-    /// What we write as From on requests we send on this leg (with our tag).
-    local: String,
-    /// What we write as To (with the peer's tag once known).
-    remote: String,
+    /// Call-ID, tags, From, To, target, Via sent-by and Contact.
+    text: LegText,
     remote_tag_known: bool,
     local_cseq: u32,
-    /// Request-URI for in-dialog requests (the peer's Contact).
-    remote_target: String,
     route_set: Vec<String>,
-    /// `SIP/2.0/UDP ip:port`.
-    sent_by: String,
-    /// Our Contact on this leg.
-    contact: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,6 +376,7 @@ struct Call {
     a: LegState,
     b: Option<LegState>,
     /// The initial INVITE as received on A, and its server transaction.
+    /// Once A has its 2xx only its head is kept (see [`invite_head`]).
     a_invite: Message,
     a_server: ServerId,
     /// A's INVITE has its final response.
@@ -397,13 +391,15 @@ struct Call {
     trunk: Option<usize>,
     source_trunk: Option<usize>,
     trunks_tried: Vec<String>,
-    /// To of leg B's INVITE (the original target, kept across redirects).
+    /// To of leg B's INVITE (the original target, kept across redirects
+    /// until A has its 2xx).
     b_to: String,
     /// 3xx recursions so far.
     redirects: u8,
     /// Our 2xx to A and its retransmission schedule.
     a_2xx: Option<(Vec<u8>, Duration, Instant)>,
-    /// The ACK we sent for B's 2xx (re-sent for a retransmitted 2xx).
+    /// The ACK we last sent for a 2xx of B's (re-sent for a retransmitted
+    /// 2xx); the one for the initial INVITE goes when its transaction ends.
     b_ack: Option<Vec<u8>>,
     /// Per `m=` line: its stream and, once allocated, both legs' endpoints.
     streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
@@ -449,11 +445,14 @@ pub struct Core {
     latch: LatchPolicy,
     tx: Transactions,
     ids: Box<dyn IdSource>,
-    calls: HashMap<u64, Call>,
+    /// Boxed: a table of calls inline would hold up to twice the calls up
+    /// in empty slots of a `Call`'s size (hash tables grow by doubling).
+    calls: HashMap<u64, Box<Call>>,
     next_call: u64,
     next_stream: u64,
     /// (Call-ID, our tag) of each leg → call and side.
-    dialogs: HashMap<(String, String), (u64, Side)>,
+    /// Keyed by [`dialog_key`].
+    dialogs: HashMap<Box<str>, (u64, Side)>,
     servers: HashMap<ServerId, u64>,
     clients: HashMap<ClientId, (u64, Side, ClientRole)>,
     streams: HashMap<StreamId, u64>,
@@ -836,7 +835,7 @@ impl Core {
     /// A JSON view of the calls up (for the admin `/calls` endpoint only:
     /// it shows both legs' addresses).
     pub fn calls_json(&self, now: Instant) -> serde_json::Value {
-        let mut calls: Vec<&Call> = self.calls.values().collect();
+        let mut calls: Vec<&Call> = self.calls.values().map(|c| &**c).collect();
         calls.sort_by_key(|c| c.id);
         serde_json::Value::Array(
             calls
@@ -1268,23 +1267,25 @@ impl Core {
             transport: meta.transport,
             peer: meta.remote,
             connection: meta.connection,
-            call_id: call_id.clone(),
-            local_tag: local_tag.clone(),
-            local: format!("{to};tag={local_tag}"),
-            remote: from,
+            text: LegText::new([
+                &call_id,
+                &local_tag,
+                &format!("{to};tag={local_tag}"),
+                &from,
+                &contact,
+                &sent_by(meta.transport, listener.public()),
+                &contact_uri(meta.transport, listener.public()),
+            ]),
             remote_tag_known: true,
             local_cseq: self.ids.next_bytes()[0] as u32 + 1,
-            remote_target: contact,
             route_set,
-            sent_by: sent_by(meta.transport, listener.public()),
-            contact: contact_uri(meta.transport, listener.public()),
         };
         let call_no = self.next_call;
         self.next_call += 1;
         self.dialogs
-            .insert((call_id, local_tag), (call_no, Side::A));
+            .insert(dialog_key(&call_id, &local_tag), (call_no, Side::A));
         self.servers.insert(id, call_no);
-        let mut call = Call {
+        let mut call = Box::new(Call {
             id: call_no,
             phase: Phase::Setup,
             a,
@@ -1315,7 +1316,7 @@ impl Core {
             answered: None,
             a_status: 0,
             ended_by: None,
-        };
+        });
         self.try_next_target(now, &mut call);
         self.put_back(now, call);
     }
@@ -1357,6 +1358,8 @@ impl Core {
             if let Some(previous) = call.trunk.replace(trunk) {
                 self.trunks[previous].release();
             }
+            // One at a time: most calls take the first trunk they try.
+            call.trunks_tried.reserve_exact(1);
             call.trunks_tried.push(self.trunks[trunk].name.clone());
             let user = call
                 .a_invite
@@ -1416,33 +1419,35 @@ impl Core {
             transport,
             peer,
             connection: None,
-            call_id: call_id.clone(),
-            local_tag: local_tag.clone(),
-            local: format!(
-                "{display}<sip:{from_user}@{}>;tag={local_tag}",
-                host_port(addr)
-            ),
-            remote: call.b_to.clone(),
+            text: LegText::new([
+                &call_id,
+                &local_tag,
+                &format!(
+                    "{display}<sip:{from_user}@{}>;tag={local_tag}",
+                    host_port(addr)
+                ),
+                &call.b_to,
+                &target,
+                &sent_by(transport, addr),
+                &contact_uri(transport, addr),
+            ]),
             remote_tag_known: false,
             local_cseq: 1,
-            remote_target: target,
             route_set: Vec::new(),
-            sent_by: sent_by(transport, addr),
-            contact: contact_uri(transport, addr),
         };
         self.events.push_back(CoreEvent::CallAttempt {
             call: call.id,
             attempt: call.trunks_tried.len().max(1) + usize::from(call.redirects),
-            a_call_id: call.a.call_id.clone(),
+            a_call_id: call.a.text.get(Part::CallId).to_owned(),
             b_call_id: call_id.clone(),
             from_realm: self.realms[call.a.realm].name.clone(),
             to_realm: self.realms[realm].name.clone(),
             trunk: call.trunks_tried.last().cloned(),
         });
         self.dialogs
-            .insert((call_id, local_tag), (call.id, Side::B));
+            .insert(dialog_key(&call_id, &local_tag), (call.id, Side::B));
         if let Some(old) = call.b.replace(b) {
-            self.dialogs.remove(&(old.call_id, old.local_tag));
+            self.dialogs.remove(&old.dialog_key());
         }
         call.b_provisional = false;
         call.pending.push_back(Pending::Invite);
@@ -1576,9 +1581,9 @@ impl Core {
     }
 
     fn dialog_of(&self, msg: &Message) -> Option<(u64, Side)> {
-        let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
-        let tag = msg.to()?.tag()?.to_owned();
-        self.dialogs.get(&(call_id, tag)).copied()
+        let call_id = String::from_utf8_lossy(msg.call_id()?);
+        let tag = msg.to()?.tag()?;
+        self.dialogs.get(&dialog_key(&call_id, tag)).copied()
     }
 
     fn on_in_dialog(&mut self, now: Instant, id: ServerId, request: Message) {
@@ -1815,7 +1820,7 @@ impl Core {
                         } else {
                             503
                         };
-                        if let Some(request) = call.relayed.remove(&server) {
+                        if let Some(request) = call.answered_relay(server) {
                             self.reply(now, server, &request, status, &[]);
                         }
                     }
@@ -1828,8 +1833,21 @@ impl Core {
                 self.routes_of.remove(&id);
                 match id {
                     TransactionId::Client(client) => {
-                        self.clients.remove(&client);
+                        let role = self.clients.remove(&client);
                         self.pings.remove(&client);
+                        // B's INVITE transaction outlived B's 2xx
+                        // retransmissions (timer M, 64*T1 from the first
+                        // 2xx we got; B stops 64*T1 after sending it,
+                        // §13.3.1.4): no 2xx is left to ACK again, unless
+                        // the ACK kept is already one for a re-INVITE
+                        // (B's CSeq moved on).
+                        if let Some((call_no, Side::B, ClientRole::Invite)) = role
+                            && let Some(call) = self.calls.get_mut(&call_no)
+                            && call.phase == Phase::Confirmed
+                            && call.b.as_ref().is_some_and(|b| b.local_cseq == 1)
+                        {
+                            call.b_ack = None;
+                        }
                     }
                     TransactionId::Server(server) => {
                         self.servers.remove(&server);
@@ -1848,7 +1866,8 @@ impl Core {
             && status > 100
             && !b.remote_tag_known
         {
-            b.remote = format!("{};tag={tag}", b.remote);
+            let remote = format!("{};tag={tag}", b.text.get(Part::Remote));
+            b.text.set(Part::Remote, &remote);
             b.remote_tag_known = true;
         }
         if status < 200 {
@@ -1962,7 +1981,7 @@ impl Core {
                 let server = call.a_server;
                 let reason =
                     String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
-                let local_tag = call.a.local_tag.clone();
+                let local_tag = call.a.text.get(Part::LocalTag).to_owned();
                 let bytes = build::response(
                     &call.a_invite,
                     status,
@@ -2015,15 +2034,15 @@ impl Core {
         let Some(leg) = leg_ref(call, to) else {
             return Ok(());
         };
-        let contact = (status > 100 && status < 300).then_some(leg.contact.as_str());
-        let tag = leg.local_tag.clone();
+        let contact = (status > 100 && status < 300).then_some(leg.text.get(Part::Contact));
+        let tag = leg.text.get(Part::LocalTag);
         let realm = leg.realm;
         let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
         let bytes = build::response(
             &request,
             status,
             &reason,
-            Some(&tag),
+            Some(tag),
             contact,
             Some(&response),
             &self.policy,
@@ -2042,9 +2061,15 @@ impl Core {
             self.report_setup(now, call);
             let t1 = Timers::default().t1;
             call.a_2xx = Some((bytes, t1, now + Timers::default().t1x64()));
+            // Leg B is up: no failover or redirect writes from the INVITE
+            // again, so a held call keeps only what A's dialog still needs.
+            if let Some(head) = invite_head(&call.a_invite) {
+                call.a_invite = head;
+            }
+            call.b_to = String::new();
             self.timers.push(Reverse((now + t1, call.id)));
         } else if status >= 200 {
-            call.relayed.remove(&server);
+            call.answered_relay(server);
         }
         let _ = self.tx.send_response(now, server, msg);
         Ok(())
@@ -2072,7 +2097,7 @@ impl Core {
                 sip::header::Contact::Star => None,
             });
         if let (Some(target), Some(leg)) = (target, leg_mut(call, side)) {
-            leg.remote_target = target;
+            leg.text.set(Part::RemoteTarget, &target);
         }
     }
 
@@ -2093,16 +2118,16 @@ impl Core {
         if !response.status().is_some_and(|s| (200..300).contains(&s)) {
             return;
         }
-        let Some(call_id) = response
-            .call_id()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-        else {
+        let Some(call_id) = response.call_id().map(String::from_utf8_lossy) else {
             return;
         };
-        let Some(tag) = response.from().and_then(|f| f.tag().map(str::to_owned)) else {
+        let Some(from) = response.from() else {
             return;
         };
-        let Some(&(call_no, Side::B)) = self.dialogs.get(&(call_id, tag)) else {
+        let Some(tag) = from.tag() else {
+            return;
+        };
+        let Some(&(call_no, Side::B)) = self.dialogs.get(&dialog_key(&call_id, tag)) else {
             return;
         };
         let Some(call) = self.calls.get(&call_no) else {
@@ -2178,7 +2203,7 @@ impl Core {
             &call.a_invite,
             status,
             reason,
-            Some(&call.a.local_tag),
+            Some(call.a.text.get(Part::LocalTag)),
             None,
             None,
             &self.policy,
@@ -2292,7 +2317,7 @@ impl Core {
     }
 
     /// Puts a call back in the table, or reports and forgets it if it ended.
-    fn put_back(&mut self, now: Instant, mut call: Call) {
+    fn put_back(&mut self, now: Instant, mut call: Box<Call>) {
         if !Self::finished(&call) {
             self.calls.insert(call.id, call);
             return;
@@ -2303,11 +2328,9 @@ impl Core {
         }
         // Only this call's own keys: ending a call must not cost a scan of
         // every call up.
-        self.dialogs
-            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.dialogs.remove(&call.a.dialog_key());
         if let Some(b) = &call.b {
-            self.dialogs
-                .remove(&(b.call_id.clone(), b.local_tag.clone()));
+            self.dialogs.remove(&b.dialog_key());
         }
         self.servers.remove(&call.a_server);
         // RFC 3261 §15.1.2: requests still pending in a dialog that ended
@@ -2325,8 +2348,8 @@ impl Core {
                 route: Some(call.plan.route.clone()),
                 trunks_tried: call.trunks_tried.clone(),
                 call_ids: (
-                    call.a.call_id.clone(),
-                    call.b.as_ref().map(|b| b.call_id.clone()),
+                    call.a.text.get(Part::CallId).to_owned(),
+                    call.b.as_ref().map(|b| b.text.get(Part::CallId).to_owned()),
                 ),
                 invite: call.a_invite.clone(),
                 to_realm: call.b.as_ref().map(|b| self.realms[b.realm].name.clone()),
@@ -2391,6 +2414,9 @@ impl Core {
                 return;
             }
         }
+        // Most calls queue a message only while media is allocated: don't
+        // keep the room for them for the rest of the call.
+        call.pending.shrink_to_fit();
     }
 
     /// The body of `msg` as the other leg gets it: anchored SDP, or as is.
@@ -2441,6 +2467,9 @@ impl Core {
         }
         call.media_realm_b = Some(b_realm);
         if call.streams.len() < offers.len() {
+            // Exactly: a call keeps these as long as it is up.
+            call.streams
+                .reserve_exact(offers.len() - call.streams.len());
             call.streams.resize(offers.len(), None);
         }
         let mut waiting = false;
@@ -2667,6 +2696,39 @@ fn redirect_target(response: &Message) -> Option<(String, SocketAddr)> {
         })
 }
 
+/// The head of A's INVITE, all of it a call needs once A has its 2xx: the
+/// Request-URI, Via, From, To, Call-ID and CSeq, which a response to it
+/// echoes ([`build::response`]), `RAck` renumbering reads and the CDR names
+/// ([`CallSummary::invite`]). No body and no other header: leg B's INVITE
+/// (the one thing written from those) is sent. `None` if it does not parse.
+fn invite_head(invite: &Message) -> Option<Message> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(invite.method_bytes()?);
+    head.push(b' ');
+    head.extend_from_slice(invite.request_uri_bytes()?);
+    head.extend_from_slice(b" SIP/2.0\r\n");
+    for h in invite.headers() {
+        if matches!(
+            h.name,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+        ) {
+            head.extend_from_slice(h.name_bytes);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let parsed = Message::parse(&head).ok()?;
+    // A clone allocates its buffers at their length: the parser's header
+    // table starts with room for 16 headers, the head has about 6.
+    Some(parsed.clone())
+}
+
 /// What a request on a leg carries besides the leg's own dialog state.
 struct Content<'a> {
     /// The message being relayed, whose other headers may cross.
@@ -2678,6 +2740,11 @@ struct Content<'a> {
 }
 
 impl LegState {
+    /// This leg's key in [`Core::dialogs`].
+    fn dialog_key(&self) -> Box<str> {
+        dialog_key(self.text.get(Part::CallId), self.text.get(Part::LocalTag))
+    }
+
     /// A request in this leg's dialog (its initial INVITE included), written
     /// from the leg's own state only: Request-URI (the peer's target), Via,
     /// From, To, Call-ID, CSeq (the leg's current number), route set and,
@@ -2694,22 +2761,42 @@ impl LegState {
         build::request(
             &build::RequestHead {
                 method,
-                request_uri: &self.remote_target,
-                via_sent_by: &self.sent_by,
+                request_uri: self.text.get(Part::RemoteTarget),
+                via_sent_by: self.text.get(Part::SentBy),
                 branch,
                 max_forwards,
-                from: &self.local,
-                to: &self.remote,
-                call_id: &self.call_id,
+                from: self.text.get(Part::Local),
+                to: self.text.get(Part::Remote),
+                call_id: self.text.get(Part::CallId),
                 cseq: self.local_cseq,
                 route_set: &self.route_set,
-                contact: with_contact.then_some(self.contact.as_str()),
+                contact: with_contact.then_some(self.text.get(Part::Contact)),
             },
             content.src,
             policy,
             content.extra,
             content.body,
         )
+    }
+}
+
+/// A dialog's key (Call-ID and our tag) as one string, so each costs one
+/// allocation: the tag's length first keeps the pair unambiguous.
+fn dialog_key(call_id: &str, tag: &str) -> Box<str> {
+    format!("{}:{tag}{call_id}", tag.len()).into_boxed_str()
+}
+
+impl Call {
+    /// Forgets the request of a relayed server transaction that has its
+    /// final response; returns it.
+    fn answered_relay(&mut self, server: ServerId) -> Option<Message> {
+        let request = self.relayed.remove(&server);
+        if self.relayed.is_empty() {
+            // A session refresh every few minutes must not leave a table
+            // behind for the rest of the call.
+            self.relayed.shrink_to_fit();
+        }
+        request
     }
 }
 
@@ -2770,6 +2857,6 @@ fn leg_json(leg: &LegState, realms: &[RealmInfo]) -> serde_json::Value {
         "realm": realms.get(leg.realm).map(|r| r.name.clone()),
         "transport": leg.transport.to_string(),
         "peer": leg.peer.to_string(),
-        "call_id": leg.call_id,
+        "call_id": leg.text.get(Part::CallId),
     })
 }

@@ -797,6 +797,43 @@ fn the_trunks_2xx_retransmitted_before_the_callers_ack_keeps_the_call() {
     lab.take_one(PBX, "BYE");
 }
 
+#[test]
+fn a_held_call_keeps_what_its_dialogs_and_its_cdr_need() {
+    let mut lab = Lab::new(CONFIG);
+    let (b_invite, ok) = establish(&mut lab);
+    // Our ACK got lost: the trunk's retransmitted 200 gets it again while
+    // its INVITE transaction lasts (timer M)...
+    let b_ok = answer(&b_invite, 200, Some(CALLEE_SDP));
+    lab.advance(Duration::from_secs(2));
+    lab.trunk_sends(PBX, &b_ok);
+    lab.take_one(PBX, "ACK");
+    // ...after which the trunk has given up retransmitting (§13.3.1.4).
+    lab.advance(Duration::from_secs(40));
+    lab.trunk_sends(PBX, &b_ok);
+    assert!(lab.take(PBX).is_empty(), "a 200 from nowhere is not ACKed");
+    // The held call still carries in-dialog requests both ways.
+    lab.caller_sends(&in_dialog("INFO", &ok, false, 11, None));
+    let info = lab.take_one(PBX, "INFO");
+    lab.trunk_sends(PBX, &answer(&info, 200, None));
+    lab.take_one(CALLER, "200");
+    // The CDR names the parties of the INVITE as the caller sent it.
+    lab.caller_sends(&in_dialog("BYE", &ok, false, 12, None));
+    lab.take_one(CALLER, "200");
+    let b_bye = lab.take_one(PBX, "BYE");
+    lab.trunk_sends(PBX, &respond(&b_bye, 200, "", None, &[]));
+    let ended = lab.ended().expect("call ended");
+    let sent = Message::parse(invite(true).as_bytes()).expect("parses");
+    assert_eq!(
+        crate::cdr::Parties::of_invite(&ended.invite),
+        crate::cdr::Parties::of_invite(&sent)
+    );
+    assert_eq!(
+        ended.invite.cseq().map(|c| c.seq),
+        Some(10),
+        "RAck renumbering reads it"
+    );
+}
+
 const REDIRECT: &str = "<sip:bob@198.51.100.9:5070>";
 
 fn redirect(request: &Message) -> Vec<u8> {
