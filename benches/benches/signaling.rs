@@ -25,7 +25,16 @@
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
 //!    linearity check. This counts everything a call holds in the daemon:
-//!    dialogs, transactions and its media relay sockets.
+//!    dialogs, transactions and its media relay sockets. The reading is
+//!    taken 1 s after the last call is up, so every call's two INVITE
+//!    transactions are still in RFC 6026's Accepted state (64*T1 = 32 s);
+//!    `SIGNALING_BENCH_HOLD_SETTLE=35` (seconds, at most 50) adds a second
+//!    reading that long after the first, once they have ended (calls are
+//!    still up: no RTP flows, and the media inactivity timeout is 60 s).
+//!
+//! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory`) picks
+//! the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
+//! measure instead of this tree's.
 //!
 //! Every SIPp run is bounded by call count, `-timeout` and a kill deadline;
 //! every daemon is stopped (SIGTERM, then SIGKILL) when its phase ends.
@@ -86,6 +95,10 @@ fn service(i: u64) -> String {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let phases = std::env::var("SIGNALING_BENCH_PHASES")
+        .unwrap_or_else(|_| "throughput,latency,memory".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
+    let settle = Duration::from_secs(env_or("SIGNALING_BENCH_HOLD_SETTLE", 0).min(50));
     let pairs = env_or("SIGNALING_BENCH_UACS", 2).clamp(1, MAX_PAIRS);
     let (rates, secs, latency_calls, hold) = if full {
         let rates: Vec<u64> = std::env::var("SIGNALING_BENCH_RATES")
@@ -109,7 +122,20 @@ fn main() {
     println!("sbc binary: {}", bin.display());
     println!("work directory: {}", work.display());
 
-    // 1. Throughput steps.
+    if phase("throughput") {
+        throughput(&bin, &work, full, pairs, &rates, secs);
+    }
+    if phase("latency") {
+        setup_latency(&bin, &work, full, pairs, latency_calls);
+    }
+    if phase("memory") {
+        memory(&bin, &work, full, pairs, hold, settle);
+    }
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// 1. Throughput steps.
+fn throughput(bin: &Path, work: &Path, full: bool, pairs: u64, rates: &[u64], secs: u64) {
     println!(
         "\nthroughput: {pairs} SIPp UAC/UAS pairs, {secs} s of calls per step, built-in uac/uas (INVITE with SDP, 180, 200, ACK, BYE)"
     );
@@ -119,12 +145,12 @@ fn main() {
     );
     let mut best_direct = None;
     let mut best_sbc = None;
-    for &rate in &rates {
+    for &rate in rates {
         let calls = rate * secs;
         let dir = work.join(format!("direct-{rate}"));
         let direct = run_calls(&dir, pairs, rate, calls, None);
         let dir = work.join(format!("sbc-{rate}"));
-        let daemon = Daemon::start(&bin, &dir, pairs);
+        let daemon = Daemon::start(bin, &dir, pairs);
         let cpu_before = daemon.cpu();
         let via = run_calls(&dir, pairs, rate, calls, Some(OUTSIDE));
         let cpu = daemon
@@ -169,14 +195,16 @@ fn main() {
             );
         }
     }
+}
 
-    // 2. Call setup latency.
+/// 2. Call setup latency.
+fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls: u64) {
     println!(
         "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process"
     );
     let direct = latency(uas_ip(0), latency_calls, &work.join("latency-direct"), None);
     let dir = work.join("latency-sbc");
-    let daemon = Daemon::start(&bin, &dir, pairs);
+    let daemon = Daemon::start(bin, &dir, pairs);
     let via = latency(uas_ip(0), latency_calls, &dir, Some(OUTSIDE));
     drop(daemon);
     let (dm, d90) = (percentile(&direct, 50), percentile(&direct, 90));
@@ -203,22 +231,34 @@ fn main() {
             "latency calls via the sbc failed"
         );
     }
+}
 
-    // 3. Memory per concurrent call.
+/// 3. Memory per concurrent call.
+fn memory(bin: &Path, work: &Path, full: bool, pairs: u64, hold: u64, settle: Duration) {
     println!("\nmemory: RSS of the daemon before and while calls are held up");
     for held in [hold, hold / 2] {
         let dir = work.join(format!("hold-{held}"));
-        let m = hold_calls(&bin, &dir, pairs, held);
-        let per_call = (m.during_kib as f64 - m.before_kib as f64) * 1024.0 / m.active as f64;
+        let m = hold_calls(bin, &dir, pairs, held, settle);
+        let per_call = |kib: u64| (kib as f64 - m.before_kib as f64) * 1024.0 / m.active as f64;
         println!(
-            "{held:>6} calls asked, {} active: RSS {} KiB -> {} KiB, {per_call:.0} bytes per call",
-            m.active, m.before_kib, m.during_kib
+            "{held:>6} calls asked, {} active: RSS {} KiB -> {} KiB, {:.0} bytes per call",
+            m.active,
+            m.before_kib,
+            m.during_kib,
+            per_call(m.during_kib)
         );
+        if let Some((kib, active)) = m.settled {
+            println!(
+                "{:>6} {} s later, {active} active: RSS {kib} KiB, {:.0} bytes per call",
+                "",
+                settle.as_secs(),
+                per_call(kib)
+            );
+        }
         if !full {
             assert_eq!(m.active, held, "not every smoke call was held up");
         }
     }
-    let _ = fs::remove_dir_all(&work);
 }
 
 /// The workspace root (benches/ sits in it).
@@ -229,8 +269,13 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `sbc` binary of this bench's profile, built (or found fresh) first.
+/// The `sbc` binary of this bench's profile, built (or found fresh) first;
+/// or `SIGNALING_BENCH_SBC`, a binary to compare (e.g. one built from an
+/// older commit, measured in the same conditions).
 fn sbc_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SIGNALING_BENCH_SBC") {
+        return PathBuf::from(bin);
+    }
     // target/<profile>/deps/<bench-binary> -> target/<profile>/sbc
     let exe = std::env::current_exe().expect("bench binary path");
     let profile_dir = exe
@@ -538,10 +583,13 @@ struct Held {
     before_kib: u64,
     during_kib: u64,
     active: u64,
+    /// RSS and calls up `settle` after `during_kib`, if asked.
+    settled: Option<(u64, u64)>,
 }
 
-/// Holds `held` calls up through a fresh daemon and reads its RSS.
-fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64) -> Held {
+/// Holds `held` calls up through a fresh daemon and reads its RSS, and
+/// again `settle` later if that is not zero.
+fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -> Held {
     let daemon = Daemon::start(bin, dir, pairs);
     // Let the daemon settle after start-up before the reference reading.
     thread::sleep(Duration::from_millis(500));
@@ -562,9 +610,9 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64) -> Held {
         rate.to_string(),
         // The built-in uac pauses this long between ACK and BYE.
         "-d".into(),
-        format!("{}", (ramp + 30) * 1000),
+        format!("{}", (ramp + 30 + settle.as_secs()) * 1000),
         "-timeout".into(),
-        format!("{}s", ramp + 60),
+        format!("{}s", ramp + 60 + settle.as_secs()),
     ];
     let uac = Sipp::spawn(&dir.join("uac0"), "uac", uac_ip(0), &args);
     let deadline = now() + Duration::from_secs(ramp + 10);
@@ -579,6 +627,10 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64) -> Held {
     // Let in-flight transactions of the last calls complete.
     thread::sleep(Duration::from_secs(1));
     let during_kib = daemon.rss_kib();
+    let settled = (!settle.is_zero()).then(|| {
+        thread::sleep(settle);
+        (daemon.rss_kib(), calls_active().unwrap_or(0))
+    });
     drop(uac);
     drop(uas);
     drop(daemon);
@@ -586,6 +638,7 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64) -> Held {
         before_kib,
         during_kib,
         active: active.max(1),
+        settled,
     }
 }
 
