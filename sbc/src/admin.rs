@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
@@ -98,21 +98,27 @@ impl Readiness {
 
 /// The daemon's view of its calls, served as JSON on `/calls`.
 ///
-/// Called on the listener's task for every request, so it must return a
-/// snapshot quickly and never block on the core.
+/// Called on the listener's task for every request: it must not block. It
+/// asks the call core (which alone can read its calls) and returns where
+/// the answer will arrive, so nothing is built unless someone asks.
 pub trait CallsProvider: Send + Sync {
-    /// The current calls as a JSON value.
-    fn calls(&self) -> serde_json::Value;
+    /// Asks for the current calls as JSON text; `None` when too many asks
+    /// are waiting already. A receiver that never gets an answer (the core
+    /// is gone or stuck) is answered 503 after [`CALLS_TIMEOUT`].
+    fn request(&self) -> Option<oneshot::Receiver<Vec<u8>>>;
 }
 
 impl<F> CallsProvider for F
 where
-    F: Fn() -> serde_json::Value + Send + Sync,
+    F: Fn() -> Option<oneshot::Receiver<Vec<u8>>> + Send + Sync,
 {
-    fn calls(&self) -> serde_json::Value {
+    fn request(&self) -> Option<oneshot::Receiver<Vec<u8>>> {
         self()
     }
 }
+
+/// How long `/calls` waits for the call core.
+pub const CALLS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the listener serves.
 #[derive(Clone)]
@@ -418,7 +424,7 @@ impl Response {
 }
 
 /// The response to a parsed request.
-fn route(request: &Request<'_>, state: &AdminState) -> Response {
+async fn route(request: &Request<'_>, state: &AdminState) -> Response {
     if request.method.is_err() {
         let mut r = Response::text(405, "only GET and HEAD are served\n");
         r.allow = true;
@@ -451,18 +457,21 @@ fn route(request: &Request<'_>, state: &AdminState) -> Response {
             }
         }
         "/calls" => match &state.calls {
-            Some(provider) => match serde_json::to_vec(&provider.calls()) {
-                Ok(body) => Response {
-                    status: 200,
-                    content_type: "application/json",
-                    allow: false,
-                    body,
-                },
-                Err(error) => {
-                    tracing::error!(%error, "rendering /calls failed");
-                    Response::text(500, "calls encoding failed\n")
+            Some(provider) => {
+                let answer = match provider.request() {
+                    Some(answer) => tokio::time::timeout(CALLS_TIMEOUT, answer).await,
+                    None => return Response::text(503, "too many /calls requests waiting\n"),
+                };
+                match answer {
+                    Ok(Ok(body)) => Response {
+                        status: 200,
+                        content_type: "application/json",
+                        allow: false,
+                        body,
+                    },
+                    _ => Response::text(503, "the call core did not answer\n"),
                 }
-            },
+            }
             None => Response::text(404, "no call listing in this daemon\n"),
         },
         _ => Response::text(404, "not found\n"),
@@ -511,7 +520,7 @@ async fn handle_connection(
     };
     let (response, head_only) = match parsed {
         Ok(request) => (
-            route(&request, state),
+            route(&request, state).await,
             request.method == Ok(HttpMethod::Head),
         ),
         Err(error) => (Response::text(400, &format!("{error}\n")), false),
@@ -655,39 +664,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn routes() {
+    #[tokio::test]
+    async fn routes() {
         let s = state(None);
-        assert_eq!(route(&get("/nope"), &s).status, 404);
+        assert_eq!(route(&get("/nope"), &s).await.status, 404);
         assert_eq!(
-            route(&get("/calls"), &s).status,
+            route(&get("/calls"), &s).await.status,
             404,
             "no provider, no /calls"
         );
-        assert_eq!(route(&get("/health/live"), &s).status, 200);
-        assert_eq!(route(&get("/health/ready"), &s).status, 503);
-        assert_eq!(route(&get("/health"), &s).status, 503);
+        assert_eq!(route(&get("/health/live"), &s).await.status, 200);
+        assert_eq!(route(&get("/health/ready"), &s).await.status, 503);
+        assert_eq!(route(&get("/health"), &s).await.status, 503);
         s.readiness.set(true);
-        assert_eq!(route(&get("/health/ready"), &s).status, 200);
-        assert_eq!(route(&get("/health"), &s).status, 200);
-        let metrics = route(&get("/metrics"), &s);
+        assert_eq!(route(&get("/health/ready"), &s).await.status, 200);
+        assert_eq!(route(&get("/health"), &s).await.status, 200);
+        let metrics = route(&get("/metrics"), &s).await;
         assert_eq!(metrics.status, 200);
         assert_eq!(metrics.content_type, TEXT_CONTENT_TYPE);
         let put = Request {
             method: Err("PUT"),
             path: "/metrics",
         };
-        let refused = route(&put, &s);
+        let refused = route(&put, &s).await;
         assert_eq!((refused.status, refused.allow), (405, true));
     }
 
-    #[test]
-    fn calls_route_renders_the_provider() {
-        let provider = || serde_json::json!({"calls": [{"id": 1}]});
+    #[tokio::test]
+    async fn calls_route_renders_what_the_core_answers() {
+        let provider = || {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(br#"[{"id":1}]"#.to_vec());
+            Some(rx)
+        };
         let s = state(Some(Arc::new(provider)));
-        let r = route(&get("/calls"), &s);
+        let r = route(&get("/calls"), &s).await;
         assert_eq!((r.status, r.content_type), (200, "application/json"));
-        assert_eq!(r.body, br#"{"calls":[{"id":1}]}"#);
+        assert_eq!(r.body, br#"[{"id":1}]"#);
+
+        // A core that drops the ask, or has too many waiting: 503.
+        let gone = || Some(oneshot::channel::<Vec<u8>>().1);
+        let s = state(Some(Arc::new(gone)));
+        assert_eq!(route(&get("/calls"), &s).await.status, 503);
+        let busy = || None;
+        let s = state(Some(Arc::new(busy)));
+        assert_eq!(route(&get("/calls"), &s).await.status, 503);
     }
 
     #[test]

@@ -32,8 +32,8 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
@@ -214,12 +214,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 
     // ---- admin -------------------------------------------------------------------------
     let readiness = Readiness::new();
-    let calls_view = Arc::new(Mutex::new(serde_json::Value::Array(Vec::new())));
-    let view = Arc::clone(&calls_view);
+    // `/calls` asks the core loop, which answers between two events: built
+    // only when asked, never held.
+    let (calls_asks, mut calls_asked) =
+        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Vec<u8>>>(8);
     let provider = move || {
-        view.lock()
-            .map(|v| v.clone())
-            .unwrap_or(serde_json::Value::Null)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        calls_asks.try_send(answer).ok().map(|()| answered)
     };
     let admin = AdminServer::bind(
         AdminConfig::new(config.metrics.listen),
@@ -294,12 +295,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Some(answer) = calls_asked.recv() => {
+                let _ = answer.send(core.calls_json(now()));
+            }
             _ = tick.tick() => {
                 shell.gauges(&core);
                 close_retired_listeners(&mut core, &transports);
-                if let Ok(mut view) = calls_view.lock() {
-                    *view = core.calls_json(now());
-                }
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
                     break;
                 }

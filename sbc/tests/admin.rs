@@ -376,8 +376,12 @@ async fn readiness_flips() {
 struct FakeCalls;
 
 impl CallsProvider for FakeCalls {
-    fn calls(&self) -> serde_json::Value {
-        serde_json::json!({ "calls": [ { "from_realm": "carrier", "state": "answered" } ] })
+    fn request(&self) -> Option<tokio::sync::oneshot::Receiver<Vec<u8>>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let json =
+            serde_json::json!({ "calls": [ { "from_realm": "carrier", "state": "answered" } ] });
+        let _ = answer.send(json.to_string().into_bytes());
+        Some(answered)
     }
 }
 

@@ -834,26 +834,44 @@ impl Core {
 
     /// A JSON view of the calls up (for the admin `/calls` endpoint only:
     /// it shows both legs' addresses).
-    pub fn calls_json(&self, now: Instant) -> serde_json::Value {
+    pub fn calls_json(&self, now: Instant) -> Vec<u8> {
         let mut calls: Vec<&Call> = self.calls.values().map(|c| &**c).collect();
         calls.sort_by_key(|c| c.id);
-        serde_json::Value::Array(
-            calls
-                .into_iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "id": c.id,
-                        "phase": format!("{:?}", c.phase).to_lowercase(),
-                        "age_secs": now.saturating_duration_since(c.started).as_secs(),
-                        "route": c.plan.route,
-                        "trunk": c.trunk.and_then(|t| self.trunks.get(t)).map(|t| t.name.clone()),
-                        "a": leg_json(&c.a, &self.realms),
-                        "b": c.b.as_ref().map(|b| leg_json(b, &self.realms)),
-                        "streams": c.streams.iter().flatten().map(|(s, _)| s.0).collect::<Vec<_>>(),
-                    })
-                })
-                .collect(),
-        )
+        let realms = &self.realms;
+        fn leg<'a>(l: &'a LegState, realms: &'a [RealmInfo]) -> LegView<'a> {
+            LegView {
+                realm: realms.get(l.realm).map(|r| r.name.as_str()),
+                transport: match l.transport {
+                    Transport::Udp => "UDP",
+                    Transport::Tcp => "TCP",
+                },
+                peer: l.peer,
+                call_id: l.text.get(Part::CallId),
+            }
+        }
+        let views: Vec<CallView<'_>> = calls
+            .into_iter()
+            .map(|c| CallView {
+                id: c.id,
+                phase: match c.phase {
+                    Phase::Setup => "setup",
+                    Phase::Answered => "answered",
+                    Phase::Confirmed => "confirmed",
+                    Phase::Ending => "ending",
+                },
+                age_secs: now.saturating_duration_since(c.started).as_secs(),
+                route: &c.plan.route,
+                trunk: c
+                    .trunk
+                    .and_then(|t| self.trunks.get(t))
+                    .map(|t| t.name.as_str()),
+                a: leg(&c.a, realms),
+                b: c.b.as_ref().map(|b| leg(b, realms)),
+                streams: c.streams.iter().flatten().map(|(s, _)| s.0).collect(),
+            })
+            .collect();
+        // Plain structs of borrowed fields cannot fail to serialize.
+        serde_json::to_vec(&views).unwrap_or_default()
     }
 
     /// Stops taking calls (new INVITEs get 503) and ends the ones up with BYE
@@ -2852,11 +2870,25 @@ fn renumber_rack(rack: &str, call: &Call, to: Side) -> String {
     format!("{rseq} {cseq} {method}")
 }
 
-fn leg_json(leg: &LegState, realms: &[RealmInfo]) -> serde_json::Value {
-    serde_json::json!({
-        "realm": realms.get(leg.realm).map(|r| r.name.clone()),
-        "transport": leg.transport.to_string(),
-        "peer": leg.peer.to_string(),
-        "call_id": leg.text.get(Part::CallId),
-    })
+/// One call as `/calls` lists it.
+#[derive(serde::Serialize)]
+struct CallView<'a> {
+    id: u64,
+    phase: &'static str,
+    age_secs: u64,
+    route: &'a str,
+    trunk: Option<&'a str>,
+    a: LegView<'a>,
+    b: Option<LegView<'a>>,
+    streams: Vec<u64>,
+}
+
+/// One leg of a call as `/calls` lists it (the peer's address is internal:
+/// shown only on the admin listener).
+#[derive(serde::Serialize)]
+struct LegView<'a> {
+    realm: Option<&'a str>,
+    transport: &'static str,
+    peer: SocketAddr,
+    call_id: &'a str,
 }
