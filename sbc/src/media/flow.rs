@@ -201,7 +201,9 @@ impl Stream {
 pub struct FlowTable {
     config: FlowConfig,
     ports: PortAllocator,
-    streams: HashMap<StreamId, Stream>,
+    /// Boxed: a `Stream` is over 1 KB and the map keeps up to twice as many
+    /// slots as entries, so inline entries would cost ~2 KB per stream.
+    streams: HashMap<StreamId, Box<Stream>>,
     events: VecDeque<MediaEvent>,
     next_check: Option<Instant>,
     /// Streams whose [`FastFlow`]s may have changed, each queued once.
@@ -603,7 +605,7 @@ impl FlowTable {
             timed_out: false,
             dirty: false,
         };
-        self.streams.insert(stream, state);
+        self.streams.insert(stream, Box::new(state));
         if self.next_check.is_none() {
             self.schedule(now);
         }
