@@ -193,8 +193,11 @@ pub enum Event {
         response: Message,
     },
     /// A transaction timed out: timer B or F (a client got no final
-    /// response; the TU acts as on a 408, §8.1.3.1), or timer H (a server
-    /// INVITE transaction sent a non-2xx final and never got the ACK).
+    /// response; the TU acts as on a 408, §8.1.3.1), timer H (a server
+    /// INVITE transaction sent a non-2xx final and never got the ACK), or a
+    /// server non-INVITE transaction its TU never answered within
+    /// [`ABANDONED_AFTER_T1X64`] × 64·T1 (the client gave up at timer F long
+    /// before; without this bound a lost answer would keep it forever).
     Timeout {
         /// The transaction; it is terminated (a `Terminated` event follows).
         id: TransactionId,
@@ -397,6 +400,12 @@ impl Tx {
         .min()
     }
 }
+
+/// A server non-INVITE transaction its TU has not answered after this many
+/// 64·T1 periods is dropped with [`Event::Timeout`]. Twice timer F: the
+/// TU's own relay timeout (a client transaction's timer F on the other leg)
+/// always comes first.
+pub const ABANDONED_AFTER_T1X64: u32 = 2;
 
 /// The transaction layer of one endpoint. See the module docs.
 #[derive(Debug)]
@@ -606,7 +615,11 @@ impl Transactions {
             response_tag: None,
             retransmit_at: None,
             interval: self.timers.t1,
-            timeout_at: None,
+            timeout_at: later(
+                now,
+                self.timers.t1x64().saturating_mul(ABANDONED_AFTER_T1X64),
+            )
+            .filter(|_| !invite),
             linger_at: None,
             trying_at: later(now, self.timers.trying).filter(|_| invite),
             armed: None,
@@ -741,6 +754,7 @@ impl Transactions {
             }
             _ => {
                 tx.state = State::Completed;
+                tx.timeout_at = None;
                 if tx.reliable {
                     end_now = true;
                 } else {
@@ -916,7 +930,7 @@ impl Transactions {
             return;
         }
         if due(tx.timeout_at) {
-            // B, F, H.
+            // B, F, H, or a server non-INVITE its TU abandoned.
             self.events.push_back(Event::Timeout { id });
             self.terminate_tx(id);
             return;

@@ -1371,3 +1371,46 @@ fn degenerate_timers_neither_panic_nor_spin() {
         assert!(net.client.is_empty(), "{timers:?}: client drained");
     }
 }
+
+#[test]
+fn a_non_invite_its_tu_never_answers_is_dropped_after_twice_timer_f() {
+    let timers = Timers::default();
+    let mut server = Transactions::new(timers);
+    #[allow(clippy::disallowed_methods)] // the test owns the clock
+    let t0 = Instant::now();
+    let from = addr(CLIENT);
+    let Ok(Inbound::Request { id: abandoned, .. }) = server.handle_request(
+        t0,
+        request("INFO", "z9hG4bKlost", 1, Some("t")),
+        from,
+        false,
+    ) else {
+        panic!("INFO opens a transaction");
+    };
+    // One the TU answers with a provisional only is bounded the same way;
+    // one it answers in full lingers for timer J and ends normally.
+    let Ok(Inbound::Request {
+        id: answered,
+        request,
+    }) = server.handle_request(t0, request("OPTIONS", "z9hG4bKok", 2, None), from, false)
+    else {
+        panic!("OPTIONS opens a transaction");
+    };
+    let ok = response(&request, 200, "OK");
+    assert_eq!(server.send_response(t0, answered, ok), Ok(()));
+
+    let bound = timers.t1x64() * ABANDONED_AFTER_T1X64;
+    server.handle_timeout(t0 + bound - ms(1));
+    assert!(server.contains(abandoned), "still within the bound");
+    server.handle_timeout(t0 + bound);
+    assert!(!server.contains(abandoned), "dropped at the bound");
+    assert!(!server.contains(answered), "timer J ended the answered one");
+    let mut timeouts = Vec::new();
+    while let Some(event) = server.poll_event() {
+        if let Event::Timeout { id } = event {
+            timeouts.push(id);
+        }
+    }
+    assert_eq!(timeouts, [TransactionId::Server(abandoned)]);
+    assert!(server.is_empty());
+}
