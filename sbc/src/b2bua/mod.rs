@@ -2726,14 +2726,7 @@ fn invite_head(invite: &Message) -> Option<Message> {
     head.extend_from_slice(invite.request_uri_bytes()?);
     head.extend_from_slice(b" SIP/2.0\r\n");
     for h in invite.headers() {
-        if matches!(
-            h.name,
-            HeaderName::Via
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CallId
-                | HeaderName::CSeq
-        ) {
+        if sip::response::copied_to_responses(h.name) {
             head.extend_from_slice(h.name_bytes);
             head.extend_from_slice(b": ");
             head.extend_from_slice(h.value);

@@ -396,6 +396,22 @@ fn establish(lab: &mut Lab) -> (Message, Message) {
     (b_invite, ok)
 }
 
+/// The callee (`PBX`) hangs up: its BYE crosses to the caller, who
+/// answers 200.
+fn callee_hangs_up(lab: &mut Lab, b_invite: &Message) {
+    lab.trunk_sends(PBX, in_dialog("BYE", b_invite, true, 2, None).as_bytes());
+    let bye = lab.take_one(CALLER, "BYE");
+    lab.caller_sends(std::str::from_utf8(&respond(&bye, 200, "", None, &[])).expect("utf8"));
+}
+
+/// The caller hangs up with CSeq `cseq`: its BYE crosses to `trunk`, which
+/// answers 200.
+fn caller_hangs_up(lab: &mut Lab, ok: &Message, cseq: u32, trunk: &str) {
+    lab.caller_sends(&in_dialog("BYE", ok, false, cseq, None));
+    let bye = lab.take_one(trunk, "BYE");
+    lab.trunk_sends(trunk, &answer(&bye, 200, None));
+}
+
 #[test]
 fn a_basic_call_crosses_with_nothing_of_either_side() {
     let mut lab = Lab::new(CONFIG);
@@ -977,9 +993,7 @@ fn a_reload_that_moves_a_listener_keeps_the_call_up_on_the_old_one() {
     assert!(contact.contains("192.0.2.1:5070"), "{contact}");
 
     // The first call still works on the retiring listener, both ways.
-    lab.caller_sends(&in_dialog("BYE", &ok, false, 11, None));
-    let bye = lab.take_one(PBX, "BYE");
-    lab.trunk_sends(PBX, &answer(&bye, 200, None));
+    caller_hangs_up(&mut lab, &ok, 11, PBX);
     let bye_ok = lab.take_one(CALLER, "200");
     assert_eq!(bye_ok.cseq().map(|c| c.seq), Some(11));
     let ended = lab.ended().expect("the first call ended");
@@ -1015,9 +1029,7 @@ fn a_reload_that_removes_the_realm_of_a_call_up_keeps_it() {
     lab.core.set_listeners(&[(ListenerId(1), inside())]);
 
     // The callee hangs up: the BYE reaches the caller on the retired realm.
-    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
-    let bye = lab.take_one(CALLER, "BYE");
-    lab.caller_sends(std::str::from_utf8(&respond(&bye, 200, "", None, &[])).expect("utf8"));
+    callee_hangs_up(&mut lab, &b_invite);
     let ended = lab.ended().expect("the call ended");
     assert_eq!(ended.from_realm, "outside");
     assert_eq!(
@@ -1127,9 +1139,7 @@ fn a_reload_that_removes_the_trunk_of_a_ringing_call_fails_over_by_name() {
     lab.trunk_sends(PBX2, &answer(&second, 200, Some(CALLEE_SDP)));
     let ok = lab.take_one(CALLER, "200");
     lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
-    lab.caller_sends(&in_dialog("BYE", &ok, false, 11, None));
-    let bye = lab.take_one(PBX2, "BYE");
-    lab.trunk_sends(PBX2, &answer(&bye, 200, None));
+    caller_hangs_up(&mut lab, &ok, 11, PBX2);
     let ended = lab.ended().expect("ended");
     assert_eq!(ended.trunks_tried, ["pbx", "pbx2"]);
     assert_eq!(
@@ -1166,9 +1176,7 @@ fn a_reload_that_removes_a_trunk_under_its_health_check_and_its_caller_keeps_run
         "a retired trunk is not probed"
     );
 
-    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
-    let bye = lab.take_one(CALLER, "BYE");
-    lab.caller_sends(std::str::from_utf8(&respond(&bye, 200, "", None, &[])).expect("utf8"));
+    callee_hangs_up(&mut lab, &b_invite);
     let ended = lab.ended().expect("ended");
     assert_eq!(
         ended.from_trunk.as_deref(),
@@ -1186,9 +1194,7 @@ fn requests_pending_when_a_call_ends_get_487_and_the_retired_listener_closes() {
     // An INFO crosses to the PBX, which never answers it; the caller hangs up.
     lab.caller_sends(&in_dialog("INFO", &ok, false, 11, None));
     lab.take_one(PBX, "INFO");
-    lab.caller_sends(&in_dialog("BYE", &ok, false, 12, None));
-    let bye = lab.take_one(PBX, "BYE");
-    lab.trunk_sends(PBX, &answer(&bye, 200, None));
+    caller_hangs_up(&mut lab, &ok, 12, PBX);
     let answers = lab.take(CALLER);
     let statuses: Vec<(u16, u32)> = answers
         .iter()

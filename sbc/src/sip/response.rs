@@ -17,6 +17,16 @@ use super::header::NameAddr;
 use super::message::{Limits, Message};
 use super::name::HeaderName;
 
+/// The headers a response copies from its request (§8.2.6.2): Via, From,
+/// To, Call-ID and CSeq. Also what a UAS must keep of a request to answer
+/// it later.
+pub fn copied_to_responses(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
+}
+
 /// A response to `request` with this status, reason phrase and extra headers
 /// (`(name, value)`, e.g. `Unsupported`, `Allow`, `Retry-After`). `to_tag` is
 /// added to To when the request's To carries no tag and the status is not
@@ -34,14 +44,7 @@ pub fn respond(
         let add_tag = h.name == HeaderName::To
             && status != 100
             && request.to().is_some_and(|to| to.tag().is_none());
-        if matches!(
-            h.name,
-            HeaderName::Via
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CallId
-                | HeaderName::CSeq
-        ) {
+        if copied_to_responses(h.name) {
             header(&mut out, h.name, h.value, to_tag.filter(|_| add_tag));
         }
     }
