@@ -446,9 +446,11 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(ConfigError::Invalid { problems }) => {
+            // Every problem is logged; the refusal is counted once.
             for problem in &problems {
-                refuse(problem);
+                error!(file = %path.display(), %problem, "problem in the new configuration");
             }
+            refuse(&format_args!("{} problem(s) in the file", problems.len()));
             return None;
         }
         Err(e) => {

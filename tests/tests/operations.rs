@@ -590,9 +590,13 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
         return;
     }
     let mut lab = Lab::start("ops-reload-bad", &routed_to(&["pbx"]));
-    // A route to a trunk that does not exist: the daemon must refuse it.
-    let broken = lab.plan().toml(&routed_to(&["nowhere"]));
-    assert!(broken.contains("targets = [\"nowhere\"]"), "{broken}");
+    // A route to two trunks that do not exist: two problems, one refused
+    // reload (counted once).
+    let broken = lab.plan().toml(&routed_to(&["nowhere", "elsewhere"]));
+    assert!(
+        broken.contains("targets = [\"nowhere\", \"elsewhere\"]"),
+        "{broken}"
+    );
     lab.rewrite_config(&broken);
     lab.sighup();
     let text = wait_metric(
@@ -606,6 +610,14 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
         0.0,
         "a refused reload counted as a success\n{text}"
     );
+    let log = lab.daemon_stderr();
+    for trunk in ["nowhere", "elsewhere"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("problem in the new configuration") && l.contains(trunk)),
+            "the problem with {trunk} is not logged\n{log}"
+        );
+    }
     lab.assert_daemon_healthy();
     assert_eq!(
         lab.admin_get("/health/ready").map(|(status, _)| status),
