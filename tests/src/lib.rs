@@ -27,25 +27,33 @@ pub fn corpus() -> PathBuf {
     workspace().join("sbc/tests/fixtures/corpus")
 }
 
-/// The `sbc` binary of this build profile, built on demand if the test
-/// runner has not built it yet.
+/// The `sbc` binary of this build profile, brought up to date once per test
+/// process: `cargo test -p tests` builds the `sbc` library the tests link,
+/// not the binary they run, so an existing binary may predate the source.
+/// (`cargo build` is a no-op when it is fresh.)
 pub fn sbc_binary() -> PathBuf {
-    // target/<profile>/deps/<test-binary> -> target/<profile>/sbc
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let binary = profile_dir.join("sbc");
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sbc", "--bin", "sbc"])
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p sbc failed");
-    }
-    binary
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test-binary> -> target/<profile>/sbc
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binary lives in target/<profile>/deps");
+            let mut build = Command::new(env!("CARGO"));
+            build.args(["build", "-p", "sbc", "--bin", "sbc"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build
+                .current_dir(workspace())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build -p sbc failed");
+            profile_dir.join("sbc")
+        })
+        .clone()
 }
 
 /// Runs `sbc` with these arguments and returns its output.
