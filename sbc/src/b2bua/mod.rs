@@ -276,7 +276,7 @@ impl Side {
 
 /// A realm as the core knows it. Realms keep their index for the life of
 /// the core (calls and trunks hold it): a reload updates a realm by name,
-/// appends new ones and retires removed ones, never reorders.
+/// appends new ones and keeps removed ones, never reorders.
 #[derive(Clone, Debug)]
 struct RealmInfo {
     name: String,
@@ -285,8 +285,6 @@ struct RealmInfo {
     /// What SDP shows instead of the anchored address (1:1 NAT).
     media_advertise: Option<IpAddr>,
     acl: Acl,
-    /// Gone from the configuration: no new calls, kept for the calls up.
-    retired: bool,
 }
 
 /// A listener and whether it takes new calls.
@@ -421,22 +419,14 @@ struct Call {
     ended_by: Option<EndedBy>,
 }
 
-/// One row of the trunk table: its state, transport, asymmetric RTP and
-/// header policy.
-type TrunkEntry = (TrunkState, Transport, bool, Option<HeaderPolicy>);
-
 /// The B2BUA. See the module docs.
 pub struct Core {
     realms: Vec<RealmInfo>,
     /// Indexed by [`ListenerId`]; never shrinks, so ids stay valid.
     listeners: Vec<CoreListener>,
     trunks: Vec<TrunkState>,
-    trunk_transport: Vec<Transport>,
     routes: Vec<crate::config::Route>,
     policy: HeaderPolicy,
-    trunk_policy: Vec<Option<HeaderPolicy>>,
-    /// Per trunk: asymmetric RTP (its legs never latch).
-    trunk_asymmetric: Vec<bool>,
     server_policy: ServerPolicy,
     max_calls: usize,
     retry_after: u32,
@@ -487,11 +477,8 @@ impl Core {
                 })
                 .collect(),
             trunks: Vec::new(),
-            trunk_transport: Vec::new(),
             routes: Vec::new(),
             policy: HeaderPolicy::default(),
-            trunk_policy: Vec::new(),
-            trunk_asymmetric: Vec::new(),
             server_policy: ServerPolicy::default(),
             max_calls: 0,
             retry_after: 5,
@@ -534,16 +521,14 @@ impl Core {
     }
 
     fn apply(&mut self, config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) {
-        for realm in &mut self.realms {
-            realm.retired = true;
-        }
+        // A realm the file dropped stays (its listeners retire, so it takes
+        // no new calls) for the calls that hold its index.
         for r in &config.realms {
             let info = RealmInfo {
                 name: r.name.clone(),
                 media_address: r.media.address,
                 media_advertise: r.media.advertise,
                 acl: r.acl.clone(),
-                retired: false,
             };
             match self.realms.iter_mut().find(|known| known.name == r.name) {
                 Some(known) => *known = info,
@@ -551,7 +536,7 @@ impl Core {
             }
         }
         let realm_index = |name: &str| self.realms.iter().position(|r| r.name == name);
-        let mut fresh: Vec<Option<TrunkEntry>> = config
+        let mut fresh: Vec<Option<TrunkState>> = config
             .trunks
             .iter()
             .map(|t| {
@@ -568,49 +553,37 @@ impl Core {
                 );
                 state.ping_every = (t.options_interval_secs > 0)
                     .then(|| Duration::from_secs(u64::from(t.options_interval_secs)));
-                let transport = match t.transport {
+                state.transport = match t.transport {
                     crate::config::Transport::Udp => Transport::Udp,
                     crate::config::Transport::Tcp => Transport::Tcp,
                 };
-                Some((state, transport, t.asymmetric_rtp, t.header_policy.clone()))
+                state.asymmetric_rtp = t.asymmetric_rtp;
+                state.header_policy = t.header_policy.clone();
+                Some(state)
             })
             .collect();
         // Trunks keep their index for the life of the core, like realms:
         // calls, routing plans and health checks hold it. A trunk the file
         // still has is updated in place (keeping its live counts), a new one
         // is appended, a removed one retires.
-        let old = (
-            std::mem::take(&mut self.trunks),
-            std::mem::take(&mut self.trunk_transport),
-            std::mem::take(&mut self.trunk_asymmetric),
-            std::mem::take(&mut self.trunk_policy),
-        );
-        let kept = old.0.into_iter().zip(old.1).zip(old.2).zip(old.3);
-        let mut table = Vec::with_capacity(fresh.len());
-        for (((previous, transport), asymmetric), policy) in kept {
+        for previous in std::mem::take(&mut self.trunks) {
             let update = fresh
-                .iter()
-                .position(|f| f.as_ref().is_some_and(|f| f.0.name == previous.name))
-                .and_then(|j| fresh.get_mut(j).and_then(Option::take));
-            table.push(match update {
-                Some((mut state, transport, asymmetric, policy)) => {
+                .iter_mut()
+                .find(|f| f.as_ref().is_some_and(|f| f.name == previous.name))
+                .and_then(Option::take);
+            self.trunks.push(match update {
+                Some(mut state) => {
                     state.carry_over(&previous);
-                    (state, transport, asymmetric, policy)
+                    state
                 }
                 None => {
                     let mut state = previous;
                     state.retire();
-                    (state, transport, asymmetric, policy)
+                    state
                 }
             });
         }
-        table.extend(fresh.into_iter().flatten());
-        for (state, transport, asymmetric, policy) in table {
-            self.trunks.push(state);
-            self.trunk_transport.push(transport);
-            self.trunk_asymmetric.push(asymmetric);
-            self.trunk_policy.push(policy);
-        }
+        self.trunks.extend(fresh.into_iter().flatten());
         self.routes = config.routes.clone();
         self.policy = config.topology_hiding.clone();
         self.server_policy = config.sip.server_policy();
@@ -654,7 +627,7 @@ impl Core {
             let Some(listener) = self.trunk_listener(index, peer) else {
                 continue;
             };
-            let transport = self.trunk_transport[index];
+            let transport = self.trunks[index].transport;
             let addr = self.listeners[listener].info.public();
             let (branch, tag, call_id) = (self.ids.branch(), self.ids.tag(), self.ids.call_id());
             let uri = format!("sip:{}", host_port(peer));
@@ -705,7 +678,8 @@ impl Core {
     /// The listener a trunk is reached from: its realm's, of its transport
     /// and address family.
     fn trunk_listener(&self, trunk: usize, peer: SocketAddr) -> Option<usize> {
-        self.realm_listener(self.trunks[trunk].realm, self.trunk_transport[trunk], peer)
+        let trunk = &self.trunks[trunk];
+        self.realm_listener(trunk.realm, trunk.transport, peer)
     }
 
     /// An active listener of `realm` for `transport` in `peer`'s address
@@ -768,11 +742,6 @@ impl Core {
         self.listeners
             .get(id.0)
             .is_some_and(|l| l.state == ListenerState::Active)
-    }
-
-    /// The request belongs to a dialog of a call up (by Call-ID and our tag).
-    fn dialog_known(&self, request: &Message) -> bool {
-        self.dialog_of(request).is_some()
     }
 
     fn listener_in_use(&self, id: ListenerId) -> bool {
@@ -1150,7 +1119,7 @@ impl Core {
             TxInbound::Ack { request, .. } => self.on_ack(now, meta, request),
             TxInbound::Request { id, request } => {
                 self.remember_server(id, meta);
-                if !self.listener_active(meta.listener) && !self.dialog_known(&request) {
+                if !self.listener_active(meta.listener) && self.dialog_of(&request).is_none() {
                     // A retired address takes nothing new, and keeps no
                     // transaction for it: peers that still ping it must not
                     // hold it open.
@@ -1219,12 +1188,9 @@ impl Core {
             };
             core.reply(now, id, &request, status, &extra);
         };
-        // A retiring listener (or realm) serves its calls up, not new ones.
-        let retiring = self
-            .listeners
-            .get(meta.listener.0)
-            .is_none_or(|l| l.state != ListenerState::Active);
-        if self.draining || retiring || self.realms[realm].retired {
+        // (A retiring listener never gets here: `on_request` refuses what
+        // is new on it.)
+        if self.draining {
             return refuse(self, 503, RejectReason::Draining);
         }
         if self.calls.len() >= self.max_calls {
@@ -1368,7 +1334,7 @@ impl Core {
                 }
             }
             let realm = state.realm;
-            let transport = self.trunk_transport[trunk];
+            let transport = self.trunks[trunk].transport;
             let Some(listener) = self.trunk_listener(trunk, peer) else {
                 self.trunks[trunk].release();
                 continue;
@@ -1493,8 +1459,10 @@ impl Core {
         };
         let max_forwards = call.a_invite.max_forwards().unwrap_or(70).saturating_sub(1);
         let branch = self.ids.branch();
-        let policy = self.trunk_policy[call.trunk.unwrap_or(0)]
-            .as_ref()
+        let policy = call
+            .trunk
+            .and_then(|t| self.trunks.get(t))
+            .and_then(|t| t.header_policy.as_ref())
             .unwrap_or(&self.policy);
         let bytes = b.request(
             "INVITE",
@@ -2505,8 +2473,7 @@ impl Core {
                     call.streams[index] = Some((stream, None));
                     // A leg facing an asymmetric-RTP trunk never latches.
                     let asymmetric = |trunk: Option<usize>| {
-                        trunk
-                            .is_some_and(|t| self.trunk_asymmetric.get(t).copied().unwrap_or(false))
+                        trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp))
                     };
                     let spec = |realm: usize, trunk: Option<usize>| LegSpec {
                         local_ip: self.realms[realm].media_address,

@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{FailoverCause, Route};
+use crate::config::{FailoverCause, HeaderPolicy, Route};
+use crate::transport::Transport;
 
 /// A route chosen for a call: trunk indices to try, and when to move on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +107,12 @@ pub struct TrunkState {
     /// Gone from the configuration: kept (with its index) for the calls up
     /// on it, never chosen, matched or probed.
     pub retired: bool,
+    /// The transport it is reached over.
+    pub transport: Transport,
+    /// Its media leg never latches (asymmetric RTP).
+    pub asymmetric_rtp: bool,
+    /// Its own header policy, instead of the global one.
+    pub header_policy: Option<HeaderPolicy>,
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -139,6 +146,9 @@ impl TrunkState {
             ping_every: None,
             next_ping: None,
             retired: false,
+            transport: Transport::Udp,
+            asymmetric_rtp: false,
+            header_policy: None,
             tokens: max_cps.map_or(0.0, f64::from),
             refilled: None,
         }
