@@ -536,11 +536,11 @@ impl Relay {
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             let timeout = if pending.is_empty() {
-                let at = match (self.table.poll_timeout(), self.ports_check) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                at.map(|at| at.saturating_duration_since(now))
+                [self.table.poll_timeout(), self.ports_check]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -582,10 +582,10 @@ impl Relay {
         loop {
             match self.commands.try_recv() {
                 Ok(Control::Command(command)) => self.apply(now, command),
+                // Its free ports are published at the end of this turn,
+                // like after any command.
                 Ok(Control::AddPool(ip, range)) => {
-                    if self.table.add_pool(ip, range) {
-                        self.publish_ports(now);
-                    }
+                    self.table.add_pool(ip, range);
                 }
                 Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
                     return std::ops::ControlFlow::Break(());
