@@ -322,6 +322,17 @@ pub enum TransportError {
     ShuttingDown,
 }
 
+impl TransportError {
+    /// `spec`'s socket could not be created, configured or bound.
+    fn bind(spec: &ListenerSpec, source: io::Error) -> TransportError {
+        TransportError::Bind {
+            transport: spec.transport,
+            addr: spec.addr,
+            source,
+        }
+    }
+}
+
 /// Counters of one listener. Plain atomics so a metrics exporter can read
 /// them without the transport knowing about it.
 #[derive(Debug, Default)]
@@ -412,11 +423,7 @@ struct Bound {
 
 impl Bound {
     fn new(spec: &ListenerSpec) -> Result<Bound, TransportError> {
-        let bind_error = |source| TransportError::Bind {
-            transport: spec.transport,
-            addr: spec.addr,
-            source,
-        };
+        let bind_error = |source| TransportError::bind(spec, source);
         let (udp, tcp, control, local) = match spec.transport {
             Transport::Udp => {
                 let (socket, sender, control) = udp::bind(spec).map_err(bind_error)?;
@@ -630,11 +637,7 @@ impl Transports {
                 addr: current.spec.addr,
             });
         }
-        let bind_error = |source| TransportError::Bind {
-            transport: spec.transport,
-            addr: spec.addr,
-            source,
-        };
+        let bind_error = |source| TransportError::bind(spec, source);
         if let Some(size) = spec
             .recv_buffer
             .filter(|s| Some(*s) != current.spec.recv_buffer)
