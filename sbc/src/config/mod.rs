@@ -45,9 +45,10 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Acl, Cdr, Config, FailoverCause, FsyncPolicy, HeaderPolicy, HeaderRewrite, Latching, Limits,
-    Listener, LogFormat, LogLevel, Logging, Media, Metrics, PaiPolicy, PeerAddress, Realm,
-    RealmMedia, Route, RouteMatch, SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+    Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy, HeaderRewrite,
+    Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics, PaiPolicy,
+    PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, Route, RouteMatch, SipConfig,
+    Transport, Trunk, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};
@@ -201,6 +202,32 @@ impl Config {
             self.media.xdp.mode.as_str(),
             self.metrics.listen
         );
+        for (i, realm) in self.realms.iter().enumerate() {
+            let p = self.protection_of(i);
+            let _ = if p.enabled {
+                write!(
+                    s,
+                    " Protection on {}: untrusted sources {}/s (burst {}), ban {} s, per source {} \
+                     transactions, {} setups, {} calls, ban after {} refusals; {} scanner patterns; \
+                     strangers in dialogs {}.",
+                    realm.name,
+                    p.request_rate,
+                    p.request_burst,
+                    p.ban_secs,
+                    p.max_transactions_per_source,
+                    p.max_setups_per_source,
+                    p.max_calls_per_source,
+                    p.ban_after_refusals,
+                    p.scanner_user_agents.len(),
+                    match p.foreign_in_dialog {
+                        ForeignInDialog::Reject => "get 403",
+                        ForeignInDialog::Drop => "are dropped",
+                    }
+                )
+            } else {
+                write!(s, " Protection on {}: off.", realm.name)
+            };
+        }
         s
     }
 }

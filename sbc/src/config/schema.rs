@@ -27,6 +27,10 @@ pub struct Config {
     /// Global admission limits and the answer to overload.
     #[serde(default)]
     pub limits: Limits,
+    /// Per-source limits, bans and scanner handling for untrusted sources
+    /// (every realm's default; a realm may override fields).
+    #[serde(default)]
+    pub protection: Protection,
     /// Log verbosity.
     #[serde(default)]
     pub logging: Logging,
@@ -107,6 +111,21 @@ pub struct Limits {
     /// Concurrent calls.
     #[serde(default = "default_max_calls")]
     pub max_calls: u32,
+    /// The share of `max_calls` that calls from untrusted sources (not a
+    /// trunk, not in a realm's `networks`) may hold together, in percent.
+    #[serde(default = "default_untrusted_percent")]
+    pub untrusted_calls_percent: u8,
+    /// The share of `max_transactions` that requests from untrusted sources
+    /// may hold together, in percent.
+    #[serde(default = "default_untrusted_percent")]
+    pub untrusted_transactions_percent: u8,
+    /// Sources whose request rate is tracked at once (a bounded table: a
+    /// flood of spoofed sources evicts the quietest, never grows memory).
+    #[serde(default = "default_tracked_sources")]
+    pub tracked_sources: u32,
+    /// Sources banned at once (bounded like `tracked_sources`).
+    #[serde(default = "default_tracked_sources")]
+    pub banned_sources: u32,
     /// Past either limit a new request gets 503 with this `Retry-After`.
     #[serde(default = "default_retry_after_secs")]
     pub overload_retry_after_secs: u32,
@@ -117,7 +136,179 @@ impl Default for Limits {
         Self {
             max_transactions: default_max_transactions(),
             max_calls: default_max_calls(),
+            untrusted_calls_percent: default_untrusted_percent(),
+            untrusted_transactions_percent: default_untrusted_percent(),
+            tracked_sources: default_tracked_sources(),
+            banned_sources: default_tracked_sources(),
             overload_retry_after_secs: default_retry_after_secs(),
+        }
+    }
+}
+
+/// What untrusted sources may do before they are refused or banned.
+///
+/// Trusted sources (a trunk's address, a realm's `networks`) are bound by
+/// their trunk's limits only. Every other source is counted by its IP
+/// address: a request rate (token bucket), caps on its transactions, call
+/// setups and calls, and a temporary ban when it overruns them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protection {
+    /// Whether any of this applies (the ACL always does).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Requests per second one untrusted source may send, sustained.
+    #[serde(default = "default_request_rate")]
+    pub request_rate: u32,
+    /// Requests one untrusted source may send at once above the rate.
+    #[serde(default = "default_request_burst")]
+    pub request_burst: u32,
+    /// How long a ban lasts; 0 never bans (requests over the rate are still
+    /// dropped).
+    #[serde(default = "default_ban_secs")]
+    pub ban_secs: u32,
+    /// Open transactions one untrusted source may hold.
+    #[serde(default = "default_max_transactions_per_source")]
+    pub max_transactions_per_source: u32,
+    /// INVITEs one untrusted source may have in setup (not yet answered).
+    #[serde(default = "default_max_setups_per_source")]
+    pub max_setups_per_source: u32,
+    /// Calls one untrusted source may have up or in setup.
+    #[serde(default = "default_max_calls_per_source")]
+    pub max_calls_per_source: u32,
+    /// Refusals (403, 404, 405, 481, 503 for a per-source cap...) after which an
+    /// untrusted source is banned; 0 never bans for refusals.
+    #[serde(default = "default_ban_after_refusals")]
+    pub ban_after_refusals: u32,
+    /// User-Agent substrings (case-insensitive) of known scanners: their
+    /// requests are dropped without an answer and their source banned.
+    #[serde(default = "default_scanner_user_agents")]
+    pub scanner_user_agents: Vec<String>,
+    /// What an in-dialog request from anyone but the dialog's peer gets.
+    #[serde(default)]
+    pub foreign_in_dialog: ForeignInDialog,
+    /// Answer untrusted sources' 404/480/486/403 from the far side with one
+    /// status (404), so extensions cannot be enumerated through the SBC.
+    #[serde(default = "default_false")]
+    pub normalize_failures: bool,
+    /// Accept in-dialog requests from a new port of the peer's IP (NAT
+    /// rebinding); the IP must always match.
+    #[serde(default = "default_false")]
+    pub follow_nat_rebinding: bool,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            request_rate: default_request_rate(),
+            request_burst: default_request_burst(),
+            ban_secs: default_ban_secs(),
+            max_transactions_per_source: default_max_transactions_per_source(),
+            max_setups_per_source: default_max_setups_per_source(),
+            max_calls_per_source: default_max_calls_per_source(),
+            ban_after_refusals: default_ban_after_refusals(),
+            scanner_user_agents: default_scanner_user_agents(),
+            foreign_in_dialog: ForeignInDialog::default(),
+            normalize_failures: default_false(),
+            follow_nat_rebinding: default_false(),
+        }
+    }
+}
+
+/// A realm's changes to `[protection]`: each field given replaces the
+/// global one for sources on that realm.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionOverride {
+    /// See [`Protection::enabled`].
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// See [`Protection::request_rate`].
+    #[serde(default)]
+    pub request_rate: Option<u32>,
+    /// See [`Protection::request_burst`].
+    #[serde(default)]
+    pub request_burst: Option<u32>,
+    /// See [`Protection::ban_secs`].
+    #[serde(default)]
+    pub ban_secs: Option<u32>,
+    /// See [`Protection::max_transactions_per_source`].
+    #[serde(default)]
+    pub max_transactions_per_source: Option<u32>,
+    /// See [`Protection::max_setups_per_source`].
+    #[serde(default)]
+    pub max_setups_per_source: Option<u32>,
+    /// See [`Protection::max_calls_per_source`].
+    #[serde(default)]
+    pub max_calls_per_source: Option<u32>,
+    /// See [`Protection::ban_after_refusals`].
+    #[serde(default)]
+    pub ban_after_refusals: Option<u32>,
+    /// See [`Protection::scanner_user_agents`].
+    #[serde(default)]
+    pub scanner_user_agents: Option<Vec<String>>,
+    /// See [`Protection::foreign_in_dialog`].
+    #[serde(default)]
+    pub foreign_in_dialog: Option<ForeignInDialog>,
+    /// See [`Protection::normalize_failures`].
+    #[serde(default)]
+    pub normalize_failures: Option<bool>,
+    /// See [`Protection::follow_nat_rebinding`].
+    #[serde(default)]
+    pub follow_nat_rebinding: Option<bool>,
+}
+
+impl ProtectionOverride {
+    /// `global` with this override's fields in place.
+    pub fn apply(&self, global: &Protection) -> Protection {
+        Protection {
+            enabled: self.enabled.unwrap_or(global.enabled),
+            request_rate: self.request_rate.unwrap_or(global.request_rate),
+            request_burst: self.request_burst.unwrap_or(global.request_burst),
+            ban_secs: self.ban_secs.unwrap_or(global.ban_secs),
+            max_transactions_per_source: self
+                .max_transactions_per_source
+                .unwrap_or(global.max_transactions_per_source),
+            max_setups_per_source: self
+                .max_setups_per_source
+                .unwrap_or(global.max_setups_per_source),
+            max_calls_per_source: self
+                .max_calls_per_source
+                .unwrap_or(global.max_calls_per_source),
+            ban_after_refusals: self.ban_after_refusals.unwrap_or(global.ban_after_refusals),
+            scanner_user_agents: self
+                .scanner_user_agents
+                .clone()
+                .unwrap_or_else(|| global.scanner_user_agents.clone()),
+            foreign_in_dialog: self.foreign_in_dialog.unwrap_or(global.foreign_in_dialog),
+            normalize_failures: self.normalize_failures.unwrap_or(global.normalize_failures),
+            follow_nat_rebinding: self
+                .follow_nat_rebinding
+                .unwrap_or(global.follow_nat_rebinding),
+        }
+    }
+}
+
+/// What an in-dialog request from a stranger gets (RFC 3261 §8.2.2.3 leaves
+/// the choice of answer to the UAS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignInDialog {
+    /// 403 Forbidden, once, without a transaction.
+    #[default]
+    Reject,
+    /// No answer at all.
+    Drop,
+}
+
+impl Config {
+    /// The protection that applies on realm `realm` (an index into
+    /// `realms`): `[protection]` with the realm's override applied.
+    pub fn protection_of(&self, realm: usize) -> Protection {
+        match self.realms.get(realm).and_then(|r| r.protection.as_ref()) {
+            Some(over) => over.apply(&self.protection),
+            None => self.protection.clone(),
         }
     }
 }
@@ -412,6 +603,9 @@ pub struct Realm {
     /// Who may send signaling to this realm's listeners.
     #[serde(default)]
     pub acl: Acl,
+    /// Changes to `[protection]` for sources on this realm.
+    #[serde(default)]
+    pub protection: Option<ProtectionOverride>,
 }
 
 /// A signaling listener.
@@ -662,6 +856,48 @@ fn default_max_calls() -> u32 {
 }
 fn default_retry_after_secs() -> u32 {
     5
+}
+fn default_untrusted_percent() -> u8 {
+    50
+}
+fn default_tracked_sources() -> u32 {
+    65_536
+}
+fn default_request_rate() -> u32 {
+    15
+}
+fn default_request_burst() -> u32 {
+    30
+}
+fn default_ban_secs() -> u32 {
+    300
+}
+fn default_max_transactions_per_source() -> u32 {
+    32
+}
+fn default_max_setups_per_source() -> u32 {
+    4
+}
+fn default_max_calls_per_source() -> u32 {
+    16
+}
+fn default_ban_after_refusals() -> u32 {
+    20
+}
+fn default_scanner_user_agents() -> Vec<String> {
+    [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "vaxsipuseragent",
+        "pplsip",
+        "sundayddr",
+        "iwar",
+        "sip-scan",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9660))

@@ -842,3 +842,61 @@ media = { address = "127.0.0.1", advertise = "203.0.113.10" }"#,
         "{summary}"
     );
 }
+
+#[test]
+fn protection_defaults_and_realm_overrides() {
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    let global = config.protection_of(0);
+    assert!(global.enabled);
+    assert_eq!((global.request_rate, global.request_burst), (15, 30));
+    assert_eq!(global.ban_secs, 300);
+    assert!(
+        global
+            .scanner_user_agents
+            .iter()
+            .any(|a| a == "friendly-scanner")
+    );
+    assert_eq!(config.limits.untrusted_calls_percent, 50);
+
+    let text = edit(
+        "media = { address = \"127.0.0.2\" }",
+        "media = { address = \"127.0.0.2\" }\nprotection = { request_rate = 100, request_burst = 200, foreign_in_dialog = \"drop\" }",
+    );
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    let b = config.protection_of(1);
+    assert_eq!((b.request_rate, b.request_burst), (100, 200));
+    assert_eq!(b.foreign_in_dialog, ForeignInDialog::Drop);
+    assert_eq!(b.ban_secs, 300, "fields not given keep the global value");
+    assert_eq!(config.protection_of(0).request_rate, 15);
+}
+
+#[test]
+fn protection_rules_name_the_field() {
+    let text = format!("[protection]\nrequest_rate = 0\n{BASE}");
+    problem(&text, "protection.request_rate", "request_rate");
+    let text = format!("[protection]\nrequest_rate = 100\nrequest_burst = 10\n{BASE}");
+    problem(&text, "protection.request_burst", "request_burst");
+    let text = format!("[protection]\nscanner_user_agents = [\"sipvicious\", \" \"]\n{BASE}");
+    let all = problems(&text);
+    assert!(
+        all.iter()
+            .any(|p| p.field == "protection.scanner_user_agents[1]"),
+        "{all:?}"
+    );
+    let text = format!("[limits]\nuntrusted_calls_percent = 0\n{BASE}");
+    problem(
+        &text,
+        "limits.untrusted_calls_percent",
+        "untrusted_calls_percent",
+    );
+    let text = edit(
+        "media = { address = \"127.0.0.2\" }",
+        "media = { address = \"127.0.0.2\" }\nprotection = { max_calls_per_source = 0 }",
+    );
+    let all = problems(&text);
+    assert!(
+        all.iter()
+            .any(|p| p.field == "realm[1].protection.max_calls_per_source"),
+        "{all:?}"
+    );
+}

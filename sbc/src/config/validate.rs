@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use super::locate::FieldPath;
 use super::schema::{
-    Config, FsyncPolicy, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Realm, Route,
-    Transport, Trunk,
+    Config, FsyncPolicy, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Protection, Realm,
+    Route, Transport, Trunk,
 };
 
 /// One thing validation rejects, before it is given a line.
@@ -53,6 +53,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         findings: Vec::new(),
     };
     v.limits();
+    v.protection(&FieldPath::root("protection"), None, &config.protection);
     v.cdr();
     v.media();
     v.header_policy(
@@ -108,6 +109,7 @@ impl Validator<'_> {
     }
 
     fn limits(&mut self) {
+        self.limits_shares();
         let limits = &self.config.limits;
         let at = FieldPath::root("limits");
         for (field, value) in [
@@ -120,6 +122,93 @@ impl Validator<'_> {
                     Some("limits"),
                     "must be at least 1",
                     Some("0 would refuse every call; leave the field out for the default".into()),
+                );
+            }
+        }
+    }
+
+    fn limits_shares(&mut self) {
+        let limits = &self.config.limits;
+        let at = FieldPath::root("limits");
+        for (field, value) in [
+            ("untrusted_calls_percent", limits.untrusted_calls_percent),
+            (
+                "untrusted_transactions_percent",
+                limits.untrusted_transactions_percent,
+            ),
+        ] {
+            if !(1..=100).contains(&value) {
+                self.report(
+                    at.key(field),
+                    Some("limits"),
+                    format!("{value} is not a percentage from 1 to 100"),
+                    Some("100 lets untrusted sources take the whole table".into()),
+                );
+            }
+        }
+        for (field, value) in [
+            ("tracked_sources", limits.tracked_sources),
+            ("banned_sources", limits.banned_sources),
+        ] {
+            if !(64..=16_777_216).contains(&value) {
+                self.report(
+                    at.key(field),
+                    Some("limits"),
+                    format!("{value} is outside 64..=16777216"),
+                    Some("each entry takes about 32 bytes; the default is 65536".into()),
+                );
+            }
+        }
+    }
+
+    /// `[protection]`, or a realm's `protection` override resolved against it.
+    fn protection(&mut self, at: &FieldPath, item: Option<&str>, p: &Protection) {
+        let item = item.or(Some("protection"));
+        for (field, value) in [
+            ("request_rate", p.request_rate),
+            ("request_burst", p.request_burst),
+            ("max_transactions_per_source", p.max_transactions_per_source),
+            ("max_setups_per_source", p.max_setups_per_source),
+            ("max_calls_per_source", p.max_calls_per_source),
+        ] {
+            if value == 0 {
+                self.report(
+                    at.key(field),
+                    item,
+                    "must be at least 1",
+                    Some("to trust every source, set enabled = false".into()),
+                );
+            }
+        }
+        if p.request_burst != 0 && p.request_burst < p.request_rate.min(1_000) / 2 {
+            self.report(
+                at.key("request_burst"),
+                item,
+                format!(
+                    "a burst of {} is below half the rate of {} per second",
+                    p.request_burst, p.request_rate
+                ),
+                Some(
+                    "a call's INVITE, ACK and BYE arrive together; allow at least 2 s of rate"
+                        .into(),
+                ),
+            );
+        }
+        if p.ban_secs > 86_400 {
+            self.report(
+                at.key("ban_secs"),
+                item,
+                format!("{} s is more than a day", p.ban_secs),
+                Some("bans are kept in memory and forgotten on restart; use a firewall for longer ones".into()),
+            );
+        }
+        for (j, agent) in p.scanner_user_agents.iter().enumerate() {
+            if agent.trim().is_empty() {
+                self.report(
+                    at.key("scanner_user_agents").index(j),
+                    item,
+                    "an empty pattern would match every User-Agent",
+                    None,
                 );
             }
         }
@@ -377,6 +466,10 @@ impl Validator<'_> {
         let at = FieldPath::item("realm", i);
         let item = item_name("realm", i, &realm.name);
         let item = Some(item.as_str());
+        if realm.protection.is_some() {
+            let resolved = self.config.protection_of(i);
+            self.protection(&at.key("protection"), item, &resolved);
+        }
         if realm.listen.is_empty() {
             self.report(
                 at.key("listen"),
