@@ -657,6 +657,11 @@ impl Shell<'_> {
         }
     }
 
+    /// The core asks for a ban (a scanner, a source refused too often).
+    fn ban(&mut self, realm: &str, source: std::net::IpAddr, reason: &str) {
+        warn!(%source, realm, reason, "source banned");
+    }
+
     fn report(&mut self, event: CoreEvent) {
         match event {
             CoreEvent::Sip {
@@ -690,9 +695,19 @@ impl Shell<'_> {
                     RejectReason::Admission | RejectReason::Draining => {
                         metrics::RejectReason::Admission
                     }
+                    RejectReason::SourceLimit => metrics::RejectReason::SourceLimit,
+                    RejectReason::Scanner => metrics::RejectReason::Scanner,
+                    RejectReason::ForeignInDialog => metrics::RejectReason::ForeignInDialog,
+                    RejectReason::Overload => metrics::RejectReason::Overload,
+                    RejectReason::Oversized => metrics::RejectReason::Oversized,
                 };
                 self.metrics.rejected(&realm, reason);
             }
+            CoreEvent::Banned {
+                realm,
+                source,
+                reason,
+            } => self.ban(&realm, source, reason.as_str()),
             CoreEvent::CallSetup { setup, .. } => self.metrics.call_setup(setup),
             CoreEvent::CallAttempt {
                 call,

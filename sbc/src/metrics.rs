@@ -241,6 +241,22 @@ pub enum RejectReason {
     Invalid,
     /// No media port was free to anchor the call (widen `[media]` ports).
     MediaPorts,
+    /// An untrusted source sent over its request rate (dropped before the
+    /// parser, no answer).
+    RateLimited,
+    /// A banned source sent something (dropped before the parser).
+    Banned,
+    /// An untrusted source held its share of transactions, setups or calls.
+    SourceLimit,
+    /// A known scanner's User-Agent (dropped, the source banned).
+    Scanner,
+    /// An in-dialog request, ACK or CANCEL from someone other than the
+    /// dialog's peer.
+    ForeignInDialog,
+    /// The SBC was saturated, or untrusted sources held their share of it.
+    Overload,
+    /// Larger than the parser takes.
+    Oversized,
 }
 
 impl RejectReason {
@@ -254,6 +270,13 @@ impl RejectReason {
             RejectReason::TrunkDown => "trunk_down",
             RejectReason::Invalid => "invalid",
             RejectReason::MediaPorts => "media_ports",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::Banned => "banned",
+            RejectReason::SourceLimit => "source_limit",
+            RejectReason::Scanner => "scanner",
+            RejectReason::ForeignInDialog => "foreign_in_dialog",
+            RejectReason::Overload => "overload",
+            RejectReason::Oversized => "oversized",
         }
     }
 }
@@ -543,7 +566,7 @@ impl Metrics {
         let rejected = counter_vec(
             &r,
             "sbc_rejected_total",
-            "Requests the SBC refused itself, per realm and reason (acl, rate_limit, admission, no_route, trunk_down, invalid).",
+            "Requests the SBC refused or dropped itself, per realm and reason (acl, rate_limit = a trunk's max_cps, admission, no_route, trunk_down, invalid, media_ports, rate_limited / banned = an untrusted source dropped before the parser, source_limit, scanner, foreign_in_dialog, overload, oversized).",
             &["realm", "reason"],
         );
         let registrations_active = gauge_vec(

@@ -50,6 +50,7 @@
 mod anchor;
 mod build;
 pub mod ids;
+mod protect;
 pub mod routing;
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use ids::{IdSource, RandomIds, SequentialIds};
+pub use protect::{BanReason, UntrustedLoad, is_scanner};
 pub use routing::Plan;
 
 use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};
@@ -151,6 +153,16 @@ pub enum CoreEvent {
     },
     /// A call ended.
     CallEnded(Box<CallSummary>),
+    /// The core asks for a source to be banned (the transport's shield
+    /// enforces it, [`crate::guard`]).
+    Banned {
+        /// The realm's name.
+        realm: String,
+        /// The source address.
+        source: IpAddr,
+        /// Why.
+        reason: BanReason,
+    },
     /// A trunk's OPTIONS health check changed its verdict (or gave its first).
     TrunkState {
         /// The trunk's name.
@@ -177,6 +189,18 @@ pub enum RejectReason {
     Draining,
     /// The request failed a server check (416, 420, 483, 501) or was malformed.
     Invalid,
+    /// An untrusted source holds its share of transactions, setups or calls
+    /// (`[protection] max_*_per_source`).
+    SourceLimit,
+    /// The User-Agent of a known scanner: dropped, the source banned.
+    Scanner,
+    /// An in-dialog request, ACK or CANCEL from someone other than the
+    /// dialog's peer.
+    ForeignInDialog,
+    /// The SBC is saturated, or untrusted sources hold their share of it.
+    Overload,
+    /// The message was larger than the parser takes.
+    Oversized,
 }
 
 /// What a finished call leaves behind (the CDR's raw material).
@@ -365,6 +389,8 @@ enum ClientRole {
     Relay(ServerId),
     /// A BYE the SBC sends on its own (teardown).
     Bye,
+    /// A BYE nobody waits for (to a caller that never ACKed).
+    Courtesy,
 }
 
 #[derive(Debug)]
@@ -417,6 +443,10 @@ struct Call {
     answered: Option<Instant>,
     a_status: u16,
     ended_by: Option<EndedBy>,
+    /// The untrusted source this call is counted against ([`protect`]).
+    guarded: Option<IpAddr>,
+    /// Counted as a setup of that source (until A has its final response).
+    in_setup: bool,
 }
 
 /// The B2BUA. See the module docs.
@@ -455,6 +485,10 @@ pub struct Core {
     media_out: VecDeque<MediaCommand>,
     events: VecDeque<CoreEvent>,
     draining: bool,
+    protect: protect::Protect,
+    /// Server transactions whose final answer goes out once: ended as soon
+    /// as that answer is on its way (see [`Core::pump`]).
+    answered_once: Vec<ServerId>,
 }
 
 impl Core {
@@ -501,6 +535,8 @@ impl Core {
             media_out: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            protect: protect::Protect::default(),
+            answered_once: Vec::new(),
         };
         core.apply(config, resolve);
         core
@@ -595,6 +631,8 @@ impl Core {
         } else {
             LatchPolicy::Asymmetric
         };
+        let realms: Vec<&str> = self.realms.iter().map(|r| r.name.as_str()).collect();
+        self.protect.apply(config, realms.into_iter());
     }
 
     /// Starts the trunks' OPTIONS health checks (each due at once, then on
@@ -949,6 +987,9 @@ impl Core {
                 self.events.push_back(CoreEvent::ParseError {
                     realm: self.realms[realm].name.clone(),
                 });
+                if matches!(error.kind, sip::ParseErrorKind::TooLarge { .. }) {
+                    self.event_rejected(realm, RejectReason::Oversized);
+                }
                 if let Verdict::Reject(rejection) = error.response() {
                     let tag = self.ids.tag();
                     if let Some(answer) = sip::response::reject_malformed(&bytes, &rejection, &tag)
@@ -1068,6 +1109,9 @@ impl Core {
             Verdict::Accept => {}
             Verdict::Drop(_) => return,
             Verdict::Reject(rejection) => {
+                if self.screen_scanner(meta, &msg) {
+                    return;
+                }
                 self.event_rejected(meta.realm, RejectReason::Invalid);
                 let tag = self.ids.tag();
                 let answer = sip::response::respond_rejection(&msg, &rejection, Some(&tag));
@@ -1080,6 +1124,9 @@ impl Core {
                 );
                 return;
             }
+        }
+        if self.screen_scanner(meta, &msg) {
+            return;
         }
         let reliable = meta.transport == Transport::Tcp;
         let reply_to = meta.reply_to(&msg);
@@ -1114,7 +1161,8 @@ impl Core {
                 request,
             } => {
                 self.remember_server(id, meta);
-                self.on_cancel(now, id, target, &request);
+                self.count_transaction(meta, id);
+                self.on_cancel(now, meta, id, target, &request);
             }
             TxInbound::Ack { request, .. } => self.on_ack(now, meta, request),
             TxInbound::Request { id, request } => {
@@ -1125,17 +1173,23 @@ impl Core {
                     // hold it open.
                     self.event_rejected(meta.realm, RejectReason::Draining);
                     self.reply(now, id, &request, 503, &[]);
-                    let _ = self.tx.terminate(id);
+                    self.answered_once.push(id);
                     return;
                 }
                 let in_dialog = request.to().is_some_and(|to| to.tag().is_some());
+                if !in_dialog && let Some(reason) = self.transaction_refusal(meta) {
+                    return self.refuse(now, meta, id, &request, 503, Some(reason));
+                }
+                self.count_transaction(meta, id);
                 if in_dialog {
-                    self.on_in_dialog(now, id, request);
+                    self.on_in_dialog(now, meta, id, request);
                 } else if method == Some(Method::Invite) {
                     self.on_invite(now, meta, id, request);
                 } else if method == Some(Method::Options) {
+                    // Answered once, statelessly: a retransmission is
+                    // answered again, and nothing is held meanwhile.
                     let allow = self.server_policy.allow.clone();
-                    self.reply(
+                    self.answer_once(
                         now,
                         id,
                         &request,
@@ -1147,7 +1201,8 @@ impl Core {
                     );
                 } else {
                     let allow = self.server_policy.allow.clone();
-                    self.reply(now, id, &request, 405, &[(HeaderName::Allow, &allow)]);
+                    self.answer_once(now, id, &request, 405, &[(HeaderName::Allow, &allow)]);
+                    self.note_refusal(now, meta.realm, meta.remote.ip());
                 }
             }
         }
@@ -1176,17 +1231,51 @@ impl Core {
         }
     }
 
+    /// A final answer of the SBC's own that keeps no transaction: sent
+    /// once, never retransmitted (no reflection); a retransmitted request
+    /// is answered again.
+    fn answer_once(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        request: &Message,
+        status: u16,
+        extra: &[(HeaderName, &str)],
+    ) {
+        self.reply(now, id, request, status, extra);
+        self.answered_once.push(id);
+    }
+
+    /// Refuses a request on the SBC's own account: counted (when `reason`
+    /// is given), answered once, and noted against a guarded source.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        meta: &Meta,
+        id: ServerId,
+        request: &Message,
+        status: u16,
+        reason: Option<RejectReason>,
+    ) {
+        if let Some(reason) = reason {
+            self.event_rejected(meta.realm, reason);
+        }
+        let retry = self.retry_after.to_string();
+        let extra: Vec<(HeaderName, &str)> = if status == 503 {
+            vec![(HeaderName::RetryAfter, retry.as_str())]
+        } else {
+            Vec::new()
+        };
+        self.answer_once(now, id, request, status, &extra);
+        if protect::counts_as_refusal(status, reason) {
+            self.note_refusal(now, meta.realm, meta.remote.ip());
+        }
+    }
+
     fn on_invite(&mut self, now: Instant, meta: &Meta, id: ServerId, request: Message) {
         let realm = meta.realm;
         let refuse = |core: &mut Core, status: u16, reason: RejectReason| {
-            core.event_rejected(realm, reason);
-            let retry = core.retry_after.to_string();
-            let extra: Vec<(HeaderName, &str)> = if status == 503 {
-                vec![(HeaderName::RetryAfter, retry.as_str())]
-            } else {
-                Vec::new()
-            };
-            core.reply(now, id, &request, status, &extra);
+            core.refuse(now, meta, id, &request, status, Some(reason));
         };
         // (A retiring listener never gets here: `on_request` refuses what
         // is new on it.)
@@ -1195,6 +1284,9 @@ impl Core {
         }
         if self.calls.len() >= self.max_calls {
             return refuse(self, 503, RejectReason::Admission);
+        }
+        if let Some(reason) = self.invite_refusal(meta) {
+            return refuse(self, 503, reason);
         }
         let source_trunk = self.trunks.iter().position(|t| {
             !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
@@ -1300,7 +1392,10 @@ impl Core {
             answered: None,
             a_status: 0,
             ended_by: None,
+            guarded: None,
+            in_setup: false,
         });
+        self.count_call(&mut call, meta);
         self.try_next_target(now, &mut call);
         self.put_back(now, call);
     }
@@ -1498,14 +1593,24 @@ impl Core {
     fn on_cancel(
         &mut self,
         now: Instant,
+        meta: &Meta,
         id: ServerId,
         target: Option<ServerId>,
         request: &Message,
     ) {
         let call = target.and_then(|t| self.servers.get(&t).copied());
-        let status = if call.is_some() { 200 } else { 481 };
-        self.reply(now, id, request, status, &[]);
-        let Some(call_no) = call else { return };
+        let Some(call_no) = call else {
+            return self.refuse(now, meta, id, request, 481, None);
+        };
+        // Matched by branch, but only the INVITE's sender may cancel it.
+        if self
+            .calls
+            .get(&call_no)
+            .is_some_and(|c| !self.is_dialog_peer(c, Side::A, meta))
+        {
+            return self.refuse_foreign(now, meta, Some(id), request);
+        }
+        self.reply(now, id, request, 200, &[]);
         let Some(mut call) = self.calls.remove(&call_no) else {
             return;
         };
@@ -1548,6 +1653,13 @@ impl Core {
         let Some((call_no, side)) = self.dialog_of(&ack) else {
             return;
         };
+        if self
+            .calls
+            .get(&call_no)
+            .is_some_and(|c| !self.is_dialog_peer(c, side, meta))
+        {
+            return self.refuse_foreign(now, meta, None, &ack);
+        }
         let Some(mut call) = self.calls.remove(&call_no) else {
             return;
         };
@@ -1572,12 +1684,21 @@ impl Core {
         self.dialogs.get(&dialog_key(&call_id, tag)).copied()
     }
 
-    fn on_in_dialog(&mut self, now: Instant, id: ServerId, request: Message) {
+    fn on_in_dialog(&mut self, now: Instant, meta: &Meta, id: ServerId, request: Message) {
         let Some((call_no, side)) = self.dialog_of(&request) else {
-            return self.reply(now, id, &request, 481, &[]);
+            return self.refuse(now, meta, id, &request, 481, None);
         };
+        // Only the leg's own peer may act in its dialog: a stranger who
+        // learned the Call-ID and tags changes nothing.
+        match self.calls.get(&call_no) {
+            None => return self.refuse(now, meta, id, &request, 481, None),
+            Some(call) if !self.is_dialog_peer(call, side, meta) => {
+                return self.refuse_foreign(now, meta, Some(id), &request);
+            }
+            Some(_) => {}
+        }
         let Some(mut call) = self.calls.remove(&call_no) else {
-            return self.reply(now, id, &request, 481, &[]);
+            return;
         };
         self.servers.insert(id, call.id);
         let method = request.method();
@@ -1603,7 +1724,7 @@ impl Core {
             call.ended_by.get_or_insert(by);
             call.phase = Phase::Ending;
             call.a_2xx = None;
-            self.send_bye(now, &mut call, side.other());
+            self.send_bye(now, &mut call, side.other(), true);
             self.release_media(&mut call);
         } else {
             call.pending.push_back(Pending::Request {
@@ -1769,7 +1890,7 @@ impl Core {
                         });
                         self.run_pending(now, &mut call);
                     }
-                    ClientRole::Cancel => {}
+                    ClientRole::Cancel | ClientRole::Courtesy => {}
                     ClientRole::Bye => {
                         if response.status().is_some_and(|s| s >= 200) {
                             call.byes = call.byes.saturating_sub(1);
@@ -1811,7 +1932,7 @@ impl Core {
                         }
                     }
                     ClientRole::Bye => call.byes = call.byes.saturating_sub(1),
-                    ClientRole::Cancel => {}
+                    ClientRole::Cancel | ClientRole::Courtesy => {}
                 }
                 self.put_back(now, call);
             }
@@ -1837,6 +1958,7 @@ impl Core {
                     }
                     TransactionId::Server(server) => {
                         self.servers.remove(&server);
+                        self.uncount_transaction(server);
                     }
                 }
             }
@@ -1900,7 +2022,7 @@ impl Core {
                 self.learn_remote_target(call, Side::B, &response);
                 self.ack_b_directly(call);
                 call.phase = Phase::Ending;
-                self.send_bye(now, call, Side::B);
+                self.send_bye(now, call, Side::B, true);
                 return;
             }
             if call.phase != Phase::Setup {
@@ -1964,9 +2086,25 @@ impl Core {
             Some(response) => {
                 // Relay the trunk's failure with what may cross (3xx Contacts
                 // name the far side and never do: `copy_headers` drops them).
+                // An untrusted caller that could be enumerating users gets
+                // one answer for every "no such user" (`normalize_failures`).
                 let server = call.a_server;
-                let reason =
-                    String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+                let normalized = call
+                    .guarded
+                    .filter(|_| {
+                        self.protect
+                            .policy(call.a.realm)
+                            .is_some_and(|p| p.normalize_failures)
+                    })
+                    .and_then(|_| protect::normalized_failure(status));
+                let (status, reason, src) = match normalized {
+                    Some(status) => (status, sip::error::standard_reason(status).to_owned(), None),
+                    None => (
+                        status,
+                        String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned(),
+                        Some(&response),
+                    ),
+                };
                 let local_tag = call.a.text.get(Part::LocalTag).to_owned();
                 let bytes = build::response(
                     &call.a_invite,
@@ -1974,7 +2112,7 @@ impl Core {
                     &reason,
                     Some(&local_tag),
                     None,
-                    Some(&response),
+                    src,
                     &self.policy,
                     &[],
                     b"",
@@ -1985,6 +2123,12 @@ impl Core {
                 if let Ok(msg) = Message::parse(&bytes) {
                     self.sip_event(call.a.realm, &msg);
                     let _ = self.tx.send_response(now, server, msg);
+                }
+                if let Some(ip) = call.guarded {
+                    self.finals_once(call);
+                    if protect::counts_as_refusal(status, None) {
+                        self.note_refusal(now, call.a.realm, ip);
+                    }
                 }
             }
             None => self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoAnswer)),
@@ -2202,6 +2346,17 @@ impl Core {
             self.sip_event(call.a.realm, &msg);
             let _ = self.tx.send_response(now, call.a_server, msg);
         }
+        self.finals_once(call);
+    }
+
+    /// An untrusted caller's INVITE got a failure: sent once, not
+    /// retransmitted until an ACK that a spoofed source never sends (the
+    /// reflection RFC 3261's timer G would otherwise make of it). A caller
+    /// that lost it retransmits its INVITE and is answered again.
+    fn finals_once(&mut self, call: &Call) {
+        if call.guarded.is_some() && !call.a.transport.is_reliable() {
+            self.answered_once.push(call.a_server);
+        }
     }
 
     /// Ends an established (or establishing) call from the SBC's side.
@@ -2212,15 +2367,20 @@ impl Core {
             Phase::Answered | Phase::Confirmed => {
                 call.phase = Phase::Ending;
                 call.a_2xx = None;
-                self.send_bye(now, call, Side::A);
-                self.send_bye(now, call, Side::B);
+                // A caller that never ACKed our 2xx gets its BYE (§13.3.1.4),
+                // but the call does not wait another 64*T1 for an answer
+                // from a peer that has shown it does not answer.
+                let awaited = by != EndedBy::Sbc(SbcReason::NoAck);
+                self.send_bye(now, call, Side::A, awaited);
+                self.send_bye(now, call, Side::B, true);
                 self.release_media(call);
             }
             Phase::Ending => {}
         }
     }
 
-    fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side) {
+    /// Sends a BYE on `side`; the call waits for its answer when `awaited`.
+    fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side, awaited: bool) {
         let Some(leg) = leg_mut(call, side) else {
             return;
         };
@@ -2253,9 +2413,13 @@ impl Core {
         };
         self.sip_event(realm, &msg);
         if let Some(client) = self.start_client(now, msg, listener, transport, peer, connection) {
-            self.clients
-                .insert(client, (call.id, side, ClientRole::Bye));
-            call.byes += 1;
+            let role = if awaited {
+                call.byes += 1;
+                ClientRole::Bye
+            } else {
+                ClientRole::Courtesy
+            };
+            self.clients.insert(client, (call.id, side, role));
         }
     }
 
@@ -2304,7 +2468,9 @@ impl Core {
 
     /// Puts a call back in the table, or reports and forgets it if it ended.
     fn put_back(&mut self, now: Instant, mut call: Box<Call>) {
-        if !Self::finished(&call) {
+        let finished = Self::finished(&call);
+        self.settle_call(&mut call, finished);
+        if !finished {
             self.calls.insert(call.id, call);
             return;
         }
@@ -2558,6 +2724,11 @@ impl Core {
                         bytes: t.bytes,
                     });
                 }
+            }
+            // Their answer is out: end them (the transaction's route goes
+            // with its Terminated event).
+            for id in std::mem::take(&mut self.answered_once) {
+                progressed |= self.tx.terminate(id).is_ok();
             }
             while let Some(event) = self.tx.poll_event() {
                 progressed = true;

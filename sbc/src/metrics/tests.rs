@@ -167,6 +167,13 @@ fn label_values_are_distinct_per_enum() {
         RejectReason::TrunkDown.as_str(),
         RejectReason::Invalid.as_str(),
         RejectReason::MediaPorts.as_str(),
+        RejectReason::RateLimited.as_str(),
+        RejectReason::Banned.as_str(),
+        RejectReason::SourceLimit.as_str(),
+        RejectReason::Scanner.as_str(),
+        RejectReason::ForeignInDialog.as_str(),
+        RejectReason::Overload.as_str(),
+        RejectReason::Oversized.as_str(),
     ]);
     distinct(&[
         MediaDropReason::UnknownFlow.as_str(),
