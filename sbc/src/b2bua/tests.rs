@@ -11,6 +11,8 @@ use crate::media::command::{LocalEndpoint, MediaCommand, MediaEvent};
 use crate::sip::response::respond;
 use crate::transport::{Inbound, ListenerId, Received, Transport};
 
+mod protect;
+
 const CONFIG: &str = r#"
 [limits]
 max_calls = 10
