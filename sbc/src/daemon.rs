@@ -271,6 +271,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown_at: Option<Instant> = None;
+    let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
         let sleep = async {
@@ -281,7 +282,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         };
         tokio::select! {
             event = inbound.recv() => match event {
-                Some(Event::Inbound(message)) => core.handle_inbound(now(), message),
+                Some(Event::Inbound(message)) => {
+                    overload.raise(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
+                    core.handle_inbound(now(), message);
+                }
                 Some(Event::SendFailed { to, error, .. }) => {
                     warn!(%to, %error, "send failed");
                     core.handle_send_failed(now(), to);
@@ -299,6 +303,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 let _ = answer.send(core.calls_json(now()));
             }
             _ = tick.tick() => {
+                overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 close_retired_listeners(&mut core, &transports);
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
@@ -921,6 +926,8 @@ impl Shell<'_> {
         for (realm, calls) in core.calls_per_realm() {
             self.metrics.set_calls_active(&realm, calls as u64);
         }
+        self.metrics
+            .set_untrusted_calls(core.untrusted_load().calls as u64);
         for (trunk, calls) in core.calls_per_trunk() {
             self.metrics
                 .set_trunk_calls_active(&trunk, u64::from(calls));
@@ -1014,5 +1021,51 @@ impl EndedCall {
         } else {
             metrics::MediaPath::Userspace
         })
+    }
+}
+
+/// The overload level the core works at, from how full its inbound queue
+/// is: raised at once when a message finds the queue filling, lowered only
+/// by the once-a-second tick once it has drained (no flapping per message).
+#[derive(Debug, Default)]
+struct Overload {
+    level: u8,
+}
+
+impl Overload {
+    fn measure(queued: usize, capacity: usize) -> u8 {
+        let capacity = capacity.max(1);
+        if queued * 4 >= capacity * 3 {
+            2
+        } else if queued * 4 >= capacity {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn raise(&mut self, core: &mut Core, queued: usize, capacity: usize, metrics: &Metrics) {
+        let level = Self::measure(queued, capacity);
+        if level > self.level {
+            self.set(core, level, queued, metrics);
+        }
+    }
+
+    fn settle(&mut self, core: &mut Core, queued: usize, capacity: usize, metrics: &Metrics) {
+        let level = Self::measure(queued, capacity);
+        if level < self.level {
+            self.set(core, level, queued, metrics);
+        }
+    }
+
+    fn set(&mut self, core: &mut Core, level: u8, queued: usize, metrics: &Metrics) {
+        if level > self.level {
+            warn!(level, queued, "overload: new INVITEs are refused with 503");
+        } else {
+            info!(level, queued, "overload eased");
+        }
+        self.level = level;
+        core.set_overload(level);
+        metrics.set_overload_level(level);
     }
 }

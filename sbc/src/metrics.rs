@@ -433,6 +433,8 @@ pub struct Metrics {
     sip_parse_errors: IntCounterVec,
     sip_retransmissions: IntCounterVec,
     sip_transactions_active: IntGauge,
+    overload_level: IntGauge,
+    untrusted_calls: IntGauge,
     calls_active: IntGaugeVec,
     calls: IntCounterVec,
     call_setup: HistogramVec,
@@ -536,6 +538,22 @@ impl Metrics {
             IntGauge::new(
                 "sbc_sip_transactions_active",
                 "SIP transactions currently in progress.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let overload_level = register(
+            &r,
+            IntGauge::new(
+                "sbc_overload_level",
+                "Where saturation starts: 0 normal; 1 the call core's inbound queue is a quarter full and new INVITEs from untrusted sources get 503; 2 three quarters full and every new INVITE gets 503 (the transport also sheds untrusted requests from half full).",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let untrusted_calls = register(
+            &r,
+            IntGauge::new(
+                "sbc_untrusted_calls_active",
+                "Calls from sources that are neither a trunk nor in a realm's networks (capped at [limits] untrusted_calls_percent of max_calls).",
             )
             .expect("metric definitions in metrics.rs are valid"),
         );
@@ -669,6 +687,8 @@ impl Metrics {
             sip_parse_errors,
             sip_retransmissions,
             sip_transactions_active,
+            overload_level,
+            untrusted_calls,
             calls_active,
             calls,
             call_setup,
@@ -730,6 +750,16 @@ impl Metrics {
     /// Sets `sbc_sip_transactions_active` from the core's count.
     pub fn set_sip_transactions_active(&self, n: u64) {
         self.sip_transactions_active.set(gauge_value(n));
+    }
+
+    /// Sets `sbc_overload_level`.
+    pub fn set_overload_level(&self, level: u8) {
+        self.overload_level.set(i64::from(level));
+    }
+
+    /// Sets `sbc_untrusted_calls_active` from the core's count.
+    pub fn set_untrusted_calls(&self, n: u64) {
+        self.untrusted_calls.set(gauge_value(n));
     }
 
     /// Sets `sbc_calls_active{realm}` from the core's count.
