@@ -447,6 +447,8 @@ struct Call {
     guarded: Option<IpAddr>,
     /// Counted as a setup of that source (until A has its final response).
     in_setup: bool,
+    /// The first trunk limit that held the call back from a target.
+    held_back: Option<RejectReason>,
 }
 
 /// The B2BUA. See the module docs.
@@ -1394,6 +1396,7 @@ impl Core {
             ended_by: None,
             guarded: None,
             in_setup: false,
+            held_back: None,
         });
         self.count_call(&mut call, meta);
         self.try_next_target(now, &mut call);
@@ -1404,14 +1407,15 @@ impl Core {
     fn try_next_target(&mut self, now: Instant, call: &mut Call) {
         loop {
             let Some(&trunk) = call.plan.targets.get(call.next_target) else {
-                let (status, reason) = if call.trunks_tried.is_empty() {
-                    (503, RejectReason::NoRoute)
-                } else {
-                    (call.a_status.max(480), RejectReason::NoRoute)
-                };
-                if call.trunks_tried.is_empty() {
+                let status = if call.trunks_tried.is_empty() {
+                    // Refused once, for the first trunk limit that held it
+                    // back, or for having no usable trunk at all.
+                    let reason = call.held_back.unwrap_or(RejectReason::NoRoute);
                     self.event_rejected(call.a.realm, reason);
-                }
+                    503
+                } else {
+                    call.a_status.max(480)
+                };
                 return self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoRoute));
             };
             call.next_target += 1;
@@ -1420,11 +1424,10 @@ impl Core {
             match state.admit(now) {
                 Ok(()) => {}
                 Err(refusal) => {
-                    let reason = match refusal {
+                    call.held_back.get_or_insert(match refusal {
                         Refusal::Calls => RejectReason::Admission,
                         Refusal::Rate => RejectReason::RateLimit,
-                    };
-                    self.event_rejected(call.a.realm, reason);
+                    });
                     continue;
                 }
             }

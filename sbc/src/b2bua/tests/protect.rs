@@ -337,3 +337,31 @@ fn overload_sheds_untrusted_invites_first_and_keeps_dialogs() {
     caller_hangs_up(&mut lab, &ok, 11, PBX);
     assert_eq!(rejected(&lab, RejectReason::Overload), 2);
 }
+
+#[test]
+fn a_call_held_back_by_trunk_limits_is_refused_once_for_the_first_limit() {
+    let config = CONFIG
+        .replace(
+            "address = \"198.51.100.3:5060\"",
+            "address = \"198.51.100.3:5060\"\nmax_cps = 1",
+        )
+        .replace(
+            "address = \"198.51.100.5:5060\"",
+            "address = \"198.51.100.5:5060\"\nmax_cps = 1",
+        );
+    let mut lab = Lab::new(&config);
+    lab.caller_sends(&another_invite(1));
+    lab.take_one(PBX, "INVITE");
+    lab.deliver(0, "203.0.113.41:5060", another_invite(2).as_bytes());
+    lab.take_one(PBX2, "INVITE");
+    // Both trunks have had their call this second.
+    lab.deliver(0, "203.0.113.40:5060", another_invite(3).as_bytes());
+    assert!(
+        lines_to(&mut lab, "203.0.113.40:5060")
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 503"))
+    );
+    assert_eq!(rejected(&lab, RejectReason::RateLimit), 1);
+    assert_eq!(rejected(&lab, RejectReason::NoRoute), 0);
+    assert_eq!(rejected(&lab, RejectReason::Admission), 0);
+}
