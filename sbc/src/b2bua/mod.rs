@@ -1044,8 +1044,7 @@ impl Core {
                 self.put_back(now, call);
             }
             MediaEvent::AllocationFailed { stream, .. } => {
-                self.streams.remove(&stream);
-                let Some(id) = self.streams_owner(stream) else {
+                let Some(id) = self.streams.remove(&stream) else {
                     return;
                 };
                 let Some(mut call) = self.calls.remove(&id) else {
@@ -1077,13 +1076,6 @@ impl Core {
             MediaEvent::Latched { .. } | MediaEvent::CommandFailed { .. } => {}
         }
         self.pump(now);
-    }
-
-    fn streams_owner(&self, stream: StreamId) -> Option<u64> {
-        self.calls
-            .values()
-            .find(|c| c.streams.iter().flatten().any(|(s, _)| *s == stream))
-            .map(|c| c.id)
     }
 
     fn listener_realm(&self, listener: ListenerId) -> Option<usize> {
