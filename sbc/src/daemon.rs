@@ -560,7 +560,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
 }
 
 /// Settings a reload does not apply, and whether the new file changed them.
-fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 8] {
+fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 9] {
     [
         (
             "media.inactivity_timeout_secs",
@@ -581,6 +581,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 8]
         (
             "limits.max_transactions",
             old.limits.max_transactions != new.limits.max_transactions,
+        ),
+        (
+            "sip.t1_ms/t2_ms/t4_ms",
+            old.sip.timers() != new.sip.timers(),
         ),
     ]
 }

@@ -71,8 +71,7 @@ use crate::media::command::{
 };
 use crate::sdp::Sdp;
 use crate::sip::transaction::{
-    self, ClientId, Inbound as TxInbound, ResponseOutcome, ServerId, Timers, TransactionId,
-    Transactions,
+    self, ClientId, Inbound as TxInbound, ResponseOutcome, ServerId, TransactionId, Transactions,
 };
 use crate::sip::{self, HeaderName, Message, Method, ServerPolicy, Verdict};
 use crate::transport::{ConnectionId, Inbound, ListenerId, Outbound, Received, Transport};
@@ -520,7 +519,7 @@ impl Core {
             retry_after: 5,
             recurse_3xx: false,
             latch: LatchPolicy::SdpOrSignaling,
-            tx: Transactions::new(Timers::default())
+            tx: Transactions::new(config.sip.timers())
                 .with_max_transactions(config.limits.max_transactions as usize),
             ids,
             calls: HashMap::new(),
@@ -634,7 +633,8 @@ impl Core {
             LatchPolicy::Asymmetric
         };
         let realms: Vec<&str> = self.realms.iter().map(|r| r.name.as_str()).collect();
-        self.protect.apply(config, realms.into_iter());
+        self.protect
+            .apply(config, realms.into_iter(), self.tx.max_transactions());
     }
 
     /// Starts the trunks' OPTIONS health checks (each due at once, then on
@@ -1641,7 +1641,7 @@ impl Core {
         }
         // 64*T1 later, give up on B's INVITE (§9.1).
         self.timers
-            .push(Reverse((now + Timers::default().t1x64(), call.id)));
+            .push(Reverse((now + self.tx.timers().t1x64(), call.id)));
     }
 
     fn on_ack(&mut self, now: Instant, meta: &Meta, ack: Message) {
@@ -2184,8 +2184,8 @@ impl Core {
             call.phase = Phase::Answered;
             call.answered = Some(now);
             self.report_setup(now, call);
-            let t1 = Timers::default().t1;
-            call.a_2xx = Some((bytes, t1, now + Timers::default().t1x64()));
+            let t1 = self.tx.timers().t1;
+            call.a_2xx = Some((bytes, t1, now + self.tx.timers().t1x64()));
             // Leg B is up: no failover or redirect writes from the INVITE
             // again, so a held call keeps only what A's dialog still needs.
             if let Some(head) = invite_head(&call.a_invite) {
@@ -2448,7 +2448,7 @@ impl Core {
             if let Ok(msg) = Message::parse(&bytes) {
                 let _ = self.tx.send_response(now, call.a_server, msg);
             }
-            let next = (interval * 2).min(Timers::default().t2);
+            let next = (interval * 2).min(self.tx.timers().t2);
             call.a_2xx = Some((bytes, next, give_up));
             self.timers.push(Reverse((now + next, call.id)));
             return;

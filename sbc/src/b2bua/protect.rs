@@ -104,7 +104,13 @@ impl Protect {
     /// Takes (or re-takes, on reload) the configuration for the core's
     /// realms (by name: a realm the file dropped keeps the global policy and
     /// no networks); the books stay.
-    pub(super) fn apply<'a>(&mut self, config: &Config, realms: impl Iterator<Item = &'a str>) {
+    /// `max_transactions` is the table's size (fixed at start).
+    pub(super) fn apply<'a>(
+        &mut self,
+        config: &Config,
+        realms: impl Iterator<Item = &'a str>,
+        max_transactions: usize,
+    ) {
         (self.policies, self.networks) = realms
             .map(
                 |name| match config.realms.iter().position(|r| r.name == name) {
@@ -117,10 +123,8 @@ impl Protect {
         // Rounded up: a tiny table still admits one untrusted call.
         let share = |of: u32, percent: u8| (of as usize * usize::from(percent)).div_ceil(100);
         self.max_untrusted_calls = share(limits.max_calls, limits.untrusted_calls_percent);
-        self.max_untrusted_transactions = share(
-            limits.max_transactions,
-            limits.untrusted_transactions_percent,
-        );
+        self.max_untrusted_transactions =
+            (max_transactions * usize::from(limits.untrusted_transactions_percent)).div_ceil(100);
         self.tracked_sources = limits.tracked_sources as usize;
     }
 

@@ -68,6 +68,18 @@ pub struct SipConfig {
     /// What to do with a request whose method the SBC does not know.
     #[serde(default)]
     pub unknown_methods: UnknownMethods,
+    /// RFC 3261 T1, the round-trip estimate: first retransmission interval,
+    /// and 64*T1 is how long a transaction or an unACKed 2xx lasts.
+    /// Takes effect at restart.
+    #[serde(default = "default_t1_ms")]
+    pub t1_ms: u32,
+    /// RFC 3261 T2, the longest retransmission interval. At restart.
+    #[serde(default = "default_t2_ms")]
+    pub t2_ms: u32,
+    /// RFC 3261 T4, how long a message may linger in the network (timers I
+    /// and K). At restart.
+    #[serde(default = "default_t4_ms")]
+    pub t4_ms: u32,
 }
 
 impl Default for SipConfig {
@@ -75,11 +87,26 @@ impl Default for SipConfig {
         Self {
             recurse_on_3xx: default_false(),
             unknown_methods: UnknownMethods::default(),
+            t1_ms: default_t1_ms(),
+            t2_ms: default_t2_ms(),
+            t4_ms: default_t4_ms(),
         }
     }
 }
 
 impl SipConfig {
+    /// The transaction timers these knobs give (timer D and the 100 Trying
+    /// delay keep their RFC values).
+    pub fn timers(&self) -> crate::sip::transaction::Timers {
+        let ms = |v: u32| std::time::Duration::from_millis(u64::from(v));
+        crate::sip::transaction::Timers {
+            t1: ms(self.t1_ms),
+            t2: ms(self.t2_ms),
+            t4: ms(self.t4_ms),
+            ..Default::default()
+        }
+    }
+
     /// The server policy of the SIP core (`sip::check`) under these knobs.
     pub fn server_policy(&self) -> ServerPolicy {
         ServerPolicy {
@@ -856,6 +883,15 @@ fn default_max_calls() -> u32 {
 }
 fn default_retry_after_secs() -> u32 {
     5
+}
+fn default_t1_ms() -> u32 {
+    500
+}
+fn default_t2_ms() -> u32 {
+    4_000
+}
+fn default_t4_ms() -> u32 {
+    5_000
 }
 fn default_untrusted_percent() -> u8 {
     50

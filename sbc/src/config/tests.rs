@@ -900,3 +900,17 @@ fn protection_rules_name_the_field() {
         "{all:?}"
     );
 }
+
+#[test]
+fn sip_timers_are_bounded_and_ordered() {
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(
+        config.sip.timers(),
+        crate::sip::transaction::Timers::default(),
+        "the defaults are RFC 3261's"
+    );
+    let text = format!("[sip]\nt1_ms = 10\n{BASE}");
+    problem(&text, "sip.t1_ms", "t1_ms");
+    let text = format!("[sip]\nt1_ms = 3000\nt2_ms = 2000\n{BASE}");
+    problem(&text, "sip.t2_ms", "t2_ms");
+}

@@ -53,6 +53,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         findings: Vec::new(),
     };
     v.limits();
+    v.sip_timers();
     v.protection(&FieldPath::root("protection"), None, &config.protection);
     v.cdr();
     v.media();
@@ -124,6 +125,40 @@ impl Validator<'_> {
                     Some("0 would refuse every call; leave the field out for the default".into()),
                 );
             }
+        }
+    }
+
+    fn sip_timers(&mut self) {
+        let sip = &self.config.sip;
+        let at = FieldPath::root("sip");
+        for (field, value, range) in [
+            ("t1_ms", sip.t1_ms, 50..=5_000),
+            ("t2_ms", sip.t2_ms, 1_000..=60_000),
+            ("t4_ms", sip.t4_ms, 1_000..=60_000),
+        ] {
+            if !range.contains(&value) {
+                self.report(
+                    at.key(field),
+                    Some("sip"),
+                    format!(
+                        "{value} ms is outside {}..={} ms",
+                        range.start(),
+                        range.end()
+                    ),
+                    Some("RFC 3261 defaults: T1 500, T2 4000, T4 5000".into()),
+                );
+            }
+        }
+        if sip.t2_ms < sip.t1_ms {
+            self.report(
+                at.key("t2_ms"),
+                Some("sip"),
+                format!(
+                    "T2 ({} ms) is shorter than T1 ({} ms)",
+                    sip.t2_ms, sip.t1_ms
+                ),
+                Some("T2 caps the retransmission interval that starts at T1".into()),
+            );
         }
     }
 

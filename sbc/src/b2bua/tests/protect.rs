@@ -365,3 +365,25 @@ fn a_call_held_back_by_trunk_limits_is_refused_once_for_the_first_limit() {
     assert_eq!(rejected(&lab, RejectReason::NoRoute), 0);
     assert_eq!(rejected(&lab, RejectReason::Admission), 0);
 }
+
+#[test]
+fn configured_timers_drive_the_2xx_retransmissions_and_the_give_up() {
+    let config = CONFIG.replace("[media]", "[sip]\nt1_ms = 100\nt2_ms = 1000\n[media]");
+    let mut lab = Lab::new(&config);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    lab.take_one(CALLER, "200");
+    // 64*T1 = 6.4 s: the caller is given up on well before the default 32 s.
+    lab.advance(Duration::from_secs(8));
+    let to_caller = lines_to(&mut lab, CALLER);
+    let retransmits = to_caller
+        .iter()
+        .filter(|l| l.starts_with("SIP/2.0 200"))
+        .count();
+    assert!((6..=12).contains(&retransmits), "{to_caller:?}");
+    assert!(
+        to_caller.iter().any(|l| l.starts_with("BYE")),
+        "{to_caller:?}"
+    );
+}
