@@ -121,10 +121,10 @@ impl Protect {
             .unzip();
         let limits = &config.limits;
         // Rounded up: a tiny table still admits one untrusted call.
-        let share = |of: u32, percent: u8| (of as usize * usize::from(percent)).div_ceil(100);
-        self.max_untrusted_calls = share(limits.max_calls, limits.untrusted_calls_percent);
+        let share = |of: usize, percent: u8| (of * usize::from(percent)).div_ceil(100);
+        self.max_untrusted_calls = share(limits.max_calls as usize, limits.untrusted_calls_percent);
         self.max_untrusted_transactions =
-            (max_transactions * usize::from(limits.untrusted_transactions_percent)).div_ceil(100);
+            share(max_transactions, limits.untrusted_transactions_percent);
         self.tracked_sources = limits.tracked_sources as usize;
     }
 
