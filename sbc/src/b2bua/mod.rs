@@ -1721,6 +1721,15 @@ impl Core {
             call.a_2xx = None;
             self.send_bye(now, &mut call, side.other(), true);
             self.release_media(&mut call);
+        } else if method == Some(Method::Invite) && call.invite_in_progress(side) {
+            // RFC 3261 §14.2: a second INVITE before the first has its
+            // final response gets 500 with a random Retry-After of 0-10 s.
+            let retry = (self.ids.next_bytes()[0] % 11).to_string();
+            self.reply(now, id, &request, 500, &[(HeaderName::RetryAfter, &retry)]);
+        } else if method == Some(Method::Invite) && call.invite_in_progress(side.other()) {
+            // Glare (§14.2): both sides re-INVITE at once. Each gets 491 and
+            // retries after its own random wait (§14.1).
+            self.reply(now, id, &request, 491, &[]);
         } else {
             call.pending.push_back(Pending::Request {
                 from: side,
@@ -2933,6 +2942,22 @@ fn dialog_key(call_id: &str, tag: &str) -> Box<str> {
 impl Call {
     /// Forgets the request of a relayed server transaction that has its
     /// final response; returns it.
+    /// Whether a re-INVITE from `side` is waiting for its final response
+    /// (relayed, or queued behind media allocation). Relayed requests are
+    /// told apart by their Call-ID: each leg has its own.
+    fn invite_in_progress(&self, side: Side) -> bool {
+        let a_call_id = self.a.text.get(Part::CallId).as_bytes();
+        let relayed = self.relayed.values().any(|r| {
+            r.method() == Some(Method::Invite)
+                && (r.call_id() == Some(a_call_id)) == (side == Side::A)
+        });
+        relayed
+            || self.pending.iter().any(|p| {
+                matches!(p, Pending::Request { from, request, .. }
+                    if *from == side && request.method() == Some(Method::Invite))
+            })
+    }
+
     fn answered_relay(&mut self, server: ServerId) -> Option<Message> {
         let request = self.relayed.remove(&server);
         if self.relayed.is_empty() {

@@ -1231,3 +1231,51 @@ fn a_call_refused_for_media_ports_lists_no_stream() {
         "nothing to release: the relay never had the stream"
     );
 }
+
+#[test]
+fn reinvite_glare_gets_491_and_a_second_reinvite_500_with_retry_after() {
+    let mut lab = Lab::new(CONFIG);
+    let (b_invite, ok) = establish(&mut lab);
+    let hold = CALLEE_SDP.replace("a=sendrecv", "a=sendonly");
+    lab.trunk_sends(
+        PBX,
+        in_dialog("INVITE", &b_invite, true, 3, Some(&hold)).as_bytes(),
+    );
+    let a_reinvite = lab.take_one(CALLER, "INVITE");
+    // The caller re-INVITEs at the same moment: glare (RFC 3261 §14.2).
+    let offer = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+    lab.caller_sends(&in_dialog("INVITE", &ok, false, 11, Some(offer)));
+    lab.take_one(CALLER, "491");
+    assert!(
+        lab.take(PBX).iter().all(|m| describe(m) != "INVITE"),
+        "the caller's re-INVITE is not relayed into the glare"
+    );
+    // The PBX sends a second re-INVITE before its first has an answer.
+    lab.trunk_sends(
+        PBX,
+        in_dialog("INVITE", &b_invite, true, 4, Some(&hold)).as_bytes(),
+    );
+    let refused = lab.take_one(PBX, "500");
+    let retry: u32 =
+        std::str::from_utf8(refused.header(HeaderName::RetryAfter).expect("Retry-After"))
+            .expect("utf8")
+            .trim()
+            .parse()
+            .expect("seconds");
+    assert!(retry <= 10);
+    // The first completes, and the caller's retry then crosses.
+    let mut answer_ok = Message::parse(&respond(
+        &a_reinvite,
+        200,
+        "",
+        None,
+        &[(HeaderName::Contact, "<sip:alice@10.9.8.7:5062>")],
+    ))
+    .expect("parses");
+    answer_ok.push_header("Content-Type", b"application/sdp");
+    answer_ok.set_body(offer.replace("sendrecv", "recvonly").as_bytes());
+    lab.caller_sends(std::str::from_utf8(&answer_ok.to_bytes()).expect("utf8"));
+    lab.take_one(PBX, "200");
+    lab.caller_sends(&in_dialog("INVITE", &ok, false, 12, Some(offer)));
+    lab.take_one(PBX, "INVITE");
+}
