@@ -9,11 +9,17 @@
 //! `a=rtcp` to the anchored RTCP port, and strips ICE (the SBC terminates the
 //! media path, so the far side's candidates would both leak and mislead).
 //! Disabled streams (port 0) stay disabled and get no ports.
+//!
+//! The pure part comes first; then the core's side: a message whose SDP
+//! needs ports waits in the call's queue until the media layer allocated
+//! them, and is relayed with its SDP rewritten.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::media::command::{Direction, LocalEndpoint, Remote};
 use crate::sdp::{self, Sdp, SdpError};
+
+use super::*;
 
 /// What one `m=` line of a leg's SDP asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +93,206 @@ pub(crate) fn rewrite(
         }
     }
     Ok(editor.to_bytes())
+}
+
+pub(super) enum Anchored {
+    Ready(Vec<u8>),
+    Wait,
+    Invalid(u16),
+}
+
+pub(super) enum AnchorFail {
+    Wait,
+    Status(u16),
+}
+
+impl Core {
+    pub(super) fn run_pending(&mut self, now: Instant, call: &mut Call) {
+        while let Some(next) = call.pending.pop_front() {
+            let waiting = match next {
+                Pending::Invite => self
+                    .send_b_invite(now, call)
+                    .err()
+                    .map(|()| Pending::Invite),
+                Pending::Response {
+                    from,
+                    server,
+                    response,
+                } => {
+                    let keep = response.clone();
+                    self.relay_response(now, call, from, server, response)
+                        .err()
+                        .map(|()| Pending::Response {
+                            from,
+                            server,
+                            response: keep,
+                        })
+                }
+                Pending::Request {
+                    from,
+                    server,
+                    request,
+                } => {
+                    let keep = request.clone();
+                    self.relay_request(now, call, from, server, request)
+                        .err()
+                        .map(|()| Pending::Request {
+                            from,
+                            server,
+                            request: keep,
+                        })
+                }
+                Pending::Ack { from, ack } => {
+                    let keep = ack.clone();
+                    self.relay_ack(now, call, from, ack)
+                        .err()
+                        .map(|()| Pending::Ack { from, ack: keep })
+                }
+            };
+            if let Some(waiting) = waiting {
+                call.pending.push_front(waiting);
+                return;
+            }
+        }
+        // Most calls queue a message only while media is allocated: don't
+        // keep the room for them for the rest of the call.
+        call.pending.shrink_to_fit();
+    }
+
+    /// The body of `msg` as the other leg gets it: anchored SDP, or as is.
+    pub(super) fn maybe_anchor(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        msg: &Message,
+    ) -> Result<Vec<u8>, AnchorFail> {
+        let body = msg.body();
+        let is_sdp = msg
+            .content_type()
+            .is_some_and(|ct| ct.is("application", "sdp"));
+        if body.is_empty() || !is_sdp {
+            return Ok(body.to_vec());
+        }
+        let source = leg_ref(call, from).map_or(call.a.peer.ip(), |l| l.peer.ip());
+        let body = body.to_vec();
+        match self.anchor(now, call, from, &body, source) {
+            Anchored::Ready(out) => Ok(out),
+            Anchored::Wait => Err(AnchorFail::Wait),
+            Anchored::Invalid(status) => Err(AnchorFail::Status(status)),
+        }
+    }
+
+    /// Anchors an SDP from `from`: allocates streams it adds, tells the media
+    /// layer where `from` wants media, and rewrites it for the other leg.
+    pub(super) fn anchor(
+        &mut self,
+        _now: Instant,
+        call: &mut Call,
+        from: Side,
+        body: &[u8],
+        source: IpAddr,
+    ) -> Anchored {
+        let sdp = match Sdp::parse(body) {
+            Ok(sdp) => sdp,
+            Err(e) => return Anchored::Invalid(e.status_code()),
+        };
+        let offers = anchor::streams(&sdp, source);
+        let Some(b_realm) = call.b.as_ref().map(|b| b.realm) else {
+            return Anchored::Invalid(500);
+        };
+        if call.media_realm_b.is_some_and(|r| r != b_realm) {
+            // Failover to a trunk on another realm: anchor afresh there.
+            self.release_media(call);
+        }
+        call.media_realm_b = Some(b_realm);
+        if call.streams.len() < offers.len() {
+            // Exactly: a call keeps these as long as it is up.
+            call.streams
+                .reserve_exact(offers.len() - call.streams.len());
+            call.streams.resize(offers.len(), None);
+        }
+        let mut waiting = false;
+        for (index, offer) in offers.iter().enumerate() {
+            if offer.disabled {
+                continue;
+            }
+            match &call.streams[index] {
+                Some((_, None)) => waiting = true,
+                Some((_, Some(_))) => {}
+                None => {
+                    let stream = StreamId(self.next_stream);
+                    self.next_stream += 1;
+                    self.streams.insert(stream, call.id);
+                    call.streams[index] = Some((stream, None));
+                    // A leg facing an asymmetric-RTP trunk never latches.
+                    let asymmetric = |trunk: Option<usize>| {
+                        trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp))
+                    };
+                    let spec = |realm: usize, trunk: Option<usize>| LegSpec {
+                        local_ip: self.realms[realm].media_address,
+                        rtcp: RtcpMode::Pair,
+                        latch: if asymmetric(trunk) {
+                            LatchPolicy::Asymmetric
+                        } else {
+                            self.latch
+                        },
+                        // Media counts under the realm index (stable across
+                        // reloads); `realm_media` names it for metrics.
+                        realm: crate::media::command::RealmTag::from_index(realm),
+                    };
+                    self.media_out.push_back(MediaCommand::Allocate {
+                        stream,
+                        legs: [
+                            spec(call.a.realm, call.source_trunk),
+                            spec(b_realm, call.trunk),
+                        ],
+                    });
+                    waiting = true;
+                }
+            }
+        }
+        if waiting {
+            return Anchored::Wait;
+        }
+        let to = from.other();
+        let mut endpoints = Vec::with_capacity(offers.len());
+        for (index, offer) in offers.iter().enumerate() {
+            let slot = call.streams.get(index).copied().flatten();
+            match (offer.disabled, slot) {
+                (false, Some((stream, Some(legs)))) => {
+                    self.media_out.push_back(MediaCommand::SetRemote {
+                        stream,
+                        leg: from.media(),
+                        remote: offer.remote,
+                    });
+                    self.media_out.push_back(MediaCommand::SetDirection {
+                        stream,
+                        leg: from.media(),
+                        direction: offer.direction,
+                    });
+                    endpoints.push(Some(legs[to.media().index()]));
+                }
+                _ => endpoints.push(None),
+            }
+        }
+        // SDP shows the realm's advertised address (1:1 NAT), else the
+        // address the streams were anchored on, which a reload that moved
+        // the realm's media address does not change for this call.
+        let realm = match to {
+            Side::A => call.a.realm,
+            Side::B => b_realm,
+        };
+        let anchored = endpoints.iter().flatten().map(|e| e.rtp.ip()).next();
+        let media_ip = self.realms[realm]
+            .media_advertise
+            .or(anchored)
+            .unwrap_or(self.realms[realm].media_address);
+        match anchor::rewrite(&sdp, media_ip, &endpoints) {
+            Ok(out) => Anchored::Ready(out),
+            Err(e) => Anchored::Invalid(e.status_code()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::media::command::{LocalEndpoint, MediaCommand, MediaEvent};
+use crate::sdp::Sdp;
 use crate::sip::response::respond;
 use crate::transport::{Inbound, ListenerId, Received, Transport};
 

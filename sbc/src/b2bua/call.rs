@@ -1,0 +1,273 @@
+//! A call and its two legs: each leg's dialog state (Call-ID, tags, CSeq,
+//! route set, peer, connection) and what the call waits for (pending
+//! messages behind media allocation, relayed requests, BYEs in flight).
+
+use super::*;
+
+/// Either leg of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    pub(super) fn media(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+        }
+    }
+}
+
+/// One leg's dialog and where its messages go.
+#[derive(Clone, Debug)]
+pub(super) struct LegState {
+    pub(super) realm: usize,
+    pub(super) listener: ListenerId,
+    pub(super) transport: Transport,
+    /// Next hop for requests on this leg.
+    pub(super) peer: SocketAddr,
+    pub(super) connection: Option<ConnectionId>,
+    /// Call-ID, tags, From, To, target, Via sent-by and Contact.
+    pub(super) text: LegText,
+    pub(super) remote_tag_known: bool,
+    pub(super) local_cseq: u32,
+    pub(super) route_set: Vec<String>,
+}
+
+impl LegState {
+    /// This leg's key in [`Core::dialogs`].
+    pub(super) fn dialog_key(&self) -> Box<str> {
+        dialog_key(self.text.get(Part::CallId), self.text.get(Part::LocalTag))
+    }
+
+    /// A request in this leg's dialog (its initial INVITE included), written
+    /// from the leg's own state only: Request-URI (the peer's target), Via,
+    /// From, To, Call-ID, CSeq (the leg's current number), route set and,
+    /// for target refreshes, Contact.
+    pub(super) fn request(
+        &self,
+        method: &str,
+        branch: &str,
+        max_forwards: u8,
+        with_contact: bool,
+        policy: &HeaderPolicy,
+        content: Content<'_>,
+    ) -> Vec<u8> {
+        build::request(
+            &build::RequestHead {
+                method,
+                request_uri: self.text.get(Part::RemoteTarget),
+                via_sent_by: self.text.get(Part::SentBy),
+                branch,
+                max_forwards,
+                from: self.text.get(Part::Local),
+                to: self.text.get(Part::Remote),
+                call_id: self.text.get(Part::CallId),
+                cseq: self.local_cseq,
+                route_set: &self.route_set,
+                contact: with_contact.then_some(self.text.get(Part::Contact)),
+            },
+            content.src,
+            policy,
+            content.extra,
+            content.body,
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for media allocation or B's answer.
+    Setup,
+    /// A got our 2xx; waiting for its ACK.
+    Answered,
+    /// Both legs confirmed.
+    Confirmed,
+    /// BYEs sent; waiting for them to finish.
+    Ending,
+}
+
+/// A message waiting for media allocation before it can be relayed.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// The initial INVITE towards B.
+    Invite,
+    /// A response from `from` to relay onto the other leg's server transaction.
+    Response {
+        from: Side,
+        server: ServerId,
+        response: Message,
+    },
+    /// An in-dialog request from `from` to relay onto the other leg.
+    Request {
+        from: Side,
+        server: ServerId,
+        request: Message,
+    },
+    /// An ACK (carrying a late-offer answer) from `from`.
+    Ack { from: Side, ack: Message },
+}
+
+/// Why a client transaction on a leg exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ClientRole {
+    /// The initial INVITE on B.
+    Invite,
+    /// The CANCEL of B's INVITE.
+    Cancel,
+    /// A relayed in-dialog request, answering into this server transaction.
+    Relay(ServerId),
+    /// A BYE the SBC sends on its own (teardown).
+    Bye,
+    /// A BYE nobody waits for (to a caller that never ACKed).
+    Courtesy,
+}
+
+#[derive(Debug)]
+pub(super) struct Call {
+    pub(super) id: u64,
+    pub(super) phase: Phase,
+    pub(super) a: LegState,
+    pub(super) b: Option<LegState>,
+    /// The initial INVITE as received on A, and its server transaction.
+    /// Once A has its 2xx only its head is kept (see [`invite_head`]).
+    pub(super) a_invite: Message,
+    pub(super) a_server: ServerId,
+    /// A's INVITE has its final response.
+    pub(super) a_final: bool,
+    /// B's INVITE client transaction and whether a provisional arrived.
+    pub(super) b_invite: Option<ClientId>,
+    pub(super) b_provisional: bool,
+    /// A cancelled: CANCEL B as soon as §9.1 allows.
+    pub(super) cancel_b: bool,
+    pub(super) plan: Plan,
+    pub(super) next_target: usize,
+    pub(super) trunk: Option<usize>,
+    pub(super) source_trunk: Option<usize>,
+    pub(super) trunks_tried: Vec<String>,
+    /// To of leg B's INVITE (the original target, kept across redirects
+    /// until A has its 2xx).
+    pub(super) b_to: String,
+    /// 3xx recursions so far.
+    pub(super) redirects: u8,
+    /// Our 2xx to A and its retransmission schedule.
+    pub(super) a_2xx: Option<(Vec<u8>, Duration, Instant)>,
+    /// The ACK we last sent for a 2xx of B's (re-sent for a retransmitted
+    /// 2xx); the one for the initial INVITE goes when its transaction ends.
+    pub(super) b_ack: Option<Vec<u8>>,
+    /// Per `m=` line: its stream and, once allocated, both legs' endpoints.
+    pub(super) streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
+    /// The realm of the B side the streams are allocated on.
+    pub(super) media_realm_b: Option<usize>,
+    pub(super) pending: VecDeque<Pending>,
+    /// Streams released so far (their counters arrive as `Released`).
+    pub(super) released: Vec<StreamId>,
+    /// In-dialog server transactions waiting for the relayed response:
+    /// their request, to build the response from.
+    pub(super) relayed: HashMap<ServerId, Message>,
+    /// BYE client transactions still open during teardown.
+    pub(super) byes: u8,
+    pub(super) started: Instant,
+    /// First 18x/2xx relayed to A.
+    pub(super) progressed: Option<Instant>,
+    pub(super) answered: Option<Instant>,
+    pub(super) a_status: u16,
+    pub(super) ended_by: Option<EndedBy>,
+    /// The untrusted source this call is counted against ([`protect`]).
+    pub(super) guarded: Option<IpAddr>,
+    /// Counted as a setup of that source (until A has its final response).
+    pub(super) in_setup: bool,
+    /// The first trunk limit that held the call back from a target.
+    pub(super) held_back: Option<RejectReason>,
+}
+
+impl Call {
+    /// Forgets the request of a relayed server transaction that has its
+    /// final response; returns it.
+    /// Whether a re-INVITE from `side` is waiting for its final response
+    /// (relayed, or queued behind media allocation). Relayed requests are
+    /// told apart by their Call-ID: each leg has its own.
+    pub(super) fn invite_in_progress(&self, side: Side) -> bool {
+        let a_call_id = self.a.text.get(Part::CallId).as_bytes();
+        let relayed = self.relayed.values().any(|r| {
+            r.method() == Some(Method::Invite)
+                && (r.call_id() == Some(a_call_id)) == (side == Side::A)
+        });
+        relayed
+            || self.pending.iter().any(|p| {
+                matches!(p, Pending::Request { from, request, .. }
+                    if *from == side && request.method() == Some(Method::Invite))
+            })
+    }
+
+    pub(super) fn answered_relay(&mut self, server: ServerId) -> Option<Message> {
+        let request = self.relayed.remove(&server);
+        if self.relayed.is_empty() {
+            // A session refresh every few minutes must not leave a table
+            // behind for the rest of the call.
+            self.relayed.shrink_to_fit();
+        }
+        request
+    }
+}
+
+pub(super) fn leg_ref(call: &Call, side: Side) -> Option<&LegState> {
+    match side {
+        Side::A => Some(&call.a),
+        Side::B => call.b.as_ref(),
+    }
+}
+
+pub(super) fn leg_mut(call: &mut Call, side: Side) -> Option<&mut LegState> {
+    match side {
+        Side::A => Some(&mut call.a),
+        Side::B => call.b.as_mut(),
+    }
+}
+
+/// A dialog's key (Call-ID and our tag) as one string, so each costs one
+/// allocation: the tag's length first keeps the pair unambiguous.
+pub(super) fn dialog_key(call_id: &str, tag: &str) -> Box<str> {
+    format!("{}:{tag}{call_id}", tag.len()).into_boxed_str()
+}
+
+pub(super) fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+pub(super) fn sent_by(transport: Transport, addr: SocketAddr) -> String {
+    let name = match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    };
+    format!("SIP/2.0/{name} {}", host_port(addr))
+}
+
+pub(super) fn contact_uri(transport: Transport, addr: SocketAddr) -> String {
+    match transport {
+        Transport::Udp => format!("<sip:sbc@{}>", host_port(addr)),
+        Transport::Tcp => format!("<sip:sbc@{};transport=tcp>", host_port(addr)),
+    }
+}
+
+/// What a request on a leg carries besides the leg's own dialog state.
+pub(super) struct Content<'a> {
+    /// The message being relayed, whose other headers may cross.
+    pub(super) src: Option<&'a Message>,
+    /// Headers of the SBC's own (e.g. a renumbered RAck).
+    pub(super) extra: &'a [(&'a str, &'a str)],
+    /// The body, already anchored.
+    pub(super) body: &'a [u8],
+}

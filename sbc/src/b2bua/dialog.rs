@@ -1,0 +1,397 @@
+//! The in-dialog relay: requests, ACKs and responses of either leg carried
+//! to the other as messages of that leg's own dialog (CSeq, tags, route set,
+//! remote target learnt from the peer), with re-INVITE glare answered (RFC
+//! 3261 §14.2) and `RAck` renumbered (RFC 3262).
+
+use super::invite::invite_head;
+use super::*;
+
+/// `RAck: rseq cseq method` names the INVITE's CSeq on the leg it came
+/// from; on the other leg the INVITE had that leg's CSeq (RFC 3262 §7.2).
+pub(super) fn renumber_rack(rack: &str, call: &Call, to: Side) -> String {
+    let mut parts = rack.split_whitespace();
+    let (Some(rseq), Some(_), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
+        return rack.to_owned();
+    };
+    // Reliable provisionals answer the initial INVITE: CSeq 1 on leg B
+    // (every B leg starts there), as received on leg A.
+    let cseq = match to {
+        Side::B => 1,
+        Side::A => call.a_invite.cseq().map_or(1, |c| c.seq),
+    };
+    format!("{rseq} {cseq} {method}")
+}
+
+impl Core {
+    pub(super) fn on_ack(&mut self, now: Instant, meta: &Meta, ack: Message) {
+        let Some((call_no, side)) = self.dialog_of(&ack) else {
+            return;
+        };
+        if self
+            .calls
+            .get(&call_no)
+            .is_some_and(|c| !self.is_dialog_peer(c, side, meta))
+        {
+            return self.refuse_foreign(now, meta, None, &ack);
+        }
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return;
+        };
+        if side == Side::A && meta.remote.ip() == call.a.peer.ip() {
+            call.a.peer = meta.remote; // follow a NAT rebinding
+        }
+        let initial = side == Side::A && call.a_2xx.take().is_some();
+        if initial && call.phase == Phase::Answered {
+            call.phase = Phase::Confirmed;
+        }
+        // The ACK for the initial 2xx, or for a relayed re-INVITE's 2xx.
+        if (initial || call.phase == Phase::Confirmed) && leg_ref(&call, side.other()).is_some() {
+            call.pending.push_back(Pending::Ack { from: side, ack });
+            self.run_pending(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    pub(super) fn dialog_of(&self, msg: &Message) -> Option<(u64, Side)> {
+        let call_id = String::from_utf8_lossy(msg.call_id()?);
+        let tag = msg.to()?.tag()?;
+        self.dialogs.get(&dialog_key(&call_id, tag)).copied()
+    }
+
+    pub(super) fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        meta: &Meta,
+        id: ServerId,
+        request: Message,
+    ) {
+        let Some((call_no, side)) = self.dialog_of(&request) else {
+            return self.refuse(now, meta, id, &request, 481, None);
+        };
+        // Only the leg's own peer may act in its dialog: a stranger who
+        // learned the Call-ID and tags changes nothing.
+        match self.calls.get(&call_no) {
+            None => return self.refuse(now, meta, id, &request, 481, None),
+            Some(call) if !self.is_dialog_peer(call, side, meta) => {
+                return self.refuse_foreign(now, meta, Some(id), &request);
+            }
+            Some(_) => {}
+        }
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return;
+        };
+        self.servers.insert(id, call.id);
+        let method = request.method();
+        let other_ready = match side.other() {
+            Side::A => true,
+            Side::B => call.b.as_ref().is_some_and(|b| b.remote_tag_known),
+        };
+        if call.phase == Phase::Ending || !other_ready {
+            let status = if method == Some(Method::Bye) {
+                200
+            } else {
+                481
+            };
+            self.reply(now, id, &request, status, &[]);
+        } else if method == Some(Method::Bye) {
+            // Answer at once; the other leg is told independently.
+            self.reply(now, id, &request, 200, &[]);
+            let by = if side == Side::A {
+                EndedBy::Caller
+            } else {
+                EndedBy::Callee
+            };
+            call.ended_by.get_or_insert(by);
+            call.phase = Phase::Ending;
+            call.a_2xx = None;
+            self.send_bye(now, &mut call, side.other(), true);
+            self.release_media(&mut call);
+        } else if method == Some(Method::Invite) && call.invite_in_progress(side) {
+            // RFC 3261 §14.2: a second INVITE before the first has its
+            // final response gets 500 with a random Retry-After of 0-10 s.
+            let retry = (self.ids.next_bytes()[0] % 11).to_string();
+            self.reply(now, id, &request, 500, &[(HeaderName::RetryAfter, &retry)]);
+        } else if method == Some(Method::Invite) && call.invite_in_progress(side.other()) {
+            // Glare (§14.2): both sides re-INVITE at once. Each gets 491 and
+            // retries after its own random wait (§14.1).
+            self.reply(now, id, &request, 491, &[]);
+        } else {
+            call.pending.push_back(Pending::Request {
+                from: side,
+                server: id,
+                request,
+            });
+            self.run_pending(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    /// Relays an in-dialog request from `from` onto the other leg.
+    pub(super) fn relay_request(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server: ServerId,
+        request: Message,
+    ) -> Result<(), ()> {
+        let body = match self.maybe_anchor(now, call, from, &request) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(status)) => {
+                self.reply(now, server, &request, status, &[]);
+                return Ok(());
+            }
+        };
+        let method =
+            String::from_utf8_lossy(request.method_bytes().unwrap_or(b"INFO")).into_owned();
+        let to = from.other();
+        let rack = request
+            .header(HeaderName::RAck)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let rack = rack.map(|rack| renumber_rack(&rack, call, to));
+        let Some(leg) = leg_mut(call, to) else {
+            return Ok(());
+        };
+        leg.local_cseq += 1;
+        let refreshes = matches!(
+            request.method(),
+            Some(
+                Method::Invite
+                    | Method::Update
+                    | Method::Subscribe
+                    | Method::Notify
+                    | Method::Refer
+            )
+        );
+        let branch = self.ids.branch();
+        let extra: Vec<(&str, &str)> = rack.as_deref().map(|r| ("RAck", r)).into_iter().collect();
+        let bytes = leg.request(
+            &method,
+            &branch,
+            request.max_forwards().unwrap_or(70).saturating_sub(1),
+            refreshes,
+            &self.policy,
+            Content {
+                src: Some(&request),
+                extra: &extra,
+                body: &body,
+            },
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        let Ok(out) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(realm, &out);
+        match self.start_client(now, out, listener, transport, peer, connection) {
+            Some(client) => {
+                self.clients
+                    .insert(client, (call.id, to, ClientRole::Relay(server)));
+                call.relayed.insert(server, request);
+            }
+            None => self.reply(now, server, &request, 503, &[]),
+        }
+        Ok(())
+    }
+
+    /// Relays the ACK for a 2xx from `from` to the other leg (with the
+    /// answer of a late offer anchored).
+    pub(super) fn relay_ack(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        ack: Message,
+    ) -> Result<(), ()> {
+        let body = match self.maybe_anchor(now, call, from, &ack) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(_)) => Vec::new(),
+        };
+        let to = from.other();
+        let Some(leg) = leg_ref(call, to) else {
+            return Ok(());
+        };
+        let branch = self.ids.branch();
+        let bytes = leg.request(
+            "ACK",
+            &branch,
+            70,
+            false,
+            &self.policy,
+            Content {
+                src: Some(&ack),
+                extra: &[],
+                body: &body,
+            },
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        if let Ok(msg) = Message::parse(&bytes) {
+            self.sip_event(realm, &msg);
+        }
+        if to == Side::B {
+            call.b_ack = Some(bytes.clone());
+        }
+        self.send_direct(listener, transport, peer, connection, bytes);
+        Ok(())
+    }
+
+    /// Relays a response from `from` onto `server` (a transaction of the other leg).
+    pub(super) fn relay_response(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server: ServerId,
+        response: Message,
+    ) -> Result<(), ()> {
+        let Some(status) = response.status() else {
+            return Ok(());
+        };
+        let body = match self.maybe_anchor(now, call, from, &response) {
+            Ok(body) => body,
+            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Status(_)) => Vec::new(),
+        };
+        let to = from.other();
+        let request = if server == call.a_server {
+            call.a_invite.clone()
+        } else {
+            match call.relayed.get(&server) {
+                Some(r) => r.clone(),
+                None => return Ok(()),
+            }
+        };
+        let Some(leg) = leg_ref(call, to) else {
+            return Ok(());
+        };
+        let contact = (status > 100 && status < 300).then_some(leg.text.get(Part::Contact));
+        let tag = leg.text.get(Part::LocalTag);
+        let realm = leg.realm;
+        let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+        let bytes = build::response(
+            &request,
+            status,
+            &reason,
+            Some(tag),
+            contact,
+            Some(&response),
+            &self.policy,
+            &[],
+            &body,
+        );
+        let Ok(msg) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(realm, &msg);
+        if server == call.a_server && (200..300).contains(&status) {
+            call.a_status = status;
+            call.a_final = true;
+            call.phase = Phase::Answered;
+            call.answered = Some(now);
+            self.report_setup(now, call);
+            let t1 = self.tx.timers().t1;
+            call.a_2xx = Some((bytes, t1, now + self.tx.timers().t1x64()));
+            // Leg B is up: no failover or redirect writes from the INVITE
+            // again, so a held call keeps only what A's dialog still needs.
+            if let Some(head) = invite_head(&call.a_invite) {
+                call.a_invite = head;
+            }
+            call.b_to = String::new();
+            self.timers.push(Reverse((now + t1, call.id)));
+        } else if status >= 200 {
+            call.answered_relay(server);
+        }
+        let _ = self.tx.send_response(now, server, msg);
+        Ok(())
+    }
+
+    pub(super) fn learn_remote_target(&mut self, call: &mut Call, side: Side, msg: &Message) {
+        let target = msg
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| match c {
+                sip::header::Contact::Addr(addr) => {
+                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
+                }
+                sip::header::Contact::Star => None,
+            });
+        if let (Some(target), Some(leg)) = (target, leg_mut(call, side)) {
+            leg.text.set(Part::RemoteTarget, &target);
+        }
+    }
+
+    pub(super) fn learn_route_set(&mut self, call: &mut Call, response: &Message) {
+        // A UAC's route set is the Record-Route of the 2xx, reversed (§12.1.2).
+        let mut routes: Vec<String> = response
+            .values(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        routes.reverse();
+        if let Some(b) = call.b.as_mut() {
+            b.route_set = routes;
+        }
+    }
+
+    pub(super) fn on_stray_response(&mut self, _now: Instant, response: Message) {
+        // A 2xx for B's INVITE after its transaction ended: re-ACK it.
+        if !response.status().is_some_and(|s| (200..300).contains(&s)) {
+            return;
+        }
+        let Some(call_id) = response.call_id().map(String::from_utf8_lossy) else {
+            return;
+        };
+        let Some(from) = response.from() else {
+            return;
+        };
+        let Some(tag) = from.tag() else {
+            return;
+        };
+        let Some(&(call_no, Side::B)) = self.dialogs.get(&dialog_key(&call_id, tag)) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&call_no) else {
+            return;
+        };
+        if let (Some(ack), Some(b)) = (call.b_ack.clone(), call.b.as_ref()) {
+            let (listener, transport, peer, connection) =
+                (b.listener, b.transport, b.peer, b.connection);
+            self.send_direct(listener, transport, peer, connection, ack);
+        }
+    }
+
+    /// ACKs B's 2xx without anything from A (a 2xx that raced a CANCEL).
+    pub(super) fn ack_b_directly(&mut self, call: &mut Call) {
+        let Some(b) = call.b.as_ref() else { return };
+        let branch = self.ids.branch();
+        let bytes = b.request(
+            "ACK",
+            &branch,
+            70,
+            false,
+            &self.policy,
+            Content {
+                src: None,
+                extra: &[],
+                body: b"",
+            },
+        );
+        let (listener, transport, peer, connection) =
+            (b.listener, b.transport, b.peer, b.connection);
+        call.b_ack = Some(bytes.clone());
+        self.send_direct(listener, transport, peer, connection, bytes);
+    }
+}

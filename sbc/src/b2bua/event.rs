@@ -1,0 +1,184 @@
+//! The core's output vocabulary: events for metrics, logs and CDRs, and the
+//! reasons they carry. Each reason owns its label string.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::BanReason;
+use crate::media::command::StreamId;
+use crate::sip::{Message, Method};
+
+/// Something the IO shell reports (metrics, logs, CDRs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// A SIP message was received or sent on a realm.
+    Sip {
+        /// The realm's name.
+        realm: String,
+        /// Received (true) or sent.
+        inbound: bool,
+        /// The method of a request.
+        method: Option<Method>,
+        /// The status of a response.
+        status: Option<u16>,
+    },
+    /// A message on a realm failed to parse.
+    ParseError {
+        /// The realm's name.
+        realm: String,
+    },
+    /// A request was refused before it became a call.
+    Rejected {
+        /// The realm's name.
+        realm: String,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A call got its first 18x or 2xx, `setup` after its INVITE.
+    CallSetup {
+        /// The call.
+        call: u64,
+        /// INVITE to first 18x/2xx.
+        setup: Duration,
+    },
+    /// A call's leg B was started towards a trunk (the first attempt, or a
+    /// failover or redirect to another).
+    CallAttempt {
+        /// The call.
+        call: u64,
+        /// 1 for the first attempt.
+        attempt: usize,
+        /// Leg A's Call-ID (the caller's).
+        a_call_id: String,
+        /// Leg B's Call-ID (ours, new per attempt).
+        b_call_id: String,
+        /// Where the call came from.
+        from_realm: String,
+        /// The realm of leg B.
+        to_realm: String,
+        /// The trunk tried, if the target is one.
+        trunk: Option<String>,
+    },
+    /// A call ended.
+    CallEnded(Box<CallSummary>),
+    /// The core asks for a source to be banned (the transport's shield
+    /// enforces it, [`crate::guard`]).
+    Banned {
+        /// The realm's name.
+        realm: String,
+        /// The source address.
+        source: IpAddr,
+        /// Why.
+        reason: BanReason,
+    },
+    /// A trunk's OPTIONS health check changed its verdict (or gave its first).
+    TrunkState {
+        /// The trunk's name.
+        trunk: String,
+        /// Whether it answers.
+        up: bool,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The source is not allowed on the realm.
+    Acl,
+    /// A trunk's calls-per-second limit.
+    RateLimit,
+    /// A global or trunk concurrent-call or transaction limit.
+    Admission,
+    /// No route matched, or every target was unusable.
+    NoRoute,
+    /// Media ports ran out.
+    MediaPorts,
+    /// The SBC is shutting down.
+    Draining,
+    /// The request failed a server check (416, 420, 483, 501) or was malformed.
+    Invalid,
+    /// An untrusted source holds its share of transactions, setups or calls
+    /// (`[protection] max_*_per_source`).
+    SourceLimit,
+    /// The User-Agent of a known scanner: dropped, the source banned.
+    Scanner,
+    /// An in-dialog request, ACK or CANCEL from someone other than the
+    /// dialog's peer.
+    ForeignInDialog,
+    /// The SBC is saturated, or untrusted sources hold their share of it.
+    Overload,
+    /// The message was larger than the parser takes.
+    Oversized,
+}
+
+/// What a finished call leaves behind (the CDR's raw material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    /// The call's number within this core.
+    pub call: u64,
+    /// The realm it arrived on.
+    pub from_realm: String,
+    /// The trunk it arrived from, if the source matched one.
+    pub from_trunk: Option<String>,
+    /// The route taken.
+    pub route: Option<String>,
+    /// Trunks tried, in order; the last is the one used.
+    pub trunks_tried: Vec<String>,
+    /// Leg A's and leg B's Call-IDs.
+    pub call_ids: (String, Option<String>),
+    /// The INVITE as received on leg A (From, To, Request-URI, Call-ID);
+    /// of an answered call only its head (start line, Via, From, To,
+    /// Call-ID, CSeq): no body, no other header.
+    pub invite: Message,
+    /// The realm of the last B leg.
+    pub to_realm: Option<String>,
+    /// The media streams the call had (their final counters follow as
+    /// `MediaEvent::Released`).
+    pub streams: Vec<StreamId>,
+    /// INVITE received.
+    pub started: Instant,
+    /// First 18x/2xx relayed.
+    pub progressed: Option<Instant>,
+    /// First 2xx relayed.
+    pub answered: Option<Instant>,
+    /// Call torn down.
+    pub ended: Instant,
+    /// The final status A got for its INVITE (200 for answered calls).
+    pub status: u16,
+    /// Who hung up.
+    pub ended_by: EndedBy,
+}
+
+/// Who ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    /// Leg A (BYE or CANCEL).
+    Caller,
+    /// Leg B (BYE), or the trunk's final failure response.
+    Callee,
+    /// The SBC itself.
+    Sbc(SbcReason),
+}
+
+/// Why the SBC ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SbcReason {
+    /// Shutting down.
+    Shutdown,
+    /// The media layer saw no media for too long.
+    MediaTimeout,
+    /// No media ports were free.
+    MediaPorts,
+    /// No route, or no usable trunk on it.
+    NoRoute,
+    /// The offer could not be anchored (malformed or unusable SDP).
+    BadSdp,
+    /// The transaction table was full.
+    Overload,
+    /// The trunk never answered (timer B) or could not be reached.
+    NoAnswer,
+    /// The caller never ACKed our 2xx (64*T1, RFC 3261 §13.3.1.4).
+    NoAck,
+    /// A state the core should not reach; the call was cleaned up.
+    Internal,
+}

@@ -1,0 +1,677 @@
+//! The INVITE flow: admission of a new call, leg B towards the route's
+//! trunks with failover and 3xx recursion, CANCEL (with the §9.1 wait for a
+//! provisional), B's responses relayed to A, and A's final answer when the
+//! call fails.
+
+use super::*;
+
+/// The first `sip:`/`sips:` Contact of a 3xx whose host is an IP address,
+/// as a Request-URI and where to send it (port 5060 when none is given).
+pub(super) fn redirect_target(response: &Message) -> Option<(String, SocketAddr)> {
+    response
+        .contacts()
+        .filter_map(Result::ok)
+        .find_map(|contact| {
+            let sip::header::Contact::Addr(addr) = contact else {
+                return None;
+            };
+            let uri = addr.uri();
+            if !matches!(uri.scheme(), sip::uri::Scheme::Sip | sip::uri::Scheme::Sips) {
+                return None;
+            }
+            let ip = uri.host()?.ip()?;
+            let peer = SocketAddr::new(ip, uri.port().unwrap_or(5060));
+            Some((String::from_utf8_lossy(uri.as_bytes()).into_owned(), peer))
+        })
+}
+
+/// The head of A's INVITE, all of it a call needs once A has its 2xx: the
+/// Request-URI, Via, From, To, Call-ID and CSeq, which a response to it
+/// echoes ([`build::response`]), `RAck` renumbering reads and the CDR names
+/// ([`CallSummary::invite`]). No body and no other header: leg B's INVITE
+/// (the one thing written from those) is sent. `None` if it does not parse.
+pub(super) fn invite_head(invite: &Message) -> Option<Message> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(invite.method_bytes()?);
+    head.push(b' ');
+    head.extend_from_slice(invite.request_uri_bytes()?);
+    head.extend_from_slice(b" SIP/2.0\r\n");
+    for h in invite.headers() {
+        if sip::response::copied_to_responses(h.name) {
+            head.extend_from_slice(h.name_bytes);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let parsed = Message::parse(&head).ok()?;
+    // A clone allocates its buffers at their length: the parser's header
+    // table starts with room for 16 headers, the head has about 6.
+    Some(parsed.clone())
+}
+
+/// How many 3xx redirects one call may follow (loops end here).
+pub(super) const MAX_REDIRECTS: u8 = 3;
+
+impl Core {
+    pub(super) fn on_invite(&mut self, now: Instant, meta: &Meta, id: ServerId, request: Message) {
+        let realm = meta.realm;
+        let refuse = |core: &mut Core, status: u16, reason: RejectReason| {
+            core.refuse(now, meta, id, &request, status, Some(reason));
+        };
+        // (A retiring listener never gets here: `on_request` refuses what
+        // is new on it.)
+        if self.draining {
+            return refuse(self, 503, RejectReason::Draining);
+        }
+        if self.calls.len() >= self.max_calls {
+            return refuse(self, 503, RejectReason::Admission);
+        }
+        if let Some(reason) = self.invite_refusal(meta) {
+            return refuse(self, 503, reason);
+        }
+        let source_trunk = self.trunks.iter().position(|t| {
+            !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
+        });
+        let Some(uri) = request.request_uri() else {
+            return refuse(self, 400, RejectReason::Invalid);
+        };
+        let user = uri.user().unwrap_or_default().to_vec();
+        let domain = uri.host().map(|h| h.to_string()).unwrap_or_default();
+        let facts = CallFacts {
+            realm: &self.realms[realm].name,
+            trunk: source_trunk.map(|t| self.trunks[t].name.as_str()),
+            user: &user,
+            domain: domain.trim_start_matches('[').trim_end_matches(']'),
+        };
+        let trunks = &self.trunks;
+        let Some(plan) = routing::select(&self.routes, &facts, |name| {
+            trunks.iter().position(|t| t.name == name)
+        }) else {
+            return refuse(self, 404, RejectReason::NoRoute);
+        };
+        // Trunks whose health check failed are tried last, not skipped: a
+        // probe can fail while calls would still work.
+        let mut plan = plan;
+        plan.targets
+            .sort_by_key(|&t| self.trunks[t].up == Some(false));
+        let Some(contact) = request
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| match c {
+                sip::header::Contact::Addr(addr) => {
+                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
+                }
+                sip::header::Contact::Star => None,
+            })
+        else {
+            return refuse(self, 400, RejectReason::Invalid);
+        };
+        let local_tag = self.ids.tag();
+        let to = String::from_utf8_lossy(request.header(HeaderName::To).unwrap_or_default())
+            .into_owned();
+        let from = String::from_utf8_lossy(request.header(HeaderName::From).unwrap_or_default())
+            .into_owned();
+        let call_id = String::from_utf8_lossy(request.call_id().unwrap_or_default()).into_owned();
+        let route_set: Vec<String> = request
+            .values(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let listener = &self.listeners[meta.listener.0].info;
+        let a = LegState {
+            realm,
+            listener: meta.listener,
+            transport: meta.transport,
+            peer: meta.remote,
+            connection: meta.connection,
+            text: LegText::new([
+                &call_id,
+                &local_tag,
+                &format!("{to};tag={local_tag}"),
+                &from,
+                &contact,
+                &sent_by(meta.transport, listener.public()),
+                &contact_uri(meta.transport, listener.public()),
+            ]),
+            remote_tag_known: true,
+            local_cseq: self.ids.next_bytes()[0] as u32 + 1,
+            route_set,
+        };
+        let call_no = self.next_call;
+        self.next_call += 1;
+        self.dialogs
+            .insert(dialog_key(&call_id, &local_tag), (call_no, Side::A));
+        self.servers.insert(id, call_no);
+        let mut call = Box::new(Call {
+            id: call_no,
+            phase: Phase::Setup,
+            a,
+            b: None,
+            a_invite: request,
+            a_server: id,
+            a_final: false,
+            b_invite: None,
+            b_provisional: false,
+            cancel_b: false,
+            plan,
+            next_target: 0,
+            trunk: None,
+            source_trunk,
+            trunks_tried: Vec::new(),
+            b_to: String::new(),
+            redirects: 0,
+            a_2xx: None,
+            b_ack: None,
+            streams: Vec::new(),
+            media_realm_b: None,
+            pending: VecDeque::new(),
+            released: Vec::new(),
+            relayed: HashMap::new(),
+            byes: 0,
+            started: now,
+            progressed: None,
+            answered: None,
+            a_status: 0,
+            ended_by: None,
+            guarded: None,
+            in_setup: false,
+            held_back: None,
+        });
+        self.count_call(&mut call, meta);
+        self.try_next_target(now, &mut call);
+        self.put_back(now, call);
+    }
+
+    /// Starts leg B towards the route's next usable trunk, or fails the call.
+    pub(super) fn try_next_target(&mut self, now: Instant, call: &mut Call) {
+        loop {
+            let Some(&trunk) = call.plan.targets.get(call.next_target) else {
+                let status = if call.trunks_tried.is_empty() {
+                    // Refused once, for the first trunk limit that held it
+                    // back, or for having no usable trunk at all.
+                    let reason = call.held_back.unwrap_or(RejectReason::NoRoute);
+                    self.event_rejected(call.a.realm, reason);
+                    503
+                } else {
+                    call.a_status.max(480)
+                };
+                return self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoRoute));
+            };
+            call.next_target += 1;
+            let state = &mut self.trunks[trunk];
+            let Some(peer) = state.address else { continue };
+            match state.admit(now) {
+                Ok(()) => {}
+                Err(refusal) => {
+                    call.held_back.get_or_insert(match refusal {
+                        Refusal::Calls => RejectReason::Admission,
+                        Refusal::Rate => RejectReason::RateLimit,
+                    });
+                    continue;
+                }
+            }
+            let realm = state.realm;
+            let transport = self.trunks[trunk].transport;
+            let Some(listener) = self.trunk_listener(trunk, peer) else {
+                self.trunks[trunk].release();
+                continue;
+            };
+            if let Some(previous) = call.trunk.replace(trunk) {
+                self.trunks[previous].release();
+            }
+            // One at a time: most calls take the first trunk they try.
+            call.trunks_tried.reserve_exact(1);
+            call.trunks_tried.push(self.trunks[trunk].name.clone());
+            let user = call
+                .a_invite
+                .request_uri()
+                .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
+                .unwrap_or_default();
+            let at = if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            };
+            let host = host_port(peer);
+            call.b_to = format!("<sip:{at}{host}>");
+            let target = format!("sip:{at}{host}");
+            self.start_b_leg(now, call, realm, transport, listener, peer, target);
+            return;
+        }
+    }
+
+    /// Starts (or restarts) leg B towards `peer`, with `target` as its
+    /// Request-URI and remote target: a new Call-ID and From tag, our
+    /// realm address in From (the caller's user and display name kept),
+    /// Via and Contact; the INVITE goes out once its offer is anchored.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_b_leg(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        realm: usize,
+        transport: Transport,
+        listener: usize,
+        peer: SocketAddr,
+        target: String,
+    ) {
+        let addr = self.listeners[listener].info.public();
+        let local_tag = self.ids.tag();
+        let call_id = self.ids.call_id();
+        let from = call.a_invite.from();
+        let from_user = from
+            .as_ref()
+            .and_then(|f| {
+                f.uri()
+                    .user()
+                    .map(|u| String::from_utf8_lossy(u).into_owned())
+            })
+            .unwrap_or_else(|| "anonymous".into());
+        let display = from
+            .as_ref()
+            .and_then(|f| {
+                f.display_name()
+                    .map(|d| format!("{} ", String::from_utf8_lossy(d)))
+            })
+            .unwrap_or_default();
+        let b = LegState {
+            realm,
+            listener: ListenerId(listener),
+            transport,
+            peer,
+            connection: None,
+            text: LegText::new([
+                &call_id,
+                &local_tag,
+                &format!(
+                    "{display}<sip:{from_user}@{}>;tag={local_tag}",
+                    host_port(addr)
+                ),
+                &call.b_to,
+                &target,
+                &sent_by(transport, addr),
+                &contact_uri(transport, addr),
+            ]),
+            remote_tag_known: false,
+            local_cseq: 1,
+            route_set: Vec::new(),
+        };
+        self.events.push_back(CoreEvent::CallAttempt {
+            call: call.id,
+            attempt: call.trunks_tried.len().max(1) + usize::from(call.redirects),
+            a_call_id: call.a.text.get(Part::CallId).to_owned(),
+            b_call_id: call_id.clone(),
+            from_realm: self.realms[call.a.realm].name.clone(),
+            to_realm: self.realms[realm].name.clone(),
+            trunk: call.trunks_tried.last().cloned(),
+        });
+        self.dialogs
+            .insert(dialog_key(&call_id, &local_tag), (call.id, Side::B));
+        if let Some(old) = call.b.replace(b) {
+            self.dialogs.remove(&old.dialog_key());
+        }
+        call.b_provisional = false;
+        call.pending.push_back(Pending::Invite);
+        self.run_pending(now, call);
+    }
+
+    /// The initial INVITE on B (once its offer, if any, is anchored).
+    pub(super) fn send_b_invite(&mut self, now: Instant, call: &mut Call) -> Result<(), ()> {
+        let body = if call.a_invite.body().is_empty() {
+            Vec::new()
+        } else {
+            let source = call.a.peer.ip();
+            let body = call.a_invite.body().to_vec();
+            match self.anchor(now, call, Side::A, &body, source) {
+                Anchored::Ready(body) => body,
+                Anchored::Wait => return Err(()),
+                Anchored::Invalid(status) => {
+                    self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::BadSdp));
+                    return Ok(());
+                }
+            }
+        };
+        let Some(b) = call.b.as_mut() else {
+            return Ok(());
+        };
+        let max_forwards = call.a_invite.max_forwards().unwrap_or(70).saturating_sub(1);
+        let branch = self.ids.branch();
+        let policy = call
+            .trunk
+            .and_then(|t| self.trunks.get(t))
+            .and_then(|t| t.header_policy.as_ref())
+            .unwrap_or(&self.policy);
+        let bytes = b.request(
+            "INVITE",
+            &branch,
+            max_forwards,
+            true,
+            policy,
+            Content {
+                src: Some(&call.a_invite),
+                extra: &[],
+                body: &body,
+            },
+        );
+        let (listener, transport, peer) = (b.listener, b.transport, b.peer);
+        let Ok(request) = Message::parse(&bytes) else {
+            return Ok(());
+        };
+        self.sip_event(call.b.as_ref().map_or(0, |b| b.realm), &request);
+        match self.start_client(now, request, listener, transport, peer, None) {
+            Some(client) => {
+                self.clients
+                    .insert(client, (call.id, Side::B, ClientRole::Invite));
+                call.b_invite = Some(client);
+            }
+            None => {
+                self.event_rejected(call.a.realm, RejectReason::Admission);
+                self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::Overload));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_cancel(
+        &mut self,
+        now: Instant,
+        meta: &Meta,
+        id: ServerId,
+        target: Option<ServerId>,
+        request: &Message,
+    ) {
+        let call = target.and_then(|t| self.servers.get(&t).copied());
+        let Some(call_no) = call else {
+            return self.refuse(now, meta, id, request, 481, None);
+        };
+        // Matched by branch, but only the INVITE's sender may cancel it.
+        if self
+            .calls
+            .get(&call_no)
+            .is_some_and(|c| !self.is_dialog_peer(c, Side::A, meta))
+        {
+            return self.refuse_foreign(now, meta, Some(id), request);
+        }
+        self.reply(now, id, request, 200, &[]);
+        let Some(mut call) = self.calls.remove(&call_no) else {
+            return;
+        };
+        if !call.a_final {
+            self.respond_a(now, &mut call, 487, None);
+            call.ended_by = Some(EndedBy::Caller);
+            call.cancel_b = true;
+            self.abandon_pending(now, &mut call);
+            self.cancel_b(now, &mut call);
+        }
+        self.put_back(now, call);
+    }
+
+    /// Sends the CANCEL for B's INVITE once a provisional allows it (§9.1).
+    pub(super) fn cancel_b(&mut self, now: Instant, call: &mut Call) {
+        let Some(client) = call.b_invite else {
+            // B's INVITE was never sent (still waiting for media): nothing to cancel.
+            call.b_invite = None;
+            return;
+        };
+        if !call.b_provisional {
+            return; // sent when the first provisional arrives
+        }
+        if let Ok(cancel) = self.tx.cancel_request(client)
+            && let Some(b) = call.b.as_ref()
+        {
+            let (listener, transport, peer) = (b.listener, b.transport, b.peer);
+            if let Some(cancel_id) = self.start_client(now, cancel, listener, transport, peer, None)
+            {
+                self.clients
+                    .insert(cancel_id, (call.id, Side::B, ClientRole::Cancel));
+            }
+        }
+        // 64*T1 later, give up on B's INVITE (§9.1).
+        self.timers
+            .push(Reverse((now + self.tx.timers().t1x64(), call.id)));
+    }
+
+    pub(super) fn on_b_invite_response(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        response: Message,
+    ) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        if let Some(b) = call.b.as_mut()
+            && let Some(tag) = response.to().and_then(|t| t.tag().map(str::to_owned))
+            && status > 100
+            && !b.remote_tag_known
+        {
+            let remote = format!("{};tag={tag}", b.text.get(Part::Remote));
+            b.text.set(Part::Remote, &remote);
+            b.remote_tag_known = true;
+        }
+        if status < 200 {
+            if status > 100 {
+                call.b_provisional = true;
+                self.learn_remote_target(call, Side::B, &response);
+                if call.cancel_b {
+                    return self.cancel_b(now, call);
+                }
+                self.report_setup(now, call);
+                let server = call.a_server;
+                call.pending.push_back(Pending::Response {
+                    from: Side::B,
+                    server,
+                    response,
+                });
+                self.run_pending(now, call);
+            } else if call.cancel_b {
+                call.b_provisional = true;
+                self.cancel_b(now, call);
+            }
+            return;
+        }
+        if (200..300).contains(&status) {
+            if let Some(ack) = call.b_ack.clone() {
+                // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+                if let Some(b) = call.b.as_ref() {
+                    self.send_direct(b.listener, b.transport, b.peer, b.connection, ack);
+                }
+                return;
+            }
+            if matches!(call.phase, Phase::Answered | Phase::Confirmed) {
+                // B retransmits its 2xx until our ACK, which waits for A's:
+                // the 2xx is already relayed (and retransmitted) to A.
+                return;
+            }
+            // The INVITE transaction is settled (Accepted: further 2xx
+            // still come here, and meet the two checks above).
+            call.b_invite = None;
+            if call.cancel_b || call.a_final || call.phase == Phase::Ending {
+                // The 2xx raced our CANCEL (or the call already failed on A):
+                // confirm and end B's dialog.
+                self.learn_route_set(call, &response);
+                self.learn_remote_target(call, Side::B, &response);
+                self.ack_b_directly(call);
+                call.phase = Phase::Ending;
+                self.send_bye(now, call, Side::B, true);
+                return;
+            }
+            if call.phase != Phase::Setup {
+                return; // a second 2xx (forked): ignored beyond the first
+            }
+            self.learn_route_set(call, &response);
+            self.learn_remote_target(call, Side::B, &response);
+            let server = call.a_server;
+            call.pending.push_back(Pending::Response {
+                from: Side::B,
+                server,
+                response,
+            });
+            self.run_pending(now, call);
+            return;
+        }
+        self.b_invite_failed(now, call, Some(status), None, Some(response));
+    }
+
+    pub(super) fn b_invite_failed(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        status: Option<u16>,
+        cause: Option<FailoverCause>,
+        response: Option<Message>,
+    ) {
+        call.b_invite = None;
+        if call.a_final || call.cancel_b {
+            return;
+        }
+        // Recursion on 3xx (`[sip] recurse_on_3xx`): the first Contact that
+        // names an address takes the call, in the trunk's realm; bounded.
+        if self.recurse_3xx
+            && status.is_some_and(|s| (300..400).contains(&s))
+            && call.redirects < MAX_REDIRECTS
+            && let Some((target, peer)) = response.as_ref().and_then(redirect_target)
+            && let Some(b) = call.b.as_ref()
+        {
+            call.redirects += 1;
+            let (realm, transport) = (b.realm, b.transport);
+            // The realm's listener now (a reload may have retired B's).
+            let listener = self
+                .realm_listener(realm, transport, peer)
+                .unwrap_or(b.listener.0);
+            return self.start_b_leg(now, call, realm, transport, listener, peer, target);
+        }
+        if !call.b_provisional
+            && routing::fails_over(&call.plan, status, cause)
+            && call.next_target < call.plan.targets.len()
+        {
+            call.a_status = status.unwrap_or(408);
+            return self.try_next_target(now, call);
+        }
+        let status = status.unwrap_or(if cause == Some(FailoverCause::Timeout) {
+            408
+        } else {
+            503
+        });
+        match response {
+            Some(response) => {
+                // Relay the trunk's failure with what may cross (3xx Contacts
+                // name the far side and never do: `copy_headers` drops them).
+                // An untrusted caller that could be enumerating users gets
+                // one answer for every "no such user" (`normalize_failures`).
+                let server = call.a_server;
+                let normalized = call
+                    .guarded
+                    .filter(|_| {
+                        self.protect
+                            .policy(call.a.realm)
+                            .is_some_and(|p| p.normalize_failures)
+                    })
+                    .and_then(|_| protect::normalized_failure(status));
+                let (status, reason, src) = match normalized {
+                    Some(status) => (status, sip::error::standard_reason(status).to_owned(), None),
+                    None => (
+                        status,
+                        String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned(),
+                        Some(&response),
+                    ),
+                };
+                let local_tag = call.a.text.get(Part::LocalTag).to_owned();
+                let bytes = build::response(
+                    &call.a_invite,
+                    status,
+                    &reason,
+                    Some(&local_tag),
+                    None,
+                    src,
+                    &self.policy,
+                    &[],
+                    b"",
+                );
+                call.a_status = status;
+                call.a_final = true;
+                call.ended_by = Some(EndedBy::Callee);
+                if let Ok(msg) = Message::parse(&bytes) {
+                    self.sip_event(call.a.realm, &msg);
+                    let _ = self.tx.send_response(now, server, msg);
+                }
+                if let Some(ip) = call.guarded {
+                    self.finals_once(call);
+                    if protect::counts_as_refusal(status, None) {
+                        self.note_refusal(now, call.a.realm, ip);
+                    }
+                }
+            }
+            None => self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoAnswer)),
+        }
+    }
+
+    pub(super) fn report_setup(&mut self, now: Instant, call: &mut Call) {
+        if call.progressed.is_none() {
+            call.progressed = Some(now);
+            self.events.push_back(CoreEvent::CallSetup {
+                call: call.id,
+                setup: now.saturating_duration_since(call.started),
+            });
+        }
+    }
+
+    pub(super) fn respond_a(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        status: u16,
+        reason: Option<&str>,
+    ) {
+        let retry = self.retry_after.to_string();
+        let extra: Vec<(&str, &str)> = if status == 503 {
+            vec![("Retry-After", retry.as_str())]
+        } else {
+            Vec::new()
+        };
+        let reason = reason.unwrap_or(sip::error::standard_reason(status));
+        let bytes = build::response(
+            &call.a_invite,
+            status,
+            reason,
+            Some(call.a.text.get(Part::LocalTag)),
+            None,
+            None,
+            &self.policy,
+            &extra,
+            b"",
+        );
+        call.a_status = status;
+        call.a_final = true;
+        if let Ok(msg) = Message::parse(&bytes) {
+            self.sip_event(call.a.realm, &msg);
+            let _ = self.tx.send_response(now, call.a_server, msg);
+        }
+        self.finals_once(call);
+    }
+
+    /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
+    pub(super) fn fail_call(&mut self, now: Instant, call: &mut Call, status: u16, by: EndedBy) {
+        if !call.a_final {
+            self.respond_a(now, call, status, None);
+        }
+        call.ended_by.get_or_insert(by);
+        self.abandon_pending(now, call);
+        if call.b_invite.is_some() {
+            call.cancel_b = true;
+            self.cancel_b(now, call);
+        }
+    }
+
+    /// An untrusted caller's INVITE got a failure: sent once, not
+    /// retransmitted until an ACK that a spoofed source never sends (the
+    /// reflection RFC 3261's timer G would otherwise make of it). A caller
+    /// that lost it retransmits its INVITE and is answered again.
+    pub(super) fn finals_once(&mut self, call: &Call) {
+        if call.guarded.is_some() && !call.a.transport.is_reliable() {
+            self.answered_once.push(call.a_server);
+        }
+    }
+}

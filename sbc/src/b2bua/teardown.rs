@@ -1,0 +1,180 @@
+//! How calls end: BYEs on the legs that are up (awaited, or not for a peer
+//! that never ACKed), media released, requests still pending answered 487,
+//! the call's timers (2xx retransmission to A, the CANCEL give-up), and the
+//! one place a finished call leaves the tables and reports `CallEnded`.
+
+use super::*;
+
+impl Core {
+    /// Drops what waited for media allocation; requests among it are
+    /// answered 487, so their transactions end.
+    pub(super) fn abandon_pending(&mut self, now: Instant, call: &mut Call) {
+        for pending in std::mem::take(&mut call.pending) {
+            if let Pending::Request {
+                server, request, ..
+            } = pending
+            {
+                self.reply(now, server, &request, 487, &[]);
+                self.servers.remove(&server);
+            }
+        }
+    }
+
+    /// Ends an established (or establishing) call from the SBC's side.
+    pub(super) fn teardown(&mut self, now: Instant, call: &mut Call, by: EndedBy) {
+        call.ended_by.get_or_insert(by);
+        match call.phase {
+            Phase::Setup => self.fail_call(now, call, 503, by),
+            Phase::Answered | Phase::Confirmed => {
+                call.phase = Phase::Ending;
+                call.a_2xx = None;
+                // A caller that never ACKed our 2xx gets its BYE (§13.3.1.4),
+                // but the call does not wait another 64*T1 for an answer
+                // from a peer that has shown it does not answer.
+                let awaited = by != EndedBy::Sbc(SbcReason::NoAck);
+                self.send_bye(now, call, Side::A, awaited);
+                self.send_bye(now, call, Side::B, true);
+                self.release_media(call);
+            }
+            Phase::Ending => {}
+        }
+    }
+
+    /// Sends a BYE on `side`; the call waits for its answer when `awaited`.
+    pub(super) fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side, awaited: bool) {
+        let Some(leg) = leg_mut(call, side) else {
+            return;
+        };
+        if side == Side::B && !leg.remote_tag_known {
+            return;
+        }
+        leg.local_cseq += 1;
+        let branch = self.ids.branch();
+        let bytes = leg.request(
+            "BYE",
+            &branch,
+            70,
+            false,
+            &self.policy,
+            Content {
+                src: None,
+                extra: &[],
+                body: b"",
+            },
+        );
+        let (listener, transport, peer, connection, realm) = (
+            leg.listener,
+            leg.transport,
+            leg.peer,
+            leg.connection,
+            leg.realm,
+        );
+        let Ok(msg) = Message::parse(&bytes) else {
+            return;
+        };
+        self.sip_event(realm, &msg);
+        if let Some(client) = self.start_client(now, msg, listener, transport, peer, connection) {
+            let role = if awaited {
+                call.byes += 1;
+                ClientRole::Bye
+            } else {
+                ClientRole::Courtesy
+            };
+            self.clients.insert(client, (call.id, side, role));
+        }
+    }
+
+    pub(super) fn release_media(&mut self, call: &mut Call) {
+        for (stream, _) in call.streams.iter().flatten() {
+            self.media_out
+                .push_back(MediaCommand::Release { stream: *stream });
+            call.released.push(*stream);
+        }
+        call.streams.clear();
+    }
+
+    /// Whether nothing of the call is left in flight: A has its final
+    /// response and B's INVITE is settled (setup), or every BYE is answered.
+    pub(super) fn finished(call: &Call) -> bool {
+        match call.phase {
+            Phase::Setup => call.a_final && call.b_invite.is_none(),
+            Phase::Ending => call.byes == 0 && call.b_invite.is_none(),
+            Phase::Answered | Phase::Confirmed => false,
+        }
+    }
+
+    pub(super) fn call_timer(&mut self, now: Instant, call: &mut Call) {
+        // 2xx retransmission to A until its ACK (§13.3.1.4).
+        if let Some((bytes, interval, give_up)) = call.a_2xx.clone() {
+            if now >= give_up {
+                call.a_2xx = None;
+                self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
+                return;
+            }
+            if let Ok(msg) = Message::parse(&bytes) {
+                let _ = self.tx.send_response(now, call.a_server, msg);
+            }
+            let next = (interval * 2).min(self.tx.timers().t2);
+            call.a_2xx = Some((bytes, next, give_up));
+            self.timers.push(Reverse((now + next, call.id)));
+            return;
+        }
+        // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
+        if call.cancel_b
+            && let Some(client) = call.b_invite.take()
+        {
+            let _ = self.tx.terminate(client);
+        }
+    }
+
+    /// Puts a call back in the table, or reports and forgets it if it ended.
+    pub(super) fn put_back(&mut self, now: Instant, mut call: Box<Call>) {
+        let finished = Self::finished(&call);
+        self.settle_call(&mut call, finished);
+        if !finished {
+            self.calls.insert(call.id, call);
+            return;
+        }
+        self.release_media(&mut call);
+        if let Some(trunk) = call.trunk.take() {
+            self.trunks[trunk].release();
+        }
+        // Only this call's own keys: ending a call must not cost a scan of
+        // every call up.
+        self.dialogs.remove(&call.a.dialog_key());
+        if let Some(b) = &call.b {
+            self.dialogs.remove(&b.dialog_key());
+        }
+        self.servers.remove(&call.a_server);
+        // RFC 3261 §15.1.2: requests still pending in a dialog that ended
+        // get 487; without an answer their transactions would never end.
+        self.abandon_pending(now, &mut call);
+        for (server, request) in std::mem::take(&mut call.relayed) {
+            self.reply(now, server, &request, 487, &[]);
+            self.servers.remove(&server);
+        }
+        self.events
+            .push_back(CoreEvent::CallEnded(Box::new(CallSummary {
+                call: call.id,
+                from_realm: self.realms[call.a.realm].name.clone(),
+                from_trunk: call.source_trunk.map(|t| self.trunks[t].name.clone()),
+                route: Some(call.plan.route.clone()),
+                trunks_tried: call.trunks_tried.clone(),
+                call_ids: (
+                    call.a.text.get(Part::CallId).to_owned(),
+                    call.b.as_ref().map(|b| b.text.get(Part::CallId).to_owned()),
+                ),
+                invite: call.a_invite.clone(),
+                to_realm: call.b.as_ref().map(|b| self.realms[b.realm].name.clone()),
+                streams: std::mem::take(&mut call.released),
+                started: call.started,
+                progressed: call.progressed,
+                answered: call
+                    .answered
+                    .filter(|_| (200..300).contains(&call.a_status)),
+                ended: now,
+                status: call.a_status,
+                ended_by: call.ended_by.unwrap_or(EndedBy::Sbc(SbcReason::Internal)),
+            })));
+    }
+}

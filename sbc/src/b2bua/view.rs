@@ -1,0 +1,112 @@
+//! What the IO shell reads of the core: counts for gauges, and the `/calls`
+//! JSON view (a snapshot of each call's legs, built on demand, never kept).
+
+use super::*;
+
+/// One call as `/calls` lists it.
+#[derive(serde::Serialize)]
+pub(super) struct CallView<'a> {
+    pub(super) id: u64,
+    pub(super) phase: &'static str,
+    pub(super) age_secs: u64,
+    pub(super) route: &'a str,
+    pub(super) trunk: Option<&'a str>,
+    pub(super) a: LegView<'a>,
+    pub(super) b: Option<LegView<'a>>,
+    pub(super) streams: Vec<u64>,
+}
+
+/// One leg of a call as `/calls` lists it (the peer's address is internal:
+/// shown only on the admin listener).
+#[derive(serde::Serialize)]
+pub(super) struct LegView<'a> {
+    pub(super) realm: Option<&'a str>,
+    pub(super) transport: &'static str,
+    pub(super) peer: SocketAddr,
+    pub(super) call_id: &'a str,
+}
+
+impl Core {
+    /// Calls up now.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The name and media address of the realm with this index (the index
+    /// a realm keeps for the life of the process, which media totals are
+    /// tagged with); `None` past the last realm.
+    pub fn realm_media(&self, index: usize) -> Option<(&str, IpAddr)> {
+        self.realms
+            .get(index)
+            .map(|r| (r.name.as_str(), r.media_address))
+    }
+
+    /// Calls up per realm of their A leg.
+    pub fn calls_per_realm(&self) -> Vec<(String, usize)> {
+        self.realms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.name.clone(),
+                    self.calls.values().filter(|c| c.a.realm == i).count(),
+                )
+            })
+            .collect()
+    }
+
+    /// Calls up per trunk.
+    pub fn calls_per_trunk(&self) -> Vec<(String, u32)> {
+        self.trunks
+            .iter()
+            .map(|t| (t.name.clone(), t.active))
+            .collect()
+    }
+
+    /// Open SIP transactions.
+    pub fn transactions(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// A JSON view of the calls up (for the admin `/calls` endpoint only:
+    /// it shows both legs' addresses).
+    pub fn calls_json(&self, now: Instant) -> Vec<u8> {
+        let mut calls: Vec<&Call> = self.calls.values().map(|c| &**c).collect();
+        calls.sort_by_key(|c| c.id);
+        let realms = &self.realms;
+        fn leg<'a>(l: &'a LegState, realms: &'a [RealmInfo]) -> LegView<'a> {
+            LegView {
+                realm: realms.get(l.realm).map(|r| r.name.as_str()),
+                transport: match l.transport {
+                    Transport::Udp => "UDP",
+                    Transport::Tcp => "TCP",
+                },
+                peer: l.peer,
+                call_id: l.text.get(Part::CallId),
+            }
+        }
+        let views: Vec<CallView<'_>> = calls
+            .into_iter()
+            .map(|c| CallView {
+                id: c.id,
+                phase: match c.phase {
+                    Phase::Setup => "setup",
+                    Phase::Answered => "answered",
+                    Phase::Confirmed => "confirmed",
+                    Phase::Ending => "ending",
+                },
+                age_secs: now.saturating_duration_since(c.started).as_secs(),
+                route: &c.plan.route,
+                trunk: c
+                    .trunk
+                    .and_then(|t| self.trunks.get(t))
+                    .map(|t| t.name.as_str()),
+                a: leg(&c.a, realms),
+                b: c.b.as_ref().map(|b| leg(b, realms)),
+                streams: c.streams.iter().flatten().map(|(s, _)| s.0).collect(),
+            })
+            .collect();
+        // Plain structs of borrowed fields cannot fail to serialize.
+        serde_json::to_vec(&views).unwrap_or_default()
+    }
+}
