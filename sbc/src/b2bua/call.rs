@@ -117,6 +117,17 @@ pub(super) enum Pending {
     Ack { from: Side, ack: Message },
 }
 
+/// Why a call's timer was set: each kind fires into its own handler, so a
+/// timer never has to be guessed from the call's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CallTimer {
+    /// Retransmit our 2xx to A (T1 doubling to T2), or give up on A's ACK
+    /// after 64*T1 (RFC 3261 §13.3.1.4).
+    Retransmit2xx,
+    /// 64*T1 after our CANCEL, stop waiting for B's INVITE to end (§9.1).
+    GiveUpOnCancel,
+}
+
 /// Why a client transaction on a leg exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ClientRole {

@@ -310,7 +310,8 @@ impl Core {
                 call.a_invite = head;
             }
             call.b_to = String::new();
-            self.timers.push(Reverse((now + t1, call.id)));
+            self.timers
+                .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
         } else if status >= 200 {
             call.answered_relay(server);
         }

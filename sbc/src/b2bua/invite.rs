@@ -429,8 +429,11 @@ impl Core {
             }
         }
         // 64*T1 later, give up on B's INVITE (§9.1).
-        self.timers
-            .push(Reverse((now + self.tx.timers().t1x64(), call.id)));
+        self.timers.push(Reverse((
+            now + self.tx.timers().t1x64(),
+            call.id,
+            CallTimer::GiveUpOnCancel,
+        )));
     }
 
     pub(super) fn on_b_invite_response(

@@ -165,7 +165,7 @@ pub struct Core {
     pings: HashMap<ClientId, usize>,
     /// Where a transaction's transmits go out.
     routes_of: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: BinaryHeap<Reverse<(Instant, u64, CallTimer)>>,
     out: VecDeque<Outbound>,
     media_out: VecDeque<MediaCommand>,
     events: VecDeque<CoreEvent>,
@@ -363,7 +363,7 @@ impl Core {
     /// When [`Core::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ping = self.trunks.iter().filter_map(|t| t.next_ping).min();
-        let own = self.timers.peek().map(|Reverse((at, _))| *at);
+        let own = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let own = match (own, ping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -378,7 +378,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.ping_trunks(now);
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+        while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
@@ -386,7 +386,7 @@ impl Core {
             let Some(mut call) = self.calls.remove(&id) else {
                 continue;
             };
-            self.call_timer(now, &mut call);
+            self.call_timer(now, &mut call, kind);
             self.put_back(now, call);
         }
         self.pump(now);

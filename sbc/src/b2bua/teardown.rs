@@ -103,27 +103,34 @@ impl Core {
         }
     }
 
-    pub(super) fn call_timer(&mut self, now: Instant, call: &mut Call) {
-        // 2xx retransmission to A until its ACK (§13.3.1.4).
-        if let Some((bytes, interval, give_up)) = call.a_2xx.clone() {
-            if now >= give_up {
-                call.a_2xx = None;
-                self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
-                return;
+    pub(super) fn call_timer(&mut self, now: Instant, call: &mut Call, kind: CallTimer) {
+        match kind {
+            // 2xx retransmission to A until its ACK (§13.3.1.4); nothing
+            // once the ACK came.
+            CallTimer::Retransmit2xx => {
+                let Some((bytes, interval, give_up)) = call.a_2xx.take() else {
+                    return;
+                };
+                if now >= give_up {
+                    self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
+                    return;
+                }
+                if let Ok(msg) = Message::parse(&bytes) {
+                    let _ = self.tx.send_response(now, call.a_server, msg);
+                }
+                let next = (interval * 2).min(self.tx.timers().t2);
+                call.a_2xx = Some((bytes, next, give_up));
+                self.timers
+                    .push(Reverse((now + next, call.id, CallTimer::Retransmit2xx)));
             }
-            if let Ok(msg) = Message::parse(&bytes) {
-                let _ = self.tx.send_response(now, call.a_server, msg);
+            // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
+            CallTimer::GiveUpOnCancel => {
+                if call.cancel_b
+                    && let Some(client) = call.b_invite.take()
+                {
+                    let _ = self.tx.terminate(client);
+                }
             }
-            let next = (interval * 2).min(self.tx.timers().t2);
-            call.a_2xx = Some((bytes, next, give_up));
-            self.timers.push(Reverse((now + next, call.id)));
-            return;
-        }
-        // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
-        if call.cancel_b
-            && let Some(client) = call.b_invite.take()
-        {
-            let _ = self.tx.terminate(client);
         }
     }
 
