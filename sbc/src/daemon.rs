@@ -712,6 +712,10 @@ impl Shell<'_> {
                 };
                 self.metrics.rejected(&realm, reason);
             }
+            CoreEvent::CallError { call, error } => {
+                warn!(call, kind = error.kind(), %error, "call core error");
+                self.metrics.call_error(error.kind());
+            }
             CoreEvent::Banned {
                 realm,
                 source,

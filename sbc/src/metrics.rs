@@ -434,6 +434,7 @@ pub struct Metrics {
     sip_retransmissions: IntCounterVec,
     sip_transactions_active: IntGauge,
     overload_level: IntGauge,
+    call_errors: IntCounterVec,
     untrusted_calls: IntGauge,
     calls_active: IntGaugeVec,
     calls: IntCounterVec,
@@ -520,6 +521,12 @@ impl Metrics {
             "sbc_sip_messages_total",
             "SIP messages received (direction=in) and sent (direction=out) per realm; kind is the request method (extension methods count as other) or the response status class such as 2xx.",
             &["realm", "direction", "kind"],
+        );
+        let call_errors = counter_vec(
+            &r,
+            "sbc_call_errors_total",
+            "Failures inside the call core that a correct run never has, per kind (build = a message the core wrote did not parse back, transaction_refused = the transaction layer refused an operation); each is also a warning in the log.",
+            &["kind"],
         );
         let sip_parse_errors = counter_vec(
             &r,
@@ -688,6 +695,7 @@ impl Metrics {
             sip_retransmissions,
             sip_transactions_active,
             overload_level,
+            call_errors,
             untrusted_calls,
             calls_active,
             calls,
@@ -750,6 +758,11 @@ impl Metrics {
     /// Sets `sbc_sip_transactions_active` from the core's count.
     pub fn set_sip_transactions_active(&self, n: u64) {
         self.sip_transactions_active.set(gauge_value(n));
+    }
+
+    /// Counts a failure inside the call core: `sbc_call_errors_total`.
+    pub fn call_error(&self, kind: &str) {
+        self.call_errors.with_label_values(&[kind]).inc();
     }
 
     /// Sets `sbc_overload_level`.

@@ -173,6 +173,7 @@ fn exposition() -> String {
     m.set_trunk_calls_active("pbx", 1);
     m.config_reload(ReloadResult::Success, SystemTime::UNIX_EPOCH);
     m.transport_dropped("outside", TransportDropReason::QueueFull);
+    m.call_error("build");
     let text = m.encode_text(m.started()).expect("encode");
     String::from_utf8(text).expect("exposition is UTF-8")
 }

@@ -109,48 +109,22 @@ pub(super) enum AnchorFail {
 impl Core {
     pub(super) fn run_pending(&mut self, now: Instant, call: &mut Call) {
         while let Some(next) = call.pending.pop_front() {
-            let waiting = match next {
-                Pending::Invite => self
-                    .send_b_invite(now, call)
-                    .err()
-                    .map(|()| Pending::Invite),
+            let outcome = match &next {
+                Pending::Invite => self.send_b_invite(now, call),
                 Pending::Response {
                     from,
                     server,
                     response,
-                } => {
-                    let keep = response.clone();
-                    self.relay_response(now, call, from, server, response)
-                        .err()
-                        .map(|()| Pending::Response {
-                            from,
-                            server,
-                            response: keep,
-                        })
-                }
+                } => self.relay_response(now, call, *from, *server, response.clone()),
                 Pending::Request {
                     from,
                     server,
                     request,
-                } => {
-                    let keep = request.clone();
-                    self.relay_request(now, call, from, server, request)
-                        .err()
-                        .map(|()| Pending::Request {
-                            from,
-                            server,
-                            request: keep,
-                        })
-                }
-                Pending::Ack { from, ack } => {
-                    let keep = ack.clone();
-                    self.relay_ack(now, call, from, ack)
-                        .err()
-                        .map(|()| Pending::Ack { from, ack: keep })
-                }
+                } => self.relay_request(now, call, *from, *server, request.clone()),
+                Pending::Ack { from, ack } => self.relay_ack(now, call, *from, ack.clone()),
             };
-            if let Some(waiting) = waiting {
-                call.pending.push_front(waiting);
+            if outcome == Relayed::WaitForMedia {
+                call.pending.push_front(next);
                 return;
             }
         }

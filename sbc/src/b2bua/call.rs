@@ -117,6 +117,16 @@ pub(super) enum Pending {
     Ack { from: Side, ack: Message },
 }
 
+/// What became of a message the call queued: relayed (or answered, or
+/// given up on), or still waiting for media ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Relayed {
+    /// Done with: it leaves the queue.
+    Done,
+    /// Its SDP waits for an allocation: it stays at the head of the queue.
+    WaitForMedia,
+}
+
 /// Why a call's timer was set: each kind fires into its own handler, so a
 /// timer never has to be guessed from the call's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -134,13 +134,13 @@ impl Core {
         from: Side,
         server: ServerId,
         request: Message,
-    ) -> Result<(), ()> {
+    ) -> Relayed {
         let body = match self.maybe_anchor(now, call, from, &request) {
             Ok(body) => body,
-            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Wait) => return Relayed::WaitForMedia,
             Err(AnchorFail::Status(status)) => {
                 self.reply(now, server, &request, status, &[]);
-                return Ok(());
+                return Relayed::Done;
             }
         };
         let method =
@@ -151,7 +151,7 @@ impl Core {
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let rack = rack.map(|rack| renumber_rack(&rack, call, to));
         let Some(leg) = leg_mut(call, to) else {
-            return Ok(());
+            return Relayed::Done;
         };
         leg.local_cseq += 1;
         let refreshes = matches!(
@@ -185,8 +185,9 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        let Ok(out) = Message::parse(&bytes) else {
-            return Ok(());
+        let Some(out) = self.parse_built(Some(call.id), "relayed request", &bytes) else {
+            self.reply(now, server, &request, 500, &[]);
+            return Relayed::Done;
         };
         self.sip_event(realm, &out);
         match self.start_client(now, out, listener, transport, peer, connection) {
@@ -197,7 +198,7 @@ impl Core {
             }
             None => self.reply(now, server, &request, 503, &[]),
         }
-        Ok(())
+        Relayed::Done
     }
 
     /// Relays the ACK for a 2xx from `from` to the other leg (with the
@@ -208,15 +209,15 @@ impl Core {
         call: &mut Call,
         from: Side,
         ack: Message,
-    ) -> Result<(), ()> {
+    ) -> Relayed {
         let body = match self.maybe_anchor(now, call, from, &ack) {
             Ok(body) => body,
-            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Wait) => return Relayed::WaitForMedia,
             Err(AnchorFail::Status(_)) => Vec::new(),
         };
         let to = from.other();
         let Some(leg) = leg_ref(call, to) else {
-            return Ok(());
+            return Relayed::Done;
         };
         let branch = self.ids.branch();
         let bytes = leg.request(
@@ -238,14 +239,14 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        if let Ok(msg) = Message::parse(&bytes) {
+        if let Some(msg) = self.parse_built(Some(call.id), "relayed ACK", &bytes) {
             self.sip_event(realm, &msg);
         }
         if to == Side::B {
             call.b_ack = Some(bytes.clone());
         }
         self.send_direct(listener, transport, peer, connection, bytes);
-        Ok(())
+        Relayed::Done
     }
 
     /// Relays a response from `from` onto `server` (a transaction of the other leg).
@@ -256,13 +257,13 @@ impl Core {
         from: Side,
         server: ServerId,
         response: Message,
-    ) -> Result<(), ()> {
+    ) -> Relayed {
         let Some(status) = response.status() else {
-            return Ok(());
+            return Relayed::Done;
         };
         let body = match self.maybe_anchor(now, call, from, &response) {
             Ok(body) => body,
-            Err(AnchorFail::Wait) => return Err(()),
+            Err(AnchorFail::Wait) => return Relayed::WaitForMedia,
             Err(AnchorFail::Status(_)) => Vec::new(),
         };
         let to = from.other();
@@ -271,11 +272,11 @@ impl Core {
         } else {
             match call.relayed.get(&server) {
                 Some(r) => r.clone(),
-                None => return Ok(()),
+                None => return Relayed::Done,
             }
         };
         let Some(leg) = leg_ref(call, to) else {
-            return Ok(());
+            return Relayed::Done;
         };
         let contact = (status > 100 && status < 300).then_some(leg.text.get(Part::Contact));
         let tag = leg.text.get(Part::LocalTag);
@@ -292,8 +293,8 @@ impl Core {
             &[],
             &body,
         );
-        let Ok(msg) = Message::parse(&bytes) else {
-            return Ok(());
+        let Some(msg) = self.parse_built(Some(call.id), "relayed response", &bytes) else {
+            return Relayed::Done;
         };
         self.sip_event(realm, &msg);
         if server == call.a_server && (200..300).contains(&status) {
@@ -315,8 +316,8 @@ impl Core {
         } else if status >= 200 {
             call.answered_relay(server);
         }
-        let _ = self.tx.send_response(now, server, msg);
-        Ok(())
+        self.respond_on(now, Some(call.id), server, msg);
+        Relayed::Done
     }
 
     pub(super) fn learn_remote_target(&mut self, call: &mut Call, side: Side, msg: &Message) {

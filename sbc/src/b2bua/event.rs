@@ -71,6 +71,14 @@ pub enum CoreEvent {
         /// Why.
         reason: BanReason,
     },
+    /// Something inside the core failed that a correct run never sees; the
+    /// call went on where it could, or was ended cleanly.
+    CallError {
+        /// The call it happened on, if any.
+        call: Option<u64>,
+        /// What failed.
+        error: CallError,
+    },
     /// A trunk's OPTIONS health check changed its verdict (or gave its first).
     TrunkState {
         /// The trunk's name.
@@ -181,4 +189,44 @@ pub enum SbcReason {
     NoAck,
     /// A state the core should not reach; the call was cleaned up.
     Internal,
+}
+
+/// A failure inside the call core (reported as [`CoreEvent::CallError`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// A message the core wrote did not parse back: a writer bug, or input
+    /// the writer could not carry. `what` names the message.
+    Build {
+        /// Which message.
+        what: &'static str,
+    },
+    /// The transaction layer refused an operation the core asked for (the
+    /// transaction had already ended, or the table was full).
+    TransactionRefused {
+        /// Which operation.
+        what: &'static str,
+        /// The layer's error.
+        detail: String,
+    },
+}
+
+impl CallError {
+    /// The label value of `sbc_call_errors_total{kind}`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            CallError::Build { .. } => "build",
+            CallError::TransactionRefused { .. } => "transaction_refused",
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Build { what } => write!(f, "the {what} the core wrote does not parse"),
+            CallError::TransactionRefused { what, detail } => {
+                write!(f, "the transaction layer refused to {what}: {detail}")
+            }
+        }
+    }
 }

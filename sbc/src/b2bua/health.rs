@@ -48,7 +48,7 @@ impl Core {
                 &[],
                 b"",
             );
-            let Ok(request) = Message::parse(&bytes) else {
+            let Some(request) = self.parse_built(None, "OPTIONS health check", &bytes) else {
                 continue;
             };
             self.sip_event(self.trunks[index].realm, &request);

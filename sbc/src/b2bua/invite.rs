@@ -318,7 +318,7 @@ impl Core {
     }
 
     /// The initial INVITE on B (once its offer, if any, is anchored).
-    pub(super) fn send_b_invite(&mut self, now: Instant, call: &mut Call) -> Result<(), ()> {
+    pub(super) fn send_b_invite(&mut self, now: Instant, call: &mut Call) -> Relayed {
         let body = if call.a_invite.body().is_empty() {
             Vec::new()
         } else {
@@ -326,15 +326,15 @@ impl Core {
             let body = call.a_invite.body().to_vec();
             match self.anchor(now, call, Side::A, &body, source) {
                 Anchored::Ready(body) => body,
-                Anchored::Wait => return Err(()),
+                Anchored::Wait => return Relayed::WaitForMedia,
                 Anchored::Invalid(status) => {
                     self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::BadSdp));
-                    return Ok(());
+                    return Relayed::Done;
                 }
             }
         };
         let Some(b) = call.b.as_mut() else {
-            return Ok(());
+            return Relayed::Done;
         };
         let max_forwards = call.a_invite.max_forwards().unwrap_or(70).saturating_sub(1);
         let branch = self.ids.branch();
@@ -356,8 +356,11 @@ impl Core {
             },
         );
         let (listener, transport, peer) = (b.listener, b.transport, b.peer);
-        let Ok(request) = Message::parse(&bytes) else {
-            return Ok(());
+        let Some(request) = self.parse_built(Some(call.id), "INVITE towards the trunk", &bytes)
+        else {
+            // Nothing went out: fail the call rather than leave it waiting.
+            self.fail_call(now, call, 500, EndedBy::Sbc(SbcReason::Internal));
+            return Relayed::Done;
         };
         self.sip_event(call.b.as_ref().map_or(0, |b| b.realm), &request);
         match self.start_client(now, request, listener, transport, peer, None) {
@@ -371,7 +374,7 @@ impl Core {
                 self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::Overload));
             }
         }
-        Ok(())
+        Relayed::Done
     }
 
     pub(super) fn on_cancel(
@@ -596,9 +599,11 @@ impl Core {
                 call.a_status = status;
                 call.a_final = true;
                 call.ended_by = Some(EndedBy::Callee);
-                if let Ok(msg) = Message::parse(&bytes) {
+                if let Some(msg) =
+                    self.parse_built(Some(call.id), "failure relayed to the caller", &bytes)
+                {
                     self.sip_event(call.a.realm, &msg);
-                    let _ = self.tx.send_response(now, server, msg);
+                    self.respond_on(now, Some(call.id), server, msg);
                 }
                 if let Some(ip) = call.guarded {
                     self.finals_once(call);
@@ -648,9 +653,10 @@ impl Core {
         );
         call.a_status = status;
         call.a_final = true;
-        if let Ok(msg) = Message::parse(&bytes) {
+        if let Some(msg) = self.parse_built(Some(call.id), "answer to the caller's INVITE", &bytes)
+        {
             self.sip_event(call.a.realm, &msg);
-            let _ = self.tx.send_response(now, call.a_server, msg);
+            self.respond_on(now, Some(call.id), call.a_server, msg);
         }
         self.finals_once(call);
     }

@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 
 use anchor::{AnchorFail, Anchored};
 use call::*;
-pub use event::{CallSummary, CoreEvent, EndedBy, RejectReason, SbcReason};
+pub use event::{CallError, CallSummary, CoreEvent, EndedBy, RejectReason, SbcReason};
 pub use ids::{IdSource, RandomIds, SequentialIds};
 use listeners::{CoreListener, ListenerState};
 pub use protect::{BanReason, UntrustedLoad, is_scanner};
@@ -647,6 +647,41 @@ impl Core {
         );
     }
 
+    /// Parses a message the core wrote; a failure is a [`CallError::Build`].
+    fn parse_built(
+        &mut self,
+        call: Option<u64>,
+        what: &'static str,
+        bytes: &[u8],
+    ) -> Option<Message> {
+        match Message::parse(bytes) {
+            Ok(msg) => Some(msg),
+            Err(_) => {
+                self.call_error(call, CallError::Build { what });
+                None
+            }
+        }
+    }
+
+    /// Reports a failure inside the core.
+    fn call_error(&mut self, call: Option<u64>, error: CallError) {
+        self.events.push_back(CoreEvent::CallError { call, error });
+    }
+
+    /// A response on server transaction `server`; the layer's refusal is a
+    /// [`CallError::TransactionRefused`].
+    fn respond_on(&mut self, now: Instant, call: Option<u64>, server: ServerId, response: Message) {
+        if let Err(e) = self.tx.send_response(now, server, response) {
+            self.call_error(
+                call,
+                CallError::TransactionRefused {
+                    what: "send a response",
+                    detail: e.to_string(),
+                },
+            );
+        }
+    }
+
     /// A final or provisional answer of the SBC's own to a server transaction.
     fn reply(
         &mut self,
@@ -658,8 +693,8 @@ impl Core {
     ) {
         let tag = self.ids.tag();
         let bytes = sip::response::respond(request, status, "", Some(&tag), extra);
-        if let Ok(response) = Message::parse(&bytes) {
-            let _ = self.tx.send_response(now, id, response);
+        if let Some(response) = self.parse_built(None, "answer of the SBC's own", &bytes) {
+            self.respond_on(now, None, id, response);
         }
     }
 

@@ -69,7 +69,7 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        let Ok(msg) = Message::parse(&bytes) else {
+        let Some(msg) = self.parse_built(Some(call.id), "BYE", &bytes) else {
             return;
         };
         self.sip_event(realm, &msg);
@@ -115,8 +115,8 @@ impl Core {
                     self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
                     return;
                 }
-                if let Ok(msg) = Message::parse(&bytes) {
-                    let _ = self.tx.send_response(now, call.a_server, msg);
+                if let Some(msg) = self.parse_built(Some(call.id), "2xx retransmission", &bytes) {
+                    self.respond_on(now, Some(call.id), call.a_server, msg);
                 }
                 let next = (interval * 2).min(self.tx.timers().t2);
                 call.a_2xx = Some((bytes, next, give_up));

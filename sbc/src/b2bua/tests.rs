@@ -196,6 +196,10 @@ impl Lab {
                 self.sent.push((out.to, out.bytes));
             }
             while let Some(event) = self.core.poll_event() {
+                // No simulated flow may make the core fail inside.
+                if let CoreEvent::CallError { call, error } = &event {
+                    panic!("call {call:?}: {error}");
+                }
                 self.events.push(event);
             }
             let mut allocations = Vec::new();
