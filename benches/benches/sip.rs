@@ -3,8 +3,8 @@
 //! `cargo bench -p benches --bench sip` reports time per message for:
 //! parsing (with every header the SBC interprets validated) and printing a
 //! typical INVITE with SDP, a 200 OK, the RFC 4475 long and tortuous
-//! messages, and an SDP anchoring rewrite. The targets (INVITE parse
-//! < 2 µs, print < 1 µs) are read off these numbers, not asserted.
+//! messages, and an SDP anchoring rewrite. The targets (INVITE parse < 2 µs,
+//! print < 1 µs) are read off these numbers, not asserted.
 
 use std::hint::black_box;
 

@@ -1,6 +1,6 @@
-//! Benchmarks for the SBC. Micro-benchmarks (criterion) live in `benches/`;
-//! load harnesses that drive a running daemon (SIPp, packet blasters) join
-//! them as the signaling and media planes land.
+//! Benchmarks for the SBC. Micro-benchmarks (criterion) live in `benches/`,
+//! beside load harnesses that drive a running daemon (SIPp, packet
+//! blasters).
 //!
 //! Numbers are reported as time per operation by criterion; where a target
 //! is stated as a ratio it is computed against a baseline measured in the

@@ -57,10 +57,8 @@ fn daemon(args: &[String]) -> anyhow::Result<()> {
     let config = match loaded {
         Ok(config) => config,
         Err(e) => {
+            // An invalid file's error lists its problems already: once each.
             eprintln!("sbc: {e}");
-            for problem in e.problems() {
-                eprintln!("{problem}");
-            }
             std::process::exit(1);
         }
     };

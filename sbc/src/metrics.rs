@@ -11,9 +11,9 @@
 //! May not: be reached from the sans-IO core. `sip`, `sdp`, `b2bua` and the
 //! media flow state do not depend on `prometheus` or on this module; they emit
 //! plain events and report plain counts through their `poll_*` outputs, and
-//! the IO shell (driver, transport, media backends, config reloader) is the
-//! only holder of a `Metrics` and translates those events into the helper
-//! calls below. That keeps the core deterministic and testable without a
+//! the IO shell (`daemon`, with the transports and media backends it owns) is
+//! the only holder of a `Metrics` and translates those events into the
+//! helper calls below. That keeps the core deterministic and testable without a
 //! registry, and keeps the metric contract in one file.
 //!
 //! Cardinality: every label value is either a member of a closed enum defined

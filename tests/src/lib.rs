@@ -1,6 +1,5 @@
-//! End-to-end tests of the SBC as users run it: the real `sbc` binary, and
-//! (as the signaling and media planes land) real SIPp peers on loopback and
-//! network-namespace labs for NAT and XDP.
+//! End-to-end tests of the SBC as users run it: the real `sbc` binary, real
+//! SIPp peers on loopback, and network-namespace labs for NAT and XDP.
 //!
 //! This library holds what the tests share: where the binary and the fixtures
 //! are, and how to run the binary with a bounded wait. Tests panic with a

@@ -14,8 +14,7 @@
 //!
 //! The scenario pairs are checked without the SBC in
 //! `scenarios_selfcheck.rs`, so a failure here is the daemon's. The first
-//! two tests check the lab itself and run without the daemon; the calls are
-//! ignored until `sbc --config FILE` runs the B2BUA.
+//! two tests check the lab itself and run without the daemon.
 
 use std::time::Duration;
 
