@@ -118,7 +118,9 @@ fn typed_views_allocate_nothing() {
 
 // ---- bytes per held call ---------------------------------------------------
 
-/// Two realms and one trunk, as the signaling bench runs the daemon.
+/// Two realms and one trunk, as the signaling bench runs the daemon; the
+/// caller's network belongs to the outside realm, so its thousand calls are
+/// trusted as the bench's UAC trunks are (an untrusted source may hold 16).
 const CALLS_CONFIG: &str = r#"
 [limits]
 max_calls = 10000
@@ -126,6 +128,7 @@ max_calls = 10000
 name = "outside"
 listen = [{ transport = "udp", address = "192.0.2.1:5060" }]
 media = { address = "192.0.2.1" }
+networks = ["203.0.113.0/24"]
 [[realm]]
 name = "inside"
 listen = [{ transport = "udp", address = "198.51.100.1:5060" }]
