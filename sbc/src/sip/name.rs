@@ -5,60 +5,127 @@
 //! Every other header is [`HeaderName::Other`] and is never interpreted: it
 //! passes through byte for byte under whatever spelling it arrived with.
 
-/// A header name, recognised case-insensitively in long or compact form.
-///
-/// The message keeps the bytes of the name as written; this is only the
-/// classification used to find headers and to print headers the SBC adds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HeaderName {
-    Accept,
-    AcceptContact,
-    Allow,
-    AllowEvents,
-    Authorization,
-    CallId,
-    Contact,
-    ContentDisposition,
-    ContentEncoding,
-    ContentLength,
-    ContentType,
-    CSeq,
-    Date,
-    Event,
-    Expires,
-    From,
-    MaxForwards,
-    MinSe,
-    PAssertedIdentity,
-    PPreferredIdentity,
-    Privacy,
-    ProxyAuthenticate,
-    ProxyAuthorization,
-    ProxyRequire,
-    RAck,
-    RecordRoute,
-    ReferredBy,
-    ReferTo,
-    RejectContact,
-    ReplyTo,
-    Require,
-    RetryAfter,
-    Route,
-    RSeq,
-    Server,
-    SessionExpires,
-    Subject,
-    Supported,
-    Timestamp,
-    To,
-    Unsupported,
-    UserAgent,
-    Via,
-    Warning,
-    WwwAuthenticate,
-    /// Any header the SBC does not interpret.
-    Other,
+/// The one table of known headers: variant, canonical spelling (used when
+/// the SBC adds the header, and matched case-insensitively), and the compact
+/// form where one is registered (RFC 3261 §7.3.3 and extensions). The enum,
+/// [`HeaderName::canonical`], the compact forms, [`HeaderName::ALL`] and the
+/// lookup table of [`HeaderName::from_bytes`] are all generated from it.
+macro_rules! standard_headers {
+    ($($variant:ident => $canonical:literal $(, compact $compact:literal)?;)+) => {
+        /// A header name, recognised case-insensitively in long or compact form.
+        ///
+        /// The message keeps the bytes of the name as written; this is only the
+        /// classification used to find headers and to print headers the SBC adds.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum HeaderName {
+            $(
+                #[doc = concat!("`", $canonical, "`")]
+                $variant,
+            )+
+            /// Any header the SBC does not interpret.
+            Other,
+        }
+
+        impl HeaderName {
+            /// Every known header name (all but [`HeaderName::Other`]).
+            pub const ALL: &'static [HeaderName] = &[$(HeaderName::$variant),+];
+
+            /// The canonical long form, used when the SBC adds a header of its
+            /// own. `Other` has no canonical spelling; callers adding an
+            /// unknown header supply its name themselves.
+            pub const fn canonical(self) -> &'static str {
+                match self {
+                    $(HeaderName::$variant => $canonical,)+
+                    HeaderName::Other => "",
+                }
+            }
+
+            /// The compact forms (RFC 3261 §7.3.3 and the extensions that
+            /// define one); `letter` is lower case.
+            const fn compact(letter: u8) -> HeaderName {
+                $($(if letter == $compact {
+                    return HeaderName::$variant;
+                })?)+
+                HeaderName::Other
+            }
+        }
+    };
 }
+
+standard_headers! {
+    Accept => "Accept";
+    AcceptContact => "Accept-Contact", compact b'a';
+    Allow => "Allow";
+    AllowEvents => "Allow-Events", compact b'u';
+    Authorization => "Authorization";
+    CallId => "Call-ID", compact b'i';
+    Contact => "Contact", compact b'm';
+    ContentDisposition => "Content-Disposition";
+    ContentEncoding => "Content-Encoding", compact b'e';
+    ContentLength => "Content-Length", compact b'l';
+    ContentType => "Content-Type", compact b'c';
+    CSeq => "CSeq";
+    Date => "Date";
+    Event => "Event", compact b'o';
+    Expires => "Expires";
+    From => "From", compact b'f';
+    MaxForwards => "Max-Forwards";
+    MinSe => "Min-SE";
+    PAssertedIdentity => "P-Asserted-Identity";
+    PPreferredIdentity => "P-Preferred-Identity";
+    Privacy => "Privacy";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    ProxyRequire => "Proxy-Require";
+    RAck => "RAck";
+    RecordRoute => "Record-Route";
+    ReferredBy => "Referred-By", compact b'b';
+    ReferTo => "Refer-To", compact b'r';
+    RejectContact => "Reject-Contact", compact b'j';
+    ReplyTo => "Reply-To";
+    Require => "Require";
+    RetryAfter => "Retry-After";
+    Route => "Route";
+    RSeq => "RSeq";
+    Server => "Server";
+    SessionExpires => "Session-Expires", compact b'x';
+    Subject => "Subject", compact b's';
+    Supported => "Supported", compact b'k';
+    Timestamp => "Timestamp";
+    To => "To", compact b't';
+    Unsupported => "Unsupported";
+    UserAgent => "User-Agent";
+    Via => "Via", compact b'v';
+    Warning => "Warning";
+    WwwAuthenticate => "WWW-Authenticate";
+}
+
+/// The longest known name (`P-Preferred-Identity`).
+const MAX_LEN: usize = 20;
+
+/// Known names ordered by length, and where each length's run starts:
+/// `from_bytes` compares a name only against the names of its own length.
+const BY_LEN: ([HeaderName; HeaderName::ALL.len()], [usize; MAX_LEN + 2]) = {
+    let mut names = [HeaderName::Other; HeaderName::ALL.len()];
+    let mut starts = [0; MAX_LEN + 2];
+    let mut n = 0;
+    let mut len = 0;
+    while len <= MAX_LEN {
+        starts[len] = n;
+        let mut i = 0;
+        while i < HeaderName::ALL.len() {
+            if HeaderName::ALL[i].canonical().len() == len {
+                names[n] = HeaderName::ALL[i];
+                n += 1;
+            }
+            i += 1;
+        }
+        len += 1;
+    }
+    starts[MAX_LEN + 1] = n;
+    assert!(n == HeaderName::ALL.len(), "a name is longer than MAX_LEN");
+    (names, starts)
+};
 
 impl HeaderName {
     /// Classifies a header name as written on the wire (without the colon).
@@ -67,147 +134,17 @@ impl HeaderName {
     /// length first, so a name is compared against at most a handful of
     /// candidates, and hostile names cost one length check.
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        use HeaderName::*;
-        let candidates: &[(&[u8], HeaderName)] = match name.len() {
-            1 => return Self::compact(name[0].to_ascii_lowercase()),
-            2 => &[(b"to", To)],
-            3 => &[(b"via", Via)],
-            4 => &[
-                (b"from", From),
-                (b"cseq", CSeq),
-                (b"date", Date),
-                (b"rack", RAck),
-                (b"rseq", RSeq),
-            ],
-            5 => &[(b"route", Route), (b"allow", Allow), (b"event", Event)],
-            6 => &[(b"accept", Accept), (b"min-se", MinSe), (b"server", Server)],
-            7 => &[
-                (b"call-id", CallId),
-                (b"contact", Contact),
-                (b"expires", Expires),
-                (b"require", Require),
-                (b"subject", Subject),
-                (b"privacy", Privacy),
-                (b"warning", Warning),
-            ],
-            8 => &[(b"refer-to", ReferTo), (b"reply-to", ReplyTo)],
-            9 => &[(b"supported", Supported), (b"timestamp", Timestamp)],
-            10 => &[(b"user-agent", UserAgent)],
-            11 => &[
-                (b"referred-by", ReferredBy),
-                (b"unsupported", Unsupported),
-                (b"retry-after", RetryAfter),
-            ],
-            12 => &[
-                (b"max-forwards", MaxForwards),
-                (b"record-route", RecordRoute),
-                (b"content-type", ContentType),
-                (b"allow-events", AllowEvents),
-            ],
-            13 => &[
-                (b"authorization", Authorization),
-                (b"proxy-require", ProxyRequire),
-            ],
-            14 => &[
-                (b"content-length", ContentLength),
-                (b"accept-contact", AcceptContact),
-                (b"reject-contact", RejectContact),
-            ],
-            15 => &[(b"session-expires", SessionExpires)],
-            16 => &[
-                (b"content-encoding", ContentEncoding),
-                (b"www-authenticate", WwwAuthenticate),
-            ],
-            18 => &[(b"proxy-authenticate", ProxyAuthenticate)],
-            19 => &[
-                (b"proxy-authorization", ProxyAuthorization),
-                (b"content-disposition", ContentDisposition),
-                (b"p-asserted-identity", PAssertedIdentity),
-            ],
-            20 => &[(b"p-preferred-identity", PPreferredIdentity)],
-            _ => return Other,
-        };
-        candidates
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map_or(Other, |&(_, header)| header)
-    }
-
-    /// The compact forms (RFC 3261 §7.3.3 and the extensions that define one).
-    fn compact(letter: u8) -> HeaderName {
-        match letter {
-            b'v' => HeaderName::Via,
-            b'f' => HeaderName::From,
-            b't' => HeaderName::To,
-            b'i' => HeaderName::CallId,
-            b'm' => HeaderName::Contact,
-            b'l' => HeaderName::ContentLength,
-            b'c' => HeaderName::ContentType,
-            b'k' => HeaderName::Supported,
-            b's' => HeaderName::Subject,
-            b'e' => HeaderName::ContentEncoding,
-            b'o' => HeaderName::Event,
-            b'u' => HeaderName::AllowEvents,
-            b'r' => HeaderName::ReferTo,
-            b'b' => HeaderName::ReferredBy,
-            b'x' => HeaderName::SessionExpires,
-            b'a' => HeaderName::AcceptContact,
-            b'j' => HeaderName::RejectContact,
+        match name.len() {
+            1 => Self::compact(name[0].to_ascii_lowercase()),
+            len @ 2..=MAX_LEN => {
+                let (names, starts) = &BY_LEN;
+                names[starts[len]..starts[len + 1]]
+                    .iter()
+                    .find(|known| known.canonical().as_bytes().eq_ignore_ascii_case(name))
+                    .copied()
+                    .unwrap_or(HeaderName::Other)
+            }
             _ => HeaderName::Other,
-        }
-    }
-
-    /// The canonical long form, used when the SBC adds a header of its own.
-    /// `Other` has no canonical spelling; callers adding an unknown header
-    /// supply its name themselves.
-    pub const fn canonical(self) -> &'static str {
-        match self {
-            HeaderName::Accept => "Accept",
-            HeaderName::AcceptContact => "Accept-Contact",
-            HeaderName::Allow => "Allow",
-            HeaderName::AllowEvents => "Allow-Events",
-            HeaderName::Authorization => "Authorization",
-            HeaderName::CallId => "Call-ID",
-            HeaderName::Contact => "Contact",
-            HeaderName::ContentDisposition => "Content-Disposition",
-            HeaderName::ContentEncoding => "Content-Encoding",
-            HeaderName::ContentLength => "Content-Length",
-            HeaderName::ContentType => "Content-Type",
-            HeaderName::CSeq => "CSeq",
-            HeaderName::Date => "Date",
-            HeaderName::Event => "Event",
-            HeaderName::Expires => "Expires",
-            HeaderName::From => "From",
-            HeaderName::MaxForwards => "Max-Forwards",
-            HeaderName::MinSe => "Min-SE",
-            HeaderName::PAssertedIdentity => "P-Asserted-Identity",
-            HeaderName::PPreferredIdentity => "P-Preferred-Identity",
-            HeaderName::Privacy => "Privacy",
-            HeaderName::ProxyAuthenticate => "Proxy-Authenticate",
-            HeaderName::ProxyAuthorization => "Proxy-Authorization",
-            HeaderName::ProxyRequire => "Proxy-Require",
-            HeaderName::RAck => "RAck",
-            HeaderName::RecordRoute => "Record-Route",
-            HeaderName::ReferredBy => "Referred-By",
-            HeaderName::ReferTo => "Refer-To",
-            HeaderName::RejectContact => "Reject-Contact",
-            HeaderName::ReplyTo => "Reply-To",
-            HeaderName::Require => "Require",
-            HeaderName::RetryAfter => "Retry-After",
-            HeaderName::Route => "Route",
-            HeaderName::RSeq => "RSeq",
-            HeaderName::Server => "Server",
-            HeaderName::SessionExpires => "Session-Expires",
-            HeaderName::Subject => "Subject",
-            HeaderName::Supported => "Supported",
-            HeaderName::Timestamp => "Timestamp",
-            HeaderName::To => "To",
-            HeaderName::Unsupported => "Unsupported",
-            HeaderName::UserAgent => "User-Agent",
-            HeaderName::Via => "Via",
-            HeaderName::Warning => "Warning",
-            HeaderName::WwwAuthenticate => "WWW-Authenticate",
-            HeaderName::Other => "",
         }
     }
 
@@ -262,6 +199,9 @@ mod tests {
             ("u", "Allow-Events"),
             ("r", "Refer-To"),
             ("b", "Referred-By"),
+            ("x", "Session-Expires"),
+            ("a", "Accept-Contact"),
+            ("j", "Reject-Contact"),
         ] {
             let a = HeaderName::from_bytes(compact.as_bytes());
             assert_ne!(a, HeaderName::Other, "{compact}");
@@ -274,66 +214,14 @@ mod tests {
         }
     }
 
-    /// Every header name, so tests can check each one.
-    const ALL: [HeaderName; 45] = {
-        use HeaderName::*;
-        [
-            Accept,
-            AcceptContact,
-            Allow,
-            AllowEvents,
-            Authorization,
-            CallId,
-            Contact,
-            ContentDisposition,
-            ContentEncoding,
-            ContentLength,
-            ContentType,
-            CSeq,
-            Date,
-            Event,
-            Expires,
-            From,
-            MaxForwards,
-            MinSe,
-            PAssertedIdentity,
-            PPreferredIdentity,
-            Privacy,
-            ProxyAuthenticate,
-            ProxyAuthorization,
-            ProxyRequire,
-            RAck,
-            RecordRoute,
-            ReferredBy,
-            ReferTo,
-            RejectContact,
-            ReplyTo,
-            Require,
-            RetryAfter,
-            Route,
-            RSeq,
-            Server,
-            SessionExpires,
-            Subject,
-            Supported,
-            Timestamp,
-            To,
-            Unsupported,
-            UserAgent,
-            Via,
-            Warning,
-            WwwAuthenticate,
-        ]
-    };
-
     #[test]
     fn every_canonical_name_classifies_as_itself() {
         assert_eq!(
-            ALL.len() + 1,
-            HeaderName::Other as usize + 1,
+            HeaderName::ALL.len(),
+            HeaderName::Other as usize,
             "ALL lists every variant but Other"
         );
-        for name in ALL {
+        for &name in HeaderName::ALL {
             let canonical = name.canonical();
             assert_eq!(
                 HeaderName::from_bytes(canonical.as_bytes()),
