@@ -30,8 +30,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -353,10 +351,12 @@ fn forged_in_dialog_requests_get_403_and_change_nothing() {
     forged += 1;
 
     // 3. A CANCEL of the caller's INVITE (same branch, as RFC 3261 9.1).
+    // It copies the INVITE's Via (sent-by the caller) as a sniffer would:
+    // with its own sent-by it would match no transaction at all.
     let cancel = request(
         "CANCEL",
         &ruri,
-        stranger_at,
+        plan.host(Host::Carrier),
         &call.invite_branch,
         &call.from,
         &format!("<sip:service@{outside}>"),
@@ -486,7 +486,9 @@ struct FloodCount {
 
 /// Floods `target` from `sockets` (round-robin) at `rate` requests per
 /// second for `duration` with requests `make(n, from)` (distinct Call-IDs
-/// and branches), counting every datagram that comes back to any of them.
+/// and branches), counting every datagram that comes back to any of them
+/// (also for a second after the last send: retransmissions). One thread,
+/// non-blocking sockets drained between sends, however many sources.
 fn flood(
     sockets: Vec<UdpSocket>,
     target: SocketAddr,
@@ -495,66 +497,42 @@ fn flood(
     make: impl Fn(u64, SocketAddr) -> String + Send + 'static,
 ) -> thread::JoinHandle<FloodCount> {
     thread::spawn(move || {
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
-        let classes: Arc<[AtomicU64; 7]> = Arc::new(Default::default());
-        let readers: Vec<_> = sockets
-            .iter()
-            .map(|s| {
-                let s = s.try_clone().expect("clone the socket");
-                let (stop, received, classes) = (stop.clone(), received.clone(), classes.clone());
-                thread::spawn(move || {
-                    s.set_read_timeout(Some(Duration::from_millis(100)))
-                        .expect("read timeout");
-                    let mut buf = [0u8; 65_536];
-                    let mut quiet_since_stop = 0;
-                    loop {
-                        match s.recv_from(&mut buf) {
-                            Ok((n, _)) => {
-                                received.fetch_add(1, Ordering::Relaxed);
-                                let text = String::from_utf8_lossy(&buf[..n]);
-                                if let Some(code) = status(&text) {
-                                    let class = usize::from(code / 100).min(6);
-                                    classes[class].fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Err(_) if stop.load(Ordering::Relaxed) => {
-                                // Late answers (retransmissions) for 1 s.
-                                quiet_since_stop += 1;
-                                if quiet_since_stop >= 10 {
-                                    return;
-                                }
-                            }
-                            Err(_) => {}
-                        }
+        let mut count = FloodCount::default();
+        let mut buf = [0u8; 65_536];
+        for socket in &sockets {
+            socket.set_nonblocking(true).expect("non-blocking");
+        }
+        let mut drain = |count: &mut FloodCount| {
+            for socket in &sockets {
+                while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    count.received += 1;
+                    if let Some(code) = status(&String::from_utf8_lossy(&buf[..n])) {
+                        count.classes[usize::from(code / 100).min(6)] += 1;
                     }
-                })
-            })
-            .collect();
+                }
+            }
+        };
         let total = u64::from(rate) * duration.as_secs();
         let interval = Duration::from_secs(1) / rate;
         let start = Instant::now();
-        let mut sent = 0;
         for n in 0..total {
             let socket = &sockets[usize::try_from(n).unwrap_or(0) % sockets.len()];
             let from = socket.local_addr().expect("local addr");
             if socket.send_to(make(n, from).as_bytes(), target).is_ok() {
-                sent += 1;
+                count.sent += 1;
             }
+            drain(&mut count);
             let next = start + interval * u32::try_from(n + 1).unwrap_or(u32::MAX);
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        for r in readers {
-            r.join().expect("reader thread");
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            drain(&mut count);
+            thread::sleep(Duration::from_millis(10));
         }
-        FloodCount {
-            sent,
-            received: received.load(Ordering::Relaxed),
-            classes: std::array::from_fn(|i| classes[i].load(Ordering::Relaxed)),
-        }
+        count
     })
 }
 
@@ -676,6 +654,370 @@ fn options_flood_from_one_source_leaves_trunk_calls_alone() {
         );
         assert_eq!(metric(&lab, "sbc_banned_sources"), 1);
     }
+    let mut lab = lab;
+    lab.assert_daemon_healthy();
+    lab.shutdown();
+}
+
+#[test]
+fn options_flood_from_many_sources_leaves_trunk_calls_alone() {
+    if skip_unless_sipp("options_flood_from_many_sources_leaves_trunk_calls_alone") {
+        return;
+    }
+    let lab = Lab::start("edge-many-flood", &LabConfig::default());
+    let listener = lab.plan().realm(Realm::Outside);
+    // 200 sources, 127.1.n.1..=200: each sends 7 or 8 requests, under any
+    // per-source limit, so only the SBC's global shares protect the trunk.
+    let sockets: Vec<UdpSocket> = (1..=200u8)
+        .map(|h| {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 1, lab.plan().slot, h));
+            lab.net().udp_socket(SocketAddr::new(ip, 5060))
+        })
+        .collect();
+    let attack = flood(
+        sockets,
+        listener,
+        150,
+        Duration::from_secs(10),
+        move |n, from| options(n, from, listener, "edge-test"),
+    );
+    let calls = 100;
+    let (uac, _uas) = trunk_calls(&lab, calls, 10.0);
+    let count = attack.join().expect("flood thread");
+    let share = assert_trunk_calls_succeeded(&uac, calls);
+    eprintln!(
+        "OPTIONS flood, 200 sources: {count:?}; trunk calls {:.1}% ({}/{calls})",
+        share * 100.0,
+        uac.successful()
+    );
+    assert!(count.sent >= 1400, "the flood sent only {}", count.sent);
+    assert!(
+        count.received <= count.sent,
+        "amplification: {} responses to {} requests",
+        count.received,
+        count.sent
+    );
+    let mut lab = lab;
+    lab.assert_daemon_healthy();
+    lab.shutdown();
+}
+
+#[test]
+fn scanners_get_no_answer() {
+    if skip_unless_sipp("scanners_get_no_answer") {
+        return;
+    }
+    let lab = Lab::start("edge-scanner", &LabConfig::default());
+    let listener = lab.plan().realm(Realm::Outside);
+    let socket = lab
+        .net()
+        .udp_socket(SocketAddr::new(stranger_ip(&lab, STRANGER_HOST), 5060));
+    let from = socket.local_addr().expect("local addr");
+    let mut answers = Vec::new();
+    for n in 0..5 {
+        answers.extend(exchange(
+            &socket,
+            listener,
+            &options(n, from, listener, "friendly-scanner"),
+            Duration::from_millis(200),
+        ));
+    }
+    assert!(
+        answers.is_empty(),
+        "a friendly-scanner OPTIONS was answered: {:?}\n{}",
+        codes(&answers),
+        answers.join("\n---\n")
+    );
+    let scanner = rejected(&lab, "scanner");
+    assert!(
+        scanner >= 1,
+        "no sbc_rejected_total{{reason=\"scanner\"}} after 5 scanner OPTIONS"
+    );
+    eprintln!("scanner OPTIONS: 0 answers to 5, rejected scanner = {scanner}");
+
+    // SIPVicious itself, when installed (Debian `sipvicious`): from its
+    // own address (the raw stranger above may already be banned), it must
+    // find no SIP device and no extension.
+    let sipvicious = std::process::Command::new("svmap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if sipvicious {
+        let scanner_ip = stranger_ip(&lab, STRANGER_HOST + 2).to_string();
+        let target = listener.ip().to_string();
+        let run = |program: &str, args: &[&str]| {
+            let out = lab
+                .net()
+                .command("timeout")
+                .arg("20")
+                .arg(program)
+                .args(args)
+                .env("HOME", std::env::temp_dir())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("run {program}: {e}"));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("--- {program} {args:?} ---\n{text}");
+            text
+        };
+        let svmap = run("svmap", &["-b", &scanner_ip, "-p", "5060", &target]);
+        assert!(
+            !svmap.contains(&format!("{target}:5060")),
+            "svmap found the SBC:\n{svmap}"
+        );
+        let svwar = run(
+            "svwar",
+            &[
+                "-b",
+                &scanner_ip,
+                "-p",
+                "5060",
+                "-m",
+                "INVITE",
+                "-e",
+                "100-120",
+                "-t",
+                "0.5",
+                &target,
+            ],
+        );
+        assert!(
+            !svwar.contains("| reqauth") && !svwar.contains("| noauth"),
+            "svwar found extensions:\n{svwar}"
+        );
+    } else {
+        eprintln!("svmap/svwar not installed (apt-get install sipvicious): scanned by hand only");
+    }
+    let mut lab = lab;
+    lab.assert_daemon_healthy();
+    lab.shutdown();
+}
+
+/// An INVITE of a stranger, unique per `n`.
+fn invite(n: u64, from: SocketAddr, to: SocketAddr) -> String {
+    request(
+        "INVITE",
+        &format!("sip:service@{to}"),
+        from,
+        &format!("z9hG4bK-halfopen-{n}"),
+        &format!("<sip:flood@{from}>;tag=halfopen-{n}"),
+        &format!("<sip:service@{to}>"),
+        &format!("halfopen-{n}@{}", from.ip()),
+        "1 INVITE",
+        &[],
+        &sdp(from.ip(), 30_000, 1),
+    )
+}
+
+#[test]
+fn half_open_invite_flood_holds_its_caps() {
+    if skip_unless_sipp("half_open_invite_flood_holds_its_caps") {
+        return;
+    }
+    // max_calls 40: the untrusted share (50%) is 20, so the per-source cap
+    // (16 calls) is what binds.
+    let plan = Plan::next();
+    let toml = plan
+        .toml(&LabConfig::default())
+        .replace("[limits]\nmax_calls = 20\n", "[limits]\nmax_calls = 40\n");
+    assert!(toml.contains("max_calls = 40"), "{toml}");
+    let lab = Lab::start_toml("edge-half-open", plan, &toml);
+    let listener = lab.plan().realm(Realm::Outside);
+    let source = stranger_ip(&lab, STRANGER_HOST);
+    let socket = lab.net().udp_socket(SocketAddr::new(source, 5060));
+    // The callee answers every INVITE, the stranger's too: they become
+    // calls the stranger never ACKs. The callee is killed at the end, so
+    // its own count is not judged; the carrier's is.
+    let uas = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx)
+            .calls(10_000)
+            .timeout(Duration::from_secs(40)),
+    );
+    let attack = flood(
+        vec![socket],
+        listener,
+        40,
+        Duration::from_secs(8),
+        move |n, from| invite(n, from, listener),
+    );
+    let calls = 60;
+    let uac = thread::scope(|s| {
+        let uac = s.spawn(|| {
+            lab.peer("caller.xml", Host::Carrier)
+                .remote(listener)
+                .calls(calls)
+                .rate(10.0)
+                .limit(15)
+                .timeout(Duration::from_secs(30))
+                .run()
+        });
+        // The stranger's calls, sampled while it floods.
+        let mut most = 0;
+        while !uac.is_finished() {
+            most = most.max(metric(&lab, "sbc_untrusted_calls_active"));
+            thread::sleep(Duration::from_millis(250));
+        }
+        eprintln!("sbc_untrusted_calls_active peaked at {most}");
+        assert!(
+            most <= 16,
+            "one untrusted source held {most} calls (max_calls_per_source = 16)"
+        );
+        uac.join().expect("caller thread")
+    });
+    let count = attack.join().expect("flood thread");
+    let uas = uas.kill();
+    let share = assert_trunk_calls_succeeded(&uac, calls);
+    let limited = rejected(&lab, "source_limit");
+    let (_, metrics) = lab.admin_get("/metrics").unwrap_or_default();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("sbc_rejected_total{"))
+    {
+        eprintln!("{line}");
+    }
+    let reached = uas.requests("INVITE");
+    eprintln!(
+        "half-open INVITE flood: {count:?}; source_limit rejections {limited}; \
+         INVITEs at the callee {reached} (of which {} the carrier's); trunk calls {:.1}%",
+        calls,
+        share * 100.0
+    );
+    assert!(count.sent >= 300, "the flood sent only {}", count.sent);
+    assert!(
+        limited >= 1,
+        "{} INVITEs from one source and no source_limit rejection",
+        count.sent
+    );
+    // The SBC let at most a cap's worth of the stranger's INVITEs through
+    // (retransmissions by the SBC aside).
+    let strangers_at_callee = reached.saturating_sub(usize::try_from(calls).unwrap_or(0));
+    assert!(
+        strangers_at_callee <= 2 * 16,
+        "{strangers_at_callee} of the stranger's INVITEs reached the callee"
+    );
+    // No clean-shutdown check here: the stranger's 16 calls are still
+    // waiting for its ACK, and it never answers the BYEs a shutdown sends,
+    // so the daemon rightly spends its whole 5 s grace on them, the lab's
+    // own SIGTERM bound.
+    let mut lab = lab;
+    lab.assert_daemon_healthy();
+}
+
+#[test]
+fn forged_cancel_during_setup_gets_403() {
+    if skip_unless_sipp("forged_cancel_during_setup_gets_403") {
+        return;
+    }
+    let lab = Lab::start("edge-cancel", &LabConfig::default());
+    let plan = *lab.plan();
+    // The callee rings and waits for a CANCEL.
+    let callee = lab.start_callee(&lab.peer("callee-cancel.xml", Host::Pbx));
+    let me = plan.host(Host::Carrier);
+    let listener = plan.realm(Realm::Outside);
+    let caller = lab.net().udp_socket(me);
+    let call_id = format!("edge-cancel-{}@{}", std::process::id(), me.ip());
+    let from = format!("<sip:caller@{me}>;tag=edge-cancel-tag");
+    let to = format!("<sip:service@{listener}>");
+    let branch = "z9hG4bK-edge-cancel-invite";
+    let ruri = format!("sip:service@{listener}");
+    let invite = request(
+        "INVITE",
+        &ruri,
+        me,
+        branch,
+        &from,
+        &to,
+        &call_id,
+        "1 INVITE",
+        &[],
+        &sdp(me.ip(), 16_002, 1),
+    );
+    let got = exchange(&caller, listener, &invite, Duration::from_millis(500));
+    assert!(
+        got.iter().all(|m| status(m).is_some_and(|c| c < 200)),
+        "the INVITE to a silent callee was answered {:?}",
+        codes(&got)
+    );
+    let callee_log =
+        || std::fs::read_to_string(callee.dir().join("messages.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !callee_log().contains("\nINVITE sip:") {
+        assert!(
+            Instant::now() < deadline,
+            "the INVITE did not reach the callee"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let before = rejected(&lab, "foreign_in_dialog");
+    let stranger = lab
+        .net()
+        .udp_socket(SocketAddr::new(stranger_ip(&lab, STRANGER_HOST), 5060));
+    let cancel_from = |via: SocketAddr| {
+        request(
+            "CANCEL",
+            &ruri,
+            via,
+            branch,
+            &from,
+            &to,
+            &call_id,
+            "1 CANCEL",
+            &[],
+            "",
+        )
+    };
+    // The INVITE's own Via (sent-by the caller), as a sniffer copies it,
+    // but sent from the stranger's address.
+    let forged = cancel_from(me);
+    assert_one_403(
+        "forged CANCEL during setup",
+        &forged,
+        &exchange(&stranger, listener, &forged, Duration::from_millis(500)),
+        &lab,
+    );
+    assert_eq!(rejected(&lab, "foreign_in_dialog"), before + 1);
+    assert!(
+        !callee_log().contains("\nCANCEL sip:"),
+        "the forged CANCEL reached the callee"
+    );
+    // The caller's own CANCEL still works: 200 to it, 487 to the INVITE.
+    let got = exchange(
+        &caller,
+        listener,
+        &cancel_from(me),
+        Duration::from_millis(800),
+    );
+    let got_codes = codes(&got);
+    assert!(
+        got_codes.contains(&Some(200)) && got_codes.contains(&Some(487)),
+        "the caller's CANCEL after the forged one got {got_codes:?}"
+    );
+    let ack = request(
+        "ACK",
+        &ruri,
+        me,
+        branch,
+        &from,
+        header(
+            got.iter().find(|m| status(m) == Some(487)).expect("487"),
+            "To",
+        )
+        .unwrap_or(&to),
+        &call_id,
+        "1 ACK",
+        &[],
+        "",
+    );
+    caller.send_to(ack.as_bytes(), listener).expect("ACK");
+    // The callee saw the caller's CANCEL (one, not the stranger's too) and
+    // finished its scenario.
+    let uas = callee.wait();
+    uas.assert_success(1);
+    assert_eq!(uas.requests("CANCEL"), 1, "{}", uas.report());
     let mut lab = lab;
     lab.assert_daemon_healthy();
     lab.shutdown();
