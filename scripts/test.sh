@@ -27,7 +27,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 

@@ -43,7 +43,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::netns::{Background, enter_netns_of, isolated_loopback, now, wait_with_deadline};
+use crate::netns::{
+    Background, enter_netns_of, in_netns_of, isolated_loopback, now, wait_with_deadline,
+};
 use crate::sipp::{Sipp, SippHandle, SippResult, find_leak};
 
 /// How long the daemon may take to report ready.
@@ -370,6 +372,19 @@ impl Net {
         match &self.anchor {
             Some(anchor) => enter_netns_of(anchor.id(), program),
             None => Command::new(program),
+        }
+    }
+
+    /// A UDP socket bound to `addr` in this network, for a test that plays
+    /// a peer (or an attacker) itself. Any 127.0.0.0/8 address binds: all
+    /// of it is local on loopback.
+    pub fn udp_socket(&self, addr: SocketAddr) -> std::net::UdpSocket {
+        let bind = move || {
+            std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind UDP {addr}: {e}"))
+        };
+        match &self.anchor {
+            Some(anchor) => in_netns_of(anchor.id(), bind),
+            None => bind(),
         }
     }
 

@@ -544,6 +544,22 @@ pub fn in_netns<T: Send + 'static>(ns: &str, body: impl FnOnce() -> T + Send + '
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
+/// Runs `body` on a thread that has entered the network namespace of
+/// process `pid` (`/proc/<pid>/ns/net`), as [`in_netns`] does for a named
+/// one. A socket made there stays in that namespace after the thread ends,
+/// so a test can bind sockets in a lab's private namespace and use them
+/// from its own thread.
+pub fn in_netns_of<T: Send + 'static>(pid: u32, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/proc/{pid}/ns/net");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(&file);
+        body()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 #[allow(unsafe_code)] // setns(2) of the calling thread only
 fn setns(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
