@@ -1,7 +1,8 @@
 //! The admin listener end to end on loopback: a real socket, a raw HTTP
 //! client, and `promtool check metrics` as the judge of the exposition.
 //!
-//! Requests ask for `Connection: close` and read to the server's close.
+//! One-shot requests ask for `Connection: close` and read to the server's
+//! close; the keep-alive tests read one response at a time by its length.
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -156,6 +157,39 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
     .await;
     assert_eq!(reply.header("Connection"), Some("close"), "{reply:?}");
     reply
+}
+
+/// Reads exactly one response (head and `Content-Length` body) from a
+/// connection that stays open.
+async fn read_one(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            if raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                let (reply, body) = parse_head(&raw);
+                let length: usize = reply
+                    .header("Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no Content-Length in {reply:?}"));
+                if raw.len() >= body + length {
+                    assert_eq!(raw.len(), body + length, "bytes past the response");
+                    return Reply {
+                        body: raw[body..].to_vec(),
+                        ..reply
+                    };
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) => panic!("closed mid-response: {:?}", String::from_utf8_lossy(&raw)),
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| panic!("no whole response within {CLIENT_TIMEOUT:?}"))
 }
 
 /// Polls `path` (bounded) until it answers `status`; how long that took.
@@ -459,6 +493,118 @@ async fn connection_cap_answers_503_and_recovers() {
     // (bounded) rather than guess how long that takes.
     drop(holder);
     until_status(server.addr, "/health/live", 200).await;
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_then_closes_when_idle() {
+    let timeout = Duration::from_millis(500);
+    let server = start(|c| c.read_timeout = timeout, None).await;
+    let mut stream = connect(server.addr).await;
+    for path in ["/health/live", "/metrics", "/nowhere", "/health/live"] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let reply = read_one(&mut stream).await;
+        let expected = if path == "/nowhere" { 404 } else { 200 };
+        assert_eq!(reply.status, expected, "{path}: {reply:?}");
+        assert_eq!(reply.header("Connection"), None, "{path}: {reply:?}");
+    }
+    // Pipelined: both answered, in order.
+    stream
+        .write_all(
+            b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n\
+              GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    assert_eq!(read_one(&mut stream).await.status, 503);
+    assert_eq!(read_one(&mut stream).await.status, 200);
+    // Then silence: the server closes once the next head is overdue.
+    let idle = tokio::time::Instant::now();
+    let raw = read_to_close(&mut stream).await;
+    let waited = idle.elapsed();
+    assert!(raw.is_empty(), "{:?}", String::from_utf8_lossy(&raw));
+    assert!(
+        waited >= timeout.mul_f32(0.8) && waited < CLIENT_TIMEOUT,
+        "idle connection closed after {waited:?}, configured {timeout:?}"
+    );
+
+    // HTTP/1.0 without keep-alive: one answer (in HTTP/1.0), then close,
+    // which is what the lab's bash probes rely on.
+    let reply = send(
+        server.addr,
+        b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
+    assert!(reply.head.starts_with("HTTP/1.0 200 "), "{reply:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_holds_its_slot_only_until_the_timeout() {
+    let timeout = Duration::from_millis(500);
+    let server = start(
+        |c| {
+            c.max_connections = 1;
+            c.read_timeout = timeout;
+        },
+        None,
+    )
+    .await;
+    let mut scraper = connect(server.addr).await;
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let started = tokio::time::Instant::now();
+    assert_eq!(read_one(&mut scraper).await.status, 200);
+    // Kept alive and idle: the only slot is taken.
+    let busy = get(server.addr, "/health/live").await;
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert!(busy.text().contains("too many"), "{busy:?}");
+    // Until the idle timeout closes it.
+    until_status(server.addr, "/health/live", 200).await;
+    let freed = started.elapsed();
+    assert!(
+        freed >= timeout.mul_f32(0.8),
+        "slot freed after {freed:?}, before the {timeout:?} idle timeout"
+    );
+    assert!(read_to_close(&mut scraper).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_slot() {
+    let timeout = Duration::from_secs(1);
+    let server = start(
+        |c| {
+            c.max_connections = 1;
+            c.read_timeout = timeout;
+        },
+        None,
+    )
+    .await;
+    // A large /metrics body, so the answers to a pipelined burst fill both
+    // socket buffers long before they are all written.
+    for trunk in 0..2000 {
+        server
+            .metrics
+            .set_trunk_up(&format!("trunk-with-a-long-name-{trunk:05}"), true);
+    }
+    let mut stalled = connect(server.addr).await;
+    let burst = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(400);
+    // Written, never read. The server stops reading once it cannot write,
+    // so bound the write too; a partial burst is enough.
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, stalled.write_all(burst.as_bytes())).await;
+    let held = tokio::time::Instant::now();
+    let busy = get(server.addr, "/health/live").await;
+    assert_eq!(busy.status, 503, "the stalled client lost its slot at once");
+    let freed = until_status(server.addr, "/health/live", 200).await;
+    assert!(
+        freed < CLIENT_TIMEOUT,
+        "stalled client held the slot {freed:?} (plus {:?} to write)",
+        held.elapsed() - freed
+    );
+    drop(stalled);
 }
 
 #[tokio::test]
