@@ -399,15 +399,18 @@ async fn refuse(mut stream: TcpStream, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// A stream whose writes must drain within a limit: the clock starts at the
-/// first write after the last completed flush (hyper flushes after each
-/// response), so a response, or a burst of pipelined ones, has the limit to
-/// reach a client that has stopped reading. Past it, writes fail with
-/// `TimedOut` and hyper closes the connection. hyper's header read timeout
-/// bounds the reading side; it has no bound of its own for this one.
+/// A stream whose writes must drain within a limit: the clock starts when a
+/// write first has to wait for the client, and stops only when a flush
+/// completes (hyper flushes after each response), so a response, or a
+/// burst of pipelined ones, has the limit to reach a client that has
+/// stopped reading or reads a trickle. Past it, writes fail with `TimedOut`
+/// and hyper closes the connection. hyper's header read timeout bounds the
+/// reading side; it has no bound of its own for this one.
 struct WriteDeadline<T> {
     inner: T,
     limit: Duration,
+    /// Armed while the client is behind; allocated only then, so a client
+    /// that keeps up costs no timer.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -422,23 +425,29 @@ impl<T> WriteDeadline<T> {
 }
 
 impl<T: AsyncWrite + Unpin> WriteDeadline<T> {
-    /// Runs one write-side operation under the deadline, arming it first.
+    /// Runs one write-side operation; a wait arms the deadline (if it is
+    /// not already running) and fails once it has passed.
     fn poll_bounded<R>(
         &mut self,
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
+        let polled = op(Pin::new(&mut self.inner), cx);
+        if polled.is_ready() {
+            return polled;
+        }
         let limit = self.limit;
         let deadline = self
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match op(Pin::new(&mut self.inner), cx) {
-            // Polling the sleep registers the waker, so a stuck write is
-            // woken at the deadline even if the socket never turns writable.
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::TimedOut, "client did not take the response"),
-            )),
-            other => other,
+        // Polling the sleep registers the waker, so a stuck write is woken
+        // at the deadline even if the socket never turns writable.
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client did not take the response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -608,23 +617,76 @@ mod tests {
         assert_eq!(started.elapsed(), limit);
     }
 
+    /// A writer that makes every write wait `delay`, like a client that
+    /// reads slowly but keeps up.
+    struct Slow {
+        delay: Duration,
+        wait: Option<Pin<Box<Sleep>>>,
+        taken: usize,
+    }
+
+    impl AsyncWrite for Slow {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let delay = self.delay;
+            let wait = self
+                .wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            std::task::ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+            self.taken += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_completed_flush_restarts_the_clock() {
         let limit = Duration::from_secs(5);
-        let mut stream = WriteDeadline::new(Vec::new(), limit);
+        let slow = Slow {
+            delay: Duration::from_secs(3),
+            wait: None,
+            taken: 0,
+        };
+        let mut stream = WriteDeadline::new(slow, limit);
+        // Three responses of 3 s each: 9 s in all, but each drains within
+        // the limit, and the flush after each starts the next afresh.
         for _ in 0..3 {
             stream
                 .write_all(b"response")
                 .await
                 .unwrap_or_else(|e| panic!("write: {e}"));
+            assert!(
+                stream.deadline.is_some(),
+                "a write waited, yet no clock runs"
+            );
             stream
                 .flush()
                 .await
                 .unwrap_or_else(|e| panic!("flush: {e}"));
             assert!(stream.deadline.is_none(), "flushed, yet the clock runs");
-            // Idle for longer than the limit between responses: not a stall.
-            tokio::time::sleep(limit * 2).await;
         }
-        assert_eq!(stream.inner.len(), 3 * b"response".len());
+        assert_eq!(stream.inner.taken, 3 * b"response".len());
+
+        // Without a flush in between, the waits add up and the second
+        // write runs past the limit.
+        stream
+            .write_all(b"one")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let error = stream
+            .write_all(b"two")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("6 s of writes without a flush passed a 5 s limit"));
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 }
