@@ -538,6 +538,17 @@ async fn keep_alive_serves_several_requests_then_closes_when_idle() {
     )
     .await;
     assert!(reply.head.starts_with("HTTP/1.0 200 "), "{reply:?}");
+
+    // A client that shuts down its sending side after the request (as
+    // `printf ... | nc -N` does) still gets the answer.
+    let mut half = connect(server.addr).await;
+    half.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    half.shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("shutdown: {e}"));
+    assert_eq!(read_reply(&mut half).await.status, 200);
 }
 
 #[tokio::test]
