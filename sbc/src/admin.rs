@@ -1,35 +1,50 @@
 //! The admin HTTP listener: `/metrics`, `/health/live`, `/health/ready`
 //! (and `/health`, its alias) and `/calls`.
 //!
-//! Owns: a tokio TCP listener, a deliberately small HTTP/1.1 server (RFC 9112
-//! request line and header fields, RFC 9110 status codes) that reads one
-//! request head per connection, answers it and closes (`Connection: close`,
-//! with a short bounded lingering close so the answer is not lost to a RST),
-//! the readiness flag ([`Readiness`]) and the `/calls` hook ([`CallsProvider`]).
+//! Owns: a tokio TCP listener, the bounds around each connection, the routes,
+//! the readiness flag ([`Readiness`]) and the `/calls` hook
+//! ([`CallsProvider`]). HTTP/1.1 itself (RFC 9112 framing, keep-alive,
+//! parse errors) is hyper's.
 //!
-//! May not: grow into a general web server. It only understands `GET` and
-//! `HEAD` with an origin-form target and no body. Everything else is refused
-//! before any work: 400 for a malformed or oversized head, 405 for another
-//! method, 404 for an unknown path, 408 when the head does not arrive within
-//! the read timeout (a slowloris client holds a slot for at most that long),
-//! and 503 when [`AdminConfig::max_connections`] requests are already in
-//! flight. It is an IO shell: it reads the clock (for `sbc_uptime_seconds`)
-//! and owns sockets; request parsing ([`parse_request`]) is pure.
+//! May not: grow into a general web server, or let a client hold a slot for
+//! long. It serves `GET` and `HEAD` only and reads no request body. Refusals,
+//! all before any work: 400 (431) for a malformed (oversized) head as hyper
+//! reports it, 405 with `Allow` for another method, 404 for an unknown path,
+//! and 503 when [`AdminConfig::max_connections`] connections are already
+//! open. Connections are kept alive (a Prometheus scraper reuses one) within
+//! two bounds, both [`AdminConfig::read_timeout`]: the next request head
+//! must arrive in full within it (a slowloris or idle keep-alive connection
+//! is closed, without a response), and a response must drain to the client
+//! within it (a client that stops reading is closed). It is an IO shell: it
+//! reads the clock (for `sbc_uptime_seconds`) and owns sockets.
 //!
 //! Readiness: `/health/live` is 200 while the process serves HTTP at all;
 //! `/health/ready` (and `/health`) is 200 only while the daemon has set
 //! [`Readiness`] (it is false while starting and while draining), 503
 //! otherwise, so a load balancer or orchestrator stops sending traffic first.
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 
@@ -38,12 +53,15 @@ use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 pub struct AdminConfig {
     /// Where to listen, e.g. `127.0.0.1:9090`.
     pub listen: SocketAddr,
-    /// Time a client has to deliver its whole request head, and to take the
-    /// response.
+    /// Time a client has to deliver a whole request head (counted from the
+    /// connection's start or the previous response, so it is also the idle
+    /// timeout of a kept-alive connection), and to take a response.
     pub read_timeout: Duration,
-    /// Largest request head (request line and header fields) accepted.
+    /// Largest request head (request line and header fields) accepted; a
+    /// larger one is answered 431. An unfinished head is cut off at this
+    /// or 8 KiB, whichever is larger (hyper's smallest read buffer).
     pub max_request_bytes: usize,
-    /// Connections served at once (at least 1); further ones get an
+    /// Connections open at once (at least 1); further ones get an
     /// immediate 503, and past twice this many they are just closed.
     pub max_connections: usize,
 }
@@ -150,6 +168,9 @@ pub struct AdminServer {
     state: AdminState,
 }
 
+/// hyper refuses a read buffer smaller than this (`max_buf_size` panics).
+const HYPER_MIN_BUF: usize = 8 * 1024;
+
 impl AdminServer {
     /// Binds `config.listen`.
     pub async fn bind(config: AdminConfig, state: AdminState) -> Result<AdminServer, AdminError> {
@@ -174,10 +195,10 @@ impl AdminServer {
     }
 
     /// Serves until `shutdown` turns true or its sender is dropped, then
-    /// stops accepting and waits for the connections in flight before
-    /// returning. Each connection is bounded: the read timeout for its head,
-    /// the same again for writing the response, and at most 500 ms of
-    /// lingering close.
+    /// stops accepting, closes idle connections, lets those in the middle of
+    /// a request finish it, and returns once all are closed. Each connection
+    /// is bounded by the read timeout for every request head and again for
+    /// every response; a refusal by at most 500 ms of lingering close more.
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
         let AdminServer {
             listener,
@@ -185,7 +206,15 @@ impl AdminServer {
             state,
             ..
         } = self;
-        let config = Arc::new(config);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.read_timeout)
+            .max_header_size(config.max_request_bytes)
+            .max_buf_size(config.max_request_bytes.max(HYPER_MIN_BUF))
+            // A client that shuts down its write side after the request
+            // (`printf ... | nc -N`) still gets the answer.
+            .half_close(true);
+        let graceful = GracefulShutdown::new();
         // A cap of 0 would refuse every scrape; serve at least one at a time.
         let cap = config.max_connections.max(1);
         let slots = Arc::new(Semaphore::new(cap));
@@ -211,17 +240,21 @@ impl AdminServer {
                             if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
                                 let timeout = config.read_timeout;
                                 tasks.spawn(async move {
-                                    let busy = Response::text(503, "too many admin connections\n");
-                                    let _ = write_response(stream, &busy, false, timeout).await;
+                                    let _ = refuse(stream, timeout).await;
                                     drop(refusal);
                                 });
                             }
                             continue;
                         };
-                        let config = Arc::clone(&config);
                         let state = state.clone();
+                        let service = service_fn(move |request| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(respond(&request, &state).await) }
+                        });
+                        let io = TokioIo::new(WriteDeadline::new(stream, config.read_timeout));
+                        let connection = graceful.watch(http.serve_connection(io, service));
                         tasks.spawn(async move {
-                            if let Err(error) = handle_connection(stream, &config, &state).await {
+                            if let Err(error) = connection.await {
                                 tracing::debug!(%peer, %error, "admin connection ended with an error");
                             }
                             drop(permit); // the slot frees when the connection is done
@@ -239,314 +272,113 @@ impl AdminServer {
         }
         drop(listener);
         tracing::info!(in_flight = tasks.len(), "admin listener draining");
+        graceful.shutdown().await;
         while tasks.join_next().await.is_some() {}
     }
 }
 
-/// A request method the listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpMethod {
-    /// `GET`.
-    Get,
-    /// `HEAD`: the `GET` headers without the body.
-    Head,
+/// A response with its body; HEAD gets the same (hyper sends the length
+/// and drops the body).
+type Response = hyper::Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut response = hyper::Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
-/// A request head that parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request<'a> {
-    /// The method, or the token as written when it is neither GET nor HEAD
-    /// (answered with 405).
-    pub method: Result<HttpMethod, &'a str>,
-    /// The path, without the query.
-    pub path: &'a str,
+fn text(status: StatusCode, body: &'static str) -> Response {
+    reply(status, "text/plain; charset=utf-8", body)
 }
 
-/// Why a request head was refused with 400.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    /// The request line is not `method SP origin-form SP HTTP/1.x CRLF`.
-    #[error("malformed request line")]
-    RequestLine,
-    /// The version is not HTTP/1.0 or HTTP/1.1.
-    #[error("unsupported HTTP version")]
-    Version,
-    /// A header field line is not `token ":" OWS value OWS CRLF` (including
-    /// obsolete line folding and bare LF line ends).
-    #[error("malformed header field")]
-    HeaderField,
-    /// An HTTP/1.1 request without exactly one Host field (RFC 9112 §3.2).
-    #[error("missing or repeated Host header")]
-    Host,
-    /// The request announces a body; the admin endpoints take none.
-    #[error("request body not allowed")]
-    Body,
-    /// The head exceeded the size cap.
-    #[error("request head too large")]
-    TooLarge,
+/// The answer to one request head (the body, if any, is never read).
+async fn respond<B>(request: &hyper::Request<B>, state: &AdminState) -> Response {
+    route(request.method(), request.uri().path(), state).await
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
-}
-
-/// Parses a complete request head: everything up to and including the empty
-/// line (`\r\n\r\n`). Strict: CRLF line ends only, single spaces in the
-/// request line, origin-form targets of visible ASCII.
-pub fn parse_request(head: &[u8]) -> Result<Request<'_>, HttpError> {
-    // Keep the last line's CR so that every line below ends in CR.
-    let head = head.strip_suffix(b"\n\r\n").ok_or(HttpError::RequestLine)?;
-    let mut lines = head.split(|&b| b == b'\n');
-    let (method, target, http11) = parse_request_line(lines.next().unwrap_or_default())?;
-    let mut hosts = 0usize;
-    for line in lines {
-        let line = line.strip_suffix(b"\r").ok_or(HttpError::HeaderField)?;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HttpError::HeaderField)?;
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
-        // A name that is not a token also rejects obs-fold (leading SP/HTAB).
-        if !is_token(name)
-            || !value
-                .iter()
-                .all(|&b| b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80)
-        {
-            return Err(HttpError::HeaderField);
-        }
-        let value = value.trim_ascii();
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
-        {
-            return Err(HttpError::Body);
-        }
-    }
-    if http11 && hosts != 1 {
-        return Err(HttpError::Host);
-    }
-    // parse_request_line checked both to be ASCII, so these are valid UTF-8.
-    let method = std::str::from_utf8(method).map_err(|_| HttpError::RequestLine)?;
-    let target = std::str::from_utf8(target).map_err(|_| HttpError::RequestLine)?;
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let method = match method {
-        "GET" => Ok(HttpMethod::Get),
-        "HEAD" => Ok(HttpMethod::Head),
-        other => Err(other),
-    };
-    Ok(Request { method, path })
-}
-
-/// Splits a request line (with its CR, without its LF) into a token method,
-/// an origin-form target of visible ASCII and whether the version is
-/// HTTP/1.1.
-fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], bool), HttpError> {
-    let line = line.strip_suffix(b"\r").ok_or(HttpError::RequestLine)?;
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::RequestLine);
-    };
-    if !is_token(method)
-        || target.first() != Some(&b'/')
-        || !target.iter().all(|b| b.is_ascii_graphic())
-    {
-        return Err(HttpError::RequestLine);
-    }
-    match version {
-        b"HTTP/1.1" => Ok((method, target, true)),
-        b"HTTP/1.0" => Ok((method, target, false)),
-        v if v.starts_with(b"HTTP/") => Err(HttpError::Version),
-        _ => Err(HttpError::RequestLine),
-    }
-}
-
-/// A response to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    allow: bool,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            allow: false,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    /// The wire form; `head_only` for HEAD (the GET headers, no body).
-    fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
-        self.head(&mut out);
-        if !head_only {
-            out.extend_from_slice(&self.body);
-        }
-        out
-    }
-
-    fn head(&self, out: &mut Vec<u8>) {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            500 => "Internal Server Error",
-            _ => "Service Unavailable",
-        };
-        out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-                 Cache-Control: no-store\r\nConnection: close\r\n",
-                self.status,
-                self.content_type,
-                self.body.len()
-            )
-            .as_bytes(),
+/// The response to `method` on `path`.
+async fn route(method: &Method, path: &str, state: &AdminState) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut refused = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served\n",
         );
-        if self.allow {
-            out.extend_from_slice(b"Allow: GET, HEAD\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        refused
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
     }
-}
-
-/// The response to a parsed request.
-async fn route(request: &Request<'_>, state: &AdminState) -> Response {
-    if request.method.is_err() {
-        let mut r = Response::text(405, "only GET and HEAD are served\n");
-        r.allow = true;
-        return r;
-    }
-    match request.path {
+    match path {
         "/metrics" => {
             // The scrape is the IO shell's moment to read the clock.
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             match state.metrics.encode_text(now) {
-                Ok(body) => Response {
-                    status: 200,
-                    content_type: TEXT_CONTENT_TYPE,
-                    allow: false,
-                    body,
-                },
+                Ok(body) => reply(StatusCode::OK, TEXT_CONTENT_TYPE, body),
                 Err(error) => {
                     tracing::error!(%error, "rendering /metrics failed");
-                    Response::text(500, "metrics encoding failed\n")
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics encoding failed\n",
+                    )
                 }
             }
         }
-        "/health/live" => Response::text(200, "live\n"),
+        "/health/live" => text(StatusCode::OK, "live\n"),
         "/health" | "/health/ready" => {
             if state.readiness.is_ready() {
-                Response::text(200, "ready\n")
+                text(StatusCode::OK, "ready\n")
             } else {
-                Response::text(503, "not ready\n")
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
         "/calls" => match &state.calls {
             Some(provider) => {
-                let answer = match provider.request() {
-                    Some(answer) => tokio::time::timeout(CALLS_TIMEOUT, answer).await,
-                    None => return Response::text(503, "too many /calls requests waiting\n"),
+                let Some(answer) = provider.request() else {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many /calls requests waiting\n",
+                    );
                 };
-                match answer {
-                    Ok(Ok(body)) => Response {
-                        status: 200,
-                        content_type: "application/json",
-                        allow: false,
-                        body,
-                    },
-                    _ => Response::text(503, "the call core did not answer\n"),
+                match tokio::time::timeout(CALLS_TIMEOUT, answer).await {
+                    Ok(Ok(body)) => reply(StatusCode::OK, "application/json", body),
+                    _ => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the call core did not answer\n",
+                    ),
                 }
             }
-            None => Response::text(404, "no call listing in this daemon\n"),
+            None => text(StatusCode::NOT_FOUND, "no call listing in this daemon\n"),
         },
-        _ => Response::text(404, "not found\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-/// Reads one request head (bounded in size and time), answers it, closes.
-async fn handle_connection(
-    mut stream: TcpStream,
-    config: &AdminConfig,
-    state: &AdminState,
-) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + config.read_timeout;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let mut line_checked = false;
-    let head_len = loop {
-        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break Some(end + 4);
-        }
-        // Refuse a bad request line without waiting for the rest of the head.
-        if !line_checked && let Some(eol) = memchr::memchr(b'\n', &buf) {
-            line_checked = true;
-            if parse_request_line(&buf[..eol]).is_err() {
-                break None;
-            }
-        }
-        if buf.len() > config.max_request_bytes {
-            break None;
-        }
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) => return Ok(()), // closed before a full head: nothing to answer
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                let timeout = Response::text(408, "request head not received in time\n");
-                return write_response(stream, &timeout, false, config.read_timeout).await;
-            }
-        }
-    };
-    let parsed = match head_len {
-        Some(len) if len <= config.max_request_bytes => parse_request(&buf[..len]),
-        Some(_) => Err(HttpError::TooLarge),
-        None if buf.len() > config.max_request_bytes => Err(HttpError::TooLarge),
-        None => Err(HttpError::RequestLine),
-    };
-    let (response, head_only) = match parsed {
-        Ok(request) => (
-            route(&request, state).await,
-            request.method == Ok(HttpMethod::Head),
-        ),
-        Err(error) => (Response::text(400, &format!("{error}\n")), false),
-    };
-    write_response(stream, &response, head_only, config.read_timeout).await
-}
+/// What a connection over the cap gets, written before its request is read:
+/// refusing must not cost parsing or waiting on the client.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 27\r\n\
+    Cache-Control: no-store\r\n\
+    Connection: close\r\n\
+    \r\n\
+    too many admin connections\n";
 
-/// Longest and largest lingering drain after a response (see
-/// [`write_response`]).
+/// Longest and largest lingering drain after a refusal (see [`refuse`]).
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Writes a response within `timeout`, closes the write side, then briefly
+/// Writes [`BUSY`] within `timeout`, closes the write side, then briefly
 /// drains what the client still sends: closing with unread bytes makes the
 /// kernel send a RST, which can destroy the response before the client reads
 /// it (the "lingering close" of RFC 9112 §9.6). The drain is bounded by
 /// [`LINGER`] and [`LINGER_BYTES`].
-async fn write_response(
-    mut stream: TcpStream,
-    response: &Response,
-    head_only: bool,
-    timeout: Duration,
-) -> io::Result<()> {
-    let out = response.to_bytes(head_only);
+async fn refuse(mut stream: TcpStream, timeout: Duration) -> io::Result<()> {
     let write = async {
-        stream.write_all(&out).await?;
+        stream.write_all(BUSY).await?;
         stream.shutdown().await
     };
     tokio::time::timeout(timeout, write)
@@ -567,87 +399,108 @@ async fn write_response(
     Ok(())
 }
 
+/// A stream whose writes must drain within a limit: the clock starts when a
+/// write first has to wait for the client, and stops only when a flush
+/// completes (hyper flushes after each response), so a response, or a
+/// burst of pipelined ones, has the limit to reach a client that has
+/// stopped reading or reads a trickle. Past it, writes fail with `TimedOut`
+/// and hyper closes the connection. hyper's header read timeout bounds the
+/// reading side; it has no bound of its own for this one.
+struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed while the client is behind; allocated only then, so a client
+    /// that keeps up costs no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, limit: Duration) -> WriteDeadline<T> {
+        WriteDeadline {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> WriteDeadline<T> {
+    /// Runs one write-side operation; a wait arms the deadline (if it is
+    /// not already running) and fails once it has passed.
+    fn poll_bounded<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let polled = op(Pin::new(&mut self.inner), cx);
+        if polled.is_ready() {
+            return polled;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        // Polling the sleep registers the waker, so a stuck write is woken
+        // at the deadline even if the socket never turns writable.
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client did not take the response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_bounded(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_bounded(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = self.poll_bounded(cx, |inner, cx| inner.poll_flush(cx));
+        if let Poll::Ready(Ok(())) = flushed {
+            self.deadline = None; // all out: the next response gets a fresh limit
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_bounded(cx, |inner, cx| inner.poll_shutdown(cx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt as _;
+
     use super::*;
-
-    fn ok(head: &str) -> Request<'_> {
-        parse_request(head.as_bytes()).unwrap_or_else(|e| panic!("{head:?} refused: {e}"))
-    }
-
-    fn err(head: &str) -> HttpError {
-        match parse_request(head.as_bytes()) {
-            Ok(r) => panic!("{head:?} accepted as {r:?}"),
-            Err(e) => e,
-        }
-    }
-
-    #[test]
-    fn parses_get_and_head_with_query_stripped() {
-        let r = ok("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
-        assert_eq!((r.method, r.path), (Ok(HttpMethod::Get), "/metrics"));
-        let r = ok("HEAD /health HTTP/1.0\r\n\r\n");
-        assert_eq!((r.method, r.path), (Ok(HttpMethod::Head), "/health"));
-        let r = ok("GET / HTTP/1.1\r\nhOsT:   a  \r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(r.path, "/");
-    }
-
-    #[test]
-    fn other_methods_parse_for_a_405() {
-        let r = ok("POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(r.method, Err("POST"));
-        let r = ok("get /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(r.method, Err("get"), "methods are case-sensitive");
-    }
-
-    #[test]
-    fn refuses_malformed_request_lines() {
-        for head in [
-            "garbage\r\n\r\n",
-            "GET\r\n\r\n",
-            "GET /metrics\r\n\r\n",
-            "GET  /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET /metrics HTTP/1.1 \r\nHost: a\r\n\r\n",
-            "GET metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET http://x/metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET /m\u{e9}trics HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET /metrics HTTP/1.1\nHost: a\r\n\r\n",
-            "G(T /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET /metrics SIP/2.0\r\nHost: a\r\n\r\n",
-            "GET /metrics HTTP/1.1\r\nHost: a\r\n",
-        ] {
-            assert_eq!(err(head), HttpError::RequestLine, "{head:?}");
-        }
-        assert_eq!(err("GET / HTTP/2.0\r\n\r\n"), HttpError::Version);
-        assert_eq!(err("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), HttpError::Version);
-    }
-
-    #[test]
-    fn refuses_malformed_fields_missing_host_and_bodies() {
-        for head in [
-            "GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nX: b\x01\r\n\r\n",
-            "GET / HTTP/1.1\r\n: a\r\n\r\n",
-        ] {
-            assert_eq!(err(head), HttpError::HeaderField, "{head:?}");
-        }
-        assert_eq!(err("GET / HTTP/1.1\r\n\r\n"), HttpError::Host);
-        assert_eq!(
-            err("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-            HttpError::Host
-        );
-        assert_eq!(
-            err("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
-            HttpError::Body
-        );
-        assert_eq!(
-            err("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            HttpError::Body
-        );
-    }
 
     fn state(calls: Option<Arc<dyn CallsProvider>>) -> AdminState {
         AdminState {
@@ -657,37 +510,43 @@ mod tests {
         }
     }
 
-    fn get(path: &str) -> Request<'_> {
-        Request {
-            method: Ok(HttpMethod::Get),
-            path,
+    async fn get(path: &str, state: &AdminState) -> Response {
+        route(&Method::GET, path, state).await
+    }
+
+    async fn body(response: Response) -> Bytes {
+        match response.into_body().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
         }
     }
 
     #[tokio::test]
     async fn routes() {
         let s = state(None);
-        assert_eq!(route(&get("/nope"), &s).await.status, 404);
+        assert_eq!(get("/nope", &s).await.status(), 404);
         assert_eq!(
-            route(&get("/calls"), &s).await.status,
+            get("/calls", &s).await.status(),
             404,
             "no provider, no /calls"
         );
-        assert_eq!(route(&get("/health/live"), &s).await.status, 200);
-        assert_eq!(route(&get("/health/ready"), &s).await.status, 503);
-        assert_eq!(route(&get("/health"), &s).await.status, 503);
+        assert_eq!(get("/health/live", &s).await.status(), 200);
+        assert_eq!(get("/health/ready", &s).await.status(), 503);
+        assert_eq!(get("/health", &s).await.status(), 503);
         s.readiness.set(true);
-        assert_eq!(route(&get("/health/ready"), &s).await.status, 200);
-        assert_eq!(route(&get("/health"), &s).await.status, 200);
-        let metrics = route(&get("/metrics"), &s).await;
-        assert_eq!(metrics.status, 200);
-        assert_eq!(metrics.content_type, TEXT_CONTENT_TYPE);
-        let put = Request {
-            method: Err("PUT"),
-            path: "/metrics",
-        };
-        let refused = route(&put, &s).await;
-        assert_eq!((refused.status, refused.allow), (405, true));
+        assert_eq!(get("/health/ready", &s).await.status(), 200);
+        assert_eq!(get("/health", &s).await.status(), 200);
+        let metrics = get("/metrics", &s).await;
+        assert_eq!(metrics.status(), 200);
+        assert_eq!(metrics.headers()[CONTENT_TYPE], TEXT_CONTENT_TYPE);
+        assert_eq!(metrics.headers()[CACHE_CONTROL], "no-store");
+        let head = route(&Method::HEAD, "/health/live", &s).await;
+        assert_eq!(head.status(), 200);
+        for method in [Method::PUT, Method::POST, Method::OPTIONS] {
+            let refused = route(&method, "/metrics", &s).await;
+            assert_eq!(refused.status(), 405, "{method}");
+            assert_eq!(refused.headers()[ALLOW], "GET, HEAD", "{method}");
+        }
     }
 
     #[tokio::test]
@@ -698,32 +557,136 @@ mod tests {
             Some(rx)
         };
         let s = state(Some(Arc::new(provider)));
-        let r = route(&get("/calls"), &s).await;
-        assert_eq!((r.status, r.content_type), (200, "application/json"));
-        assert_eq!(r.body, br#"[{"id":1}]"#);
+        let r = get("/calls", &s).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(body(r).await, &br#"[{"id":1}]"#[..]);
 
         // A core that drops the ask, or has too many waiting: 503.
         let gone = || Some(oneshot::channel::<Vec<u8>>().1);
         let s = state(Some(Arc::new(gone)));
-        assert_eq!(route(&get("/calls"), &s).await.status, 503);
+        assert_eq!(get("/calls", &s).await.status(), 503);
         let busy = || None;
         let s = state(Some(Arc::new(busy)));
-        assert_eq!(route(&get("/calls"), &s).await.status, 503);
+        assert_eq!(get("/calls", &s).await.status(), 503);
     }
 
     #[test]
-    fn response_head_has_length_and_close() {
-        let mut r = Response::text(405, "no\n");
-        r.allow = true;
-        let mut out = Vec::new();
-        r.head(&mut out);
-        let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("\r\nContent-Length: 3\r\n"), "{text}");
-        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
-        assert!(text.ends_with("\r\nAllow: GET, HEAD\r\n\r\n"), "{text}");
+    fn busy_response_is_well_formed() {
+        let text = std::str::from_utf8(BUSY).unwrap_or_else(|e| panic!("BUSY: {e}"));
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head end in {text:?}"));
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        let length = format!("\r\nContent-Length: {}\r\n", body.len());
+        assert!(head.contains(&length), "{head:?} lacks {length:?}");
+    }
+
+    /// A writer that never takes a byte, like a client that stopped reading
+    /// once its socket buffer filled.
+    struct Stalled;
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_fails_at_the_deadline() {
+        let limit = Duration::from_secs(5);
+        let mut stream = WriteDeadline::new(Stalled, limit);
+        let started = tokio::time::Instant::now();
+        let error = stream
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a stalled write succeeded"));
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), limit);
+    }
+
+    /// A writer that makes every write wait `delay`, like a client that
+    /// reads slowly but keeps up.
+    struct Slow {
+        delay: Duration,
+        wait: Option<Pin<Box<Sleep>>>,
+        taken: usize,
+    }
+
+    impl AsyncWrite for Slow {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let delay = self.delay;
+            let wait = self
+                .wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            std::task::ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+            self.taken += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_flush_restarts_the_clock() {
+        let limit = Duration::from_secs(5);
+        let slow = Slow {
+            delay: Duration::from_secs(3),
+            wait: None,
+            taken: 0,
+        };
+        let mut stream = WriteDeadline::new(slow, limit);
+        // Three responses of 3 s each: 9 s in all, but each drains within
+        // the limit, and the flush after each starts the next afresh.
+        for _ in 0..3 {
+            stream
+                .write_all(b"response")
+                .await
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            assert!(
+                stream.deadline.is_some(),
+                "a write waited, yet no clock runs"
+            );
+            stream
+                .flush()
+                .await
+                .unwrap_or_else(|e| panic!("flush: {e}"));
+            assert!(stream.deadline.is_none(), "flushed, yet the clock runs");
+        }
+        assert_eq!(stream.inner.taken, 3 * b"response".len());
+
+        // Without a flush in between, the waits add up and the second
+        // write runs past the limit.
+        stream
+            .write_all(b"one")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let error = stream
+            .write_all(b"two")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("6 s of writes without a flush passed a 5 s limit"));
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -479,7 +479,12 @@ fn the_embedded_default_carries_the_readme_calls() {
             ])
             .stdin(Stdio::null())
             .output();
-        if probe.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("HTTP/1.1 200")) {
+        // An HTTP/1.0 probe is answered in HTTP/1.0.
+        let ready = probe.is_ok_and(|o| {
+            tests::lab::parse_http_response(&String::from_utf8_lossy(&o.stdout))
+                .is_some_and(|(status, _)| status == 200)
+        });
+        if ready {
             break;
         }
         #[allow(clippy::disallowed_methods)]

@@ -158,7 +158,11 @@ targets = ["pbx"]
         .stderr(log);
     let daemon = Background::spawn(&mut cmd);
     let ready_by = Instant::now() + Duration::from_secs(10);
-    while admin_get(&sbc, "/health/ready").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+    // An HTTP/1.0 probe is answered in HTTP/1.0.
+    while admin_get(&sbc, "/health/ready")
+        .and_then(|r| tests::lab::parse_http_response(&r))
+        .is_none_or(|(status, _)| status != 200)
+    {
         assert!(
             Instant::now() < ready_by,
             "daemon not ready: {}",
