@@ -50,7 +50,8 @@
 //! validated), so drive it at least daily (the daemon does every second).
 //!
 //! May not: read a clock (every call takes `now`), do IO, allocate in
-//! [`Shield::admit`], or grow its tables after construction.
+//! [`Shield::admit`], grow its tables after construction, or log (its
+//! drivers log a ban with [`log_ban`]).
 //!
 //! Driving it: build a [`Trust`] and a [`Shield`] from the configuration;
 //! the transport asks [`Shield::realm`] once per listener for the realm's
@@ -329,6 +330,21 @@ impl BanReason {
             BanReason::Refusals => "refusals",
         }
     }
+}
+
+/// Logs a new ban: one `warn` line per ban, whoever decided it, with the
+/// address in a field of its own so fail2ban (or any log shipper) can act on
+/// it: `source banned source=203.0.113.9 realm=outside reason=rate_limit
+/// seconds=300`. The shield never logs; its drivers call this once per
+/// [`Verdict::NewBan`] or successful [`Shield::ban`].
+pub fn log_ban(realm: &str, source: IpAddr, reason: BanReason, seconds: u32) {
+    tracing::warn!(
+        source = %source.to_canonical(),
+        realm,
+        reason = reason.as_str(),
+        seconds,
+        "source banned"
+    );
 }
 
 /// Whether `user_agent` contains one of `patterns`, ASCII case ignored
