@@ -13,10 +13,24 @@
 //! datagram, the target of a response via [`nat::response_target`]) is the
 //! core's job.
 //!
+//! Screening (with a [`Shield`], [`Transports::start_shielded`]): every
+//! UDP datagram, before it is parsed, and every framed TCP message is put
+//! to [`Shield::admit`] for its source on the listener's realm; anything
+//! but [`Verdict::Pass`] is dropped without an answer (counted by the
+//! shield, not in [`StatsSnapshot::messages_in`]). A TCP connection is
+//! screened at accept too, and closed at once if its source is over its
+//! rate or banned, or as soon as a message gets it banned. Each new ban is
+//! logged once ([`crate::guard::log_ban`]).
+//!
 //! Overload (the core not draining the channel):
-//! * UDP: a datagram that finds the channel full is dropped and counted
-//!   ([`StatsSnapshot::dropped_overload`]). UDP senders retransmit; a queue
-//!   in front of an overloaded core would only add latency to doomed work.
+//! * UDP: once the channel is more than half full, datagrams that are new
+//!   requests from untrusted sources are shed before parsing, and counted
+//!   ([`StatsSnapshot::shed_overload`]); responses (a first line starting
+//!   `SIP/2.0`) and anything from a trusted source keep going. Only with a
+//!   shield, which knows who is trusted. A datagram that finds the channel
+//!   full is dropped and counted ([`StatsSnapshot::dropped_overload`]). UDP
+//!   senders retransmit; a queue in front of an overloaded core would only
+//!   add latency to doomed work.
 //! * TCP: the connection stops reading until the core takes the message
 //!   (backpressure through the peer's TCP window). Nothing is dropped: a
 //!   stream can't lose a message and stay in sync.
@@ -39,13 +53,14 @@ mod tcp;
 mod udp;
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::guard::{BanReason, RealmId, Shield, Verdict};
 use crate::sip::{Limits, Message, ParseError};
 
 /// A transport protocol a listener speaks.
@@ -341,6 +356,7 @@ pub struct ListenerStats {
     messages_out: AtomicU64,
     parse_errors: AtomicU64,
     dropped_overload: AtomicU64,
+    shed_overload: AtomicU64,
     keepalives: AtomicU64,
     framing_errors: AtomicU64,
     send_errors: AtomicU64,
@@ -361,6 +377,9 @@ pub struct StatsSnapshot {
     pub parse_errors: u64,
     /// UDP datagrams dropped because the core's channel was full.
     pub dropped_overload: u64,
+    /// UDP requests from untrusted sources shed unparsed because the core's
+    /// channel was more than half full.
+    pub shed_overload: u64,
     /// CRLF keepalives received (UDP CRLF datagrams, TCP pings).
     pub keepalives: u64,
     /// TCP connections closed for losing message framing.
@@ -388,6 +407,7 @@ impl ListenerStats {
             messages_out: get(&self.messages_out),
             parse_errors: get(&self.parse_errors),
             dropped_overload: get(&self.dropped_overload),
+            shed_overload: get(&self.shed_overload),
             keepalives: get(&self.keepalives),
             framing_errors: get(&self.framing_errors),
             send_errors: get(&self.send_errors),
@@ -413,6 +433,9 @@ struct Listener {
     /// Set by [`Transports::remove`]: the listener's tasks and connections
     /// end.
     closed: Arc<watch::Sender<bool>>,
+    /// The shield's number of `spec.realm` (0 without a shield); shared by
+    /// every copy, so a reload that renames the realm reaches the tasks.
+    realm: Arc<AtomicU16>,
 }
 
 /// A socket bound for a listener, before its tasks start.
@@ -422,7 +445,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn new(spec: &ListenerSpec) -> Result<Bound, TransportError> {
+    fn new(spec: &ListenerSpec, shield: Option<&Shield>) -> Result<Bound, TransportError> {
         let bind_error = |source| TransportError::bind(spec, source);
         let (udp, tcp, control, local) = match spec.transport {
             Transport::Udp => {
@@ -449,6 +472,7 @@ impl Bound {
                 udp,
                 control: Arc::new(control),
                 closed: Arc::new(watch::channel(false).0),
+                realm: Arc::new(AtomicU16::new(shield.map_or(0, |s| s.realm(&spec.realm).0))),
             },
             tcp,
         })
@@ -493,6 +517,8 @@ struct Shared {
     /// Each task holds a clone; [`Transports::shutdown`] takes this one and
     /// waits until every clone is gone. `None` once shutdown has begun.
     alive: Mutex<Option<mpsc::Sender<()>>>,
+    /// Screens sources before parsing (see the module docs).
+    shield: Option<Arc<Shield>>,
 }
 
 impl Shared {
@@ -528,6 +554,86 @@ impl Shared {
     fn listener(&self, id: ListenerId) -> Option<Arc<Listener>> {
         self.listeners().get(id.0).cloned().flatten()
     }
+
+    /// The shield's verdict on one message (or connection) from `remote`
+    /// on `listener`; logs a new ban.
+    fn screen(&self, listener: &Listener, remote: IpAddr) -> Verdict {
+        let Some(shield) = &self.shield else {
+            return Verdict::Pass;
+        };
+        let realm = RealmId(listener.realm.load(Ordering::Relaxed));
+        let verdict = shield.admit(clock(), realm, remote);
+        if verdict == Verdict::NewBan {
+            crate::guard::log_ban(
+                &listener.spec.realm,
+                remote,
+                BanReason::RateLimit,
+                shield.ban_secs(realm),
+            );
+        }
+        verdict
+    }
+
+    /// Whether a UDP datagram is shed for overload (see the module docs):
+    /// the channel is more than half full and it is a request from an
+    /// untrusted source. Cheap until the channel fills: one atomic load.
+    fn shed(&self, listener: &Listener, remote: IpAddr, datagram: &[u8]) -> bool {
+        let Some(shield) = &self.shield else {
+            return false;
+        };
+        if self.events.capacity() * 2 >= self.events.max_capacity() {
+            return false;
+        }
+        let start = datagram
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .map_or(&[][..], |i| &datagram[i..]);
+        // A keepalive (CRLFs only) and a response are kept.
+        if start.is_empty() || start.starts_with(b"SIP/2.0") {
+            return false;
+        }
+        let realm = RealmId(listener.realm.load(Ordering::Relaxed));
+        !shield.is_trusted(realm, remote)
+    }
+}
+
+/// What a TCP connection does with a framed message (or, at accept, with
+/// the connection) after the shield.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Screen {
+    /// Deliver it.
+    Pass,
+    /// Drop the message, keep the connection (over its rate).
+    Drop,
+    /// Close the connection (banned; at accept, also over its rate).
+    Close,
+}
+
+/// Screens a framed TCP message from `remote` on listener `id`.
+fn screen_message(shared: &Shared, id: ListenerId, remote: SocketAddr) -> Screen {
+    if shared.shield.is_none() {
+        return Screen::Pass;
+    }
+    let Some(listener) = shared.listener(id) else {
+        return Screen::Pass;
+    };
+    match shared.screen(&listener, remote.ip()) {
+        Verdict::Pass => Screen::Pass,
+        Verdict::RateLimited => Screen::Drop,
+        Verdict::Banned | Verdict::NewBan => Screen::Close,
+    }
+}
+
+/// Whether a TCP connection just accepted from `remote` on listener `id`
+/// may stay (it takes a token, like a message).
+fn screen_accept(shared: &Shared, id: ListenerId, remote: SocketAddr) -> bool {
+    screen_message(shared, id, remote) == Screen::Pass
+}
+
+/// The transport's clock: it is an IO shell, and the shield takes `now`.
+#[allow(clippy::disallowed_methods)]
+fn clock() -> Instant {
+    Instant::now()
 }
 
 /// Counts a received message and stamps a request's top Via (§18.2.1);
@@ -574,13 +680,24 @@ impl Transports {
         specs: &[ListenerSpec],
         config: TransportConfig,
     ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
+        Self::start_shielded(specs, config, None)
+    }
+
+    /// Like [`Transports::start`], screening every source with `shield`
+    /// before parsing, and shedding untrusted requests under overload (see
+    /// the module docs).
+    pub fn start_shielded(
+        specs: &[ListenerSpec],
+        config: TransportConfig,
+        shield: Option<Arc<Shield>>,
+    ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
         let (events, events_rx) = mpsc::channel(config.channel_capacity.max(1));
         let (stop, shutdown) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
 
         let bound = specs
             .iter()
-            .map(Bound::new)
+            .map(|spec| Bound::new(spec, shield.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tcp = Vec::with_capacity(bound.len());
         let mut listeners = Vec::with_capacity(bound.len());
@@ -595,6 +712,7 @@ impl Transports {
             connections: Mutex::new(tcp::Table::default()),
             shutdown,
             alive: Mutex::new(Some(alive.clone())),
+            shield,
         });
         for (i, tcp) in tcp.into_iter().enumerate() {
             if let Some(listener) = shared.listener(ListenerId(i)) {
@@ -611,7 +729,7 @@ impl Transports {
             .shared
             .alive_token()
             .ok_or(TransportError::ShuttingDown)?;
-        let Bound { listener, tcp } = Bound::new(spec)?;
+        let Bound { listener, tcp } = Bound::new(spec, self.shared.shield.as_deref())?;
         let listener = Arc::new(listener);
         let id = {
             let mut table = self.shared.listeners_mut();
@@ -663,7 +781,13 @@ impl Transports {
             udp: current.udp.clone(),
             control: Arc::clone(&current.control),
             closed: Arc::clone(&current.closed),
+            realm: Arc::clone(&current.realm),
         };
+        if let Some(shield) = &self.shared.shield {
+            current
+                .realm
+                .store(shield.realm(&spec.realm).0, Ordering::Relaxed);
+        }
         if let Some(slot) = self.shared.listeners_mut().get_mut(id.0) {
             *slot = Some(Arc::new(updated));
         }
@@ -775,5 +899,7 @@ impl Drop for Transports {
     }
 }
 
+#[cfg(test)]
+mod screen_tests;
 #[cfg(test)]
 mod tests;

@@ -224,6 +224,10 @@ pub(super) async fn accept(
                 }
             }
         };
+        if !super::screen_accept(&shared, id, remote) {
+            drop(stream);
+            continue;
+        }
         let (queue, rx) = mpsc::channel(shared.config.connection_queue.max(1));
         let conn = {
             let mut table = shared.table();
@@ -369,6 +373,8 @@ enum End {
     CoreGone,
     Io(io::Error),
     Framing(crate::sip::FramingError),
+    /// The shield banned the source.
+    Banned,
 }
 
 /// What woke the connection task.
@@ -450,6 +456,13 @@ async fn run(
                         Ok(None) => break,
                         Err(e) => break 'conn End::Framing(e),
                     };
+                    if !matches!(frame, Frame::Ping | Frame::Pong) {
+                        match super::screen_message(&shared, listener, remote) {
+                            super::Screen::Pass => {}
+                            super::Screen::Drop => continue,
+                            super::Screen::Close => break 'conn End::Banned,
+                        }
+                    }
                     let received = match frame {
                         Frame::Ping => {
                             ListenerStats::bump(&stats.keepalives);
@@ -493,6 +506,8 @@ async fn run(
         End::Idle => {
             tracing::debug!(listener = listener.0, %remote, "TCP connection idle, closing")
         }
+        // The ban was logged once, by the screen.
+        End::Banned => {}
         End::Shutdown | End::PeerClosed | End::CoreGone => {}
     }
     if shared.table().remove(id) {

@@ -71,8 +71,10 @@ pub(super) fn send(socket: &std::net::UdpSocket, out: &Outbound) -> Result<(), T
     }
 }
 
-/// Reads datagrams until shutdown or the listener's removal; each becomes an [`Event::Inbound`] or, if
-/// the core's channel is full, a counted drop.
+/// Reads datagrams until shutdown or the listener's removal; each is
+/// screened by the shield (if any), then becomes an [`Event::Inbound`] or,
+/// if the core's channel is full (or half full, for an untrusted request),
+/// a counted drop.
 pub(super) async fn receive(
     shared: Arc<Shared>,
     id: ListenerId,
@@ -101,6 +103,16 @@ pub(super) async fn receive(
             },
         };
         let datagram = &buf[..n];
+        // Before anything is parsed: a banned or flooding source costs a
+        // table probe, an overloaded core sheds untrusted requests.
+        if !shared.screen(&listener, remote.ip()).passes() {
+            continue;
+        }
+        if shared.shed(&listener, remote.ip(), datagram) {
+            ListenerStats::bump(&stats.messages_in);
+            ListenerStats::bump(&stats.shed_overload);
+            continue;
+        }
         let parsed = Message::parse_owned(datagram.to_vec(), &shared.config.limits);
         if matches!(&parsed, Err(e) if e.kind == ParseErrorKind::Empty) {
             // A CRLF keepalive some UAs send over UDP: nothing to answer.
