@@ -45,6 +45,7 @@ use crate::b2bua::{
 };
 use crate::cdr::{CallRecord, CdrWriter, Hangup, MediaCounts, Parties, SbcHangup};
 use crate::config::{Config, ConfigError, PeerAddress};
+use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
 use crate::media::command::{LegCounters, MediaCommand, MediaEvent, StreamId};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
@@ -196,7 +197,25 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
         listener_specs(&config).into_iter().unzip();
-    let (transports, mut inbound) = Transports::start(&specs, TransportConfig::default())?;
+    // Trunk host names resolve once, for the shield's trust and the core.
+    let resolve = resolver(&config);
+    let shield = Arc::new(Shield::from_config(
+        now(),
+        random_seed(),
+        &config,
+        &Trust::new(&config, &resolve),
+    ));
+    info!(
+        tracked_sources = config.limits.tracked_sources,
+        banned_sources = config.limits.banned_sources,
+        bytes = shield.memory_bytes(),
+        "source shield ready"
+    );
+    let (transports, mut inbound) = Transports::start_shielded(
+        &specs,
+        TransportConfig::default(),
+        Some(Arc::clone(&shield)),
+    )?;
 
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
 
@@ -241,11 +260,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut core = Core::new(
         &config,
         listeners.clone(),
-        resolver(&config),
+        resolve,
         Box::new(RandomIds::from_os()),
     );
     let mut shell = Shell {
         transports: &transports,
+        shield: &shield,
+        shield_seen: Vec::new(),
+        transport_seen: HashMap::new(),
         relay: &relay,
         metrics: &metrics,
         relayed: Vec::new(),
@@ -305,6 +327,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             _ = tick.tick() => {
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
+                shell.edge();
                 close_retired_listeners(&mut core, &transports);
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
                     break;
@@ -315,6 +338,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             _ = hangup.recv() => {
                 let running = Running {
                     transports: &transports,
+                    shield: &shield,
                     relay: &relay,
                     config: &running_config,
                     metrics: &metrics,
@@ -429,6 +453,7 @@ fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {
 /// What a reload changes besides the core.
 struct Running<'a> {
     transports: &'a Transports,
+    shield: &'a Shield,
     relay: &'a UserspaceRelay,
     /// The configuration in force (the last one loaded).
     config: &'a Config,
@@ -534,7 +559,11 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             Some((*id, infos[index].clone()))
         })
         .collect();
-    core.reload(now(), &config, resolver(&config));
+    let resolve = resolver(&config);
+    running
+        .shield
+        .configure(&config, &Trust::new(&config, &resolve));
+    core.reload(now(), &config, resolve);
     core.set_listeners(&active);
     running
         .metrics
@@ -610,9 +639,27 @@ fn wall_clock() -> SystemTime {
     SystemTime::now()
 }
 
+/// A secret key for the shield's hash, so a sender can't aim its
+/// addresses at one bucket: std's per-process random hasher keys (from the
+/// OS), read twice.
+fn random_seed() -> Seed {
+    use std::hash::BuildHasher;
+    let key = |n: u64| std::collections::hash_map::RandomState::new().hash_one(n);
+    Seed([key(1), key(2)])
+}
+
 /// Where the core's outputs go.
 struct Shell<'a> {
     transports: &'a Transports,
+    /// Enforces the bans the core asks for; its counts are exported each
+    /// second.
+    shield: &'a Shield,
+    /// The shield's counts already exported, by its realm number (the
+    /// counters take deltas).
+    shield_seen: Vec<RealmCounts>,
+    /// Transport drops already exported, per listener: (queue full, shed
+    /// for overload, connections refused at the limit).
+    transport_seen: HashMap<ListenerId, (u64, u64, u64)>,
     relay: &'a UserspaceRelay,
     metrics: &'a Metrics,
     /// Relay totals already exported per realm tag (the counters take
@@ -666,9 +713,70 @@ impl Shell<'_> {
         }
     }
 
-    /// The core asks for a ban (a scanner, a source refused too often).
-    fn ban(&mut self, realm: &str, source: std::net::IpAddr, reason: &str) {
-        warn!(%source, realm, reason, "source banned");
+    /// The core asks for a ban (a scanner, a source refused too often):
+    /// the shield drops the source's messages before parsing from now on.
+    /// Logged once, when the ban begins.
+    fn ban(&mut self, realm: &str, source: std::net::IpAddr, reason: guard::BanReason) {
+        let id = self.shield.realm(realm);
+        if self.shield.ban(now(), id, source) {
+            guard::log_ban(realm, source, reason, self.shield.ban_secs(id));
+        }
+    }
+
+    /// Once a second: forgets ended bans and drained sources, and exports
+    /// what the shield and the transports dropped since the last time.
+    fn edge(&mut self) {
+        self.shield.sweep(now());
+        let counts = self.shield.counts();
+        self.metrics.set_banned_sources(counts.banned_now);
+        if self.shield_seen.len() < counts.realms.len() {
+            self.shield_seen
+                .resize(counts.realms.len(), RealmCounts::default());
+        }
+        for ((realm, now), seen) in counts.realms.iter().zip(&mut self.shield_seen) {
+            let limited = now.rate_limited.saturating_sub(seen.rate_limited);
+            let banned = now.banned.saturating_sub(seen.banned);
+            if limited > 0 {
+                self.metrics
+                    .rejected_by(realm, metrics::RejectReason::RateLimited, limited);
+            }
+            if banned > 0 {
+                self.metrics
+                    .rejected_by(realm, metrics::RejectReason::Banned, banned);
+            }
+            *seen = *now;
+        }
+        for (id, spec) in self.transports.listeners() {
+            let Some(stats) = self.transports.stats(id) else {
+                continue;
+            };
+            let seen = self.transport_seen.entry(id).or_default();
+            let now = (
+                stats.dropped_overload,
+                stats.shed_overload,
+                stats.connections_rejected,
+            );
+            for (reason, delta) in [
+                (
+                    metrics::TransportDropReason::QueueFull,
+                    now.0.saturating_sub(seen.0),
+                ),
+                (
+                    metrics::TransportDropReason::Overload,
+                    now.1.saturating_sub(seen.1),
+                ),
+                (
+                    metrics::TransportDropReason::ConnectionLimit,
+                    now.2.saturating_sub(seen.2),
+                ),
+            ] {
+                if delta > 0 {
+                    self.metrics
+                        .transport_dropped_by(&spec.realm, reason, delta);
+                }
+            }
+            *seen = now;
+        }
     }
 
     fn report(&mut self, event: CoreEvent) {
@@ -720,7 +828,7 @@ impl Shell<'_> {
                 realm,
                 source,
                 reason,
-            } => self.ban(&realm, source, reason.as_str()),
+            } => self.ban(&realm, source, reason),
             CoreEvent::CallSetup { setup, .. } => self.metrics.call_setup(setup),
             CoreEvent::CallAttempt {
                 call,

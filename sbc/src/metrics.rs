@@ -389,6 +389,9 @@ pub enum TransportDropReason {
     ConnectionLimit,
     /// A datagram or framed message exceeded the size limit.
     TooLarge,
+    /// An untrusted request shed unparsed because the queue into the core
+    /// was more than half full.
+    Overload,
 }
 
 impl TransportDropReason {
@@ -398,6 +401,7 @@ impl TransportDropReason {
             TransportDropReason::QueueFull => "queue_full",
             TransportDropReason::ConnectionLimit => "connection_limit",
             TransportDropReason::TooLarge => "too_large",
+            TransportDropReason::Overload => "overload",
         }
     }
 }
@@ -454,6 +458,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
     transport_dropped: IntCounterVec,
+    banned_sources: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -679,8 +684,16 @@ impl Metrics {
         let transport_dropped = counter_vec(
             &r,
             "sbc_transport_dropped_total",
-            "SIP datagrams, messages or connections dropped by the transport under overload, per realm and reason (queue_full, connection_limit, too_large).",
+            "SIP datagrams, messages or connections dropped by the transport under overload, per realm and reason (queue_full, connection_limit, too_large, overload = an untrusted request shed unparsed while the queue into the core was more than half full).",
             &["realm", "reason"],
+        );
+        let banned_sources = register(
+            &r,
+            IntGauge::new(
+                "sbc_banned_sources",
+                "Sources banned now, every realm (bans end after ban_secs; the table holds [limits] banned_sources).",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
         );
         // The clock is read here because `Metrics` lives only in the IO shell
         // (see the module docs); the scrape passes its own `now`.
@@ -715,6 +728,7 @@ impl Metrics {
             config_reloads,
             config_last_reload_success,
             transport_dropped,
+            banned_sources,
         }
     }
 
@@ -900,9 +914,28 @@ impl Metrics {
     /// Counts signaling dropped under overload:
     /// `sbc_transport_dropped_total`.
     pub fn transport_dropped(&self, realm: &str, reason: TransportDropReason) {
+        self.transport_dropped_by(realm, reason, 1);
+    }
+
+    /// Adds `n` drops to `sbc_transport_dropped_total` (the transport keeps
+    /// cumulative counters: pass the delta since the last export).
+    pub fn transport_dropped_by(&self, realm: &str, reason: TransportDropReason, n: u64) {
         self.transport_dropped
             .with_label_values(&[realm, reason.as_str()])
-            .inc();
+            .inc_by(n);
+    }
+
+    /// Adds `n` refusals to `sbc_rejected_total` (the shield keeps
+    /// cumulative counters: pass the delta since the last export).
+    pub fn rejected_by(&self, realm: &str, reason: RejectReason, n: u64) {
+        self.rejected
+            .with_label_values(&[realm, reason.as_str()])
+            .inc_by(n);
+    }
+
+    /// Sets `sbc_banned_sources` from the shield's count.
+    pub fn set_banned_sources(&self, n: u64) {
+        self.banned_sources.set(gauge_value(n));
     }
 }
 

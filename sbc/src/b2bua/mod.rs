@@ -80,12 +80,13 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+pub use crate::guard::BanReason;
 use anchor::{AnchorFail, Anchored};
 use call::*;
 pub use event::{CallError, CallSummary, CoreEvent, EndedBy, RejectReason, SbcReason};
 pub use ids::{IdSource, RandomIds, SequentialIds};
 use listeners::{CoreListener, ListenerState};
-pub use protect::{BanReason, UntrustedLoad, is_scanner};
+pub use protect::UntrustedLoad;
 pub use routing::Plan;
 
 use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};

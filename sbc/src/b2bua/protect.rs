@@ -28,30 +28,12 @@ use ipnet::IpNet;
 
 use super::{Call, Core, CoreEvent, Meta, RejectReason, Side, leg_ref};
 use crate::config::{Config, ForeignInDialog, Protection};
+use crate::guard::{BanReason, is_scanner};
 use crate::sip::transaction::ServerId;
 use crate::sip::{HeaderName, Message};
 
 /// How long refusals of a source are added up before they are forgotten.
 const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
-
-/// Why the core asks for a source to be banned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BanReason {
-    /// Its User-Agent matched `scanner_user_agents`.
-    Scanner,
-    /// It was refused `ban_after_refusals` times within a minute.
-    Refusals,
-}
-
-impl BanReason {
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            BanReason::Scanner => "scanner",
-            BanReason::Refusals => "refusals",
-        }
-    }
-}
 
 /// What untrusted sources hold in the core ([`Core::untrusted_load`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,18 +142,6 @@ impl Protect {
             self.books.remove(&ip);
         }
     }
-}
-
-/// Whether a request's User-Agent names a known scanner (case-insensitive
-/// substring of any pattern).
-pub fn is_scanner(user_agent: &[u8], patterns: &[String]) -> bool {
-    patterns.iter().any(|p| {
-        let p = p.as_bytes();
-        !p.is_empty()
-            && user_agent
-                .windows(p.len())
-                .any(|w| w.eq_ignore_ascii_case(p))
-    })
 }
 
 /// Whether a refusal the core gives counts towards a ban: the source's own

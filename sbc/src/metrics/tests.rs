@@ -193,6 +193,7 @@ fn label_values_are_distinct_per_enum() {
         TransportDropReason::QueueFull.as_str(),
         TransportDropReason::ConnectionLimit.as_str(),
         TransportDropReason::TooLarge.as_str(),
+        TransportDropReason::Overload.as_str(),
     ]);
     distinct(&[
         ReloadResult::Success.as_str(),
