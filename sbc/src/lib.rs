@@ -47,5 +47,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod sdp;
+#[cfg(test)]
+mod sim;
 pub mod sip;
 pub mod transport;

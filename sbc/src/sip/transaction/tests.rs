@@ -2,11 +2,11 @@
 //! server-side [`Transactions`] joined by a virtual network with loss,
 //! duplication and reordering, on a virtual clock. Nothing sleeps.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::sim::{Chaos, Lcg, Packet, Wire};
 use crate::sip::HeaderName;
 
 const CLIENT: &str = "192.0.2.1:5060";
@@ -83,14 +83,6 @@ enum Dir {
     ToClient,
 }
 
-struct Packet {
-    at: Instant,
-    seq: u64,
-    dir: Dir,
-    bytes: Vec<u8>,
-    reliable: bool,
-}
-
 /// A wire between two transaction layers. Faults name packets by their
 /// index among those sent in one direction (0 = first).
 struct Net {
@@ -98,24 +90,14 @@ struct Net {
     now: Instant,
     client: Transactions,
     server: Transactions,
-    in_flight: Vec<Packet>,
-    seq: u64,
-    sent: HashMap<Dir, usize>,
-    drop: HashSet<(Dir, usize)>,
-    drop_from: HashMap<Dir, usize>,
-    duplicate: HashSet<(Dir, usize)>,
-    delay: HashMap<(Dir, usize), Duration>,
-    /// Every packet put on the wire (dropped ones too): when, which way,
-    /// start line, bytes.
-    wire: Vec<(Duration, Dir, String, Vec<u8>)>,
+    /// Loss, duplication and delay, shared with the B2BUA's simulations.
+    wire: Wire<Dir>,
     client_events: Vec<(Duration, Event)>,
     server_events: Vec<(Duration, Event)>,
     inbound: Vec<(Duration, Inbound)>,
     strays: Vec<Message>,
     /// The server TU answers every new request at once with this status.
     auto_answer: Option<u16>,
-    /// Random faults: (state of an LCG, loss percent, max extra delay ms).
-    chaos: Option<(u64, u64, u64)>,
 }
 
 impl Net {
@@ -127,20 +109,12 @@ impl Net {
             now: t0,
             client: Transactions::new(timers),
             server: Transactions::new(timers),
-            in_flight: Vec::new(),
-            seq: 0,
-            sent: HashMap::new(),
-            drop: HashSet::new(),
-            drop_from: HashMap::new(),
-            duplicate: HashSet::new(),
-            delay: HashMap::new(),
-            wire: Vec::new(),
+            wire: Wire::new(LATENCY),
             client_events: Vec::new(),
             server_events: Vec::new(),
             inbound: Vec::new(),
             strays: Vec::new(),
             auto_answer: None,
-            chaos: None,
         }
     }
 
@@ -170,48 +144,7 @@ impl Net {
     }
 
     fn put(&mut self, dir: Dir, bytes: Vec<u8>, reliable: bool) {
-        let n = self.sent.entry(dir).or_default();
-        let index = *n;
-        *n += 1;
-        self.wire
-            .push((self.now - self.t0, dir, first_line(&bytes), bytes.clone()));
-        let dropped = self.drop.contains(&(dir, index))
-            || self.drop_from.get(&dir).is_some_and(|&from| index >= from);
-        let mut jitter = Duration::ZERO;
-        if let Some((state, loss, max_delay)) = self.chaos.as_mut() {
-            let mut next = || {
-                *state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                *state >> 33
-            };
-            if next() % 100 < *loss {
-                return;
-            }
-            jitter = ms(next() % (*max_delay + 1));
-        }
-        if dropped {
-            return;
-        }
-        let at = self.now
-            + LATENCY
-            + jitter
-            + self.delay.get(&(dir, index)).copied().unwrap_or_default();
-        let copies = if self.duplicate.contains(&(dir, index)) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            self.seq += 1;
-            self.in_flight.push(Packet {
-                at,
-                seq: self.seq,
-                dir,
-                bytes: bytes.clone(),
-                reliable,
-            });
-        }
+        self.wire.put(self.now, dir, bytes, reliable);
     }
 
     /// Drains both layers completely, as the contract says.
@@ -237,7 +170,7 @@ impl Net {
         }
     }
 
-    fn deliver(&mut self, packet: Packet) {
+    fn deliver(&mut self, packet: Packet<Dir>) {
         let message = Message::parse(&packet.bytes)
             .unwrap_or_else(|e| panic!("layer sent unparsable bytes: {e:?}"));
         match packet.dir {
@@ -273,22 +206,16 @@ impl Net {
         let end = self.t0 + end;
         for _ in 0..1_000_000 {
             self.flush();
-            let packet = self.in_flight.iter().map(|p| (p.at, p.seq)).min();
+            let packet = self.wire.next_at();
             let timer = [self.client.poll_timeout(), self.server.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .min();
-            let next = [packet.map(|p| p.0), timer].into_iter().flatten().min();
+            let next = [packet, timer].into_iter().flatten().min();
             match next {
                 Some(at) if at <= end => {
                     self.now = self.now.max(at);
-                    if let Some((_, seq)) = packet.filter(|p| p.0 <= self.now) {
-                        let i = self
-                            .in_flight
-                            .iter()
-                            .position(|p| p.seq == seq)
-                            .unwrap_or_else(|| panic!("packet {seq} vanished"));
-                        let p = self.in_flight.remove(i);
+                    if let Some(p) = self.wire.pop_due(self.now) {
                         self.deliver(p);
                     } else {
                         self.client.handle_timeout(self.now);
@@ -308,9 +235,10 @@ impl Net {
     /// with `prefix`.
     fn times(&self, dir: Dir, prefix: &str) -> Vec<u64> {
         self.wire
+            .log
             .iter()
-            .filter(|(_, d, line, _)| *d == dir && line.starts_with(prefix))
-            .map(|(at, ..)| at.as_millis() as u64)
+            .filter(|(_, d, bytes)| *d == dir && first_line(bytes).starts_with(prefix))
+            .map(|(at, ..)| (*at - self.t0).as_millis() as u64)
             .collect()
     }
 
@@ -374,7 +302,7 @@ impl Net {
 #[test]
 fn timer_a_doubles_without_cap_until_timer_b() {
     let mut net = Net::new(Timers::default());
-    net.drop_from.insert(Dir::ToServer, 0);
+    net.wire.drop_from.insert(Dir::ToServer, 0);
     let id = net.send_request(invite("z9hG4bK74bf9"), false);
     net.run_until(Duration::from_secs(40));
     // A: T1, 2T1, 4T1, ... (8 s and 16 s intervals exceed T2: no cap).
@@ -420,7 +348,7 @@ fn provisional_stops_timer_a_and_timer_b() {
 #[test]
 fn non_2xx_final_is_acked_by_the_transaction_and_retransmissions_reack() {
     let mut net = Net::new(Timers::default());
-    net.duplicate.insert((Dir::ToClient, 0));
+    net.wire.duplicate.insert((Dir::ToClient, 0));
     let id = net.send_request(invite("z9hG4bKack"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -433,9 +361,10 @@ fn non_2xx_final_is_acked_by_the_transaction_and_retransmissions_reack() {
     );
     let acks: Vec<_> = net
         .wire
+        .log
         .iter()
-        .filter(|(_, d, l, _)| *d == Dir::ToServer && l.starts_with("ACK"))
-        .map(|(_, _, _, b)| b.clone())
+        .filter(|(_, d, b)| *d == Dir::ToServer && first_line(b).starts_with("ACK"))
+        .map(|(_, _, b)| b.clone())
         .collect();
     assert_eq!(acks.len(), 2, "one ACK per received 486");
     assert_eq!(acks[0], acks[1], "the retransmitted ACK is the same ACK");
@@ -468,7 +397,7 @@ fn non_2xx_final_is_acked_by_the_transaction_and_retransmissions_reack() {
 #[test]
 fn lost_final_response_is_recovered_by_timer_g() {
     let mut net = Net::new(Timers::default());
-    net.drop.insert((Dir::ToClient, 0));
+    net.wire.drop.insert((Dir::ToClient, 0));
     let id = net.send_request(invite("z9hG4bKlost"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -495,7 +424,7 @@ fn lost_final_response_is_recovered_by_timer_g() {
 fn lost_ack_is_recovered() {
     let mut net = Net::new(Timers::default());
     // ToServer: 0 = INVITE, 1 = first ACK (lost).
-    net.drop.insert((Dir::ToServer, 1));
+    net.wire.drop.insert((Dir::ToServer, 1));
     let _id = net.send_request(invite("z9hG4bKlostack"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -516,7 +445,7 @@ fn lost_ack_is_recovered() {
 #[test]
 fn timer_g_caps_at_t2_and_timer_h_reports_missing_ack() {
     let mut net = Net::new(Timers::default());
-    net.drop_from.insert(Dir::ToServer, 1);
+    net.wire.drop_from.insert(Dir::ToServer, 1);
     let _id = net.send_request(invite("z9hG4bKnoack"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -594,8 +523,8 @@ fn two_hundred_goes_through_accepted_on_both_sides() {
 #[test]
 fn invite_retransmission_in_accepted_is_absorbed() {
     let mut net = Net::new(Timers::default());
-    net.duplicate.insert((Dir::ToServer, 0));
-    net.delay.insert((Dir::ToServer, 0), ms(0));
+    net.wire.duplicate.insert((Dir::ToServer, 0));
+    net.wire.delay.insert((Dir::ToServer, 0), ms(0));
     let inv = invite("z9hG4bKacc");
     let _ = net.send_request(inv.clone(), false);
     net.run_until(ms(10));
@@ -631,9 +560,10 @@ fn server_sends_100_trying_at_200ms_when_tu_is_silent() {
     );
     let trying = net
         .wire
+        .log
         .iter()
-        .find(|(_, d, l, _)| *d == Dir::ToClient && l.starts_with("SIP/2.0 100"))
-        .map(|(_, _, _, b)| parse(std::str::from_utf8(b).unwrap_or_default()))
+        .find(|(_, d, b)| *d == Dir::ToClient && first_line(b).starts_with("SIP/2.0 100"))
+        .map(|(_, _, b)| parse(std::str::from_utf8(b).unwrap_or_default()))
         .unwrap_or_else(|| panic!("no 100 Trying"));
     assert_eq!(trying.cseq().map(|c| c.method), Some("INVITE"));
     assert_eq!(
@@ -663,7 +593,7 @@ fn invite_retransmission_gets_the_latest_provisional() {
     };
     let mut net = Net::new(timers);
     // The 100 sent early (for the retransmission at 500 ms) is lost.
-    net.drop.insert((Dir::ToClient, 0));
+    net.wire.drop.insert((Dir::ToClient, 0));
     let _ = net.send_request(invite("z9hG4bKre"), false);
     net.run_until(ms(700));
     assert_eq!(net.times(Dir::ToClient, "SIP/2.0 100"), vec![510]);
@@ -680,7 +610,7 @@ fn invite_retransmission_gets_the_latest_provisional() {
 #[test]
 fn timer_e_doubles_to_t2_until_timer_f() {
     let mut net = Net::new(Timers::default());
-    net.drop_from.insert(Dir::ToServer, 0);
+    net.wire.drop_from.insert(Dir::ToServer, 0);
     let id = net.send_request(request("OPTIONS", "z9hG4bKopt", 1, None), false);
     net.run_until(Duration::from_secs(40));
     assert_eq!(
@@ -722,7 +652,7 @@ fn timer_e_in_proceeding_fires_every_t2() {
 #[test]
 fn lost_non_invite_final_is_recovered_by_retransmission() {
     let mut net = Net::new(Timers::default());
-    net.drop.insert((Dir::ToClient, 0));
+    net.wire.drop.insert((Dir::ToClient, 0));
     let id = net.send_request(request("REGISTER", "z9hG4bKreg", 1, None), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -743,7 +673,7 @@ fn lost_non_invite_final_is_recovered_by_retransmission() {
 fn reordered_responses_final_first() {
     let mut net = Net::new(Timers::default());
     // ToClient: 0 = 180 (delayed past the 486), 1 = 486.
-    net.delay.insert((Dir::ToClient, 0), ms(50));
+    net.wire.delay.insert((Dir::ToClient, 0), ms(50));
     let id = net.send_request(invite("z9hG4bKreorder"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
@@ -763,7 +693,7 @@ fn reordered_responses_final_first() {
 #[test]
 fn reliable_transports_have_no_retransmissions_and_zero_linger() {
     let mut net = Net::new(Timers::default());
-    net.drop_from.insert(Dir::ToServer, 0);
+    net.wire.drop_from.insert(Dir::ToServer, 0);
     let silent = net.send_request(invite("z9hG4bKtcp1"), true);
     let silent_bye = net.send_request(request("BYE", "z9hG4bKtcp2", 2, Some("x")), true);
     net.run_until(Duration::from_secs(40));
@@ -1252,7 +1182,7 @@ fn every_single_loss_is_recovered() {
             for n in 0..6 {
                 let mut net = Net::new(Timers::default());
                 net.auto_answer = Some(code);
-                net.drop.insert((dir, n));
+                net.wire.drop.insert((dir, n));
                 let label = format!("{method} dropping {dir:?} #{n}");
                 let finals = check_flow(net, method, code, &label);
                 assert_eq!(finals, 1, "{label}: one loss cost the final response");
@@ -1274,9 +1204,14 @@ fn random_loss_duplication_and_reordering() {
         ] {
             let mut net = Net::new(Timers::default());
             net.auto_answer = Some(code);
-            net.chaos = Some((seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, 35, 700));
+            net.wire.chaos = Some(Chaos {
+                rng: Lcg::new(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1),
+                loss: 35,
+                max_delay_ms: 700,
+                duplicate: 0,
+            });
             for i in 0..8 {
-                net.duplicate.insert((Dir::ToClient, i));
+                net.wire.duplicate.insert((Dir::ToClient, i));
             }
             if code == 100 {
                 // A provisional only: no final ever comes, B does not run in
@@ -1361,7 +1296,7 @@ fn degenerate_timers_neither_panic_nor_spin() {
         let inv = net.send_request(invite("z9hG4bKdeg1"), false);
         let bye = net.send_request(request("BYE", "z9hG4bKdeg2", 2, Some("x")), false);
         net.run_until(Duration::from_secs(100));
-        let wire = net.wire.len();
+        let wire = net.wire.log.len();
         assert!(wire < 200_000, "{timers:?}: {wire} packets in 100 s");
         for id in [inv, bye] {
             // Either ended, or waits for a final that never comes.
