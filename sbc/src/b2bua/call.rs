@@ -165,9 +165,13 @@ pub(super) struct Call {
     pub(super) a_server: ServerId,
     /// A's INVITE has its final response.
     pub(super) a_final: bool,
-    /// B's INVITE client transaction and whether a provisional arrived.
+    /// B's INVITE client transaction and whether a provisional beyond 100
+    /// arrived (the far end has the call: no failover any more).
     pub(super) b_invite: Option<ClientId>,
     pub(super) b_provisional: bool,
+    /// B's INVITE got a provisional, 100 Trying included: a CANCEL may go
+    /// (§9.1).
+    pub(super) b_trying: bool,
     /// A cancelled: CANCEL B as soon as §9.1 allows.
     pub(super) cancel_b: bool,
     pub(super) plan: Plan,
@@ -180,11 +184,15 @@ pub(super) struct Call {
     pub(super) b_to: String,
     /// 3xx recursions so far.
     pub(super) redirects: u8,
-    /// Our 2xx to A and its retransmission schedule.
-    pub(super) a_2xx: Option<(Vec<u8>, Duration, Instant)>,
+    /// The 2xx we owe an ACK for (to A for its INVITE, or to either side
+    /// for a re-INVITE it sent) and its retransmission schedule.
+    pub(super) owed_2xx: Option<Owed2xx>,
     /// The ACK we last sent for a 2xx of B's (re-sent for a retransmitted
     /// 2xx); the one for the initial INVITE goes when its transaction ends.
     pub(super) b_ack: Option<Vec<u8>>,
+    /// The ACK we last relayed to A for a 2xx of A's (A answered a
+    /// re-INVITE of B's), re-sent for a retransmitted 2xx.
+    pub(super) a_ack: Option<Vec<u8>>,
     /// Per `m=` line: its stream and, once allocated, both legs' endpoints.
     pub(super) streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
     /// The realm of the B side the streams are allocated on.
@@ -239,6 +247,20 @@ impl Call {
         }
         request
     }
+}
+
+/// A 2xx the SBC sent as a UAS and retransmits until its ACK (§13.3.1.4):
+/// T1 doubling up to T2, for 64*T1, then the call ends (no ACK is a dead
+/// peer).
+#[derive(Debug)]
+pub(super) struct Owed2xx {
+    /// The INVITE's server transaction (Accepted, RFC 6026).
+    pub(super) server: ServerId,
+    /// The leg it went to, whose ACK settles it.
+    pub(super) to: Side,
+    pub(super) bytes: Vec<u8>,
+    pub(super) interval: Duration,
+    pub(super) give_up: Instant,
 }
 
 pub(super) fn leg_ref(call: &Call, side: Side) -> Option<&LegState> {

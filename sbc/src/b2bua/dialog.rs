@@ -40,7 +40,17 @@ impl Core {
         if side == Side::A && meta.remote.ip() == call.a.peer.ip() {
             call.a.peer = meta.remote; // follow a NAT rebinding
         }
-        let initial = side == Side::A && call.a_2xx.take().is_some();
+        // The ACK that settles the 2xx we owe this side, if any.
+        let settles = call.owed_2xx.as_ref().is_some_and(|o| o.to == side);
+        let initial = settles
+            && side == Side::A
+            && call
+                .owed_2xx
+                .as_ref()
+                .is_some_and(|o| o.server == call.a_server);
+        if settles {
+            call.owed_2xx = None;
+        }
         if initial && call.phase == Phase::Answered {
             call.phase = Phase::Confirmed;
         }
@@ -103,7 +113,7 @@ impl Core {
             };
             call.ended_by.get_or_insert(by);
             call.phase = Phase::Ending;
-            call.a_2xx = None;
+            call.owed_2xx = None;
             self.send_bye(now, &mut call, side.other(), true);
             self.release_media(&mut call);
         } else if method == Some(Method::Invite) && call.invite_in_progress(side) {
@@ -242,11 +252,37 @@ impl Core {
         if let Some(msg) = self.parse_built(Some(call.id), "relayed ACK", &bytes) {
             self.sip_event(realm, &msg);
         }
-        if to == Side::B {
-            call.b_ack = Some(bytes.clone());
+        match to {
+            Side::B => call.b_ack = Some(bytes.clone()),
+            Side::A => call.a_ack = Some(bytes.clone()),
         }
         self.send_direct(listener, transport, peer, connection, bytes);
         Relayed::Done
+    }
+
+    /// A retransmitted 2xx from `side` for a re-INVITE we relayed and
+    /// already answered: our ACK was lost, so it goes again (§13.2.2.4) if
+    /// the ACK we keep for that leg is for this 2xx's CSeq. Before that ACK
+    /// exists (the other side's has not come), the 2xx we owe the other
+    /// side is being retransmitted by its own timer.
+    pub(super) fn ack_again(&mut self, call: &Call, side: Side, response: &Message) {
+        let kept = match side {
+            Side::A => call.a_ack.as_ref(),
+            Side::B => call.b_ack.as_ref(),
+        };
+        let (Some(kept), Some(leg)) = (kept, leg_ref(call, side)) else {
+            return;
+        };
+        let seq = |m: &Message| m.cseq().map(|c| c.seq);
+        let Ok(ack) = Message::parse(kept) else {
+            return;
+        };
+        if seq(&ack).is_none() || seq(&ack) != seq(response) {
+            return;
+        }
+        let (listener, transport, peer, connection) =
+            (leg.listener, leg.transport, leg.peer, leg.connection);
+        self.send_direct(listener, transport, peer, connection, kept.clone());
     }
 
     /// Relays a response from `from` onto `server` (a transaction of the other leg).
@@ -304,7 +340,13 @@ impl Core {
             call.answered = Some(now);
             self.report_setup(now, call);
             let t1 = self.tx.timers().t1;
-            call.a_2xx = Some((bytes, t1, now + self.tx.timers().t1x64()));
+            call.owed_2xx = Some(Owed2xx {
+                server,
+                to: Side::A,
+                bytes,
+                interval: t1,
+                give_up: now + self.tx.timers().t1x64(),
+            });
             // Leg B is up: no failover or redirect writes from the INVITE
             // again, so a held call keeps only what A's dialog still needs.
             if let Some(head) = invite_head(&call.a_invite) {
@@ -314,7 +356,25 @@ impl Core {
             self.timers
                 .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
         } else if status >= 200 {
-            call.answered_relay(server);
+            let request = call.answered_relay(server);
+            // A re-INVITE's 2xx: we are the UAS of `to`'s re-INVITE and
+            // retransmit it until `to` ACKs (§13.3.1.4), as for the
+            // initial INVITE; the ACK then crosses to `from`.
+            if status < 300
+                && request.is_some_and(|r| r.method() == Some(Method::Invite))
+                && call.phase == Phase::Confirmed
+            {
+                let t1 = self.tx.timers().t1;
+                call.owed_2xx = Some(Owed2xx {
+                    server,
+                    to,
+                    bytes,
+                    interval: t1,
+                    give_up: now + self.tx.timers().t1x64(),
+                });
+                self.timers
+                    .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
+            }
         }
         self.respond_on(now, Some(call.id), server, msg);
         Relayed::Done

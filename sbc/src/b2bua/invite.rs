@@ -154,6 +154,7 @@ impl Core {
             a_final: false,
             b_invite: None,
             b_provisional: false,
+            b_trying: false,
             cancel_b: false,
             plan,
             next_target: 0,
@@ -162,8 +163,9 @@ impl Core {
             trunks_tried: Vec::new(),
             b_to: String::new(),
             redirects: 0,
-            a_2xx: None,
+            owed_2xx: None,
             b_ack: None,
+            a_ack: None,
             streams: Vec::new(),
             media_realm_b: None,
             pending: VecDeque::new(),
@@ -313,6 +315,7 @@ impl Core {
             self.dialogs.remove(&old.dialog_key());
         }
         call.b_provisional = false;
+        call.b_trying = false;
         call.pending.push_back(Pending::Invite);
         self.run_pending(now, call);
     }
@@ -385,9 +388,14 @@ impl Core {
         target: Option<ServerId>,
         request: &Message,
     ) {
-        let call = target.and_then(|t| self.servers.get(&t).copied());
-        let Some(call_no) = call else {
+        let Some(target) = target else {
             return self.refuse(now, meta, id, request, 481, None);
+        };
+        let Some(call_no) = self.servers.get(&target).copied() else {
+            // The INVITE's transaction is still there but its call is over
+            // (a final crossed the CANCEL): matched, and without effect
+            // (§9.2), so 200 and not a refusal.
+            return self.reply(now, id, request, 200, &[]);
         };
         // Matched by branch, but only the INVITE's sender may cancel it.
         if self
@@ -418,7 +426,7 @@ impl Core {
             call.b_invite = None;
             return;
         };
-        if !call.b_provisional {
+        if !call.b_trying {
             return; // sent when the first provisional arrives
         }
         if let Ok(cancel) = self.tx.cancel_request(client)
@@ -458,6 +466,7 @@ impl Core {
             b.remote_tag_known = true;
         }
         if status < 200 {
+            call.b_trying = true;
             if status > 100 {
                 call.b_provisional = true;
                 self.learn_remote_target(call, Side::B, &response);
@@ -473,7 +482,6 @@ impl Core {
                 });
                 self.run_pending(now, call);
             } else if call.cancel_b {
-                call.b_provisional = true;
                 self.cancel_b(now, call);
             }
             return;
@@ -599,17 +607,20 @@ impl Core {
                 call.a_status = status;
                 call.a_final = true;
                 call.ended_by = Some(EndedBy::Callee);
+                let once = self.final_once(call);
                 if let Some(msg) =
                     self.parse_built(Some(call.id), "failure relayed to the caller", &bytes)
                 {
                     self.sip_event(call.a.realm, &msg);
                     self.respond_on(now, Some(call.id), server, msg);
                 }
-                if let Some(ip) = call.guarded {
-                    self.finals_once(call);
-                    if protect::counts_as_refusal(status, None) {
-                        self.note_refusal(now, call.a.realm, ip);
-                    }
+                if once {
+                    self.answered_once.push(server);
+                }
+                if let Some(ip) = call.guarded
+                    && protect::counts_as_refusal(status, None)
+                {
+                    self.note_refusal(now, call.a.realm, ip);
                 }
             }
             None => self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoAnswer)),
@@ -653,12 +664,15 @@ impl Core {
         );
         call.a_status = status;
         call.a_final = true;
+        let once = self.final_once(call);
         if let Some(msg) = self.parse_built(Some(call.id), "answer to the caller's INVITE", &bytes)
         {
             self.sip_event(call.a.realm, &msg);
             self.respond_on(now, Some(call.id), call.a_server, msg);
         }
-        self.finals_once(call);
+        if once {
+            self.answered_once.push(call.a_server);
+        }
     }
 
     /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
@@ -674,13 +688,17 @@ impl Core {
         }
     }
 
-    /// An untrusted caller's INVITE got a failure: sent once, not
-    /// retransmitted until an ACK that a spoofed source never sends (the
-    /// reflection RFC 3261's timer G would otherwise make of it). A caller
-    /// that lost it retransmits its INVITE and is answered again.
-    pub(super) fn finals_once(&mut self, call: &Call) {
-        if call.guarded.is_some() && !call.a.transport.is_reliable() {
-            self.answered_once.push(call.a_server);
-        }
+    /// Whether the failure about to answer an untrusted caller's INVITE is
+    /// sent once, not retransmitted until an ACK that a spoofed source never
+    /// sends (the reflection RFC 3261's timer G would otherwise make of it):
+    /// only while the caller has had no provisional, so that it still
+    /// retransmits its INVITE and is answered again if it lost the final. A
+    /// caller sent a provisional waits for the final without retransmitting
+    /// (§17.1.1.2); it gets timer G like anyone, bounded by its source's
+    /// transaction cap. Asked before the final is sent.
+    pub(super) fn final_once(&self, call: &Call) -> bool {
+        call.guarded.is_some()
+            && !call.a.transport.is_reliable()
+            && !self.tx.provisional_sent(call.a_server)
     }
 }

@@ -760,6 +760,12 @@ impl Core {
                 };
                 match role {
                     ClientRole::Invite => self.on_b_invite_response(now, &mut call, response),
+                    ClientRole::Relay(server)
+                        if response.status().is_some_and(|s| (200..300).contains(&s))
+                            && !call.relayed.contains_key(&server) =>
+                    {
+                        self.ack_again(&call, side, &response);
+                    }
                     ClientRole::Relay(server) => {
                         if response.status().is_some_and(|s| s >= 200) {
                             self.learn_remote_target(&mut call, side, &response);

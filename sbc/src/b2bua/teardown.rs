@@ -27,7 +27,7 @@ impl Core {
             Phase::Setup => self.fail_call(now, call, 503, by),
             Phase::Answered | Phase::Confirmed => {
                 call.phase = Phase::Ending;
-                call.a_2xx = None;
+                call.owed_2xx = None;
                 // A caller that never ACKed our 2xx gets its BYE (§13.3.1.4),
                 // but the call does not wait another 64*T1 for an answer
                 // from a peer that has shown it does not answer.
@@ -105,23 +105,26 @@ impl Core {
 
     pub(super) fn call_timer(&mut self, now: Instant, call: &mut Call, kind: CallTimer) {
         match kind {
-            // 2xx retransmission to A until its ACK (§13.3.1.4); nothing
-            // once the ACK came.
+            // 2xx retransmission until its ACK (§13.3.1.4); nothing once
+            // the ACK came.
             CallTimer::Retransmit2xx => {
-                let Some((bytes, interval, give_up)) = call.a_2xx.take() else {
+                let Some(mut owed) = call.owed_2xx.take() else {
                     return;
                 };
-                if now >= give_up {
+                if now >= owed.give_up {
                     self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
                     return;
                 }
-                if let Some(msg) = self.parse_built(Some(call.id), "2xx retransmission", &bytes) {
-                    self.respond_on(now, Some(call.id), call.a_server, msg);
+                if let Some(msg) =
+                    self.parse_built(Some(call.id), "2xx retransmission", &owed.bytes)
+                {
+                    self.respond_on(now, Some(call.id), owed.server, msg);
                 }
-                let next = (interval * 2).min(self.tx.timers().t2);
-                call.a_2xx = Some((bytes, next, give_up));
+                owed.interval = (owed.interval * 2).min(self.tx.timers().t2);
+                let next = now + owed.interval;
+                call.owed_2xx = Some(owed);
                 self.timers
-                    .push(Reverse((now + next, call.id, CallTimer::Retransmit2xx)));
+                    .push(Reverse((next, call.id, CallTimer::Retransmit2xx)));
             }
             // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
             CallTimer::GiveUpOnCancel => {

@@ -779,6 +779,16 @@ impl Transactions {
         Ok(())
     }
 
+    /// Whether server INVITE transaction `id`, still without a final, has
+    /// sent a provisional (the TU's, or its own 100 Trying): its peer is then
+    /// in Proceeding and waits for the final without retransmitting the
+    /// INVITE (§17.1.1.2), so a lost final would never be asked for again.
+    pub fn provisional_sent(&self, id: ServerId) -> bool {
+        self.txs
+            .get(&TransactionId::Server(id))
+            .is_some_and(|tx| tx.state == State::Proceeding && !tx.last.is_empty())
+    }
+
     /// Builds the CANCEL for a client INVITE transaction (§9.1): its
     /// Request-URI, top Via (so the same branch), Route set, From, To,
     /// Call-ID and CSeq number, method CANCEL. The TU sends it with
