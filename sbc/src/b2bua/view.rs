@@ -110,3 +110,40 @@ impl Core {
         serde_json::to_vec(&views).unwrap_or_default()
     }
 }
+
+/// The size of each of the core's tables: what a finished simulation
+/// checks is all zero (nothing of any call, transaction or source left).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Census {
+    pub(crate) calls: usize,
+    pub(crate) dialogs: usize,
+    pub(crate) servers: usize,
+    pub(crate) clients: usize,
+    pub(crate) streams: usize,
+    pub(crate) pings: usize,
+    pub(crate) routes: usize,
+    pub(crate) timers: usize,
+    pub(crate) transactions: usize,
+    pub(crate) answered_once: usize,
+    pub(crate) untrusted: UntrustedLoad,
+}
+
+#[cfg(test)]
+impl Core {
+    pub(crate) fn census(&self) -> Census {
+        Census {
+            calls: self.calls.len(),
+            dialogs: self.dialogs.len(),
+            servers: self.servers.len(),
+            clients: self.clients.len(),
+            streams: self.streams.len(),
+            pings: self.pings.len(),
+            routes: self.routes_of.len(),
+            timers: self.timers.len(),
+            transactions: self.tx.len(),
+            answered_once: self.answered_once.len(),
+            untrusted: self.untrusted_load(),
+        }
+    }
+}
