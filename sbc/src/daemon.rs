@@ -224,6 +224,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut relay_config = RelayConfig::new(media_ranges(&config));
     relay_config.flow.inactivity_timeout =
         Duration::from_secs(u64::from(config.media.inactivity_timeout_secs));
+    relay_config.quarantine = Duration::from_secs(u64::from(config.media.port_quarantine_secs));
     relay_config.flow.learning_window =
         Duration::from_millis(u64::from(config.media.latching.learning_window_ms));
     let wake = Arc::clone(&media_wake);
@@ -589,7 +590,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
 }
 
 /// Settings a reload does not apply, and whether the new file changed them.
-fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 9] {
+fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 10] {
     [
         (
             "media.inactivity_timeout_secs",
@@ -598,6 +599,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 9]
         (
             "media.latching.learning_window_ms",
             old.media.latching.learning_window_ms != new.media.latching.learning_window_ms,
+        ),
+        (
+            "media.port_quarantine_secs",
+            old.media.port_quarantine_secs != new.media.port_quarantine_secs,
         ),
         (
             "media.port_min/port_max",

@@ -632,7 +632,7 @@ impl Metrics {
         let media_ports_free = gauge_vec(
             &r,
             "sbc_media_ports_free",
-            "Media ports (not RTP/RTCP pairs: a call leg takes two) neither in use nor in quarantine on each realm's media address; realms sharing an address show the same pool. At 0 new calls are refused.",
+            "Media ports (not RTP/RTCP pairs: a call leg takes two) not in use on each realm's media address (recently released ones included: they go out last); realms sharing an address show the same pool. At 0 new calls are refused.",
             &["realm"],
         );
         let media_timeouts = register(

@@ -461,6 +461,11 @@ pub struct Media {
     /// torn down.
     #[serde(default = "default_inactivity_timeout_secs")]
     pub inactivity_timeout_secs: u32,
+    /// How long a released port is handed out only if no other is free
+    /// (late packets of the old call then meet the new call's latching).
+    /// Never a refusal: allocation fails only when every port is in use.
+    #[serde(default = "default_port_quarantine_secs")]
+    pub port_quarantine_secs: u32,
     /// How the relay learns a peer's real source address.
     #[serde(default)]
     pub latching: Latching,
@@ -475,6 +480,7 @@ impl Default for Media {
             port_min: default_port_min(),
             port_max: default_port_max(),
             inactivity_timeout_secs: default_inactivity_timeout_secs(),
+            port_quarantine_secs: default_port_quarantine_secs(),
             latching: Latching::default(),
             xdp: Xdp::default(),
         }
@@ -947,6 +953,10 @@ fn default_port_min() -> u16 {
 fn default_port_max() -> u16 {
     59_999
 }
+fn default_port_quarantine_secs() -> u32 {
+    30
+}
+
 fn default_inactivity_timeout_secs() -> u32 {
     60
 }

@@ -321,6 +321,12 @@ fn media_port_range_rules() {
         "inactivity",
     );
     assert_eq!(p.message, "must be at least 1");
+    let p = problem(
+        &with("port_quarantine_secs = 86400"),
+        "media.port_quarantine_secs",
+        "port_quarantine",
+    );
+    assert_eq!(p.message, "must be at most 3600");
 }
 
 #[test]

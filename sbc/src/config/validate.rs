@@ -370,6 +370,17 @@ impl Validator<'_> {
                 Some("a call with silent media is torn down after this long; e.g. 60".into()),
             );
         }
+        if media.port_quarantine_secs > 3_600 {
+            self.report(
+                at.key("port_quarantine_secs"),
+                item,
+                "must be at most 3600",
+                Some(
+                    "released ports are preferred last for this long (never refused); 30 is typical"
+                        .into(),
+                ),
+            );
+        }
         let xdp = at.key("xdp");
         let mut seen = HashSet::new();
         for (i, name) in media.xdp.interfaces.iter().enumerate() {

@@ -342,10 +342,10 @@ pub enum MediaEvent {
 /// Errors of the media layer.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MediaError {
-    /// Every port of this media address is in use or in quarantine. The call
+    /// Every port of this media address is in use. The call
     /// should be refused with 503 and the event counted; widen the port range
     /// or add a media address if it recurs.
-    #[error("no free media port on {addr}: every port in range is in use or in quarantine")]
+    #[error("no free media port on {addr}: every port in range is in use")]
     PortsExhausted {
         /// The realm media address that ran out.
         addr: IpAddr,

@@ -1,7 +1,7 @@
 //! Media port allocation per realm media address.
 //!
 //! Owns: which ports of each configured range are free, in use, or in
-//! quarantine. A range is split into slots of an even RTP port and the odd
+//! quarantine (released recently). A range is split into slots of an even RTP port and the odd
 //! RTCP port above it (RFC 3550 §11); a muxed leg (RFC 5761) takes one port,
 //! so two muxed legs can share a slot.
 //!
@@ -10,16 +10,22 @@
 //! releasing the lease.
 //!
 //! Rules:
-//! * A released port stays in quarantine for a configured period (30-60 s is
-//!   typical) before it is handed out again, so late or retransmitted packets
-//!   of the old call cannot reach a new one.
+//! * Ports go out least recently released first: never-used and long-free
+//!   ports, then, only when none is left, quarantined ports, oldest release
+//!   first. The quarantine (`[media] port_quarantine_secs`, 30 s by default)
+//!   is a preference, never a refusal: a port reused early gets late packets
+//!   of its old call, which the new flow's latching drops (they come from the
+//!   old peer, not the one the new call signaled). So allocation fails only
+//!   when every port is in use, and the rate of short calls is bounded by
+//!   the range over the call length, not over the quarantine.
 //! * Allocation and release are O(1) amortised: free slots and free single
 //!   ports are FIFO queues (so the least recently used port goes first), the
 //!   quarantine is a FIFO queue ordered by expiry (one fixed period). Entries
 //!   are validated when popped; a per-entry "listed" flag keeps each queue no
 //!   longer than the range, so memory is bounded by the range size.
-//! * Exhaustion is an error ([`MediaError::PortsExhausted`]) naming the
-//!   address; the caller answers 503 and counts it.
+//! * Exhaustion (every port in use) is an error
+//!   ([`MediaError::PortsExhausted`]) naming the address; the caller answers
+//!   503 and counts it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -149,19 +155,19 @@ pub struct PortPool {
 pub struct PoolUsage {
     /// Ports handed out and not released.
     pub in_use: usize,
-    /// Released ports waiting out their quarantine.
+    /// Released ports still in their quarantine (handed out only when no
+    /// other port is free).
     pub quarantined: usize,
     /// Ports in the range.
     pub total: usize,
 }
 
 impl PoolUsage {
-    /// Ports neither in use nor in quarantine. The unit is a port: a leg
-    /// takes two (RTP and RTCP) or, muxed, one.
+    /// Ports not in use, quarantined ones included (they are handed out
+    /// when nothing else is free). The unit is a port: a leg takes two (RTP
+    /// and RTCP) or, muxed, one.
     pub fn free(&self) -> usize {
-        self.total
-            .saturating_sub(self.in_use)
-            .saturating_sub(self.quarantined)
+        self.total.saturating_sub(self.in_use)
     }
 }
 
@@ -192,9 +198,21 @@ impl PortPool {
         }
     }
 
-    /// Hand out ports for one leg, or `None` when exhausted.
+    /// Hand out ports for one leg, or `None` when every port is in use.
     pub fn allocate(&mut self, now: Instant, mode: RtcpMode) -> Option<Lease> {
         self.expire(now);
+        loop {
+            if let Some(lease) = self.allocate_free(mode) {
+                return Some(lease);
+            }
+            // Nothing free: end the oldest quarantine early and try again
+            // (a slot frees when both its ports have come out).
+            let (_, index) = self.quarantine.pop_front()?;
+            self.make_free(index);
+        }
+    }
+
+    fn allocate_free(&mut self, mode: RtcpMode) -> Option<Lease> {
         match mode {
             RtcpMode::Pair => {
                 let slot = self.pop_free_slot()?;
@@ -227,7 +245,8 @@ impl PortPool {
         }
     }
 
-    /// Return a lease; its ports are reusable after the quarantine period.
+    /// Return a lease; its ports are preferred last until the quarantine
+    /// period is over.
     pub fn release(&mut self, now: Instant, lease: Lease) {
         self.expire(now);
         let until = now + self.quarantine_for;
@@ -549,22 +568,30 @@ mod tests {
     }
 
     #[test]
-    fn released_ports_wait_out_the_quarantine() {
+    fn quarantined_ports_go_out_only_when_nothing_else_is_free() {
         let now = t0();
-        let mut p = pool(20000, 20001);
-        let lease = p.allocate(now, RtcpMode::Pair).expect("free");
-        p.release(now, lease);
+        let mut p = pool(20000, 20003);
+        let a = p.allocate(now, RtcpMode::Pair).expect("free");
+        p.release(now, a);
         assert_eq!(p.usage().quarantined, 2);
+        assert_eq!(p.usage().free(), 4, "quarantined ports can still be had");
+        let b = p.allocate(now, RtcpMode::Pair).expect("the unused slot");
+        assert_ne!(b, a, "the never-used slot goes first");
         assert_eq!(
-            p.allocate(now + Q - Duration::from_millis(1), RtcpMode::Pair),
-            None
+            p.allocate(now, RtcpMode::Pair),
+            Some(a),
+            "then the quarantined one, rather than a refusal"
         );
-        assert_eq!(
-            p.allocate(now + Q - Duration::from_millis(1), RtcpMode::Mux),
-            None
-        );
-        assert_eq!(p.allocate(now + Q, RtcpMode::Pair), Some(lease));
         assert_eq!(p.usage().quarantined, 0);
+        assert_eq!(p.allocate(now, RtcpMode::Mux), None, "every port in use");
+        // Released ports come back in release order, quarantine or not.
+        p.release(now, b);
+        p.release(now + Duration::from_secs(1), a);
+        assert_eq!(
+            p.allocate(now + Duration::from_secs(2), RtcpMode::Pair),
+            Some(b)
+        );
+        assert_eq!(p.allocate(now + Q, RtcpMode::Pair), Some(a));
     }
 
     #[test]
@@ -659,8 +686,11 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever the sequence: no port is held twice, a released port is
-        /// not handed out before its quarantine ends, allocation fails only
-        /// when no fitting port is free, and the queues stay within the range.
+        /// handed out before its quarantine ends only if, since its release,
+        /// an allocation found no fitting port out of quarantine (pressure
+        /// ends quarantines early, oldest first), allocation fails only when
+        /// no fitting port is out of use, and the queues stay within the
+        /// range.
         #[test]
         fn ports_are_never_shared_or_reused_early(ops in proptest::collection::vec(op(), 1..300)) {
             let start = t0();
@@ -668,34 +698,43 @@ mod tests {
             let mut p = pool(30000, 30011);
             let mut held: Vec<Lease> = Vec::new();
             let mut released_at: HashMap<u16, Instant> = HashMap::new();
+            // Quarantined ports an allocation under pressure may have freed.
+            let mut pressed: HashSet<u16> = HashSet::new();
             for op in ops {
                 match op {
                     Op::Allocate(mux) => {
                         let mode = if mux { RtcpMode::Mux } else { RtcpMode::Pair };
                         let in_use: HashSet<u16> =
                             held.iter().flat_map(|l| [Some(l.rtp()), l.rtcp()]).flatten().collect();
+                        let rested = |port: u16| {
+                            !in_use.contains(&port)
+                                && released_at.get(&port).is_none_or(|&at| now >= at + Q)
+                        };
+                        let unused = |port: u16| !in_use.contains(&port);
+                        let fits = |ok: &dyn Fn(u16) -> bool| match mode {
+                            RtcpMode::Pair => (30000..=30011).step_by(2).any(|e| ok(e) && ok(e + 1)),
+                            RtcpMode::Mux => (30000..=30011).any(ok),
+                        };
+                        let any_rested = fits(&rested);
+                        if !any_rested {
+                            pressed.extend(released_at.keys().copied().filter(|&port| !rested(port) && unused(port)));
+                        }
                         match p.allocate(now, mode) {
                             Some(lease) => {
                                 for port in [Some(lease.rtp()), lease.rtcp()].into_iter().flatten() {
                                     proptest::prop_assert!((30000..=30011).contains(&port));
                                     proptest::prop_assert!(!in_use.contains(&port), "{port} handed out twice");
                                     if let Some(&at) = released_at.get(&port) {
-                                        proptest::prop_assert!(now >= at + Q, "{port} reused in quarantine");
+                                        proptest::prop_assert!(
+                                            now >= at + Q || pressed.contains(&port),
+                                            "{port} reused in quarantine without pressure"
+                                        );
                                     }
                                 }
                                 held.push(lease);
                             }
                             None => {
-                                // Exhausted only if no fitting port is free and out of quarantine.
-                                let free = |port: u16| {
-                                    !in_use.contains(&port)
-                                        && released_at.get(&port).is_none_or(|&at| now >= at + Q)
-                                };
-                                let any_free = match mode {
-                                    RtcpMode::Pair => (30000..=30011).step_by(2).any(|e| free(e) && free(e + 1)),
-                                    RtcpMode::Mux => (30000..=30011).any(free),
-                                };
-                                proptest::prop_assert!(!any_free, "refused {mode:?} with ports free");
+                                proptest::prop_assert!(!fits(&unused), "refused {mode:?} with ports out of use");
                             }
                         }
                     }
@@ -704,6 +743,7 @@ mod tests {
                         p.release(now, lease);
                         for port in [Some(lease.rtp()), lease.rtcp()].into_iter().flatten() {
                             released_at.insert(port, now);
+                            pressed.remove(&port);
                         }
                     }
                     Op::Cancel(i) if !held.is_empty() => {
@@ -758,14 +798,16 @@ mod tests {
         assert_eq!(free(&alloc, b), Some(8), "pools are per address");
         alloc.release(now, a, pair);
         alloc.release(now + Duration::from_secs(1), a, mux);
-        assert_eq!(free(&alloc, a), Some(5), "quarantined ports are not free");
+        let quarantined = |alloc: &PortAllocator| alloc.usage(a).map(|u| u.quarantined);
+        assert_eq!(free(&alloc, a), Some(8), "quarantined ports can be had");
+        assert_eq!(quarantined(&alloc), Some(3));
         assert_eq!(alloc.next_expiry(), Some(now + Q));
-        // Nobody allocates from `a`: the allocator-wide expiry frees it.
+        // Nobody allocates from `a`: the allocator-wide expiry ends them.
         alloc.expire(now + Q);
-        assert_eq!(free(&alloc, a), Some(7));
+        assert_eq!(quarantined(&alloc), Some(1));
         assert_eq!(alloc.next_expiry(), Some(now + Q + Duration::from_secs(1)));
         alloc.expire(now + Q + Duration::from_secs(1));
-        assert_eq!((free(&alloc, a), alloc.next_expiry()), (Some(8), None));
+        assert_eq!((quarantined(&alloc), alloc.next_expiry()), (Some(0), None));
         let mut usages: Vec<_> = alloc.usages().map(|(ip, u)| (ip, u.free())).collect();
         usages.sort();
         assert_eq!(usages, vec![(a, 8), (b, 8)]);

@@ -95,8 +95,8 @@ pub struct RelayConfig {
     /// `SO_SNDBUF` for each media socket (`None`: the kernel default).
     pub send_buffer: Option<usize>,
     /// Set `SO_REUSEADDR`. Off by default: UDP has no TIME_WAIT, and on Linux
-    /// the option would let two sockets share a port, which the quarantine is
-    /// there to prevent. Turn it on only to take over ports from a previous
+    /// the option would let two sockets share a port, which the allocator
+    /// never does. Turn it on only to take over ports from a previous
     /// instance during a restart.
     pub reuse_address: bool,
     /// Called on the relay thread after events were queued, so an async
@@ -185,7 +185,8 @@ pub struct RelayStats {
     pub fast_bytes: AtomicU64,
     /// Per realm tag (the index), both paths.
     realms: Mutex<Vec<MediaTotals>>,
-    /// Ports neither in use nor in quarantine, per media address (a reload
+    /// Ports not in use (quarantined ones included: they go out last), per
+    /// media address (a reload
     /// may add addresses; one lock per publication, never per packet).
     ports_free: Mutex<Vec<(IpAddr, u64)>>,
 }
@@ -216,7 +217,7 @@ impl RelayStats {
             .clone()
     }
 
-    /// Ports of `ip`'s pool neither in use nor in quarantine (a leg takes
+    /// Ports of `ip`'s pool not in use, quarantined ones included (a leg takes
     /// two ports, RTP and RTCP, or one when muxed); `None` for an address
     /// the relay has no pool for.
     pub fn ports_free(&self, ip: IpAddr) -> Option<u64> {

@@ -499,7 +499,7 @@ fn no_timeout_before_both_legs_are_signaled() {
 }
 
 #[test]
-fn release_reports_counters_and_ports_return_after_quarantine() {
+fn release_reports_counters_and_a_full_pool_reuses_the_released_ports() {
     let now = t0();
     let mut t = table(1);
     let local = call(&mut t, now);
@@ -530,24 +530,9 @@ fn release_reports_counters_and_ports_return_after_quarantine() {
         spec(realm_a(), RtcpMode::Pair),
         spec(realm_b(), RtcpMode::Pair),
     ];
-    let soon = now + QUARANTINE / 2;
-    t.handle_command(
-        soon,
-        MediaCommand::Allocate {
-            stream: StreamId(8),
-            legs: again,
-        },
-    );
-    let error = MediaError::PortsExhausted { addr: realm_a() };
-    assert_eq!(
-        drain(&mut t),
-        vec![MediaEvent::AllocationFailed {
-            stream: StreamId(8),
-            error
-        }]
-    );
+    // One slot per address: its quarantine ends early rather than refuse.
     let work = t.handle_command(
-        now + QUARANTINE,
+        now + QUARANTINE / 2,
         MediaCommand::Allocate {
             stream: StreamId(8),
             legs: again,
@@ -556,6 +541,22 @@ fn release_reports_counters_and_ports_return_after_quarantine() {
     assert!(
         matches!(work, SocketWork::Bind { legs, .. } if legs == local),
         "{work:?}"
+    );
+    let work = t.handle_command(
+        now + QUARANTINE / 2,
+        MediaCommand::Allocate {
+            stream: StreamId(9),
+            legs: again,
+        },
+    );
+    assert_eq!(work, SocketWork::None, "every port in use");
+    let error = MediaError::PortsExhausted { addr: realm_a() };
+    assert_eq!(
+        drain(&mut t),
+        vec![MediaEvent::AllocationFailed {
+            stream: StreamId(9),
+            error
+        }]
     );
 }
 
