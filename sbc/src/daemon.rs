@@ -269,6 +269,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         shield: &shield,
         shield_seen: Vec::new(),
         transport_seen: HashMap::new(),
+        media_dropped: [0; 4],
         relay: &relay,
         metrics: &metrics,
         relayed: Vec::new(),
@@ -665,6 +666,9 @@ struct Shell<'a> {
     /// Transport drops already exported, per listener: (queue full, shed
     /// for overload, connections refused at the limit).
     transport_seen: HashMap<ListenerId, (u64, u64, u64)>,
+    /// The relay's drop totals already exported (unknown flow, source,
+    /// malformed, send).
+    media_dropped: [u64; 4],
     relay: &'a UserspaceRelay,
     metrics: &'a Metrics,
     /// Relay totals already exported per realm tag (the counters take
@@ -974,22 +978,12 @@ impl Shell<'_> {
         }
     }
 
-    /// Drop reasons are only known per stream, so they are counted when a
-    /// stream is released (which also completes a held call); timeouts when
-    /// they happen.
+    /// A released stream completes its call's record; timeouts are
+    /// counted when they happen (drops live, from the relay's totals: see
+    /// [`Shell::gauges`]).
     fn media_event(&mut self, event: &MediaEvent) {
         match event {
             MediaEvent::Released { stream, counters } => {
-                for leg in counters {
-                    self.metrics.media_dropped(
-                        metrics::MediaDropReason::SourceMismatch,
-                        leg.dropped_source,
-                    );
-                    self.metrics
-                        .media_dropped(metrics::MediaDropReason::Malformed, leg.dropped_malformed);
-                    self.metrics
-                        .media_dropped(metrics::MediaDropReason::SendFailed, leg.dropped_send);
-                }
                 self.account_release(*stream, counters);
             }
             MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),
@@ -1040,6 +1034,30 @@ impl Shell<'_> {
         }
         let stats = self.relay.stats();
         self.media_totals(core, &stats.realm_totals());
+        // Drops as they happen (an attack on a stream shows while it lasts,
+        // not when the stream is released); hold's RTP is not a drop here.
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let dropped = [
+            load(&stats.dropped_unknown_flow),
+            load(&stats.dropped_source),
+            load(&stats.dropped_malformed),
+            load(&stats.dropped_send),
+        ];
+        let reasons = [
+            metrics::MediaDropReason::UnknownFlow,
+            metrics::MediaDropReason::SourceMismatch,
+            metrics::MediaDropReason::Malformed,
+            metrics::MediaDropReason::SendFailed,
+        ];
+        for ((reason, now), seen) in reasons
+            .into_iter()
+            .zip(dropped)
+            .zip(&mut self.media_dropped)
+        {
+            self.metrics
+                .media_dropped(reason, now.saturating_sub(*seen));
+            *seen = now;
+        }
         self.metrics.set_media_streams_active(
             metrics::MediaPath::Userspace,
             stats.streams.load(Ordering::Relaxed),

@@ -234,6 +234,11 @@ fn third_party_injection_is_not_relayed_and_is_counted() {
         .expect("send");
     callee.send_to(&rtp(0xb, 3), local[1].rtp).expect("send");
     assert_eq!(recv(&caller).0, 3);
+    // Counted as they happen, before the stream is released.
+    barrier(&relay);
+    let live = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(live(&relay.stats().dropped_source), 5);
+    assert_eq!(live(&relay.stats().packets_dropped), 5);
     let [a, b] = release(&relay);
     assert_eq!((a.dropped_source, a.packets_in), (4, 2));
     assert_eq!((b.dropped_source, b.packets_in), (1, 1));

@@ -154,8 +154,25 @@ pub struct FastCounts {
 pub enum Forward {
     /// Send the packet unchanged along this route.
     To(Route),
-    /// Drop it (already counted).
-    Drop,
+    /// Drop it (already counted in its stream's counters), and why: the
+    /// relay tallies causes per turn so metrics see drops as they happen,
+    /// not when the stream is released.
+    Drop(DropCause),
+}
+
+/// Why a packet was dropped (the discriminants index per-cause tallies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// For a stream the table does not have (released, or never was).
+    UnknownFlow = 0,
+    /// Too short, or not RTP/RTCP version 2.
+    Malformed = 1,
+    /// Not from the leg's peer (or the leg has no remote yet).
+    Source = 2,
+    /// RTP the stream's directions forbid (hold).
+    Direction = 3,
+    /// The other leg has no address to send to.
+    Send = 4,
 }
 
 #[derive(Debug)]
@@ -357,12 +374,12 @@ impl FlowTable {
         packet: &[u8],
     ) -> Forward {
         let Some(s) = self.streams.get_mut(&stream) else {
-            return Forward::Drop;
+            return Forward::Drop(DropCause::UnknownFlow);
         };
         let len = packet.len() as u64;
         let Some(info) = classify(packet) else {
             s.legs[leg.index()].counters.dropped_malformed += 1;
-            return Forward::Drop;
+            return Forward::Drop(DropCause::Malformed);
         };
         let inbound = &mut s.legs[leg.index()];
         let latch = match socket {
@@ -386,7 +403,7 @@ impl FlowTable {
             }
             Verdict::NoRemote | Verdict::UnexpectedSource => {
                 inbound.counters.dropped_source += 1;
-                return Forward::Drop;
+                return Forward::Drop(DropCause::Source);
             }
         }
         inbound.counters.packets_in += 1;
@@ -396,7 +413,7 @@ impl FlowTable {
         let outbound = &s.legs[leg.other().index()];
         if info.kind == PacketKind::Rtp && !(sends && outbound.direction.receives()) {
             s.legs[leg.index()].counters.dropped_direction += 1;
-            return Forward::Drop;
+            return Forward::Drop(DropCause::Direction);
         }
         match route_out(outbound, leg.other(), info.kind) {
             Some(route) => {
@@ -407,7 +424,7 @@ impl FlowTable {
             }
             None => {
                 s.legs[leg.other().index()].counters.dropped_send += 1;
-                Forward::Drop
+                Forward::Drop(DropCause::Send)
             }
         }
     }

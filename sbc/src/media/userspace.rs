@@ -64,7 +64,7 @@ use thiserror::Error;
 use super::command::{
     Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, RealmTag, StreamId,
 };
-use super::flow::{FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
+use super::flow::{DropCause, FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
 use super::ports::{PortAllocator, PortRange};
 
 /// Packets read from one socket per turn before the others get theirs.
@@ -175,6 +175,17 @@ pub struct RelayStats {
     pub bytes_relayed: AtomicU64,
     /// Packets dropped, for any reason.
     pub packets_dropped: AtomicU64,
+    /// Of those: for a stream the relay does not have.
+    pub dropped_unknown_flow: AtomicU64,
+    /// Of those: too short, or not RTP/RTCP version 2.
+    pub dropped_malformed: AtomicU64,
+    /// Of those: not from the leg's peer (injection, RTPBleed probes, late
+    /// packets of an old call on a reused port).
+    pub dropped_source: AtomicU64,
+    /// Of those: RTP a held stream does not carry.
+    pub dropped_direction: AtomicU64,
+    /// Of those: no address to send to, or the send failed.
+    pub dropped_send: AtomicU64,
     /// Allocations refused because a port pool was exhausted.
     pub ports_exhausted: AtomicU64,
     /// Streams currently allocated.
@@ -463,6 +474,8 @@ struct Tally {
     relayed: u64,
     bytes: u64,
     dropped: u64,
+    /// By [`DropCause`], in its declaration order.
+    causes: [u64; 5],
     fast_packets: u64,
     fast_bytes: u64,
     /// Per realm tag (the index); kept between turns, zeroed when published.
@@ -492,6 +505,12 @@ impl Tally {
         realm.userspace_bytes += len;
     }
 
+    /// One packet dropped.
+    fn dropped(&mut self, cause: DropCause) {
+        self.dropped += 1;
+        self.causes[cause as usize] += 1;
+    }
+
     /// What the fast path reported for one leg.
     fn fast(&mut self, counts: &FastCounts) {
         self.fast_packets += counts.packets;
@@ -511,6 +530,12 @@ impl Tally {
         add(&stats.packets_relayed, &mut self.relayed);
         add(&stats.bytes_relayed, &mut self.bytes);
         add(&stats.packets_dropped, &mut self.dropped);
+        let [unknown, malformed, source, direction, send] = &mut self.causes;
+        add(&stats.dropped_unknown_flow, unknown);
+        add(&stats.dropped_malformed, malformed);
+        add(&stats.dropped_source, source);
+        add(&stats.dropped_direction, direction);
+        add(&stats.dropped_send, send);
         add(&stats.fast_packets, &mut self.fast_packets);
         add(&stats.fast_bytes, &mut self.fast_bytes);
         if std::mem::take(&mut self.any_realm) {
@@ -715,8 +740,8 @@ impl Relay {
                 .on_packet(now, stream, leg, component, source, packet)
             {
                 Forward::To(route) => route,
-                Forward::Drop => {
-                    self.tally.dropped += 1;
+                Forward::Drop(cause) => {
+                    self.tally.dropped(cause);
                     continue;
                 }
             };
@@ -733,7 +758,7 @@ impl Relay {
                 self.tally.relayed(realm, len);
             } else {
                 self.table.send_failed(stream, route.leg, len);
-                self.tally.dropped += 1;
+                self.tally.dropped(DropCause::Send);
             }
         }
         true

@@ -196,7 +196,7 @@ fn injection_is_dropped_and_counted_before_and_after_latching() {
     for ssrc in [SSRC_A, 1] {
         assert_eq!(
             t.on_packet(now, S, Leg::A, Component::Rtp, attacker, &rtp(ssrc)),
-            Forward::Drop
+            Forward::Drop(DropCause::Source)
         );
     }
     let real = addr("203.0.113.5:61000");
@@ -207,7 +207,7 @@ fn injection_is_dropped_and_counted_before_and_after_latching() {
     for ssrc in [SSRC_A, 1] {
         assert_eq!(
             t.on_packet(now, S, Leg::A, Component::Rtp, attacker, &rtp(ssrc)),
-            Forward::Drop
+            Forward::Drop(DropCause::Source)
         );
     }
     let b = addr("198.51.100.20:6000");
@@ -291,7 +291,7 @@ fn hold_stops_rtp_but_not_rtcp_and_resume_restores_it() {
     );
     assert_eq!(
         t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtp(SSRC_A)),
-        Forward::Drop
+        Forward::Drop(DropCause::Direction)
     );
     assert!(matches!(
         t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtcp(SSRC_A)),
@@ -342,7 +342,7 @@ fn music_on_hold_flows_one_way() {
     ));
     assert_eq!(
         t.on_packet(now, S, Leg::B, Component::Rtp, b, &rtp(SSRC_B)),
-        Forward::Drop
+        Forward::Drop(DropCause::Direction)
     );
 }
 
@@ -364,7 +364,7 @@ fn malformed_packets_and_missing_remotes_are_counted() {
     let a = addr("10.0.0.5:4000");
     assert_eq!(
         t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtp(SSRC_A)),
-        Forward::Drop,
+        Forward::Drop(DropCause::Source),
         "no remote yet"
     );
     let remote = Remote::rtp_pair(a, a.ip());
@@ -378,12 +378,12 @@ fn malformed_packets_and_missing_remotes_are_counted() {
     );
     assert_eq!(
         t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtp(SSRC_A)),
-        Forward::Drop,
+        Forward::Drop(DropCause::Send),
         "B has no remote"
     );
     assert_eq!(
         t.on_packet(now, S, Leg::A, Component::Rtp, a, b"\x00\x01junk"),
-        Forward::Drop
+        Forward::Drop(DropCause::Malformed)
     );
     let [ca, cb] = counters(&t);
     assert_eq!(
@@ -657,7 +657,7 @@ fn commands_for_unknown_or_duplicate_streams_fail_visibly() {
             addr("10.0.0.5:4000"),
             &rtp(1)
         ),
-        Forward::Drop
+        Forward::Drop(DropCause::UnknownFlow)
     );
 }
 
@@ -897,7 +897,7 @@ fn remotes_the_relay_must_not_send_to_are_dropped() {
         );
         assert_eq!(
             t.on_packet(now, S, Leg::A, Component::Rtp, a, &rtp(SSRC_A)),
-            Forward::Drop,
+            Forward::Drop(DropCause::Send),
             "sent to {bad}"
         );
         assert_eq!(counters(&t)[1].dropped_send, 1, "{bad}");
