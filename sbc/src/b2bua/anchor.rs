@@ -121,7 +121,9 @@ impl Core {
                     server,
                     request,
                 } => self.relay_request(now, call, *from, *server, request.clone()),
-                Pending::Ack { from, ack } => self.relay_ack(now, call, *from, ack.clone()),
+                Pending::Ack { from, ack, cseq } => {
+                    self.relay_ack(now, call, *from, ack.clone(), *cseq)
+                }
             };
             if outcome == Relayed::WaitForMedia {
                 call.pending.push_front(next);

@@ -19,6 +19,14 @@ impl Side {
         }
     }
 
+    /// 0 for A, 1 for B: an index into per-leg arrays.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
     pub(super) fn media(self) -> Leg {
         match self {
             Side::A => Leg::A,
@@ -62,6 +70,31 @@ impl LegState {
         policy: &HeaderPolicy,
         content: Content<'_>,
     ) -> Vec<u8> {
+        self.request_numbered(
+            method,
+            self.local_cseq,
+            branch,
+            max_forwards,
+            with_contact,
+            policy,
+            content,
+        )
+    }
+
+    /// [`LegState::request`] with CSeq number `cseq`: an ACK carries the
+    /// number of the INVITE it acknowledges (§13.2.2.4), whatever the leg
+    /// sent since.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn request_numbered(
+        &self,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        max_forwards: u8,
+        with_contact: bool,
+        policy: &HeaderPolicy,
+        content: Content<'_>,
+    ) -> Vec<u8> {
         build::request(
             &build::RequestHead {
                 method,
@@ -72,7 +105,7 @@ impl LegState {
                 from: self.text.get(Part::Local),
                 to: self.text.get(Part::Remote),
                 call_id: self.text.get(Part::CallId),
-                cseq: self.local_cseq,
+                cseq,
                 route_set: &self.route_set,
                 contact: with_contact.then_some(self.text.get(Part::Contact)),
             },
@@ -114,7 +147,9 @@ pub(super) enum Pending {
         request: Message,
     },
     /// An ACK (carrying a late-offer answer) from `from`.
-    Ack { from: Side, ack: Message },
+    /// `cseq`: the number of the INVITE the relayed ACK acknowledges on
+    /// the other leg.
+    Ack { from: Side, ack: Message, cseq: u32 },
 }
 
 /// What became of a message the call queued: relayed (or answered, or
@@ -187,6 +222,11 @@ pub(super) struct Call {
     /// The 2xx we owe an ACK for (to A for its INVITE, or to either side
     /// for a re-INVITE it sent) and its retransmission schedule.
     pub(super) owed_2xx: Option<Owed2xx>,
+    /// The call ended before A ACKed our 2xx: A's BYE waits for that ACK
+    /// (or for the 2xx to time out), as §15 requires of a callee.
+    pub(super) bye_a_after_ack: bool,
+    /// A BYE went on each leg (by [`Side::index`]): never a second.
+    pub(super) bye_sent: [bool; 2],
     /// The ACK we last sent for a 2xx of B's (re-sent for a retransmitted
     /// 2xx); the one for the initial INVITE goes when its transaction ends.
     pub(super) b_ack: Option<Vec<u8>>,
@@ -225,13 +265,23 @@ impl Call {
     /// Whether a re-INVITE from `side` is waiting for its final response
     /// (relayed, or queued behind media allocation). Relayed requests are
     /// told apart by their Call-ID: each leg has its own.
+    /// Whether A has not yet ACKed the 2xx to its initial INVITE.
+    pub(super) fn awaiting_a_ack(&self) -> bool {
+        self.owed_2xx
+            .as_ref()
+            .is_some_and(|o| o.to == Side::A && o.server == self.a_server)
+    }
+
     pub(super) fn invite_in_progress(&self, side: Side) -> bool {
         let a_call_id = self.a.text.get(Part::CallId).as_bytes();
         let relayed = self.relayed.values().any(|r| {
             r.method() == Some(Method::Invite)
                 && (r.call_id() == Some(a_call_id)) == (side == Side::A)
         });
+        // An INVITE whose 2xx awaits its ACK is still in progress (its
+        // sender's next INVITE gets 500, the other side's 491).
         relayed
+            || self.owed_2xx.as_ref().is_some_and(|o| o.to == side)
             || self.pending.iter().any(|p| {
                 matches!(p, Pending::Request { from, request, .. }
                     if *from == side && request.method() == Some(Method::Invite))
@@ -258,6 +308,9 @@ pub(super) struct Owed2xx {
     pub(super) server: ServerId,
     /// The leg it went to, whose ACK settles it.
     pub(super) to: Side,
+    /// The CSeq number of the other leg's 2xx it relays (0: ours, nothing
+    /// to acknowledge there): the relayed ACK carries it.
+    pub(super) ack_cseq: u32,
     pub(super) bytes: Vec<u8>,
     pub(super) interval: Duration,
     pub(super) give_up: Instant,

@@ -40,24 +40,26 @@ impl Core {
         if side == Side::A && meta.remote.ip() == call.a.peer.ip() {
             call.a.peer = meta.remote; // follow a NAT rebinding
         }
-        // The ACK that settles the 2xx we owe this side, if any.
-        let settles = call.owed_2xx.as_ref().is_some_and(|o| o.to == side);
-        let initial = settles
-            && side == Side::A
-            && call
-                .owed_2xx
-                .as_ref()
-                .is_some_and(|o| o.server == call.a_server);
-        if settles {
-            call.owed_2xx = None;
-        }
-        if initial && call.phase == Phase::Answered {
-            call.phase = Phase::Confirmed;
-        }
-        // The ACK for the initial 2xx, or for a relayed re-INVITE's 2xx.
-        if (initial || call.phase == Phase::Confirmed) && leg_ref(&call, side.other()).is_some() {
-            call.pending.push_back(Pending::Ack { from: side, ack });
-            self.run_pending(now, &mut call);
+        // The ACK that settles the 2xx we owe this side, if any; a
+        // retransmitted ACK (for our retransmitted 2xx) settles nothing and
+        // stays here: the other side's 2xx retransmissions get the ACK we
+        // relayed again (`ack_again`, `on_stray_response`).
+        let owed = call.owed_2xx.take_if(|o| o.to == side);
+        if let Some(owed) = owed {
+            if owed.server == call.a_server && call.phase == Phase::Answered {
+                call.phase = Phase::Confirmed;
+            }
+            if std::mem::take(&mut call.bye_a_after_ack) {
+                // The call ended while this ACK was awaited: now A's BYE.
+                self.send_bye(now, &mut call, Side::A, true);
+            } else if call.phase != Phase::Ending && leg_ref(&call, side.other()).is_some() {
+                call.pending.push_back(Pending::Ack {
+                    from: side,
+                    ack,
+                    cseq: owed.ack_cseq,
+                });
+                self.run_pending(now, &mut call);
+            }
         }
         self.put_back(now, call);
     }
@@ -103,6 +105,13 @@ impl Core {
                 481
             };
             self.reply(now, id, &request, status, &[]);
+        } else if method == Some(Method::Bye) && side == Side::B && call.phase == Phase::Setup {
+            // The callee ends a dialog the caller has no 2xx for (an early
+            // dialog, which §15 forbids a callee to end with BYE, or a 2xx
+            // of B's that never reached us): A's INVITE gets a final
+            // answer, since A can't be sent a BYE for it.
+            self.reply(now, id, &request, 200, &[]);
+            self.fail_call(now, &mut call, 480, EndedBy::Callee);
         } else if method == Some(Method::Bye) {
             // Answer at once; the other leg is told independently.
             self.reply(now, id, &request, 200, &[]);
@@ -112,8 +121,14 @@ impl Core {
                 EndedBy::Callee
             };
             call.ended_by.get_or_insert(by);
+            // A 2xx still owed keeps going until its ACK (§13.3.1.4).
+            if side == Side::A && call.phase == Phase::Answered && call.b_ack.is_none() {
+                // B's 2xx waited for A's ACK, which will not come now: B
+                // gets its ACK before its BYE.
+                self.ack_b_directly(&mut call, 1);
+            }
             call.phase = Phase::Ending;
-            call.owed_2xx = None;
+            self.abandon_pending(now, &mut call);
             self.send_bye(now, &mut call, side.other(), true);
             self.release_media(&mut call);
         } else if method == Some(Method::Invite) && call.invite_in_progress(side) {
@@ -219,6 +234,7 @@ impl Core {
         call: &mut Call,
         from: Side,
         ack: Message,
+        cseq: u32,
     ) -> Relayed {
         let body = match self.maybe_anchor(now, call, from, &ack) {
             Ok(body) => body,
@@ -230,8 +246,9 @@ impl Core {
             return Relayed::Done;
         };
         let branch = self.ids.branch();
-        let bytes = leg.request(
+        let bytes = leg.request_numbered(
             "ACK",
+            cseq,
             &branch,
             70,
             false,
@@ -332,6 +349,8 @@ impl Core {
         let Some(msg) = self.parse_built(Some(call.id), "relayed response", &bytes) else {
             return Relayed::Done;
         };
+        // A 2xx's ACK, when it comes, goes to `from` with this number.
+        let ack_cseq = response.cseq().map_or(1, |c| c.seq);
         self.sip_event(realm, &msg);
         if server == call.a_server && (200..300).contains(&status) {
             call.a_status = status;
@@ -343,6 +362,7 @@ impl Core {
             call.owed_2xx = Some(Owed2xx {
                 server,
                 to: Side::A,
+                ack_cseq,
                 bytes,
                 interval: t1,
                 give_up: now + self.tx.timers().t1x64(),
@@ -368,6 +388,7 @@ impl Core {
                 call.owed_2xx = Some(Owed2xx {
                     server,
                     to,
+                    ack_cseq,
                     bytes,
                     interval: t1,
                     give_up: now + self.tx.timers().t1x64(),
@@ -435,12 +456,14 @@ impl Core {
         }
     }
 
-    /// ACKs B's 2xx without anything from A (a 2xx that raced a CANCEL).
-    pub(super) fn ack_b_directly(&mut self, call: &mut Call) {
+    /// ACKs B's 2xx to the INVITE numbered `cseq` without anything from A
+    /// (a 2xx that raced a CANCEL, or a call A ended before ACKing).
+    pub(super) fn ack_b_directly(&mut self, call: &mut Call, cseq: u32) {
         let Some(b) = call.b.as_ref() else { return };
         let branch = self.ids.branch();
-        let bytes = b.request(
+        let bytes = b.request_numbered(
             "ACK",
+            cseq,
             &branch,
             70,
             false,

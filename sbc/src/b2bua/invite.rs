@@ -164,6 +164,8 @@ impl Core {
             b_to: String::new(),
             redirects: 0,
             owed_2xx: None,
+            bye_a_after_ack: false,
+            bye_sent: [false; 2],
             b_ack: None,
             a_ack: None,
             streams: Vec::new(),
@@ -507,7 +509,8 @@ impl Core {
                 // confirm and end B's dialog.
                 self.learn_route_set(call, &response);
                 self.learn_remote_target(call, Side::B, &response);
-                self.ack_b_directly(call);
+                let cseq = response.cseq().map_or(1, |c| c.seq);
+                self.ack_b_directly(call, cseq);
                 call.phase = Phase::Ending;
                 self.send_bye(now, call, Side::B, true);
                 return;
@@ -615,7 +618,7 @@ impl Core {
                     self.respond_on(now, Some(call.id), server, msg);
                 }
                 if once {
-                    self.answered_once.push(server);
+                    self.answered_once.push((server, true));
                 }
                 if let Some(ip) = call.guarded
                     && protect::counts_as_refusal(status, None)
@@ -671,7 +674,7 @@ impl Core {
             self.respond_on(now, Some(call.id), call.a_server, msg);
         }
         if once {
-            self.answered_once.push(call.a_server);
+            self.answered_once.push((call.a_server, true));
         }
     }
 

@@ -172,9 +172,14 @@ pub struct Core {
     events: VecDeque<CoreEvent>,
     draining: bool,
     protect: protect::Protect,
-    /// Server transactions whose final answer goes out once: ended as soon
-    /// as that answer is on its way (see [`Core::pump`]).
-    answered_once: Vec<ServerId>,
+    /// Server transactions whose final answer goes out once: non-INVITE ones
+    /// end as soon as that answer is on its way, INVITE ones stop
+    /// retransmitting and answer only the INVITE's own retransmissions (see
+    /// [`Core::pump`] and [`transaction::Transactions::quiet`]): for 8*T1
+    /// after a refusal (answering again has no effect), and for 64*T1 (the
+    /// caller's whole timer B) after the final of a call, so a retransmitted
+    /// INVITE never becomes a second call. The flag: a call's final.
+    answered_once: Vec<(ServerId, bool)>,
 }
 
 impl Core {
@@ -606,7 +611,7 @@ impl Core {
                     // hold it open.
                     self.event_rejected(meta.realm, RejectReason::Draining);
                     self.reply(now, id, &request, 503, &[]);
-                    self.answered_once.push(id);
+                    self.answered_once.push((id, false));
                     return;
                 }
                 let in_dialog = request.to().is_some_and(|to| to.tag().is_some());
@@ -711,7 +716,7 @@ impl Core {
         extra: &[(HeaderName, &str)],
     ) {
         self.reply(now, id, request, status, extra);
-        self.answered_once.push(id);
+        self.answered_once.push((id, false));
     }
 
     /// Refuses a request on the SBC's own account: counted (when `reason`
@@ -875,10 +880,13 @@ impl Core {
                     });
                 }
             }
-            // Their answer is out: end them (the transaction's route goes
-            // with its Terminated event).
-            for id in std::mem::take(&mut self.answered_once) {
-                progressed |= self.tx.terminate(id).is_ok();
+            // Their answer is out: end them, or for an INVITE stop its
+            // retransmissions and keep it a moment for the caller's own
+            // (the transaction's route goes with its Terminated event).
+            let (short, long) = (self.tx.timers().t1 * 8, self.tx.timers().t1x64());
+            for (id, call) in std::mem::take(&mut self.answered_once) {
+                let linger = if call { long } else { short };
+                progressed |= self.tx.quiet(now, id, linger).is_ok();
             }
             while let Some(event) = self.tx.poll_event() {
                 progressed = true;

@@ -9,6 +9,12 @@ impl Core {
     /// Drops what waited for media allocation; requests among it are
     /// answered 487, so their transactions end.
     pub(super) fn abandon_pending(&mut self, now: Instant, call: &mut Call) {
+        // Requests relayed and not answered yet: the dialog is going, and
+        // each still gets its final (§15.1.2 recommends 487).
+        for (server, request) in std::mem::take(&mut call.relayed) {
+            self.reply(now, server, &request, 487, &[]);
+            self.servers.remove(&server);
+        }
         for pending in std::mem::take(&mut call.pending) {
             if let Pending::Request {
                 server, request, ..
@@ -26,12 +32,18 @@ impl Core {
         match call.phase {
             Phase::Setup => self.fail_call(now, call, 503, by),
             Phase::Answered | Phase::Confirmed => {
+                if call.phase == Phase::Answered && call.b_ack.is_none() {
+                    // B's 2xx waited for A's ACK: B gets its ACK first.
+                    self.ack_b_directly(call, 1);
+                }
+                // A 2xx still owed keeps being retransmitted until its ACK
+                // (§13.3.1.4 does not end with the dialog).
                 call.phase = Phase::Ending;
-                call.owed_2xx = None;
                 // A caller that never ACKed our 2xx gets its BYE (§13.3.1.4),
                 // but the call does not wait another 64*T1 for an answer
                 // from a peer that has shown it does not answer.
                 let awaited = by != EndedBy::Sbc(SbcReason::NoAck);
+                self.abandon_pending(now, call);
                 self.send_bye(now, call, Side::A, awaited);
                 self.send_bye(now, call, Side::B, true);
                 self.release_media(call);
@@ -41,7 +53,16 @@ impl Core {
     }
 
     /// Sends a BYE on `side`; the call waits for its answer when `awaited`.
+    /// A BYE to A while A has not ACKed our 2xx waits for that ACK (or for
+    /// the 2xx retransmissions to give up), §15; the 2xx keeps going.
     pub(super) fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side, awaited: bool) {
+        if side == Side::A && call.awaiting_a_ack() {
+            call.bye_a_after_ack = true;
+            return;
+        }
+        if call.bye_sent[side.index()] {
+            return; // one BYE per leg
+        }
         let Some(leg) = leg_mut(call, side) else {
             return;
         };
@@ -73,6 +94,7 @@ impl Core {
             return;
         };
         self.sip_event(realm, &msg);
+        call.bye_sent[side.index()] = true;
         if let Some(client) = self.start_client(now, msg, listener, transport, peer, connection) {
             let role = if awaited {
                 call.byes += 1;
@@ -98,7 +120,12 @@ impl Core {
     pub(super) fn finished(call: &Call) -> bool {
         match call.phase {
             Phase::Setup => call.a_final && call.b_invite.is_none(),
-            Phase::Ending => call.byes == 0 && call.b_invite.is_none(),
+            Phase::Ending => {
+                call.byes == 0
+                    && call.b_invite.is_none()
+                    && !call.bye_a_after_ack
+                    && call.owed_2xx.is_none()
+            }
             Phase::Answered | Phase::Confirmed => false,
         }
     }
@@ -112,7 +139,13 @@ impl Core {
                     return;
                 };
                 if now >= owed.give_up {
-                    self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
+                    if std::mem::take(&mut call.bye_a_after_ack) {
+                        // Ended meanwhile: the BYE that waited goes now,
+                        // unawaited (A has shown it does not answer).
+                        self.send_bye(now, call, Side::A, false);
+                    } else if call.phase != Phase::Ending {
+                        self.teardown(now, call, EndedBy::Sbc(SbcReason::NoAck));
+                    }
                     return;
                 }
                 if let Some(msg) =

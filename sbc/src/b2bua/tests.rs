@@ -1282,6 +1282,11 @@ fn reinvite_glare_gets_491_and_a_second_reinvite_500_with_retry_after() {
     answer_ok.set_body(offer.replace("sendrecv", "recvonly").as_bytes());
     lab.caller_sends(std::str::from_utf8(&answer_ok.to_bytes()).expect("utf8"));
     lab.take_one(PBX, "200");
+    // Until the PBX ACKs, its re-INVITE is still in progress.
     lab.caller_sends(&in_dialog("INVITE", &ok, false, 12, Some(offer)));
+    lab.take_one(CALLER, "491");
+    lab.trunk_sends(PBX, in_dialog("ACK", &b_invite, true, 3, None).as_bytes());
+    lab.take_one(CALLER, "ACK");
+    lab.caller_sends(&in_dialog("INVITE", &ok, false, 13, Some(offer)));
     lab.take_one(PBX, "INVITE");
 }

@@ -990,6 +990,38 @@ impl Transactions {
         Ok(())
     }
 
+    /// Ends a server transaction that has its final response without
+    /// retransmitting it (for a source that may be spoofed: timer G would
+    /// make a reflector of the SBC). A non-INVITE one is removed at once (a
+    /// retransmitted request is answered again, as a stateless server
+    /// would). An INVITE one stays `linger` to absorb retransmissions of
+    /// the INVITE, each answered with the final once (never more datagrams
+    /// out than in), then ends without a timeout event; its ACK ends it as
+    /// usual. Anything else is left alone.
+    pub fn quiet(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        linger: Duration,
+    ) -> Result<(), TransactionError> {
+        let any = TransactionId::Server(id);
+        let tx = self
+            .txs
+            .get_mut(&any)
+            .ok_or(TransactionError::Unknown(any))?;
+        match (tx.kind, tx.state) {
+            (Kind::NonInviteServer, State::Completed) => self.terminate(any),
+            (Kind::InviteServer, State::Completed) => {
+                tx.retransmit_at = None;
+                tx.timeout_at = None;
+                tx.linger_at = later(now, linger);
+                self.rearm(any);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The TU abandons a transaction (e.g. §9.1: no final response 64*T1
     /// after its CANCEL). It is removed at once; an [`Event::Terminated`]
     /// follows like for any other ending.
