@@ -434,7 +434,7 @@ impl Core {
             if answer {
                 self.reply(now, id, request, 403, &[]);
             }
-            self.answered_once.push(id);
+            self.answered_once.push((id, false));
         }
         self.note_refusal(now, meta.realm, meta.remote.ip());
     }
