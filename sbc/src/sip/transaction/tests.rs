@@ -468,6 +468,46 @@ fn timer_g_caps_at_t2_and_timer_h_reports_missing_ack() {
     );
 }
 
+#[test]
+fn a_quiet_final_answers_only_retransmissions_then_ends_without_a_timeout() {
+    // Our 500 and its answer to the first retransmission are lost: without
+    // timer G we send one final per INVITE that reaches us (0, 500, 1500
+    // ms), the third gets through, and the transaction ends by the ACK's
+    // timer I, never by a timeout.
+    let mut net = Net::new(Timers::default());
+    net.wire.drop.insert((Dir::ToClient, 0));
+    net.wire.drop.insert((Dir::ToClient, 1));
+    let _id = net.send_request(invite("z9hG4bKquiet"), false);
+    net.run_until(ms(20));
+    let (sid, req) = net.only_request();
+    net.respond(sid, response(&req, 500, "Server Internal Error"));
+    net.server
+        .quiet(net.now, sid, Duration::from_secs(4))
+        .expect("a server transaction");
+    net.run_until(Duration::from_secs(40));
+    let finals = net.times(Dir::ToClient, "SIP/2.0 500");
+    let invites = net.times(Dir::ToServer, "INVITE");
+    assert_eq!(invites.len(), 3, "the INVITE and 2 retransmissions");
+    assert_eq!(finals.len(), 3, "one final per INVITE received, no timer G");
+    assert!(
+        net.server_ends(sid)
+            .iter()
+            .all(|(_, how)| *how != "timeout"),
+        "{:?}",
+        net.server_ends(sid)
+    );
+    // A non-INVITE one ends at once.
+    let mut net = Net::new(Timers::default());
+    net.send_request(request("OPTIONS", "z9hG4bKquiet2", 1, None), false);
+    net.run_until(ms(20));
+    let (sid, req) = net.only_request();
+    net.respond(sid, response(&req, 200, "OK"));
+    net.server
+        .quiet(net.now, sid, Duration::from_secs(4))
+        .expect("known");
+    assert!(net.server.is_empty());
+}
+
 // ---------------------------------------------------------------- 2xx, RFC 6026
 
 #[test]
