@@ -110,6 +110,7 @@ pub struct Sipp {
     timeout: Duration,
     deadline: Option<Duration>,
     place: Place,
+    message_log: bool,
 }
 
 impl Sipp {
@@ -131,6 +132,7 @@ impl Sipp {
             timeout: DEFAULT_TIMEOUT,
             deadline: None,
             place: Place::Here,
+            message_log: true,
         }
     }
 
@@ -222,6 +224,13 @@ impl Sipp {
     /// Set a custom keyword (`-key name value`, `[name]` in scenarios).
     pub fn key(mut self, name: &str, value: &str) -> Sipp {
         self.keys.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// No `-trace_msg` message log (a load run would write hundreds of
+    /// megabytes, and SIPp spends its time writing them).
+    pub fn without_message_log(mut self) -> Sipp {
+        self.message_log = false;
         self
     }
 
@@ -353,9 +362,11 @@ impl Sipp {
         // Statistics every second, so a run killed at the deadline still
         // leaves counts behind.
         cmd.args(["-fd", "1"]);
-        cmd.arg("-trace_msg")
-            .arg("-message_file")
-            .arg(dir.join("messages.log"));
+        if self.message_log {
+            cmd.arg("-trace_msg")
+                .arg("-message_file")
+                .arg(dir.join("messages.log"));
+        }
         cmd.arg("-trace_err")
             .arg("-error_file")
             .arg(dir.join("errors.log"));
