@@ -20,7 +20,10 @@
 //!   installed) gets no answer and is counted as `scanner`;
 //! - a half-open INVITE flood (answered by the callee, never ACKed) from one
 //!   stranger holds at most its per-source caps while the carrier's calls
-//!   still succeed.
+//!   still succeed;
+//! - floods of REGISTER, of INVITEs the SBC refuses and of junk, at 15x the
+//!   carrier's rate, from one stranger (banned once) and then from 1,000:
+//!   >= 99% of the carrier's calls succeed and nothing is amplified.
 //!
 //! Every stranger sends a bounded number of datagrams at a bounded rate,
 //! only to the lab's listeners.
@@ -1021,4 +1024,135 @@ fn forged_cancel_during_setup_gets_403() {
     let mut lab = lab;
     lab.assert_daemon_healthy();
     lab.shutdown();
+}
+
+/// A REGISTER of a stranger, unique per `n` (the SBC has no registrar yet:
+/// it answers 405 itself, keeping no transaction).
+fn register(n: u64, from: SocketAddr, to: SocketAddr) -> String {
+    request(
+        "REGISTER",
+        &format!("sip:{}", to.ip()),
+        from,
+        &format!("z9hG4bK-reg-{n}"),
+        &format!("<sip:user{n}@{}>;tag=reg-{n}", to.ip()),
+        &format!("<sip:user{n}@{}>", to.ip()),
+        &format!("reg-{n}@{}", from.ip()),
+        "1 REGISTER",
+        &["Expires: 3600"],
+        "",
+    )
+}
+
+/// An INVITE the SBC refuses itself (Max-Forwards 0: 483), so the flood
+/// never reaches the PBX's SIPp.
+fn refused_invite(n: u64, from: SocketAddr, to: SocketAddr) -> String {
+    request(
+        "INVITE",
+        &format!("sip:service@{to}"),
+        from,
+        &format!("z9hG4bK-inv-{n}"),
+        &format!("<sip:flood@{from}>;tag=inv-{n}"),
+        &format!("<sip:service@{to}>"),
+        &format!("inv-{n}@{}", from.ip()),
+        "1 INVITE",
+        &[],
+        &sdp(from.ip(), 40_000, 1),
+    )
+    .replacen("Max-Forwards: 70", "Max-Forwards: 0", 1)
+}
+
+/// Junk: a datagram that is not SIP (a first line no parser accepts, then
+/// bytes), different each time.
+fn junk(n: u64, _from: SocketAddr, _to: SocketAddr) -> String {
+    format!(
+        "\u{1}\u{2}JUNK {n} {}\r\n\r\n",
+        "x".repeat(usize::try_from(n % 200).unwrap_or(0))
+    )
+}
+
+/// 1,000 stranger sockets: 127.k.slot.h for k in 1..=4, h in 1..=250.
+fn thousand_strangers(lab: &Lab) -> Vec<UdpSocket> {
+    (1..=4u8)
+        .flat_map(|k| (1..=250u8).map(move |h| (k, h)))
+        .map(|(k, h)| {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, k, lab.plan().slot, h));
+            lab.net().udp_socket(SocketAddr::new(ip, 5060))
+        })
+        .collect()
+}
+
+/// One kind of flood at 150 requests/s for 10 s (15x the carrier's rate),
+/// first from one stranger, then from 1,000, each while the carrier places
+/// 100 calls: >= 99% of them must succeed, the SBC must never send more
+/// datagrams than it got, and the one-source flood must end in one ban.
+fn flood_leaves_trunk_calls_alone(
+    name: &str,
+    make: fn(u64, SocketAddr, SocketAddr) -> String,
+    stranger: u8,
+) {
+    if skip_unless_sipp(name) {
+        return;
+    }
+    let lab = Lab::start(name, &LabConfig::default());
+    let listener = lab.plan().realm(Realm::Outside);
+    let source = stranger_ip(&lab, stranger);
+    for (label, sockets) in [
+        (
+            "one source",
+            vec![lab.net().udp_socket(SocketAddr::new(source, 5060))],
+        ),
+        ("1,000 sources", thousand_strangers(&lab)),
+    ] {
+        let attack = flood(
+            sockets,
+            listener,
+            150,
+            Duration::from_secs(10),
+            move |n, from| make(n, from, listener),
+        );
+        let calls = 100;
+        let (uac, _uas) = trunk_calls(&lab, calls, 10.0);
+        let count = attack.join().expect("flood thread");
+        let share = assert_trunk_calls_succeeded(&uac, calls);
+        eprintln!(
+            "{name}, {label}: {count:?}; trunk calls {:.1}% ({}/{calls})",
+            share * 100.0,
+            uac.successful()
+        );
+        assert!(count.sent >= 1400, "the flood sent only {}", count.sent);
+        assert!(
+            count.received <= count.sent,
+            "amplification: {} datagrams back for {} sent",
+            count.received,
+            count.sent
+        );
+    }
+    let bans = lab
+        .daemon_stderr()
+        .lines()
+        .filter(|l| l.contains("source banned") && l.contains(&format!("source={source} ")))
+        .count();
+    assert_eq!(bans, 1, "the one-source flood must end in one logged ban");
+    let mut lab = lab;
+    lab.assert_daemon_healthy();
+    lab.shutdown();
+}
+
+#[test]
+fn register_floods_leave_trunk_calls_alone() {
+    flood_leaves_trunk_calls_alone("register_floods_leave_trunk_calls_alone", register, 11);
+}
+
+#[test]
+fn refused_invite_floods_leave_trunk_calls_alone() {
+    flood_leaves_trunk_calls_alone(
+        "refused_invite_floods_leave_trunk_calls_alone",
+        refused_invite,
+        12,
+    );
+}
+
+#[test]
+fn junk_floods_leave_trunk_calls_alone() {
+    flood_leaves_trunk_calls_alone("junk_floods_leave_trunk_calls_alone", junk, 13);
 }
