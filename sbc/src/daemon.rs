@@ -398,7 +398,7 @@ fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box
         Ok(program) => program,
         Err(e) => {
             warn!(error = %e, "XDP program did not load: media on the userspace relay");
-            let reason = if e.to_string().contains("ermission") {
+            let reason = if e.is_permission_denied() {
                 metrics::XdpFallbackReason::PermissionDenied
             } else {
                 metrics::XdpFallbackReason::LoadFailed

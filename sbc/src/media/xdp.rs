@@ -196,6 +196,26 @@ pub enum XdpError {
     },
 }
 
+impl XdpError {
+    /// Whether the kernel refused for lack of privilege (EPERM or EACCES
+    /// anywhere in the error's chain: no CAP_BPF/CAP_NET_ADMIN, or a
+    /// locked-down kernel), as opposed to a broken object or a refusal by
+    /// the verifier.
+    pub fn is_permission_denied(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            if let Some(io) = error.downcast_ref::<io::Error>()
+                && (io.kind() == io::ErrorKind::PermissionDenied
+                    || matches!(io.raw_os_error(), Some(1 | 13)))
+            {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
 /// Configuration of the fast path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
@@ -536,4 +556,24 @@ fn ifindex(interface: &str) -> u32 {
     };
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_is_found_in_the_error_chain_not_in_its_text() {
+        let denied = XdpError::PinDir {
+            path: PathBuf::from("/sys/fs/bpf/sbc"),
+            source: io::Error::from_raw_os_error(1),
+        };
+        assert!(denied.is_permission_denied());
+        let missing = XdpError::PinDir {
+            path: PathBuf::from("/sys/fs/bpf/sbc"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(!missing.is_permission_denied());
+        assert!(!XdpError::Missing("a program named permission").is_permission_denied());
+    }
 }
