@@ -280,6 +280,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         epoch: (now(), wall_clock()),
     };
     core.start(now());
+    zero_series(&metrics, &config, &core);
     readiness.set(true);
     let mut running_config = config.clone();
     info!(
@@ -375,6 +376,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box<dyn FastPath>> {
     use crate::config::XdpMode as Wanted;
     if config.mode == Wanted::Off || config.interfaces.is_empty() {
+        for interface in &config.interfaces {
+            metrics.set_xdp_attached(interface, metrics::XdpMode::None);
+        }
         info!(
             "XDP fast path off (mode off or no interfaces configured): media on the userspace relay"
         );
@@ -567,6 +571,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         .configure(&config, &Trust::new(&config, &resolve));
     core.reload(now(), &config, resolve);
     core.set_listeners(&active);
+    zero_series(running.metrics, &config, core);
     running
         .metrics
         .config_reload(ReloadResult::Success, wall_clock());
@@ -622,6 +627,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 10
             old.sip.timers() != new.sip.timers(),
         ),
     ]
+}
+
+/// Every series the configuration makes known, at zero (existing ones
+/// keep their values), and each trunk's health as the core sees it.
+fn zero_series(metrics: &Metrics, config: &Config, core: &Core) {
+    let realms: Vec<String> = config.realms.iter().map(|r| r.name.clone()).collect();
+    let trunks: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
+    metrics.zero_series(&metrics::SeriesScope {
+        realms: &realms,
+        trunks: &trunks,
+        interfaces: &config.media.xdp.interfaces,
+        call_error_kinds: &crate::b2bua::CallError::KINDS,
+    });
+    for (trunk, usable) in core.trunks_usable() {
+        metrics.set_trunk_up(&trunk, usable);
+    }
 }
 
 /// Closes the listeners a reload retired once nothing uses them.
@@ -780,8 +801,7 @@ impl Shell<'_> {
                 ),
             ] {
                 if delta > 0 {
-                    self.metrics
-                        .transport_dropped_by(&spec.realm, reason, delta);
+                    self.metrics.transport_dropped(&spec.realm, reason, delta);
                 }
             }
             *seen = now;
@@ -811,6 +831,7 @@ impl Shell<'_> {
                 self.metrics.sip_message(&realm, direction, kind);
             }
             CoreEvent::ParseError { realm } => self.metrics.sip_parse_error(&realm),
+            CoreEvent::Retransmitted { realm } => self.metrics.sip_retransmission(&realm),
             CoreEvent::Rejected { realm, reason } => {
                 let reason = match reason {
                     RejectReason::Acl => metrics::RejectReason::Acl,

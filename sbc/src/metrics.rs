@@ -115,6 +115,16 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
+    /// Every class a parsed message can have.
+    pub const ALL: [StatusClass; 6] = [
+        StatusClass::Provisional,
+        StatusClass::Success,
+        StatusClass::Redirection,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+        StatusClass::GlobalFailure,
+    ];
+
     /// Classifies a status code.
     pub const fn of(code: u16) -> StatusClass {
         match code {
@@ -199,6 +209,16 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
+    /// Every outcome, for series present from start-up.
+    pub const ALL: [CallOutcome; 6] = [
+        CallOutcome::Answered,
+        CallOutcome::Busy,
+        CallOutcome::NoAnswer,
+        CallOutcome::Cancelled,
+        CallOutcome::Rejected,
+        CallOutcome::Failed,
+    ];
+
     /// The outcome a final response to the INVITE means; `None` for a
     /// provisional (1xx) or out-of-range code.
     pub const fn from_final_status(code: u16) -> Option<CallOutcome> {
@@ -260,6 +280,24 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, for series present from start-up.
+    pub const ALL: [RejectReason; 14] = [
+        RejectReason::Acl,
+        RejectReason::RateLimit,
+        RejectReason::Admission,
+        RejectReason::NoRoute,
+        RejectReason::TrunkDown,
+        RejectReason::Invalid,
+        RejectReason::MediaPorts,
+        RejectReason::RateLimited,
+        RejectReason::Banned,
+        RejectReason::SourceLimit,
+        RejectReason::Scanner,
+        RejectReason::ForeignInDialog,
+        RejectReason::Overload,
+        RejectReason::Oversized,
+    ];
+
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -315,6 +353,14 @@ pub enum MediaDropReason {
 }
 
 impl MediaDropReason {
+    /// Every reason, for series present from start-up.
+    pub const ALL: [MediaDropReason; 4] = [
+        MediaDropReason::UnknownFlow,
+        MediaDropReason::SourceMismatch,
+        MediaDropReason::Malformed,
+        MediaDropReason::SendFailed,
+    ];
+
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -367,6 +413,15 @@ pub enum XdpFallbackReason {
 }
 
 impl XdpFallbackReason {
+    /// Every reason, for series present from start-up.
+    pub const ALL: [XdpFallbackReason; 5] = [
+        XdpFallbackReason::NotBuiltIn,
+        XdpFallbackReason::Unsupported,
+        XdpFallbackReason::PermissionDenied,
+        XdpFallbackReason::LoadFailed,
+        XdpFallbackReason::AttachFailed,
+    ];
+
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -395,6 +450,14 @@ pub enum TransportDropReason {
 }
 
 impl TransportDropReason {
+    /// Every reason, for series present from start-up.
+    pub const ALL: [TransportDropReason; 4] = [
+        TransportDropReason::QueueFull,
+        TransportDropReason::ConnectionLimit,
+        TransportDropReason::TooLarge,
+        TransportDropReason::Overload,
+    ];
+
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -425,6 +488,20 @@ impl ReloadResult {
     }
 }
 
+/// The label values the configuration makes known: see
+/// [`Metrics::zero_series`].
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesScope<'a> {
+    /// Realm names.
+    pub realms: &'a [String],
+    /// Trunk names.
+    pub trunks: &'a [String],
+    /// Interfaces the XDP fast path is configured on.
+    pub interfaces: &'a [String],
+    /// The `kind` values of `sbc_call_errors_total`.
+    pub call_error_kinds: &'a [&'a str],
+}
+
 /// The daemon's metrics: a private registry and a typed handle per family.
 ///
 /// Only the IO shell holds one (see the module docs). Cloning the handles is
@@ -444,7 +521,6 @@ pub struct Metrics {
     calls: IntCounterVec,
     call_setup: HistogramVec,
     rejected: IntCounterVec,
-    registrations_active: IntGaugeVec,
     media_streams_active: IntGaugeVec,
     media_packets: IntCounterVec,
     media_bytes: IntCounterVec,
@@ -599,12 +675,6 @@ impl Metrics {
             "Requests the SBC refused or dropped itself, per realm and reason (acl, rate_limit = a trunk's max_cps, admission, no_route, trunk_down, invalid, media_ports, rate_limited / banned = an untrusted source dropped before the parser, source_limit, scanner, foreign_in_dialog, overload, oversized).",
             &["realm", "reason"],
         );
-        let registrations_active = gauge_vec(
-            &r,
-            "sbc_registrations_active",
-            "Registered contact bindings currently known, per realm.",
-            &["realm"],
-        );
         let media_streams_active = gauge_vec(
             &r,
             "sbc_media_streams_active",
@@ -714,7 +784,6 @@ impl Metrics {
             calls,
             call_setup,
             rejected,
-            registrations_active,
             media_streams_active,
             media_packets,
             media_bytes,
@@ -818,11 +887,84 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets `sbc_registrations_active{realm}` from the registrar's count.
-    pub fn set_registrations_active(&self, realm: &str, n: u64) {
-        self.registrations_active
-            .with_label_values(&[realm])
-            .set(gauge_value(n));
+    /// Creates, at zero, every series whose labels are known from the
+    /// configuration, so `rate()` and `absent()` work from start-up, not
+    /// from the first event: per realm, per trunk, per XDP interface and
+    /// per reason, outcome or kind. Called at start-up and after a reload
+    /// (existing series keep their values). `sbc_sip_messages_total` gets
+    /// the methods of a call (INVITE, ACK, BYE, CANCEL, OPTIONS) and every
+    /// response class.
+    pub fn zero_series(&self, scope: &SeriesScope<'_>) {
+        for realm in scope.realms {
+            let realm = realm.as_str();
+            self.sip_parse_errors.with_label_values(&[realm]);
+            self.sip_retransmissions.with_label_values(&[realm]);
+            self.calls_active.with_label_values(&[realm]);
+            for direction in [Direction::In, Direction::Out] {
+                let kinds = [
+                    Method::Invite,
+                    Method::Ack,
+                    Method::Bye,
+                    Method::Cancel,
+                    Method::Options,
+                ]
+                .map(MessageKind::Request)
+                .into_iter()
+                .chain(StatusClass::ALL.map(MessageKind::Response));
+                for kind in kinds {
+                    self.sip_messages.with_label_values(&[
+                        realm,
+                        direction.as_str(),
+                        kind.as_str(),
+                    ]);
+                }
+            }
+            for reason in RejectReason::ALL {
+                self.rejected.with_label_values(&[realm, reason.as_str()]);
+            }
+            for path in [MediaPath::Xdp, MediaPath::Userspace] {
+                self.media_packets
+                    .with_label_values(&[path.as_str(), realm]);
+                self.media_bytes.with_label_values(&[path.as_str(), realm]);
+            }
+            for reason in TransportDropReason::ALL {
+                self.transport_dropped
+                    .with_label_values(&[realm, reason.as_str()]);
+            }
+            for trunk in scope.trunks.iter().map(String::as_str).chain(["none"]) {
+                for outcome in CallOutcome::ALL {
+                    self.calls
+                        .with_label_values(&[realm, trunk, outcome.as_str()]);
+                }
+            }
+        }
+        for trunk in scope.trunks {
+            self.trunk_calls_active.with_label_values(&[trunk.as_str()]);
+        }
+        for interface in scope.interfaces {
+            for mode in XdpMode::ALL {
+                self.xdp_attached
+                    .with_label_values(&[interface.as_str(), mode.as_str()]);
+            }
+            for reason in XdpFallbackReason::ALL {
+                self.xdp_fallback
+                    .with_label_values(&[interface.as_str(), reason.as_str()]);
+            }
+        }
+        for reason in MediaDropReason::ALL {
+            self.media_dropped.with_label_values(&[reason.as_str()]);
+        }
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
+            self.config_reloads.with_label_values(&[result.as_str()]);
+        }
+        for kind in scope.call_error_kinds {
+            self.call_errors.with_label_values(&[kind]);
+        }
+        for path in [MediaPath::Xdp, MediaPath::Userspace] {
+            self.media_streams_active
+                .with_label_values(&[path.as_str()]);
+        }
+        self.call_setup.with_label_values(&[]);
     }
 
     /// Sets `sbc_media_streams_active{path}` from the relay's count.
@@ -911,15 +1053,9 @@ impl Metrics {
         }
     }
 
-    /// Counts signaling dropped under overload:
-    /// `sbc_transport_dropped_total`.
-    pub fn transport_dropped(&self, realm: &str, reason: TransportDropReason) {
-        self.transport_dropped_by(realm, reason, 1);
-    }
-
     /// Adds `n` drops to `sbc_transport_dropped_total` (the transport keeps
     /// cumulative counters: pass the delta since the last export).
-    pub fn transport_dropped_by(&self, realm: &str, reason: TransportDropReason, n: u64) {
+    pub fn transport_dropped(&self, realm: &str, reason: TransportDropReason, n: u64) {
         self.transport_dropped
             .with_label_values(&[realm, reason.as_str()])
             .inc_by(n);

@@ -269,7 +269,6 @@ async fn metrics_scrape_is_valid_exposition_with_our_values() {
     m.call_finished("carrier", "pbx", CallOutcome::Answered);
     m.call_setup(Duration::from_millis(120));
     m.rejected("carrier", RejectReason::Acl);
-    m.set_registrations_active("access", 5);
     m.set_media_streams_active(MediaPath::Userspace, 2);
     m.media_relayed(MediaPath::Userspace, "carrier", 50, 8600);
     m.media_dropped(sbc::metrics::MediaDropReason::UnknownFlow, 1);
@@ -283,7 +282,7 @@ async fn metrics_scrape_is_valid_exposition_with_our_values() {
         ReloadResult::Success,
         std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     );
-    m.transport_dropped("carrier", sbc::metrics::TransportDropReason::QueueFull);
+    m.transport_dropped("carrier", sbc::metrics::TransportDropReason::QueueFull, 1);
 
     tokio::time::sleep(Duration::from_millis(20)).await;
     let reply = get(server.addr, "/metrics").await;
@@ -304,7 +303,6 @@ async fn metrics_scrape_is_valid_exposition_with_our_values() {
         "sbc_call_setup_seconds_bucket{le=\"0.25\"} 1\n",
         "sbc_call_setup_seconds_count 1\n",
         "sbc_rejected_total{realm=\"carrier\",reason=\"acl\"} 1\n",
-        "sbc_registrations_active{realm=\"access\"} 5\n",
         "sbc_media_streams_active{path=\"userspace\"} 2\n",
         "sbc_media_packets_total{path=\"userspace\",realm=\"carrier\"} 50\n",
         "sbc_media_bytes_total{path=\"userspace\",realm=\"carrier\"} 8600\n",

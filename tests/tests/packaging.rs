@@ -161,7 +161,6 @@ fn exposition() -> String {
     m.call_finished("outside", "pbx", CallOutcome::Answered);
     m.call_setup(std::time::Duration::from_millis(300));
     m.rejected("outside", RejectReason::Acl);
-    m.set_registrations_active("inside", 1);
     m.set_media_streams_active(MediaPath::Xdp, 1);
     m.media_relayed(MediaPath::Xdp, "outside", 1, 172);
     m.media_dropped(MediaDropReason::UnknownFlow, 1);
@@ -172,7 +171,7 @@ fn exposition() -> String {
     m.set_trunk_up("pbx", true);
     m.set_trunk_calls_active("pbx", 1);
     m.config_reload(ReloadResult::Success, SystemTime::UNIX_EPOCH);
-    m.transport_dropped("outside", TransportDropReason::QueueFull);
+    m.transport_dropped("outside", TransportDropReason::QueueFull, 1);
     m.call_error("build");
     let text = m.encode_text(m.started()).expect("encode");
     String::from_utf8(text).expect("exposition is UTF-8")
@@ -313,4 +312,49 @@ fn systemd_unit_verifies() {
         .filter(|l| l.contains("sbc.service"))
         .collect();
     assert!(ours.is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read a source directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_metric_is_fed_by_the_daemon() {
+    // The metric contract: a family is exported only if something feeds
+    // it. Every method of `impl Metrics` that records (all but the
+    // constructor and the scrape side) must be called from the product's
+    // code, outside metrics.rs and its tests: a family whose feeder nobody
+    // calls (sbc_transport_dropped_total once, sbc_sip_retransmissions_total
+    // too) fails here, and is fed or deleted.
+    const NOT_FEEDERS: [&str; 5] = ["current", "new", "registry", "started", "encode_text"];
+    let src = tests::workspace().join("sbc/src");
+    let metrics = read(&src.join("metrics.rs"));
+    let body = &metrics[metrics.find("impl Metrics {").expect("impl Metrics")..];
+    let feeders: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub fn "))
+        .filter_map(|l| l.split('(').next())
+        .filter(|name| !NOT_FEEDERS.contains(name))
+        .collect();
+    assert!(feeders.len() > 20, "found only {feeders:?}");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let product: String = files
+        .iter()
+        .filter(|p| !p.ends_with("metrics.rs") && !p.to_string_lossy().contains("metrics/"))
+        .map(|p| read(p))
+        .collect();
+    let unfed: Vec<&&str> = feeders
+        .iter()
+        .filter(|name| !product.contains(&format!(".{name}(")))
+        .collect();
+    assert!(unfed.is_empty(), "Metrics methods nothing calls: {unfed:?}");
 }

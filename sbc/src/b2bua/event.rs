@@ -22,6 +22,12 @@ pub enum CoreEvent {
         /// The status of a response.
         status: Option<u16>,
     },
+    /// The SBC sent a message on a realm again (a transaction's
+    /// retransmission, or a 2xx retransmitted until its ACK).
+    Retransmitted {
+        /// The realm's name.
+        realm: String,
+    },
     /// A message on a realm failed to parse.
     ParseError {
         /// The realm's name.
@@ -211,6 +217,9 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Every [`CallError::kind`], for series present from start-up.
+    pub const KINDS: [&'static str; 2] = ["build", "transaction_refused"];
+
     /// The label value of `sbc_call_errors_total{kind}`.
     pub const fn kind(&self) -> &'static str {
         match self {

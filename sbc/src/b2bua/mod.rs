@@ -871,6 +871,13 @@ impl Core {
             while let Some(t) = self.tx.poll_transmit() {
                 progressed = true;
                 if let Some(&(listener, transport, connection)) = self.routes_of.get(&t.id) {
+                    if t.retransmission
+                        && let Some(realm) = self.listener_realm(listener)
+                    {
+                        self.events.push_back(CoreEvent::Retransmitted {
+                            realm: self.realms[realm].name.clone(),
+                        });
+                    }
                     self.out.push_back(Outbound {
                         transport,
                         from_listener: listener,

@@ -152,6 +152,10 @@ impl Core {
                     self.parse_built(Some(call.id), "2xx retransmission", &owed.bytes)
                 {
                     self.respond_on(now, Some(call.id), owed.server, msg);
+                    let realm = leg_ref(call, owed.to).map_or(call.a.realm, |leg| leg.realm);
+                    self.events.push_back(CoreEvent::Retransmitted {
+                        realm: self.realms[realm].name.clone(),
+                    });
                 }
                 owed.interval = (owed.interval * 2).min(self.tx.timers().t2);
                 let next = now + owed.interval;

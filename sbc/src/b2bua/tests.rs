@@ -1290,3 +1290,18 @@ fn reinvite_glare_gets_491_and_a_second_reinvite_500_with_retry_after() {
     lab.caller_sends(&in_dialog("INVITE", &ok, false, 13, Some(offer)));
     lab.take_one(PBX, "INVITE");
 }
+
+#[test]
+fn every_call_error_kind_is_listed_for_the_metrics() {
+    let errors = [
+        CallError::Build { what: "BYE" },
+        CallError::TransactionRefused {
+            what: "send a request",
+            detail: String::new(),
+        },
+    ];
+    for error in &errors {
+        assert!(CallError::KINDS.contains(&error.kind()), "{error:?}");
+    }
+    assert_eq!(errors.len(), CallError::KINDS.len());
+}

@@ -55,6 +55,16 @@ impl Core {
             .collect()
     }
 
+    /// Per configured trunk, whether the core would use it now: not marked
+    /// down by its health check (unchecked counts as usable).
+    pub fn trunks_usable(&self) -> Vec<(String, bool)> {
+        self.trunks
+            .iter()
+            .filter(|t| !t.retired)
+            .map(|t| (t.name.clone(), t.up != Some(false)))
+            .collect()
+    }
+
     /// Calls up per trunk.
     pub fn calls_per_trunk(&self) -> Vec<(String, u32)> {
         self.trunks

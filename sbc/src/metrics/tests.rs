@@ -316,11 +316,6 @@ fn call_helpers() {
         ),
         1.0
     );
-    m.set_registrations_active("access", 42);
-    assert_eq!(
-        value(&m, "sbc_registrations_active", &[("realm", "access")]),
-        42.0
-    );
     m.set_trunk_up("pbx-trunk", true);
     assert_eq!(value(&m, "sbc_trunk_up", &[("trunk", "pbx-trunk")]), 1.0);
     m.set_trunk_up("pbx-trunk", false);
@@ -454,7 +449,7 @@ fn config_reload_counts_and_stamps_only_successes() {
 #[test]
 fn transport_dropped_helper() {
     let m = metrics();
-    m.transport_dropped("carrier", TransportDropReason::QueueFull);
+    m.transport_dropped("carrier", TransportDropReason::QueueFull, 1);
     assert_eq!(
         value(
             &m,
@@ -498,5 +493,137 @@ fn encode_text_sets_uptime_and_has_help_for_every_family() {
             .unwrap_or_else(|e| panic!("encode: {e}"));
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains("\nsbc_uptime_seconds 0\n"), "{text}");
+    }
+}
+
+#[test]
+fn every_family_is_present_from_start_up() {
+    // After zero_series, every family has a series (at zero), so rate()
+    // and absent() alerts work before the first event. The exception is
+    // set by the daemon's first one-second tick, where 0 would be a false
+    // alarm.
+    const SET_ON_THE_FIRST_TICK: [&str; 1] = ["sbc_media_ports_free"];
+    let m = metrics();
+    let realms = ["outside".to_owned(), "inside".to_owned()];
+    let trunks = ["pbx".to_owned()];
+    let interfaces = ["eth0".to_owned()];
+    m.zero_series(&SeriesScope {
+        realms: &realms,
+        trunks: &trunks,
+        interfaces: &interfaces,
+        call_error_kinds: &["build"],
+    });
+    let empty: Vec<String> = m
+        .registry()
+        .gather()
+        .into_iter()
+        .filter(|f| f.get_metric().is_empty())
+        .map(|f| f.get_name().to_owned())
+        .filter(|name| !SET_ON_THE_FIRST_TICK.contains(&name.as_str()))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "families without a series at start-up: {empty:?}"
+    );
+    // At zero, and every reason of a realm is there.
+    assert_eq!(
+        value(
+            &m,
+            "sbc_rejected_total",
+            &[("realm", "inside"), ("reason", "banned")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "sbc_calls_total",
+            &[
+                ("from_realm", "outside"),
+                ("to_trunk", "pbx"),
+                ("outcome", "answered")
+            ]
+        ),
+        0.0
+    );
+    // A second call (a reload) keeps what was counted.
+    m.rejected("inside", RejectReason::Banned);
+    m.zero_series(&SeriesScope {
+        realms: &realms,
+        trunks: &trunks,
+        interfaces: &interfaces,
+        call_error_kinds: &["build"],
+    });
+    assert_eq!(
+        value(
+            &m,
+            "sbc_rejected_total",
+            &[("realm", "inside"), ("reason", "banned")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn the_all_lists_hold_every_label_value() {
+    // Exhaustive matches: a new variant fails to compile here until it is
+    // given a place, and the place must be its index in ALL.
+    let reject = |r: RejectReason| match r {
+        RejectReason::Acl => 0,
+        RejectReason::RateLimit => 1,
+        RejectReason::Admission => 2,
+        RejectReason::NoRoute => 3,
+        RejectReason::TrunkDown => 4,
+        RejectReason::Invalid => 5,
+        RejectReason::MediaPorts => 6,
+        RejectReason::RateLimited => 7,
+        RejectReason::Banned => 8,
+        RejectReason::SourceLimit => 9,
+        RejectReason::Scanner => 10,
+        RejectReason::ForeignInDialog => 11,
+        RejectReason::Overload => 12,
+        RejectReason::Oversized => 13,
+    };
+    for (i, r) in RejectReason::ALL.into_iter().enumerate() {
+        assert_eq!(reject(r), i, "{r:?}");
+    }
+    let transport = |r: TransportDropReason| match r {
+        TransportDropReason::QueueFull => 0,
+        TransportDropReason::ConnectionLimit => 1,
+        TransportDropReason::TooLarge => 2,
+        TransportDropReason::Overload => 3,
+    };
+    for (i, r) in TransportDropReason::ALL.into_iter().enumerate() {
+        assert_eq!(transport(r), i, "{r:?}");
+    }
+    let media = |r: MediaDropReason| match r {
+        MediaDropReason::UnknownFlow => 0,
+        MediaDropReason::SourceMismatch => 1,
+        MediaDropReason::Malformed => 2,
+        MediaDropReason::SendFailed => 3,
+    };
+    for (i, r) in MediaDropReason::ALL.into_iter().enumerate() {
+        assert_eq!(media(r), i, "{r:?}");
+    }
+    let outcome = |o: CallOutcome| match o {
+        CallOutcome::Answered => 0,
+        CallOutcome::Busy => 1,
+        CallOutcome::NoAnswer => 2,
+        CallOutcome::Cancelled => 3,
+        CallOutcome::Rejected => 4,
+        CallOutcome::Failed => 5,
+    };
+    for (i, o) in CallOutcome::ALL.into_iter().enumerate() {
+        assert_eq!(outcome(o), i, "{o:?}");
+    }
+    let fallback = |r: XdpFallbackReason| match r {
+        XdpFallbackReason::NotBuiltIn => 0,
+        XdpFallbackReason::Unsupported => 1,
+        XdpFallbackReason::PermissionDenied => 2,
+        XdpFallbackReason::LoadFailed => 3,
+        XdpFallbackReason::AttachFailed => 4,
+    };
+    for (i, r) in XdpFallbackReason::ALL.into_iter().enumerate() {
+        assert_eq!(fallback(r), i, "{r:?}");
     }
 }

@@ -1296,10 +1296,20 @@ fn a_basic_call_runs_clean_over_a_perfect_wire() {
 #[test]
 fn every_single_loss_of_a_basic_call_is_recovered() {
     for link in ALL_LINKS {
+        let mut retransmitted = 0;
         for n in 0..6 {
             let mut world = World::new();
             world.wire.drop.insert((link, n));
-            basic_call(world, &format!("dropping {link:?} #{n}"));
+            let world = basic_call(world, &format!("dropping {link:?} #{n}"));
+            retransmitted += world
+                .events
+                .iter()
+                .filter(|e| matches!(e, CoreEvent::Retransmitted { .. }))
+                .count();
+        }
+        // What the SBC sent and lost, it sent again, and said so.
+        if matches!(link, Link::SbcToCaller | Link::SbcToPbx) {
+            assert!(retransmitted > 0, "no retransmission reported on {link:?}");
         }
     }
 }

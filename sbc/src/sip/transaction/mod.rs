@@ -177,6 +177,9 @@ pub struct Transmit {
     pub reliable: bool,
     /// One whole SIP message.
     pub bytes: Vec<u8>,
+    /// A message this transaction sent before (timers A, E, G, or an
+    /// answer to a retransmitted request), for retransmission counts.
+    pub retransmission: bool,
 }
 
 /// Something the TU must know, drained with [`Transactions::poll_event`].
@@ -532,7 +535,7 @@ impl Transactions {
             armed: None,
         };
         let id_any = TransactionId::Client(id);
-        queue(&mut self.transmits, id_any, &tx, tx.last.clone());
+        queue(&mut self.transmits, id_any, &tx, tx.last.clone(), false);
         self.insert(id_any, tx);
         Ok(id)
     }
@@ -693,7 +696,12 @@ impl Transactions {
                 tx.last = trying;
                 tx.last.clone()
             }
-            State::Proceeding | State::Completed => tx.last.clone(),
+            State::Proceeding | State::Completed => {
+                let bytes = tx.last.clone();
+                self.send_again(any, bytes);
+                self.rearm(any);
+                return;
+            }
         };
         self.send(any, bytes);
         self.rearm(any);
@@ -888,7 +896,7 @@ impl Transactions {
             State::Confirmed => false,
         };
         if let Some(bytes) = send {
-            self.send(any, bytes);
+            self.send_again(any, bytes);
         }
         if pass_up {
             self.events.push_back(Event::Response { id, response });
@@ -946,6 +954,7 @@ impl Transactions {
             return;
         }
         let mut send = None;
+        let mut again = None;
         if due(tx.trying_at) {
             tx.trying_at = None;
             if let Some(trying) = tx.trying.take() {
@@ -964,10 +973,13 @@ impl Transactions {
             // A zero interval (a misconfigured T1/T2) must not spin.
             tx.interval = tx.interval.max(MIN_INTERVAL);
             tx.retransmit_at = later(now, tx.interval);
-            send = Some(tx.last.clone());
+            again = Some(tx.last.clone());
         }
         if let Some(bytes) = send {
             self.send(id, bytes);
+        }
+        if let Some(bytes) = again {
+            self.send_again(id, bytes);
         }
     }
 
@@ -1111,7 +1123,14 @@ impl Transactions {
     /// Queues bytes for a live transaction.
     fn send(&mut self, id: TransactionId, bytes: Vec<u8>) {
         if let Some(tx) = self.txs.get(&id) {
-            queue(&mut self.transmits, id, tx, bytes);
+            queue(&mut self.transmits, id, tx, bytes, false);
+        }
+    }
+
+    /// Queues a retransmission of `id`'s.
+    fn send_again(&mut self, id: TransactionId, bytes: Vec<u8>) {
+        if let Some(tx) = self.txs.get(&id) {
+            queue(&mut self.transmits, id, tx, bytes, true);
         }
     }
 
@@ -1147,11 +1166,18 @@ fn later(now: Instant, d: Duration) -> Option<Instant> {
 }
 
 /// Queues bytes for the transport on behalf of `tx`.
-fn queue(transmits: &mut VecDeque<Transmit>, id: TransactionId, tx: &Tx, bytes: Vec<u8>) {
+fn queue(
+    transmits: &mut VecDeque<Transmit>,
+    id: TransactionId,
+    tx: &Tx,
+    bytes: Vec<u8>,
+    retransmission: bool,
+) {
     transmits.push_back(Transmit {
         id,
         remote: tx.remote,
         reliable: tx.reliable,
         bytes,
+        retransmission,
     });
 }
