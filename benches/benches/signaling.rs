@@ -32,8 +32,20 @@
 //!    reading that long after the first, once they have ended (calls are
 //!    still up: no RTP flows, and the media inactivity timeout is 60 s).
 //!
-//! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory`) picks
-//! the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
+//! 4. Under attack: legitimate calls from the trusted UAC trunks
+//!    (`SIGNALING_BENCH_ATTACK_CPS`, default 200, for
+//!    `SIGNALING_BENCH_ATTACK_SECS`, default 10) while an in-process attacker
+//!    floods the outside realm from untrusted loopback addresses
+//!    (127.70.1.x-127.70.4.x) at `SIGNALING_BENCH_ATTACK_RATE` datagrams a
+//!    second (default 5000): OPTIONS, INVITE (refused: Max-Forwards 0), INVITE
+//!    to unknown numbers, REGISTER and junk, from one source and from 1,000.
+//!    Per row, against a no-attack baseline in the same run: legitimate calls
+//!    ok/failed and their share, the daemon's CPU time over the row, its RSS
+//!    at the end of the flood and 5 s later, and datagrams the attacker got
+//!    back per one sent (above 1 would be amplification).
+//!
+//! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack`)
+//! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
 //! measure instead of this tree's.
 //!
 //! Every SIPp run is bounded by call count, `-timeout` and a kill deadline;
@@ -96,7 +108,7 @@ fn service(i: u64) -> String {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let phases = std::env::var("SIGNALING_BENCH_PHASES")
-        .unwrap_or_else(|_| "throughput,latency,memory".into());
+        .unwrap_or_else(|_| "throughput,latency,memory,attack".into());
     let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     let settle = Duration::from_secs(env_or("SIGNALING_BENCH_HOLD_SETTLE", 0).min(50));
     let pairs = env_or("SIGNALING_BENCH_UACS", 2).clamp(1, MAX_PAIRS);
@@ -130,6 +142,9 @@ fn main() {
     }
     if phase("memory") {
         memory(&bin, &work, full, pairs, hold, settle);
+    }
+    if phase("attack") {
+        attack(&bin, &work, full, pairs);
     }
     let _ = fs::remove_dir_all(&work);
 }
@@ -738,4 +753,200 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     }
     let i = (sorted.len() * p / 100).min(sorted.len() - 1);
     sorted[i]
+}
+
+/// One kind of flood of the attack phase.
+#[derive(Clone, Copy)]
+enum Flood {
+    None,
+    Options,
+    RefusedInvite,
+    UnknownNumber,
+    Register,
+    Junk,
+}
+
+impl Flood {
+    fn name(self) -> &'static str {
+        match self {
+            Flood::None => "none (baseline)",
+            Flood::Options => "OPTIONS",
+            Flood::RefusedInvite => "INVITE, Max-Forwards 0",
+            Flood::UnknownNumber => "INVITE, unknown number",
+            Flood::Register => "REGISTER",
+            Flood::Junk => "junk",
+        }
+    }
+
+    /// Datagram `n` from `from`, unique per `n`.
+    fn datagram(self, n: u64, from: SocketAddr) -> String {
+        let to = SocketAddr::new(IpAddr::V4(OUTSIDE), SIP_PORT);
+        let head = |method: &str, uri: &str, forwards: u8| {
+            format!(
+                "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-atk-{n}\r\n\
+                 Max-Forwards: {forwards}\r\nFrom: <sip:atk@{from}>;tag=atk-{n}\r\n\
+                 To: <{uri}>\r\nCall-ID: atk-{n}@{}\r\nCSeq: 1 {method}\r\n\
+                 Contact: <sip:atk@{from}>\r\nContent-Length: 0\r\n\r\n",
+                from.ip()
+            )
+        };
+        match self {
+            Flood::None => String::new(),
+            Flood::Options => head("OPTIONS", &format!("sip:ping@{to}"), 70),
+            Flood::RefusedInvite => head("INVITE", &format!("sip:service@{to}"), 0),
+            Flood::UnknownNumber => head("INVITE", &format!("sip:9{n:09}@{to}"), 70),
+            Flood::Register => head("REGISTER", &format!("sip:{}", to.ip()), 70),
+            Flood::Junk => format!("\u{1}JUNK {n} {}\r\n\r\n", "x".repeat((n % 300) as usize)),
+        }
+    }
+}
+
+/// What the attacker sent and got back.
+#[derive(Default)]
+struct Flooded {
+    sent: u64,
+    received: u64,
+}
+
+/// Floods the outside realm from `sources` sockets at `rate` datagrams a
+/// second for `secs` seconds (bounded: `rate * secs` datagrams), counting
+/// what comes back.
+fn flood(kind: Flood, sources: &[UdpSocket], rate: u64, secs: u64) -> Flooded {
+    let mut out = Flooded::default();
+    if matches!(kind, Flood::None) {
+        thread::sleep(Duration::from_secs(secs));
+        return out;
+    }
+    let to = SocketAddr::new(IpAddr::V4(OUTSIDE), SIP_PORT);
+    let mut buf = [0u8; 65_536];
+    let start = now();
+    let total = rate * secs;
+    for n in 0..total {
+        let socket = &sources[(n % sources.len() as u64) as usize];
+        let from = socket.local_addr().expect("local address");
+        if socket
+            .send_to(kind.datagram(n, from).as_bytes(), to)
+            .is_ok()
+        {
+            out.sent += 1;
+        }
+        // Paced in bursts of 64, draining what came back between them.
+        if n % 64 == 63 {
+            for socket in sources {
+                while socket.recv_from(&mut buf).is_ok() {
+                    out.received += 1;
+                }
+            }
+            let next = start + Duration::from_secs_f64((n + 1) as f64 / rate as f64);
+            if let Some(wait) = next.checked_duration_since(now()) {
+                thread::sleep(wait);
+            }
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    for socket in sources {
+        while socket.recv_from(&mut buf).is_ok() {
+            out.received += 1;
+        }
+    }
+    out
+}
+
+/// `count` non-blocking attacker sockets on 127.70.1.1 onwards (never a
+/// trunk's address, so untrusted).
+fn attackers(count: usize) -> Vec<UdpSocket> {
+    (0..count)
+        .map(|i| {
+            let ip = Ipv4Addr::new(127, 70, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+            let socket = UdpSocket::bind((ip, 0)).expect("bind an attacker socket");
+            socket.set_nonblocking(true).expect("non-blocking");
+            socket
+        })
+        .collect()
+}
+
+/// 4. Legitimate calls while the daemon is flooded.
+fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
+    let (cps, secs, rate) = if full {
+        (
+            env_or("SIGNALING_BENCH_ATTACK_CPS", 200).clamp(pairs, 2_000),
+            env_or("SIGNALING_BENCH_ATTACK_SECS", 10).clamp(2, 30),
+            env_or("SIGNALING_BENCH_ATTACK_RATE", 5_000).clamp(10, 50_000),
+        )
+    } else {
+        (10 * pairs, 2, 200)
+    };
+    println!(
+        "\nunder attack: {cps} legitimate cps from the trusted UAC trunks for {secs} s, floods at {rate}/s"
+    );
+    println!(
+        "{:<24} | {:>7} | {:>16} | {:>7} | {:>9} | {:>17} | {:>9}",
+        "flood",
+        "sources",
+        "legit ok/failed",
+        "legit %",
+        "sbc CPU",
+        "RSS end/+5 s MiB",
+        "back/sent"
+    );
+    let rows = [
+        (Flood::None, 1),
+        (Flood::Options, 1),
+        (Flood::RefusedInvite, 1),
+        (Flood::UnknownNumber, 1),
+        (Flood::Register, 1000),
+        (Flood::Junk, 1000),
+        (Flood::UnknownNumber, 1000),
+    ];
+    for (i, (kind, sources)) in rows.into_iter().enumerate() {
+        let dir = work.join(format!("attack-{i}"));
+        let daemon = Daemon::start(bin, &dir, pairs);
+        let sockets = attackers(sources);
+        let cpu_before = daemon.cpu();
+        let calls = cps * secs;
+        let legit = thread::scope(|scope| {
+            let calls_dir = dir.clone();
+            let legit =
+                scope.spawn(move || run_calls(&calls_dir, pairs, cps, calls, Some(OUTSIDE)));
+            // Let the UASes bind and the calls start, then flood for as long.
+            thread::sleep(Duration::from_millis(300));
+            let flooded = flood(kind, &sockets, rate, secs);
+            (legit.join().expect("legitimate calls"), flooded)
+        });
+        let (legit, flooded) = legit;
+        let cpu = daemon.cpu().zip(cpu_before).map_or_else(
+            || "n/a".into(),
+            |(a, b)| format!("{:.2} s", a.saturating_sub(b).as_secs_f64()),
+        );
+        let rss_end = daemon.rss_kib();
+        thread::sleep(Duration::from_secs(if full { 5 } else { 1 }));
+        let rss_after = daemon.rss_kib();
+        drop(daemon);
+        let share = legit.ok as f64 * 100.0 / calls.max(1) as f64;
+        let back = if flooded.sent == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", flooded.received as f64 / flooded.sent as f64)
+        };
+        println!(
+            "{:<24} | {sources:>7} | {:>16} | {share:>6.1}% | {cpu:>9} | {:>8.1} / {:>6.1} | {back:>9}",
+            kind.name(),
+            legit.cell(calls),
+            rss_end as f64 / 1024.0,
+            rss_after as f64 / 1024.0,
+        );
+        assert!(
+            flooded.received <= flooded.sent,
+            "amplification: {} back for {} sent",
+            flooded.received,
+            flooded.sent
+        );
+        if !full {
+            assert!(
+                legit.clean(calls),
+                "smoke calls under {} failed: {legit:?}",
+                kind.name()
+            );
+        }
+    }
 }
