@@ -2,8 +2,9 @@
 //! each finished call, written as one JSON object per line to a file.
 //!
 //! Owns: the record ([`CallRecord`]) and its JSON shape (a contract, below),
-//! the wall-clock timestamp format, and the writer ([`CdrWriter`]): an IO
-//! shell that owns one thread and one file.
+//! the wall-clock timestamp format, the join of an ended call with its
+//! streams' final media counters ([`Ledger`], pure), and the writer
+//! ([`CdrWriter`]): an IO shell that owns one thread and one file.
 //!
 //! May not: slow a call down. The call core hands a finished record to
 //! [`CdrWriter::write`], which never blocks: records queue in a bounded
@@ -83,8 +84,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Serialize, Serializer};
 
 use crate::config::{self, FsyncPolicy};
+
+mod ledger;
 use crate::metrics::{CallOutcome, MediaPath, RejectReason};
 use crate::sip::Message;
+pub use ledger::{Finished, Ledger, hangup_of, outcome_of};
 
 /// The `cdr_version` of records this module writes.
 pub const CDR_VERSION: u32 = 1;

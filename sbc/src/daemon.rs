@@ -40,18 +40,16 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminConfig, AdminServer, AdminState, Readiness};
-use crate::b2bua::{
-    CallSummary, Core, CoreEvent, EndedBy, ListenerInfo, RandomIds, RejectReason, SbcReason,
-};
-use crate::cdr::{CallRecord, CdrWriter, Hangup, MediaCounts, Parties, SbcHangup};
+use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, RejectReason};
+use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError, PeerAddress};
 use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
-use crate::media::command::{LegCounters, MediaCommand, MediaEvent, StreamId};
+use crate::media::command::{MediaCommand, MediaEvent};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
-use crate::metrics::{self, BuildInfo, CallOutcome, Metrics, ReloadResult};
+use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::transport::{Event, ListenerId, ListenerSpec, TransportConfig, Transports};
 
 /// How long a shutdown waits for the BYEs of the calls it ends.
@@ -274,10 +272,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         metrics: &metrics,
         relayed: Vec::new(),
         cdr: cdr.as_ref(),
-        ended_calls: HashMap::new(),
-        cdr_of_stream: HashMap::new(),
-        early_releases: HashMap::new(),
-        epoch: (now(), wall_clock()),
+        ledger: Ledger::new((now(), wall_clock())),
     };
     core.start(now());
     zero_series(&metrics, &config, &core);
@@ -699,13 +694,7 @@ struct Shell<'a> {
     /// Ended calls waiting for their streams' final counters: their log
     /// line and CDR say which path carried the media, which only the
     /// counters tell.
-    ended_calls: HashMap<u64, EndedCall>,
-    cdr_of_stream: HashMap<StreamId, u64>,
-    /// Final counters of streams released before their call ended, until
-    /// the ended call claims them (pruned after a minute).
-    early_releases: HashMap<StreamId, (Instant, [LegCounters; 2])>,
-    /// A moment on both clocks, to turn core `Instant`s into wall time.
-    epoch: (Instant, SystemTime),
+    ledger: Ledger,
 }
 
 impl Shell<'_> {
@@ -889,83 +878,28 @@ impl Shell<'_> {
     }
 
     fn call_ended(&mut self, call: &CallSummary) {
-        let outcome = match call.ended_by {
-            EndedBy::Caller if call.answered.is_none() => CallOutcome::Cancelled,
-            EndedBy::Sbc(_) if call.answered.is_none() && call.status >= 500 => CallOutcome::Failed,
-            _ => CallOutcome::from_final_status(call.status).unwrap_or(CallOutcome::Failed),
-        };
         let trunk = call.trunks_tried.last().map_or("none", String::as_str);
-        self.metrics.call_finished(&call.from_realm, trunk, outcome);
-        let hangup = match call.ended_by {
-            EndedBy::Caller => Hangup::Caller,
-            EndedBy::Callee => Hangup::Callee,
-            EndedBy::Sbc(reason) => Hangup::Sbc(match reason {
-                SbcReason::Shutdown => SbcHangup::Shutdown,
-                SbcReason::MediaTimeout => SbcHangup::MediaTimeout,
-                SbcReason::NoAnswer => SbcHangup::NoAnswerTimeout,
-                SbcReason::NoAck | SbcReason::Internal => SbcHangup::TransactionTimeout,
-                SbcReason::NoRoute => SbcHangup::Refused(metrics::RejectReason::NoRoute),
-                SbcReason::BadSdp => SbcHangup::Refused(metrics::RejectReason::Invalid),
-                SbcReason::MediaPorts => SbcHangup::Refused(metrics::RejectReason::MediaPorts),
-                SbcReason::Overload => SbcHangup::Refused(metrics::RejectReason::Admission),
-            }),
-        };
-        let record = CallRecord {
-            start: self.wall(call.started),
-            progress: call.progressed.map(|t| self.wall(t)),
-            answer: call.answered.map(|t| self.wall(t)),
-            end: self.wall(call.ended),
-            parties: Parties::of_invite(&call.invite),
-            in_realm: call.from_realm.clone(),
-            in_trunk: call.from_trunk.clone(),
-            out_realm: call.to_realm.clone(),
-            out_trunks_tried: call.trunks_tried.clone(),
-            out_call_id: call.call_ids.1.clone(),
-            outcome,
-            sip_status: call.status,
-            sip_reason: crate::sip::error::standard_reason(call.status).to_owned(),
-            hangup,
-            // Set from the streams' final counters (see `Shell::finish`).
-            media_path: None,
-            media_in: MediaCounts::default(),
-            media_out: MediaCounts::default(),
-        };
-        let ended = EndedCall {
-            call: call.call,
-            a_call_id: call.call_ids.0.clone(),
-            duration: call
-                .answered
-                .map(|a| call.ended.saturating_duration_since(a)),
-            record,
-            streams: call.streams.len(),
-            waiting: call.streams.len(),
-            fast_packets: 0,
-            since: now(),
-        };
-        if call.streams.is_empty() {
-            self.finish(ended);
-            return;
-        }
-        // Held until every stream's final counters arrive (`Released`);
-        // those that came first are claimed now.
-        self.ended_calls.insert(call.call, ended);
-        for stream in &call.streams {
-            self.cdr_of_stream.insert(*stream, call.call);
-            if let Some((_, counters)) = self.early_releases.remove(stream) {
-                self.account_release(*stream, &counters);
-            }
+        self.metrics
+            .call_finished(&call.from_realm, trunk, cdr::outcome_of(call));
+        if let Some(done) = self.ledger.call_ended(now(), call) {
+            self.finish(done);
         }
     }
 
     /// Logs an ended call and writes its CDR, now that its media counters
     /// are in (or will not come).
-    fn finish(&self, mut ended: EndedCall) {
-        let media = ended.media_path();
-        ended.record.media_path = media;
-        let record = &ended.record;
+    fn finish(&self, done: Finished) {
+        let record = &done.record;
+        if done.missing_streams > 0 {
+            warn!(
+                call = done.call,
+                streams = done.missing_streams,
+                "media counters of an ended call never arrived; logged without them"
+            );
+        }
         info!(
-            call = ended.call,
-            a_call_id = %ended.a_call_id,
+            call = done.call,
+            a_call_id = %done.a_call_id,
             b_call_id = record.out_call_id.as_deref().unwrap_or("-"),
             from_realm = %record.in_realm,
             trunk = record.out_trunks_tried.last().map_or("none", String::as_str),
@@ -973,29 +907,20 @@ impl Shell<'_> {
             outcome = record.outcome.as_str(),
             ended_by = record.hangup.by(),
             reason = record.hangup.reason().unwrap_or("-"),
-            duration_ms = ended.duration.map_or(0, |d| d.as_millis() as u64),
-            media = media.map_or("none", metrics::MediaPath::as_str),
+            duration_ms = done.duration.map_or(0, |d| d.as_millis() as u64),
+            media = record.media_path.map_or("none", metrics::MediaPath::as_str),
             "call ended"
         );
         if let Some(cdr) = self.cdr {
-            cdr.write(ended.record);
+            cdr.write(done.record);
         }
     }
 
     /// Logs and writes the calls still waiting for media counters (at
     /// shutdown), with what arrived.
     fn flush_cdrs(&mut self) {
-        for (_, ended) in std::mem::take(&mut self.ended_calls) {
-            self.finish(ended);
-        }
-        self.cdr_of_stream.clear();
-    }
-
-    /// The wall-clock time of a core `Instant` (the core never reads clocks).
-    fn wall(&self, at: Instant) -> SystemTime {
-        match at.checked_duration_since(self.epoch.0) {
-            Some(after) => self.epoch.1 + after,
-            None => self.epoch.1 - self.epoch.0.duration_since(at),
+        for done in self.ledger.flush() {
+            self.finish(done);
         }
     }
 
@@ -1005,53 +930,18 @@ impl Shell<'_> {
     fn media_event(&mut self, event: &MediaEvent) {
         match event {
             MediaEvent::Released { stream, counters } => {
-                self.account_release(*stream, counters);
+                if let Some(done) = self.ledger.stream_released(now(), *stream, counters) {
+                    self.finish(done);
+                }
             }
             MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),
             _ => {}
         }
     }
 
-    /// Adds a released stream's final counters to its ended call, finishing
-    /// the call once every stream has reported.
-    fn account_release(&mut self, stream: StreamId, counters: &[LegCounters; 2]) {
-        let Some(call) = self.cdr_of_stream.remove(&stream) else {
-            // A BYE releases the streams before the call has ended (its BYEs
-            // are still out): keep the counters for the call `call_ended`
-            // will hold.
-            self.early_releases.insert(stream, (now(), *counters));
-            return;
-        };
-        let Some(ended) = self.ended_calls.get_mut(&call) else {
-            return;
-        };
-        ended.add(counters);
-        if ended.waiting == 0
-            && let Some(ended) = self.ended_calls.remove(&call)
-        {
-            self.finish(ended);
-        }
-    }
-
     fn gauges(&mut self, core: &Core) {
-        let stale = now() - MEDIA_REPORT_WAIT;
-        self.early_releases.retain(|_, (at, _)| *at > stale);
-        let overdue: Vec<u64> = self
-            .ended_calls
-            .iter()
-            .filter(|(_, ended)| ended.since <= stale)
-            .map(|(call, _)| *call)
-            .collect();
-        for call in overdue {
-            if let Some(ended) = self.ended_calls.remove(&call) {
-                warn!(
-                    call,
-                    streams = ended.waiting,
-                    "media counters of an ended call never arrived; logged without them"
-                );
-                self.cdr_of_stream.retain(|_, c| *c != call);
-                self.finish(ended);
-            }
+        for done in self.ledger.overdue(now(), MEDIA_REPORT_WAIT) {
+            self.finish(done);
         }
         let stats = self.relay.stats();
         self.media_totals(core, &stats.realm_totals());
@@ -1127,60 +1017,6 @@ impl Shell<'_> {
                 self.metrics.set_media_ports_free(name, free);
             }
         }
-    }
-}
-
-/// An ended call waiting for its streams' final counters.
-struct EndedCall {
-    call: u64,
-    a_call_id: String,
-    /// Answer to end.
-    duration: Option<Duration>,
-    /// Its CDR, media counts summed as streams report.
-    record: CallRecord,
-    /// Media streams the call had.
-    streams: usize,
-    /// Streams still to report.
-    waiting: usize,
-    /// Of the packets relayed (both legs), those the XDP fast path relayed.
-    fast_packets: u64,
-    /// When the call ended (for the bound on waiting).
-    since: Instant,
-}
-
-impl EndedCall {
-    /// Adds one stream's final counters: leg A is the inbound leg, B the
-    /// outbound one.
-    fn add(&mut self, counters: &[LegCounters; 2]) {
-        for (total, leg) in [&mut self.record.media_in, &mut self.record.media_out]
-            .into_iter()
-            .zip(counters)
-        {
-            total.rx_packets += leg.packets_in;
-            total.rx_bytes += leg.bytes_in;
-            total.tx_packets += leg.packets_out;
-            total.tx_bytes += leg.bytes_out;
-            self.fast_packets += leg.fast_packets_in;
-        }
-        self.waiting = self.waiting.saturating_sub(1);
-    }
-
-    /// Which path carried the call's media: `xdp` when the fast path
-    /// relayed more than half of its packets (the first packets of every
-    /// flow go through userspace, which latches them, so a call the fast
-    /// path took over is mostly but never entirely XDP), else `userspace`
-    /// (also for a call with streams but no packet); `None` when no media
-    /// was anchored.
-    fn media_path(&self) -> Option<metrics::MediaPath> {
-        if self.streams == 0 {
-            return None;
-        }
-        let relayed = self.record.media_in.tx_packets + self.record.media_out.tx_packets;
-        Some(if self.fast_packets * 2 > relayed {
-            metrics::MediaPath::Xdp
-        } else {
-            metrics::MediaPath::Userspace
-        })
     }
 }
 
