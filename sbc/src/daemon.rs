@@ -517,13 +517,11 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         info!(address = %ip, first = range.first, last = range.last, "media address added");
     }
     raise_fd_limit(&config); // limits.max_calls may have grown
-    for (what, changed) in restart_only_changes(running.config, &config) {
-        if changed {
-            warn!(
-                setting = what,
-                "changed in the file; takes effect at the next restart"
-            );
-        }
+    for setting in running.config.restart_only_changes(&config) {
+        warn!(
+            setting,
+            "changed in the file; takes effect at the next restart"
+        );
     }
 
     // Bind what is new before changing anything: a bind that fails (address
@@ -588,40 +586,6 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         "configuration reloaded"
     );
     Some(config)
-}
-
-/// Settings a reload does not apply, and whether the new file changed them.
-fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 10] {
-    [
-        (
-            "media.inactivity_timeout_secs",
-            old.media.inactivity_timeout_secs != new.media.inactivity_timeout_secs,
-        ),
-        (
-            "media.latching.learning_window_ms",
-            old.media.latching.learning_window_ms != new.media.latching.learning_window_ms,
-        ),
-        (
-            "media.port_quarantine_secs",
-            old.media.port_quarantine_secs != new.media.port_quarantine_secs,
-        ),
-        (
-            "media.port_min/port_max",
-            (old.media.port_min, old.media.port_max) != (new.media.port_min, new.media.port_max),
-        ),
-        ("media.xdp", old.media.xdp != new.media.xdp),
-        ("metrics.listen", old.metrics.listen != new.metrics.listen),
-        ("cdr", old.cdr != new.cdr),
-        ("logging", old.logging != new.logging),
-        (
-            "limits.max_transactions",
-            old.limits.max_transactions != new.limits.max_transactions,
-        ),
-        (
-            "sip.t1_ms/t2_ms/t4_ms",
-            old.sip.timers() != new.sip.timers(),
-        ),
-    ]
 }
 
 /// Every series the configuration makes known, at zero (existing ones

@@ -33,6 +33,7 @@
 mod check;
 mod error;
 mod locate;
+mod reload;
 mod schema;
 mod validate;
 
