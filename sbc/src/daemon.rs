@@ -643,9 +643,9 @@ struct Shell<'a> {
     /// The shield's counts already exported, by its realm number (the
     /// counters take deltas).
     shield_seen: Vec<RealmCounts>,
-    /// Transport drops already exported, per listener: (queue full, shed
-    /// for overload, connections refused at the limit).
-    transport_seen: HashMap<ListenerId, (u64, u64, u64)>,
+    /// Transport drops already exported, per listener: queue full, shed for
+    /// overload, connections refused by a cap, connections too slow.
+    transport_seen: HashMap<ListenerId, [u64; 4]>,
     /// The relay's drop totals already exported (unknown flow, source,
     /// malformed, send).
     media_dropped: [u64; 4],
@@ -734,30 +734,25 @@ impl Shell<'_> {
                 continue;
             };
             let seen = self.transport_seen.entry(id).or_default();
-            let now = (
+            let now = [
                 stats.dropped_overload,
                 stats.shed_overload,
                 stats.connections_rejected,
-            );
-            for (reason, delta) in [
-                (
-                    metrics::TransportDropReason::QueueFull,
-                    now.0.saturating_sub(seen.0),
-                ),
-                (
-                    metrics::TransportDropReason::Overload,
-                    now.1.saturating_sub(seen.1),
-                ),
-                (
-                    metrics::TransportDropReason::ConnectionLimit,
-                    now.2.saturating_sub(seen.2),
-                ),
-            ] {
-                if delta > 0 {
-                    self.metrics.transport_dropped(&spec.realm, reason, delta);
+                stats.connections_too_slow,
+            ];
+            let reasons = [
+                metrics::TransportDropReason::QueueFull,
+                metrics::TransportDropReason::Overload,
+                metrics::TransportDropReason::ConnectionLimit,
+                metrics::TransportDropReason::TooSlow,
+            ];
+            for ((reason, now), seen) in reasons.into_iter().zip(now).zip(seen.iter_mut()) {
+                if now > *seen {
+                    self.metrics
+                        .transport_dropped(&spec.realm, reason, now - *seen);
                 }
+                *seen = now;
             }
-            *seen = now;
         }
     }
 

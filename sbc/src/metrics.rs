@@ -447,15 +447,19 @@ pub enum TransportDropReason {
     /// An untrusted request shed unparsed because the queue into the core
     /// was more than half full.
     Overload,
+    /// A TCP connection closed for not completing a message in time
+    /// (slowloris).
+    TooSlow,
 }
 
 impl TransportDropReason {
     /// Every reason, for series present from start-up.
-    pub const ALL: [TransportDropReason; 4] = [
+    pub const ALL: [TransportDropReason; 5] = [
         TransportDropReason::QueueFull,
         TransportDropReason::ConnectionLimit,
         TransportDropReason::TooLarge,
         TransportDropReason::Overload,
+        TransportDropReason::TooSlow,
     ];
 
     /// The label value.
@@ -465,6 +469,7 @@ impl TransportDropReason {
             TransportDropReason::ConnectionLimit => "connection_limit",
             TransportDropReason::TooLarge => "too_large",
             TransportDropReason::Overload => "overload",
+            TransportDropReason::TooSlow => "too_slow",
         }
     }
 }
@@ -754,7 +759,7 @@ impl Metrics {
         let transport_dropped = counter_vec(
             &r,
             "sbc_transport_dropped_total",
-            "SIP datagrams, messages or connections dropped by the transport under overload, per realm and reason (queue_full, connection_limit, too_large, overload = an untrusted request shed unparsed while the queue into the core was more than half full).",
+            "SIP datagrams, messages or connections dropped by the transport under overload, per realm and reason (queue_full, connection_limit = a TCP connection refused by a cap, too_large, overload = an untrusted request shed unparsed while the queue into the core was more than half full, too_slow = a TCP connection closed for not completing a message in time).",
             &["realm", "reason"],
         );
         let banned_sources = register(

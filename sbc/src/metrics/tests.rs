@@ -194,6 +194,7 @@ fn label_values_are_distinct_per_enum() {
         TransportDropReason::ConnectionLimit.as_str(),
         TransportDropReason::TooLarge.as_str(),
         TransportDropReason::Overload.as_str(),
+        TransportDropReason::TooSlow.as_str(),
     ]);
     distinct(&[
         ReloadResult::Success.as_str(),
@@ -592,6 +593,7 @@ fn the_all_lists_hold_every_label_value() {
         TransportDropReason::ConnectionLimit => 1,
         TransportDropReason::TooLarge => 2,
         TransportDropReason::Overload => 3,
+        TransportDropReason::TooSlow => 4,
     };
     for (i, r) in TransportDropReason::ALL.into_iter().enumerate() {
         assert_eq!(transport(r), i, "{r:?}");

@@ -117,6 +117,18 @@ pub struct TransportConfig {
     /// Most concurrent TCP connections per listener (accepted and opened);
     /// an accept over the cap is closed at once.
     pub max_connections: usize,
+    /// Most concurrent accepted TCP connections from one untrusted address
+    /// per listener (a source the shield does not trust; without a shield,
+    /// every source).
+    pub max_connections_per_source: usize,
+    /// The share of `max_connections`, in percent, that untrusted sources
+    /// may hold together (rounded up); the rest is kept for trusted peers.
+    pub untrusted_connections_percent: u8,
+    /// An accepted connection must bring its first complete message (or a
+    /// CRLF keepalive) within this long, and every message its whole header
+    /// section and body within this long of its first byte: a slow client
+    /// (slowloris) is closed, whatever it trickles.
+    pub message_timeout: Duration,
     /// How long an outbound TCP connect may take.
     pub connect_timeout: Duration,
     /// Messages queued for writing per TCP connection before
@@ -133,6 +145,11 @@ impl Default for TransportConfig {
             // RFC 5626 keepalives come every ~2 minutes; outlast them.
             tcp_idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_connections_per_source: 32,
+            untrusted_connections_percent: 90,
+            // A SIP message is one segment or a few; a client that has not
+            // sent one in 10 s is not a phone waiting on its user.
+            message_timeout: Duration::from_secs(10),
             // §17.1.1.2 Timer B is 32 s; a connect should fail well before.
             connect_timeout: Duration::from_secs(10),
             connection_queue: 256,
@@ -363,6 +380,7 @@ pub struct ListenerStats {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     connections_rejected: AtomicU64,
+    connections_too_slow: AtomicU64,
 }
 
 /// A copy of a listener's counters.
@@ -390,8 +408,12 @@ pub struct StatsSnapshot {
     pub connections_open: u64,
     /// TCP connections ever opened or accepted.
     pub connections_total: u64,
-    /// TCP connections refused by [`TransportConfig::max_connections`].
+    /// TCP connections refused by [`TransportConfig::max_connections`],
+    /// the per-source cap or the untrusted share.
     pub connections_rejected: u64,
+    /// TCP connections closed for not completing a message within
+    /// [`TransportConfig::message_timeout`].
+    pub connections_too_slow: u64,
 }
 
 impl ListenerStats {
@@ -414,6 +436,7 @@ impl ListenerStats {
             connections_open: get(&self.connections_open),
             connections_total: get(&self.connections_total),
             connections_rejected: get(&self.connections_rejected),
+            connections_too_slow: get(&self.connections_too_slow),
         }
     }
 }
@@ -436,6 +459,37 @@ struct Listener {
     /// The shield's number of `spec.realm` (0 without a shield); shared by
     /// every copy, so a reload that renames the realm reaches the tasks.
     realm: Arc<AtomicU16>,
+    /// Refused TCP connections are logged at most once per
+    /// [`REFUSAL_LOG_EVERY`], with how many were refused since.
+    refusals: Arc<Mutex<RefusalLog>>,
+}
+
+/// How often, at most, refused TCP connections are logged per listener.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log limiter: one line per period, carrying the count of what it held
+/// back.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RefusalLog {
+    /// One more refusal at `now`: `Some(n)` when a line is due, `n` being
+    /// the refusals it reports (this one and those held back since the
+    /// last line).
+    pub fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.held_back += 1;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
 }
 
 /// A socket bound for a listener, before its tasks start.
@@ -473,6 +527,7 @@ impl Bound {
                 control: Arc::new(control),
                 closed: Arc::new(watch::channel(false).0),
                 realm: Arc::new(AtomicU16::new(shield.map_or(0, |s| s.realm(&spec.realm).0))),
+                refusals: Arc::default(),
             },
             tcp,
         })
@@ -572,6 +627,14 @@ impl Shared {
             );
         }
         verdict
+    }
+
+    /// Whether the shield trusts `remote` on `listener`'s realm (never
+    /// without a shield).
+    fn trusted(&self, listener: &Listener, remote: IpAddr) -> bool {
+        self.shield.as_ref().is_some_and(|shield| {
+            shield.is_trusted(RealmId(listener.realm.load(Ordering::Relaxed)), remote)
+        })
     }
 
     /// Whether a UDP datagram is shed for overload (see the module docs):
@@ -782,6 +845,7 @@ impl Transports {
             control: Arc::clone(&current.control),
             closed: Arc::clone(&current.closed),
             realm: Arc::clone(&current.realm),
+            refusals: Arc::clone(&current.refusals),
         };
         if let Some(shield) = &self.shared.shield {
             current
@@ -901,5 +965,7 @@ impl Drop for Transports {
 
 #[cfg(test)]
 mod screen_tests;
+#[cfg(test)]
+mod tcp_tests;
 #[cfg(test)]
 mod tests;

@@ -2,14 +2,23 @@
 //! connection reuse, RFC 5626 §3.5.1 CRLF keepalives).
 //!
 //! One accept task per listener, one task per connection that reads, frames
-//! ([`StreamFramer`]), writes its queue and enforces the idle timeout. The
+//! ([`StreamFramer`]), writes its queue and enforces its deadlines. The
 //! [`Table`] maps connection ids (and `(listener, remote)`) to write queues,
 //! so a response finds the request's connection and a request to a peer
 //! that already has a connection to us reuses it.
+//!
+//! Edge protection: an accepted connection from a source the shield does
+//! not trust counts against a per-source cap and against the untrusted
+//! share of the listener's cap, so one address (or many) can't take the
+//! slots trunks need; refusals are counted and logged at most once per
+//! [`super::REFUSAL_LOG_EVERY`]. An accepted connection must complete its
+//! first message, and every message its bytes, within
+//! `message_timeout`; the idle timeout restarts on complete messages and
+//! writes, not on every byte, so trickling bytes holds nothing.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +48,11 @@ pub(super) struct Table {
     by_id: HashMap<ConnectionId, Entry>,
     /// The newest connection from a listener to a remote address.
     by_remote: HashMap<(ListenerId, SocketAddr), ConnectionId>,
+    /// Accepted connections of untrusted sources, per listener and address
+    /// (an entry only while the source has one).
+    untrusted: HashMap<(ListenerId, IpAddr), usize>,
+    /// Their sum per listener.
+    untrusted_total: HashMap<ListenerId, usize>,
 }
 
 #[derive(Debug)]
@@ -46,6 +60,26 @@ struct Entry {
     listener: ListenerId,
     remote: SocketAddr,
     queue: mpsc::Sender<Vec<u8>>,
+    /// Counted in [`Table::untrusted`].
+    untrusted: bool,
+}
+
+/// Why an accepted connection was closed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Total,
+    UntrustedShare,
+    PerSource,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Total => "connection limit",
+            Refusal::UntrustedShare => "untrusted sources' share",
+            Refusal::PerSource => "per-source limit",
+        }
+    }
 }
 
 impl Table {
@@ -63,10 +97,46 @@ impl Table {
                 listener,
                 remote,
                 queue,
+                untrusted: false,
             },
         );
         self.by_remote.insert((listener, remote), id);
         id
+    }
+
+    /// Admits an accepted connection from `remote`, counting it when its
+    /// source is untrusted, or says why not.
+    fn admit(
+        &mut self,
+        listener: ListenerId,
+        remote: SocketAddr,
+        queue: mpsc::Sender<Vec<u8>>,
+        untrusted: bool,
+        open: usize,
+        config: &super::TransportConfig,
+    ) -> Result<ConnectionId, Refusal> {
+        if open >= config.max_connections {
+            return Err(Refusal::Total);
+        }
+        if untrusted {
+            let share = (config.max_connections
+                * usize::from(config.untrusted_connections_percent))
+            .div_ceil(100);
+            if self.untrusted_total.get(&listener).copied().unwrap_or(0) >= share {
+                return Err(Refusal::UntrustedShare);
+            }
+            let key = (listener, remote.ip());
+            if self.untrusted.get(&key).copied().unwrap_or(0) >= config.max_connections_per_source {
+                return Err(Refusal::PerSource);
+            }
+            *self.untrusted.entry(key).or_default() += 1;
+            *self.untrusted_total.entry(listener).or_default() += 1;
+        }
+        let id = self.insert(listener, remote, queue);
+        if let Some(entry) = self.by_id.get_mut(&id) {
+            entry.untrusted = untrusted;
+        }
+        Ok(id)
     }
 
     /// Removes `id`; returns whether it was there.
@@ -78,7 +148,37 @@ impl Table {
         if self.by_remote.get(&key) == Some(&id) {
             self.by_remote.remove(&key);
         }
+        if entry.untrusted {
+            let source = (entry.listener, entry.remote.ip());
+            if let Some(n) = self.untrusted.get_mut(&source) {
+                *n -= 1;
+                if *n == 0 {
+                    self.untrusted.remove(&source);
+                }
+            }
+            if let Some(n) = self.untrusted_total.get_mut(&entry.listener) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        // After a storm, give the tables' memory back.
+        if self.by_id.capacity() > 64 && self.by_id.len() * 4 < self.by_id.capacity() {
+            self.by_id.shrink_to_fit();
+            self.by_remote.shrink_to_fit();
+            self.untrusted.shrink_to_fit();
+        }
         true
+    }
+
+    /// Untrusted connections of `listener`, and how many sources hold them.
+    #[cfg(test)]
+    pub(super) fn untrusted_of(&self, listener: ListenerId) -> (usize, usize) {
+        (
+            self.untrusted_total.get(&listener).copied().unwrap_or(0),
+            self.untrusted
+                .keys()
+                .filter(|(l, _)| *l == listener)
+                .count(),
+        )
     }
 
     /// The connection to reuse for a send from `listener`: `wanted` if it is
@@ -201,10 +301,13 @@ pub(super) async fn accept(
     listener: TcpListener,
     alive: mpsc::Sender<()>,
 ) {
-    let Some((stats, mut closed)) = shared
-        .listener(id)
-        .map(|l| (Arc::clone(&l.stats), l.closed.subscribe()))
-    else {
+    let Some((stats, mut closed, refusals)) = shared.listener(id).map(|l| {
+        (
+            Arc::clone(&l.stats),
+            l.closed.subscribe(),
+            Arc::clone(&l.refusals),
+        )
+    }) else {
         return;
     };
     let mut shutdown = shared.shutdown.clone();
@@ -228,25 +331,48 @@ pub(super) async fn accept(
             drop(stream);
             continue;
         }
+        let untrusted = shared
+            .listener(id)
+            .is_none_or(|l| !shared.trusted(&l, remote.ip()));
         let (queue, rx) = mpsc::channel(shared.config.connection_queue.max(1));
         let conn = {
             let mut table = shared.table();
-            if stats
+            let open = stats
                 .connections_open
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= shared.config.max_connections as u64
-            {
-                None
-            } else {
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let admitted = table.admit(
+                id,
+                remote,
+                queue,
+                untrusted,
+                usize::try_from(open).unwrap_or(usize::MAX),
+                &shared.config,
+            );
+            if admitted.is_ok() {
                 open_count(&stats);
-                Some(table.insert(id, remote, queue))
             }
+            admitted
         };
-        let Some(conn) = conn else {
-            ListenerStats::bump(&stats.connections_rejected);
-            tracing::warn!(listener = id.0, %remote, limit = shared.config.max_connections, "TCP connection limit reached, closing");
-            drop(stream);
-            continue;
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(refusal) => {
+                ListenerStats::bump(&stats.connections_rejected);
+                let due = refusals
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .refused(super::clock());
+                if let Some(refused) = due {
+                    tracing::warn!(
+                        listener = id.0,
+                        %remote,
+                        reason = refusal.as_str(),
+                        refused,
+                        "TCP connections refused (one line per 10 s at most; refused = since the last)"
+                    );
+                }
+                drop(stream);
+                continue;
+            }
         };
         // SIP messages are small and latency-bound.
         let _ = stream.set_nodelay(true);
@@ -258,6 +384,7 @@ pub(super) async fn accept(
             remote,
             rx,
             alive.clone(),
+            true,
         ));
     }
 }
@@ -278,7 +405,7 @@ async fn connect_and_run(
         r = connect(&shared, listener, to) => r,
     };
     match connected {
-        Ok(stream) => run(shared, listener, id, stream, to, rx, alive).await,
+        Ok(stream) => run(shared, listener, id, stream, to, rx, alive, false).await,
         Err(error) => {
             tracing::debug!(listener = listener.0, %to, %error, "TCP connect failed");
             // Removed whether or not the listener still exists (it may have
@@ -375,6 +502,8 @@ enum End {
     Framing(crate::sip::FramingError),
     /// The shield banned the source.
     Banned,
+    /// No complete message within `message_timeout` (slowloris).
+    TooSlow,
 }
 
 /// What woke the connection task.
@@ -386,7 +515,10 @@ enum Step {
 
 /// Runs one connection: reads and frames, answers pings, delivers
 /// messages (waiting, and so not reading, while the core's channel is
-/// full), writes the queue, and closes after the idle timeout.
+/// full), writes the queue, and closes after the idle timeout, or when an
+/// `accepted` connection is too slow with its first message or any
+/// message's bytes (see the module docs).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     shared: Arc<Shared>,
     listener: ListenerId,
@@ -395,6 +527,7 @@ async fn run(
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     _alive: mpsc::Sender<()>,
+    accepted: bool,
 ) {
     let Some(l) = shared.listener(listener) else {
         // Removed since the accept or connect: the connection goes with it,
@@ -417,14 +550,23 @@ async fn run(
     let mut framer = StreamFramer::new(shared.config.limits);
     let mut buf = vec![0u8; READ_CHUNK];
     let idle_timeout = shared.config.tcp_idle_timeout;
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
+    let message_timeout = shared.config.message_timeout;
+    let mut idle_at = tokio::time::Instant::now() + idle_timeout;
+    // Until the first complete message (accepted connections), then from
+    // the first byte of each message until it is complete.
+    let mut slow_at = accepted.then(|| tokio::time::Instant::now() + message_timeout);
+    let deadline = tokio::time::sleep_until(slow_at.map_or(idle_at, |s| s.min(idle_at)));
+    tokio::pin!(deadline);
 
     let end = 'conn: loop {
         let step = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => Step::Stop(End::Shutdown),
             _ = closed.wait_for(|closed| *closed) => Step::Stop(End::Shutdown),
-            () = &mut idle => Step::Stop(End::Idle),
+            () = &mut deadline => Step::Stop(if slow_at.is_some_and(|s| s <= idle_at) {
+                End::TooSlow
+            } else {
+                End::Idle
+            }),
             queued = rx.recv() => match queued {
                 Some(bytes) => Step::Write(bytes),
                 None => Step::Stop(End::Shutdown),
@@ -447,6 +589,7 @@ async fn run(
                     break End::Io(e);
                 }
                 ListenerStats::bump(&stats.messages_out);
+                idle_at = tokio::time::Instant::now() + idle_timeout;
             }
             Step::Read(n) => {
                 framer.push(&buf[..n]);
@@ -456,6 +599,10 @@ async fn run(
                         Ok(None) => break,
                         Err(e) => break 'conn End::Framing(e),
                     };
+                    // A complete message (or keepalive): the connection is
+                    // alive, and no message is half-sent.
+                    idle_at = tokio::time::Instant::now() + idle_timeout;
+                    slow_at = None;
                     if !matches!(frame, Frame::Ping | Frame::Pong) {
                         match super::screen_message(&shared, listener, remote) {
                             super::Screen::Pass => {}
@@ -489,10 +636,18 @@ async fn run(
                         break 'conn End::CoreGone;
                     }
                 }
+                // Bytes of a message not complete yet: they have until
+                // message_timeout after the first of them.
+                if framer.buffered() == 0 {
+                    slow_at = None;
+                } else if slow_at.is_none() {
+                    slow_at = Some(tokio::time::Instant::now() + message_timeout);
+                }
             }
         }
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + idle_timeout);
+        deadline
+            .as_mut()
+            .reset(slow_at.map_or(idle_at, |s| s.min(idle_at)));
     };
 
     match &end {
@@ -505,6 +660,10 @@ async fn run(
         }
         End::Idle => {
             tracing::debug!(listener = listener.0, %remote, "TCP connection idle, closing")
+        }
+        End::TooSlow => {
+            ListenerStats::bump(&stats.connections_too_slow);
+            tracing::debug!(listener = listener.0, %remote, "TCP message not complete in time, closing")
         }
         // The ban was logged once, by the screen.
         End::Banned => {}
