@@ -38,6 +38,8 @@ mod schema;
 mod validate;
 
 #[cfg(test)]
+mod mutation_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt::Write as _;
