@@ -122,6 +122,28 @@ impl StreamFramer {
         self.buf.len() - self.start
     }
 
+    /// Whether a message has begun and is not complete: after
+    /// [`next_frame`](Self::next_frame) returned `Ok(None)`, some of its bytes
+    /// are buffered. Line breaks that may still become a keepalive are not a
+    /// message. The transport times a message from its first byte with this.
+    pub fn message_started(&self) -> bool {
+        // Framing skips stray line breaks before a start line, so whatever
+        // is left starts with the message's first byte, or is a CRLF prefix.
+        self.buf
+            .get(self.start)
+            .is_some_and(|b| !matches!(b, b'\r' | b'\n'))
+    }
+
+    /// Frees the buffer if nothing is buffered, so an idle connection holds
+    /// no bytes (the next [`push`](Self::push) allocates what it needs).
+    pub fn release(&mut self) {
+        if self.buffered() == 0 {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.scanned = 0;
+        }
+    }
+
     /// The next frame, `Ok(None)` when more bytes are needed, or the error
     /// that desynchronised the stream (returned again on every later call).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
@@ -335,6 +357,32 @@ abcd";
             matches!(frames.last(), Some(Frame::Message(_))),
             "{frames:?}"
         );
+    }
+
+    #[test]
+    fn a_message_has_started_once_a_non_crlf_byte_is_buffered() {
+        let mut framer = StreamFramer::new(Limits::default());
+        for (bytes, started) in [
+            (&b""[..], false),
+            (b"\r\n", false),
+            (b"\r\n\r\n", false),
+            (b"\r\nOPT", true),
+            (b"IONS sip:bob", true),
+        ] {
+            framer.push(bytes);
+            while let Ok(Some(_)) = framer.next_frame() {}
+            assert_eq!(framer.message_started(), started, "after {bytes:?}");
+        }
+        framer.push(&OPTIONS[15..]);
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::Message(_)))));
+        assert!(matches!(framer.next_frame(), Ok(None)));
+        assert!(!framer.message_started());
+        framer.release();
+        assert_eq!((framer.buffered(), framer.buf.capacity()), (0, 0));
+        // Releasing with bytes buffered keeps them.
+        framer.push(b"OPTIONS");
+        framer.release();
+        assert_eq!(framer.buffered(), 7);
     }
 
     #[test]

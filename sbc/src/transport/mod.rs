@@ -22,6 +22,19 @@
 //! rate or banned, or as soon as a message gets it banned. Each new ban is
 //! logged once ([`crate::guard::log_ban`]).
 //!
+//! TCP slots (see `tcp`): with a shield, an untrusted source may hold at
+//! most [`TransportConfig::max_connections_per_source`] connections per
+//! listener, and untrusted sources together at most
+//! [`TransportConfig::untrusted_connection_share_percent`] of
+//! [`TransportConfig::max_connections`], so trusted peers can still
+//! connect during a storm. Every connection must finish each message
+//! within [`TransportConfig::message_timeout`] of its first byte, and an
+//! accepted untrusted one its first message within
+//! [`TransportConfig::first_message_timeout`]; only complete messages and
+//! keepalives hold off [`TransportConfig::tcp_idle_timeout`]. Refused
+//! connections are counted in [`StatsSnapshot::connections_rejected`] and
+//! logged at most once per listener every 10 s, with the count.
+//!
 //! Overload (the core not draining the channel):
 //! * UDP: once the channel is more than half full, datagrams that are new
 //!   requests from untrusted sources are shed before parsing, and counted
@@ -112,22 +125,39 @@ pub struct ListenerSpec {
 pub struct TransportConfig {
     /// Capacity of the channel to the core, in events.
     pub channel_capacity: usize,
-    /// A TCP connection with no bytes read or written for this long is closed.
+    /// A TCP connection that neither completed a message (a keepalive ping
+    /// counts) nor had one written to it for this long is closed. Partial
+    /// messages don't count: a byte every minute must not keep a slot.
     pub tcp_idle_timeout: Duration,
     /// Most concurrent TCP connections per listener (accepted and opened);
     /// an accept over the cap is closed at once.
     pub max_connections: usize,
-    /// Most concurrent accepted TCP connections from one untrusted address
-    /// per listener (a source the shield does not trust; without a shield,
-    /// every source).
+    /// With a shield: most connections one untrusted source IP may hold
+    /// on one listener (`usize::MAX`: no cap). A registering phone needs
+    /// one, a NAT with a few dozen phones behind it a few dozen; one host
+    /// opening thousands is an attack on everyone else's slots. Trusted
+    /// sources (trunks, realm networks) are not capped. Without a shield
+    /// nobody is known to be trusted, and there is no per-source cap.
     pub max_connections_per_source: usize,
-    /// The share of `max_connections`, in percent, that untrusted sources
-    /// may hold together (rounded up); the rest is kept for trusted peers.
-    pub untrusted_connections_percent: u8,
-    /// An accepted connection must bring its first complete message (or a
-    /// CRLF keepalive) within this long, and every message its whole header
-    /// section and body within this long of its first byte: a slow client
-    /// (slowloris) is closed, whatever it trickles.
+    /// With a shield: the share of [`max_connections`](Self::max_connections),
+    /// in percent (at most 100), that untrusted sources may hold together,
+    /// so a storm from many addresses still leaves trusted peers room to
+    /// connect. Outbound connections and trusted sources use the rest.
+    pub untrusted_connection_share_percent: u8,
+    /// An accepted TCP connection must complete its first SIP message
+    /// (keepalive pings don't count) this soon after the accept, or it is
+    /// closed. A client connects to send a request, and sends it at once;
+    /// 10 s covers the first segment lost three times (TCP retransmits
+    /// after 1, 2 and 4 s). Trusted sources are exempt: a trunk may open a
+    /// connection ahead of its first call. Outbound connections are ours and
+    /// exempt too.
+    pub first_message_timeout: Duration,
+    /// Once a message's first byte arrived, the whole message (header
+    /// section and body) must arrive within this, or the connection is
+    /// closed. A peer writes a message in one go, so 10 s is a lost segment
+    /// retransmitted three times; a sender trickling a byte at a time
+    /// (slowloris) loses its slot after it, however often it sends. The
+    /// body is timed too: a trickled body holds the slot just the same.
     pub message_timeout: Duration,
     /// How long an outbound TCP connect may take.
     pub connect_timeout: Duration,
@@ -146,9 +176,8 @@ impl Default for TransportConfig {
             tcp_idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
             max_connections_per_source: 32,
-            untrusted_connections_percent: 90,
-            // A SIP message is one segment or a few; a client that has not
-            // sent one in 10 s is not a phone waiting on its user.
+            untrusted_connection_share_percent: 90,
+            first_message_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(10),
             // §17.1.1.2 Timer B is 32 s; a connect should fail well before.
             connect_timeout: Duration::from_secs(10),
@@ -409,10 +438,13 @@ pub struct StatsSnapshot {
     /// TCP connections ever opened or accepted.
     pub connections_total: u64,
     /// TCP connections refused by [`TransportConfig::max_connections`],
-    /// the per-source cap or the untrusted share.
+    /// [`TransportConfig::max_connections_per_source`] or
+    /// [`TransportConfig::untrusted_connection_share_percent`] (a source
+    /// the shield refuses is counted by the shield).
     pub connections_rejected: u64,
-    /// TCP connections closed for not completing a message within
-    /// [`TransportConfig::message_timeout`].
+    /// TCP connections closed for not completing their first message, or a
+    /// message they began, in time (slowloris); idle closes are not
+    /// counted.
     pub connections_too_slow: u64,
 }
 
@@ -459,37 +491,6 @@ struct Listener {
     /// The shield's number of `spec.realm` (0 without a shield); shared by
     /// every copy, so a reload that renames the realm reaches the tasks.
     realm: Arc<AtomicU16>,
-    /// Refused TCP connections are logged at most once per
-    /// [`REFUSAL_LOG_EVERY`], with how many were refused since.
-    refusals: Arc<Mutex<RefusalLog>>,
-}
-
-/// How often, at most, refused TCP connections are logged per listener.
-pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// A log limiter: one line per period, carrying the count of what it held
-/// back.
-#[derive(Debug, Default)]
-pub struct RefusalLog {
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl RefusalLog {
-    /// One more refusal at `now`: `Some(n)` when a line is due, `n` being
-    /// the refusals it reports (this one and those held back since the
-    /// last line).
-    pub fn refused(&mut self, now: Instant) -> Option<u64> {
-        self.held_back += 1;
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_LOG_EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held_back))
-    }
 }
 
 /// A socket bound for a listener, before its tasks start.
@@ -527,7 +528,6 @@ impl Bound {
                 control: Arc::new(control),
                 closed: Arc::new(watch::channel(false).0),
                 realm: Arc::new(AtomicU16::new(shield.map_or(0, |s| s.realm(&spec.realm).0))),
-                refusals: Arc::default(),
             },
             tcp,
         })
@@ -629,14 +629,6 @@ impl Shared {
         verdict
     }
 
-    /// Whether the shield trusts `remote` on `listener`'s realm (never
-    /// without a shield).
-    fn trusted(&self, listener: &Listener, remote: IpAddr) -> bool {
-        self.shield.as_ref().is_some_and(|shield| {
-            shield.is_trusted(RealmId(listener.realm.load(Ordering::Relaxed)), remote)
-        })
-    }
-
     /// Whether a UDP datagram is shed for overload (see the module docs):
     /// the channel is more than half full and it is a request from an
     /// untrusted source. Cheap until the channel fills: one atomic load.
@@ -685,6 +677,15 @@ fn screen_message(shared: &Shared, id: ListenerId, remote: SocketAddr) -> Screen
         Verdict::RateLimited => Screen::Drop,
         Verdict::Banned | Verdict::NewBan => Screen::Close,
     }
+}
+
+/// Whether the shield trusts `remote` on listener `id`'s realm; `None`
+/// without a shield (nobody is known to be trusted or not).
+fn trusted(shared: &Shared, id: ListenerId, remote: IpAddr) -> Option<bool> {
+    let shield = shared.shield.as_ref()?;
+    let listener = shared.listener(id)?;
+    let realm = RealmId(listener.realm.load(Ordering::Relaxed));
+    Some(shield.is_trusted(realm, remote))
 }
 
 /// Whether a TCP connection just accepted from `remote` on listener `id`
@@ -845,7 +846,6 @@ impl Transports {
             control: Arc::clone(&current.control),
             closed: Arc::clone(&current.closed),
             realm: Arc::clone(&current.realm),
-            refusals: Arc::clone(&current.refusals),
         };
         if let Some(shield) = &self.shared.shield {
             current

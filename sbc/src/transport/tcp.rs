@@ -2,57 +2,247 @@
 //! connection reuse, RFC 5626 §3.5.1 CRLF keepalives).
 //!
 //! One accept task per listener, one task per connection that reads, frames
-//! ([`StreamFramer`]), writes its queue and enforces its deadlines. The
+//! ([`StreamFramer`]), writes its queue and enforces its [`Deadlines`]. The
 //! [`Table`] maps connection ids (and `(listener, remote)`) to write queues,
 //! so a response finds the request's connection and a request to a peer
 //! that already has a connection to us reuses it.
 //!
-//! Edge protection: an accepted connection from a source the shield does
-//! not trust counts against a per-source cap and against the untrusted
-//! share of the listener's cap, so one address (or many) can't take the
-//! slots trunks need; refusals are counted and logged at most once per
-//! [`super::REFUSAL_LOG_EVERY`]. An accepted connection must complete its
-//! first message, and every message its bytes, within
-//! `message_timeout`; the idle timeout restarts on complete messages and
-//! writes, not on every byte, so trickling bytes holds nothing.
+//! Edge protection (with a shield, which knows who is trusted): at accept,
+//! besides the listener's total cap, an untrusted source may hold at most
+//! [`TransportConfig::max_connections_per_source`] connections and all
+//! untrusted sources together at most their share of the total, so trusted
+//! peers keep room ([`Table::accept`]). Every connection is timed from the
+//! first byte of each message to its end, an accepted untrusted one from
+//! the accept to its first message, and all from the last complete message
+//! to idleness ([`Deadlines`]). Refusals are counted per connection and
+//! logged at most once per [`REFUSAL_LOG_EVERY`] per listener
+//! ([`RefusalLog`]).
+//!
+//! Memory: a connection holds no read buffer while idle (reads go through
+//! one scratch buffer per runtime thread into the framer, which frees its
+//! buffer once everything in it is framed), and the table's maps shrink
+//! when a storm is over.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use super::{
     ConnectionId, Event, Inbound, ListenerId, ListenerSpec, ListenerStats, Outbound, Shared,
-    Transport, TransportError, classify,
+    Transport, TransportConfig, TransportError, classify,
 };
 use crate::sip::{Frame, StreamFramer};
 
 /// Read chunk size; the framer reassembles messages across reads.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// At most one "connections refused" line per listener this often.
+pub(super) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Maps at or below this capacity are never shrunk (not worth the rehash).
+const MIN_SHRINK_CAPACITY: usize = 64;
+
+thread_local! {
+    /// One read buffer per runtime thread, shared by every connection the
+    /// thread runs: bytes go from it into the connection's framer at once,
+    /// so an idle connection holds no read buffer.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Who an accepted connection comes from, for the caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Peer {
+    /// No shield, so no idea: only the listener's total cap applies.
+    Unscreened,
+    /// The shield trusts the source: only the total cap, and no deadline
+    /// for the first message.
+    Trusted,
+    /// Any other source (its canonical address): the per-source cap and
+    /// the untrusted share too.
+    Untrusted(IpAddr),
+}
+
+/// Why an accepted connection was closed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The listener is at [`TransportConfig::max_connections`].
+    Limit,
+    /// Untrusted sources hold their whole share of the listener.
+    UntrustedShare,
+    /// The source is at [`TransportConfig::max_connections_per_source`].
+    PerSource,
+    /// The shield refused the source (banned or over its rate).
+    Shield,
+}
+
+/// Refusals counted since the last log line, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct RefusalCounts {
+    pub(super) limit: u64,
+    pub(super) untrusted_share: u64,
+    pub(super) per_source: u64,
+    pub(super) shield: u64,
+}
+
+impl RefusalCounts {
+    pub(super) fn total(&self) -> u64 {
+        self.limit + self.untrusted_share + self.per_source + self.shield
+    }
+}
+
+/// Rate-limits the log line about refused connections: a storm of refusals
+/// is one line per `every` with the counts since the line before, not one
+/// line per connection. Pure: takes `now`.
+#[derive(Debug)]
+pub(super) struct RefusalLog {
+    every: Duration,
+    last: Option<Instant>,
+    since: RefusalCounts,
+}
+
+impl RefusalLog {
+    pub(super) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            since: RefusalCounts::default(),
+        }
+    }
+
+    /// Counts a refusal at `now`. Returns the counts to log, this refusal
+    /// included, when a line is due: at the first refusal, then at the
+    /// first one at least `every` after the last line. Refusals in between
+    /// wait for the next line (the counter in [`ListenerStats`] is exact).
+    pub(super) fn refused(&mut self, now: Instant, why: Refusal) -> Option<RefusalCounts> {
+        let counter = match why {
+            Refusal::Limit => &mut self.since.limit,
+            Refusal::UntrustedShare => &mut self.since.untrusted_share,
+            Refusal::PerSource => &mut self.since.per_source,
+            Refusal::Shield => &mut self.since.shield,
+        };
+        *counter += 1;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+/// Why a connection's timer fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// No complete message for [`TransportConfig::tcp_idle_timeout`].
+    Idle,
+    /// No first message within [`TransportConfig::first_message_timeout`].
+    FirstMessage,
+    /// A message begun and not finished within
+    /// [`TransportConfig::message_timeout`].
+    Message,
+}
+
+/// The deadlines of one connection (see [`TransportConfig`]): idleness,
+/// the first message of an accepted untrusted connection, and the message
+/// in progress. Partial reads move none of them forward: only a complete
+/// frame (message or keepalive) or a write resets idleness. Pure: every
+/// input takes `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Deadlines {
+    idle: tokio::time::Instant,
+    first_message: Option<tokio::time::Instant>,
+    message: Option<tokio::time::Instant>,
+}
+
+impl Deadlines {
+    pub(super) fn new(
+        now: tokio::time::Instant,
+        config: &TransportConfig,
+        first_message: bool,
+    ) -> Self {
+        Self {
+            idle: now + config.tcp_idle_timeout,
+            first_message: first_message.then(|| now + config.first_message_timeout),
+            message: None,
+        }
+    }
+
+    /// Bytes were read and framed: `frames` complete frames came out,
+    /// `message` if one of them was a SIP message; `started` if a message
+    /// is now partly buffered ([`StreamFramer::message_started`]).
+    pub(super) fn read(
+        &mut self,
+        now: tokio::time::Instant,
+        config: &TransportConfig,
+        frames: bool,
+        message: bool,
+        started: bool,
+    ) {
+        if frames {
+            self.idle = now + config.tcp_idle_timeout;
+        }
+        if message {
+            self.first_message = None;
+        }
+        // A message that began in this read (after a complete frame, or
+        // after nothing) is timed from now; one that was already under way
+        // keeps its deadline however many bytes trickle in.
+        self.message = match (started, self.message) {
+            (false, _) => None,
+            (true, Some(at)) if !frames => Some(at),
+            (true, _) => Some(now + config.message_timeout),
+        };
+    }
+
+    /// A message was written: the connection is in use.
+    pub(super) fn wrote(&mut self, now: tokio::time::Instant, config: &TransportConfig) {
+        self.idle = now + config.tcp_idle_timeout;
+    }
+
+    /// The earliest deadline and what it means.
+    pub(super) fn next(&self) -> (tokio::time::Instant, Expiry) {
+        let mut next = (self.idle, Expiry::Idle);
+        for (at, why) in [
+            (self.first_message, Expiry::FirstMessage),
+            (self.message, Expiry::Message),
+        ] {
+            if let Some(at) = at.filter(|at| *at < next.0) {
+                next = (at, why);
+            }
+        }
+        next
+    }
+}
+
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Open connections and their write queues.
+/// Open connections and their write queues, and what the caps count.
 #[derive(Debug, Default)]
 pub(super) struct Table {
     next_id: u64,
     by_id: HashMap<ConnectionId, Entry>,
     /// The newest connection from a listener to a remote address.
     by_remote: HashMap<(ListenerId, SocketAddr), ConnectionId>,
-    /// Accepted connections of untrusted sources, per listener and address
-    /// (an entry only while the source has one).
-    untrusted: HashMap<(ListenerId, IpAddr), usize>,
-    /// Their sum per listener.
-    untrusted_total: HashMap<ListenerId, usize>,
+    /// Accepted connections per untrusted source and listener; an entry
+    /// exists only while its source holds a connection.
+    per_source: HashMap<(ListenerId, IpAddr), u32>,
+    /// Accepted connections from untrusted sources, per listener (no
+    /// entry at zero).
+    untrusted: HashMap<ListenerId, usize>,
 }
 
 #[derive(Debug)]
@@ -60,26 +250,22 @@ struct Entry {
     listener: ListenerId,
     remote: SocketAddr,
     queue: mpsc::Sender<Vec<u8>>,
-    /// Counted in [`Table::untrusted`].
-    untrusted: bool,
+    /// The untrusted source this connection is counted against.
+    counted: Option<IpAddr>,
 }
 
-/// Why an accepted connection was closed at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    Total,
-    UntrustedShare,
-    PerSource,
-}
-
-impl Refusal {
-    fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Total => "connection limit",
-            Refusal::UntrustedShare => "untrusted sources' share",
-            Refusal::PerSource => "per-source limit",
-        }
+/// Gives a storm's high-water mark back once `map` is a quarter full,
+/// keeping room to double; amortised O(1) per removal.
+fn shrink<K: Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > MIN_SHRINK_CAPACITY && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
     }
+}
+
+/// How many connections untrusted sources may hold together.
+fn untrusted_share(config: &TransportConfig) -> usize {
+    let percent = config.untrusted_connection_share_percent.min(100);
+    (config.max_connections as u128 * u128::from(percent) / 100) as usize
 }
 
 impl Table {
@@ -88,6 +274,7 @@ impl Table {
         listener: ListenerId,
         remote: SocketAddr,
         queue: mpsc::Sender<Vec<u8>>,
+        counted: Option<IpAddr>,
     ) -> ConnectionId {
         self.next_id += 1;
         let id = ConnectionId(self.next_id);
@@ -97,50 +284,51 @@ impl Table {
                 listener,
                 remote,
                 queue,
-                untrusted: false,
+                counted,
             },
         );
         self.by_remote.insert((listener, remote), id);
         id
     }
 
-    /// Admits an accepted connection from `remote`, counting it when its
-    /// source is untrusted, or says why not.
-    fn admit(
+    /// Admits a connection accepted on `listener` from `remote`, with
+    /// `open` connections open there now, or says why not: the total cap
+    /// first, then for an untrusted source the untrusted share and its own
+    /// cap. An admitted untrusted connection is counted until
+    /// [`Table::remove`].
+    pub(super) fn accept(
         &mut self,
         listener: ListenerId,
         remote: SocketAddr,
         queue: mpsc::Sender<Vec<u8>>,
-        untrusted: bool,
-        open: usize,
-        config: &super::TransportConfig,
+        peer: Peer,
+        open: u64,
+        config: &TransportConfig,
     ) -> Result<ConnectionId, Refusal> {
-        if open >= config.max_connections {
-            return Err(Refusal::Total);
+        if open >= config.max_connections as u64 {
+            return Err(Refusal::Limit);
         }
-        if untrusted {
-            let share = (config.max_connections
-                * usize::from(config.untrusted_connections_percent))
-            .div_ceil(100);
-            if self.untrusted_total.get(&listener).copied().unwrap_or(0) >= share {
-                return Err(Refusal::UntrustedShare);
+        let counted = match peer {
+            Peer::Unscreened | Peer::Trusted => None,
+            Peer::Untrusted(ip) => {
+                let all = self.untrusted.get(&listener).copied().unwrap_or(0);
+                if all >= untrusted_share(config) {
+                    return Err(Refusal::UntrustedShare);
+                }
+                let mine = self.per_source.get(&(listener, ip)).copied().unwrap_or(0);
+                if mine as usize >= config.max_connections_per_source {
+                    return Err(Refusal::PerSource);
+                }
+                *self.untrusted.entry(listener).or_default() += 1;
+                *self.per_source.entry((listener, ip)).or_default() += 1;
+                Some(ip)
             }
-            let key = (listener, remote.ip());
-            if self.untrusted.get(&key).copied().unwrap_or(0) >= config.max_connections_per_source {
-                return Err(Refusal::PerSource);
-            }
-            *self.untrusted.entry(key).or_default() += 1;
-            *self.untrusted_total.entry(listener).or_default() += 1;
-        }
-        let id = self.insert(listener, remote, queue);
-        if let Some(entry) = self.by_id.get_mut(&id) {
-            entry.untrusted = untrusted;
-        }
-        Ok(id)
+        };
+        Ok(self.insert(listener, remote, queue, counted))
     }
 
     /// Removes `id`; returns whether it was there.
-    fn remove(&mut self, id: ConnectionId) -> bool {
+    pub(super) fn remove(&mut self, id: ConnectionId) -> bool {
         let Some(entry) = self.by_id.remove(&id) else {
             return false;
         };
@@ -148,37 +336,26 @@ impl Table {
         if self.by_remote.get(&key) == Some(&id) {
             self.by_remote.remove(&key);
         }
-        if entry.untrusted {
-            let source = (entry.listener, entry.remote.ip());
-            if let Some(n) = self.untrusted.get_mut(&source) {
-                *n -= 1;
-                if *n == 0 {
-                    self.untrusted.remove(&source);
-                }
-            }
-            if let Some(n) = self.untrusted_total.get_mut(&entry.listener) {
-                *n = n.saturating_sub(1);
-            }
+        if let Some(ip) = entry.counted {
+            release(&mut self.per_source, (entry.listener, ip));
+            release(&mut self.untrusted, entry.listener);
         }
-        // After a storm, give the tables' memory back.
-        if self.by_id.capacity() > 64 && self.by_id.len() * 4 < self.by_id.capacity() {
-            self.by_id.shrink_to_fit();
-            self.by_remote.shrink_to_fit();
-            self.untrusted.shrink_to_fit();
-        }
+        shrink(&mut self.by_id);
+        shrink(&mut self.by_remote);
+        shrink(&mut self.per_source);
         true
     }
 
-    /// Untrusted connections of `listener`, and how many sources hold them.
+    /// Connections counted against untrusted source `ip` on `listener`.
     #[cfg(test)]
-    pub(super) fn untrusted_of(&self, listener: ListenerId) -> (usize, usize) {
-        (
-            self.untrusted_total.get(&listener).copied().unwrap_or(0),
-            self.untrusted
-                .keys()
-                .filter(|(l, _)| *l == listener)
-                .count(),
-        )
+    pub(super) fn source_count(&self, listener: ListenerId, ip: IpAddr) -> u32 {
+        self.per_source.get(&(listener, ip)).copied().unwrap_or(0)
+    }
+
+    /// Entries in the per-source map and its capacity (tests).
+    #[cfg(test)]
+    pub(super) fn source_map_size(&self) -> (usize, usize) {
+        (self.per_source.len(), self.per_source.capacity())
     }
 
     /// The connection to reuse for a send from `listener`: `wanted` if it is
@@ -192,6 +369,19 @@ impl Table {
         wanted
             .filter(|id| self.by_id.get(id).is_some_and(|e| e.listener == listener))
             .or_else(|| self.by_remote.get(&(listener, to)).copied())
+    }
+}
+
+/// Takes one from `key`'s count, removing the entry at zero.
+fn release<K: Hash + Eq, V: Copy + PartialEq + From<u8> + std::ops::SubAssign>(
+    map: &mut HashMap<K, V>,
+    key: K,
+) {
+    if let Some(count) = map.get_mut(&key) {
+        *count -= V::from(1);
+        if *count == V::from(0) {
+            map.remove(&key);
+        }
     }
 }
 
@@ -269,7 +459,7 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) -> Result<(), TransportE
     queue
         .try_send(bytes)
         .map_err(|_| TransportError::ShuttingDown)?;
-    let id = table.insert(listener_id, out.to, queue);
+    let id = table.insert(listener_id, out.to, queue, None);
     open_count(&listener.stats);
     drop(table);
     tokio::spawn(connect_and_run(
@@ -301,16 +491,14 @@ pub(super) async fn accept(
     listener: TcpListener,
     alive: mpsc::Sender<()>,
 ) {
-    let Some((stats, mut closed, refusals)) = shared.listener(id).map(|l| {
-        (
-            Arc::clone(&l.stats),
-            l.closed.subscribe(),
-            Arc::clone(&l.refusals),
-        )
-    }) else {
+    let Some((stats, mut closed)) = shared
+        .listener(id)
+        .map(|l| (Arc::clone(&l.stats), l.closed.subscribe()))
+    else {
         return;
     };
     let mut shutdown = shared.shutdown.clone();
+    let mut refusals = RefusalLog::new(REFUSAL_LOG_EVERY);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -329,48 +517,32 @@ pub(super) async fn accept(
         };
         if !super::screen_accept(&shared, id, remote) {
             drop(stream);
+            log_refusal(&mut refusals, id, remote, Refusal::Shield);
             continue;
         }
-        let untrusted = shared
-            .listener(id)
-            .is_none_or(|l| !shared.trusted(&l, remote.ip()));
+        let peer = match super::trusted(&shared, id, remote.ip()) {
+            None => Peer::Unscreened,
+            Some(true) => Peer::Trusted,
+            Some(false) => Peer::Untrusted(remote.ip().to_canonical()),
+        };
         let (queue, rx) = mpsc::channel(shared.config.connection_queue.max(1));
-        let conn = {
+        let admitted = {
             let mut table = shared.table();
             let open = stats
                 .connections_open
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let admitted = table.admit(
-                id,
-                remote,
-                queue,
-                untrusted,
-                usize::try_from(open).unwrap_or(usize::MAX),
-                &shared.config,
-            );
+            let admitted = table.accept(id, remote, queue, peer, open, &shared.config);
             if admitted.is_ok() {
                 open_count(&stats);
             }
             admitted
         };
-        let conn = match conn {
+        let conn = match admitted {
             Ok(conn) => conn,
-            Err(refusal) => {
+            Err(why) => {
                 ListenerStats::bump(&stats.connections_rejected);
-                let due = refusals
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .refused(super::clock());
-                if let Some(refused) = due {
-                    tracing::warn!(
-                        listener = id.0,
-                        %remote,
-                        reason = refusal.as_str(),
-                        refused,
-                        "TCP connections refused (one line per 10 s at most; refused = since the last)"
-                    );
-                }
                 drop(stream);
+                log_refusal(&mut refusals, id, remote, why);
                 continue;
             }
         };
@@ -384,9 +556,27 @@ pub(super) async fn accept(
             remote,
             rx,
             alive.clone(),
-            true,
+            peer != Peer::Trusted,
         ));
     }
+}
+
+/// Counts a refused connection and logs the refusals since the last line,
+/// if one is due (see [`RefusalLog`]).
+fn log_refusal(log: &mut RefusalLog, listener: ListenerId, remote: SocketAddr, why: Refusal) {
+    let Some(c) = log.refused(super::clock(), why) else {
+        return;
+    };
+    tracing::warn!(
+        listener = listener.0,
+        last_source = %remote.ip().to_canonical(),
+        refused = c.total(),
+        limit = c.limit,
+        untrusted_share = c.untrusted_share,
+        per_source = c.per_source,
+        shield = c.shield,
+        "TCP connections refused since the last report"
+    );
 }
 
 /// Connects to `to` from the listener's IP, then runs the connection; if the
@@ -495,29 +685,27 @@ async fn fail(
 #[derive(Debug)]
 enum End {
     Shutdown,
-    Idle,
+    /// A deadline passed (see [`Deadlines`]).
+    Expired(Expiry),
     PeerClosed,
     CoreGone,
     Io(io::Error),
     Framing(crate::sip::FramingError),
     /// The shield banned the source.
     Banned,
-    /// No complete message within `message_timeout` (slowloris).
-    TooSlow,
 }
 
 /// What woke the connection task.
 enum Step {
     Stop(End),
     Write(Vec<u8>),
-    Read(usize),
+    Readable,
 }
 
 /// Runs one connection: reads and frames, answers pings, delivers
 /// messages (waiting, and so not reading, while the core's channel is
-/// full), writes the queue, and closes after the idle timeout, or when an
-/// `accepted` connection is too slow with its first message or any
-/// message's bytes (see the module docs).
+/// full), writes the queue, and closes when one of its [`Deadlines`]
+/// passes (`first_message`: whether the first-message deadline applies).
 #[allow(clippy::too_many_arguments)]
 async fn run(
     shared: Arc<Shared>,
@@ -527,7 +715,7 @@ async fn run(
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     _alive: mpsc::Sender<()>,
-    accepted: bool,
+    first_message: bool,
 ) {
     let Some(l) = shared.listener(listener) else {
         // Removed since the accept or connect: the connection goes with it,
@@ -545,37 +733,33 @@ async fn run(
     let local = stream.local_addr().unwrap_or(l.local);
     let mut closed = l.closed.subscribe();
     drop(l);
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let mut shutdown = shared.shutdown.clone();
-    let mut framer = StreamFramer::new(shared.config.limits);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let idle_timeout = shared.config.tcp_idle_timeout;
-    let message_timeout = shared.config.message_timeout;
-    let mut idle_at = tokio::time::Instant::now() + idle_timeout;
-    // Until the first complete message (accepted connections), then from
-    // the first byte of each message until it is complete.
-    let mut slow_at = accepted.then(|| tokio::time::Instant::now() + message_timeout);
-    let deadline = tokio::time::sleep_until(slow_at.map_or(idle_at, |s| s.min(idle_at)));
-    tokio::pin!(deadline);
+    let config = &shared.config;
+    let mut framer = StreamFramer::new(config.limits);
+    let mut deadlines = Deadlines::new(tokio::time::Instant::now(), config, first_message);
+    let (at, mut expiry) = deadlines.next();
+    let timer = tokio::time::sleep_until(at);
+    tokio::pin!(timer);
 
     let end = 'conn: loop {
+        // Biased: queued writes go out first, and bytes already waiting
+        // are read before a deadline is honoured, so time spent waiting on
+        // a full core channel (when the connection does not read) is not
+        // held against the peer.
         let step = tokio::select! {
+            biased;
             _ = shutdown.wait_for(|stop| *stop) => Step::Stop(End::Shutdown),
             _ = closed.wait_for(|closed| *closed) => Step::Stop(End::Shutdown),
-            () = &mut deadline => Step::Stop(if slow_at.is_some_and(|s| s <= idle_at) {
-                End::TooSlow
-            } else {
-                End::Idle
-            }),
             queued = rx.recv() => match queued {
                 Some(bytes) => Step::Write(bytes),
                 None => Step::Stop(End::Shutdown),
             },
-            read = reader.read(&mut buf) => match read {
-                Ok(0) => Step::Stop(End::PeerClosed),
-                Ok(n) => Step::Read(n),
+            ready = reader.readable() => match ready {
+                Ok(()) => Step::Readable,
                 Err(e) => Step::Stop(End::Io(e)),
             },
+            () = &mut timer => Step::Stop(End::Expired(expiry)),
         };
         match step {
             Step::Stop(end) => break end,
@@ -589,20 +773,30 @@ async fn run(
                     break End::Io(e);
                 }
                 ListenerStats::bump(&stats.messages_out);
-                idle_at = tokio::time::Instant::now() + idle_timeout;
+                deadlines.wrote(tokio::time::Instant::now(), config);
             }
-            Step::Read(n) => {
-                framer.push(&buf[..n]);
+            Step::Readable => {
+                let read = SCRATCH.with_borrow_mut(|buf| {
+                    let n = reader.try_read(buf)?;
+                    framer.push(&buf[..n]);
+                    Ok::<_, io::Error>(n)
+                });
+                match read {
+                    Ok(0) => break End::PeerClosed,
+                    Ok(_) => {}
+                    // Readiness was a false alarm.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => break End::Io(e),
+                }
+                let (mut frames, mut message) = (false, false);
                 loop {
                     let frame = match framer.next_frame() {
                         Ok(Some(frame)) => frame,
                         Ok(None) => break,
                         Err(e) => break 'conn End::Framing(e),
                     };
-                    // A complete message (or keepalive): the connection is
-                    // alive, and no message is half-sent.
-                    idle_at = tokio::time::Instant::now() + idle_timeout;
-                    slow_at = None;
+                    frames = true;
+                    message |= matches!(frame, Frame::Message(_) | Frame::Malformed { .. });
                     if !matches!(frame, Frame::Ping | Frame::Pong) {
                         match super::screen_message(&shared, listener, remote) {
                             super::Screen::Pass => {}
@@ -636,18 +830,17 @@ async fn run(
                         break 'conn End::CoreGone;
                     }
                 }
-                // Bytes of a message not complete yet: they have until
-                // message_timeout after the first of them.
-                if framer.buffered() == 0 {
-                    slow_at = None;
-                } else if slow_at.is_none() {
-                    slow_at = Some(tokio::time::Instant::now() + message_timeout);
-                }
+                // Read after the deliveries, which may have waited.
+                let now = tokio::time::Instant::now();
+                deadlines.read(now, config, frames, message, framer.message_started());
+                framer.release();
             }
         }
-        deadline
-            .as_mut()
-            .reset(slow_at.map_or(idle_at, |s| s.min(idle_at)));
+        let (at, why) = deadlines.next();
+        if at != timer.deadline() {
+            timer.as_mut().reset(at);
+        }
+        expiry = why;
     };
 
     match &end {
@@ -658,12 +851,12 @@ async fn run(
         End::Io(e) => {
             tracing::debug!(listener = listener.0, %remote, error = %e, "TCP connection failed")
         }
-        End::Idle => {
-            tracing::debug!(listener = listener.0, %remote, "TCP connection idle, closing")
-        }
-        End::TooSlow => {
-            ListenerStats::bump(&stats.connections_too_slow);
-            tracing::debug!(listener = listener.0, %remote, "TCP message not complete in time, closing")
+        // Debug, not warn: a slowloris storm would otherwise be a log storm.
+        End::Expired(why) => {
+            if *why != Expiry::Idle {
+                ListenerStats::bump(&stats.connections_too_slow);
+            }
+            tracing::debug!(listener = listener.0, %remote, expired = ?why, "TCP connection timed out, closing")
         }
         // The ban was logged once, by the screen.
         End::Banned => {}

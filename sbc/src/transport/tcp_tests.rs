@@ -1,48 +1,55 @@
-//! Loopback tests of the TCP edge protections: per-source caps, the
-//! untrusted share, slow clients, the refusal log limiter.
+//! Edge protection of the TCP listeners: per-source and untrusted-share
+//! caps, the slowloris deadlines, and the rate-limited refusal log. The
+//! pure parts (the caps' table, [`tcp::Deadlines`], [`tcp::RefusalLog`])
+//! run on virtual time; the loopback tests use deadlines of a few hundred
+//! milliseconds and bound every wait by [`WAIT`], so they fail rather than
+//! hang, and assert what happened, not how long it took.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 
+use super::tcp::{Deadlines, Expiry, Peer, Refusal, RefusalCounts, RefusalLog, Table};
 use super::*;
 use crate::config::Config;
 use crate::guard::{Seed, Trust};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+/// A short deadline for the loopback tests.
+const SHORT: Duration = Duration::from_millis(200);
+
+/// Longer than any test runs.
+const NEVER: Duration = Duration::from_secs(60);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("bad address {s}: {e}"))
 }
 
-fn spec() -> ListenerSpec {
-    ListenerSpec {
-        realm: "test".to_owned(),
-        transport: Transport::Tcp,
-        addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        recv_buffer: None,
-        send_buffer: None,
-    }
-}
-
-/// A shield trusting 127.0.0.5 on realm `test`, with rates that never
-/// limit these tests.
+/// Realm `test` with 127.0.0.3 trusted, and rates no test reaches.
 fn shield() -> Arc<Shield> {
     let text = "[protection]\nrequest_rate = 100000\nrequest_burst = 100000\n\n\
-                [[realm]]\nname = \"test\"\n\
-                listen = [{ transport = \"tcp\", address = \"127.0.0.1:5060\" }]\n\
-                media = { address = \"127.0.0.1\" }\nnetworks = [\"127.0.0.5/32\"]\n";
-    let config = Config::from_str_named(text, "tcp-test").unwrap_or_else(|e| panic!("{e}"));
+         [[realm]]\nname = \"test\"\n\
+         listen = [{ transport = \"tcp\", address = \"127.0.0.1:5060\" }]\n\
+         media = { address = \"127.0.0.1\" }\nnetworks = [\"127.0.0.3/32\"]\n";
+    let config = Config::from_str_named(text, "tcp-test")
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
     let trust = Trust::new(&config, |_, _| None);
     Arc::new(Shield::from_config(clock(), Seed([3, 5]), &config, &trust))
 }
 
 fn start(config: TransportConfig) -> (Transports, mpsc::Receiver<Event>, SocketAddr) {
-    let (t, rx) = Transports::start_shielded(&[spec()], config, Some(shield()))
+    let spec = ListenerSpec {
+        realm: "test".to_owned(),
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        recv_buffer: None,
+        send_buffer: None,
+    };
+    let (t, rx) = Transports::start_shielded(&[spec], config, Some(shield()))
         .unwrap_or_else(|e| panic!("start failed: {e}"));
     let addr = t
         .local_addr(ListenerId(0))
@@ -50,175 +57,531 @@ fn start(config: TransportConfig) -> (Transports, mpsc::Receiver<Event>, SocketA
     (t, rx, addr)
 }
 
-async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+/// Connects to `server` from address `from` (any port).
+async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
     socket
-        .bind(format!("{ip}:0").parse().unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
-    within("connect", socket.connect(to))
+        .bind(SocketAddr::new(ip(from), 0))
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    tokio::time::timeout(WAIT, socket.connect(server))
         .await
-        .unwrap_or_else(|e| panic!("connect from {ip}: {e}"))
-}
-
-/// Whether the SBC closes `stream` within `wait` (true) or keeps it open.
-async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(wait, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    read.is_ok()
+        .unwrap_or_else(|_| panic!("timed out connecting from {from}"))
+        .unwrap_or_else(|e| panic!("connect from {from}: {e}"))
 }
 
 fn stats(t: &Transports) -> StatsSnapshot {
-    t.stats(ListenerId(0)).unwrap_or_else(|| panic!("no stats"))
+    t.stats(ListenerId(0))
+        .unwrap_or_else(|| panic!("no listener"))
 }
 
 async fn until(t: &Transports, what: &str, cond: impl Fn(&StatsSnapshot) -> bool) {
-    within(what, async {
+    tokio::time::timeout(WAIT, async {
         while !cond(&stats(t)) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", stats(t)));
 }
 
-fn options(n: u32) -> Vec<u8> {
+/// Reads until the peer closes: `true` on EOF or reset.
+async fn closed_by_peer(stream: &mut (impl AsyncReadExt + Unpin)) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for the close"))
+}
+
+fn options(cseq: u32) -> Vec<u8> {
     format!(
-        "OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.9;branch=z9hG4bK-tcp-{n}\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.9>;tag={n}\r\nTo: <sip:ping@127.0.0.1>\r\n\
-         Call-ID: tcp-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        "OPTIONS sip:sbc.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK{cseq}\r\n\
+         Max-Forwards: 70\r\nTo: <sip:sbc.example.com>\r\n\
+         From: <sip:probe@example.com>;tag=1928301774\r\n\
+         Call-ID: a84b4c76e66710\r\nCSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
 }
 
-#[tokio::test]
-async fn one_source_holds_its_cap_untrusted_ones_their_share_and_trunks_the_rest() {
-    let config = TransportConfig {
-        max_connections: 10,
-        max_connections_per_source: 3,
-        untrusted_connections_percent: 50,
-        ..TransportConfig::default()
-    };
-    let (t, _rx, addr) = start(config);
-    // One untrusted source: 3, then refused.
-    let mut first = Vec::new();
-    for _ in 0..3 {
-        first.push(connect_from("127.0.0.1", addr).await);
-    }
-    until(&t, "3 connections", |s| s.connections_open == 3).await;
-    let mut fourth = connect_from("127.0.0.1", addr).await;
-    assert!(
-        closed_within(&mut fourth, WAIT).await,
-        "the 4th from one source"
-    );
-    // Another untrusted source: 2 fill the untrusted share of 5.
-    let mut second = vec![connect_from("127.0.0.2", addr).await];
-    second.push(connect_from("127.0.0.2", addr).await);
-    until(&t, "5 connections", |s| s.connections_open == 5).await;
-    let mut over_share = connect_from("127.0.0.3", addr).await;
-    assert!(closed_within(&mut over_share, WAIT).await, "over the share");
-    // The trusted peer still gets in, beyond the untrusted share.
-    let mut trunk = Vec::new();
-    for _ in 0..5 {
-        trunk.push(connect_from("127.0.0.5", addr).await);
-    }
-    until(&t, "10 connections", |s| s.connections_open == 10).await;
-    assert_eq!(stats(&t).connections_rejected, 2);
-    assert!(
-        !closed_within(&mut trunk[0], Duration::from_millis(100)).await,
-        "a trunk's connection stays"
-    );
-    {
-        let table = t.shared.table();
-        assert_eq!(table.untrusted_of(ListenerId(0)), (5, 2));
-    }
-    // A source's slot comes back when one of its connections closes.
-    drop(first.pop());
-    until(&t, "the close", |s| s.connections_open == 9).await;
-    let mut again = connect_from("127.0.0.1", addr).await;
-    until(&t, "the new one", |s| s.connections_open == 10).await;
-    assert!(!closed_within(&mut again, Duration::from_millis(100)).await);
-    drop((first, second, trunk, again));
-    until(&t, "every close", |s| s.connections_open == 0).await;
-    assert_eq!(t.shared.table().untrusted_of(ListenerId(0)), (0, 0));
-    within("shutdown", t.shutdown()).await;
+// ---- the caps, pure ---------------------------------------------------------
+
+fn queue() -> mpsc::Sender<Vec<u8>> {
+    mpsc::channel(1).0
 }
 
-#[tokio::test]
-async fn slow_and_silent_clients_are_closed_and_talking_ones_stay() {
-    let config = TransportConfig {
-        message_timeout: Duration::from_millis(300),
-        tcp_idle_timeout: Duration::from_secs(30),
-        ..TransportConfig::default()
-    };
-    let (t, mut rx, addr) = start(config);
-    // Silent: no first message within 300 ms.
-    let mut silent = connect_from("127.0.0.1", addr).await;
-    let started = clock();
-    assert!(closed_within(&mut silent, WAIT).await);
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // Slowloris: after one whole message (past the first-message
-    // deadline), a byte every 100 ms never completes the next.
-    let mut slow = connect_from("127.0.0.1", addr).await;
-    slow.write_all(&options(0))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let first = within("the first message", rx.recv()).await;
-    assert!(matches!(first, Some(Event::Inbound(_))));
-    let message = options(1);
-    let trickle = async {
-        for byte in message.iter().take(40) {
-            if slow.write_all(&[*byte]).await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
-    let cut = within("the trickle", trickle).await;
-    assert!(
-        cut || closed_within(&mut slow, WAIT).await,
-        "the slow client is closed"
-    );
-    until(&t, "two too slow", |s| s.connections_too_slow == 2).await;
-    // Talking: a whole message every 100 ms for a second stays up, well
-    // past the message timeout.
-    let mut talking = connect_from("127.0.0.1", addr).await;
-    for n in 0..10 {
-        talking
-            .write_all(&options(n))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!closed_within(&mut talking, Duration::from_millis(100)).await);
-    let mut delivered = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-        delivered += 1;
-    }
-    assert_eq!(delivered, 10);
-    assert_eq!(stats(&t).connections_too_slow, 2);
-    within("shutdown", t.shutdown()).await;
+fn from(ip_str: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(ip_str), port)
 }
 
 #[test]
-fn refusals_are_logged_once_per_period_with_the_count_held_back() {
-    let t0 = clock();
-    let mut log = RefusalLog::default();
-    assert_eq!(log.refused(t0), Some(1), "the first is logged");
-    for ms in 1..=500 {
-        assert_eq!(log.refused(t0 + Duration::from_millis(ms)), None);
+fn per_source_cap_counts_at_accept_and_releases_at_close() {
+    let config = TransportConfig {
+        max_connections_per_source: 3,
+        ..TransportConfig::default()
+    };
+    let l = ListenerId(0);
+    let a = ip("192.0.2.1");
+    let mut table = Table::default();
+    let mut ids = Vec::new();
+    for port in 1..=3 {
+        let id = table
+            .accept(
+                l,
+                from("192.0.2.1", port),
+                queue(),
+                Peer::Untrusted(a),
+                0,
+                &config,
+            )
+            .unwrap_or_else(|why| panic!("refused {why:?}"));
+        ids.push(id);
     }
-    assert_eq!(
-        log.refused(t0 + REFUSAL_LOG_EVERY),
-        Some(501),
-        "the next line carries every refusal since the last"
+    let fourth = table.accept(
+        l,
+        from("192.0.2.1", 4),
+        queue(),
+        Peer::Untrusted(a),
+        0,
+        &config,
     );
-    assert_eq!(log.refused(t0 + REFUSAL_LOG_EVERY * 3), Some(1));
+    assert_eq!(fourth, Err(Refusal::PerSource));
+    // Another source, the same source on another listener, and a trusted
+    // or unscreened peer are not held back.
+    let b = ip("192.0.2.2");
+    assert!(
+        table
+            .accept(
+                l,
+                from("192.0.2.2", 1),
+                queue(),
+                Peer::Untrusted(b),
+                0,
+                &config
+            )
+            .is_ok()
+    );
+    assert!(
+        table
+            .accept(
+                ListenerId(1),
+                from("192.0.2.1", 5),
+                queue(),
+                Peer::Untrusted(a),
+                0,
+                &config
+            )
+            .is_ok()
+    );
+    for port in 6..10 {
+        assert!(
+            table
+                .accept(
+                    l,
+                    from("192.0.2.1", port),
+                    queue(),
+                    Peer::Trusted,
+                    0,
+                    &config
+                )
+                .is_ok()
+        );
+    }
+    // A close frees a slot; the last close removes the source's entry.
+    assert_eq!(table.source_count(l, a), 3);
+    assert!(table.remove(ids[0]));
+    assert!(!table.remove(ids[0]), "removed twice");
+    assert!(
+        table
+            .accept(
+                l,
+                from("192.0.2.1", 4),
+                queue(),
+                Peer::Untrusted(a),
+                0,
+                &config
+            )
+            .is_ok()
+    );
+    assert_eq!(table.source_count(l, a), 3);
+    assert_eq!(table.source_map_size().0, 3);
+}
+
+#[test]
+fn untrusted_sources_together_leave_room_for_trusted_peers() {
+    let config = TransportConfig {
+        max_connections: 10,
+        untrusted_connection_share_percent: 50,
+        ..TransportConfig::default()
+    };
+    let l = ListenerId(0);
+    let mut table = Table::default();
+    let mut open = 0;
+    for i in 1..=5 {
+        let src = format!("198.51.100.{i}");
+        table
+            .accept(
+                l,
+                from(&src, 1),
+                queue(),
+                Peer::Untrusted(ip(&src)),
+                open,
+                &config,
+            )
+            .unwrap_or_else(|why| panic!("refused {why:?}"));
+        open += 1;
+    }
+    let sixth = Peer::Untrusted(ip("198.51.100.6"));
+    assert_eq!(
+        table.accept(l, from("198.51.100.6", 1), queue(), sixth, open, &config),
+        Err(Refusal::UntrustedShare)
+    );
+    for port in 1..=5 {
+        assert!(
+            table
+                .accept(
+                    l,
+                    from("192.0.2.9", port),
+                    queue(),
+                    Peer::Trusted,
+                    open,
+                    &config
+                )
+                .is_ok()
+        );
+        open += 1;
+    }
+    // The total cap holds for everyone.
+    assert_eq!(
+        table.accept(
+            l,
+            from("192.0.2.9", 6),
+            queue(),
+            Peer::Trusted,
+            open,
+            &config
+        ),
+        Err(Refusal::Limit)
+    );
+}
+
+#[test]
+fn the_source_map_shrinks_after_a_storm() {
+    let config = TransportConfig::default();
+    let l = ListenerId(0);
+    let mut table = Table::default();
+    let ids: Vec<ConnectionId> = (0..2_000u32)
+        .map(|i| {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            table
+                .accept(
+                    l,
+                    SocketAddr::new(a, 5060),
+                    queue(),
+                    Peer::Untrusted(a),
+                    0,
+                    &config,
+                )
+                .unwrap_or_else(|why| panic!("refused {why:?}"))
+        })
+        .collect();
+    let (len, peak) = table.source_map_size();
+    assert_eq!(len, 2_000);
+    for id in ids {
+        table.remove(id);
+    }
+    let (len, capacity) = table.source_map_size();
+    assert_eq!(len, 0);
+    assert!(capacity <= 128, "kept {capacity} of {peak} slots");
+}
+
+// ---- the refusal log, on a virtual clock ------------------------------------
+
+#[test]
+fn refusals_are_logged_at_most_once_per_interval_with_their_counts() {
+    let t0 = clock();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut log = RefusalLog::new(Duration::from_secs(10));
+    // The first refusal is logged at once.
+    assert_eq!(
+        log.refused(at(0), Refusal::PerSource),
+        Some(RefusalCounts {
+            per_source: 1,
+            ..RefusalCounts::default()
+        })
+    );
+    // A storm within the interval is counted, not logged.
+    for i in 0..1_000 {
+        let why = if i % 4 == 0 {
+            Refusal::Shield
+        } else {
+            Refusal::Limit
+        };
+        assert_eq!(log.refused(at(1 + i), why), None);
+    }
+    assert_eq!(log.refused(at(9_999), Refusal::UntrustedShare), None);
+    // The first refusal after the interval logs everything since the line.
+    let line = log
+        .refused(at(10_000), Refusal::PerSource)
+        .unwrap_or_else(|| panic!("no line after the interval"));
+    assert_eq!(
+        line,
+        RefusalCounts {
+            limit: 750,
+            untrusted_share: 1,
+            per_source: 1,
+            shield: 250,
+        }
+    );
+    assert_eq!(line.total(), 1_002);
+    // The interval runs from the last line, not from the last refusal.
+    assert_eq!(log.refused(at(19_999), Refusal::Limit), None);
+    assert_eq!(
+        log.refused(at(20_000), Refusal::Limit).map(|c| c.limit),
+        Some(2)
+    );
+    // After a quiet spell the next refusal is logged at once.
+    assert_eq!(
+        log.refused(at(90_000), Refusal::Limit).map(|c| c.total()),
+        Some(1)
+    );
+}
+
+// ---- the deadlines, on virtual time ----------------------------------------
+
+fn deadline_config() -> TransportConfig {
+    TransportConfig {
+        tcp_idle_timeout: Duration::from_secs(300),
+        first_message_timeout: Duration::from_secs(10),
+        message_timeout: Duration::from_secs(5),
+        ..TransportConfig::default()
+    }
+}
+
+#[test]
+fn a_trickled_message_expires_however_often_bytes_come() {
+    let config = deadline_config();
+    let t0 = tokio::time::Instant::now();
+    let s = |secs: u64| t0 + Duration::from_secs(secs);
+    let mut d = Deadlines::new(t0, &config, true);
+    assert_eq!(d.next(), (s(10), Expiry::FirstMessage));
+    // The first byte of a message starts its clock...
+    d.read(s(1), &config, false, false, true);
+    assert_eq!(d.next(), (s(6), Expiry::Message));
+    // ...and more bytes of it don't move it.
+    for secs in 2..6 {
+        d.read(s(secs), &config, false, false, true);
+    }
+    assert_eq!(d.next(), (s(6), Expiry::Message));
+}
+
+#[test]
+fn complete_messages_reset_idleness_and_partial_bytes_do_not() {
+    let config = deadline_config();
+    let t0 = tokio::time::Instant::now();
+    let s = |secs: u64| t0 + Duration::from_secs(secs);
+    let mut d = Deadlines::new(t0, &config, true);
+    // A complete message ends the first-message deadline.
+    d.read(s(2), &config, true, true, false);
+    assert_eq!(d.next(), (s(302), Expiry::Idle));
+    // A ping is a complete frame: idleness restarts.
+    d.read(s(100), &config, true, false, false);
+    assert_eq!(d.next(), (s(400), Expiry::Idle));
+    // A message completes and the next begins in the same read: the new
+    // one is timed from now.
+    d.read(s(200), &config, false, false, true);
+    d.read(s(203), &config, true, true, true);
+    assert_eq!(d.next(), (s(208), Expiry::Message));
+    // Finishing it clears the message deadline.
+    d.read(s(204), &config, true, true, false);
+    assert_eq!(d.next(), (s(504), Expiry::Idle));
+    // A write keeps the connection in use.
+    d.wrote(s(300), &config);
+    assert_eq!(d.next(), (s(600), Expiry::Idle));
+}
+
+#[test]
+fn pings_do_not_satisfy_the_first_message_deadline_and_trusted_peers_have_none() {
+    let config = deadline_config();
+    let t0 = tokio::time::Instant::now();
+    let s = |secs: u64| t0 + Duration::from_secs(secs);
+    let mut d = Deadlines::new(t0, &config, true);
+    d.read(s(1), &config, true, false, false);
+    assert_eq!(d.next(), (s(10), Expiry::FirstMessage));
+    let trusted = Deadlines::new(t0, &config, false);
+    assert_eq!(trusted.next(), (s(300), Expiry::Idle));
+}
+
+// ---- on loopback --------------------------------------------------------------
+
+#[tokio::test]
+async fn the_33rd_connection_from_one_source_is_refused_while_others_connect() {
+    let (t, _rx, server) = start(TransportConfig::default());
+    let per_source = TransportConfig::default().max_connections_per_source;
+    assert_eq!(per_source, 32);
+    let mut held = Vec::new();
+    for _ in 0..per_source {
+        held.push(connect_from("127.0.0.1", server).await);
+    }
+    until(&t, "32 connections", |s| s.connections_open == 32).await;
+    let mut over = connect_from("127.0.0.1", server).await;
+    assert!(closed_by_peer(&mut over).await);
+    until(&t, "the refusal", |s| s.connections_rejected == 1).await;
+    // Another untrusted source still gets in, and can talk.
+    let mut other = connect_from("127.0.0.2", server).await;
+    other
+        .write_all(&options(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    until(&t, "the other source", |s| {
+        s.connections_open == 33 && s.messages_in == 1
+    })
+    .await;
+    // Closing one frees a slot for the capped source.
+    drop(held.pop());
+    until(&t, "the close", |s| s.connections_open == 32).await;
+    held.push(connect_from("127.0.0.1", server).await);
+    until(&t, "the freed slot to be taken", |s| {
+        s.connections_open == 33
+    })
+    .await;
+    assert_eq!(stats(&t).connections_rejected, 1);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trusted_source_is_not_capped() {
+    let config = TransportConfig {
+        max_connections_per_source: 2,
+        ..TransportConfig::default()
+    };
+    let (t, _rx, server) = start(config);
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(connect_from("127.0.0.3", server).await);
+    }
+    until(&t, "every trusted connection", |s| s.connections_open == 10).await;
+    assert_eq!(stats(&t).connections_rejected, 0);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_closed_at_the_message_deadline() {
+    let config = TransportConfig {
+        tcp_idle_timeout: NEVER,
+        first_message_timeout: NEVER,
+        message_timeout: SHORT,
+        ..TransportConfig::default()
+    };
+    let (t, mut rx, server) = start(config);
+    let client = connect_from("127.0.0.1", server).await;
+    let (mut read, mut write) = client.into_split();
+    // One byte every 100 ms: the message would take 25 s.
+    let trickle = tokio::spawn(async move {
+        for byte in options(1) {
+            if write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(closed_by_peer(&mut read).await);
+    until(&t, "the close", |s| s.connections_open == 0).await;
+    assert_eq!(stats(&t).connections_too_slow, 1, "counted as too slow");
+    assert!(rx.try_recv().is_err(), "a partial message was delivered");
+    trickle.abort();
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_at_the_first_message_deadline() {
+    let config = TransportConfig {
+        tcp_idle_timeout: NEVER,
+        first_message_timeout: SHORT,
+        ..TransportConfig::default()
+    };
+    let (t, _rx, server) = start(config);
+    let mut silent = connect_from("127.0.0.1", server).await;
+    // Pings alone don't count as a first message.
+    let mut pinging = connect_from("127.0.0.2", server).await;
+    pinging
+        .write_all(b"\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(closed_by_peer(&mut silent).await);
+    assert!(closed_by_peer(&mut pinging).await);
+    until(&t, "the closes", |s| s.connections_open == 0).await;
+    assert_eq!(stats(&t).connections_too_slow, 2);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_sending_complete_messages_stays_open_and_idles_out_after() {
+    let config = TransportConfig {
+        tcp_idle_timeout: Duration::from_millis(300),
+        first_message_timeout: SHORT,
+        message_timeout: SHORT,
+        ..TransportConfig::default()
+    };
+    let (t, mut rx, server) = start(config);
+    let mut client = connect_from("127.0.0.1", server).await;
+    // Ten rounds of 100 ms, longer than every deadline: a message or a
+    // ping each round keeps the connection.
+    for round in 0..10u32 {
+        let bytes = if round % 2 == 0 {
+            options(round)
+        } else {
+            b"\r\n\r\n".to_vec()
+        };
+        client
+            .write_all(&bytes)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats(&t).connections_open, 1, "closed while in use");
+    let mut delivered = 0;
+    while let Ok(Event::Inbound(_)) = rx.try_recv() {
+        delivered += 1;
+    }
+    assert_eq!(delivered, 5);
+    // Bytes of an unfinished message don't hold off idleness for long:
+    // the message deadline closes it.
+    client
+        .write_all(b"OPTIONS sip:")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Answered pings are the only bytes the server sent.
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, client.read_to_end(&mut buf)).await;
+    assert_eq!(buf, b"\r\n".repeat(5));
+    until(&t, "the close", |s| s.connections_open == 0).await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trusted_client_may_stay_silent_until_idle() {
+    let config = TransportConfig {
+        tcp_idle_timeout: NEVER,
+        first_message_timeout: Duration::from_millis(50),
+        ..TransportConfig::default()
+    };
+    let (t, _rx, server) = start(config);
+    let _trusted = connect_from("127.0.0.3", server).await;
+    let mut untrusted = connect_from("127.0.0.2", server).await;
+    // By the time the untrusted one is closed, the trusted one's deadline
+    // would have passed too.
+    assert!(closed_by_peer(&mut untrusted).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    until(&t, "only the trusted connection", |s| {
+        s.connections_open == 1 && s.connections_total == 2
+    })
+    .await;
+    t.shutdown().await;
 }
