@@ -367,3 +367,48 @@ pub(super) struct Content<'a> {
     /// The body, already anchored.
     pub(super) body: &'a [u8],
 }
+
+impl Content<'static> {
+    /// A request of the SBC's own: nothing relayed, no extra header, no
+    /// body (an ACK or BYE it writes itself).
+    pub(super) const NONE: Content<'static> = Content {
+        src: None,
+        extra: &[],
+        body: b"",
+    };
+}
+
+/// Where a leg's messages go, copied out of the leg so the call may stay
+/// borrowed while the core sends.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Hop {
+    pub(super) listener: ListenerId,
+    pub(super) transport: Transport,
+    pub(super) to: SocketAddr,
+    pub(super) connection: Option<ConnectionId>,
+}
+
+impl LegState {
+    /// Where this leg's messages go.
+    pub(super) fn hop(&self) -> Hop {
+        Hop {
+            listener: self.listener,
+            transport: self.transport,
+            to: self.peer,
+            connection: self.connection,
+        }
+    }
+}
+
+/// The URI of a message's first Contact, if it has one that is not `*`.
+pub(super) fn first_contact_uri(msg: &Message) -> Option<String> {
+    msg.contacts()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|c| match c {
+            sip::header::Contact::Addr(addr) => {
+                Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
+            }
+            sip::header::Contact::Star => None,
+        })
+}

@@ -297,9 +297,8 @@ impl Core {
         if seq(&ack).is_none() || seq(&ack) != seq(response) {
             return;
         }
-        let (listener, transport, peer, connection) =
-            (leg.listener, leg.transport, leg.peer, leg.connection);
-        self.send_direct(listener, transport, peer, connection, kept.clone());
+        let hop = leg.hop();
+        self.send_hop(hop, kept.clone());
     }
 
     /// Relays a response from `from` onto `server` (a transaction of the other leg).
@@ -402,17 +401,7 @@ impl Core {
     }
 
     pub(super) fn learn_remote_target(&mut self, call: &mut Call, side: Side, msg: &Message) {
-        let target = msg
-            .contacts()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|c| match c {
-                sip::header::Contact::Addr(addr) => {
-                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
-                }
-                sip::header::Contact::Star => None,
-            });
-        if let (Some(target), Some(leg)) = (target, leg_mut(call, side)) {
+        if let (Some(target), Some(leg)) = (first_contact_uri(msg), leg_mut(call, side)) {
             leg.text.set(Part::RemoteTarget, &target);
         }
     }
@@ -450,9 +439,8 @@ impl Core {
             return;
         };
         if let (Some(ack), Some(b)) = (call.b_ack.clone(), call.b.as_ref()) {
-            let (listener, transport, peer, connection) =
-                (b.listener, b.transport, b.peer, b.connection);
-            self.send_direct(listener, transport, peer, connection, ack);
+            let hop = b.hop();
+            self.send_hop(hop, ack);
         }
     }
 
@@ -461,22 +449,10 @@ impl Core {
     pub(super) fn ack_b_directly(&mut self, call: &mut Call, cseq: u32) {
         let Some(b) = call.b.as_ref() else { return };
         let branch = self.ids.branch();
-        let bytes = b.request_numbered(
-            "ACK",
-            cseq,
-            &branch,
-            70,
-            false,
-            &self.policy,
-            Content {
-                src: None,
-                extra: &[],
-                body: b"",
-            },
-        );
-        let (listener, transport, peer, connection) =
-            (b.listener, b.transport, b.peer, b.connection);
+        let bytes =
+            b.request_numbered("ACK", cseq, &branch, 70, false, &self.policy, Content::NONE);
+        let hop = b.hop();
         call.b_ack = Some(bytes.clone());
-        self.send_direct(listener, transport, peer, connection, bytes);
+        self.send_hop(hop, bytes);
     }
 }

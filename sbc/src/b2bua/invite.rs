@@ -96,17 +96,7 @@ impl Core {
         let mut plan = plan;
         plan.targets
             .sort_by_key(|&t| self.trunks[t].up == Some(false));
-        let Some(contact) = request
-            .contacts()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|c| match c {
-                sip::header::Contact::Addr(addr) => {
-                    Some(String::from_utf8_lossy(addr.uri().as_bytes()).into_owned())
-                }
-                sip::header::Contact::Star => None,
-            })
-        else {
+        let Some(contact) = first_contact_uri(&request) else {
             return refuse(self, 400, RejectReason::Invalid);
         };
         let local_tag = self.ids.tag();
@@ -492,7 +482,8 @@ impl Core {
             if let Some(ack) = call.b_ack.clone() {
                 // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
                 if let Some(b) = call.b.as_ref() {
-                    self.send_direct(b.listener, b.transport, b.peer, b.connection, ack);
+                    let hop = b.hop();
+                    self.send_hop(hop, ack);
                 }
                 return;
             }

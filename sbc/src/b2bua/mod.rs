@@ -944,6 +944,11 @@ impl Core {
         });
     }
 
+    /// Sends bytes outside any transaction to where a leg's messages go.
+    fn send_hop(&mut self, hop: Hop, bytes: Vec<u8>) {
+        self.send_direct(hop.listener, hop.transport, hop.to, hop.connection, bytes);
+    }
+
     fn sip_event(&mut self, realm: usize, msg: &Message) {
         self.events.push_back(CoreEvent::Sip {
             realm: self.realms[realm].name.clone(),

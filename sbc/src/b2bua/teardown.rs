@@ -71,18 +71,7 @@ impl Core {
         }
         leg.local_cseq += 1;
         let branch = self.ids.branch();
-        let bytes = leg.request(
-            "BYE",
-            &branch,
-            70,
-            false,
-            &self.policy,
-            Content {
-                src: None,
-                extra: &[],
-                body: b"",
-            },
-        );
+        let bytes = leg.request("BYE", &branch, 70, false, &self.policy, Content::NONE);
         let (listener, transport, peer, connection, realm) = (
             leg.listener,
             leg.transport,

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{addr, scan};
+use crate::b2bua::call::first_contact_uri;
 use crate::b2bua::{Config, Core, CoreEvent, ListenerInfo, SequentialIds};
 use crate::media::command::StreamId;
 use crate::media::command::{LegCounters, LocalEndpoint, MediaCommand, MediaError, MediaEvent};
@@ -196,16 +197,6 @@ pub(super) struct Ua {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn contact_uri(msg: &Message) -> Option<String> {
-    msg.contacts()
-        .next()
-        .and_then(Result::ok)
-        .and_then(|c| match c {
-            crate::sip::header::Contact::Addr(a) => Some(text(a.uri().as_bytes())),
-            crate::sip::header::Contact::Star => None,
-        })
 }
 
 impl Ua {
@@ -604,7 +595,7 @@ impl Ua {
             local: format!("{to};tag=simbtag{k}"),
             remote,
             remote_tagged: true,
-            target: contact_uri(&request).unwrap_or_default(),
+            target: first_contact_uri(&request).unwrap_or_default(),
             cseq: 100,
             state: State::Setup,
             invite: None,
@@ -768,7 +759,7 @@ impl Ua {
                 call.remote = format!("{};tag={tag}", call.remote);
                 call.remote_tagged = true;
             }
-            if let Some(target) = contact_uri(&response) {
+            if let Some(target) = first_contact_uri(&response) {
                 call.target = target;
             }
             if call.state == State::Setup {
