@@ -209,11 +209,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         bytes = shield.memory_bytes(),
         "source shield ready"
     );
-    let (transports, mut inbound) = Transports::start_shielded(
-        &specs,
-        TransportConfig::default(),
-        Some(Arc::clone(&shield)),
-    )?;
+    let (transports, mut inbound) =
+        Transports::start_shielded(&specs, transport_config(&config), Some(Arc::clone(&shield)))?;
 
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
 
@@ -586,6 +583,20 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         "configuration reloaded"
     );
     Some(config)
+}
+
+/// The transport's limits from `[limits]` (taken at start-up).
+fn transport_config(config: &Config) -> TransportConfig {
+    let limits = &config.limits;
+    let message = Duration::from_secs(u64::from(limits.tcp_message_timeout_secs));
+    TransportConfig {
+        max_connections: limits.tcp_connections as usize,
+        max_connections_per_source: limits.tcp_connections_per_source as usize,
+        untrusted_connection_share_percent: limits.tcp_untrusted_percent,
+        first_message_timeout: message,
+        message_timeout: message,
+        ..TransportConfig::default()
+    }
 }
 
 /// Every series the configuration makes known, at zero (existing ones

@@ -49,6 +49,20 @@ impl Config {
                 "sip.t1_ms/t2_ms/t4_ms",
                 old.sip.timers() != new_.sip.timers(),
             ),
+            (
+                "limits.tcp_*",
+                (
+                    old.limits.tcp_connections,
+                    old.limits.tcp_connections_per_source,
+                    old.limits.tcp_untrusted_percent,
+                    old.limits.tcp_message_timeout_secs,
+                ) != (
+                    new_.limits.tcp_connections,
+                    new_.limits.tcp_connections_per_source,
+                    new_.limits.tcp_untrusted_percent,
+                    new_.limits.tcp_message_timeout_secs,
+                ),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -90,6 +104,10 @@ mod tests {
             ["limits.tracked_sources/banned_sources"]
         );
         assert_eq!(changed(|c| c.sip.t1_ms = 250), ["sip.t1_ms/t2_ms/t4_ms"]);
+        assert_eq!(
+            changed(|c| c.limits.tcp_connections_per_source = 8),
+            ["limits.tcp_*"]
+        );
         assert_eq!(
             changed(|c| c.media.inactivity_timeout_secs += 1),
             ["media.inactivity_timeout_secs"]

@@ -156,6 +156,20 @@ pub struct Limits {
     /// Past either limit a new request gets 503 with this `Retry-After`.
     #[serde(default = "default_retry_after_secs")]
     pub overload_retry_after_secs: u32,
+    /// TCP connections per listener, accepted and opened.
+    #[serde(default = "default_tcp_connections")]
+    pub tcp_connections: u32,
+    /// Accepted TCP connections one untrusted source may hold per listener.
+    #[serde(default = "default_tcp_connections_per_source")]
+    pub tcp_connections_per_source: u32,
+    /// The share of `tcp_connections` untrusted sources may hold together,
+    /// in percent; the rest is kept for trunks and realm networks.
+    #[serde(default = "default_tcp_untrusted_percent")]
+    pub tcp_untrusted_percent: u8,
+    /// An untrusted connection's first message, and every message's bytes,
+    /// must arrive within this long (slowloris).
+    #[serde(default = "default_tcp_message_timeout_secs")]
+    pub tcp_message_timeout_secs: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +182,10 @@ impl Default for Limits {
             tracked_sources: default_tracked_sources(),
             banned_sources: default_tracked_sources(),
             overload_retry_after_secs: default_retry_after_secs(),
+            tcp_connections: default_tcp_connections(),
+            tcp_connections_per_source: default_tcp_connections_per_source(),
+            tcp_untrusted_percent: default_tcp_untrusted_percent(),
+            tcp_message_timeout_secs: default_tcp_message_timeout_secs(),
         }
     }
 }
@@ -904,6 +922,18 @@ fn default_untrusted_percent() -> u8 {
 }
 fn default_tracked_sources() -> u32 {
     65_536
+}
+fn default_tcp_connections() -> u32 {
+    10_000
+}
+fn default_tcp_connections_per_source() -> u32 {
+    32
+}
+fn default_tcp_untrusted_percent() -> u8 {
+    90
+}
+fn default_tcp_message_timeout_secs() -> u32 {
+    10
 }
 fn default_request_rate() -> u32 {
     15

@@ -895,6 +895,26 @@ fn protection_rules_name_the_field() {
         "limits.untrusted_calls_percent",
         "untrusted_calls_percent",
     );
+    let text = format!("[limits]\ntcp_connections_per_source = 0\n{BASE}");
+    let p = problem(
+        &text,
+        "limits.tcp_connections_per_source",
+        "tcp_connections_per_source",
+    );
+    assert!(p.message.contains("outside 1..=1000000"), "{p}");
+    assert!(hint(&p).contains("trunk"), "{p}");
+    let text =
+        format!("[limits]\ntcp_untrusted_percent = 101\ntcp_message_timeout_secs = 0\n{BASE}");
+    problem(
+        &text,
+        "limits.tcp_untrusted_percent",
+        "tcp_untrusted_percent",
+    );
+    problem(
+        &text,
+        "limits.tcp_message_timeout_secs",
+        "tcp_message_timeout_secs",
+    );
     let text = edit(
         "media = { address = \"127.0.0.2\" }",
         "media = { address = \"127.0.0.2\" }\nprotection = { max_calls_per_source = 0 }",

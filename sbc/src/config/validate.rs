@@ -111,6 +111,7 @@ impl Validator<'_> {
 
     fn limits(&mut self) {
         self.limits_shares();
+        self.limits_tcp();
         let limits = &self.config.limits;
         let at = FieldPath::root("limits");
         for (field, value) in [
@@ -171,6 +172,7 @@ impl Validator<'_> {
                 "untrusted_transactions_percent",
                 limits.untrusted_transactions_percent,
             ),
+            ("tcp_untrusted_percent", limits.tcp_untrusted_percent),
         ] {
             if !(1..=100).contains(&value) {
                 self.report(
@@ -191,6 +193,40 @@ impl Validator<'_> {
                     Some("limits"),
                     format!("{value} is outside 64..=16777216"),
                     Some("each entry takes about 32 bytes; the default is 65536".into()),
+                );
+            }
+        }
+    }
+
+    fn limits_tcp(&mut self) {
+        let limits = &self.config.limits;
+        let at = FieldPath::root("limits");
+        for (field, value, range, hint) in [
+            (
+                "tcp_connections",
+                limits.tcp_connections,
+                1..=1_000_000,
+                "each connection takes a file descriptor and a few KiB; 10000 is the default",
+            ),
+            (
+                "tcp_connections_per_source",
+                limits.tcp_connections_per_source,
+                1..=1_000_000,
+                "a phone needs one; a proxy with many should be a trunk (trusted, not capped)",
+            ),
+            (
+                "tcp_message_timeout_secs",
+                limits.tcp_message_timeout_secs,
+                1..=300,
+                "a SIP message takes a segment or a few: 10 s covers three lost segments",
+            ),
+        ] {
+            if !range.contains(&value) {
+                self.report(
+                    at.key(field),
+                    Some("limits"),
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                    Some(hint.into()),
                 );
             }
         }
