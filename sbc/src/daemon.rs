@@ -29,7 +29,7 @@
 //! media timeouts, the metrics listener, XDP, CDR and logging settings take
 //! effect at restart (a reload that changes them says so in the log).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,10 +44,10 @@ use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, Reject
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError, PeerAddress};
 use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
-use crate::media::command::{MediaCommand, MediaEvent};
+use crate::media::command::{MediaCommand, MediaError, MediaEvent};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
-use crate::media::userspace::{FastPath, MediaTotals, RelayConfig, UserspaceRelay};
+use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::transport::{Event, ListenerId, ListenerSpec, TransportConfig, Transports};
@@ -270,6 +270,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         relayed: Vec::new(),
         cdr: cdr.as_ref(),
         ledger: Ledger::new((now(), wall_clock())),
+        relay_backlog: VecDeque::new(),
+        relay_saturated: false,
     };
     core.start(now());
     zero_series(&metrics, &config, &core);
@@ -320,6 +322,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 let _ = answer.send(core.calls_json(now()));
             }
             _ = tick.tick() => {
+                let relay_saturated = shell.relay_saturated();
+                overload.relay(&mut core, relay_saturated, &metrics);
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
@@ -670,9 +674,33 @@ struct Shell<'a> {
     /// line and CDR say which path carried the media, which only the
     /// counters tell.
     ledger: Ledger,
+    /// Media commands the relay's full queue handed back, in order.
+    relay_backlog: VecDeque<MediaCommand>,
+    /// The relay refused a command since the last tick: it is saturated.
+    relay_saturated: bool,
 }
 
 impl Shell<'_> {
+    /// Sends what the relay handed back, in order, until it is full again.
+    fn retry_relay_backlog(&mut self) {
+        while let Some(command) = self.relay_backlog.pop_front() {
+            if let Err(Offered::Full(command)) = self.relay.offer(command) {
+                self.relay_backlog.push_front(command);
+                self.relay_saturated = true;
+                return;
+            }
+        }
+    }
+
+    /// Whether the relay was saturated since the last call (a command was
+    /// refused, or some still wait), cleared for the next second.
+    fn relay_saturated(&mut self) -> bool {
+        self.retry_relay_backlog();
+        let saturated = self.relay_saturated || !self.relay_backlog.is_empty();
+        self.relay_saturated = false;
+        saturated
+    }
+
     /// Drains every output of the core (which may produce more input: a
     /// media command the relay refuses comes back as a failure event).
     fn drain(&mut self, core: &mut Core) {
@@ -684,15 +712,24 @@ impl Shell<'_> {
                     warn!(%to, error = %e, "send refused");
                 }
             }
+            self.retry_relay_backlog();
             while let Some(command) = core.poll_media() {
-                let stream = match &command {
-                    MediaCommand::Allocate { stream, .. } => Some(*stream),
-                    _ => None,
-                };
-                if let Err(error) = self.relay.send(command)
-                    && let Some(stream) = stream
-                {
-                    refused.push(MediaEvent::AllocationFailed { stream, error });
+                if let MediaCommand::Allocate { stream, .. } = &command {
+                    // A new stream: refused now, its call fails (503).
+                    let stream = *stream;
+                    if let Err(error) = self.relay.send(command) {
+                        self.relay_saturated |= error == MediaError::QueueFull;
+                        refused.push(MediaEvent::AllocationFailed { stream, error });
+                    }
+                } else if !self.relay_backlog.is_empty() {
+                    // Behind ones already waiting: keep their order.
+                    self.relay_backlog.push_back(command);
+                } else if let Err(Offered::Full(command)) = self.relay.offer(command) {
+                    // A release or a remote the relay must not miss (a lost
+                    // release would hold its ports forever): sent again as
+                    // soon as the relay takes commands.
+                    self.relay_saturated = true;
+                    self.relay_backlog.push_back(command);
                 }
             }
             while let Some(event) = core.poll_event() {
@@ -993,12 +1030,25 @@ impl Shell<'_> {
 /// The overload level the core works at, from how full its inbound queue
 /// is: raised at once when a message finds the queue filling, lowered only
 /// by the once-a-second tick once it has drained (no flapping per message).
+/// A media relay that refused commands in the last second (its queue full)
+/// holds the level at 1 at least: new calls from untrusted sources are
+/// refused before they need media it can't anchor.
 #[derive(Debug, Default)]
 struct Overload {
     level: u8,
+    /// The relay's floor under the level (0 or 1).
+    relay: u8,
 }
 
 impl Overload {
+    fn relay(&mut self, core: &mut Core, saturated: bool, metrics: &Metrics) {
+        self.relay = u8::from(saturated);
+        if self.relay > self.level {
+            warn!("overload: the media relay is saturated (its command queue was full)");
+            self.set(core, self.relay, 0, metrics);
+        }
+    }
+
     fn measure(queued: usize, capacity: usize) -> u8 {
         let capacity = capacity.max(1);
         if queued * 4 >= capacity * 3 {
@@ -1018,7 +1068,7 @@ impl Overload {
     }
 
     fn settle(&mut self, core: &mut Core, queued: usize, capacity: usize, metrics: &Metrics) {
-        let level = Self::measure(queued, capacity);
+        let level = Self::measure(queued, capacity).max(self.relay);
         if level < self.level {
             self.set(core, level, queued, metrics);
         }

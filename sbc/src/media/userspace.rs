@@ -268,6 +268,15 @@ enum Control {
     Shutdown,
 }
 
+/// A command the relay could not take.
+#[derive(Debug)]
+pub enum Offered {
+    /// The queue is full (the relay thread is behind): here it is back.
+    Full(MediaCommand),
+    /// The relay thread has stopped.
+    Stopped,
+}
+
 /// A cloneable handle that sends commands into the relay thread.
 #[derive(Clone)]
 pub struct CommandSender {
@@ -279,6 +288,17 @@ impl CommandSender {
     /// Queue a command without blocking.
     pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
         self.control(Control::Command(command))
+    }
+
+    /// Queue a command without blocking; a full queue hands it back, so the
+    /// caller can send it again later rather than lose it.
+    pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
+        match self.tx.try_send(Control::Command(command)) {
+            Ok(()) => self.waker.wake().map_err(|_| Offered::Stopped),
+            Err(TrySendError::Full(Control::Command(command))) => Err(Offered::Full(command)),
+            Err(TrySendError::Full(_)) => Err(Offered::Stopped),
+            Err(TrySendError::Disconnected(_)) => Err(Offered::Stopped),
+        }
     }
 
     fn control(&self, control: Control) -> Result<(), MediaError> {
@@ -375,6 +395,12 @@ impl UserspaceRelay {
     /// Queue a command without blocking.
     pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
         self.sender.send(command)
+    }
+
+    /// Queue a command without blocking, or have it back if the queue is
+    /// full ([`CommandSender::offer`]).
+    pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
+        self.sender.offer(command)
     }
 
     /// Gives a media address that a reload introduced its port pool; an
