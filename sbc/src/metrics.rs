@@ -638,7 +638,7 @@ impl Metrics {
             &r,
             IntGauge::new(
                 "sbc_overload_level",
-                "Where saturation starts: 0 normal; 1 the call core's inbound queue is a quarter full and new INVITEs from untrusted sources get 503; 2 three quarters full and every new INVITE gets 503 (the transport also sheds untrusted requests from half full).",
+                "Where saturation starts: 0 normal; 1 the call core's inbound queue is a quarter full, or the media relay refused commands in the last second, and new INVITEs from untrusted sources get 503; 2 the queue is three quarters full and every new INVITE gets 503 (the transport also sheds untrusted requests from half full).",
             )
             .expect("metric definitions in metrics.rs are valid"),
         );
