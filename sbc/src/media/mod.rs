@@ -22,6 +22,7 @@
 //! Implements RFC 3550 §11 (even RTP/odd RTCP ports), RFC 5761 (RTP/RTCP
 //! mux), RFC 4961 (symmetric RTP) with RTPBleed defences, RFC 3264 §5.1/§8.4
 //! (directions and hold).
+pub mod cname;
 pub mod command;
 pub mod fast;
 pub mod flow;
