@@ -89,7 +89,7 @@ pub fn inspect(bytes: &[u8], policy: &ServerPolicy) -> Report {
             };
         }
     };
-    let verdict = sip::check(&msg, policy);
+    let verdict = admission(&msg, policy);
     let fields = key_fields(&msg);
     let lines = fields
         .iter()
@@ -104,6 +104,25 @@ pub fn inspect(bytes: &[u8], policy: &ServerPolicy) -> Report {
         verdict,
         lines,
         json,
+    }
+}
+
+/// The checks the daemon makes before it routes a request: the server
+/// checks of [`sip::check`] (the same function the call core runs), then
+/// the SDP offer or answer the call core would anchor (a body that does not
+/// parse fails the call with the SDP error's status).
+fn admission(msg: &Message, policy: &ServerPolicy) -> Verdict {
+    let verdict = sip::check(msg, policy);
+    let reads_sdp = matches!(
+        msg.method(),
+        Some(sip::Method::Invite | sip::Method::Update | sip::Method::Prack)
+    );
+    if verdict != Verdict::Accept || !reads_sdp || msg.body().is_empty() {
+        return verdict;
+    }
+    match Sdp::parse(msg.body()) {
+        Ok(_) => verdict,
+        Err(e) => Verdict::Reject(sip::Rejection::new(e.status_code(), format!("SDP: {e}"))),
     }
 }
 

@@ -44,12 +44,7 @@ fn regenerated(name: HeaderName, raw: &[u8]) -> bool {
 
 /// Appends the headers of `src` that may cross under `policy`; returns the
 /// `RAck` value if `src` had one (the caller renumbers it).
-pub(crate) fn copy_headers(
-    out: &mut String,
-    src: &Message,
-    policy: &HeaderPolicy,
-    is_request: bool,
-) {
+pub(crate) fn copy_headers(out: &mut String, src: &Message, policy: &HeaderPolicy) {
     for h in src.headers() {
         if regenerated(h.name, h.name_bytes)
             || policy
@@ -66,8 +61,10 @@ pub(crate) fn copy_headers(
             {
                 continue;
             }
-            HeaderName::UserAgent if is_request => &policy.user_agent,
-            HeaderName::Server if !is_request => &policy.server,
+            // Either header names a product in requests and responses
+            // alike (a UAS often sends User-Agent in its responses).
+            HeaderName::UserAgent => &policy.user_agent,
+            HeaderName::Server => &policy.server,
             _ => {
                 header(out, &String::from_utf8_lossy(h.name_bytes), &value);
                 continue;
@@ -141,14 +138,17 @@ pub(crate) fn request(
         header(&mut out, name, value);
     }
     if let Some(src) = src {
-        copy_headers(&mut out, src, policy, true);
+        copy_headers(&mut out, src, policy);
     }
     finish(out, body)
 }
 
 /// A response on the leg whose request is `request`: its Via, From, To (with
-/// `to_tag` added if it has none), Call-ID and CSeq, then our Contact if
-/// given, then what `src` (the response being relayed) may pass, and `body`.
+/// `to_tag` added if it has none), Call-ID and CSeq, its Record-Route in
+/// order on a 101-299 (RFC 3261 §12.1.1: the proxies that record-routed the
+/// request learn the dialog's route set from it; they are this leg's own
+/// proxies, so nothing crosses), then our Contact if given, then what `src`
+/// (the response being relayed) may pass, and `body`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn response(
     request: &Message,
@@ -167,6 +167,9 @@ pub(crate) fn response(
         let value = String::from_utf8_lossy(h.value);
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                header(&mut out, h.name.canonical(), &value);
+            }
+            HeaderName::RecordRoute if (101..300).contains(&status) => {
                 header(&mut out, h.name.canonical(), &value);
             }
             HeaderName::To => {
@@ -188,9 +191,18 @@ pub(crate) fn response(
         header(&mut out, name, value);
     }
     if let Some(src) = src {
-        copy_headers(&mut out, src, policy, false);
+        copy_headers(&mut out, src, policy);
     }
     finish(out, body)
+}
+
+/// The reason phrase of a response relayed from the other leg: the
+/// standard phrase of its code, never the far side's. A phrase is free text
+/// (RFC 3261 §21: informative only) where PBXs put their product name and
+/// version, or a host name; the cause that peers act on crosses in the
+/// status code and in the `Reason` header (RFC 3326), which is copied.
+pub(crate) fn relayed_reason(status: u16) -> &'static str {
+    crate::sip::error::standard_reason(status)
 }
 
 fn finish(mut out: String, body: &[u8]) -> Vec<u8> {
@@ -288,5 +300,33 @@ Content-Length: 0\r\n\r\n";
             text.contains("RSeq: 1\r\n") && text.contains("Require: 100rel\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn dialog_forming_responses_carry_the_request_record_route_in_order() {
+        let two = String::from_utf8_lossy(INVITE).replace(
+            "Record-Route: <sip:10.0.0.2;lr>\r\n",
+            "Record-Route: <sip:10.0.0.2;lr;ftag=a1>\r\nRecord-Route: <sip:10.0.0.3;lr>, <sip:10.0.0.4;lr>\r\n",
+        );
+        let req = Message::parse(two.as_bytes()).expect("parses");
+        let policy = HeaderPolicy::default();
+        for (status, carries) in [(100, false), (180, true), (200, true), (486, false)] {
+            let out = response(&req, status, "x", Some("t9"), None, None, &policy, &[], b"");
+            let msg = Message::parse(&out).expect("parses");
+            let rr: Vec<_> = msg
+                .values(HeaderName::RecordRoute)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            let expected: Vec<String> = if carries {
+                vec![
+                    "<sip:10.0.0.2;lr;ftag=a1>".into(),
+                    "<sip:10.0.0.3;lr>".into(),
+                    "<sip:10.0.0.4;lr>".into(),
+                ]
+            } else {
+                vec![]
+            };
+            assert_eq!(rr, expected, "{status}");
+        }
     }
 }

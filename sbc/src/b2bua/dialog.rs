@@ -333,11 +333,10 @@ impl Core {
         let contact = (status > 100 && status < 300).then_some(leg.text.get(Part::Contact));
         let tag = leg.text.get(Part::LocalTag);
         let realm = leg.realm;
-        let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
         let bytes = build::response(
             &request,
             status,
-            &reason,
+            build::relayed_reason(status),
             Some(tag),
             contact,
             Some(&response),

@@ -175,6 +175,11 @@ impl Core {
         });
         self.count_call(&mut call, meta);
         self.try_next_target(now, &mut call);
+        if !call.a_final {
+            // The call is on its way: 100 Trying at once, as peers expect
+            // (a refusal above went out alone, with no 100 before it).
+            self.tx.send_trying(id);
+        }
         self.put_back(now, call);
     }
 
@@ -578,19 +583,15 @@ impl Core {
                             .is_some_and(|p| p.normalize_failures)
                     })
                     .and_then(|_| protect::normalized_failure(status));
-                let (status, reason, src) = match normalized {
-                    Some(status) => (status, sip::error::standard_reason(status).to_owned(), None),
-                    None => (
-                        status,
-                        String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned(),
-                        Some(&response),
-                    ),
+                let (status, src) = match normalized {
+                    Some(status) => (status, None),
+                    None => (status, Some(&response)),
                 };
                 let local_tag = call.a.text.get(Part::LocalTag).to_owned();
                 let bytes = build::response(
                     &call.a_invite,
                     status,
-                    &reason,
+                    build::relayed_reason(status),
                     Some(&local_tag),
                     None,
                     src,

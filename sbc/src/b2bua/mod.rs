@@ -627,6 +627,7 @@ impl Core {
                     // Answered once, statelessly: a retransmission is
                     // answered again, and nothing is held meanwhile.
                     let allow = self.server_policy.allow.clone();
+                    let supported = self.server_policy.supported.join(", ");
                     self.answer_once(
                         now,
                         id,
@@ -635,6 +636,7 @@ impl Core {
                         &[
                             (HeaderName::Allow, &allow),
                             (HeaderName::Accept, "application/sdp"),
+                            (HeaderName::Supported, &supported),
                         ],
                     );
                 } else {

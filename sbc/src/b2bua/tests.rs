@@ -510,6 +510,49 @@ fn a_basic_call_crosses_with_nothing_of_either_side() {
 }
 
 #[test]
+fn a_record_routing_proxy_in_front_gets_its_route_set_both_ways() {
+    // RFC 3261 §12.1.1: the 1xx/2xx carry the request's Record-Route in
+    // order, and what the SBC sends in the caller's dialog is routed
+    // through it (the route set is the Record-Route as received).
+    let mut lab = Lab::new(CONFIG);
+    let rr =
+        "Record-Route: <sip:192.0.2.77;lr;ftag=atag1>\r\nRecord-Route: <sip:192.0.2.78;lr>\r\n";
+    lab.caller_sends(&invite(true).replacen("Max-Forwards", &format!("{rr}Max-Forwards"), 1));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    assert!(b_invite.header(HeaderName::RecordRoute).is_none());
+    lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let got = lab.take(CALLER);
+    let record_routes = |m: &Message| -> Vec<String> {
+        m.values(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let expected = ["<sip:192.0.2.77;lr;ftag=atag1>", "<sip:192.0.2.78;lr>"];
+    for status in ["180", "200"] {
+        let response = got
+            .iter()
+            .find(|m| describe(m) == status)
+            .unwrap_or_else(|| panic!("no {status}"));
+        assert_eq!(record_routes(response), expected, "{status}");
+    }
+    let ok = got
+        .iter()
+        .find(|m| describe(m) == "200")
+        .expect("200")
+        .clone();
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
+    lab.take_one(PBX, "ACK");
+    lab.trunk_sends(PBX, in_dialog("BYE", &b_invite, true, 2, None).as_bytes());
+    let bye = lab.take_one(CALLER, "BYE");
+    let routes: Vec<String> = bye
+        .values(HeaderName::Route)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(routes, expected);
+}
+
+#[test]
 fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     let mut lab = Lab::new(CONFIG);
     let request = invite(true);
@@ -608,6 +651,51 @@ fn busy_is_relayed_without_failover() {
     assert!(lab.take(PBX2).is_empty());
     lab.take_one(PBX, "ACK");
     assert_eq!(lab.ended().map(|e| e.status), Some(486));
+}
+
+#[test]
+fn relayed_responses_carry_no_phrase_or_product_of_the_far_side() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    let marked = |status: u16, phrase: &str| {
+        let bytes = answer(&b_invite, status, None);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let first = text.lines().next().unwrap_or_default().to_owned();
+        text.replacen(&first, &format!("SIP/2.0 {status} {phrase}"), 1)
+            .replacen(
+                "Content-Length",
+                "User-Agent: PbxServer 9\r\nContent-Length",
+                1,
+            )
+    };
+    lab.trunk_sends(PBX, marked(180, "Ringing at pbx.internal").as_bytes());
+    lab.trunk_sends(
+        PBX,
+        marked(486, "Busy (PbxServer 9 on 203.0.113.50)").as_bytes(),
+    );
+    let got = lab.take(CALLER);
+    let lines: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let bytes = m.to_bytes();
+            scan(&bytes, CALLEE_SECRETS);
+            scan(&bytes, &["pbx.internal"]);
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        lines.contains(&"SIP/2.0 180 Ringing".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"SIP/2.0 486 Busy Here".to_owned()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -716,8 +804,26 @@ fn out_of_dialog_options_is_answered_by_the_sbc() {
         .replace("CSeq: 10 INVITE", "CSeq: 10 OPTIONS");
     lab.caller_sends(&options);
     let ok = lab.take_one(CALLER, "200");
-    assert!(ok.header(HeaderName::Allow).is_some());
+    // Allow names what is served here: REFER, NOTIFY and MESSAGE out of
+    // dialog get 405, so they are not offered.
+    let allow = String::from_utf8_lossy(ok.header(HeaderName::Allow).expect("Allow"));
+    assert!(
+        allow.contains("INVITE") && allow.contains("OPTIONS"),
+        "{allow}"
+    );
+    for refused in ["REFER", "NOTIFY", "MESSAGE", "REGISTER"] {
+        assert!(!allow.contains(refused), "{allow}");
+    }
+    assert_eq!(
+        ok.header(HeaderName::Supported),
+        Some(b"100rel, timer, replaces".as_slice())
+    );
     assert!(lab.take(PBX).is_empty());
+    let refer = options
+        .replacen("OPTIONS sip", "REFER sip", 1)
+        .replace("CSeq: 10 OPTIONS", "CSeq: 10 REFER");
+    lab.caller_sends(&refer);
+    lab.take_one(CALLER, "405");
 }
 
 #[test]

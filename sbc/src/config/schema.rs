@@ -588,10 +588,12 @@ pub struct HeaderPolicy {
     /// trusted peer).
     #[serde(default)]
     pub p_asserted_identity: PaiPolicy,
-    /// What happens to `Server` in responses.
+    /// What happens to `Server` (in responses, and in requests where a peer
+    /// puts one).
     #[serde(default)]
     pub server: HeaderRewrite,
-    /// What happens to `User-Agent` in requests.
+    /// What happens to `User-Agent`, in requests and in responses (a UAS
+    /// often names itself there too).
     #[serde(default)]
     pub user_agent: HeaderRewrite,
 }

@@ -54,6 +54,7 @@ macro_rules! standard_headers {
 
 standard_headers! {
     Accept => "Accept";
+    AcceptEncoding => "Accept-Encoding";
     AcceptContact => "Accept-Contact", compact b'a';
     Allow => "Allow";
     AllowEvents => "Allow-Events", compact b'u';

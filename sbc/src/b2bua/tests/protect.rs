@@ -245,32 +245,51 @@ fn a_caller_that_never_acks_frees_its_slot_after_64_t1() {
 }
 
 #[test]
-fn a_failure_goes_to_an_untrusted_caller_once_and_to_a_trusted_one_until_acked() {
-    for (config, expected) in [
-        (CONFIG.to_owned(), 1),
-        (
-            CONFIG.replace(
-                "media = { address = \"192.0.2.1\" }",
-                "media = { address = \"192.0.2.1\" }\nnetworks = [\"203.0.113.0/24\"]",
-            ),
-            2,
+fn a_refusal_goes_to_an_untrusted_caller_once_and_a_routed_failure_until_acked() {
+    // A call the SBC takes on gets its 100 Trying at once, trusted or not;
+    // the caller then waits in Proceeding without retransmitting, so the
+    // trunk's failure must be retransmitted until it is acknowledged.
+    for config in [
+        CONFIG.to_owned(),
+        CONFIG.replace(
+            "media = { address = \"192.0.2.1\" }",
+            "media = { address = \"192.0.2.1\" }\nnetworks = [\"203.0.113.0/24\"]",
         ),
     ] {
         let mut lab = Lab::new(&config);
         lab.caller_sends(&invite(true));
         let b_invite = lab.take_one(PBX, "INVITE");
+        assert_eq!(lines_to(&mut lab, CALLER), vec!["SIP/2.0 100 Trying"]);
         lab.trunk_sends(PBX, &answer(&b_invite, 486, None));
         lab.advance(Duration::from_millis(1_000));
         let busy = lines_to(&mut lab, CALLER)
             .iter()
             .filter(|l| l.starts_with("SIP/2.0 486"))
             .count();
-        assert!(
-            if expected == 1 { busy == 1 } else { busy >= 2 },
-            "{busy} 486s (expected {expected}{})",
-            if expected == 1 { "" } else { " or more" }
-        );
+        assert!(busy >= 2, "{busy} 486s, expected retransmissions");
     }
+    // A refusal of the SBC's own (here: every trunk at its rate limit) has
+    // no 100 before it, and goes to an untrusted caller once.
+    let config = CONFIG
+        .replace(
+            "address = \"198.51.100.3:5060\"",
+            "address = \"198.51.100.3:5060\"\nmax_cps = 1",
+        )
+        .replace(
+            "address = \"198.51.100.5:5060\"",
+            "address = \"198.51.100.5:5060\"\nmax_cps = 1",
+        );
+    let mut lab = Lab::new(&config);
+    lab.caller_sends(&another_invite(1));
+    lab.take_one(PBX, "INVITE");
+    lab.deliver(0, "203.0.113.41:5060", another_invite(2).as_bytes());
+    lab.take_one(PBX2, "INVITE");
+    lab.deliver(0, "203.0.113.40:5060", another_invite(3).as_bytes());
+    lab.advance(Duration::from_millis(5_000));
+    assert_eq!(
+        lines_to(&mut lab, "203.0.113.40:5060"),
+        vec!["SIP/2.0 503 Service Unavailable"]
+    );
 }
 
 #[test]
@@ -283,7 +302,10 @@ fn normalized_failures_hide_which_users_exist() {
     lab.caller_sends(&invite(true));
     let b_invite = lab.take_one(PBX, "INVITE");
     lab.trunk_sends(PBX, &answer(&b_invite, 486, None));
-    assert_eq!(lines_to(&mut lab, CALLER), vec!["SIP/2.0 404 Not Found"]);
+    assert_eq!(
+        lines_to(&mut lab, CALLER),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 404 Not Found"]
+    );
 }
 
 #[test]

@@ -787,6 +787,29 @@ impl Transactions {
         Ok(())
     }
 
+    /// The TU has taken server INVITE transaction `id` on: its 100 Trying
+    /// goes out now rather than at [`Timers::trying`]. §17.2.1 only bounds
+    /// the delay (200 ms), but peers that wait for a 100 before anything
+    /// else fail on the wait, and every major SIP server answers at once. A
+    /// transaction that already sent a provisional, or has a final, sends
+    /// nothing; so does an unknown `id`.
+    pub fn send_trying(&mut self, id: ServerId) {
+        let any = TransactionId::Server(id);
+        let Some(tx) = self.txs.get_mut(&any) else {
+            return;
+        };
+        if tx.state != State::Proceeding || !tx.last.is_empty() {
+            return;
+        }
+        let Some(trying) = tx.trying.take() else {
+            return;
+        };
+        tx.trying_at = None;
+        tx.last = trying.clone();
+        self.send(any, trying);
+        self.rearm(any);
+    }
+
     /// Whether server INVITE transaction `id`, still without a final, has
     /// sent a provisional (the TU's, or its own 100 Trying): its peer is then
     /// in Proceeding and waits for the final without retransmitting the

@@ -626,6 +626,26 @@ fn no_100_trying_when_tu_answers_first() {
 }
 
 #[test]
+fn the_tu_sends_100_trying_at_once_and_only_once() {
+    let mut net = Net::new(Timers::default());
+    let id = net.send_request(invite("z9hG4bKnow"), false);
+    net.run_until(ms(20));
+    let (sid, req) = net.only_request();
+    net.server.send_trying(sid);
+    net.flush();
+    // Asking again, or after a provisional of the TU's, sends nothing more.
+    net.server.send_trying(sid);
+    net.flush();
+    net.run_until(ms(100));
+    net.respond(sid, response(&req, 180, "Ringing"));
+    net.server.send_trying(sid);
+    net.flush();
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(net.times(Dir::ToClient, "SIP/2.0 100"), vec![20]);
+    assert_eq!(net.client_responses(id), vec![100, 180]);
+}
+
+#[test]
 fn invite_retransmission_gets_the_latest_provisional() {
     let timers = Timers {
         trying: Duration::from_secs(1),
