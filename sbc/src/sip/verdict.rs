@@ -114,7 +114,7 @@ fn check_request(msg: &Message, method: Method, policy: &ServerPolicy) -> Option
     }
 
     // §8.1.1.8: a dialog-creating INVITE names where its caller is reached.
-    let new_invite = method == Method::Invite && !msg.to().is_some_and(|to| to.tag().is_some());
+    let new_invite = method == Method::Invite && msg.to().is_none_or(|to| to.tag().is_none());
     if new_invite
         && !msg
             .contacts()
