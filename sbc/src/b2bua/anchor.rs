@@ -16,6 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::media::cname::CnameMask;
 use crate::media::command::{Direction, LocalEndpoint, Remote};
 use crate::sdp::{self, Sdp, SdpError};
 
@@ -74,16 +75,27 @@ pub(crate) fn streams(sdp: &Sdp, signaling_ip: IpAddr) -> Vec<StreamOffer> {
 /// `sdp` as the other leg sees it: the SBC's `media_ip` everywhere and
 /// `endpoints[i]` (this leg's anchored endpoint of stream `i`) as ports.
 /// A stream without an endpoint (disabled) keeps port 0.
+///
+/// Nothing of the far side's product or host stays: `o=` is the SBC's own
+/// (`-`, its session id and version for this leg), `s=` is `-`, `a=tool` is
+/// removed, and the CNAME of each `a=ssrc` (RFC 5576) becomes its stand-in
+/// under `mask`, the one the relay writes into RTCP SDES.
 pub(crate) fn rewrite(
     sdp: &Sdp,
     media_ip: IpAddr,
     endpoints: &[Option<LocalEndpoint>],
+    origin: SdpOrigin,
+    mask: &CnameMask,
 ) -> Result<Vec<u8>, SdpError> {
     let mut editor = sdp.editor();
     editor
+        .set_origin("-", origin.session_id, origin.version)
         .set_origin_address(media_ip)
+        .set_session_name("-")
         .set_connection(media_ip)
-        .strip_ice();
+        .strip_ice()
+        .remove_attributes(&["tool"])
+        .mask_ssrc_cnames(|cname| String::from_utf8_lossy(&mask.mask(cname)).into_owned());
     for (index, endpoint) in endpoints.iter().enumerate() {
         let Some(endpoint) = endpoint else { continue };
         // Indices come from this same SDP, so these edits can't miss.
@@ -264,7 +276,20 @@ impl Core {
             .media_advertise
             .or(anchored)
             .unwrap_or(self.realms[realm].media_address);
-        match anchor::rewrite(&sdp, media_ip, &endpoints) {
+        let source = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (body, media_ip).hash(&mut h);
+            for endpoint in &endpoints {
+                endpoint.map(|e| (e.rtp, e.rtcp)).hash(&mut h);
+            }
+            h.finish()
+        };
+        let fresh_id =
+            u64::from_be_bytes(self.ids.next_bytes()[..8].try_into().unwrap_or_default()) >> 1;
+        let origin = SdpOrigin::next(call.origins[to.index()], fresh_id, source);
+        call.origins[to.index()] = Some(origin);
+        match anchor::rewrite(&sdp, media_ip, &endpoints, origin, &self.cname_mask) {
             Ok(out) => Anchored::Ready(out),
             Err(e) => Anchored::Invalid(e.status_code()),
         }
@@ -298,9 +323,15 @@ m=video 0 RTP/AVP 96\r\n";
             rtp: SocketAddr::new(ip, 30000),
             rtcp: Some(SocketAddr::new(ip, 30001)),
         };
-        let out = rewrite(&sdp, ip, &[Some(endpoint), None]).expect("rewrites");
+        let origin = SdpOrigin::next(None, 42, 7);
+        let mask = CnameMask::new();
+        let out = rewrite(&sdp, ip, &[Some(endpoint), None], origin, &mask).expect("rewrites");
         let text = String::from_utf8(out.clone()).expect("ascii");
         assert!(!text.contains("10.0.0.1"), "{text}");
+        assert!(
+            text.starts_with("v=0\r\no=- 42 1 IN IP4 203.0.113.1\r\ns=-\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("candidate"), "{text}");
         let again = Sdp::parse(&out).expect("reparses");
         let ports: Vec<u16> = again.media().map(|m| m.port()).collect();
@@ -312,6 +343,18 @@ m=video 0 RTP/AVP 96\r\n";
                 .map(|r| r.port),
             Some(30001)
         );
+    }
+
+    #[test]
+    fn the_origin_version_moves_exactly_when_the_sdp_does() {
+        let first = SdpOrigin::next(None, 9, 100);
+        assert_eq!((first.session_id, first.version), (9, 1));
+        let same = SdpOrigin::next(Some(first), 10, 100);
+        assert_eq!(same, first, "a resent SDP keeps its version");
+        let changed = SdpOrigin::next(Some(same), 11, 200);
+        assert_eq!((changed.session_id, changed.version), (9, 2));
+        let back = SdpOrigin::next(Some(changed), 12, 100);
+        assert_eq!(back.version, 3, "going back is a change too");
     }
 
     #[test]

@@ -4,6 +4,38 @@
 
 use super::*;
 
+/// The `o=` line the SBC shows one leg in place of the other side's (RFC
+/// 3264 §5 and §8): one session id for the call, and a version that goes up
+/// by one exactly when the SDP sent to that leg changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SdpOrigin {
+    pub(super) session_id: u64,
+    pub(super) version: u64,
+    /// A hash of what the last SDP was made from (the far side's body and
+    /// the anchored endpoints): the same input keeps the version.
+    pub(super) source: u64,
+}
+
+impl SdpOrigin {
+    /// The origin for an SDP made from `source`: the first one starts at
+    /// version 1, an unchanged one keeps its version, a changed one bumps it.
+    pub(super) fn next(previous: Option<SdpOrigin>, session_id: u64, source: u64) -> SdpOrigin {
+        match previous {
+            Some(o) if o.source == source => o,
+            Some(o) => SdpOrigin {
+                version: o.version + 1,
+                source,
+                ..o
+            },
+            None => SdpOrigin {
+                session_id,
+                version: 1,
+                source,
+            },
+        }
+    }
+}
+
 /// Either leg of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Side {
@@ -237,6 +269,9 @@ pub(super) struct Call {
     pub(super) streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
     /// The realm of the B side the streams are allocated on.
     pub(super) media_realm_b: Option<usize>,
+    /// The `o=` the SBC shows each leg (indexed by [`Side::index`]), once
+    /// it has sent that leg an SDP.
+    pub(super) origins: [Option<SdpOrigin>; 2],
     pub(super) pending: VecDeque<Pending>,
     /// Streams released so far (their counters arrive as `Released`).
     pub(super) released: Vec<StreamId>,

@@ -160,6 +160,7 @@ impl Core {
             a_ack: None,
             streams: Vec::new(),
             media_realm_b: None,
+            origins: [None; 2],
             pending: VecDeque::new(),
             released: Vec::new(),
             relayed: HashMap::new(),

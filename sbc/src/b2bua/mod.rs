@@ -90,6 +90,7 @@ pub use protect::UntrustedLoad;
 pub use routing::Plan;
 
 use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};
+use crate::media::cname::CnameMask;
 use crate::media::command::{
     LatchPolicy, Leg, LegSpec, LocalEndpoint, MediaCommand, MediaEvent, RtcpMode, StreamId,
 };
@@ -151,6 +152,9 @@ pub struct Core {
     latch: LatchPolicy,
     tx: Transactions,
     ids: Box<dyn IdSource>,
+    /// The stand-ins for RTCP CNAMEs in SDP `a=ssrc` (shared with the
+    /// media relay, which rewrites RTCP SDES with the same key).
+    cname_mask: CnameMask,
     /// Boxed: a table of calls inline would hold up to twice the calls up
     /// in empty slots of a `Call`'s size (hash tables grow by doubling).
     calls: HashMap<u64, Box<Call>>,
@@ -212,6 +216,7 @@ impl Core {
             tx: Transactions::new(config.sip.timers())
                 .with_max_transactions(config.limits.max_transactions as usize),
             ids,
+            cname_mask: CnameMask::new(),
             calls: HashMap::new(),
             next_call: 1,
             next_stream: 1,
@@ -231,6 +236,12 @@ impl Core {
         };
         core.apply(config, resolve);
         core
+    }
+
+    /// The CNAME mask of this core's SDP rewrites: give the media relay a
+    /// clone, so RTCP SDES carries the same stand-ins as `a=ssrc`.
+    pub fn cname_mask(&self) -> &CnameMask {
+        &self.cname_mask
     }
 
     /// Takes a new configuration's realms, routes, trunks, limits and

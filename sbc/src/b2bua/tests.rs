@@ -57,6 +57,7 @@ const CALLER_SECRETS: &[&str] = &[
     "atag1",
     "z9hG4bKcaller",
     "PhoneAgent",
+    "o=phone",
 ];
 /// What the callee side knows and the caller must never see.
 const CALLEE_SECRETS: &[&str] = &[
@@ -66,6 +67,7 @@ const CALLEE_SECRETS: &[&str] = &[
     "btag9",
     "PbxServer",
     "pbx-contact",
+    "o=pbx",
 ];
 
 fn invite(sdp: bool) -> String {

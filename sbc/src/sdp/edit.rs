@@ -255,6 +255,66 @@ impl<'a> SdpEditor<'a> {
         self
     }
 
+    /// Sets the `<username>`, `<sess-id>` and `<sess-version>` of `o=`: an
+    /// origin of the SBC's own in place of the far side's (its user name and
+    /// session id identify its product and host). The address is left to
+    /// [`set_origin_address`](Self::set_origin_address).
+    pub fn set_origin(&mut self, username: &str, session_id: u64, version: u64) -> &mut Self {
+        let o = self.sdp.origin;
+        self.replace(o.line, o.username, username);
+        self.replace(o.line, o.session_id, session_id);
+        self.replace(o.line, o.version, version)
+    }
+
+    /// Sets the `s=` text (RFC 8866 §5.3: `-` when the session has no
+    /// meaningful name). PBXs and phones put their product name there.
+    pub fn set_session_name(&mut self, name: &str) -> &mut Self {
+        match self.sdp.session_name.and_then(|line| self.line_value(line)) {
+            Some((line, span)) => self.replace(line, span, name),
+            None => self,
+        }
+    }
+
+    /// Removes every attribute named in `names` (compared exactly, as RFC
+    /// 8866 attribute names are case-sensitive), at session and media level.
+    pub fn remove_attributes(&mut self, names: &[&str]) -> &mut Self {
+        let sdp = self.sdp;
+        for attribute in sdp.attributes_in(0, sdp.lines.len()) {
+            if names.contains(&attribute.name) {
+                // `Attribute::line` is 1-based.
+                self.record(attribute.line as u32 - 1, Op::Remove, "");
+            }
+        }
+        self
+    }
+
+    /// Replaces the CNAME of every `a=ssrc:<id> cname:<cname>` (RFC 5576
+    /// §4.1; the CNAME runs to the end of the line) with `mask(cname)`.
+    pub fn mask_ssrc_cnames(&mut self, mask: impl Fn(&[u8]) -> String) -> &mut Self {
+        let sdp = self.sdp;
+        for attribute in sdp.attributes_in(0, sdp.lines.len()) {
+            if attribute.name != "ssrc" {
+                continue;
+            }
+            let line = attribute.line as u32 - 1;
+            let Some((_, span)) = self.line_value(line) else {
+                continue;
+            };
+            let raw = bytes(&sdp.buf, span);
+            let Some(at) = raw.windows(7).position(|w| w == b" cname:") else {
+                continue;
+            };
+            let start = span.start + (at + 7) as u32;
+            let cname = Span {
+                start,
+                end: span.end,
+            };
+            let masked = mask(bytes(&sdp.buf, cname));
+            self.replace(line, cname, masked);
+        }
+        self
+    }
+
     /// The rewritten body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.sdp.buf.len() + self.scratch.len() + 16);

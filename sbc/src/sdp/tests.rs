@@ -1258,3 +1258,40 @@ fn fields_allow_runs_of_spaces_everywhere() {
         (1, "AES_CM_128_HMAC_SHA1_80", "inline:abc", Some("KDR=1"))
     );
 }
+
+#[test]
+fn origin_name_tool_and_cnames_of_the_far_side_are_replaced() {
+    let body = "v=0\r\n\
+o=alice-pbx 2890844526 2890844527 IN IP4 10.0.0.1\r\n\
+s=Asterisk PBX 18.2\r\n\
+c=IN IP4 10.0.0.1\r\n\
+t=0 0\r\n\
+a=tool:Asterisk PBX 18.2\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+a=ssrc:1234 cname:alice@10.0.0.1:5060\r\n\
+a=ssrc:1234 msid:stream track\r\n\
+a=tool:libwebrtc\r\n\
+a=sendrecv\r\n";
+    let sdp = Sdp::parse(body.as_bytes()).expect("parses");
+    let mut editor = sdp.editor();
+    editor
+        .set_origin("-", 77, 5)
+        .set_session_name("-")
+        .remove_attributes(&["tool"])
+        .mask_ssrc_cnames(|cname| format!("masked{}", cname.len()));
+    let out = String::from_utf8(editor.to_bytes()).expect("utf8");
+    assert_eq!(
+        out,
+        "v=0\r\n\
+o=- 77 5 IN IP4 10.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 10.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+a=ssrc:1234 cname:masked19\r\n\
+a=ssrc:1234 msid:stream track\r\n\
+a=sendrecv\r\n"
+    );
+    let again = Sdp::parse(out.as_bytes()).expect("the result parses");
+    assert_eq!(again.origin().session_version, 5);
+}
