@@ -159,8 +159,21 @@ impl Core {
         let is_sdp = msg
             .content_type()
             .is_some_and(|ct| ct.is("application", "sdp"));
-        if body.is_empty() || !is_sdp {
-            return Ok(body.to_vec());
+        if body.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !is_sdp {
+            // The offer/answer methods carry SDP or nothing: another body
+            // (multipart with SDP inside, say) would cross unanchored.
+            // INFO, MESSAGE, NOTIFY... bodies are the endpoints' business.
+            let session = msg
+                .cseq()
+                .is_some_and(|c| matches!(c.method, "INVITE" | "ACK" | "PRACK" | "UPDATE"));
+            return if session {
+                Err(AnchorFail::Status(415))
+            } else {
+                Ok(body.to_vec())
+            };
         }
         let source = leg_ref(call, from).map_or(call.a.peer.ip(), |l| l.peer.ip());
         let body = body.to_vec();

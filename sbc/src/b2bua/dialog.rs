@@ -316,6 +316,15 @@ impl Core {
         let body = match self.maybe_anchor(now, call, from, &response) {
             Ok(body) => body,
             Err(AnchorFail::Wait) => return Relayed::WaitForMedia,
+            Err(AnchorFail::Status(_))
+                if server == call.a_server && (200..300).contains(&status) =>
+            {
+                // The answer to the caller's INVITE is unreadable SDP.
+                self.refuse_answer(now, call, &response);
+                return Relayed::Done;
+            }
+            // A provisional's SDP is early media, not binding: it crosses
+            // without it.
             Err(AnchorFail::Status(_)) => Vec::new(),
         };
         let to = from.other();

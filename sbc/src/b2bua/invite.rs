@@ -515,6 +515,13 @@ impl Core {
             if call.phase != Phase::Setup {
                 return; // a second 2xx (forked): ignored beyond the first
             }
+            if response.body().is_empty() && call.origins[Side::A.index()].is_none() {
+                // No SDP in the 2xx and none before it: an offer in the
+                // INVITE went unanswered, or a late offer got no offer
+                // (RFC 3264 §4, RFC 3261 §13.2.1). Relayed, it would leave
+                // the caller with a session and no media.
+                return self.refuse_answer(now, call, &response);
+            }
             self.learn_route_set(call, &response);
             self.learn_remote_target(call, Side::B, &response);
             let server = call.a_server;
@@ -527,6 +534,23 @@ impl Core {
             return;
         }
         self.b_invite_failed(now, call, Some(status), None, Some(response));
+    }
+
+    /// The callee answered in a way the SBC cannot relay (no SDP where one
+    /// is owed, or SDP that does not parse): the callee's dialog is
+    /// confirmed and ended (ACK, then BYE, as §13.2.2.4 asks of a UAC that
+    /// can't use a 2xx), and the caller gets 502 Bad Gateway (RFC 3261
+    /// §21.5.3: an invalid response from downstream), counted as a call
+    /// ended by the SBC for bad SDP.
+    pub(super) fn refuse_answer(&mut self, now: Instant, call: &mut Call, response: &Message) {
+        call.b_invite = None;
+        self.fail_call(now, call, 502, EndedBy::Sbc(SbcReason::BadSdp));
+        self.learn_route_set(call, response);
+        self.learn_remote_target(call, Side::B, response);
+        let cseq = response.cseq().map_or(1, |c| c.seq);
+        self.ack_b_directly(call, cseq);
+        call.phase = Phase::Ending;
+        self.send_bye(now, call, Side::B, true);
     }
 
     pub(super) fn b_invite_failed(

@@ -701,6 +701,43 @@ fn relayed_responses_carry_no_phrase_or_product_of_the_far_side() {
 }
 
 #[test]
+fn a_2xx_without_the_answer_owed_is_refused_on_both_legs() {
+    // No SDP at all, and a body that is not SDP: the callee's dialog is
+    // confirmed and ended, the caller gets 502 and no session.
+    for body in [None, Some("multipart")] {
+        let mut lab = Lab::new(CONFIG);
+        lab.caller_sends(&invite(true));
+        let b_invite = lab.take_one(PBX, "INVITE");
+        let mut ok = answer(&b_invite, 200, None);
+        if body.is_some() {
+            let mut msg = Message::parse(&ok).expect("parses");
+            msg.push_header("Content-Type", b"multipart/mixed;boundary=x");
+            msg.set_body(b"--x\r\n\r\nc=IN IP4 203.0.113.50\r\n--x--\r\n");
+            ok = msg.to_bytes();
+        }
+        lab.trunk_sends(PBX, &ok);
+        let to_pbx: Vec<String> = lab.take(PBX).iter().map(describe).collect();
+        assert_eq!(to_pbx, ["ACK", "BYE"], "{body:?}");
+        let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+        assert!(to_caller.contains(&"502".to_owned()), "{to_caller:?}");
+        assert!(!to_caller.contains(&"200".to_owned()), "{to_caller:?}");
+    }
+}
+
+#[test]
+fn a_2xx_without_sdp_after_an_18x_with_the_answer_is_relayed() {
+    // Tolerated: the caller already has the callee's SDP from the 183.
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 183, Some(CALLEE_SDP)));
+    lab.take_one(CALLER, "183");
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, None));
+    let ok = lab.take_one(CALLER, "200");
+    assert!(ok.body().is_empty());
+}
+
+#[test]
 fn late_offer_carries_the_answer_in_the_ack() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(false));
