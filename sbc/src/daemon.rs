@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::{AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, RejectReason};
@@ -305,8 +305,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     overload.raise(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                     core.handle_inbound(now(), message);
                 }
-                Some(Event::SendFailed { to, error, .. }) => {
-                    warn!(%to, %error, "send failed");
+                Some(Event::SendFailed { to, error, connection, .. }) => {
+                    // A UDP peer's closed port is an everyday event (a phone
+                    // gone away); a failed TCP connection is worth a warning.
+                    if connection.is_some() {
+                        warn!(%to, %error, "send failed");
+                    } else {
+                        debug!(%to, %error, "destination unreachable");
+                    }
                     core.handle_send_failed(now(), to);
                 }
                 None => break,

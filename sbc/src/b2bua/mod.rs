@@ -409,16 +409,26 @@ impl Core {
         self.pump(now);
     }
 
-    /// A transport could not deliver to `to`.
+    /// A transport could not deliver to `to` (a TCP connect or write
+    /// failed, or an ICMP unreachable came back for a UDP datagram): every
+    /// client transaction sending there, a call's or a trunk health
+    /// check's, ends with a transport error (§17.1.4). An INVITE then fails
+    /// over at once where its route allows `transport-error`, or the caller
+    /// gets 503 (§8.1.3.1), instead of waiting for timer B.
     pub fn handle_send_failed(&mut self, now: Instant, to: SocketAddr) {
+        let pinged = |trunk: &usize| self.trunks.get(*trunk).and_then(|t| t.address) == Some(to);
         let failed: Vec<TransactionId> = self
             .clients
             .keys()
-            .filter(|id| {
-                let id = TransactionId::Client(**id);
-                self.tx.contains(id) && self.client_remote(id) == Some(to)
-            })
+            .filter(|id| self.client_remote(TransactionId::Client(**id)) == Some(to))
+            .chain(
+                self.pings
+                    .iter()
+                    .filter(|(_, trunk)| pinged(trunk))
+                    .map(|(id, _)| id),
+            )
             .map(|id| TransactionId::Client(*id))
+            .filter(|id| self.tx.contains(*id))
             .collect();
         for id in failed {
             let _ = self.tx.handle_transport_error(now, id);

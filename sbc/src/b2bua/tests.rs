@@ -633,6 +633,24 @@ fn a_503_fails_over_to_the_next_trunk() {
 }
 
 #[test]
+fn an_unreachable_trunk_fails_over_at_once_and_the_last_one_gets_503() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    lab.take_one(PBX, "INVITE");
+    // ICMP port unreachable for the INVITE to the first trunk.
+    let now = lab.now;
+    lab.core.handle_send_failed(now, addr(PBX));
+    lab.settle();
+    let b_invite = lab.take_one(PBX2, "INVITE");
+    let now = lab.now;
+    lab.core.handle_send_failed(now, addr(PBX2));
+    lab.settle();
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert!(to_caller.contains(&"503".to_owned()), "{to_caller:?}");
+    assert!(b_invite.method() == Some(Method::Invite));
+}
+
+#[test]
 fn a_silent_trunk_times_out_into_failover() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(true));

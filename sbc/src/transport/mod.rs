@@ -234,14 +234,16 @@ pub enum Event {
     /// A message arrived.
     Inbound(Inbound),
     /// An [`Outbound`] accepted by [`Transports::send`] could not be
-    /// delivered (connect or write failed): a transport error (§17.1.4).
+    /// delivered (connect or write failed, or, over UDP, the destination
+    /// answered with an ICMP unreachable): a transport error (§17.1.4,
+    /// §18.4).
     SendFailed {
         /// The listener it was to be sent from.
         listener: ListenerId,
         /// Where it was going.
         to: SocketAddr,
-        /// The connection it was queued on.
-        connection: ConnectionId,
+        /// The connection it was queued on; `None` over UDP.
+        connection: Option<ConnectionId>,
         /// Why it failed.
         error: TransportError,
     },

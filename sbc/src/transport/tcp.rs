@@ -675,7 +675,7 @@ async fn fail(
     let event = Event::SendFailed {
         listener,
         to,
-        connection,
+        connection: Some(connection),
         error,
     };
     deliver(shared, event, shutdown).await;

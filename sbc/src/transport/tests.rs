@@ -434,6 +434,56 @@ async fn tcp_outbound_connects_from_the_realm_address_and_is_reused() {
 }
 
 #[tokio::test]
+async fn udp_to_a_closed_port_is_reported_as_an_event() {
+    // The kernel answers a datagram to a closed loopback port with ICMP
+    // port unreachable; the listener hears of it through IP_RECVERR.
+    let (t, mut rx) = start(
+        &[spec(Transport::Udp, "127.0.0.5:0")],
+        TransportConfig::default(),
+    );
+    let closed = {
+        let probe = std::net::UdpSocket::bind("127.0.0.6:0").unwrap_or_else(|e| panic!("{e}"));
+        probe.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    };
+    t.send(Outbound {
+        transport: Transport::Udp,
+        from_listener: ListenerId(0),
+        to: closed,
+        connection: None,
+        bytes: invite(),
+    })
+    .unwrap_or_else(|e| panic!("send failed at once: {e}"));
+    match next_event(&mut rx).await {
+        Event::SendFailed {
+            listener,
+            to,
+            connection,
+            error,
+        } => {
+            assert_eq!((listener, to, connection), (ListenerId(0), closed, None));
+            assert!(
+                matches!(
+                    error,
+                    TransportError::Send {
+                        kind: std::io::ErrorKind::ConnectionRefused,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected SendFailed, got {other:?}"),
+    }
+    // The listener still receives after the error.
+    let peer = std::net::UdpSocket::bind("127.0.0.6:0").unwrap_or_else(|e| panic!("{e}"));
+    peer.send_to(&invite(), local(&t, 0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inbound = next_inbound(&mut rx).await;
+    assert_eq!(message(&inbound).method(), Some(crate::sip::Method::Invite));
+    within("shutdown", t.shutdown()).await;
+}
+
+#[tokio::test]
 async fn tcp_connect_failure_is_reported_as_an_event() {
     let (t, mut rx) = start(
         &[spec(Transport::Tcp, "127.0.0.5:0")],

@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -49,6 +50,7 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpS
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    set_recverr(&socket, spec.addr.is_ipv6())?;
     socket.bind(&spec.addr.into())?;
     let sender = socket.try_clone()?;
     let control = socket.try_clone()?;
@@ -93,11 +95,21 @@ pub(super) async fn receive(
         let (n, remote) = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             _ = closed.wait_for(|closed| *closed) => break,
+            ready = socket.ready(Interest::ERROR) => {
+                if ready.is_ok() && !report_unreachable(&shared, id, &socket) {
+                    break;
+                }
+                continue;
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(got) => got,
                 Err(e) => {
-                    // E.g. ICMP errors surfacing on Linux; the socket is fine.
+                    // The pending error of an ICMP message: its details are
+                    // in the error queue.
                     tracing::debug!(listener = id.0, error = %e, "UDP receive error");
+                    if !report_unreachable(&shared, id, &socket) {
+                        break;
+                    }
                     continue;
                 }
             },
@@ -134,5 +146,158 @@ pub(super) async fn receive(
             // The core is gone: nobody to read for.
             Err(TrySendError::Closed(_)) => break,
         }
+    }
+}
+
+/// Asks the kernel for the ICMP errors of this socket's datagrams
+/// (`IP_RECVERR`, ip(7)): an unconnected UDP socket hears of none without
+/// it. A request sent to a closed port then fails at once (RFC 3261
+/// §18.4: a transport error, which §8.1.3.1 makes a 503 and routes may fail
+/// over on), not after timer B's 32 s.
+#[allow(unsafe_code)] // one setsockopt; socket2 has no setter for it
+fn set_recverr(socket: &Socket, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name) = if ipv6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd, and a c_int option of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Drains the socket's error queue; each "unreachable" (port, host or
+/// network; not "fragmentation needed") becomes an [`Event::SendFailed`]
+/// for the datagram's destination. Returns false when the core is gone.
+fn report_unreachable(shared: &Shared, id: ListenerId, socket: &UdpSocket) -> bool {
+    let mut alive = true;
+    // Bounded: the queue holds at most a receive buffer's worth.
+    while let Ok(Some((to, errno))) = next_queued_error(socket) {
+        // (ICMP "fragmentation needed" is EMSGSIZE: the kernel lowers the
+        // path MTU; that is not a failed destination.)
+        if !matches!(
+            errno,
+            libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN
+        ) {
+            continue;
+        }
+        if let Some(l) = shared.listener(id) {
+            ListenerStats::bump(&l.stats.send_errors);
+        }
+        let kind = io::Error::from_raw_os_error(errno).kind();
+        let event = Event::SendFailed {
+            listener: id,
+            to,
+            connection: None,
+            error: TransportError::Send { to, kind },
+        };
+        // A full channel loses the report, not the call: timer B still
+        // ends the transaction.
+        if let Err(TrySendError::Closed(_)) = shared.events.try_send(event) {
+            alive = false;
+        }
+    }
+    // The queue is empty: tokio waits for the next error.
+    let _: io::Result<()> =
+        socket.try_io(Interest::ERROR, || Err(io::ErrorKind::WouldBlock.into()));
+    alive
+}
+
+/// One entry of the error queue: the destination of the datagram that
+/// failed and the error's errno (0 if the entry carried no `IP_RECVERR`
+/// message); `None` when the queue is empty.
+#[allow(unsafe_code)] // recvmsg(MSG_ERRQUEUE); socket2 has no safe initialised buffers for it
+fn next_queued_error(socket: &UdpSocket) -> io::Result<Option<(std::net::SocketAddr, i32)>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 32];
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at live buffers of the lengths it states, and
+    // MSG_DONTWAIT keeps the call from blocking the runtime.
+    let rc = unsafe {
+        libc::recvmsg(
+            socket.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let to = socket_addr(&name).unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    // SAFETY: walking the control messages recvmsg wrote with libc's own
+    // macros, which stay within `msg_controllen`; each is checked for level
+    // and type before its data is read (unaligned) as the struct the
+    // kernel documents for it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        let header = unsafe { &*cmsg };
+        let recverr = (header.cmsg_level == libc::SOL_IP && header.cmsg_type == libc::IP_RECVERR)
+            || (header.cmsg_level == libc::SOL_IPV6 && header.cmsg_type == libc::IPV6_RECVERR);
+        if recverr {
+            let err: libc::sock_extended_err =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            return Ok(Some((to, err.ee_errno as i32)));
+        }
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(Some((to, 0)))
+}
+
+/// The address in a `sockaddr_storage` the kernel filled.
+#[allow(unsafe_code)] // reading the sockaddr variant its family names
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in, which fits.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6, which fits.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
