@@ -10,7 +10,7 @@
 //! (Record-Route, Path, Service-Route, Reply-To...). Bodies are supplied by
 //! the caller (SDP already anchored).
 
-use std::fmt::Write;
+use std::io::Write;
 
 use crate::config::{HeaderPolicy, HeaderRewrite, PaiPolicy};
 use crate::sip::{HeaderName, Message};
@@ -42,9 +42,10 @@ fn regenerated(name: HeaderName, raw: &[u8]) -> bool {
     .any(|n| raw.eq_ignore_ascii_case(n.as_bytes()))
 }
 
-/// Appends the headers of `src` that may cross under `policy`; returns the
-/// `RAck` value if `src` had one (the caller renumbers it).
-pub(crate) fn copy_headers(out: &mut String, src: &Message, policy: &HeaderPolicy) {
+/// Appends the headers of `src` that may cross under `policy`, byte for
+/// byte: a header the SBC does not interpret crosses with whatever bytes it
+/// arrived with (a non-UTF-8 display name included).
+pub(crate) fn copy_headers(out: &mut Vec<u8>, src: &Message, policy: &HeaderPolicy) {
     for h in src.headers() {
         if regenerated(h.name, h.name_bytes)
             || policy
@@ -54,7 +55,6 @@ pub(crate) fn copy_headers(out: &mut String, src: &Message, policy: &HeaderPolic
         {
             continue;
         }
-        let value = String::from_utf8_lossy(h.value);
         let rewrite = match h.name {
             HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
                 if policy.p_asserted_identity == PaiPolicy::Strip =>
@@ -66,29 +66,30 @@ pub(crate) fn copy_headers(out: &mut String, src: &Message, policy: &HeaderPolic
             HeaderName::UserAgent => &policy.user_agent,
             HeaderName::Server => &policy.server,
             _ => {
-                header(out, &String::from_utf8_lossy(h.name_bytes), &value);
+                header(out, h.name_bytes, h.value);
                 continue;
             }
         };
         match rewrite {
             HeaderRewrite::Remove => {}
-            HeaderRewrite::Keep => header(out, &String::from_utf8_lossy(h.name_bytes), &value),
-            HeaderRewrite::Rewrite(text) => {
-                header(out, &String::from_utf8_lossy(h.name_bytes), text)
-            }
+            HeaderRewrite::Keep => header(out, h.name_bytes, h.value),
+            HeaderRewrite::Rewrite(text) => header(out, h.name_bytes, text.as_bytes()),
         }
     }
 }
 
-/// One `Name: value` line; values are folded onto one line so a copied
-/// header can't smuggle a line break.
-pub(crate) fn header(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str(": ");
-    for c in value.chars() {
-        out.push(if c == '\r' || c == '\n' { ' ' } else { c });
-    }
-    out.push_str("\r\n");
+/// One `Name: value` line; a CR or LF in the value becomes a space, so a
+/// copied header can't smuggle a line break.
+pub(crate) fn header(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    out.extend_from_slice(name.as_ref());
+    out.extend_from_slice(b": ");
+    out.extend(
+        value
+            .as_ref()
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The dialog-forming parts of a request on one leg.
@@ -116,7 +117,7 @@ pub(crate) fn request(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(768);
+    let mut out = Vec::with_capacity(768);
     let _ = write!(out, "{} {} SIP/2.0\r\n", head.method, head.request_uri);
     let _ = write!(
         out,
@@ -161,24 +162,27 @@ pub(crate) fn response(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(768);
+    let mut out = Vec::with_capacity(768);
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
     for h in request.headers() {
-        let value = String::from_utf8_lossy(h.value);
+        let value = h.value;
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                header(&mut out, h.name.canonical(), &value);
+                header(&mut out, h.name.canonical(), value);
             }
             HeaderName::RecordRoute if (101..300).contains(&status) => {
-                header(&mut out, h.name.canonical(), &value);
+                header(&mut out, h.name.canonical(), value);
             }
             HeaderName::To => {
                 let has_tag = request.to().is_some_and(|t| t.tag().is_some());
                 match to_tag {
                     Some(tag) if !has_tag && status > 100 => {
-                        header(&mut out, "To", &format!("{value};tag={tag}"))
+                        let mut tagged = value.to_vec();
+                        tagged.extend_from_slice(b";tag=");
+                        tagged.extend_from_slice(tag.as_bytes());
+                        header(&mut out, "To", tagged)
                     }
-                    _ => header(&mut out, "To", &value),
+                    _ => header(&mut out, "To", value),
                 }
             }
             _ => {}
@@ -205,11 +209,10 @@ pub(crate) fn relayed_reason(status: u16) -> &'static str {
     crate::sip::error::standard_reason(status)
 }
 
-fn finish(mut out: String, body: &[u8]) -> Vec<u8> {
+fn finish(mut out: Vec<u8>, body: &[u8]) -> Vec<u8> {
     let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    out.extend_from_slice(body);
+    out
 }
 
 #[cfg(test)]
@@ -328,5 +331,35 @@ Content-Length: 0\r\n\r\n";
             };
             assert_eq!(rr, expected, "{status}");
         }
+    }
+
+    #[test]
+    fn headers_the_sbc_does_not_read_cross_byte_for_byte() {
+        // Latin-1 (not UTF-8) in an unknown header and in a Subject.
+        let mut raw = INVITE.to_vec();
+        let at = raw
+            .windows(9)
+            .position(|w| w == b"X-Custom:")
+            .expect("has X-Custom");
+        raw.splice(
+            at..at,
+            b"X-Name: M\xfcller\r\nSubject: Gr\xfc\xdfe\r\n"
+                .iter()
+                .copied(),
+        );
+        let src = Message::parse(&raw).expect("parses");
+        let mut out = Vec::new();
+        copy_headers(&mut out, &src, &HeaderPolicy::default());
+        let find = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            find(b"X-Name: M\xfcller\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(find(b"Subject: Gr\xfc\xdfe\r\n"));
+        assert!(!find("\u{FFFD}".as_bytes()));
+        let mut line = Vec::new();
+        header(&mut line, "X-Evil", b"a\r\nInjected: 1");
+        assert_eq!(line, b"X-Evil: a  Injected: 1\r\n");
     }
 }
