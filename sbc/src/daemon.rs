@@ -44,7 +44,7 @@ use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, Reject
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError, PeerAddress};
 use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
-use crate::media::command::{MediaCommand, MediaError, MediaEvent};
+use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
@@ -852,8 +852,12 @@ impl Shell<'_> {
                 };
                 self.metrics.rejected(&realm, reason);
             }
-            CoreEvent::CallError { call, error } => {
-                warn!(call, kind = error.kind(), %error, "call core error");
+            CoreEvent::CallError { call, leg, error } => {
+                let leg = leg.map(|leg| match leg {
+                    Leg::A => "caller",
+                    Leg::B => "callee",
+                });
+                warn!(call, leg, kind = error.kind(), %error, "call core error");
                 self.metrics.call_error(error.kind());
             }
             CoreEvent::Banned {

@@ -210,7 +210,7 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        let Some(out) = self.parse_built(Some(call.id), "relayed request", &bytes) else {
+        let Some(out) = self.parse_built(Some((call.id, to)), "relayed request", &bytes) else {
             self.reply(now, server, &request, 500, &[]);
             return Relayed::Done;
         };
@@ -266,7 +266,7 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        if let Some(msg) = self.parse_built(Some(call.id), "relayed ACK", &bytes) {
+        if let Some(msg) = self.parse_built(Some((call.id, to)), "relayed ACK", &bytes) {
             self.sip_event(realm, &msg);
         }
         match to {
@@ -353,7 +353,7 @@ impl Core {
             &[],
             &body,
         );
-        let Some(msg) = self.parse_built(Some(call.id), "relayed response", &bytes) else {
+        let Some(msg) = self.parse_built(Some((call.id, to)), "relayed response", &bytes) else {
             return Relayed::Done;
         };
         // A 2xx's ACK, when it comes, goes to `from` with this number.
@@ -404,7 +404,7 @@ impl Core {
                     .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
             }
         }
-        self.respond_on(now, Some(call.id), server, msg);
+        self.respond_on(now, Some((call.id, to)), server, msg);
         Relayed::Done
     }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::BanReason;
-use crate::media::command::StreamId;
+use crate::media::command::{Leg, StreamId};
 use crate::sip::{Message, Method};
 
 /// Something the IO shell reports (metrics, logs, CDRs).
@@ -82,6 +82,9 @@ pub enum CoreEvent {
     CallError {
         /// The call it happened on, if any.
         call: Option<u64>,
+        /// The leg of that call (`A`: the caller's), if the failure was on
+        /// one.
+        leg: Option<Leg>,
         /// What failed.
         error: CallError,
     },

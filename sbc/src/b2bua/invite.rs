@@ -357,7 +357,8 @@ impl Core {
             },
         );
         let (listener, transport, peer) = (b.listener, b.transport, b.peer);
-        let Some(request) = self.parse_built(Some(call.id), "INVITE towards the trunk", &bytes)
+        let Some(request) =
+            self.parse_built(Some((call.id, Side::B)), "INVITE towards the trunk", &bytes)
         else {
             // Nothing went out: fail the call rather than leave it waiting.
             self.fail_call(now, call, 500, EndedBy::Sbc(SbcReason::Internal));
@@ -628,11 +629,13 @@ impl Core {
                 call.a_final = true;
                 call.ended_by = Some(EndedBy::Callee);
                 let once = self.final_once(call);
-                if let Some(msg) =
-                    self.parse_built(Some(call.id), "failure relayed to the caller", &bytes)
-                {
+                if let Some(msg) = self.parse_built(
+                    Some((call.id, Side::A)),
+                    "failure relayed to the caller",
+                    &bytes,
+                ) {
                     self.sip_event(call.a.realm, &msg);
-                    self.respond_on(now, Some(call.id), server, msg);
+                    self.respond_on(now, Some((call.id, Side::A)), server, msg);
                 }
                 if once {
                     self.answered_once.push((server, true));
@@ -685,10 +688,13 @@ impl Core {
         call.a_status = status;
         call.a_final = true;
         let once = self.final_once(call);
-        if let Some(msg) = self.parse_built(Some(call.id), "answer to the caller's INVITE", &bytes)
-        {
+        if let Some(msg) = self.parse_built(
+            Some((call.id, Side::A)),
+            "answer to the caller's INVITE",
+            &bytes,
+        ) {
             self.sip_event(call.a.realm, &msg);
-            self.respond_on(now, Some(call.id), call.a_server, msg);
+            self.respond_on(now, Some((call.id, Side::A)), call.a_server, msg);
         }
         if once {
             self.answered_once.push((call.a_server, true));

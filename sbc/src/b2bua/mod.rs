@@ -676,33 +676,44 @@ impl Core {
         );
     }
 
-    /// Parses a message the core wrote; a failure is a [`CallError::Build`].
+    /// Parses a message the core wrote for leg `at` of a call (`None`: no
+    /// call's); a failure is a [`CallError::Build`].
     fn parse_built(
         &mut self,
-        call: Option<u64>,
+        at: Option<(u64, Side)>,
         what: &'static str,
         bytes: &[u8],
     ) -> Option<Message> {
         match Message::parse(bytes) {
             Ok(msg) => Some(msg),
             Err(_) => {
-                self.call_error(call, CallError::Build { what });
+                self.call_error(at, CallError::Build { what });
                 None
             }
         }
     }
 
-    /// Reports a failure inside the core.
-    fn call_error(&mut self, call: Option<u64>, error: CallError) {
-        self.events.push_back(CoreEvent::CallError { call, error });
+    /// Reports a failure inside the core, on leg `at` of a call if any.
+    fn call_error(&mut self, at: Option<(u64, Side)>, error: CallError) {
+        self.events.push_back(CoreEvent::CallError {
+            call: at.map(|(call, _)| call),
+            leg: at.map(|(_, side)| side.media()),
+            error,
+        });
     }
 
-    /// A response on server transaction `server`; the layer's refusal is a
-    /// [`CallError::TransactionRefused`].
-    fn respond_on(&mut self, now: Instant, call: Option<u64>, server: ServerId, response: Message) {
+    /// A response on server transaction `server` (of leg `at`); the layer's
+    /// refusal is a [`CallError::TransactionRefused`].
+    fn respond_on(
+        &mut self,
+        now: Instant,
+        at: Option<(u64, Side)>,
+        server: ServerId,
+        response: Message,
+    ) {
         if let Err(e) = self.tx.send_response(now, server, response) {
             self.call_error(
-                call,
+                at,
                 CallError::TransactionRefused {
                     what: "send a response",
                     detail: e.to_string(),

@@ -79,7 +79,7 @@ impl Core {
             leg.connection,
             leg.realm,
         );
-        let Some(msg) = self.parse_built(Some(call.id), "BYE", &bytes) else {
+        let Some(msg) = self.parse_built(Some((call.id, side)), "BYE", &bytes) else {
             return;
         };
         self.sip_event(realm, &msg);
@@ -138,9 +138,9 @@ impl Core {
                     return;
                 }
                 if let Some(msg) =
-                    self.parse_built(Some(call.id), "2xx retransmission", &owed.bytes)
+                    self.parse_built(Some((call.id, owed.to)), "2xx retransmission", &owed.bytes)
                 {
-                    self.respond_on(now, Some(call.id), owed.server, msg);
+                    self.respond_on(now, Some((call.id, owed.to)), owed.server, msg);
                     let realm = leg_ref(call, owed.to).map_or(call.a.realm, |leg| leg.realm);
                     self.events.push_back(CoreEvent::Retransmitted {
                         realm: self.realms[realm].name.clone(),

@@ -200,7 +200,7 @@ impl Lab {
             }
             while let Some(event) = self.core.poll_event() {
                 // No simulated flow may make the core fail inside.
-                if let CoreEvent::CallError { call, error } = &event {
+                if let CoreEvent::CallError { call, error, .. } = &event {
                     panic!("call {call:?}: {error}");
                 }
                 self.events.push(event);

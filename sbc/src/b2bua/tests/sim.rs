@@ -1003,7 +1003,7 @@ impl World {
                 self.wire.put(self.now, link, out.bytes, false);
             }
             while let Some(event) = self.core.poll_event() {
-                if let CoreEvent::CallError { call, error } = &event {
+                if let CoreEvent::CallError { call, error, .. } = &event {
                     panic!("call {call:?}: {error}");
                 }
                 self.events.push(event);
