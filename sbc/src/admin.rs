@@ -46,7 +46,9 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
+use crate::b2bua::{CallSnapshot, LegSnapshot};
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use crate::transport::Transport;
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +135,39 @@ where
     fn request(&self) -> Option<oneshot::Receiver<Vec<u8>>> {
         self()
     }
+}
+
+/// The `/calls` JSON body: an array of calls, each with its legs (realm,
+/// transport, peer address, Call-ID), route, trunk, age and streams.
+pub fn calls_json(calls: &[CallSnapshot<'_>]) -> Vec<u8> {
+    let leg = |l: &LegSnapshot<'_>| {
+        serde_json::json!({
+            "realm": l.realm,
+            "transport": match l.transport {
+                Transport::Udp => "UDP",
+                Transport::Tcp => "TCP",
+            },
+            "peer": l.peer.to_string(),
+            "call_id": l.call_id,
+        })
+    };
+    let calls: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "phase": c.phase,
+                "age_secs": c.age.as_secs(),
+                "route": c.route,
+                "trunk": c.trunk,
+                "a": leg(&c.a),
+                "b": c.b.as_ref().map(leg),
+                "streams": c.streams,
+            })
+        })
+        .collect();
+    // Values built above always serialize.
+    serde_json::to_vec(&calls).unwrap_or_default()
 }
 
 /// How long `/calls` waits for the call core.
@@ -501,6 +536,38 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
+
+    #[test]
+    fn the_calls_view_lists_both_legs() {
+        let leg = |realm, peer: &str, call_id| LegSnapshot {
+            realm: Some(realm),
+            transport: Transport::Udp,
+            peer: peer.parse().expect("addr"),
+            call_id,
+        };
+        let calls = [CallSnapshot {
+            id: 7,
+            phase: "confirmed",
+            age: Duration::from_millis(2_500),
+            route: "to-pbx",
+            trunk: Some("pbx"),
+            a: leg("outside", "203.0.113.7:5062", "a-id"),
+            b: Some(leg("inside", "198.51.100.3:5060", "b-id")),
+            streams: vec![1, 2],
+        }];
+        let json: serde_json::Value =
+            serde_json::from_slice(&calls_json(&calls)).expect("valid JSON");
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "id": 7, "phase": "confirmed", "age_secs": 2, "route": "to-pbx",
+                "trunk": "pbx", "streams": [1, 2],
+                "a": {"realm": "outside", "transport": "UDP", "peer": "203.0.113.7:5062", "call_id": "a-id"},
+                "b": {"realm": "inside", "transport": "UDP", "peer": "198.51.100.3:5060", "call_id": "b-id"},
+            }])
+        );
+        assert_eq!(calls_json(&[]), b"[]");
+    }
 
     fn state(calls: Option<Arc<dyn CallsProvider>>) -> AdminState {
         AdminState {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{AdminConfig, AdminServer, AdminState, Readiness};
+use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, RejectReason};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError, PeerAddress};
@@ -325,7 +325,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
             () = sleep => core.handle_timeout(now()),
             Some(answer) = calls_asked.recv() => {
-                let _ = answer.send(core.calls_json(now()));
+                let _ = answer.send(admin::calls_json(&core.calls(now())));
             }
             _ = tick.tick() => {
                 let relay_saturated = shell.relay_saturated();

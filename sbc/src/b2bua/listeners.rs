@@ -96,7 +96,7 @@ impl Core {
     }
 
     pub(super) fn listener_in_use(&self, id: ListenerId) -> bool {
-        self.routes_of.values().any(|(l, _, _)| *l == id)
+        self.sent_from.values().any(|(l, _, _)| *l == id)
             || self
                 .calls
                 .values()

@@ -88,6 +88,7 @@ pub use ids::{IdSource, RandomIds, SequentialIds};
 use listeners::{CoreListener, ListenerState};
 pub use protect::UntrustedLoad;
 pub use routing::Plan;
+pub use view::{CallSnapshot, LegSnapshot};
 
 use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};
 use crate::media::cname::CnameMask;
@@ -168,8 +169,10 @@ pub struct Core {
     streams: HashMap<StreamId, u64>,
     /// OPTIONS health checks in flight, by the trunk they probe.
     pings: HashMap<ClientId, usize>,
-    /// Where a transaction's transmits go out.
-    routes_of: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
+    /// The listener, transport and connection a transaction sends from
+    /// ("route" is kept for the configured `[[route]]`s and a dialog's
+    /// route set).
+    sent_from: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
     timers: BinaryHeap<Reverse<(Instant, u64, CallTimer)>>,
     out: VecDeque<Outbound>,
     media_out: VecDeque<MediaCommand>,
@@ -225,7 +228,7 @@ impl Core {
             clients: HashMap::new(),
             streams: HashMap::new(),
             pings: HashMap::new(),
-            routes_of: HashMap::new(),
+            sent_from: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             media_out: VecDeque::new(),
@@ -670,7 +673,7 @@ impl Core {
     }
 
     fn remember_server(&mut self, id: ServerId, meta: &Meta) {
-        self.routes_of.insert(
+        self.sent_from.insert(
             TransactionId::Server(id),
             (meta.listener, meta.transport, meta.connection),
         );
@@ -863,7 +866,7 @@ impl Core {
                 self.put_back(now, call);
             }
             transaction::Event::Terminated { id } => {
-                self.routes_of.remove(&id);
+                self.sent_from.remove(&id);
                 match id {
                     TransactionId::Client(client) => {
                         let role = self.clients.remove(&client);
@@ -904,7 +907,7 @@ impl Core {
             let mut progressed = false;
             while let Some(t) = self.tx.poll_transmit() {
                 progressed = true;
-                if let Some(&(listener, transport, connection)) = self.routes_of.get(&t.id) {
+                if let Some(&(listener, transport, connection)) = self.sent_from.get(&t.id) {
                     if t.retransmission
                         && let Some(realm) = self.listener_realm(listener)
                     {
@@ -954,7 +957,7 @@ impl Core {
             .tx
             .send_request(now, request, peer, transport == Transport::Tcp)
             .ok()?;
-        self.routes_of.insert(
+        self.sent_from.insert(
             TransactionId::Client(client),
             (listener, transport, connection),
         );

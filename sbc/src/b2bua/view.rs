@@ -1,29 +1,42 @@
-//! What the IO shell reads of the core: counts for gauges, and the `/calls`
-//! JSON view (a snapshot of each call's legs, built on demand, never kept).
+//! What the IO shell reads of the core: counts for gauges, and a snapshot
+//! of each call's legs for the admin `/calls` view (built on demand, never
+//! kept; `admin` renders it).
 
 use super::*;
 
-/// One call as `/calls` lists it.
-#[derive(serde::Serialize)]
-pub(super) struct CallView<'a> {
-    pub(super) id: u64,
-    pub(super) phase: &'static str,
-    pub(super) age_secs: u64,
-    pub(super) route: &'a str,
-    pub(super) trunk: Option<&'a str>,
-    pub(super) a: LegView<'a>,
-    pub(super) b: Option<LegView<'a>>,
-    pub(super) streams: Vec<u64>,
+/// One call up, as the admin view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSnapshot<'a> {
+    /// The core's number for the call (stable while it is up).
+    pub id: u64,
+    /// `setup`, `answered` (2xx sent, no ACK yet), `confirmed` or `ending`.
+    pub phase: &'static str,
+    /// Since the INVITE arrived.
+    pub age: Duration,
+    /// The configured `[[route]]` that placed it.
+    pub route: &'a str,
+    /// The trunk of leg B, once chosen.
+    pub trunk: Option<&'a str>,
+    /// The caller's leg.
+    pub a: LegSnapshot<'a>,
+    /// The callee's leg, once started.
+    pub b: Option<LegSnapshot<'a>>,
+    /// The media streams anchored for it.
+    pub streams: Vec<u64>,
 }
 
-/// One leg of a call as `/calls` lists it (the peer's address is internal:
-/// shown only on the admin listener).
-#[derive(serde::Serialize)]
-pub(super) struct LegView<'a> {
-    pub(super) realm: Option<&'a str>,
-    pub(super) transport: &'static str,
-    pub(super) peer: SocketAddr,
-    pub(super) call_id: &'a str,
+/// One leg of a call up. The peer's address is internal: only the admin
+/// listener shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegSnapshot<'a> {
+    /// Its realm (`None` if a reload removed the realm).
+    pub realm: Option<&'a str>,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Where its signaling goes.
+    pub peer: SocketAddr,
+    /// This leg's own Call-ID.
+    pub call_id: &'a str,
 }
 
 impl Core {
@@ -78,26 +91,23 @@ impl Core {
         self.tx.len()
     }
 
-    /// A JSON view of the calls up (for the admin `/calls` endpoint only:
-    /// it shows both legs' addresses).
-    pub fn calls_json(&self, now: Instant) -> Vec<u8> {
+    /// The calls up, by id (for the admin `/calls` view: it shows both
+    /// legs' addresses).
+    pub fn calls(&self, now: Instant) -> Vec<CallSnapshot<'_>> {
         let mut calls: Vec<&Call> = self.calls.values().map(|c| &**c).collect();
         calls.sort_by_key(|c| c.id);
-        let realms = &self.realms;
-        fn leg<'a>(l: &'a LegState, realms: &'a [RealmInfo]) -> LegView<'a> {
-            LegView {
+        fn leg<'a>(l: &'a LegState, realms: &'a [RealmInfo]) -> LegSnapshot<'a> {
+            LegSnapshot {
                 realm: realms.get(l.realm).map(|r| r.name.as_str()),
-                transport: match l.transport {
-                    Transport::Udp => "UDP",
-                    Transport::Tcp => "TCP",
-                },
+                transport: l.transport,
                 peer: l.peer,
                 call_id: l.text.get(Part::CallId),
             }
         }
-        let views: Vec<CallView<'_>> = calls
+        let realms = &self.realms;
+        calls
             .into_iter()
-            .map(|c| CallView {
+            .map(|c| CallSnapshot {
                 id: c.id,
                 phase: match c.phase {
                     Phase::Setup => "setup",
@@ -105,7 +115,7 @@ impl Core {
                     Phase::Confirmed => "confirmed",
                     Phase::Ending => "ending",
                 },
-                age_secs: now.saturating_duration_since(c.started).as_secs(),
+                age: now.saturating_duration_since(c.started),
                 route: &c.plan.route,
                 trunk: c
                     .trunk
@@ -115,9 +125,7 @@ impl Core {
                 b: c.b.as_ref().map(|b| leg(b, realms)),
                 streams: c.streams.iter().flatten().map(|(s, _)| s.0).collect(),
             })
-            .collect();
-        // Plain structs of borrowed fields cannot fail to serialize.
-        serde_json::to_vec(&views).unwrap_or_default()
+            .collect()
     }
 }
 
@@ -132,7 +140,7 @@ pub(crate) struct Census {
     pub(crate) clients: usize,
     pub(crate) streams: usize,
     pub(crate) pings: usize,
-    pub(crate) routes: usize,
+    pub(crate) sent_from: usize,
     pub(crate) timers: usize,
     pub(crate) transactions: usize,
     pub(crate) answered_once: usize,
@@ -149,7 +157,7 @@ impl Core {
             clients: self.clients.len(),
             streams: self.streams.len(),
             pings: self.pings.len(),
-            routes: self.routes_of.len(),
+            sent_from: self.sent_from.len(),
             timers: self.timers.len(),
             transactions: self.tx.len(),
             answered_once: self.answered_once.len(),
