@@ -202,30 +202,31 @@ impl Core {
         let Some(b_realm) = call.b.as_ref().map(|b| b.realm) else {
             return Anchored::Invalid(500);
         };
-        if call.media_realm_b.is_some_and(|r| r != b_realm) {
+        if call.media.media_realm_b.is_some_and(|r| r != b_realm) {
             // Failover to a trunk on another realm: anchor afresh there.
             self.release_media(call);
         }
-        call.media_realm_b = Some(b_realm);
-        if call.streams.len() < offers.len() {
+        call.media.media_realm_b = Some(b_realm);
+        if call.media.streams.len() < offers.len() {
             // Exactly: a call keeps these as long as it is up.
-            call.streams
-                .reserve_exact(offers.len() - call.streams.len());
-            call.streams.resize(offers.len(), None);
+            call.media
+                .streams
+                .reserve_exact(offers.len() - call.media.streams.len());
+            call.media.streams.resize(offers.len(), None);
         }
         let mut waiting = false;
         for (index, offer) in offers.iter().enumerate() {
             if offer.disabled {
                 continue;
             }
-            match &call.streams[index] {
+            match &call.media.streams[index] {
                 Some((_, None)) => waiting = true,
                 Some((_, Some(_))) => {}
                 None => {
                     let stream = StreamId(self.next_stream);
                     self.next_stream += 1;
                     self.streams.insert(stream, call.id);
-                    call.streams[index] = Some((stream, None));
+                    call.media.streams[index] = Some((stream, None));
                     // A leg facing an asymmetric-RTP trunk never latches.
                     let asymmetric = |trunk: Option<usize>| {
                         trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp))
@@ -259,7 +260,7 @@ impl Core {
         let to = from.other();
         let mut endpoints = Vec::with_capacity(offers.len());
         for (index, offer) in offers.iter().enumerate() {
-            let slot = call.streams.get(index).copied().flatten();
+            let slot = call.media.streams.get(index).copied().flatten();
             match (offer.disabled, slot) {
                 (false, Some((stream, Some(legs)))) => {
                     self.media_out.push_back(MediaCommand::SetRemote {
@@ -300,8 +301,8 @@ impl Core {
         };
         let fresh_id =
             u64::from_be_bytes(self.ids.next_bytes()[..8].try_into().unwrap_or_default()) >> 1;
-        let origin = SdpOrigin::next(call.origins[to.index()], fresh_id, source);
-        call.origins[to.index()] = Some(origin);
+        let origin = SdpOrigin::next(call.media.origins[to.index()], fresh_id, source);
+        call.media.origins[to.index()] = Some(origin);
         match anchor::rewrite(&sdp, media_ip, &endpoints, origin, &self.cname_mask) {
             Ok(out) => Anchored::Ready(out),
             Err(e) => Anchored::Invalid(e.status_code()),

@@ -232,66 +232,113 @@ pub(super) struct Call {
     pub(super) a_server: ServerId,
     /// A's INVITE has its final response.
     pub(super) a_final: bool,
-    /// B's INVITE client transaction and whether a provisional beyond 100
-    /// arrived (the far end has the call: no failover any more).
+    /// B's INVITE client transaction, while it is open.
     pub(super) b_invite: Option<ClientId>,
-    pub(super) b_provisional: bool,
-    /// B's INVITE got a provisional, 100 Trying included: a CANCEL may go
-    /// (§9.1).
-    pub(super) b_trying: bool,
-    /// A cancelled: CANCEL B as soon as §9.1 allows.
-    pub(super) cancel_b: bool,
-    pub(super) plan: Plan,
-    pub(super) next_target: usize,
+    /// Where leg B is being placed, and how far it got.
+    pub(super) setup: Setup,
     pub(super) trunk: Option<usize>,
     pub(super) source_trunk: Option<usize>,
-    pub(super) trunks_tried: Vec<String>,
-    /// To of leg B's INVITE (the original target, kept across redirects
-    /// until A has its 2xx).
-    pub(super) b_to: String,
-    /// 3xx recursions so far.
-    pub(super) redirects: u8,
     /// The 2xx we owe an ACK for (to A for its INVITE, or to either side
     /// for a re-INVITE it sent) and its retransmission schedule.
     pub(super) owed_2xx: Option<Owed2xx>,
-    /// The call ended before A ACKed our 2xx: A's BYE waits for that ACK
-    /// (or for the 2xx to time out), as §15 requires of a callee.
-    pub(super) bye_a_after_ack: bool,
-    /// A BYE went on each leg (by [`Side::index`]): never a second.
-    pub(super) bye_sent: [bool; 2],
     /// The ACK we last sent for a 2xx of B's (re-sent for a retransmitted
     /// 2xx); the one for the initial INVITE goes when its transaction ends.
     pub(super) b_ack: Option<Vec<u8>>,
     /// The ACK we last relayed to A for a 2xx of A's (A answered a
     /// re-INVITE of B's), re-sent for a retransmitted 2xx.
     pub(super) a_ack: Option<Vec<u8>>,
-    /// Per `m=` line: its stream and, once allocated, both legs' endpoints.
+    /// The streams anchored for it and the SDP the SBC showed each leg.
+    pub(super) media: CallMedia,
+    pub(super) pending: VecDeque<Pending>,
+    /// In-dialog server transactions waiting for the relayed response:
+    /// their request, to build the response from.
+    pub(super) relayed: HashMap<ServerId, Message>,
+    /// How the call is being ended.
+    pub(super) end: Ending,
+    pub(super) started: Instant,
+    /// First 18x/2xx relayed to A.
+    pub(super) progressed: Option<Instant>,
+    pub(super) answered: Option<Instant>,
+    pub(super) a_status: u16,
+    /// The untrusted source this call is counted against ([`protect`]).
+    pub(super) guarded: Option<IpAddr>,
+    /// Counted as a setup of that source (until A has its final response).
+    pub(super) in_setup: bool,
+}
+
+/// How far leg B's INVITE got: a CANCEL may go from `Trying` on (§9.1),
+/// and from `Ringing` on the far end has the call, so no failover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Progress {
+    /// Sent, nothing back yet.
+    Calling,
+    /// A provisional came back (100 Trying included).
+    Trying,
+    /// A provisional beyond 100 came back.
+    Ringing,
+}
+
+/// The INVITE/failover flow of leg B: the route's targets, the trunks tried,
+/// redirects followed. Only meaningful until A has its final response.
+#[derive(Debug)]
+pub(super) struct Setup {
+    pub(super) plan: Plan,
+    /// The index in `plan.targets` of the next trunk to try.
+    pub(super) next_target: usize,
+    pub(super) trunks_tried: Vec<String>,
+    /// To of leg B's INVITE (the original target, kept across redirects
+    /// until A has its 2xx).
+    pub(super) b_to: String,
+    /// 3xx recursions so far.
+    pub(super) redirects: u8,
+    /// The first trunk limit that held the call back from a target.
+    pub(super) held_back: Option<RejectReason>,
+    /// B's INVITE progress (reset for each target).
+    pub(super) progress: Progress,
+    /// A cancelled: CANCEL B as soon as §9.1 allows.
+    pub(super) cancel_b: bool,
+}
+
+impl Setup {
+    pub(super) fn new(plan: Plan) -> Setup {
+        Setup {
+            plan,
+            next_target: 0,
+            trunks_tried: Vec::new(),
+            b_to: String::new(),
+            redirects: 0,
+            held_back: None,
+            progress: Progress::Calling,
+            cancel_b: false,
+        }
+    }
+}
+
+/// A call's media: per `m=` line its stream and, once allocated, both
+/// legs' endpoints; and the `o=` the SBC showed each leg.
+#[derive(Debug, Default)]
+pub(super) struct CallMedia {
     pub(super) streams: Vec<Option<(StreamId, Option<[LocalEndpoint; 2]>)>>,
     /// The realm of the B side the streams are allocated on.
     pub(super) media_realm_b: Option<usize>,
     /// The `o=` the SBC shows each leg (indexed by [`Side::index`]), once
     /// it has sent that leg an SDP.
     pub(super) origins: [Option<SdpOrigin>; 2],
-    pub(super) pending: VecDeque<Pending>,
     /// Streams released so far (their counters arrive as `Released`).
     pub(super) released: Vec<StreamId>,
-    /// In-dialog server transactions waiting for the relayed response:
-    /// their request, to build the response from.
-    pub(super) relayed: HashMap<ServerId, Message>,
+}
+
+/// The end of a call: BYEs in flight, and who ended it.
+#[derive(Debug, Default)]
+pub(super) struct Ending {
+    /// The call ended before A ACKed our 2xx: A's BYE waits for that ACK
+    /// (or for the 2xx to time out), as §15 requires of a callee.
+    pub(super) bye_a_after_ack: bool,
+    /// A BYE went on each leg (by [`Side::index`]): never a second.
+    pub(super) bye_sent: [bool; 2],
     /// BYE client transactions still open during teardown.
     pub(super) byes: u8,
-    pub(super) started: Instant,
-    /// First 18x/2xx relayed to A.
-    pub(super) progressed: Option<Instant>,
-    pub(super) answered: Option<Instant>,
-    pub(super) a_status: u16,
     pub(super) ended_by: Option<EndedBy>,
-    /// The untrusted source this call is counted against ([`protect`]).
-    pub(super) guarded: Option<IpAddr>,
-    /// Counted as a setup of that source (until A has its final response).
-    pub(super) in_setup: bool,
-    /// The first trunk limit that held the call back from a target.
-    pub(super) held_back: Option<RejectReason>,
 }
 
 impl Call {

@@ -49,7 +49,7 @@ impl Core {
             if owed.server == call.a_server && call.phase == Phase::Answered {
                 call.phase = Phase::Confirmed;
             }
-            if std::mem::take(&mut call.bye_a_after_ack) {
+            if std::mem::take(&mut call.end.bye_a_after_ack) {
                 // The call ended while this ACK was awaited: now A's BYE.
                 self.send_bye(now, &mut call, Side::A, true);
             } else if call.phase != Phase::Ending && leg_ref(&call, side.other()).is_some() {
@@ -120,7 +120,7 @@ impl Core {
             } else {
                 EndedBy::Callee
             };
-            call.ended_by.get_or_insert(by);
+            call.end.ended_by.get_or_insert(by);
             // A 2xx still owed keeps going until its ACK (§13.3.1.4).
             if side == Side::A && call.phase == Phase::Answered && call.b_ack.is_none() {
                 // B's 2xx waited for A's ACK, which will not come now: B
@@ -379,7 +379,7 @@ impl Core {
             if let Some(head) = invite_head(&call.a_invite) {
                 call.a_invite = head;
             }
-            call.b_to = String::new();
+            call.setup.b_to = String::new();
             self.timers
                 .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
         } else if status >= 200 {

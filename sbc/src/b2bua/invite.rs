@@ -143,36 +143,22 @@ impl Core {
             a_server: id,
             a_final: false,
             b_invite: None,
-            b_provisional: false,
-            b_trying: false,
-            cancel_b: false,
-            plan,
-            next_target: 0,
+            setup: Setup::new(plan),
             trunk: None,
             source_trunk,
-            trunks_tried: Vec::new(),
-            b_to: String::new(),
-            redirects: 0,
             owed_2xx: None,
-            bye_a_after_ack: false,
-            bye_sent: [false; 2],
             b_ack: None,
             a_ack: None,
-            streams: Vec::new(),
-            media_realm_b: None,
-            origins: [None; 2],
+            media: CallMedia::default(),
             pending: VecDeque::new(),
-            released: Vec::new(),
             relayed: HashMap::new(),
-            byes: 0,
+            end: Ending::default(),
             started: now,
             progressed: None,
             answered: None,
             a_status: 0,
-            ended_by: None,
             guarded: None,
             in_setup: false,
-            held_back: None,
         });
         self.count_call(&mut call, meta);
         self.try_next_target(now, &mut call);
@@ -187,11 +173,11 @@ impl Core {
     /// Starts leg B towards the route's next usable trunk, or fails the call.
     pub(super) fn try_next_target(&mut self, now: Instant, call: &mut Call) {
         loop {
-            let Some(&trunk) = call.plan.targets.get(call.next_target) else {
-                let status = if call.trunks_tried.is_empty() {
+            let Some(&trunk) = call.setup.plan.targets.get(call.setup.next_target) else {
+                let status = if call.setup.trunks_tried.is_empty() {
                     // Refused once, for the first trunk limit that held it
                     // back, or for having no usable trunk at all.
-                    let reason = call.held_back.unwrap_or(RejectReason::NoRoute);
+                    let reason = call.setup.held_back.unwrap_or(RejectReason::NoRoute);
                     self.event_rejected(call.a.realm, reason);
                     503
                 } else {
@@ -199,13 +185,13 @@ impl Core {
                 };
                 return self.fail_call(now, call, status, EndedBy::Sbc(SbcReason::NoRoute));
             };
-            call.next_target += 1;
+            call.setup.next_target += 1;
             let state = &mut self.trunks[trunk];
             let Some(peer) = state.address else { continue };
             match state.admit(now) {
                 Ok(()) => {}
                 Err(refusal) => {
-                    call.held_back.get_or_insert(match refusal {
+                    call.setup.held_back.get_or_insert(match refusal {
                         Refusal::Calls => RejectReason::Admission,
                         Refusal::Rate => RejectReason::RateLimit,
                     });
@@ -222,8 +208,10 @@ impl Core {
                 self.trunks[previous].release();
             }
             // One at a time: most calls take the first trunk they try.
-            call.trunks_tried.reserve_exact(1);
-            call.trunks_tried.push(self.trunks[trunk].name.clone());
+            call.setup.trunks_tried.reserve_exact(1);
+            call.setup
+                .trunks_tried
+                .push(self.trunks[trunk].name.clone());
             let user = call
                 .a_invite
                 .request_uri()
@@ -235,7 +223,7 @@ impl Core {
                 format!("{user}@")
             };
             let host = host_port(peer);
-            call.b_to = format!("<sip:{at}{host}>");
+            call.setup.b_to = format!("<sip:{at}{host}>");
             let target = format!("sip:{at}{host}");
             self.start_b_leg(now, call, realm, transport, listener, peer, target);
             return;
@@ -289,7 +277,7 @@ impl Core {
                     "{display}<sip:{from_user}@{}>;tag={local_tag}",
                     host_port(addr)
                 ),
-                &call.b_to,
+                &call.setup.b_to,
                 &target,
                 &sent_by(transport, addr),
                 &contact_uri(transport, addr),
@@ -300,20 +288,19 @@ impl Core {
         };
         self.events.push_back(CoreEvent::CallAttempt {
             call: call.id,
-            attempt: call.trunks_tried.len().max(1) + usize::from(call.redirects),
+            attempt: call.setup.trunks_tried.len().max(1) + usize::from(call.setup.redirects),
             a_call_id: call.a.text.get(Part::CallId).to_owned(),
             b_call_id: call_id.clone(),
             from_realm: self.realms[call.a.realm].name.clone(),
             to_realm: self.realms[realm].name.clone(),
-            trunk: call.trunks_tried.last().cloned(),
+            trunk: call.setup.trunks_tried.last().cloned(),
         });
         self.dialogs
             .insert(dialog_key(&call_id, &local_tag), (call.id, Side::B));
         if let Some(old) = call.b.replace(b) {
             self.dialogs.remove(&old.dialog_key());
         }
-        call.b_provisional = false;
-        call.b_trying = false;
+        call.setup.progress = Progress::Calling;
         call.pending.push_back(Pending::Invite);
         self.run_pending(now, call);
     }
@@ -410,8 +397,8 @@ impl Core {
         };
         if !call.a_final {
             self.respond_a(now, &mut call, 487, None);
-            call.ended_by = Some(EndedBy::Caller);
-            call.cancel_b = true;
+            call.end.ended_by = Some(EndedBy::Caller);
+            call.setup.cancel_b = true;
             self.abandon_pending(now, &mut call);
             self.cancel_b(now, &mut call);
         }
@@ -425,7 +412,7 @@ impl Core {
             call.b_invite = None;
             return;
         };
-        if !call.b_trying {
+        if call.setup.progress == Progress::Calling {
             return; // sent when the first provisional arrives
         }
         if let Ok(cancel) = self.tx.cancel_request(client)
@@ -465,11 +452,14 @@ impl Core {
             b.remote_tag_known = true;
         }
         if status < 200 {
-            call.b_trying = true;
+            call.setup.progress = call.setup.progress.max(if status > 100 {
+                Progress::Ringing
+            } else {
+                Progress::Trying
+            });
             if status > 100 {
-                call.b_provisional = true;
                 self.learn_remote_target(call, Side::B, &response);
-                if call.cancel_b {
+                if call.setup.cancel_b {
                     return self.cancel_b(now, call);
                 }
                 self.report_setup(now, call);
@@ -480,7 +470,7 @@ impl Core {
                     response,
                 });
                 self.run_pending(now, call);
-            } else if call.cancel_b {
+            } else if call.setup.cancel_b {
                 self.cancel_b(now, call);
             }
             return;
@@ -502,7 +492,7 @@ impl Core {
             // The INVITE transaction is settled (Accepted: further 2xx
             // still come here, and meet the two checks above).
             call.b_invite = None;
-            if call.cancel_b || call.a_final || call.phase == Phase::Ending {
+            if call.setup.cancel_b || call.a_final || call.phase == Phase::Ending {
                 // The 2xx raced our CANCEL (or the call already failed on A):
                 // confirm and end B's dialog.
                 self.learn_route_set(call, &response);
@@ -516,7 +506,7 @@ impl Core {
             if call.phase != Phase::Setup {
                 return; // a second 2xx (forked): ignored beyond the first
             }
-            if response.body().is_empty() && call.origins[Side::A.index()].is_none() {
+            if response.body().is_empty() && call.media.origins[Side::A.index()].is_none() {
                 // No SDP in the 2xx and none before it: an offer in the
                 // INVITE went unanswered, or a late offer got no offer
                 // (RFC 3264 §4, RFC 3261 §13.2.1). Relayed, it would leave
@@ -563,18 +553,18 @@ impl Core {
         response: Option<Message>,
     ) {
         call.b_invite = None;
-        if call.a_final || call.cancel_b {
+        if call.a_final || call.setup.cancel_b {
             return;
         }
         // Recursion on 3xx (`[sip] recurse_on_3xx`): the first Contact that
         // names an address takes the call, in the trunk's realm; bounded.
         if self.recurse_3xx
             && status.is_some_and(|s| (300..400).contains(&s))
-            && call.redirects < MAX_REDIRECTS
+            && call.setup.redirects < MAX_REDIRECTS
             && let Some((target, peer)) = response.as_ref().and_then(redirect_target)
             && let Some(b) = call.b.as_ref()
         {
-            call.redirects += 1;
+            call.setup.redirects += 1;
             let (realm, transport) = (b.realm, b.transport);
             // The realm's listener now (a reload may have retired B's).
             let listener = self
@@ -582,9 +572,9 @@ impl Core {
                 .unwrap_or(b.listener.0);
             return self.start_b_leg(now, call, realm, transport, listener, peer, target);
         }
-        if !call.b_provisional
-            && routing::fails_over(&call.plan, status, cause)
-            && call.next_target < call.plan.targets.len()
+        if call.setup.progress != Progress::Ringing
+            && routing::fails_over(&call.setup.plan, status, cause)
+            && call.setup.next_target < call.setup.plan.targets.len()
         {
             call.a_status = status.unwrap_or(408);
             return self.try_next_target(now, call);
@@ -627,7 +617,7 @@ impl Core {
                 );
                 call.a_status = status;
                 call.a_final = true;
-                call.ended_by = Some(EndedBy::Callee);
+                call.end.ended_by = Some(EndedBy::Callee);
                 let once = self.final_once(call);
                 if let Some(msg) = self.parse_built(
                     Some((call.id, Side::A)),
@@ -706,10 +696,10 @@ impl Core {
         if !call.a_final {
             self.respond_a(now, call, status, None);
         }
-        call.ended_by.get_or_insert(by);
+        call.end.ended_by.get_or_insert(by);
         self.abandon_pending(now, call);
         if call.b_invite.is_some() {
-            call.cancel_b = true;
+            call.setup.cancel_b = true;
             self.cancel_b(now, call);
         }
     }

@@ -513,7 +513,7 @@ impl Core {
                 let Some(mut call) = self.calls.remove(&id) else {
                     return;
                 };
-                for slot in call.streams.iter_mut().flatten() {
+                for slot in call.media.streams.iter_mut().flatten() {
                     if slot.0 == stream {
                         slot.1 = Some(legs);
                     }
@@ -529,7 +529,7 @@ impl Core {
                     return;
                 };
                 // The relay never had it: nothing to release or wait for.
-                for slot in &mut call.streams {
+                for slot in &mut call.media.streams {
                     if slot.is_some_and(|(s, _)| s == stream) {
                         *slot = None;
                     }
@@ -822,7 +822,7 @@ impl Core {
                     ClientRole::Cancel | ClientRole::Courtesy => {}
                     ClientRole::Bye => {
                         if response.status().is_some_and(|s| s >= 200) {
-                            call.byes = call.byes.saturating_sub(1);
+                            call.end.byes = call.end.byes.saturating_sub(1);
                         }
                     }
                 }
@@ -860,7 +860,7 @@ impl Core {
                             self.reply(now, server, &request, status, &[]);
                         }
                     }
-                    ClientRole::Bye => call.byes = call.byes.saturating_sub(1),
+                    ClientRole::Bye => call.end.byes = call.end.byes.saturating_sub(1),
                     ClientRole::Cancel | ClientRole::Courtesy => {}
                 }
                 self.put_back(now, call);

@@ -28,7 +28,7 @@ impl Core {
 
     /// Ends an established (or establishing) call from the SBC's side.
     pub(super) fn teardown(&mut self, now: Instant, call: &mut Call, by: EndedBy) {
-        call.ended_by.get_or_insert(by);
+        call.end.ended_by.get_or_insert(by);
         match call.phase {
             Phase::Setup => self.fail_call(now, call, 503, by),
             Phase::Answered | Phase::Confirmed => {
@@ -57,10 +57,10 @@ impl Core {
     /// the 2xx retransmissions to give up), §15; the 2xx keeps going.
     pub(super) fn send_bye(&mut self, now: Instant, call: &mut Call, side: Side, awaited: bool) {
         if side == Side::A && call.awaiting_a_ack() {
-            call.bye_a_after_ack = true;
+            call.end.bye_a_after_ack = true;
             return;
         }
-        if call.bye_sent[side.index()] {
+        if call.end.bye_sent[side.index()] {
             return; // one BYE per leg
         }
         let Some(leg) = leg_mut(call, side) else {
@@ -83,10 +83,10 @@ impl Core {
             return;
         };
         self.sip_event(realm, &msg);
-        call.bye_sent[side.index()] = true;
+        call.end.bye_sent[side.index()] = true;
         if let Some(client) = self.start_client(now, msg, listener, transport, peer, connection) {
             let role = if awaited {
-                call.byes += 1;
+                call.end.byes += 1;
                 ClientRole::Bye
             } else {
                 ClientRole::Courtesy
@@ -96,12 +96,12 @@ impl Core {
     }
 
     pub(super) fn release_media(&mut self, call: &mut Call) {
-        for (stream, _) in call.streams.iter().flatten() {
+        for (stream, _) in call.media.streams.iter().flatten() {
             self.media_out
                 .push_back(MediaCommand::Release { stream: *stream });
-            call.released.push(*stream);
+            call.media.released.push(*stream);
         }
-        call.streams.clear();
+        call.media.streams.clear();
     }
 
     /// Whether nothing of the call is left in flight: A has its final
@@ -110,9 +110,9 @@ impl Core {
         match call.phase {
             Phase::Setup => call.a_final && call.b_invite.is_none(),
             Phase::Ending => {
-                call.byes == 0
+                call.end.byes == 0
                     && call.b_invite.is_none()
-                    && !call.bye_a_after_ack
+                    && !call.end.bye_a_after_ack
                     && call.owed_2xx.is_none()
             }
             Phase::Answered | Phase::Confirmed => false,
@@ -128,7 +128,7 @@ impl Core {
                     return;
                 };
                 if now >= owed.give_up {
-                    if std::mem::take(&mut call.bye_a_after_ack) {
+                    if std::mem::take(&mut call.end.bye_a_after_ack) {
                         // Ended meanwhile: the BYE that waited goes now,
                         // unawaited (A has shown it does not answer).
                         self.send_bye(now, call, Side::A, false);
@@ -154,7 +154,7 @@ impl Core {
             }
             // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
             CallTimer::GiveUpOnCancel => {
-                if call.cancel_b
+                if call.setup.cancel_b
                     && let Some(client) = call.b_invite.take()
                 {
                     let _ = self.tx.terminate(client);
@@ -194,15 +194,15 @@ impl Core {
                 call: call.id,
                 from_realm: self.realms[call.a.realm].name.clone(),
                 from_trunk: call.source_trunk.map(|t| self.trunks[t].name.clone()),
-                route: Some(call.plan.route.clone()),
-                trunks_tried: call.trunks_tried.clone(),
+                route: Some(call.setup.plan.route.clone()),
+                trunks_tried: call.setup.trunks_tried.clone(),
                 call_ids: (
                     call.a.text.get(Part::CallId).to_owned(),
                     call.b.as_ref().map(|b| b.text.get(Part::CallId).to_owned()),
                 ),
                 invite: call.a_invite.clone(),
                 to_realm: call.b.as_ref().map(|b| self.realms[b.realm].name.clone()),
-                streams: std::mem::take(&mut call.released),
+                streams: std::mem::take(&mut call.media.released),
                 started: call.started,
                 progressed: call.progressed,
                 answered: call
@@ -210,7 +210,10 @@ impl Core {
                     .filter(|_| (200..300).contains(&call.a_status)),
                 ended: now,
                 status: call.a_status,
-                ended_by: call.ended_by.unwrap_or(EndedBy::Sbc(SbcReason::Internal)),
+                ended_by: call
+                    .end
+                    .ended_by
+                    .unwrap_or(EndedBy::Sbc(SbcReason::Internal)),
             })));
     }
 }

@@ -116,14 +116,14 @@ impl Core {
                     Phase::Ending => "ending",
                 },
                 age: now.saturating_duration_since(c.started),
-                route: &c.plan.route,
+                route: &c.setup.plan.route,
                 trunk: c
                     .trunk
                     .and_then(|t| self.trunks.get(t))
                     .map(|t| t.name.as_str()),
                 a: leg(&c.a, realms),
                 b: c.b.as_ref().map(|b| leg(b, realms)),
-                streams: c.streams.iter().flatten().map(|(s, _)| s.0).collect(),
+                streams: c.media.streams.iter().flatten().map(|(s, _)| s.0).collect(),
             })
             .collect()
     }
