@@ -50,7 +50,7 @@ use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
-use crate::transport::{Event, ListenerId, ListenerSpec, TransportConfig, Transports};
+use crate::transport::{Event, ListenerId, ListenerSpec, Transports};
 
 /// How long a shutdown waits for the BYEs of the calls it ends.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -145,56 +145,11 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-/// The listeners a configuration asks for, in order: what the transports
-/// bind and how the core sees each.
-fn listener_specs(config: &Config) -> Vec<(ListenerSpec, ListenerInfo)> {
-    let mut specs = Vec::new();
-    for realm in &config.realms {
-        for listen in &realm.listen {
-            let transport = match listen.transport {
-                crate::config::Transport::Udp => crate::transport::Transport::Udp,
-                crate::config::Transport::Tcp => crate::transport::Transport::Tcp,
-            };
-            let spec = ListenerSpec {
-                realm: realm.name.clone(),
-                transport,
-                addr: listen.address,
-                recv_buffer: realm.recv_buffer_bytes.map(|b| b as usize),
-                send_buffer: realm.send_buffer_bytes.map(|b| b as usize),
-            };
-            let info = ListenerInfo {
-                realm: realm.name.clone(),
-                transport,
-                addr: listen.address,
-                advertise: listen.advertise,
-            };
-            specs.push((spec, info));
-        }
-    }
-    specs
-}
-
-/// The relay's port range of each realm media address (realms may share
-/// one).
-fn media_ranges(config: &Config) -> Vec<(std::net::IpAddr, PortRange)> {
-    let mut ranges: Vec<(std::net::IpAddr, PortRange)> = Vec::new();
-    for realm in &config.realms {
-        let range = PortRange {
-            first: config.media.port_min,
-            last: config.media.port_max,
-        };
-        if !ranges.iter().any(|(ip, _)| *ip == realm.media.address) {
-            ranges.push((realm.media.address, range));
-        }
-    }
-    ranges
-}
-
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     raise_fd_limit(&config);
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
-        listener_specs(&config).into_iter().unzip();
+        config.listener_specs().into_iter().unzip();
     // Trunk host names resolve once, for the shield's trust and the core.
     let resolve = resolver(&config);
     let shield = Arc::new(Shield::from_config(
@@ -210,13 +165,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "source shield ready"
     );
     let (transports, mut inbound) =
-        Transports::start_shielded(&specs, transport_config(&config), Some(Arc::clone(&shield)))?;
+        Transports::start_shielded(&specs, config.transport_config(), Some(Arc::clone(&shield)))?;
 
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
 
     // ---- media relay -------------------------------------------------------------
     let media_wake = Arc::new(Notify::new());
-    let mut relay_config = RelayConfig::new(media_ranges(&config));
+    let mut relay_config = RelayConfig::new(config.media_ranges());
     relay_config.flow.inactivity_timeout =
         Duration::from_secs(u64::from(config.media.inactivity_timeout_secs));
     relay_config.quarantine = Duration::from_secs(u64::from(config.media.port_quarantine_secs));
@@ -498,8 +453,9 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
     };
     // A new media address gets a port pool, once it is known to be one of
     // this host's: otherwise every call's allocation would fail.
-    let pools = media_ranges(running.config);
-    let new_pools: Vec<(std::net::IpAddr, PortRange)> = media_ranges(&config)
+    let pools = running.config.media_ranges();
+    let new_pools: Vec<(std::net::IpAddr, PortRange)> = config
+        .media_ranges()
         .into_iter()
         .filter(|(ip, _)| !pools.iter().any(|(known, _)| known == ip))
         .collect();
@@ -534,7 +490,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
     // Bind what is new before changing anything: a bind that fails (address
     // in use, not local) refuses the whole reload.
     let (wanted, infos): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
-        listener_specs(&config).into_iter().unzip();
+        config.listener_specs().into_iter().unzip();
     let plan = crate::transport::plan_listeners(&running.transports.listeners(), &wanted);
     let mut added: Vec<(ListenerId, ListenerSpec)> = Vec::new();
     for spec in &plan.bind {
@@ -593,20 +549,6 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         "configuration reloaded"
     );
     Some(config)
-}
-
-/// The transport's limits from `[limits]` (taken at start-up).
-fn transport_config(config: &Config) -> TransportConfig {
-    let limits = &config.limits;
-    let message = Duration::from_secs(u64::from(limits.tcp_message_timeout_secs));
-    TransportConfig {
-        max_connections: limits.tcp_connections as usize,
-        max_connections_per_source: limits.tcp_connections_per_source as usize,
-        untrusted_connection_share_percent: limits.tcp_untrusted_percent,
-        first_message_timeout: message,
-        message_timeout: message,
-        ..TransportConfig::default()
-    }
 }
 
 /// Every series the configuration makes known, at zero (existing ones

@@ -294,10 +294,7 @@ impl Core {
                 );
                 state.ping_every = (t.options_interval_secs > 0)
                     .then(|| Duration::from_secs(u64::from(t.options_interval_secs)));
-                state.transport = match t.transport {
-                    crate::config::Transport::Udp => Transport::Udp,
-                    crate::config::Transport::Tcp => Transport::Tcp,
-                };
+                state.transport = t.transport.into();
                 state.asymmetric_rtp = t.asymmetric_rtp;
                 state.header_policy = t.header_policy.clone();
                 Some(state)

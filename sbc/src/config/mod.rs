@@ -34,6 +34,7 @@ mod check;
 mod error;
 mod locate;
 mod reload;
+mod runtime;
 mod schema;
 mod validate;
 
