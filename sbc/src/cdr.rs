@@ -41,7 +41,7 @@
 //! | `outcome` | string | `answered`, `busy`, `no_answer`, `cancelled`, `rejected`, `failed` (as `sbc_calls_total`) |
 //! | `sip_status`, `sip_reason` | int, string | the final response the caller received on the inbound leg |
 //! | `hangup_by` | string | `caller`, `callee` or `sbc` |
-//! | `hangup_reason` | string or null | why the SBC ended it (`media_timeout`, `shutdown`, `no_answer_timeout`, `transaction_timeout`, `transport_error`, or a refusal as in `sbc_rejected_total`: `acl`, `rate_limit`, `admission`, `no_route`, `trunk_down`, `invalid`); null for `caller`/`callee` |
+//! | `hangup_reason` | string or null | why the SBC ended it (`media_timeout`, `shutdown`, `no_answer_timeout`, `transaction_timeout`, `transport_error`, or a refusal as in `sbc_rejected_total`: `acl`, `rate_limit`, `admission`, `no_route`, `invalid`, `media_ports`); null for `caller`/`callee` |
 //! | `media_path` | string | `xdp` when the XDP fast path relayed more than half of the call's packets (the first packets of each flow always cross userspace, which latches them), else `userspace`; `none` when no media was anchored |
 //! | `in_rx_packets`, `in_rx_bytes`, `in_tx_packets`, `in_tx_bytes` | int | media on the inbound leg: received from the caller, sent to the caller (UDP payload bytes) |
 //! | `out_rx_packets`, `out_rx_bytes`, `out_tx_packets`, `out_tx_bytes` | int | the same on the outbound leg, toward the callee |

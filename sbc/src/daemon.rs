@@ -40,7 +40,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
-use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds, RejectReason};
+use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError, PeerAddress};
 use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
@@ -777,22 +777,7 @@ impl Shell<'_> {
             CoreEvent::ParseError { realm } => self.metrics.sip_parse_error(&realm),
             CoreEvent::Retransmitted { realm } => self.metrics.sip_retransmission(&realm),
             CoreEvent::Rejected { realm, reason } => {
-                let reason = match reason {
-                    RejectReason::Acl => metrics::RejectReason::Acl,
-                    RejectReason::RateLimit => metrics::RejectReason::RateLimit,
-                    RejectReason::NoRoute => metrics::RejectReason::NoRoute,
-                    RejectReason::Invalid => metrics::RejectReason::Invalid,
-                    RejectReason::MediaPorts => metrics::RejectReason::MediaPorts,
-                    RejectReason::Admission | RejectReason::Draining => {
-                        metrics::RejectReason::Admission
-                    }
-                    RejectReason::SourceLimit => metrics::RejectReason::SourceLimit,
-                    RejectReason::Scanner => metrics::RejectReason::Scanner,
-                    RejectReason::ForeignInDialog => metrics::RejectReason::ForeignInDialog,
-                    RejectReason::Overload => metrics::RejectReason::Overload,
-                    RejectReason::Oversized => metrics::RejectReason::Oversized,
-                };
-                self.metrics.rejected(&realm, reason);
+                self.metrics.rejected(&realm, reason.into());
             }
             CoreEvent::CallError { call, leg, error } => {
                 let leg = leg.map(|leg| match leg {

@@ -253,10 +253,9 @@ pub enum RejectReason {
     RateLimit,
     /// Call admission control: a realm or trunk call limit was reached.
     Admission,
-    /// No route matched the request.
+    /// No route matched the request, or none of its trunks could be
+    /// tried.
     NoRoute,
-    /// Every route target was down or failed.
-    TrunkDown,
     /// The request failed the server checks (400, 416, 420, 483).
     Invalid,
     /// No media port was free to anchor the call (widen `[media]` ports).
@@ -279,14 +278,35 @@ pub enum RejectReason {
     Oversized,
 }
 
+/// The call core's reasons under their labels: each has one (a new core
+/// reason fails to compile here until it is given one). Draining counts as
+/// admission: the SBC takes no new call, as at its limit.
+impl From<crate::b2bua::RejectReason> for RejectReason {
+    fn from(reason: crate::b2bua::RejectReason) -> RejectReason {
+        use crate::b2bua::RejectReason as Core;
+        match reason {
+            Core::Acl => RejectReason::Acl,
+            Core::RateLimit => RejectReason::RateLimit,
+            Core::NoRoute => RejectReason::NoRoute,
+            Core::Invalid => RejectReason::Invalid,
+            Core::MediaPorts => RejectReason::MediaPorts,
+            Core::Admission | Core::Draining => RejectReason::Admission,
+            Core::SourceLimit => RejectReason::SourceLimit,
+            Core::Scanner => RejectReason::Scanner,
+            Core::ForeignInDialog => RejectReason::ForeignInDialog,
+            Core::Overload => RejectReason::Overload,
+            Core::Oversized => RejectReason::Oversized,
+        }
+    }
+}
+
 impl RejectReason {
     /// Every reason, for series present from start-up.
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Acl,
         RejectReason::RateLimit,
         RejectReason::Admission,
         RejectReason::NoRoute,
-        RejectReason::TrunkDown,
         RejectReason::Invalid,
         RejectReason::MediaPorts,
         RejectReason::RateLimited,
@@ -305,7 +325,6 @@ impl RejectReason {
             RejectReason::RateLimit => "rate_limit",
             RejectReason::Admission => "admission",
             RejectReason::NoRoute => "no_route",
-            RejectReason::TrunkDown => "trunk_down",
             RejectReason::Invalid => "invalid",
             RejectReason::MediaPorts => "media_ports",
             RejectReason::RateLimited => "rate_limited",
@@ -677,7 +696,7 @@ impl Metrics {
         let rejected = counter_vec(
             &r,
             "sbc_rejected_total",
-            "Requests the SBC refused or dropped itself, per realm and reason (acl, rate_limit = a trunk's max_cps, admission, no_route, trunk_down, invalid, media_ports, rate_limited / banned = an untrusted source dropped before the parser, source_limit, scanner, foreign_in_dialog, overload, oversized).",
+            "Requests the SBC refused or dropped itself, per realm and reason (acl, rate_limit = a trunk's max_cps, admission, no_route, invalid, media_ports, rate_limited / banned = an untrusted source dropped before the parser, source_limit, scanner, foreign_in_dialog, overload, oversized).",
             &["realm", "reason"],
         );
         let media_streams_active = gauge_vec(
