@@ -16,12 +16,14 @@ usage:
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let status = match args.first().map(String::as_str) {
-        Some("inspect") => sbc::inspect::run(&args[1..], &mut std::io::stdout().lock())?,
-        Some("check-config") => sbc::config::check_config(
+        Some("inspect") => {
+            quiet_pipe(sbc::inspect::run(&args[1..], &mut std::io::stdout().lock()))?
+        }
+        Some("check-config") => quiet_pipe(sbc::config::check_config(
             &args[1..],
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
-        )?,
+        ))?,
         Some("--version" | "-V") => {
             println!("sbc {}", env!("CARGO_PKG_VERSION"));
             0
@@ -33,6 +35,15 @@ fn main() -> anyhow::Result<()> {
         _ => return daemon(&args),
     };
     std::process::exit(status);
+}
+
+/// A reader that stopped reading (`sbc inspect ... | head`) ends the
+/// command quietly, as other command-line tools do; other errors stand.
+fn quiet_pipe(result: std::io::Result<i32>) -> std::io::Result<i32> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        other => other,
+    }
 }
 
 /// `sbc [--config FILE] [--log LEVEL]`.
