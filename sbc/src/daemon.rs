@@ -779,6 +779,8 @@ impl Shell<'_> {
             CoreEvent::Rejected { realm, reason } => {
                 self.metrics.rejected(&realm, reason.into());
             }
+            CoreEvent::Register { realm, outcome } => self.metrics.register(&realm, outcome),
+            CoreEvent::Keepalive { failed } => self.metrics.keepalive(failed),
             CoreEvent::CallError { call, leg, error } => {
                 let leg = leg.map(|leg| match leg {
                     Leg::A => "caller",
@@ -919,6 +921,10 @@ impl Shell<'_> {
         );
         for (realm, calls) in core.calls_per_realm() {
             self.metrics.set_calls_active(&realm, calls as u64);
+        }
+        for (realm, bindings) in core.registrations_per_realm() {
+            self.metrics
+                .set_registrations_active(&realm, bindings as u64);
         }
         self.metrics
             .set_untrusted_calls(core.untrusted_load().calls as u64);

@@ -559,6 +559,9 @@ pub struct Metrics {
     config_last_reload_success: Gauge,
     transport_dropped: IntCounterVec,
     banned_sources: IntGauge,
+    registrations_active: IntGaugeVec,
+    registers: IntCounterVec,
+    keepalives: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -668,6 +671,24 @@ impl Metrics {
                 "Calls from sources that are neither a trunk nor in a realm's networks (capped at [limits] untrusted_calls_percent of max_calls).",
             )
             .expect("metric definitions in metrics.rs are valid"),
+        );
+        let registrations_active = gauge_vec(
+            &r,
+            "sbc_registrations_active",
+            "Phones registered through the SBC, per access realm (bindings the registrar confirmed).",
+            &["realm"],
+        );
+        let registers = counter_vec(
+            &r,
+            "sbc_registers_total",
+            "Phones' REGISTERs per access realm and outcome: relayed to the registrar, absorbed (a refresh the SBC answered itself), refused (binding limits).",
+            &["realm", "outcome"],
+        );
+        let keepalives = counter_vec(
+            &r,
+            "sbc_keepalives_total",
+            "Keepalive OPTIONS to registered UDP phones: sent, and failed (unanswered: the binding was removed).",
+            &["result"],
         );
         let calls_active = gauge_vec(
             &r,
@@ -822,6 +843,9 @@ impl Metrics {
             config_last_reload_success,
             transport_dropped,
             banned_sources,
+            registrations_active,
+            registers,
+            keepalives,
         }
     }
 
@@ -904,6 +928,26 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Sets `sbc_registrations_active{realm}` from the core's count.
+    pub fn set_registrations_active(&self, realm: &str, n: u64) {
+        self.registrations_active
+            .with_label_values(&[realm])
+            .set(gauge_value(n));
+    }
+
+    /// Counts a phone's REGISTER: `sbc_registers_total{realm,outcome}`.
+    pub fn register(&self, realm: &str, outcome: crate::b2bua::RegisterOutcome) {
+        self.registers
+            .with_label_values(&[realm, outcome.as_str()])
+            .inc();
+    }
+
+    /// Counts a keepalive sent, or one unanswered: `sbc_keepalives_total`.
+    pub fn keepalive(&self, failed: bool) {
+        let result = if failed { "failed" } else { "sent" };
+        self.keepalives.with_label_values(&[result]).inc();
+    }
+
     /// Counts one request the SBC refused: `sbc_rejected_total`.
     pub fn rejected(&self, realm: &str, reason: RejectReason) {
         self.rejected
@@ -924,6 +968,10 @@ impl Metrics {
             self.sip_parse_errors.with_label_values(&[realm]);
             self.sip_retransmissions.with_label_values(&[realm]);
             self.calls_active.with_label_values(&[realm]);
+            self.registrations_active.with_label_values(&[realm]);
+            for outcome in crate::b2bua::RegisterOutcome::ALL {
+                self.registers.with_label_values(&[realm, outcome.as_str()]);
+            }
             for direction in [Direction::In, Direction::Out] {
                 let kinds = [
                     Method::Invite,
@@ -977,6 +1025,9 @@ impl Metrics {
         }
         for reason in MediaDropReason::ALL {
             self.media_dropped.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["sent", "failed"] {
+            self.keepalives.with_label_values(&[result]);
         }
         for result in [ReloadResult::Success, ReloadResult::Failure] {
             self.config_reloads.with_label_values(&[result.as_str()]);

@@ -67,6 +67,19 @@ pub enum CoreEvent {
     },
     /// A call ended.
     CallEnded(Box<CallSummary>),
+    /// A phone's REGISTER on an access realm was handled.
+    Register {
+        /// The access realm's name.
+        realm: String,
+        /// What became of it.
+        outcome: RegisterOutcome,
+    },
+    /// A keepalive OPTIONS went to a registered phone, or one went
+    /// unanswered (the binding is then removed).
+    Keepalive {
+        /// Unanswered.
+        failed: bool,
+    },
     /// The core asks for a source to be banned (the transport's shield
     /// enforces it, [`crate::guard`]).
     Banned {
@@ -95,6 +108,36 @@ pub enum CoreEvent {
         /// Whether it answers.
         up: bool,
     },
+}
+
+/// What became of a phone's REGISTER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// Sent on to the registrar (a new binding, a change, a removal, or a
+    /// refresh the registrar's binding would not outlive).
+    Relayed,
+    /// A refresh the SBC answered itself (registration throttling).
+    Absorbed,
+    /// Refused by the SBC (binding limits).
+    Refused,
+}
+
+impl RegisterOutcome {
+    /// Every outcome, for series present from start-up.
+    pub const ALL: [RegisterOutcome; 3] = [
+        RegisterOutcome::Relayed,
+        RegisterOutcome::Absorbed,
+        RegisterOutcome::Refused,
+    ];
+
+    /// The label value of `sbc_registers_total{outcome}`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RegisterOutcome::Relayed => "relayed",
+            RegisterOutcome::Absorbed => "absorbed",
+            RegisterOutcome::Refused => "refused",
+        }
+    }
 }
 
 /// Why a request was refused.

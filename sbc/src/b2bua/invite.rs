@@ -74,10 +74,23 @@ impl Core {
         let source_trunk = self.trunks.iter().position(|t| {
             !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
         });
+        if !self.may_call_out(meta) {
+            // An access realm takes calls from registered phones only.
+            return refuse(self, 403, RejectReason::Acl);
+        }
         let Some(uri) = request.request_uri() else {
             return refuse(self, 400, RejectReason::Invalid);
         };
         let user = uri.user().unwrap_or_default().to_vec();
+        // A call to a registered phone (the Contact the SBC gave the
+        // registrar), or to one whose binding is gone.
+        let registered = self
+            .bindings
+            .by_token(&user)
+            .map(|b| (b.realm, b.flow, b.contact.clone(), b.aor.clone()));
+        if registered.is_none() && access::is_token(&user) {
+            return refuse(self, 480, RejectReason::NoRoute);
+        }
         let domain = uri.host().map(|h| h.to_string()).unwrap_or_default();
         let facts = CallFacts {
             realm: &self.realms[realm].name,
@@ -86,9 +99,17 @@ impl Core {
             domain: domain.trim_start_matches('[').trim_end_matches(']'),
         };
         let trunks = &self.trunks;
-        let Some(plan) = routing::select(&self.routes, &facts, |name| {
-            trunks.iter().position(|t| t.name == name)
-        }) else {
+        let plan = match &registered {
+            Some(_) => Some(Plan {
+                route: "registered".into(),
+                targets: Vec::new(),
+                failover_on: Vec::new(),
+            }),
+            None => routing::select(&self.routes, &facts, |name| {
+                trunks.iter().position(|t| t.name == name)
+            }),
+        };
+        let Some(plan) = plan else {
             return refuse(self, 404, RejectReason::NoRoute);
         };
         // Trunks whose health check failed are tried last, not skipped: a
@@ -161,7 +182,23 @@ impl Core {
             in_setup: false,
         });
         self.count_call(&mut call, meta);
-        self.try_next_target(now, &mut call);
+        match registered {
+            Some((realm, flow, contact, aor)) => {
+                call.setup.b_to = format!("<{aor}>");
+                let listener = flow.listener.0;
+                self.start_b_leg(
+                    now,
+                    &mut call,
+                    realm,
+                    flow.transport,
+                    listener,
+                    flow.peer,
+                    contact,
+                    flow.connection,
+                );
+            }
+            None => self.try_next_target(now, &mut call),
+        }
         if !call.a_final {
             // The call is on its way: 100 Trying at once, as peers expect
             // (a refusal above went out alone, with no 100 before it).
@@ -225,7 +262,7 @@ impl Core {
             let host = host_port(peer);
             call.setup.b_to = format!("<sip:{at}{host}>");
             let target = format!("sip:{at}{host}");
-            self.start_b_leg(now, call, realm, transport, listener, peer, target);
+            self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
             return;
         }
     }
@@ -244,6 +281,7 @@ impl Core {
         listener: usize,
         peer: SocketAddr,
         target: String,
+        connection: Option<ConnectionId>,
     ) {
         let addr = self.listeners[listener].info.public();
         let local_tag = self.ids.tag();
@@ -269,7 +307,7 @@ impl Core {
             listener: ListenerId(listener),
             transport,
             peer,
-            connection: None,
+            connection,
             text: LegText::new([
                 &call_id,
                 &local_tag,
@@ -343,7 +381,8 @@ impl Core {
                 body: &body,
             },
         );
-        let (listener, transport, peer) = (b.listener, b.transport, b.peer);
+        let (listener, transport, peer, connection) =
+            (b.listener, b.transport, b.peer, b.connection);
         let Some(request) =
             self.parse_built(Some((call.id, Side::B)), "INVITE towards the trunk", &bytes)
         else {
@@ -352,7 +391,7 @@ impl Core {
             return Relayed::Done;
         };
         self.sip_event(call.b.as_ref().map_or(0, |b| b.realm), &request);
-        match self.start_client(now, request, listener, transport, peer, None) {
+        match self.start_client(now, request, listener, transport, peer, connection) {
             Some(client) => {
                 self.clients
                     .insert(client, (call.id, Side::B, ClientRole::Invite));
@@ -418,8 +457,10 @@ impl Core {
         if let Ok(cancel) = self.tx.cancel_request(client)
             && let Some(b) = call.b.as_ref()
         {
-            let (listener, transport, peer) = (b.listener, b.transport, b.peer);
-            if let Some(cancel_id) = self.start_client(now, cancel, listener, transport, peer, None)
+            let (listener, transport, peer, connection) =
+                (b.listener, b.transport, b.peer, b.connection);
+            if let Some(cancel_id) =
+                self.start_client(now, cancel, listener, transport, peer, connection)
             {
                 self.clients
                     .insert(cancel_id, (call.id, Side::B, ClientRole::Cancel));
@@ -570,7 +611,7 @@ impl Core {
             let listener = self
                 .realm_listener(realm, transport, peer)
                 .unwrap_or(b.listener.0);
-            return self.start_b_leg(now, call, realm, transport, listener, peer, target);
+            return self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
         }
         if call.setup.progress != Progress::Ringing
             && routing::fails_over(&call.setup.plan, status, cause)

@@ -58,6 +58,7 @@
 //! (what the shell reads, `/calls`), `event` (the output vocabulary),
 //! `build` and `text` (the messages a leg writes).
 
+mod access;
 mod anchor;
 mod build;
 mod call;
@@ -83,7 +84,9 @@ use std::time::{Duration, Instant};
 pub use crate::guard::BanReason;
 use anchor::{AnchorFail, Anchored};
 use call::*;
-pub use event::{CallError, CallSummary, CoreEvent, EndedBy, RejectReason, SbcReason};
+pub use event::{
+    CallError, CallSummary, CoreEvent, EndedBy, RegisterOutcome, RejectReason, SbcReason,
+};
 pub use ids::{IdSource, RandomIds, SequentialIds};
 use listeners::{CoreListener, ListenerState};
 pub use protect::UntrustedLoad;
@@ -135,6 +138,8 @@ struct RealmInfo {
     /// What SDP shows instead of the anchored address (1:1 NAT).
     media_advertise: Option<IpAddr>,
     acl: Acl,
+    /// Set on an access realm (phones register through it).
+    access: Option<crate::config::Access>,
 }
 
 /// The B2BUA. See the module docs.
@@ -169,6 +174,8 @@ pub struct Core {
     streams: HashMap<StreamId, u64>,
     /// OPTIONS health checks in flight, by the trunk they probe.
     pings: HashMap<ClientId, usize>,
+    /// Phones registered through access realms.
+    bindings: access::Bindings,
     /// The listener, transport and connection a transaction sends from
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
@@ -228,6 +235,7 @@ impl Core {
             clients: HashMap::new(),
             streams: HashMap::new(),
             pings: HashMap::new(),
+            bindings: access::Bindings::default(),
             sent_from: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -270,6 +278,7 @@ impl Core {
                 media_address: r.media.address,
                 media_advertise: r.media.advertise,
                 acl: r.acl.clone(),
+                access: r.access.clone(),
             };
             match self.realms.iter_mut().find(|known| known.name == r.name) {
                 Some(known) => *known = info,
@@ -379,7 +388,12 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let ping = self.trunks.iter().filter_map(|t| t.next_ping).min();
+        let ping = self
+            .trunks
+            .iter()
+            .filter_map(|t| t.next_ping)
+            .chain(self.bindings.next_deadline())
+            .min();
         let own = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let own = match (own, ping) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -395,6 +409,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.ping_trunks(now);
+        self.binding_timers(now);
         while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -416,19 +431,14 @@ impl Core {
     /// over at once where its route allows `transport-error`, or the caller
     /// gets 503 (§8.1.3.1), instead of waiting for timer B.
     pub fn handle_send_failed(&mut self, now: Instant, to: SocketAddr) {
-        let pinged = |trunk: &usize| self.trunks.get(*trunk).and_then(|t| t.address) == Some(to);
         let failed: Vec<TransactionId> = self
             .clients
             .keys()
-            .filter(|id| self.client_remote(TransactionId::Client(**id)) == Some(to))
-            .chain(
-                self.pings
-                    .iter()
-                    .filter(|(_, trunk)| pinged(trunk))
-                    .map(|(id, _)| id),
-            )
+            .chain(self.pings.keys())
+            .chain(self.bindings.pings.keys())
+            .chain(self.bindings.relayed.keys())
             .map(|id| TransactionId::Client(*id))
-            .filter(|id| self.tx.contains(*id))
+            .filter(|id| self.tx.contains(*id) && self.client_remote(*id) == Some(to))
             .collect();
         for id in failed {
             let _ = self.tx.handle_transport_error(now, id);
@@ -440,6 +450,17 @@ impl Core {
         let TransactionId::Client(client) = id else {
             return None;
         };
+        if let Some(trunk) = self.pings.get(&client) {
+            return self.trunks.get(*trunk)?.address;
+        }
+        if let Some(binding) = self.bindings.pings.get(&client) {
+            return Some(self.bindings.by_id.get(binding)?.flow.peer);
+        }
+        if let Some(relayed) = self.bindings.relayed.get(&client) {
+            let realm = self.bindings.by_id.get(&relayed.binding)?.realm;
+            let registrar = &self.realms.get(realm)?.access.as_ref()?.registrar;
+            return self.trunks.iter().find(|t| &t.name == registrar)?.address;
+        }
         let (call, side, _) = self.clients.get(&client)?;
         let call = self.calls.get(call)?;
         Some(match side {
@@ -644,6 +665,8 @@ impl Core {
                     self.on_in_dialog(now, meta, id, request);
                 } else if method == Some(Method::Invite) {
                     self.on_invite(now, meta, id, request);
+                } else if method == Some(Method::Register) {
+                    self.on_register(now, meta, id, request);
                 } else if method == Some(Method::Options) {
                     // Answered once, statelessly: a retransmission is
                     // answered again, and nothing is held meanwhile.
@@ -784,6 +807,13 @@ impl Core {
     fn on_tx_event(&mut self, now: Instant, event: transaction::Event) {
         match event {
             transaction::Event::Response { id, response } => {
+                let is_final = response.status().is_some_and(|s| s >= 200);
+                if is_final && let Some(relayed) = self.bindings.relayed.remove(&id) {
+                    return self.on_registrar_response(now, relayed, Some(response));
+                }
+                if is_final && let Some(binding) = self.bindings.pings.remove(&id) {
+                    return self.on_binding_ping(now, binding, true);
+                }
                 if let Some(&trunk) = self.pings.get(&id) {
                     if response.status().is_some_and(|s| s >= 200) {
                         self.pings.remove(&id);
@@ -832,6 +862,12 @@ impl Core {
                 if let Some(trunk) = self.pings.remove(&client) {
                     return self.trunk_health(trunk, false);
                 }
+                if let Some(relayed) = self.bindings.relayed.remove(&client) {
+                    return self.on_registrar_response(now, relayed, None);
+                }
+                if let Some(binding) = self.bindings.pings.remove(&client) {
+                    return self.on_binding_ping(now, binding, false);
+                }
                 let Some(&(call_no, _, role)) = self.clients.get(&client) else {
                     return;
                 };
@@ -868,6 +904,10 @@ impl Core {
                     TransactionId::Client(client) => {
                         let role = self.clients.remove(&client);
                         self.pings.remove(&client);
+                        self.bindings.pings.remove(&client);
+                        if let Some(relayed) = self.bindings.relayed.remove(&client) {
+                            self.on_registrar_response(now, relayed, None);
+                        }
                         // B's INVITE transaction outlived B's 2xx
                         // retransmissions (timer M, 64*T1 from the first
                         // 2xx we got; B stops 64*T1 after sending it,

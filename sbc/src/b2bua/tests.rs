@@ -12,6 +12,7 @@ use crate::sdp::Sdp;
 use crate::sip::response::respond;
 use crate::transport::{Inbound, ListenerId, Received, Transport};
 
+mod access;
 mod protect;
 mod sim;
 

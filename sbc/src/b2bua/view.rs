@@ -68,6 +68,15 @@ impl Core {
             .collect()
     }
 
+    /// Phones registered (bindings the registrar confirmed) per realm.
+    pub fn registrations_per_realm(&self) -> Vec<(String, usize)> {
+        self.realms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), self.bindings.count(i)))
+            .collect()
+    }
+
     /// Per configured trunk, whether the core would use it now: not marked
     /// down by its health check (unchecked counts as usable).
     pub fn trunks_usable(&self) -> Vec<(String, bool)> {
@@ -145,6 +154,8 @@ pub(crate) struct Census {
     pub(crate) transactions: usize,
     pub(crate) answered_once: usize,
     pub(crate) untrusted: UntrustedLoad,
+    /// Bindings, REGISTERs at the registrar, keepalives in flight.
+    pub(crate) bindings: (usize, usize, usize),
 }
 
 #[cfg(test)]
@@ -162,6 +173,7 @@ impl Core {
             transactions: self.tx.len(),
             answered_once: self.answered_once.len(),
             untrusted: self.untrusted_load(),
+            bindings: self.bindings.sizes(),
         }
     }
 }

@@ -49,10 +49,10 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy, HeaderRewrite,
-    Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics, PaiPolicy,
-    PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, Route, RouteMatch, SipConfig,
-    Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+    Access, Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
+    HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
+    PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, Route, RouteMatch,
+    SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};

@@ -659,6 +659,61 @@ pub struct Realm {
     /// Changes to `[protection]` for sources on this realm.
     #[serde(default)]
     pub protection: Option<ProtectionOverride>,
+    /// Phones register through this realm to a registrar (an access
+    /// realm); absent on realms of trunks.
+    #[serde(default)]
+    pub access: Option<Access>,
+}
+
+/// An access realm: phones behind NAT register through the SBC to a
+/// registrar trunk, which sees only the SBC, and receive calls through it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// The trunk REGISTERs go to (on another realm).
+    pub registrar: String,
+    /// The longest registration a phone is given: short, so it refreshes
+    /// often enough to keep its NAT binding open (RFC 5626 §3.5 suggests
+    /// 2 minutes or less for UDP).
+    #[serde(default = "default_phone_expires")]
+    pub phone_expires_secs: u32,
+    /// The registration the SBC asks of the registrar for each binding;
+    /// the phone's refreshes in between are answered by the SBC.
+    #[serde(default = "default_registrar_expires")]
+    pub registrar_expires_secs: u32,
+    /// OPTIONS to each UDP binding this often (0: none); a binding that
+    /// does not answer is removed and de-registered.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u32,
+    /// Bindings held in this realm at most.
+    #[serde(default = "default_max_bindings")]
+    pub max_bindings: u32,
+    /// Bindings of one address-of-record at most.
+    #[serde(default = "default_max_bindings_per_aor")]
+    pub max_bindings_per_aor: u32,
+    /// Whether a source with no binding may place calls (false: 403).
+    #[serde(default)]
+    pub unregistered_calls: bool,
+}
+
+fn default_phone_expires() -> u32 {
+    120
+}
+
+fn default_registrar_expires() -> u32 {
+    3_600
+}
+
+fn default_keepalive() -> u32 {
+    30
+}
+
+fn default_max_bindings() -> u32 {
+    100_000
+}
+
+fn default_max_bindings_per_aor() -> u32 {
+    10
 }
 
 /// A signaling listener.

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use super::locate::FieldPath;
 use super::schema::{
-    Config, FsyncPolicy, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Protection, Realm,
-    Route, Transport, Trunk,
+    Access, Config, FsyncPolicy, HeaderPolicy, HeaderRewrite, Listener, PeerAddress, Protection,
+    Realm, Route, Transport, Trunk,
 };
 
 /// One thing validation rejects, before it is given a line.
@@ -520,6 +520,65 @@ impl Validator<'_> {
         seen
     }
 
+    fn access(&mut self, at: &FieldPath, item: Option<&str>, realm: &Realm, access: &Access) {
+        let config = self.config;
+        match config.trunks.iter().find(|t| t.name == access.registrar) {
+            None => self.report(
+                at.key("registrar"),
+                item,
+                format!("unknown trunk \"{}\"", access.registrar),
+                Some(format!(
+                    "known trunks: {}",
+                    list(config.trunks.iter().map(|t| &t.name))
+                )),
+            ),
+            Some(trunk) if trunk.realm == realm.name => self.report(
+                at.key("registrar"),
+                item,
+                format!(
+                    "the registrar \"{}\" is in this same realm: it would see the phones",
+                    trunk.name
+                ),
+                Some("put the registrar's trunk in the realm on the other side".into()),
+            ),
+            Some(_) => {}
+        }
+        if !(30..=3_600).contains(&access.phone_expires_secs) {
+            self.report(
+                at.key("phone_expires_secs"),
+                item,
+                format!("{} s is outside 30-3600 s", access.phone_expires_secs),
+                Some("120 s keeps most NAT bindings open".into()),
+            );
+        }
+        if access.registrar_expires_secs < access.phone_expires_secs
+            || access.registrar_expires_secs > 86_400
+        {
+            self.report(
+                at.key("registrar_expires_secs"),
+                item,
+                format!(
+                    "{} s must be between phone_expires_secs ({} s) and 86400 s",
+                    access.registrar_expires_secs, access.phone_expires_secs
+                ),
+                Some("3600 s is usual".into()),
+            );
+        }
+        if access.max_bindings == 0 || access.max_bindings_per_aor == 0 {
+            let field = if access.max_bindings == 0 {
+                "max_bindings"
+            } else {
+                "max_bindings_per_aor"
+            };
+            self.report(
+                at.key(field),
+                item,
+                "0 bindings would refuse every phone",
+                None,
+            );
+        }
+    }
+
     fn realms(&mut self) {
         let config = self.config;
         if config.realms.is_empty() {
@@ -548,6 +607,9 @@ impl Validator<'_> {
         let at = FieldPath::item("realm", i);
         let item = item_name("realm", i, &realm.name);
         let item = Some(item.as_str());
+        if let Some(access) = &realm.access {
+            self.access(&at.key("access"), item, realm, access);
+        }
         if realm.protection.is_some() {
             let resolved = self.config.protection_of(i);
             self.protection(&at.key("protection"), item, &resolved);

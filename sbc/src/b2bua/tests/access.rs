@@ -1,0 +1,285 @@
+//! Access realms: a phone registers through the SBC to the PBX (the
+//! registrar), refreshes are absorbed, calls reach it on its flow, and a
+//! phone that goes away is de-registered. The caller of the other tests is
+//! the phone here, on the `outside` realm made an access realm.
+
+use super::*;
+
+/// The `outside` realm as an access realm: phones get `phone` seconds,
+/// keepalives every `keepalive` seconds.
+fn config_with(phone: u32, keepalive: u32) -> String {
+    CONFIG.replace(
+        "media = { address = \"192.0.2.1\" }",
+        &format!(
+            "media = {{ address = \"192.0.2.1\" }}\n\
+             access = {{ registrar = \"pbx\", phone_expires_secs = {phone}, \
+             registrar_expires_secs = 600, keepalive_secs = {keepalive} }}"
+        ),
+    )
+}
+
+fn config() -> String {
+    config_with(60, 0)
+}
+
+/// The phone's REGISTER, CSeq `cseq`, Contact expiring in `expires`.
+fn register(cseq: u32, expires: u32, authorization: bool) -> String {
+    let auth = if authorization {
+        "Authorization: Digest username=\"100\", realm=\"pbx.example\", nonce=\"n1\", uri=\"sip:pbx.example\", response=\"0123\"\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "REGISTER sip:pbx.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.9.8.7:5062;branch=z9hG4bKcaller{cseq};rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:100@pbx.example>;tag=atag1\r\n\
+To: <sip:100@pbx.example>\r\n\
+Call-ID: caller-call-id-reg@10.9.8.7\r\n\
+CSeq: {cseq} REGISTER\r\n\
+Contact: <sip:100@10.9.8.7:5062>;expires={expires}\r\n\
+User-Agent: PhoneAgent 3\r\n\
+{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The registrar's answer to the REGISTER it got.
+fn registrar_answers(lab: &mut Lab, request: &Message, status: u16) {
+    let contact =
+        String::from_utf8_lossy(request.header(HeaderName::Contact).expect("contact")).into_owned();
+    let expires = request.expires().unwrap_or(0);
+    let mut extra: Vec<(HeaderName, String)> = vec![(HeaderName::Server, "PbxServer 1".into())];
+    match status {
+        200 => extra.push((HeaderName::Contact, format!("{contact};expires={expires}"))),
+        401 => extra.push((
+            HeaderName::WwwAuthenticate,
+            "Digest realm=\"pbx.example\", nonce=\"n1\"".into(),
+        )),
+        _ => {}
+    }
+    let extra: Vec<(HeaderName, &str)> = extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    lab.trunk_sends(PBX, &respond(request, status, "", Some("btag9"), &extra));
+}
+
+/// Registers the phone (challenge, then credentials); returns the token
+/// URI the registrar knows it by.
+fn registered(lab: &mut Lab) -> String {
+    lab.caller_sends(&register(1, 3600, false));
+    let first = lab.take_one(PBX, "REGISTER");
+    registrar_answers(lab, &first, 401);
+    let challenge = lab.take_one(CALLER, "401");
+    assert!(challenge.header(HeaderName::WwwAuthenticate).is_some());
+    lab.caller_sends(&register(2, 3600, true));
+    let second = lab.take_one(PBX, "REGISTER");
+    assert!(second.header(HeaderName::Authorization).is_some());
+    assert_eq!(second.call_id(), first.call_id(), "one REGISTER dialog");
+    assert!(second.cseq().map(|c| c.seq) > first.cseq().map(|c| c.seq));
+    registrar_answers(lab, &second, 200);
+    let ok = lab.take_one(CALLER, "200");
+    let contact =
+        String::from_utf8_lossy(ok.header(HeaderName::Contact).expect("contact")).into_owned();
+    assert!(
+        contact.starts_with("<sip:100@10.9.8.7:5062>;expires="),
+        "{contact}"
+    );
+    second
+        .contacts()
+        .find_map(|c| match c {
+            Ok(sip::header::Contact::Addr(a)) => {
+                Some(String::from_utf8_lossy(a.uri().as_bytes()).into_owned())
+            }
+            _ => None,
+        })
+        .expect("our contact")
+}
+
+/// The PBX calls `target` (a registered phone's token URI).
+fn pbx_invite(target: &str) -> String {
+    invite(true)
+        .replacen(
+            "INVITE sip:+4930555@192.0.2.1",
+            &format!("INVITE {target}"),
+            1,
+        )
+        .replace("10.9.8.7", "198.51.100.3")
+        .replace("caller-call-id", "pbx-call")
+        .replace("atag1", "ptag")
+        .replace("z9hG4bKcaller1", "z9hG4bKpbx1")
+        .replace("PhoneAgent", "PbxServer")
+}
+
+fn outcomes(lab: &Lab) -> Vec<RegisterOutcome> {
+    lab.events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::Register { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_registrar_sees_only_the_sbc_and_refreshes_are_absorbed() {
+    let mut lab = Lab::new(&config());
+    let token = registered(&mut lab);
+    // The registrar knows a token at the SBC's inside address, asked for
+    // the registrar expiry (the phone asked 3600, gets 60).
+    assert!(
+        token.starts_with("sip:reg-") && token.ends_with("@198.51.100.1:5060"),
+        "{token}"
+    );
+    assert_eq!(
+        lab.core.registrations_per_realm()[0],
+        ("outside".to_owned(), 1)
+    );
+    // Refreshes within the registrar's binding are answered here.
+    for cseq in 3..8 {
+        lab.advance(Duration::from_secs(50));
+        lab.caller_sends(&register(cseq, 3600, true));
+        lab.take_one(CALLER, "200");
+        let to_pbx: Vec<String> = lab
+            .take(PBX)
+            .iter()
+            .map(describe)
+            .filter(|d| d == "REGISTER")
+            .collect();
+        assert!(to_pbx.is_empty(), "refresh {cseq} reached the registrar");
+    }
+    assert_eq!(
+        outcomes(&lab),
+        [
+            RegisterOutcome::Relayed,
+            RegisterOutcome::Relayed,
+            RegisterOutcome::Absorbed,
+            RegisterOutcome::Absorbed,
+            RegisterOutcome::Absorbed,
+            RegisterOutcome::Absorbed,
+            RegisterOutcome::Absorbed,
+        ]
+    );
+    // 250 s later, the registrar's binding (600 s) no longer outlives a
+    // refresh by the margin after another 300 s: that one is relayed.
+    for cseq in 8..14 {
+        lab.advance(Duration::from_secs(50));
+        lab.caller_sends(&register(cseq, 3600, true));
+        if let Some(refresh) = lab
+            .take(PBX)
+            .into_iter()
+            .find(|m| describe(m) == "REGISTER")
+        {
+            registrar_answers(&mut lab, &refresh, 200);
+        }
+        lab.take_one(CALLER, "200");
+    }
+    assert!(
+        outcomes(&lab)
+            .iter()
+            .filter(|o| **o == RegisterOutcome::Relayed)
+            .count()
+            == 3,
+        "{:?}",
+        outcomes(&lab)
+    );
+}
+
+#[test]
+fn a_call_to_the_token_reaches_the_phone_where_it_registered_from() {
+    let mut lab = Lab::new(&config());
+    let token = registered(&mut lab);
+    lab.trunk_sends(PBX, pbx_invite(&token).as_bytes());
+    let to_phone = lab.take_one(CALLER, "INVITE");
+    assert_eq!(
+        to_phone.request_uri_bytes(),
+        Some(b"sip:100@10.9.8.7:5062".as_slice())
+    );
+    assert_eq!(
+        to_phone.header(HeaderName::To),
+        Some(b"<sip:100@pbx.example>".as_slice())
+    );
+}
+
+#[test]
+fn only_a_registered_phone_may_call_out() {
+    let mut lab = Lab::new(&config());
+    lab.caller_sends(&invite(true));
+    lab.take_one(CALLER, "403");
+    assert!(lab.take(PBX).is_empty());
+    registered(&mut lab);
+    lab.caller_sends(&invite(true).replace("z9hG4bKcaller1", "z9hG4bKcaller2"));
+    lab.take_one(PBX, "INVITE");
+}
+
+#[test]
+fn a_phone_that_stops_answering_is_de_registered_and_its_calls_get_480() {
+    let mut lab = Lab::new(&config_with(300, 30));
+    let token = registered(&mut lab);
+    // The keepalive at 30 s goes unanswered (its transaction times out
+    // 32 s later): the binding is removed and the registrar told.
+    lab.advance(Duration::from_secs(31));
+    let ping = lab.take_one(CALLER, "OPTIONS");
+    assert_eq!(
+        ping.request_uri_bytes(),
+        Some(b"sip:100@10.9.8.7:5062".as_slice())
+    );
+    let mut de_register = None;
+    for _ in 0..40 {
+        lab.advance(Duration::from_secs(1));
+        if let Some(r) = lab
+            .take(PBX)
+            .into_iter()
+            .find(|m| describe(m) == "REGISTER")
+        {
+            de_register = Some(r);
+            break;
+        }
+    }
+    let de_register = de_register.expect("a de-REGISTER");
+    assert_eq!(de_register.expires(), Some(0));
+    assert!(
+        de_register.header(HeaderName::Authorization).is_some(),
+        "last credentials"
+    );
+    registrar_answers(&mut lab, &de_register, 200);
+    assert_eq!(lab.core.registrations_per_realm()[0].1, 0);
+    assert!(
+        lab.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Keepalive { failed: true }))
+    );
+    lab.trunk_sends(PBX, pbx_invite(&token).as_bytes());
+    lab.take_one(PBX, "480");
+    // (What reached the phone before were the keepalive's retransmissions.)
+    assert!(!lab.take(CALLER).iter().any(|m| describe(m) == "INVITE"));
+    assert_eq!(lab.core.census().bindings, (0, 0, 0));
+}
+
+#[test]
+fn a_phone_that_answers_keepalives_stays_and_one_that_removes_itself_goes() {
+    let mut lab = Lab::new(&config_with(300, 30));
+    registered(&mut lab);
+    lab.advance(Duration::from_secs(31));
+    let ping = lab.take_one(CALLER, "OPTIONS");
+    lab.caller_sends(std::str::from_utf8(&respond(&ping, 200, "", None, &[])).expect("utf8"));
+    assert_eq!(lab.core.registrations_per_realm()[0].1, 1);
+    // Expires 0 from the phone: relayed, and gone on the registrar's 200.
+    lab.caller_sends(&register(3, 0, true));
+    let removal = lab.take_one(PBX, "REGISTER");
+    assert_eq!(removal.expires(), Some(0));
+    registrar_answers(&mut lab, &removal, 200);
+    lab.take_one(CALLER, "200");
+    assert_eq!(lab.core.registrations_per_realm()[0].1, 0);
+    lab.advance(Duration::from_secs(60));
+    assert!(
+        lab.take(CALLER).is_empty(),
+        "no keepalive to a removed binding"
+    );
+    assert_eq!(lab.core.census().bindings, (0, 0, 0));
+}
+
+#[test]
+fn a_realm_without_access_still_answers_register_405() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&register(1, 3600, false));
+    lab.take_one(CALLER, "405");
+    assert!(lab.take(PBX).is_empty());
+}
