@@ -3,7 +3,7 @@
 //!
 //! Owns: a tokio TCP listener, the bounds around each connection, the routes,
 //! the readiness flag ([`Readiness`]) and the `/calls` hook
-//! ([`CallsProvider`]). HTTP/1.1 itself (RFC 9112 framing, keep-alive,
+//! ([`ViewProvider`]). HTTP/1.1 itself (RFC 9112 framing, keep-alive,
 //! parse errors) is hyper's.
 //!
 //! May not: grow into a general web server, or let a client hold a slot for
@@ -46,7 +46,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
-use crate::b2bua::{CallSnapshot, LegSnapshot};
+use crate::b2bua::{CallSnapshot, LegSnapshot, RegistrationSnapshot};
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use crate::transport::Transport;
 
@@ -116,25 +116,58 @@ impl Readiness {
     }
 }
 
-/// The daemon's view of its calls, served as JSON on `/calls`.
-///
-/// Called on the listener's task for every request: it must not block. It
-/// asks the call core (which alone can read its calls) and returns where
-/// the answer will arrive, so nothing is built unless someone asks.
-pub trait CallsProvider: Send + Sync {
-    /// Asks for the current calls as JSON text; `None` when too many asks
-    /// are waiting already. A receiver that never gets an answer (the core
-    /// is gone or stuck) is answered 503 after [`CALLS_TIMEOUT`].
-    fn request(&self) -> Option<oneshot::Receiver<Vec<u8>>>;
+/// What the call core shows on the admin listener, as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// `/calls`: the calls up, with both legs.
+    Calls,
+    /// `/registrations`: the phones registered through access realms.
+    Registrations,
 }
 
-impl<F> CallsProvider for F
+/// The daemon's views of its call core, served as JSON on `/calls` and
+/// `/registrations`.
+///
+/// Called on the listener's task for every request: it must not block. It
+/// asks the call core (which alone can read its state) and returns where
+/// the answer will arrive, so nothing is built unless someone asks.
+pub trait ViewProvider: Send + Sync {
+    /// Asks for `view` as JSON text; `None` when too many asks are waiting
+    /// already. A receiver that never gets an answer (the core is gone or
+    /// stuck) is answered 503 after [`CALLS_TIMEOUT`].
+    fn request(&self, view: View) -> Option<oneshot::Receiver<Vec<u8>>>;
+}
+
+impl<F> ViewProvider for F
 where
-    F: Fn() -> Option<oneshot::Receiver<Vec<u8>>> + Send + Sync,
+    F: Fn(View) -> Option<oneshot::Receiver<Vec<u8>>> + Send + Sync,
 {
-    fn request(&self) -> Option<oneshot::Receiver<Vec<u8>>> {
-        self()
+    fn request(&self, view: View) -> Option<oneshot::Receiver<Vec<u8>>> {
+        self(view)
     }
+}
+
+/// The `/registrations` JSON body: an array of bindings (realm, AOR, the
+/// phone's Contact, where it is reached, seconds left on each side).
+pub fn registrations_json(bindings: &[RegistrationSnapshot<'_>]) -> Vec<u8> {
+    let list: Vec<serde_json::Value> = bindings
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "realm": b.realm,
+                "aor": b.aor,
+                "contact": b.contact,
+                "transport": match b.transport {
+                    Transport::Udp => "UDP",
+                    Transport::Tcp => "TCP",
+                },
+                "source": b.source.to_string(),
+                "expires_secs": b.expires_in.as_secs(),
+                "registrar_expires_secs": b.registrar_expires_in.map(|d| d.as_secs()),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&list).unwrap_or_default()
 }
 
 /// The `/calls` JSON body: an array of calls, each with its legs (realm,
@@ -181,7 +214,7 @@ pub struct AdminState {
     /// The flag `/health/ready` reports.
     pub readiness: Readiness,
     /// The `/calls` source; without one `/calls` is 404.
-    pub calls: Option<Arc<dyn CallsProvider>>,
+    pub calls: Option<Arc<dyn ViewProvider>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -370,12 +403,17 @@ async fn route(method: &Method, path: &str, state: &AdminState) -> Response {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        "/calls" => match &state.calls {
+        path @ ("/calls" | "/registrations") => match &state.calls {
             Some(provider) => {
-                let Some(answer) = provider.request() else {
+                let view = if path == "/calls" {
+                    View::Calls
+                } else {
+                    View::Registrations
+                };
+                let Some(answer) = provider.request(view) else {
                     return text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "too many /calls requests waiting\n",
+                        "too many view requests waiting\n",
                     );
                 };
                 match tokio::time::timeout(CALLS_TIMEOUT, answer).await {
@@ -569,7 +607,7 @@ mod tests {
         assert_eq!(calls_json(&[]), b"[]");
     }
 
-    fn state(calls: Option<Arc<dyn CallsProvider>>) -> AdminState {
+    fn state(calls: Option<Arc<dyn ViewProvider>>) -> AdminState {
         AdminState {
             metrics: Arc::new(Metrics::new(crate::metrics::BuildInfo::current(false))),
             readiness: Readiness::new(),
@@ -617,10 +655,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_route_renders_what_the_core_answers() {
-        let provider = || {
+    async fn view_routes_render_what_the_core_answers() {
+        let provider = |view: View| {
             let (tx, rx) = oneshot::channel();
-            let _ = tx.send(br#"[{"id":1}]"#.to_vec());
+            let json = match view {
+                View::Calls => br#"[{"id":1}]"#.to_vec(),
+                View::Registrations => br#"[{"aor":"sip:100@pbx"}]"#.to_vec(),
+            };
+            let _ = tx.send(json);
             Some(rx)
         };
         let s = state(Some(Arc::new(provider)));
@@ -628,14 +670,17 @@ mod tests {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(body(r).await, &br#"[{"id":1}]"#[..]);
+        let r = get("/registrations", &s).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r).await, &br#"[{"aor":"sip:100@pbx"}]"#[..]);
 
         // A core that drops the ask, or has too many waiting: 503.
-        let gone = || Some(oneshot::channel::<Vec<u8>>().1);
+        let gone = |_: View| Some(oneshot::channel::<Vec<u8>>().1);
         let s = state(Some(Arc::new(gone)));
         assert_eq!(get("/calls", &s).await.status(), 503);
-        let busy = || None;
+        let busy = |_: View| None;
         let s = state(Some(Arc::new(busy)));
-        assert_eq!(get("/calls", &s).await.status(), 503);
+        assert_eq!(get("/registrations", &s).await.status(), 503);
     }
 
     #[test]

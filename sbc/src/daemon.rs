@@ -187,10 +187,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // `/calls` asks the core loop, which answers between two events: built
     // only when asked, never held.
     let (calls_asks, mut calls_asked) =
-        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Vec<u8>>>(8);
-    let provider = move || {
+        tokio::sync::mpsc::channel::<(admin::View, tokio::sync::oneshot::Sender<Vec<u8>>)>(8);
+    let provider = move |view| {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        calls_asks.try_send(answer).ok().map(|()| answered)
+        calls_asks.try_send((view, answer)).ok().map(|()| answered)
     };
     let admin = AdminServer::bind(
         AdminConfig::new(config.metrics.listen),
@@ -279,8 +279,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 }
             }
             () = sleep => core.handle_timeout(now()),
-            Some(answer) = calls_asked.recv() => {
-                let _ = answer.send(admin::calls_json(&core.calls(now())));
+            Some((view, answer)) = calls_asked.recv() => {
+                let json = match view {
+                    admin::View::Calls => admin::calls_json(&core.calls(now())),
+                    admin::View::Registrations => {
+                        admin::registrations_json(&core.registrations(now()))
+                    }
+                };
+                let _ = answer.send(json);
             }
             _ = tick.tick() => {
                 let relay_saturated = shell.relay_saturated();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sbc::admin::{AdminConfig, AdminServer, AdminState, CallsProvider, Readiness};
+use sbc::admin::{AdminConfig, AdminServer, AdminState, Readiness, ViewProvider};
 use sbc::metrics::{
     BuildInfo, CallOutcome, Direction, MediaPath, MessageKind, Metrics, RejectReason, ReloadResult,
     XdpFallbackReason, XdpMode,
@@ -33,7 +33,7 @@ struct Server {
 
 async fn start(
     tune: impl FnOnce(&mut AdminConfig),
-    calls: Option<Arc<dyn CallsProvider>>,
+    calls: Option<Arc<dyn ViewProvider>>,
 ) -> Server {
     let listen: SocketAddr = "127.0.0.1:0"
         .parse()
@@ -442,8 +442,8 @@ async fn readiness_flips() {
 
 struct FakeCalls;
 
-impl CallsProvider for FakeCalls {
-    fn request(&self) -> Option<tokio::sync::oneshot::Receiver<Vec<u8>>> {
+impl ViewProvider for FakeCalls {
+    fn request(&self, _view: sbc::admin::View) -> Option<tokio::sync::oneshot::Receiver<Vec<u8>>> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let json =
             serde_json::json!({ "calls": [ { "from_realm": "carrier", "state": "answered" } ] });

@@ -595,3 +595,161 @@ fn the_embedded_default_carries_400_short_calls_a_second_for_40_s() {
     daemon.kill();
     let _ = std::fs::remove_file(&log);
 }
+
+/// A phone of the embedded default's access realm, written out by hand: it
+/// registers from 127.0.0.20 with a Contact naming a private address it is
+/// not reachable at (192.168.1.20, as a phone behind NAT does), answers the
+/// one call that comes, then removes its registration.
+struct Phone {
+    socket: std::net::UdpSocket,
+    sbc: std::net::SocketAddr,
+    /// Every message it received, for the topology scan.
+    seen: String,
+}
+
+impl Phone {
+    fn send(&self, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), self.sbc)
+            .expect("phone sends");
+    }
+
+    /// The next message whose first line starts with `start` (others are
+    /// kept for the scan and skipped), within 10 s.
+    fn expect(&mut self, start: &str) -> String {
+        let mut buf = vec![0u8; 65_535];
+        for _ in 0..100 {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    assert_eq!(from, self.sbc, "only the SBC talks to the phone");
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.seen.push_str(&text);
+                    if text.starts_with(start) {
+                        return text;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("phone receives: {e}"),
+            }
+        }
+        panic!("the phone got no {start:?}; it saw:\n{}", self.seen)
+    }
+
+    fn register(&mut self, cseq: u32, expires: u32) -> String {
+        self.send(&format!(
+            "REGISTER sip:pbx.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bKphone{cseq};rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:100@pbx.example>;tag=phonetag\r\n\
+To: <sip:100@pbx.example>\r\n\
+Call-ID: phone-registration@192.168.1.20\r\n\
+CSeq: {cseq} REGISTER\r\n\
+Contact: <sip:100@192.168.1.20:5062>;expires={expires}\r\n\
+User-Agent: LabPhone 1.0\r\n\
+Content-Length: 0\r\n\r\n"
+        ));
+        self.expect("SIP/2.0 200")
+    }
+
+    /// A response to `request` (its Via, From, To + tag, Call-ID, CSeq).
+    fn answer(&self, request: &str, status: &str, body: &str) {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for line in request.lines() {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{line}\r\n")),
+                "to" => out.push_str(&format!("{line};tag=phoneanswer\r\n")),
+                _ => {}
+            }
+        }
+        out.push_str("Contact: <sip:100@192.168.1.20:5062>\r\nUser-Agent: LabPhone 1.0\r\n");
+        if !body.is_empty() {
+            out.push_str("Content-Type: application/sdp\r\n");
+        }
+        out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.send(&out);
+    }
+}
+
+#[test]
+fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
+    use std::net::{IpAddr, SocketAddr};
+    use tests::netns::{in_netns_of, skip_unless_privileged};
+    use tests::sipp::assert_no_leak;
+
+    const NAME: &str = "a_phone_registers_through_the_embedded_default_and_takes_a_call";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let (daemon, log) = embedded_default_daemon();
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    // The PBX (the access realm's registrar) at 127.0.0.3.
+    let registrar = Sipp::shipped("registrar-calls-phone.xml")
+        .local(ip("127.0.0.3"), 5060)
+        .media(ip("127.0.0.3"), 16000)
+        .calls(1)
+        .timeout(Duration::from_secs(30))
+        .in_netns_of(daemon.id())
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+    let socket = in_netns_of(daemon.id(), || {
+        let s = std::net::UdpSocket::bind("127.0.0.20:5062").expect("phone binds");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        s
+    });
+    let mut phone = Phone {
+        socket,
+        sbc: SocketAddr::new(ip("127.0.0.6"), 5060),
+        seen: String::new(),
+    };
+    let ok = phone.register(1, 3600);
+    assert!(
+        ok.contains("Contact: <sip:100@192.168.1.20:5062>;expires=120"),
+        "the phone gets the access realm's short expiry:\n{ok}"
+    );
+    // A refresh is answered by the SBC (the registrar scenario takes one
+    // REGISTER before the call, and would fail on a second).
+    phone.register(2, 3600);
+    // The registrar calls the Contact it was given; the INVITE reaches the
+    // phone at its real address, addressed to the Contact it registered.
+    let invite = phone.expect("INVITE ");
+    assert!(
+        invite.starts_with("INVITE sip:100@192.168.1.20:5062 SIP/2.0"),
+        "{invite}"
+    );
+    phone.answer(&invite, "180 Ringing", "");
+    let sdp = "v=0\r\no=phone 1 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    phone.answer(&invite, "200 OK", sdp);
+    phone.expect("ACK ");
+    let bye = phone.expect("BYE ");
+    phone.answer(&bye, "200 OK", "");
+    // The phone leaves: relayed to the registrar, which takes it.
+    phone.register(3, 0);
+    let registrar = registrar.wait();
+    registrar.assert_success(1);
+    // Nothing of the phone reached the registrar, nothing of the registrar
+    // reached the phone.
+    assert_no_leak(
+        &registrar.messages,
+        &[
+            "127.0.0.20",
+            "192.168.1.20",
+            "LabPhone",
+            "phonetag",
+            "phone-registration",
+        ],
+    );
+    // (The registrar's From user, pbx, is the caller's identity: it crosses.)
+    assert_no_leak(&phone.seen, &["127.0.0.3", "127.0.0.2"]);
+    daemon.kill();
+    let _ = std::fs::remove_file(&log);
+}

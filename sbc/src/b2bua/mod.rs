@@ -91,7 +91,7 @@ pub use ids::{IdSource, RandomIds, SequentialIds};
 use listeners::{CoreListener, ListenerState};
 pub use protect::UntrustedLoad;
 pub use routing::Plan;
-pub use view::{CallSnapshot, LegSnapshot};
+pub use view::{CallSnapshot, LegSnapshot, RegistrationSnapshot};
 
 use crate::config::{Acl, Config, FailoverCause, HeaderPolicy, PeerAddress};
 use crate::media::cname::CnameMask;

@@ -39,7 +39,47 @@ pub struct LegSnapshot<'a> {
     pub call_id: &'a str,
 }
 
+/// A phone registered through an access realm, as the admin view shows
+/// it (internal addresses: only the admin listener shows them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationSnapshot<'a> {
+    /// The access realm.
+    pub realm: &'a str,
+    /// The address-of-record.
+    pub aor: &'a str,
+    /// The phone's Contact URI.
+    pub contact: &'a str,
+    /// The transport of the flow it registered on.
+    pub transport: Transport,
+    /// Where its REGISTER came from (where it is reached).
+    pub source: SocketAddr,
+    /// Until the phone's registration ends.
+    pub expires_in: Duration,
+    /// Until the registrar's binding ends (`None`: not confirmed).
+    pub registrar_expires_in: Option<Duration>,
+}
+
 impl Core {
+    /// The phones registered, by realm and AOR.
+    pub fn registrations(&self, now: Instant) -> Vec<RegistrationSnapshot<'_>> {
+        let mut list: Vec<RegistrationSnapshot<'_>> = self
+            .bindings
+            .by_id
+            .values()
+            .map(|b| RegistrationSnapshot {
+                realm: self.realms.get(b.realm).map_or("", |r| r.name.as_str()),
+                aor: &b.aor,
+                contact: &b.contact,
+                transport: b.flow.transport,
+                source: b.flow.peer,
+                expires_in: b.expires_at.saturating_duration_since(now),
+                registrar_expires_in: b.registrar_until.map(|u| u.saturating_duration_since(now)),
+            })
+            .collect();
+        list.sort_by(|a, b| (a.realm, a.aor, a.contact).cmp(&(b.realm, b.aor, b.contact)));
+        list
+    }
+
     /// Calls up now.
     pub fn active_calls(&self) -> usize {
         self.calls.len()

@@ -137,7 +137,20 @@ impl Config {
                     Some(public) => format!("{} as {public}", r.media.address),
                     None => r.media.address.to_string(),
                 };
-                format!("{} ({}; media {media})", r.name, listeners.join(", "))
+                let access = r.access.as_ref().map_or(String::new(), |a| {
+                    format!(
+                        "; phones register to {} (phones {} s, registrar {} s, keepalive {} s)",
+                        a.registrar,
+                        a.phone_expires_secs,
+                        a.registrar_expires_secs,
+                        a.keepalive_secs
+                    )
+                });
+                format!(
+                    "{} ({}; media {media}{access})",
+                    r.name,
+                    listeners.join(", ")
+                )
             })
             .collect();
         let _ = write!(

@@ -703,11 +703,15 @@ fn check_config_exit_statuses_and_output() {
     let (status, out, _) = run(&[]);
     assert_eq!(status, 0);
     assert!(
-        out.starts_with(&format!("{DEFAULT_NAME}: ok\n2 realms: outside")),
+        out.starts_with(&format!("{DEFAULT_NAME}: ok\n3 realms: outside")),
         "{out}"
     );
     assert!(
         out.contains("outside-to-pbx (realm outside -> pbx)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("media 127.0.0.6; phones register to pbx (phones 120 s, registrar 3600 s, keepalive 30 s)"),
         "{out}"
     );
     let (status, _, err) = run(&["/nonexistent/sbc.toml"]);
