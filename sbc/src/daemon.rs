@@ -229,6 +229,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         relay_saturated: false,
     };
     core.start(now());
+    let mut bindings = SavedBindings::start(&config, &mut core);
     zero_series(&metrics, &config, &core);
     readiness.set(true);
     let mut running_config = config.clone();
@@ -295,6 +296,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 shell.gauges(&core);
                 shell.edge();
                 close_retired_listeners(&mut core, &transports);
+                bindings.save_if_changed(&core);
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
                     break;
                 }
@@ -321,6 +323,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     shell.flush_cdrs();
     drop(shell);
+    bindings.save_now(&core).await;
     if let Some(cdr) = cdr {
         let counts = cdr.close();
         info!(?counts, "call detail records closed");
@@ -555,6 +558,75 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         "configuration reloaded"
     );
     Some(config)
+}
+
+/// The access realms' bindings, saved across restarts (`[state]
+/// bindings_file`): read back at start, written at most every 5 s when they
+/// changed (off the event loop), and at shutdown.
+struct SavedBindings {
+    path: Option<std::path::PathBuf>,
+    generation: u64,
+    saved_at: Instant,
+    /// The save in progress: one at a time, so an older list never lands
+    /// after a newer one.
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SavedBindings {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn start(config: &Config, core: &mut Core) -> SavedBindings {
+        let path = config.state.bindings_file.clone();
+        if let Some(path) = &path {
+            match crate::state::load(path) {
+                Ok(records) => {
+                    let saved = records.len();
+                    let taken = core.import_bindings(now(), records);
+                    info!(path = %path.display(), saved, taken, "bindings read back");
+                }
+                Err(e) => warn!(error = %e, "saved bindings ignored; phones register again"),
+            }
+        }
+        SavedBindings {
+            path,
+            generation: core.bindings_generation(),
+            saved_at: now(),
+            writing: None,
+        }
+    }
+
+    fn save_if_changed(&mut self, core: &Core) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if core.bindings_generation() == self.generation
+            || now().saturating_duration_since(self.saved_at) < Self::EVERY
+            || self.writing.as_ref().is_some_and(|w| !w.is_finished())
+        {
+            return;
+        }
+        self.generation = core.bindings_generation();
+        self.saved_at = now();
+        let records = core.export_bindings(now());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::state::save(&path, &records) {
+                warn!(path = %path.display(), error = %e, "bindings not saved");
+            }
+        }));
+    }
+
+    async fn save_now(&mut self, core: &Core) {
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.await;
+        }
+        if let Some(path) = &self.path {
+            let records = core.export_bindings(now());
+            match crate::state::save(path, &records) {
+                Ok(()) => info!(path = %path.display(), bindings = records.len(), "bindings saved"),
+                Err(e) => warn!(path = %path.display(), error = %e, "bindings not saved"),
+            }
+        }
+    }
 }
 
 /// Every series the configuration makes known, at zero (existing ones

@@ -50,4 +50,5 @@ pub mod sdp;
 #[cfg(test)]
 mod sim;
 pub mod sip;
+pub mod state;
 pub mod transport;

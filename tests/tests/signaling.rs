@@ -452,19 +452,28 @@ fn dropped_200_is_retransmitted_until_ack() {
 /// The daemon on its embedded default, alone in a namespace with only
 /// loopback (as the README runs it), ready; with its log file.
 fn embedded_default_daemon() -> (tests::netns::Background, std::path::PathBuf) {
+    daemon_in_private_loopback(&[])
+}
+
+/// The daemon with `args` in a network namespace of its own with only
+/// loopback, ready (its admin listener answers); its stderr goes to the
+/// returned log file.
+fn daemon_in_private_loopback(args: &[&str]) -> (tests::netns::Background, std::path::PathBuf) {
     use std::process::Stdio;
     use std::time::Instant;
     use tests::netns::{Background, enter_netns_of, isolated_loopback};
 
     let log = std::env::temp_dir().join(format!(
-        "sbc-default-lab-{}-{}.log",
+        "sbc-default-lab-{}-{}-{}.log",
         std::process::id(),
+        args.len(),
         std::thread::current()
             .name()
             .unwrap_or("t")
             .replace("::", "-")
     ));
     let mut cmd = isolated_loopback(tests::sbc_binary());
+    cmd.args(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"));
@@ -752,4 +761,105 @@ fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
     assert_no_leak(&phone.seen, &["127.0.0.3", "127.0.0.2"]);
     daemon.kill();
     let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn registered_phones_are_reached_after_a_restart() {
+    use std::net::{IpAddr, SocketAddr};
+    use tests::netns::{in_netns_of, skip_unless_privileged};
+
+    const NAME: &str = "registered_phones_are_reached_after_a_restart";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let dir = std::env::temp_dir().join(format!("sbc-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("bindings.json");
+    let config = dir.join("sbc.toml");
+    let default = std::fs::read_to_string(tests::workspace().join("config/default.toml"))
+        .expect("the embedded default");
+    std::fs::write(
+        &config,
+        format!(
+            "{default}\n[state]\nbindings_file = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    let args = ["--config", config.to_str().expect("utf-8 path")];
+    let phone_at = |pid: u32| {
+        let socket = in_netns_of(pid, || {
+            let s = std::net::UdpSocket::bind("127.0.0.20:5062").expect("phone binds");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            s
+        });
+        Phone {
+            socket,
+            sbc: SocketAddr::new(ip("127.0.0.6"), 5060),
+            seen: String::new(),
+        }
+    };
+
+    // Before: the phone registers; the registrar learns its token.
+    let (first, log) = daemon_in_private_loopback(&args);
+    let registrar = Sipp::shipped("registrar.xml")
+        .local(ip("127.0.0.3"), 5060)
+        .calls(1)
+        .timeout(Duration::from_secs(15))
+        .in_netns_of(first.id())
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+    phone_at(first.id()).register(1, 3600);
+    let registrar = registrar.wait();
+    registrar.assert_success(1);
+    let token = registrar
+        .messages
+        .split("sip:")
+        .find_map(|s| s.strip_prefix("reg-").map(|t| format!("reg-{}", &t[..16])))
+        .expect("the registrar saw the token");
+    // A clean stop saves the bindings.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let (status, killed) = first.wait(Duration::from_secs(10));
+    assert!(
+        !killed && status.success(),
+        "the daemon stopped on SIGTERM: {status:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains(&token)),
+        "saved: {:?}",
+        std::fs::read_to_string(&state)
+    );
+    let _ = std::fs::remove_file(&log);
+
+    // After: a new daemon calls the phone at once, without a new REGISTER.
+    let (second, log) = daemon_in_private_loopback(&args);
+    let mut phone = phone_at(second.id());
+    let caller = Sipp::shipped("caller.xml")
+        .local(ip("127.0.0.3"), 5060)
+        .media(ip("127.0.0.3"), 16000)
+        .remote(SocketAddr::new(ip("127.0.0.2"), 5060))
+        .service(&token)
+        .calls(1)
+        .timeout(Duration::from_secs(15))
+        .in_netns_of(second.id())
+        .start();
+    let invite = phone.expect("INVITE ");
+    assert!(
+        invite.starts_with("INVITE sip:100@192.168.1.20:5062 SIP/2.0"),
+        "{invite}"
+    );
+    phone.answer(&invite, "180 Ringing", "");
+    let sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    phone.answer(&invite, "200 OK", sdp);
+    phone.expect("ACK ");
+    let bye = phone.expect("BYE ");
+    phone.answer(&bye, "200 OK", "");
+    caller.wait().assert_success(1);
+    second.kill();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&dir);
 }

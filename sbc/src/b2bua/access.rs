@@ -121,6 +121,41 @@ pub(super) struct Bindings {
     /// is filed again when it comes up.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     next_id: u64,
+    /// Bumped by every change worth saving ([`Core::bindings_generation`]).
+    generation: u64,
+}
+
+/// A binding as it is saved across a restart ([`Core::export_bindings`]):
+/// what the registrar knows (token, REGISTER dialog) and where the phone is.
+/// Only UDP bindings the registrar confirmed are saved: a TCP connection
+/// does not outlive the process.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BindingRecord {
+    /// The access realm's name.
+    pub realm: String,
+    /// The address of the listener the phone registered on.
+    pub listener: SocketAddr,
+    /// The phone's source address.
+    pub source: SocketAddr,
+    /// The address-of-record.
+    pub aor: String,
+    /// The phone's Contact URI.
+    pub contact: String,
+    /// The user part of the SBC's Contact at the registrar.
+    pub token: String,
+    /// Seconds left of the phone's registration when saved.
+    pub expires_secs: u64,
+    /// Seconds left of the registrar's binding when saved.
+    pub registrar_secs: u64,
+    /// The binding's REGISTER dialog towards the registrar.
+    pub call_id: String,
+    /// Its From tag.
+    pub from_tag: String,
+    /// Its last CSeq.
+    pub cseq: u32,
+    /// The phone's last credentials (header name, value), for the
+    /// de-REGISTER.
+    pub credentials: Vec<(String, String)>,
 }
 
 impl Bindings {
@@ -153,6 +188,7 @@ impl Bindings {
     }
 
     fn insert(&mut self, binding: Binding) -> u64 {
+        self.generation += 1;
         self.next_id += 1;
         let id = self.next_id;
         self.tokens.insert(binding.token.clone(), id);
@@ -167,13 +203,16 @@ impl Bindings {
 
     pub(super) fn remove(&mut self, id: u64) -> Option<Binding> {
         let binding = self.by_id.remove(&id)?;
+        self.generation += 1;
         self.tokens.remove(&binding.token);
         self.keys
             .remove(&(binding.realm, binding.aor.clone(), binding.contact.clone()));
         Some(binding)
     }
 
+    /// Files binding `id`'s (changed) deadline; its state changed too.
     fn file(&mut self, id: u64) {
+        self.generation += 1;
         if let Some(b) = self.by_id.get(&id) {
             self.timers.push(Reverse((b.deadline(), id)));
         }
@@ -726,6 +765,105 @@ impl Core {
             b.next_ping = Some(now + secs(every));
             self.bindings.file(id);
         }
+    }
+
+    /// A number that changes whenever the bindings do: the shell saves
+    /// them when it moved.
+    pub fn bindings_generation(&self) -> u64 {
+        self.bindings.generation
+    }
+
+    /// The bindings worth keeping across a restart (see [`BindingRecord`]).
+    pub fn export_bindings(&self, now: Instant) -> Vec<BindingRecord> {
+        self.bindings
+            .by_id
+            .values()
+            .filter(|b| b.flow.transport == Transport::Udp)
+            .filter_map(|b| {
+                let registrar = b.registrar_until?.saturating_duration_since(now);
+                let realm = self.realms.get(b.realm)?.name.clone();
+                let listener = self.listeners.get(b.flow.listener.0)?.info.addr;
+                Some(BindingRecord {
+                    realm,
+                    listener,
+                    source: b.flow.peer,
+                    aor: b.aor.clone(),
+                    contact: b.contact.clone(),
+                    token: b.token.clone(),
+                    expires_secs: b.expires_at.saturating_duration_since(now).as_secs(),
+                    registrar_secs: registrar.as_secs(),
+                    call_id: b.call_id.clone(),
+                    from_tag: b.from_tag.clone(),
+                    cseq: b.cseq,
+                    credentials: b
+                        .credentials
+                        .iter()
+                        .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back saved bindings: each whose realm is still an access realm
+    /// with a UDP listener at the saved address, that has time left, and
+    /// whose token and Contact are not bound already. Returns how many.
+    pub fn import_bindings(&mut self, now: Instant, records: Vec<BindingRecord>) -> usize {
+        let mut taken = 0;
+        for r in records {
+            let Some(realm) = self
+                .realms
+                .iter()
+                .position(|x| x.name == r.realm && x.access.is_some())
+            else {
+                continue;
+            };
+            let Some(listener) = self.listeners.iter().position(|l| {
+                l.info.addr == r.listener
+                    && l.info.transport == Transport::Udp
+                    && l.state == ListenerState::Active
+            }) else {
+                continue;
+            };
+            let key = (realm, r.aor.clone(), r.contact.clone());
+            if r.expires_secs == 0
+                || r.registrar_secs == 0
+                || !is_token(r.token.as_bytes())
+                || self.bindings.tokens.contains_key(&r.token)
+                || self.bindings.keys.contains_key(&key)
+            {
+                continue;
+            }
+            let keepalive = self.realms[realm]
+                .access
+                .as_ref()
+                .map_or(0, |a| a.keepalive_secs);
+            self.bindings.insert(Binding {
+                token: r.token,
+                realm,
+                aor: r.aor,
+                contact: r.contact,
+                flow: Flow {
+                    listener: ListenerId(listener),
+                    transport: Transport::Udp,
+                    peer: r.source,
+                    connection: None,
+                },
+                expires_at: now + Duration::from_secs(r.expires_secs),
+                registrar_until: Some(now + Duration::from_secs(r.registrar_secs)),
+                call_id: r.call_id,
+                from_tag: r.from_tag,
+                cseq: r.cseq,
+                credentials: r
+                    .credentials
+                    .into_iter()
+                    .map(|(n, v)| (n, v.into_bytes()))
+                    .collect(),
+                next_ping: (keepalive > 0).then(|| now + secs(keepalive)),
+            });
+            taken += 1;
+        }
+        taken
     }
 
     /// Whether a caller on an access realm may place calls: registered

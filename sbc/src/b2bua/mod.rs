@@ -82,6 +82,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use crate::guard::BanReason;
+pub use access::BindingRecord;
 use anchor::{AnchorFail, Anchored};
 use call::*;
 pub use event::{

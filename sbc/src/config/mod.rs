@@ -52,7 +52,7 @@ pub use schema::{
     Access, Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
     HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
     PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, Route, RouteMatch,
-    SipConfig, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+    SipConfig, State, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};

@@ -35,6 +35,7 @@ impl Config {
             ("media.xdp", old.media.xdp != new_.media.xdp),
             ("metrics.listen", old.metrics.listen != new_.metrics.listen),
             ("cdr", old.cdr != new_.cdr),
+            ("state.bindings_file", old.state != new_.state),
             ("logging", old.logging != new_.logging),
             (
                 "limits.max_transactions",

@@ -55,6 +55,20 @@ pub struct Config {
     /// Where calls go, first match wins (`[[route]]`).
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    /// State kept across restarts.
+    #[serde(default)]
+    pub state: State,
+}
+
+/// State kept across restarts of the daemon.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Where the access realms' bindings are saved (every 5 s when they
+    /// changed, and at shutdown) and read back at start, so phones need
+    /// not all register again after an upgrade. Absent: not kept.
+    #[serde(default)]
+    pub bindings_file: Option<PathBuf>,
 }
 
 /// SIP behaviour knobs.

@@ -56,6 +56,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.sip_timers();
     v.protection(&FieldPath::root("protection"), None, &config.protection);
     v.cdr();
+    v.state();
     v.media();
     v.header_policy(
         &FieldPath::root("topology_hiding"),
@@ -290,24 +291,7 @@ impl Validator<'_> {
         let at = FieldPath::root("cdr");
         let item = Some("cdr");
         if let Some(path) = &cdr.path {
-            // Relative to what? Under systemd the working directory is `/`.
-            if !path.is_absolute() {
-                self.report(
-                    at.key("path"),
-                    item,
-                    format!("\"{}\" is not an absolute path", path.display()),
-                    Some("write the full path, e.g. \"/var/log/sbc/cdr.jsonl\"".into()),
-                );
-            } else if path.file_name().is_none()
-                || path.as_os_str().to_string_lossy().ends_with('/')
-            {
-                self.report(
-                    at.key("path"),
-                    item,
-                    format!("\"{}\" names a directory, not a file", path.display()),
-                    Some("name the file, e.g. \"/var/log/sbc/cdr.jsonl\"".into()),
-                );
-            }
+            self.file_path(at.key("path"), item, path, "/var/log/sbc/cdr.jsonl");
         }
         if cdr.fsync == FsyncPolicy::IntervalMs(0) {
             self.report(
@@ -324,6 +308,39 @@ impl Validator<'_> {
                 "must be at least 1",
                 Some("0 would drop every record; leave the field out for the default".into()),
             );
+        }
+    }
+
+    /// A file the daemon writes: absolute (under systemd the working
+    /// directory is `/`), and a file, not a directory.
+    fn file_path(
+        &mut self,
+        at: FieldPath,
+        item: Option<&str>,
+        path: &std::path::Path,
+        example: &str,
+    ) {
+        if !path.is_absolute() {
+            self.report(
+                at,
+                item,
+                format!("\"{}\" is not an absolute path", path.display()),
+                Some(format!("write the full path, e.g. \"{example}\"")),
+            );
+        } else if path.file_name().is_none() || path.as_os_str().to_string_lossy().ends_with('/') {
+            self.report(
+                at,
+                item,
+                format!("\"{}\" names a directory, not a file", path.display()),
+                Some(format!("name the file, e.g. \"{example}\"")),
+            );
+        }
+    }
+
+    fn state(&mut self) {
+        if let Some(path) = &self.config.state.bindings_file {
+            let at = FieldPath::root("state").key("bindings_file");
+            self.file_path(at, Some("state"), path, "/var/lib/sbc/bindings.json");
         }
     }
 

@@ -283,3 +283,33 @@ fn a_realm_without_access_still_answers_register_405() {
     lab.take_one(CALLER, "405");
     assert!(lab.take(PBX).is_empty());
 }
+
+#[test]
+fn bindings_saved_by_one_core_are_served_by_the_next() {
+    let mut lab = Lab::new(&config_with(120, 30));
+    let token = registered(&mut lab);
+    let generation = lab.core.bindings_generation();
+    lab.advance(Duration::from_secs(10));
+    let saved = lab.core.export_bindings(lab.now);
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].expires_secs, 110);
+    assert_eq!(saved[0].source, addr(CALLER));
+    assert!(!saved[0].credentials.is_empty());
+    // A restart: a new core takes them back once (not twice).
+    let mut next = Lab::new(&config_with(120, 30));
+    let records = saved.clone();
+    assert_eq!(next.core.import_bindings(next.now, records), 1);
+    assert_eq!(next.core.import_bindings(next.now, saved), 0);
+    assert_ne!(next.core.bindings_generation(), 0);
+    next.trunk_sends(PBX, pbx_invite(&token).as_bytes());
+    let to_phone = next.take_one(CALLER, "INVITE");
+    assert_eq!(
+        to_phone.request_uri_bytes(),
+        Some(b"sip:100@10.9.8.7:5062".as_slice())
+    );
+    // The phone's next refresh is absorbed by the new core too.
+    next.caller_sends(&register(9, 3600, true));
+    next.take_one(CALLER, "200");
+    assert!(!next.take(PBX).iter().any(|m| describe(m) == "REGISTER"));
+    assert!(lab.core.bindings_generation() >= generation);
+}
