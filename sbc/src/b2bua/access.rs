@@ -114,6 +114,15 @@ pub(super) struct Bindings {
     tokens: HashMap<String, u64>,
     /// (realm, AOR, phone Contact) → binding.
     keys: HashMap<(usize, String, String), u64>,
+    /// (realm, AOR) → its bindings: caps, listings and `*` removals look
+    /// at one AOR's, never at every binding.
+    aors: HashMap<(usize, String), Vec<u64>>,
+    /// Bindings per realm index, confirmed or not (the realm's cap).
+    per_realm: HashMap<usize, usize>,
+    /// Confirmed bindings per realm index (the gauge).
+    confirmed: HashMap<usize, usize>,
+    /// Confirmed bindings per (realm, source): who may call out.
+    flows: HashMap<(usize, SocketAddr), usize>,
     pub(super) relayed: HashMap<ClientId, Relayed>,
     /// Keepalive OPTIONS in flight → binding.
     pub(super) pings: HashMap<ClientId, u64>,
@@ -167,24 +176,62 @@ impl Bindings {
 
     /// Whether some binding of `realm` was registered from `peer`.
     pub(super) fn on_flow(&self, realm: usize, peer: SocketAddr) -> bool {
-        self.by_id
-            .values()
-            .any(|b| b.realm == realm && b.flow.peer == peer && b.registrar_until.is_some())
+        self.flows.contains_key(&(realm, peer))
     }
 
-    /// Confirmed bindings per realm index.
+    /// Confirmed bindings of a realm index.
     pub(super) fn count(&self, realm: usize) -> usize {
-        self.by_id
-            .values()
-            .filter(|b| b.realm == realm && b.registrar_until.is_some())
-            .count()
+        self.confirmed.get(&realm).copied().unwrap_or(0)
     }
 
-    fn of_aor(&self, realm: usize, aor: &str) -> usize {
-        self.by_id
-            .values()
-            .filter(|b| b.realm == realm && b.aor == aor)
-            .count()
+    /// The bindings of one AOR.
+    fn of_aor(&self, realm: usize, aor: &str) -> &[u64] {
+        self.aors
+            .get(&(realm, aor.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Counts a binding of `realm` from `peer` in (`add`) or out of the
+    /// confirmed indexes.
+    fn count_confirmed(&mut self, realm: usize, peer: SocketAddr, add: bool) {
+        if add {
+            *self.confirmed.entry(realm).or_default() += 1;
+            *self.flows.entry((realm, peer)).or_default() += 1;
+        } else {
+            decrement(&mut self.confirmed, &realm);
+            decrement(&mut self.flows, &(realm, peer));
+        }
+    }
+
+    /// Sets when the registrar's binding of `id` ends (`None`: not, or no
+    /// longer, confirmed), keeping the indexes.
+    pub(super) fn set_registrar_until(&mut self, id: u64, until: Option<Instant>) {
+        let Some(b) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let was = b.registrar_until.is_some();
+        b.registrar_until = until;
+        let (realm, peer) = (b.realm, b.flow.peer);
+        match (was, until.is_some()) {
+            (false, true) => self.count_confirmed(realm, peer, true),
+            (true, false) => self.count_confirmed(realm, peer, false),
+            _ => {}
+        }
+        self.generation += 1;
+    }
+
+    /// Moves binding `id` to `flow` (a phone whose NAT rebound).
+    fn set_flow(&mut self, id: u64, flow: Flow) {
+        let Some(b) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let (realm, old) = (b.realm, b.flow.peer);
+        let confirmed = b.registrar_until.is_some();
+        b.flow = flow;
+        if confirmed && old != flow.peer {
+            self.count_confirmed(realm, old, false);
+            self.count_confirmed(realm, flow.peer, true);
+        }
     }
 
     fn insert(&mut self, binding: Binding) -> u64 {
@@ -196,6 +243,14 @@ impl Bindings {
             (binding.realm, binding.aor.clone(), binding.contact.clone()),
             id,
         );
+        self.aors
+            .entry((binding.realm, binding.aor.clone()))
+            .or_default()
+            .push(id);
+        *self.per_realm.entry(binding.realm).or_default() += 1;
+        if binding.registrar_until.is_some() {
+            self.count_confirmed(binding.realm, binding.flow.peer, true);
+        }
         self.timers.push(Reverse((binding.deadline(), id)));
         self.by_id.insert(id, binding);
         id
@@ -207,6 +262,17 @@ impl Bindings {
         self.tokens.remove(&binding.token);
         self.keys
             .remove(&(binding.realm, binding.aor.clone(), binding.contact.clone()));
+        let aor = (binding.realm, binding.aor.clone());
+        if let Some(ids) = self.aors.get_mut(&aor) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.aors.remove(&aor);
+            }
+        }
+        decrement(&mut self.per_realm, &binding.realm);
+        if binding.registrar_until.is_some() {
+            self.count_confirmed(binding.realm, binding.flow.peer, false);
+        }
         Some(binding)
     }
 
@@ -243,6 +309,22 @@ impl Bindings {
     /// The table sizes, for the simulations' leak check.
     #[cfg(test)]
     pub(super) fn sizes(&self) -> (usize, usize, usize) {
+        // The indexes agree with a scan of every binding.
+        let mut per_realm: HashMap<usize, usize> = HashMap::new();
+        let mut confirmed: HashMap<usize, usize> = HashMap::new();
+        let mut flows: HashMap<(usize, SocketAddr), usize> = HashMap::new();
+        for b in self.by_id.values() {
+            *per_realm.entry(b.realm).or_default() += 1;
+            if b.registrar_until.is_some() {
+                *confirmed.entry(b.realm).or_default() += 1;
+                *flows.entry((b.realm, b.flow.peer)).or_default() += 1;
+            }
+        }
+        assert_eq!(per_realm, self.per_realm, "bindings per realm");
+        assert_eq!(confirmed, self.confirmed, "confirmed bindings per realm");
+        assert_eq!(flows, self.flows, "confirmed bindings per flow");
+        let indexed: usize = self.aors.values().map(Vec::len).sum();
+        assert_eq!(indexed, self.by_id.len(), "bindings per AOR");
         (self.by_id.len(), self.relayed.len(), self.pings.len())
     }
 }
@@ -321,12 +403,15 @@ impl Core {
                 // `Contact: *`: every binding of this AOR on this flow goes.
                 let gone: Vec<u64> = self
                     .bindings
-                    .by_id
+                    .of_aor(meta.realm, &ask.aor)
                     .iter()
-                    .filter(|(_, b)| {
-                        b.realm == meta.realm && b.aor == ask.aor && b.flow.peer == flow.peer
+                    .copied()
+                    .filter(|id| {
+                        self.bindings
+                            .by_id
+                            .get(id)
+                            .is_some_and(|b| b.flow.peer == flow.peer)
                     })
-                    .map(|(id, _)| *id)
                     .collect();
                 for binding in gone {
                     self.unregister(now, binding);
@@ -369,16 +454,17 @@ impl Core {
         }
         let binding = match existing {
             Some(binding) => {
+                self.bindings.set_flow(binding, flow);
                 if let Some(b) = self.bindings.by_id.get_mut(&binding) {
-                    b.flow = flow;
                     b.credentials = credentials(&request);
                 }
                 binding
             }
             None => {
-                let realm_full = self.bindings.count(meta.realm) >= access.max_bindings as usize;
+                let held = self.bindings.per_realm.get(&meta.realm).copied();
+                let realm_full = held.unwrap_or(0) >= access.max_bindings as usize;
                 if realm_full
-                    || self.bindings.of_aor(meta.realm, &ask.aor)
+                    || self.bindings.of_aor(meta.realm, &ask.aor).len()
                         >= access.max_bindings_per_aor as usize
                 {
                     self.events.push_back(CoreEvent::Register {
@@ -428,14 +514,10 @@ impl Core {
         peer: SocketAddr,
     ) -> Vec<(String, u32)> {
         self.bindings
-            .by_id
-            .values()
-            .filter(|b| {
-                b.realm == realm
-                    && b.aor == aor
-                    && b.flow.peer == peer
-                    && b.registrar_until.is_some()
-            })
+            .of_aor(realm, aor)
+            .iter()
+            .filter_map(|id| self.bindings.by_id.get(id))
+            .filter(|b| b.flow.peer == peer && b.registrar_until.is_some())
             .map(|b| {
                 let left = b.expires_at.saturating_duration_since(now).as_secs() as u32;
                 (b.contact.clone(), left)
@@ -632,12 +714,13 @@ impl Core {
                     self.bindings.remove(binding_id);
                 } else {
                     let phone_expires = asked.min(access.phone_expires_secs).min(given);
-                    binding.registrar_until = Some(now + secs(given));
                     binding.expires_at = now + secs(phone_expires);
                     binding.next_ping = (access.keepalive_secs > 0
                         && binding.flow.transport == Transport::Udp)
                         .then(|| now + secs(access.keepalive_secs));
                     listed.push((binding.contact.clone(), phone_expires));
+                    self.bindings
+                        .set_registrar_until(binding_id, Some(now + secs(given)));
                     self.bindings.file(binding_id);
                 }
             }
@@ -672,8 +755,8 @@ impl Core {
             if let Some(b) = self.bindings.by_id.get_mut(&id) {
                 b.expires_at = now + UNCONFIRMED;
                 b.next_ping = None;
-                b.registrar_until = None;
             }
+            self.bindings.set_registrar_until(id, None);
             self.relay_register(now, id, None, 0);
         } else {
             self.bindings.remove(id);
@@ -900,6 +983,16 @@ fn registrar_uri(aor: &str) -> String {
             format!("{scheme}:{host}")
         }
         None => aor.to_owned(),
+    }
+}
+
+/// Takes one from a count, dropping it at zero.
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
     }
 }
 

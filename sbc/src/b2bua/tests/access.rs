@@ -300,6 +300,7 @@ fn bindings_saved_by_one_core_are_served_by_the_next() {
     let records = saved.clone();
     assert_eq!(next.core.import_bindings(next.now, records), 1);
     assert_eq!(next.core.import_bindings(next.now, saved), 0);
+    assert_eq!(next.core.census().bindings.0, 1);
     assert_ne!(next.core.bindings_generation(), 0);
     next.trunk_sends(PBX, pbx_invite(&token).as_bytes());
     let to_phone = next.take_one(CALLER, "INVITE");
