@@ -610,48 +610,112 @@ fn the_embedded_default_carries_400_short_calls_a_second_for_40_s() {
 /// not reachable at (192.168.1.20, as a phone behind NAT does), answers the
 /// one call that comes, then removes its registration.
 struct Phone {
-    socket: std::net::UdpSocket,
+    socket: PhoneSocket,
     sbc: std::net::SocketAddr,
     /// Every message it received, for the topology scan.
     seen: String,
+    /// Received, not yet expected.
+    waiting: Vec<String>,
+}
+
+/// How the phone talks to the SBC: a UDP socket, or one TCP connection it
+/// opened (the SBC must call it back over that connection).
+enum PhoneSocket {
+    Udp(std::net::UdpSocket),
+    Tcp {
+        stream: std::net::TcpStream,
+        /// Bytes read and not yet framed into a message.
+        pending: Vec<u8>,
+    },
 }
 
 impl Phone {
-    fn send(&self, text: &str) {
-        self.socket
-            .send_to(text.as_bytes(), self.sbc)
-            .expect("phone sends");
+    fn transport(&self) -> &'static str {
+        match self.socket {
+            PhoneSocket::Udp(_) => "UDP",
+            PhoneSocket::Tcp { .. } => "TCP",
+        }
     }
 
-    /// The next message whose first line starts with `start` (others are
-    /// kept for the scan and skipped), within 10 s.
-    fn expect(&mut self, start: &str) -> String {
+    fn send(&mut self, text: &str) {
+        use std::io::Write as _;
+        match &mut self.socket {
+            PhoneSocket::Udp(socket) => {
+                socket
+                    .send_to(text.as_bytes(), self.sbc)
+                    .expect("phone sends");
+            }
+            PhoneSocket::Tcp { stream, .. } => {
+                stream.write_all(text.as_bytes()).expect("phone sends")
+            }
+        }
+    }
+
+    /// One whole message, if one arrived within 100 ms.
+    fn receive(&mut self) -> Option<String> {
+        use std::io::Read as _;
         let mut buf = vec![0u8; 65_535];
-        for _ in 0..100 {
-            match self.socket.recv_from(&mut buf) {
+        match &mut self.socket {
+            PhoneSocket::Udp(socket) => match socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     assert_eq!(from, self.sbc, "only the SBC talks to the phone");
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    self.seen.push_str(&text);
-                    if text.starts_with(start) {
-                        return text;
+                    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+                }
+                Err(_) => None,
+            },
+            PhoneSocket::Tcp { stream, pending } => loop {
+                // A message is its head and Content-Length bytes of body.
+                let text = String::from_utf8_lossy(pending).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            if name.trim().eq_ignore_ascii_case("content-length") {
+                                value.trim().parse::<usize>().ok()
+                            } else {
+                                None
+                            }
+                        })
+                        .unwrap_or(0);
+                    if pending.len() >= end + 4 + length {
+                        let message: Vec<u8> = pending.drain(..end + 4 + length).collect();
+                        return Some(String::from_utf8_lossy(&message).into_owned());
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("phone receives: {e}"),
+                match stream.read(&mut buf) {
+                    Ok(0) => panic!("the SBC closed the phone's connection"),
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Err(_) => return None,
+                }
+            },
+        }
+    }
+
+    /// The next message whose first line starts with `start`, within 10 s;
+    /// others wait for their own `expect` (a call may come in while a
+    /// refresh is answered).
+    fn expect(&mut self, start: &str) -> String {
+        if let Some(at) = self.waiting.iter().position(|m| m.starts_with(start)) {
+            return self.waiting.remove(at);
+        }
+        for _ in 0..100 {
+            if let Some(text) = self.receive() {
+                self.seen.push_str(&text);
+                if text.starts_with(start) {
+                    return text;
+                }
+                self.waiting.push(text);
             }
         }
         panic!("the phone got no {start:?}; it saw:\n{}", self.seen)
     }
 
     fn register(&mut self, cseq: u32, expires: u32) -> String {
+        let transport = self.transport();
         self.send(&format!(
             "REGISTER sip:pbx.example SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bKphone{cseq};rport\r\n\
+Via: SIP/2.0/{transport} 192.168.1.20:5062;branch=z9hG4bKphone{cseq};rport\r\n\
 Max-Forwards: 70\r\n\
 From: <sip:100@pbx.example>;tag=phonetag\r\n\
 To: <sip:100@pbx.example>\r\n\
@@ -665,7 +729,7 @@ Content-Length: 0\r\n\r\n"
     }
 
     /// A response to `request` (its Via, From, To + tag, Call-ID, CSeq).
-    fn answer(&self, request: &str, status: &str, body: &str) {
+    fn answer(&mut self, request: &str, status: &str, body: &str) {
         let mut out = format!("SIP/2.0 {status}\r\n");
         for line in request.lines() {
             let name = line
@@ -690,12 +754,28 @@ Content-Length: 0\r\n\r\n"
 
 #[test]
 fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
+    phone_registers_and_takes_a_call(
+        "a_phone_registers_through_the_embedded_default_and_takes_a_call",
+        false,
+    );
+}
+
+#[test]
+fn a_phone_registers_over_tcp_and_is_called_over_its_connection() {
+    phone_registers_and_takes_a_call(
+        "a_phone_registers_over_tcp_and_is_called_over_its_connection",
+        true,
+    );
+}
+
+/// A phone registers through the embedded default's access realm (over
+/// UDP, or over one TCP connection it opens), the PBX calls it, it leaves.
+fn phone_registers_and_takes_a_call(name: &str, tcp: bool) {
     use std::net::{IpAddr, SocketAddr};
     use tests::netns::{in_netns_of, skip_unless_privileged};
     use tests::sipp::assert_no_leak;
 
-    const NAME: &str = "a_phone_registers_through_the_embedded_default_and_takes_a_call";
-    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+    if skip_unless_privileged(name) || skip_unless_sipp(name) {
         return;
     }
     let (daemon, log) = embedded_default_daemon();
@@ -709,16 +789,33 @@ fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
         .in_netns_of(daemon.id())
         .start();
     std::thread::sleep(Duration::from_millis(300));
-    let socket = in_netns_of(daemon.id(), || {
-        let s = std::net::UdpSocket::bind("127.0.0.20:5062").expect("phone binds");
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        s
+    let sbc = SocketAddr::new(ip("127.0.0.6"), 5060);
+    let (socket, local) = in_netns_of(daemon.id(), move || {
+        if tcp {
+            let s = std::net::TcpStream::connect(sbc).expect("phone connects");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let local = s.local_addr().expect("local address");
+            (
+                PhoneSocket::Tcp {
+                    stream: s,
+                    pending: Vec::new(),
+                },
+                local,
+            )
+        } else {
+            let s = std::net::UdpSocket::bind("127.0.0.20:5062").expect("phone binds");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let local = s.local_addr().expect("local address");
+            (PhoneSocket::Udp(s), local)
+        }
     });
     let mut phone = Phone {
         socket,
-        sbc: SocketAddr::new(ip("127.0.0.6"), 5060),
+        sbc,
         seen: String::new(),
+        waiting: Vec::new(),
     };
     let ok = phone.register(1, 3600);
     assert!(
@@ -747,10 +844,11 @@ fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
     registrar.assert_success(1);
     // Nothing of the phone reached the registrar, nothing of the registrar
     // reached the phone.
+    let source = local.ip().to_string();
     assert_no_leak(
         &registrar.messages,
         &[
-            "127.0.0.20",
+            source.as_str(),
             "192.168.1.20",
             "LabPhone",
             "phonetag",
@@ -796,9 +894,10 @@ fn registered_phones_are_reached_after_a_restart() {
             s
         });
         Phone {
-            socket,
+            socket: PhoneSocket::Udp(socket),
             sbc: SocketAddr::new(ip("127.0.0.6"), 5060),
             seen: String::new(),
+            waiting: Vec::new(),
         }
     };
 

@@ -970,7 +970,11 @@ impl Core {
                 let linger = if call { long } else { short };
                 progressed |= self.tx.quiet(now, id, linger).is_ok();
             }
-            while let Some(event) = self.tx.poll_event() {
+            // One event at a time: what it sends is drained above before
+            // the next event, which may be the Terminated of the very
+            // transaction it answered (a non-INVITE server transaction over
+            // TCP ends as its final goes out) and takes its route away.
+            if let Some(event) = self.tx.poll_event() {
                 progressed = true;
                 self.on_tx_event(now, event);
             }

@@ -152,6 +152,18 @@ impl Lab {
     }
 
     fn deliver(&mut self, listener: usize, from: &str, bytes: &[u8]) {
+        self.deliver_on(listener, from, bytes, Transport::Udp, None);
+    }
+
+    /// As [`Lab::deliver`], over `transport` and `connection`.
+    fn deliver_on(
+        &mut self,
+        listener: usize,
+        from: &str,
+        bytes: &[u8],
+        transport: Transport,
+        connection: Option<crate::transport::ConnectionId>,
+    ) {
         let received = match Message::parse(bytes) {
             Ok(mut msg) => {
                 // What the transport does to every request (RFC 3581).
@@ -167,14 +179,14 @@ impl Lab {
         };
         let inbound = Inbound {
             listener: ListenerId(listener),
-            transport: Transport::Udp,
+            transport,
             local: match listener {
                 0 => addr("192.0.2.1:5060"),
                 1 => addr("198.51.100.1:5060"),
                 _ => addr("192.0.2.1:5070"),
             },
             remote: addr(from),
-            connection: None,
+            connection,
             received,
         };
         self.core.handle_inbound(self.now, inbound);
@@ -553,6 +565,20 @@ fn a_record_routing_proxy_in_front_gets_its_route_set_both_ways() {
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect();
     assert_eq!(routes, expected);
+}
+
+#[test]
+fn a_bye_over_tcp_gets_the_callee_answer_over_its_connection() {
+    // The BYE's server transaction ends as its 200 goes out (TCP): the
+    // relayed 200 must leave before that.
+    let mut lab = Lab::new(CONFIG);
+    let (_, ok) = establish(&mut lab);
+    let bye = in_dialog("BYE", &ok, false, 11, None).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let connection = Some(crate::transport::ConnectionId(3));
+    lab.deliver_on(0, CALLER, bye.as_bytes(), Transport::Tcp, connection);
+    let b_bye = lab.take_one(PBX, "BYE");
+    lab.trunk_sends(PBX, &answer(&b_bye, 200, None));
+    lab.take_one(CALLER, "200");
 }
 
 #[test]

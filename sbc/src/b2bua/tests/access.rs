@@ -314,3 +314,22 @@ fn bindings_saved_by_one_core_are_served_by_the_next() {
     assert!(!next.take(PBX).iter().any(|m| describe(m) == "REGISTER"));
     assert!(lab.core.bindings_generation() >= generation);
 }
+
+#[test]
+fn a_phone_on_tcp_gets_the_registrar_answer_over_its_connection() {
+    // A non-INVITE server transaction over TCP ends as its final goes out:
+    // the answer relayed from the registrar must still leave first.
+    let config = config().replace(
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }]",
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }, \
+         { transport = \"tcp\", address = \"192.0.2.1:5060\" }]",
+    );
+    let mut lab = Lab::new(&config);
+    let connection = Some(crate::transport::ConnectionId(7));
+    let tcp = register(1, 3600, false).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    lab.deliver_on(0, CALLER, tcp.as_bytes(), Transport::Tcp, connection);
+    let relayed = lab.take_one(PBX, "REGISTER");
+    registrar_answers(&mut lab, &relayed, 200);
+    let ok = lab.take_one(CALLER, "200");
+    assert!(ok.header(HeaderName::Contact).is_some());
+}
