@@ -44,7 +44,14 @@
 //!    at the end of the flood and 5 s later, and datagrams the attacker got
 //!    back per one sent (above 1 would be amplification).
 //!
-//! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack`)
+//! 5. Registrations: `SIGNALING_BENCH_PHONES` phones (default 5000) on 100
+//!    UDP sockets of this process register through an access realm to an
+//!    in-process registrar (closed loop, one REGISTER outstanding per
+//!    socket), then each refreshes once. Per round: REGISTERs a second, the
+//!    daemon's CPU per REGISTER, how many reached the registrar (the rest
+//!    were absorbed by the SBC), and the daemon's RSS per binding.
+//!
+//! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack,register`)
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
 //! measure instead of this tree's.
 //!
@@ -69,6 +76,10 @@ const INSIDE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 2);
 /// UAS `i` lives on 127.70.0.(10 + i), UAC `i` on 127.70.0.(30 + i).
 const UAS_BASE: u8 = 10;
 const UAC_BASE: u8 = 30;
+/// Phase 5: the access realm, its registrar, and the phones' /24.
+const ACCESS: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 6);
+const REGISTRAR: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 7);
+const PHONES: &str = "127.70.5";
 /// The in-process latency client.
 const PROBE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 60);
 const SIP_PORT: u16 = 5060;
@@ -108,7 +119,7 @@ fn service(i: u64) -> String {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let phases = std::env::var("SIGNALING_BENCH_PHASES")
-        .unwrap_or_else(|_| "throughput,latency,memory,attack".into());
+        .unwrap_or_else(|_| "throughput,latency,memory,attack,register".into());
     let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     let settle = Duration::from_secs(env_or("SIGNALING_BENCH_HOLD_SETTLE", 0).min(50));
     let pairs = env_or("SIGNALING_BENCH_UACS", 2).clamp(1, MAX_PAIRS);
@@ -145,6 +156,14 @@ fn main() {
     }
     if phase("attack") {
         attack(&bin, &work, full, pairs);
+    }
+    if phase("register") {
+        let phones = if full {
+            env_or("SIGNALING_BENCH_PHONES", 5_000).clamp(100, 100_000)
+        } else {
+            100
+        };
+        register(&bin, &work, pairs, phones);
     }
     let _ = fs::remove_dir_all(&work);
 }
@@ -331,6 +350,18 @@ fn config(pairs: u64) -> String {
              media = {{ address = \"{addr}\" }}\n"
         );
     }
+    // Phones register here to the in-process registrar (phase 5); they sit
+    // behind one office NAT range, trusted like a trunk.
+    let _ = write!(
+        t,
+        "\n[[realm]]\nname = \"access\"\n\
+         listen = [{{ transport = \"udp\", address = \"{ACCESS}:{SIP_PORT}\" }}]\n\
+         media = {{ address = \"{ACCESS}\" }}\nnetworks = [\"{PHONES}.0/24\"]\n\
+         access = {{ registrar = \"registrar\", phone_expires_secs = 120, \
+         registrar_expires_secs = 3600, keepalive_secs = 0, max_bindings_per_aor = 1 }}\n\
+         \n[[trunk]]\nname = \"registrar\"\nrealm = \"inside\"\n\
+         address = \"{REGISTRAR}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n"
+    );
     for i in 0..pairs {
         // No OPTIONS pings: a SIPp peer would take one for a call.
         let _ = write!(
@@ -949,4 +980,144 @@ fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
             );
         }
     }
+}
+
+/// 5. Registrations through the access realm: cold, then one refresh each.
+fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
+    const SOCKETS: u64 = 100;
+    let dir = work.join("register");
+    let daemon = Daemon::start(bin, &dir, pairs);
+    let registrar = UdpSocket::bind((REGISTRAR, SIP_PORT)).expect("registrar binds");
+    registrar
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop_registrar, seen) = (
+        stop.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let seen_by_registrar = seen.clone();
+    // The registrar: 200 to every REGISTER, its Contact echoed for 3600 s.
+    let registrar = thread::spawn(move || {
+        let mut buf = vec![0u8; 65_535];
+        while !stop_registrar.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, from)) = registrar.recv_from(&mut buf) else {
+                continue;
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !msg.starts_with("REGISTER ") {
+                continue;
+            }
+            seen_by_registrar.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let h = |name: &str| header(&msg, name).unwrap_or_default().to_owned();
+            let ok = format!(
+                "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=r\r\nCall-ID: {}\r\n\
+                 CSeq: {}\r\nContact: {};expires=3600\r\nContent-Length: 0\r\n\r\n",
+                h("Via"),
+                h("From"),
+                h("To"),
+                h("Call-ID"),
+                h("CSeq"),
+                h("Contact"),
+            );
+            let _ = registrar.send_to(ok.as_bytes(), from);
+        }
+    });
+    let rss_before = daemon.rss_kib();
+    println!("\nregistrations: {phones} phones on {SOCKETS} sockets through the access realm");
+    println!(
+        "{:<8} | {:>9} | {:>10} | {:>14} | {:>16} | {:>12}",
+        "round", "ok/failed", "REGISTER/s", "CPU/REGISTER", "to the registrar", "RSS/binding"
+    );
+    for (round, cseq) in [("cold", 1), ("refresh", 2)] {
+        let cpu_before = daemon.cpu();
+        let seen_before = seen.load(std::sync::atomic::Ordering::Relaxed);
+        let started = now();
+        let results: Vec<(u64, u64)> = thread::scope(|scope| {
+            let workers: Vec<_> = (0..SOCKETS)
+                .map(|s| {
+                    scope.spawn(move || {
+                        let socket = UdpSocket::bind((
+                            format!("{PHONES}.{}", 1 + s % 250).parse::<Ipv4Addr>().expect("ip"),
+                            20_000 + s as u16,
+                        ))
+                        .expect("phone binds");
+                        socket
+                            .set_read_timeout(Some(Duration::from_millis(500)))
+                            .expect("timeout");
+                        let (mut ok, mut failed) = (0, 0);
+                        let mut buf = vec![0u8; 65_535];
+                        for n in (s..phones).step_by(SOCKETS as usize) {
+                            let call_id = format!("reg-{n}");
+                            let register = format!(
+                                "REGISTER sip:pbx.example SIP/2.0\r\n\
+                                 Via: SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bK-{n}-{cseq};rport\r\n\
+                                 From: <sip:{n}@pbx.example>;tag=p{n}\r\nTo: <sip:{n}@pbx.example>\r\n\
+                                 Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+                                 Contact: <sip:{n}@192.168.1.20:5062>;expires=3600\r\n\
+                                 Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                            );
+                            let _ = socket.send_to(register.as_bytes(), (ACCESS, SIP_PORT));
+                            let answered = loop {
+                                match socket.recv_from(&mut buf) {
+                                    Ok((len, _)) => {
+                                        let text = String::from_utf8_lossy(&buf[..len]);
+                                        if text.contains(&call_id) && text.starts_with("SIP/2.0 ") {
+                                            break text.starts_with("SIP/2.0 200");
+                                        }
+                                    }
+                                    Err(_) => break false,
+                                }
+                            };
+                            if answered {
+                                ok += 1;
+                            } else {
+                                failed += 1;
+                            }
+                        }
+                        (ok, failed)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("phones"))
+                .collect()
+        });
+        let elapsed = now().saturating_duration_since(started);
+        let (ok, failed) = results
+            .iter()
+            .fold((0, 0), |(a, b), (ok, failed)| (a + ok, b + failed));
+        let relayed = seen.load(std::sync::atomic::Ordering::Relaxed) - seen_before;
+        let cpu = daemon.cpu().zip(cpu_before).map_or_else(
+            || "n/a".into(),
+            |(a, b)| {
+                format!(
+                    "{:.1} us",
+                    a.saturating_sub(b).as_secs_f64() * 1e6 / ok.max(1) as f64
+                )
+            },
+        );
+        let rss = if round == "cold" {
+            format!(
+                "{:.0} B",
+                daemon.rss_kib().saturating_sub(rss_before) as f64 * 1024.0 / ok.max(1) as f64
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "{round:<8} | {:>9} | {:>10.0} | {cpu:>14} | {:>16} | {rss:>12}",
+            format!("{ok}/{failed}"),
+            ok as f64 / elapsed.as_secs_f64(),
+            format!(
+                "{relayed} ({:.1}%)",
+                relayed as f64 * 100.0 / ok.max(1) as f64
+            ),
+        );
+        assert_eq!(failed, 0, "{round}: {failed} REGISTERs unanswered");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = registrar.join();
+    drop(daemon);
 }
