@@ -104,7 +104,9 @@ fn rfc4475_torture_messages_get_the_chosen_verdicts() {
         ("novelsc", "416"),   // soap.beep is never served
         ("unksm2", "accept"), // not a registrar: To/From/Contact schemes are the UAS's business
         ("bext01", "420"),
-        ("invut", "accept"), // the body type is the far UAS's business (415 is theirs)
+        // The SBC anchors the offer itself: a body it can't read as SDP
+        // would cross unanchored (RFC 4475 §3.3.8 expects 415 with Accept).
+        ("invut", "415"),
         ("regaut01", "accept"), // unknown auth scheme passes through
         ("multi01", "400"),
         ("mcl01", "400"),
@@ -114,7 +116,9 @@ fn rfc4475_torture_messages_get_the_chosen_verdicts() {
         ("cparam02", "accept"),
         ("regescrt", "accept"),
         ("sdp01", "accept"), // Accept negotiation is the far UAS's business (406 is theirs)
-        ("inv2543", "accept"),
+        // No Contact: the caller's dialog has no remote target (§8.1.1.8).
+        // The call core refused it with 400 before; now the verdict does.
+        ("inv2543", "400"),
         ("test", "drop"), // no Via to answer to
     ]
     .into_iter()

@@ -92,7 +92,7 @@ fn a_broken_file_gets_every_problem_with_file_line_and_field() {
     );
     let name = file.display();
     let realm = format!(
-        "{name}:{}:9: trunk \"pbx\": field `trunk[0].realm`: unknown realm \"insde\" (hint: known realms: outside, inside)",
+        "{name}:{}:9: trunk \"pbx\": field `trunk[0].realm`: unknown realm \"insde\" (hint: known realms: outside, inside, access)",
         line_of("realm = \"insde\"")
     );
     let port = format!(
