@@ -258,6 +258,25 @@ impl Netns {
         Background::spawn(self.command(program).args(args))
     }
 
+    /// As [`Netns::spawn`], with the program's stderr written to `log`
+    /// (and nothing read from stdin or kept of stdout).
+    pub fn spawn_with_stderr(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Background {
+        let stderr =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        Background::spawn(
+            self.command(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr),
+        )
+    }
+
     /// Turns tx checksum offload off on `ifname` in this namespace
     /// (`ethtool -K <if> tx off`): local senders on veth otherwise leave
     /// partial checksums that an XDP rewrite turns into bad ones

@@ -962,3 +962,192 @@ fn registered_phones_are_reached_after_a_restart() {
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The access realm behind a real NAT: a phone in its own namespace on
+/// 198.51.100.20/24 reaches the SBC's access address 203.0.113.6 through a
+/// router namespace that masquerades it (nftables), registers with its
+/// private Contact, and takes the PBX's call with audio both ways (the
+/// PBX echoes RTP) through the NAT binding its REGISTER opened.
+#[test]
+fn a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    use tests::netns::{Netns, Side, VethPair, in_netns, skip_unless_privileged};
+    use tests::sipp::assert_no_leak;
+
+    const NAME: &str = "a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+    let (phone_ns, nat_ns, sbc_ns) = (
+        Netns::new("natphone"),
+        Netns::new("natbox"),
+        Netns::new("natsbc"),
+    );
+    let _home = VethPair::new(
+        Side::Ns(&phone_ns),
+        v4("198.51.100.20"),
+        Side::Ns(&nat_ns),
+        v4("198.51.100.1"),
+        24,
+    );
+    let wan = VethPair::new(
+        Side::Ns(&nat_ns),
+        v4("203.0.113.1"),
+        Side::Ns(&sbc_ns),
+        v4("203.0.113.6"),
+        24,
+    );
+    phone_ns.run("ip", &["route", "add", "default", "via", "198.51.100.1"]);
+    nat_ns.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    nat_ns.run("nft", &["add", "table", "ip", "nat"]);
+    nat_ns.run(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "ip",
+            "nat",
+            "post",
+            "{ type nat hook postrouting priority 100 ; }",
+        ],
+    );
+    nat_ns.run(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            "oifname",
+            &wan.a.ifname,
+            "masquerade",
+        ],
+    );
+
+    // The SBC: phones on the WAN side, the PBX on its own loopback.
+    let dir = std::env::temp_dir().join(format!("sbc-nat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("sbc.toml");
+    std::fs::write(
+        &config,
+        r#"
+[metrics]
+listen = "127.0.0.1:9660"
+[limits]
+max_calls = 100
+[media]
+port_min = 20000
+port_max = 20999
+xdp = { mode = "off", interfaces = [] }
+[[realm]]
+name = "access"
+listen = [{ transport = "udp", address = "203.0.113.6:5060" }]
+media = { address = "203.0.113.6" }
+access = { registrar = "pbx", keepalive_secs = 30 }
+[[realm]]
+name = "inside"
+listen = [{ transport = "udp", address = "127.0.0.2:5060" }]
+media = { address = "127.0.0.2" }
+[[trunk]]
+name = "pbx"
+realm = "inside"
+address = "127.0.0.3:5060"
+options_interval_secs = 0
+[[route]]
+name = "phones"
+match = { source_realm = "access" }
+targets = ["pbx"]
+"#,
+    )
+    .expect("config");
+    let log = dir.join("sbc.log");
+    let _daemon = sbc_ns.spawn_with_stderr(
+        tests::sbc_binary(),
+        &["--config", config.to_str().expect("utf-8")],
+        &log,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let registrar = Sipp::shipped("registrar-calls-phone.xml")
+        .local(IpAddr::V4(v4("127.0.0.3")), 5060)
+        .media(IpAddr::V4(v4("127.0.0.3")), 16000)
+        .rtp_echo()
+        .calls(1)
+        .timeout(Duration::from_secs(30))
+        .in_netns(&sbc_ns)
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let phone_ns_name = phone_ns.name().to_owned();
+    let (signaling, rtp) = in_netns(&phone_ns_name, || {
+        let s = UdpSocket::bind("198.51.100.20:5062").expect("phone binds");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let r = UdpSocket::bind("198.51.100.20:7000").expect("phone RTP binds");
+        r.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        (s, r)
+    });
+    let mut phone = Phone {
+        socket: PhoneSocket::Udp(signaling),
+        sbc: SocketAddr::new(IpAddr::V4(v4("203.0.113.6")), 5060),
+        seen: String::new(),
+        waiting: Vec::new(),
+    };
+    phone.register(1, 3600);
+    let invite = phone.expect("INVITE ");
+    // The SBC's media address and port for this call, from its offer.
+    let sdp_line = |prefix: &str| {
+        invite
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{invite}"))
+    };
+    let media_ip: IpAddr = sdp_line("c=IN IP4 ").trim().parse().expect("c= address");
+    let media_port: u16 = sdp_line("m=audio ")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("m= port");
+    phone.answer(&invite, "180 Ringing", "");
+    let sdp = "v=0\r\no=phone 1 1 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    phone.answer(&invite, "200 OK", sdp);
+    phone.expect("ACK ");
+    // Audio: 50 packets out through the NAT; the PBX echoes what reaches it.
+    let to = SocketAddr::new(media_ip, media_port);
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..50u16 {
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        packet.extend_from_slice(&[0xd5; 160]);
+        let _ = rtp.send_to(&packet, to);
+        while let Ok((n, from)) = rtp.recv_from(&mut buf) {
+            assert_eq!(from, to, "media only from the SBC's anchored port");
+            if n == packet.len() {
+                echoed += 1;
+            }
+        }
+    }
+    eprintln!("behind NAT: {echoed} of 50 RTP packets echoed back");
+    let bye = phone.expect("BYE ");
+    phone.answer(&bye, "200 OK", "");
+    phone.register(2, 0);
+    let registrar = registrar.wait();
+    registrar.assert_success(1);
+    assert!(
+        echoed >= 40,
+        "{echoed} of 50 RTP packets came back through the NAT\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The registrar saw neither the phone's private nor its public address.
+    assert_no_leak(
+        &registrar.messages,
+        &["198.51.100.20", "203.0.113.1", "203.0.113.6"],
+    );
+    assert_no_leak(&phone.seen, &["127.0.0.3", "127.0.0.2"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
