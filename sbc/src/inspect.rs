@@ -193,6 +193,25 @@ fn key_fields(msg: &Message) -> Vec<(&'static str, Value)> {
     if !contacts.is_empty() {
         fields.push(("contacts", Value::Array(contacts)));
     }
+    if msg.method() == Some(sip::Method::Register) {
+        // What an access realm would bind (see `sbc::b2bua::access`).
+        let (contact, contact_expires) = match msg.contacts().next() {
+            Some(Ok(sip::header::Contact::Addr(addr))) => {
+                (Some(text(addr.uri().as_bytes())), addr.expires())
+            }
+            Some(Ok(sip::header::Contact::Star)) => (Some("*".to_owned()), None),
+            _ => (None, None),
+        };
+        let expires = contact_expires.or(msg.expires());
+        fields.push((
+            "binding",
+            json!({
+                "aor": msg.to().map(|to| text(to.uri().as_bytes())),
+                "contact": contact,
+                "expires": if contact.is_none() { None } else { Some(expires.unwrap_or(3600)) },
+            }),
+        ));
+    }
     let body = msg.body();
     fields.push(("body_bytes", json!(body.len())));
     if let Some(content_type) = msg.header(sip::HeaderName::ContentType) {

@@ -62,6 +62,12 @@ fn every_rfc4475_message_gets_a_verdict_and_bad_ones_set_the_exit_status() {
     assert_eq!(wsinv["cseq"], "9 INVITE");
     assert_eq!(wsinv["vias"].as_array().map(Vec::len), Some(3));
 
+    // A REGISTER shows what an access realm would bind.
+    let regescrt = by_name("regescrt");
+    assert_eq!(regescrt["binding"]["aor"], "sip:user@example.com");
+    assert_eq!(regescrt["binding"]["expires"], 3600);
+    assert!(wsinv.get("binding").is_none());
+
     assert_eq!(by_name("badvers")["verdict"]["status"], 505);
     assert_eq!(by_name("bext01")["verdict"]["status"], 420);
     assert_eq!(by_name("zeromf")["verdict"]["status"], 483);
