@@ -257,8 +257,11 @@ pub mod stat {
     /// Dropped: the egress interface left the device map between the check
     /// and the redirect (a race with userspace; the packet was rewritten).
     pub const DROP_REDIRECT_FAILED: u32 = 14;
+    /// RTCP from the latched source: passed to userspace, which rewrites its
+    /// SDES (topology hiding).
+    pub const PASS_RTCP: u32 = 15;
     /// Number of counters (the array's size).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Metric label of each counter, indexed by its constant.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -277,6 +280,7 @@ pub mod stat {
         "tx",
         "redirect",
         "drop_redirect_failed",
+        "pass_rtcp",
     ];
 }
 

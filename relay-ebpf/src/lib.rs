@@ -54,10 +54,11 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS, 0);
 
 // bpf_fib_lookup and bpf_redirect_map are GPL-only helpers: the kernel loads
-// the program only with a GPL-compatible license string.
+// the program only with a GPL-compatible license string. "Dual MIT/GPL" is
+// one (the crate is MIT OR GPL-2.0).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "license")]
-pub static LICENSE: [u8; 4] = *b"GPL\0";
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
@@ -232,6 +233,21 @@ fn relay(ctx: &XdpContext) -> Verdict {
             action: xdp_action::XDP_DROP,
             stat: stat::DROP_WRONG_SOURCE,
         };
+    }
+    // RTCP (second octet 192-223, RFC 5761 §4) goes to userspace, which
+    // hides its SDES items; at one packet per stream every few seconds it
+    // costs nothing there.
+    let l4 = if p.key.family == FAMILY_V4 {
+        ETH_HLEN + size_of::<Ipv4Hdr>() + size_of::<UdpHdr>()
+    } else {
+        ETH_HLEN + size_of::<Ipv6Hdr>() + size_of::<UdpHdr>()
+    };
+    if let Some(head) = ptr_at::<[u8; 2]>(ctx, l4) {
+        // SAFETY: ptr_at checked both octets lie inside the packet.
+        let (first, second) = unsafe { ((*head)[0], (*head)[1]) };
+        if first >> 6 == 2 && (192..=223).contains(&second) {
+            return pass(stat::PASS_RTCP);
+        }
     }
 
     // SAFETY: bpf_fib_lookup is plain old data; all-zero is its "unset" state.

@@ -179,6 +179,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         Duration::from_millis(u64::from(config.media.latching.learning_window_ms));
     let wake = Arc::clone(&media_wake);
     relay_config.notify = Some(Arc::new(move || wake.notify_one()));
+    // One key for the CNAME stand-ins in SDP (the core) and RTCP (the relay).
+    let cname_mask = crate::media::cname::CnameMask::new();
+    relay_config.cname_mask = Some(cname_mask.clone());
     let fast_path = start_fast_path(&config.media.xdp, &metrics);
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
 
@@ -213,13 +216,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         listeners.clone(),
         resolve,
         Box::new(RandomIds::from_os()),
-    );
+    )
+    .with_cname_mask(cname_mask);
     let mut shell = Shell {
         transports: &transports,
         shield: &shield,
         shield_seen: Vec::new(),
         transport_seen: HashMap::new(),
-        media_dropped: [0; 4],
+        media_dropped: [0; 5],
         relay: &relay,
         metrics: &metrics,
         relayed: Vec::new(),
@@ -689,7 +693,7 @@ struct Shell<'a> {
     transport_seen: HashMap<ListenerId, [u64; 4]>,
     /// The relay's drop totals already exported (unknown flow, source,
     /// malformed, send).
-    media_dropped: [u64; 4],
+    media_dropped: [u64; 5],
     relay: &'a UserspaceRelay,
     metrics: &'a Metrics,
     /// Relay totals already exported per realm tag (the counters take
@@ -977,12 +981,14 @@ impl Shell<'_> {
             load(&stats.dropped_source),
             load(&stats.dropped_malformed),
             load(&stats.dropped_send),
+            load(&stats.dropped_stun),
         ];
         let reasons = [
             metrics::MediaDropReason::UnknownFlow,
             metrics::MediaDropReason::SourceMismatch,
             metrics::MediaDropReason::Malformed,
             metrics::MediaDropReason::SendFailed,
+            metrics::MediaDropReason::Stun,
         ];
         for ((reason, now), seen) in reasons
             .into_iter()

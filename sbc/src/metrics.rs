@@ -369,15 +369,18 @@ pub enum MediaDropReason {
     Malformed,
     /// Forwarding to the other leg failed (socket error, full buffer).
     SendFailed,
+    /// A STUN message: an endpoint doing ICE, which the SBC strips.
+    Stun,
 }
 
 impl MediaDropReason {
     /// Every reason, for series present from start-up.
-    pub const ALL: [MediaDropReason; 4] = [
+    pub const ALL: [MediaDropReason; 5] = [
         MediaDropReason::UnknownFlow,
         MediaDropReason::SourceMismatch,
         MediaDropReason::Malformed,
         MediaDropReason::SendFailed,
+        MediaDropReason::Stun,
     ];
 
     /// The label value.
@@ -387,6 +390,7 @@ impl MediaDropReason {
             MediaDropReason::SourceMismatch => "source_mismatch",
             MediaDropReason::Malformed => "malformed",
             MediaDropReason::SendFailed => "send_failed",
+            MediaDropReason::Stun => "stun",
         }
     }
 }
@@ -741,7 +745,7 @@ impl Metrics {
         let media_dropped = counter_vec(
             &r,
             "sbc_media_dropped_total",
-            "Media packets dropped, per reason (unknown_flow, source_mismatch = not the latched peer, malformed, send_failed).",
+            "Media packets dropped, per reason (unknown_flow, source_mismatch = not the latched peer, malformed, send_failed, stun = an ICE check the SBC does not answer).",
             &["reason"],
         );
         let media_ports_free = gauge_vec(

@@ -448,6 +448,7 @@ fn muxed_leg_carries_rtcp_on_its_rtp_port() {
         rtcp: callee_rtcp.local_addr().expect("address"),
         rtcp_mux: false,
         signaling_ip: ip(6, 20),
+        secure: false,
     };
     relay
         .send(MediaCommand::SetRemote {
@@ -912,4 +913,85 @@ fn a_pool_added_while_running_serves_allocations_and_reports_free_ports() {
     relay.add_pool(ip(n, 2), range).expect("queued");
     barrier(&relay);
     assert_eq!(relay.stats().ports_free(ip(n, 2)), Some(8 - 2));
+}
+
+#[test]
+fn rtcp_sdes_is_hidden_unless_the_leg_is_srtp() {
+    use sbc::media::cname::CnameMask;
+    let n = 30;
+    let range = PortRange::new(41000, 41009).expect("valid range");
+    let mask = CnameMask::new();
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.cname_mask = Some(mask.clone());
+    let relay = UserspaceRelay::start(config).expect("relay starts");
+    let legs = allocate(&relay, n, S).expect("allocated");
+    let (a, b) = (peer(ip(n, 10)), peer(ip(n, 20)));
+    // Both legs mux RTCP on the RTP port (RFC 5761).
+    let remote = |socket: &UdpSocket, secure: bool| {
+        let addr = socket.local_addr().expect("address");
+        let mut r = Remote::rtp_pair(addr, addr.ip());
+        r.rtcp_mux = true;
+        r.secure = secure;
+        r
+    };
+    for (leg, socket) in [(Leg::A, &a), (Leg::B, &b)] {
+        relay
+            .send(MediaCommand::SetRemote {
+                stream: S,
+                leg,
+                remote: remote(socket, false),
+            })
+            .expect("queued");
+    }
+    barrier(&relay);
+    // A receiver report and an SDES with a CNAME naming A's host, a NAME
+    // and a TOOL.
+    let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 7];
+    let mut sdes = vec![0x81, 202, 0, 0, 0, 0, 0, 7];
+    for (kind, text) in [
+        (1u8, &b"alice@10.1.2.3"[..]),
+        (2, b"Alice"),
+        (6, b"PhoneAgent 3"),
+    ] {
+        sdes.push(kind);
+        sdes.push(text.len() as u8);
+        sdes.extend_from_slice(text);
+    }
+    sdes.push(0);
+    while sdes.len() % 4 != 0 {
+        sdes.push(0);
+    }
+    let words = (sdes.len() / 4 - 1) as u16;
+    sdes[2..4].copy_from_slice(&words.to_be_bytes());
+    compound.extend_from_slice(&sdes);
+    let receive = |socket: &UdpSocket| {
+        let mut buf = [0u8; 1500];
+        let (len, _) = socket.recv_from(&mut buf).expect("relayed RTCP");
+        buf[..len].to_vec()
+    };
+    a.send_to(&compound, legs[0].rtp).expect("sent");
+    let got = receive(&b);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        !text.contains("10.1.2.3") && !text.contains("Alice") && !text.contains("PhoneAgent"),
+        "{text:?}"
+    );
+    let stand_in = mask.mask(b"alice@10.1.2.3");
+    assert!(
+        got.windows(stand_in.len()).any(|w| w == stand_in),
+        "the CNAME's stand-in is there: {got:?}"
+    );
+    assert_eq!(&got[..8], &compound[..8], "the RR is untouched");
+    // SRTCP (the leg's SDP says RTP/SAVP) crosses untouched.
+    relay
+        .send(MediaCommand::SetRemote {
+            stream: S,
+            leg: Leg::A,
+            remote: remote(&a, true),
+        })
+        .expect("queued");
+    barrier(&relay);
+    a.send_to(&compound, legs[0].rtp).expect("sent");
+    assert_eq!(receive(&b), compound);
+    release(&relay);
 }

@@ -551,6 +551,51 @@ fn wrong_source_is_dropped_and_counted() {
 }
 
 #[test]
+fn rtcp_from_the_latched_source_goes_to_userspace() {
+    // Userspace hides RTCP's SDES items; RTP keeps the fast path.
+    if !can_run("rtcp_from_the_latched_source_goes_to_userspace") {
+        return;
+    }
+    in_fresh_netns(|| {
+        let (mut relay, _) = lab();
+        let (key, action) = flow4();
+        relay.install(&key, &action).expect("install");
+        let rtcp_at = 14 + 20 + 8;
+        for (second, rtcp) in [
+            (200u8, true),
+            (202, true),
+            (223, true),
+            (0, false),
+            (96, false),
+        ] {
+            let mut packet = v4_packet(REMOTE4, SBC_A4, REMOTE_PORT, ANCHOR_PORT, false);
+            packet[rtcp_at] = 0x81;
+            packet[rtcp_at + 1] = second;
+            let before = stats(&relay);
+            let (verdict, out) = run(&relay, &packet);
+            if rtcp {
+                assert_eq!(verdict, XDP_PASS, "packet type {second}");
+                assert_eq!(out, packet, "passed untouched");
+                assert_one_stat(&before, &stats(&relay), stat::PASS_RTCP);
+            } else {
+                assert_eq!(verdict, XDP_REDIRECT, "RTP payload type {second}");
+            }
+        }
+        // RTCP from a foreign source is still dropped in the kernel.
+        let mut foreign = v4_packet(
+            Ipv4Addr::new(192, 0, 2, 66),
+            SBC_A4,
+            REMOTE_PORT,
+            ANCHOR_PORT,
+            false,
+        );
+        foreign[rtcp_at] = 0x81;
+        foreign[rtcp_at + 1] = 201;
+        assert_eq!(run(&relay, &foreign).0, XDP_DROP);
+    });
+}
+
+#[test]
 fn truncated_packets_pass_untouched() {
     if !can_run("truncated_packets_pass_untouched") {
         return;

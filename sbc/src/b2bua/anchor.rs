@@ -65,6 +65,7 @@ pub(crate) fn streams(sdp: &Sdp, signaling_ip: IpAddr) -> Vec<StreamOffer> {
                     rtcp,
                     rtcp_mux: m.rtcp_mux(),
                     signaling_ip,
+                    secure: m.proto().contains("SAVP"),
                 },
                 direction,
             }

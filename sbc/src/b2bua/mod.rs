@@ -256,6 +256,13 @@ impl Core {
         &self.cname_mask
     }
 
+    /// This core with `mask` for its CNAME stand-ins (the one the media
+    /// relay was given).
+    pub fn with_cname_mask(mut self, mask: CnameMask) -> Core {
+        self.cname_mask = mask;
+        self
+    }
+
     /// Takes a new configuration's realms, routes, trunks, limits and
     /// policies; calls in progress keep their legs (and a removed realm
     /// stays known to them). Listeners change through

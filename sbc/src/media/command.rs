@@ -160,6 +160,10 @@ pub struct Remote {
     pub rtcp_mux: bool,
     /// The source IP of the SIP message that carried this SDP.
     pub signaling_ip: IpAddr,
+    /// The leg's media is SRTP (an `RTP/SAVP`, `RTP/SAVPF` or DTLS `m=`
+    /// profile): its RTCP is SRTCP, encrypted and authenticated, which the
+    /// relay forwards as it is (no SDES rewriting).
+    pub secure: bool,
 }
 
 impl Remote {
@@ -171,6 +175,7 @@ impl Remote {
             rtcp,
             rtcp_mux: false,
             signaling_ip,
+            secure: false,
         }
     }
 }

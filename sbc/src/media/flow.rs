@@ -173,6 +173,9 @@ pub enum DropCause {
     Direction = 3,
     /// The other leg has no address to send to.
     Send = 4,
+    /// A STUN message (RFC 8489): an endpoint doing ICE towards the SBC,
+    /// which anchors media itself and strips ICE from the SDP.
+    Stun = 5,
 }
 
 #[derive(Debug)]
@@ -379,7 +382,11 @@ impl FlowTable {
         let len = packet.len() as u64;
         let Some(info) = classify(packet) else {
             s.legs[leg.index()].counters.dropped_malformed += 1;
-            return Forward::Drop(DropCause::Malformed);
+            return Forward::Drop(if is_stun(packet) {
+                DropCause::Stun
+            } else {
+                DropCause::Malformed
+            });
         };
         let inbound = &mut s.legs[leg.index()];
         let latch = match socket {
@@ -427,6 +434,16 @@ impl FlowTable {
                 Forward::Drop(DropCause::Send)
             }
         }
+    }
+
+    /// Whether RTCP received on `stream`'s `leg` may be rewritten (its SDES
+    /// hidden, [`super::rtcp`]): not when that leg's SDP says SRTP, whose
+    /// SRTCP is encrypted and authenticated.
+    pub fn rtcp_rewritable(&self, stream: StreamId, leg: Leg) -> bool {
+        self.streams
+            .get(&stream)
+            .and_then(|s| s.legs[leg.index()].remote)
+            .is_some_and(|r| !r.secure)
     }
 
     /// The backend could not send a packet [`on_packet`](Self::on_packet)
@@ -681,6 +698,14 @@ fn route_out(out: &LegState, leg: Leg, kind: PacketKind) -> Option<Route> {
 /// (multicast, broadcast), or at "nowhere" (`0.0.0.0`, the RFC 2543 hold,
 /// which Linux would deliver locally). Loopback peers are accepted only on a
 /// loopback media address (a lab), where they are the only peers there are.
+/// A STUN message (RFC 8489 §5): the two top bits zero, the magic cookie
+/// at octets 4-7, a 20-octet header at least.
+pub fn is_stun(packet: &[u8]) -> bool {
+    packet.len() >= 20
+        && packet[0] >> 6 == 0
+        && packet.get(4..8) == Some(&[0x21, 0x12, 0xa4, 0x42][..])
+}
+
 fn sendable(local: IpAddr, to: SocketAddr) -> bool {
     let ip = to.ip().to_canonical();
     let group = match ip {

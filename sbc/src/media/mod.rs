@@ -28,5 +28,6 @@ pub mod fast;
 pub mod flow;
 pub mod latch;
 pub mod ports;
+pub mod rtcp;
 pub mod userspace;
 pub mod xdp;

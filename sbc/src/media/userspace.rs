@@ -61,11 +61,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
+use super::cname::CnameMask;
 use super::command::{
     Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, RealmTag, StreamId,
 };
 use super::flow::{DropCause, FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
+use super::latch::{PacketKind, classify};
 use super::ports::{PortAllocator, PortRange};
+use super::rtcp;
 
 /// Packets read from one socket per turn before the others get theirs.
 pub const DRAIN_BUDGET: usize = 64;
@@ -103,6 +106,10 @@ pub struct RelayConfig {
     /// driver can wake (e.g. `tokio::sync::Notify::notify_one`). Keep it
     /// cheap and non-blocking.
     pub notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Rewrite the SDES of relayed RTCP with these CNAME stand-ins (the
+    /// call core's, so SDP `a=ssrc` and RTCP agree; [`super::rtcp`]).
+    /// `None`: RTCP crosses unchanged.
+    pub cname_mask: Option<CnameMask>,
 }
 
 impl RelayConfig {
@@ -118,6 +125,7 @@ impl RelayConfig {
             send_buffer: None,
             reuse_address: false,
             notify: None,
+            cname_mask: None,
         }
     }
 }
@@ -186,6 +194,8 @@ pub struct RelayStats {
     pub dropped_direction: AtomicU64,
     /// Of those: no address to send to, or the send failed.
     pub dropped_send: AtomicU64,
+    /// Of those: STUN (ICE connectivity checks the SBC does not answer).
+    pub dropped_stun: AtomicU64,
     /// Allocations refused because a port pool was exhausted.
     pub ports_exhausted: AtomicU64,
     /// Streams currently allocated.
@@ -363,6 +373,7 @@ impl UserspaceRelay {
             fast_counts: Vec::new(),
             tally: Tally::default(),
             ports_check: None,
+            scratch: Vec::with_capacity(2048),
         };
         let thread = std::thread::Builder::new()
             .name("media-relay".into())
@@ -492,6 +503,8 @@ struct Relay {
     tally: Tally,
     /// When free ports must be republished for quarantines that end.
     ports_check: Option<Instant>,
+    /// Where a rewritten RTCP packet is built.
+    scratch: Vec<u8>,
 }
 
 /// Totals of one turn, published to [`RelayStats`] once per turn.
@@ -501,7 +514,7 @@ struct Tally {
     bytes: u64,
     dropped: u64,
     /// By [`DropCause`], in its declaration order.
-    causes: [u64; 5],
+    causes: [u64; 6],
     fast_packets: u64,
     fast_bytes: u64,
     /// Per realm tag (the index); kept between turns, zeroed when published.
@@ -556,12 +569,13 @@ impl Tally {
         add(&stats.packets_relayed, &mut self.relayed);
         add(&stats.bytes_relayed, &mut self.bytes);
         add(&stats.packets_dropped, &mut self.dropped);
-        let [unknown, malformed, source, direction, send] = &mut self.causes;
+        let [unknown, malformed, source, direction, send, stun] = &mut self.causes;
         add(&stats.dropped_unknown_flow, unknown);
         add(&stats.dropped_malformed, malformed);
         add(&stats.dropped_source, source);
         add(&stats.dropped_direction, direction);
         add(&stats.dropped_send, send);
+        add(&stats.dropped_stun, stun);
         add(&stats.fast_packets, &mut self.fast_packets);
         add(&stats.fast_bytes, &mut self.fast_bytes);
         if std::mem::take(&mut self.any_realm) {
@@ -771,6 +785,24 @@ impl Relay {
                     continue;
                 }
             };
+            // RTCP's SDES names its sender: rewritten unless it is SRTCP.
+            let mut packet = packet;
+            if let Some(mask) = &self.config.cname_mask
+                && classify(packet).is_some_and(|info| info.kind == PacketKind::Rtcp)
+                && self.table.rtcp_rewritable(stream, leg)
+            {
+                match rtcp::hide_sdes(packet, mask, &mut self.scratch) {
+                    Ok(true) => packet = &self.scratch,
+                    Ok(false) => {}
+                    Err(_) => {
+                        // Not relayed with a CNAME in it.
+                        self.table.send_failed(stream, route.leg, len);
+                        self.tally.dropped(DropCause::Malformed);
+                        continue;
+                    }
+                }
+            }
+            let len = packet.len();
             let out = self
                 .streams
                 .get(&stream)

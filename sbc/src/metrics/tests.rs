@@ -179,6 +179,7 @@ fn label_values_are_distinct_per_enum() {
         MediaDropReason::SourceMismatch.as_str(),
         MediaDropReason::Malformed.as_str(),
         MediaDropReason::SendFailed.as_str(),
+        MediaDropReason::Stun.as_str(),
     ]);
     distinct(&XdpMode::ALL.map(XdpMode::as_str));
     distinct(&[
@@ -601,6 +602,7 @@ fn the_all_lists_hold_every_label_value() {
         MediaDropReason::SourceMismatch => 1,
         MediaDropReason::Malformed => 2,
         MediaDropReason::SendFailed => 3,
+        MediaDropReason::Stun => 4,
     };
     for (i, r) in MediaDropReason::ALL.into_iter().enumerate() {
         assert_eq!(media(r), i, "{r:?}");

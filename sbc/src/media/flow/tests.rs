@@ -940,3 +940,18 @@ fn loopback_peers_are_fine_on_a_loopback_media_address() {
         "{got:?}"
     );
 }
+
+#[test]
+fn stun_is_told_apart_from_junk() {
+    // A binding request: type 0x0001, length 0, the magic cookie, an id.
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    assert!(super::is_stun(&stun));
+    assert!(!super::is_stun(&stun[..19]), "shorter than a header");
+    let mut rtp = stun.clone();
+    rtp[0] = 0x80;
+    assert!(!super::is_stun(&rtp), "version 2 is RTP/RTCP");
+    let mut junk = stun.clone();
+    junk[4] = 0;
+    assert!(!super::is_stun(&junk), "no magic cookie");
+}
