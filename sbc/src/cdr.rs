@@ -45,6 +45,7 @@
 //! | `media_path` | string | `xdp` when the XDP fast path relayed more than half of the call's packets (the first packets of each flow always cross userspace, which latches them), else `userspace`; `none` when no media was anchored |
 //! | `in_rx_packets`, `in_rx_bytes`, `in_tx_packets`, `in_tx_bytes` | int | media on the inbound leg: received from the caller, sent to the caller (UDP payload bytes) |
 //! | `out_rx_packets`, `out_rx_bytes`, `out_tx_packets`, `out_tx_bytes` | int | the same on the outbound leg, toward the callee |
+//! | `media_not_latched` | array of strings | the legs (`in`, `out`) whose media kept coming from a source the relay may not learn (after its learning window): that direction's audio was dropped; empty normally |
 //!
 //! Call-IDs, user parts and hosts are copied as received (non-UTF-8 bytes
 //! replaced by U+FFFD); JSON escaping keeps a hostile value on its line.
@@ -135,6 +136,9 @@ pub struct CallRecord {
     pub media_in: MediaCounts,
     /// Media on the outbound (callee) leg.
     pub media_out: MediaCounts,
+    /// The legs (inbound, outbound) whose media source the relay never
+    /// learned while their media kept coming.
+    pub media_not_latched: [bool; 2],
 }
 
 /// What the caller's INVITE said about the call, taken as received.
@@ -333,6 +337,7 @@ struct Wire<'a> {
     out_rx_bytes: u64,
     out_tx_packets: u64,
     out_tx_bytes: u64,
+    media_not_latched: Vec<&'static str>,
 }
 
 impl Serialize for CallRecord {
@@ -381,6 +386,11 @@ impl Serialize for CallRecord {
             out_rx_bytes: self.media_out.rx_bytes,
             out_tx_packets: self.media_out.tx_packets,
             out_tx_bytes: self.media_out.tx_bytes,
+            media_not_latched: ["in", "out"]
+                .into_iter()
+                .zip(self.media_not_latched)
+                .filter_map(|(leg, hit)| hit.then_some(leg))
+                .collect(),
         }
         .serialize(serializer)
     }

@@ -182,6 +182,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // One key for the CNAME stand-ins in SDP (the core) and RTCP (the relay).
     let cname_mask = crate::media::cname::CnameMask::new();
     relay_config.cname_mask = Some(cname_mask.clone());
+    // By realm index, which is config order at start (the core keeps it).
+    relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
     let fast_path = start_fast_path(&config.media.xdp, &metrics);
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
 
@@ -860,6 +862,23 @@ impl Shell<'_> {
             CoreEvent::Retransmitted { realm } => self.metrics.sip_retransmission(&realm),
             CoreEvent::Rejected { realm, reason } => {
                 self.metrics.rejected(&realm, reason.into());
+            }
+            CoreEvent::MediaNotLatched {
+                call,
+                leg,
+                realm,
+                call_id,
+            } => {
+                let leg = if leg == Leg::A { "caller" } else { "callee" };
+                warn!(
+                    call,
+                    leg,
+                    %realm,
+                    call_id,
+                    "media keeps coming from a source the relay may not learn: this leg's audio is dropped \
+                     (a multi-homed endpoint? see latch_from_networks)"
+                );
+                self.metrics.media_not_latched(&realm);
             }
             CoreEvent::Register { realm, outcome } => self.metrics.register(&realm, outcome),
             CoreEvent::Keepalive { failed } => self.metrics.keepalive(failed),

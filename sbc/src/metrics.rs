@@ -566,6 +566,7 @@ pub struct Metrics {
     registrations_active: IntGaugeVec,
     registers: IntCounterVec,
     keepalives: IntCounterVec,
+    media_not_latched: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -675,6 +676,12 @@ impl Metrics {
                 "Calls from sources that are neither a trunk nor in a realm's networks (capped at [limits] untrusted_calls_percent of max_calls).",
             )
             .expect("metric definitions in metrics.rs are valid"),
+        );
+        let media_not_latched = counter_vec(
+            &r,
+            "sbc_media_not_latched_total",
+            "Call legs whose media kept coming from a source the relay may not learn after the learning window (that direction's audio is dropped), per realm of the leg.",
+            &["realm"],
         );
         let registrations_active = gauge_vec(
             &r,
@@ -850,6 +857,7 @@ impl Metrics {
             registrations_active,
             registers,
             keepalives,
+            media_not_latched,
         }
     }
 
@@ -932,6 +940,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a call leg whose media source was never learned:
+    /// `sbc_media_not_latched_total{realm}`.
+    pub fn media_not_latched(&self, realm: &str) {
+        self.media_not_latched.with_label_values(&[realm]).inc();
+    }
+
     /// Sets `sbc_registrations_active{realm}` from the core's count.
     pub fn set_registrations_active(&self, realm: &str, n: u64) {
         self.registrations_active
@@ -973,6 +987,7 @@ impl Metrics {
             self.sip_retransmissions.with_label_values(&[realm]);
             self.calls_active.with_label_values(&[realm]);
             self.registrations_active.with_label_values(&[realm]);
+            self.media_not_latched.with_label_values(&[realm]);
             for outcome in crate::b2bua::RegisterOutcome::ALL {
                 self.registers.with_label_values(&[realm, outcome.as_str()]);
             }

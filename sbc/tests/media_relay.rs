@@ -995,3 +995,60 @@ fn rtcp_sdes_is_hidden_unless_the_leg_is_srtp() {
     assert_eq!(receive(&b), compound);
     release(&relay);
 }
+
+#[test]
+fn a_source_in_the_realm_networks_is_learned_only_where_the_realm_allows_it() {
+    // Leg A's SDP and signaling say 127.77.31.10; its RTP comes from
+    // 127.77.31.11, another address of the same (loopback) network.
+    for (policy, learned) in [
+        (LatchPolicy::RealmNetworks, true),
+        (LatchPolicy::SdpOrSignaling, false),
+    ] {
+        let n = 31;
+        let range = PortRange::new(41000, 41009).expect("valid range");
+        let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+        config.flow.learning_window = Duration::from_millis(300);
+        config.realm_networks = vec![vec!["127.77.31.0/24".parse().expect("net")]];
+        let relay = UserspaceRelay::start(config).expect("relay starts");
+        let leg = |host: u8, latch| LegSpec {
+            local_ip: ip(n, host),
+            rtcp: RtcpMode::Pair,
+            latch,
+            realm: RealmTag(0),
+        };
+        relay
+            .send(MediaCommand::Allocate {
+                stream: S,
+                legs: [leg(1, policy), leg(2, LatchPolicy::SdpOrSignaling)],
+            })
+            .expect("queued");
+        let MediaEvent::Allocated { legs, .. } = wait_for(&relay, "allocation", |e| {
+            matches!(e, MediaEvent::Allocated { .. })
+        }) else {
+            unreachable!()
+        };
+        let signaled = peer(ip(n, 10));
+        let sender = peer(ip(n, 11));
+        let callee = peer(ip(n, 20));
+        set_remote(&relay, Leg::A, &signaled);
+        set_remote(&relay, Leg::B, &callee);
+        barrier(&relay);
+        sender.send_to(&rtp(0xabc, 1), legs[0].rtp).expect("sent");
+        if learned {
+            assert_eq!(recv(&callee).0, 1, "relayed once learned");
+            wait_for(&relay, "latch", |e| {
+                matches!(e, MediaEvent::Latched { leg: Leg::A, .. })
+            });
+        } else {
+            // Dropped; once the window has closed the relay says so.
+            std::thread::sleep(Duration::from_millis(400));
+            sender.send_to(&rtp(0xabc, 2), legs[0].rtp).expect("sent");
+            wait_for(&relay, "not latched", |e| {
+                matches!(e, MediaEvent::NotLatched { leg: Leg::A, .. })
+            });
+            let mut buf = [0u8; 64];
+            assert!(callee.recv_from(&mut buf).is_err(), "nothing relayed");
+        }
+        release(&relay);
+    }
+}

@@ -237,6 +237,10 @@ impl Core {
                         rtcp: RtcpMode::Pair,
                         latch: if asymmetric(trunk) {
                             LatchPolicy::Asymmetric
+                        } else if self.latch == LatchPolicy::SdpOrSignaling
+                            && self.realms[realm].latch_from_networks
+                        {
+                            LatchPolicy::RealmNetworks
                         } else {
                             self.latch
                         },

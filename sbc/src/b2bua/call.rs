@@ -326,6 +326,9 @@ pub(super) struct CallMedia {
     pub(super) origins: [Option<SdpOrigin>; 2],
     /// Streams released so far (their counters arrive as `Released`).
     pub(super) released: Vec<StreamId>,
+    /// Per leg (by [`Side::index`]): the media relay never learned where
+    /// that leg's media comes from while it kept sending.
+    pub(super) not_latched: [bool; 2],
 }
 
 /// The end of a call: BYEs in flight, and who ended it.

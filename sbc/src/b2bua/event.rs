@@ -67,6 +67,18 @@ pub enum CoreEvent {
     },
     /// A call ended.
     CallEnded(Box<CallSummary>),
+    /// Media on a leg of a call kept coming from a source the relay may not
+    /// learn after its learning window: that leg's audio is being dropped.
+    MediaNotLatched {
+        /// The call.
+        call: u64,
+        /// The leg (`A`: the caller's).
+        leg: Leg,
+        /// That leg's realm.
+        realm: String,
+        /// That leg's Call-ID (for the log line).
+        call_id: String,
+    },
     /// A phone's REGISTER on an access realm was handled.
     Register {
         /// The access realm's name.
@@ -207,6 +219,9 @@ pub struct CallSummary {
     pub status: u16,
     /// Who hung up.
     pub ended_by: EndedBy,
+    /// Per leg (A, B): media kept coming from sources the relay could not
+    /// learn (one-way or no audio; see `MediaEvent::NotLatched`).
+    pub not_latched: [bool; 2],
 }
 
 /// Who ended a call.

@@ -141,6 +141,8 @@ struct RealmInfo {
     acl: Acl,
     /// Set on an access realm (phones register through it).
     access: Option<crate::config::Access>,
+    /// Its legs may learn media sources from its networks.
+    latch_from_networks: bool,
 }
 
 /// The B2BUA. See the module docs.
@@ -287,6 +289,7 @@ impl Core {
                 media_advertise: r.media.advertise,
                 acl: r.acl.clone(),
                 access: r.access.clone(),
+                latch_from_networks: r.latch_from_networks,
             };
             match self.realms.iter_mut().find(|known| known.name == r.name) {
                 Some(known) => *known = info,
@@ -576,6 +579,25 @@ impl Core {
             }
             MediaEvent::Released { stream, .. } => {
                 self.streams.remove(&stream);
+            }
+            MediaEvent::NotLatched { stream, leg } => {
+                let Some(&id) = self.streams.get(&stream) else {
+                    return;
+                };
+                if let Some(call) = self.calls.get_mut(&id)
+                    && !call.media.not_latched[leg.index()]
+                {
+                    call.media.not_latched[leg.index()] = true;
+                    let side = if leg == Leg::A { Side::A } else { Side::B };
+                    if let Some(state) = leg_ref(call, side) {
+                        self.events.push_back(CoreEvent::MediaNotLatched {
+                            call: id,
+                            leg,
+                            realm: self.realms[state.realm].name.clone(),
+                            call_id: state.text.get(Part::CallId).to_owned(),
+                        });
+                    }
+                }
             }
             MediaEvent::Latched { .. } | MediaEvent::CommandFailed { .. } => {}
         }

@@ -214,6 +214,7 @@ impl Core {
                     .end
                     .ended_by
                     .unwrap_or(EndedBy::Sbc(SbcReason::Internal)),
+                not_latched: call.media.not_latched,
             })));
     }
 }

@@ -582,6 +582,43 @@ fn a_bye_over_tcp_gets_the_callee_answer_over_its_connection() {
 }
 
 #[test]
+fn a_leg_whose_media_never_latches_is_reported_and_in_the_record() {
+    let mut lab = Lab::new(CONFIG);
+    let (_, ok) = establish(&mut lab);
+    let stream = lab
+        .media
+        .iter()
+        .find_map(|c| match c {
+            MediaCommand::Allocate { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .expect("a stream");
+    for _ in 0..2 {
+        let now = lab.now;
+        lab.core.handle_media_event(
+            now,
+            MediaEvent::NotLatched {
+                stream,
+                leg: crate::media::command::Leg::B,
+            },
+        );
+        lab.settle();
+    }
+    let reports: Vec<&CoreEvent> = lab
+        .events
+        .iter()
+        .filter(|e| matches!(e, CoreEvent::MediaNotLatched { .. }))
+        .collect();
+    assert_eq!(reports.len(), 1, "once per leg");
+    assert!(
+        matches!(reports[0], CoreEvent::MediaNotLatched { realm, call_id, .. } if realm == "inside" && !call_id.is_empty()),
+        "{reports:?}"
+    );
+    caller_hangs_up(&mut lab, &ok, 11, PBX);
+    assert_eq!(lab.ended().map(|e| e.not_latched), Some([false, true]));
+}
+
+#[test]
 fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     let mut lab = Lab::new(CONFIG);
     let request = invite(true);

@@ -187,6 +187,7 @@ impl Ledger {
             media_path: None,
             media_in: MediaCounts::default(),
             media_out: MediaCounts::default(),
+            media_not_latched: call.not_latched,
         };
         let mut waiting = Waiting {
             a_call_id: call.call_ids.0.clone(),

@@ -53,6 +53,7 @@ fn answered() -> CallRecord {
             tx_packets: 3000,
             tx_bytes: 516_000,
         },
+        media_not_latched: [false, true],
     }
 }
 
@@ -105,6 +106,7 @@ fn answered_call_serializes_to_the_documented_shape() {
         "out_rx_bytes": 514_280,
         "out_tx_packets": 3000,
         "out_tx_bytes": 516_000,
+        "media_not_latched": ["out"],
     });
     assert_eq!(json_of(&answered()), expected);
 }

@@ -36,6 +36,17 @@ impl Config {
             ("metrics.listen", old.metrics.listen != new_.metrics.listen),
             ("cdr", old.cdr != new_.cdr),
             ("state.bindings_file", old.state != new_.state),
+            (
+                "realm.networks of a realm with latch_from_networks (the media relay's copy)",
+                old.realms.iter().any(|r| {
+                    r.latch_from_networks
+                        && new_
+                            .realms
+                            .iter()
+                            .find(|n| n.name == r.name)
+                            .is_some_and(|n| n.networks != r.networks)
+                }),
+            ),
             ("logging", old.logging != new_.logging),
             (
                 "limits.max_transactions",

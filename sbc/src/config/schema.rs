@@ -667,6 +667,12 @@ pub struct Realm {
     /// Source networks that belong to this realm.
     #[serde(default)]
     pub networks: Vec<IpNet>,
+    /// A leg on this realm may also learn its media source from any
+    /// address in `networks` during the learning window (an endpoint on a
+    /// multi-homed host sends RTP from an address that is neither its
+    /// SDP's nor its signaling's). Off: only those two (RTPBleed rules).
+    #[serde(default)]
+    pub latch_from_networks: bool,
     /// Who may send signaling to this realm's listeners.
     #[serde(default)]
     pub acl: Acl,

@@ -627,6 +627,14 @@ impl Validator<'_> {
         if let Some(access) = &realm.access {
             self.access(&at.key("access"), item, realm, access);
         }
+        if realm.latch_from_networks && realm.networks.is_empty() {
+            self.report(
+                at.key("latch_from_networks"),
+                item,
+                "the realm has no networks to learn media sources from",
+                Some("list the realm's networks = [\"CIDR\"], or drop latch_from_networks".into()),
+            );
+        }
         if realm.protection.is_some() {
             let resolved = self.config.protection_of(i);
             self.protection(&at.key("protection"), item, &resolved);

@@ -108,6 +108,12 @@ pub enum LatchPolicy {
     SignalingSource,
     /// Latch onto a source whose IP is either of the two.
     SdpOrSignaling,
+    /// As [`LatchPolicy::SdpOrSignaling`], and a first latch in the
+    /// learning window may also come from any address of the leg realm's
+    /// `networks` (a softphone on a multi-homed host sends from an address
+    /// that is neither its SDP's nor its signaling's). Re-latching keeps
+    /// the stricter rule. Per realm: `latch_from_networks`.
+    RealmNetworks,
     /// Asymmetric RTP (a per-trunk option): never latch; accept from any port
     /// of the SDP or signaling IP and always send to the SDP address.
     Asymmetric,
@@ -319,6 +325,15 @@ pub enum MediaEvent {
         component: Component,
         /// The source address latched onto.
         source: SocketAddr,
+    },
+    /// A leg's learning window closed with nothing latched while packets
+    /// kept coming from sources it may not learn: media from that leg is
+    /// being dropped (one-way or no audio). Reported once per negotiation.
+    NotLatched {
+        /// The stream.
+        stream: StreamId,
+        /// The leg whose source is unknown.
+        leg: Leg,
     },
     /// The stream carried no media for too long. Reported once per stream;
     /// the stream stays anchored until the core releases it.

@@ -42,9 +42,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
 use super::command::{
-    Component, Direction, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand, MediaError,
-    MediaEvent, RealmTag, Remote, RtcpMode, StreamId, TimeoutReason,
+    Component, Direction, LatchPolicy, Leg, LegCounters, LegSpec, LocalEndpoint, MediaCommand,
+    MediaError, MediaEvent, RealmTag, Remote, RtcpMode, StreamId, TimeoutReason,
 };
 use super::latch::{Latch, PacketKind, Verdict, classify};
 use super::ports::{Lease, PortAllocator};
@@ -228,6 +232,9 @@ pub struct FlowTable {
     next_check: Option<Instant>,
     /// Streams whose [`FastFlow`]s may have changed, each queued once.
     changed: VecDeque<StreamId>,
+    /// Per realm tag: the networks a [`LatchPolicy::RealmNetworks`] leg may
+    /// also learn its source from.
+    realm_networks: Vec<Arc<[IpNet]>>,
 }
 
 impl FlowTable {
@@ -240,7 +247,15 @@ impl FlowTable {
             events: VecDeque::new(),
             next_check: None,
             changed: VecDeque::new(),
+            realm_networks: Vec::new(),
         }
+    }
+
+    /// The networks of each realm tag (by index), for legs that latch
+    /// under [`LatchPolicy::RealmNetworks`]; applies to streams allocated
+    /// from now on.
+    pub fn set_realm_networks(&mut self, networks: Vec<Vec<IpNet>>) {
+        self.realm_networks = networks.into_iter().map(Arc::from).collect();
     }
 
     /// Number of streams allocated (confirmed or not).
@@ -410,6 +425,10 @@ impl FlowTable {
             }
             Verdict::NoRemote | Verdict::UnexpectedSource => {
                 inbound.counters.dropped_source += 1;
+                if latch.note_unlatched(now) {
+                    self.events
+                        .push_back(MediaEvent::NotLatched { stream, leg });
+                }
                 return Forward::Drop(DropCause::Source);
             }
         }
@@ -614,8 +633,12 @@ impl FlowTable {
             }
         };
         let quiet = self.config.relatch_quiet;
+        let realm_networks = &self.realm_networks;
         let leg = |spec: LegSpec, lease: Lease| {
             let ip = spec.local_ip;
+            let networks = (spec.latch == LatchPolicy::RealmNetworks)
+                .then(|| realm_networks.get(spec.realm.index()).cloned())
+                .flatten();
             LegState {
                 spec,
                 lease,
@@ -625,8 +648,8 @@ impl FlowTable {
                 },
                 remote: None,
                 direction: Direction::SendRecv,
-                rtp: Latch::new(spec.latch, quiet),
-                rtcp: Latch::new(spec.latch, quiet),
+                rtp: Latch::new(spec.latch, quiet).with_networks(networks.clone()),
+                rtcp: Latch::new(spec.latch, quiet).with_networks(networks),
                 counters: LegCounters::default(),
             }
         };

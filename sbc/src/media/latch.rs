@@ -41,7 +41,10 @@
 //! serves both: RTP and RTCP from one peer share a source and an SSRC.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use super::command::LatchPolicy;
 
@@ -121,6 +124,10 @@ pub struct Latch {
     relatch_quiet: Duration,
     expected: Option<Expected>,
     latched: Option<Latched>,
+    /// Where else a first latch may come from ([`LatchPolicy::RealmNetworks`]).
+    networks: Option<Arc<[IpNet]>>,
+    /// A [`Latch::note_unlatched`] was reported for this negotiation.
+    reported: bool,
 }
 
 impl Latch {
@@ -132,7 +139,28 @@ impl Latch {
             relatch_quiet,
             expected: None,
             latched: None,
+            networks: None,
+            reported: false,
         }
+    }
+
+    /// This latch with the networks a first latch may also come from under
+    /// [`LatchPolicy::RealmNetworks`] (ignored by the other policies).
+    pub fn with_networks(mut self, networks: Option<Arc<[IpNet]>>) -> Latch {
+        self.networks = networks;
+        self
+    }
+
+    /// Whether this flow is failing to learn its source: the window of the
+    /// latest negotiation has closed, nothing is latched, and a packet was
+    /// just refused. True once per negotiation (the caller reports it).
+    pub fn note_unlatched(&mut self, now: Instant) -> bool {
+        let due = self.policy != LatchPolicy::Asymmetric
+            && self.latched.is_none()
+            && !self.reported
+            && self.expected.is_some_and(|e| now >= e.window_until);
+        self.reported |= due;
+        due
     }
 
     /// Signaling named this remote (offer or answer): open the learning
@@ -150,6 +178,7 @@ impl Latch {
         if changed {
             self.latched = None;
         }
+        self.reported = false;
         self.expected = Some(Expected {
             sdp,
             signaling_ip,
@@ -193,7 +222,8 @@ impl Latch {
             }
             None => {
                 let in_window = now < expected.window_until;
-                if source == expected.sdp || (in_window && ip_allowed) {
+                let learnable = ip_allowed || self.in_networks(source.ip());
+                if source == expected.sdp || (in_window && learnable) {
                     self.latched = latch_here;
                     Verdict::Latched(source)
                 } else {
@@ -223,8 +253,18 @@ impl Latch {
         match self.policy {
             LatchPolicy::SdpAddress => sdp,
             LatchPolicy::SignalingSource => signaling,
-            LatchPolicy::SdpOrSignaling | LatchPolicy::Asymmetric => sdp || signaling,
+            LatchPolicy::SdpOrSignaling | LatchPolicy::RealmNetworks | LatchPolicy::Asymmetric => {
+                sdp || signaling
+            }
         }
+    }
+
+    fn in_networks(&self, ip: IpAddr) -> bool {
+        self.policy == LatchPolicy::RealmNetworks
+            && self
+                .networks
+                .as_ref()
+                .is_some_and(|nets| nets.iter().any(|n| n.contains(&ip)))
     }
 }
 
@@ -518,5 +558,102 @@ mod tests {
             Some(addr("10.0.0.5:4000")),
             "always the SDP address"
         );
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // tests pick an arbitrary epoch
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    const WINDOW: Duration = Duration::from_secs(2);
+    const QUIET: Duration = Duration::from_millis(500);
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    /// A softphone on a multi-homed host: SDP and signaling say
+    /// 198.51.100.20, RTP comes from its other address 198.51.100.77.
+    fn softphone(policy: LatchPolicy, now: Instant) -> Latch {
+        let nets: Arc<[IpNet]> = Arc::from(vec!["198.51.100.0/24".parse::<IpNet>().expect("net")]);
+        let mut latch = Latch::new(policy, QUIET).with_networks(Some(nets));
+        latch.set_remote(
+            now,
+            addr("198.51.100.20:4000"),
+            "198.51.100.20".parse().expect("ip"),
+            WINDOW,
+        );
+        latch
+    }
+
+    #[test]
+    fn a_source_in_the_realm_networks_latches_in_the_window_only_with_the_policy() {
+        let now = t0();
+        let other = addr("198.51.100.77:4000");
+        let mut strict = softphone(LatchPolicy::SdpOrSignaling, now);
+        assert_eq!(strict.check(now, other, 1), Verdict::UnexpectedSource);
+        let mut networks = softphone(LatchPolicy::RealmNetworks, now);
+        assert_eq!(networks.check(now, other, 1), Verdict::Latched(other));
+        // Outside the realm's networks: never.
+        let mut outside = softphone(LatchPolicy::RealmNetworks, now);
+        let stranger = addr("203.0.113.9:4000");
+        assert_eq!(outside.check(now, stranger, 1), Verdict::UnexpectedSource);
+        // After the window: not even inside the networks.
+        let mut late = softphone(LatchPolicy::RealmNetworks, now);
+        assert_eq!(
+            late.check(now + WINDOW, other, 1),
+            Verdict::UnexpectedSource
+        );
+    }
+
+    #[test]
+    fn a_re_latch_keeps_the_strict_rule() {
+        let now = t0();
+        let mut latch = softphone(LatchPolicy::RealmNetworks, now);
+        let sdp = addr("198.51.100.20:4000");
+        assert_eq!(latch.check(now, sdp, 7), Verdict::Latched(sdp));
+        // Same SSRC from another network address after the quiet period:
+        // a re-latch needs the SDP or signaling IP.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            latch.check(later, addr("198.51.100.77:4000"), 7),
+            Verdict::UnexpectedSource
+        );
+    }
+
+    #[test]
+    fn a_flow_that_never_latches_is_reported_once_per_negotiation() {
+        let now = t0();
+        let mut latch = softphone(LatchPolicy::SdpOrSignaling, now);
+        let other = addr("198.51.100.77:4000");
+        assert_eq!(latch.check(now, other, 1), Verdict::UnexpectedSource);
+        assert!(!latch.note_unlatched(now), "the window is still open");
+        let after = now + WINDOW;
+        assert!(
+            latch.note_unlatched(after),
+            "reported when the window closed"
+        );
+        assert!(!latch.note_unlatched(after), "once");
+        // A new negotiation opens a new window and a new report.
+        latch.set_remote(
+            after,
+            addr("198.51.100.20:4000"),
+            "198.51.100.20".parse().expect("ip"),
+            WINDOW,
+        );
+        assert!(!latch.note_unlatched(after));
+        assert!(latch.note_unlatched(after + WINDOW));
+        // A latched flow, and an asymmetric one, never are.
+        let mut ok = softphone(LatchPolicy::SdpOrSignaling, now);
+        let sdp = addr("198.51.100.20:4000");
+        ok.check(now, sdp, 1);
+        assert!(!ok.note_unlatched(after));
+        let mut asymmetric = softphone(LatchPolicy::Asymmetric, now);
+        assert!(!asymmetric.note_unlatched(after));
     }
 }

@@ -110,6 +110,10 @@ pub struct RelayConfig {
     /// call core's, so SDP `a=ssrc` and RTCP agree; [`super::rtcp`]).
     /// `None`: RTCP crosses unchanged.
     pub cname_mask: Option<CnameMask>,
+    /// Per realm tag (by index): the networks a leg latching under
+    /// [`LatchPolicy::RealmNetworks`](super::command::LatchPolicy) may
+    /// learn its source from.
+    pub realm_networks: Vec<Vec<ipnet::IpNet>>,
 }
 
 impl RelayConfig {
@@ -126,6 +130,7 @@ impl RelayConfig {
             reuse_address: false,
             notify: None,
             cname_mask: None,
+            realm_networks: Vec::new(),
         }
     }
 }
@@ -359,9 +364,11 @@ impl UserspaceRelay {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let stats = Arc::new(RelayStats::new(&config.ports));
         let ports = PortAllocator::new(config.ports.iter().copied(), config.quarantine);
+        let mut table = FlowTable::new(config.flow, ports);
+        table.set_realm_networks(config.realm_networks.clone());
         let relay = Relay {
             poll,
-            table: FlowTable::new(config.flow, ports),
+            table,
             sockets: Vec::new(),
             free_tokens: Vec::new(),
             streams: HashMap::new(),

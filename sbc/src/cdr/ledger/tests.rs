@@ -36,6 +36,7 @@ fn summary(call: u64, t0: Instant, streams: &[u64]) -> CallSummary {
         ended: t0 + Duration::from_secs(61),
         status: 200,
         ended_by: EndedBy::Caller,
+        not_latched: [false; 2],
     }
 }
 
