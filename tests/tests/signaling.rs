@@ -1151,3 +1151,199 @@ targets = ["pbx"]
     assert_no_leak(&phone.seen, &["127.0.0.3", "127.0.0.2"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A shipped scenario as it must run behind a record-routing proxy: its
+/// requests in a dialog carry the recorded route set (`[routes]`), and its
+/// answers to the initial INVITE echo the INVITE's Record-Route (RFC 3261
+/// §12.1.1). Written to `dir`; SIPp expands both keywords to an empty line
+/// when there is nothing to put there, which is why the shipped scenarios,
+/// played without a proxy, do not have them.
+fn behind_a_proxy(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    let text = std::fs::read_to_string(&shipped).expect("shipped scenario");
+    let first_ack = text.find("<recv request=\"ACK\"").unwrap_or(text.len());
+    let (setup, rest) = text.split_at(first_ack);
+    let setup = setup.replace(
+        "[last_CSeq:]\n",
+        "[last_CSeq:]\n      [last_Record-Route:]\n",
+    );
+    let mut out = String::new();
+    for line in format!("{setup}{rest}").lines() {
+        out.push_str(line);
+        out.push('\n');
+        let trimmed = line.trim_start();
+        if trimmed.ends_with("[next_url] SIP/2.0") {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!("{indent}[routes]\n"));
+        }
+    }
+    let path = dir.join(format!("proxied-{name}"));
+    std::fs::write(&path, out).expect("write scenario");
+    path
+}
+
+/// A Kamailio process group: Kamailio forks helpers even in the
+/// foreground, so the whole group is stopped (SIGTERM, then SIGKILL).
+struct Kamailio {
+    leader: Option<tests::netns::Background>,
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(leader) = self.leader.take() {
+            let group = format!("-{}", leader.id());
+            let signal = |sig: &str| {
+                let _ = std::process::Command::new("kill")
+                    .args([sig, "--", &group])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            signal("-TERM");
+            std::thread::sleep(Duration::from_millis(300));
+            signal("-KILL");
+            drop(leader);
+        }
+    }
+}
+
+/// Kamailio as a record-routing stateful proxy on `listen`, sending every
+/// new request to `next`, in the namespace of `pid`.
+fn kamailio(pid: u32, dir: &std::path::Path, listen: &str, next: &str) -> Kamailio {
+    use std::process::Stdio;
+    let name = listen.replace([':', '.'], "-");
+    let run = dir.join(&name);
+    std::fs::create_dir_all(&run).expect("kamailio dir");
+    let config = run.join("kamailio.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "#!KAMAILIO\n\
+             debug=2\nlog_stderror=yes\nchildren=1\n\
+             listen=udp:{listen}\n\
+             mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n\
+             loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\n\
+             loadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\nloadmodule \"siputils.so\"\n\
+             loadmodule \"textops.so\"\n\
+             request_route {{\n\
+               if (!mf_process_maxfwd_header(\"10\")) {{ sl_send_reply(\"483\", \"Too Many Hops\"); exit; }}\n\
+               if (has_totag()) {{\n\
+                 if (loose_route()) {{ t_relay(); exit; }}\n\
+                 if (is_method(\"ACK\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+                 sl_send_reply(\"404\", \"Not here\"); exit;\n\
+               }}\n\
+               if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+               record_route();\n\
+               $du = \"sip:{next}\";\n\
+               t_relay();\n\
+             }}\n"
+        ),
+    )
+    .expect("kamailio config");
+    let log = std::fs::File::create(run.join("kamailio.log")).expect("kamailio log");
+    let mut cmd = tests::netns::enter_netns_of(pid, "kamailio");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.arg("-f")
+        .arg(&config)
+        .args(["-DD", "-E", "-Y"])
+        .arg(&run)
+        .arg("-P")
+        .arg(run.join("kamailio.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    Kamailio {
+        leader: Some(tests::netns::Background::spawn(&mut cmd)),
+    }
+}
+
+/// Kamailio record-routing in front of the SBC (the carrier's proxy) and
+/// behind it (the PBX's): INVITE, hold and resume by re-INVITE, BYE from
+/// the caller; then a call the callee ends. Before RFC 3261 §12.1.1 was
+/// kept on the caller's leg, the front proxy dropped the ACK and no call
+/// completed.
+#[test]
+fn record_routing_proxies_in_front_and_behind_carry_whole_dialogs() {
+    use std::net::{IpAddr, SocketAddr};
+    use tests::netns::skip_unless_privileged;
+    use tests::sipp::assert_no_leak;
+
+    const NAME: &str = "record_routing_proxies_in_front_and_behind_carry_whole_dialogs";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    if which_kamailio().is_none() {
+        assert!(
+            !tests::netns::privileged_required(),
+            "kamailio is required here (apt-get install kamailio)"
+        );
+        eprintln!("{NAME}: skipped (no kamailio)");
+        return;
+    }
+    let (daemon, log) = embedded_default_daemon();
+    let dir = std::env::temp_dir().join(format!("sbc-proxies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    // Caller 127.0.0.5 -> proxy 127.0.0.8 -> SBC 127.0.0.1 | 127.0.0.2 ->
+    // trunk pbx = proxy 127.0.0.3 -> callee 127.0.0.9.
+    let front = kamailio(daemon.id(), &dir, "127.0.0.8:5060", "127.0.0.1:5060");
+    let back = kamailio(daemon.id(), &dir, "127.0.0.3:5060", "127.0.0.9:5060");
+    std::thread::sleep(Duration::from_millis(800));
+    for (caller, callee) in [
+        ("caller-hold.xml", "callee-hold.xml"),
+        ("caller-wait-bye.xml", "callee-sends-bye.xml"),
+    ] {
+        let uas = Sipp::scenario_file(behind_a_proxy(callee, &dir))
+            .local(ip("127.0.0.9"), 5060)
+            .media(ip("127.0.0.9"), 16000)
+            .calls(1)
+            .timeout(Duration::from_secs(20))
+            .in_netns_of(daemon.id())
+            .start();
+        std::thread::sleep(Duration::from_millis(300));
+        let uac = Sipp::scenario_file(behind_a_proxy(caller, &dir))
+            .local(ip("127.0.0.5"), 5070)
+            .media(ip("127.0.0.5"), 17000)
+            .remote(SocketAddr::new(ip("127.0.0.8"), 5060))
+            .service("4930555")
+            .calls(1)
+            .timeout(Duration::from_secs(20))
+            .in_netns_of(daemon.id())
+            .run();
+        let uas = uas.wait();
+        let context = || {
+            format!(
+                "{caller} -> {callee}\n--- caller ---\n{}\n--- callee ---\n{}\n--- sbc ---\n{}\n--- front proxy ---\n{}",
+                uac.report(),
+                uas.report(),
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(dir.join("127-0-0-8-5060/kamailio.log"))
+                    .unwrap_or_default()
+            )
+        };
+        assert!(
+            uac.successful() == 1 && uas.successful() == 1,
+            "{}",
+            context()
+        );
+        // Each side sees its own proxy and the SBC's address on its realm,
+        // nothing of the other side.
+        assert_no_leak(&uas.messages, &["127.0.0.5", "127.0.0.8", "127.0.0.1"]);
+        assert_no_leak(&uac.messages, &["127.0.0.9", "127.0.0.3", "127.0.0.2"]);
+    }
+    drop(front);
+    drop(back);
+    daemon.kill();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn which_kamailio() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("kamailio"))
+            .chain([std::path::PathBuf::from("/usr/sbin/kamailio")])
+            .find(|p| p.is_file())
+    })
+}
