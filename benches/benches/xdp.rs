@@ -13,7 +13,7 @@
 //! `sbc_sink` on `xb`: an XDP program that counts and drops every frame, so
 //! the receiver's own stack costs nothing here and "arrived" means "reached
 //! the receiver's interface" (the rewrite itself is checked by the tests in
-//! `sbc/tests/xdp.rs`). Four paths run in turn on the same lab:
+//! `sbc/tests/integration/xdp.rs`). Four paths run in turn on the same lab:
 //! - `send-only`: `sbc_sink` on `sa`, nothing forwarded: the generator's own
 //!   cost (syscall, veth), subtracted from the others to give the sbc side.
 //! - `noop`: `sbc_bounce`, a baseline program that redirects every frame

@@ -1,0 +1,14 @@
+//! The end-to-end suite in one binary: the real daemon, real SIPp,
+//! Kamailio and network namespaces (each test still runs in a process of
+//! its own under nextest, and in its own addresses or namespace).
+
+mod check_config;
+mod edge;
+mod harness;
+mod inspect_cli;
+mod media;
+mod operations;
+mod packaging;
+mod scenarios_selfcheck;
+mod signaling;
+mod xdp_lab;
