@@ -270,20 +270,7 @@ fn a_refusal_goes_to_an_untrusted_caller_once_and_a_routed_failure_until_acked()
     }
     // A refusal of the SBC's own (here: every trunk at its rate limit) has
     // no 100 before it, and goes to an untrusted caller once.
-    let config = CONFIG
-        .replace(
-            "address = \"198.51.100.3:5060\"",
-            "address = \"198.51.100.3:5060\"\nmax_cps = 1",
-        )
-        .replace(
-            "address = \"198.51.100.5:5060\"",
-            "address = \"198.51.100.5:5060\"\nmax_cps = 1",
-        );
-    let mut lab = Lab::new(&config);
-    lab.caller_sends(&another_invite(1));
-    lab.take_one(PBX, "INVITE");
-    lab.deliver(0, "203.0.113.41:5060", another_invite(2).as_bytes());
-    lab.take_one(PBX2, "INVITE");
+    let mut lab = both_trunks_busy_this_second();
     lab.deliver(0, "203.0.113.40:5060", another_invite(3).as_bytes());
     lab.advance(Duration::from_millis(5_000));
     assert_eq!(
@@ -360,8 +347,9 @@ fn overload_sheds_untrusted_invites_first_and_keeps_dialogs() {
     assert_eq!(rejected(&lab, RejectReason::Overload), 2);
 }
 
-#[test]
-fn a_call_held_back_by_trunk_limits_is_refused_once_for_the_first_limit() {
+/// Both trunks limited to one call a second, and each has had its call
+/// (from two untrusted sources): the next INVITE has nowhere to go.
+fn both_trunks_busy_this_second() -> Lab {
     let config = CONFIG
         .replace(
             "address = \"198.51.100.3:5060\"",
@@ -376,6 +364,12 @@ fn a_call_held_back_by_trunk_limits_is_refused_once_for_the_first_limit() {
     lab.take_one(PBX, "INVITE");
     lab.deliver(0, "203.0.113.41:5060", another_invite(2).as_bytes());
     lab.take_one(PBX2, "INVITE");
+    lab
+}
+
+#[test]
+fn a_call_held_back_by_trunk_limits_is_refused_once_for_the_first_limit() {
+    let mut lab = both_trunks_busy_this_second();
     // Both trunks have had their call this second.
     lab.deliver(0, "203.0.113.40:5060", another_invite(3).as_bytes());
     assert!(
