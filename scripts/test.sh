@@ -7,7 +7,7 @@
 #
 # Steps, in order, stopping at the first failure:
 #   install   Debian packages (sip-tester = SIPp, iproute2, ethtool, prometheus = promtool,
-#             valgrind, nftables = the NAT of the access lab, kamailio = the proxies of the interop lab),
+#             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
 #   fmt       cargo fmt --all -- --check   (+ rustfmt --check on fuzz/fuzz_targets)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 

@@ -1347,3 +1347,188 @@ fn which_kamailio() -> Option<std::path::PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A baresip softphone's configuration: SIP on `listen`, a sine tone as
+/// its microphone, what it hears written to `heard.wav`, calls to its
+/// account answered at once.
+fn baresip_config(dir: &std::path::Path, listen: &str, user: &str, tone: u32) {
+    std::fs::create_dir_all(dir).expect("baresip dir");
+    let heard = dir.join("heard.wav");
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen {listen}\nnet_interface {ip}\n\
+             module_path /usr/lib/baresip/modules\n\
+             module stdio.so\nmodule g711.so\nmodule ausine.so\nmodule aufile.so\n\
+             module_app account.so\nmodule_app menu.so\n\
+             audio_source ausine,{tone}\naudio_player aufile,{heard}\n\
+             audio_alert aufile,{heard}\n\
+             ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n",
+            heard = heard.display(),
+            ip = listen.split(':').next().unwrap_or(listen),
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(
+        dir.join("accounts"),
+        format!("<sip:{user}@{listen}>;regint=0;answermode=auto\n"),
+    )
+    .expect("baresip accounts");
+}
+
+/// One baresip call through the daemon (`args`): the caller at 127.0.0.5
+/// dials the PBX trunk's baresip at 127.0.0.3 through the outside realm,
+/// each sending a tone for about 8 s. Returns both phones' logs, the
+/// daemon's /metrics after the call, and its log.
+fn baresip_call(args: &[&str]) -> (String, String, String, String) {
+    use std::process::Stdio;
+    use tests::netns::{Background, enter_netns_of, in_netns_of};
+
+    let (daemon, log) = daemon_in_private_loopback(args);
+    let dir =
+        std::env::temp_dir().join(format!("sbc-baresip-{}-{}", std::process::id(), args.len()));
+    let (callee_dir, caller_dir) = (dir.join("callee"), dir.join("caller"));
+    baresip_config(&callee_dir, "127.0.0.3:5060", "pbx", 440);
+    baresip_config(&caller_dir, "127.0.0.5:5070", "alice", 880);
+    let phone = |conf: &std::path::Path, out: &str, args: &[&str]| {
+        let stdout = std::fs::File::create(dir.join(out)).expect("log");
+        let mut cmd = enter_netns_of(daemon.id(), "baresip");
+        cmd.arg("-f")
+            .arg(conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::null());
+        Background::spawn(&mut cmd)
+    };
+    let callee = phone(&callee_dir, "callee.log", &["-t", "12"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let caller = phone(
+        &caller_dir,
+        "caller.log",
+        &["-e", "/dial sip:pbx@127.0.0.1:5060", "-t", "8"],
+    );
+    let (status, killed) = caller.wait(Duration::from_secs(15));
+    assert!(!killed && status.success(), "caller exited: {status:?}");
+    let _ = callee.wait(Duration::from_secs(8));
+    let metrics = in_netns_of(daemon.id(), || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9660").expect("admin");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("ask");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    });
+    daemon.kill();
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let out = (
+        read(dir.join("caller.log")),
+        read(dir.join("callee.log")),
+        metrics,
+        read(log.clone()),
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// The sum of the samples of `name` with `realm="{realm}"`.
+fn realm_metric(metrics: &str, name: &str, realm: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(&format!("realm=\"{realm}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two baresip softphones call each other through the SBC. baresip binds
+/// its RTP to every address and so sends from loopback's first address
+/// (127.0.0.1), which is neither its SDP's nor its signaling's: on the
+/// embedded default the relay refuses to learn it (RTPBleed rules) and
+/// says so within its learning window; with `latch_from_networks` on
+/// realms whose networks hold it, both hear each other.
+#[test]
+fn baresip_calls_through_the_sbc_and_multi_homed_media_is_reported_or_learned() {
+    use tests::netns::skip_unless_privileged;
+
+    const NAME: &str = "baresip_calls_through_the_sbc_and_multi_homed_media_is_reported_or_learned";
+    if skip_unless_privileged(NAME) {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/baresip").is_file() {
+        assert!(
+            !tests::netns::privileged_required(),
+            "baresip is required here (apt-get install baresip)"
+        );
+        eprintln!("{NAME}: skipped (no baresip)");
+        return;
+    }
+    // Strict: reported at once, on both legs, and nothing relayed.
+    let (caller, callee, metrics, log) = baresip_call(&[]);
+    let context = |c: &str, e: &str, m: &str, l: &str| {
+        format!("--- caller ---\n{c}\n--- callee ---\n{e}\n--- metrics ---\n{m}\n--- sbc ---\n{l}")
+    };
+    assert!(
+        caller.contains("Call established"),
+        "{}",
+        context(&caller, &callee, &metrics, &log)
+    );
+    assert!(
+        log.contains("media keeps coming from a source the relay may not learn"),
+        "{}",
+        context(&caller, &callee, &metrics, &log)
+    );
+    for realm in ["outside", "inside"] {
+        assert_eq!(
+            realm_metric(&metrics, "sbc_media_not_latched_total", realm),
+            1.0,
+            "{}",
+            context(&caller, &callee, &metrics, &log)
+        );
+    }
+    // Learned from the realms' networks: audio both ways.
+    let dir = std::env::temp_dir().join(format!("sbc-baresip-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("sbc.toml");
+    let default = std::fs::read_to_string(tests::workspace().join("config/default.toml"))
+        .expect("the embedded default");
+    let with_networks = default.replace(
+        "media = { address = \"127.0.0.1\" }",
+        "media = { address = \"127.0.0.1\" }\nnetworks = [\"127.0.0.0/8\"]\nlatch_from_networks = true",
+    )
+    .replace(
+        "media = { address = \"127.0.0.2\" }",
+        "media = { address = \"127.0.0.2\" }\nnetworks = [\"127.0.0.0/8\"]\nlatch_from_networks = true",
+    );
+    // baresip starts sending about 3 s after the answer: past the
+    // embedded default's 2 s learning window.
+    let with_networks =
+        with_networks.replace("learning_window_ms = 2000", "learning_window_ms = 10000");
+    std::fs::write(&config, with_networks).expect("config");
+    let (caller, callee, metrics, log) =
+        baresip_call(&["--config", config.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Each end hears the other (baresip says so once RTP arrives), and
+    // the SBC relayed about 8 s of 50 packets a second each way.
+    for end in [&caller, &callee] {
+        assert!(
+            end.contains("incoming rtp for 'audio' established"),
+            "{}",
+            context(&caller, &callee, &metrics, &log)
+        );
+    }
+    for realm in ["outside", "inside"] {
+        let packets = realm_metric(&metrics, "sbc_media_packets_total", realm);
+        assert!(
+            packets > 100.0,
+            "{packets} packets from {realm}\n{}",
+            context(&caller, &callee, &metrics, &log)
+        );
+        assert_eq!(
+            realm_metric(&metrics, "sbc_media_not_latched_total", realm),
+            0.0
+        );
+    }
+}
