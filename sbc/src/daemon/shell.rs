@@ -1,0 +1,396 @@
+//! Where the call core's outputs go: transports, the media relay, metrics,
+//! logs and call records.
+
+use super::*;
+
+/// Where the core's outputs go.
+pub(super) struct Shell<'a> {
+    pub(super) transports: &'a Transports,
+    /// Enforces the bans the core asks for; its counts are exported each
+    /// second.
+    pub(super) shield: &'a Shield,
+    /// The shield's counts already exported, by its realm number (the
+    /// counters take deltas).
+    pub(super) shield_seen: Vec<RealmCounts>,
+    /// Transport drops already exported, per listener: queue full, shed for
+    /// overload, connections refused by a cap, connections too slow.
+    pub(super) transport_seen: HashMap<ListenerId, [u64; 4]>,
+    /// The relay's drop totals already exported (unknown flow, source,
+    /// malformed, send).
+    pub(super) media_dropped: [u64; 5],
+    pub(super) relay: &'a UserspaceRelay,
+    pub(super) metrics: &'a Metrics,
+    /// Relay totals already exported per realm tag (the counters take
+    /// deltas).
+    pub(super) relayed: Vec<MediaTotals>,
+    pub(super) cdr: Option<&'a CdrWriter>,
+    /// Ended calls waiting for their streams' final counters: their log
+    /// line and CDR say which path carried the media, which only the
+    /// counters tell.
+    pub(super) ledger: Ledger,
+    /// Media commands the relay's full queue handed back, in order.
+    pub(super) relay_backlog: VecDeque<MediaCommand>,
+    /// The relay refused a command since the last tick: it is saturated.
+    pub(super) relay_saturated: bool,
+}
+
+impl Shell<'_> {
+    /// Sends what the relay handed back, in order, until it is full again.
+    pub(super) fn retry_relay_backlog(&mut self) {
+        while let Some(command) = self.relay_backlog.pop_front() {
+            if let Err(Offered::Full(command)) = self.relay.offer(command) {
+                self.relay_backlog.push_front(command);
+                self.relay_saturated = true;
+                return;
+            }
+        }
+    }
+
+    /// Whether the relay was saturated since the last call (a command was
+    /// refused, or some still wait), cleared for the next second.
+    pub(super) fn relay_saturated(&mut self) -> bool {
+        self.retry_relay_backlog();
+        let saturated = self.relay_saturated || !self.relay_backlog.is_empty();
+        self.relay_saturated = false;
+        saturated
+    }
+
+    /// Drains every output of the core (which may produce more input: a
+    /// media command the relay refuses comes back as a failure event).
+    pub(super) fn drain(&mut self, core: &mut Core) {
+        loop {
+            let mut refused = Vec::new();
+            while let Some(out) = core.poll_transmit() {
+                let to = out.to;
+                if let Err(e) = self.transports.send(out) {
+                    warn!(%to, error = %e, "send refused");
+                }
+            }
+            self.retry_relay_backlog();
+            while let Some(command) = core.poll_media() {
+                if let MediaCommand::Allocate { stream, .. } = &command {
+                    // A new stream: refused now, its call fails (503).
+                    let stream = *stream;
+                    if let Err(error) = self.relay.send(command) {
+                        self.relay_saturated |= error == MediaError::QueueFull;
+                        refused.push(MediaEvent::AllocationFailed { stream, error });
+                    }
+                } else if !self.relay_backlog.is_empty() {
+                    // Behind ones already waiting: keep their order.
+                    self.relay_backlog.push_back(command);
+                } else if let Err(Offered::Full(command)) = self.relay.offer(command) {
+                    // A release or a remote the relay must not miss (a lost
+                    // release would hold its ports forever): sent again as
+                    // soon as the relay takes commands.
+                    self.relay_saturated = true;
+                    self.relay_backlog.push_back(command);
+                }
+            }
+            while let Some(event) = core.poll_event() {
+                self.report(event);
+            }
+            if refused.is_empty() {
+                return;
+            }
+            for event in refused {
+                core.handle_media_event(now(), event);
+            }
+        }
+    }
+
+    /// The core asks for a ban (a scanner, a source refused too often):
+    /// the shield drops the source's messages before parsing from now on.
+    /// Logged once, when the ban begins.
+    pub(super) fn ban(&mut self, realm: &str, source: std::net::IpAddr, reason: guard::BanReason) {
+        let id = self.shield.realm(realm);
+        if self.shield.ban(now(), id, source) {
+            guard::log_ban(realm, source, reason, self.shield.ban_secs(id));
+        }
+    }
+
+    /// Once a second: forgets ended bans and drained sources, and exports
+    /// what the shield and the transports dropped since the last time.
+    pub(super) fn edge(&mut self) {
+        self.shield.sweep(now());
+        let counts = self.shield.counts();
+        self.metrics.set_banned_sources(counts.banned_now);
+        if self.shield_seen.len() < counts.realms.len() {
+            self.shield_seen
+                .resize(counts.realms.len(), RealmCounts::default());
+        }
+        for ((realm, now), seen) in counts.realms.iter().zip(&mut self.shield_seen) {
+            let limited = now.rate_limited.saturating_sub(seen.rate_limited);
+            let banned = now.banned.saturating_sub(seen.banned);
+            if limited > 0 {
+                self.metrics
+                    .rejected_by(realm, metrics::RejectReason::RateLimited, limited);
+            }
+            if banned > 0 {
+                self.metrics
+                    .rejected_by(realm, metrics::RejectReason::Banned, banned);
+            }
+            *seen = *now;
+        }
+        for (id, spec) in self.transports.listeners() {
+            let Some(stats) = self.transports.stats(id) else {
+                continue;
+            };
+            let seen = self.transport_seen.entry(id).or_default();
+            let now = [
+                stats.dropped_overload,
+                stats.shed_overload,
+                stats.connections_rejected,
+                stats.connections_too_slow,
+            ];
+            let reasons = [
+                metrics::TransportDropReason::QueueFull,
+                metrics::TransportDropReason::Overload,
+                metrics::TransportDropReason::ConnectionLimit,
+                metrics::TransportDropReason::TooSlow,
+            ];
+            for ((reason, now), seen) in reasons.into_iter().zip(now).zip(seen.iter_mut()) {
+                if now > *seen {
+                    self.metrics
+                        .transport_dropped(&spec.realm, reason, now - *seen);
+                }
+                *seen = now;
+            }
+        }
+    }
+
+    pub(super) fn report(&mut self, event: CoreEvent) {
+        match event {
+            CoreEvent::Sip {
+                realm,
+                inbound,
+                method,
+                status,
+            } => {
+                let direction = if inbound {
+                    metrics::Direction::In
+                } else {
+                    metrics::Direction::Out
+                };
+                let kind = match (method, status) {
+                    (Some(method), _) => metrics::MessageKind::Request(method),
+                    (None, Some(code)) => {
+                        metrics::MessageKind::Response(metrics::StatusClass::of(code))
+                    }
+                    (None, None) => return,
+                };
+                self.metrics.sip_message(&realm, direction, kind);
+            }
+            CoreEvent::ParseError { realm } => self.metrics.sip_parse_error(&realm),
+            CoreEvent::Retransmitted { realm } => self.metrics.sip_retransmission(&realm),
+            CoreEvent::Rejected { realm, reason } => {
+                self.metrics.rejected(&realm, reason.into());
+            }
+            CoreEvent::MediaNotLatched {
+                call,
+                leg,
+                realm,
+                call_id,
+            } => {
+                let leg = if leg == Leg::A { "caller" } else { "callee" };
+                warn!(
+                    call,
+                    leg,
+                    %realm,
+                    call_id,
+                    "media keeps coming from a source the relay may not learn: this leg's audio is dropped \
+                     (a multi-homed endpoint? see latch_from_networks)"
+                );
+                self.metrics.media_not_latched(&realm);
+            }
+            CoreEvent::Register { realm, outcome } => self.metrics.register(&realm, outcome),
+            CoreEvent::Keepalive { failed } => self.metrics.keepalive(failed),
+            CoreEvent::CallError { call, leg, error } => {
+                let leg = leg.map(|leg| match leg {
+                    Leg::A => "caller",
+                    Leg::B => "callee",
+                });
+                warn!(call, leg, kind = error.kind(), %error, "call core error");
+                self.metrics.call_error(error.kind());
+            }
+            CoreEvent::Banned {
+                realm,
+                source,
+                reason,
+            } => self.ban(&realm, source, reason),
+            CoreEvent::CallSetup { setup, .. } => self.metrics.call_setup(setup),
+            CoreEvent::CallAttempt {
+                call,
+                attempt,
+                a_call_id,
+                b_call_id,
+                from_realm,
+                to_realm,
+                trunk,
+            } => {
+                let trunk = trunk.as_deref().unwrap_or("-");
+                if attempt == 1 {
+                    info!(call, %a_call_id, %b_call_id, %from_realm, %to_realm, trunk, "call started");
+                } else {
+                    info!(call, attempt, %a_call_id, %b_call_id, %from_realm, %to_realm, trunk, "call rerouted");
+                }
+            }
+            CoreEvent::TrunkState { trunk, up } => {
+                self.metrics.set_trunk_up(&trunk, up);
+                if up {
+                    info!(%trunk, "trunk answers its OPTIONS health check");
+                } else {
+                    warn!(%trunk, "trunk does not answer its OPTIONS health check; it is tried last");
+                }
+            }
+            CoreEvent::CallEnded(summary) => self.call_ended(&summary),
+        }
+    }
+
+    pub(super) fn call_ended(&mut self, call: &CallSummary) {
+        let trunk = call.trunks_tried.last().map_or("none", String::as_str);
+        self.metrics
+            .call_finished(&call.from_realm, trunk, cdr::outcome_of(call));
+        if let Some(done) = self.ledger.call_ended(now(), call) {
+            self.finish(done);
+        }
+    }
+
+    /// Logs an ended call and writes its CDR, now that its media counters
+    /// are in (or will not come).
+    pub(super) fn finish(&self, done: Finished) {
+        let record = &done.record;
+        if done.missing_streams > 0 {
+            warn!(
+                call = done.call,
+                streams = done.missing_streams,
+                "media counters of an ended call never arrived; logged without them"
+            );
+        }
+        info!(
+            call = done.call,
+            a_call_id = %done.a_call_id,
+            b_call_id = record.out_call_id.as_deref().unwrap_or("-"),
+            from_realm = %record.in_realm,
+            trunk = record.out_trunks_tried.last().map_or("none", String::as_str),
+            status = record.sip_status,
+            outcome = record.outcome.as_str(),
+            ended_by = record.hangup.by(),
+            reason = record.hangup.reason().unwrap_or("-"),
+            duration_ms = done.duration.map_or(0, |d| d.as_millis() as u64),
+            media = record.media_path.map_or("none", metrics::MediaPath::as_str),
+            "call ended"
+        );
+        if let Some(cdr) = self.cdr {
+            cdr.write(done.record);
+        }
+    }
+
+    /// Logs and writes the calls still waiting for media counters (at
+    /// shutdown), with what arrived.
+    pub(super) fn flush_cdrs(&mut self) {
+        for done in self.ledger.flush() {
+            self.finish(done);
+        }
+    }
+
+    /// A released stream completes its call's record; timeouts are
+    /// counted when they happen (drops live, from the relay's totals: see
+    /// [`Shell::gauges`]).
+    pub(super) fn media_event(&mut self, event: &MediaEvent) {
+        match event {
+            MediaEvent::Released { stream, counters } => {
+                if let Some(done) = self.ledger.stream_released(now(), *stream, counters) {
+                    self.finish(done);
+                }
+            }
+            MediaEvent::TimedOut { .. } => self.metrics.media_timeout(),
+            _ => {}
+        }
+    }
+
+    pub(super) fn gauges(&mut self, core: &Core) {
+        for done in self.ledger.overdue(now(), MEDIA_REPORT_WAIT) {
+            self.finish(done);
+        }
+        let stats = self.relay.stats();
+        self.media_totals(core, &stats.realm_totals());
+        // Drops as they happen (an attack on a stream shows while it lasts,
+        // not when the stream is released); hold's RTP is not a drop here.
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let dropped = [
+            load(&stats.dropped_unknown_flow),
+            load(&stats.dropped_source),
+            load(&stats.dropped_malformed),
+            load(&stats.dropped_send),
+            load(&stats.dropped_stun),
+        ];
+        let reasons = [
+            metrics::MediaDropReason::UnknownFlow,
+            metrics::MediaDropReason::SourceMismatch,
+            metrics::MediaDropReason::Malformed,
+            metrics::MediaDropReason::SendFailed,
+            metrics::MediaDropReason::Stun,
+        ];
+        for ((reason, now), seen) in reasons
+            .into_iter()
+            .zip(dropped)
+            .zip(&mut self.media_dropped)
+        {
+            self.metrics
+                .media_dropped(reason, now.saturating_sub(*seen));
+            *seen = now;
+        }
+        self.metrics.set_media_streams_active(
+            metrics::MediaPath::Userspace,
+            stats.streams.load(Ordering::Relaxed),
+        );
+        for (realm, calls) in core.calls_per_realm() {
+            self.metrics.set_calls_active(&realm, calls as u64);
+        }
+        for (realm, bindings) in core.registrations_per_realm() {
+            self.metrics
+                .set_registrations_active(&realm, bindings as u64);
+        }
+        self.metrics
+            .set_untrusted_calls(core.untrusted_load().calls as u64);
+        for (trunk, calls) in core.calls_per_trunk() {
+            self.metrics
+                .set_trunk_calls_active(&trunk, u64::from(calls));
+        }
+        self.metrics
+            .set_sip_transactions_active(core.transactions() as u64);
+    }
+
+    /// Exports the relay's per-realm totals (`totals[i]` is realm `i`'s: the
+    /// core tags legs with realm indexes; deltas since the last export) and
+    /// each realm's free media ports. Every realm gets its series, at 0
+    /// until media flows. Realms sharing a media address share its port
+    /// pool, so they show the same free count (a reload that adds a media
+    /// address gives it a pool before any call can use it).
+    pub(super) fn media_totals(&mut self, core: &Core, totals: &[MediaTotals]) {
+        for (index, (name, media_ip)) in (0..).map_while(|i| core.realm_media(i)).enumerate() {
+            let now = totals.get(index).copied().unwrap_or_default();
+            if self.relayed.len() <= index {
+                self.relayed.resize(index + 1, MediaTotals::default());
+            }
+            let before = self.relayed[index];
+            self.metrics.media_relayed(
+                metrics::MediaPath::Userspace,
+                name,
+                now.userspace_packets
+                    .saturating_sub(before.userspace_packets),
+                now.userspace_bytes.saturating_sub(before.userspace_bytes),
+            );
+            self.metrics.media_relayed(
+                metrics::MediaPath::Xdp,
+                name,
+                now.xdp_packets.saturating_sub(before.xdp_packets),
+                now.xdp_bytes.saturating_sub(before.xdp_bytes),
+            );
+            self.relayed[index] = now;
+            if let Some(free) = self.relay.stats().ports_free(media_ip) {
+                self.metrics.set_media_ports_free(name, free);
+            }
+        }
+    }
+}
