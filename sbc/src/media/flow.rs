@@ -323,6 +323,12 @@ impl FlowTable {
                         .rtcp
                         .set_remote(now, remote.rtcp, remote.signaling_ip, window);
                     state.remote = Some(remote);
+                    // The other peer learns the SBC's address from this
+                    // SDP (the caller from the answer, after ringing):
+                    // its first latch may only come now.
+                    let other = &mut s.legs[leg.other().index()];
+                    other.rtp.reopen(now, window);
+                    other.rtcp.reopen(now, window);
                     s.armed = s.legs.iter().all(|l| l.remote.is_some());
                 });
                 SocketWork::None

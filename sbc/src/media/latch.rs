@@ -17,7 +17,9 @@
 //!    signaling source IP, or either ([`LatchPolicy`]). The exact SDP address
 //!    (IP and port) is always acceptable, in or out of the window.
 //! 3. **Learn only in a short window** after each (re)negotiation: the window
-//!    opens at every `set_remote` and closes after the configured duration. A
+//!    opens at every `set_remote` and closes after the configured duration;
+//!    an unlatched flow gets it again when the other leg's SDP arrives
+//!    ([`Latch::reopen`]: that is when this peer learns where to send). A
 //!    changed remote (re-INVITE moving media) forgets the old latch; an
 //!    unchanged one (session refresh) keeps it.
 //! 4. **Once latched, only the latched source is accepted.** Packets from any
@@ -184,6 +186,22 @@ impl Latch {
             signaling_ip,
             window_until: now + window,
         });
+    }
+
+    /// The other leg of the stream was (re)negotiated: this peer has just
+    /// been told where to send (the caller learns the SBC's address only
+    /// from the answer, often many seconds of ringing after its own offer
+    /// opened this window), so an unlatched flow gets its learning window
+    /// again, until `now + window`. A latched flow is left alone: only a
+    /// first latch depends on the window, re-latching has its own rules.
+    pub fn reopen(&mut self, now: Instant, window: Duration) {
+        if self.latched.is_some() || self.policy == LatchPolicy::Asymmetric {
+            return;
+        }
+        if let Some(expected) = &mut self.expected {
+            expected.window_until = expected.window_until.max(now + window);
+            self.reported = false;
+        }
     }
 
     /// Decide about a packet from `source` carrying `ssrc`.
@@ -416,6 +434,42 @@ mod tests {
         latch.set_remote(later, addr("10.0.0.5:4000"), ip("203.0.113.5"), WINDOW);
         let real = addr("203.0.113.5:61000");
         assert_eq!(latch.check(later, real, SSRC), Verdict::Latched(real));
+    }
+
+    #[test]
+    fn the_other_legs_answer_reopens_an_unlatched_window_only() {
+        let now = t0();
+        let real = addr("203.0.113.5:61000");
+        // The caller's offer opened the window; the callee rang for 8 s.
+        let mut latch = natted(LatchPolicy::SdpOrSignaling, now);
+        let answer = now + WINDOW + Duration::from_secs(3);
+        latch.reopen(answer, WINDOW);
+        assert_eq!(
+            latch.check(answer + WINDOW / 2, real, SSRC),
+            Verdict::Latched(real),
+            "the caller starts sending once it has the answer"
+        );
+        // Closed again after the window.
+        let mut late = natted(LatchPolicy::SdpOrSignaling, now);
+        late.reopen(answer, WINDOW);
+        assert_eq!(
+            late.check(answer + WINDOW, real, SSRC),
+            Verdict::UnexpectedSource
+        );
+        // A latched flow keeps its latch and its rules: no new first latch
+        // for another source of an allowed IP.
+        let mut latched = natted(LatchPolicy::SdpOrSignaling, now);
+        assert_eq!(latched.check(now, real, SSRC), Verdict::Latched(real));
+        latched.reopen(answer, WINDOW);
+        assert_eq!(
+            latched.check(answer, addr("203.0.113.5:7000"), SSRC ^ 1),
+            Verdict::UnexpectedSource
+        );
+        assert_eq!(latched.latched(), Some(real));
+        // Nothing signaled yet: nothing to reopen.
+        let mut fresh = Latch::new(LatchPolicy::SdpOrSignaling, QUIET);
+        fresh.reopen(now, WINDOW);
+        assert_eq!(fresh.check(now, real, SSRC), Verdict::NoRemote);
     }
 
     #[test]

@@ -221,6 +221,151 @@ fn injection_is_dropped_and_counted_before_and_after_latching() {
     assert_eq!(a.packets_in, 1);
 }
 
+/// Allocates [`S`] with leg A under `policy`, and signals leg A's offer at
+/// `offer` and leg B's answer at `answer` (the same remotes as [`call`]).
+fn ringing_call(t: &mut FlowTable, policy: LatchPolicy, offer: Instant, answer: Instant) {
+    let mut a_spec = spec(realm_a(), RtcpMode::Pair);
+    a_spec.latch = policy;
+    let work = t.handle_command(
+        offer,
+        MediaCommand::Allocate {
+            stream: S,
+            legs: [a_spec, spec(realm_b(), RtcpMode::Pair)],
+        },
+    );
+    assert!(matches!(work, SocketWork::Bind { .. }), "{work:?}");
+    t.confirm_allocation(S);
+    let a = Remote::rtp_pair(addr("10.0.0.5:4000"), "203.0.113.5".parse().expect("ip"));
+    let b = Remote::rtp_pair(
+        addr("198.51.100.20:6000"),
+        "198.51.100.20".parse().expect("ip"),
+    );
+    for (now, leg, remote) in [(offer, Leg::A, a), (answer, Leg::B, b)] {
+        t.handle_command(
+            now,
+            MediaCommand::SetRemote {
+                stream: S,
+                leg,
+                remote,
+            },
+        );
+    }
+}
+
+#[test]
+fn a_natted_caller_latches_after_a_long_ringing() {
+    // The caller's offer opens its window; it sends only once the answer
+    // told it where to, 12 s later (past the table's 10 s window).
+    let offer = t0();
+    let answer = offer + Duration::from_secs(12);
+    let mut t = table(4);
+    ringing_call(&mut t, LatchPolicy::SdpOrSignaling, offer, answer);
+    drain(&mut t);
+    let real = addr("203.0.113.5:61000");
+    let first = answer + Duration::from_millis(100);
+    assert!(
+        matches!(
+            t.on_packet(first, S, Leg::A, Component::Rtp, real, &rtp(SSRC_A)),
+            Forward::To(_)
+        ),
+        "the caller's first packet after the answer latches"
+    );
+    assert!(drain(&mut t).contains(&MediaEvent::Latched {
+        stream: S,
+        leg: Leg::A,
+        component: Component::Rtp,
+        source: real
+    }));
+    // RTCP on its own port too.
+    assert!(matches!(
+        t.on_packet(
+            first,
+            S,
+            Leg::A,
+            Component::Rtcp,
+            addr("203.0.113.5:61001"),
+            &rtcp(SSRC_A)
+        ),
+        Forward::To(_)
+    ));
+}
+
+#[test]
+fn a_leg_sending_from_an_unlearnable_source_is_reported_once_after_its_window() {
+    let now = t0();
+    let window = FlowConfig::default().learning_window;
+    let mut t = table(4);
+    ringing_call(&mut t, LatchPolicy::SdpOrSignaling, now, now);
+    drain(&mut t);
+    // A multi-homed phone: neither its SDP's nor its signaling's IP.
+    let other_nic = addr("203.0.113.77:4000");
+    let mut reports = 0;
+    for ms in (0..window.as_millis() as u64 + 3_000).step_by(20) {
+        let at = now + Duration::from_millis(ms);
+        assert_eq!(
+            t.on_packet(at, S, Leg::A, Component::Rtp, other_nic, &rtp(SSRC_A)),
+            Forward::Drop(DropCause::Source)
+        );
+        for event in drain(&mut t) {
+            assert_eq!(
+                event,
+                MediaEvent::NotLatched {
+                    stream: S,
+                    leg: Leg::A
+                }
+            );
+            assert!(at >= now + window, "reported inside the window, at {ms} ms");
+            assert!(
+                at < now + window + Duration::from_millis(100),
+                "reported late, at {ms} ms"
+            );
+            reports += 1;
+        }
+    }
+    assert_eq!(reports, 1, "once per negotiation");
+}
+
+#[test]
+fn realm_networks_let_a_first_latch_come_from_the_realms_other_addresses() {
+    let now = t0();
+    let mut t = table(4);
+    let mut networks = vec![Vec::new(); 6];
+    networks[tag(realm_a()).index()] = vec!["203.0.113.0/24".parse().expect("net")];
+    t.set_realm_networks(networks);
+    ringing_call(&mut t, LatchPolicy::RealmNetworks, now, now);
+    drain(&mut t);
+    let outsider = addr("192.0.2.66:4000");
+    assert_eq!(
+        t.on_packet(now, S, Leg::A, Component::Rtp, outsider, &rtp(SSRC_A)),
+        Forward::Drop(DropCause::Source),
+        "not in the realm's networks"
+    );
+    let other_nic = addr("203.0.113.77:4000");
+    assert!(matches!(
+        t.on_packet(now, S, Leg::A, Component::Rtp, other_nic, &rtp(SSRC_A)),
+        Forward::To(_)
+    ));
+    // Re-latching keeps the strict rule: another address of the network
+    // with the same SSRC, after the latched one went quiet, is refused.
+    let later = now + Duration::from_secs(1);
+    assert_eq!(
+        t.on_packet(
+            later,
+            S,
+            Leg::A,
+            Component::Rtp,
+            addr("203.0.113.78:4000"),
+            &rtp(SSRC_A)
+        ),
+        Forward::Drop(DropCause::Source)
+    );
+    assert!(
+        drain(&mut t)
+            .iter()
+            .all(|e| !matches!(e, MediaEvent::NotLatched { .. }))
+    );
+}
+
 #[test]
 fn rtcp_uses_the_rtcp_ports_unless_the_far_leg_is_muxed() {
     let now = t0();
