@@ -65,12 +65,26 @@ pub(crate) fn streams(sdp: &Sdp, signaling_ip: IpAddr) -> Vec<StreamOffer> {
                     rtcp,
                     rtcp_mux: m.rtcp_mux(),
                     signaling_ip,
-                    secure: m.proto().contains("SAVP"),
+                    secure: srtp(m.proto(), |name| {
+                        m.attribute(name).is_some() || sdp.attribute(name).is_some()
+                    }),
                 },
                 direction,
             }
         })
         .collect()
+}
+
+/// Whether a stream's RTCP may be SRTCP, which the relay must forward as
+/// it is (encrypted SDES, authenticated header): an SRTP profile (`RTP/SAVP`,
+/// `RTP/SAVPF`, `UDP/TLS/RTP/SAVP(F)`, in any case), or keys offered on a
+/// plain profile (`a=crypto` on `RTP/AVP`: "best effort" SRTP, which some
+/// PBXs send) or a DTLS `a=fingerprint`. In doubt the CNAME crosses
+/// unmasked rather than every SRTCP packet being dropped as malformed.
+fn srtp(proto: &str, has_attribute: impl Fn(&str) -> bool) -> bool {
+    proto.to_ascii_uppercase().contains("SAVP")
+        || has_attribute("crypto")
+        || has_attribute("fingerprint")
 }
 
 /// `sdp` as the other leg sees it: the SBC's `media_ip` everywhere and
@@ -362,6 +376,29 @@ m=video 0 RTP/AVP 96\r\n";
                 .map(|r| r.port),
             Some(30001)
         );
+    }
+
+    #[test]
+    fn srtcp_is_recognised_by_profile_or_keys() {
+        let secure = |m: &str| {
+            let text = format!(
+                "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}"
+            );
+            let sdp = Sdp::parse(text.as_bytes()).expect("parses");
+            streams(&sdp, "198.51.100.7".parse().expect("ip"))[0]
+                .remote
+                .secure
+        };
+        assert!(!secure("m=audio 4000 RTP/AVP 0\r\n"));
+        assert!(secure("m=audio 4000 RTP/SAVP 0\r\n"));
+        assert!(secure("m=audio 4000 rtp/savpf 0\r\n"));
+        assert!(secure("m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n"));
+        assert!(secure(
+            "m=audio 4000 RTP/AVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+        ));
+        assert!(secure(
+            "m=audio 4000 RTP/AVP 0\r\na=fingerprint:sha-256 AB:CD\r\n"
+        ));
     }
 
     #[test]

@@ -530,8 +530,10 @@ impl Media {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Latching {
-    /// After the first packet, how long a different source may still take
-    /// the latch; later the latch moves only on the same SSRC.
+    /// How long after each offer or answer (either leg's: a caller learns
+    /// where to send only from the answer) an unlatched leg may learn its
+    /// source; after it, only the exact SDP address is accepted, and a
+    /// latched source moves only on the same SSRC.
     #[serde(default = "default_learning_window_ms")]
     pub learning_window_ms: u32,
     /// Latch only on packets from the IP address that signaling announced.
