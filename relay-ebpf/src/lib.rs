@@ -235,8 +235,13 @@ fn relay(ctx: &XdpContext) -> Verdict {
         };
     }
     // RTCP (second octet 192-223, RFC 5761 §4) goes to userspace, which
-    // hides its SDES items; at one packet per stream every few seconds it
-    // costs nothing there.
+    // hides its SDES items. Its cost there: RFC 3550 §6.2 sends RTCP every
+    // 5 s on average per sender (the minimum interval, randomised 0.5-1.5x;
+    // voice's 5% bandwidth share never asks for more), so a two-way stream
+    // brings 2 x 0.2 = 0.4 RTCP packets/s against 2 x 50 = 100 RTP packets/s
+    // (20 ms ptime): 0.4% of its packets. 10,000 streams give 4,000 RTCP
+    // packets/s to the relay thread (its bench carries 50,000 pps on one
+    // thread), while 1,000,000 RTP packets/s stay in the kernel.
     let l4 = if p.key.family == FAMILY_V4 {
         ETH_HLEN + size_of::<Ipv4Hdr>() + size_of::<UdpHdr>()
     } else {

@@ -721,12 +721,6 @@ fn route_out(out: &LegState, leg: Leg, kind: PacketKind) -> Option<Route> {
     })
 }
 
-/// Whether the relay may send to `to` from a media address `local`. An SDP
-/// is input from the network: it must not turn the relay into a packet
-/// cannon aimed at the SBC host itself (`127.0.0.1:5060`), at a group
-/// (multicast, broadcast), or at "nowhere" (`0.0.0.0`, the RFC 2543 hold,
-/// which Linux would deliver locally). Loopback peers are accepted only on a
-/// loopback media address (a lab), where they are the only peers there are.
 /// A STUN message (RFC 8489 §5): the two top bits zero, the magic cookie
 /// at octets 4-7, a 20-octet header at least.
 pub fn is_stun(packet: &[u8]) -> bool {
@@ -735,6 +729,12 @@ pub fn is_stun(packet: &[u8]) -> bool {
         && packet.get(4..8) == Some(&[0x21, 0x12, 0xa4, 0x42][..])
 }
 
+/// Whether the relay may send to `to` from a media address `local`. An SDP
+/// is input from the network: it must not turn the relay into a packet
+/// cannon aimed at the SBC host itself (`127.0.0.1:5060`), at a group
+/// (multicast, broadcast), or at "nowhere" (`0.0.0.0`, the RFC 2543 hold,
+/// which Linux would deliver locally). Loopback peers are accepted only on a
+/// loopback media address (a lab), where they are the only peers there are.
 fn sendable(local: IpAddr, to: SocketAddr) -> bool {
     let ip = to.ip().to_canonical();
     let group = match ip {
