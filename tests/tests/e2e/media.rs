@@ -27,6 +27,7 @@
 // An end-to-end test is an IO shell: it waits on real time.
 #![allow(clippy::disallowed_methods)]
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::thread;
@@ -484,4 +485,211 @@ fn the_cdr_counts_each_legs_media_right_after_the_call() {
     );
     assert_eq!(field(&record, "in_tx_packets"), from_callee, "CDR {record}");
     lab.shutdown();
+}
+
+/// The second address of the caller's multi-homed host, in its realm's
+/// network (`127.0.n.8/29`) but neither its SDP's nor its signaling's.
+fn second_nic(lab: &Lab) -> std::net::IpAddr {
+    let IpAddr::V4(carrier) = lab.plan().host_ip(Host::Carrier) else {
+        unreachable!("the plan is IPv4")
+    };
+    let [a, b, c, _] = carrier.octets();
+    IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 9))
+}
+
+/// What [`multihomed_caller`] saw.
+struct Multihomed {
+    /// RTP packets the test sent from the second address.
+    sent: u64,
+    /// Echoes relayed back to it.
+    echoed: u64,
+    /// When the SBC's answer reached the caller.
+    answered: Instant,
+    /// When `sbc_media_not_latched_total{realm="outside"}` first read 1.
+    reported: Option<Instant>,
+    /// The caller's Call-ID.
+    call_id: String,
+    /// The call's record.
+    cdr: Value,
+    /// The daemon's log.
+    log: String,
+}
+
+/// A call from a caller whose RTP leaves from [`second_nic`] (a softphone
+/// bound to 0.0.0.0 on a multi-homed host): the outside realm has
+/// `networks = ["127.0.n.8/29"]` and, when `learn`, `latch_from_networks`.
+/// The caller (`caller-long.xml`, up 4 s) sends no RTP itself; the test
+/// does, every 20 ms for 3.5 s from the answer, to the caller leg's
+/// anchored port, and counts the callee's echoes (`uas -rtp_echo`) that
+/// come back, polling the not-latched counter as it goes.
+fn multihomed_caller(name: &str, learn: bool) -> Multihomed {
+    let cdr = cdr_path(name);
+    let plan = Plan::next();
+    let outside_ip = plan.realm_ip(Realm::Outside);
+    let IpAddr::V4(v4) = outside_ip else {
+        unreachable!("the plan is IPv4")
+    };
+    let [a, b, c, _] = v4.octets();
+    let base = plan.toml(&LabConfig {
+        cdr_path: Some(cdr.clone()),
+        ..LabConfig::default()
+    });
+    let media = format!("media = {{ address = \"{outside_ip}\" }}\n");
+    let extra =
+        format!("{media}networks = [\"{a}.{b}.{c}.8/29\"]\nlatch_from_networks = {learn}\n");
+    assert!(base.contains(&media), "no outside media line in\n{base}");
+    let lab = Lab::start_toml(name, plan, &base.replacen(&media, &extra, 1));
+    let uas = lab.start_callee(&echo_callee(&lab));
+    let uac = lab
+        .peer("caller-long.xml", Host::Carrier)
+        .remote(lab.plan().realm(Realm::Outside))
+        .timeout(PEER_TIMEOUT)
+        .start();
+    let messages = uac.dir().join("messages.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (port, call_id) = loop {
+        let log = std::fs::read_to_string(&messages).unwrap_or_default();
+        if let Some(port) = anchored_port(&lab, &log) {
+            let call_id = log
+                .lines()
+                .find_map(|l| l.strip_prefix("Call-ID: "))
+                .map(|id| id.trim().to_owned())
+                .unwrap_or_default();
+            break (port, call_id);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SDP answer from the SBC in the caller's log within 5 s: {}",
+            uac.dir().display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let answered = Instant::now();
+    let socket = lab
+        .net()
+        .udp_socket(SocketAddr::new(second_nic(&lab), PEER_MEDIA_PORT));
+    socket
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("non-blocking socket: {e}"));
+    let to = SocketAddr::new(outside_ip, port);
+    let (mut sent, mut echoed, mut reported) = (0u64, 0u64, None);
+    let mut buf = [0u8; 2048];
+    let mut next_poll = answered;
+    for seq in 0u16..175 {
+        // PCMU, SSRC 0x5eed0001, 160 bytes of silence.
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&seq.to_be_bytes());
+        rtp.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_0001u32.to_be_bytes());
+        rtp.resize(12 + 160, 0xff);
+        if socket.send_to(&rtp, to).is_ok() {
+            sent += 1;
+        }
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            echoed += u64::from(n == rtp.len());
+        }
+        if reported.is_none() && Instant::now() >= next_poll {
+            next_poll += Duration::from_millis(250);
+            if metric(&lab, "sbc_media_not_latched_total{realm=\"outside\"}") > 0 {
+                reported = Some(Instant::now());
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(100));
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        echoed += u64::from(n == 172);
+    }
+    let uac = uac.wait();
+    let uas = lab.finish_callee(&uac, uas);
+    // Never hung up by the SBC: the caller's own BYE ends the call.
+    uac.assert_success(1);
+    uas.assert_success(1);
+    let log = lab.daemon_stderr();
+    lab.shutdown();
+    Multihomed {
+        sent,
+        echoed,
+        answered,
+        reported,
+        call_id,
+        cdr: read_cdr(&cdr),
+        log,
+    }
+}
+
+#[test]
+fn a_multihomed_caller_is_latched_from_its_realms_networks() {
+    const NAME: &str = "a_multihomed_caller_is_latched_from_its_realms_networks";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    let call = multihomed_caller("multihomed-learn", true);
+    eprintln!(
+        "latch_from_networks: {} sent from the second address, {} echoed back",
+        call.sent, call.echoed
+    );
+    // The last few echoes may still be on their way at the BYE.
+    assert!(
+        call.echoed + 5 >= call.sent && call.sent > 150,
+        "{} of {} packets came back",
+        call.echoed,
+        call.sent
+    );
+    assert_eq!(call.reported, None, "reported although it latched");
+    assert_eq!(
+        call.cdr["media_not_latched"],
+        serde_json::json!([]),
+        "CDR {}",
+        call.cdr
+    );
+    assert_eq!(call.cdr["hangup_by"], "caller", "CDR {}", call.cdr);
+}
+
+#[test]
+fn a_multihomed_caller_under_strict_latching_is_reported_within_seconds() {
+    const NAME: &str = "a_multihomed_caller_under_strict_latching_is_reported_within_seconds";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    let call = multihomed_caller("multihomed-strict", false);
+    let after = call.reported.map(|at| at - call.answered);
+    eprintln!(
+        "strict: {} sent, {} echoed, reported {after:?} after the answer",
+        call.sent, call.echoed
+    );
+    assert_eq!(
+        call.echoed, 0,
+        "media from an unlearnable source was relayed"
+    );
+    // The learning window (2 s from the answer), then the next refused
+    // packet, then the one-second metrics cadence at most.
+    let after = after.unwrap_or_else(|| {
+        panic!(
+            "not reported during the call; the daemon's log:\n{}",
+            call.log
+        )
+    });
+    assert!(
+        after >= Duration::from_millis(1_500) && after <= Duration::from_millis(3_500),
+        "reported {after:?} after the answer, not within the window and a second or so"
+    );
+    let warning = call
+        .log
+        .lines()
+        .find(|l| l.contains("may not learn"))
+        .unwrap_or_else(|| panic!("no warning in the daemon's log:\n{}", call.log));
+    assert!(
+        !call.call_id.is_empty() && warning.contains(&call.call_id),
+        "the warning does not name the caller's Call-ID {:?}: {warning}",
+        call.call_id
+    );
+    assert_eq!(
+        call.cdr["media_not_latched"],
+        serde_json::json!(["in"]),
+        "CDR {}",
+        call.cdr
+    );
+    // The call stayed up until the caller hung up.
+    assert_eq!(call.cdr["hangup_by"], "caller", "CDR {}", call.cdr);
 }
