@@ -248,4 +248,151 @@ mod tests {
             }
         }
     }
+
+    /// A deterministic xorshift generator: reproducible cases, no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+    }
+
+    /// What a generated compound packet holds, to check the rewrite by.
+    enum Part {
+        Other(Vec<u8>),
+        /// Per chunk: its SSRC and its CNAMEs' texts.
+        Sdes(Vec<(u32, Vec<Vec<u8>>)>),
+    }
+
+    /// A valid compound packet of random SR/RR/APP and SDES packets: random
+    /// items (CNAMEs and the rest) of random lengths, some packets padded.
+    fn compound(rng: &mut Rng) -> (Vec<u8>, Vec<Part>) {
+        let mut packet = Vec::new();
+        let mut parts = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            if rng.below(2) == 0 {
+                let words = rng.below(8);
+                let mut p = vec![0x80, [200, 201, 204][rng.below(3)], 0, words as u8];
+                p.extend((0..words * 4).map(|_| rng.next() as u8));
+                packet.extend_from_slice(&p);
+                parts.push(Part::Other(p));
+                continue;
+            }
+            let chunks = rng.below(4);
+            let start = packet.len();
+            packet.extend_from_slice(&[0x80 | chunks as u8, SDES, 0, 0]);
+            let mut want = Vec::new();
+            for _ in 0..chunks {
+                let ssrc = rng.next() as u32;
+                packet.extend_from_slice(&ssrc.to_be_bytes());
+                let mut cnames = Vec::new();
+                for _ in 0..rng.below(5) {
+                    let kind = 1 + rng.below(8) as u8;
+                    let text: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+                    packet.extend_from_slice(&[kind, text.len() as u8]);
+                    packet.extend_from_slice(&text);
+                    if kind == CNAME {
+                        cnames.push(text);
+                    }
+                }
+                packet.push(0);
+                while (packet.len() - start) % 4 != 0 {
+                    packet.push(0);
+                }
+                want.push((ssrc, cnames));
+            }
+            if rng.below(3) == 0 {
+                let pad = 4 * (1 + rng.below(3));
+                packet.extend(std::iter::repeat_n(0, pad - 1));
+                packet.push(pad as u8);
+                packet[start] |= 0x20;
+            }
+            let words = ((packet.len() - start) / 4 - 1) as u16;
+            packet[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+            parts.push(Part::Sdes(want));
+        }
+        (packet, parts)
+    }
+
+    /// Splits `out` into its packets by their length fields, checking that
+    /// they tile it exactly.
+    fn packets(out: &[u8]) -> Vec<&[u8]> {
+        let mut rest = out;
+        let mut all = Vec::new();
+        while !rest.is_empty() {
+            assert!(
+                rest.len() >= 4 && rest[0] >> 6 == 2,
+                "a bad header in {out:x?}"
+            );
+            let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+            assert!(len <= rest.len(), "a length past the end in {out:x?}");
+            all.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        all
+    }
+
+    #[test]
+    fn random_compounds_come_out_well_formed_with_only_stand_ins() {
+        let mask = CnameMask::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::new();
+        for case in 0..5_000 {
+            let (packet, parts) = compound(&mut rng);
+            let changed = hide_sdes(&packet, &mask, &mut out)
+                .unwrap_or_else(|e| panic!("case {case}: {e} for {packet:x?}"));
+            let got = packets(&out);
+            assert_eq!(got.len(), parts.len(), "case {case}");
+            assert_eq!(changed, parts.iter().any(|p| matches!(p, Part::Sdes(_))));
+            for (got, part) in got.iter().zip(&parts) {
+                match part {
+                    Part::Other(p) => assert_eq!(got, p, "case {case}: copied as it was"),
+                    Part::Sdes(chunks) => {
+                        assert_eq!(got[0], 0x80 | chunks.len() as u8, "case {case}: no padding");
+                        let mut at = 4;
+                        for (ssrc, cnames) in chunks {
+                            assert_eq!(got[at..at + 4], ssrc.to_be_bytes(), "case {case}");
+                            at += 4;
+                            for cname in cnames {
+                                assert_eq!(got[at..at + 2], [CNAME, MASKED_LEN as u8]);
+                                assert_eq!(got[at + 2..at + 2 + MASKED_LEN], mask.mask(cname));
+                                at += 2 + MASKED_LEN;
+                            }
+                            // END and nulls to the next word, nothing else.
+                            let end = (at + 1).div_ceil(4) * 4;
+                            assert!(got[at..end].iter().all(|b| *b == 0), "case {case}");
+                            at = end;
+                        }
+                        assert_eq!(at, got.len(), "case {case}: nothing after the chunks");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_corruptions_are_refused_or_come_out_well_formed() {
+        let mask = CnameMask::new();
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let (mut packet, _) = compound(&mut rng);
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(packet.len() as u64);
+                packet[at] = rng.next() as u8;
+            }
+            packet.truncate(packet.len() - rng.below(3).min(packet.len()));
+            if hide_sdes(&packet, &mask, &mut out).is_ok() {
+                packets(&out);
+            }
+        }
+    }
 }
