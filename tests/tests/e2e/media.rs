@@ -497,7 +497,7 @@ fn second_nic(lab: &Lab) -> std::net::IpAddr {
     IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 9))
 }
 
-/// What [`multihomed_caller`] saw.
+/// What [`caller_sending_from`] saw.
 struct Multihomed {
     /// RTP packets the test sent from the second address.
     sent: u64,
@@ -518,11 +518,24 @@ struct Multihomed {
 /// A call from a caller whose RTP leaves from [`second_nic`] (a softphone
 /// bound to 0.0.0.0 on a multi-homed host): the outside realm has
 /// `networks = ["127.0.n.8/29"]` and, when `learn`, `latch_from_networks`.
-/// The caller (`caller-long.xml`, up 4 s) sends no RTP itself; the test
-/// does, every 20 ms for 3.5 s from the answer, to the caller leg's
-/// anchored port, and counts the callee's echoes (`uas -rtp_echo`) that
-/// come back, polling the not-latched counter as it goes.
 fn multihomed_caller(name: &str, learn: bool) -> Multihomed {
+    caller_sending_from(name, Some(learn), "callee.xml", |lab| {
+        SocketAddr::new(second_nic(lab), PEER_MEDIA_PORT)
+    })
+}
+
+/// A call whose caller (`caller-long.xml`, up 4 s after the answer) sends
+/// no RTP itself: the test does, from `source`, every 20 ms for 3.5 s from
+/// the answer, to the caller leg's anchored port, and counts the echoes of
+/// the callee (`callee`, with `-rtp_echo`) that come back, polling the
+/// not-latched counter as it goes. With `learn`, the outside realm gets
+/// `networks = ["127.0.n.8/29"]` and `latch_from_networks = learn`.
+fn caller_sending_from(
+    name: &str,
+    learn: Option<bool>,
+    callee: &str,
+    source: impl Fn(&Lab) -> SocketAddr,
+) -> Multihomed {
     let cdr = cdr_path(name);
     let plan = Plan::next();
     let outside_ip = plan.realm_ip(Realm::Outside);
@@ -535,11 +548,15 @@ fn multihomed_caller(name: &str, learn: bool) -> Multihomed {
         ..LabConfig::default()
     });
     let media = format!("media = {{ address = \"{outside_ip}\" }}\n");
-    let extra =
-        format!("{media}networks = [\"{a}.{b}.{c}.8/29\"]\nlatch_from_networks = {learn}\n");
+    let extra = match learn {
+        Some(learn) => {
+            format!("{media}networks = [\"{a}.{b}.{c}.8/29\"]\nlatch_from_networks = {learn}\n")
+        }
+        None => media.clone(),
+    };
     assert!(base.contains(&media), "no outside media line in\n{base}");
     let lab = Lab::start_toml(name, plan, &base.replacen(&media, &extra, 1));
-    let uas = lab.start_callee(&echo_callee(&lab));
+    let uas = lab.start_callee(&lab.peer(callee, Host::Pbx).rtp_echo());
     let uac = lab
         .peer("caller-long.xml", Host::Carrier)
         .remote(lab.plan().realm(Realm::Outside))
@@ -565,9 +582,7 @@ fn multihomed_caller(name: &str, learn: bool) -> Multihomed {
         thread::sleep(Duration::from_millis(10));
     };
     let answered = Instant::now();
-    let socket = lab
-        .net()
-        .udp_socket(SocketAddr::new(second_nic(&lab), PEER_MEDIA_PORT));
+    let socket = lab.net().udp_socket(source(&lab));
     socket
         .set_nonblocking(true)
         .unwrap_or_else(|e| panic!("non-blocking socket: {e}"));
@@ -692,4 +707,36 @@ fn a_multihomed_caller_under_strict_latching_is_reported_within_seconds() {
     );
     // The call stayed up until the caller hung up.
     assert_eq!(call.cdr["hangup_by"], "caller", "CDR {}", call.cdr);
+}
+
+#[test]
+fn a_natted_caller_latches_when_it_sends_after_a_long_ringing() {
+    const NAME: &str = "a_natted_caller_latches_when_it_sends_after_a_long_ringing";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    // The callee rings 3 s, past the 2 s learning window its offer opened;
+    // the caller sends from its own IP but another port (a NAT's mapping),
+    // only once the answer names the SBC's port. Strict latching, the
+    // embedded default: the answer gives the caller its window.
+    let call = caller_sending_from("ringing", None, "callee-rings.xml", |lab| {
+        SocketAddr::new(lab.plan().host_ip(Host::Carrier), PEER_MEDIA_PORT + 10)
+    });
+    eprintln!(
+        "after 3 s of ringing: {} sent from a NAT port, {} echoed back",
+        call.sent, call.echoed
+    );
+    assert!(
+        call.echoed + 5 >= call.sent && call.sent > 150,
+        "{} of {} packets came back",
+        call.echoed,
+        call.sent
+    );
+    assert_eq!(call.reported, None, "reported although it latched");
+    assert_eq!(
+        call.cdr["media_not_latched"],
+        serde_json::json!([]),
+        "CDR {}",
+        call.cdr
+    );
 }

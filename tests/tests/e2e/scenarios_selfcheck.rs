@@ -94,6 +94,19 @@ fn basic_call_over_tcp() {
 }
 
 #[test]
+fn callee_rings_before_answering() {
+    if skip_unless_sipp("callee_rings_before_answering") {
+        return;
+    }
+    let (uac, _) = assert_both_succeed("rings", "caller.xml", "callee-rings.xml");
+    assert!(
+        uac.elapsed >= std::time::Duration::from_secs(3),
+        "answered after {:?}, not after 3 s of ringing",
+        uac.elapsed
+    );
+}
+
+#[test]
 fn callee_hangs_up() {
     if skip_unless_sipp("callee_hangs_up") {
         return;
