@@ -329,6 +329,11 @@ pub enum MediaEvent {
     /// A leg's learning window closed with nothing latched while packets
     /// kept coming from sources it may not learn: media from that leg is
     /// being dropped (one-way or no audio). Reported once per negotiation.
+    ///
+    /// A leg that sends nothing at all is not reported: at window close the
+    /// relay can't tell it from a caller that waits for the 200 while a 183
+    /// with SDP reopened its window, a held or `recvonly` peer, or silence
+    /// suppression; a call silent both ways is [`MediaEvent::TimedOut`].
     NotLatched {
         /// The stream.
         stream: StreamId,
