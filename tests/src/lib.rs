@@ -6,6 +6,8 @@
 //! message on failure rather than returning `Result`, so a failure has a
 //! backtrace.
 
+pub mod corpus;
+pub mod kamailio;
 pub mod lab;
 pub mod netns;
 pub mod sipp;

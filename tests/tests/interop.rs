@@ -1,0 +1,436 @@
+//! The interop lab of issue 12, as tests: what an interop lab would try
+//! against the SBC, with real third-party peers.
+//!
+//! - Kamailio as a record-routing stateful proxy in front of the SBC and
+//!   another behind it, SIPp at both ends: whole dialogs (INVITE, hold and
+//!   resume re-INVITEs, BYE from either side) and the topology scan.
+//! - The SIPp corpus sweep: every caller/callee pair of
+//!   `../shared/corpus/sipp`, judged against `tests/corpus-sipp.tsv`.
+//!
+//! Every test runs in a lab of its own ([`Lab`]: the real daemon in a
+//! private loopback-only namespace), bounds every peer in time, and
+//! removes what it made. Under CI (`SBC_REQUIRE_PRIVILEGED=1`) a missing
+//! peer program, corpus or privilege fails the test instead of skipping
+//! it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tests::corpus::{CorpusCopy, Outcome, Row, Status, Table, corpus_dir, why_failed};
+use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT, flow};
+use tests::netns::{skip_unless, skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
+use tests::sipp::{Sipp, SippResult};
+
+/// Whether a SIPp run completed its scenario: exit 0 by itself, at least
+/// one call and no failed one.
+fn ok(result: &SippResult) -> bool {
+    result.status.success()
+        && !result.killed_at_deadline
+        && result.successful() >= 1
+        && result.failed() == 0
+}
+
+/// The text of a caught panic.
+fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+// --- the SIPp corpus sweep ------------------------------------------------
+
+/// The bound of one SIPp run of the sweep. The slowest pairs
+/// (`drachtio/uac-drop-all-200.xml`, which waits for the SBC's BYE after
+/// 64*T1, and a callee's 400 the SBC drops, answered 408 at timer B) take
+/// 33-41 s.
+const PAIR_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Pairs played at once, each in a lab (namespace and daemon) of its own.
+const SWEEP_WORKERS: usize = 4;
+
+/// A lab for one row: calls from `outside` go to `pbx`; a row without a
+/// caller has the SBC ping the callee with OPTIONS every second.
+fn row_lab(row: &Row) -> Lab {
+    let plan = Plan::next();
+    let mut toml = plan.toml(&LabConfig::default());
+    if row.caller.is_none() {
+        // The first trunk of the plan's configuration is `pbx`.
+        toml = toml.replacen("options_interval_secs = 0", "options_interval_secs = 1", 1);
+    }
+    Lab::start_toml(&format!("corpus-{}", row.slug()), plan, &toml)
+}
+
+/// A corpus peer on `host`, with the row's extra arguments.
+fn corpus_peer(lab: &Lab, copy: &CorpusCopy, scenario: &str, args: &[String], host: Host) -> Sipp {
+    let ip = lab.plan().host_ip(host);
+    let mut sipp = Sipp::scenario_file(copy.path(scenario))
+        .local(ip, SIP_PORT)
+        .media(ip, PEER_MEDIA_PORT)
+        .timeout(PAIR_TIMEOUT);
+    for arg in copy.resolve_args(args) {
+        sipp = sipp.arg(arg);
+    }
+    lab.net().place(sipp)
+}
+
+/// Plays one row in a fresh lab and judges it: the peers do what the row
+/// expects, nothing crosses the border, the daemon survives and stops
+/// cleanly. Returns the verdict and the SIPp runs (whose directories the
+/// caller removes or keeps).
+fn play(copy: &CorpusCopy, row: &Row) -> (Outcome, Vec<SippResult>) {
+    let mut lab = row_lab(row);
+    let callee = row.callee.as_ref().map(|scenario| {
+        lab.start_callee(&corpus_peer(
+            &lab,
+            copy,
+            scenario,
+            &row.callee_args,
+            Host::Pbx,
+        ))
+    });
+    let caller = row.caller.as_ref().map(|scenario| {
+        corpus_peer(&lab, copy, scenario, &row.caller_args, Host::Carrier)
+            .remote(lab.plan().realm(Realm::Outside))
+            .run()
+    });
+    let callee = match (callee, &caller) {
+        (Some(handle), Some(caller)) => Some(lab.finish_callee(caller, handle)),
+        (Some(handle), None) => Some(handle.wait()),
+        (None, _) => None,
+    };
+    let mut problems = Vec::new();
+    match (&row.status, &caller) {
+        (Status::Refused(code), Some(c)) => {
+            let code = code.to_string();
+            if !flow(c).contains(&code) {
+                problems.push(format!(
+                    "the caller never got the {code} it must: {}",
+                    why_failed("caller", c)
+                ));
+            }
+        }
+        (_, Some(c)) if !ok(c) => problems.push(why_failed("caller", c)),
+        _ => {}
+    }
+    if let Some(c) = &callee
+        && !ok(c)
+        && !matches!(row.status, Status::Refused(_))
+    {
+        problems.push(why_failed("callee", c));
+    }
+    let outside: Vec<&SippResult> = caller.iter().collect();
+    let inside: Vec<&SippResult> = callee.iter().collect();
+    if problems.is_empty()
+        && let Some(leak) = lab.topology_leak(&outside, &inside)
+    {
+        problems.push(leak.lines().take(12).collect::<Vec<_>>().join("\n    "));
+    }
+    let stderr = lab.daemon_stderr();
+    if stderr.contains("panicked at") {
+        problems.push("the daemon panicked".to_owned());
+    }
+    let stopped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        lab.assert_daemon_healthy();
+        lab.shutdown();
+    }));
+    if let Err(e) = stopped {
+        let msg = panic_text(&*e);
+        problems.push(format!(
+            "the daemon: {}",
+            msg.lines().next().unwrap_or("did not stop cleanly")
+        ));
+    }
+    if !problems.is_empty() {
+        // What the daemon itself said about the call.
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(4)
+            .collect();
+        if !said.is_empty() {
+            problems.push(format!("sbc: {}", said.join("\n    sbc: ")));
+        }
+        // SBC_CORPUS_VERBOSE=1: the daemon's whole log of a failed row.
+        if std::env::var_os("SBC_CORPUS_VERBOSE").is_some() {
+            problems.push(format!("--- sbc stderr ---\n{stderr}"));
+        }
+    }
+    let outcome = if problems.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(problems.join("\n    "))
+    };
+    (outcome, caller.into_iter().chain(callee).collect())
+}
+
+/// Every pair of the corpus through the SBC. Fails listing every `pass`
+/// or `refused` row that failed, and when a corpus scenario is in no row of
+/// the table; reports the `pending` rows apart, and loudly when one of them
+/// now passes.
+#[test]
+fn corpus_pairs_through_the_sbc() {
+    const NAME: &str = "corpus_pairs_through_the_sbc";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let corpus = corpus_dir();
+    let index_path = corpus.join("index.tsv");
+    if skip_unless(
+        NAME,
+        (!index_path.is_file()).then(|| {
+            format!(
+                "the SIPp corpus is not at {} (set SBC_SIPP_CORPUS)",
+                corpus.display()
+            )
+        }),
+    ) {
+        return;
+    }
+    let table = Table::shipped();
+    let index = std::fs::read_to_string(&index_path).expect("the corpus index");
+    let problems = table.check_against_index(&index);
+    assert!(
+        problems.is_empty(),
+        "tests/corpus-sipp.tsv and {} disagree:\n  {}",
+        index_path.display(),
+        problems.join("\n  ")
+    );
+
+    // SBC_CORPUS_ROWS=text[,text...] plays only the rows whose pair names
+    // one of them (a developer's filter; the check above still runs).
+    let only: Option<Vec<String>> = std::env::var("SBC_CORPUS_ROWS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let rows: Vec<&Row> = table
+        .rows
+        .iter()
+        .filter(|r| r.status != Status::Skip)
+        .filter(|r| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|o| r.name().contains(o.as_str())))
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("sbc-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("sweep directory");
+    let copy = CorpusCopy::new(&corpus, &dir);
+
+    let next = AtomicUsize::new(0);
+    let verdicts: Mutex<Vec<(usize, Outcome, Duration)>> = Mutex::new(Vec::new());
+    #[allow(clippy::disallowed_methods)] // the sweep's wall time, for the report
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..SWEEP_WORKERS {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(row) = rows.get(i) else { break };
+                    #[allow(clippy::disallowed_methods)]
+                    let t0 = std::time::Instant::now();
+                    let played = std::panic::catch_unwind(AssertUnwindSafe(|| play(&copy, row)));
+                    let (outcome, results) = played.unwrap_or_else(|e| {
+                        let msg = panic_text(&*e);
+                        let first: Vec<&str> = msg.lines().take(6).collect();
+                        (
+                            Outcome::Failed(format!("the lab failed: {}", first.join("\n    "))),
+                            Vec::new(),
+                        )
+                    });
+                    // A row that must pass keeps the SIPp logs of its
+                    // failure (named in the report); all else is removed.
+                    let keep = matches!(row.status, Status::Pass | Status::Refused(_))
+                        && !outcome.passed();
+                    for r in &results {
+                        if keep {
+                            eprintln!("  logs of {}: {}", row.name(), r.dir.display());
+                        } else {
+                            let _ = std::fs::remove_dir_all(&r.dir);
+                        }
+                    }
+                    verdicts
+                        .lock()
+                        .expect("verdicts")
+                        .push((i, outcome, t0.elapsed()));
+                }
+            });
+        }
+    });
+    let mut verdicts = verdicts.into_inner().expect("verdicts");
+    verdicts.sort_by_key(|(i, _, _)| *i);
+    drop(copy);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut failed = Vec::new();
+    let mut report = String::new();
+    let (mut passed, mut pending_failing, mut pending_passing) = (0, 0, 0);
+    for (i, outcome, took) in &verdicts {
+        let row = rows[*i];
+        let line = match (&row.status, outcome) {
+            (Status::Pass | Status::Refused(_), Outcome::Passed) => {
+                passed += 1;
+                format!("ok       {took:>5.1?}  {} ({})", row.name(), row.status)
+            }
+            (Status::Pass | Status::Refused(_), Outcome::Failed(why)) => {
+                failed.push(format!("{} (line {})\n    {why}", row.name(), row.line));
+                format!(
+                    "FAILED   {took:>5.1?}  {} ({})\n    {why}",
+                    row.name(),
+                    row.status
+                )
+            }
+            (Status::Pending(item), Outcome::Passed) => {
+                pending_passing += 1;
+                eprintln!(
+                    "\n!!!!! PENDING PAIR NOW PASSES: {} (line {} of tests/corpus-sipp.tsv, \
+                     waiting for issue 12 item {item}): flip it to `pass` !!!!!\n",
+                    row.name(),
+                    row.line
+                );
+                format!(
+                    "PASSES   {took:>5.1?}  {} (pending {item}: flip to pass)",
+                    row.name()
+                )
+            }
+            (Status::Pending(item), Outcome::Failed(why)) => {
+                pending_failing += 1;
+                format!(
+                    "pending  {took:>5.1?}  {} (item {item})\n    {why}",
+                    row.name()
+                )
+            }
+            (Status::Skip, _) => unreachable!("skip rows are not played"),
+        };
+        report.push_str(&line);
+        report.push('\n');
+    }
+    let skipped = table.rows.len() - rows.len();
+    eprintln!(
+        "corpus sweep: {} rows played in {:.1?} ({passed} as expected, {} failed, \
+         {pending_failing} pending still failing, {pending_passing} pending now passing; \
+         {skipped} rows not played)\n{report}",
+        rows.len(),
+        started.elapsed(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} corpus pair(s) marked `pass` or `refused` failed through the SBC:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+// --- Kamailio in front of and behind the SBC -----------------------------
+
+/// The product strings the two proxies put in what they send themselves:
+/// neither may cross the SBC.
+const FRONT_PROXY: &str = "front-proxy-k7f3";
+const BACK_PROXY: &str = "back-proxy-q9d2";
+
+/// Kamailio record-routing in front of the SBC (the carrier's proxy, on
+/// the carrier trunk's address) and behind it (the PBX's, on the pbx
+/// trunk's address), SIPp at both ends: a call held and resumed by
+/// re-INVITE and ended by the caller, then a call the callee ends. Before
+/// the SBC copied the INVITE's Record-Route into its 1xx/2xx on the
+/// caller's leg (RFC 3261 §12.1.1, issue 12 item 1), the front proxy
+/// dropped the ACK and no call completed.
+#[test]
+fn kamailio_record_routing_in_front_and_behind_carries_whole_dialogs() {
+    use tests::kamailio::{Kamailio, record_routed_scenario};
+
+    const NAME: &str = "kamailio_record_routing_in_front_and_behind_carries_whole_dialogs";
+    if skip_unless_privileged(NAME)
+        || skip_unless_sipp(NAME)
+        || skip_unless_tool(NAME, "kamailio", "-v", "apt-get install kamailio")
+    {
+        return;
+    }
+    let lab = Lab::start("kamailio", &LabConfig::default());
+    let plan = *lab.plan();
+    // caller -> front proxy (trunk `carrier`) -> SBC outside | inside ->
+    // back proxy (trunk `pbx`) -> callee.
+    let caller_ip = plan.spare_ip(1);
+    let callee_ip = plan.spare_ip(0);
+    let front = Kamailio::start(
+        lab.net(),
+        lab.dir(),
+        plan.host(Host::Carrier),
+        plan.realm(Realm::Outside),
+        FRONT_PROXY,
+    );
+    let back = Kamailio::start(
+        lab.net(),
+        lab.dir(),
+        plan.host(Host::Pbx),
+        std::net::SocketAddr::new(callee_ip, SIP_PORT),
+        BACK_PROXY,
+    );
+    for (caller_scenario, callee_scenario, ended_by_callee) in [
+        ("caller-hold.xml", "callee-hold.xml", false),
+        ("caller-wait-bye.xml", "callee-sends-bye.xml", true),
+    ] {
+        let peer = |scenario: &str, ip| {
+            lab.net().place(
+                Sipp::scenario_file(record_routed_scenario(scenario, lab.dir()))
+                    .local(ip, SIP_PORT)
+                    .media(ip, PEER_MEDIA_PORT)
+                    .timeout(Duration::from_secs(20)),
+            )
+        };
+        let uas = lab.start_callee(&peer(callee_scenario, callee_ip));
+        let uac = peer(caller_scenario, caller_ip)
+            .remote(plan.host(Host::Carrier))
+            .service("4930555")
+            .run();
+        let uas = lab.finish_callee(&uac, uas);
+        let context = || {
+            format!(
+                "{caller_scenario} -> {callee_scenario}\n--- caller ---\n{}\n--- callee ---\n{}\n\
+                 --- front proxy ---\n{}\n--- back proxy ---\n{}",
+                uac.report(),
+                uas.report(),
+                front.log(),
+                back.log()
+            )
+        };
+        assert!(
+            ok(&uac) && ok(&uas) && uac.successful() == 1 && uas.successful() == 1,
+            "{}",
+            context()
+        );
+        // Item 1: the caller's dialog-forming responses carry its own
+        // proxy's Record-Route.
+        let front_rr = format!("Record-Route: <sip:{}", plan.host(Host::Carrier).ip());
+        assert!(
+            uac.messages.contains(&front_rr),
+            "the caller's responses lack the front proxy's Record-Route\n{}",
+            context()
+        );
+        if ended_by_callee {
+            assert_eq!(uac.requests("BYE"), 1, "{}", context());
+        } else {
+            // Hold and resume crossed both proxies and the SBC.
+            assert_eq!(uas.requests("INVITE"), 3, "{}", context());
+            assert_eq!(uas.requests("ACK"), 3, "{}", context());
+        }
+        let leak = lab.topology_leak_with(
+            &[&uac],
+            &[&uas],
+            &[caller_ip.to_string(), FRONT_PROXY.to_owned()],
+            &[callee_ip.to_string(), BACK_PROXY.to_owned()],
+        );
+        assert!(
+            leak.is_none(),
+            "{}\n{}",
+            leak.unwrap_or_default(),
+            context()
+        );
+        let _ = std::fs::remove_dir_all(&uac.dir);
+        let _ = std::fs::remove_dir_all(&uas.dir);
+    }
+    drop(front);
+    drop(back);
+    lab.shutdown();
+}
