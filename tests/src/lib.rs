@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod kamailio;
 pub mod lab;
 pub mod netns;
+pub mod rtcp;
 pub mod sipp;
 
 use std::path::{Path, PathBuf};

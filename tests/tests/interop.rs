@@ -434,3 +434,226 @@ fn kamailio_record_routing_in_front_and_behind_carries_whole_dialogs() {
     drop(back);
     lab.shutdown();
 }
+
+// --- RTCP across the border -----------------------------------------------
+
+/// A callee written out by hand on the pbx trunk's address: answers the
+/// one INVITE that comes with SDP of its own, and ends the call when the
+/// BYE comes. It knows the SBC's offer, so the test can send media to it.
+struct HandCallee {
+    socket: std::net::UdpSocket,
+    /// Everything it received, for failure messages.
+    seen: String,
+}
+
+impl HandCallee {
+    /// The next request starting with `method`, within `limit`; anything
+    /// else is kept in `seen` and skipped.
+    fn expect(&mut self, method: &str, limit: Duration) -> (String, std::net::SocketAddr) {
+        let mut buf = vec![0u8; 65_535];
+        let tries = limit.as_millis() / 100;
+        for _ in 0..tries {
+            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push_str(&text);
+                if text.starts_with(method) {
+                    return (text, from);
+                }
+            }
+        }
+        panic!(
+            "the hand-written callee got no {method}; it saw:\n{}",
+            self.seen
+        )
+    }
+
+    /// A response to `request` (its Via, From, To + tag, Call-ID, CSeq).
+    fn answer(&self, request: &str, to: std::net::SocketAddr, status: &str, sdp: &str) {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for line in request.lines() {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                    out.push_str(line.trim_end());
+                    out.push_str("\r\n");
+                }
+                "to" | "t" => {
+                    out.push_str(line.trim_end());
+                    // In a dialog the To already carries this tag.
+                    if !line.contains("tag=") {
+                        out.push_str(";tag=handcallee77");
+                    }
+                    out.push_str("\r\n");
+                }
+                _ => {}
+            }
+        }
+        let local = self.socket.local_addr().expect("local address");
+        out.push_str(&format!("Contact: <sip:bob@{local}>\r\n"));
+        if !sdp.is_empty() {
+            out.push_str("Content-Type: application/sdp\r\n");
+        }
+        out.push_str(&format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
+        self.socket
+            .send_to(out.as_bytes(), to)
+            .expect("callee sends");
+    }
+}
+
+/// The media address and RTP port an SDP body names (session or media
+/// c= line, first m=audio), and its RTCP port (a=rtcp, else RTP + 1).
+fn sdp_media(sdp: &str) -> (std::net::IpAddr, u16, u16) {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("c=IN IP4 "))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no c= line in\n{sdp}"));
+    let rtp: u16 = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))
+        .and_then(|m| m.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio line in\n{sdp}"));
+    let rtcp = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=rtcp:"))
+        .and_then(|a| a.split_whitespace().next()?.parse().ok())
+        .unwrap_or(rtp + 1);
+    (ip, rtp, rtcp)
+}
+
+/// One RTP packet (PCMU, 160 bytes of silence).
+fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(std::iter::repeat_n(0xff, 160));
+    p
+}
+
+/// An endpoint on the PBX side sends RTP, then RTCP SR + SDES naming
+/// itself (CNAME `bob@<its address>`, NAME, TOOL), through an anchored call
+/// from a SIPp caller; what arrives at the caller's RTCP port must decode
+/// and name nothing of it: no address of the inside, no name, no tool
+/// (issue 12 item 2, the RTCP part).
+#[test]
+fn rtcp_sdes_reaches_the_other_side_without_the_senders_names() {
+    use tests::rtcp::{item, rtcp_leak, sdes_items, sender_report_with_sdes};
+
+    const NAME: &str = "rtcp_sdes_reaches_the_other_side_without_the_senders_names";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let lab = Lab::start("rtcp", &LabConfig::default());
+    let plan = *lab.plan();
+    let pbx = plan.host_ip(Host::Pbx);
+    let carrier = plan.host_ip(Host::Carrier);
+    let timeout = Some(Duration::from_millis(100));
+    let sip = lab.net().udp_socket(plan.host(Host::Pbx));
+    sip.set_read_timeout(timeout).expect("timeout");
+    let rtp = lab.net().udp_socket((pbx, PEER_MEDIA_PORT).into());
+    let rtcp = lab.net().udp_socket((pbx, PEER_MEDIA_PORT + 1).into());
+    // The SIPp caller's RTCP port (RTP + 1; SIPp binds RTP and RTP + 2).
+    let heard = lab.net().udp_socket((carrier, PEER_MEDIA_PORT + 1).into());
+    heard.set_read_timeout(timeout).expect("timeout");
+    let mut callee = HandCallee {
+        socket: sip,
+        seen: String::new(),
+    };
+
+    // The call: 4 s up, then the caller's BYE.
+    let uac = lab
+        .peer("caller-long.xml", Host::Carrier)
+        .remote(plan.realm(Realm::Outside))
+        .start();
+    let (invite, sbc) = callee.expect("INVITE ", Duration::from_secs(5));
+    let offer = invite.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let (media_ip, media_rtp, media_rtcp) = sdp_media(offer);
+    let sdp = format!(
+        "v=0\r\no=bob 424242 1 IN IP4 {pbx}\r\ns=bob's call\r\nc=IN IP4 {pbx}\r\nt=0 0\r\n\
+         m=audio {PEER_MEDIA_PORT} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=ssrc:3735928559 cname:bob@{pbx}\r\n"
+    );
+    callee.answer(&invite, sbc, "200 OK", &sdp);
+    let _ = callee.expect("ACK ", Duration::from_secs(5));
+
+    // RTP first (the relay learns the leg from it), then RTCP, a few times
+    // over a second: bounded, and to the SBC's own anchor only.
+    let sender = sender_report_with_sdes(
+        0xdead_beef,
+        &[
+            (item::CNAME, &format!("bob@{pbx}")),
+            (item::NAME, "Bob at the PBX"),
+            (item::TOOL, "bobphone 4.2"),
+        ],
+    );
+    let mut received = Vec::new();
+    let mut buf = [0u8; 2048];
+    for seq in 0..25u16 {
+        rtp.send_to(&rtp_packet(0xdead_beef, seq), (media_ip, media_rtp))
+            .expect("send RTP");
+        if seq % 5 == 4 {
+            rtcp.send_to(&sender, (media_ip, media_rtcp))
+                .expect("send RTCP");
+        }
+        // (The read timeout paces the loop: at most 100 ms a round.)
+        if let Ok((n, _)) = heard.recv_from(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+    }
+    for _ in 0..10 {
+        if let Ok((n, _)) = heard.recv_from(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+    }
+    let (bye, sbc) = callee.expect("BYE ", Duration::from_secs(10));
+    callee.answer(&bye, sbc, "200 OK", "");
+    let uac = uac.wait();
+    assert!(ok(&uac), "{}", uac.report());
+
+    assert!(
+        !received.is_empty(),
+        "no RTCP reached the caller's side\n--- sbc ---\n{}",
+        lab.daemon_stderr()
+    );
+    let pbx_text = pbx.to_string();
+    let inside = plan.realm_ip(Realm::Inside).to_string();
+    let leak = rtcp_leak(
+        &received,
+        &[
+            &pbx_text,
+            &inside,
+            "bob",
+            "Bob at the PBX",
+            "bobphone",
+            &format!("{pbx}"),
+        ],
+    );
+    assert!(leak.is_none(), "{}", leak.unwrap_or_default());
+    // What arrived still describes a source: the SBC's own CNAME for it.
+    let items: Vec<(u8, String)> = received
+        .iter()
+        .filter_map(|d| tests::rtcp::decode(d))
+        .flat_map(|p| sdes_items(&p))
+        .collect();
+    eprintln!(
+        "{} RTCP datagrams reached the caller's side; their SDES items: {items:?}",
+        received.len()
+    );
+    assert!(
+        items.iter().any(|(kind, _)| *kind == item::CNAME),
+        "no CNAME in what arrived: {items:?}"
+    );
+    // And the SIP side of the same call hides the callee's SDP names.
+    assert!(
+        !uac.messages.contains("bob") && !uac.messages.contains(&pbx_text),
+        "{}",
+        uac.report()
+    );
+    let _ = std::fs::remove_dir_all(&uac.dir);
+    lab.shutdown();
+}
