@@ -6,6 +6,7 @@
 //! message on failure rather than returning `Result`, so a failure has a
 //! backtrace.
 
+pub mod baresip;
 pub mod corpus;
 pub mod kamailio;
 pub mod lab;
