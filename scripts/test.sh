@@ -40,7 +40,7 @@ for arg in "$@"; do
     --install-only) DO_CHECKS=0 ;;
     --no-install) DO_INSTALL=0 ;;
     -h | --help)
-        sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
