@@ -331,8 +331,9 @@ const BACK_PROXY: &str = "back-proxy-q9d2";
 
 /// Kamailio record-routing in front of the SBC (the carrier's proxy, on
 /// the carrier trunk's address) and behind it (the PBX's, on the pbx
-/// trunk's address), SIPp at both ends: a call held and resumed by
-/// re-INVITE and ended by the caller, then a call the callee ends. Before
+/// trunk's address), SIPp at both ends: a call the caller holds and
+/// resumes by re-INVITE and ends, one the callee holds and resumes and the
+/// caller ends, and one the callee ends. Before
 /// the SBC copied the INVITE's Record-Route into its 1xx/2xx on the
 /// caller's leg (RFC 3261 §12.1.1, issue 12 item 1), the front proxy
 /// dropped the ACK and no call completed.
@@ -367,9 +368,10 @@ fn kamailio_record_routing_in_front_and_behind_carries_whole_dialogs() {
         std::net::SocketAddr::new(callee_ip, SIP_PORT),
         BACK_PROXY,
     );
-    for (caller_scenario, callee_scenario, ended_by_callee) in [
-        ("caller-hold.xml", "callee-hold.xml", false),
-        ("caller-wait-bye.xml", "callee-sends-bye.xml", true),
+    for (caller_scenario, callee_scenario, ended_by_callee, held_by_callee) in [
+        ("caller-hold.xml", "callee-hold.xml", false, false),
+        ("caller-held.xml", "callee-holds.xml", false, true),
+        ("caller-wait-bye.xml", "callee-sends-bye.xml", true, false),
     ] {
         let peer = |scenario: &str, ip| {
             lab.net().place(
@@ -410,6 +412,11 @@ fn kamailio_record_routing_in_front_and_behind_carries_whole_dialogs() {
         );
         if ended_by_callee {
             assert_eq!(uac.requests("BYE"), 1, "{}", context());
+        } else if held_by_callee {
+            // The callee's hold and resume crossed both proxies and the
+            // SBC the other way.
+            assert_eq!(uac.requests("INVITE"), 3, "{}", context());
+            assert_eq!(uac.requests("ACK"), 3, "{}", context());
         } else {
             // Hold and resume crossed both proxies and the SBC.
             assert_eq!(uas.requests("INVITE"), 3, "{}", context());
