@@ -3,9 +3,18 @@
 //!
 //! - Kamailio as a record-routing stateful proxy in front of the SBC and
 //!   another behind it, SIPp at both ends: whole dialogs (INVITE, hold and
-//!   resume re-INVITEs, BYE from either side) and the topology scan.
+//!   resume re-INVITEs from either side, BYE from either side) and the
+//!   topology scan.
+//! - baresip on both sides, each playing a tone and recording what it
+//!   hears: two-way audio through the anchors, also when a phone's RTP
+//!   comes from an address its SDP does not name.
+//! - RTCP: an endpoint written here sends SR + SDES naming itself through an
+//!   anchored call; what arrives on the other side must not name it.
 //! - The SIPp corpus sweep: every caller/callee pair of
 //!   `../shared/corpus/sipp`, judged against `tests/corpus-sipp.tsv`.
+//!
+//! `SBC_BINARY=/path/to/sbc` runs them against another build of the daemon
+//! (one from before a fix shows what the lab catches).
 //!
 //! Every test runs in a lab of its own ([`Lab`]: the real daemon in a
 //! private loopback-only namespace), bounds every peer in time, and
