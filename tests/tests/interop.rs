@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tests::corpus::{CorpusCopy, Outcome, Row, Status, Table, corpus_dir, why_failed};
 use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT, flow};
-use tests::netns::{skip_unless, skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
+use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 use tests::sipp::{Sipp, SippResult};
 
 /// Whether a SIPp run completed its scenario: exit 0 by itself, at least
@@ -187,15 +187,14 @@ fn corpus_pairs_through_the_sbc() {
     }
     let corpus = corpus_dir();
     let index_path = corpus.join("index.tsv");
-    if skip_unless(
-        NAME,
-        (!index_path.is_file()).then(|| {
-            format!(
-                "the SIPp corpus is not at {} (set SBC_SIPP_CORPUS)",
-                corpus.display()
-            )
-        }),
-    ) {
+    if !index_path.is_file() {
+        // The corpus lives beside the repository, not in it (some of its
+        // scenarios carry no licence to copy them here): a clone without it
+        // skips the sweep, under CI too, and says so.
+        eprintln!(
+            "{NAME}: skipped: the SIPp corpus is not at {} (set SBC_SIPP_CORPUS)",
+            corpus.display()
+        );
         return;
     }
     let table = Table::shipped();
