@@ -7,7 +7,8 @@
 #
 # Steps, in order, stopping at the first failure:
 #   install   Debian packages (sip-tester = SIPp, iproute2, ethtool, prometheus = promtool,
-#             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab),
+#             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab;
+#             Debian's kamailio system service is stopped and disabled: the labs run their own),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
 #   fmt       cargo fmt --all -- --check   (+ rustfmt --check on fuzz/fuzz_targets)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
@@ -187,6 +188,20 @@ install_deps() {
     done
 }
 
+# Debian enables kamailio.service when the package is installed: on a machine that runs systemd
+# it would listen on port 5060 of every local address, the port the loopback labs use. The tests
+# start Kamailio themselves, in namespaces they make, and never use the system one.
+quiet_system_kamailio() {
+    [[ -d /run/systemd/system ]] || return 0
+    systemctl is-enabled --quiet kamailio 2>/dev/null || systemctl is-active --quiet kamailio 2>/dev/null || return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "test.sh: warning: the kamailio system service is enabled; as root: systemctl disable --now kamailio" >&2
+        return 0
+    fi
+    echo "test.sh: stopping and disabling the kamailio system service (the labs run their own)"
+    systemctl disable --now kamailio
+}
+
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +210,7 @@ install_deps() {
 if [[ $DO_INSTALL -eq 1 ]]; then
     begin install "packages, toolchain components, cargo-fuzz"
     install_deps
+    quiet_system_kamailio
     end
 fi
 [[ $DO_CHECKS -eq 1 ]] || exit 0

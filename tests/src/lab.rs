@@ -171,6 +171,14 @@ impl Plan {
         }
     }
 
+    /// A spare address of the slot for a test's own hosts (a caller behind
+    /// a proxy, a softphone): 127.0.n.(10 + i), for `i` below 90. Nothing
+    /// of the plan uses these.
+    pub fn spare_ip(&self, i: u8) -> IpAddr {
+        assert!(i < 90, "spare address {i} outside 0..90");
+        self.ip(10 + i)
+    }
+
     /// The admin listener (`/health/ready`, `/metrics`).
     pub fn admin(&self) -> SocketAddr {
         SocketAddr::new(self.ip(1), 9660)
@@ -525,6 +533,12 @@ impl Lab {
         &self.net
     }
 
+    /// The lab's own directory (removed with the lab): where a test puts
+    /// its peers' configurations.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The configuration file the daemon runs with.
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -705,43 +719,93 @@ impl Lab {
     }
 
     /// The topology scan: no message a peer on one side saw may name an
-    /// address of the other side (its realm's address or a peer's) or an
+    /// address of the other side (its realm's address or a peer's), an
     /// identifier (Call-ID, tag, branch) that appears in any log of the
-    /// other side. `outside` and `inside` are the finished peers of each
-    /// side. Panics naming the token, the peer and the message.
+    /// other side, or a fingerprint the other side sent ([`fingerprints`]:
+    /// SDP origin user and session id, session name, `a=tool`, `a=ssrc`
+    /// CNAMEs, User-Agent and Server, a reason phrase of its own), unless
+    /// the seeing side said the same itself (two SIPp scenarios often share
+    /// `o=user1 53655765`; a caller's own From says `sipp`). `outside` and
+    /// `inside` are the finished peers of each side. Panics naming the
+    /// token, the peer and the message.
     pub fn assert_topology_hidden(&self, outside: &[&SippResult], inside: &[&SippResult]) {
-        let forbidden = |realm: Realm, logs: &[&SippResult]| {
+        if let Some(leak) = self.topology_leak(outside, inside) {
+            panic!("{leak}");
+        }
+    }
+
+    /// [`assert_topology_hidden`](Self::assert_topology_hidden) as a value:
+    /// the first leak found, described, or `None`.
+    pub fn topology_leak(&self, outside: &[&SippResult], inside: &[&SippResult]) -> Option<String> {
+        self.topology_leak_with(outside, inside, &[], &[])
+    }
+
+    /// [`topology_leak`](Self::topology_leak) for a lab with hosts of its
+    /// own beyond the plan's: `more_outside` and `more_inside` are further
+    /// tokens of each side that the other must never see (a proxy's or a
+    /// phone's address, a product string).
+    pub fn topology_leak_with(
+        &self,
+        outside: &[&SippResult],
+        inside: &[&SippResult],
+        more_outside: &[String],
+        more_inside: &[String],
+    ) -> Option<String> {
+        let side = |realm: Realm, logs: &[&SippResult]| {
             let mut tokens: Vec<String> = self
                 .plan
                 .side_ips(realm)
                 .iter()
                 .map(IpAddr::to_string)
                 .collect();
+            tokens.extend(
+                match realm {
+                    Realm::Outside => more_outside,
+                    Realm::Inside => more_inside,
+                }
+                .iter()
+                .cloned(),
+            );
+            let mut sent = Vec::new();
             for log in logs {
                 tokens.extend(dialog_identifiers(&log.messages));
+                sent.extend(fingerprints(&log.messages));
             }
-            tokens
+            (tokens, sent)
         };
-        let from_outside = forbidden(Realm::Outside, outside);
-        let from_inside = forbidden(Realm::Inside, inside);
-        for (side, logs, tokens) in [
-            ("inside", inside, &from_outside),
-            ("outside", outside, &from_inside),
+        let (ids_outside, sent_outside) = side(Realm::Outside, outside);
+        let (ids_inside, sent_inside) = side(Realm::Inside, inside);
+        for (name, logs, ids, theirs) in [
+            ("inside", inside, &ids_outside, &sent_outside),
+            ("outside", outside, &ids_inside, &sent_inside),
         ] {
-            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            // A fingerprint of the far side is no leak where this side said
+            // the same itself.
+            let said: Vec<&str> = logs
+                .iter()
+                .flat_map(|l| sent_messages(&l.messages))
+                .collect();
+            let mut tokens: Vec<&str> = ids.iter().map(String::as_str).collect();
+            tokens.extend(
+                theirs
+                    .iter()
+                    .filter(|t| said.iter().all(|m| find_leak(m, &[t.as_str()]).is_none()))
+                    .map(String::as_str),
+            );
             for log in logs {
                 if let Some(leak) = find_leak(&log.messages, &tokens) {
-                    panic!(
-                        "topology leak: the {side} peer ({}) saw `{}` from the other side, \
+                    return Some(format!(
+                        "topology leak: the {name} peer ({}) saw `{}` from the other side, \
                          at byte {} of its message log, in:\n{}",
                         peer_name(&log.command_line),
                         leak.token,
                         leak.offset,
                         leak.message
-                    );
+                    ));
                 }
             }
         }
+        None
     }
 }
 
@@ -847,6 +911,117 @@ pub fn dialog_identifiers(log: &str) -> Vec<String> {
     ids
 }
 
+/// The messages of a SIPp message log that the peer itself sent (not
+/// those it received), each from its first line to the next separator.
+pub fn sent_messages(log: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = log;
+    while let Some(pos) = rest.find("message sent") {
+        let after = &rest[pos..];
+        // Skip the "... sent (N bytes):" line itself.
+        let body_start = after.find('\n').map_or(after.len(), |i| i + 1);
+        let body = &after[body_start..];
+        let end = body.find("\n-----").unwrap_or(body.len());
+        let message = body[..end].trim_matches('\n');
+        if !message.is_empty() {
+            out.push(message);
+        }
+        rest = &body[end..];
+    }
+    out
+}
+
+/// The RFC 3261 reason phrase of a status code (the common ones), so a
+/// phrase of a peer's own making can be told from the standard one.
+fn standard_phrase(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "100" => "Trying",
+        "180" => "Ringing",
+        "181" => "Call Is Being Forwarded",
+        "182" => "Queued",
+        "183" => "Session Progress",
+        "200" => "OK",
+        "202" => "Accepted",
+        "400" => "Bad Request",
+        "401" => "Unauthorized",
+        "403" => "Forbidden",
+        "404" => "Not Found",
+        "405" => "Method Not Allowed",
+        "407" => "Proxy Authentication Required",
+        "408" => "Request Timeout",
+        "415" => "Unsupported Media Type",
+        "480" => "Temporarily Unavailable",
+        "481" => "Call/Transaction Does Not Exist",
+        "486" => "Busy Here",
+        "487" => "Request Terminated",
+        "488" => "Not Acceptable Here",
+        "491" => "Request Pending",
+        "500" => "Server Internal Error",
+        "501" => "Not Implemented",
+        "502" => "Bad Gateway",
+        "503" => "Service Unavailable",
+        "603" => "Decline",
+        _ => return None,
+    })
+}
+
+/// What a peer's messages say about the peer itself, beyond addresses and
+/// dialog identifiers, in what it sent: the SDP origin's user name and
+/// session id (`o=`), the session name (`s=`), `a=tool:` and `a=ssrc:...
+/// cname:` values, User-Agent and Server header values, and reason phrases
+/// that the standard phrase of their code does not contain. Values shorter
+/// than 4 characters are left out; each once, in order.
+pub fn fingerprints(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: &str| {
+        let v = v.trim();
+        if v.len() >= 4 && !out.iter().any(|o| o == v) {
+            out.push(v.to_owned());
+        }
+    };
+    for message in sent_messages(log) {
+        for (i, line) in message.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if i == 0 {
+                if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+                    let (code, phrase) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let own = standard_phrase(code).is_some_and(|p| {
+                        !p.to_ascii_lowercase()
+                            .contains(&phrase.trim().to_ascii_lowercase())
+                    });
+                    if own {
+                        add(phrase);
+                    }
+                }
+                continue;
+            }
+            if let Some(o) = line.strip_prefix("o=") {
+                let mut fields = o.split_whitespace();
+                if let Some(user) = fields.next() {
+                    add(user);
+                }
+                if let Some(session) = fields.next() {
+                    add(session);
+                }
+            } else if let Some(s) = line.strip_prefix("s=") {
+                add(s);
+            } else if let Some(tool) = line.strip_prefix("a=tool:") {
+                add(tool);
+            } else if let Some(ssrc) = line.strip_prefix("a=ssrc:") {
+                if let Some((_, cname)) = ssrc.split_once("cname:") {
+                    add(cname.split_whitespace().next().unwrap_or(""));
+                }
+            } else if let Some((name, value)) = line.split_once(':') {
+                let name = name.trim();
+                if name.eq_ignore_ascii_case("user-agent") || name.eq_ignore_ascii_case("server") {
+                    add(value);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,6 +1108,33 @@ mod tests {
             ]
         );
         assert!(dialog_identifiers("To: <sip:a@b>;tag=x1\n").is_empty());
+    }
+
+    #[test]
+    fn fingerprints_come_from_what_the_peer_sent() {
+        let log = "----- 2026-12-04 10:00:00.000\nUDP message sent (500 bytes):\n\n\
+                   SIP/2.0 183 Early Media From Pbx-7\nServer: PBX-Acme 9.1\n\
+                   User-Agent: softphone/2.0\n\n\
+                   v=0\no=alice 998877 1 IN IP4 127.0.20.3\ns=Acme session\n\
+                   a=tool:libfoo 1.2\na=ssrc:1234 cname:alice@host.example\n\n\
+                   ----- 2026-12-04 10:00:00.001\nUDP message received [300] bytes :\n\n\
+                   SIP/2.0 200 Fine Thanks\nServer: the-other-side\no=bob 1234567 1 IN IP4 x\n\n\
+                   ----- 2026-12-04 10:00:00.002\nUDP message sent (300 bytes):\n\n\
+                   SIP/2.0 481 Transaction does not exist\ns=-\n\n";
+        assert_eq!(
+            fingerprints(log),
+            [
+                "Early Media From Pbx-7",
+                "PBX-Acme 9.1",
+                "softphone/2.0",
+                "alice",
+                "998877",
+                "Acme session",
+                "libfoo 1.2",
+                "alice@host.example"
+            ]
+        );
+        assert_eq!(sent_messages(log).len(), 2);
     }
 
     #[test]

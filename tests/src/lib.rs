@@ -6,8 +6,12 @@
 //! message on failure rather than returning `Result`, so a failure has a
 //! backtrace.
 
+pub mod baresip;
+pub mod corpus;
+pub mod kamailio;
 pub mod lab;
 pub mod netns;
+pub mod rtcp;
 pub mod sipp;
 
 use std::path::{Path, PathBuf};
@@ -30,10 +34,16 @@ pub fn corpus() -> PathBuf {
 /// process: `cargo test -p tests` builds the `sbc` library the tests link,
 /// not the binary they run, so an existing binary may predate the source.
 /// (`cargo build` is a no-op when it is fresh.)
+///
+/// `SBC_BINARY=/path/to/sbc` runs the tests against that binary instead,
+/// unbuilt: a build from before a fix shows which tests catch the bug.
 pub fn sbc_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(path) = std::env::var_os("SBC_BINARY") {
+                return PathBuf::from(path);
+            }
             // target/<profile>/deps/<test-binary> -> target/<profile>/sbc
             let exe = std::env::current_exe().expect("test binary path");
             let profile_dir = exe

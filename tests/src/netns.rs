@@ -92,6 +92,24 @@ fn skip_or_fail(test_name: &str, missing: Option<String>) -> bool {
     true
 }
 
+/// Returns `true` ("skip") when `program` (run with `probe_arg`) is not
+/// installed, after printing why and how to get it (`hint`, e.g.
+/// `apt-get install kamailio`). Panics when privileged suites are required:
+/// the test command installs the lab's peers, so under CI they must be
+/// there.
+pub fn skip_unless_tool(test_name: &str, program: &str, probe_arg: &str, hint: &str) -> bool {
+    let missing = (!tool_present(program, probe_arg))
+        .then(|| format!("`{program}` is not installed ({hint})"));
+    skip_or_fail(test_name, missing)
+}
+
+/// Returns `true` ("skip") when `missing` says something this test needs
+/// is absent, after printing it; panics instead when privileged suites are
+/// required ([`privileged_required`]).
+pub fn skip_unless(test_name: &str, missing: Option<String>) -> bool {
+    skip_or_fail(test_name, missing)
+}
+
 /// Returns `true` ("skip") when this process is not root or `ip`/`unshare`
 /// is missing, after printing why. Panics when privileged suites are
 /// required ([`privileged_required`]): under CI a skip is a failure.

@@ -142,6 +142,17 @@ fn hold_and_unhold() {
 }
 
 #[test]
+fn hold_and_unhold_by_the_callee() {
+    if skip_unless_sipp("hold_and_unhold_by_the_callee") {
+        return;
+    }
+    let (uac, uas) = assert_both_succeed("held", "caller-held.xml", "callee-holds.xml");
+    assert_eq!(uac.requests("INVITE"), 3, "{}", uac.report());
+    assert_eq!(uac.requests("BYE"), 1, "{}", uac.report());
+    assert!(uas.messages.contains("a=recvonly"), "{}", uas.report());
+}
+
+#[test]
 fn late_offer() {
     if skip_unless_sipp("late_offer") {
         return;
