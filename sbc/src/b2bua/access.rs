@@ -332,7 +332,6 @@ impl Bindings {
 /// What a REGISTER asks.
 struct Ask {
     aor: String,
-    from_uri: String,
     /// The first Contact URI; `None` for `*`.
     contact: Option<String>,
     /// Seconds; 0 removes.
@@ -341,9 +340,9 @@ struct Ask {
 
 fn read_register(request: &Message) -> Option<Ask> {
     let to = request.to()?;
-    let from = request.from()?;
+    // A REGISTER without a From is refused (400), as RFC 3261 §8.1.1 asks.
+    request.from()?;
     let aor = String::from_utf8_lossy(to.uri().as_bytes()).into_owned();
-    let from_uri = String::from_utf8_lossy(from.uri().as_bytes()).into_owned();
     let header_expires = request.expires();
     let (contact, expires) = match request.contacts().next() {
         None => (None, None),
@@ -356,7 +355,6 @@ fn read_register(request: &Message) -> Option<Ask> {
     };
     Some(Ask {
         aor,
-        from_uri,
         contact,
         expires: expires.or(header_expires).unwrap_or(3_600),
     })
@@ -481,7 +479,7 @@ impl Core {
                         Some(RejectReason::Admission),
                     );
                 }
-                let token = format!("{TOKEN_PREFIX}{}", hex16(self.ids.next_bytes()));
+                let token = format!("{TOKEN_PREFIX}{}", self.ids.tag());
                 let call_id = self.ids.call_id();
                 let from_tag = self.ids.tag();
                 self.bindings.insert(Binding {
@@ -500,7 +498,6 @@ impl Core {
                 })
             }
         };
-        let _ = ask.from_uri;
         self.relay_register(now, binding, Some((id, request)), ask.expires);
     }
 
@@ -1002,16 +999,6 @@ fn access_realm(bindings: &Bindings, id: u64) -> usize {
 
 fn secs(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
-}
-
-fn hex16(bytes: [u8; 16]) -> String {
-    use std::fmt::Write;
-    bytes[..8]
-        .iter()
-        .fold(String::with_capacity(16), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]
