@@ -436,9 +436,8 @@ impl Core {
     }
 
     /// A transport could not deliver to `to` (a TCP connect or write
-    /// failed, or an ICMP unreachable came back for a UDP datagram): every
-    /// client transaction sending there, a call's or a trunk health
-    /// check's, ends with a transport error (§17.1.4). An INVITE then fails
+    /// failed): every client transaction sending there, a call's or a trunk
+    /// health check's, ends with a transport error (§17.1.4). An INVITE then fails
     /// over at once where its route allows `transport-error`, or the caller
     /// gets 503 (§8.1.3.1), instead of waiting for timer B.
     pub fn handle_send_failed(&mut self, now: Instant, to: SocketAddr) {
@@ -454,6 +453,33 @@ impl Core {
         for id in failed {
             let _ = self.tx.handle_transport_error(now, id);
         }
+        self.pump(now);
+    }
+
+    /// An ICMP unreachable came back on UDP listener `listener` for a
+    /// datagram to `to` that quoted `request`: the one client transaction
+    /// that sent that request there ends with a transport error (§17.1.4),
+    /// and nothing else. A forged ICMP error cannot know the branch, so it
+    /// fails nothing; a genuine one fails what it reports at once, instead
+    /// of after timer B.
+    pub fn handle_unreachable(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        to: SocketAddr,
+        request: &sip::quote::QuotedRequest,
+    ) {
+        let Some(client) = self.tx.client_of_quote(request) else {
+            return;
+        };
+        let id = TransactionId::Client(client);
+        let sent = self.sent_from.get(&id).copied();
+        if sent.map(|(l, t, _)| (l, t)) != Some((listener, Transport::Udp))
+            || self.client_remote(id) != Some(to)
+        {
+            return;
+        }
+        let _ = self.tx.handle_transport_error(now, id);
         self.pump(now);
     }
 

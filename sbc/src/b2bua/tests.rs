@@ -696,22 +696,82 @@ fn a_503_fails_over_to_the_next_trunk() {
     );
 }
 
+/// What an ICMP error for `sent` quotes: its first 520 bytes, as a Linux
+/// host quotes a datagram in an IPv4 ICMP error.
+fn icmp_quote(sent: &Message) -> sip::quote::QuotedRequest {
+    let bytes = sent.to_bytes();
+    sip::quote::quoted_request(&bytes[..bytes.len().min(520)]).expect("our Via is in the quote")
+}
+
+/// The inside realm's listener, which sends to the trunks.
+const INSIDE: ListenerId = ListenerId(1);
+
 #[test]
 fn an_unreachable_trunk_fails_over_at_once_and_the_last_one_gets_503() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(true));
-    lab.take_one(PBX, "INVITE");
-    // ICMP port unreachable for the INVITE to the first trunk.
+    let first = lab.take_one(PBX, "INVITE");
+    // ICMP port unreachable for the INVITE to the first trunk: no time
+    // passes before the next trunk is tried.
     let now = lab.now;
-    lab.core.handle_send_failed(now, addr(PBX));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX), &icmp_quote(&first));
     lab.settle();
-    let b_invite = lab.take_one(PBX2, "INVITE");
+    let second = lab.take_one(PBX2, "INVITE");
     let now = lab.now;
-    lab.core.handle_send_failed(now, addr(PBX2));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX2), &icmp_quote(&second));
     lab.settle();
     let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
-    assert!(to_caller.contains(&"503".to_owned()), "{to_caller:?}");
-    assert!(b_invite.method() == Some(Method::Invite));
+    assert_eq!(to_caller, ["100", "503"]);
+    assert_eq!(lab.ended().map(|e| e.status), Some(503));
+}
+
+#[test]
+fn an_icmp_error_fails_only_the_transaction_it_quotes() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&another_invite(1));
+    let one = lab.take_one(PBX, "INVITE");
+    lab.caller_sends(&another_invite(2));
+    let two = lab.take_one(PBX, "INVITE");
+    let _ = lab.take(CALLER);
+    let now = lab.now;
+    // Forged: the right address, listener and method, but a branch the SBC
+    // never sent; then a genuine quote arriving on the wrong listener, and
+    // one naming the wrong destination. None of them fails anything.
+    let mut forged = icmp_quote(&one);
+    forged.branch = "z9hG4bKguessed".into();
+    lab.core.handle_unreachable(now, INSIDE, addr(PBX), &forged);
+    lab.core
+        .handle_unreachable(now, ListenerId(0), addr(PBX), &icmp_quote(&one));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX2), &icmp_quote(&one));
+    lab.settle();
+    assert!(lab.take(PBX2).is_empty(), "no failover");
+    assert!(lab.take(CALLER).is_empty());
+    // The genuine one for call 1 moves call 1 on, and only call 1.
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX), &icmp_quote(&one));
+    lab.settle();
+    lab.take_one(PBX2, "INVITE");
+    let retried: Vec<&str> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::CallAttempt {
+                attempt: 2,
+                a_call_id,
+                ..
+            } => Some(a_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert!(retried[0].starts_with("call-id-1"), "{retried:?}");
+    // Call 2 is still ringing the first trunk: its answer goes through.
+    lab.trunk_sends(PBX, &answer(&two, 200, Some(CALLEE_SDP)));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["200"]);
 }
 
 #[test]

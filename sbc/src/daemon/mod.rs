@@ -275,15 +275,19 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     overload.raise(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                     core.handle_inbound(now(), message);
                 }
-                Some(Event::SendFailed { to, error, connection, .. }) => {
+                Some(Event::SendFailed { listener, to, error, request, .. }) => {
                     // A UDP peer's closed port is an everyday event (a phone
                     // gone away); a failed TCP connection is worth a warning.
-                    if connection.is_some() {
-                        warn!(%to, %error, "send failed");
-                    } else {
-                        debug!(%to, %error, "destination unreachable");
+                    match request {
+                        Some(request) => {
+                            debug!(%to, %error, "destination unreachable");
+                            core.handle_unreachable(now(), listener, to, &request);
+                        }
+                        None => {
+                            warn!(%to, %error, "send failed");
+                            core.handle_send_failed(now(), to);
+                        }
                     }
-                    core.handle_send_failed(now(), to);
                 }
                 None => break,
             },

@@ -482,6 +482,17 @@ impl Transactions {
         self.txs.contains_key(&id.into())
     }
 
+    /// The live client transaction whose request an ICMP error quoted (its
+    /// top Via branch and method, §17.1.3), if any.
+    pub fn client_of_quote(
+        &mut self,
+        quote: &crate::sip::quote::QuotedRequest,
+    ) -> Option<ClientId> {
+        key::client_key(&quote.branch, quote.method.as_bytes(), &mut self.scratch);
+        let id = *self.client_keys.get(self.scratch.as_slice())?;
+        self.contains(id).then_some(id)
+    }
+
     /// Starts a client transaction for `request` (any method but ACK) and
     /// queues its first transmission to `remote`. The top Via must carry the
     /// branch the TU generated. Over an unreliable transport timer A (INVITE)
