@@ -659,7 +659,7 @@ impl Core {
                 call.a_status = status;
                 call.a_final = true;
                 call.end.ended_by = Some(EndedBy::Callee);
-                let once = self.final_once(call);
+                let repeats = self.final_repeats(call);
                 if let Some(msg) = self.parse_built(
                     Some((call.id, Side::A)),
                     "failure relayed to the caller",
@@ -668,9 +668,7 @@ impl Core {
                     self.sip_event(call.a.realm, &msg);
                     self.respond_on(now, Some((call.id, Side::A)), server, msg);
                 }
-                if once {
-                    self.answered_once.push((server, true));
-                }
+                self.note_repeats(server, repeats);
                 if let Some(ip) = call.guarded
                     && protect::counts_as_refusal(status, None)
                 {
@@ -718,7 +716,7 @@ impl Core {
         );
         call.a_status = status;
         call.a_final = true;
-        let once = self.final_once(call);
+        let repeats = self.final_repeats(call);
         if let Some(msg) = self.parse_built(
             Some((call.id, Side::A)),
             "answer to the caller's INVITE",
@@ -727,9 +725,7 @@ impl Core {
             self.sip_event(call.a.realm, &msg);
             self.respond_on(now, Some((call.id, Side::A)), call.a_server, msg);
         }
-        if once {
-            self.answered_once.push((call.a_server, true));
-        }
+        self.note_repeats(call.a_server, repeats);
     }
 
     /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
@@ -745,17 +741,40 @@ impl Core {
         }
     }
 
-    /// Whether the failure about to answer an untrusted caller's INVITE is
-    /// sent once, not retransmitted until an ACK that a spoofed source never
-    /// sends (the reflection RFC 3261's timer G would otherwise make of it):
-    /// only while the caller has had no provisional, so that it still
-    /// retransmits its INVITE and is answered again if it lost the final. A
-    /// caller sent a provisional waits for the final without retransmitting
-    /// (§17.1.1.2); it gets timer G like anyone, bounded by its source's
-    /// transaction cap. Asked before the final is sent.
-    pub(super) fn final_once(&self, call: &Call) -> bool {
-        call.guarded.is_some()
-            && !call.a.transport.is_reliable()
-            && !self.tx.provisional_sent(call.a_server)
+    /// How often the failure about to answer the caller's INVITE is sent.
+    /// A trusted caller, or one over a reliable transport, gets timer G
+    /// (§17.2.1). An untrusted source over UDP may be spoofed, and timer G
+    /// would make a reflector of the SBC towards its victim: while it has
+    /// had no provisional it still retransmits its INVITE and is answered
+    /// again if it lost the final, so the final goes once; once sent a
+    /// provisional it waits without retransmitting (§17.1.1.2), so the final
+    /// is retransmitted, but only [`super::UNTRUSTED_FINAL_RETRANSMISSIONS`] times.
+    /// Asked before the final is sent.
+    pub(super) fn final_repeats(&self, call: &Call) -> Repeats {
+        if call.guarded.is_none() || call.a.transport.is_reliable() {
+            Repeats::TimerG
+        } else if self.tx.provisional_sent(call.a_server) {
+            Repeats::Few
+        } else {
+            Repeats::Once
+        }
     }
+
+    /// Files the caller's INVITE transaction under what
+    /// [`Core::final_repeats`] said, once its final is sent.
+    fn note_repeats(&mut self, server: ServerId, repeats: Repeats) {
+        match repeats {
+            Repeats::TimerG => {}
+            Repeats::Once => self.answered_once.push((server, true)),
+            Repeats::Few => self.answered_few.push(server),
+        }
+    }
+}
+
+/// See [`Core::final_repeats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repeats {
+    TimerG,
+    Once,
+    Few,
 }
