@@ -438,6 +438,7 @@ impl Core {
             self.respond_a(now, &mut call, 487, None);
             call.end.ended_by = Some(EndedBy::Caller);
             call.setup.cancel_b = true;
+            self.end_queued_answer(now, &mut call);
             self.abandon_pending(now, &mut call);
             self.cancel_b(now, &mut call);
         }
@@ -538,11 +539,7 @@ impl Core {
                 // confirm and end B's dialog.
                 self.learn_route_set(call, &response);
                 self.learn_remote_target(call, Side::B, &response);
-                let cseq = response.cseq().map_or(1, |c| c.seq);
-                self.ack_b_directly(call, cseq);
-                call.phase = Phase::Ending;
-                self.send_bye(now, call, Side::B, true);
-                return;
+                return self.confirm_and_end_b(now, call, &response);
             }
             if call.phase != Phase::Setup {
                 return; // a second 2xx (forked): ignored beyond the first
@@ -728,12 +725,41 @@ impl Core {
         self.note_repeats(call.a_server, repeats);
     }
 
+    /// B's dialog, set up by a 2xx the caller will not get, is confirmed
+    /// and ended: ACK, then BYE (§13.2.2.4 for a 2xx a UAC cannot use).
+    fn confirm_and_end_b(&mut self, now: Instant, call: &mut Call, response: &Message) {
+        let cseq = response.cseq().map_or(1, |c| c.seq);
+        self.ack_b_directly(call, cseq);
+        call.phase = Phase::Ending;
+        self.send_bye(now, call, Side::B, true);
+    }
+
+    /// Before a call that is still setting up drops its queue: B's 2xx that
+    /// waited there for media ports (its route set and target are already
+    /// learnt) has set up B's dialog, which must not be left to retransmit
+    /// its 2xx until it gives up: it is confirmed and ended.
+    pub(super) fn end_queued_answer(&mut self, now: Instant, call: &mut Call) {
+        if call.phase != Phase::Setup {
+            return;
+        }
+        let answer = call.pending.iter().position(|p| {
+            matches!(p, Pending::Response { from: Side::B, response, .. }
+                if response.status().is_some_and(|s| (200..300).contains(&s)))
+        });
+        if let Some(Pending::Response { response, .. }) =
+            answer.and_then(|i| call.pending.remove(i))
+        {
+            self.confirm_and_end_b(now, call, &response);
+        }
+    }
+
     /// Answers A's INVITE with a failure (if it has no final yet) and ends the call.
     pub(super) fn fail_call(&mut self, now: Instant, call: &mut Call, status: u16, by: EndedBy) {
         if !call.a_final {
             self.respond_a(now, call, status, None);
         }
         call.end.ended_by.get_or_insert(by);
+        self.end_queued_answer(now, call);
         self.abandon_pending(now, call);
         if call.b_invite.is_some() {
             call.setup.cancel_b = true;

@@ -110,6 +110,8 @@ struct Lab {
     events: Vec<CoreEvent>,
     /// The media backend refuses every allocation (ports exhausted).
     refuse_media: bool,
+    /// The media backend answers no allocation (slow): they stay pending.
+    hold_media: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -148,6 +150,7 @@ impl Lab {
             media: Vec::new(),
             events: Vec::new(),
             refuse_media: false,
+            hold_media: false,
         }
     }
 
@@ -230,7 +233,9 @@ impl Lab {
                             addr: legs[0].local_ip,
                         },
                     });
-                } else if let MediaCommand::Allocate { stream, legs } = &cmd {
+                } else if let MediaCommand::Allocate { stream, legs } = &cmd
+                    && !self.hold_media
+                {
                     let mut endpoint = |ip: IpAddr| {
                         let port = self.next_port;
                         self.next_port += 2;
@@ -618,6 +623,43 @@ fn a_leg_whose_media_never_latches_is_reported_and_in_the_record() {
     assert_eq!(lab.ended().map(|e| e.not_latched), Some([false, true]));
 }
 
+/// The caller's CANCEL of `request` (§9.1: same Request-URI, Via, Call-ID,
+/// From, To and CSeq number), with no body.
+fn cancel_of(request: &str) -> String {
+    let cancel = request
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    cancel.split("Content-").next().expect("head").to_owned() + "Content-Length: 0\r\n\r\n"
+}
+
+#[test]
+fn a_callee_answer_waiting_for_media_ports_is_acked_and_ended_when_the_caller_cancels() {
+    let mut lab = Lab::new(CONFIG);
+    // Late offer: the callee's 2xx brings the offer, which needs ports; the
+    // media backend is slow to give them, and the caller gives up first.
+    let request = invite(false);
+    lab.caller_sends(&request);
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.hold_media = true;
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["100"], "the 2xx waits for media");
+    lab.caller_sends(&cancel_of(&request));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["200", "487"]);
+    // The callee's dialog was set up by its 2xx: it is confirmed and ended,
+    // not left retransmitting its 2xx into nothing.
+    let to_callee = lab.take(PBX);
+    assert_eq!(
+        to_callee.iter().map(describe).collect::<Vec<_>>(),
+        ["ACK", "BYE"]
+    );
+    lab.trunk_sends(PBX, &respond(&to_callee[1], 200, "", None, &[]));
+    let ended = lab.ended().expect("ended");
+    assert_eq!((ended.status, ended.ended_by), (487, EndedBy::Caller));
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
 #[test]
 fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     let mut lab = Lab::new(CONFIG);
@@ -625,15 +667,7 @@ fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     lab.caller_sends(&request);
     let b_invite = lab.take_one(PBX, "INVITE");
     lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
-    let cancel = request
-        .replacen("INVITE sip", "CANCEL sip", 1)
-        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
-    let cancel = cancel
-        .split("Content-Type")
-        .next()
-        .expect("head")
-        .to_owned()
-        + "Content-Length: 0\r\n\r\n";
+    let cancel = cancel_of(&request);
     lab.caller_sends(&cancel);
     let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
     assert!(
