@@ -1011,6 +1011,97 @@ fn a_reinvite_for_hold_crosses_both_ways() {
     )));
 }
 
+/// `msg` with its body replaced by `body` of type `content_type`.
+fn with_body(msg: &[u8], content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut msg = Message::parse(msg).expect("parses");
+    msg.remove_headers(HeaderName::ContentType);
+    msg.push_header("Content-Type", content_type.as_bytes());
+    msg.push_header("Content-Disposition", b"session");
+    msg.set_body(body);
+    msg.to_bytes()
+}
+
+#[test]
+fn a_reinvite_answered_without_usable_sdp_gets_502_and_the_call_stays_up() {
+    for (content_type, body) in [
+        ("application/sdp", &b"v=0\r\nthis is not sdp\r\n"[..]),
+        ("application/isup", &b"\x01\x02\x03"[..]),
+    ] {
+        let mut lab = Lab::new(CONFIG);
+        let (b_invite, ok) = establish(&mut lab);
+        let hold = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+        lab.caller_sends(&in_dialog("INVITE", &ok, false, 11, Some(hold)));
+        let b_reinvite = lab.take_one(PBX, "INVITE");
+        let _ = lab.take(CALLER);
+        lab.trunk_sends(
+            PBX,
+            &with_body(&answer(&b_reinvite, 200, None), content_type, body),
+        );
+        // The callee's 2xx is ACKed on its leg; the caller's re-INVITE gets
+        // 502, without a body or anything describing one.
+        let b_ack = lab.take_one(PBX, "ACK");
+        assert_eq!(
+            b_ack.cseq().map(|c| c.seq),
+            b_reinvite.cseq().map(|c| c.seq)
+        );
+        let refused = lab.take_one(CALLER, "502");
+        assert!(refused.body().is_empty() && refused.content_type().is_none());
+        assert_eq!(
+            lab.core.active_calls(),
+            1,
+            "{content_type}: the call goes on"
+        );
+        callee_hangs_up(&mut lab, &b_invite);
+        assert_eq!(lab.core.active_calls(), 0);
+    }
+}
+
+#[test]
+fn a_late_offer_answered_in_the_ack_without_usable_sdp_ends_the_call() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(false));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let ack = in_dialog("ACK", &ok, false, 10, None);
+    lab.caller_sends(
+        std::str::from_utf8(&with_body(ack.as_bytes(), "application/isup", b"ISUP")).expect("utf8"),
+    );
+    // The callee's 2xx gets its ACK (with no answer and nothing describing
+    // one), then both dialogs end: the callee's offer has no answer.
+    let to_callee = lab.take(PBX);
+    assert_eq!(
+        to_callee.iter().map(describe).collect::<Vec<_>>(),
+        ["ACK", "BYE"]
+    );
+    assert!(to_callee[0].body().is_empty() && to_callee[0].content_type().is_none());
+    let bye_a = lab.take_one(CALLER, "BYE");
+    lab.caller_sends(std::str::from_utf8(&respond(&bye_a, 200, "", None, &[])).expect("utf8"));
+    lab.trunk_sends(PBX, &respond(&to_callee[1], 200, "", None, &[]));
+    let ended = lab.ended().expect("ended");
+    assert_eq!(ended.ended_by, EndedBy::Sbc(SbcReason::BadSdp));
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
+#[test]
+fn a_provisional_with_a_body_the_sbc_cannot_anchor_crosses_without_it() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(
+        PBX,
+        &with_body(&answer(&b_invite, 183, None), "application/isup", b"ISUP"),
+    );
+    let early = lab
+        .take(CALLER)
+        .into_iter()
+        .find(|m| describe(m) == "183")
+        .expect("183");
+    assert!(early.body().is_empty());
+    assert!(early.content_type().is_none());
+    assert!(early.header(HeaderName::ContentDisposition).is_none());
+}
+
 #[test]
 fn out_of_dialog_options_is_answered_by_the_sbc() {
     let mut lab = Lab::new(CONFIG);
