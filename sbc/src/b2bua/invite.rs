@@ -302,6 +302,7 @@ impl Core {
                     .map(|d| format!("{} ", String::from_utf8_lossy(d)))
             })
             .unwrap_or_default();
+        call.media.b_answer_tag = None;
         let b = LegState {
             realm,
             listener: ListenerId(listener),
@@ -544,10 +545,13 @@ impl Core {
             if call.phase != Phase::Setup {
                 return; // a second 2xx (forked): ignored beyond the first
             }
-            if response.body().is_empty() && call.media.origins[Side::A.index()].is_none() {
-                // No SDP in the 2xx and none before it: an offer in the
-                // INVITE went unanswered, or a late offer got no offer
-                // (RFC 3264 §4, RFC 3261 §13.2.1). Relayed, it would leave
+            let tag = response.to().and_then(|to| to.tag().map(Box::<str>::from));
+            if response.body().is_empty() && (tag.is_none() || call.media.b_answer_tag != tag) {
+                // No SDP in the 2xx and none before it from this dialog: an
+                // offer in the INVITE went unanswered, or a late offer got
+                // no offer (RFC 3264 §4, RFC 3261 §13.2.1). An 18x's SDP
+                // from another fork, or from a trunk tried before, says
+                // nothing of this callee's media. Relayed, it would leave
                 // the caller with a session and no media.
                 return self.refuse_answer(now, call, &response);
             }

@@ -914,6 +914,23 @@ fn a_2xx_without_sdp_after_an_18x_with_the_answer_is_relayed() {
 }
 
 #[test]
+fn a_2xx_without_sdp_from_another_fork_than_the_18x_with_the_answer_is_refused() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 183, Some(CALLEE_SDP)));
+    lab.take_one(CALLER, "183");
+    // A forking proxy behind the trunk: another branch answers, no SDP.
+    let other_fork = String::from_utf8(answer(&b_invite, 200, None))
+        .expect("utf8")
+        .replace("btag9", "fork2");
+    lab.trunk_sends(PBX, other_fork.as_bytes());
+    lab.take_one(CALLER, "502");
+    let to_callee: Vec<String> = lab.take(PBX).iter().map(describe).collect();
+    assert_eq!(to_callee, ["ACK", "BYE"]);
+}
+
+#[test]
 fn late_offer_carries_the_answer_in_the_ack() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(false));
