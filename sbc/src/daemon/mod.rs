@@ -307,9 +307,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 };
                 let _ = answer.send(json);
             }
+            () = tokio::time::sleep(shell::RELAY_RETRY), if !shell.relay_backlog.is_empty() => {
+                shell.retry_relay_backlog();
+            }
             _ = tick.tick() => {
-                let relay_saturated = shell.relay_saturated();
-                overload.relay(&mut core, relay_saturated, &metrics);
+                let pressure = shell.relay_pressure();
+                overload.relay(&mut core, pressure, &metrics);
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
@@ -338,6 +341,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
         }
         shell.drain(&mut core);
+        if shell.relay_backlog.len() > shell::RELAY_BACKLOG_REFUSE_ALL && overload.relay < 2 {
+            overload.relay(&mut core, 2, &metrics);
+        }
     }
     shell.flush_cdrs();
     drop(shell);
