@@ -179,6 +179,9 @@ pub struct Core {
     pings: HashMap<ClientId, usize>,
     /// Phones registered through access realms.
     bindings: access::Bindings,
+    /// Calls up per (access realm, address-of-record), for
+    /// `max_calls_per_user`.
+    user_calls: HashMap<(usize, String), usize>,
     /// The listener, transport and connection a transaction sends from
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
@@ -252,6 +255,7 @@ impl Core {
             streams: HashMap::new(),
             pings: HashMap::new(),
             bindings: access::Bindings::default(),
+            user_calls: HashMap::new(),
             sent_from: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
