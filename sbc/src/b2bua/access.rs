@@ -265,7 +265,7 @@ impl Bindings {
     }
 
     /// Bindings of `realm` registered from `ip`.
-    fn from_source(&self, realm: usize, ip: IpAddr) -> usize {
+    fn of_source(&self, realm: usize, ip: IpAddr) -> usize {
         self.sources.get(&(realm, ip)).copied().unwrap_or(0)
     }
 
@@ -526,7 +526,7 @@ impl Core {
                 if realm_full
                     || self.bindings.of_aor(meta.realm, &ask.aor).len()
                         >= access.max_bindings_per_aor as usize
-                    || self.bindings.from_source(meta.realm, meta.remote.ip())
+                    || self.bindings.of_source(meta.realm, meta.remote.ip())
                         >= access.max_bindings_per_source as usize
                 {
                     self.events.push_back(CoreEvent::Register {
