@@ -49,7 +49,12 @@
 //!    in-process registrar (closed loop, one REGISTER outstanding per
 //!    socket), then each refreshes once. Per round: REGISTERs a second, the
 //!    daemon's CPU per REGISTER, how many reached the registrar (the rest
-//!    were absorbed by the SBC), and the daemon's RSS per binding.
+//!    were absorbed by the SBC), and the daemon's RSS per binding (which
+//!    includes the REGISTER transactions still lingering). Then the
+//!    keepalives: every binding gets an OPTIONS every 10 s, which the
+//!    phones answer; pings a second (against the expected bindings / 10),
+//!    retransmissions (answers later than T1), and the daemon's CPU per ping.
+//!    `SIGNALING_BENCH_PHONES=100000` gives the issue's 100k bindings.
 //!
 //! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack,register`)
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
@@ -338,7 +343,7 @@ fn config(pairs: u64) -> String {
         t,
         "[metrics]\nlisten = \"{OUTSIDE}:{ADMIN_PORT}\"\n\n\
          [logging]\nlevel = \"warn\"\n\n\
-         [limits]\nmax_calls = 20000\nmax_transactions = 200000\n\n\
+         [limits]\nmax_calls = 20000\nmax_transactions = 600000\n\n\
          [media]\nport_min = 10000\nport_max = 65535\n\
          xdp = {{ mode = \"off\", interfaces = [] }}\n"
     );
@@ -358,7 +363,8 @@ fn config(pairs: u64) -> String {
          listen = [{{ transport = \"udp\", address = \"{ACCESS}:{SIP_PORT}\" }}]\n\
          media = {{ address = \"{ACCESS}\" }}\nnetworks = [\"{PHONES}.0/24\"]\n\
          access = {{ registrar = \"registrar\", phone_expires_secs = 120, \
-         registrar_expires_secs = 3600, keepalive_secs = 0, max_bindings_per_aor = 1 }}\n\
+         registrar_expires_secs = 3600, keepalive_secs = {KEEPALIVE_SECS}, \
+         max_bindings_per_aor = 1, max_bindings_per_source = 100000 }}\n\
          \n[[trunk]]\nname = \"registrar\"\nrealm = \"inside\"\n\
          address = \"{REGISTRAR}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n"
     );
@@ -982,7 +988,26 @@ fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
     }
 }
 
-/// 5. Registrations through the access realm: cold, then one refresh each.
+/// The access realm's keepalive interval in phase 5: every binding gets an
+/// OPTIONS this often, so the daemon sends `phones / KEEPALIVE_SECS` a second.
+const KEEPALIVE_SECS: u64 = 10;
+
+/// A phone's 200 to the SBC's keepalive OPTIONS `msg`.
+fn options_ok(msg: &str) -> String {
+    let h = |name: &str| header(msg, name).unwrap_or_default().to_owned();
+    format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=k\r\nCall-ID: {}\r\n\
+         CSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        h("Via"),
+        h("From"),
+        h("To"),
+        h("Call-ID"),
+        h("CSeq"),
+    )
+}
+
+/// 5. Registrations through the access realm: cold, then one refresh each,
+/// then the keepalives the daemon sends to every binding.
 fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
     const SOCKETS: u64 = 100;
     let dir = work.join("register");
@@ -1029,6 +1054,23 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         "{:<8} | {:>9} | {:>10} | {:>14} | {:>16} | {:>12}",
         "round", "ok/failed", "REGISTER/s", "CPU/REGISTER", "to the registrar", "RSS/binding"
     );
+    // The phones' sockets stay open from the first REGISTER to the last
+    // keepalive: a keepalive that met a closed port would end its binding.
+    let sockets: Vec<UdpSocket> = (0..SOCKETS)
+        .map(|s| {
+            let socket = UdpSocket::bind((
+                format!("{PHONES}.{}", 1 + s % 250)
+                    .parse::<Ipv4Addr>()
+                    .expect("ip"),
+                20_000 + s as u16,
+            ))
+            .expect("phone binds");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            socket
+        })
+        .collect();
     for (round, cseq) in [("cold", 1), ("refresh", 2)] {
         let cpu_before = daemon.cpu();
         let seen_before = seen.load(std::sync::atomic::Ordering::Relaxed);
@@ -1036,15 +1078,8 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         let results: Vec<(u64, u64)> = thread::scope(|scope| {
             let workers: Vec<_> = (0..SOCKETS)
                 .map(|s| {
+                    let socket = &sockets[s as usize];
                     scope.spawn(move || {
-                        let socket = UdpSocket::bind((
-                            format!("{PHONES}.{}", 1 + s % 250).parse::<Ipv4Addr>().expect("ip"),
-                            20_000 + s as u16,
-                        ))
-                        .expect("phone binds");
-                        socket
-                            .set_read_timeout(Some(Duration::from_millis(500)))
-                            .expect("timeout");
                         let (mut ok, mut failed) = (0, 0);
                         let mut buf = vec![0u8; 65_535];
                         for n in (s..phones).step_by(SOCKETS as usize) {
@@ -1060,9 +1095,13 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
                             let _ = socket.send_to(register.as_bytes(), (ACCESS, SIP_PORT));
                             let answered = loop {
                                 match socket.recv_from(&mut buf) {
-                                    Ok((len, _)) => {
+                                    Ok((len, from)) => {
                                         let text = String::from_utf8_lossy(&buf[..len]);
-                                        if text.contains(&call_id) && text.starts_with("SIP/2.0 ") {
+                                        if text.starts_with("OPTIONS ") {
+                                            let _ = socket.send_to(options_ok(&text).as_bytes(), from);
+                                        } else if text.contains(&call_id)
+                                            && text.starts_with("SIP/2.0 ")
+                                        {
                                             break text.starts_with("SIP/2.0 200");
                                         }
                                     }
@@ -1117,7 +1156,72 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         );
         assert_eq!(failed, 0, "{round}: {failed} REGISTERs unanswered");
     }
+    keepalives(&daemon, phones, &sockets);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = registrar.join();
     drop(daemon);
+}
+
+/// The keepalives of `phones` bindings: the phones' sockets answer every
+/// OPTIONS for `3 * KEEPALIVE_SECS`; pings a second and the daemon's CPU
+/// per ping are read over the last two intervals, when every binding's
+/// cycle has begun.
+fn keepalives(daemon: &Daemon, phones: u64, sockets: &[UdpSocket]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (answered, again, done) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+    let (pings, repeats, cpu, elapsed) = thread::scope(|scope| {
+        for socket in sockets {
+            let (answered, again, done) = (&answered, &again, &done);
+            scope.spawn(move || {
+                let mut seen = std::collections::HashSet::new();
+                let mut buf = vec![0u8; 65_535];
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..len]);
+                        if text.starts_with("OPTIONS ") {
+                            let _ = socket.send_to(options_ok(&text).as_bytes(), from);
+                            // A retransmission (its answer was late) is not
+                            // another ping.
+                            let call_id = header(&text, "Call-ID").unwrap_or_default();
+                            if seen.insert(call_id.to_owned()) {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                again.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        thread::sleep(Duration::from_secs(KEEPALIVE_SECS));
+        let (pings_before, again_before, cpu_before, started) = (
+            answered.load(Ordering::Relaxed),
+            again.load(Ordering::Relaxed),
+            daemon.cpu(),
+            now(),
+        );
+        thread::sleep(Duration::from_secs(2 * KEEPALIVE_SECS));
+        let result = (
+            answered.load(Ordering::Relaxed) - pings_before,
+            again.load(Ordering::Relaxed) - again_before,
+            daemon
+                .cpu()
+                .zip(cpu_before)
+                .map(|(a, b)| a.saturating_sub(b)),
+            now().saturating_duration_since(started),
+        );
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    let cpu = cpu.map_or_else(
+        || "n/a".into(),
+        |cpu| format!("{:.1} us", cpu.as_secs_f64() * 1e6 / pings.max(1) as f64),
+    );
+    println!(
+        "keepalive: {phones} bindings, one OPTIONS each every {KEEPALIVE_SECS} s: \
+         {:.0} pings/s answered (expected {}), {repeats} retransmitted (answer late), \
+         daemon CPU {cpu} per ping",
+        pings as f64 / elapsed.as_secs_f64(),
+        phones / KEEPALIVE_SECS,
+    );
 }

@@ -885,12 +885,19 @@ impl Core {
                 if is_final && let Some(relayed) = self.bindings.relayed.remove(&id) {
                     return self.on_registrar_response(now, relayed, Some(response));
                 }
+                // A keepalive or health check is done with its first final:
+                // its transaction ends now rather than lingering timer K
+                // (T4, 5 s) for retransmitted answers nobody needs, which at
+                // 100,000 bindings pinged every 5 s would hold 100,000
+                // transactions.
                 if is_final && let Some(binding) = self.bindings.pings.remove(&id) {
+                    let _ = self.tx.terminate(id);
                     return self.on_binding_ping(now, binding, true);
                 }
                 if let Some(&trunk) = self.pings.get(&id) {
                     if response.status().is_some_and(|s| s >= 200) {
                         self.pings.remove(&id);
+                        let _ = self.tx.terminate(id);
                         self.trunk_health(trunk, true);
                     }
                     return;
