@@ -1006,8 +1006,8 @@ fn options_ok(msg: &str) -> String {
     )
 }
 
-/// 5. Registrations through the access realm: cold, then one refresh each,
-/// then the keepalives the daemon sends to every binding.
+/// Phase 5, registrations through the access realm: cold, then one refresh
+/// each, then the keepalives the daemon sends to every binding.
 fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
     const SOCKETS: u64 = 100;
     let dir = work.join("register");
