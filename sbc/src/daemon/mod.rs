@@ -500,7 +500,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             let realm = config
                 .realms
                 .iter()
-                .find(|r| r.media.address == *ip)
+                .find(|r| r.media.addresses().any(|a| a == *ip))
                 .map_or("?", |r| r.name.as_str());
             refuse(&format_args!(
                 "realm {realm}: media address {ip} can't be bound here ({e}); is it an address of this host?"
