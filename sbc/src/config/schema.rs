@@ -504,6 +504,12 @@ pub struct Media {
     /// The kernel fast path.
     #[serde(default)]
     pub xdp: Xdp,
+    /// Userspace relay threads when the XDP fast path is not attached (0:
+    /// one per core). Each owns the sockets of its streams and a share of
+    /// each address's ports. With XDP attached the relay runs one thread:
+    /// the kernel carries latched media.
+    #[serde(default)]
+    pub relay_threads: u16,
 }
 
 impl Default for Media {
@@ -515,6 +521,7 @@ impl Default for Media {
             port_quarantine_secs: default_port_quarantine_secs(),
             latching: Latching::default(),
             xdp: Xdp::default(),
+            relay_threads: 0,
         }
     }
 }

@@ -192,8 +192,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     relay_config.cname_mask = Some(cname_mask.clone());
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
+    relay_config.threads = match config.media.relay_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => usize::from(n),
+    };
     let fast_path = start_fast_path(&config.media.xdp, &metrics);
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
+    info!(threads = relay.threads(), "media relay running");
 
     // ---- admin -------------------------------------------------------------------------
     let readiness = Readiness::new();
