@@ -56,6 +56,15 @@
 //!    retransmissions (answers later than T1), and the daemon's CPU per ping.
 //!    `SIGNALING_BENCH_PHONES=100000` gives the issue's 100k bindings.
 //!
+//! 6. Soak (`soak`, not in the default phases): `SIGNALING_BENCH_SOAK_SECS`
+//!    (default 600) of calls at `SIGNALING_BENCH_SOAK_CPS` (default 20)
+//!    calls a second: 70% answered and held 20 s, 10% refused 486 by the
+//!    callee, 10% cancelled by the caller while ringing, 10% to a callee
+//!    that never answers (408 after timer B). Prints the daemon's RSS every
+//!    30 s; checks every call ended as its kind should, and that once the
+//!    last transaction could linger (64*T1) nothing is left: calls,
+//!    transactions, media streams at 0 and every media port free.
+//!
 //! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack,register`)
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
 //! measure instead of this tree's.
@@ -169,6 +178,19 @@ fn main() {
             100
         };
         register(&bin, &work, pairs, phones);
+    }
+    if phase("soak") {
+        let secs = if full {
+            env_or("SIGNALING_BENCH_SOAK_SECS", 600).clamp(30, 3600)
+        } else {
+            30
+        };
+        soak(
+            &bin,
+            &work,
+            secs,
+            env_or("SIGNALING_BENCH_SOAK_CPS", 20).clamp(10, 200),
+        );
     }
     let _ = fs::remove_dir_all(&work);
 }
@@ -506,11 +528,24 @@ struct Sipp {
 }
 
 impl Sipp {
-    /// SIPp with the built-in `scenario` on `local`, logging into `dir`.
+    /// SIPp with the built-in `scenario` (or, for a name ending in `.xml`,
+    /// that file of `tests/scenarios`) on `local`, logging into `dir`.
     fn spawn(dir: &Path, scenario: &str, local: Ipv4Addr, args: &[String]) -> Sipp {
         fs::create_dir_all(dir).expect("sipp directory");
+        let (kind, scenario) = if scenario.ends_with(".xml") {
+            (
+                "-sf",
+                workspace()
+                    .join("tests/scenarios")
+                    .join(scenario)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            ("-sn", scenario.to_owned())
+        };
         let child = Command::new("sipp")
-            .args(["-sn", scenario, "-i", &local.to_string()])
+            .args([kind, &scenario, "-i", &local.to_string()])
             .args(["-p", &SIP_PORT.to_string(), "-mi", &local.to_string()])
             .args(["-t", "u1", "-nostdin", "-fd", "1"])
             .args(["-trace_err", "-trace_stat", "-stf"])
@@ -1223,5 +1258,162 @@ fn keepalives(daemon: &Daemon, phones: u64, sockets: &[UdpSocket]) {
          daemon CPU {cpu} per ping",
         pings as f64 / elapsed.as_secs_f64(),
         phones / KEEPALIVE_SECS,
+    );
+}
+
+/// A family's samples from a `/metrics` text, summed (`None`: no sample).
+fn metric_sum(body: &str, name: &str) -> Option<f64> {
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// 6. Soak: a steady mix of calls for `secs` at `cps`, then the leak check.
+fn soak(bin: &Path, work: &Path, secs: u64, cps: u64) {
+    const HOLD_SECS: u64 = 20;
+    // (callee scenario, caller scenario, share of the calls in %, what the
+    // caller's SIPp counts: true = successful calls).
+    let kinds: [(&str, &str, u64, bool, &str); 4] = [
+        ("uas", "uac", 70, true, "answered, held 20 s"),
+        (
+            "callee-486-busy.xml",
+            "uac",
+            10,
+            false,
+            "486 from the callee",
+        ),
+        (
+            "callee-cancel.xml",
+            "caller-cancel.xml",
+            10,
+            true,
+            "cancelled while ringing",
+        ),
+        (
+            "callee-silent.xml",
+            "uac",
+            10,
+            false,
+            "callee silent: 408 at timer B",
+        ),
+    ];
+    let pairs = kinds.len() as u64;
+    let dir = work.join("soak");
+    let daemon = Daemon::start(bin, &dir, pairs);
+    thread::sleep(Duration::from_millis(500));
+    let idle = http_get("/metrics").unwrap_or_default();
+    let ports_idle = metric_sum(&idle, "sbc_media_ports_free");
+    let rss_start = daemon.rss_kib();
+    println!(
+        "\nsoak: {secs} s at {cps} calls/s ({}), then the leak check",
+        kinds
+            .iter()
+            .map(|(_, _, share, _, what)| format!("{share}% {what}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let uases: Vec<Sipp> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (callee, ..))| {
+            Sipp::spawn(&dir.join(format!("uas{i}")), callee, uas_ip(i as u64), &[])
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let limit = secs + HOLD_SECS + 60;
+    let offered: Vec<u64> = kinds
+        .iter()
+        .map(|(_, _, share, _, _)| (cps * share).div_ceil(100) * secs)
+        .collect();
+    let uacs: Vec<Sipp> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (_, caller, share, _, _))| {
+            let args = vec![
+                format!("{OUTSIDE}:{SIP_PORT}"),
+                "-s".into(),
+                service(i as u64),
+                "-m".into(),
+                offered[i].to_string(),
+                "-r".into(),
+                (cps * share).div_ceil(100).to_string(),
+                // The built-in uac pauses this long between ACK and BYE.
+                "-d".into(),
+                (HOLD_SECS * 1000).to_string(),
+                "-timeout".into(),
+                format!("{limit}s"),
+            ];
+            Sipp::spawn(
+                &dir.join(format!("uac{i}")),
+                caller,
+                uac_ip(i as u64),
+                &args,
+            )
+        })
+        .collect();
+    println!("{:>6} | {:>10} | {:>9}", "second", "calls up", "RSS KiB");
+    let started = now();
+    let mut rss = Vec::new();
+    while now().saturating_duration_since(started) < Duration::from_secs(secs + HOLD_SECS + 35) {
+        thread::sleep(Duration::from_secs(30));
+        let at = now().saturating_duration_since(started).as_secs();
+        let kib = daemon.rss_kib();
+        rss.push(kib);
+        println!(
+            "{at:>6} | {:>10} | {kib:>9}",
+            calls_active().map_or("-".into(), |n| n.to_string())
+        );
+    }
+    let counts: Vec<Counts> = uacs
+        .into_iter()
+        .map(|uac| uac.finish(Duration::from_secs(30)))
+        .collect();
+    drop(uases);
+    // Every transaction of the last calls may linger 64*T1.
+    thread::sleep(Duration::from_secs(33));
+    let end = http_get("/metrics").unwrap_or_default();
+    let left = |name: &str| metric_sum(&end, name).unwrap_or(-1.0);
+    let mut unexpected = Vec::new();
+    for (i, ((_, _, _, succeeds, what), c)) in kinds.iter().zip(&counts).enumerate() {
+        let (good, bad) = if *succeeds {
+            (c.ok, c.failed)
+        } else {
+            (c.failed, c.ok)
+        };
+        println!(
+            "  {what}: {good} of {} as expected, {bad} otherwise",
+            offered[i]
+        );
+        if good != offered[i] {
+            unexpected.push(format!("{what}: {good} of {} as expected", offered[i]));
+        }
+    }
+    let rss_end = daemon.rss_kib();
+    let peak = rss.iter().copied().max().unwrap_or(rss_end);
+    println!(
+        "RSS: {rss_start} KiB at start, peak {peak} KiB, {rss_end} KiB at the end; left over: \
+         calls {}, transactions {}, media streams {}, media ports free {} of {}",
+        left("sbc_calls_active"),
+        left("sbc_sip_transactions_active"),
+        left("sbc_media_streams_active"),
+        left("sbc_media_ports_free"),
+        ports_idle.unwrap_or(-1.0),
+    );
+    drop(daemon);
+    assert!(unexpected.is_empty(), "unexpected outcomes: {unexpected:?}");
+    assert_eq!(left("sbc_calls_active"), 0.0, "calls left");
+    assert_eq!(
+        left("sbc_sip_transactions_active"),
+        0.0,
+        "transactions left"
+    );
+    assert_eq!(left("sbc_media_streams_active"), 0.0, "media streams left");
+    assert_eq!(
+        metric_sum(&end, "sbc_media_ports_free"),
+        ports_idle,
+        "media ports not back"
     );
 }
