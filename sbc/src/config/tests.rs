@@ -506,6 +506,22 @@ fn more_media_addresses_are_checked_one_by_one() {
     );
     let p = problem(&text, "realm[0].media.more_addresses[0]", "more_addresses");
     assert!(p.message.contains("advertise"), "{p}");
+    // 100 pairs an address: 150 calls fit a realm only with a second one.
+    let limits = |realm_media: &str| {
+        format!(
+            "[limits]\nmax_calls = 150\n[media]\nport_min = 20000\nport_max = 20199\n{}",
+            BASE.replace(r#"media = { address = "127.0.0.1" }"#, realm_media)
+                .replace(
+                    r#"media = { address = "127.0.0.2" }"#,
+                    r#"media = { address = "127.0.0.2", more_addresses = ["127.0.0.22"] }"#
+                )
+        )
+    };
+    let one = limits(r#"media = { address = "127.0.0.1" }"#);
+    let p = problem(&one, "media.port_max", "port_max");
+    assert!(p.message.contains("fewer than the 150"), "{p}");
+    let two = limits(r#"media = { address = "127.0.0.1", more_addresses = ["127.0.0.11"] }"#);
+    assert!(Config::from_str_named(&two, "t.toml").is_ok(), "{two}");
 }
 
 #[test]

@@ -391,15 +391,33 @@ impl Validator<'_> {
                 Some("write the range as port_min < port_max".into()),
             );
         } else {
-            // A call anchors one RTP/RTCP pair per leg on its realm's media
-            // address; two realms sharing an address need two pairs from it.
-            let mut per_address: HashMap<IpAddr, u32> = HashMap::new();
+            // A call anchors one RTP/RTCP pair per leg on one of its
+            // realm's media addresses; two realms sharing an address need
+            // two pairs from it, a realm with several addresses spreads its
+            // legs over them. The tightest realm says how many pairs each
+            // address needs.
+            let mut per_address: HashMap<IpAddr, u64> = HashMap::new();
             for address in self.config.realms.iter().flat_map(|r| r.media.addresses()) {
                 *per_address.entry(address).or_default() += 1;
             }
-            let legs = per_address.values().copied().max().unwrap_or(1).max(1);
-            let needed = u64::from(self.config.limits.max_calls) * u64::from(legs);
-            if u64::from(media.port_pairs()) < needed {
+            let pairs = u64::from(media.port_pairs()).max(1);
+            let max_calls = u64::from(self.config.limits.max_calls);
+            let needed = self
+                .config
+                .realms
+                .iter()
+                .map(|r| {
+                    // The share of an address's pairs this realm may count on.
+                    let shares: f64 = r
+                        .media
+                        .addresses()
+                        .map(|a| 1.0 / per_address.get(&a).copied().unwrap_or(1) as f64)
+                        .sum();
+                    (max_calls as f64 / shares.max(f64::MIN_POSITIVE)).ceil() as u64
+                })
+                .max()
+                .unwrap_or(max_calls);
+            if pairs < needed {
                 self.report(
                     at.key("port_max"),
                     item,
