@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod kamailio;
 pub mod lab;
 pub mod netns;
+pub mod pki;
 pub mod rtcp;
 pub mod sipp;
 

@@ -509,6 +509,7 @@ fn every_family_is_present_from_start_up() {
     let trunks = ["pbx".to_owned()];
     let interfaces = ["eth0".to_owned()];
     m.zero_series(&SeriesScope {
+        tls_realms: &[],
         realms: &realms,
         trunks: &trunks,
         interfaces: &interfaces,
@@ -550,6 +551,7 @@ fn every_family_is_present_from_start_up() {
     // A second call (a reload) keeps what was counted.
     m.rejected("inside", RejectReason::Banned);
     m.zero_series(&SeriesScope {
+        tls_realms: &[],
         realms: &realms,
         trunks: &trunks,
         interfaces: &interfaces,
