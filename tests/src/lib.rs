@@ -14,6 +14,7 @@ pub mod netns;
 pub mod pki;
 pub mod rtcp;
 pub mod sipp;
+pub mod tls_peer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
