@@ -844,7 +844,7 @@ impl Metrics {
         let tls_certificate_expiry = gauge_vec(
             &r,
             "sbc_tls_certificate_expiry_timestamp_seconds",
-            "Unix time at which a certificate in use expires, per owner (realm or trunk), its name, role (certificate = presented by the SBC, ca = trusted to verify peers) and the certificate's subject. Reset on every load, so only certificates in use are listed.",
+            "Unix time at which a certificate in use expires, per owner (realm or trunk), its name, role (certificate = presented by the SBC, ca = trusted to verify peers; CA files of more than 8 certificates, public bundles, are left out) and the certificate's subject. Reset on every load, so only certificates in use are listed.",
             &["owner", "name", "role", "subject"],
         );
         // The clock is read here because `Metrics` lives only in the IO shell

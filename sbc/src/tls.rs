@@ -395,12 +395,20 @@ pub struct CaSet {
 }
 
 impl CaSet {
-    /// Reads a PEM file of CA certificates; each must parse, be accepted
-    /// as a trust anchor and be inside its validity period at `now`.
+    /// Reads a PEM file of CA certificates; each must parse and be
+    /// accepted as a trust anchor, and at least one must be inside its
+    /// validity period at `now`. (A system bundle may hold a CA that has
+    /// lapsed; it then verifies nothing, which is no reason to refuse the
+    /// others. A set of which none is valid verifies nothing at all.)
     pub fn load(path: &Path, now: SystemTime) -> Result<CaSet, TlsFileError> {
         let (chain, infos) = certificates(path)?;
-        for info in &infos {
-            check_validity(path, info, unix(now))?;
+        let now = unix(now);
+        if let Some(Err(e)) = infos
+            .iter()
+            .map(|info| check_validity(path, info, now))
+            .reduce(|a, b| a.or(b))
+        {
+            return Err(e);
         }
         let mut roots = RootCertStore::empty();
         for der in chain {
@@ -556,6 +564,10 @@ pub struct Expiry {
     /// Unix seconds.
     pub not_after: i64,
 }
+
+/// CA sets larger than this are taken for public bundles: their expiry is
+/// not exported.
+pub const MAX_EXPORTED_CAS: usize = 8;
 
 /// Every TLS configuration the transports need, built from a [`Config`].
 #[derive(Clone, Debug, Default)]
@@ -778,6 +790,12 @@ impl TlsSettings {
     }
 
     fn push_ca(&mut self, owner: Owner, name: &str, ca: &CaSet) {
+        // A public bundle (the system's roots) is the OS's to keep up to
+        // date, and a root in it that lapses is no reason to page anyone:
+        // only a small, operator-made set is exported.
+        if ca.infos.len() > MAX_EXPORTED_CAS {
+            return;
+        }
         for info in &ca.infos {
             self.expiries.push(Expiry {
                 owner,

@@ -122,6 +122,37 @@ fn each_unusable_file_is_named_with_its_reason() {
 }
 
 #[test]
+fn a_ca_set_needs_one_valid_ca_and_the_system_bundle_loads() {
+    let dir = Scratch::new("ca");
+    let lapsed = dir.path().join("lapsed.pem");
+    let old = Ca::new(dir.path(), "Old");
+    let current = Ca::new(dir.path(), "Current");
+    // A CA certificate that lapsed: issued (by Old) with a past validity.
+    let expired = old.issue_leaf(&Leaf {
+        stem: "expired-ca",
+        common_name: "Expired",
+        names: &[],
+        validity: Some(((2015, 1, 1), (2016, 1, 1))),
+    });
+    let pem = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&lapsed, pem(&expired.certificate)).unwrap_or_else(|e| panic!("{e}"));
+    match CaSet::load(&lapsed, now()) {
+        Err(TlsFileError::Expired { .. }) => {}
+        other => panic!("a set of lapsed CAs is refused, got {other:?}"),
+    }
+    let mixed = dir.path().join("mixed.pem");
+    std::fs::write(&mixed, pem(&expired.certificate) + &pem(&current.path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let set = CaSet::load(&mixed, now()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.infos.len(), 2);
+    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if system.exists() {
+        let set = CaSet::load(system, now()).unwrap_or_else(|e| panic!("system bundle: {e}"));
+        assert!(set.infos.len() > 50, "{}", set.infos.len());
+    }
+}
+
+#[test]
 fn utc_dates_are_civil_dates() {
     assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
     assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
