@@ -482,6 +482,16 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             return None;
         }
     };
+    // New certificates are read before anything changes: an unusable one
+    // refuses the reload, and the running ones stay.
+    let tls = match load_tls(&config, &resolver(&config)) {
+        Ok(tls) => tls,
+        Err(e) => {
+            refuse(&e);
+            return None;
+        }
+    };
+
     // A new media address gets a port pool, once it is known to be one of
     // this host's: otherwise every call's allocation would fail.
     let pools = running.config.media_ranges();
@@ -517,16 +527,6 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             "changed in the file; takes effect at the next restart"
         );
     }
-
-    // New certificates are read before anything changes: an unusable one
-    // refuses the reload, and the running ones stay.
-    let tls = match load_tls(&config, &resolver(&config)) {
-        Ok(tls) => tls,
-        Err(e) => {
-            refuse(&e);
-            return None;
-        }
-    };
 
     // Bind what is new before changing anything: a bind that fails (address
     // in use, not local) refuses the whole reload.

@@ -566,6 +566,19 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
             .await
             .expect("handshake after the reload");
         assert_eq!(presented(&tls), new_der);
+    });
+
+    // A key that is not the certificate's: the reload is refused and the
+    // running certificate stays.
+    let stray = Ca::new(&scratch, "Stray").issue("stray", &["stray.test"]);
+    std::fs::copy(&stray.private_key, &pki.sbc.private_key).expect("replace the key");
+    lab.sighup();
+    metric_at_least(&lab, "sbc_config_reload_total{result=\"failure\"}", 1.0);
+    rt.block_on(async {
+        let tls = connect_tls(&lab, &pki, plan.spare_ip(2), Some(&pki.caller))
+            .await
+            .expect("handshake after the refused reload");
+        assert_eq!(presented(&tls), new_der);
         // ...and the call on the old connection is still up: its BYE goes
         // through and is answered.
         hang_up(&mut sip, &mut caller, "reload").await;
