@@ -262,6 +262,9 @@ pub(super) struct Call {
     pub(super) a_status: u16,
     /// The untrusted source this call is counted against ([`protect`]).
     pub(super) guarded: Option<IpAddr>,
+    /// The access realm and address-of-record this call counts against
+    /// (`max_calls_per_user`), if any.
+    pub(super) user: Option<(usize, String)>,
     /// Counted as a setup of that source (until A has its final response).
     pub(super) in_setup: bool,
 }
@@ -329,6 +332,11 @@ pub(super) struct CallMedia {
     /// Per leg (by [`Side::index`]): the media relay never learned where
     /// that leg's media comes from while it kept sending.
     pub(super) not_latched: [bool; 2],
+    /// The To tag of the B response whose SDP was last anchored, during
+    /// setup: a 2xx without SDP is usable only from the dialog that already
+    /// gave one (not from another fork, nor from a trunk tried after the one
+    /// that sent it). Cleared when B's leg starts afresh.
+    pub(super) b_answer_tag: Option<Box<str>>,
 }
 
 /// The end of a call: BYEs in flight, and who ended it.

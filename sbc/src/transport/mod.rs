@@ -262,8 +262,24 @@ pub enum Event {
         to: SocketAddr,
         /// The connection it was queued on; `None` over UDP.
         connection: Option<ConnectionId>,
+        /// Over UDP, the request the ICMP error quoted: only its client
+        /// transaction failed. `None` over TCP, where the connection failed
+        /// and with it everything queued on it.
+        request: Option<crate::sip::quote::QuotedRequest>,
         /// Why it failed.
         error: TransportError,
+    },
+    /// A TCP connection ended (the peer closed it, it failed, timed out or
+    /// lost its framing), after the failures of what was queued on it.
+    /// Not sent at shutdown. A binding registered over it is unreachable
+    /// from now on (RFC 5626 §4.4.2: the flow failed).
+    Closed {
+        /// The listener it belonged to.
+        listener: ListenerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer.
+        remote: SocketAddr,
     },
 }
 
@@ -1034,6 +1050,19 @@ impl Drop for Transports {
         // leave sockets open until the runtime ends.
         let _ = self.stop.send(true);
     }
+}
+
+/// Whether a message (an inbound one, or a failed send) waits for the
+/// core; [`Event::Closed`] reports, which every connection's end leaves, are
+/// taken and ignored.
+#[cfg(test)]
+fn a_message_waits(rx: &mut tokio::sync::mpsc::Receiver<Event>) -> bool {
+    while let Ok(event) = rx.try_recv() {
+        if !matches!(event, Event::Closed { .. }) {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

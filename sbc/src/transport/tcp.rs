@@ -793,6 +793,7 @@ async fn fail(
         listener,
         to,
         connection: Some(connection),
+        request: None,
         error,
     };
     deliver(shared, event, shutdown).await;
@@ -1024,5 +1025,13 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
             &mut shutdown,
         )
         .await;
+    }
+    if !matches!(end, End::Shutdown | End::CoreGone) {
+        let event = Event::Closed {
+            listener,
+            connection: id,
+            remote,
+        };
+        deliver(&shared, event, &mut shutdown).await;
     }
 }
