@@ -43,6 +43,7 @@ pub mod cdr;
 pub mod config;
 pub mod daemon;
 pub mod guard;
+pub mod harness;
 pub mod inspect;
 pub mod logging;
 pub mod media;
