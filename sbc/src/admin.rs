@@ -48,7 +48,6 @@ use tokio::time::Sleep;
 
 use crate::b2bua::{CallSnapshot, LegSnapshot, RegistrationSnapshot};
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
-use crate::transport::Transport;
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,10 +156,7 @@ pub fn registrations_json(bindings: &[RegistrationSnapshot<'_>]) -> Vec<u8> {
                 "realm": b.realm,
                 "aor": b.aor,
                 "contact": b.contact,
-                "transport": match b.transport {
-                    Transport::Udp => "UDP",
-                    Transport::Tcp => "TCP",
-                },
+                "transport": b.transport.as_str(),
                 "source": b.source.to_string(),
                 "expires_secs": b.expires_in.as_secs(),
                 "registrar_expires_secs": b.registrar_expires_in.map(|d| d.as_secs()),
@@ -176,10 +172,7 @@ pub fn calls_json(calls: &[CallSnapshot<'_>]) -> Vec<u8> {
     let leg = |l: &LegSnapshot<'_>| {
         serde_json::json!({
             "realm": l.realm,
-            "transport": match l.transport {
-                Transport::Udp => "UDP",
-                Transport::Tcp => "TCP",
-            },
+            "transport": l.transport.as_str(),
             "peer": l.peer.to_string(),
             "call_id": l.call_id,
         })
@@ -574,6 +567,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
+    use crate::transport::Transport;
 
     #[test]
     fn the_calls_view_lists_both_legs() {

@@ -22,7 +22,8 @@
 //!   flow/latching rules; plus its backends (below).
 //!
 //! IO shells:
-//! * [`transport`]: UDP/TCP listeners per realm (tokio + socket2), RFC 3581.
+//! * [`transport`]: UDP/TCP/TLS listeners per realm (tokio + socket2,
+//!   tokio-rustls), RFC 3581; [`tls`] reads the certificates it presents.
 //! * [`media`]`::userspace`: the relay thread (mio) that owns media sockets;
 //!   `media::xdp`: the XDP program's loader and maps (aya).
 //! * [`guard`]: the per-source shield (rates, bans, trust) the transport
@@ -52,4 +53,5 @@ pub mod sdp;
 mod sim;
 pub mod sip;
 pub mod state;
+pub mod tls;
 pub mod transport;

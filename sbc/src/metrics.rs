@@ -37,6 +37,15 @@ use prometheus::{
 };
 
 use crate::sip::{Message, Method, StartLine};
+use crate::transport::{TlsFailure, TlsSide};
+
+/// The `direction` label of a TLS handshake.
+const fn tls_side(side: TlsSide) -> &'static str {
+    match side {
+        TlsSide::Inbound => "inbound",
+        TlsSide::Outbound => "outbound",
+    }
+}
 
 /// The `Content-Type` of [`Metrics::encode_text`]'s output.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -528,6 +537,9 @@ pub struct SeriesScope<'a> {
     pub interfaces: &'a [String],
     /// The `kind` values of `sbc_call_errors_total`.
     pub call_error_kinds: &'a [&'a str],
+    /// Realms with a TLS listener or trunk (their handshake failure
+    /// series).
+    pub tls_realms: &'a [String],
 }
 
 /// The daemon's metrics: a private registry and a typed handle per family.
@@ -568,6 +580,8 @@ pub struct Metrics {
     registers: IntCounterVec,
     keepalives: IntCounterVec,
     media_not_latched: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_certificate_expiry: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -828,6 +842,18 @@ impl Metrics {
             )
             .expect("metric definitions in metrics.rs are valid"),
         );
+        let tls_handshake_failures = counter_vec(
+            &r,
+            "sbc_tls_handshake_failures_total",
+            "TLS handshakes that failed, per realm, direction (inbound = a peer connecting to a TLS listener, outbound = the SBC connecting to a peer) and reason (timeout, untrusted_certificate, name_mismatch, expired_certificate, no_client_certificate, alert_received = the peer refused, protocol, connection_closed, not_configured).",
+            &["realm", "direction", "reason"],
+        );
+        let tls_certificate_expiry = gauge_vec(
+            &r,
+            "sbc_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which a certificate in use expires, per owner (realm or trunk), its name, role (certificate = presented by the SBC, ca = trusted to verify peers; CA files of more than 8 certificates, public bundles, are left out) and the certificate's subject. Reset on every load, so only certificates in use are listed.",
+            &["owner", "name", "role", "subject"],
+        );
         // The clock is read here because `Metrics` lives only in the IO shell
         // (see the module docs); the scrape passes its own `now`.
         #[allow(clippy::disallowed_methods)]
@@ -866,6 +892,8 @@ impl Metrics {
             registers,
             keepalives,
             media_not_latched,
+            tls_handshake_failures,
+            tls_certificate_expiry,
         }
     }
 
@@ -1030,6 +1058,17 @@ impl Metrics {
                 self.transport_dropped
                     .with_label_values(&[realm, reason.as_str()]);
             }
+            if scope.tls_realms.iter().any(|r| r == realm) {
+                for side in [TlsSide::Inbound, TlsSide::Outbound] {
+                    for reason in TlsFailure::ALL {
+                        self.tls_handshake_failures.with_label_values(&[
+                            realm,
+                            tls_side(side),
+                            reason.as_str(),
+                        ]);
+                    }
+                }
+            }
             for trunk in scope.trunks.iter().map(String::as_str).chain(["none"]) {
                 for outcome in CallOutcome::ALL {
                     self.calls
@@ -1182,6 +1221,25 @@ impl Metrics {
     /// Sets `sbc_banned_sources` from the shield's count.
     pub fn set_banned_sources(&self, n: u64) {
         self.banned_sources.set(gauge_value(n));
+    }
+
+    /// Adds `n` failed handshakes to `sbc_tls_handshake_failures_total`
+    /// (the transport keeps cumulative counters: pass the delta).
+    pub fn tls_handshake_failed(&self, realm: &str, side: TlsSide, reason: TlsFailure, n: u64) {
+        self.tls_handshake_failures
+            .with_label_values(&[realm, tls_side(side), reason.as_str()])
+            .inc_by(n);
+    }
+
+    /// Replaces `sbc_tls_certificate_expiry_timestamp_seconds` with the
+    /// certificates in use now (a reload's new set; old ones disappear).
+    pub fn set_tls_certificates(&self, certificates: &[crate::tls::Expiry]) {
+        self.tls_certificate_expiry.reset();
+        for c in certificates {
+            self.tls_certificate_expiry
+                .with_label_values(&[c.owner.as_str(), &c.name, c.role.as_str(), &c.subject])
+                .set(c.not_after);
+        }
     }
 }
 

@@ -396,6 +396,40 @@ impl Net {
         }
     }
 
+    /// A TCP listener bound to `addr` in this network (a TLS test peer).
+    pub fn tcp_listener(&self, addr: SocketAddr) -> std::net::TcpListener {
+        let bind = move || {
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind TCP {addr}: {e}"))
+        };
+        match &self.anchor {
+            Some(anchor) => in_netns_of(anchor.id(), bind),
+            None => bind(),
+        }
+    }
+
+    /// A TCP connection from `from` (any port) to `to` in this network, or
+    /// the error of the connect.
+    pub fn tcp_connect(
+        &self,
+        from: IpAddr,
+        to: SocketAddr,
+    ) -> std::io::Result<std::net::TcpStream> {
+        let connect = move || {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(to),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.bind(&SocketAddr::new(from, 0).into())?;
+            socket.connect_timeout(&to.into(), Duration::from_secs(2))?;
+            Ok(socket.into())
+        };
+        match &self.anchor {
+            Some(anchor) => in_netns_of(anchor.id(), connect),
+            None => connect(),
+        }
+    }
+
     /// The peer, placed in this network.
     pub fn place(&self, sipp: Sipp) -> Sipp {
         match &self.anchor {

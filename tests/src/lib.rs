@@ -11,8 +11,10 @@ pub mod corpus;
 pub mod kamailio;
 pub mod lab;
 pub mod netns;
+pub mod pki;
 pub mod rtcp;
 pub mod sipp;
+pub mod tls_peer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -681,6 +681,7 @@ impl Core {
         let contact = match transport {
             Transport::Udp => format!("<sip:{}@{}>", binding.token, host_port(addr)),
             Transport::Tcp => format!("<sip:{}@{};transport=tcp>", binding.token, host_port(addr)),
+            Transport::Tls => format!("<sip:{}@{};transport=tls>", binding.token, host_port(addr)),
         };
         let expires = registrar_expires.to_string();
         let head = build::RequestHead {

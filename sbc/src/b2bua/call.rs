@@ -441,17 +441,17 @@ pub(super) fn host_port(addr: SocketAddr) -> String {
 }
 
 pub(super) fn sent_by(transport: Transport, addr: SocketAddr) -> String {
-    let name = match transport {
-        Transport::Udp => "UDP",
-        Transport::Tcp => "TCP",
-    };
-    format!("SIP/2.0/{name} {}", host_port(addr))
+    format!("SIP/2.0/{} {}", transport.as_str(), host_port(addr))
 }
 
 pub(super) fn contact_uri(transport: Transport, addr: SocketAddr) -> String {
     match transport {
         Transport::Udp => format!("<sip:sbc@{}>", host_port(addr)),
         Transport::Tcp => format!("<sip:sbc@{};transport=tcp>", host_port(addr)),
+        // transport=tls rather than a sips: URI: SIPS would promise TLS on
+        // every hop beyond the SBC too (RFC 5630 §3.1.3), which is the
+        // peer's to ask for, not ours.
+        Transport::Tls => format!("<sip:sbc@{};transport=tls>", host_port(addr)),
     }
 }
 

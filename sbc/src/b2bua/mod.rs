@@ -687,7 +687,7 @@ impl Core {
         if self.screen_scanner(meta, &msg) {
             return;
         }
-        let reliable = meta.transport == Transport::Tcp;
+        let reliable = meta.transport.is_reliable();
         let reply_to = meta.reply_to(&msg);
         let inbound = match self.tx.handle_request(now, msg, reply_to, reliable) {
             Ok(inbound) => inbound,
@@ -1087,7 +1087,7 @@ impl Core {
     ) -> Option<ClientId> {
         let client = self
             .tx
-            .send_request(now, request, peer, transport == Transport::Tcp)
+            .send_request(now, request, peer, transport.is_reliable())
             .ok()?;
         self.sent_from.insert(
             TransactionId::Client(client),

@@ -29,6 +29,9 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> std::io
         Ok(config) => {
             writeln!(out, "{name}: ok")?;
             writeln!(out, "{}", config.summary())?;
+            for line in config.tls_summary() {
+                writeln!(out, "{line}")?;
+            }
             Ok(0)
         }
         Err(error @ ConfigError::Read { .. }) => {

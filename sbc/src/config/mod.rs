@@ -4,7 +4,8 @@
 //! Owns: turning a file (or the embedded default, `config/default.toml`) into
 //! a [`Config`] that has been checked once, up front, so the rest of the SBC
 //! never meets a dangling reference or an impossible value. It reads files
-//! only in [`Config::load`]; it binds nothing, resolves no host name and
+//! only in [`Config::load`] (and the TLS files it names, in step 3
+//! below); it binds nothing, resolves no host name and
 //! starts nothing (whether an address can really be bound is the transport's
 //! business at start-up).
 //!
@@ -21,7 +22,10 @@
 //!    of expected keys. Serde stops at the first such error.
 //! 2. `validate` (`validate.rs`) checks cross references and sanity and
 //!    reports *every* problem.
-//! 3. Each problem's field path (`trunk[1].realm`) is located in the text
+//! 3. When that found nothing, the TLS certificates, keys and CA sets it
+//!    names are read and checked (`crate::tls`: readable, key matches
+//!    certificate, inside the validity period, names present).
+//! 4. Each problem's field path (`trunk[1].realm`) is located in the text
 //!    (`locate.rs`) to give it a line and a column.
 //!
 //! Words, for operators coming from commercial SBCs: realm-config and
@@ -51,11 +55,18 @@ pub use error::{ConfigError, Problem};
 pub use schema::{
     Access, Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
     HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
-    PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, Route, RouteMatch,
-    SipConfig, State, Transport, Trunk, UnknownMethods, Xdp, XdpMode,
+    PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls, Route,
+    RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};
+
+/// Certificates are checked against the wall clock when a file is loaded:
+/// loading is IO, like reading the file.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
 
 /// The embedded default: a two-realm loopback lab (see `config/README.md`).
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -94,7 +105,11 @@ impl Config {
     /// Runs every check once (pingora style) and hands the config back, or
     /// every problem sorted by position.
     fn validate(self, located: &Located<'_>, name: &str) -> Result<Config, ConfigError> {
-        let mut problems: Vec<Problem> = validate::validate(&self)
+        let mut findings = validate::validate(&self);
+        if findings.is_empty() {
+            findings = self.tls_findings();
+        }
+        let mut problems: Vec<Problem> = findings
             .into_iter()
             .map(|finding| {
                 let (line, column) = located.position_of(&finding.path);
@@ -114,6 +129,51 @@ impl Config {
         }
         problems.sort_by_key(|p| (p.line, p.column));
         Err(ConfigError::Invalid { problems })
+    }
+
+    /// What is wrong with the TLS files this configuration names, each at
+    /// the field that names the file.
+    fn tls_findings(&self) -> Vec<validate::Finding> {
+        let Err(problems) = crate::tls::TlsSettings::from_config(self, &|_, _| None, wall_clock())
+        else {
+            return Vec::new();
+        };
+        problems
+            .into_iter()
+            .map(|p| {
+                let (array, name) = match p.owner {
+                    crate::tls::Owner::Realm => ("realm", &self.realms[p.index].name),
+                    crate::tls::Owner::Trunk => ("trunk", &self.trunks[p.index].name),
+                };
+                let hint = match &p.error {
+                    crate::tls::TlsFileError::Expired { .. }
+                    | crate::tls::TlsFileError::NotYetValid { .. } => {
+                        "renew the certificate (and check the host's clock)"
+                    }
+                    crate::tls::TlsFileError::KeyMismatch { .. } => {
+                        "give the key the certificate was issued for"
+                    }
+                    crate::tls::TlsFileError::Read { .. } => {
+                        "check the path and that the daemon's user may read it"
+                    }
+                    _ => "give a PEM file as the README's TLS section shows",
+                };
+                validate::Finding {
+                    path: FieldPath::item(array, p.index).key("tls").key(p.field),
+                    item: Some(format!("{array} \"{name}\"")),
+                    message: p.error.to_string(),
+                    hint: Some(hint.to_owned()),
+                }
+            })
+            .collect()
+    }
+
+    /// What each TLS listener and trunk presents and verifies, one line
+    /// each (`check-config`); empty without TLS or when a file is unusable.
+    pub fn tls_summary(&self) -> Vec<String> {
+        crate::tls::TlsSettings::from_config(self, &|_, _| None, wall_clock())
+            .map(|s| s.describe().to_vec())
+            .unwrap_or_default()
     }
 
     /// One paragraph saying what this configuration sets up: realms with

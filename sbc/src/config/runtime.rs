@@ -16,6 +16,7 @@ impl From<Transport> for transport::Transport {
         match t {
             Transport::Udp => transport::Transport::Udp,
             Transport::Tcp => transport::Transport::Tcp,
+            Transport::Tls => transport::Transport::Tls,
         }
     }
 }

@@ -692,6 +692,49 @@ pub struct Realm {
     /// realm); absent on realms of trunks.
     #[serde(default)]
     pub access: Option<Access>,
+    /// The certificate the realm's TLS listeners present, and how they
+    /// verify clients; required when a listener speaks `tls`.
+    #[serde(default)]
+    pub tls: Option<RealmTls>,
+}
+
+/// A realm's TLS identity (RFC 3261 §26.2.1): the certificate chain and
+/// key its TLS listeners present, and optionally the CA set client
+/// certificates are verified against (mutual TLS).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmTls {
+    /// PEM file: the certificate, then any intermediates. Absolute path.
+    pub certificate: PathBuf,
+    /// PEM file: the certificate's private key (PKCS#8, RSA or EC).
+    pub private_key: PathBuf,
+    /// PEM file of the CAs that issue client certificates; without it no
+    /// client certificate is asked for.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate issued by `ca`.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+/// How a TLS trunk is verified, and what the SBC presents to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkTls {
+    /// PEM file of the CAs the trunk's certificate must chain to.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The name the trunk's certificate must carry as a subjectAltName;
+    /// the host (or IP) of `address` by default.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM file: a client certificate for mutual TLS; the realm's
+    /// certificate is presented when absent.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// PEM file: the key of `certificate`.
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
 }
 
 /// An access realm: phones behind NAT register through the SBC to a
@@ -788,6 +831,8 @@ pub enum Transport {
     Udp,
     /// TCP with stream framing by Content-Length.
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2), framed like TCP.
+    Tls,
 }
 
 impl fmt::Display for Transport {
@@ -795,6 +840,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -879,6 +925,9 @@ pub struct Trunk {
     /// port of its SDP or signaling IP and always sent to its SDP address.
     #[serde(default = "default_false")]
     pub asymmetric_rtp: bool,
+    /// How the trunk's certificate is verified (`transport = "tls"` only).
+    #[serde(default)]
+    pub tls: Option<TrunkTls>,
 }
 
 /// A trunk's address: an IP socket address or a host name with a port.

@@ -311,8 +311,8 @@ impl Validator<'_> {
         }
     }
 
-    /// A file the daemon writes: absolute (under systemd the working
-    /// directory is `/`), and a file, not a directory.
+    /// A file the daemon writes or reads: absolute (under systemd the
+    /// working directory is `/`), and a file, not a directory.
     fn file_path(
         &mut self,
         at: FieldPath,
@@ -671,6 +671,7 @@ impl Validator<'_> {
                 ),
             );
         }
+        self.realm_tls(&at, item, realm);
         for (j, listener) in realm.listen.iter().enumerate() {
             if listener.address.port() == 0 {
                 self.report(
@@ -829,6 +830,137 @@ impl Validator<'_> {
             for (j, net) in nets.iter().enumerate() {
                 self.network(base.index(j), item, net);
             }
+        }
+    }
+
+    /// A realm with a TLS listener has a certificate; the files are
+    /// absolute paths; mutual TLS has a CA set to verify clients with.
+    /// (Whether the files are usable is checked when they are read:
+    /// `tls::TlsSettings::from_config`.)
+    fn realm_tls(&mut self, at: &FieldPath, item: Option<&str>, realm: &Realm) {
+        let tls_listener = realm
+            .listen
+            .iter()
+            .position(|l| l.transport == Transport::Tls);
+        let Some(tls) = &realm.tls else {
+            if let Some(j) = tls_listener {
+                self.report(
+                    at.key("listen").index(j).key("transport"),
+                    item,
+                    "a tls listener needs the realm's certificate",
+                    Some(
+                        "add tls = { certificate = \"/etc/sbc/tls/sbc.pem\", private_key = \
+                         \"/etc/sbc/tls/sbc.key\" } to the realm"
+                            .into(),
+                    ),
+                );
+            }
+            return;
+        };
+        let tls_at = at.key("tls");
+        self.file_path(
+            tls_at.key("certificate"),
+            item,
+            &tls.certificate,
+            "/etc/sbc/tls/sbc.pem",
+        );
+        self.file_path(
+            tls_at.key("private_key"),
+            item,
+            &tls.private_key,
+            "/etc/sbc/tls/sbc.key",
+        );
+        if let Some(ca) = &tls.ca {
+            self.file_path(tls_at.key("ca"), item, ca, "/etc/sbc/tls/clients-ca.pem");
+        } else if tls.require_client_certificate {
+            self.report(
+                tls_at.key("require_client_certificate"),
+                item,
+                "client certificates can't be required without a CA set to verify them",
+                Some("add ca = \"/etc/sbc/tls/clients-ca.pem\" to the realm's tls".into()),
+            );
+        }
+    }
+
+    /// A trunk's `tls` belongs to a TLS trunk, which needs a CA set to
+    /// verify the server; a client certificate comes with its key.
+    fn trunk_tls(&mut self, at: &FieldPath, item: Option<&str>, trunk: &Trunk) {
+        let tls_at = at.key("tls");
+        match (&trunk.tls, trunk.transport) {
+            (Some(_), transport) if transport != Transport::Tls => {
+                self.report(
+                    tls_at,
+                    item,
+                    format!("the trunk speaks {transport}, not tls"),
+                    Some("set transport = \"tls\", or remove the tls table".into()),
+                );
+                return;
+            }
+            (None, Transport::Tls) | (Some(super::TrunkTls { ca: None, .. }), Transport::Tls) => {
+                self.report(
+                    if trunk.tls.is_some() {
+                        tls_at.key("ca")
+                    } else {
+                        at.key("transport")
+                    },
+                    item,
+                    "a tls trunk needs a CA set to verify its certificate",
+                    Some(
+                        "add tls = { ca = \"/etc/sbc/tls/carrier-ca.pem\" } (the CA that \
+                         issued the trunk's certificate)"
+                            .into(),
+                    ),
+                );
+            }
+            _ => {}
+        }
+        let Some(tls) = &trunk.tls else {
+            return;
+        };
+        if let Some(ca) = &tls.ca {
+            self.file_path(tls_at.key("ca"), item, ca, "/etc/sbc/tls/carrier-ca.pem");
+        }
+        match (&tls.certificate, &tls.private_key) {
+            (Some(cert), Some(key)) => {
+                self.file_path(
+                    tls_at.key("certificate"),
+                    item,
+                    cert,
+                    "/etc/sbc/tls/client.pem",
+                );
+                self.file_path(
+                    tls_at.key("private_key"),
+                    item,
+                    key,
+                    "/etc/sbc/tls/client.key",
+                );
+            }
+            (Some(_), None) => self.report(
+                tls_at.key("certificate"),
+                item,
+                "a client certificate needs its private_key",
+                Some("add private_key = \"/etc/sbc/tls/client.key\"".into()),
+            ),
+            (None, Some(_)) => self.report(
+                tls_at.key("private_key"),
+                item,
+                "a private_key without its certificate",
+                Some("add certificate = \"/etc/sbc/tls/client.pem\"".into()),
+            ),
+            (None, None) => {}
+        }
+        if let Some(name) = &tls.server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            self.report(
+                tls_at.key("server_name"),
+                item,
+                format!("\"{name}\" is not a DNS name or IP address"),
+                Some(
+                    "give the name the trunk's certificate carries, e.g. \"sip.example.net\""
+                        .into(),
+                ),
+            );
         }
     }
 
@@ -1007,6 +1139,7 @@ impl Validator<'_> {
         if let Some(policy) = &trunk.header_policy {
             self.header_policy(&at.key("header_policy"), item, policy);
         }
+        self.trunk_tls(&at, item, trunk);
     }
 
     fn routes(&mut self) {

@@ -50,7 +50,8 @@ use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
-use crate::transport::{Event, ListenerId, ListenerSpec, Transports};
+use crate::tls::TlsSettings;
+use crate::transport::{Event, ListenerId, ListenerSpec, TlsFailure, TlsSide, Transports};
 
 mod overload;
 mod saved;
@@ -172,10 +173,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         bytes = shield.memory_bytes(),
         "source shield ready"
     );
-    let (transports, mut inbound) =
-        Transports::start_shielded(&specs, config.transport_config(), Some(Arc::clone(&shield)))?;
+    let tls = load_tls(&config, &resolve).map_err(anyhow::Error::msg)?;
+    let (transports, mut inbound) = Transports::start_with_tls(
+        &specs,
+        config.transport_config(),
+        Some(Arc::clone(&shield)),
+        Arc::clone(&tls),
+    )?;
 
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
+    metrics.set_tls_certificates(tls.expiries());
 
     // ---- media relay -------------------------------------------------------------
     let media_wake = Arc::new(Notify::new());
@@ -238,6 +245,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         shield: &shield,
         shield_seen: Vec::new(),
         transport_seen: HashMap::new(),
+        tls_seen: HashMap::new(),
         media_dropped: [0; 5],
         relay: &relay,
         metrics: &metrics,
@@ -492,6 +500,16 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             return None;
         }
     };
+    // New certificates are read before anything changes: an unusable one
+    // refuses the reload, and the running ones stay.
+    let tls = match load_tls(&config, &resolver(&config)) {
+        Ok(tls) => tls,
+        Err(e) => {
+            refuse(&e);
+            return None;
+        }
+    };
+
     // A new media address gets a port pool, once it is known to be one of
     // this host's: otherwise every call's allocation would fail.
     let pools = running.config.media_ranges();
@@ -563,6 +581,9 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
         })
         .collect();
     let resolve = resolver(&config);
+    // New handshakes get the new certificates; connections up keep theirs.
+    running.transports.set_tls(Arc::clone(&tls));
+    running.metrics.set_tls_certificates(tls.expiries());
     running
         .shield
         .configure(&config, &Trust::new(&config, &resolve));
@@ -597,7 +618,21 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
 fn zero_series(metrics: &Metrics, config: &Config, core: &Core) {
     let realms: Vec<String> = config.realms.iter().map(|r| r.name.clone()).collect();
     let trunks: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
+    let tls = crate::config::Transport::Tls;
+    let tls_realms: Vec<String> = config
+        .realms
+        .iter()
+        .filter(|r| {
+            r.listen.iter().any(|l| l.transport == tls)
+                || config
+                    .trunks
+                    .iter()
+                    .any(|t| t.realm == r.name && t.transport == tls)
+        })
+        .map(|r| r.name.clone())
+        .collect();
     metrics.zero_series(&metrics::SeriesScope {
+        tls_realms: &tls_realms,
         realms: &realms,
         trunks: &trunks,
         interfaces: &config.media.xdp.interfaces,
@@ -606,6 +641,52 @@ fn zero_series(metrics: &Metrics, config: &Config, core: &Core) {
     for (trunk, usable) in core.trunks_usable() {
         metrics.set_trunk_up(&trunk, usable);
     }
+}
+
+/// A certificate this close to its end gets a warning at each load.
+const EXPIRY_WARNING_SECS: i64 = 14 * 86_400;
+
+/// Reads the TLS files `config` names into the settings the transports
+/// handshake with, and logs what each TLS listener and trunk presents and
+/// verifies; the error names every unusable file.
+fn load_tls(
+    config: &Config,
+    resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+) -> Result<Arc<TlsSettings>, String> {
+    let settings = TlsSettings::from_config(config, resolve, wall_clock()).map_err(|problems| {
+        let all: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}: tls.{}: {}",
+                    p.owner.as_str(),
+                    p.index,
+                    p.field,
+                    p.error
+                )
+            })
+            .collect();
+        all.join("; ")
+    })?;
+    for line in settings.describe() {
+        info!("{line}");
+    }
+    let now = wall_clock()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for c in settings.expiries() {
+        if c.not_after - now < EXPIRY_WARNING_SECS {
+            warn!(
+                owner = c.owner.as_str(),
+                name = %c.name,
+                role = c.role.as_str(),
+                subject = %c.subject,
+                expires = %crate::tls::utc_date(c.not_after),
+                "TLS certificate expires soon"
+            );
+        }
+    }
+    Ok(Arc::new(settings))
 }
 
 /// Closes the listeners a reload retired once nothing uses them.

@@ -15,6 +15,9 @@ pub(super) struct Shell<'a> {
     /// Transport drops already exported, per listener: queue full, shed for
     /// overload, connections refused by a cap, connections too slow.
     pub(super) transport_seen: HashMap<ListenerId, [u64; 4]>,
+    /// Failed TLS handshakes already exported, per listener (inbound,
+    /// outbound; by reason).
+    pub(super) tls_seen: HashMap<ListenerId, [[u64; TlsFailure::COUNT]; 2]>,
     /// The relay's drop totals already exported (unknown flow, source,
     /// malformed, send).
     pub(super) media_dropped: [u64; 5],
@@ -170,6 +173,21 @@ impl Shell<'_> {
                         .transport_dropped(&spec.realm, reason, now - *seen);
                 }
                 *seen = now;
+            }
+            let seen = self.tls_seen.entry(id).or_default();
+            let sides = [TlsSide::Inbound, TlsSide::Outbound];
+            for ((side, now), seen) in sides
+                .into_iter()
+                .zip(stats.tls_handshake_failures)
+                .zip(seen.iter_mut())
+            {
+                for ((reason, now), seen) in TlsFailure::ALL.into_iter().zip(now).zip(seen) {
+                    if now > *seen {
+                        self.metrics
+                            .tls_handshake_failed(&spec.realm, side, reason, now - *seen);
+                    }
+                    *seen = now;
+                }
             }
         }
     }

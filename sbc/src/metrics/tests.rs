@@ -519,6 +519,7 @@ fn every_family_is_present_from_start_up() {
     let trunks = ["pbx".to_owned()];
     let interfaces = ["eth0".to_owned()];
     m.zero_series(&SeriesScope {
+        tls_realms: &[],
         realms: &realms,
         trunks: &trunks,
         interfaces: &interfaces,
@@ -560,6 +561,7 @@ fn every_family_is_present_from_start_up() {
     // A second call (a reload) keeps what was counted.
     m.rejected("inside", RejectReason::Banned);
     m.zero_series(&SeriesScope {
+        tls_realms: &[],
         realms: &realms,
         trunks: &trunks,
         interfaces: &interfaces,
@@ -638,4 +640,67 @@ fn the_all_lists_hold_every_label_value() {
     for (i, r) in XdpFallbackReason::ALL.into_iter().enumerate() {
         assert_eq!(fallback(r), i, "{r:?}");
     }
+}
+
+#[test]
+fn tls_failures_count_by_reason_and_certificates_are_replaced_on_each_load() {
+    let m = metrics();
+    m.zero_series(&SeriesScope {
+        tls_realms: &["outside".to_owned()],
+        realms: &["outside".to_owned(), "inside".to_owned()],
+        trunks: &[],
+        interfaces: &[],
+        call_error_kinds: &[],
+    });
+    let series = |direction, reason| {
+        value(
+            &m,
+            "sbc_tls_handshake_failures_total",
+            &[
+                ("realm", "outside"),
+                ("direction", direction),
+                ("reason", reason),
+            ],
+        )
+    };
+    // Present from start-up for realms with TLS, every reason both ways.
+    assert_eq!(series("inbound", "timeout"), 0.0);
+    assert_eq!(series("outbound", "name_mismatch"), 0.0);
+    m.tls_handshake_failed(
+        "outside",
+        crate::transport::TlsSide::Outbound,
+        crate::transport::TlsFailure::NameMismatch,
+        3,
+    );
+    assert_eq!(series("outbound", "name_mismatch"), 3.0);
+    let fam = family(&m, "sbc_tls_handshake_failures_total");
+    assert!(
+        fam.get_metric()
+            .iter()
+            .all(|s| s.get_label().iter().all(|l| l.get_value() != "inside")),
+        "a realm without TLS has no handshake series"
+    );
+
+    let cert = |subject: &str, not_after| crate::tls::Expiry {
+        owner: crate::tls::Owner::Realm,
+        name: "outside".to_owned(),
+        role: crate::tls::Role::Certificate,
+        subject: subject.to_owned(),
+        not_after,
+    };
+    let name = "sbc_tls_certificate_expiry_timestamp_seconds";
+    m.set_tls_certificates(&[cert("old.example.net", 1_700_000_000)]);
+    let labels = |subject| {
+        [
+            ("owner", "realm"),
+            ("name", "outside"),
+            ("role", "certificate"),
+            ("subject", subject),
+        ]
+    };
+    assert_eq!(value(&m, name, &labels("old.example.net")), 1.7e9);
+    // A reload with a renewed certificate: only the new one is listed.
+    m.set_tls_certificates(&[cert("new.example.net", 1_800_000_000)]);
+    assert_eq!(value(&m, name, &labels("new.example.net")), 1.8e9);
+    assert_eq!(family(&m, name).get_metric().len(), 1);
 }

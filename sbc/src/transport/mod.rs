@@ -1,5 +1,11 @@
-//! The SIP transport layer: UDP and TCP listeners per realm (RFC 3261 §18,
-//! RFC 3581, RFC 5626 §3.5.1 CRLF keepalives).
+//! The SIP transport layer: UDP, TCP and TLS listeners per realm (RFC 3261
+//! §18, §26.2, RFC 3581, RFC 5626 §3.5.1 CRLF keepalives).
+//!
+//! TLS is TCP with a handshake in front (`tls`): the same listener
+//! sockets, connection table, caps, deadlines, framing and connection
+//! reuse, over the TLS stream instead of the socket. What the handshakes
+//! present and verify is a [`TlsSettings`], set at start and replaced by
+//! [`Transports::set_tls`] on reload.
 //!
 //! Owns: the sockets (built with socket2, then handed to tokio), the tasks
 //! that read them, the TCP connection table, and the counters in
@@ -58,12 +64,15 @@
 //! connect or write failing) come back as [`Event::SendFailed`], so the
 //! transaction layer can treat them as the transport error of §17.1.4.
 //!
-//! Layout: [`nat`] (pure Via stamping and response targets), `udp` and `tcp`
-//! (the IO shells).
+//! Layout: [`nat`] (pure Via stamping and response targets), `udp`, `tcp`
+//! and `tls` (the IO shells).
 
 pub mod nat;
 mod tcp;
+mod tls;
 mod udp;
+
+pub use tls::{Side as TlsSide, TlsFailure};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +84,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::guard::{BanReason, RealmId, Shield, Verdict};
 use crate::sip::{Limits, Message, ParseError};
+use crate::tls::TlsSettings;
 
 /// A transport protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,22 +93,30 @@ pub enum Transport {
     Udp,
     /// A reliable byte stream framed by Content-Length (§18.3).
     Tcp,
+    /// TLS over TCP (§26.2), framed like TCP.
+    Tls,
 }
 
 impl Transport {
     /// Whether the transport is reliable (§18.2.2: responses go back over
     /// the request's connection; §17: no retransmissions).
     pub const fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+
+    /// The Via transport token (`UDP`, `TCP`, `TLS`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
     }
 }
 
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -399,6 +417,15 @@ pub enum TransportError {
     /// [`Transports::shutdown`] has begun.
     #[error("transports are shutting down")]
     ShuttingDown,
+    /// The TLS handshake with `to` failed (the peer's certificate is not
+    /// trusted or not for its name, it refused ours, or it timed out).
+    #[error("TLS handshake with {to} failed: {reason}")]
+    Tls {
+        /// The destination.
+        to: SocketAddr,
+        /// Why.
+        reason: TlsFailure,
+    },
 }
 
 impl TransportError {
@@ -428,6 +455,9 @@ pub struct ListenerStats {
     connections_total: AtomicU64,
     connections_rejected: AtomicU64,
     connections_too_slow: AtomicU64,
+    /// Failed TLS handshakes: inbound, then outbound; by
+    /// [`TlsFailure::ALL`] order.
+    tls_failures: [[AtomicU64; TlsFailure::COUNT]; 2],
 }
 
 /// A copy of a listener's counters.
@@ -464,6 +494,9 @@ pub struct StatsSnapshot {
     /// message they began, in time (slowloris); idle closes are not
     /// counted.
     pub connections_too_slow: u64,
+    /// Failed TLS handshakes, `[inbound, outbound]`, each by reason in
+    /// [`TlsFailure::ALL`] order.
+    pub tls_handshake_failures: [[u64; TlsFailure::COUNT]; 2],
 }
 
 impl ListenerStats {
@@ -487,6 +520,10 @@ impl ListenerStats {
             connections_total: get(&self.connections_total),
             connections_rejected: get(&self.connections_rejected),
             connections_too_slow: get(&self.connections_too_slow),
+            tls_handshake_failures: self
+                .tls_failures
+                .each_ref()
+                .map(|row| row.each_ref().map(get)),
         }
     }
 }
@@ -531,7 +568,7 @@ impl Bound {
                     local,
                 )
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let (listener, control) = tcp::bind(spec).map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
                 (None, Some(listener), control, local)
@@ -592,6 +629,8 @@ struct Shared {
     alive: Mutex<Option<mpsc::Sender<()>>>,
     /// Screens sources before parsing (see the module docs).
     shield: Option<Arc<Shield>>,
+    /// What TLS handshakes present and verify; swapped by a reload.
+    tls: RwLock<Arc<TlsSettings>>,
 }
 
 impl Shared {
@@ -622,6 +661,16 @@ impl Shared {
         self.listeners
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The TLS settings in force now (a handshake takes them once).
+    fn tls_settings(&self) -> Arc<TlsSettings> {
+        Arc::clone(
+            &self
+                .tls
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn listener(&self, id: ListenerId) -> Option<Arc<Listener>> {
@@ -773,6 +822,17 @@ impl Transports {
         config: TransportConfig,
         shield: Option<Arc<Shield>>,
     ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
+        Self::start_with_tls(specs, config, shield, Arc::default())
+    }
+
+    /// Like [`Transports::start_shielded`], with the TLS settings TLS
+    /// listeners handshake with from their first connection on.
+    pub fn start_with_tls(
+        specs: &[ListenerSpec],
+        config: TransportConfig,
+        shield: Option<Arc<Shield>>,
+        tls: Arc<TlsSettings>,
+    ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
         let (events, events_rx) = mpsc::channel(config.channel_capacity.max(1));
         let (stop, shutdown) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
@@ -795,6 +855,7 @@ impl Transports {
             shutdown,
             alive: Mutex::new(Some(alive.clone())),
             shield,
+            tls: RwLock::new(tls),
         });
         for (i, tcp) in tcp.into_iter().enumerate() {
             if let Some(listener) = shared.listener(ListenerId(i)) {
@@ -802,6 +863,16 @@ impl Transports {
             }
         }
         Ok((Transports { shared, stop, done }, events_rx))
+    }
+
+    /// Sets what TLS handshakes present and verify from now on: a reload's
+    /// new certificates reach new connections; connections up keep theirs.
+    pub fn set_tls(&self, settings: Arc<TlsSettings>) {
+        *self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
     }
 
     /// Binds one more listener and starts its task (a reload that added

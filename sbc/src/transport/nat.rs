@@ -28,6 +28,9 @@ use crate::sip::{HeaderName, Message};
 /// The port SIP over UDP and TCP uses when none is written (§19.1.2).
 pub const DEFAULT_PORT: u16 = 5060;
 
+/// The port a TLS sent-by without one means (RFC 3261 §18.2.2, §19.1.2).
+pub const DEFAULT_TLS_PORT: u16 = 5061;
+
 /// Stamps the top Via of a request received from `source` (§18.2.1,
 /// RFC 3581 §4) and returns whether it changed anything.
 ///
@@ -82,10 +85,16 @@ pub fn stamp_received(msg: &mut Message, source: SocketAddr) -> bool {
 /// without `received`), the source IP is used. Multicast `maddr` TTL is the
 /// sender's concern, not the address's.
 pub fn response_target(top_via: &Via<'_>, source: SocketAddr, transport: Transport) -> SocketAddr {
-    let sent_by_port = top_via.port().unwrap_or(DEFAULT_PORT);
+    let default_port = match transport {
+        Transport::Tls => DEFAULT_TLS_PORT,
+        Transport::Udp | Transport::Tcp => DEFAULT_PORT,
+    };
+    let sent_by_port = top_via.port().unwrap_or(default_port);
     let received = top_via.received_ip();
     match transport {
-        Transport::Tcp => SocketAddr::new(received.unwrap_or(source.ip()), sent_by_port),
+        Transport::Tcp | Transport::Tls => {
+            SocketAddr::new(received.unwrap_or(source.ip()), sent_by_port)
+        }
         Transport::Udp => {
             if let Some(maddr) = top_via.maddr().and_then(|m| m.ip()) {
                 return SocketAddr::new(maddr, sent_by_port);

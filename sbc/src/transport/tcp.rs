@@ -1,5 +1,7 @@
 //! TCP listeners and connections (RFC 3261 §18.3 framing, §18.2.2
-//! connection reuse, RFC 5626 §3.5.1 CRLF keepalives).
+//! connection reuse, RFC 5626 §3.5.1 CRLF keepalives), and the same for
+//! TLS: a TLS listener's connections are framed and run by this code over
+//! the stream `tls` hands back after the handshake.
 //!
 //! One accept task per listener, one task per connection that reads, frames
 //! ([`StreamFramer`]), writes its queue and enforces its [`Deadlines`]. The
@@ -28,11 +30,13 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -548,7 +552,7 @@ pub(super) async fn accept(
         };
         // SIP messages are small and latency-bound.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(run(
+        tokio::spawn(serve_accepted(
             Arc::clone(&shared),
             id,
             conn,
@@ -558,6 +562,91 @@ pub(super) async fn accept(
             alive.clone(),
             peer != Peer::Trusted,
         ));
+    }
+}
+
+/// Runs an accepted connection: over TLS, once the handshake is done (in
+/// this task, so a stalled handshake holds this connection only).
+#[allow(clippy::too_many_arguments)]
+async fn serve_accepted(
+    shared: Arc<Shared>,
+    listener: ListenerId,
+    id: ConnectionId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    rx: mpsc::Receiver<Vec<u8>>,
+    alive: mpsc::Sender<()>,
+    first_message: bool,
+) {
+    let local = stream.local_addr().ok();
+    let transport = shared
+        .listener(listener)
+        .map_or(Transport::Tcp, |l| l.spec.transport);
+    if transport != Transport::Tls {
+        return run(
+            shared,
+            listener,
+            id,
+            stream,
+            (transport, local),
+            remote,
+            rx,
+            alive,
+            first_message,
+        )
+        .await;
+    }
+    let mut shutdown = shared.shutdown.clone();
+    let handshake = tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => Err(TransportError::ShuttingDown),
+        r = super::tls::accept(&shared, listener, stream, remote) => {
+            r.map_err(|reason| TransportError::Tls { to: remote, reason })
+        }
+    };
+    match handshake {
+        Ok(tls) => {
+            run(
+                shared,
+                listener,
+                id,
+                tls,
+                (transport, local),
+                remote,
+                rx,
+                alive,
+                first_message,
+            )
+            .await
+        }
+        Err(error) => abandon(&shared, listener, id, remote, rx, error).await,
+    }
+}
+
+/// Forgets connection `id`, which never ran, and reports every message
+/// queued on it as failed (the first with `error`).
+async fn abandon(
+    shared: &Shared,
+    listener: ListenerId,
+    id: ConnectionId,
+    to: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    error: TransportError,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    // Removed whether or not the listener still exists (it may have been
+    // removed meanwhile).
+    if shared.table().remove(id)
+        && let Some(l) = shared.listener(listener)
+    {
+        close_count(&l.stats);
+    }
+    rx.close();
+    let mut error = Some(error);
+    while let Ok(_bytes) = rx.try_recv() {
+        // The first message gets the real reason; any that queued behind
+        // it failed for the same one.
+        let error = error.take().unwrap_or(TransportError::ConnectionClosed(id));
+        fail(shared, listener, to, id, error, &mut shutdown).await;
     }
 }
 
@@ -579,14 +668,15 @@ fn log_refusal(log: &mut RefusalLog, listener: ListenerId, remote: SocketAddr, w
     );
 }
 
-/// Connects to `to` from the listener's IP, then runs the connection; if the
-/// connect fails, every queued message is reported as failed.
+/// Connects to `to` from the listener's IP (and over a TLS listener,
+/// handshakes), then runs the connection; if the connect or handshake
+/// fails, every queued message is reported as failed.
 async fn connect_and_run(
     shared: Arc<Shared>,
     listener: ListenerId,
     id: ConnectionId,
     to: SocketAddr,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
     alive: mpsc::Sender<()>,
 ) {
     let mut shutdown = shared.shutdown.clone();
@@ -594,26 +684,53 @@ async fn connect_and_run(
         _ = shutdown.wait_for(|stop| *stop) => Err(TransportError::ShuttingDown),
         r = connect(&shared, listener, to) => r,
     };
-    match connected {
-        Ok(stream) => run(shared, listener, id, stream, to, rx, alive, false).await,
+    let stream = match connected {
+        Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(listener = listener.0, %to, %error, "TCP connect failed");
-            // Removed whether or not the listener still exists (it may have
-            // been removed while connecting).
-            if shared.table().remove(id)
-                && let Some(l) = shared.listener(listener)
-            {
-                close_count(&l.stats);
-            }
-            rx.close();
-            let mut error = Some(error);
-            while let Ok(_bytes) = rx.try_recv() {
-                // The first message gets the real reason; any that queued
-                // behind it failed for the same one.
-                let error = error.take().unwrap_or(TransportError::ConnectionClosed(id));
-                fail(&shared, listener, to, id, error, &mut shutdown).await;
-            }
+            return abandon(&shared, listener, id, to, rx, error).await;
         }
+    };
+    let local = stream.local_addr().ok();
+    let transport = shared
+        .listener(listener)
+        .map_or(Transport::Tcp, |l| l.spec.transport);
+    if transport != Transport::Tls {
+        return run(
+            shared,
+            listener,
+            id,
+            stream,
+            (transport, local),
+            to,
+            rx,
+            alive,
+            false,
+        )
+        .await;
+    }
+    let handshake = tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => Err(TransportError::ShuttingDown),
+        r = super::tls::connect(&shared, listener, stream, to) => {
+            r.map_err(|reason| TransportError::Tls { to, reason })
+        }
+    };
+    match handshake {
+        Ok(tls) => {
+            run(
+                shared,
+                listener,
+                id,
+                tls,
+                (transport, local),
+                to,
+                rx,
+                alive,
+                false,
+            )
+            .await
+        }
+        Err(error) => abandon(&shared, listener, id, to, rx, error).await,
     }
 }
 
@@ -700,24 +817,64 @@ enum End {
 enum Step {
     Stop(End),
     Write(Vec<u8>),
-    Readable,
+    /// Bytes were read into the framer (0: the peer closed).
+    Read(usize),
 }
+
+/// Reads what `reader` has into `framer`, through the thread's scratch
+/// buffer, which is borrowed only while the read is polled (never across
+/// an await), so an idle connection holds no buffer, over TCP or TLS.
+/// Cancel-safe: a poll that returns `Pending` has consumed nothing.
+async fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    framer: &mut StreamFramer,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|buf| {
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut *reader).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    framer.push(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
+}
+
+/// Writes `bytes` and pushes them out (a TLS stream buffers records
+/// until flushed).
+async fn write_flush<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// How long a closing connection may take to say goodbye (a TLS
+/// close_notify to a peer that does not read must not hold the task).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs one connection: reads and frames, answers pings, delivers
 /// messages (waiting, and so not reading, while the core's channel is
 /// full), writes the queue, and closes when one of its [`Deadlines`]
 /// passes (`first_message`: whether the first-message deadline applies).
+/// `stream` is the socket, or the TLS stream on it; `at` is the
+/// transport the messages arrive over and the socket's local address.
 #[allow(clippy::too_many_arguments)]
-async fn run(
+async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
     shared: Arc<Shared>,
     listener: ListenerId,
     id: ConnectionId,
-    stream: TcpStream,
+    stream: S,
+    at: (Transport, Option<SocketAddr>),
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     _alive: mpsc::Sender<()>,
     first_message: bool,
 ) {
+    let (transport, local) = at;
     let Some(l) = shared.listener(listener) else {
         // Removed since the accept or connect: the connection goes with it,
         // and what was queued on it is reported as failed.
@@ -731,10 +888,10 @@ async fn run(
         return;
     };
     let stats = Arc::clone(&l.stats);
-    let local = stream.local_addr().unwrap_or(l.local);
+    let local = local.unwrap_or(l.local);
     let mut closed = l.closed.subscribe();
     drop(l);
-    let (reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut shutdown = shared.shutdown.clone();
     let config = &shared.config;
     let mut framer = StreamFramer::new(config.limits);
@@ -756,8 +913,8 @@ async fn run(
                 Some(bytes) => Step::Write(bytes),
                 None => Step::Stop(End::Shutdown),
             },
-            ready = reader.readable() => match ready {
-                Ok(()) => Step::Readable,
+            read = read_into(&mut reader, &mut framer) => match read {
+                Ok(n) => Step::Read(n),
                 Err(e) => Step::Stop(End::Io(e)),
             },
             () = &mut timer => Step::Stop(End::Expired(expiry)),
@@ -765,7 +922,7 @@ async fn run(
         match step {
             Step::Stop(end) => break end,
             Step::Write(bytes) => {
-                if let Err(e) = writer.write_all(&bytes).await {
+                if let Err(e) = write_flush(&mut writer, &bytes).await {
                     let error = TransportError::Send {
                         to: remote,
                         kind: e.kind(),
@@ -776,19 +933,8 @@ async fn run(
                 ListenerStats::bump(&stats.messages_out);
                 deadlines.wrote(tokio::time::Instant::now(), config);
             }
-            Step::Readable => {
-                let read = SCRATCH.with_borrow_mut(|buf| {
-                    let n = reader.try_read(buf)?;
-                    framer.push(&buf[..n]);
-                    Ok::<_, io::Error>(n)
-                });
-                match read {
-                    Ok(0) => break End::PeerClosed,
-                    Ok(_) => {}
-                    // Readiness was a false alarm.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => break End::Io(e),
-                }
+            Step::Read(0) => break End::PeerClosed,
+            Step::Read(_) => {
                 let (mut frames, mut message) = (false, false);
                 loop {
                     let frame = match framer.next_frame() {
@@ -808,7 +954,7 @@ async fn run(
                     let received = match frame {
                         Frame::Ping => {
                             ListenerStats::bump(&stats.keepalives);
-                            if let Err(e) = writer.write_all(b"\r\n").await {
+                            if let Err(e) = write_flush(&mut writer, b"\r\n").await {
                                 break 'conn End::Io(e);
                             }
                             continue;
@@ -821,7 +967,7 @@ async fn run(
                     };
                     let event = Event::Inbound(Inbound {
                         listener,
-                        transport: Transport::Tcp,
+                        transport,
                         local,
                         remote,
                         connection: Some(id),
@@ -866,7 +1012,7 @@ async fn run(
     if shared.table().remove(id) {
         close_count(&stats);
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
     // Messages queued behind the end never went out: say so.
     rx.close();
     while let Ok(_bytes) = rx.try_recv() {

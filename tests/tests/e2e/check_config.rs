@@ -136,3 +136,70 @@ fn unreadable_files_and_bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("usage: sbc check-config"));
 }
+
+/// A realm with a TLS listener and mutual TLS, and a TLS trunk, naming
+/// files in `dir`.
+fn tls_config(dir: &std::path::Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"[[realm]]
+name = "carrier"
+listen = [{{ transport = "tls", address = "127.0.0.1:5061" }}]
+media = {{ address = "127.0.0.1" }}
+tls = {{ certificate = "{d}/sbc.pem", private_key = "{d}/sbc.key", ca = "{d}/Clients-ca.pem", require_client_certificate = true }}
+
+[[trunk]]
+name = "carrier-tls"
+realm = "carrier"
+address = "127.0.0.4:5061"
+transport = "tls"
+tls = {{ ca = "{d}/Carrier-ca.pem", server_name = "sip.carrier.test" }}
+
+[[route]]
+name = "all"
+targets = ["carrier-tls"]
+"#
+    )
+}
+
+#[test]
+fn tls_files_are_checked_and_what_each_side_presents_is_said() {
+    let scratch = Scratch::new("check-config-tls");
+    let dir = &scratch.0;
+    let sbc_ca = tests::pki::Ca::new(dir, "Sbc");
+    sbc_ca.issue("sbc", &["sbc.test", "127.0.0.1"]);
+    tests::pki::Ca::new(dir, "Clients");
+    tests::pki::Ca::new(dir, "Carrier");
+    let file = dir.join("tls.toml");
+    let toml = tls_config(dir);
+    std::fs::write(&file, &toml).expect("write config");
+    let out = run_sbc(["check-config".as_ref(), file.as_os_str()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for part in [
+        "realm \"carrier\" tls 127.0.0.1:5061 presents \"sbc.test\" (names sbc.test, 127.0.0.1; issued by \"Sbc\"; valid until ",
+        "requires a client certificate issued by CA \"Clients\"",
+        "trunk \"carrier-tls\" tls 127.0.0.4:5061 verifies the server as \"sip.carrier.test\" against CA \"Carrier\"; presents realm \"carrier\"'s \"sbc.test\"",
+    ] {
+        assert!(stdout.contains(part), "{part:?} missing from {stdout}");
+    }
+
+    // Another certificate's key: a problem at the line of private_key.
+    sbc_ca.issue("other", &["other.test"]);
+    let broken = toml.replacen("/sbc.key", "/other.key", 1);
+    std::fs::write(&file, &broken).expect("write config");
+    let out = run_sbc(["check-config".as_ref(), file.as_os_str()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = broken
+        .lines()
+        .position(|l| l.contains("/other.key"))
+        .expect("the tls line")
+        + 1;
+    assert!(
+        stderr.contains(&format!("tls.toml:{line}:"))
+            && stderr.contains("field `realm[0].tls.private_key`")
+            && stderr.contains("does not belong to the certificate"),
+        "{stderr}"
+    );
+}

@@ -11,4 +11,5 @@ mod operations;
 mod packaging;
 mod scenarios_selfcheck;
 mod signaling;
+mod tls;
 mod xdp_lab;

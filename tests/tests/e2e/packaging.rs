@@ -21,6 +21,7 @@ use sbc::metrics::{
     BuildInfo, CallOutcome, Direction, MediaDropReason, MediaPath, MessageKind, Metrics,
     RejectReason, ReloadResult, StatusClass, TransportDropReason, XdpFallbackReason, XdpMode,
 };
+use sbc::transport::{TlsFailure, TlsSide};
 use serde_json::Value;
 use tests::netns::privileged_required;
 
@@ -106,7 +107,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("10 rules found"), "{stdout}");
+    assert!(stdout.contains("12 rules found"), "{stdout}");
 }
 
 #[test]
@@ -138,6 +139,8 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         "SbcMediaPortsNearlyExhausted",
         "SbcConfigReloadFailed",
         "SbcOverloaded",
+        "SbcTlsCertificateExpiring",
+        "SbcTlsHandshakesFailing",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}\n")),
@@ -173,6 +176,14 @@ fn exposition() -> String {
     m.config_reload(ReloadResult::Success, SystemTime::UNIX_EPOCH);
     m.transport_dropped("outside", TransportDropReason::QueueFull, 1);
     m.call_error("build");
+    m.tls_handshake_failed("outside", TlsSide::Inbound, TlsFailure::Timeout, 1);
+    m.set_tls_certificates(&[sbc::tls::Expiry {
+        owner: sbc::tls::Owner::Realm,
+        name: "outside".to_owned(),
+        role: sbc::tls::Role::Certificate,
+        subject: "sbc.example.net".to_owned(),
+        not_after: 1_800_000_000,
+    }]);
     let text = m.encode_text(m.started()).expect("encode");
     String::from_utf8(text).expect("exposition is UTF-8")
 }
