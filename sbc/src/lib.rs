@@ -25,6 +25,8 @@
 //! * [`transport`]: UDP/TCP listeners per realm (tokio + socket2), RFC 3581.
 //! * [`media`]`::userspace`: the relay thread (mio) that owns media sockets;
 //!   `media::xdp`: the XDP program's loader and maps (aya).
+//! * [`dns`]: RFC 3263 trunk names (NAPTR, SRV, A/AAAA over hickory) resolved
+//!   in the daemon's tasks; the pure part orders SRV targets and caches by TTL.
 //! * [`guard`]: the per-source shield (rates, bans, trust) the transport
 //!   screens with before parsing; pure like the core, shared by the tasks.
 //! * [`daemon`]: wires config, transports, core, relay, admin and CDRs;
@@ -41,6 +43,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod guard;
 pub mod inspect;
 pub mod logging;
