@@ -587,7 +587,7 @@ impl Core {
         else {
             return answer_phone(self, 503, phone);
         };
-        let Some(peer) = self.trunks[trunk].address else {
+        let Some(peer) = self.trunks[trunk].address() else {
             return answer_phone(self, 503, phone);
         };
         let Some(listener) = self.trunk_listener(trunk, peer) else {

@@ -30,7 +30,6 @@
 //! effect at restart (a reload that changes them says so in the log).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,8 +41,8 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
-use crate::config::{Config, ConfigError, PeerAddress};
-use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
+use crate::config::{Config, ConfigError};
+use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
@@ -52,10 +51,12 @@ use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::transport::{Event, ListenerId, ListenerSpec, Transports};
 
+mod names;
 mod overload;
 mod saved;
 mod shell;
 
+use names::TrunkNames;
 use overload::Overload;
 use saved::SavedBindings;
 use shell::Shell;
@@ -77,31 +78,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("sbc")
         .build()?;
     runtime.block_on(serve(config, config_path))
-}
-
-/// The address of each trunk given by host name, resolved now (blocking
-/// DNS is fine at start-up and reload, never on the call path).
-fn resolver(config: &Config) -> impl Fn(&str, u16) -> Option<SocketAddr> + use<> {
-    let resolved: Vec<(String, u16, SocketAddr)> = config
-        .trunks
-        .iter()
-        .filter_map(|t| match &t.address {
-            PeerAddress::Host { host, port } => match (host.as_str(), *port).to_socket_addrs() {
-                Ok(mut addrs) => addrs.next().map(|a| (host.clone(), *port, a)),
-                Err(e) => {
-                    warn!(trunk = %t.name, %host, error = %e, "trunk host name does not resolve; the trunk is skipped");
-                    None
-                }
-            },
-            PeerAddress::Ip(_) => None,
-        })
-        .collect();
-    move |host: &str, port: u16| {
-        resolved
-            .iter()
-            .find(|(h, p, _)| h == host && *p == port)
-            .map(|(_, _, a)| *a)
-    }
 }
 
 /// File descriptors a configuration may need: four media sockets per call
@@ -158,13 +134,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
         config.listener_specs().into_iter().unzip();
-    // Trunk host names resolve once, for the shield's trust and the core.
-    let resolve = resolver(&config);
+    // Trunks given by DNS name are resolved by their own tasks; their
+    // targets reach the shield's trust and the core as answers come in.
+    let (mut names, mut resolved) = TrunkNames::start(&config);
     let shield = Arc::new(Shield::from_config(
         now(),
         random_seed(),
         &config,
-        &Trust::new(&config, &resolve),
+        &names.trust(&config),
     ));
     info!(
         tracked_sources = config.limits.tracked_sources,
@@ -224,7 +201,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut core = Core::new(
         &config,
         listeners.clone(),
-        resolve,
+        |_, _| None,
         Box::new(RandomIds::from_os()),
     )
     .with_cname_mask(cname_mask);
@@ -294,6 +271,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Some(answer) = resolved.recv() => {
+                if names.accept(&mut core, answer) {
+                    shield.configure(&running_config, &names.trust(&running_config));
+                }
+            }
             Some((view, answer)) = calls_asked.recv() => {
                 let json = match view {
                     admin::View::Calls => admin::calls_json(&core.calls(now())),
@@ -325,7 +307,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     config: &running_config,
                     metrics: &metrics,
                 };
-                if let Some(config) = reload(&mut core, config_path.as_ref(), &running) {
+                if let Some(config) = reload(&mut core, config_path.as_ref(), &running, &mut names) {
                     running_config = config;
                 }
                 if let Some(cdr) = &cdr {
@@ -448,7 +430,12 @@ struct Running<'a> {
 
 /// Rereads the config file and applies it (see the module docs); returns
 /// the configuration now in force, or `None` if the reload was refused.
-fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Option<Config> {
+fn reload(
+    core: &mut Core,
+    path: Option<&PathBuf>,
+    running: &Running<'_>,
+    names: &mut TrunkNames,
+) -> Option<Config> {
     let Some(path) = path else {
         warn!("SIGHUP: running on the embedded default; there is no file to reload");
         return None;
@@ -544,11 +531,10 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             Some((*id, infos[index].clone()))
         })
         .collect();
-    let resolve = resolver(&config);
-    running
-        .shield
-        .configure(&config, &Trust::new(&config, &resolve));
-    core.reload(now(), &config, resolve);
+    names.configure(&config);
+    running.shield.configure(&config, &names.trust(&config));
+    // Names keep their last targets in the core until new answers come.
+    core.reload(now(), &config, |_, _| None);
     core.set_listeners(&active);
     zero_series(running.metrics, &config, core);
     running

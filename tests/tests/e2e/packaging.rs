@@ -169,6 +169,7 @@ fn exposition() -> String {
     m.set_xdp_attached("eth0", XdpMode::Native);
     m.xdp_fallback("eth0", XdpFallbackReason::Unsupported);
     m.set_trunk_up("pbx", true);
+    m.set_trunk_target_up("pbx", "127.0.0.3:5060".parse().expect("literal"), true);
     m.set_trunk_calls_active("pbx", 1);
     m.config_reload(ReloadResult::Success, SystemTime::UNIX_EPOCH);
     m.transport_dropped("outside", TransportDropReason::QueueFull, 1);
