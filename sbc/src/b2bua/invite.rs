@@ -372,7 +372,9 @@ impl Core {
         };
         self.events.push_back(CoreEvent::CallAttempt {
             call: call.id,
-            attempt: call.setup.trunks_tried.len().max(1) + usize::from(call.setup.redirects),
+            attempt: call.setup.trunks_tried.len().max(1)
+                + usize::from(call.setup.redirects)
+                + usize::from(call.setup.target_retries),
             a_call_id: call.a.text.get(Part::CallId).to_owned(),
             b_call_id: call_id.clone(),
             from_realm: self.realms[call.a.realm].name.clone(),
@@ -677,6 +679,7 @@ impl Core {
             if !call.setup.next_addrs.is_empty() {
                 let next = call.setup.next_addrs.remove(0);
                 call.a_status = status.unwrap_or(408);
+                call.setup.target_retries = call.setup.target_retries.saturating_add(1);
                 return self.start_trunk_target(now, call, trunk, next);
             }
         }

@@ -144,7 +144,7 @@ impl Config {
                     (PeerAddress::Name { host }, Some(transport)) => {
                         let prefix = if transport == Transport::Tcp { "_sip._tcp" } else { "_sip._udp" };
                         format!(
-                            "SRV {prefix}.{host} (transport {transport} given: no NAPTR), then A/AAAA of each target; without SRV, A/AAAA of {host} port 5060"
+                            "SRV {prefix}.{host} (transport {transport} given: no NAPTR), targets by priority then weight, then A/AAAA of each; without SRV, A/AAAA of {host} port 5060"
                         )
                     }
                     (PeerAddress::Name { host }, None) => {
@@ -162,14 +162,14 @@ impl Config {
                         let srv: Vec<String> =
                             services.iter().map(|(_, p)| format!("{p}.{host}")).collect();
                         format!(
-                            "NAPTR {host} (services {}), then SRV of the chosen replacement; without NAPTR, SRV {}; then A/AAAA of each SRV target; without SRV, A/AAAA of {host} port 5060",
+                            "NAPTR {host} (services {}), then SRV of the chosen replacement; without NAPTR, SRV {}; SRV targets by priority then weight, then A/AAAA of each; without SRV, A/AAAA of {host} port 5060",
                             naptr.join(", "),
                             srv.join(" then ")
                         )
                     }
                 };
                 Some(format!(
-                    "trunk {}: {how}; asked of {servers}; re-resolved when the TTL runs out; SRV targets by priority, then weight; {block}",
+                    "trunk {}: {how}; asked of {servers}; re-resolved when the TTL runs out; {block}",
                     t.name
                 ))
             })

@@ -548,6 +548,49 @@ fn dns_servers_and_named_trunks() {
         "{}",
         ok.summary()
     );
+    let plan = ok.dns_plan();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert!(
+        plan[0].starts_with("trunk t: SRV _sip._udp.sip.example.net"),
+        "{plan:?}"
+    );
+    assert!(plan[0].contains("name servers 127.0.0.53:5353"), "{plan:?}");
+
+    // Without a transport, NAPTR for the services the realm listens on; a
+    // name with a port asks A/AAAA only; IP trunks need no DNS.
+    let teams = Config::from_str_named(
+        &BASE
+            .replace(r#""127.0.0.3:5060""#, r#""sip.pstnhub.example.net""#)
+            .replace(
+                "listen = [{ transport = \"udp\", address = \"127.0.0.2:5060\" }]",
+                "listen = [{ transport = \"udp\", address = \"127.0.0.2:5060\" }, { transport = \"tcp\", address = \"127.0.0.2:5060\" }]",
+            )
+            .replace("[[route]]", "[[trunk]]\nname = \"u\"\nrealm = \"b\"\naddress = \"pbx.example.net:5080\"\n\n[[trunk]]\nname = \"v\"\nrealm = \"b\"\naddress = \"127.0.0.9:5060\"\n\n[[route]]"),
+        "t.toml",
+    )
+    .expect("valid");
+    let plan = teams.dns_plan();
+    assert_eq!(plan.len(), 2, "{plan:?}");
+    assert!(
+        plan[0].contains("NAPTR sip.pstnhub.example.net (services SIP+D2U, SIP+D2T)")
+            && plan[0].contains(
+                "SRV _sip._udp.sip.pstnhub.example.net then _sip._tcp.sip.pstnhub.example.net"
+            )
+            && plan[0].contains("the system's name servers")
+            && plan[0].contains("waits 30 s behind the others"),
+        "{plan:?}"
+    );
+    assert!(
+        plan[1].starts_with("trunk u: A/AAAA of pbx.example.net, port 5080"),
+        "{plan:?}"
+    );
+    assert!(
+        teams
+            .summary()
+            .contains("t (naptr sip.pstnhub.example.net in b)"),
+        "{}",
+        teams.summary()
+    );
 }
 
 #[test]

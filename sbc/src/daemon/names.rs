@@ -28,8 +28,8 @@ use crate::transport::Transport;
 const TTL_FLOOR: Duration = Duration::from_secs(1);
 /// The longest (a huge TTL still gets a look now and then).
 const TTL_CEILING: Duration = Duration::from_secs(3600);
-/// The wait after a failed lookup.
-const RETRY: Duration = Duration::from_secs(10);
+/// The wait after a failed lookup (the last targets stay in use).
+const RETRY: Duration = Duration::from_secs(5);
 
 /// One lookup's outcome, for the core loop.
 pub(super) struct Answer {

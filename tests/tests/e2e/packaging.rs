@@ -106,7 +106,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("10 rules found"), "{stdout}");
+    assert!(stdout.contains("11 rules found"), "{stdout}");
 }
 
 #[test]

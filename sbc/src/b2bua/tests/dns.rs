@@ -83,12 +83,19 @@ fn a_call_fails_over_across_the_targets_of_one_trunk_and_blocks_the_failed_one()
     lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
     lab.take_one(SIP3, "ACK");
     // One trunk tried, three attempts.
-    let attempts = lab
+    let attempts: Vec<usize> = lab
         .events
         .iter()
-        .filter(|e| matches!(e, CoreEvent::CallAttempt { trunk: Some(t), .. } if t == "pbx"))
-        .count();
-    assert_eq!(attempts, 3);
+        .filter_map(|e| match e {
+            CoreEvent::CallAttempt {
+                trunk: Some(t),
+                attempt,
+                ..
+            } if t == "pbx" => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
 
     // sip and sip2 are blocked for 60 s: the next call starts on sip3.
     lab.caller_sends(&another_invite(2));

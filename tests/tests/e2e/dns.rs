@@ -1,0 +1,187 @@
+//! Trunks found by DNS (RFC 3263), end to end: a real DNS server (dnsmasq)
+//! in the lab's private loopback-only namespace serves NAPTR and SRV records
+//! for a trunk of two targets; the SBC, pointed at it by `[dns] servers`,
+//! resolves the trunk, finds the first target down (a closed port: ICMP
+//! unreachable), and the call (SIPp caller -> SBC -> SIPp callee) reaches the
+//! second. Then the records change (dnsmasq restarted with a new SRV target)
+//! and, once the answer's TTL has run out, the next call reaches the new
+//! target.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
+use tests::netns::{Background, skip_unless_sipp, skip_unless_tool};
+use tests::sipp::Sipp;
+
+/// The trunk's domain (`.test` is reserved: it never leaves the lab).
+const DOMAIN: &str = "pbx.sbc-lab.test";
+/// The TTL of every record dnsmasq serves, in seconds.
+const TTL: u64 = 2;
+/// The port the lab's DNS server listens on.
+const DNS_PORT: u16 = 5353;
+
+/// dnsmasq serving `DOMAIN`: NAPTR `SIP+D2U` -> `_sip._udp.DOMAIN`, whose
+/// SRV records name `targets` (address, priority) on port 5060, in the
+/// lab's network on `listen`. Logs to `log`.
+fn dnsmasq(lab: &Lab, listen: SocketAddr, targets: &[(IpAddr, u16)], log: &str) -> Background {
+    let mut cmd = lab.net().command("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+    ])
+    .arg(format!("--log-facility={}", lab.dir().join(log).display()))
+    .arg(format!(
+        "--pid-file={}",
+        lab.dir().join(format!("{log}.pid")).display()
+    ))
+    .arg(format!("--listen-address={}", listen.ip()))
+    .arg(format!("--port={}", listen.port()))
+    .arg(format!("--local-ttl={TTL}"))
+    .arg(format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    ));
+    for (i, (ip, priority)) in targets.iter().enumerate() {
+        let host = format!("t{i}-{}.sbc-lab.test", ip.to_string().replace('.', "-"));
+        cmd.arg(format!(
+            "--srv-host=_sip._udp.{DOMAIN},{host},{SIP_PORT},{priority},10"
+        ))
+        .arg(format!("--host-record={host},{ip},{TTL}"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = Background::spawn(&mut cmd);
+    // Up once it answers on its port: give it a moment (it binds at once).
+    std::thread::sleep(Duration::from_millis(300));
+    server
+}
+
+/// The lab's configuration with trunk `pbx` given by name (its transport
+/// left to NAPTR) and the lab's DNS server as the resolver.
+fn config(plan: &Plan, dns: SocketAddr) -> String {
+    let toml = plan.toml(&LabConfig::default());
+    let pbx = format!(
+        "address = \"{}\"\ntransport = \"udp\"",
+        plan.host(Host::Pbx)
+    );
+    assert!(toml.contains(&pbx), "the lab's pbx trunk: {toml}");
+    let toml = toml.replacen(&pbx, &format!("address = \"{DOMAIN}\""), 1);
+    format!("[dns]\nservers = [\"{dns}\"]\ntarget_block_secs = 30\n\n{toml}")
+}
+
+fn callee_at(lab: &Lab, ip: IpAddr) -> Sipp {
+    lab.net().place(
+        Sipp::shipped("callee.xml")
+            .local(ip, SIP_PORT)
+            .media(ip, PEER_MEDIA_PORT)
+            .timeout(Duration::from_secs(20)),
+    )
+}
+
+fn caller(lab: &Lab) -> Sipp {
+    lab.peer("caller.xml", Host::Carrier)
+        .remote(lab.plan().realm(Realm::Outside))
+        .timeout(Duration::from_secs(15))
+}
+
+/// The test's clock (an IO shell: reading it here is fine).
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Lines of the daemon's log saying the trunk resolved.
+fn resolutions(lab: &Lab) -> Vec<String> {
+    lab.daemon_stderr()
+        .lines()
+        .filter(|l| l.contains("trunk resolved"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_trunk_found_by_naptr_and_srv_fails_over_to_its_second_target_and_follows_the_ttl() {
+    let name = "a_trunk_found_by_naptr_and_srv_fails_over_to_its_second_target";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(name, "dnsmasq", "--version", "apt-get install dnsmasq-base")
+    {
+        return;
+    }
+    let mut lab = Lab::peers_only("dns-trunk");
+    let plan = *lab.plan();
+    let dns = SocketAddr::new(plan.realm_ip(Realm::Outside), DNS_PORT);
+    // sip (priority 10): the pbx host, where nothing listens (the port is
+    // closed); sip2 (priority 20): pbx2, where the callee answers.
+    let (down, up) = (plan.host_ip(Host::Pbx), plan.host_ip(Host::Pbx2));
+    let server = dnsmasq(&lab, dns, &[(down, 10), (up, 20)], "dnsmasq-1.log");
+    lab.start_daemon(&config(&plan, dns));
+
+    // The SBC resolves the trunk at start, without blocking anything.
+    let deadline = now() + Duration::from_secs(10);
+    while resolutions(&lab).is_empty() {
+        assert!(
+            now() < deadline,
+            "the trunk did not resolve within 10 s\n{}",
+            lab.daemon_stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = resolutions(&lab).remove(0);
+    for part in [
+        "NAPTR -> SRV -> A/AAAA".to_owned(),
+        format!("ttl_secs={TTL}"),
+        format!("udp {down}:{SIP_PORT}"),
+        format!("udp {up}:{SIP_PORT}"),
+    ] {
+        assert!(first.contains(&part), "{part:?} missing from: {first}");
+    }
+
+    // The call tries sip, finds its port closed, and reaches sip2.
+    let uas = lab.start_callee(&callee_at(&lab, up));
+    let uac = caller(&lab).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    lab.assert_topology_hidden(&[&uac], &[&uas]);
+    let log = lab.daemon_stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("call rerouted") && l.contains("attempt=2")),
+        "the second target took the call as the second attempt\n{log}"
+    );
+
+    // New records: one SRV target, a third host. The SBC keeps its last
+    // answer until the TTL runs out, then asks again and uses the new one.
+    drop(server);
+    let moved = plan.spare_ip(1);
+    let restarted = now();
+    let _server = dnsmasq(&lab, dns, &[(moved, 10)], "dnsmasq-2.log");
+    // (A refresh that finds the server restarting retries 5 s later.)
+    let deadline = restarted + Duration::from_secs(TTL + 15);
+    while resolutions(&lab).len() < 2 {
+        assert!(
+            now() < deadline,
+            "the new records were not picked up within the TTL ({TTL} s) and 15 s of slack\n{}",
+            lab.daemon_stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = resolutions(&lab).remove(1);
+    assert!(
+        second.contains(&format!("udp {moved}:{SIP_PORT}")) && !second.contains(&up.to_string()),
+        "{second}"
+    );
+    let uas = lab.start_callee(&callee_at(&lab, moved));
+    let uac = caller(&lab).run();
+    let uas = lab.finish_callee(&uac, uas);
+    uac.assert_success(1);
+    uas.assert_success(1);
+    lab.shutdown();
+}
