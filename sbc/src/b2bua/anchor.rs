@@ -193,7 +193,12 @@ impl Core {
         let source = leg_ref(call, from).map_or(call.a.peer.ip(), |l| l.peer.ip());
         let body = body.to_vec();
         match self.anchor(now, call, from, &body, source) {
-            Anchored::Ready(out) => Ok(out),
+            Anchored::Ready(out) => {
+                if from == Side::B && call.phase == Phase::Setup && !msg.is_request() {
+                    call.media.b_answer_tag = msg.to().and_then(|to| to.tag().map(Into::into));
+                }
+                Ok(out)
+            }
             Anchored::Wait => Err(AnchorFail::Wait),
             Anchored::Invalid(status) => Err(AnchorFail::Status(status)),
         }

@@ -42,12 +42,23 @@ fn regenerated(name: HeaderName, raw: &[u8]) -> bool {
     .any(|n| raw.eq_ignore_ascii_case(n.as_bytes()))
 }
 
+/// Headers that describe a body (RFC 3261 §20.11-20.15): they cross only
+/// with one, so a body the SBC dropped leaves no Content-Type naming it.
+fn describes_body(name: HeaderName, raw: &[u8]) -> bool {
+    matches!(
+        name,
+        HeaderName::ContentType | HeaderName::ContentDisposition | HeaderName::ContentEncoding
+    ) || raw.eq_ignore_ascii_case(b"content-language")
+}
+
 /// Appends the headers of `src` that may cross under `policy`, byte for
 /// byte: a header the SBC does not interpret crosses with whatever bytes it
-/// arrived with (a non-UTF-8 display name included).
-pub(crate) fn copy_headers(out: &mut Vec<u8>, src: &Message, policy: &HeaderPolicy) {
+/// arrived with (a non-UTF-8 display name included). `body` is what the
+/// message being written carries: without one, no Content-* header crosses.
+pub(crate) fn copy_headers(out: &mut Vec<u8>, src: &Message, policy: &HeaderPolicy, body: &[u8]) {
     for h in src.headers() {
         if regenerated(h.name, h.name_bytes)
+            || (body.is_empty() && describes_body(h.name, h.name_bytes))
             || policy
                 .strip
                 .iter()
@@ -139,7 +150,7 @@ pub(crate) fn request(
         header(&mut out, name, value);
     }
     if let Some(src) = src {
-        copy_headers(&mut out, src, policy);
+        copy_headers(&mut out, src, policy, body);
     }
     finish(out, body)
 }
@@ -195,7 +206,7 @@ pub(crate) fn response(
         header(&mut out, name, value);
     }
     if let Some(src) = src {
-        copy_headers(&mut out, src, policy);
+        copy_headers(&mut out, src, policy, body);
     }
     finish(out, body)
 }
@@ -349,7 +360,7 @@ Content-Length: 0\r\n\r\n";
         );
         let src = Message::parse(&raw).expect("parses");
         let mut out = Vec::new();
-        copy_headers(&mut out, &src, &HeaderPolicy::default());
+        copy_headers(&mut out, &src, &HeaderPolicy::default(), b"v=0");
         let find = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
         assert!(
             find(b"X-Name: M\xfcller\r\n"),

@@ -336,6 +336,11 @@ pub(super) struct CallMedia {
     /// Per leg (by [`Side::index`]): the media relay never learned where
     /// that leg's media comes from while it kept sending.
     pub(super) not_latched: [bool; 2],
+    /// The To tag of the B response whose SDP was last anchored, during
+    /// setup: a 2xx without SDP is usable only from the dialog that already
+    /// gave one (not from another fork, nor from a trunk tried after the one
+    /// that sent it). Cleared when B's leg starts afresh.
+    pub(super) b_answer_tag: Option<Box<str>>,
 }
 
 /// The end of a call: BYEs in flight, and who ended it.

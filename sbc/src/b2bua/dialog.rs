@@ -236,10 +236,14 @@ impl Core {
         ack: Message,
         cseq: u32,
     ) -> Relayed {
-        let body = match self.maybe_anchor(now, call, from, &ack) {
-            Ok(body) => body,
+        let (body, unusable) = match self.maybe_anchor(now, call, from, &ack) {
+            Ok(body) => (body, false),
             Err(AnchorFail::Wait) => return Relayed::WaitForMedia,
-            Err(AnchorFail::Status(_)) => Vec::new(),
+            // An answer the SBC cannot read or anchor (bad SDP, another
+            // body type): the other side's 2xx still gets its ACK, which
+            // stops its retransmissions, but its offer has no answer, so
+            // the session cannot go on; both dialogs are ended below.
+            Err(AnchorFail::Status(_)) => (Vec::new(), true),
         };
         let to = from.other();
         let Some(leg) = leg_ref(call, to) else {
@@ -274,6 +278,9 @@ impl Core {
             Side::A => call.a_ack = Some(bytes.clone()),
         }
         self.send_direct(listener, transport, peer, connection, bytes);
+        if unusable {
+            self.teardown(now, call, EndedBy::Sbc(SbcReason::BadSdp));
+        }
         Relayed::Done
     }
 
@@ -301,6 +308,30 @@ impl Core {
         self.send_hop(hop, kept.clone());
     }
 
+    /// `from` answered an in-dialog offer relayed to it (a re-INVITE,
+    /// UPDATE or PRACK from the other side, waiting on `server`) with a 2xx
+    /// whose answer the SBC cannot anchor. A re-INVITE's 2xx is ACKed on
+    /// `from`'s leg; the offerer gets 502 Bad Gateway (§21.5.3), so by
+    /// §14.1 its session stays as it was, and the call goes on with the
+    /// media already anchored.
+    fn refuse_dialog_answer(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server: ServerId,
+        response: &Message,
+    ) {
+        let Some(request) = call.answered_relay(server) else {
+            return;
+        };
+        if response.cseq().is_some_and(|c| c.method == "INVITE") {
+            let cseq = response.cseq().map_or(1, |c| c.seq);
+            self.ack_directly(call, from, cseq);
+        }
+        self.reply(now, server, &request, 502, &[]);
+    }
+
     /// Relays a response from `from` onto `server` (a transaction of the other leg).
     pub(super) fn relay_response(
         &mut self,
@@ -321,6 +352,13 @@ impl Core {
             {
                 // The answer to the caller's INVITE is unreadable SDP.
                 self.refuse_answer(now, call, &response);
+                return Relayed::Done;
+            }
+            Err(AnchorFail::Status(_)) if (200..300).contains(&status) => {
+                // The answer to a re-INVITE, UPDATE or PRACK is unreadable
+                // or not SDP: relayed without it, the offerer would hold an
+                // offer with no answer.
+                self.refuse_dialog_answer(now, call, from, server, &response);
                 return Relayed::Done;
             }
             // A provisional's SDP is early media, not binding: it crosses
@@ -455,12 +493,24 @@ impl Core {
     /// ACKs B's 2xx to the INVITE numbered `cseq` without anything from A
     /// (a 2xx that raced a CANCEL, or a call A ended before ACKing).
     pub(super) fn ack_b_directly(&mut self, call: &mut Call, cseq: u32) {
-        let Some(b) = call.b.as_ref() else { return };
+        self.ack_directly(call, Side::B, cseq);
+    }
+
+    /// ACKs a 2xx that `side` sent for INVITE number `cseq`, on the SBC's
+    /// own account (nothing crosses from the other side), and keeps the ACK
+    /// for the 2xx's retransmissions.
+    pub(super) fn ack_directly(&mut self, call: &mut Call, side: Side, cseq: u32) {
+        let Some(leg) = leg_ref(call, side) else {
+            return;
+        };
         let branch = self.ids.branch();
         let bytes =
-            b.request_numbered("ACK", cseq, &branch, 70, false, &self.policy, Content::NONE);
-        let hop = b.hop();
-        call.b_ack = Some(bytes.clone());
+            leg.request_numbered("ACK", cseq, &branch, 70, false, &self.policy, Content::NONE);
+        let hop = leg.hop();
+        match side {
+            Side::A => call.a_ack = Some(bytes.clone()),
+            Side::B => call.b_ack = Some(bytes.clone()),
+        }
         self.send_hop(hop, bytes);
     }
 }

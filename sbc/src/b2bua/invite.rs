@@ -348,6 +348,7 @@ impl Core {
                     .map(|d| format!("{} ", String::from_utf8_lossy(d)))
             })
             .unwrap_or_default();
+        call.media.b_answer_tag = None;
         let b = LegState {
             realm,
             listener: ListenerId(listener),
@@ -486,6 +487,7 @@ impl Core {
             self.respond_a(now, &mut call, 487, None);
             call.end.ended_by = Some(EndedBy::Caller);
             call.setup.cancel_b = true;
+            self.end_queued_answer(now, &mut call);
             self.abandon_pending(now, &mut call);
             self.cancel_b(now, &mut call);
         }
@@ -586,19 +588,18 @@ impl Core {
                 // confirm and end B's dialog.
                 self.learn_route_set(call, &response);
                 self.learn_remote_target(call, Side::B, &response);
-                let cseq = response.cseq().map_or(1, |c| c.seq);
-                self.ack_b_directly(call, cseq);
-                call.phase = Phase::Ending;
-                self.send_bye(now, call, Side::B, true);
-                return;
+                return self.confirm_and_end_b(now, call, &response);
             }
             if call.phase != Phase::Setup {
                 return; // a second 2xx (forked): ignored beyond the first
             }
-            if response.body().is_empty() && call.media.origins[Side::A.index()].is_none() {
-                // No SDP in the 2xx and none before it: an offer in the
-                // INVITE went unanswered, or a late offer got no offer
-                // (RFC 3264 §4, RFC 3261 §13.2.1). Relayed, it would leave
+            let tag = response.to().and_then(|to| to.tag().map(Box::<str>::from));
+            if response.body().is_empty() && (tag.is_none() || call.media.b_answer_tag != tag) {
+                // No SDP in the 2xx and none before it from this dialog: an
+                // offer in the INVITE went unanswered, or a late offer got
+                // no offer (RFC 3264 §4, RFC 3261 §13.2.1). An 18x's SDP
+                // from another fork, or from a trunk tried before, says
+                // nothing of this callee's media. Relayed, it would leave
                 // the caller with a session and no media.
                 return self.refuse_answer(now, call, &response);
             }
@@ -729,7 +730,7 @@ impl Core {
                 call.a_status = status;
                 call.a_final = true;
                 call.end.ended_by = Some(EndedBy::Callee);
-                let once = self.final_once(call);
+                let repeats = self.final_repeats(call);
                 if let Some(msg) = self.parse_built(
                     Some((call.id, Side::A)),
                     "failure relayed to the caller",
@@ -738,9 +739,7 @@ impl Core {
                     self.sip_event(call.a.realm, &msg);
                     self.respond_on(now, Some((call.id, Side::A)), server, msg);
                 }
-                if once {
-                    self.answered_once.push((server, true));
-                }
+                self.note_repeats(server, repeats);
                 if let Some(ip) = call.guarded
                     && protect::counts_as_refusal(status, None)
                 {
@@ -788,7 +787,7 @@ impl Core {
         );
         call.a_status = status;
         call.a_final = true;
-        let once = self.final_once(call);
+        let repeats = self.final_repeats(call);
         if let Some(msg) = self.parse_built(
             Some((call.id, Side::A)),
             "answer to the caller's INVITE",
@@ -797,8 +796,34 @@ impl Core {
             self.sip_event(call.a.realm, &msg);
             self.respond_on(now, Some((call.id, Side::A)), call.a_server, msg);
         }
-        if once {
-            self.answered_once.push((call.a_server, true));
+        self.note_repeats(call.a_server, repeats);
+    }
+
+    /// B's dialog, set up by a 2xx the caller will not get, is confirmed
+    /// and ended: ACK, then BYE (§13.2.2.4 for a 2xx a UAC cannot use).
+    fn confirm_and_end_b(&mut self, now: Instant, call: &mut Call, response: &Message) {
+        let cseq = response.cseq().map_or(1, |c| c.seq);
+        self.ack_b_directly(call, cseq);
+        call.phase = Phase::Ending;
+        self.send_bye(now, call, Side::B, true);
+    }
+
+    /// Before a call that is still setting up drops its queue: B's 2xx that
+    /// waited there for media ports (its route set and target are already
+    /// learnt) has set up B's dialog, which must not be left to retransmit
+    /// its 2xx until it gives up: it is confirmed and ended.
+    pub(super) fn end_queued_answer(&mut self, now: Instant, call: &mut Call) {
+        if call.phase != Phase::Setup {
+            return;
+        }
+        let answer = call.pending.iter().position(|p| {
+            matches!(p, Pending::Response { from: Side::B, response, .. }
+                if response.status().is_some_and(|s| (200..300).contains(&s)))
+        });
+        if let Some(Pending::Response { response, .. }) =
+            answer.and_then(|i| call.pending.remove(i))
+        {
+            self.confirm_and_end_b(now, call, &response);
         }
     }
 
@@ -808,6 +833,7 @@ impl Core {
             self.respond_a(now, call, status, None);
         }
         call.end.ended_by.get_or_insert(by);
+        self.end_queued_answer(now, call);
         self.abandon_pending(now, call);
         if call.b_invite.is_some() {
             call.setup.cancel_b = true;
@@ -815,17 +841,40 @@ impl Core {
         }
     }
 
-    /// Whether the failure about to answer an untrusted caller's INVITE is
-    /// sent once, not retransmitted until an ACK that a spoofed source never
-    /// sends (the reflection RFC 3261's timer G would otherwise make of it):
-    /// only while the caller has had no provisional, so that it still
-    /// retransmits its INVITE and is answered again if it lost the final. A
-    /// caller sent a provisional waits for the final without retransmitting
-    /// (§17.1.1.2); it gets timer G like anyone, bounded by its source's
-    /// transaction cap. Asked before the final is sent.
-    pub(super) fn final_once(&self, call: &Call) -> bool {
-        call.guarded.is_some()
-            && !call.a.transport.is_reliable()
-            && !self.tx.provisional_sent(call.a_server)
+    /// How often the failure about to answer the caller's INVITE is sent.
+    /// A trusted caller, or one over a reliable transport, gets timer G
+    /// (§17.2.1). An untrusted source over UDP may be spoofed, and timer G
+    /// would make a reflector of the SBC towards its victim: while it has
+    /// had no provisional it still retransmits its INVITE and is answered
+    /// again if it lost the final, so the final goes once; once sent a
+    /// provisional it waits without retransmitting (§17.1.1.2), so the final
+    /// is retransmitted, but only [`super::UNTRUSTED_FINAL_RETRANSMISSIONS`] times.
+    /// Asked before the final is sent.
+    pub(super) fn final_repeats(&self, call: &Call) -> Repeats {
+        if call.guarded.is_none() || call.a.transport.is_reliable() {
+            Repeats::TimerG
+        } else if self.tx.provisional_sent(call.a_server) {
+            Repeats::Few
+        } else {
+            Repeats::Once
+        }
     }
+
+    /// Files the caller's INVITE transaction under what
+    /// [`Core::final_repeats`] said, once its final is sent.
+    fn note_repeats(&mut self, server: ServerId, repeats: Repeats) {
+        match repeats {
+            Repeats::TimerG => {}
+            Repeats::Once => self.answered_once.push((server, true)),
+            Repeats::Few => self.answered_few.push(server),
+        }
+    }
+}
+
+/// See [`Core::final_repeats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repeats {
+    TimerG,
+    Once,
+    Few,
 }

@@ -111,6 +111,8 @@ struct Lab {
     events: Vec<CoreEvent>,
     /// The media backend refuses every allocation (ports exhausted).
     refuse_media: bool,
+    /// The media backend answers no allocation (slow): they stay pending.
+    hold_media: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -149,6 +151,7 @@ impl Lab {
             media: Vec::new(),
             events: Vec::new(),
             refuse_media: false,
+            hold_media: false,
         }
     }
 
@@ -231,7 +234,9 @@ impl Lab {
                             addr: legs[0].local_ip,
                         },
                     });
-                } else if let MediaCommand::Allocate { stream, legs } = &cmd {
+                } else if let MediaCommand::Allocate { stream, legs } = &cmd
+                    && !self.hold_media
+                {
                     let mut endpoint = |ip: IpAddr| {
                         let port = self.next_port;
                         self.next_port += 2;
@@ -619,6 +624,43 @@ fn a_leg_whose_media_never_latches_is_reported_and_in_the_record() {
     assert_eq!(lab.ended().map(|e| e.not_latched), Some([false, true]));
 }
 
+/// The caller's CANCEL of `request` (§9.1: same Request-URI, Via, Call-ID,
+/// From, To and CSeq number), with no body.
+fn cancel_of(request: &str) -> String {
+    let cancel = request
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    cancel.split("Content-").next().expect("head").to_owned() + "Content-Length: 0\r\n\r\n"
+}
+
+#[test]
+fn a_callee_answer_waiting_for_media_ports_is_acked_and_ended_when_the_caller_cancels() {
+    let mut lab = Lab::new(CONFIG);
+    // Late offer: the callee's 2xx brings the offer, which needs ports; the
+    // media backend is slow to give them, and the caller gives up first.
+    let request = invite(false);
+    lab.caller_sends(&request);
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.hold_media = true;
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["100"], "the 2xx waits for media");
+    lab.caller_sends(&cancel_of(&request));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["200", "487"]);
+    // The callee's dialog was set up by its 2xx: it is confirmed and ended,
+    // not left retransmitting its 2xx into nothing.
+    let to_callee = lab.take(PBX);
+    assert_eq!(
+        to_callee.iter().map(describe).collect::<Vec<_>>(),
+        ["ACK", "BYE"]
+    );
+    lab.trunk_sends(PBX, &respond(&to_callee[1], 200, "", None, &[]));
+    let ended = lab.ended().expect("ended");
+    assert_eq!((ended.status, ended.ended_by), (487, EndedBy::Caller));
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
 #[test]
 fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     let mut lab = Lab::new(CONFIG);
@@ -626,15 +668,7 @@ fn cancel_before_answer_gets_487_and_cancels_the_trunk() {
     lab.caller_sends(&request);
     let b_invite = lab.take_one(PBX, "INVITE");
     lab.trunk_sends(PBX, &answer(&b_invite, 180, None));
-    let cancel = request
-        .replacen("INVITE sip", "CANCEL sip", 1)
-        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
-    let cancel = cancel
-        .split("Content-Type")
-        .next()
-        .expect("head")
-        .to_owned()
-        + "Content-Length: 0\r\n\r\n";
+    let cancel = cancel_of(&request);
     lab.caller_sends(&cancel);
     let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
     assert!(
@@ -697,22 +731,82 @@ fn a_503_fails_over_to_the_next_trunk() {
     );
 }
 
+/// What an ICMP error for `sent` quotes: its first 520 bytes, as a Linux
+/// host quotes a datagram in an IPv4 ICMP error.
+fn icmp_quote(sent: &Message) -> sip::quote::QuotedRequest {
+    let bytes = sent.to_bytes();
+    sip::quote::quoted_request(&bytes[..bytes.len().min(520)]).expect("our Via is in the quote")
+}
+
+/// The inside realm's listener, which sends to the trunks.
+const INSIDE: ListenerId = ListenerId(1);
+
 #[test]
 fn an_unreachable_trunk_fails_over_at_once_and_the_last_one_gets_503() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(true));
-    lab.take_one(PBX, "INVITE");
-    // ICMP port unreachable for the INVITE to the first trunk.
+    let first = lab.take_one(PBX, "INVITE");
+    // ICMP port unreachable for the INVITE to the first trunk: no time
+    // passes before the next trunk is tried.
     let now = lab.now;
-    lab.core.handle_send_failed(now, addr(PBX));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX), &icmp_quote(&first));
     lab.settle();
-    let b_invite = lab.take_one(PBX2, "INVITE");
+    let second = lab.take_one(PBX2, "INVITE");
     let now = lab.now;
-    lab.core.handle_send_failed(now, addr(PBX2));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX2), &icmp_quote(&second));
     lab.settle();
     let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
-    assert!(to_caller.contains(&"503".to_owned()), "{to_caller:?}");
-    assert!(b_invite.method() == Some(Method::Invite));
+    assert_eq!(to_caller, ["100", "503"]);
+    assert_eq!(lab.ended().map(|e| e.status), Some(503));
+}
+
+#[test]
+fn an_icmp_error_fails_only_the_transaction_it_quotes() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&another_invite(1));
+    let one = lab.take_one(PBX, "INVITE");
+    lab.caller_sends(&another_invite(2));
+    let two = lab.take_one(PBX, "INVITE");
+    let _ = lab.take(CALLER);
+    let now = lab.now;
+    // Forged: the right address, listener and method, but a branch the SBC
+    // never sent; then a genuine quote arriving on the wrong listener, and
+    // one naming the wrong destination. None of them fails anything.
+    let mut forged = icmp_quote(&one);
+    forged.branch = "z9hG4bKguessed".into();
+    lab.core.handle_unreachable(now, INSIDE, addr(PBX), &forged);
+    lab.core
+        .handle_unreachable(now, ListenerId(0), addr(PBX), &icmp_quote(&one));
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX2), &icmp_quote(&one));
+    lab.settle();
+    assert!(lab.take(PBX2).is_empty(), "no failover");
+    assert!(lab.take(CALLER).is_empty());
+    // The genuine one for call 1 moves call 1 on, and only call 1.
+    lab.core
+        .handle_unreachable(now, INSIDE, addr(PBX), &icmp_quote(&one));
+    lab.settle();
+    lab.take_one(PBX2, "INVITE");
+    let retried: Vec<&str> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::CallAttempt {
+                attempt: 2,
+                a_call_id,
+                ..
+            } => Some(a_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert!(retried[0].starts_with("call-id-1"), "{retried:?}");
+    // Call 2 is still ringing the first trunk: its answer goes through.
+    lab.trunk_sends(PBX, &answer(&two, 200, Some(CALLEE_SDP)));
+    let to_caller: Vec<String> = lab.take(CALLER).iter().map(describe).collect();
+    assert_eq!(to_caller, ["200"]);
 }
 
 #[test]
@@ -821,6 +915,23 @@ fn a_2xx_without_sdp_after_an_18x_with_the_answer_is_relayed() {
 }
 
 #[test]
+fn a_2xx_without_sdp_from_another_fork_than_the_18x_with_the_answer_is_refused() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 183, Some(CALLEE_SDP)));
+    lab.take_one(CALLER, "183");
+    // A forking proxy behind the trunk: another branch answers, no SDP.
+    let other_fork = String::from_utf8(answer(&b_invite, 200, None))
+        .expect("utf8")
+        .replace("btag9", "fork2");
+    lab.trunk_sends(PBX, other_fork.as_bytes());
+    lab.take_one(CALLER, "502");
+    let to_callee: Vec<String> = lab.take(PBX).iter().map(describe).collect();
+    assert_eq!(to_callee, ["ACK", "BYE"]);
+}
+
+#[test]
 fn late_offer_carries_the_answer_in_the_ack() {
     let mut lab = Lab::new(CONFIG);
     lab.caller_sends(&invite(false));
@@ -916,6 +1027,97 @@ fn a_reinvite_for_hold_crosses_both_ways() {
             ..
         }
     )));
+}
+
+/// `msg` with its body replaced by `body` of type `content_type`.
+fn with_body(msg: &[u8], content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut msg = Message::parse(msg).expect("parses");
+    msg.remove_headers(HeaderName::ContentType);
+    msg.push_header("Content-Type", content_type.as_bytes());
+    msg.push_header("Content-Disposition", b"session");
+    msg.set_body(body);
+    msg.to_bytes()
+}
+
+#[test]
+fn a_reinvite_answered_without_usable_sdp_gets_502_and_the_call_stays_up() {
+    for (content_type, body) in [
+        ("application/sdp", &b"v=0\r\nthis is not sdp\r\n"[..]),
+        ("application/isup", &b"\x01\x02\x03"[..]),
+    ] {
+        let mut lab = Lab::new(CONFIG);
+        let (b_invite, ok) = establish(&mut lab);
+        let hold = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+        lab.caller_sends(&in_dialog("INVITE", &ok, false, 11, Some(hold)));
+        let b_reinvite = lab.take_one(PBX, "INVITE");
+        let _ = lab.take(CALLER);
+        lab.trunk_sends(
+            PBX,
+            &with_body(&answer(&b_reinvite, 200, None), content_type, body),
+        );
+        // The callee's 2xx is ACKed on its leg; the caller's re-INVITE gets
+        // 502, without a body or anything describing one.
+        let b_ack = lab.take_one(PBX, "ACK");
+        assert_eq!(
+            b_ack.cseq().map(|c| c.seq),
+            b_reinvite.cseq().map(|c| c.seq)
+        );
+        let refused = lab.take_one(CALLER, "502");
+        assert!(refused.body().is_empty() && refused.content_type().is_none());
+        assert_eq!(
+            lab.core.active_calls(),
+            1,
+            "{content_type}: the call goes on"
+        );
+        callee_hangs_up(&mut lab, &b_invite);
+        assert_eq!(lab.core.active_calls(), 0);
+    }
+}
+
+#[test]
+fn a_late_offer_answered_in_the_ack_without_usable_sdp_ends_the_call() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(false));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(PBX, &answer(&b_invite, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    let ack = in_dialog("ACK", &ok, false, 10, None);
+    lab.caller_sends(
+        std::str::from_utf8(&with_body(ack.as_bytes(), "application/isup", b"ISUP")).expect("utf8"),
+    );
+    // The callee's 2xx gets its ACK (with no answer and nothing describing
+    // one), then both dialogs end: the callee's offer has no answer.
+    let to_callee = lab.take(PBX);
+    assert_eq!(
+        to_callee.iter().map(describe).collect::<Vec<_>>(),
+        ["ACK", "BYE"]
+    );
+    assert!(to_callee[0].body().is_empty() && to_callee[0].content_type().is_none());
+    let bye_a = lab.take_one(CALLER, "BYE");
+    lab.caller_sends(std::str::from_utf8(&respond(&bye_a, 200, "", None, &[])).expect("utf8"));
+    lab.trunk_sends(PBX, &respond(&to_callee[1], 200, "", None, &[]));
+    let ended = lab.ended().expect("ended");
+    assert_eq!(ended.ended_by, EndedBy::Sbc(SbcReason::BadSdp));
+    assert_eq!(lab.core.active_calls(), 0);
+}
+
+#[test]
+fn a_provisional_with_a_body_the_sbc_cannot_anchor_crosses_without_it() {
+    let mut lab = Lab::new(CONFIG);
+    lab.caller_sends(&invite(true));
+    let b_invite = lab.take_one(PBX, "INVITE");
+    lab.trunk_sends(
+        PBX,
+        &with_body(&answer(&b_invite, 183, None), "application/isup", b"ISUP"),
+    );
+    let early = lab
+        .take(CALLER)
+        .into_iter()
+        .find(|m| describe(m) == "183")
+        .expect("183");
+    assert!(early.body().is_empty());
+    assert!(early.content_type().is_none());
+    assert!(early.header(HeaderName::ContentDisposition).is_none());
 }
 
 #[test]

@@ -252,15 +252,19 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     overload.raise(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                     core.handle_inbound(now(), message);
                 }
-                Some(Event::SendFailed { to, error, connection, .. }) => {
+                Some(Event::SendFailed { listener, to, error, request, .. }) => {
                     // A UDP peer's closed port is an everyday event (a phone
                     // gone away); a failed TCP connection is worth a warning.
-                    if connection.is_some() {
-                        warn!(%to, %error, "send failed");
-                    } else {
-                        debug!(%to, %error, "destination unreachable");
+                    match request {
+                        Some(request) => {
+                            debug!(%to, %error, "destination unreachable");
+                            core.handle_unreachable(now(), listener, to, &request);
+                        }
+                        None => {
+                            warn!(%to, %error, "send failed");
+                            core.handle_send_failed(now(), to);
+                        }
                     }
-                    core.handle_send_failed(now(), to);
                 }
                 None => break,
             },
@@ -285,9 +289,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 };
                 let _ = answer.send(json);
             }
+            () = tokio::time::sleep(shell::RELAY_RETRY), if !shell.relay_backlog.is_empty() => {
+                shell.retry_relay_backlog();
+            }
             _ = tick.tick() => {
-                let relay_saturated = shell.relay_saturated();
-                overload.relay(&mut core, relay_saturated, &metrics);
+                let pressure = shell.relay_pressure();
+                overload.relay(&mut core, pressure, &metrics);
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
@@ -316,6 +323,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
         }
         shell.drain(&mut core);
+        if shell.relay_backlog.len() > shell::RELAY_BACKLOG_REFUSE_ALL && overload.relay < 2 {
+            overload.relay(&mut core, 2, &metrics);
+        }
     }
     shell.flush_cdrs();
     drop(shell);

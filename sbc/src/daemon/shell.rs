@@ -34,6 +34,14 @@ pub(super) struct Shell<'a> {
     pub(super) relay_saturated: bool,
 }
 
+/// Commands waiting for the relay beyond which no new call is taken (each
+/// call adds a few; releases and remotes of calls up must still all go).
+pub(super) const RELAY_BACKLOG_REFUSE_ALL: usize = 4_096;
+
+/// How soon commands the relay handed back are offered again, while some
+/// wait: a remote address late by this much is that much of lost audio.
+pub(super) const RELAY_RETRY: Duration = Duration::from_millis(5);
+
 impl Shell<'_> {
     /// Sends what the relay handed back, in order, until it is full again.
     pub(super) fn retry_relay_backlog(&mut self) {
@@ -46,13 +54,21 @@ impl Shell<'_> {
         }
     }
 
-    /// Whether the relay was saturated since the last call (a command was
-    /// refused, or some still wait), cleared for the next second.
-    pub(super) fn relay_saturated(&mut self) -> bool {
+    /// The overload floor the relay asks for: 2 (every new call refused)
+    /// while more than [`RELAY_BACKLOG_REFUSE_ALL`] commands wait, so the
+    /// backlog, which must lose nothing, stops growing with new calls; 1
+    /// (untrusted calls refused) if the relay was saturated since the last
+    /// call (a command was refused, or some still wait); else 0. The
+    /// saturation is cleared for the next second.
+    pub(super) fn relay_pressure(&mut self) -> u8 {
         self.retry_relay_backlog();
         let saturated = self.relay_saturated || !self.relay_backlog.is_empty();
         self.relay_saturated = false;
-        saturated
+        if self.relay_backlog.len() > RELAY_BACKLOG_REFUSE_ALL {
+            2
+        } else {
+            u8::from(saturated)
+        }
     }
 
     /// Drains every output of the core (which may produce more input: a

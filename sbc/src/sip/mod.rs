@@ -22,6 +22,7 @@
 //! * [`framing`]: stream framing and CRLF keepalives.
 //! * [`error`]: parse errors and the response each one owes.
 //! * [`response`]: responses to requests, and stateless answers to malformed ones.
+//! * [`quote`]: the request an ICMP error quotes, which names one client transaction.
 //! * [`verdict`]: the server checks on a parsed request (416, 420, 483).
 //! * [`transaction`]: the RFC 3261 §17 transaction layer (sans-IO).
 pub mod edit;
@@ -30,6 +31,7 @@ pub mod framing;
 pub mod header;
 pub mod message;
 pub mod name;
+pub mod quote;
 pub mod response;
 pub mod scan;
 pub mod transaction;

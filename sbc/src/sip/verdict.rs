@@ -143,10 +143,12 @@ fn check_body(msg: &Message, method: Method) -> Option<Rejection> {
     if msg.header(HeaderName::ContentType).is_none() {
         return Some(Rejection::new(400, "Missing Content-Type".into()));
     }
-    let sdp = msg
-        .content_type()
-        .is_some_and(|ct| ct.is("application", "sdp"));
-    if !sdp {
+    // A Content-Type that is not a media type is a bad request, not an
+    // unsupported one.
+    let Some(content_type) = msg.content_type() else {
+        return Some(Rejection::new(400, "Malformed Content-Type".into()));
+    };
+    if !content_type.is("application", "sdp") {
         return Some(Rejection {
             status: 415,
             detail: String::new(),
@@ -228,6 +230,17 @@ CSeq: 1 INVITE\r\n\
             )
         );
         assert!(verdict(&invite(CONTACT, SDP)).starts_with("answer 400"));
+        // A Content-Type that is not a media type never gets this far: the
+        // parser refuses it with 400, not 415.
+        let bad = format!(
+            "INVITE sip:bob@198.51.100.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKv1\r\nMax-Forwards: 70\r\nFrom: <sip:a@192.0.2.1>;tag=a\r\nTo: <sip:b@198.51.100.9>\r\nCall-ID: v1\r\nCSeq: 1 INVITE\r\n{CONTACT}Content-Type: sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        );
+        let error = Message::parse(bad.as_bytes()).expect_err("malformed");
+        assert!(
+            matches!(error.response(), Verdict::Reject(r) if r.status == 400),
+            "{error:?}"
+        );
     }
 
     #[test]

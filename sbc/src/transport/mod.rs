@@ -244,6 +244,10 @@ pub enum Event {
         to: SocketAddr,
         /// The connection it was queued on; `None` over UDP.
         connection: Option<ConnectionId>,
+        /// Over UDP, the request the ICMP error quoted: only its client
+        /// transaction failed. `None` over TCP, where the connection failed
+        /// and with it everything queued on it.
+        request: Option<crate::sip::quote::QuotedRequest>,
         /// Why it failed.
         error: TransportError,
     },

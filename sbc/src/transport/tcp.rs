@@ -676,6 +676,7 @@ async fn fail(
         listener,
         to,
         connection: Some(connection),
+        request: None,
         error,
     };
     deliver(shared, event, shutdown).await;

@@ -436,7 +436,9 @@ async fn tcp_outbound_connects_from_the_realm_address_and_is_reused() {
 #[tokio::test]
 async fn udp_to_a_closed_port_is_reported_as_an_event() {
     // The kernel answers a datagram to a closed loopback port with ICMP
-    // port unreachable; the listener hears of it through IP_RECVERR.
+    // port unreachable; the listener hears of it through IP_RECVERR, with
+    // the datagram quoted. Only a quote of a request names a transaction:
+    // the others are counted, not reported.
     let (t, mut rx) = start(
         &[spec(Transport::Udp, "127.0.0.5:0")],
         TransportConfig::default(),
@@ -445,22 +447,31 @@ async fn udp_to_a_closed_port_is_reported_as_an_event() {
         let probe = std::net::UdpSocket::bind("127.0.0.6:0").unwrap_or_else(|e| panic!("{e}"));
         probe.local_addr().unwrap_or_else(|e| panic!("{e}"))
     };
-    t.send(Outbound {
-        transport: Transport::Udp,
-        from_listener: ListenerId(0),
-        to: closed,
-        connection: None,
-        bytes: invite(),
-    })
-    .unwrap_or_else(|e| panic!("send failed at once: {e}"));
+    for bytes in [
+        b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+        b"\r\n\r\n".to_vec(),
+        invite(),
+    ] {
+        t.send(Outbound {
+            transport: Transport::Udp,
+            from_listener: ListenerId(0),
+            to: closed,
+            connection: None,
+            bytes,
+        })
+        .unwrap_or_else(|e| panic!("send failed at once: {e}"));
+    }
     match next_event(&mut rx).await {
         Event::SendFailed {
             listener,
             to,
             connection,
+            request,
             error,
         } => {
             assert_eq!((listener, to, connection), (ListenerId(0), closed, None));
+            assert_eq!(request, crate::sip::quote::quoted_request(&invite()));
+            assert!(request.is_some());
             assert!(
                 matches!(
                     error,
@@ -480,6 +491,7 @@ async fn udp_to_a_closed_port_is_reported_as_an_event() {
         .unwrap_or_else(|e| panic!("{e}"));
     let inbound = next_inbound(&mut rx).await;
     assert_eq!(message(&inbound).method(), Some(crate::sip::Method::Invite));
+    assert_eq!(stats(&t, 0).send_errors, 3);
     within("shutdown", t.shutdown()).await;
 }
 

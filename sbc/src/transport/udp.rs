@@ -63,14 +63,35 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpS
 /// Sends go through a plain non-blocking handle rather than tokio's
 /// `try_send_to`, which reports `WouldBlock` until the reactor has seen the
 /// socket become writable, i.e. spuriously right after start.
+///
+/// With `IP_RECVERR` on, an ICMP error for an earlier datagram, to any
+/// destination, also sets the socket's pending error, and the next send
+/// returns that error instead of sending (udp(7)). Its details are already
+/// in the error queue, where the receive task reports them; this datagram
+/// was not the one that failed, so it is sent again, a bounded number of
+/// times.
 pub(super) fn send(socket: &std::net::UdpSocket, out: &Outbound) -> Result<(), TransportError> {
-    match socket.send_to(&out.bytes, out.to) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(TransportError::Send {
-            to: out.to,
-            kind: e.kind(),
-        }),
+    let mut tries = 0;
+    loop {
+        match socket.send_to(&out.bytes, out.to) {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 4 && is_pending_icmp_error(&e) => tries += 1,
+            Err(e) => {
+                return Err(TransportError::Send {
+                    to: out.to,
+                    kind: e.kind(),
+                });
+            }
+        }
     }
+}
+
+/// An errno an ICMP error leaves pending on the socket.
+fn is_pending_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN)
+    )
 }
 
 /// Reads datagrams until shutdown or the listener's removal; each is
@@ -91,12 +112,13 @@ pub(super) async fn receive(
     let mut shutdown = shared.shutdown.clone();
     let mut closed = listener.closed.subscribe();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut budget = ReportBudget::new();
     loop {
         let (n, remote) = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             _ = closed.wait_for(|closed| *closed) => break,
             ready = socket.ready(Interest::ERROR) => {
-                if ready.is_ok() && !report_unreachable(&shared, id, &socket) {
+                if ready.is_ok() && !report_unreachable(&shared, id, &socket, &mut budget) {
                     break;
                 }
                 continue;
@@ -107,7 +129,7 @@ pub(super) async fn receive(
                     // The pending error of an ICMP message: its details are
                     // in the error queue.
                     tracing::debug!(listener = id.0, error = %e, "UDP receive error");
-                    if !report_unreachable(&shared, id, &socket) {
+                    if !report_unreachable(&shared, id, &socket, &mut budget) {
                         break;
                     }
                     continue;
@@ -180,56 +202,135 @@ fn set_recverr(socket: &Socket, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Most ICMP error reports one listener forwards to the core per second. A
+/// genuine burst (every retransmission of every request to a dead peer is
+/// quoted back) needs one report per transaction; forged ones are dropped by
+/// the core for want of a branch it knows, and this keeps a flood of them
+/// from costing the core more than a table probe each, a thousand times a
+/// second. Reports over it are lost, not calls: timer B still ends those
+/// transactions.
+const MAX_REPORTS_PER_SECOND: u32 = 1_000;
+
+/// The per-listener budget of [`MAX_REPORTS_PER_SECOND`], in one-second
+/// windows.
+#[derive(Debug)]
+struct ReportBudget {
+    window: std::time::Instant,
+    used: u32,
+}
+
+impl ReportBudget {
+    fn new() -> Self {
+        Self {
+            window: super::clock(),
+            used: 0,
+        }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        if now.duration_since(self.window) >= std::time::Duration::from_secs(1) {
+            self.window = now;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= MAX_REPORTS_PER_SECOND
+    }
+}
+
 /// Drains the socket's error queue; each "unreachable" (port, host or
-/// network; not "fragmentation needed") becomes an [`Event::SendFailed`]
-/// for the datagram's destination. Returns false when the core is gone.
-fn report_unreachable(shared: &Shared, id: ListenerId, socket: &UdpSocket) -> bool {
-    let mut alive = true;
+/// network; not "fragmentation needed") whose quoted datagram is one of our
+/// requests (a method and a top Via branch, see [`crate::sip::quote`])
+/// becomes an [`Event::SendFailed`] naming that request. Returns false when
+/// the core is gone.
+///
+/// Drained once directly, then again inside `try_io`, which clears tokio's
+/// error readiness only if no new error arrived since it looked: an error
+/// queued between the last read and the clearing is never left unread.
+fn report_unreachable(
+    shared: &Shared,
+    id: ListenerId,
+    socket: &UdpSocket,
+    budget: &mut ReportBudget,
+) -> bool {
+    let mut alive = drain_errors(shared, id, socket, budget);
+    let _: io::Result<()> = socket.try_io(Interest::ERROR, || {
+        alive &= drain_errors(shared, id, socket, budget);
+        Err(io::ErrorKind::WouldBlock.into())
+    });
+    alive
+}
+
+fn drain_errors(
+    shared: &Shared,
+    id: ListenerId,
+    socket: &UdpSocket,
+    budget: &mut ReportBudget,
+) -> bool {
+    let mut quote = [0u8; QUOTE_BUFFER];
     // Bounded: the queue holds at most a receive buffer's worth.
-    while let Ok(Some((to, errno))) = next_queued_error(socket) {
+    while let Ok(Some(error)) = next_queued_error(socket, &mut quote) {
         // (ICMP "fragmentation needed" is EMSGSIZE: the kernel lowers the
         // path MTU; that is not a failed destination.)
-        if !matches!(
-            errno,
-            libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN
-        ) {
+        if !is_pending_icmp_error(&io::Error::from_raw_os_error(error.errno)) {
             continue;
         }
         if let Some(l) = shared.listener(id) {
             ListenerStats::bump(&l.stats.send_errors);
         }
-        let kind = io::Error::from_raw_os_error(errno).kind();
+        // Only a quote of our own request can fail a transaction; with the
+        // core's channel half full, inbound messages go first.
+        let Some(request) = crate::sip::quote::quoted_request(&quote[..error.quoted]) else {
+            continue;
+        };
+        if shared.events.capacity() * 2 < shared.events.max_capacity()
+            || !budget.take(super::clock())
+        {
+            continue;
+        }
+        let to = error.to;
+        let kind = io::Error::from_raw_os_error(error.errno).kind();
         let event = Event::SendFailed {
             listener: id,
             to,
             connection: None,
+            request: Some(request),
             error: TransportError::Send { to, kind },
         };
         // A full channel loses the report, not the call: timer B still
         // ends the transaction.
         if let Err(TrySendError::Closed(_)) = shared.events.try_send(event) {
-            alive = false;
+            return false;
         }
     }
-    // The queue is empty: tokio waits for the next error.
-    let _: io::Result<()> =
-        socket.try_io(Interest::ERROR, || Err(io::ErrorKind::WouldBlock.into()));
-    alive
+    true
 }
 
-/// One entry of the error queue: the destination of the datagram that
-/// failed and the error's errno (0 if the entry carried no `IP_RECVERR`
-/// message); `None` when the queue is empty.
+/// Room for the quoted datagram: an IPv4 ICMP error holds at most 576 bytes
+/// (RFC 1812 §4.3.2.3), an ICMPv6 one at most 1,280 (RFC 4443 §2.4 (c)).
+const QUOTE_BUFFER: usize = 1_280;
+
+/// One entry of the error queue.
+#[derive(Debug)]
+struct QueuedError {
+    /// The destination of the datagram that failed.
+    to: std::net::SocketAddr,
+    /// The error's errno; 0 if the entry carried no `IP_RECVERR` message.
+    errno: i32,
+    /// How many bytes of the failed datagram's payload were quoted.
+    quoted: usize,
+}
+
+/// Reads one entry of the error queue, its quoted payload into `quote`;
+/// `None` when the queue is empty.
 #[allow(unsafe_code)] // recvmsg(MSG_ERRQUEUE); socket2 has no safe initialised buffers for it
-fn next_queued_error(socket: &UdpSocket) -> io::Result<Option<(std::net::SocketAddr, i32)>> {
+fn next_queued_error(socket: &UdpSocket, quote: &mut [u8]) -> io::Result<Option<QueuedError>> {
     use std::os::fd::AsRawFd;
     // SAFETY: all-zero is a valid value of these plain C structs.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut control = [0u64; 32];
-    let mut data = [0u8; 64];
     let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+        iov_base: quote.as_mut_ptr().cast(),
+        iov_len: quote.len(),
     };
     // SAFETY: as above.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -255,24 +356,38 @@ fn next_queued_error(socket: &UdpSocket) -> io::Result<Option<(std::net::SocketA
             _ => Err(e),
         };
     }
+    // recvmsg returns the bytes it stored, at most the buffer's length
+    // (MSG_TRUNC in msg_flags says the quote was longer).
+    let quoted = (rc as usize).min(quote.len());
     let to = socket_addr(&name).unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let want = std::mem::size_of::<libc::sock_extended_err>();
     // SAFETY: walking the control messages recvmsg wrote with libc's own
-    // macros, which stay within `msg_controllen`; each is checked for level
-    // and type before its data is read (unaligned) as the struct the
-    // kernel documents for it.
+    // macros, which stay within `msg_controllen`; each is checked for level,
+    // type and a length that holds the struct before its data is read
+    // (unaligned) as the struct the kernel documents for it.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     while !cmsg.is_null() {
         let header = unsafe { &*cmsg };
         let recverr = (header.cmsg_level == libc::SOL_IP && header.cmsg_type == libc::IP_RECVERR)
             || (header.cmsg_level == libc::SOL_IPV6 && header.cmsg_type == libc::IPV6_RECVERR);
-        if recverr {
+        let long_enough =
+            header.cmsg_len as usize >= unsafe { libc::CMSG_LEN(want as libc::c_uint) } as usize;
+        if recverr && long_enough {
             let err: libc::sock_extended_err =
                 unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            return Ok(Some((to, err.ee_errno as i32)));
+            return Ok(Some(QueuedError {
+                to,
+                errno: err.ee_errno as i32,
+                quoted,
+            }));
         }
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    Ok(Some((to, 0)))
+    Ok(Some(QueuedError {
+        to,
+        errno: 0,
+        quoted,
+    }))
 }
 
 /// The address in a `sockaddr_storage` the kernel filled.

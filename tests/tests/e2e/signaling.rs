@@ -375,6 +375,31 @@ fn failover_to_second_trunk_on_503() {
 }
 
 #[test]
+fn a_closed_trunk_port_fails_over_at_once() {
+    if skip_unless_sipp("a_closed_trunk_port_fails_over_at_once") {
+        return;
+    }
+    // Nothing listens on pbx: the kernel answers the INVITE with ICMP port
+    // unreachable, which quotes it; the SBC fails that transaction over at
+    // once (RFC 3261 §8.1.3.1, §18.4) instead of after timer B.
+    let lab = Lab::start("closed-port", &LabConfig::failover(&["transport-error"]));
+    let pbx2 = lab.start_callee(&lab.peer("callee.xml", Host::Pbx2));
+    let uac = caller(&lab, "caller.xml", Host::Carrier).run();
+    let pbx2 = lab.finish_callee(&uac, pbx2);
+    uac.assert_success(1);
+    pbx2.assert_success(1);
+    // Timer B is 32 s; a call that waited for it would take that long.
+    assert!(
+        uac.elapsed < Duration::from_secs(16),
+        "failed over after {:?}: the ICMP error was not used\n{}",
+        uac.elapsed,
+        uac.report()
+    );
+    lab.assert_topology_hidden(&[&uac], &[&pbx2]);
+    lab.shutdown();
+}
+
+#[test]
 fn trunk_that_never_answers_fails_over_after_timer_b() {
     if skip_unless_sipp("trunk_that_never_answers_fails_over_after_timer_b") {
         return;

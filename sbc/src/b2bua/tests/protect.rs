@@ -245,15 +245,20 @@ fn a_caller_that_never_acks_frees_its_slot_after_64_t1() {
 }
 
 #[test]
-fn a_refusal_goes_to_an_untrusted_caller_once_and_a_routed_failure_until_acked() {
+fn a_refusal_goes_to_an_untrusted_caller_once_and_a_routed_failure_a_bounded_number_of_times() {
     // A call the SBC takes on gets its 100 Trying at once, trusted or not;
     // the caller then waits in Proceeding without retransmitting, so the
-    // trunk's failure must be retransmitted until it is acknowledged.
-    for config in [
-        CONFIG.to_owned(),
-        CONFIG.replace(
-            "media = { address = \"192.0.2.1\" }",
-            "media = { address = \"192.0.2.1\" }\nnetworks = [\"203.0.113.0/24\"]",
+    // trunk's failure must be retransmitted: until acknowledged (timer G,
+    // then H) for a trusted caller, five times in all for an untrusted
+    // one, whose source may be spoofed (no more than that reaches a victim).
+    for (config, trusted) in [
+        (CONFIG.to_owned(), false),
+        (
+            CONFIG.replace(
+                "media = { address = \"192.0.2.1\" }",
+                "media = { address = \"192.0.2.1\" }\nnetworks = [\"203.0.113.0/24\"]",
+            ),
+            true,
         ),
     ] {
         let mut lab = Lab::new(&config);
@@ -261,12 +266,22 @@ fn a_refusal_goes_to_an_untrusted_caller_once_and_a_routed_failure_until_acked()
         let b_invite = lab.take_one(PBX, "INVITE");
         assert_eq!(lines_to(&mut lab, CALLER), vec!["SIP/2.0 100 Trying"]);
         lab.trunk_sends(PBX, &answer(&b_invite, 486, None));
-        lab.advance(Duration::from_millis(1_000));
-        let busy = lines_to(&mut lab, CALLER)
-            .iter()
-            .filter(|l| l.starts_with("SIP/2.0 486"))
-            .count();
-        assert!(busy >= 2, "{busy} 486s, expected retransmissions");
+        let mut busy = 0;
+        for _ in 0..40 {
+            lab.advance(Duration::from_millis(1_000));
+            busy += lines_to(&mut lab, CALLER)
+                .iter()
+                .filter(|l| l.starts_with("SIP/2.0 486"))
+                .count();
+        }
+        if trusted {
+            // Timer G: 0.5, 1, 2, 4 s, then every 4 s until H at 32 s.
+            assert!(busy >= 9, "trusted: {busy} 486s, expected timer G's");
+        } else {
+            assert_eq!(busy, 5, "untrusted: the final and four retransmissions");
+        }
+        // Timer H ended the transaction either way.
+        assert_eq!(lab.core.transactions(), 0, "trusted: {trusted}");
     }
     // A refusal of the SBC's own (here: every trunk at its rate limit) has
     // no 100 before it, and goes to an untrusted caller once.

@@ -78,7 +78,7 @@ pub(super) fn client_key_of_response(
     Ok(())
 }
 
-fn client_key(branch: &str, method: &[u8], out: &mut Vec<u8>) {
+pub(super) fn client_key(branch: &str, method: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(branch.as_bytes());
     out.push(0);

@@ -385,6 +385,10 @@ struct Tx {
     linger_at: Option<Instant>,
     /// The 100 Trying timer.
     trying_at: Option<Instant>,
+    /// Server INVITE: retransmissions of the final the TU still allows
+    /// (see [`Transactions::limit_retransmissions`]); `None`: timer G runs
+    /// until timer H, as §17.2.1 has it.
+    retransmissions_left: Option<u8>,
     /// The deadline last filed in the heap, so an unchanged deadline is not
     /// filed twice (a flood of matching messages must not grow the heap).
     armed: Option<Instant>,
@@ -482,6 +486,17 @@ impl Transactions {
         self.txs.contains_key(&id.into())
     }
 
+    /// The live client transaction whose request an ICMP error quoted (its
+    /// top Via branch and method, §17.1.3), if any.
+    pub fn client_of_quote(
+        &mut self,
+        quote: &crate::sip::quote::QuotedRequest,
+    ) -> Option<ClientId> {
+        key::client_key(&quote.branch, quote.method.as_bytes(), &mut self.scratch);
+        let id = *self.client_keys.get(self.scratch.as_slice())?;
+        self.contains(id).then_some(id)
+    }
+
     /// Starts a client transaction for `request` (any method but ACK) and
     /// queues its first transmission to `remote`. The top Via must carry the
     /// branch the TU generated. Over an unreliable transport timer A (INVITE)
@@ -532,6 +547,7 @@ impl Transactions {
             timeout_at: later(now, self.timers.t1x64()),
             linger_at: None,
             trying_at: None,
+            retransmissions_left: None,
             armed: None,
         };
         let id_any = TransactionId::Client(id);
@@ -625,6 +641,7 @@ impl Transactions {
             .filter(|_| !invite),
             linger_at: None,
             trying_at: later(now, self.timers.trying).filter(|_| invite),
+            retransmissions_left: None,
             armed: None,
         };
         self.insert(TransactionId::Server(id), tx);
@@ -985,7 +1002,13 @@ impl Transactions {
                 send = Some(trying);
             }
         }
-        if due(tx.retransmit_at) {
+        if due(tx.retransmit_at) && tx.retransmissions_left == Some(0) {
+            // The TU's allowance is spent: silent until timer H or the ACK.
+            tx.retransmit_at = None;
+        } else if due(tx.retransmit_at) {
+            if let Some(left) = &mut tx.retransmissions_left {
+                *left -= 1;
+            }
             // A doubles without a cap (B ends it); E and G double up to T2,
             // and E in Proceeding stays at T2 (§17.1.2.2).
             tx.interval = match (tx.kind, tx.state) {
@@ -1055,6 +1078,30 @@ impl Transactions {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The TU allows a server INVITE's final response at most
+    /// `retransmissions` more retransmissions (timer G), for a source that
+    /// may be spoofed but was sent a provisional, and so waits without
+    /// retransmitting its INVITE (§17.1.1.2): it still gets the final again
+    /// if one is lost, and a spoofed source's victim gets a bounded number of
+    /// datagrams instead of timer G's ten. Timer H still ends the
+    /// transaction; the ACK ends it sooner. Anything but a server INVITE
+    /// transaction is left alone.
+    pub fn limit_retransmissions(
+        &mut self,
+        id: ServerId,
+        retransmissions: u8,
+    ) -> Result<(), TransactionError> {
+        let any = TransactionId::Server(id);
+        let tx = self
+            .txs
+            .get_mut(&any)
+            .ok_or(TransactionError::Unknown(any))?;
+        if tx.kind == Kind::InviteServer {
+            tx.retransmissions_left = Some(retransmissions);
+        }
+        Ok(())
     }
 
     /// The TU abandons a transaction (e.g. §9.1: no final response 64*T1
