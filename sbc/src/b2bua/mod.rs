@@ -217,8 +217,10 @@ pub(crate) const UNTRUSTED_FINAL_RETRANSMISSIONS: u8 = 4;
 
 impl Core {
     /// A core for `config`, sending through `listeners` (indexed by
-    /// [`ListenerId`]). `resolve` gives the address of a trunk whose address
-    /// is a host name (the IO shell resolves names); IP trunks need none.
+    /// [`ListenerId`]). `resolve` may give a first address for a trunk given
+    /// as `host:port`; IP trunks need none. Trunks given by DNS name get
+    /// their targets from the IO shell's resolver through
+    /// [`Core::set_trunk_targets`] (the daemon passes no `resolve` at all).
     pub fn new(
         config: &Config,
         listeners: Vec<ListenerInfo>,

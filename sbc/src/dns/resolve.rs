@@ -285,7 +285,10 @@ fn plain_targets(host: &str, ips: &[IpAddr], port: u16, transport: DnsTransport)
 }
 
 fn finish(mut targets: Vec<Target>, ttl: u32, method: Method) -> Resolution {
-    targets.sort_by_key(|t| t.priority);
+    // Servers rotate the records of an answer; within a priority the order
+    // is drawn per call anyway, so a fixed one keeps an unchanged answer
+    // from looking new.
+    targets.sort_by_key(|t| (t.priority, t.addr));
     Resolution {
         targets,
         ttl: Duration::from_secs(u64::from(if ttl == u32::MAX { 0 } else { ttl })),

@@ -121,6 +121,7 @@ fn a_trunk_found_by_naptr_and_srv_fails_over_to_its_second_target_and_follows_th
     // closed); sip2 (priority 20): pbx2, where the callee answers.
     let (down, up) = (plan.host_ip(Host::Pbx), plan.host_ip(Host::Pbx2));
     let server = dnsmasq(&lab, dns, &[(down, 10), (up, 20)], "dnsmasq-1.log");
+    let served = now();
     lab.start_daemon(&config(&plan, dns));
 
     // The SBC resolves the trunk at start, without blocking anything.
@@ -159,7 +160,19 @@ fn a_trunk_found_by_naptr_and_srv_fails_over_to_its_second_target_and_follows_th
 
     // New records: one SRV target, a third host. The SBC keeps its last
     // answer until the TTL runs out, then asks again and uses the new one.
+    // Within a TTL the answer is reused, not asked again per call: the
+    // server saw one NAPTR query per TTL at most (and the first).
+    let alive = served.elapsed().as_secs();
     drop(server);
+    let queries = std::fs::read_to_string(lab.dir().join("dnsmasq-1.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("query[NAPTR]"))
+        .count() as u64;
+    assert!(
+        (1..=alive / TTL + 2).contains(&queries),
+        "{queries} NAPTR queries in {alive} s with a TTL of {TTL} s"
+    );
     let moved = plan.spare_ip(1);
     let restarted = now();
     let _server = dnsmasq(&lab, dns, &[(moved, 10)], "dnsmasq-2.log");
