@@ -295,22 +295,20 @@ impl Core {
             return self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::NoRoute));
         };
         let realm = self.trunks[trunk].realm;
-        {
-            let user = call
-                .a_invite
-                .request_uri()
-                .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
-                .unwrap_or_default();
-            let at = if user.is_empty() {
-                String::new()
-            } else {
-                format!("{user}@")
-            };
-            let host = host_port(peer);
-            call.setup.b_to = format!("<sip:{at}{host}>");
-            let target = format!("sip:{at}{host}");
-            self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
-        }
+        let user = call
+            .a_invite
+            .request_uri()
+            .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
+            .unwrap_or_default();
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let host = host_port(peer);
+        call.setup.b_to = format!("<sip:{at}{host}>");
+        let target = format!("sip:{at}{host}");
+        self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
     }
 
     /// Starts (or restarts) leg B towards `peer`, with `target` as its
