@@ -370,6 +370,12 @@ impl Net {
         }
     }
 
+    /// The process holding the private namespace open (join it with
+    /// [`in_netns_of`]); `None` on the host's loopback.
+    pub fn pid(&self) -> Option<u32> {
+        self.anchor.as_ref().map(Background::id)
+    }
+
     /// Whether this is a private namespace.
     pub fn is_isolated(&self) -> bool {
         self.anchor.is_some()

@@ -26,6 +26,22 @@ const DNS_PORT: u16 = 5353;
 /// SRV records name `targets` (address, priority) on port 5060, in the
 /// lab's network on `listen`. Logs to `log`.
 fn dnsmasq(lab: &Lab, listen: SocketAddr, targets: &[(IpAddr, u16)], log: &str) -> Background {
+    let mut records = vec![format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    )];
+    for (i, (ip, priority)) in targets.iter().enumerate() {
+        let host = format!("t{i}-{}.sbc-lab.test", ip.to_string().replace('.', "-"));
+        records.push(format!(
+            "--srv-host=_sip._udp.{DOMAIN},{host},{SIP_PORT},{priority},10"
+        ));
+        records.push(format!("--host-record={host},{ip},{TTL}"));
+    }
+    dnsmasq_serving(lab, listen, &records, log)
+}
+
+/// dnsmasq in the lab's network on `listen`, serving `records` (its own
+/// options) with a TTL of [`TTL`], nothing else; logs to `log`.
+fn dnsmasq_serving(lab: &Lab, listen: SocketAddr, records: &[String], log: &str) -> Background {
     let mut cmd = lab.net().command("dnsmasq");
     cmd.args([
         "--keep-in-foreground",
@@ -44,16 +60,7 @@ fn dnsmasq(lab: &Lab, listen: SocketAddr, targets: &[(IpAddr, u16)], log: &str) 
     .arg(format!("--listen-address={}", listen.ip()))
     .arg(format!("--port={}", listen.port()))
     .arg(format!("--local-ttl={TTL}"))
-    .arg(format!(
-        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
-    ));
-    for (i, (ip, priority)) in targets.iter().enumerate() {
-        let host = format!("t{i}-{}.sbc-lab.test", ip.to_string().replace('.', "-"));
-        cmd.arg(format!(
-            "--srv-host=_sip._udp.{DOMAIN},{host},{SIP_PORT},{priority},10"
-        ))
-        .arg(format!("--host-record={host},{ip},{TTL}"));
-    }
+    .args(records);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -197,4 +204,140 @@ fn a_trunk_found_by_naptr_and_srv_fails_over_to_its_second_target_and_follows_th
     uac.assert_success(1);
     uas.assert_success(1);
     lab.shutdown();
+}
+
+/// sbc's RFC 3263 resolver itself against dnsmasq, in the lab's namespace:
+/// NAPTR order and the transports a realm serves, SRV without NAPTR, SRV
+/// only when the trunk names its transport, A/AAAA only for `name:port`,
+/// A/AAAA on 5060 when nothing else is published, priorities, weights and
+/// TTLs as served, and a name with nothing at all.
+#[test]
+fn the_resolver_follows_rfc_3263_against_a_real_server() {
+    use sbc::dns::resolve::Resolver;
+    use sbc::dns::{DnsTransport, Method};
+
+    let name = "the_resolver_follows_rfc_3263_against_a_real_server";
+    if skip_unless_tool(name, "dnsmasq", "--version", "apt-get install dnsmasq-base") {
+        return;
+    }
+    let lab = Lab::peers_only("dns-resolver");
+    // Without a private namespace the server is on the host's loopback,
+    // which is fine too: the addresses are the lab's own.
+    run_resolver_checks(&lab, lab.net().pid());
+
+    fn run_resolver_checks(lab: &Lab, pid: Option<u32>) {
+        let plan = *lab.plan();
+        let dns = SocketAddr::new(plan.realm_ip(Realm::Outside), DNS_PORT);
+        let (a, b, c) = (plan.spare_ip(1), plan.spare_ip(2), plan.spare_ip(3));
+        let records: Vec<String> = [
+            // "both": TCP preferred by NAPTR order, UDP second.
+            "--naptr-record=both.sbc-lab.test,10,10,S,SIP+D2T,,_sip._tcp.both.sbc-lab.test"
+                .to_owned(),
+            "--naptr-record=both.sbc-lab.test,20,10,S,SIP+D2U,,_sip._udp.both.sbc-lab.test"
+                .to_owned(),
+            // SCTP and TLS are not served: skipped.
+            "--naptr-record=both.sbc-lab.test,5,10,S,SIP+D2S,,_sip._sctp.both.sbc-lab.test"
+                .to_owned(),
+            "--srv-host=_sip._tcp.both.sbc-lab.test,ha.sbc-lab.test,5070,10,60".to_owned(),
+            "--srv-host=_sip._tcp.both.sbc-lab.test,hb.sbc-lab.test,5071,10,40".to_owned(),
+            "--srv-host=_sip._tcp.both.sbc-lab.test,hc.sbc-lab.test,5072,20,0".to_owned(),
+            "--srv-host=_sip._udp.both.sbc-lab.test,hc.sbc-lab.test,5080,10,0".to_owned(),
+            // "srvonly": no NAPTR, an SRV for UDP.
+            "--srv-host=_sip._udp.srvonly.sbc-lab.test,hb.sbc-lab.test,5090,10,0".to_owned(),
+            // "plain": an address only.
+            format!("--host-record=plain.sbc-lab.test,{c},{TTL}"),
+            format!("--host-record=ha.sbc-lab.test,{a},{TTL}"),
+            format!("--host-record=hb.sbc-lab.test,{b},{TTL}"),
+            format!("--host-record=hc.sbc-lab.test,{c},{TTL}"),
+        ]
+        .to_vec();
+        let _server = dnsmasq_serving(lab, dns, &records, "dnsmasq-resolver.log");
+        let checks = move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                use DnsTransport::{Tcp, Udp};
+                let resolver = Resolver::new(&[dns]).expect("a resolver");
+                let both = [Udp, Tcp];
+                let got = |r: &sbc::dns::Resolution| -> Vec<(String, DnsTransport, u16, u16)> {
+                    r.targets
+                        .iter()
+                        .map(|t| (t.addr.to_string(), t.transport, t.priority, t.weight))
+                        .collect()
+                };
+
+                let r = resolver
+                    .resolve("both.sbc-lab.test", None, None, &both)
+                    .await
+                    .expect("both resolves");
+                assert_eq!(r.method, Method::Naptr);
+                assert_eq!(r.ttl, Duration::from_secs(TTL));
+                assert_eq!(
+                    got(&r),
+                    [
+                        (format!("{a}:5070"), Tcp, 10, 60),
+                        (format!("{b}:5071"), Tcp, 10, 40),
+                        (format!("{c}:5072"), Tcp, 20, 0),
+                    ]
+                );
+                // A realm with only UDP listeners follows the UDP NAPTR.
+                let r = resolver
+                    .resolve("both.sbc-lab.test", None, None, &[Udp])
+                    .await
+                    .expect("both over UDP");
+                assert_eq!(
+                    (r.method, got(&r)),
+                    (Method::Naptr, vec![(format!("{c}:5080"), Udp, 10, 0)])
+                );
+                // A transport given: SRV of that transport, no NAPTR.
+                let r = resolver
+                    .resolve("both.sbc-lab.test", None, Some(Udp), &[Udp])
+                    .await
+                    .expect("both, UDP given");
+                assert_eq!(
+                    (r.method, got(&r)),
+                    (Method::Srv, vec![(format!("{c}:5080"), Udp, 10, 0)])
+                );
+                // No NAPTR: SRV for each transport in turn.
+                let r = resolver
+                    .resolve("srvonly.sbc-lab.test", None, None, &both)
+                    .await
+                    .expect("srvonly");
+                assert_eq!(
+                    (r.method, got(&r)),
+                    (Method::Srv, vec![(format!("{b}:5090"), Udp, 10, 0)])
+                );
+                // Nothing but an address: 5060 over the first transport.
+                let r = resolver
+                    .resolve("plain.sbc-lab.test", None, None, &both)
+                    .await
+                    .expect("plain");
+                assert_eq!(
+                    (r.method, got(&r)),
+                    (Method::Address, vec![(format!("{c}:5060"), Udp, 0, 0)])
+                );
+                // name:port: A/AAAA only, even where SRV exists.
+                let r = resolver
+                    .resolve("ha.sbc-lab.test", Some(5099), Some(Tcp), &[Tcp])
+                    .await
+                    .expect("ha:5099");
+                assert_eq!(
+                    (r.method, got(&r)),
+                    (Method::Address, vec![(format!("{a}:5099"), Tcp, 0, 0)])
+                );
+                // Nothing at all.
+                let e = resolver
+                    .resolve("nothing.sbc-lab.test", None, None, &both)
+                    .await
+                    .expect_err("nothing resolves");
+                assert!(e.to_string().contains("nothing.sbc-lab.test"), "{e}");
+            });
+        };
+        match pid {
+            Some(pid) => tests::netns::in_netns_of(pid, checks),
+            None => checks(),
+        }
+    }
 }
