@@ -176,3 +176,34 @@ fn every_target_has_its_own_health_check_and_the_trunk_is_up_while_one_answers()
         "no probe to a target DNS dropped"
     );
 }
+
+#[test]
+fn a_reload_keeps_the_targets_of_a_name_it_keeps_and_drops_those_of_a_changed_one() {
+    let mut lab = Lab::new(&named_config(0));
+    let now = lab.now;
+    lab.core.set_trunk_targets(now, "pbx", targets());
+    let same = Config::from_str_named(&named_config(0), "test.toml").expect("valid");
+    lab.core.reload(now, &same, |_, _| None);
+    lab.caller_sends(&invite(true));
+    let b = lab.take_one(SIP1, "INVITE");
+    end_call(&mut lab, SIP1, &b);
+
+    // Another name: its targets come from the shell's next answer; until
+    // then the route's next trunk takes calls.
+    let moved = Config::from_str_named(
+        &named_config(0).replace("pbx.example.net", "pbx2.example.net"),
+        "test.toml",
+    )
+    .expect("valid");
+    lab.core.reload(now, &moved, |_, _| None);
+    lab.caller_sends(&another_invite(2));
+    lab.take_one(PBX2, "INVITE");
+    assert!(lab.take(SIP1).is_empty());
+    // An empty answer (the name stopped resolving) changes nothing; a new
+    // one is used at once.
+    lab.core.set_trunk_targets(now, "pbx", Vec::new());
+    lab.core
+        .set_trunk_targets(now, "pbx", targets()[1..].to_vec());
+    lab.caller_sends(&another_invite(3));
+    lab.take_one(SIP2, "INVITE");
+}
