@@ -154,6 +154,18 @@ impl Softphone {
         }
     }
 
+    /// Makes the phone register `aor` (e.g. `sip:100@192.0.2.1`, whose host
+    /// is where the REGISTER goes) every `regint` seconds instead of
+    /// staying unregistered, still answering calls at once; it removes its
+    /// registration when it quits.
+    pub fn register(&self, aor: &str, regint: u32) {
+        fs::write(
+            self.dir.join("accounts"),
+            format!("<{aor}>;regint={regint};answermode=auto\n"),
+        )
+        .unwrap_or_else(|e| panic!("write {}/accounts: {e}", self.dir.display()));
+    }
+
     /// Starts the phone in `net` for `secs` seconds (`-t`), with extra
     /// commands (`-e "/dial sip:..."`).
     pub fn start(&mut self, net: &Net, secs: u32, commands: &[&str]) {

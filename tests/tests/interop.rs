@@ -935,3 +935,87 @@ fn baresip_whose_rtp_comes_from_another_address_is_heard_where_its_realm_allows_
         );
     }
 }
+
+/// baresip as an access phone: it registers through the SBC's access realm
+/// to the PBX (the registrar), which calls the Contact it was given and
+/// echoes RTP; the call reaches baresip, which answers, and its audio comes
+/// back through both anchors. The registrar sees only the SBC.
+#[test]
+fn baresip_registers_through_the_access_realm_and_answers_the_registrars_call() {
+    use tests::baresip::Softphone;
+    use tests::sipp::assert_no_leak;
+
+    const NAME: &str = "baresip_registers_through_the_access_realm_and_answers_the_registrars_call";
+    if skip_unless_baresip(NAME) {
+        return;
+    }
+    let plan = Plan::next();
+    // The outside realm is the phones' access realm; the PBX its registrar.
+    let media = format!(
+        "media = {{ address = \"{}\" }}\n",
+        plan.realm_ip(Realm::Outside)
+    );
+    let toml = plan.toml(&LabConfig::default()).replacen(
+        &media,
+        &format!("{media}access = {{ registrar = \"pbx\", keepalive_secs = 0 }}\n"),
+        1,
+    );
+    let lab = Lab::start_toml("baresip-access", plan, &toml);
+    let phone_ip = plan.host_ip(Host::Carrier);
+    // baresip's RTP leaves from the address of its SDP (see the first
+    // baresip test).
+    let status = lab
+        .net()
+        .command("ip")
+        .args(["route", "add", "local"])
+        .arg(format!("{}/32", plan.realm_ip(Realm::Outside)))
+        .args(["dev", "lo", "table", "local", "src"])
+        .arg(phone_ip.to_string())
+        .status()
+        .expect("run ip route");
+    assert!(status.success(), "ip route add failed");
+    let registrar = lab.start_callee(
+        &lab.peer("registrar-calls-phone.xml", Host::Pbx)
+            .rtp_echo()
+            .timeout(Duration::from_secs(30)),
+    );
+    let mut phone = Softphone::new(
+        &lab.dir().join("phone"),
+        plan.host(Host::Carrier),
+        "100",
+        CALLER_TONE,
+    );
+    phone.register(&format!("sip:100@{}", plan.realm(Realm::Outside)), 60);
+    phone.start(lab.net(), 8, &[]);
+    phone.wait(Duration::from_secs(12));
+    let registrar = registrar.wait();
+    let log = phone.log();
+    let context = format!(
+        "--- phone ---\n{log}\n--- registrar ---\n{}\n--- sbc ---\n{}",
+        registrar.report(),
+        lab.daemon_stderr()
+    );
+    assert!(registrar.status.success(), "{context}");
+    registrar.assert_success(1);
+    assert!(log.contains("Call established"), "{context}");
+    // Media both ways: the phone's RTP reached the registrar (which echoed
+    // it), and the echo came back to the phone from the SBC's anchor.
+    let rtp_from = phone.rtp_from().unwrap_or_default();
+    assert!(
+        rtp_from.starts_with(&format!("{}:", plan.realm_ip(Realm::Outside))),
+        "RTP came from {rtp_from:?}\n{context}"
+    );
+    let metrics = lab
+        .admin_get("/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    for realm in ["outside", "inside"] {
+        let packets = realm_metric(&metrics, "sbc_media_packets_total", realm);
+        assert!(packets > 20.0, "{packets} packets on {realm}\n{context}");
+    }
+    // The registrar never saw the phone's address; the phone never saw the
+    // registrar's.
+    assert_no_leak(&registrar.messages, &[&phone_ip.to_string(), "baresip"]);
+    assert_no_leak(&log, &[&plan.host_ip(Host::Pbx).to_string()]);
+    lab.shutdown();
+}

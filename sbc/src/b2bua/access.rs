@@ -123,6 +123,12 @@ pub(super) struct Bindings {
     confirmed: HashMap<usize, usize>,
     /// Confirmed bindings per (realm, source): who may call out.
     flows: HashMap<(usize, SocketAddr), usize>,
+    /// Bindings per (realm, source IP), confirmed or not (the per-source
+    /// cap).
+    sources: HashMap<(usize, IpAddr), usize>,
+    /// The bindings registered over each TCP connection: they go when it
+    /// closes.
+    connections: HashMap<ConnectionId, Vec<u64>>,
     pub(super) relayed: HashMap<ClientId, Relayed>,
     /// Keepalive OPTIONS in flight → binding.
     pub(super) pings: HashMap<ClientId, u64>,
@@ -225,13 +231,50 @@ impl Bindings {
         let Some(b) = self.by_id.get_mut(&id) else {
             return;
         };
-        let (realm, old) = (b.realm, b.flow.peer);
+        let (realm, old) = (b.realm, b.flow);
         let confirmed = b.registrar_until.is_some();
         b.flow = flow;
-        if confirmed && old != flow.peer {
-            self.count_confirmed(realm, old, false);
+        if confirmed && old.peer != flow.peer {
+            self.count_confirmed(realm, old.peer, false);
             self.count_confirmed(realm, flow.peer, true);
         }
+        self.index_flow(realm, id, &old, false);
+        self.index_flow(realm, id, &flow, true);
+    }
+
+    /// Counts binding `id` on `flow` in (`add`) or out of the per-source
+    /// and per-connection indexes.
+    fn index_flow(&mut self, realm: usize, id: u64, flow: &Flow, add: bool) {
+        let source = (realm, flow.peer.ip());
+        if add {
+            *self.sources.entry(source).or_default() += 1;
+        } else {
+            decrement(&mut self.sources, &source);
+        }
+        let Some(connection) = flow.connection else {
+            return;
+        };
+        if add {
+            self.connections.entry(connection).or_default().push(id);
+        } else if let Some(ids) = self.connections.get_mut(&connection) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.connections.remove(&connection);
+            }
+        }
+    }
+
+    /// Bindings of `realm` registered from `ip`.
+    fn of_source(&self, realm: usize, ip: IpAddr) -> usize {
+        self.sources.get(&(realm, ip)).copied().unwrap_or(0)
+    }
+
+    /// The bindings registered over `connection`.
+    pub(super) fn on_connection(&self, connection: ConnectionId) -> Vec<u64> {
+        self.connections
+            .get(&connection)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn insert(&mut self, binding: Binding) -> u64 {
@@ -251,6 +294,7 @@ impl Bindings {
         if binding.registrar_until.is_some() {
             self.count_confirmed(binding.realm, binding.flow.peer, true);
         }
+        self.index_flow(binding.realm, id, &binding.flow, true);
         self.timers.push(Reverse((binding.deadline(), id)));
         self.by_id.insert(id, binding);
         id
@@ -273,6 +317,7 @@ impl Bindings {
         if binding.registrar_until.is_some() {
             self.count_confirmed(binding.realm, binding.flow.peer, false);
         }
+        self.index_flow(binding.realm, id, &binding.flow, false);
         Some(binding)
     }
 
@@ -323,6 +368,23 @@ impl Bindings {
         assert_eq!(per_realm, self.per_realm, "bindings per realm");
         assert_eq!(confirmed, self.confirmed, "confirmed bindings per realm");
         assert_eq!(flows, self.flows, "confirmed bindings per flow");
+        let mut sources: HashMap<(usize, IpAddr), usize> = HashMap::new();
+        let mut connections: HashMap<ConnectionId, Vec<u64>> = HashMap::new();
+        for (id, b) in &self.by_id {
+            *sources.entry((b.realm, b.flow.peer.ip())).or_default() += 1;
+            if let Some(c) = b.flow.connection {
+                connections.entry(c).or_default().push(*id);
+            }
+        }
+        assert_eq!(sources, self.sources, "bindings per source");
+        let mut indexed_connections = self.connections.clone();
+        for ids in connections
+            .values_mut()
+            .chain(indexed_connections.values_mut())
+        {
+            ids.sort_unstable();
+        }
+        assert_eq!(connections, indexed_connections, "bindings per connection");
         let indexed: usize = self.aors.values().map(Vec::len).sum();
         assert_eq!(indexed, self.by_id.len(), "bindings per AOR");
         (self.by_id.len(), self.relayed.len(), self.pings.len())
@@ -464,6 +526,8 @@ impl Core {
                 if realm_full
                     || self.bindings.of_aor(meta.realm, &ask.aor).len()
                         >= access.max_bindings_per_aor as usize
+                    || self.bindings.of_source(meta.realm, meta.remote.ip())
+                        >= access.max_bindings_per_source as usize
                 {
                     self.events.push_back(CoreEvent::Register {
                         realm: self.realms[meta.realm].name.clone(),
@@ -763,6 +827,21 @@ impl Core {
         }
     }
 
+    /// A TCP connection closed: the bindings registered over it can no
+    /// longer be reached (a phone behind a NAT takes no new connection; RFC
+    /// 5626 §4.4.2: the flow failed), so they are removed and the registrar
+    /// told. One whose REGISTER is at the registrar right now is left to
+    /// that answer and its own expiry.
+    pub fn handle_connection_closed(&mut self, now: Instant, connection: ConnectionId) {
+        for id in self.bindings.on_connection(connection) {
+            if self.bindings.relayed.values().any(|r| r.binding == id) {
+                continue;
+            }
+            self.unregister(now, id);
+        }
+        self.pump(now);
+    }
+
     /// Fires the bindings' deadlines: phone expiries and keepalives.
     pub(super) fn binding_timers(&mut self, now: Instant) {
         for id in self.bindings.due(now) {
@@ -947,6 +1026,48 @@ impl Core {
             taken += 1;
         }
         taken
+    }
+
+    /// The address-of-record a call on an access realm counts against:
+    /// the binding's it goes to, else (a phone calling out) its From URI,
+    /// as a REGISTER's To names it. `None` off access realms.
+    pub(super) fn call_user(
+        &self,
+        meta: &Meta,
+        request: &Message,
+        to_binding: Option<(usize, &str)>,
+    ) -> Option<(usize, String)> {
+        if let Some((realm, aor)) = to_binding {
+            return Some((realm, aor.to_owned()));
+        }
+        self.realms.get(meta.realm)?.access.as_ref()?;
+        let from = request.from()?;
+        Some((
+            meta.realm,
+            String::from_utf8_lossy(from.uri().as_bytes()).into_owned(),
+        ))
+    }
+
+    /// Whether `user` may have one more call up (`max_calls_per_user`).
+    pub(super) fn user_may_call(&self, user: &(usize, String)) -> bool {
+        let limit = self
+            .realms
+            .get(user.0)
+            .and_then(|r| r.access.as_ref())
+            .map_or(0, |a| a.max_calls_per_user);
+        limit == 0 || self.user_calls.get(user).copied().unwrap_or(0) < limit as usize
+    }
+
+    /// Counts `call` against its user (in at its start, out when it ends).
+    pub(super) fn count_user_call(&mut self, user: Option<&(usize, String)>, add: bool) {
+        let Some(user) = user else {
+            return;
+        };
+        if add {
+            *self.user_calls.entry(user.clone()).or_default() += 1;
+        } else {
+            decrement(&mut self.user_calls, user);
+        }
     }
 
     /// Whether a caller on an access realm may place calls: registered

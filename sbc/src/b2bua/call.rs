@@ -262,6 +262,9 @@ pub(super) struct Call {
     pub(super) a_status: u16,
     /// The untrusted source this call is counted against ([`protect`]).
     pub(super) guarded: Option<IpAddr>,
+    /// The access realm and address-of-record this call counts against
+    /// (`max_calls_per_user`), if any.
+    pub(super) user: Option<(usize, String)>,
     /// Counted as a setup of that source (until A has its final response).
     pub(super) in_setup: bool,
 }

@@ -92,6 +92,17 @@ impl Core {
         if registered.is_none() && access::is_token(&user) {
             return refuse(self, 480, RejectReason::NoRoute);
         }
+        let counted = self.call_user(
+            meta,
+            &request,
+            registered
+                .as_ref()
+                .map(|(realm, _, _, aor)| (*realm, aor.as_str())),
+        );
+        if counted.as_ref().is_some_and(|u| !self.user_may_call(u)) {
+            // The user's phones have as many calls up as it may have.
+            return refuse(self, 486, RejectReason::Admission);
+        }
         let domain = uri.host().map(|h| h.to_string()).unwrap_or_default();
         let facts = CallFacts {
             realm: &self.realms[realm].name,
@@ -180,9 +191,12 @@ impl Core {
             answered: None,
             a_status: 0,
             guarded: None,
+            user: None,
             in_setup: false,
         });
         self.count_call(&mut call, meta);
+        self.count_user_call(counted.as_ref(), true);
+        call.user = counted;
         match registered {
             Some((realm, flow, contact, aor)) => {
                 call.setup.b_to = format!("<{aor}>");

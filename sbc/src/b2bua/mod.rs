@@ -182,6 +182,9 @@ pub struct Core {
     target_block: Duration,
     /// Phones registered through access realms.
     bindings: access::Bindings,
+    /// Calls up per (access realm, address-of-record), for
+    /// `max_calls_per_user`.
+    user_calls: HashMap<(usize, String), usize>,
     /// The listener, transport and connection a transaction sends from
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
@@ -258,6 +261,7 @@ impl Core {
             pings: HashMap::new(),
             target_block: Duration::ZERO,
             bindings: access::Bindings::default(),
+            user_calls: HashMap::new(),
             sent_from: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),

@@ -175,6 +175,8 @@ impl Core {
         if let Some(trunk) = call.trunk.take() {
             self.trunks[trunk].release();
         }
+        let user = call.user.take();
+        self.count_user_call(user.as_ref(), false);
         // Only this call's own keys: ending a call must not cost a scan of
         // every call up.
         self.dialogs.remove(&call.a.dialog_key());

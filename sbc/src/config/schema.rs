@@ -744,6 +744,15 @@ pub struct Access {
     /// Bindings of one address-of-record at most.
     #[serde(default = "default_max_bindings_per_aor")]
     pub max_bindings_per_aor: u32,
+    /// Bindings registered from one source IP address at most (403
+    /// beyond): one host, or one NAT with a site of phones behind it,
+    /// cannot fill the realm.
+    #[serde(default = "default_max_bindings_per_source")]
+    pub max_bindings_per_source: u32,
+    /// Calls up at once per address-of-record, to and from its phones
+    /// (0: no limit); 486 Busy Here beyond.
+    #[serde(default)]
+    pub max_calls_per_user: u32,
     /// Whether a source with no binding may place calls (false: 403).
     #[serde(default)]
     pub unregistered_calls: bool,
@@ -767,6 +776,10 @@ fn default_max_bindings() -> u32 {
 
 fn default_max_bindings_per_aor() -> u32 {
     10
+}
+
+fn default_max_bindings_per_source() -> u32 {
+    1_000
 }
 
 /// A signaling listener.

@@ -582,12 +582,14 @@ impl Validator<'_> {
                 Some("3600 s is usual".into()),
             );
         }
-        if access.max_bindings == 0 || access.max_bindings_per_aor == 0 {
-            let field = if access.max_bindings == 0 {
-                "max_bindings"
-            } else {
-                "max_bindings_per_aor"
-            };
+        let zero = [
+            ("max_bindings", access.max_bindings),
+            ("max_bindings_per_aor", access.max_bindings_per_aor),
+            ("max_bindings_per_source", access.max_bindings_per_source),
+        ]
+        .into_iter()
+        .find(|(_, n)| *n == 0);
+        if let Some((field, _)) = zero {
             self.report(
                 at.key(field),
                 item,

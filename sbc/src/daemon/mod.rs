@@ -266,6 +266,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                         }
                     }
                 }
+                Some(Event::Closed { connection, .. }) => {
+                    core.handle_connection_closed(now(), connection);
+                }
                 None => break,
             },
             () = media_wake.notified() => {

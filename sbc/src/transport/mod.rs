@@ -251,6 +251,18 @@ pub enum Event {
         /// Why it failed.
         error: TransportError,
     },
+    /// A TCP connection ended (the peer closed it, it failed, timed out or
+    /// lost its framing), after the failures of what was queued on it.
+    /// Not sent at shutdown. A binding registered over it is unreachable
+    /// from now on (RFC 5626 §4.4.2: the flow failed).
+    Closed {
+        /// The listener it belonged to.
+        listener: ListenerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer.
+        remote: SocketAddr,
+    },
 }
 
 /// A message to send.
@@ -967,6 +979,19 @@ impl Drop for Transports {
         // leave sockets open until the runtime ends.
         let _ = self.stop.send(true);
     }
+}
+
+/// Whether a message (an inbound one, or a failed send) waits for the
+/// core; [`Event::Closed`] reports, which every connection's end leaves, are
+/// taken and ignored.
+#[cfg(test)]
+fn a_message_waits(rx: &mut tokio::sync::mpsc::Receiver<Event>) -> bool {
+    while let Ok(event) = rx.try_recv() {
+        if !matches!(event, Event::Closed { .. }) {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

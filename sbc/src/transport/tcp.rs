@@ -880,4 +880,12 @@ async fn run(
         )
         .await;
     }
+    if !matches!(end, End::Shutdown | End::CoreGone) {
+        let event = Event::Closed {
+            listener,
+            connection: id,
+            remote,
+        };
+        deliver(&shared, event, &mut shutdown).await;
+    }
 }

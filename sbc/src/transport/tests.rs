@@ -347,7 +347,7 @@ async fn tcp_framing_error_closes_the_connection() {
     })
     .await;
     assert!(
-        rx.try_recv().is_err(),
+        !a_message_waits(&mut rx),
         "a desynchronised message was delivered"
     );
     within("shutdown", t.shutdown()).await;
@@ -492,6 +492,36 @@ async fn udp_to_a_closed_port_is_reported_as_an_event() {
     let inbound = next_inbound(&mut rx).await;
     assert_eq!(message(&inbound).method(), Some(crate::sip::Method::Invite));
     assert_eq!(stats(&t, 0).send_errors, 3);
+    within("shutdown", t.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_tcp_connection_the_peer_closes_is_reported_after_its_messages() {
+    let (t, mut rx) = start(
+        &[spec(Transport::Tcp, "127.0.0.5:0")],
+        TransportConfig::default(),
+    );
+    let mut client = TcpStream::connect(local(&t, 0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let me = client.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    client
+        .write_all(&invite())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inbound = next_inbound(&mut rx).await;
+    drop(client);
+    match next_event(&mut rx).await {
+        Event::Closed {
+            listener,
+            connection,
+            remote,
+        } => {
+            assert_eq!((listener, remote), (ListenerId(0), me));
+            assert_eq!(Some(connection), inbound.connection);
+        }
+        other => panic!("expected Closed, got {other:?}"),
+    }
     within("shutdown", t.shutdown()).await;
 }
 

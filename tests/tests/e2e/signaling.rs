@@ -777,6 +777,43 @@ Content-Length: 0\r\n\r\n"
     }
 }
 
+/// Audio both ways with a registrar that echoes RTP: 50 packets from the
+/// phone's `rtp` socket to the SBC's address and port in `invite`'s offer;
+/// returns how many came back, each from that address and port only.
+fn rtp_echoed(rtp: &std::net::UdpSocket, invite: &str) -> usize {
+    use std::net::{IpAddr, SocketAddr};
+    let sdp_line = |prefix: &str| {
+        invite
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{invite}"))
+    };
+    let media_ip: IpAddr = sdp_line("c=IN IP4 ").trim().parse().expect("c= address");
+    let media_port: u16 = sdp_line("m=audio ")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("m= port");
+    let to = SocketAddr::new(media_ip, media_port);
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..50u16 {
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        packet.extend_from_slice(&[0xd5; 160]);
+        let _ = rtp.send_to(&packet, to);
+        while let Ok((n, from)) = rtp.recv_from(&mut buf) {
+            assert_eq!(from, to, "media only from the SBC's anchored port");
+            if n == packet.len() {
+                echoed += 1;
+            }
+        }
+    }
+    echoed
+}
+
 #[test]
 fn a_phone_registers_through_the_embedded_default_and_takes_a_call() {
     phone_registers_and_takes_a_call(
@@ -809,12 +846,19 @@ fn phone_registers_and_takes_a_call(name: &str, tcp: bool) {
     let registrar = Sipp::shipped("registrar-calls-phone.xml")
         .local(ip("127.0.0.3"), 5060)
         .media(ip("127.0.0.3"), 16000)
+        .rtp_echo()
         .calls(1)
         .timeout(Duration::from_secs(30))
         .in_netns_of(daemon.id())
         .start();
     std::thread::sleep(Duration::from_millis(300));
     let sbc = SocketAddr::new(ip("127.0.0.6"), 5060);
+    let rtp = in_netns_of(daemon.id(), || {
+        let r = std::net::UdpSocket::bind("127.0.0.20:7000").expect("phone RTP binds");
+        r.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        r
+    });
     let (socket, local) = in_netns_of(daemon.id(), move || {
         if tcp {
             let s = std::net::TcpStream::connect(sbc).expect("phone connects");
@@ -861,8 +905,19 @@ fn phone_registers_and_takes_a_call(name: &str, tcp: bool) {
     let sdp = "v=0\r\no=phone 1 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
     phone.answer(&invite, "200 OK", sdp);
     phone.expect("ACK ");
+    // Audio both ways: the registrar echoes what reaches it.
+    let echoed = rtp_echoed(&rtp, &invite);
+    eprintln!(
+        "{} phone: {echoed} of 50 RTP packets echoed back",
+        phone.transport()
+    );
     let bye = phone.expect("BYE ");
     phone.answer(&bye, "200 OK", "");
+    assert!(
+        echoed >= 40,
+        "{echoed} of 50 RTP packets came back\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     // The phone leaves: relayed to the registrar, which takes it.
     phone.register(3, 0);
     let registrar = registrar.wait();
@@ -995,12 +1050,28 @@ fn registered_phones_are_reached_after_a_restart() {
 /// PBX echoes RTP) through the NAT binding its REGISTER opened.
 #[test]
 fn a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio() {
+    phone_behind_a_real_nat(
+        "a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio",
+        false,
+    );
+}
+
+/// As above, the phone registered over one TCP connection it opened through
+/// the NAT: the call comes back over that connection.
+#[test]
+fn a_phone_behind_a_real_nat_over_tcp_takes_a_call_with_audio() {
+    phone_behind_a_real_nat(
+        "a_phone_behind_a_real_nat_over_tcp_takes_a_call_with_audio",
+        true,
+    );
+}
+
+fn phone_behind_a_real_nat(name: &str, tcp: bool) {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
     use tests::netns::{Netns, Side, VethPair, in_netns, skip_unless_privileged};
     use tests::sipp::assert_no_leak;
 
-    const NAME: &str = "a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio";
-    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+    if skip_unless_privileged(name) || skip_unless_sipp(name) {
         return;
     }
     let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
@@ -1052,7 +1123,7 @@ fn a_phone_behind_a_real_nat_registers_and_takes_a_call_with_audio() {
     );
 
     // The SBC: phones on the WAN side, the PBX on its own loopback.
-    let dir = std::env::temp_dir().join(format!("sbc-nat-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sbc-nat-{}-{tcp}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("sbc.toml");
     std::fs::write(
@@ -1068,7 +1139,7 @@ port_max = 20999
 xdp = { mode = "off", interfaces = [] }
 [[realm]]
 name = "access"
-listen = [{ transport = "udp", address = "203.0.113.6:5060" }]
+listen = [{ transport = "udp", address = "203.0.113.6:5060" }, { transport = "tcp", address = "203.0.113.6:5060" }]
 media = { address = "203.0.113.6" }
 access = { registrar = "pbx", keepalive_secs = 30 }
 [[realm]]
@@ -1105,59 +1176,45 @@ targets = ["pbx"]
     std::thread::sleep(Duration::from_millis(300));
 
     let phone_ns_name = phone_ns.name().to_owned();
-    let (signaling, rtp) = in_netns(&phone_ns_name, || {
-        let s = UdpSocket::bind("198.51.100.20:5062").expect("phone binds");
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
+    let sbc = SocketAddr::new(IpAddr::V4(v4("203.0.113.6")), 5060);
+    let (signaling, rtp) = in_netns(&phone_ns_name, move || {
+        let s = if tcp {
+            let s = std::net::TcpStream::connect(sbc).expect("phone connects");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            PhoneSocket::Tcp {
+                stream: s,
+                pending: Vec::new(),
+            }
+        } else {
+            let s = UdpSocket::bind("198.51.100.20:5062").expect("phone binds");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            PhoneSocket::Udp(s)
+        };
         let r = UdpSocket::bind("198.51.100.20:7000").expect("phone RTP binds");
         r.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
         (s, r)
     });
     let mut phone = Phone {
-        socket: PhoneSocket::Udp(signaling),
-        sbc: SocketAddr::new(IpAddr::V4(v4("203.0.113.6")), 5060),
+        socket: signaling,
+        sbc,
         seen: String::new(),
         waiting: Vec::new(),
     };
     phone.register(1, 3600);
     let invite = phone.expect("INVITE ");
-    // The SBC's media address and port for this call, from its offer.
-    let sdp_line = |prefix: &str| {
-        invite
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
-            .unwrap_or_else(|| panic!("no {prefix} in\n{invite}"))
-    };
-    let media_ip: IpAddr = sdp_line("c=IN IP4 ").trim().parse().expect("c= address");
-    let media_port: u16 = sdp_line("m=audio ")
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("m= port");
     phone.answer(&invite, "180 Ringing", "");
     let sdp = "v=0\r\no=phone 1 1 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
     phone.answer(&invite, "200 OK", sdp);
     phone.expect("ACK ");
     // Audio: 50 packets out through the NAT; the PBX echoes what reaches it.
-    let to = SocketAddr::new(media_ip, media_port);
-    let mut echoed = 0;
-    let mut buf = [0u8; 2048];
-    for seq in 0..50u16 {
-        let mut packet = vec![0x80, 0x00];
-        packet.extend_from_slice(&seq.to_be_bytes());
-        packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-        packet.extend_from_slice(&[0xd5; 160]);
-        let _ = rtp.send_to(&packet, to);
-        while let Ok((n, from)) = rtp.recv_from(&mut buf) {
-            assert_eq!(from, to, "media only from the SBC's anchored port");
-            if n == packet.len() {
-                echoed += 1;
-            }
-        }
-    }
-    eprintln!("behind NAT: {echoed} of 50 RTP packets echoed back");
+    let echoed = rtp_echoed(&rtp, &invite);
+    eprintln!(
+        "behind NAT over {}: {echoed} of 50 RTP packets echoed back",
+        phone.transport()
+    );
     let bye = phone.expect("BYE ");
     phone.answer(&bye, "200 OK", "");
     phone.register(2, 0);

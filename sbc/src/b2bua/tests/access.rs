@@ -333,3 +333,124 @@ fn a_phone_on_tcp_gets_the_registrar_answer_over_its_connection() {
     let ok = lab.take_one(CALLER, "200");
     assert!(ok.header(HeaderName::Contact).is_some());
 }
+
+/// `config()` with `extra` added to the access realm's settings.
+fn config_plus(extra: &str) -> String {
+    config().replace(
+        "keepalive_secs = 0 }",
+        &format!("keepalive_secs = 0, {extra} }}"),
+    )
+}
+
+/// The REGISTER of phone `user` (an AOR and a Contact of its own).
+fn register_user(user: u32) -> String {
+    register(1, 3600, false)
+        .replace("sip:100@", &format!("sip:{user}@"))
+        .replace("caller-call-id-reg", &format!("reg-{user}"))
+        .replace("z9hG4bKcaller1", &format!("z9hG4bKreg{user}"))
+}
+
+#[test]
+fn one_source_registers_no_more_bindings_than_its_cap() {
+    let mut lab = Lab::new(&config_plus("max_bindings_per_source = 2"));
+    // Three phones behind one NAT (one address, three ports).
+    for (user, port) in [(100, 5062), (101, 5063)] {
+        lab.deliver(
+            0,
+            &format!("203.0.113.50:{port}"),
+            register_user(user).as_bytes(),
+        );
+        lab.take_one(PBX, "REGISTER");
+    }
+    lab.deliver(0, "203.0.113.50:5064", register_user(102).as_bytes());
+    // (Its own answer, which names its own addresses: not scanned.)
+    let third = addr("203.0.113.50:5064");
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut lab.sent)
+        .into_iter()
+        .partition(|(to, _)| *to == third);
+    lab.sent = rest;
+    let answers: Vec<String> = mine
+        .iter()
+        .map(|(_, bytes)| describe(&Message::parse(bytes).expect("parses")))
+        .collect();
+    assert_eq!(answers, ["403"]);
+    assert!(lab.take(PBX).is_empty(), "the registrar never hears of it");
+    assert_eq!(outcomes(&lab).last(), Some(&RegisterOutcome::Refused));
+    // Another source is not held by this one's cap.
+    lab.deliver(0, "203.0.113.51:5062", register_user(103).as_bytes());
+    lab.take_one(PBX, "REGISTER");
+}
+
+#[test]
+fn a_binding_whose_tcp_connection_closes_is_de_registered() {
+    let config = config().replace(
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }]",
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }, \
+         { transport = \"tcp\", address = \"192.0.2.1:5060\" }]",
+    );
+    let mut lab = Lab::new(&config);
+    let connection = crate::transport::ConnectionId(7);
+    let tcp = register(1, 3600, false).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    lab.deliver_on(0, CALLER, tcp.as_bytes(), Transport::Tcp, Some(connection));
+    let relayed = lab.take_one(PBX, "REGISTER");
+    registrar_answers(&mut lab, &relayed, 200);
+    lab.take_one(CALLER, "200");
+    let token = relayed
+        .contacts()
+        .find_map(|c| match c {
+            Ok(sip::header::Contact::Addr(a)) => {
+                Some(String::from_utf8_lossy(a.uri().as_bytes()).into_owned())
+            }
+            _ => None,
+        })
+        .expect("our contact");
+    // Another connection closing changes nothing.
+    let now = lab.now;
+    lab.core
+        .handle_connection_closed(now, crate::transport::ConnectionId(8));
+    lab.settle();
+    assert!(lab.take(PBX).is_empty());
+    // The phone's connection closes: a phone behind NAT can't be reached
+    // by a new one, so the registrar is told at once.
+    lab.core.handle_connection_closed(now, connection);
+    lab.settle();
+    let gone = lab.take_one(PBX, "REGISTER");
+    assert_eq!(gone.expires(), Some(0));
+    registrar_answers(&mut lab, &gone, 200);
+    lab.trunk_sends(PBX, pbx_invite(&token).as_bytes());
+    lab.take_one(PBX, "480");
+    assert!(lab.take(CALLER).is_empty());
+}
+
+#[test]
+fn a_user_with_its_calls_up_gets_486_both_ways() {
+    let mut lab = Lab::new(&config_plus("max_calls_per_user = 1"));
+    let token = registered(&mut lab);
+    lab.trunk_sends(PBX, pbx_invite(&token).as_bytes());
+    let to_phone = lab.take_one(CALLER, "INVITE");
+    // A second call to the user, and one from its phone, while it is up.
+    let second = pbx_invite(&token)
+        .replace("pbx-call", "pbx-call-2")
+        .replace("z9hG4bKpbx1", "z9hG4bKpbx2");
+    lab.trunk_sends(PBX, second.as_bytes());
+    let busy: Vec<String> = lab.take(PBX).iter().map(describe).collect();
+    assert!(busy.contains(&"486".to_owned()), "{busy:?}");
+    // (A phone calls as its address-of-record.)
+    let from_phone = |branch: &str| {
+        invite(true)
+            .replace("z9hG4bKcaller1", branch)
+            .replace("<sip:alice@10.9.8.7>", "<sip:100@pbx.example>")
+    };
+    lab.caller_sends(&from_phone("z9hG4bKcaller9"));
+    lab.take_one(CALLER, "486");
+    // The first call ends (the phone refuses it): the user may call again.
+    lab.caller_sends(
+        std::str::from_utf8(&respond(&to_phone, 486, "", Some("p1"), &[])).expect("utf8"),
+    );
+    lab.settle();
+    let _ = lab.take(PBX);
+    let _ = lab.take(CALLER);
+    assert_eq!(lab.core.active_calls(), 0);
+    lab.caller_sends(&from_phone("z9hG4bKcaller10"));
+    lab.take_one(PBX, "INVITE");
+}
