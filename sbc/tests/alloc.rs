@@ -428,7 +428,8 @@ fn a_registered_phone_costs_the_signaling_core_a_bounded_number_of_bytes() {
     let config = CALLS_CONFIG.replace(
         "networks = [\"203.0.113.0/24\"]",
         "networks = [\"203.0.113.0/24\"]\n\
-         access = { registrar = \"pbx\", keepalive_secs = 0, max_bindings_per_aor = 1 }",
+         access = { registrar = \"pbx\", keepalive_secs = 0, max_bindings_per_aor = 1, \
+         max_bindings_per_source = 2000 }",
     );
     let mut sim = Sim::with(&config);
     sim.register(0);
