@@ -10,8 +10,11 @@
 //! callees, so the number is the forwarder's own cost whatever the generator
 //! and receiver cost. The same load, in the same invocation, runs through:
 //!
-//! - `relay`: the SBC's userspace relay; CPU of its relay thread (the
-//!   kernel's per-thread `schedstat`).
+//! - `relay`, `relay/2t`: the SBC's userspace relay with one thread, then
+//!   two (`RELAY_BENCH_THREADS`, default `1,2`; each thread owns its
+//!   streams' sockets); CPU of its relay threads (the kernel's per-thread
+//!   `schedstat`). At a load one thread cannot carry (raise
+//!   `RELAY_BENCH_STREAMS`), compare loss and packets a second.
 //! - `baseline`: a bare mio forwarder (recv_from/send_to to a fixed address,
 //!   no flow table): the syscalls every userspace relay pays. CPU of its
 //!   thread.
@@ -86,7 +89,8 @@ fn now() -> Instant {
 /// One way of forwarding the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    Relay,
+    /// The SBC's relay with this many threads.
+    Relay(usize),
     Baseline,
     /// rtpengine with this many worker threads.
     Rtpengine(u32),
@@ -95,7 +99,8 @@ enum Path {
 impl Path {
     fn name(self) -> String {
         match self {
-            Self::Relay => "relay".to_owned(),
+            Self::Relay(1) => "relay".to_owned(),
+            Self::Relay(threads) => format!("relay/{threads}t"),
             Self::Baseline => "baseline".to_owned(),
             Self::Rtpengine(threads) => format!("rtpengine/{threads}t"),
         }
@@ -134,7 +139,21 @@ fn main() {
     );
 
     let binary = std::env::var("RELAY_BENCH_RTPENGINE").unwrap_or_else(|_| "rtpengine".to_owned());
-    let mut order = vec![Path::Relay];
+    // `RELAY_BENCH_THREADS=1,2` (the default in a full run): the relay
+    // with one thread, then with two.
+    let relay_threads = if full {
+        std::env::var("RELAY_BENCH_THREADS").unwrap_or_else(|_| "1,2".to_owned())
+    } else {
+        "1".to_owned()
+    };
+    let mut order: Vec<Path> = relay_threads
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .map(|t: usize| Path::Relay(t.clamp(1, 64)))
+        .collect();
+    if order.is_empty() {
+        order.push(Path::Relay(1));
+    }
     if full {
         match rtpengine::version(&binary) {
             Ok(version) => {
@@ -170,7 +189,7 @@ fn main() {
         }
         for &path in &order {
             let outcome = match path {
-                Path::Relay => relay_load(load),
+                Path::Relay(threads) => relay_load(load, threads),
                 Path::Baseline => baseline_load(load),
                 Path::Rtpengine(threads) => rtpengine_load(&binary, threads, round, load),
             };
@@ -200,7 +219,7 @@ fn main() {
             None => println!("  {:<13} CPU time unavailable", path.name()),
         }
     }
-    if let Some(relay) = total(Path::Relay) {
+    if let Some(relay) = total(Path::Relay(1)) {
         for &path in &paths {
             if let (Path::Rtpengine(_) | Path::Baseline, Some(other)) = (path, total(path)) {
                 let target = if path == Path::Baseline {
@@ -212,6 +231,34 @@ fn main() {
                     "relay / {} CPU per packet: {:.2}{target}",
                     path.name(),
                     relay / other
+                );
+            }
+        }
+    }
+    // Throughput of more relay threads against one, at the same offered load.
+    let rate = |path: Path| -> Option<(f64, f64)> {
+        let runs: Vec<&Outcome> = results
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, o)| o)
+            .collect();
+        let secs: f64 = runs.iter().map(|o| o.elapsed.as_secs_f64()).sum();
+        let received: u64 = runs.iter().map(|o| o.received).sum();
+        let sent: u64 = runs.iter().map(|o| o.sent).sum();
+        (secs > 0.0 && sent > 0).then(|| {
+            (
+                received as f64 / secs,
+                100.0 * sent.saturating_sub(received) as f64 / sent as f64,
+            )
+        })
+    };
+    if let Some((one, one_loss)) = rate(Path::Relay(1)) {
+        for &path in &paths {
+            if let (Path::Relay(threads @ 2..), Some((more, loss))) = (path, rate(path)) {
+                println!(
+                    "relay/{threads}t / relay received packets per second: {:.2} \
+                     (loss {loss:.2}% vs {one_loss:.2}%)",
+                    more / one
                 );
             }
         }
@@ -269,8 +316,9 @@ impl Outcome {
     }
 }
 
-/// The SBC relay: streams anchored through commands, like the call core does.
-fn relay_load(load: Load) -> Outcome {
+/// The SBC relay: streams anchored through commands, like the call core
+/// does, on `threads` relay threads (CPU: all of them).
+fn relay_load(load: Load, threads: usize) -> Outcome {
     let Load {
         streams,
         pps,
@@ -279,6 +327,7 @@ fn relay_load(load: Load) -> Outcome {
     let range = PortRange::new(20000, 20000 + streams * 2 - 1).expect("port range fits");
     let mut config = RelayConfig::new(vec![(REALM_A, range), (REALM_B, range)]);
     config.command_capacity = usize::from(streams) * 4;
+    config.threads = threads;
     let relay = UserspaceRelay::start(config).expect("relay starts");
     let mut callers = Vec::new();
     let mut callees = Vec::new();

@@ -49,7 +49,21 @@
 //!    in-process registrar (closed loop, one REGISTER outstanding per
 //!    socket), then each refreshes once. Per round: REGISTERs a second, the
 //!    daemon's CPU per REGISTER, how many reached the registrar (the rest
-//!    were absorbed by the SBC), and the daemon's RSS per binding.
+//!    were absorbed by the SBC), and the daemon's RSS per binding (which
+//!    includes the REGISTER transactions still lingering). Then the
+//!    keepalives: every binding gets an OPTIONS every 10 s, which the
+//!    phones answer; pings a second (against the expected bindings / 10),
+//!    retransmissions (answers later than T1), and the daemon's CPU per ping.
+//!    `SIGNALING_BENCH_PHONES=100000` gives the issue's 100k bindings.
+//!
+//! 6. Soak (`soak`, not in the default phases): `SIGNALING_BENCH_SOAK_SECS`
+//!    (default 600) of calls at `SIGNALING_BENCH_SOAK_CPS` (default 20)
+//!    calls a second: 70% answered and held 20 s, 10% refused 486 by the
+//!    callee, 10% cancelled by the caller while ringing, 10% to a callee
+//!    that never answers (408 after timer B). Prints the daemon's RSS every
+//!    30 s; checks every call ended as its kind should, and that once the
+//!    last transaction could linger (64*T1) nothing is left: calls,
+//!    transactions, media streams at 0 and every media port free.
 //!
 //! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack,register`)
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
@@ -164,6 +178,19 @@ fn main() {
             100
         };
         register(&bin, &work, pairs, phones);
+    }
+    if phase("soak") {
+        let secs = if full {
+            env_or("SIGNALING_BENCH_SOAK_SECS", 600).clamp(30, 3600)
+        } else {
+            30
+        };
+        soak(
+            &bin,
+            &work,
+            secs,
+            env_or("SIGNALING_BENCH_SOAK_CPS", 20).clamp(10, 200),
+        );
     }
     let _ = fs::remove_dir_all(&work);
 }
@@ -338,7 +365,7 @@ fn config(pairs: u64) -> String {
         t,
         "[metrics]\nlisten = \"{OUTSIDE}:{ADMIN_PORT}\"\n\n\
          [logging]\nlevel = \"warn\"\n\n\
-         [limits]\nmax_calls = 20000\nmax_transactions = 200000\n\n\
+         [limits]\nmax_calls = 20000\nmax_transactions = 600000\n\n\
          [media]\nport_min = 10000\nport_max = 65535\n\
          xdp = {{ mode = \"off\", interfaces = [] }}\n"
     );
@@ -358,7 +385,8 @@ fn config(pairs: u64) -> String {
          listen = [{{ transport = \"udp\", address = \"{ACCESS}:{SIP_PORT}\" }}]\n\
          media = {{ address = \"{ACCESS}\" }}\nnetworks = [\"{PHONES}.0/24\"]\n\
          access = {{ registrar = \"registrar\", phone_expires_secs = 120, \
-         registrar_expires_secs = 3600, keepalive_secs = 0, max_bindings_per_aor = 1 }}\n\
+         registrar_expires_secs = 3600, keepalive_secs = {KEEPALIVE_SECS}, \
+         max_bindings_per_aor = 1, max_bindings_per_source = 100000 }}\n\
          \n[[trunk]]\nname = \"registrar\"\nrealm = \"inside\"\n\
          address = \"{REGISTRAR}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n"
     );
@@ -500,11 +528,24 @@ struct Sipp {
 }
 
 impl Sipp {
-    /// SIPp with the built-in `scenario` on `local`, logging into `dir`.
+    /// SIPp with the built-in `scenario` (or, for a name ending in `.xml`,
+    /// that file of `tests/scenarios`) on `local`, logging into `dir`.
     fn spawn(dir: &Path, scenario: &str, local: Ipv4Addr, args: &[String]) -> Sipp {
         fs::create_dir_all(dir).expect("sipp directory");
+        let (kind, scenario) = if scenario.ends_with(".xml") {
+            (
+                "-sf",
+                workspace()
+                    .join("tests/scenarios")
+                    .join(scenario)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            ("-sn", scenario.to_owned())
+        };
         let child = Command::new("sipp")
-            .args(["-sn", scenario, "-i", &local.to_string()])
+            .args([kind, &scenario, "-i", &local.to_string()])
             .args(["-p", &SIP_PORT.to_string(), "-mi", &local.to_string()])
             .args(["-t", "u1", "-nostdin", "-fd", "1"])
             .args(["-trace_err", "-trace_stat", "-stf"])
@@ -982,7 +1023,26 @@ fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
     }
 }
 
-/// 5. Registrations through the access realm: cold, then one refresh each.
+/// The access realm's keepalive interval in phase 5: every binding gets an
+/// OPTIONS this often, so the daemon sends `phones / KEEPALIVE_SECS` a second.
+const KEEPALIVE_SECS: u64 = 10;
+
+/// A phone's 200 to the SBC's keepalive OPTIONS `msg`.
+fn options_ok(msg: &str) -> String {
+    let h = |name: &str| header(msg, name).unwrap_or_default().to_owned();
+    format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=k\r\nCall-ID: {}\r\n\
+         CSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        h("Via"),
+        h("From"),
+        h("To"),
+        h("Call-ID"),
+        h("CSeq"),
+    )
+}
+
+/// Phase 5, registrations through the access realm: cold, then one refresh
+/// each, then the keepalives the daemon sends to every binding.
 fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
     const SOCKETS: u64 = 100;
     let dir = work.join("register");
@@ -1029,6 +1089,23 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         "{:<8} | {:>9} | {:>10} | {:>14} | {:>16} | {:>12}",
         "round", "ok/failed", "REGISTER/s", "CPU/REGISTER", "to the registrar", "RSS/binding"
     );
+    // The phones' sockets stay open from the first REGISTER to the last
+    // keepalive: a keepalive that met a closed port would end its binding.
+    let sockets: Vec<UdpSocket> = (0..SOCKETS)
+        .map(|s| {
+            let socket = UdpSocket::bind((
+                format!("{PHONES}.{}", 1 + s % 250)
+                    .parse::<Ipv4Addr>()
+                    .expect("ip"),
+                20_000 + s as u16,
+            ))
+            .expect("phone binds");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            socket
+        })
+        .collect();
     for (round, cseq) in [("cold", 1), ("refresh", 2)] {
         let cpu_before = daemon.cpu();
         let seen_before = seen.load(std::sync::atomic::Ordering::Relaxed);
@@ -1036,15 +1113,8 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         let results: Vec<(u64, u64)> = thread::scope(|scope| {
             let workers: Vec<_> = (0..SOCKETS)
                 .map(|s| {
+                    let socket = &sockets[s as usize];
                     scope.spawn(move || {
-                        let socket = UdpSocket::bind((
-                            format!("{PHONES}.{}", 1 + s % 250).parse::<Ipv4Addr>().expect("ip"),
-                            20_000 + s as u16,
-                        ))
-                        .expect("phone binds");
-                        socket
-                            .set_read_timeout(Some(Duration::from_millis(500)))
-                            .expect("timeout");
                         let (mut ok, mut failed) = (0, 0);
                         let mut buf = vec![0u8; 65_535];
                         for n in (s..phones).step_by(SOCKETS as usize) {
@@ -1060,9 +1130,13 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
                             let _ = socket.send_to(register.as_bytes(), (ACCESS, SIP_PORT));
                             let answered = loop {
                                 match socket.recv_from(&mut buf) {
-                                    Ok((len, _)) => {
+                                    Ok((len, from)) => {
                                         let text = String::from_utf8_lossy(&buf[..len]);
-                                        if text.contains(&call_id) && text.starts_with("SIP/2.0 ") {
+                                        if text.starts_with("OPTIONS ") {
+                                            let _ = socket.send_to(options_ok(&text).as_bytes(), from);
+                                        } else if text.contains(&call_id)
+                                            && text.starts_with("SIP/2.0 ")
+                                        {
                                             break text.starts_with("SIP/2.0 200");
                                         }
                                     }
@@ -1117,7 +1191,229 @@ fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
         );
         assert_eq!(failed, 0, "{round}: {failed} REGISTERs unanswered");
     }
+    keepalives(&daemon, phones, &sockets);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = registrar.join();
     drop(daemon);
+}
+
+/// The keepalives of `phones` bindings: the phones' sockets answer every
+/// OPTIONS for `3 * KEEPALIVE_SECS`; pings a second and the daemon's CPU
+/// per ping are read over the last two intervals, when every binding's
+/// cycle has begun.
+fn keepalives(daemon: &Daemon, phones: u64, sockets: &[UdpSocket]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (answered, again, done) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+    let (pings, repeats, cpu, elapsed) = thread::scope(|scope| {
+        for socket in sockets {
+            let (answered, again, done) = (&answered, &again, &done);
+            scope.spawn(move || {
+                let mut seen = std::collections::HashSet::new();
+                let mut buf = vec![0u8; 65_535];
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..len]);
+                        if text.starts_with("OPTIONS ") {
+                            let _ = socket.send_to(options_ok(&text).as_bytes(), from);
+                            // A retransmission (its answer was late) is not
+                            // another ping.
+                            let call_id = header(&text, "Call-ID").unwrap_or_default();
+                            if seen.insert(call_id.to_owned()) {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                again.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        thread::sleep(Duration::from_secs(KEEPALIVE_SECS));
+        let (pings_before, again_before, cpu_before, started) = (
+            answered.load(Ordering::Relaxed),
+            again.load(Ordering::Relaxed),
+            daemon.cpu(),
+            now(),
+        );
+        thread::sleep(Duration::from_secs(2 * KEEPALIVE_SECS));
+        let result = (
+            answered.load(Ordering::Relaxed) - pings_before,
+            again.load(Ordering::Relaxed) - again_before,
+            daemon
+                .cpu()
+                .zip(cpu_before)
+                .map(|(a, b)| a.saturating_sub(b)),
+            now().saturating_duration_since(started),
+        );
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    let cpu = cpu.map_or_else(
+        || "n/a".into(),
+        |cpu| format!("{:.1} us", cpu.as_secs_f64() * 1e6 / pings.max(1) as f64),
+    );
+    println!(
+        "keepalive: {phones} bindings, one OPTIONS each every {KEEPALIVE_SECS} s: \
+         {:.0} pings/s answered (expected {}), {repeats} retransmitted (answer late), \
+         daemon CPU {cpu} per ping",
+        pings as f64 / elapsed.as_secs_f64(),
+        phones / KEEPALIVE_SECS,
+    );
+}
+
+/// A family's samples from a `/metrics` text, summed (`None`: no sample).
+fn metric_sum(body: &str, name: &str) -> Option<f64> {
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// 6. Soak: a steady mix of calls for `secs` at `cps`, then the leak check.
+fn soak(bin: &Path, work: &Path, secs: u64, cps: u64) {
+    const HOLD_SECS: u64 = 20;
+    // (callee scenario, caller scenario, share of the calls in %, what the
+    // caller's SIPp counts: true = successful calls).
+    let kinds: [(&str, &str, u64, bool, &str); 4] = [
+        ("uas", "uac", 70, true, "answered, held 20 s"),
+        (
+            "callee-486-busy.xml",
+            "uac",
+            10,
+            false,
+            "486 from the callee",
+        ),
+        (
+            "callee-cancel.xml",
+            "caller-cancel.xml",
+            10,
+            true,
+            "cancelled while ringing",
+        ),
+        (
+            "callee-silent.xml",
+            "uac",
+            10,
+            false,
+            "callee silent: 408 at timer B",
+        ),
+    ];
+    let pairs = kinds.len() as u64;
+    let dir = work.join("soak");
+    let daemon = Daemon::start(bin, &dir, pairs);
+    thread::sleep(Duration::from_millis(500));
+    let idle = http_get("/metrics").unwrap_or_default();
+    let ports_idle = metric_sum(&idle, "sbc_media_ports_free");
+    let rss_start = daemon.rss_kib();
+    println!(
+        "\nsoak: {secs} s at {cps} calls/s ({}), then the leak check",
+        kinds
+            .iter()
+            .map(|(_, _, share, _, what)| format!("{share}% {what}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let uases: Vec<Sipp> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (callee, ..))| {
+            Sipp::spawn(&dir.join(format!("uas{i}")), callee, uas_ip(i as u64), &[])
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let limit = secs + HOLD_SECS + 60;
+    let offered: Vec<u64> = kinds
+        .iter()
+        .map(|(_, _, share, _, _)| (cps * share).div_ceil(100) * secs)
+        .collect();
+    let uacs: Vec<Sipp> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (_, caller, share, _, _))| {
+            let args = vec![
+                format!("{OUTSIDE}:{SIP_PORT}"),
+                "-s".into(),
+                service(i as u64),
+                "-m".into(),
+                offered[i].to_string(),
+                "-r".into(),
+                (cps * share).div_ceil(100).to_string(),
+                // The built-in uac pauses this long between ACK and BYE.
+                "-d".into(),
+                (HOLD_SECS * 1000).to_string(),
+                "-timeout".into(),
+                format!("{limit}s"),
+            ];
+            Sipp::spawn(
+                &dir.join(format!("uac{i}")),
+                caller,
+                uac_ip(i as u64),
+                &args,
+            )
+        })
+        .collect();
+    println!("{:>6} | {:>10} | {:>9}", "second", "calls up", "RSS KiB");
+    let started = now();
+    let mut rss = Vec::new();
+    while now().saturating_duration_since(started) < Duration::from_secs(secs + HOLD_SECS + 35) {
+        thread::sleep(Duration::from_secs(30));
+        let at = now().saturating_duration_since(started).as_secs();
+        let kib = daemon.rss_kib();
+        rss.push(kib);
+        println!(
+            "{at:>6} | {:>10} | {kib:>9}",
+            calls_active().map_or("-".into(), |n| n.to_string())
+        );
+    }
+    let counts: Vec<Counts> = uacs
+        .into_iter()
+        .map(|uac| uac.finish(Duration::from_secs(30)))
+        .collect();
+    drop(uases);
+    // Every transaction of the last calls may linger 64*T1.
+    thread::sleep(Duration::from_secs(33));
+    let end = http_get("/metrics").unwrap_or_default();
+    let left = |name: &str| metric_sum(&end, name).unwrap_or(-1.0);
+    let mut unexpected = Vec::new();
+    for (i, ((_, _, _, succeeds, what), c)) in kinds.iter().zip(&counts).enumerate() {
+        let (good, bad) = if *succeeds {
+            (c.ok, c.failed)
+        } else {
+            (c.failed, c.ok)
+        };
+        println!(
+            "  {what}: {good} of {} as expected, {bad} otherwise",
+            offered[i]
+        );
+        if good != offered[i] {
+            unexpected.push(format!("{what}: {good} of {} as expected", offered[i]));
+        }
+    }
+    let rss_end = daemon.rss_kib();
+    let peak = rss.iter().copied().max().unwrap_or(rss_end);
+    println!(
+        "RSS: {rss_start} KiB at start, peak {peak} KiB, {rss_end} KiB at the end; left over: \
+         calls {}, transactions {}, media streams {}, media ports free {} of {}",
+        left("sbc_calls_active"),
+        left("sbc_sip_transactions_active"),
+        left("sbc_media_streams_active"),
+        left("sbc_media_ports_free"),
+        ports_idle.unwrap_or(-1.0),
+    );
+    drop(daemon);
+    assert!(unexpected.is_empty(), "unexpected outcomes: {unexpected:?}");
+    assert_eq!(left("sbc_calls_active"), 0.0, "calls left");
+    assert_eq!(
+        left("sbc_sip_transactions_active"),
+        0.0,
+        "transactions left"
+    );
+    assert_eq!(left("sbc_media_streams_active"), 0.0, "media streams left");
+    assert_eq!(
+        metric_sum(&end, "sbc_media_ports_free"),
+        ports_idle,
+        "media ports not back"
+    );
 }

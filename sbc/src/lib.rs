@@ -45,6 +45,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod guard;
+pub mod harness;
 pub mod inspect;
 pub mod logging;
 pub mod media;

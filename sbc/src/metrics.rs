@@ -558,6 +558,7 @@ pub struct Metrics {
     media_bytes: IntCounterVec,
     media_dropped: IntCounterVec,
     media_ports_free: IntGaugeVec,
+    media_address_ports_free: IntGaugeVec,
     media_timeouts: IntCounter,
     xdp_attached: IntGaugeVec,
     xdp_fallback: IntCounterVec,
@@ -765,8 +766,14 @@ impl Metrics {
         let media_ports_free = gauge_vec(
             &r,
             "sbc_media_ports_free",
-            "Media ports (not RTP/RTCP pairs: a call leg takes two) not in use on each realm's media address (recently released ones included: they go out last); realms sharing an address show the same pool. At 0 new calls are refused.",
+            "Media ports (not RTP/RTCP pairs: a call leg takes two) not in use on each realm's media addresses, summed (recently released ones included: they go out last); realms sharing an address count its pool each. At 0 new calls are refused.",
             &["realm"],
+        );
+        let media_address_ports_free = gauge_vec(
+            &r,
+            "sbc_media_address_ports_free",
+            "Media ports not in use on each media address (a realm with more_addresses has several; a call leg goes to its realm's least loaded).",
+            &["address"],
         );
         let media_timeouts = register(
             &r,
@@ -858,6 +865,7 @@ impl Metrics {
             media_bytes,
             media_dropped,
             media_ports_free,
+            media_address_ports_free,
             media_timeouts,
             xdp_attached,
             xdp_fallback,
@@ -1100,6 +1108,14 @@ impl Metrics {
         self.media_dropped
             .with_label_values(&[reason.as_str()])
             .inc_by(packets);
+    }
+
+    /// Sets `sbc_media_address_ports_free{address}` from the port
+    /// allocator.
+    pub fn set_media_address_ports_free(&self, address: std::net::IpAddr, n: u64) {
+        self.media_address_ports_free
+            .with_label_values(&[&address.to_string()])
+            .set(gauge_value(n));
     }
 
     /// Sets `sbc_media_ports_free{realm}` from the port allocator: ports

@@ -1108,7 +1108,7 @@ fn registrar_uri(aor: &str) -> String {
 }
 
 /// Takes one from a count, dropping it at zero.
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+pub(super) fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
     if let Some(n) = map.get_mut(key) {
         *n = n.saturating_sub(1);
         if *n == 0 {

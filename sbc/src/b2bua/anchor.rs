@@ -162,6 +162,38 @@ impl Core {
         call.pending.shrink_to_fit();
     }
 
+    /// The media address `side`'s streams anchor on: the one the leg
+    /// already has (every stream of a leg on one address, so its SDP names
+    /// one), else the least loaded of `realm`'s, now counted.
+    fn leg_media_address(&mut self, call: &mut Call, side: Side, realm: usize) -> IpAddr {
+        let addresses = &self.realms[realm].media_addresses;
+        let slot = &mut call.media.addresses[side.index()];
+        if let Some(ip) = *slot
+            && addresses.contains(&ip)
+        {
+            return ip;
+        }
+        let ip = addresses
+            .iter()
+            .copied()
+            .min_by_key(|ip| self.media_load.get(ip).copied().unwrap_or(0))
+            .unwrap_or(addresses[0]);
+        if let Some(old) = slot.replace(ip) {
+            // (Another realm's, before a failover re-anchored the call.)
+            access::decrement(&mut self.media_load, &old);
+        }
+        *self.media_load.entry(ip).or_default() += 1;
+        ip
+    }
+
+    /// The leg addresses of `call` leave the load count (its streams are
+    /// released).
+    pub(super) fn forget_media_addresses(&mut self, call: &mut Call) {
+        for ip in call.media.addresses.iter_mut().filter_map(Option::take) {
+            access::decrement(&mut self.media_load, &ip);
+        }
+    }
+
     /// The body of `msg` as the other leg gets it: anchored SDP, or as is.
     pub(super) fn maybe_anchor(
         &mut self,
@@ -247,12 +279,16 @@ impl Core {
                     self.next_stream += 1;
                     self.streams.insert(stream, call.id);
                     call.media.streams[index] = Some((stream, None));
+                    let ips = [
+                        self.leg_media_address(call, Side::A, call.a.realm),
+                        self.leg_media_address(call, Side::B, b_realm),
+                    ];
                     // A leg facing an asymmetric-RTP trunk never latches.
                     let asymmetric = |trunk: Option<usize>| {
                         trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp))
                     };
-                    let spec = |realm: usize, trunk: Option<usize>| LegSpec {
-                        local_ip: self.realms[realm].media_address,
+                    let spec = |realm: usize, trunk: Option<usize>, local_ip: IpAddr| LegSpec {
+                        local_ip,
                         rtcp: RtcpMode::Pair,
                         latch: if asymmetric(trunk) {
                             LatchPolicy::Asymmetric
@@ -270,8 +306,8 @@ impl Core {
                     self.media_out.push_back(MediaCommand::Allocate {
                         stream,
                         legs: [
-                            spec(call.a.realm, call.source_trunk),
-                            spec(b_realm, call.trunk),
+                            spec(call.a.realm, call.source_trunk, ips[0]),
+                            spec(b_realm, call.trunk, ips[1]),
                         ],
                     });
                     waiting = true;
@@ -313,7 +349,7 @@ impl Core {
         let media_ip = self.realms[realm]
             .media_advertise
             .or(anchored)
-            .unwrap_or(self.realms[realm].media_address);
+            .unwrap_or(self.realms[realm].media_addresses[0]);
         let source = {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();

@@ -344,6 +344,10 @@ pub(super) struct CallMedia {
     /// gave one (not from another fork, nor from a trunk tried after the one
     /// that sent it). Cleared when B's leg starts afresh.
     pub(super) b_answer_tag: Option<Box<str>>,
+    /// Per leg (by [`Side::index`]): the media address its streams are
+    /// anchored on, chosen among its realm's at the first allocation and
+    /// counted in the core's load until the streams are released.
+    pub(super) addresses: [Option<IpAddr>; 2],
 }
 
 /// The end of a call: BYEs in flight, and who ended it.

@@ -134,8 +134,9 @@ impl ListenerInfo {
 #[derive(Clone, Debug)]
 struct RealmInfo {
     name: String,
-    /// Where its media is anchored (a relay port range's address).
-    media_address: IpAddr,
+    /// Where its media is anchored (each a relay port range's address),
+    /// the configured `address` first.
+    media_addresses: Vec<IpAddr>,
     /// What SDP shows instead of the anchored address (1:1 NAT).
     media_advertise: Option<IpAddr>,
     acl: Acl,
@@ -185,6 +186,9 @@ pub struct Core {
     /// Calls up per (access realm, address-of-record), for
     /// `max_calls_per_user`.
     user_calls: HashMap<(usize, String), usize>,
+    /// Call legs anchored on each media address, for the choice among a
+    /// realm's addresses (the least loaded).
+    media_load: HashMap<IpAddr, usize>,
     /// The listener, transport and connection a transaction sends from
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
@@ -262,6 +266,7 @@ impl Core {
             target_block: Duration::ZERO,
             bindings: access::Bindings::default(),
             user_calls: HashMap::new(),
+            media_load: HashMap::new(),
             sent_from: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -309,7 +314,7 @@ impl Core {
         for r in &config.realms {
             let info = RealmInfo {
                 name: r.name.clone(),
-                media_address: r.media.address,
+                media_addresses: r.media.addresses().collect(),
                 media_advertise: r.media.advertise,
                 acl: r.acl.clone(),
                 access: r.access.clone(),
@@ -899,12 +904,19 @@ impl Core {
                 if is_final && let Some(relayed) = self.bindings.relayed.remove(&id) {
                     return self.on_registrar_response(now, relayed, Some(response));
                 }
+                // A keepalive or health check is done with its first final:
+                // its transaction ends now rather than lingering timer K
+                // (T4, 5 s) for retransmitted answers nobody needs, which at
+                // 100,000 bindings pinged every 5 s would hold 100,000
+                // transactions.
                 if is_final && let Some(binding) = self.bindings.pings.remove(&id) {
+                    let _ = self.tx.terminate(id);
                     return self.on_binding_ping(now, binding, true);
                 }
                 if let Some(&(trunk, target)) = self.pings.get(&id) {
                     if response.status().is_some_and(|s| s >= 200) {
                         self.pings.remove(&id);
+                        let _ = self.tx.terminate(id);
                         self.target_health(trunk, target, true);
                     }
                     return;

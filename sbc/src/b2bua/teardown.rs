@@ -102,6 +102,7 @@ impl Core {
             call.media.released.push(*stream);
         }
         call.media.streams.clear();
+        self.forget_media_addresses(call);
     }
 
     /// Whether nothing of the call is left in flight: A has its final

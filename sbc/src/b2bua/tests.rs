@@ -1121,6 +1121,59 @@ fn a_provisional_with_a_body_the_sbc_cannot_anchor_crosses_without_it() {
 }
 
 #[test]
+fn a_realm_with_several_media_addresses_anchors_each_leg_on_the_least_loaded() {
+    let config = CONFIG.replace(
+        "media = { address = \"198.51.100.1\" }",
+        "media = { address = \"198.51.100.1\", more_addresses = [\"198.51.100.11\"] }",
+    );
+    let mut lab = Lab::new(&config);
+    let anchored_on = |invite: &Message| {
+        Sdp::parse(invite.body())
+            .expect("anchored offer")
+            .connection()
+            .and_then(|c| c.ip)
+            .expect("c= address")
+            .to_string()
+    };
+    lab.caller_sends(&another_invite(1));
+    let one = lab.take_one(PBX, "INVITE");
+    lab.caller_sends(&another_invite(2));
+    let two = lab.take_one(PBX, "INVITE");
+    assert_eq!(anchored_on(&one), "198.51.100.1");
+    assert_eq!(anchored_on(&two), "198.51.100.11", "the other was busier");
+    // The relay was asked for the same: each leg's pool is its address's.
+    let b_legs: Vec<String> = lab
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            MediaCommand::Allocate { legs, .. } => Some(legs[1].local_ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(b_legs, ["198.51.100.1", "198.51.100.11"]);
+    // Call 1 ends: its address is the least loaded again. (The outside
+    // realm has one address: every A leg is on it.)
+    lab.trunk_sends(PBX, &answer(&one, 486, None));
+    lab.take_one(PBX, "ACK");
+    lab.caller_sends(&another_invite(3));
+    let three = lab.take_one(PBX, "INVITE");
+    assert_eq!(anchored_on(&three), "198.51.100.1");
+    // The caller sees its own realm's one address.
+    lab.trunk_sends(PBX, &answer(&two, 200, Some(CALLEE_SDP)));
+    let ok = lab
+        .take(CALLER)
+        .into_iter()
+        .find(|m| describe(m) == "200")
+        .expect("200");
+    assert_eq!(
+        Sdp::parse(ok.body())
+            .ok()
+            .and_then(|s| s.connection().and_then(|c| c.ip)),
+        Some("192.0.2.1".parse().expect("ip"))
+    );
+}
+
+#[test]
 fn out_of_dialog_options_is_answered_by_the_sbc() {
     let mut lab = Lab::new(CONFIG);
     let options = invite(false)

@@ -88,10 +88,10 @@ impl Core {
     /// The name and media address of the realm with this index (the index
     /// a realm keeps for the life of the process, which media totals are
     /// tagged with); `None` past the last realm.
-    pub fn realm_media(&self, index: usize) -> Option<(&str, IpAddr)> {
+    pub fn realm_media(&self, index: usize) -> Option<(&str, &[IpAddr])> {
         self.realms
             .get(index)
-            .map(|r| (r.name.as_str(), r.media_address))
+            .map(|r| (r.name.as_str(), r.media_addresses.as_slice()))
     }
 
     /// Calls up per realm of their A leg.
@@ -193,6 +193,10 @@ pub(crate) struct Census {
     pub(crate) timers: usize,
     pub(crate) transactions: usize,
     pub(crate) answered_once: usize,
+    pub(crate) answered_few: usize,
+    /// Calls counted per user, legs per media address.
+    pub(crate) user_calls: usize,
+    pub(crate) media_load: usize,
     pub(crate) untrusted: UntrustedLoad,
     /// Bindings, REGISTERs at the registrar, keepalives in flight.
     pub(crate) bindings: (usize, usize, usize),
@@ -212,6 +216,9 @@ impl Core {
             timers: self.timers.len(),
             transactions: self.tx.len(),
             answered_once: self.answered_once.len(),
+            answered_few: self.answered_few.len(),
+            user_calls: self.user_calls.len(),
+            media_load: self.media_load.len(),
             untrusted: self.untrusted_load(),
             bindings: self.bindings.sizes(),
         }

@@ -195,7 +195,12 @@ impl Config {
                     .collect();
                 let media = match r.media.advertise {
                     Some(public) => format!("{} as {public}", r.media.address),
-                    None => r.media.address.to_string(),
+                    None => r
+                        .media
+                        .addresses()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 };
                 let access = r.access.as_ref().map_or(String::new(), |a| {
                     format!(

@@ -51,13 +51,13 @@ impl Config {
     /// realms that share an address share its range (listed once).
     pub fn media_ranges(&self) -> Vec<(IpAddr, PortRange)> {
         let mut ranges: Vec<(IpAddr, PortRange)> = Vec::new();
-        for realm in &self.realms {
-            if !ranges.iter().any(|(ip, _)| *ip == realm.media.address) {
+        for address in self.realms.iter().flat_map(|r| r.media.addresses()) {
+            if !ranges.iter().any(|(ip, _)| *ip == address) {
                 let range = PortRange {
                     first: self.media.port_min,
                     last: self.media.port_max,
                 };
-                ranges.push((realm.media.address, range));
+                ranges.push((address, range));
             }
         }
         ranges

@@ -535,6 +535,12 @@ pub struct Media {
     /// The kernel fast path.
     #[serde(default)]
     pub xdp: Xdp,
+    /// Userspace relay threads when the XDP fast path is not attached (0:
+    /// one per core). Each owns the sockets of its streams and a share of
+    /// each address's ports. With XDP attached the relay runs one thread:
+    /// the kernel carries latched media.
+    #[serde(default)]
+    pub relay_threads: u16,
 }
 
 impl Default for Media {
@@ -546,6 +552,7 @@ impl Default for Media {
             port_quarantine_secs: default_port_quarantine_secs(),
             latching: Latching::default(),
             xdp: Xdp::default(),
+            relay_threads: 0,
         }
     }
 }
@@ -824,11 +831,17 @@ impl fmt::Display for Transport {
 }
 
 /// A realm's media anchor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealmMedia {
     /// The address media sockets bind to.
     pub address: IpAddr,
+    /// Further addresses of this host (IP aliases, other NICs) the realm
+    /// anchors on, each with its own port pool: a call leg goes to the
+    /// least loaded, so a realm holds about 32,000 concurrent legs per
+    /// address instead of in all.
+    #[serde(default)]
+    pub more_addresses: Vec<IpAddr>,
     /// The address written into SDP, when it differs (1:1 NAT in front of
     /// the SBC); `address` otherwise.
     #[serde(default)]
@@ -836,6 +849,11 @@ pub struct RealmMedia {
 }
 
 impl RealmMedia {
+    /// Every address the realm anchors on, `address` first.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.address).chain(self.more_addresses.iter().copied())
+    }
+
     /// The address the SBC puts in SDP for this realm.
     pub fn advertised(&self) -> IpAddr {
         self.advertise.unwrap_or(self.address)

@@ -468,6 +468,63 @@ fn realm_listeners_buffers_and_media_addresses() {
 }
 
 #[test]
+fn more_media_addresses_are_checked_one_by_one() {
+    let more = |list: &str| {
+        edit(
+            r#"media = { address = "127.0.0.1" }"#,
+            &format!("media = {{ address = \"127.0.0.1\", more_addresses = {list} }}"),
+        )
+    };
+    let ok = Config::from_str_named(&more(r#"["127.0.0.11", "127.0.0.12"]"#), "t.toml")
+        .expect("two more addresses");
+    let all: Vec<String> = ok.realms[0]
+        .media
+        .addresses()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(all, ["127.0.0.1", "127.0.0.11", "127.0.0.12"]);
+    assert!(
+        ok.media_ranges().len() >= 3,
+        "each address gets a port pool"
+    );
+    for (list, index, words) in [
+        (r#"["127.0.0.11", "::1"]"#, 1, "different families"),
+        (r#"["0.0.0.0"]"#, 0, "not an address"),
+        (r#"["127.0.0.11", "127.0.0.1"]"#, 1, "twice"),
+    ] {
+        let text = more(list);
+        let p = problem(
+            &text,
+            &format!("realm[0].media.more_addresses[{index}]"),
+            "more_addresses",
+        );
+        assert!(p.message.contains(words), "{list}: {p}");
+    }
+    let text = edit(
+        r#"media = { address = "127.0.0.1" }"#,
+        r#"media = { address = "127.0.0.1", advertise = "192.0.2.1", more_addresses = ["127.0.0.11"] }"#,
+    );
+    let p = problem(&text, "realm[0].media.more_addresses[0]", "more_addresses");
+    assert!(p.message.contains("advertise"), "{p}");
+    // 100 pairs an address: 150 calls fit a realm only with a second one.
+    let limits = |realm_media: &str| {
+        format!(
+            "[limits]\nmax_calls = 150\n[media]\nport_min = 20000\nport_max = 20199\n{}",
+            BASE.replace(r#"media = { address = "127.0.0.1" }"#, realm_media)
+                .replace(
+                    r#"media = { address = "127.0.0.2" }"#,
+                    r#"media = { address = "127.0.0.2", more_addresses = ["127.0.0.22"] }"#
+                )
+        )
+    };
+    let one = limits(r#"media = { address = "127.0.0.1" }"#);
+    let p = problem(&one, "media.port_max", "port_max");
+    assert!(p.message.contains("fewer than the 150"), "{p}");
+    let two = limits(r#"media = { address = "127.0.0.1", more_addresses = ["127.0.0.11"] }"#);
+    assert!(Config::from_str_named(&two, "t.toml").is_ok(), "{two}");
+}
+
+#[test]
 fn networks_with_host_bits_suggest_the_network() {
     let text = edit(
         r#"media = { address = "127.0.0.1" }"#,

@@ -392,15 +392,33 @@ impl Validator<'_> {
                 Some("write the range as port_min < port_max".into()),
             );
         } else {
-            // A call anchors one RTP/RTCP pair per leg on its realm's media
-            // address; two realms sharing an address need two pairs from it.
-            let mut per_address: HashMap<IpAddr, u32> = HashMap::new();
-            for realm in &self.config.realms {
-                *per_address.entry(realm.media.address).or_default() += 1;
+            // A call anchors one RTP/RTCP pair per leg on one of its
+            // realm's media addresses; two realms sharing an address need
+            // two pairs from it, a realm with several addresses spreads its
+            // legs over them. The tightest realm says how many pairs each
+            // address needs.
+            let mut per_address: HashMap<IpAddr, u64> = HashMap::new();
+            for address in self.config.realms.iter().flat_map(|r| r.media.addresses()) {
+                *per_address.entry(address).or_default() += 1;
             }
-            let legs = per_address.values().copied().max().unwrap_or(1).max(1);
-            let needed = u64::from(self.config.limits.max_calls) * u64::from(legs);
-            if u64::from(media.port_pairs()) < needed {
+            let pairs = u64::from(media.port_pairs()).max(1);
+            let max_calls = u64::from(self.config.limits.max_calls);
+            let needed = self
+                .config
+                .realms
+                .iter()
+                .map(|r| {
+                    // The share of an address's pairs this realm may count on.
+                    let shares: f64 = r
+                        .media
+                        .addresses()
+                        .map(|a| 1.0 / per_address.get(&a).copied().unwrap_or(1) as f64)
+                        .sum();
+                    (max_calls as f64 / shares.max(f64::MIN_POSITIVE)).ceil() as u64
+                })
+                .max()
+                .unwrap_or(max_calls);
+            if pairs < needed {
                 self.report(
                     at.key("port_max"),
                     item,
@@ -754,6 +772,39 @@ impl Validator<'_> {
                 Some("add advertise = \"<address peers reach>\" or bind a concrete address".into()),
             );
         }
+        for (i, more) in media.more_addresses.iter().enumerate() {
+            let problem = if more.is_ipv4() != media.address.is_ipv4() {
+                Some((
+                    format!(
+                        "{more} and media address {} are of different families",
+                        media.address
+                    ),
+                    "a realm's media addresses are all IPv4 or all IPv6",
+                ))
+            } else if more.is_unspecified() {
+                Some((
+                    format!("{more} is not an address to anchor on"),
+                    "give addresses of this host (IP aliases or other NICs)",
+                ))
+            } else if media.addresses().filter(|a| a == more).count() > 1 {
+                Some((format!("{more} is listed twice"), "list each address once"))
+            } else if media.advertise.is_some() {
+                Some((
+                    "more_addresses cannot be combined with advertise".to_owned(),
+                    "a 1:1 NAT maps one public address to `address`; anchor behind it on one",
+                ))
+            } else {
+                None
+            };
+            if let Some((message, hint)) = problem {
+                self.report(
+                    at.key("media").key("more_addresses").index(i),
+                    item,
+                    message,
+                    Some(hint.into()),
+                );
+            }
+        }
         if !realm
             .listen
             .iter()
@@ -850,7 +901,8 @@ impl Validator<'_> {
             let on_media = config
                 .realms
                 .iter()
-                .any(|r| overlaps_ip(r.media.address, address.ip()));
+                .flat_map(|r| r.media.addresses())
+                .any(|media| overlaps_ip(media, address.ip()));
             if *transport == Transport::Udp && in_range && on_media {
                 let message = format!(
                     "udp {address} lies inside the media port range {}-{}",

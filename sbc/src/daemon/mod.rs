@@ -169,8 +169,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     relay_config.cname_mask = Some(cname_mask.clone());
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
+    relay_config.threads = match config.media.relay_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => usize::from(n),
+    };
     let fast_path = start_fast_path(&config.media.xdp, &metrics);
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
+    info!(threads = relay.threads(), "media relay running");
 
     // ---- admin -------------------------------------------------------------------------
     let readiness = Readiness::new();
@@ -487,7 +492,7 @@ fn reload(
             let realm = config
                 .realms
                 .iter()
-                .find(|r| r.media.address == *ip)
+                .find(|r| r.media.addresses().any(|a| a == *ip))
                 .map_or("?", |r| r.name.as_str());
             refuse(&format_args!(
                 "realm {realm}: media address {ip} can't be bound here ({e}); is it an address of this host?"

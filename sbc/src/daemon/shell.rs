@@ -395,7 +395,7 @@ impl Shell<'_> {
     /// pool, so they show the same free count (a reload that adds a media
     /// address gives it a pool before any call can use it).
     pub(super) fn media_totals(&mut self, core: &Core, totals: &[MediaTotals]) {
-        for (index, (name, media_ip)) in (0..).map_while(|i| core.realm_media(i)).enumerate() {
+        for (index, (name, media_ips)) in (0..).map_while(|i| core.realm_media(i)).enumerate() {
             let now = totals.get(index).copied().unwrap_or_default();
             if self.relayed.len() <= index {
                 self.relayed.resize(index + 1, MediaTotals::default());
@@ -415,7 +415,15 @@ impl Shell<'_> {
                 now.xdp_bytes.saturating_sub(before.xdp_bytes),
             );
             self.relayed[index] = now;
-            if let Some(free) = self.relay.stats().ports_free(media_ip) {
+            let stats = self.relay.stats();
+            let mut realm_free = None;
+            for &ip in media_ips {
+                if let Some(free) = stats.ports_free(ip) {
+                    self.metrics.set_media_address_ports_free(ip, free);
+                    *realm_free.get_or_insert(0) += free;
+                }
+            }
+            if let Some(free) = realm_free {
                 self.metrics.set_media_ports_free(name, free);
             }
         }

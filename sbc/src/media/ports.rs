@@ -89,6 +89,25 @@ impl PortRange {
     pub fn is_empty(&self) -> bool {
         self.last < self.first
     }
+
+    /// Share `k` of `n` near-equal shares of whole RTP/RTCP slots, in
+    /// order (the relay threads' pools of one address never overlap);
+    /// `None` for a share with no slot (more shares than slots).
+    pub fn share(&self, k: usize, n: usize) -> Option<PortRange> {
+        let n = n.max(1);
+        let slots = self.len() / 2;
+        let (from, to) = (slots * k / n, slots * (k + 1) / n);
+        if k >= n || from == to {
+            return None;
+        }
+        // Both fit in u16: they are within the range.
+        let first = usize::from(self.first) + 2 * from;
+        let last = usize::from(self.first) + 2 * to - 1;
+        Some(PortRange {
+            first: u16::try_from(first).ok()?,
+            last: u16::try_from(last).ok()?,
+        })
+    }
 }
 
 /// Ports handed to one leg.
@@ -811,5 +830,32 @@ mod tests {
         let mut usages: Vec<_> = alloc.usages().map(|(ip, u)| (ip, u.free())).collect();
         usages.sort();
         assert_eq!(usages, vec![(a, 8), (b, 8)]);
+    }
+
+    #[test]
+    fn shares_cover_the_range_in_whole_slots_without_overlap() {
+        for (first, last, n) in [
+            (10_000, 10_999, 2),
+            (10_000, 10_005, 4),
+            (2, 65_535, 3),
+            (30_000, 30_001, 1),
+        ] {
+            let range = PortRange::new(first, last).expect("range");
+            let shares: Vec<PortRange> = (0..n).filter_map(|k| range.share(k, n)).collect();
+            assert_eq!(shares.first().map(|s| s.first), Some(first));
+            assert_eq!(shares.last().map(|s| s.last), Some(last));
+            for pair in shares.windows(2) {
+                assert_eq!(pair[0].last + 1, pair[1].first, "{shares:?}");
+            }
+            for s in &shares {
+                PortRange::new(s.first, s.last).expect("each share is a valid range");
+            }
+            let sizes: Vec<usize> = shares.iter().map(PortRange::len).collect();
+            let (min, max) = (sizes.iter().min(), sizes.iter().max());
+            assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 2), "{sizes:?}");
+        }
+        let one = PortRange::new(10_000, 10_001).expect("one slot");
+        assert_eq!((one.share(0, 2), one.share(1, 2)), (None, Some(one)));
+        assert_eq!(one.share(0, 0), Some(one), "no shares is one");
     }
 }

@@ -114,6 +114,11 @@ pub struct RelayConfig {
     /// [`LatchPolicy::RealmNetworks`](super::command::LatchPolicy) may
     /// learn its source from.
     pub realm_networks: Vec<Vec<ipnet::IpNet>>,
+    /// Relay threads (at least 1). Each owns the sockets of the streams
+    /// given to it (by stream id) and a share of every address's ports, so
+    /// no packet crosses threads. With a fast path there is one: the fast
+    /// path carries the load there.
+    pub threads: usize,
 }
 
 impl RelayConfig {
@@ -131,8 +136,22 @@ impl RelayConfig {
             notify: None,
             cname_mask: None,
             realm_networks: Vec::new(),
+            threads: 1,
         }
     }
+
+    /// The ports relay thread `k` of `n` owns: its share of each range.
+    fn ports_of(&self, k: usize, n: usize) -> Vec<(IpAddr, PortRange)> {
+        shares(&self.ports, k, n)
+    }
+}
+
+/// Share `k` of `n` of each address's range (see [`PortRange::share`]).
+fn shares(ports: &[(IpAddr, PortRange)], k: usize, n: usize) -> Vec<(IpAddr, PortRange)> {
+    ports
+        .iter()
+        .filter_map(|(ip, range)| Some((*ip, range.share(k, n)?)))
+        .collect()
 }
 
 /// Why the relay could not start.
@@ -212,19 +231,22 @@ pub struct RelayStats {
     /// Per realm tag (the index), both paths.
     realms: Mutex<Vec<MediaTotals>>,
     /// Ports not in use (quarantined ones included: they go out last), per
-    /// media address (a reload
-    /// may add addresses; one lock per publication, never per packet).
-    ports_free: Mutex<Vec<(IpAddr, u64)>>,
+    /// media address and relay thread (a reload may add addresses; one lock
+    /// per publication, never per packet).
+    ports_free: Mutex<Vec<(IpAddr, usize, u64)>>,
 }
 
 impl RelayStats {
-    /// Zero totals, and every port of `ports` free.
-    fn new(ports: &[(IpAddr, super::ports::PortRange)]) -> RelayStats {
+    /// Zero totals, and every port of `ports` free, shared among `threads`.
+    fn new(ports: &[(IpAddr, PortRange)], threads: usize) -> RelayStats {
         RelayStats {
             ports_free: Mutex::new(
-                ports
-                    .iter()
-                    .map(|(ip, range)| (*ip, range.len() as u64))
+                (0..threads)
+                    .flat_map(|k| {
+                        shares(ports, k, threads)
+                            .into_iter()
+                            .map(move |(ip, range)| (ip, k, range.len() as u64))
+                    })
                     .collect(),
             ),
             ..RelayStats::default()
@@ -251,8 +273,9 @@ impl RelayStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|(addr, _)| *addr == ip)
-            .map(|(_, free)| *free)
+            .filter(|(addr, _, _)| *addr == ip)
+            .map(|(_, _, free)| *free)
+            .reduce(|a, b| a + b)
     }
 }
 
@@ -292,30 +315,14 @@ pub enum Offered {
     Stopped,
 }
 
-/// A cloneable handle that sends commands into the relay thread.
+/// The command queue into one relay thread, and the waker of its poll.
 #[derive(Clone)]
-pub struct CommandSender {
+struct Lane {
     tx: SyncSender<Control>,
     waker: Arc<Waker>,
 }
 
-impl CommandSender {
-    /// Queue a command without blocking.
-    pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
-        self.control(Control::Command(command))
-    }
-
-    /// Queue a command without blocking; a full queue hands it back, so the
-    /// caller can send it again later rather than lose it.
-    pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
-        match self.tx.try_send(Control::Command(command)) {
-            Ok(()) => self.waker.wake().map_err(|_| Offered::Stopped),
-            Err(TrySendError::Full(Control::Command(command))) => Err(Offered::Full(command)),
-            Err(TrySendError::Full(_)) => Err(Offered::Stopped),
-            Err(TrySendError::Disconnected(_)) => Err(Offered::Stopped),
-        }
-    }
-
+impl Lane {
     fn control(&self, control: Control) -> Result<(), MediaError> {
         match self.tx.try_send(control) {
             Ok(()) => {}
@@ -326,14 +333,51 @@ impl CommandSender {
     }
 }
 
-/// The running relay. Dropping it stops the thread and closes every socket.
+/// A cloneable handle that sends commands into the relay threads: every
+/// command of a stream goes to the thread that owns it (by stream id), so
+/// they apply in the order sent.
+#[derive(Clone)]
+pub struct CommandSender {
+    lanes: Vec<Lane>,
+}
+
+impl CommandSender {
+    fn lane(&self, command: &MediaCommand) -> &Lane {
+        let stream = match command {
+            MediaCommand::Allocate { stream, .. }
+            | MediaCommand::SetRemote { stream, .. }
+            | MediaCommand::SetDirection { stream, .. }
+            | MediaCommand::Release { stream } => stream,
+        };
+        &self.lanes[(stream.0 % self.lanes.len() as u64) as usize]
+    }
+
+    /// Queue a command without blocking.
+    pub fn send(&self, command: MediaCommand) -> Result<(), MediaError> {
+        self.lane(&command).control(Control::Command(command))
+    }
+
+    /// Queue a command without blocking; a full queue hands it back, so the
+    /// caller can send it again later rather than lose it.
+    pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
+        let lane = self.lane(&command);
+        match lane.tx.try_send(Control::Command(command)) {
+            Ok(()) => lane.waker.wake().map_err(|_| Offered::Stopped),
+            Err(TrySendError::Full(Control::Command(command))) => Err(Offered::Full(command)),
+            Err(TrySendError::Full(_)) => Err(Offered::Stopped),
+            Err(TrySendError::Disconnected(_)) => Err(Offered::Stopped),
+        }
+    }
+}
+
+/// The running relay. Dropping it stops the threads and closes every socket.
 pub struct UserspaceRelay {
     sender: CommandSender,
     events: Receiver<MediaEvent>,
     stats: Arc<RelayStats>,
-    thread: Option<JoinHandle<()>>,
-    /// `/proc/<pid>/task/<tid>` of the relay thread, for its CPU time.
-    task_dir: Option<PathBuf>,
+    threads: Vec<JoinHandle<()>>,
+    /// `/proc/<pid>/task/<tid>` of each relay thread, for its CPU time.
+    task_dirs: Vec<PathBuf>,
 }
 
 impl UserspaceRelay {
@@ -342,66 +386,84 @@ impl UserspaceRelay {
         UserspaceRelay::start_with_fast_path(config, None)
     }
 
-    /// Start the relay thread, driving `fast_path` as streams latch, change
-    /// and end.
+    /// Start the relay threads (`config.threads`, one with a fast path),
+    /// driving `fast_path` as streams latch, change and end.
     pub fn start_with_fast_path(
         config: RelayConfig,
-        fast_path: Option<Box<dyn FastPath>>,
+        mut fast_path: Option<Box<dyn FastPath>>,
     ) -> Result<UserspaceRelay, RelayError> {
-        let poll = Poll::new().map_err(|source| RelayError::Start {
-            step: "poll",
-            source,
-        })?;
-        let waker =
-            Arc::new(
-                Waker::new(poll.registry(), WAKER).map_err(|source| RelayError::Start {
-                    step: "waker",
-                    source,
-                })?,
-            );
-        let (tx, rx) = mpsc::sync_channel(config.command_capacity.max(1));
-        let (event_tx, events) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let stats = Arc::new(RelayStats::new(&config.ports));
-        let ports = PortAllocator::new(config.ports.iter().copied(), config.quarantine);
-        let mut table = FlowTable::new(config.flow, ports);
-        table.set_realm_networks(config.realm_networks.clone());
-        let relay = Relay {
-            poll,
-            table,
-            sockets: Vec::new(),
-            free_tokens: Vec::new(),
-            streams: HashMap::new(),
-            commands: rx,
-            events: event_tx,
-            stats: Arc::clone(&stats),
-            config,
-            fast_path,
-            fast_counts: Vec::new(),
-            tally: Tally::default(),
-            ports_check: None,
-            scratch: Vec::with_capacity(2048),
+        let n = if fast_path.is_some() {
+            1
+        } else {
+            config.threads.max(1)
         };
-        let thread = std::thread::Builder::new()
-            .name("media-relay".into())
-            .spawn(move || {
-                // Readable only by this thread: where the kernel keeps its CPU time.
-                // (The link is relative: "<pid>/task/<tid>".)
-                let task = std::fs::read_link("/proc/thread-self").ok();
-                let _ = ready_tx.send(task.map(|t| PathBuf::from("/proc").join(t)));
-                relay.run();
-            })
-            .map_err(|source| RelayError::Start {
-                step: "thread",
+        let (event_tx, events) = mpsc::channel();
+        let stats = Arc::new(RelayStats::new(&config.ports, n));
+        let mut lanes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        let mut task_dirs = Vec::with_capacity(n);
+        for k in 0..n {
+            let poll = Poll::new().map_err(|source| RelayError::Start {
+                step: "poll",
                 source,
             })?;
-        let task_dir = ready_rx.recv().ok().flatten();
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|source| {
+                RelayError::Start {
+                    step: "waker",
+                    source,
+                }
+            })?);
+            let (tx, rx) = mpsc::sync_channel(config.command_capacity.max(1));
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let ports = PortAllocator::new(config.ports_of(k, n), config.quarantine);
+            let mut table = FlowTable::new(config.flow, ports);
+            table.set_realm_networks(config.realm_networks.clone());
+            let relay = Relay {
+                index: k,
+                poll,
+                table,
+                sockets: Vec::new(),
+                free_tokens: Vec::new(),
+                streams: HashMap::new(),
+                commands: rx,
+                events: event_tx.clone(),
+                stats: Arc::clone(&stats),
+                config: config.clone(),
+                fast_path: fast_path.take(),
+                fast_counts: Vec::new(),
+                tally: Tally::default(),
+                ports_check: None,
+                published_streams: 0,
+                scratch: Vec::with_capacity(2048),
+            };
+            let name = if n == 1 {
+                "media-relay".to_owned()
+            } else {
+                format!("media-relay-{k}")
+            };
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    // Readable only by this thread: where the kernel keeps its CPU time.
+                    // (The link is relative: "<pid>/task/<tid>".)
+                    let task = std::fs::read_link("/proc/thread-self").ok();
+                    let _ = ready_tx.send(task.map(|t| PathBuf::from("/proc").join(t)));
+                    relay.run();
+                })
+                .map_err(|source| RelayError::Start {
+                    step: "thread",
+                    source,
+                })?;
+            task_dirs.extend(ready_rx.recv().ok().flatten());
+            lanes.push(Lane { tx, waker });
+            threads.push(thread);
+        }
         Ok(UserspaceRelay {
-            sender: CommandSender { tx, waker },
+            sender: CommandSender { lanes },
             events,
             stats,
-            thread: Some(thread),
-            task_dir,
+            threads,
+            task_dirs,
         })
     }
 
@@ -425,7 +487,18 @@ impl UserspaceRelay {
     /// address that has one keeps it. Applied in order with commands, so an
     /// allocation sent after this finds the pool.
     pub fn add_pool(&self, ip: std::net::IpAddr, range: PortRange) -> Result<(), MediaError> {
-        self.sender.control(Control::AddPool(ip, range))
+        let n = self.sender.lanes.len();
+        for (k, lane) in self.sender.lanes.iter().enumerate() {
+            if let Some(share) = range.share(k, n) {
+                lane.control(Control::AddPool(ip, share))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many relay threads run.
+    pub fn threads(&self) -> usize {
+        self.sender.lanes.len()
     }
 
     /// The next event, if one is waiting.
@@ -446,9 +519,12 @@ impl UserspaceRelay {
     /// CPU time the relay thread has used, from the kernel's scheduler
     /// statistics (`schedstat`, nanoseconds); `None` where unavailable.
     pub fn thread_cpu_time(&self) -> Option<Duration> {
-        let text = std::fs::read_to_string(self.task_dir.as_ref()?.join("schedstat")).ok()?;
-        let nanos = text.split_whitespace().next()?.parse().ok()?;
-        Some(Duration::from_nanos(nanos))
+        let mut total = Duration::ZERO;
+        for dir in &self.task_dirs {
+            let text = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            total += Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?);
+        }
+        (!self.task_dirs.is_empty()).then_some(total)
     }
 
     /// Stop the thread and close every socket; waits for the thread.
@@ -457,11 +533,12 @@ impl UserspaceRelay {
     }
 
     fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
+        let threads = std::mem::take(&mut self.threads);
+        for (lane, thread) in self.sender.lanes.iter().zip(threads) {
             // A full queue still takes Shutdown once the thread drains it;
             // block (briefly) rather than leak the thread.
-            if self.sender.tx.send(Control::Shutdown).is_ok() {
-                let _ = self.sender.waker.wake();
+            if lane.tx.send(Control::Shutdown).is_ok() {
+                let _ = lane.waker.wake();
             }
             let _ = thread.join();
         }
@@ -494,6 +571,8 @@ fn component_index(component: Component) -> usize {
 }
 
 struct Relay {
+    /// Which relay thread this is (its share of ports, its line of stats).
+    index: usize,
     poll: Poll,
     table: FlowTable,
     /// Indexed by token.
@@ -512,6 +591,8 @@ struct Relay {
     ports_check: Option<Instant>,
     /// Where a rewritten RTCP packet is built.
     scratch: Vec<u8>,
+    /// The stream count this thread last added to the shared total.
+    published_streams: u64,
 }
 
 /// Totals of one turn, published to [`RelayStats`] once per turn.
@@ -868,9 +949,12 @@ impl Relay {
             .unwrap_or_else(PoisonError::into_inner);
         for (ip, usage) in ports.usages() {
             let free = usage.free() as u64;
-            match published.iter_mut().find(|(a, _)| *a == ip) {
-                Some((_, known)) => *known = free,
-                None => published.push((ip, free)),
+            match published
+                .iter_mut()
+                .find(|(a, k, _)| *a == ip && *k == self.index)
+            {
+                Some((_, _, known)) => *known = free,
+                None => published.push((ip, self.index, free)),
             }
         }
         drop(published);
@@ -880,9 +964,18 @@ impl Relay {
     fn publish(&mut self) {
         self.tally.publish(&self.stats);
         let stats = &self.stats;
-        stats
-            .streams
-            .store(self.table.len() as u64, Ordering::Relaxed);
+        // Each thread adds the change in its own count to the total.
+        let streams = self.table.len() as u64;
+        if streams > self.published_streams {
+            stats
+                .streams
+                .fetch_add(streams - self.published_streams, Ordering::Relaxed);
+        } else if streams < self.published_streams {
+            stats
+                .streams
+                .fetch_sub(self.published_streams - streams, Ordering::Relaxed);
+        }
+        self.published_streams = streams;
         let mut any = false;
         while let Some(event) = self.table.poll_event() {
             if let MediaEvent::AllocationFailed {

@@ -399,6 +399,15 @@ fn media_helpers() {
         value(&m, "sbc_media_ports_free", &[("realm", "carrier")]),
         998.0
     );
+    m.set_media_address_ports_free("192.0.2.11".parse().expect("ip"), 400);
+    assert_eq!(
+        value(
+            &m,
+            "sbc_media_address_ports_free",
+            &[("address", "192.0.2.11")]
+        ),
+        400.0
+    );
     m.media_timeout();
     m.media_timeout();
     assert_eq!(value(&m, "sbc_media_timeouts_total", &[]), 2.0);
@@ -513,7 +522,8 @@ fn every_family_is_present_from_start_up() {
     // and absent() alerts work before the first event. The exception is
     // set by the daemon's first one-second tick, where 0 would be a false
     // alarm.
-    const SET_ON_THE_FIRST_TICK: [&str; 1] = ["sbc_media_ports_free"];
+    const SET_ON_THE_FIRST_TICK: [&str; 2] =
+        ["sbc_media_ports_free", "sbc_media_address_ports_free"];
     let m = metrics();
     let realms = ["outside".to_owned(), "inside".to_owned()];
     let trunks = ["pbx".to_owned()];

@@ -1052,3 +1052,71 @@ fn a_source_in_the_realm_networks_is_learned_only_where_the_realm_allows_it() {
         release(&relay);
     }
 }
+
+#[test]
+fn two_relay_threads_each_carry_their_own_streams_on_their_own_ports() {
+    let n = 40;
+    let range = PortRange::new(41000, 41007).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.threads = 2;
+    let relay = UserspaceRelay::start(config).expect("relay starts");
+    assert_eq!(relay.threads(), 2);
+    // Streams 1 and 2 belong to different threads (by id), each of which
+    // owns half of every address's ports.
+    let (one, two) = (StreamId(1), StreamId(2));
+    let a = allocate(&relay, n, one).expect("stream 1");
+    let b = allocate(&relay, n, two).expect("stream 2");
+    let half = |port: u16| port >= 41004;
+    assert_ne!(half(a[0].rtp.port()), half(b[0].rtp.port()), "{a:?} {b:?}");
+    for (stream, local, host) in [(one, a, 10), (two, b, 30)] {
+        let caller = peer(ip(n, host));
+        let callee = peer(ip(n, host + 10));
+        for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
+            let addr = p.local_addr().expect("peer address");
+            relay
+                .send(MediaCommand::SetRemote {
+                    stream,
+                    leg,
+                    remote: Remote::rtp_pair(addr, addr.ip()),
+                })
+                .expect("command queued");
+        }
+        // Each thread applies its stream's commands in order: the relayed
+        // packets prove it took them.
+        let mut relayed = 0;
+        for seq in 0..20u16 {
+            caller
+                .send_to(&rtp(7, seq), local[0].rtp)
+                .expect("caller sends");
+            let mut buf = [0u8; 1500];
+            if let Ok((_, from)) = callee.recv_from(&mut buf) {
+                assert_eq!(from, local[1].rtp, "from the anchor of leg B");
+                relayed += 1;
+            }
+        }
+        assert!(relayed >= 15, "stream {stream:?}: {relayed} of 20 relayed");
+    }
+    // Free ports add up over both threads' shares: 8 per address, less
+    // one RTP/RTCP pair per leg and stream.
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    while relay.stats().ports_free(ip(n, 1)) != Some(4) {
+        #[allow(clippy::disallowed_methods)]
+        let late = Instant::now() > deadline;
+        assert!(
+            !late,
+            "free ports: {:?}",
+            relay.stats().ports_free(ip(n, 1))
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        relay
+            .stats()
+            .streams
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(relay.thread_cpu_time().is_some());
+    relay.shutdown();
+}
