@@ -267,6 +267,21 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     let dir = work.join("latency-sbc");
     let daemon = Daemon::start(bin, &dir, pairs);
     let via = latency(uas_ip(0), latency_calls, &dir, Some(OUTSIDE));
+    // The same probes while pair 1 carries a steady load of calls.
+    let load_cps = if full {
+        env_or("SIGNALING_BENCH_LOAD_CPS", 2000).clamp(10, 10_000)
+    } else {
+        20
+    };
+    let loaded = (pairs >= 2).then(|| {
+        let direct = under_load(&work.join("loaded-direct"), load_cps, None, || {
+            latency(uas_ip(0), latency_calls, &work.join("loaded-direct"), None)
+        });
+        let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
+            latency(uas_ip(0), latency_calls, &dir.join("loaded"), Some(OUTSIDE))
+        });
+        (direct, via)
+    });
     drop(daemon);
     let (dm, d90) = (percentile(&direct, 50), percentile(&direct, 90));
     let (sm, s90) = (percentile(&via, 50), percentile(&via, 90));
@@ -280,6 +295,17 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         i128::from(sm) - i128::from(dm),
         i128::from(s90) - i128::from(d90)
     );
+    if let Some((direct, via)) = &loaded {
+        let (dm, d99) = (percentile(direct, 50), percentile(direct, 99));
+        let (sm, s99) = (percentile(via, 50), percentile(via, 99));
+        println!(
+            "under {load_cps} cps of other calls: direct median {dm} us, p99 {d99} us; \
+             via sbc median {sm} us, p99 {s99} us; added median {} us, p99 {} us \
+             (target: p99 added under 1000 us)",
+            i128::from(sm) - i128::from(dm),
+            i128::from(s99) - i128::from(d99)
+        );
+    }
     if !full {
         assert_eq!(
             direct.len() as u64,
@@ -292,6 +318,33 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             "latency calls via the sbc failed"
         );
     }
+}
+
+/// Runs `probe` while pair 1 places calls at `cps` (through the daemon's
+/// realm at `via`, or straight to its UAS), the load started 2 s before the
+/// probe and stopped after it.
+fn under_load<T>(dir: &Path, cps: u64, via: Option<Ipv4Addr>, probe: impl FnOnce() -> T) -> T {
+    let uas = Sipp::spawn(&dir.join("load-uas"), "uas", uas_ip(1), &[]);
+    thread::sleep(Duration::from_millis(300));
+    let target = via.unwrap_or_else(|| uas_ip(1));
+    let secs = 60;
+    let args = vec![
+        format!("{target}:{SIP_PORT}"),
+        "-s".into(),
+        service(1),
+        "-m".into(),
+        (cps * secs).to_string(),
+        "-r".into(),
+        cps.to_string(),
+        "-timeout".into(),
+        format!("{}s", secs + 10),
+    ];
+    let uac = Sipp::spawn(&dir.join("load-uac"), "uac", uac_ip(1), &args);
+    thread::sleep(Duration::from_secs(2));
+    let out = probe();
+    drop(uac);
+    drop(uas);
+    out
 }
 
 /// 3. Memory per concurrent call.

@@ -82,7 +82,12 @@ fn registered(lab: &mut Lab) -> String {
         contact.starts_with("<sip:100@10.9.8.7:5062>;expires="),
         "{contact}"
     );
-    second
+    contact_uri(&second)
+}
+
+/// The URI of a REGISTER's first Contact (the token the registrar knows).
+fn contact_uri(register: &Message) -> String {
+    register
         .contacts()
         .find_map(|c| match c {
             Ok(sip::header::Contact::Addr(a)) => {
@@ -319,12 +324,7 @@ fn bindings_saved_by_one_core_are_served_by_the_next() {
 fn a_phone_on_tcp_gets_the_registrar_answer_over_its_connection() {
     // A non-INVITE server transaction over TCP ends as its final goes out:
     // the answer relayed from the registrar must still leave first.
-    let config = config().replace(
-        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }]",
-        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }, \
-         { transport = \"tcp\", address = \"192.0.2.1:5060\" }]",
-    );
-    let mut lab = Lab::new(&config);
+    let mut lab = Lab::new(&tcp_config());
     let connection = Some(crate::transport::ConnectionId(7));
     let tcp = register(1, 3600, false).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     lab.deliver_on(0, CALLER, tcp.as_bytes(), Transport::Tcp, connection);
@@ -332,6 +332,15 @@ fn a_phone_on_tcp_gets_the_registrar_answer_over_its_connection() {
     registrar_answers(&mut lab, &relayed, 200);
     let ok = lab.take_one(CALLER, "200");
     assert!(ok.header(HeaderName::Contact).is_some());
+}
+
+/// `config()` with a TCP listener beside the UDP one on the access realm.
+fn tcp_config() -> String {
+    config().replace(
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }]",
+        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }, \
+         { transport = \"tcp\", address = \"192.0.2.1:5060\" }]",
+    )
 }
 
 /// `config()` with `extra` added to the access realm's settings.
@@ -383,27 +392,14 @@ fn one_source_registers_no_more_bindings_than_its_cap() {
 
 #[test]
 fn a_binding_whose_tcp_connection_closes_is_de_registered() {
-    let config = config().replace(
-        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }]",
-        "listen = [{ transport = \"udp\", address = \"192.0.2.1:5060\" }, \
-         { transport = \"tcp\", address = \"192.0.2.1:5060\" }]",
-    );
-    let mut lab = Lab::new(&config);
+    let mut lab = Lab::new(&tcp_config());
     let connection = crate::transport::ConnectionId(7);
     let tcp = register(1, 3600, false).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     lab.deliver_on(0, CALLER, tcp.as_bytes(), Transport::Tcp, Some(connection));
     let relayed = lab.take_one(PBX, "REGISTER");
     registrar_answers(&mut lab, &relayed, 200);
     lab.take_one(CALLER, "200");
-    let token = relayed
-        .contacts()
-        .find_map(|c| match c {
-            Ok(sip::header::Contact::Addr(a)) => {
-                Some(String::from_utf8_lossy(a.uri().as_bytes()).into_owned())
-            }
-            _ => None,
-        })
-        .expect("our contact");
+    let token = contact_uri(&relayed);
     // Another connection closing changes nothing.
     let now = lab.now;
     lab.core

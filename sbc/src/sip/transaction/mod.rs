@@ -1062,11 +1062,7 @@ impl Transactions {
         id: ServerId,
         linger: Duration,
     ) -> Result<(), TransactionError> {
-        let any = TransactionId::Server(id);
-        let tx = self
-            .txs
-            .get_mut(&any)
-            .ok_or(TransactionError::Unknown(any))?;
+        let (any, tx) = self.server_tx(id)?;
         match (tx.kind, tx.state) {
             (Kind::NonInviteServer, State::Completed) => self.terminate(any),
             (Kind::InviteServer, State::Completed) => {
@@ -1093,15 +1089,21 @@ impl Transactions {
         id: ServerId,
         retransmissions: u8,
     ) -> Result<(), TransactionError> {
+        let (_, tx) = self.server_tx(id)?;
+        if tx.kind == Kind::InviteServer {
+            tx.retransmissions_left = Some(retransmissions);
+        }
+        Ok(())
+    }
+
+    /// Server transaction `id`, live.
+    fn server_tx(&mut self, id: ServerId) -> Result<(TransactionId, &mut Tx), TransactionError> {
         let any = TransactionId::Server(id);
         let tx = self
             .txs
             .get_mut(&any)
             .ok_or(TransactionError::Unknown(any))?;
-        if tx.kind == Kind::InviteServer {
-            tx.retransmissions_left = Some(retransmissions);
-        }
-        Ok(())
+        Ok((any, tx))
     }
 
     /// The TU abandons a transaction (e.g. §9.1: no final response 64*T1
