@@ -7,7 +7,8 @@
 #
 # Steps, in order, stopping at the first failure:
 #   install   Debian packages (sip-tester = SIPp, iproute2, ethtool, prometheus = promtool,
-#             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab;
+#             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab,
+#             dnsmasq-base = the DNS server of the RFC 3263 trunk lab;
 #             Debian's kamailio system service is stopped and disabled: the labs run their own),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
 #   fmt       cargo fmt --all -- --check   (+ rustfmt --check on fuzz/fuzz_targets)
@@ -29,7 +30,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 

@@ -395,6 +395,27 @@ impl Trust {
     /// The trust of `config`; `resolve` gives the address of a trunk named
     /// by host (a name that does not resolve trusts nothing).
     pub fn new(config: &Config, resolve: impl Fn(&str, u16) -> Option<SocketAddr>) -> Trust {
+        Self::build(config, |t| match &t.address {
+            PeerAddress::Ip(addr) => vec![addr.ip()],
+            PeerAddress::Host { host, port } => {
+                resolve(host, *port).map(|a| a.ip()).into_iter().collect()
+            }
+            // Trusted once resolved: see `Trust::with_targets`.
+            PeerAddress::Name { .. } => Vec::new(),
+        })
+    }
+
+    /// The trust of `config` with every trunk given by DNS name trusting
+    /// the addresses `targets` gives for the trunk's name (what its name
+    /// resolved to, RFC 3263).
+    pub fn with_targets(config: &Config, targets: impl Fn(&str) -> Vec<IpAddr>) -> Trust {
+        Self::build(config, |t| match &t.address {
+            PeerAddress::Ip(addr) => vec![addr.ip()],
+            PeerAddress::Host { .. } | PeerAddress::Name { .. } => targets(&t.name),
+        })
+    }
+
+    fn build(config: &Config, addresses: impl Fn(&crate::config::Trunk) -> Vec<IpAddr>) -> Trust {
         let realms = config
             .realms
             .iter()
@@ -403,10 +424,7 @@ impl Trust {
                     .trunks
                     .iter()
                     .filter(|t| t.realm == realm.name)
-                    .filter_map(|t| match &t.address {
-                        PeerAddress::Ip(addr) => Some(addr.ip()),
-                        PeerAddress::Host { host, port } => resolve(host, *port).map(|a| a.ip()),
-                    })
+                    .flat_map(&addresses)
                     .map(|ip| ip.to_canonical())
                     .collect();
                 trunks.sort_unstable();

@@ -26,6 +26,8 @@
 //!   tokio-rustls), RFC 3581; [`tls`] reads the certificates it presents.
 //! * [`media`]`::userspace`: the relay thread (mio) that owns media sockets;
 //!   `media::xdp`: the XDP program's loader and maps (aya).
+//! * [`dns`]: RFC 3263 trunk names (NAPTR, SRV, A/AAAA over hickory) resolved
+//!   in the daemon's tasks; the pure part orders SRV targets and caches by TTL.
 //! * [`guard`]: the per-source shield (rates, bans, trust) the transport
 //!   screens with before parsing; pure like the core, shared by the tasks.
 //! * [`daemon`]: wires config, transports, core, relay, admin and CDRs;
@@ -42,6 +44,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod guard;
 pub mod harness;
 pub mod inspect;

@@ -19,7 +19,11 @@
 //! Cardinality: every label value is either a member of a closed enum defined
 //! here, or an operator-configured name (realm, trunk, XDP interface) whose
 //! count is fixed by the configuration. Call-IDs, tags, URIs, addresses and
-//! ports never become label values. Extension SIP methods collapse to
+//! ports never become label values, with one exception: the `target` of
+//! `sbc_trunk_target_up{trunk,target}`, the `IP:port` a trunk is reached at
+//! (its configured address, or those its DNS name resolves to), bounded by
+//! the configuration and the trunk's DNS answer; the series of a target a new
+//! answer no longer has is removed. Extension SIP methods collapse to
 //! `"other"` for the same reason.
 //!
 //! XDP fallback: the attach mode in use is a gauge,
@@ -571,6 +575,9 @@ pub struct Metrics {
     xdp_attached: IntGaugeVec,
     xdp_fallback: IntCounterVec,
     trunk_up: IntGaugeVec,
+    trunk_target_up: IntGaugeVec,
+    /// The targets each trunk has a `sbc_trunk_target_up` series for.
+    trunk_targets: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
     trunk_calls_active: IntGaugeVec,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
@@ -808,6 +815,12 @@ impl Metrics {
             "1 if the trunk answers its OPTIONS health check (or has none), 0 if it is marked down.",
             &["trunk"],
         );
+        let trunk_target_up = gauge_vec(
+            &r,
+            "sbc_trunk_target_up",
+            "1 if this target of the trunk (its address, or one its DNS name resolved to) answers its OPTIONS health check, 0 if not.",
+            &["trunk", "target"],
+        );
         let trunk_calls_active = gauge_vec(
             &r,
             "sbc_trunk_calls_active",
@@ -883,6 +896,8 @@ impl Metrics {
             xdp_attached,
             xdp_fallback,
             trunk_up,
+            trunk_target_up,
+            trunk_targets: std::sync::Mutex::default(),
             trunk_calls_active,
             config_reloads,
             config_last_reload_success,
@@ -1176,6 +1191,34 @@ impl Metrics {
     /// Sets `sbc_trunk_up{trunk}`.
     pub fn set_trunk_up(&self, trunk: &str, up: bool) {
         self.trunk_up.with_label_values(&[trunk]).set(i64::from(up));
+    }
+
+    /// Sets `sbc_trunk_target_up{trunk,target}`.
+    pub fn set_trunk_target_up(&self, trunk: &str, target: std::net::SocketAddr, up: bool) {
+        let target = target.to_string();
+        self.trunk_target_up
+            .with_label_values(&[trunk, &target])
+            .set(i64::from(up));
+        let mut known = self.trunk_targets.lock().unwrap_or_else(|e| e.into_inner());
+        let list = known.entry(trunk.to_owned()).or_default();
+        if !list.contains(&target) {
+            list.push(target);
+        }
+    }
+
+    /// A trunk's targets are now `targets`: the `sbc_trunk_target_up`
+    /// series of any other target of it is removed.
+    pub fn set_trunk_targets(&self, trunk: &str, targets: &[std::net::SocketAddr]) {
+        let keep: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let mut known = self.trunk_targets.lock().unwrap_or_else(|e| e.into_inner());
+        let list = known.entry(trunk.to_owned()).or_default();
+        list.retain(|target| {
+            let stays = keep.contains(target);
+            if !stays {
+                let _ = self.trunk_target_up.remove_label_values(&[trunk, target]);
+            }
+            stays
+        });
     }
 
     /// Sets `sbc_trunk_calls_active{trunk}` from the core's count.

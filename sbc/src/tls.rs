@@ -594,12 +594,14 @@ pub struct TlsProblem {
 
 impl TlsSettings {
     /// Reads every certificate, key and CA set `config` names and builds
-    /// the configurations; trunks given by host name are keyed by the
-    /// address `resolve` gives (unresolved ones get none: they are skipped
-    /// as trunks anyway). Every problem is returned, not just the first.
+    /// the configurations; trunks given by a name are keyed by the
+    /// addresses `targets` gives for them (what DNS resolved so far; none
+    /// yet: the trunk is skipped by routing anyway, and the daemon builds
+    /// the settings again when its targets change). Every problem is
+    /// returned, not just the first.
     pub fn from_config(
         config: &Config,
-        resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+        targets: &dyn Fn(&crate::config::Trunk) -> Vec<SocketAddr>,
         now: SystemTime,
     ) -> Result<TlsSettings, Vec<TlsProblem>> {
         let mut settings = TlsSettings::default();
@@ -681,7 +683,7 @@ impl TlsSettings {
             realm_identity.insert(realm.name.as_str(), identity);
         }
         for (index, trunk) in config.trunks.iter().enumerate() {
-            if trunk.transport != Transport::Tls {
+            if trunk.transport() != Transport::Tls {
                 continue;
             }
             let problem = |field, error| TlsProblem {
@@ -715,6 +717,9 @@ impl TlsSettings {
                 .unwrap_or_else(|| match &trunk.address {
                     PeerAddress::Ip(addr) => addr.ip().to_string(),
                     PeerAddress::Host { host, .. } => host.clone(),
+                    // RFC 5922 §4: the domain the trunk was given by, not
+                    // the SRV target's host name.
+                    PeerAddress::Name { host } => host.clone(),
                 });
             let server_name = match ServerName::try_from(name.clone()) {
                 Ok(server_name) => server_name,
@@ -767,17 +772,17 @@ impl TlsSettings {
             if let Some(ca) = &ca {
                 settings.push_ca(Owner::Trunk, &trunk.name, ca);
             }
-            let addr = match &trunk.address {
-                PeerAddress::Ip(addr) => Some(*addr),
-                PeerAddress::Host { host, port } => resolve(host, *port),
+            let addrs = match &trunk.address {
+                PeerAddress::Ip(addr) => vec![*addr],
+                PeerAddress::Host { .. } | PeerAddress::Name { .. } => targets(trunk),
             };
-            if let Some(addr) = addr {
+            for addr in addrs {
                 settings.peers.insert(
                     addr,
                     PeerTls {
                         trunk: trunk.name.clone(),
-                        config,
-                        server_name,
+                        config: config.clone(),
+                        server_name: server_name.clone(),
                     },
                 );
             }

@@ -370,6 +370,12 @@ impl Net {
         }
     }
 
+    /// The process holding the private namespace open (join it with
+    /// [`in_netns_of`]); `None` on the host's loopback.
+    pub fn pid(&self) -> Option<u32> {
+        self.anchor.as_ref().map(Background::id)
+    }
+
     /// Whether this is a private namespace.
     pub fn is_isolated(&self) -> bool {
         self.anchor.is_some()
@@ -519,6 +525,16 @@ impl Lab {
     /// (e.g. a broken one) for `plan`.
     pub fn start_toml(name: &str, plan: Plan, toml: &str) -> Lab {
         let mut lab = Lab::peers_only_with(name, plan);
+        lab.start_daemon(toml);
+        lab
+    }
+
+    /// Starts the daemon in a lab made with [`Lab::peers_only`] (after the
+    /// test has started what the daemon needs first, e.g. a DNS server in
+    /// the lab's network), with `toml`, and waits until it is ready.
+    pub fn start_daemon(&mut self, toml: &str) {
+        assert!(self.daemon.is_none(), "the lab's daemon is already running");
+        let lab = self;
         fs::write(&lab.config_path, toml).unwrap_or_else(|e| {
             panic!("cannot write {}: {e}", lab.config_path.display());
         });
@@ -537,7 +553,6 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         lab.daemon = Some(Daemon { child, stderr_path });
         lab.wait_ready();
-        lab
     }
 
     /// A lab with no daemon: the plan and the network only, for running

@@ -651,13 +651,16 @@ impl Core {
         else {
             return answer_phone(self, 503, phone);
         };
-        let Some(peer) = self.trunks[trunk].address else {
+        // A registrar given by DNS name: its first target, over the
+        // transport DNS chose for it.
+        let Some(first) = self.trunks[trunk].targets.first() else {
             return answer_phone(self, 503, phone);
         };
-        let Some(listener) = self.trunk_listener(trunk, peer) else {
+        let (peer, transport) = (first.addr, self.trunks[trunk].transport_to(first));
+        let realm = self.trunks[trunk].realm;
+        let Some(listener) = self.realm_listener(realm, transport, peer) else {
             return answer_phone(self, 503, phone);
         };
-        let transport = self.trunks[trunk].transport;
         let addr = self.listeners[listener].info.public();
         let registrar_expires = if asked == 0 {
             0

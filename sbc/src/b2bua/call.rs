@@ -289,6 +289,11 @@ pub(super) struct Setup {
     /// The index in `plan.targets` of the next trunk to try.
     pub(super) next_target: usize,
     pub(super) trunks_tried: Vec<String>,
+    /// The current trunk's targets still to try, in order, when its first
+    /// fails (RFC 3263 §4.3); empty for a trunk of one address.
+    pub(super) next_addrs: Vec<SocketAddr>,
+    /// Attempts on another target of the same trunk so far.
+    pub(super) target_retries: u8,
     /// To of leg B's INVITE (the original target, kept across redirects
     /// until A has its 2xx).
     pub(super) b_to: String,
@@ -308,6 +313,8 @@ impl Setup {
             plan,
             next_target: 0,
             trunks_tried: Vec::new(),
+            next_addrs: Vec::new(),
+            target_retries: 0,
             b_to: String::new(),
             redirects: 0,
             held_back: None,

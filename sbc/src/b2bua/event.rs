@@ -120,6 +120,24 @@ pub enum CoreEvent {
         /// Whether it answers.
         up: bool,
     },
+    /// One of a trunk's targets (its address, or one its DNS name resolved
+    /// to) changed its health-check verdict (or gave its first).
+    TargetState {
+        /// The trunk's name.
+        trunk: String,
+        /// The target.
+        target: std::net::SocketAddr,
+        /// Whether it answers.
+        up: bool,
+    },
+    /// A trunk's DNS name resolved to a different set of targets (those
+    /// gone have no health any more).
+    TrunkTargets {
+        /// The trunk's name.
+        trunk: String,
+        /// Its targets now, by ascending SRV priority.
+        targets: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// What became of a phone's REGISTER.

@@ -71,9 +71,10 @@ impl Core {
         if let Some(reason) = self.invite_refusal(meta) {
             return refuse(self, 503, reason);
         }
-        let source_trunk = self.trunks.iter().position(|t| {
-            !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == meta.remote.ip())
-        });
+        let source_trunk = self
+            .trunks
+            .iter()
+            .position(|t| !t.retired && t.realm == realm && t.has_ip(meta.remote.ip()));
         if !self.may_call_out(meta) {
             // An access realm takes calls from registered phones only.
             return refuse(self, 403, RejectReason::Acl);
@@ -238,7 +239,9 @@ impl Core {
             };
             call.setup.next_target += 1;
             let state = &mut self.trunks[trunk];
-            let Some(peer) = state.address else { continue };
+            if state.targets.is_empty() {
+                continue; // a DNS name not resolved (yet)
+            }
             match state.admit(now) {
                 Ok(()) => {}
                 Err(refusal) => {
@@ -249,12 +252,19 @@ impl Core {
                     continue;
                 }
             }
-            let realm = state.realm;
-            let transport = self.trunks[trunk].transport;
-            let Some(listener) = self.trunk_listener(trunk, peer) else {
+            // The trunk's targets in RFC 2782 order (randomness drawn only
+            // when a priority has more than one), those without a listener
+            // of their transport left out.
+            let ids = &mut self.ids;
+            let mut order = self.trunks[trunk].call_order(now, || {
+                let b = ids.next_bytes();
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            });
+            order.retain(|&addr| self.trunk_target_listener(trunk, addr).is_some());
+            if order.is_empty() {
                 self.trunks[trunk].release();
                 continue;
-            };
+            }
             if let Some(previous) = call.trunk.replace(trunk) {
                 self.trunks[previous].release();
             }
@@ -263,22 +273,56 @@ impl Core {
             call.setup
                 .trunks_tried
                 .push(self.trunks[trunk].name.clone());
-            let user = call
-                .a_invite
-                .request_uri()
-                .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
-                .unwrap_or_default();
-            let at = if user.is_empty() {
-                String::new()
-            } else {
-                format!("{user}@")
-            };
-            let host = host_port(peer);
-            call.setup.b_to = format!("<sip:{at}{host}>");
-            let target = format!("sip:{at}{host}");
-            self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
+            let peer = order.remove(0);
+            // Kept only when there is another target to fail over to.
+            call.setup.next_addrs = order;
+            self.start_trunk_target(now, call, trunk, peer);
             return;
         }
+    }
+
+    /// The listener a call to `addr`, one of `trunk`'s targets, leaves from
+    /// (and the transport it uses).
+    fn trunk_target_listener(&self, trunk: usize, addr: SocketAddr) -> Option<(usize, Transport)> {
+        let state = self.trunks.get(trunk)?;
+        let transport = state
+            .targets
+            .iter()
+            .find(|t| t.addr == addr)
+            .map_or(state.transport, |t| state.transport_to(t));
+        Some((
+            self.realm_listener(state.realm, transport, addr)?,
+            transport,
+        ))
+    }
+
+    /// Starts leg B towards `peer`, one of `trunk`'s targets.
+    fn start_trunk_target(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        trunk: usize,
+        peer: SocketAddr,
+    ) {
+        let Some((listener, transport)) = self.trunk_target_listener(trunk, peer) else {
+            // (Listeners were checked when the order was made.)
+            return self.fail_call(now, call, 503, EndedBy::Sbc(SbcReason::NoRoute));
+        };
+        let realm = self.trunks[trunk].realm;
+        let user = call
+            .a_invite
+            .request_uri()
+            .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()))
+            .unwrap_or_default();
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let host = host_port(peer);
+        call.setup.b_to = format!("<sip:{at}{host}>");
+        let target = format!("sip:{at}{host}");
+        self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
     }
 
     /// Starts (or restarts) leg B towards `peer`, with `target` as its
@@ -341,7 +385,9 @@ impl Core {
         };
         self.events.push_back(CoreEvent::CallAttempt {
             call: call.id,
-            attempt: call.setup.trunks_tried.len().max(1) + usize::from(call.setup.redirects),
+            attempt: call.setup.trunks_tried.len().max(1)
+                + usize::from(call.setup.redirects)
+                + usize::from(call.setup.target_retries),
             a_call_id: call.a.text.get(Part::CallId).to_owned(),
             b_call_id: call_id.clone(),
             from_realm: self.realms[call.a.realm].name.clone(),
@@ -621,12 +667,34 @@ impl Core {
             && let Some(b) = call.b.as_ref()
         {
             call.setup.redirects += 1;
+            call.setup.next_addrs = Vec::new();
             let (realm, transport) = (b.realm, b.transport);
             // The realm's listener now (a reload may have retired B's).
             let listener = self
                 .realm_listener(realm, transport, peer)
                 .unwrap_or(b.listener.0);
             return self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
+        }
+        // RFC 3263 §4.3: a target that timed out, could not be reached or
+        // answered 503 is blocked for a while, and the trunk's next target
+        // takes the call, whatever the route's `failover_on` says.
+        let target_failed = status == Some(503)
+            || matches!(
+                cause,
+                Some(FailoverCause::Timeout | FailoverCause::TransportError)
+            );
+        if target_failed
+            && call.setup.progress != Progress::Ringing
+            && let (Some(trunk), Some(b)) = (call.trunk, call.b.as_ref())
+        {
+            let peer = b.peer;
+            self.block_target(now, trunk, peer);
+            if !call.setup.next_addrs.is_empty() {
+                let next = call.setup.next_addrs.remove(0);
+                call.a_status = status.unwrap_or(408);
+                call.setup.target_retries = call.setup.target_retries.saturating_add(1);
+                return self.start_trunk_target(now, call, trunk, next);
+            }
         }
         if call.setup.progress != Progress::Ringing
             && routing::fails_over(&call.setup.plan, status, cause)

@@ -26,13 +26,6 @@ pub(super) enum ListenerState {
 }
 
 impl Core {
-    /// The listener a trunk is reached from: its realm's, of its transport
-    /// and address family.
-    pub(super) fn trunk_listener(&self, trunk: usize, peer: SocketAddr) -> Option<usize> {
-        let trunk = &self.trunks[trunk];
-        self.realm_listener(trunk.realm, trunk.transport, peer)
-    }
-
     /// An active listener of `realm` for `transport` in `peer`'s address
     /// family.
     pub(super) fn realm_listener(

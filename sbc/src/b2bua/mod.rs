@@ -176,8 +176,11 @@ pub struct Core {
     servers: HashMap<ServerId, u64>,
     clients: HashMap<ClientId, (u64, Side, ClientRole)>,
     streams: HashMap<StreamId, u64>,
-    /// OPTIONS health checks in flight, by the trunk they probe.
-    pings: HashMap<ClientId, usize>,
+    /// OPTIONS health checks in flight, by the trunk and target they probe.
+    pings: HashMap<ClientId, (usize, SocketAddr)>,
+    /// How long a trunk target that failed a call (timeout, unreachable,
+    /// 503) waits behind the others.
+    target_block: Duration,
     /// Phones registered through access realms.
     bindings: access::Bindings,
     /// Calls up per (access realm, address-of-record), for
@@ -221,8 +224,10 @@ pub(crate) const UNTRUSTED_FINAL_RETRANSMISSIONS: u8 = 4;
 
 impl Core {
     /// A core for `config`, sending through `listeners` (indexed by
-    /// [`ListenerId`]). `resolve` gives the address of a trunk whose address
-    /// is a host name (the IO shell resolves names); IP trunks need none.
+    /// [`ListenerId`]). `resolve` may give a first address for a trunk given
+    /// as `host:port`; IP trunks need none. Trunks given by DNS name get
+    /// their targets from the IO shell's resolver through
+    /// [`Core::set_trunk_targets`] (the daemon passes no `resolve` at all).
     pub fn new(
         config: &Config,
         listeners: Vec<ListenerInfo>,
@@ -258,6 +263,7 @@ impl Core {
             clients: HashMap::new(),
             streams: HashMap::new(),
             pings: HashMap::new(),
+            target_block: Duration::ZERO,
             bindings: access::Bindings::default(),
             user_calls: HashMap::new(),
             media_load: HashMap::new(),
@@ -327,6 +333,9 @@ impl Core {
                 let address = match &t.address {
                     PeerAddress::Ip(addr) => Some(*addr),
                     PeerAddress::Host { host, port } => resolve(host, *port),
+                    // Resolved by the shell (RFC 3263), handed over
+                    // through `set_trunk_targets`.
+                    PeerAddress::Name { .. } => None,
                 };
                 let mut state = TrunkState::new(
                     t.name.clone(),
@@ -337,7 +346,11 @@ impl Core {
                 );
                 state.ping_every = (t.options_interval_secs > 0)
                     .then(|| Duration::from_secs(u64::from(t.options_interval_secs)));
-                state.transport = t.transport.into();
+                state.transport = t.transport().into();
+                state.dns_name = match &t.address {
+                    PeerAddress::Ip(_) => None,
+                    name => Some(name.to_string()),
+                };
                 state.asymmetric_rtp = t.asymmetric_rtp;
                 state.header_policy = t.header_policy.clone();
                 Some(state)
@@ -371,6 +384,7 @@ impl Core {
         self.max_calls = config.limits.max_calls as usize;
         self.recurse_3xx = config.sip.recurse_on_3xx;
         self.retry_after = config.limits.overload_retry_after_secs;
+        self.target_block = Duration::from_secs(u64::from(config.dns.target_block_secs));
         self.latch = if config.media.latching.strict_source_ip {
             LatchPolicy::SdpOrSignaling
         } else {
@@ -510,8 +524,8 @@ impl Core {
         let TransactionId::Client(client) = id else {
             return None;
         };
-        if let Some(trunk) = self.pings.get(&client) {
-            return self.trunks.get(*trunk)?.address;
+        if let Some((_, target)) = self.pings.get(&client) {
+            return Some(*target);
         }
         if let Some(binding) = self.bindings.pings.get(&client) {
             return Some(self.bindings.by_id.get(binding)?.flow.peer);
@@ -519,7 +533,7 @@ impl Core {
         if let Some(relayed) = self.bindings.relayed.get(&client) {
             let realm = self.bindings.by_id.get(&relayed.binding)?.realm;
             let registrar = &self.realms.get(realm)?.access.as_ref()?.registrar;
-            return self.trunks.iter().find(|t| &t.name == registrar)?.address;
+            return self.trunks.iter().find(|t| &t.name == registrar)?.address();
         }
         let (call, side, _) = self.clients.get(&client)?;
         let call = self.calls.get(call)?;
@@ -899,11 +913,11 @@ impl Core {
                     let _ = self.tx.terminate(id);
                     return self.on_binding_ping(now, binding, true);
                 }
-                if let Some(&trunk) = self.pings.get(&id) {
+                if let Some(&(trunk, target)) = self.pings.get(&id) {
                     if response.status().is_some_and(|s| s >= 200) {
                         self.pings.remove(&id);
                         let _ = self.tx.terminate(id);
-                        self.trunk_health(trunk, true);
+                        self.target_health(trunk, target, true);
                     }
                     return;
                 }
@@ -945,8 +959,8 @@ impl Core {
                 let TransactionId::Client(client) = id else {
                     return;
                 };
-                if let Some(trunk) = self.pings.remove(&client) {
-                    return self.trunk_health(trunk, false);
+                if let Some((trunk, target)) = self.pings.remove(&client) {
+                    return self.target_health(trunk, target, false);
                 }
                 if let Some(relayed) = self.bindings.relayed.remove(&client) {
                     return self.on_registrar_response(now, relayed, None);
@@ -966,6 +980,10 @@ impl Core {
                     FailoverCause::TransportError
                 };
                 match role {
+                    // Only the INVITE of B's current attempt: an earlier
+                    // one (answered, waiting out timer D) may share the
+                    // destination a send failure is reported for.
+                    ClientRole::Invite if call.b_invite != Some(client) => {}
                     ClientRole::Invite => {
                         self.b_invite_failed(now, &mut call, None, Some(cause), None)
                     }

@@ -174,7 +174,7 @@ impl Core {
     pub(super) fn trusted(&self, realm: usize, ip: IpAddr) -> bool {
         self.trunks
             .iter()
-            .any(|t| !t.retired && t.realm == realm && t.address.is_some_and(|a| a.ip() == ip))
+            .any(|t| !t.retired && t.realm == realm && t.has_ip(ip))
             || self
                 .protect
                 .networks

@@ -82,15 +82,59 @@ pub fn fails_over(plan: &Plan, status: Option<u16>, cause: Option<FailoverCause>
     }
 }
 
-/// A trunk's live state: its address, its limits and what it is carrying.
+/// One address a trunk is reached at: its IP address, or one its DNS name
+/// resolved to (RFC 3263), with that target's own health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkTarget {
+    /// Where requests go.
+    pub addr: SocketAddr,
+    /// The transport DNS chose for it; `None`: the trunk's own.
+    pub transport: Option<Transport>,
+    /// SRV priority (lower first).
+    pub priority: u16,
+    /// SRV weight within its priority.
+    pub weight: u16,
+    /// The OPTIONS health check's verdict for this target; `None` before
+    /// the first answer.
+    pub up: Option<bool>,
+    /// Tried only after the others until then: it timed out, could not be
+    /// reached or answered 503.
+    pub blocked_until: Option<Instant>,
+}
+
+impl TrunkTarget {
+    /// A target at `addr` over the trunk's own transport, unweighted.
+    pub fn at(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            transport: None,
+            priority: 0,
+            weight: 0,
+            up: None,
+            blocked_until: None,
+        }
+    }
+
+    /// Whether it should wait behind the others at `now`.
+    pub fn shunned(&self, now: Instant) -> bool {
+        self.up == Some(false) || self.blocked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// A trunk's live state: its addresses, its limits and what it is carrying.
 #[derive(Clone, Debug)]
 pub struct TrunkState {
     /// The trunk's name.
     pub name: String,
     /// Its realm (index into the core's realm table).
     pub realm: usize,
-    /// Where requests go; `None` when its host name did not resolve.
-    pub address: Option<SocketAddr>,
+    /// Where requests go, by ascending SRV priority: one target for an IP
+    /// address, what the name resolved to for a DNS name (empty until it
+    /// resolves).
+    pub targets: Vec<TrunkTarget>,
+    /// The configured address when it is a DNS name (its targets come from
+    /// the shell's resolver and survive a reload that keeps the name).
+    pub dns_name: Option<String>,
     /// Concurrent-call limit.
     pub max_calls: Option<u32>,
     /// Calls-per-second limit.
@@ -138,7 +182,8 @@ impl TrunkState {
         Self {
             name,
             realm,
-            address,
+            targets: address.into_iter().map(TrunkTarget::at).collect(),
+            dns_name: None,
             max_calls,
             max_cps,
             active: 0,
@@ -152,6 +197,55 @@ impl TrunkState {
             tokens: max_cps.map_or(0.0, f64::from),
             refilled: None,
         }
+    }
+
+    /// Its first address (for what needs one: the registrar an access realm
+    /// relays to); `None` until a DNS name resolves.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.targets.first().map(|t| t.addr)
+    }
+
+    /// Whether `ip` is one of its addresses.
+    pub fn has_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.targets.iter().any(|t| t.addr.ip() == ip)
+    }
+
+    /// The transport towards `target`.
+    pub fn transport_to(&self, target: &TrunkTarget) -> Transport {
+        target.transport.unwrap_or(self.transport)
+    }
+
+    /// New targets for a DNS name: health and blocks of addresses it still
+    /// has are kept.
+    pub fn set_targets(&mut self, mut targets: Vec<TrunkTarget>) {
+        for t in &mut targets {
+            if let Some(old) = self.targets.iter().find(|o| o.addr == t.addr) {
+                t.up = old.up;
+                t.blocked_until = old.blocked_until;
+            }
+        }
+        self.targets = targets;
+    }
+
+    /// The order in which a call tries the targets: RFC 2782 (priority,
+    /// then weighted random with `random`), then the ones that failed a
+    /// health check or are blocked moved behind the others (tried last,
+    /// not skipped: a probe can fail while calls would still work).
+    pub fn call_order(&self, now: Instant, random: impl FnMut() -> u32) -> Vec<SocketAddr> {
+        let srv: Vec<crate::dns::Target> = self
+            .targets
+            .iter()
+            .map(|t| crate::dns::Target {
+                addr: t.addr,
+                transport: crate::dns::DnsTransport::Udp,
+                priority: t.priority,
+                weight: t.weight,
+                host: String::new(),
+            })
+            .collect();
+        let mut order = crate::dns::order(&srv, random);
+        order.sort_by_key(|&i| self.targets[i].shunned(now));
+        order.into_iter().map(|i| self.targets[i].addr).collect()
     }
 
     /// Takes one call if the limits allow (and counts it as active).
@@ -192,6 +286,13 @@ impl TrunkState {
     pub fn carry_over(&mut self, old: &TrunkState) {
         self.active = old.active;
         self.up = old.up;
+        if self.dns_name.is_some() && self.dns_name == old.dns_name && self.targets.is_empty() {
+            self.targets = old.targets.clone();
+        } else {
+            let fresh = std::mem::take(&mut self.targets);
+            self.targets = old.targets.clone();
+            self.set_targets(fresh);
+        }
         if self.ping_every.is_some() {
             self.next_ping = old.next_ping;
         }

@@ -13,6 +13,7 @@ use crate::sip::response::respond;
 use crate::transport::{Inbound, ListenerId, Received, Transport};
 
 mod access;
+mod dns;
 mod protect;
 mod sim;
 

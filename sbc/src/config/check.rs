@@ -2,7 +2,8 @@
 //! SBC.
 //!
 //! With a file: prints `FILE: ok` and a one-paragraph summary on stdout and
-//! returns 0, or prints every problem (one per line, `file:line:column: ...`)
+//! returns 0 (and a line per trunk given by DNS name saying how it will
+//! be resolved), or prints every problem (one per line, `file:line:column: ...`)
 //! on stderr and returns 1. Without a file it checks the embedded default,
 //! the configuration `sbc` runs with when given none. A file that cannot be
 //! read, or wrong arguments, return 2.
@@ -29,7 +30,7 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> std::io
         Ok(config) => {
             writeln!(out, "{name}: ok")?;
             writeln!(out, "{}", config.summary())?;
-            for line in config.tls_summary() {
+            for line in config.tls_summary().into_iter().chain(config.dns_plan()) {
                 writeln!(out, "{line}")?;
             }
             Ok(0)

@@ -134,7 +134,8 @@ impl Config {
     /// What is wrong with the TLS files this configuration names, each at
     /// the field that names the file.
     fn tls_findings(&self) -> Vec<validate::Finding> {
-        let Err(problems) = crate::tls::TlsSettings::from_config(self, &|_, _| None, wall_clock())
+        let Err(problems) =
+            crate::tls::TlsSettings::from_config(self, &|_| Vec::new(), wall_clock())
         else {
             return Vec::new();
         };
@@ -171,9 +172,75 @@ impl Config {
     /// What each TLS listener and trunk presents and verifies, one line
     /// each (`check-config`); empty without TLS or when a file is unusable.
     pub fn tls_summary(&self) -> Vec<String> {
-        crate::tls::TlsSettings::from_config(self, &|_, _| None, wall_clock())
+        crate::tls::TlsSettings::from_config(self, &|_| Vec::new(), wall_clock())
             .map(|s| s.describe().to_vec())
             .unwrap_or_default()
+    }
+
+    /// One line per trunk given by DNS name saying how it will be resolved
+    /// (RFC 3263): which records are asked, for which transports, of which
+    /// name servers. Nothing is looked up.
+    pub fn dns_plan(&self) -> Vec<String> {
+        let servers = if self.dns.servers.is_empty() {
+            "the system's name servers (/etc/resolv.conf)".to_owned()
+        } else {
+            let list: Vec<String> = self.dns.servers.iter().map(ToString::to_string).collect();
+            format!("name servers {}", list.join(", "))
+        };
+        let block = match self.dns.target_block_secs {
+            0 => "a failed target is not blocked".to_owned(),
+            secs => {
+                format!("a target that times out or answers 503 waits {secs} s behind the others")
+            }
+        };
+        self.trunks
+            .iter()
+            .filter_map(|t| {
+                let how = match (&t.address, t.transport) {
+                    (PeerAddress::Ip(_), _) => return None,
+                    (PeerAddress::Host { host, port }, _) => format!(
+                        "A/AAAA of {host}, port {port}, over {} (no NAPTR or SRV: the port is given)",
+                        t.transport()
+                    ),
+                    (PeerAddress::Name { host }, Some(transport)) => {
+                        let prefix = match transport {
+                            Transport::Udp => "_sip._udp",
+                            Transport::Tcp => "_sip._tcp",
+                            Transport::Tls => "_sips._tcp",
+                        };
+                        format!(
+                            "SRV {prefix}.{host} (transport {transport} given: no NAPTR), targets by priority then weight, then A/AAAA of each; without SRV, A/AAAA of {host} port {}",
+                            if transport == Transport::Tls { 5061 } else { 5060 }
+                        )
+                    }
+                    (PeerAddress::Name { host }, None) => {
+                        let realm = self.realms.iter().find(|r| r.name == t.realm);
+                        let mut services = Vec::new();
+                        for (transport, service, prefix) in [
+                            (Transport::Udp, "SIP+D2U", "_sip._udp"),
+                            (Transport::Tcp, "SIP+D2T", "_sip._tcp"),
+                            (Transport::Tls, "SIPS+D2T", "_sips._tcp"),
+                        ] {
+                            if realm.is_some_and(|r| r.listen.iter().any(|l| l.transport == transport)) {
+                                services.push((service, prefix));
+                            }
+                        }
+                        let naptr: Vec<&str> = services.iter().map(|(s, _)| *s).collect();
+                        let srv: Vec<String> =
+                            services.iter().map(|(_, p)| format!("{p}.{host}")).collect();
+                        format!(
+                            "NAPTR {host} (services {}), then SRV of the chosen replacement; without NAPTR, SRV {}; SRV targets by priority then weight, then A/AAAA of each; without SRV, A/AAAA of {host} port 5060",
+                            naptr.join(", "),
+                            srv.join(" then ")
+                        )
+                    }
+                };
+                Some(format!(
+                    "trunk {}: {how}; asked of {servers}; re-resolved when the TTL runs out; {block}",
+                    t.name
+                ))
+            })
+            .collect()
     }
 
     /// One paragraph saying what this configuration sets up: realms with
@@ -227,7 +294,13 @@ impl Config {
         let trunks: Vec<String> = self
             .trunks
             .iter()
-            .map(|t| format!("{} ({} {} in {})", t.name, t.transport, t.address, t.realm))
+            .map(|t| {
+                let transport = match (&t.address, t.transport) {
+                    (PeerAddress::Name { .. }, None) => "naptr".to_owned(),
+                    _ => t.transport().to_string(),
+                };
+                format!("{} ({transport} {} in {})", t.name, t.address, t.realm)
+            })
             .collect();
         let _ = write!(
             s,

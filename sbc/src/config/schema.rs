@@ -58,6 +58,37 @@ pub struct Config {
     /// State kept across restarts.
     #[serde(default)]
     pub state: State,
+    /// How trunks given by DNS name are resolved.
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+/// The resolver for trunks given by DNS name (RFC 3263), and what happens
+/// to a target that fails.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers to ask (`"IP:port"`), in order; empty: the system's
+    /// (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+    /// How long a trunk target that timed out, could not be reached or
+    /// answered 503 is tried only after the others (seconds; 0: never).
+    #[serde(default = "default_target_block_secs")]
+    pub target_block_secs: u32,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            target_block_secs: default_target_block_secs(),
+        }
+    }
+}
+
+fn default_target_block_secs() -> u32 {
+    30
 }
 
 /// State kept across restarts of the daemon.
@@ -903,11 +934,13 @@ pub struct Trunk {
     pub name: String,
     /// The realm the trunk lives in (whose listeners and media it uses).
     pub realm: String,
-    /// Where to send: `IP:port`, `[IPv6]:port` or `host:port`.
+    /// Where to send: `IP:port`, `[IPv6]:port`, `host:port` (A/AAAA) or a
+    /// bare `host` (RFC 3263: NAPTR, SRV, then A/AAAA).
     pub address: PeerAddress,
-    /// The transport to reach it over.
-    #[serde(default = "default_transport")]
-    pub transport: Transport,
+    /// The transport to reach it over; absent: UDP, or for a bare host name
+    /// whatever its NAPTR records choose among the realm's listeners.
+    #[serde(default)]
+    pub transport: Option<Transport>,
     /// Seconds between OPTIONS health checks; 0 turns them off.
     #[serde(default = "default_options_interval_secs")]
     pub options_interval_secs: u32,
@@ -930,18 +963,32 @@ pub struct Trunk {
     pub tls: Option<TrunkTls>,
 }
 
-/// A trunk's address: an IP socket address or a host name with a port.
+impl Trunk {
+    /// The transport configured, UDP when none is.
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or_else(default_transport)
+    }
+}
+
+/// A trunk's address: an IP socket address or a host name, with or without
+/// a port.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum PeerAddress {
     /// A literal address.
     Ip(SocketAddr),
-    /// A DNS name, resolved at run time.
+    /// A DNS name with a port: A/AAAA records, resolved at run time.
     Host {
         /// The host name.
         host: String,
         /// The port.
         port: u16,
+    },
+    /// A DNS name without a port: RFC 3263 (NAPTR, SRV, then A/AAAA),
+    /// resolved at run time.
+    Name {
+        /// The domain name.
+        host: String,
     },
 }
 
@@ -953,8 +1000,13 @@ impl TryFrom<String> for PeerAddress {
             return Ok(PeerAddress::Ip(addr));
         }
         let bad = || {
-            format!("invalid trunk address \"{text}\": expected IP:port, [IPv6]:port or host:port")
+            format!(
+                "invalid trunk address \"{text}\": expected IP:port, [IPv6]:port, host:port or a domain name"
+            )
         };
+        if !text.contains(':') && is_host_name(&text) {
+            return Ok(PeerAddress::Name { host: text });
+        }
         let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         if port == 0 || !is_host_name(host) {
@@ -972,6 +1024,7 @@ impl fmt::Display for PeerAddress {
         match self {
             PeerAddress::Ip(addr) => write!(f, "{addr}"),
             PeerAddress::Host { host, port } => write!(f, "{host}:{port}"),
+            PeerAddress::Name { host } => f.write_str(host),
         }
     }
 }

@@ -569,6 +569,88 @@ fn trunk_rules() {
 }
 
 #[test]
+fn dns_servers_and_named_trunks() {
+    // A bare name: NAPTR chooses among the realm's listeners, so no
+    // transport check; `[dns] servers` must be addresses a query can reach.
+    let text = format!(
+        "[dns]\nservers = [\"127.0.0.53:53\", \"0.0.0.0:53\"]\ntarget_block_secs = 5\n{BASE}"
+    )
+    .replace(r#""127.0.0.3:5060""#, r#""sip.example.net""#);
+    let p = problem(&text, "dns.servers[1]", "servers");
+    assert!(p.message.contains("0.0.0.0:53"), "{p}");
+    assert_eq!(problems(&text).len(), 1, "the named trunk itself is fine");
+    let text = format!("[dns]\nservers = [\"127.0.0.53\"]\n{BASE}");
+    let p = problem(&text, "dns.servers[0]", "servers");
+    assert_eq!(p.file, "t.toml");
+    assert!(hint(&p).contains("IP:port"), "{p}");
+    let text = format!("[dns]\nserver = []\n{BASE}");
+    problem(&text, "dns.server", "server =");
+
+    let ok = Config::from_str_named(
+        &format!("[dns]\nservers = [\"127.0.0.53:5353\"]\n{BASE}").replace(
+            r#""127.0.0.3:5060""#,
+            "\"sip.example.net\"\ntransport = \"udp\"",
+        ),
+        "t.toml",
+    )
+    .expect("valid");
+    assert_eq!(
+        ok.dns.servers,
+        ["127.0.0.53:5353".parse().expect("literal")]
+    );
+    assert_eq!(ok.dns.target_block_secs, 30);
+    assert_eq!(ok.trunks[0].transport, Some(crate::config::Transport::Udp));
+    assert!(
+        ok.summary().contains("t (udp sip.example.net in b)"),
+        "{}",
+        ok.summary()
+    );
+    let plan = ok.dns_plan();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert!(
+        plan[0].starts_with("trunk t: SRV _sip._udp.sip.example.net"),
+        "{plan:?}"
+    );
+    assert!(plan[0].contains("name servers 127.0.0.53:5353"), "{plan:?}");
+
+    // Without a transport, NAPTR for the services the realm listens on; a
+    // name with a port asks A/AAAA only; IP trunks need no DNS.
+    let teams = Config::from_str_named(
+        &BASE
+            .replace(r#""127.0.0.3:5060""#, r#""sip.pstnhub.example.net""#)
+            .replace(
+                "listen = [{ transport = \"udp\", address = \"127.0.0.2:5060\" }]",
+                "listen = [{ transport = \"udp\", address = \"127.0.0.2:5060\" }, { transport = \"tcp\", address = \"127.0.0.2:5060\" }]",
+            )
+            .replace("[[route]]", "[[trunk]]\nname = \"u\"\nrealm = \"b\"\naddress = \"pbx.example.net:5080\"\n\n[[trunk]]\nname = \"v\"\nrealm = \"b\"\naddress = \"127.0.0.9:5060\"\n\n[[route]]"),
+        "t.toml",
+    )
+    .expect("valid");
+    let plan = teams.dns_plan();
+    assert_eq!(plan.len(), 2, "{plan:?}");
+    assert!(
+        plan[0].contains("NAPTR sip.pstnhub.example.net (services SIP+D2U, SIP+D2T)")
+            && plan[0].contains(
+                "SRV _sip._udp.sip.pstnhub.example.net then _sip._tcp.sip.pstnhub.example.net"
+            )
+            && plan[0].contains("the system's name servers")
+            && plan[0].contains("waits 30 s behind the others"),
+        "{plan:?}"
+    );
+    assert!(
+        plan[1].starts_with("trunk u: A/AAAA of pbx.example.net, port 5080"),
+        "{plan:?}"
+    );
+    assert!(
+        teams
+            .summary()
+            .contains("t (naptr sip.pstnhub.example.net in b)"),
+        "{}",
+        teams.summary()
+    );
+}
+
+#[test]
 fn trunk_addresses_parse_as_ip_or_host_and_port() {
     for (text, expected) in [
         (
@@ -588,8 +670,15 @@ fn trunk_addresses_parse_as_ip_or_host_and_port() {
                 port: 5060,
             }),
         ),
-        ("sip.example.net", Err(())),
+        (
+            "sip.example.net",
+            Ok(PeerAddress::Name {
+                host: "sip.example.net".into(),
+            }),
+        ),
+        ("192.0.2.1", Err(())),
         ("sip.example.net:0", Err(())),
+        ("-bad.example", Err(())),
         ("-bad.example:5060", Err(())),
         ("192.0.2.300:5060", Err(())),
         ("", Err(())),
@@ -600,8 +689,8 @@ fn trunk_addresses_parse_as_ip_or_host_and_port() {
             "{text}"
         );
     }
-    let text = edit(r#""127.0.0.3:5060""#, r#""pbx.example.net""#);
-    let p = problem(&text, "trunk[0].address", "pbx.example.net");
+    let text = edit(r#""127.0.0.3:5060""#, r#""pbx..example.net""#);
+    let p = problem(&text, "trunk[0].address", "pbx..example.net");
     assert!(p.message.contains("expected IP:port"), "{p}");
 }
 

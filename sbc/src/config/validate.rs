@@ -65,6 +65,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     );
     v.realms();
     v.listeners();
+    v.dns();
     v.trunks();
     v.routes();
     v.findings
@@ -886,7 +887,7 @@ impl Validator<'_> {
     /// verify the server; a client certificate comes with its key.
     fn trunk_tls(&mut self, at: &FieldPath, item: Option<&str>, trunk: &Trunk) {
         let tls_at = at.key("tls");
-        match (&trunk.tls, trunk.transport) {
+        match (&trunk.tls, trunk.transport()) {
             (Some(_), transport) if transport != Transport::Tls => {
                 self.report(
                     tls_at,
@@ -1049,6 +1050,20 @@ impl Validator<'_> {
         }
     }
 
+    fn dns(&mut self) {
+        let at = FieldPath::root("dns").key("servers");
+        for (i, server) in self.config.dns.servers.iter().enumerate() {
+            if server.port() == 0 || server.ip().is_unspecified() || server.ip().is_multicast() {
+                self.report(
+                    at.index(i),
+                    Some("dns"),
+                    format!("{server} is not a name server a query can be sent to"),
+                    Some("give the server's IP and port, e.g. \"192.0.2.53:53\"".into()),
+                );
+            }
+        }
+    }
+
     fn trunks(&mut self) {
         let config = self.config;
         self.names(
@@ -1079,10 +1094,14 @@ impl Validator<'_> {
             Some(realm) => {
                 let family = match trunk.address {
                     PeerAddress::Ip(addr) => Some(addr.is_ipv4()),
-                    PeerAddress::Host { .. } => None,
+                    PeerAddress::Host { .. } | PeerAddress::Name { .. } => None,
                 };
+                // A bare name without a transport lets NAPTR choose among the
+                // realm's listeners: any will do.
+                let any_transport =
+                    trunk.transport.is_none() && matches!(trunk.address, PeerAddress::Name { .. });
                 let usable = realm.listen.iter().any(|l| {
-                    l.transport == trunk.transport
+                    (any_transport || l.transport == trunk.transport())
                         && family.is_none_or(|v4| l.address.is_ipv4() == v4)
                 });
                 if !usable && !realm.listen.is_empty() {
@@ -1096,7 +1115,9 @@ impl Validator<'_> {
                         item,
                         format!(
                             "realm \"{}\" has no{family} {} listener to reach {} from",
-                            realm.name, trunk.transport, trunk.address
+                            realm.name,
+                            trunk.transport(),
+                            trunk.address
                         ),
                         Some(format!(
                             "add one to realm \"{}\" or change the trunk's transport",

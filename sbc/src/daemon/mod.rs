@@ -30,7 +30,6 @@
 //! effect at restart (a reload that changes them says so in the log).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,8 +41,8 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
-use crate::config::{Config, ConfigError, PeerAddress};
-use crate::guard::{self, RealmCounts, Seed, Shield, Trust};
+use crate::config::{Config, ConfigError};
+use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
 use crate::media::fast::XdpFastPath;
 use crate::media::ports::PortRange;
@@ -53,10 +52,12 @@ use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::tls::TlsSettings;
 use crate::transport::{Event, ListenerId, ListenerSpec, TlsFailure, TlsSide, Transports};
 
+mod names;
 mod overload;
 mod saved;
 mod shell;
 
+use names::TrunkNames;
 use overload::Overload;
 use saved::SavedBindings;
 use shell::Shell;
@@ -78,31 +79,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("sbc")
         .build()?;
     runtime.block_on(serve(config, config_path))
-}
-
-/// The address of each trunk given by host name, resolved now (blocking
-/// DNS is fine at start-up and reload, never on the call path).
-fn resolver(config: &Config) -> impl Fn(&str, u16) -> Option<SocketAddr> + use<> {
-    let resolved: Vec<(String, u16, SocketAddr)> = config
-        .trunks
-        .iter()
-        .filter_map(|t| match &t.address {
-            PeerAddress::Host { host, port } => match (host.as_str(), *port).to_socket_addrs() {
-                Ok(mut addrs) => addrs.next().map(|a| (host.clone(), *port, a)),
-                Err(e) => {
-                    warn!(trunk = %t.name, %host, error = %e, "trunk host name does not resolve; the trunk is skipped");
-                    None
-                }
-            },
-            PeerAddress::Ip(_) => None,
-        })
-        .collect();
-    move |host: &str, port: u16| {
-        resolved
-            .iter()
-            .find(|(h, p, _)| h == host && *p == port)
-            .map(|(_, _, a)| *a)
-    }
 }
 
 /// File descriptors a configuration may need: four media sockets per call
@@ -159,13 +135,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
         config.listener_specs().into_iter().unzip();
-    // Trunk host names resolve once, for the shield's trust and the core.
-    let resolve = resolver(&config);
+    // Trunks given by DNS name are resolved by their own tasks; their
+    // targets reach the shield's trust and the core as answers come in.
+    let (mut names, mut resolved) = TrunkNames::start(&config);
     let shield = Arc::new(Shield::from_config(
         now(),
         random_seed(),
         &config,
-        &Trust::new(&config, &resolve),
+        &names.trust(&config),
     ));
     info!(
         tracked_sources = config.limits.tracked_sources,
@@ -173,7 +150,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         bytes = shield.memory_bytes(),
         "source shield ready"
     );
-    let tls = load_tls(&config, &resolve).map_err(anyhow::Error::msg)?;
+    let tls = load_tls(&config, &|t| names.targets_of(&t.name)).map_err(anyhow::Error::msg)?;
     let (transports, mut inbound) = Transports::start_with_tls(
         &specs,
         config.transport_config(),
@@ -236,7 +213,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut core = Core::new(
         &config,
         listeners.clone(),
-        resolve,
+        |_, _| None,
         Box::new(RandomIds::from_os()),
     )
     .with_cname_mask(cname_mask);
@@ -314,6 +291,18 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Some(answer) = resolved.recv() => {
+                if names.accept(&mut core, answer) {
+                    shield.configure(&running_config, &names.trust(&running_config));
+                    // A TLS trunk's new targets need its client settings.
+                    if running_config.trunks.iter().any(|t| t.transport() == crate::config::Transport::Tls) {
+                        match TlsSettings::from_config(&running_config, &|t| names.targets_of(&t.name), wall_clock()) {
+                            Ok(settings) => transports.set_tls(Arc::new(settings)),
+                            Err(problems) => warn!(problems = problems.len(), "TLS files unusable since the last load; TLS trunks keep their settings"),
+                        }
+                    }
+                }
+            }
             Some((view, answer)) = calls_asked.recv() => {
                 let json = match view {
                     admin::View::Calls => admin::calls_json(&core.calls(now())),
@@ -348,7 +337,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     config: &running_config,
                     metrics: &metrics,
                 };
-                if let Some(config) = reload(&mut core, config_path.as_ref(), &running) {
+                if let Some(config) = reload(&mut core, config_path.as_ref(), &running, &mut names) {
                     running_config = config;
                 }
                 if let Some(cdr) = &cdr {
@@ -474,7 +463,12 @@ struct Running<'a> {
 
 /// Rereads the config file and applies it (see the module docs); returns
 /// the configuration now in force, or `None` if the reload was refused.
-fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Option<Config> {
+fn reload(
+    core: &mut Core,
+    path: Option<&PathBuf>,
+    running: &Running<'_>,
+    names: &mut TrunkNames,
+) -> Option<Config> {
     let Some(path) = path else {
         warn!("SIGHUP: running on the embedded default; there is no file to reload");
         return None;
@@ -502,7 +496,7 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
     };
     // New certificates are read before anything changes: an unusable one
     // refuses the reload, and the running ones stay.
-    let tls = match load_tls(&config, &resolver(&config)) {
+    let tls = match load_tls(&config, &|t| names.targets_of(&t.name)) {
         Ok(tls) => tls,
         Err(e) => {
             refuse(&e);
@@ -580,14 +574,13 @@ fn reload(core: &mut Core, path: Option<&PathBuf>, running: &Running<'_>) -> Opt
             Some((*id, infos[index].clone()))
         })
         .collect();
-    let resolve = resolver(&config);
     // New handshakes get the new certificates; connections up keep theirs.
     running.transports.set_tls(Arc::clone(&tls));
     running.metrics.set_tls_certificates(tls.expiries());
-    running
-        .shield
-        .configure(&config, &Trust::new(&config, &resolve));
-    core.reload(now(), &config, resolve);
+    names.configure(&config);
+    running.shield.configure(&config, &names.trust(&config));
+    // Names keep their last targets in the core until new answers come.
+    core.reload(now(), &config, |_, _| None);
     core.set_listeners(&active);
     zero_series(running.metrics, &config, core);
     running
@@ -627,7 +620,7 @@ fn zero_series(metrics: &Metrics, config: &Config, core: &Core) {
                 || config
                     .trunks
                     .iter()
-                    .any(|t| t.realm == r.name && t.transport == tls)
+                    .any(|t| t.realm == r.name && t.transport() == tls)
         })
         .map(|r| r.name.clone())
         .collect();
@@ -651,9 +644,9 @@ const EXPIRY_WARNING_SECS: i64 = 14 * 86_400;
 /// verifies; the error names every unusable file.
 fn load_tls(
     config: &Config,
-    resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+    targets: &dyn Fn(&crate::config::Trunk) -> Vec<std::net::SocketAddr>,
 ) -> Result<Arc<TlsSettings>, String> {
-    let settings = TlsSettings::from_config(config, resolve, wall_clock()).map_err(|problems| {
+    let settings = TlsSettings::from_config(config, targets, wall_clock()).map_err(|problems| {
         let all: Vec<String> = problems
             .iter()
             .map(|p| {

@@ -276,6 +276,17 @@ impl Shell<'_> {
                     warn!(%trunk, "trunk does not answer its OPTIONS health check; it is tried last");
                 }
             }
+            CoreEvent::TargetState { trunk, target, up } => {
+                self.metrics.set_trunk_target_up(&trunk, target, up);
+                if up {
+                    info!(%trunk, %target, "trunk target answers its OPTIONS health check");
+                } else {
+                    warn!(%trunk, %target, "trunk target does not answer its OPTIONS health check; it is tried after the others");
+                }
+            }
+            CoreEvent::TrunkTargets { trunk, targets } => {
+                self.metrics.set_trunk_targets(&trunk, &targets);
+            }
             CoreEvent::CallEnded(summary) => self.call_ended(&summary),
         }
     }

@@ -386,6 +386,28 @@ fn trust_is_per_realm_index_and_ignores_the_port() {
     // An unresolved host name trusts nothing.
     let none = Trust::new(&config, |_, _| None);
     assert!(!none.is_trusted(0, v4(192, 0, 2, 11)));
+    // Names resolved by the daemon (RFC 3263): every target is trusted,
+    // looked up by trunk name; literal addresses stay trusted.
+    let resolved = Trust::with_targets(&config, |trunk| {
+        let named: Vec<&str> = config
+            .trunks
+            .iter()
+            .filter(|t| !matches!(t.address, crate::config::PeerAddress::Ip(_)))
+            .map(|t| t.name.as_str())
+            .collect();
+        if named.contains(&trunk) {
+            vec![v4(192, 0, 2, 31), v4(192, 0, 2, 32)]
+        } else {
+            Vec::new()
+        }
+    });
+    assert!(resolved.is_trusted(0, v4(192, 0, 2, 10)));
+    assert!(resolved.is_trusted(0, v4(192, 0, 2, 31)));
+    assert!(resolved.is_trusted(0, v4(192, 0, 2, 32)));
+    assert!(
+        !resolved.is_trusted(0, v4(192, 0, 2, 11)),
+        "the old answer is gone"
+    );
 }
 
 #[test]

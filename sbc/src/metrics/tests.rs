@@ -326,6 +326,16 @@ fn call_helpers() {
         value(&m, "sbc_trunk_calls_active", &[("trunk", "pbx-trunk")]),
         5.0
     );
+    // Per target; a target DNS no longer gives loses its series.
+    let (sip, sip2) = ("192.0.2.21:5060", "192.0.2.22:5060");
+    m.set_trunk_target_up("carrier", sip.parse().expect("literal"), false);
+    m.set_trunk_target_up("carrier", sip2.parse().expect("literal"), true);
+    let target = |t| [("trunk", "carrier"), ("target", t)];
+    assert_eq!(value(&m, "sbc_trunk_target_up", &target(sip)), 0.0);
+    assert_eq!(value(&m, "sbc_trunk_target_up", &target(sip2)), 1.0);
+    m.set_trunk_targets("carrier", &[sip2.parse().expect("literal")]);
+    assert_eq!(family(&m, "sbc_trunk_target_up").get_metric().len(), 1);
+    assert_eq!(value(&m, "sbc_trunk_target_up", &target(sip2)), 1.0);
 }
 
 #[test]

@@ -255,8 +255,8 @@ fn a_tls_configuration_loads_and_says_what_each_side_presents_and_verifies() {
         "{}",
         lines[2]
     );
-    let settings =
-        TlsSettings::from_config(&config, &|_, _| None, now()).unwrap_or_else(|p| panic!("{p:?}"));
+    let settings = TlsSettings::from_config(&config, &|_| Vec::new(), now())
+        .unwrap_or_else(|p| panic!("{p:?}"));
     assert!(settings.server("outside").is_some());
     assert!(settings.server("inside").is_some());
     assert!(settings.server("nowhere").is_none());

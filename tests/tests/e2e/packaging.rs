@@ -107,7 +107,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("12 rules found"), "{stdout}");
+    assert!(stdout.contains("13 rules found"), "{stdout}");
 }
 
 #[test]
@@ -172,6 +172,7 @@ fn exposition() -> String {
     m.set_xdp_attached("eth0", XdpMode::Native);
     m.xdp_fallback("eth0", XdpFallbackReason::Unsupported);
     m.set_trunk_up("pbx", true);
+    m.set_trunk_target_up("pbx", "127.0.0.3:5060".parse().expect("literal"), true);
     m.set_trunk_calls_active("pbx", 1);
     m.config_reload(ReloadResult::Success, SystemTime::UNIX_EPOCH);
     m.transport_dropped("outside", TransportDropReason::QueueFull, 1);
