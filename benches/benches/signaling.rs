@@ -429,6 +429,12 @@ fn config(pairs: u64) -> String {
              listen = [{{ transport = \"udp\", address = \"{addr}:{SIP_PORT}\" }}]\n\
              media = {{ address = \"{addr}\" }}\n"
         );
+        if name == "outside" {
+            // The latency probe stands for a carrier, trusted like the
+            // UAC trunks: an untrusted source may hold 32 transactions,
+            // and each of its calls leaves two lingering for 64*T1.
+            let _ = writeln!(t, "networks = [\"{PROBE}/32\"]");
+        }
     }
     // Phones register here to the in-process registrar (phase 5); they sit
     // behind one office NAT range, trusted like a trunk.
