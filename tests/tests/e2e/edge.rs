@@ -82,7 +82,7 @@ fn stranger_ip(lab: &Lab, host: u8) -> IpAddr {
 }
 
 /// The status code of a response, `None` for a request.
-fn status(message: &str) -> Option<u16> {
+pub(crate) fn status(message: &str) -> Option<u16> {
     message
         .strip_prefix("SIP/2.0 ")?
         .split_whitespace()
@@ -92,7 +92,7 @@ fn status(message: &str) -> Option<u16> {
 }
 
 /// The value of the first header `name` (case-insensitive, full name).
-fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     message.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -100,13 +100,13 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The `tag=` parameter of a From/To value.
-fn tag(value: &str) -> Option<&str> {
+pub(crate) fn tag(value: &str) -> Option<&str> {
     let at = value.find(";tag=")? + 5;
     value[at..].split([';', '>', ' ']).next()
 }
 
 /// Datagrams received on `socket` until `window` passes with none.
-fn receive_for(socket: &UdpSocket, window: Duration) -> Vec<String> {
+pub(crate) fn receive_for(socket: &UdpSocket, window: Duration) -> Vec<String> {
     socket
         .set_read_timeout(Some(window))
         .expect("set the read timeout");
@@ -120,7 +120,7 @@ fn receive_for(socket: &UdpSocket, window: Duration) -> Vec<String> {
 
 /// One request of a stranger or of the test's caller, CRLF-terminated.
 #[allow(clippy::too_many_arguments)]
-fn request(
+pub(crate) fn request(
     method: &str,
     uri: &str,
     via: SocketAddr,

@@ -12,5 +12,6 @@ mod operations;
 mod packaging;
 mod scenarios_selfcheck;
 mod signaling;
+mod srtp;
 mod tls;
 mod xdp_lab;
