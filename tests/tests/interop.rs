@@ -768,6 +768,22 @@ fn baresip_call(lab: &Lab) -> AudioCall {
     }
 }
 
+/// A local route in the lab's namespace: what is sent to `anchor`'s
+/// address leaves from `phone`'s, as a phone with one address sends.
+fn send_to_anchor_from(lab: &Lab, anchor: Realm, phone: Host) {
+    let plan = lab.plan();
+    let status = lab
+        .net()
+        .command("ip")
+        .args(["route", "add", "local"])
+        .arg(format!("{}/32", plan.realm_ip(anchor)))
+        .args(["dev", "lo", "table", "local", "src"])
+        .arg(plan.host_ip(phone).to_string())
+        .status()
+        .expect("run ip route");
+    assert!(status.success(), "ip route add failed");
+}
+
 fn skip_unless_baresip(name: &str) -> bool {
     skip_unless_privileged(name)
         || skip_unless_tool(name, "baresip", "-h", "apt-get install baresip")
@@ -792,16 +808,7 @@ fn baresip_phones_hear_each_other_through_the_sbc() {
         "the lab needs a namespace of its own"
     );
     for (anchor, phone) in [(Realm::Outside, Host::Carrier), (Realm::Inside, Host::Pbx)] {
-        let status = lab
-            .net()
-            .command("ip")
-            .args(["route", "add", "local"])
-            .arg(format!("{}/32", plan.realm_ip(anchor)))
-            .args(["dev", "lo", "table", "local", "src"])
-            .arg(plan.host_ip(phone).to_string())
-            .status()
-            .expect("run ip route");
-        assert!(status.success(), "ip route add failed");
+        send_to_anchor_from(&lab, anchor, phone);
     }
     let call = baresip_call(&lab);
     eprintln!(
@@ -964,16 +971,7 @@ fn baresip_registers_through_the_access_realm_and_answers_the_registrars_call() 
     let phone_ip = plan.host_ip(Host::Carrier);
     // baresip's RTP leaves from the address of its SDP (see the first
     // baresip test).
-    let status = lab
-        .net()
-        .command("ip")
-        .args(["route", "add", "local"])
-        .arg(format!("{}/32", plan.realm_ip(Realm::Outside)))
-        .args(["dev", "lo", "table", "local", "src"])
-        .arg(phone_ip.to_string())
-        .status()
-        .expect("run ip route");
-    assert!(status.success(), "ip route add failed");
+    send_to_anchor_from(&lab, Realm::Outside, Host::Carrier);
     let registrar = lab.start_callee(
         &lab.peer("registrar-calls-phone.xml", Host::Pbx)
             .rtp_echo()
