@@ -19,11 +19,15 @@
 // An end-to-end test is an IO shell: it waits on real time.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use tests::netns::{Background, Netns, Side, VethPair, skip_unless_privileged, skip_unless_sipp};
+use tests::netns::{
+    Background, Netns, Side, VethPair, in_netns, skip_unless_privileged, skip_unless_sipp,
+};
 use tests::sipp::Sipp;
+
+use crate::srtp::SrtpPeers;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
@@ -78,40 +82,52 @@ struct Outcome {
     logged_media: String,
 }
 
-/// Runs one call with RTP through the lab.
-fn call_through_the_lab(name: &str, xdp: bool) -> Outcome {
-    let caller = Netns::new("xc");
-    let sbc = Netns::new("xs");
-    let callee = Netns::new("xe");
-    let outside = VethPair::new(
-        Side::Ns(&caller),
-        "198.51.100.10".parse().expect("ip"),
-        Side::Ns(&sbc),
-        "198.51.100.1".parse().expect("ip"),
-        24,
-    );
-    let inside = VethPair::new(
-        Side::Ns(&sbc),
-        "203.0.113.1".parse().expect("ip"),
-        Side::Ns(&callee),
-        "203.0.113.10".parse().expect("ip"),
-        24,
-    );
-    let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    assert!(
-        out.status.success(),
-        "ip_forward: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The lab's three namespaces, two links and the running daemon.
+struct XdpLab {
+    caller: Netns,
+    sbc: Netns,
+    callee: Netns,
+    links: (VethPair, VethPair),
+    dir: std::path::PathBuf,
+    daemon: Background,
+}
 
-    let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("sbc.toml");
-    let mode = if xdp { "generic" } else { "off" };
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+impl XdpLab {
+    /// Builds the lab and starts the daemon, with the XDP program attached
+    /// in generic mode or not at all; returns once the daemon is ready.
+    fn start(name: &str, xdp: bool) -> XdpLab {
+        let caller = Netns::new("xc");
+        let sbc = Netns::new("xs");
+        let callee = Netns::new("xe");
+        let outside = VethPair::new(
+            Side::Ns(&caller),
+            "198.51.100.10".parse().expect("ip"),
+            Side::Ns(&sbc),
+            "198.51.100.1".parse().expect("ip"),
+            24,
+        );
+        let inside = VethPair::new(
+            Side::Ns(&sbc),
+            "203.0.113.1".parse().expect("ip"),
+            Side::Ns(&callee),
+            "203.0.113.10".parse().expect("ip"),
+            24,
+        );
+        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        assert!(
+            out.status.success(),
+            "ip_forward: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("sbc.toml");
+        let mode = if xdp { "generic" } else { "off" };
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 [metrics]
 listen = "127.0.0.1:9660"
 [logging]
@@ -144,40 +160,90 @@ name = "in"
 match = {{ source_realm = "outside" }}
 targets = ["pbx"]
 "#,
-            out_if = outside.b.ifname,
-            in_if = inside.a.ifname,
-            cdr = dir.join("cdr.jsonl").display(),
-        ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.join("sbc.log")).expect("log file");
-    let mut cmd = sbc.command(tests::sbc_binary());
-    cmd.arg("--config")
-        .arg(&config)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    let daemon = Background::spawn(&mut cmd);
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    // An HTTP/1.0 probe is answered in HTTP/1.0.
-    while admin_get(&sbc, "/health/ready")
-        .and_then(|r| tests::lab::parse_http_response(&r))
-        .is_none_or(|(status, _)| status != 200)
-    {
-        assert!(
-            Instant::now() < ready_by,
-            "daemon not ready: {}",
-            std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+                out_if = outside.b.ifname,
+                in_if = inside.a.ifname,
+                cdr = dir.join("cdr.jsonl").display(),
+            ),
+        )
+        .expect("write config");
+        let log = std::fs::File::create(dir.join("sbc.log")).expect("log file");
+        let mut cmd = sbc.command(tests::sbc_binary());
+        cmd.arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let daemon = Background::spawn(&mut cmd);
+        let ready_by = Instant::now() + Duration::from_secs(10);
+        // An HTTP/1.0 probe is answered in HTTP/1.0.
+        while admin_get(&sbc, "/health/ready")
+            .and_then(|r| tests::lab::parse_http_response(&r))
+            .is_none_or(|(status, _)| status != 200)
+        {
+            assert!(
+                Instant::now() < ready_by,
+                "daemon not ready: {}",
+                std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        XdpLab {
+            caller,
+            sbc,
+            callee,
+            links: (outside, inside),
+            dir,
+            daemon,
+        }
     }
 
+    /// Waits for the relay's last counts, stops the daemon and collects
+    /// what the call (exactly one) left behind.
+    fn finish(self) -> Outcome {
+        // Let the relay collect the last fast-path counts and the daemon
+        // export them (both run on one-second cadences).
+        std::thread::sleep(Duration::from_millis(2500));
+        let metrics = admin_get(&self.sbc, "/metrics").expect("metrics scrape");
+        // The CDR is written once the relay reported the stream's final
+        // counters (well within the wait above).
+        let cdr_text = std::fs::read_to_string(self.dir.join("cdr.jsonl")).unwrap_or_default();
+        let _ = self.daemon.kill();
+        let log = std::fs::read_to_string(self.dir.join("sbc.log")).unwrap_or_default();
+        drop(self.links);
+        let records: Vec<serde_json::Value> = cdr_text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("CDR line ({e}): {l}")))
+            .collect();
+        let [cdr] = records.as_slice() else {
+            panic!("expected one CDR, got {records:?}\n--- sbc log ---\n{log}")
+        };
+        let ended: Vec<String> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["message"] == "call ended")
+            .map(|l| l["media"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        let [logged_media] = ended.as_slice() else {
+            panic!("expected one \"call ended\" log line, got {ended:?}\n--- sbc log ---\n{log}")
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Outcome {
+            metrics,
+            cdr: cdr.clone(),
+            logged_media: logged_media.clone(),
+        }
+    }
+}
+
+/// Runs one SIPp call with RTP through the lab.
+fn call_through_the_lab(name: &str, xdp: bool) -> Outcome {
+    let lab = XdpLab::start(name, xdp);
     let uas = Sipp::builtin("uas")
         .local(ip("203.0.113.10"), 5060)
         .media(ip("203.0.113.10"), 16000)
         .rtp_echo()
         .calls(1)
         .timeout(Duration::from_secs(40))
-        .in_netns(&callee)
+        .in_netns(&lab.callee)
         .start();
     std::thread::sleep(Duration::from_millis(300));
     let uac = Sipp::builtin("uac_pcap")
@@ -186,44 +252,12 @@ targets = ["pbx"]
         .remote(SocketAddr::new(ip("198.51.100.1"), 5060))
         .calls(1)
         .timeout(Duration::from_secs(40))
-        .in_netns(&caller)
+        .in_netns(&lab.caller)
         .run();
     let uas = uas.wait();
     uac.assert_success(1);
     uas.assert_success(1);
-    // Let the relay collect the last fast-path counts and the daemon export
-    // them (both run on one-second cadences).
-    std::thread::sleep(Duration::from_millis(2500));
-    let metrics = admin_get(&sbc, "/metrics").expect("metrics scrape");
-    // The CDR is written once the relay reported the stream's final
-    // counters (well within the wait above).
-    let cdr_text = std::fs::read_to_string(dir.join("cdr.jsonl")).unwrap_or_default();
-    let stats = daemon.kill();
-    let _ = stats;
-    let log = std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default();
-    drop((outside, inside));
-    let records: Vec<serde_json::Value> = cdr_text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("CDR line ({e}): {l}")))
-        .collect();
-    let [cdr] = records.as_slice() else {
-        panic!("expected one CDR, got {records:?}\n--- sbc log ---\n{log}")
-    };
-    let ended: Vec<String> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["message"] == "call ended")
-        .map(|l| l["media"].as_str().unwrap_or("?").to_owned())
-        .collect();
-    let [logged_media] = ended.as_slice() else {
-        panic!("expected one \"call ended\" log line, got {ended:?}\n--- sbc log ---\n{log}")
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    Outcome {
-        metrics,
-        cdr: cdr.clone(),
-        logged_media: logged_media.clone(),
-    }
+    lab.finish()
 }
 
 #[test]
@@ -312,4 +346,46 @@ fn without_xdp_the_userspace_relay_carries_the_call() {
         outcome.cdr
     );
     assert_eq!(outcome.logged_media, "userspace", "the call-end log line");
+}
+
+#[test]
+fn srtp_crosses_the_kernel_untouched() {
+    if skip_unless_privileged("srtp_crosses_the_kernel_untouched") {
+        return;
+    }
+    let lab = XdpLab::start("xdp-srtp", true);
+    let (caller_ns, callee_ns) = (lab.caller.name().to_owned(), lab.callee.name().to_owned());
+    let bind = |ns: &str, addr: &str| {
+        let addr: SocketAddr = addr.parse().expect("addr");
+        in_netns(ns, move || UdpSocket::bind(addr).expect("bind"))
+    };
+    let peers = SrtpPeers {
+        caller: bind(&caller_ns, "198.51.100.10:5060"),
+        callee: bind(&callee_ns, "203.0.113.10:5060"),
+        caller_rtp: bind(&caller_ns, "198.51.100.10:17000"),
+        callee_rtp: bind(&callee_ns, "203.0.113.10:16000"),
+        outside_sip: "198.51.100.1:5060".parse().expect("addr"),
+        inside_sip: "203.0.113.1:5060".parse().expect("addr"),
+        inside_media_ip: ip("203.0.113.1"),
+    };
+    let call = peers.answer("xdp-srtp");
+    // Each packet waits for its arrival before the next is sent: the first
+    // latch the anchors in userspace, the rest cross in the kernel.
+    let (forward, back) = peers.exchange(&call, 200);
+    let during = admin_get(&lab.sbc, "/metrics").unwrap_or_default();
+    peers.hang_up(&call, "xdp-srtp");
+    let outcome = lab.finish();
+    let metrics = &outcome.metrics;
+    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
+    eprintln!("xdp lab, SRTP: {forward}+{back} of 400 untouched, xdp={xdp} userspace={userspace}");
+    assert!(
+        forward >= 195 && back >= 195,
+        "untouched: {forward} of 200 forward, {back} of 200 back\n{during}"
+    );
+    assert!(
+        xdp >= 300 && userspace * 5 <= xdp,
+        "the kernel forwarded the SRTP: xdp={xdp} userspace={userspace}\n{metrics}"
+    );
+    assert_eq!(outcome.cdr["media_path"], "xdp", "CDR {}", outcome.cdr);
 }
