@@ -154,17 +154,43 @@ impl Core {
 
     /// A call's INVITE to `target` of `trunk` timed out, could not be sent
     /// or got 503: it waits behind the trunk's other targets for
-    /// `[dns] target_block_secs`.
-    pub(super) fn block_target(&mut self, now: Instant, trunk: usize, target: SocketAddr) {
+    /// `[dns] target_block_secs`, or for as long as the 503's Retry-After
+    /// asked (RFC 3263 §4.3), at most [`MAX_RETRY_AFTER`]. A block time of
+    /// zero turns blocking off, Retry-After included.
+    pub(super) fn block_target(
+        &mut self,
+        now: Instant,
+        trunk: usize,
+        target: SocketAddr,
+        retry_after: Option<Duration>,
+    ) {
         if self.target_block.is_zero() {
             return;
         }
+        let block = retry_after.map_or(self.target_block, |d| d.min(MAX_RETRY_AFTER));
         if let Some(t) = self
             .trunks
             .get_mut(trunk)
             .and_then(|s| s.targets.iter_mut().find(|t| t.addr == target))
         {
-            t.blocked_until = Some(now + self.target_block);
+            t.blocked_until = Some(now + block);
         }
     }
+}
+
+/// The longest a 503's Retry-After blocks a target: a peer that asks for a
+/// day is tried again within the hour.
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The delta-seconds of a Retry-After value (RFC 3261 §20.33:
+/// `delta-seconds [comment] *(; retry-param)`); `None` when it has none or
+/// says 0 (then the operator's block time applies).
+pub(super) fn retry_after(value: &[u8]) -> Option<Duration> {
+    let value = value.trim_ascii_start();
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    let secs: u64 = std::str::from_utf8(&value[..digits.min(10)])
+        .ok()?
+        .parse()
+        .ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs))
 }

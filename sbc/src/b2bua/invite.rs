@@ -676,7 +676,8 @@ impl Core {
             return self.start_b_leg(now, call, realm, transport, listener, peer, target, None);
         }
         // RFC 3263 §4.3: a target that timed out, could not be reached or
-        // answered 503 is blocked for a while, and the trunk's next target
+        // answered 503 is blocked for a while (a 503's Retry-After says how
+        // long), and the trunk's next target
         // takes the call, whatever the route's `failover_on` says.
         let target_failed = status == Some(503)
             || matches!(
@@ -688,7 +689,12 @@ impl Core {
             && let (Some(trunk), Some(b)) = (call.trunk, call.b.as_ref())
         {
             let peer = b.peer;
-            self.block_target(now, trunk, peer);
+            let retry_after = response
+                .as_ref()
+                .filter(|_| status == Some(503))
+                .and_then(|r| r.header(HeaderName::RetryAfter))
+                .and_then(health::retry_after);
+            self.block_target(now, trunk, peer, retry_after);
             if !call.setup.next_addrs.is_empty() {
                 let next = call.setup.next_addrs.remove(0);
                 call.a_status = status.unwrap_or(408);

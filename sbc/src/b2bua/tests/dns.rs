@@ -207,3 +207,51 @@ fn a_reload_keeps_the_targets_of_a_name_it_keeps_and_drops_those_of_a_changed_on
     lab.caller_sends(&another_invite(3));
     lab.take_one(SIP2, "INVITE");
 }
+
+#[test]
+fn a_503_with_retry_after_blocks_its_target_for_that_long() {
+    let mut lab = Lab::new(&named_config(0));
+    let now = lab.now;
+    lab.core.set_trunk_targets(now, "pbx", targets());
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(SIP1, "INVITE");
+    let busy = respond(
+        &first,
+        503,
+        "",
+        Some("b503"),
+        &[(HeaderName::RetryAfter, "5 (maintenance);duration=60")],
+    );
+    lab.trunk_sends(SIP1, &busy);
+    let second = lab.take_one(SIP2, "INVITE");
+    end_call(&mut lab, SIP2, &second);
+
+    // Within the 5 s sip waits behind sip2; after them (not after the
+    // configured 60 s) it leads again.
+    lab.advance(Duration::from_secs(3));
+    lab.caller_sends(&another_invite(2));
+    let next = lab.take_one(SIP2, "INVITE");
+    end_call(&mut lab, SIP2, &next);
+    lab.advance(Duration::from_secs(3));
+    lab.take(SIP1);
+    lab.take(SIP2);
+    lab.caller_sends(&another_invite(3));
+    lab.take_one(SIP1, "INVITE");
+}
+
+#[test]
+fn retry_after_reads_delta_seconds_and_ignores_the_rest() {
+    use crate::b2bua::health::retry_after;
+    let secs = |v: &str| retry_after(v.as_bytes()).map(|d| d.as_secs());
+    assert_eq!(secs("120"), Some(120));
+    assert_eq!(secs(" 18000;duration=3600"), Some(18000));
+    assert_eq!(secs("5 (I'm in a meeting)"), Some(5));
+    assert_eq!(secs("0"), None, "0: the operator's block time");
+    assert_eq!(secs("soon"), None);
+    assert_eq!(secs(""), None);
+    assert_eq!(
+        secs("99999999999999999999"),
+        Some(9_999_999_999),
+        "no overflow"
+    );
+}
