@@ -683,7 +683,7 @@ impl TlsSettings {
             realm_identity.insert(realm.name.as_str(), identity);
         }
         for (index, trunk) in config.trunks.iter().enumerate() {
-            if trunk.transport() != Transport::Tls {
+            if !trunk.may_speak_tls() {
                 continue;
             }
             let problem = |field, error| TlsProblem {

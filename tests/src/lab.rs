@@ -561,7 +561,7 @@ impl Lab {
         Lab::peers_only_with(name, Plan::next())
     }
 
-    fn peers_only_with(name: &str, plan: Plan) -> Lab {
+    pub fn peers_only_with(name: &str, plan: Plan) -> Lab {
         let dir = lab_dir(name, plan);
         Lab {
             plan,

@@ -215,16 +215,15 @@ impl Config {
                     }
                     (PeerAddress::Name { host }, None) => {
                         let realm = self.realms.iter().find(|r| r.name == t.realm);
-                        let mut services = Vec::new();
-                        for (transport, service, prefix) in [
-                            (Transport::Udp, "SIP+D2U", "_sip._udp"),
-                            (Transport::Tcp, "SIP+D2T", "_sip._tcp"),
-                            (Transport::Tls, "SIPS+D2T", "_sips._tcp"),
-                        ] {
-                            if realm.is_some_and(|r| r.listen.iter().any(|l| l.transport == transport)) {
-                                services.push((service, prefix));
-                            }
-                        }
+                        let services: Vec<(&str, &str)> = t
+                            .dns_transports(realm)
+                            .into_iter()
+                            .map(|transport| match transport {
+                                Transport::Udp => ("SIP+D2U", "_sip._udp"),
+                                Transport::Tcp => ("SIP+D2T", "_sip._tcp"),
+                                Transport::Tls => ("SIPS+D2T", "_sips._tcp"),
+                            })
+                            .collect();
                         let naptr: Vec<&str> = services.iter().map(|(s, _)| *s).collect();
                         let srv: Vec<String> =
                             services.iter().map(|(_, p)| format!("{p}.{host}")).collect();

@@ -958,7 +958,8 @@ pub struct Trunk {
     /// port of its SDP or signaling IP and always sent to its SDP address.
     #[serde(default = "default_false")]
     pub asymmetric_rtp: bool,
-    /// How the trunk's certificate is verified (`transport = "tls"` only).
+    /// How the trunk's certificate is verified: a TLS trunk, or a domain
+    /// without `transport` that NAPTR may send over TLS.
     #[serde(default)]
     pub tls: Option<TrunkTls>,
 }
@@ -967,6 +968,36 @@ impl Trunk {
     /// The transport configured, UDP when none is.
     pub fn transport(&self) -> Transport {
         self.transport.unwrap_or_else(default_transport)
+    }
+
+    /// Whether NAPTR chooses the trunk's transport: a domain without a
+    /// port and without `transport`.
+    pub fn naptr_decides(&self) -> bool {
+        self.transport.is_none() && matches!(self.address, PeerAddress::Name { .. })
+    }
+
+    /// Whether the trunk may be reached over TLS: it says `transport =
+    /// "tls"`, or NAPTR decides and it has a `tls` table to verify the
+    /// server by.
+    pub fn may_speak_tls(&self) -> bool {
+        self.transport() == Transport::Tls || (self.naptr_decides() && self.tls.is_some())
+    }
+
+    /// The transports DNS may give the trunk, in the order NAPTR is asked
+    /// about them (RFC 3263 §4.1): the one configured; else those the
+    /// trunk's realm listens on, TLS only when the trunk may speak it.
+    pub fn dns_transports(&self, realm: Option<&Realm>) -> Vec<Transport> {
+        if let Some(t) = self.transport {
+            return vec![t];
+        }
+        let Some(realm) = realm else {
+            return Vec::new();
+        };
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .into_iter()
+            .filter(|t| realm.listen.iter().any(|l| l.transport == *t))
+            .filter(|t| *t != Transport::Tls || self.may_speak_tls())
+            .collect()
     }
 }
 

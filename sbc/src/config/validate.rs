@@ -888,16 +888,22 @@ impl Validator<'_> {
     fn trunk_tls(&mut self, at: &FieldPath, item: Option<&str>, trunk: &Trunk) {
         let tls_at = at.key("tls");
         match (&trunk.tls, trunk.transport()) {
-            (Some(_), transport) if transport != Transport::Tls => {
+            (Some(_), transport) if !trunk.may_speak_tls() => {
                 self.report(
                     tls_at,
                     item,
                     format!("the trunk speaks {transport}, not tls"),
-                    Some("set transport = \"tls\", or remove the tls table".into()),
+                    Some(
+                        "set transport = \"tls\", or remove the tls table (a domain without \
+                         port and transport may keep it: NAPTR may choose TLS)"
+                            .into(),
+                    ),
                 );
                 return;
             }
-            (None, Transport::Tls) | (Some(super::TrunkTls { ca: None, .. }), Transport::Tls) => {
+            (None, Transport::Tls) | (Some(super::TrunkTls { ca: None, .. }), _)
+                if trunk.may_speak_tls() =>
+            {
                 self.report(
                     if trunk.tls.is_some() {
                         tls_at.key("ca")
@@ -1097,14 +1103,30 @@ impl Validator<'_> {
                     PeerAddress::Host { .. } | PeerAddress::Name { .. } => None,
                 };
                 // A bare name without a transport lets NAPTR choose among the
-                // realm's listeners: any will do.
-                let any_transport =
-                    trunk.transport.is_none() && matches!(trunk.address, PeerAddress::Name { .. });
-                let usable = realm.listen.iter().any(|l| {
-                    (any_transport || l.transport == trunk.transport())
-                        && family.is_none_or(|v4| l.address.is_ipv4() == v4)
-                });
-                if !usable && !realm.listen.is_empty() {
+                // realm's listeners (TLS only with a tls table to verify by).
+                let usable = if trunk.naptr_decides() {
+                    !trunk.dns_transports(Some(realm)).is_empty()
+                } else {
+                    realm.listen.iter().any(|l| {
+                        l.transport == trunk.transport()
+                            && family.is_none_or(|v4| l.address.is_ipv4() == v4)
+                    })
+                };
+                if trunk.naptr_decides() && !usable && !realm.listen.is_empty() {
+                    self.report(
+                        at.key("address"),
+                        item,
+                        format!(
+                            "realm \"{}\" listens on TLS only, and the trunk has no tls table to \
+                             verify a TLS server by",
+                            realm.name
+                        ),
+                        Some(
+                            "add tls = { ca = \"/etc/sbc/tls/carrier-ca.pem\" } to the trunk"
+                                .into(),
+                        ),
+                    );
+                } else if !usable && !realm.listen.is_empty() {
                     let family = match family {
                         Some(true) => " IPv4",
                         Some(false) => " IPv6",

@@ -295,7 +295,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 if names.accept(&mut core, answer) {
                     shield.configure(&running_config, &names.trust(&running_config));
                     // A TLS trunk's new targets need its client settings.
-                    if running_config.trunks.iter().any(|t| t.transport() == crate::config::Transport::Tls) {
+                    if running_config.trunks.iter().any(crate::config::Trunk::may_speak_tls) {
                         match TlsSettings::from_config(&running_config, &|t| names.targets_of(&t.name), wall_clock()) {
                             Ok(settings) => transports.set_tls(Arc::new(settings)),
                             Err(problems) => warn!(problems = problems.len(), "TLS files unusable since the last load; TLS trunks keep their settings"),
@@ -620,7 +620,7 @@ fn zero_series(metrics: &Metrics, config: &Config, core: &Core) {
                 || config
                     .trunks
                     .iter()
-                    .any(|t| t.realm == r.name && t.transport() == tls)
+                    .any(|t| t.realm == r.name && t.may_speak_tls())
         })
         .map(|r| r.name.clone())
         .collect();

@@ -231,25 +231,14 @@ impl Drop for TrunkNames {
     }
 }
 
-/// The transports a trunk's name may resolve to: its own when it names one,
-/// else those its realm listens on (TLS, then TCP, then UDP are all asked
-/// of NAPTR; its records' order decides).
+/// The transports a trunk's name may resolve to
+/// ([`Trunk::dns_transports`]); NAPTR's records' order decides among them.
 fn usable_transports(config: &Config, trunk: &Trunk) -> Vec<DnsTransport> {
-    if let Some(t) = trunk.transport {
-        return vec![dns_transport(t.into())];
-    }
-    let Some(realm) = config.realms.iter().find(|r| r.name == trunk.realm) else {
-        return Vec::new();
-    };
-    [Transport::Udp, Transport::Tcp, Transport::Tls]
+    let realm = config.realms.iter().find(|r| r.name == trunk.realm);
+    trunk
+        .dns_transports(realm)
         .into_iter()
-        .filter(|t| {
-            realm
-                .listen
-                .iter()
-                .any(|l| Transport::from(l.transport) == *t)
-        })
-        .map(dns_transport)
+        .map(|t| dns_transport(t.into()))
         .collect()
 }
 

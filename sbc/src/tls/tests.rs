@@ -364,3 +364,67 @@ fn tls_settings_must_fit_the_transport() {
     let p = problem_at(&text, "realm[0].tls.certificate");
     assert!(p.message.contains("not an absolute path"), "{p}");
 }
+
+#[test]
+fn a_domain_trunk_without_transport_keeps_its_tls_for_what_naptr_chooses() {
+    let dir = Scratch::new("naptr-tls");
+    lab(dir.path());
+    let base = tls_config(dir.path());
+    let named = base
+        .replacen(
+            "address = \"127.0.0.3:5061\"\ntransport = \"tls\"\n",
+            "address = \"carrier.example.net\"\n",
+            1,
+        )
+        .replacen(", server_name = \"sip.carrier.test\"", "", 1);
+    let config = Config::from_str_named(&named, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let trunk = &config.trunks[0];
+    assert!(trunk.naptr_decides() && trunk.may_speak_tls());
+    let realm = config.realms.iter().find(|r| r.name == "inside");
+    assert_eq!(trunk.dns_transports(realm), [Transport::Tls]);
+    // The addresses DNS gave get client settings that verify the domain
+    // (RFC 5922 §4), not the SRV target.
+    let target: SocketAddr = "192.0.2.44:5061".parse().unwrap_or_else(|e| panic!("{e}"));
+    let settings = TlsSettings::from_config(&config, &|_| vec![target], now())
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let (_, name) = settings
+        .client("inside", target)
+        .unwrap_or_else(|| panic!("the resolved target has a client config"));
+    assert_eq!(name.to_str(), "carrier.example.net");
+
+    // Without the tls table, NAPTR is not asked about TLS at all.
+    let plain = named.replacen(
+        &named
+            .lines()
+            .find(|l| l.starts_with("tls = { ca = "))
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_else(|| panic!("trunk tls line")),
+        "",
+        1,
+    );
+    // The realm listens on TLS only: such a trunk could never be reached.
+    let p = problem_at(&plain, "trunk[0].address");
+    assert!(p.message.contains("no tls table"), "{p}");
+    let config = Config::from_str_named(
+        &plain.replacen(
+            "listen = [{ transport = \"tls\", address = \"127.0.0.2:5061\" }]",
+            "listen = [\n  { transport = \"udp\", address = \"127.0.0.2:5060\" },\n  { transport = \"tls\", address = \"127.0.0.2:5061\" },\n]",
+            1,
+        ),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let realm = config.realms.iter().find(|r| r.name == "inside");
+    assert!(!config.trunks[0].may_speak_tls());
+    assert_eq!(config.trunks[0].dns_transports(realm), [Transport::Udp]);
+
+    // A port given: A/AAAA with the default transport (UDP), so the tls
+    // table is refused, as for any trunk that does not speak TLS.
+    let with_port = named.replacen("carrier.example.net", "carrier.example.net:5061", 1);
+    assert!(
+        problems(&with_port)
+            .iter()
+            .any(|p| p.field == "trunk[0].tls" && p.message.contains("speaks udp, not tls")),
+        "{with_port}"
+    );
+}

@@ -18,9 +18,9 @@ use tests::sipp::Sipp;
 /// The trunk's domain (`.test` is reserved: it never leaves the lab).
 const DOMAIN: &str = "pbx.sbc-lab.test";
 /// The TTL of every record dnsmasq serves, in seconds.
-const TTL: u64 = 2;
+pub(crate) const TTL: u64 = 2;
 /// The port the lab's DNS server listens on.
-const DNS_PORT: u16 = 5353;
+pub(crate) const DNS_PORT: u16 = 5353;
 
 /// dnsmasq serving `DOMAIN`: NAPTR `SIP+D2U` -> `_sip._udp.DOMAIN`, whose
 /// SRV records name `targets` (address, priority) on port 5060, in the
@@ -41,7 +41,12 @@ fn dnsmasq(lab: &Lab, listen: SocketAddr, targets: &[(IpAddr, u16)], log: &str) 
 
 /// dnsmasq in the lab's network on `listen`, serving `records` (its own
 /// options) with a TTL of [`TTL`], nothing else; logs to `log`.
-fn dnsmasq_serving(lab: &Lab, listen: SocketAddr, records: &[String], log: &str) -> Background {
+pub(crate) fn dnsmasq_serving(
+    lab: &Lab,
+    listen: SocketAddr,
+    records: &[String],
+    log: &str,
+) -> Background {
     let mut cmd = lab.net().command("dnsmasq");
     cmd.args([
         "--keep-in-foreground",

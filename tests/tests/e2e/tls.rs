@@ -20,11 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tests::lab::{Host, Lab, LabConfig, Plan, Realm};
-use tests::netns::skip_unless_sipp;
+use tests::netns::{skip_unless_sipp, skip_unless_tool};
 use tests::pki::{Ca, Issued};
 use tests::tls_peer::{self, Caller, SipStream, header, method, respond, status};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::dns::{DNS_PORT, TTL, dnsmasq_serving};
 
 const TLS_PORT: u16 = 5061;
 
@@ -590,6 +592,107 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
         lab.daemon_stderr().contains("configuration reloaded"),
         "{}",
         lab.daemon_stderr()
+    );
+    drop(rt);
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(scratch);
+}
+
+/// A TLS trunk given by a domain (RFC 3263 with RFC 5922 names): NAPTR
+/// `SIPS+D2T` -> `_sips._tcp` SRV with two targets; the first refuses the
+/// connection, the second is the TLS carrier, whose certificate names the
+/// domain only (not the SRV target host, not its address). The call from
+/// the UDP PBX reaches it, with the SBC's client certificate.
+#[test]
+fn a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain() {
+    let name = "a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(name, "dnsmasq", "--version", "apt-get install dnsmasq-base")
+    {
+        return;
+    }
+    const DOMAIN: &str = "carrier.sbc-lab.test";
+    let plan = Plan::next();
+    let scratch = tempdir("tls-dns", &plan);
+    let mut pki = Pki::new(&scratch, &plan);
+    pki.carrier = pki.carrier_ca.issue("carrier-dns", &[DOMAIN]);
+    let carrier_tls = SocketAddr::new(plan.host_ip(Host::Carrier), TLS_PORT);
+    let fixed = format!(
+        "address = \"{carrier_tls}\"\ntransport = \"tls\"\n\
+         tls = {{ ca = {:?}, server_name = \"carrier.test\" }}\n",
+        pki.carrier_ca.path
+    );
+    let toml = tls_toml(&plan, &pki, "");
+    assert!(toml.contains(&fixed), "{toml}");
+    let dns = SocketAddr::new(plan.realm_ip(Realm::Outside), DNS_PORT);
+    let toml = format!(
+        "[dns]\nservers = [\"{dns}\"]\n\n{}",
+        toml.replacen(
+            &fixed,
+            &format!(
+                "address = \"{DOMAIN}\"\ntls = {{ ca = {:?} }}\n",
+                pki.carrier_ca.path
+            ),
+            1
+        )
+    );
+    let mut lab = Lab::peers_only_with("tls-dns", plan);
+    let down = plan.spare_ip(5);
+    let records = [
+        format!("--naptr-record={DOMAIN},10,10,S,SIPS+D2T,,_sips._tcp.{DOMAIN}"),
+        format!("--srv-host=_sips._tcp.{DOMAIN},first.sbc-lab.test,{TLS_PORT},10,10"),
+        format!("--srv-host=_sips._tcp.{DOMAIN},second.sbc-lab.test,{TLS_PORT},20,10"),
+        format!("--host-record=first.sbc-lab.test,{down},{TTL}"),
+        format!(
+            "--host-record=second.sbc-lab.test,{},{TTL}",
+            carrier_tls.ip()
+        ),
+    ];
+    let _dns = dnsmasq_serving(&lab, dns, &records, "dnsmasq-tls.log");
+    lab.start_daemon(&toml);
+    let deadline = now() + Duration::from_secs(10);
+    while !lab.daemon_stderr().contains("trunk resolved") {
+        assert!(
+            now() < deadline,
+            "the carrier did not resolve within 10 s\n{}",
+            lab.daemon_stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resolved = lab.daemon_stderr();
+    assert!(
+        resolved.contains(&format!("tls {down}:{TLS_PORT}"))
+            && resolved.contains(&format!("tls {carrier_tls}")),
+        "both SRV targets, over TLS:\n{resolved}"
+    );
+
+    let rt = runtime();
+    let callee = start_tls_callee(&lab, &rt, carrier_tls, &pki.carrier, Some(&pki.sbc_ca.path));
+    let uac = lab
+        .peer("caller.xml", Host::Pbx)
+        .remote(plan.realm(Realm::Inside))
+        .run();
+    uac.assert_success(1);
+    {
+        let log = callee.lock().expect("log");
+        assert!(
+            log.messages.iter().any(|m| method(m) == Some("INVITE"))
+                && log.messages.iter().any(|m| method(m) == Some("BYE")),
+            "the call reached the second target over TLS: {:#?}",
+            log.messages
+        );
+        assert!(log.client_certificate, "the SBC presented its certificate");
+    }
+    let log = lab.daemon_stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("call rerouted") && l.contains("attempt=2")),
+        "the refused first target was tried first\n{log}"
+    );
+    assert_eq!(
+        metric_at_least(&lab, &failures("outside", "outbound", "name_mismatch"), 0.0),
+        0.0,
+        "the domain, not the SRV target, is the name checked"
     );
     drop(rt);
     lab.shutdown();
