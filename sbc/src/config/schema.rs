@@ -944,6 +944,12 @@ pub struct Trunk {
     /// Seconds between OPTIONS health checks; 0 turns them off.
     #[serde(default = "default_options_interval_secs")]
     pub options_interval_secs: u32,
+    /// An INVITE to one of the trunk's targets that gets no response at
+    /// all (not even 100 Trying) within this many milliseconds counts as
+    /// timed out: the next target (or trunk) is tried and the target is
+    /// blocked, without waiting for timer B (32 s). 0: timer B only.
+    #[serde(default)]
+    pub response_timeout_ms: u32,
     /// Concurrent calls to and from this trunk; unlimited when absent.
     #[serde(default)]
     pub max_calls: Option<u32>,

@@ -1090,3 +1090,24 @@ fn sip_timers_are_bounded_and_ordered() {
     let text = format!("[sip]\nt1_ms = 3000\nt2_ms = 2000\n{BASE}");
     problem(&text, "sip.t2_ms", "t2_ms");
 }
+
+#[test]
+fn a_trunk_response_timeout_is_off_or_between_t1_and_timer_b() {
+    let ok = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(ok.trunks[0].response_timeout_ms, 0, "timer B by default");
+    for good in ["500", "3000", "32000"] {
+        let text = edit(
+            "address = \"127.0.0.3:5060\"",
+            &format!("address = \"127.0.0.3:5060\"\nresponse_timeout_ms = {good}"),
+        );
+        Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["100", "40000"] {
+        let text = edit(
+            "address = \"127.0.0.3:5060\"",
+            &format!("address = \"127.0.0.3:5060\"\nresponse_timeout_ms = {bad}"),
+        );
+        let p = problem(&text, "trunk[0].response_timeout_ms", "response_timeout_ms");
+        assert!(p.message.contains("outside 500..=32000"), "{p}");
+    }
+}

@@ -1087,6 +1087,24 @@ impl Validator<'_> {
         let at = FieldPath::item("trunk", i);
         let item = item_name("trunk", i, &trunk.name);
         let item = Some(item.as_str());
+        if trunk.response_timeout_ms != 0
+            && !(MIN_RESPONSE_TIMEOUT_MS..=MAX_RESPONSE_TIMEOUT_MS)
+                .contains(&trunk.response_timeout_ms)
+        {
+            self.report(
+                at.key("response_timeout_ms"),
+                item,
+                format!(
+                    "{} ms is outside {MIN_RESPONSE_TIMEOUT_MS}..={MAX_RESPONSE_TIMEOUT_MS}",
+                    trunk.response_timeout_ms
+                ),
+                Some(
+                    "0 waits for timer B (32 s); below 500 ms a target that answers within \
+                     a retransmission or two is given up"
+                        .into(),
+                ),
+            );
+        }
         match config.realms.iter().find(|r| r.name == trunk.realm) {
             None => self.report(
                 at.key("realm"),
@@ -1339,3 +1357,8 @@ fn overlaps_ip(a: IpAddr, b: IpAddr) -> bool {
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && overlaps_ip(a.ip(), b.ip())
 }
+
+/// The shortest `response_timeout_ms`: T1 (500 ms), one retransmission.
+const MIN_RESPONSE_TIMEOUT_MS: u32 = 500;
+/// The longest: timer B (64*T1) would end the transaction first.
+const MAX_RESPONSE_TIMEOUT_MS: u32 = 32_000;
