@@ -699,6 +699,114 @@ fn a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain() {
     let _ = std::fs::remove_dir_all(scratch);
 }
 
+/// TLS on one side, UDP on the other, SRTP end to end (a Teams-style
+/// call): a TLS caller with a client certificate offers RTP/SAVP with its
+/// SDES key; the UDP PBX gets the key unchanged and answers with its own;
+/// SRTP packets cross the relay byte for byte both ways; the BYE ends it.
+#[test]
+fn a_tls_caller_with_srtp_reaches_a_udp_callee_and_the_srtp_crosses_untouched() {
+    use crate::srtp::{
+        CALLEE_KEY, CALLER_KEY, callee_answers, callee_answers_bye, media_of, relayed_untouched,
+        savp_sdp,
+    };
+    if skip_unless_sipp("a_tls_caller_with_srtp_reaches_a_udp_callee") {
+        return;
+    }
+    let plan = Plan::next();
+    let scratch = tempdir("tls-srtp", &plan);
+    let pki = Pki::new(&scratch, &plan);
+    let lab = Lab::start_toml("tls-srtp", plan, &tls_toml(&plan, &pki, ""));
+    let rt = runtime();
+    let pbx = plan.host(Host::Pbx);
+    let inside_ip = plan.realm_ip(Realm::Inside);
+    let callee = lab.net().udp_socket(pbx);
+    let callee_rtp = lab.net().udp_socket(SocketAddr::new(pbx.ip(), 16_010));
+    let from = plan.spare_ip(0);
+    let caller_rtp = lab.net().udp_socket(SocketAddr::new(from, 17_010));
+    let inside_sip = SocketAddr::new(inside_ip, plan.realm(Realm::Inside).port());
+
+    rt.block_on(async {
+        let tls = connect_tls(&lab, &pki, from, Some(&pki.caller))
+            .await
+            .expect("handshake with a client certificate");
+        let local = tls.get_ref().0.local_addr().expect("local address");
+        let mut sip = SipStream::new(tls);
+        let outside = plan.realm_ip(Realm::Outside);
+        let mut caller = Caller::new(
+            &local.to_string(),
+            &format!("sips:service@{outside}:{TLS_PORT}"),
+            "tls-srtp",
+        );
+        sip.send(&caller.invite_with(&savp_sdp(from, 17_010, CALLER_KEY)))
+            .await;
+        // The PBX answers on its own thread while the TLS side waits.
+        let inside_anchor = tokio::task::block_in_place(|| {
+            callee_answers(
+                &callee,
+                callee_rtp.local_addr().expect("callee media"),
+                inside_sip,
+                inside_ip,
+                "tls-srtp",
+            )
+        });
+        let ok = loop {
+            let response = sip.recv(WAIT).await.expect("an answer to the INVITE");
+            match status(&response) {
+                Some(code) if code < 200 => continue,
+                Some(200) => break response,
+                other => panic!("INVITE answered {other:?}:\n{response}"),
+            }
+        };
+        assert!(
+            ok.contains(" RTP/SAVP 0")
+                && ok.contains(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {CALLEE_KEY}")),
+            "the TLS caller gets the PBX's key unchanged:\n{ok}"
+        );
+        let outside_anchor = media_of(&ok);
+        assert_eq!(outside_anchor.ip(), outside, "{ok}");
+        caller.answered(&ok);
+        sip.send(&caller.ack()).await;
+
+        let (forward, back) = tokio::task::block_in_place(|| {
+            (
+                relayed_untouched(
+                    &caller_rtp,
+                    outside_anchor,
+                    &callee_rtp,
+                    inside_anchor,
+                    0xcafe_0011,
+                    20,
+                ),
+                relayed_untouched(
+                    &callee_rtp,
+                    inside_anchor,
+                    &caller_rtp,
+                    outside_anchor,
+                    0xcafe_0012,
+                    20,
+                ),
+            )
+        });
+        assert!(
+            forward >= 18 && back >= 18,
+            "SRTP untouched: {forward} of 20 forward, {back} of 20 back"
+        );
+
+        sip.send(&caller.bye()).await;
+        tokio::task::block_in_place(|| callee_answers_bye(&callee, inside_sip));
+        loop {
+            let response = sip.recv(WAIT).await.expect("an answer to the BYE");
+            if header(&response, "CSeq").is_some_and(|c| c.ends_with("BYE")) {
+                assert_eq!(status(&response), Some(200), "{response}");
+                break;
+            }
+        }
+    });
+    drop(rt);
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(scratch);
+}
+
 /// A directory for the test's keys, beside (not inside) the lab's, which
 /// the lab clears when it starts.
 fn tempdir(name: &str, plan: &Plan) -> std::path::PathBuf {
