@@ -164,26 +164,35 @@ fn start_tls_callee(
                     .1
                     .peer_certificates()
                     .is_some_and(|c| !c.is_empty());
-                let mut sip = SipStream::new(tls);
-                let ip = addr.ip().to_string();
-                let contact = format!("sip:callee@{addr};transport=tls");
-                while let Some(message) = sip.recv(Duration::from_secs(30)).await {
-                    log.lock().expect("log").messages.push(message.clone());
-                    let answer = match method(&message) {
-                        Some("INVITE") => {
-                            sip.send(&respond(&message, 100, "callee", &contact, None))
-                                .await;
-                            respond(&message, 200, "callee", &contact, Some((&ip, 16000)))
-                        }
-                        Some("BYE" | "OPTIONS") => respond(&message, 200, "callee", &contact, None),
-                        _ => continue,
-                    };
-                    sip.send(&answer).await;
-                }
+                serve_as_callee(&mut SipStream::new(tls), addr, &log).await;
             });
         }
     });
     log
+}
+
+/// Answers what comes over `sip` as a callee at `addr` would: INVITEs 100
+/// then 200 with SDP, BYEs and OPTIONS 200; logs every message; returns
+/// when the connection is quiet for 30 s or closes.
+async fn serve_as_callee<S>(sip: &mut SipStream<S>, addr: SocketAddr, log: &Mutex<CalleeLog>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let ip = addr.ip().to_string();
+    let contact = format!("sip:callee@{addr};transport=tls");
+    while let Some(message) = sip.recv(Duration::from_secs(30)).await {
+        log.lock().expect("log").messages.push(message.clone());
+        let answer = match method(&message) {
+            Some("INVITE") => {
+                sip.send(&respond(&message, 100, "callee", &contact, None))
+                    .await;
+                respond(&message, 200, "callee", &contact, Some((&ip, 16000)))
+            }
+            Some("BYE" | "OPTIONS") => respond(&message, 200, "callee", &contact, None),
+            _ => continue,
+        };
+        sip.send(&answer).await;
+    }
 }
 
 /// A TLS connection from `from` to the SBC's TLS listener, presenting
@@ -802,6 +811,85 @@ fn a_tls_caller_with_srtp_reaches_a_udp_callee_and_the_srtp_crosses_untouched() 
             }
         }
     });
+    drop(rt);
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(scratch);
+}
+
+/// RFC 5923 connection reuse: the carrier connects to the SBC's TLS
+/// listener with a client certificate naming `carrier.test` and asks, with
+/// `alias` in its Via, that requests to its listener come over this
+/// connection. Nothing listens on the carrier's 5061, so the PBX's call
+/// can only reach it that way. The SBC's own Via says `alias` too.
+#[test]
+fn a_carrier_that_aliases_its_connection_gets_the_calls_over_it() {
+    if skip_unless_sipp("a_carrier_that_aliases_its_connection_gets_the_calls_over_it") {
+        return;
+    }
+    let plan = Plan::next();
+    let scratch = tempdir("tls-alias", &plan);
+    let pki = Pki::new(&scratch, &plan);
+    let lab = Lab::start_toml("tls-alias", plan, &tls_toml(&plan, &pki, ""));
+    let rt = runtime();
+    let carrier_ip = plan.host_ip(Host::Carrier);
+    let carrier = SocketAddr::new(carrier_ip, TLS_PORT);
+    let client = pki.clients_ca.issue("carrier-client", &["carrier.test"]);
+    let log = Arc::new(Mutex::new(CalleeLog::default()));
+    let served = {
+        let log = Arc::clone(&log);
+        let tls = rt
+            .block_on(connect_tls(&lab, &pki, carrier_ip, Some(&client)))
+            .expect("the carrier's handshake with its client certificate");
+        rt.spawn(async move {
+            let mut sip = SipStream::new(tls);
+            let options = format!(
+                "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TLS carrier.test:{TLS_PORT};branch=z9hG4bKalias1;alias\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:carrier.test>;tag=a1\r\nTo: <sip:sbc.test>\r\n\
+                 Call-ID: alias-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                SocketAddr::new(plan.realm_ip(Realm::Outside), TLS_PORT)
+            );
+            sip.send(&options).await;
+            serve_as_callee(&mut sip, carrier, &log).await;
+        })
+    };
+    // The OPTIONS is answered (and the alias taken) before the call.
+    let deadline = now() + WAIT;
+    while !log
+        .lock()
+        .expect("log")
+        .messages
+        .iter()
+        .any(|m| status(m) == Some(200))
+    {
+        assert!(now() < deadline, "the carrier's OPTIONS was not answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uac = lab
+        .peer("caller.xml", Host::Pbx)
+        .remote(plan.realm(Realm::Inside))
+        .run();
+    uac.assert_success(1);
+    {
+        let log = log.lock().expect("log");
+        let invite = log
+            .messages
+            .iter()
+            .find(|m| method(m) == Some("INVITE"))
+            .unwrap_or_else(|| {
+                panic!("no INVITE over the aliased connection: {:#?}", log.messages)
+            });
+        assert!(
+            header(invite, "Via")
+                .is_some_and(|v| v.starts_with("SIP/2.0/TLS ") && v.contains(";alias")),
+            "the SBC offers its connection back:\n{invite}"
+        );
+        assert!(
+            log.messages.iter().any(|m| method(m) == Some("BYE")),
+            "the whole dialog came over it: {:#?}",
+            log.messages
+        );
+    }
+    served.abort();
     drop(rt);
     lab.shutdown();
     let _ = std::fs::remove_dir_all(scratch);
