@@ -306,11 +306,13 @@ fn tls_calls_cross_both_ways_with_mutual_tls() {
     if skip_unless_sipp("tls_calls_cross_both_ways_with_mutual_tls") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-both", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml("tls-both", plan, &tls_toml(&plan, &pki, ""));
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-both", "");
 
     // A UDP caller (the PBX) reaches the TLS carrier, which insists on
     // the SBC's client certificate.
@@ -380,9 +382,7 @@ fn tls_calls_cross_both_ways_with_mutual_tls() {
     }
     let expiry = "sbc_tls_certificate_expiry_timestamp_seconds{name=\"outside\",owner=\"realm\",role=\"certificate\",subject=\"sbc.test\"}";
     assert!(metric_at_least(&lab, expiry, 1.0) > 1.7e9);
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 #[test]
@@ -390,15 +390,13 @@ fn untrusted_misnamed_certificateless_and_stalled_peers_are_refused_and_counted(
     if skip_unless_sipp("untrusted_misnamed_certificateless_and_stalled_peers") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-refused", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml(
-        "tls-refused",
+    let TlsLab {
         plan,
-        &tls_toml(&plan, &pki, "tcp_message_timeout_secs = 2\n"),
-    );
-    let rt = runtime();
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-refused", "tcp_message_timeout_secs = 2\n");
     let carrier = SocketAddr::new(plan.host_ip(Host::Carrier), TLS_PORT);
 
     // The carrier presents a certificate from a CA the trunk does not
@@ -508,9 +506,7 @@ fn untrusted_misnamed_certificateless_and_stalled_peers_are_refused_and_counted(
     );
     metric_at_least(&lab, &failures("outside", "inbound", "timeout"), 1.0);
     drop(stalled);
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 #[test]
@@ -518,12 +514,13 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
     if skip_unless_sipp("a_certificate_changed_by_sighup") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-reload", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let toml = tls_toml(&plan, &pki, "");
-    let mut lab = Lab::start_toml("tls-reload", plan, &toml);
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        mut lab,
+        rt,
+    } = TlsLab::start("tls-reload", "");
     let uas = lab.start_callee(
         &lab.peer("callee.xml", Host::Pbx)
             .timeout(Duration::from_secs(30)),
@@ -602,9 +599,7 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
         "{}",
         lab.daemon_stderr()
     );
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 /// A TLS trunk given by a domain (RFC 3263 with RFC 5922 names): NAPTR
@@ -703,9 +698,7 @@ fn a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain() {
         0.0,
         "the domain, not the SRV target, is the name checked"
     );
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 /// TLS on one side, UDP on the other, SRTP end to end (a Teams-style
@@ -721,11 +714,13 @@ fn a_tls_caller_with_srtp_reaches_a_udp_callee_and_the_srtp_crosses_untouched() 
     if skip_unless_sipp("a_tls_caller_with_srtp_reaches_a_udp_callee") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-srtp", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml("tls-srtp", plan, &tls_toml(&plan, &pki, ""));
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-srtp", "");
     let pbx = plan.host(Host::Pbx);
     let inside_ip = plan.realm_ip(Realm::Inside);
     let callee = lab.net().udp_socket(pbx);
@@ -801,19 +796,12 @@ fn a_tls_caller_with_srtp_reaches_a_udp_callee_and_the_srtp_crosses_untouched() 
             "SRTP untouched: {forward} of 20 forward, {back} of 20 back"
         );
 
-        sip.send(&caller.bye()).await;
-        tokio::task::block_in_place(|| callee_answers_bye(&callee, inside_sip));
-        loop {
-            let response = sip.recv(WAIT).await.expect("an answer to the BYE");
-            if header(&response, "CSeq").is_some_and(|c| c.ends_with("BYE")) {
-                assert_eq!(status(&response), Some(200), "{response}");
-                break;
-            }
-        }
+        let pbx = callee.try_clone().expect("the PBX's socket");
+        let answering = std::thread::spawn(move || callee_answers_bye(&pbx, inside_sip));
+        hang_up(&mut sip, &mut caller, "tls-srtp").await;
+        answering.join().expect("the PBX answered the BYE");
     });
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 /// RFC 5923 connection reuse: the carrier connects to the SBC's TLS
@@ -826,11 +814,13 @@ fn a_carrier_that_aliases_its_connection_gets_the_calls_over_it() {
     if skip_unless_sipp("a_carrier_that_aliases_its_connection_gets_the_calls_over_it") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-alias", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml("tls-alias", plan, &tls_toml(&plan, &pki, ""));
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-alias", "");
     let carrier_ip = plan.host_ip(Host::Carrier);
     let carrier = SocketAddr::new(carrier_ip, TLS_PORT);
     let client = pki.clients_ca.issue("carrier-client", &["carrier.test"]);
@@ -890,6 +880,37 @@ fn a_carrier_that_aliases_its_connection_gets_the_calls_over_it() {
         );
     }
     served.abort();
+    finish(rt, lab, scratch);
+}
+
+/// A lab running [`tls_toml`] (with `extra_limits`), its PKI in a scratch
+/// directory beside it, and a runtime for the TLS peers.
+struct TlsLab {
+    plan: Plan,
+    scratch: std::path::PathBuf,
+    pki: Pki,
+    lab: Lab,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TlsLab {
+    fn start(name: &str, extra_limits: &str) -> TlsLab {
+        let plan = Plan::next();
+        let scratch = tempdir(name, &plan);
+        let pki = Pki::new(&scratch, &plan);
+        let lab = Lab::start_toml(name, plan, &tls_toml(&plan, &pki, extra_limits));
+        TlsLab {
+            plan,
+            scratch,
+            pki,
+            lab,
+            rt: runtime(),
+        }
+    }
+}
+
+/// Stops the peers' runtime and the lab, and removes the keys.
+fn finish(rt: tokio::runtime::Runtime, lab: Lab, scratch: std::path::PathBuf) {
     drop(rt);
     lab.shutdown();
     let _ = std::fs::remove_dir_all(scratch);
