@@ -51,6 +51,7 @@ pub mod inspect;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod ng;
 pub mod sdp;
 #[cfg(test)]
 mod sim;

@@ -20,6 +20,7 @@ use crate::media::cname::CnameMask;
 use crate::media::command::{Direction, LocalEndpoint, Remote};
 use crate::sdp::{self, Sdp, SdpError};
 
+pub(crate) use super::call::SdpOrigin;
 use super::*;
 
 /// What one `m=` line of a leg's SDP asks for.

@@ -8,7 +8,7 @@ use super::*;
 /// 3264 §5 and §8): one session id for the call, and a version that goes up
 /// by one exactly when the SDP sent to that leg changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SdpOrigin {
+pub(crate) struct SdpOrigin {
     pub(super) session_id: u64,
     pub(super) version: u64,
     /// A hash of what the last SDP was made from (the far side's body and
@@ -19,7 +19,7 @@ pub(super) struct SdpOrigin {
 impl SdpOrigin {
     /// The origin for an SDP made from `source`: the first one starts at
     /// version 1, an unchanged one keeps its version, a changed one bumps it.
-    pub(super) fn next(previous: Option<SdpOrigin>, session_id: u64, source: u64) -> SdpOrigin {
+    pub(crate) fn next(previous: Option<SdpOrigin>, session_id: u64, source: u64) -> SdpOrigin {
         match previous {
             Some(o) if o.source == source => o,
             Some(o) => SdpOrigin {

@@ -59,7 +59,7 @@
 //! `build` and `text` (the messages a leg writes).
 
 mod access;
-mod anchor;
+pub(crate) mod anchor;
 mod build;
 mod call;
 mod dialog;
@@ -664,7 +664,9 @@ impl Core {
                     }
                 }
             }
-            MediaEvent::Latched { .. } | MediaEvent::CommandFailed { .. } => {}
+            MediaEvent::Latched { .. }
+            | MediaEvent::CommandFailed { .. }
+            | MediaEvent::Counters { .. } => {}
         }
         self.pump(now);
     }

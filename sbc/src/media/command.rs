@@ -248,6 +248,12 @@ pub enum MediaCommand {
         /// The stream.
         stream: StreamId,
     },
+    /// Report the stream's counters so far ([`MediaEvent::Counters`]; an
+    /// ng `query`). Changes nothing.
+    Report {
+        /// The stream.
+        stream: StreamId,
+    },
 }
 
 /// A leg's local, anchored endpoint: what the SBC writes in that leg's SDP.
@@ -350,6 +356,14 @@ pub enum MediaEvent {
     },
     /// The stream is released; final counters per leg (A, B).
     Released {
+        /// The stream.
+        stream: StreamId,
+        /// Leg A's and leg B's counters.
+        counters: [LegCounters; 2],
+    },
+    /// The counters of a stream that stays anchored, as asked by
+    /// [`MediaCommand::Report`].
+    Counters {
         /// The stream.
         stream: StreamId,
         /// Leg A's and leg B's counters.

@@ -362,6 +362,20 @@ impl FlowTable {
                     SocketWork::None
                 }
             },
+            MediaCommand::Report { stream } => {
+                let event = match self.streams.get(&stream) {
+                    Some(s) => MediaEvent::Counters {
+                        stream,
+                        counters: [s.legs[0].counters, s.legs[1].counters],
+                    },
+                    None => MediaEvent::CommandFailed {
+                        stream,
+                        error: MediaError::UnknownStream { stream },
+                    },
+                };
+                self.events.push_back(event);
+                SocketWork::None
+            }
         }
     }
 

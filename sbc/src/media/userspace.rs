@@ -347,7 +347,8 @@ impl CommandSender {
             MediaCommand::Allocate { stream, .. }
             | MediaCommand::SetRemote { stream, .. }
             | MediaCommand::SetDirection { stream, .. }
-            | MediaCommand::Release { stream } => stream,
+            | MediaCommand::Release { stream }
+            | MediaCommand::Report { stream } => stream,
         };
         &self.lanes[(stream.0 % self.lanes.len() as u64) as usize]
     }
@@ -750,8 +751,10 @@ impl Relay {
     }
 
     fn apply(&mut self, now: Instant, command: MediaCommand) {
-        if let (MediaCommand::Release { stream }, Some(fast_path)) =
-            (&command, self.fast_path.as_mut())
+        if let (
+            MediaCommand::Release { stream } | MediaCommand::Report { stream },
+            Some(fast_path),
+        ) = (&command, self.fast_path.as_mut())
         {
             // Before the table forgets the stream: its final counters
             // include what the fast path relayed since the last collection.

@@ -898,6 +898,10 @@ impl Media {
                         });
                     }
                 }
+                // The call core never asks (only the ng server does).
+                MediaCommand::Report { stream } => self
+                    .violations
+                    .push(format!("{stream:?} report asked by the call core")),
             }
         }
     }
