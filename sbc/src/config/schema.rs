@@ -61,6 +61,31 @@ pub struct Config {
     /// How trunks given by DNS name are resolved.
     #[serde(default)]
     pub dns: Dns,
+    /// The rtpengine "ng" control protocol server (off when absent).
+    #[serde(default)]
+    pub ng: Option<Ng>,
+}
+
+/// The rtpengine "ng" control protocol server (`sbc::ng`): a SIP proxy
+/// (Kamailio's or OpenSIPS' `rtpengine` module) anchors its calls' media
+/// here. With it, realms need no SIP listener (a media-only node).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ng {
+    /// The UDP address ng requests arrive on (rtpengine's `--listen-ng`).
+    pub listen: SocketAddr,
+    /// A TCP address for the same messages (rtpengine's `--listen-tcp-ng`).
+    #[serde(default)]
+    pub listen_tcp: Option<SocketAddr>,
+    /// The realms of the offerer's and the answerer's legs when a request
+    /// names no `direction`; the first realm for both when absent.
+    #[serde(default)]
+    pub direction: Option<[String; 2]>,
+    /// At most this many ng sessions (calls); more are refused the way
+    /// rtpengine refuses when full, so the proxy tries its next relay
+    /// (0: no limit but the ports).
+    #[serde(default)]
+    pub max_sessions: u32,
 }
 
 /// The resolver for trunks given by DNS name (RFC 3263), and what happens

@@ -68,6 +68,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.dns();
     v.trunks();
     v.routes();
+    v.ng();
     v.findings
 }
 
@@ -96,6 +97,45 @@ fn list(names: impl Iterator<Item = impl AsRef<str>>) -> String {
 }
 
 impl Validator<'_> {
+    /// `[ng]`: fixed ports, and a default direction naming two realms.
+    fn ng(&mut self) {
+        let Some(ng) = &self.config.ng else { return };
+        let at = FieldPath::root("ng");
+        for (field, addr) in [("listen", Some(ng.listen)), ("listen_tcp", ng.listen_tcp)] {
+            if addr.is_some_and(|a| a.port() == 0) {
+                self.report(
+                    at.key(field),
+                    None,
+                    "port 0",
+                    Some("give the port proxies send to, usually 2223 (rtpengine's)".into()),
+                );
+            }
+        }
+        if self.config.realms.is_empty() {
+            self.report(
+                at.clone(),
+                None,
+                "the ng server has no realm to anchor media in",
+                Some("add a [[realm]] with a media address".into()),
+            );
+        }
+        if let Some(direction) = &ng.direction {
+            for (j, name) in direction.iter().enumerate() {
+                if !self.config.realms.iter().any(|r| &r.name == name) {
+                    self.report(
+                        at.key("direction").index(j),
+                        None,
+                        format!("no realm is named \"{name}\""),
+                        Some(format!(
+                            "name one of the realms: {}",
+                            list(self.config.realms.iter().map(|r| &r.name))
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
     fn report(
         &mut self,
         path: FieldPath,
@@ -660,7 +700,8 @@ impl Validator<'_> {
             let resolved = self.config.protection_of(i);
             self.protection(&at.key("protection"), item, &resolved);
         }
-        if realm.listen.is_empty() {
+        // A media-only node (ng) needs no SIP listener.
+        if realm.listen.is_empty() && self.config.ng.is_none() {
             self.report(
                 at.key("listen"),
                 item,

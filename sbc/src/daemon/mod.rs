@@ -209,6 +209,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     // ---- call detail records ---------------------------------------------------------------
     let cdr = CdrWriter::from_config(&config.cdr)?;
 
+    // ---- ng control protocol (optional: `[ng]`) ------------------------------------------
+    let (mut ng, mut ng_inbound) =
+        match crate::ng::service::NgService::start(&config, cname_mask.clone(), metrics.registry())
+            .await?
+        {
+            Some((service, inbound)) => (Some(service), Some(inbound)),
+            None => (None, None),
+        };
+
     // ---- the core ------------------------------------------------------------------------
     let mut core = Core::new(
         &config,
@@ -286,11 +295,24 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             },
             () = media_wake.notified() => {
                 while let Some(event) = relay.try_event() {
+                    if let Some(ng) = ng.as_mut() {
+                        ng.media_event(now(), &event, &relay);
+                    }
                     shell.media_event(&event);
                     core.handle_media_event(now(), event);
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Some(message) = async {
+                match ng_inbound.as_mut() {
+                    Some(inbound) => inbound.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(ng) = ng.as_mut() {
+                    ng.handle(now(), message, &relay);
+                }
+            }
             Some(answer) = resolved.recv() => {
                 if names.accept(&mut core, answer) {
                     shield.configure(&running_config, &names.trust(&running_config));
@@ -316,6 +338,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 shell.retry_relay_backlog();
             }
             _ = tick.tick() => {
+                if let Some(ng) = ng.as_mut() {
+                    ng.tick(now(), &relay);
+                }
                 let pressure = shell.relay_pressure();
                 overload.relay(&mut core, pressure, &metrics);
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);

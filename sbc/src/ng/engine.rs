@@ -158,7 +158,7 @@ pub struct NgEngine {
     parked: HashMap<Key, VecDeque<Parked>>,
     /// Cookies being worked on.
     in_flight: HashMap<Key, ()>,
-    cache: [HashMap<Key, Vec<u8>>; 2],
+    cache: [HashMap<Key, (Vec<u8>, &'static str)>; 2],
     cache_swapped: Option<Instant>,
     replies: VecDeque<Reply>,
     media: VecDeque<MediaCommand>,
@@ -274,11 +274,11 @@ impl NgEngine {
             }
         };
         let cookie = decoded.cookie.to_vec();
-        if let Some(bytes) = self.cache.iter().find_map(|c| c.get(&cookie)) {
+        if let Some((bytes, command)) = self.cache.iter().find_map(|c| c.get(&cookie)) {
             self.replies.push_back(Reply {
                 to,
                 bytes: bytes.clone(),
-                command: "other",
+                command,
                 result: "duplicate",
                 latency: Duration::ZERO,
             });
@@ -449,11 +449,12 @@ impl NgEngine {
         };
         let bytes = codec::encode(&parked.cookie, &reply, parked.encoding);
         self.in_flight.remove(&parked.cookie);
-        self.cache[0].insert(parked.cookie, bytes.clone());
+        let command = parked.request.command.unwrap_or(Command::Other).label();
+        self.cache[0].insert(parked.cookie, (bytes.clone(), command));
         self.replies.push_back(Reply {
             to: parked.to,
             bytes,
-            command: parked.request.command.unwrap_or(Command::Other).label(),
+            command,
             result,
             latency: now.saturating_duration_since(parked.arrived),
         });
@@ -875,6 +876,11 @@ mod tests {
     const DELETE: &[u8] = include_bytes!("fixtures/kamailio-5.6/delete.bin");
     const PING: &[u8] = include_bytes!("fixtures/kamailio-5.6/ping.bin");
 
+    #[allow(clippy::disallowed_methods)] // the origin of the virtual clock
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn kamailio() -> ReplyTo {
         ReplyTo::Udp("127.0.0.1:40000".parse().expect("addr"))
     }
@@ -975,7 +981,7 @@ mod tests {
     #[test]
     fn ping_gets_pong_with_the_cookie() {
         let mut e = engine(0);
-        e.handle_message(Instant::now(), kamailio(), PING);
+        e.handle_message(t0(), kamailio(), PING);
         let r = replies(&mut e);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].bytes, b"0_19207_1 d6:result4:ponge");
@@ -984,7 +990,7 @@ mod tests {
 
     #[test]
     fn a_kamailio_call_is_anchored_queried_and_deleted() {
-        let now = Instant::now();
+        let now = t0();
         let mut e = engine(0);
         let mut relay = FakeRelay::new();
         e.handle_message(now, kamailio(), OFFER);
@@ -1047,7 +1053,7 @@ mod tests {
 
     #[test]
     fn a_retransmission_never_executes_twice() {
-        let now = Instant::now();
+        let now = t0();
         let mut e = engine(0);
         let mut relay = FakeRelay::new();
         e.handle_message(now, kamailio(), OFFER);
@@ -1062,7 +1068,7 @@ mod tests {
         let again = replies(&mut e);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].bytes, first[0].bytes);
-        assert_eq!(again[0].result, "duplicate");
+        assert_eq!((again[0].command, again[0].result), ("offer", "duplicate"));
         assert_eq!(relay.allocated.len(), 1);
         // Two generations: still there after 45 s, gone after 61 s.
         e.handle_timeout(now + Duration::from_secs(31));
@@ -1076,7 +1082,7 @@ mod tests {
 
     #[test]
     fn delete_delay_keeps_the_ports_until_it_runs_out() {
-        let now = Instant::now();
+        let now = t0();
         let mut e = engine(0);
         let mut relay = FakeRelay::new();
         e.handle_message(now, kamailio(), OFFER);
@@ -1096,7 +1102,7 @@ mod tests {
 
     #[test]
     fn out_of_ports_is_answered_as_rtpengine_does() {
-        let now = Instant::now();
+        let now = t0();
         for (supports, want) in [(true, "load limit"), (false, "error")] {
             let mut e = engine(0);
             let message = if supports {
@@ -1139,7 +1145,7 @@ mod tests {
 
     #[test]
     fn errors_are_replies_with_a_reason() {
-        let now = Instant::now();
+        let now = t0();
         let mut e = engine(0);
         let cases: &[(&[u8], &str)] = &[
             (b"e1 d7:command6:reloade", "Unsupported command"),
@@ -1174,7 +1180,7 @@ mod tests {
 
     #[test]
     fn sip_source_address_and_asymmetric_shape_the_remote_and_latching() {
-        let now = Instant::now();
+        let now = t0();
         let mut e = engine(0);
         let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let message = format!(

@@ -13,8 +13,10 @@
 //! anchoring functions and the one media relay (and its XDP fast path) the
 //! daemon runs.
 pub mod codec;
+mod config;
 pub mod engine;
 pub mod request;
 pub mod server;
+pub mod service;
 
 pub use engine::{NgEngine, NgRealm, NgSettings, Reply, ReplyTo};
