@@ -77,14 +77,24 @@ impl Kamailio {
         next: SocketAddr,
         server: &str,
     ) -> Kamailio {
+        Kamailio::start_with_config(net, dir, listen, &config(listen, next, server))
+    }
+
+    /// [`Kamailio::start`] with a configuration of the test's own (which
+    /// must listen on `listen` only, e.g. one loading `rtpengine.so`).
+    pub fn start_with_config(
+        net: &Net,
+        dir: &Path,
+        listen: SocketAddr,
+        cfg_text: &str,
+    ) -> Kamailio {
         let run = dir.join(format!(
             "kamailio-{}",
             listen.to_string().replace([':', '.'], "-")
         ));
         fs::create_dir_all(&run).unwrap_or_else(|e| panic!("create {}: {e}", run.display()));
         let cfg = run.join("kamailio.cfg");
-        fs::write(&cfg, config(listen, next, server))
-            .unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
+        fs::write(&cfg, cfg_text).unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
         let log_path = run.join("kamailio.log");
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));

@@ -8,6 +8,7 @@ mod edge;
 mod harness;
 mod inspect_cli;
 mod media;
+mod ng;
 mod operations;
 mod packaging;
 mod scenarios_selfcheck;

@@ -1,0 +1,281 @@
+//! The rtpengine "ng" control protocol end to end (issue 16): an unmodified
+//! Kamailio (Debian's 5.6, its `rtpengine` module) proxies SIPp calls and
+//! anchors their media on our daemon, which runs as a media-only node
+//! (`[ng]`, realms with media addresses and no SIP listener).
+//!
+//! Everything runs in the lab's private loopback-only namespace
+//! ([`Lab::peers_only`]): the daemon on its ng socket, Kamailio on a spare
+//! address of the slot, the caller (`uac_pcap`, RTP played from a pcap) on
+//! the carrier's address and the echoing callee on the PBX's.
+//!
+//! Judged by: the SDP each peer received names only our relay's address in
+//! its realm; the relay's metrics count the played packets and their echoes
+//! relayed; Kamailio's `$rtpstat` (an ng `query` before the BYE's `delete`)
+//! prints the totals; after the BYE the ng session and its streams are gone.
+// An end-to-end test is an IO shell: it waits on real time.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tests::kamailio::{Kamailio, MODULES};
+use tests::lab::{Host, Lab, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
+use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
+use tests::sipp::{Sipp, SippResult};
+
+/// RTP packets the built-in `uac_pcap` plays (`g711a.pcap` and an RFC 2833
+/// digit).
+const UAC_PCAP_PACKETS: u64 = 236 + 10;
+
+/// The ng port (rtpengine's usual one).
+const NG_PORT: u16 = 2223;
+
+/// A media-only daemon: two realms with media addresses, no SIP listener,
+/// no trunk, no route; the ng socket on the outside realm's address.
+fn daemon_toml(plan: &Plan) -> String {
+    let (port_min, port_max) = plan.media_ports();
+    format!(
+        "[ng]\nlisten = \"{ng}\"\nlisten_tcp = \"{ng}\"\n\n\
+         [metrics]\nlisten = \"{admin}\"\n\n\
+         [logging]\nlevel = \"debug\"\n\n[limits]\nmax_calls = 20\n\n\
+         [media]\nport_min = {port_min}\nport_max = {port_max}\n\
+         xdp = {{ mode = \"off\", interfaces = [] }}\n\n\
+         [[realm]]\nname = \"outside\"\nmedia = {{ address = \"{outside}\" }}\n\n\
+         [[realm]]\nname = \"inside\"\nmedia = {{ address = \"{inside}\" }}\n",
+        ng = SocketAddr::new(plan.realm_ip(Realm::Outside), NG_PORT),
+        admin = plan.admin(),
+        outside = plan.realm_ip(Realm::Outside),
+        inside = plan.realm_ip(Realm::Inside),
+    )
+}
+
+/// Kamailio as the operators' usual rtpengine proxy: offer on the INVITE
+/// (caller outside, callee inside), answer on the reply, query and delete
+/// on the BYE. No record-routing: SIPp's built-in caller sends every
+/// request to the proxy, which sends in-dialog ones on to the callee.
+fn kamailio_cfg(listen: SocketAddr, ng: SocketAddr, callee: SocketAddr) -> String {
+    format!(
+        "#!KAMAILIO\n\
+         debug=2\nlog_stderror=yes\nchildren=1\ntcp_children=1\n\
+         listen=udp:{listen}\n\
+         mpath=\"{MODULES}\"\n\
+         loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\n\
+         loadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\nloadmodule \"siputils.so\"\n\
+         loadmodule \"textops.so\"\nloadmodule \"xlog.so\"\nloadmodule \"rtpengine.so\"\n\
+         modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:{ng}\")\n\
+         request_route {{\n\
+         \x20 if (has_totag()) {{\n\
+         \x20   if (!loose_route()) {{ $du = \"sip:{callee}\"; }}\n\
+         \x20   if (is_method(\"BYE\")) {{\n\
+         \x20     rtpengine_query();\n\
+         \x20     xlog(\"L_INFO\", \"ngstat $rtpstat\\n\");\n\
+         \x20     rtpengine_delete();\n\
+         \x20   }}\n\
+         \x20   t_relay(); exit;\n\
+         \x20 }}\n\
+         \x20 if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+         \x20 if (has_body(\"application/sdp\")) {{\n\
+         \x20   rtpengine_offer(\"direction=outside direction=inside replace-origin replace-session-connection ICE=remove trust-address symmetric\");\n\
+         \x20 }}\n\
+         \x20 t_on_reply(\"R\");\n\
+         \x20 $du = \"sip:{callee}\";\n\
+         \x20 t_relay();\n\
+         }}\n\
+         onreply_route[R] {{\n\
+         \x20 if (has_body(\"application/sdp\")) {{ rtpengine_answer(\"replace-origin ICE=remove trust-address\"); }}\n\
+         }}\n"
+    )
+}
+
+/// The value of one exported series, exactly as written, or the sum of the
+/// series a prefix ending in `,` begins; 0 when absent.
+fn metric(lab: &Lab, series: &str) -> u64 {
+    let (status, body) = lab
+        .admin_get("/metrics")
+        .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            if series.ends_with(',') {
+                rest.rsplit_once(' ').map(|(_, v)| v)
+            } else {
+                rest.strip_prefix(' ')
+            }
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// [`metric`] polled until `done` holds or 3 s passed (relay totals are
+/// exported every second); the last value.
+fn metric_until(lab: &Lab, series: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let value = metric(lab, series);
+        if done(value) || Instant::now() >= deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `c=` addresses in SDP a peer received (its own left out).
+fn connections(result: &SippResult, own: IpAddr) -> Vec<String> {
+    let own = own.to_string();
+    result
+        .messages
+        .lines()
+        .filter_map(|l| l.strip_prefix("c=IN IP4 "))
+        .map(|ip| ip.trim().to_owned())
+        .filter(|ip| *ip != own)
+        .collect()
+}
+
+#[test]
+fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
+    const NAME: &str = "kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay";
+    if skip_unless_privileged(NAME)
+        || skip_unless_sipp(NAME)
+        || skip_unless_tool(NAME, "kamailio", "-v", "apt-get install kamailio")
+    {
+        return;
+    }
+    let mut lab = Lab::peers_only("ng");
+    let plan = *lab.plan();
+    lab.start_daemon(&daemon_toml(&plan));
+    let ng = SocketAddr::new(plan.realm_ip(Realm::Outside), NG_PORT);
+    let proxy = SocketAddr::new(plan.spare_ip(0), SIP_PORT);
+    let kamailio = Kamailio::start_with_config(
+        lab.net(),
+        lab.dir(),
+        proxy,
+        &kamailio_cfg(proxy, ng, plan.host(Host::Pbx)),
+    );
+    // The module pinged us at start: a relay it took as down would fail
+    // every offer.
+    assert_eq!(
+        metric(
+            &lab,
+            "sbc_ng_commands_total{command=\"ping\",result=\"pong\"}"
+        ),
+        1,
+        "{}",
+        kamailio.log()
+    );
+
+    let (pbx, carrier) = (plan.host_ip(Host::Pbx), plan.host_ip(Host::Carrier));
+    let callee = lab.start_callee(
+        &lab.net().place(
+            Sipp::builtin("uas")
+                .local(pbx, SIP_PORT)
+                .media(pbx, PEER_MEDIA_PORT)
+                .rtp_echo()
+                .timeout(Duration::from_secs(20)),
+        ),
+    );
+    let caller = lab
+        .net()
+        .place(
+            Sipp::builtin("uac_pcap")
+                .local(carrier, SIP_PORT)
+                .media(carrier, PEER_MEDIA_PORT)
+                .remote(proxy)
+                .timeout(Duration::from_secs(20)),
+        )
+        .run();
+    let callee = lab.finish_callee(&caller, callee);
+    let context = || {
+        format!(
+            "{}\n{}\nkamailio:\n{}\nsbc:\n{}",
+            caller.report(),
+            callee.report(),
+            kamailio.log(),
+            lab.daemon_stderr()
+        )
+    };
+    caller.assert_success(1);
+    callee.assert_success(1);
+
+    // Each side's SDP names our relay in its realm, nothing of the other.
+    let inside = plan.realm_ip(Realm::Inside).to_string();
+    let outside = plan.realm_ip(Realm::Outside).to_string();
+    let callee_saw = connections(&callee, pbx);
+    assert!(
+        !callee_saw.is_empty() && callee_saw.iter().all(|ip| *ip == inside),
+        "the callee's SDP names {callee_saw:?}, not only {inside}\n{}",
+        context()
+    );
+    let caller_saw = connections(&caller, carrier);
+    assert!(
+        !caller_saw.is_empty() && caller_saw.iter().all(|ip| *ip == outside),
+        "the caller's SDP names {caller_saw:?}, not only {outside}\n{}",
+        context()
+    );
+
+    // Every played packet to the callee and its echo back (the last echoes
+    // may still be on their way when the BYE releases the stream).
+    let relayed = metric_until(&lab, "sbc_media_packets_total{path=\"userspace\",", |v| {
+        v >= 2 * UAC_PCAP_PACKETS - 2
+    });
+    assert!(
+        (2 * UAC_PCAP_PACKETS - 2..=2 * UAC_PCAP_PACKETS).contains(&relayed),
+        "{relayed} packets relayed, want about {}\n{}",
+        2 * UAC_PCAP_PACKETS,
+        context()
+    );
+
+    // Kamailio's query before the delete saw the totals (rtpengine's shape:
+    // totals.RTP.packets), which its $rtpstat prints.
+    let log = kamailio.log();
+    let packets: u64 = log
+        .lines()
+        .find_map(|l| l.split("ngstat RTP: ").nth(1))
+        .and_then(|rest| rest.split(" bytes, ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no $rtpstat line in Kamailio's log\n{}", context()));
+    assert!(
+        packets >= UAC_PCAP_PACKETS && packets <= 2 * UAC_PCAP_PACKETS,
+        "$rtpstat saw {packets} packets\n{}",
+        context()
+    );
+
+    // The BYE deleted the session and released its streams.
+    let series = |command: &str, result: &str| {
+        format!("sbc_ng_commands_total{{command=\"{command}\",result=\"{result}\"}}")
+    };
+    for command in ["offer", "answer", "delete"] {
+        assert_eq!(
+            metric(&lab, &series(command, "ok")),
+            1,
+            "{command}\n{}",
+            context()
+        );
+    }
+    assert!(metric(&lab, &series("query", "ok")) >= 1, "{}", context());
+    assert_eq!(metric(&lab, "sbc_ng_sessions"), 0, "{}", context());
+    let active = metric_until(&lab, "sbc_media_streams_active{path=\"userspace\"}", |v| {
+        v == 0
+    });
+    assert_eq!(
+        active,
+        0,
+        "streams still anchored after the BYE\n{}",
+        context()
+    );
+    for reason in ["source_mismatch", "malformed", "send_failed"] {
+        assert_eq!(
+            metric(
+                &lab,
+                &format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")
+            ),
+            0,
+            "{reason}\n{}",
+            context()
+        );
+    }
+    lab.assert_daemon_healthy();
+}
