@@ -66,6 +66,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.realms();
     v.listeners();
     v.dns();
+    v.cluster();
     v.trunks();
     v.routes();
     v.findings
@@ -1067,6 +1068,56 @@ impl Validator<'_> {
                     Some("give the server's IP and port, e.g. \"192.0.2.53:53\"".into()),
                 );
             }
+        }
+    }
+
+    fn cluster(&mut self) {
+        let Some(cluster) = &self.config.cluster else {
+            return;
+        };
+        let at = FieldPath::root("cluster");
+        let item = Some("cluster");
+        if crate::cluster::resp::parse_url(&cluster.redis_url).is_none() {
+            self.report(
+                at.key("redis_url"),
+                item,
+                format!("\"{}\" is not redis://HOST[:PORT]", cluster.redis_url),
+                Some("e.g. \"redis://192.0.2.20:6379\"; credentials, paths and options are not supported".into()),
+            );
+        }
+        for (field, value) in [("node_id", &cluster.node_id), ("name", &cluster.name)] {
+            let fine = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !fine {
+                self.report(
+                    at.key(field),
+                    item,
+                    format!("\"{value}\" is not 1-64 letters, digits, '.', '_' or '-'"),
+                    Some("e.g. \"sbc-a\" on one node and \"sbc-b\" on the other".into()),
+                );
+            }
+        }
+        if !(500..=60_000).contains(&cluster.lease_ms) {
+            self.report(
+                at.key("lease_ms"),
+                item,
+                format!("{} ms is outside 500..=60000", cluster.lease_ms),
+                Some("1500 takes over within about 2 s of a node's death".into()),
+            );
+        } else if cluster.renew_ms < 50 || cluster.renew_ms.saturating_mul(3) > cluster.lease_ms {
+            self.report(
+                at.key("renew_ms"),
+                item,
+                format!(
+                    "{} ms is not between 50 ms and a third of lease_ms ({} ms)",
+                    cluster.renew_ms,
+                    cluster.lease_ms / 3
+                ),
+                Some("renewing three times per lease survives a lost round trip".into()),
+            );
         }
     }
 
