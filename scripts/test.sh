@@ -8,7 +8,8 @@
 # Steps, in order, stopping at the first failure:
 #   install   Debian packages (sip-tester = SIPp, iproute2, ethtool, prometheus = promtool,
 #             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab,
-#             dnsmasq-base = the DNS server of the RFC 3263 trunk lab, redis-server = the pair lab;
+#             dnsmasq-base = the DNS server of the RFC 3263 trunk lab, redis-server = the pair lab
+#             and, with kamailio-redis-modules, Kamailio's topos on Redis in the comparison bench;
 #             Debian's kamailio and redis-server system services are stopped and disabled: the
 #             labs run their own),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
@@ -17,6 +18,7 @@
 #   test      cargo nextest run --workspace (cargo test if nextest is absent)
 #   doctest   cargo test --workspace --doc (nextest does not run doctests)
 #   benches   cargo test --workspace --benches --no-run (benches keep compiling)
+#   bench-smoke  cargo test -p benches --bench kamailio (the Kamailio comparison's smoke load)
 #   fuzz      scripts/fuzz.sh $FUZZ_SECONDS (bounded libFuzzer run of each target)
 #
 # Environment:
@@ -31,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base redis-server)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base redis-server kamailio-redis-modules)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 
@@ -42,7 +44,7 @@ for arg in "$@"; do
     --install-only) DO_CHECKS=0 ;;
     --no-install) DO_INSTALL=0 ;;
     -h | --help)
-        sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -251,6 +253,14 @@ end
 # by hand, with `cargo bench -p benches`.)
 begin benches "cargo test --workspace --benches --no-run"
 cargo test --workspace --benches --no-run
+end
+
+# The signaling comparison with Kamailio (proxy, and topos on Redis) in its smoke mode: a few
+# calls through each system, each in its own network namespace, so the harness keeps working
+# (the full comparison is `cargo bench -p benches --bench kamailio`). Needs root; under CI a
+# missing privilege or package fails it (SBC_REQUIRE_PRIVILEGED=1), elsewhere it says why it skips.
+begin bench-smoke "cargo test -p benches --bench kamailio"
+cargo test -p benches --bench kamailio
 end
 
 if [[ $FUZZ_SECONDS == 0 ]]; then
