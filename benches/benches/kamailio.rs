@@ -43,7 +43,7 @@
 //! and error logs, Kamailio's and our daemon's logs) and prints where.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it runs a smoke load
-//! instead (20 calls and 5 probe calls per system, one round) and asserts
+//! instead (30 calls at 10 a second and 5 probe calls per system, one round) and asserts
 //! that every call of every system completed and that the CPU readings
 //! exist: the harness still works. It needs root like the full run; it
 //! skips (printing why) without it, unless `SBC_REQUIRE_PRIVILEGED=1` or
@@ -175,7 +175,7 @@ fn main() {
             env_or("KAMAILIO_BENCH_PROBE_CPS", 50).clamp(1, 200),
         )
     } else {
-        (vec![20], 1, 1, 5)
+        (vec![10], 3, 1, 5)
     };
     let chosen: Vec<System> = match std::env::var("KAMAILIO_BENCH_SYSTEMS") {
         Ok(list) => SYSTEMS
@@ -325,16 +325,16 @@ fn run_one(
         redis_cpu: diff(redis_cpu(), redis_before),
         latency,
     };
-    if !run.clean() {
-        if let Some(k) = &kamailio {
-            let log = k.log();
-            let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-            if let Some(first) = errors.first() {
-                println!(
-                    "       ({} ERROR lines in kamailio's log, the first: {first})",
-                    errors.len()
-                );
-            }
+    if !run.clean()
+        && let Some(k) = &kamailio
+    {
+        let log = k.log();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        if let Some(first) = errors.first() {
+            println!(
+                "       ({} ERROR lines in kamailio's log, the first: {first})",
+                errors.len()
+            );
         }
     }
     drop(daemon);
@@ -344,9 +344,10 @@ fn run_one(
     run
 }
 
-/// Sequential probe calls at `cps` for `secs - 1` seconds (at least one),
-/// from 1.3 s after the load starts (its UASes bind for 0.3 s first): the
-/// INVITE -> 200 times and the count of failed probe calls.
+/// Sequential probe calls at `cps` for `secs - 2` seconds (at least one),
+/// from 1.3 s after the load starts (its UASes bind for 0.3 s first), so
+/// they end before the load and its UASes do: the INVITE -> 200 times and
+/// the count of failed probe calls.
 fn probe(net: &Net, target: SocketAddr, secs: u64, cps: u64) -> (Vec<u64>, u64) {
     let socket = net.udp_socket(SocketAddr::new(IpAddr::V4(PROBE), 0));
     socket
@@ -357,7 +358,7 @@ fn probe(net: &Net, target: SocketAddr, secs: u64, cps: u64) -> (Vec<u64>, u64) 
     let started = now();
     let interval = Duration::from_secs_f64(1.0 / cps as f64);
     let (mut times, mut failed) = (Vec::new(), 0);
-    let count = (secs.saturating_sub(1)).max(1) * cps;
+    let count = secs.saturating_sub(2).max(1) * cps;
     let end = started + Duration::from_secs(secs + 5);
     for n in 0..count {
         if now() > end {
@@ -408,7 +409,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
-fn runs_of<'a>(runs: &'a [(u64, Run)], rate: u64, system: System) -> Vec<&'a Run> {
+fn runs_of(runs: &[(u64, Run)], rate: u64, system: System) -> Vec<&Run> {
     runs.iter()
         .filter(|(r, run)| *r == rate && run.system == system)
         .map(|(_, run)| run)

@@ -21,9 +21,9 @@ use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use tests::kamailio::{Kamailio, MODULES, Memory};
-use tests::lab::Net;
-use tests::netns::Background;
+use ::tests::kamailio::{Kamailio, MODULES, Memory};
+use ::tests::lab::Net;
+use ::tests::netns::Background;
 
 use crate::siplab::now;
 
