@@ -298,6 +298,16 @@ pub trait FastPath: Send {
     /// just before the stream is released, so its final counters include
     /// the fast path.
     fn collect_stream(&mut self, stream: StreamId, counts: &mut Vec<FastCounts>);
+
+    /// When [`housekeeping`](Self::housekeeping) is next due, if ever (the
+    /// relay thread wakes for it even without streams).
+    fn next_housekeeping(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Work of the fast path's own, not tied to a stream (e.g. expiring the
+    /// flows a previous process left). Called once it is due.
+    fn housekeeping(&mut self, _now: Instant) {}
 }
 
 enum Control {
@@ -690,11 +700,15 @@ impl Relay {
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             let timeout = if pending.is_empty() {
-                [self.table.poll_timeout(), self.ports_check]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(now))
+                [
+                    self.table.poll_timeout(),
+                    self.ports_check,
+                    self.fast_path.as_ref().and_then(|f| f.next_housekeeping()),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -922,6 +936,9 @@ impl Relay {
         let Some(fast_path) = self.fast_path.as_mut() else {
             return;
         };
+        if fast_path.next_housekeeping().is_some_and(|at| at <= now) {
+            fast_path.housekeeping(now);
+        }
         if self.table.poll_timeout().is_some_and(|at| at <= now) {
             fast_path.collect(&mut self.fast_counts);
             self.take_fast_counts(now);

@@ -787,6 +787,8 @@ fn pinned_flows_survive_a_reload() {
     {
         let mut relay = XdpRelay::load(&config).unwrap_or_else(|e| panic!("load pinned: {e:?}"));
         relay.install(&key, &action).expect("install");
+        // A restart keeps the pins; a plain stop (the default) removes them.
+        relay.exit_policy().keep();
     }
     assert!(
         dir.join(relay_common::MAP_FLOWS).exists(),
@@ -797,6 +799,11 @@ fn pinned_flows_survive_a_reload() {
         relay.flow(&key).expect("lookup"),
         Some(action),
         "flow survived the reload"
+    );
+    drop(relay);
+    assert!(
+        !dir.join(relay_common::MAP_FLOWS).exists(),
+        "a plain stop removes the pins"
     );
     let fresh = XdpRelay::load(&XdpConfig::default()).expect("load unpinned");
     assert_eq!(
