@@ -405,6 +405,18 @@ impl Core {
         }
     }
 
+    /// Stops taking calls: a new INVITE gets 503 with `Retry-After`, while
+    /// everything of the calls up (in-dialog requests, re-INVITEs, BYEs,
+    /// their media) goes on. The start of a drain; [`Core::drain`] ends it.
+    pub fn stop_taking_calls(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether new calls are refused ([`Core::stop_taking_calls`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// Stops taking calls (new INVITEs get 503) and ends the ones up with BYE
     /// on both legs.
     pub fn drain(&mut self, now: Instant) {

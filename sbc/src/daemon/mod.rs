@@ -9,7 +9,17 @@
 //!
 //! Signals: SIGTERM/SIGINT stop taking calls (readiness goes false, new
 //! INVITEs get 503), end the calls up with BYE, wait a bounded grace period
-//! for the BYEs and exit. SIGHUP reloads realms, listeners, routes, trunks,
+//! for the BYEs and exit. SIGQUIT drains: readiness goes false and new
+//! INVITEs get 503 with `Retry-After`, while the calls up go on (in-dialog
+//! requests, re-INVITEs, BYEs, media); the daemon exits once the last call
+//! has ended, or at `drain.deadline_secs`, where it ends the rest as
+//! SIGTERM does (`sbc_draining` is 1 meanwhile; SIGTERM during a drain
+//! ends it at once). SIGUSR2 exits for a restart: with
+//! `media.xdp.pin_dir` the XDP links and flow maps stay pinned and the
+//! calls up are left alone (no BYE), so their latched media is forwarded
+//! by the kernel until the next process adopts the links; without a pin
+//! directory there is nothing to hand over and it acts as SIGTERM.
+//! SIGHUP reloads realms, listeners, routes, trunks,
 //! ACLs, limits and header policy from the config file, without touching the
 //! calls up:
 //! * a listener the new file still has (same transport and address) keeps
@@ -44,10 +54,10 @@ use crate::cdr::{self, CdrWriter, Finished, Ledger};
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
-use crate::media::fast::XdpFastPath;
+use crate::media::fast::{AdoptedFlows, XdpFastPath};
 use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
-use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
+use crate::media::xdp::{self, ExitPolicy, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::tls::TlsSettings;
 use crate::transport::{Event, ListenerId, ListenerSpec, TlsFailure, TlsSide, Transports};
@@ -180,7 +190,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => usize::from(n),
     };
-    let fast_path = start_fast_path(&config.media.xdp, &metrics);
+    let adopted_timeout = relay_config.flow.inactivity_timeout;
+    let (fast_path, fast_exit, adopted) =
+        match start_fast_path(&config.media.xdp, &metrics, adopted_timeout) {
+            Some((fast_path, exit, adopted)) => (Some(fast_path), Some(exit), Some(adopted)),
+            None => (None, None, None),
+        };
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
     info!(threads = relay.threads(), "media relay running");
 
@@ -248,8 +263,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())?;
+    let mut restart =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown_at: Option<Instant> = None;
+    // While draining: when the calls still up are ended as by SIGTERM.
+    let mut drain_until: Option<Instant> = None;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -323,12 +343,56 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 shell.edge();
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
+                if let Some(adopted) = &adopted {
+                    metrics.set_xdp_adopted_flows(
+                        adopted.held.load(Ordering::Relaxed),
+                        adopted.expired.load(Ordering::Relaxed),
+                    );
+                }
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
                     break;
                 }
+                if let Some(until) = drain_until {
+                    if core.active_calls() == 0 {
+                        info!("drain complete: the last call has ended");
+                        break;
+                    }
+                    if now() >= until {
+                        warn!(calls = core.active_calls(), "drain deadline reached: ending the calls still up");
+                        drain_until = None;
+                        shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                    }
+                }
             }
-            _ = terminate.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
-            _ = interrupt.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
+            _ = terminate.recv() => {
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
+            _ = interrupt.recv() => {
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
+            _ = quit.recv() => {
+                if shutdown_at.is_none() && drain_until.is_none() {
+                    drain_until = Some(begin_drain(&mut core, &readiness, &metrics, running_config.drain.deadline_secs));
+                }
+            }
+            _ = restart.recv() => {
+                match &fast_exit {
+                    Some(exit) if running_config.media.xdp.pin_dir.is_some() => {
+                        info!(calls = core.active_calls(), "restart requested: the calls up and the XDP fast path are left to the next process");
+                        readiness.set(false);
+                        exit.keep();
+                        break;
+                    }
+                    _ => {
+                        warn!("SIGUSR2 without an XDP fast path pinned (media.xdp.pin_dir): nothing to hand over; stopping as for SIGTERM");
+                        if shutdown_at.is_none() {
+                            shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                        }
+                    }
+                }
+            }
             _ = hangup.recv() => {
                 let running = Running {
                     transports: &transports,
@@ -368,7 +432,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 /// Loads the XDP program and attaches it to the configured interfaces:
 /// native mode, else generic, else none (userspace only), each fallback
 /// logged with its reason and exported. `None` when no interface runs it.
-fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box<dyn FastPath>> {
+fn start_fast_path(
+    config: &crate::config::Xdp,
+    metrics: &Metrics,
+    adopted_timeout: Duration,
+) -> Option<(Box<dyn FastPath>, ExitPolicy, Arc<AdoptedFlows>)> {
     use crate::config::XdpMode as Wanted;
     if config.mode == Wanted::Off || config.interfaces.is_empty() {
         for interface in &config.interfaces {
@@ -393,7 +461,10 @@ fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box
         fall_back_everywhere(metrics::XdpFallbackReason::NotBuiltIn);
         return None;
     }
-    let mut program = match XdpRelay::load(&XdpConfig::default()) {
+    let xdp_config = XdpConfig {
+        pin_dir: config.pin_dir.clone(),
+    };
+    let mut program = match XdpRelay::load(&xdp_config) {
         Ok(program) => program,
         Err(e) => {
             warn!(error = %e, "XDP program did not load: media on the userspace relay");
@@ -435,10 +506,40 @@ fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box
             if let Err(e) = program.allow_egress(attachment.ifindex) {
                 warn!(%interface, error = %e, "XDP redirect to this interface not allowed; XDP_TX only");
             }
-            info!(%interface, mode = attachment.mode.as_str(), "XDP fast path attached");
+            info!(%interface, mode = attachment.mode.as_str(), adopted = attachment.adopted, "XDP fast path attached");
+            if let Some(e) = &attachment.pin_error {
+                warn!(%interface, error = %e, "XDP link not pinned: it detaches at exit, and a restart interrupts this interface's media");
+            }
         }
     }
-    (attached > 0).then(|| Box::new(XdpFastPath::new(program)) as Box<dyn FastPath>)
+    for stale in program.forget_stale_links() {
+        info!(pin = %stale.display(), "removed the pinned XDP link of an interface no longer configured");
+    }
+    if attached == 0 {
+        return None;
+    }
+    let exit = program.exit_policy();
+    let adopted = Arc::new(AdoptedFlows::default());
+    let fast_path = XdpFastPath::new(program, adopted_timeout, Arc::clone(&adopted));
+    Some((Box::new(fast_path), exit, adopted))
+}
+
+/// Starts a drain (SIGQUIT): no new calls, the calls up go on; returns the
+/// deadline after which the rest are ended.
+fn begin_drain(
+    core: &mut Core,
+    readiness: &Readiness,
+    metrics: &Metrics,
+    deadline_secs: u32,
+) -> Instant {
+    info!(
+        calls = core.active_calls(),
+        deadline_secs, "drain requested: no new calls; exiting when the calls up have ended"
+    );
+    readiness.set(false);
+    metrics.set_draining(true);
+    core.stop_taking_calls();
+    now() + Duration::from_secs(u64::from(deadline_secs))
 }
 
 fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {

@@ -10,6 +10,7 @@ mod inspect_cli;
 mod media;
 mod operations;
 mod packaging;
+mod restart;
 mod scenarios_selfcheck;
 mod signaling;
 mod srtp;
