@@ -1090,3 +1090,29 @@ fn sip_timers_are_bounded_and_ordered() {
     let text = format!("[sip]\nt1_ms = 3000\nt2_ms = 2000\n{BASE}");
     problem(&text, "sip.t2_ms", "t2_ms");
 }
+
+#[test]
+fn drain_deadline_is_bounded_and_named_with_its_line() {
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(config.drain.deadline_secs, 1_800, "half an hour by default");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 0\n");
+    let p = problem(&text, "drain.deadline_secs", "deadline_secs");
+    assert!(hint(&p).contains("SIGTERM"), "{p}");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 90000\n");
+    problem(&text, "drain.deadline_secs", "deadline_secs");
+    let text = format!("{BASE}\n[drain]\ndeadline = 10\n");
+    problem(&text, "drain.deadline", "deadline");
+}
+
+#[test]
+fn xdp_pin_dir_must_be_absolute() {
+    let text = format!("[media.xdp]\npin_dir = \"bpf/sbc\"\n{BASE}");
+    let p = problem(&text, "media.xdp.pin_dir", "pin_dir");
+    assert!(hint(&p).contains("/sys/fs/bpf/sbc"), "{p}");
+    let text = format!("[media.xdp]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(
+        config.media.xdp.pin_dir.as_deref(),
+        Some(std::path::Path::new("/sys/fs/bpf/sbc"))
+    );
+}

@@ -4,6 +4,7 @@
 
 mod check_config;
 mod dns;
+mod drain;
 mod edge;
 mod harness;
 mod inspect_cli;
