@@ -270,6 +270,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut shutdown_at: Option<Instant> = None;
     // While draining: when the calls still up are ended as by SIGTERM.
     let mut drain_until: Option<Instant> = None;
+    // SIGUSR2: the exit leaves the calls and the pinned fast path alone.
+    let mut restarting = false;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -379,10 +381,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
             _ = restart.recv() => {
                 match &fast_exit {
-                    Some(exit) if running_config.media.xdp.pin_dir.is_some() => {
+                    Some(_) if running_config.media.xdp.pin_dir.is_some() => {
                         info!(calls = core.active_calls(), "restart requested: the calls up and the XDP fast path are left to the next process");
                         readiness.set(false);
-                        exit.keep();
+                        restarting = true;
                         break;
                     }
                     _ => {
@@ -413,6 +415,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         if shell.relay_backlog.len() > shell::RELAY_BACKLOG_REFUSE_ALL && overload.relay < 2 {
             overload.relay(&mut core, 2, &metrics);
         }
+    }
+    if !restarting && let Some(exit) = &fast_exit {
+        // An orderly stop leaves the NIC clean: the pins go, the links detach.
+        exit.detach();
     }
     shell.flush_cdrs();
     drop(shell);

@@ -72,6 +72,11 @@ struct Orphan {
 /// the program declares would still be bounded; this is far above it).
 const ADOPT_LIMIT: usize = 1 << 20;
 
+/// The local address a flow key names (the anchored address and port).
+fn local_addr(key: &FlowKey) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(key.ip(), key.port())
+}
+
 /// How often adopted flows are checked for idleness.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -179,11 +184,11 @@ fn read(
 }
 
 impl XdpFastPath {
-    /// Removes the adopted flows idle for the timeout (their call ended);
-    /// the others' packet totals are refreshed.
-    fn sweep_adopted(&mut self, now: Instant) {
+    /// Removes the adopted flows idle for the timeout (their call ended)
+    /// and returns their keys; the others' packet totals are refreshed.
+    fn sweep_adopted(&mut self, now: Instant) -> Vec<FlowKey> {
         if self.adopted.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut expired = Vec::new();
         for (key, orphan) in &mut self.adopted {
@@ -212,6 +217,7 @@ impl XdpFastPath {
         self.adopted_counts
             .expired
             .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        expired
     }
 }
 
@@ -276,9 +282,14 @@ impl FastPath for XdpFastPath {
         self.next_sweep
     }
 
-    fn housekeeping(&mut self, now: Instant) {
-        self.sweep_adopted(now);
+    fn adopted(&mut self) -> Vec<std::net::SocketAddr> {
+        self.adopted.keys().map(local_addr).collect()
+    }
+
+    fn housekeeping(&mut self, now: Instant) -> Vec<std::net::SocketAddr> {
+        let expired = self.sweep_adopted(now);
         self.next_sweep = (!self.adopted.is_empty()).then(|| now + SWEEP_EVERY);
+        expired.iter().map(local_addr).collect()
     }
 
     fn collect_stream(&mut self, stream: StreamId, counts: &mut Vec<FastCounts>) {

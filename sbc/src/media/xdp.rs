@@ -27,8 +27,8 @@
 //! flows the old process installed) are reused. What an exit leaves behind
 //! is [`ExitPolicy`]'s choice, made by the daemon before it drops this
 //! value: a plain stop removes the pins (the links then detach, the NIC is
-//! clean); a restart keeps them, so latched flows stay forwarded by the
-//! kernel while no process runs. Without a pin directory nothing is pinned
+//! clean); anything else (a restart, a failed start, a crash) keeps them,
+//! so latched flows stay forwarded by the kernel while no process runs. Without a pin directory nothing is pinned
 //! and dropping detaches, as before. A kernel that attaches XDP only
 //! through netlink (no `bpf_link`, before 5.9) cannot pin: the attachment
 //! says so and that interface detaches at exit.
@@ -268,19 +268,24 @@ pub struct XdpConfig {
 /// What dropping an [`XdpRelay`] with a pin directory leaves behind. Shared
 /// (an atomic flag) so the daemon can decide at exit while the relay thread
 /// owns the value.
+///
+/// The default keeps the pins: a start that fails half-way, a panic or a
+/// restart must not take away the forwarding a previous process left. Only
+/// an orderly stop asks for [`detach`](Self::detach).
 #[derive(Clone, Debug, Default)]
 pub struct ExitPolicy(Arc<AtomicBool>);
 
 impl ExitPolicy {
-    /// Keep the links and maps pinned (a restart): latched flows go on being
-    /// forwarded by the kernel until the next process adopts them.
-    pub fn keep(&self) {
+    /// Remove the pins at drop (a plain stop): the links detach and the
+    /// next start begins with empty maps.
+    pub fn detach(&self) {
         self.0.store(true, Ordering::Release);
     }
 
-    /// Whether [`keep`](Self::keep) was asked for; otherwise the pins are
-    /// removed and the program detaches (a plain stop, the default).
-    pub fn keeps(&self) -> bool {
+    /// Whether [`detach`](Self::detach) was asked for; otherwise the links
+    /// and maps stay pinned and latched flows go on being forwarded by the
+    /// kernel until the next process adopts them.
+    pub fn detaches(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
@@ -582,8 +587,8 @@ impl XdpRelay {
         removed
     }
 
-    /// What an exit leaves behind: [`ExitPolicy::keep`] on the returned
-    /// handle before dropping this value keeps the pins.
+    /// What an exit leaves behind: [`ExitPolicy::detach`] on the returned
+    /// handle before dropping this value removes the pins.
     pub fn exit_policy(&self) -> ExitPolicy {
         self.exit.clone()
     }
@@ -747,14 +752,14 @@ impl XdpRelay {
 }
 
 impl Drop for XdpRelay {
-    /// A plain stop removes the pins: the held links then detach as they
-    /// close, and the next start begins with empty maps. A restart
-    /// ([`ExitPolicy::keep`]) leaves them for the next process.
+    /// A plain stop ([`ExitPolicy::detach`]) removes the pins: the held
+    /// links then detach as they close, and the next start begins with
+    /// empty maps. Otherwise they are left for the next process.
     fn drop(&mut self) {
         let Some(dir) = &self.pin_dir else {
             return;
         };
-        if self.exit.keeps() {
+        if !self.exit.detaches() {
             tracing::info!(dir = %dir.display(), links = self.held.len(), "XDP links and flow maps left pinned for the next process");
             return;
         }

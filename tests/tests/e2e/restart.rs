@@ -74,6 +74,24 @@ fn metric(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The SBC's media addresses (1000 ports each: 30000-30999).
+const OUTSIDE: &str = "198.51.100.1";
+const INSIDE: &str = "203.0.113.1";
+
+/// Scrapes `/metrics` until `done` holds (at most 5 s); the last scrape.
+fn poll_metrics(lab: &RestartLab, done: impl Fn(&str) -> bool) -> String {
+    let by = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = admin_get(&lab.sbc, "/metrics")
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        if done(&metrics) || Instant::now() >= by {
+            return metrics;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A bpffs of the test's own (the host may not mount one at /sys/fs/bpf,
 /// and `ip netns exec` remounts /sys): unmounted, with every pin in it, on
 /// drop.
@@ -419,9 +437,20 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
         "the new process's program replaced the old one in the links: {before:?} -> {after:?}"
     );
     let ready = asked.elapsed();
-    let adopted_then = admin_get(&lab.sbc, "/metrics")
-        .and_then(|(_, m)| metric(&m, "sbc_xdp_adopted_flows"))
-        .unwrap_or(-1.0);
+    let scrape = admin_get(&lab.sbc, "/metrics")
+        .map(|(_, m)| m)
+        .unwrap_or_default();
+    let adopted_then = metric(&scrape, "sbc_xdp_adopted_flows").unwrap_or(-1.0);
+    // The adopted flows' ports are kept from new calls while they run.
+    let free = |metrics: &str| {
+        [OUTSIDE, INSIDE].map(|a| {
+            metric(
+                metrics,
+                &format!("sbc_media_address_ports_free{{address=\"{a}\"}}"),
+            )
+        })
+    };
+    let free_then = free(&scrape);
 
     for sender in senders {
         sender.join().expect("sender");
@@ -450,9 +479,15 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
         adopted_then >= 2.0,
         "the new process adopted the call's flows: {adopted_then}"
     );
+    assert_eq!(
+        free_then,
+        [Some(999.0), Some(999.0)],
+        "one port of each address kept for the adopted flows:\n{scrape}"
+    );
 
     // The media stopped: the adopted flows go after the inactivity timeout.
-    let by = Instant::now() + Duration::from_secs(INACTIVITY_SECS + 5);
+    let media_stopped = Instant::now();
+    let by = media_stopped + Duration::from_secs(INACTIVITY_SECS + 5);
     let mut metrics = String::new();
     while Instant::now() < by {
         metrics = admin_get(&lab.sbc, "/metrics")
@@ -464,7 +499,10 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
         thread::sleep(Duration::from_millis(200));
     }
     let expired = metric(&metrics, "sbc_xdp_adopted_flows_expired_total").unwrap_or(-1.0);
-    eprintln!("adopted flows expired: {expired}");
+    eprintln!(
+        "adopted flows expired: {expired}, seen {:?} after the media stopped (timeout {INACTIVITY_SECS} s)",
+        media_stopped.elapsed()
+    );
     assert_eq!(
         metric(&metrics, "sbc_xdp_adopted_flows"),
         Some(0.0),
@@ -473,6 +511,13 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
     assert!(
         (expired - adopted_then).abs() < 0.5,
         "each adopted flow is counted when it expires: {expired} of {adopted_then}"
+    );
+    // Their ports are free again (quarantined ones count as free).
+    let freed = poll_metrics(&lab, |m| free(m) == [Some(1000.0), Some(1000.0)]);
+    assert_eq!(
+        free(&freed),
+        [Some(1000.0), Some(1000.0)],
+        "the adopted flows' ports are given back:\n{freed}"
     );
 
     // A plain stop leaves the NIC clean.
