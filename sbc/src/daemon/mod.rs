@@ -542,7 +542,7 @@ fn begin_drain(
         calls = core.active_calls(),
         deadline_secs, "drain requested: no new calls; exiting when the calls up have ended"
     );
-    readiness.set(false);
+    readiness.set_draining();
     metrics.set_draining(true);
     core.stop_taking_calls();
     now() + Duration::from_secs(u64::from(deadline_secs))

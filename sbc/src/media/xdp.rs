@@ -449,6 +449,18 @@ impl XdpRelay {
                 if !pin.exists() {
                     continue;
                 }
+                let allowed = match mode {
+                    XdpMode::Native => policy != ModePolicy::GenericOnly,
+                    XdpMode::Generic => policy != ModePolicy::NativeOnly,
+                    XdpMode::Userspace => false,
+                };
+                if !allowed {
+                    // The configured mode changed since the pin was made:
+                    // this interface pays a gap to change it.
+                    tracing::info!(pin = %pin.display(), "pinned XDP link in a mode the configuration excludes; attaching anew");
+                    let _ = fs::remove_file(&pin);
+                    continue;
+                }
                 match self.adopt(&pin) {
                     Ok(()) => {
                         attachment.mode = mode;

@@ -118,7 +118,12 @@ fn drain_refuses_new_calls_lets_the_call_up_finish_and_exits() {
         lab.admin_get("/health/ready")
             .filter(|(status, _)| *status == 503)
     });
-    assert!(not_ready.is_some(), "readiness turns false when draining");
+    assert!(
+        not_ready
+            .as_ref()
+            .is_some_and(|(_, body)| body.trim() == "draining"),
+        "readiness turns false when draining, and says why: {not_ready:?}"
+    );
     let metrics = lab
         .admin_get("/metrics")
         .map(|(_, m)| m)
