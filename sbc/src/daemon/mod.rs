@@ -80,9 +80,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// within a turn; this only bounds memory if an answer is lost).
 const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(60);
 
+/// How the daemon ended, for the process's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT, or a drain that completed: exit status 0.
+    Stopped,
+    /// SIGUSR2 with the fast path pinned: [`RESTART_EXIT_STATUS`], which the
+    /// systemd unit lists in `RestartForceExitStatus` so the service starts
+    /// again (with the binary now installed) and adopts what was pinned.
+    Restart,
+}
+
+/// The exit status of [`Exit::Restart`] (`EX_TEMPFAIL`: "try again").
+pub const RESTART_EXIT_STATUS: i32 = 75;
+
 /// Runs the SBC until SIGTERM/SIGINT. `config_path` is reread on SIGHUP;
 /// without one the embedded default runs (and SIGHUP has nothing to reread).
-pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,7 +154,7 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     raise_fd_limit(&config);
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
@@ -432,7 +446,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let _ = admin_task.await;
     transports.shutdown().await;
     relay.shutdown();
-    Ok(())
+    Ok(if restarting {
+        Exit::Restart
+    } else {
+        Exit::Stopped
+    })
 }
 
 /// Loads the XDP program and attaches it to the configured interfaces:
