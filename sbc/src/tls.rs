@@ -51,7 +51,8 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
-    fn parse(der: &[u8]) -> Result<CertInfo, String> {
+    /// What a DER certificate says about itself.
+    pub fn parse(der: &[u8]) -> Result<CertInfo, String> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
         let common_name = |name: &x509_parser::x509::X509Name<'_>| {
             name.iter_common_name()

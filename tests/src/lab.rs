@@ -718,14 +718,19 @@ impl Lab {
     /// nothing answered. Runs in the lab's network (bash's `/dev/tcp`, so
     /// nothing beyond bash is needed inside a namespace), bounded to 2 s.
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        let admin = self.plan.admin();
+        self.http_get(self.plan.admin(), path)
+    }
+
+    /// One GET to an admin listener at `admin` in the lab's network (a
+    /// second daemon's), as [`admin_get`](Self::admin_get) does.
+    pub fn http_get(&self, admin: SocketAddr, path: &str) -> Option<(u16, String)> {
         let script = format!(
             "exec 3<>/dev/tcp/{ip}/{port} || exit 1; \
              printf 'GET {path} HTTP/1.0\\r\\nHost: sbc\\r\\n\\r\\n' >&3; cat <&3",
             ip = admin.ip(),
             port = admin.port(),
         );
-        let out_path = self.dir.join("admin.out");
+        let out_path = self.dir.join(format!("admin-{}.out", admin.port()));
         let out = File::create(&out_path).ok()?;
         let mut child = self
             .net

@@ -291,9 +291,14 @@ impl Caller {
 
     /// The INVITE, offering media at `media`.
     pub fn invite(&mut self, media: (&str, u16)) -> String {
+        self.invite_with(&sdp(media.0, media.1))
+    }
+
+    /// The INVITE, offering `sdp`.
+    pub fn invite_with(&mut self, sdp: &str) -> String {
         self.cseq = 1;
         let target = self.target.clone();
-        self.request("INVITE", &target, 1, &sdp(media.0, media.1))
+        self.request("INVITE", &target, 1, sdp)
     }
 
     /// Takes the 2xx's remote target and To tag.

@@ -130,9 +130,16 @@ pub(crate) fn request(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(768);
     let _ = write!(out, "{} {} SIP/2.0\r\n", head.method, head.request_uri);
+    // Over TLS the peer may send its requests back over our connection
+    // (RFC 5923 §6), as we accept on its connections.
+    let alias = if head.via_sent_by.starts_with("SIP/2.0/TLS ") {
+        ";alias"
+    } else {
+        ""
+    };
     let _ = write!(
         out,
-        "Via: {};branch={};rport\r\n",
+        "Via: {};branch={};rport{alias}\r\n",
         head.via_sent_by, head.branch
     );
     let _ = write!(out, "Max-Forwards: {}\r\n", head.max_forwards);

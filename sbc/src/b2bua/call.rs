@@ -203,6 +203,9 @@ pub(super) enum CallTimer {
     Retransmit2xx,
     /// 64*T1 after our CANCEL, stop waiting for B's INVITE to end (§9.1).
     GiveUpOnCancel,
+    /// The trunk's `response_timeout_ms` after this INVITE to B went out:
+    /// still no response at all, so its target counts as timed out.
+    SilentTarget(ClientId),
 }
 
 /// Why a client transaction on a leg exists.

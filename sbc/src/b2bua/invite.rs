@@ -457,6 +457,17 @@ impl Core {
                 self.clients
                     .insert(client, (call.id, Side::B, ClientRole::Invite));
                 call.b_invite = Some(client);
+                if let Some(wait) = call
+                    .trunk
+                    .and_then(|t| self.trunks.get(t))
+                    .and_then(|t| t.response_timeout)
+                {
+                    self.timers.push(Reverse((
+                        now + wait,
+                        call.id,
+                        CallTimer::SilentTarget(client),
+                    )));
+                }
             }
             None => {
                 self.event_rejected(call.a.realm, RejectReason::Admission);

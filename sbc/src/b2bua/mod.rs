@@ -353,6 +353,8 @@ impl Core {
                 };
                 state.asymmetric_rtp = t.asymmetric_rtp;
                 state.header_policy = t.header_policy.clone();
+                state.response_timeout = (t.response_timeout_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(t.response_timeout_ms)));
                 Some(state)
             })
             .collect();

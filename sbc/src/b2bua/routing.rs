@@ -157,6 +157,9 @@ pub struct TrunkState {
     pub asymmetric_rtp: bool,
     /// Its own header policy, instead of the global one.
     pub header_policy: Option<HeaderPolicy>,
+    /// How long an INVITE to one of its targets may go without any
+    /// response before the target counts as timed out; `None`: timer B.
+    pub response_timeout: Option<Duration>,
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -194,6 +197,7 @@ impl TrunkState {
             transport: Transport::Udp,
             asymmetric_rtp: false,
             header_policy: None,
+            response_timeout: None,
             tokens: max_cps.map_or(0.0, f64::from),
             refilled: None,
         }

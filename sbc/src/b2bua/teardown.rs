@@ -153,6 +153,22 @@ impl Core {
                 self.timers
                     .push(Reverse((next, call.id, CallTimer::Retransmit2xx)));
             }
+            // Not even a 100 from B's target in the trunk's
+            // response_timeout_ms: the target counts as timed out (RFC 3263
+            // §4.3) and the next one is tried now, not after timer B. The
+            // INVITE ends here: without a provisional there is nothing to
+            // CANCEL (§9.1); a 2xx the target still sends matches nothing
+            // and the target ends that dialog itself when no ACK comes.
+            CallTimer::SilentTarget(client) => {
+                if call.b_invite == Some(client)
+                    && call.setup.progress == Progress::Calling
+                    && !call.setup.cancel_b
+                    && !call.a_final
+                {
+                    let _ = self.tx.terminate(client);
+                    self.b_invite_failed(now, call, None, Some(FailoverCause::Timeout), None);
+                }
+            }
             // 64*T1 after our CANCEL: give up on B's INVITE (§9.1).
             CallTimer::GiveUpOnCancel => {
                 if call.setup.cancel_b

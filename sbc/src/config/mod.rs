@@ -53,7 +53,7 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Access, Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
+    Access, Acl, Cdr, Cluster, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
     HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
     PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls, Route,
     RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
@@ -175,6 +175,23 @@ impl Config {
         crate::tls::TlsSettings::from_config(self, &|_| Vec::new(), wall_clock())
             .map(|s| s.describe().to_vec())
             .unwrap_or_default()
+    }
+
+    /// What `[cluster]` makes of this node, in one line (none without it):
+    /// nothing is asked of Redis.
+    pub fn cluster_plan(&self) -> Option<String> {
+        let pair = self.cluster.as_ref()?;
+        Some(format!(
+            "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
+             then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \
+             listeners and media bind with IP_FREEBIND; calls up are not replicated yet",
+            pair.node_id,
+            pair.name,
+            pair.name,
+            pair.redis_url,
+            pair.renew_ms,
+            pair.lease_ms + pair.renew_ms / 2,
+        ))
     }
 
     /// One line per trunk given by DNS name saying how it will be resolved

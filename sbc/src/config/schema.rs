@@ -64,6 +64,44 @@ pub struct Config {
     /// How trunks given by DNS name are resolved.
     #[serde(default)]
     pub dns: Dns,
+    /// Active/standby with a peer node, through Redis (absent: one node).
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+/// An active/standby pair: both nodes run the same file except `node_id`
+/// (and, on one host, the metrics listener). The node holding the lease in
+/// Redis serves; the other waits, and takes over once the lease expires.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://HOST[:PORT]` (Valkey works too).
+    pub redis_url: String,
+    /// This node's name, unique in the pair: letters, digits, `.`, `_`, `-`.
+    pub node_id: String,
+    /// The pair's name: the prefix of its keys, so pairs can share a Redis.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    /// How long the lease lasts without renewal: the longest an active node
+    /// that died holds its addresses.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u32,
+    /// How often the active node renews the lease (the standby asks twice
+    /// as often); at most a third of `lease_ms`.
+    #[serde(default = "default_renew_ms")]
+    pub renew_ms: u32,
+}
+
+fn default_cluster_name() -> String {
+    "sbc".to_owned()
+}
+
+fn default_lease_ms() -> u32 {
+    1500
+}
+
+fn default_renew_ms() -> u32 {
+    500
 }
 
 /// The resolver for trunks given by DNS name (RFC 3263), and what happens
@@ -981,6 +1019,12 @@ pub struct Trunk {
     /// Seconds between OPTIONS health checks; 0 turns them off.
     #[serde(default = "default_options_interval_secs")]
     pub options_interval_secs: u32,
+    /// An INVITE to one of the trunk's targets that gets no response at
+    /// all (not even 100 Trying) within this many milliseconds counts as
+    /// timed out: the next target (or trunk) is tried and the target is
+    /// blocked, without waiting for timer B (32 s). 0: timer B only.
+    #[serde(default)]
+    pub response_timeout_ms: u32,
     /// Concurrent calls to and from this trunk; unlimited when absent.
     #[serde(default)]
     pub max_calls: Option<u32>,

@@ -1092,6 +1092,95 @@ fn sip_timers_are_bounded_and_ordered() {
 }
 
 #[test]
+fn a_trunk_response_timeout_is_off_or_between_t1_and_timer_b() {
+    let ok = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(ok.trunks[0].response_timeout_ms, 0, "timer B by default");
+    for good in ["500", "3000", "32000"] {
+        let text = edit(
+            "address = \"127.0.0.3:5060\"",
+            &format!("address = \"127.0.0.3:5060\"\nresponse_timeout_ms = {good}"),
+        );
+        Config::from_str_named(&text, "t.toml").unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["100", "40000"] {
+        let text = edit(
+            "address = \"127.0.0.3:5060\"",
+            &format!("address = \"127.0.0.3:5060\"\nresponse_timeout_ms = {bad}"),
+        );
+        let p = problem(&text, "trunk[0].response_timeout_ms", "response_timeout_ms");
+        assert!(p.message.contains("outside 500..=32000"), "{p}");
+    }
+}
+
+#[test]
+fn a_cluster_names_its_redis_node_and_timings() {
+    let pair =
+        format!("[cluster]\nredis_url = \"redis://192.0.2.20:6379\"\nnode_id = \"sbc-a\"\n{BASE}");
+    let ok = Config::from_str_named(&pair, "t.toml").expect("valid");
+    let cluster = ok.cluster.as_ref().expect("cluster");
+    assert_eq!(
+        (cluster.name.as_str(), cluster.lease_ms, cluster.renew_ms),
+        ("sbc", 1500, 500)
+    );
+    let plan = ok.cluster_plan().expect("a plan line");
+    assert!(
+        plan.contains("node \"sbc-a\" of pair \"sbc\"") && plan.contains("within about 1750 ms"),
+        "{plan}"
+    );
+    assert!(
+        Config::from_str_named(BASE, "t.toml")
+            .expect("valid")
+            .cluster_plan()
+            .is_none()
+    );
+
+    for (from, to, field) in [
+        (
+            "redis://192.0.2.20:6379",
+            "http://192.0.2.20:6379",
+            "cluster.redis_url",
+        ),
+        (
+            "redis://192.0.2.20:6379",
+            "redis://user:secret@192.0.2.20:6379",
+            "cluster.redis_url",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc a\"",
+            "cluster.node_id",
+        ),
+        ("node_id = \"sbc-a\"", "node_id = \"\"", "cluster.node_id"),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nlease_ms = 100",
+            "cluster.lease_ms",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nrenew_ms = 600",
+            "cluster.renew_ms",
+        ),
+    ] {
+        let text = pair.replacen(from, to, 1);
+        let found = problems(&text);
+        assert!(
+            found.iter().any(|p| p.field == field),
+            "{to}: {field} in {found:#?}"
+        );
+    }
+    // A node of a pair binds its listeners with IP_FREEBIND.
+    assert!(ok.listener_specs().iter().all(|(spec, _)| spec.freebind));
+    assert!(
+        Config::from_str_named(BASE, "t.toml")
+            .expect("valid")
+            .listener_specs()
+            .iter()
+            .all(|(spec, _)| !spec.freebind)
+    );
+}
+
+#[test]
 fn drain_deadline_is_bounded_and_named_with_its_line() {
     let config = Config::from_str_named(BASE, "t.toml").expect("valid");
     assert_eq!(config.drain.deadline_secs, 1_800, "half an hour by default");

@@ -67,6 +67,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.realms();
     v.listeners();
     v.dns();
+    v.cluster();
     v.trunks();
     v.routes();
     v.findings
@@ -1102,6 +1103,56 @@ impl Validator<'_> {
         }
     }
 
+    fn cluster(&mut self) {
+        let Some(cluster) = &self.config.cluster else {
+            return;
+        };
+        let at = FieldPath::root("cluster");
+        let item = Some("cluster");
+        if crate::cluster::resp::parse_url(&cluster.redis_url).is_none() {
+            self.report(
+                at.key("redis_url"),
+                item,
+                format!("\"{}\" is not redis://HOST[:PORT]", cluster.redis_url),
+                Some("e.g. \"redis://192.0.2.20:6379\"; credentials, paths and options are not supported".into()),
+            );
+        }
+        for (field, value) in [("node_id", &cluster.node_id), ("name", &cluster.name)] {
+            let fine = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !fine {
+                self.report(
+                    at.key(field),
+                    item,
+                    format!("\"{value}\" is not 1-64 letters, digits, '.', '_' or '-'"),
+                    Some("e.g. \"sbc-a\" on one node and \"sbc-b\" on the other".into()),
+                );
+            }
+        }
+        if !(500..=60_000).contains(&cluster.lease_ms) {
+            self.report(
+                at.key("lease_ms"),
+                item,
+                format!("{} ms is outside 500..=60000", cluster.lease_ms),
+                Some("1500 takes over within about 2 s of a node's death".into()),
+            );
+        } else if cluster.renew_ms < 50 || cluster.renew_ms.saturating_mul(3) > cluster.lease_ms {
+            self.report(
+                at.key("renew_ms"),
+                item,
+                format!(
+                    "{} ms is not between 50 ms and a third of lease_ms ({} ms)",
+                    cluster.renew_ms,
+                    cluster.lease_ms / 3
+                ),
+                Some("renewing three times per lease survives a lost round trip".into()),
+            );
+        }
+    }
+
     fn trunks(&mut self) {
         let config = self.config;
         self.names(
@@ -1119,6 +1170,24 @@ impl Validator<'_> {
         let at = FieldPath::item("trunk", i);
         let item = item_name("trunk", i, &trunk.name);
         let item = Some(item.as_str());
+        if trunk.response_timeout_ms != 0
+            && !(MIN_RESPONSE_TIMEOUT_MS..=MAX_RESPONSE_TIMEOUT_MS)
+                .contains(&trunk.response_timeout_ms)
+        {
+            self.report(
+                at.key("response_timeout_ms"),
+                item,
+                format!(
+                    "{} ms is outside {MIN_RESPONSE_TIMEOUT_MS}..={MAX_RESPONSE_TIMEOUT_MS}",
+                    trunk.response_timeout_ms
+                ),
+                Some(
+                    "0 waits for timer B (32 s); below 500 ms a target that answers within \
+                     a retransmission or two is given up"
+                        .into(),
+                ),
+            );
+        }
         match config.realms.iter().find(|r| r.name == trunk.realm) {
             None => self.report(
                 at.key("realm"),
@@ -1371,3 +1440,8 @@ fn overlaps_ip(a: IpAddr, b: IpAddr) -> bool {
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && overlaps_ip(a.ip(), b.ip())
 }
+
+/// The shortest `response_timeout_ms`: T1 (500 ms), one retransmission.
+const MIN_RESPONSE_TIMEOUT_MS: u32 = 500;
+/// The longest: timer B (64*T1) would end the transaction first.
+const MAX_RESPONSE_TIMEOUT_MS: u32 = 32_000;

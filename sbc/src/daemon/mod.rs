@@ -51,6 +51,7 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
+use crate::cluster;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
@@ -156,6 +157,63 @@ fn raise_fd_limit(config: &Config) {
 
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     raise_fd_limit(&config);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())?;
+    let mut restart =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    // The admin listener first: a standby node answers /metrics and /health
+    // (not ready) while it waits.
+    let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
+    // ---- admin -------------------------------------------------------------------------
+    let readiness = Readiness::new();
+    // `/calls` asks the core loop, which answers between two events: built
+    // only when asked, never held.
+    let (calls_asks, mut calls_asked) =
+        tokio::sync::mpsc::channel::<(admin::View, tokio::sync::oneshot::Sender<Vec<u8>>)>(8);
+    let provider = move |view| {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        calls_asks.try_send((view, answer)).ok().map(|()| answered)
+    };
+    let admin = AdminServer::bind(
+        AdminConfig::new(config.metrics.listen),
+        AdminState {
+            metrics: Arc::clone(&metrics),
+            readiness: readiness.clone(),
+            calls: Some(Arc::new(provider)),
+        },
+    )
+    .await?;
+    let (stop_admin, admin_stop) = watch::channel(false);
+    let admin_task = tokio::spawn(admin.serve(admin_stop));
+
+    // ---- cluster: a node of a pair binds nothing until it holds the lease --------------
+    let mut cluster = match &config.cluster {
+        None => None,
+        Some(pair) => {
+            let mut node = cluster::Node::start(pair, metrics.registry());
+            info!(node = %pair.node_id, redis = %pair.redis_url, "cluster: waiting for the lease");
+            let stopped = tokio::select! {
+                () = node.active() => false,
+                _ = terminate.recv() => true,
+                _ = interrupt.recv() => true,
+                // A standby has no calls to drain and nothing pinned.
+                _ = quit.recv() => true,
+                _ = restart.recv() => true,
+            };
+            if stopped {
+                info!("stopped while standby");
+                node.stop().await;
+                let _ = stop_admin.send(true);
+                let _ = admin_task.await;
+                return Ok(Exit::Stopped);
+            }
+            Some(node)
+        }
+    };
+    let mut lease_lost: Option<String> = None;
+
     // ---- transports ------------------------------------------------------------
     let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
         config.listener_specs().into_iter().unzip();
@@ -182,7 +240,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         Arc::clone(&tls),
     )?;
 
-    let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
     metrics.set_tls_certificates(tls.expiries());
 
     // ---- media relay -------------------------------------------------------------
@@ -200,6 +257,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     relay_config.cname_mask = Some(cname_mask.clone());
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
+    relay_config.freebind = config.cluster.is_some();
     relay_config.threads = match config.media.relay_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => usize::from(n),
@@ -212,28 +270,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         };
     let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
     info!(threads = relay.threads(), "media relay running");
-
-    // ---- admin -------------------------------------------------------------------------
-    let readiness = Readiness::new();
-    // `/calls` asks the core loop, which answers between two events: built
-    // only when asked, never held.
-    let (calls_asks, mut calls_asked) =
-        tokio::sync::mpsc::channel::<(admin::View, tokio::sync::oneshot::Sender<Vec<u8>>)>(8);
-    let provider = move |view| {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        calls_asks.try_send((view, answer)).ok().map(|()| answered)
-    };
-    let admin = AdminServer::bind(
-        AdminConfig::new(config.metrics.listen),
-        AdminState {
-            metrics: Arc::clone(&metrics),
-            readiness: readiness.clone(),
-            calls: Some(Arc::new(provider)),
-        },
-    )
-    .await?;
-    let (stop_admin, admin_stop) = watch::channel(false);
-    let admin_task = tokio::spawn(admin.serve(admin_stop));
 
     // ---- call detail records ---------------------------------------------------------------
     let cdr = CdrWriter::from_config(&config.cdr)?;
@@ -274,12 +310,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         "sbc running"
     );
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())?;
-    let mut restart =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown_at: Option<Instant> = None;
     // While draining: when the calls still up are ended as by SIGTERM.
@@ -409,6 +439,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                     }
                 }
             }
+            holder = lease_taken(&mut cluster), if lease_lost.is_none() => {
+                error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
+                lease_lost = Some(holder);
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
             _ = hangup.recv() => {
                 let running = Running {
                     transports: &transports,
@@ -446,11 +482,26 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     let _ = admin_task.await;
     transports.shutdown().await;
     relay.shutdown();
-    Ok(if restarting {
-        Exit::Restart
-    } else {
-        Exit::Stopped
-    })
+    // Last, once the addresses are free: the other node may take them.
+    if let Some(node) = cluster {
+        node.stop().await;
+    }
+    match lease_lost {
+        Some(holder) => Err(anyhow::anyhow!(
+            "stepped down: node \"{holder}\" holds the cluster lease"
+        )),
+        None if restarting => Ok(Exit::Restart),
+        None => Ok(Exit::Stopped),
+    }
+}
+
+/// Resolves with the holder once this node's cluster lease is found taken
+/// by the other node; never without a cluster.
+async fn lease_taken(cluster: &mut Option<cluster::Node>) -> String {
+    match cluster {
+        Some(node) => node.lost().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Loads the XDP program and attaches it to the configured interfaces:

@@ -102,6 +102,9 @@ pub struct RelayConfig {
     /// never does. Turn it on only to take over ports from a previous
     /// instance during a restart.
     pub reuse_address: bool,
+    /// Bind media sockets even when the address is not (yet) on this
+    /// host (IP_FREEBIND), for a node that takes over shared addresses.
+    pub freebind: bool,
     /// Called on the relay thread after events were queued, so an async
     /// driver can wake (e.g. `tokio::sync::Notify::notify_one`). Keep it
     /// cheap and non-blocking.
@@ -133,6 +136,7 @@ impl RelayConfig {
             recv_buffer: None,
             send_buffer: None,
             reuse_address: false,
+            freebind: false,
             notify: None,
             cname_mask: None,
             realm_networks: Vec::new(),
@@ -1064,6 +1068,7 @@ fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> 
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    crate::transport::set_freebind(&socket, addr.is_ipv6(), config.freebind)?;
     socket.bind(&addr.into())?;
     Ok(UdpSocket::from_std(socket.into()))
 }

@@ -45,13 +45,17 @@ use super::{
     ConnectionId, Event, Inbound, ListenerId, ListenerSpec, ListenerStats, Outbound, Shared,
     Transport, TransportConfig, TransportError, classify,
 };
-use crate::sip::{Frame, StreamFramer};
+use crate::sip::{Frame, Message, StreamFramer};
 
 /// Read chunk size; the framer reassembles messages across reads.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// At most one "connections refused" line per listener this often.
 pub(super) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Addresses one connection may alias (RFC 5923): a peer's listeners,
+/// a handful at most.
+const MAX_ALIASES: usize = 4;
 
 /// Maps at or below this capacity are never shrunk (not worth the rehash).
 const MIN_SHRINK_CAPACITY: usize = 64;
@@ -256,6 +260,8 @@ struct Entry {
     queue: mpsc::Sender<Vec<u8>>,
     /// The untrusted source this connection is counted against.
     counted: Option<IpAddr>,
+    /// Addresses the peer aliased to this connection (RFC 5923).
+    aliases: Vec<SocketAddr>,
 }
 
 /// Gives a storm's high-water mark back once `map` is a quarter full,
@@ -289,6 +295,7 @@ impl Table {
                 remote,
                 queue,
                 counted,
+                aliases: Vec::new(),
             },
         );
         self.by_remote.insert((listener, remote), id);
@@ -336,9 +343,11 @@ impl Table {
         let Some(entry) = self.by_id.remove(&id) else {
             return false;
         };
-        let key = (entry.listener, entry.remote);
-        if self.by_remote.get(&key) == Some(&id) {
-            self.by_remote.remove(&key);
+        for remote in std::iter::once(entry.remote).chain(entry.aliases) {
+            let key = (entry.listener, remote);
+            if self.by_remote.get(&key) == Some(&id) {
+                self.by_remote.remove(&key);
+            }
         }
         if let Some(ip) = entry.counted {
             release(&mut self.per_source, (entry.listener, ip));
@@ -347,6 +356,36 @@ impl Table {
         shrink(&mut self.by_id);
         shrink(&mut self.by_remote);
         shrink(&mut self.per_source);
+        true
+    }
+
+    /// RFC 5923: requests from the connection's listener to `alias` may
+    /// use connection `id` while it lasts, unless another open connection
+    /// has that address already (one the SBC opened, or an earlier alias,
+    /// is kept); at most [`MAX_ALIASES`] per connection. Returns whether
+    /// the alias was taken.
+    pub(super) fn alias(&mut self, id: ConnectionId, alias: SocketAddr) -> bool {
+        let Some(listener) = self.by_id.get(&id).map(|e| e.listener) else {
+            return false;
+        };
+        let key = (listener, alias);
+        if self
+            .by_remote
+            .get(&key)
+            .is_some_and(|other| *other != id && self.by_id.contains_key(other))
+        {
+            return false;
+        }
+        let Some(entry) = self.by_id.get_mut(&id) else {
+            return false;
+        };
+        if entry.aliases.len() >= MAX_ALIASES && !entry.aliases.contains(&alias) {
+            return false;
+        }
+        if !entry.aliases.contains(&alias) && alias != entry.remote {
+            entry.aliases.push(alias);
+        }
+        self.by_remote.insert(key, id);
         true
     }
 
@@ -364,7 +403,7 @@ impl Table {
 
     /// The connection to reuse for a send from `listener`: `wanted` if it is
     /// open on that listener, else the newest one to `to`.
-    fn lookup(
+    pub(super) fn lookup(
         &self,
         listener: ListenerId,
         wanted: Option<ConnectionId>,
@@ -411,6 +450,7 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(TcpListener, Socket)> {
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    super::set_freebind(&socket, spec.addr.is_ipv6(), spec.freebind)?;
     socket.bind(&spec.addr.into())?;
     socket.listen(1024)?;
     let control = socket.try_clone()?;
@@ -583,12 +623,17 @@ async fn serve_accepted(
         .listener(listener)
         .map_or(Transport::Tcp, |l| l.spec.transport);
     if transport != Transport::Tls {
+        let at = Origin {
+            transport,
+            local,
+            client_names: Vec::new(),
+        };
         return run(
             shared,
             listener,
             id,
             stream,
-            (transport, local),
+            at,
             remote,
             rx,
             alive,
@@ -605,12 +650,17 @@ async fn serve_accepted(
     };
     match handshake {
         Ok(tls) => {
+            let at = Origin {
+                transport,
+                local,
+                client_names: client_names(&tls),
+            };
             run(
                 shared,
                 listener,
                 id,
                 tls,
-                (transport, local),
+                at,
                 remote,
                 rx,
                 alive,
@@ -620,6 +670,49 @@ async fn serve_accepted(
         }
         Err(error) => abandon(&shared, listener, id, remote, rx, error).await,
     }
+}
+
+/// The names (subjectAltName DNS names and addresses) of the client
+/// certificate a TLS peer presented, which the handshake verified against
+/// the realm's CA set; none when it presented none.
+fn client_names(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Vec<String> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::tls::CertInfo::parse(leaf.as_ref()).ok())
+        .map(|info| info.names)
+        .unwrap_or_default()
+}
+
+/// The address a request on an accepted TLS connection asks to alias to
+/// it (RFC 5923 §5): its top Via says TLS and `alias`, and its sent-by
+/// host is one of the names of the client certificate the peer proved
+/// (§10.1), an IP address only if it is also the connection's source.
+/// The alias is the source IP with the sent-by port (5061 when absent): a
+/// peer can claim ports of its own address only, and only with a
+/// certificate for the name it claims.
+pub(super) fn alias_of(
+    message: &Message,
+    remote: SocketAddr,
+    client_names: &[String],
+) -> Option<SocketAddr> {
+    use crate::sip::uri::Host;
+    if !message.is_request() || client_names.is_empty() {
+        return None;
+    }
+    let via = message.top_via()?;
+    if !via.transport().eq_ignore_ascii_case("TLS") || via.params().get("alias").is_none() {
+        return None;
+    }
+    let named = |name: &str| client_names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    let proven = match via.host() {
+        Host::Domain(domain) => named(domain.trim_end_matches('.')),
+        host => host.ip().is_some_and(|ip| {
+            ip.to_canonical() == remote.ip().to_canonical() && named(&ip.to_string())
+        }),
+    };
+    proven.then(|| SocketAddr::new(remote.ip(), via.port().unwrap_or(5061)))
 }
 
 /// Forgets connection `id`, which never ran, and reports every message
@@ -695,19 +788,13 @@ async fn connect_and_run(
     let transport = shared
         .listener(listener)
         .map_or(Transport::Tcp, |l| l.spec.transport);
+    let at = Origin {
+        transport,
+        local,
+        client_names: Vec::new(),
+    };
     if transport != Transport::Tls {
-        return run(
-            shared,
-            listener,
-            id,
-            stream,
-            (transport, local),
-            to,
-            rx,
-            alive,
-            false,
-        )
-        .await;
+        return run(shared, listener, id, stream, at, to, rx, alive, false).await;
     }
     let handshake = tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => Err(TransportError::ShuttingDown),
@@ -716,20 +803,7 @@ async fn connect_and_run(
         }
     };
     match handshake {
-        Ok(tls) => {
-            run(
-                shared,
-                listener,
-                id,
-                tls,
-                (transport, local),
-                to,
-                rx,
-                alive,
-                false,
-            )
-            .await
-        }
+        Ok(tls) => run(shared, listener, id, tls, at, to, rx, alive, false).await,
         Err(error) => abandon(&shared, listener, id, to, rx, error).await,
     }
 }
@@ -856,6 +930,15 @@ async fn write_flush<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io:
 /// close_notify to a peer that does not read must not hold the task).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Where a connection's messages arrive: the transport, the socket's
+/// local address, and for an accepted TLS connection the names its client
+/// certificate proved (for RFC 5923 aliases).
+struct Origin {
+    transport: Transport,
+    local: Option<SocketAddr>,
+    client_names: Vec<String>,
+}
+
 /// Runs one connection: reads and frames, answers pings, delivers
 /// messages (waiting, and so not reading, while the core's channel is
 /// full), writes the queue, and closes when one of its [`Deadlines`]
@@ -868,13 +951,20 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
     listener: ListenerId,
     id: ConnectionId,
     stream: S,
-    at: (Transport, Option<SocketAddr>),
+    at: Origin,
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     _alive: mpsc::Sender<()>,
     first_message: bool,
 ) {
-    let (transport, local) = at;
+    let Origin {
+        transport,
+        local,
+        client_names,
+    } = at;
+    // The alias last taken, so a peer's every request does not lock the
+    // table.
+    let mut aliased: Option<SocketAddr> = None;
     let Some(l) = shared.listener(listener) else {
         // Removed since the accept or connect: the connection goes with it,
         // and what was queued on it is reported as failed.
@@ -960,7 +1050,16 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
                             continue;
                         }
                         Frame::Pong => continue,
-                        Frame::Message(msg) => classify(&stats, Ok(msg), Vec::new, remote),
+                        Frame::Message(msg) => {
+                            if let Some(alias) = alias_of(&msg, remote, &client_names)
+                                && aliased != Some(alias)
+                                && shared.table().alias(id, alias)
+                            {
+                                aliased = Some(alias);
+                                tracing::debug!(listener = listener.0, %remote, %alias, "TLS connection aliased (RFC 5923)");
+                            }
+                            classify(&stats, Ok(msg), Vec::new, remote)
+                        }
                         Frame::Malformed { error, bytes } => {
                             classify(&stats, Err(error), || bytes, remote)
                         }

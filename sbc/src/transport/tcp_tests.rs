@@ -48,6 +48,7 @@ fn start(config: TransportConfig) -> (Transports, mpsc::Receiver<Event>, SocketA
         addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         recv_buffer: None,
         send_buffer: None,
+        freebind: false,
     };
     let (t, rx) = Transports::start_shielded(&[spec], config, Some(shield()))
         .unwrap_or_else(|e| panic!("start failed: {e}"));
@@ -584,4 +585,117 @@ async fn a_trusted_client_may_stay_silent_until_idle() {
     })
     .await;
     t.shutdown().await;
+}
+
+// ---- RFC 5923 connection aliases ------------------------------------------------
+
+fn request_via(via: &str) -> Message {
+    let text = format!(
+        "OPTIONS sip:sbc.example.com SIP/2.0\r\nVia: {via};branch=z9hG4bKa1\r\n\
+         Max-Forwards: 70\r\nTo: <sip:sbc.example.com>\r\n\
+         From: <sip:probe@example.com>;tag=1\r\nCall-ID: a1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {text}"))
+}
+
+#[test]
+fn a_tls_request_aliases_only_what_its_client_certificate_proves() {
+    use super::tcp::alias_of;
+    let remote = from("192.0.2.7", 40_312);
+    let names = ["carrier.example.net".to_owned(), "192.0.2.7".to_owned()];
+    let alias = |via: &str, names: &[String]| alias_of(&request_via(via), remote, names);
+    // The certificate's domain, with a port or without (5061).
+    assert_eq!(
+        alias("SIP/2.0/TLS carrier.example.net:5071;alias", &names),
+        Some(from("192.0.2.7", 5071))
+    );
+    assert_eq!(
+        alias("SIP/2.0/TLS Carrier.Example.Net;alias", &names),
+        Some(from("192.0.2.7", 5061))
+    );
+    // The source address, when the certificate names it.
+    assert_eq!(
+        alias("SIP/2.0/TLS 192.0.2.7:5061;alias", &names),
+        Some(from("192.0.2.7", 5061))
+    );
+    // Not asked for, not TLS, a name or address not proven, no
+    // certificate, another address than the source.
+    for (via, names) in [
+        ("SIP/2.0/TLS carrier.example.net:5061", &names[..]),
+        ("SIP/2.0/TCP carrier.example.net:5061;alias", &names[..]),
+        ("SIP/2.0/TLS other.example.net:5061;alias", &names[..]),
+        ("SIP/2.0/TLS carrier.example.net:5061;alias", &[][..]),
+        ("SIP/2.0/TLS 192.0.2.8:5061;alias", &names[..]),
+    ] {
+        assert_eq!(alias(via, names), None, "{via} with {names:?}");
+    }
+    // A response aliases nothing.
+    let response = Message::parse(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS carrier.example.net;alias;branch=z9hG4bKa1\r\n\
+          To: <sip:a@b>;tag=2\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: a1\r\nCSeq: 1 OPTIONS\r\n\
+          Content-Length: 0\r\n\r\n",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(alias_of(&response, remote, &names), None);
+}
+
+#[test]
+fn an_alias_routes_sends_to_the_connection_until_it_closes_and_never_steals_one() {
+    let config = TransportConfig::default();
+    let l = ListenerId(0);
+    let mut table = Table::default();
+    let inbound = table
+        .accept(
+            l,
+            from("192.0.2.7", 40_312),
+            queue(),
+            Peer::Trusted,
+            0,
+            &config,
+        )
+        .unwrap_or_else(|why| panic!("{why:?}"));
+    let listening = from("192.0.2.7", 5061);
+    assert_eq!(table.lookup(l, None, listening), None);
+    assert!(table.alias(inbound, listening));
+    assert_eq!(table.lookup(l, None, listening), Some(inbound));
+    assert_eq!(
+        table.lookup(ListenerId(1), None, listening),
+        None,
+        "per listener"
+    );
+    // A second connection from the peer may not take the alias over.
+    let second = table
+        .accept(
+            l,
+            from("192.0.2.7", 40_313),
+            queue(),
+            Peer::Trusted,
+            0,
+            &config,
+        )
+        .unwrap_or_else(|why| panic!("{why:?}"));
+    assert!(!table.alias(second, listening));
+    // At most a handful per connection.
+    for port in 5062..5065 {
+        assert!(table.alias(second, from("192.0.2.7", port)));
+    }
+    assert!(table.alias(second, from("192.0.2.7", 5065)));
+    assert!(!table.alias(second, from("192.0.2.7", 5066)));
+    // Closing forgets the aliases with the connection.
+    assert!(table.remove(inbound));
+    assert_eq!(table.lookup(l, None, listening), None);
+    let third = table
+        .accept(
+            l,
+            from("192.0.2.7", 40_314),
+            queue(),
+            Peer::Trusted,
+            0,
+            &config,
+        )
+        .unwrap_or_else(|why| panic!("{why:?}"));
+    assert!(table.alias(third, listening), "free again");
+    assert!(table.remove(second));
+    assert_eq!(table.lookup(l, None, from("192.0.2.7", 5062)), None);
 }

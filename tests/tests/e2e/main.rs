@@ -3,6 +3,7 @@
 //! its own under nextest, and in its own addresses or namespace).
 
 mod check_config;
+mod cluster;
 mod dns;
 mod drain;
 mod edge;

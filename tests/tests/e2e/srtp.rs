@@ -12,10 +12,11 @@ use tests::netns::skip_unless_sipp;
 
 use crate::edge::{header, receive_for, request, status};
 
-const CALLER_KEY: &str = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBlbnYKfQo=|2^20|1:32";
-const CALLEE_KEY: &str = "inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj|2^20|1:32";
+pub(crate) const CALLER_KEY: &str =
+    "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBlbnYKfQo=|2^20|1:32";
+pub(crate) const CALLEE_KEY: &str = "inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj|2^20|1:32";
 
-fn savp_sdp(ip: IpAddr, port: u16, key: &str) -> String {
+pub(crate) fn savp_sdp(ip: IpAddr, port: u16, key: &str) -> String {
     format!(
         "v=0\r\no=x 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
          m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
@@ -24,7 +25,7 @@ fn savp_sdp(ip: IpAddr, port: u16, key: &str) -> String {
 }
 
 /// The first message whose start line begins with `start`, within 5 s.
-fn expect(socket: &UdpSocket, start: &str) -> String {
+pub(crate) fn expect(socket: &UdpSocket, start: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Some(m) = receive_for(socket, Duration::from_millis(200))
@@ -38,7 +39,7 @@ fn expect(socket: &UdpSocket, start: &str) -> String {
 }
 
 /// The media address and port an SDP offers.
-fn media_of(message: &str) -> SocketAddr {
+pub(crate) fn media_of(message: &str) -> SocketAddr {
     let ip = message
         .lines()
         .find_map(|l| l.strip_prefix("c=IN IP4 "))
@@ -92,6 +93,63 @@ pub(crate) fn relayed_untouched(
     same
 }
 
+/// The callee's side of an SRTP call: the INVITE the SBC relays carries
+/// RTP/SAVP and the caller's key unchanged, with the SBC's anchor on
+/// `inside_media_ip`; the callee answers 200 with its own key and media at
+/// `callee_media`. Returns the anchor the callee sends its media to.
+pub(crate) fn callee_answers(
+    callee: &UdpSocket,
+    callee_media: SocketAddr,
+    inside_sip: SocketAddr,
+    inside_media_ip: IpAddr,
+    name: &str,
+) -> SocketAddr {
+    let pbx = callee.local_addr().expect("callee address");
+    let b_invite = expect(callee, "INVITE ");
+    assert!(
+        b_invite.contains("m=audio ") && b_invite.contains(" RTP/SAVP 0"),
+        "{b_invite}"
+    );
+    assert!(
+        b_invite.contains(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {CALLER_KEY}")),
+        "{b_invite}"
+    );
+    let inside_anchor = media_of(&b_invite);
+    assert_eq!(inside_anchor.ip(), inside_media_ip, "{b_invite}");
+    let answer = savp_sdp(callee_media.ip(), callee_media.port(), CALLEE_KEY);
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        ok.push_str(&format!(
+            "{name}: {}\r\n",
+            header(&b_invite, name).expect(name)
+        ));
+    }
+    ok.push_str(&format!(
+        "To: {};tag={name}-b\r\nContact: <sip:pbx@{pbx}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{answer}",
+        header(&b_invite, "To").expect("To"),
+        answer.len()
+    ));
+    callee.send_to(ok.as_bytes(), inside_sip).expect("200");
+    inside_anchor
+}
+
+/// The callee answers the BYE the SBC relays to it.
+pub(crate) fn callee_answers_bye(callee: &UdpSocket, inside_sip: SocketAddr) {
+    let b_bye = expect(callee, "BYE ");
+    let mut bye_ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        bye_ok.push_str(&format!(
+            "{name}: {}\r\n",
+            header(&b_bye, name).expect(name)
+        ));
+    }
+    bye_ok.push_str("Content-Length: 0\r\n\r\n");
+    callee
+        .send_to(bye_ok.as_bytes(), inside_sip)
+        .expect("200 to BYE");
+}
+
 /// The sockets of an SRTP caller and callee on either side of the SBC.
 pub(crate) struct SrtpPeers {
     /// The caller's SIP socket.
@@ -131,7 +189,6 @@ impl SrtpPeers {
     /// SBC's anchor as the address.
     pub fn answer(&self, name: &str) -> Answered {
         let (me, listener) = (self.me(), self.outside_sip);
-        let pbx = self.callee.local_addr().expect("callee address");
         let caller_media = self.caller_rtp.local_addr().expect("caller media");
         let callee_media = self.callee_rtp.local_addr().expect("callee media");
         let call_id = format!("{name}-{}@{}", std::process::id(), me.ip());
@@ -153,35 +210,13 @@ impl SrtpPeers {
             .send_to(invite.as_bytes(), listener)
             .expect("INVITE");
 
-        // The callee gets RTP/SAVP and the caller's key unchanged, at the SBC.
-        let b_invite = expect(&self.callee, "INVITE ");
-        assert!(
-            b_invite.contains("m=audio ") && b_invite.contains(" RTP/SAVP 0"),
-            "{b_invite}"
+        let inside_anchor = callee_answers(
+            &self.callee,
+            callee_media,
+            self.inside_sip,
+            self.inside_media_ip,
+            name,
         );
-        assert!(
-            b_invite.contains(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {CALLER_KEY}")),
-            "{b_invite}"
-        );
-        let inside_anchor = media_of(&b_invite);
-        assert_eq!(inside_anchor.ip(), self.inside_media_ip, "{b_invite}");
-        let answer = savp_sdp(callee_media.ip(), callee_media.port(), CALLEE_KEY);
-        let mut ok = String::from("SIP/2.0 200 OK\r\n");
-        for name in ["Via", "From", "Call-ID", "CSeq"] {
-            ok.push_str(&format!(
-                "{name}: {}\r\n",
-                header(&b_invite, name).expect(name)
-            ));
-        }
-        ok.push_str(&format!(
-            "To: {};tag={name}-b\r\nContact: <sip:pbx@{pbx}>\r\nContent-Type: application/sdp\r\n\
-             Content-Length: {}\r\n\r\n{answer}",
-            header(&b_invite, "To").expect("To"),
-            answer.len()
-        ));
-        self.callee
-            .send_to(ok.as_bytes(), self.inside_sip)
-            .expect("200");
 
         // The caller gets the callee's key unchanged, and ACKs.
         let a_ok = expect(&self.caller, "SIP/2.0 200");
@@ -254,18 +289,7 @@ impl SrtpPeers {
             "",
         );
         self.caller.send_to(bye.as_bytes(), listener).expect("BYE");
-        let b_bye = expect(&self.callee, "BYE ");
-        let mut bye_ok = String::from("SIP/2.0 200 OK\r\n");
-        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            bye_ok.push_str(&format!(
-                "{name}: {}\r\n",
-                header(&b_bye, name).expect(name)
-            ));
-        }
-        bye_ok.push_str("Content-Length: 0\r\n\r\n");
-        self.callee
-            .send_to(bye_ok.as_bytes(), self.inside_sip)
-            .expect("200 to BYE");
+        callee_answers_bye(&self.callee, self.inside_sip);
         expect(&self.caller, "SIP/2.0 200");
     }
 }

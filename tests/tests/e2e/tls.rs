@@ -164,26 +164,35 @@ fn start_tls_callee(
                     .1
                     .peer_certificates()
                     .is_some_and(|c| !c.is_empty());
-                let mut sip = SipStream::new(tls);
-                let ip = addr.ip().to_string();
-                let contact = format!("sip:callee@{addr};transport=tls");
-                while let Some(message) = sip.recv(Duration::from_secs(30)).await {
-                    log.lock().expect("log").messages.push(message.clone());
-                    let answer = match method(&message) {
-                        Some("INVITE") => {
-                            sip.send(&respond(&message, 100, "callee", &contact, None))
-                                .await;
-                            respond(&message, 200, "callee", &contact, Some((&ip, 16000)))
-                        }
-                        Some("BYE" | "OPTIONS") => respond(&message, 200, "callee", &contact, None),
-                        _ => continue,
-                    };
-                    sip.send(&answer).await;
-                }
+                serve_as_callee(&mut SipStream::new(tls), addr, &log).await;
             });
         }
     });
     log
+}
+
+/// Answers what comes over `sip` as a callee at `addr` would: INVITEs 100
+/// then 200 with SDP, BYEs and OPTIONS 200; logs every message; returns
+/// when the connection is quiet for 30 s or closes.
+async fn serve_as_callee<S>(sip: &mut SipStream<S>, addr: SocketAddr, log: &Mutex<CalleeLog>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let ip = addr.ip().to_string();
+    let contact = format!("sip:callee@{addr};transport=tls");
+    while let Some(message) = sip.recv(Duration::from_secs(30)).await {
+        log.lock().expect("log").messages.push(message.clone());
+        let answer = match method(&message) {
+            Some("INVITE") => {
+                sip.send(&respond(&message, 100, "callee", &contact, None))
+                    .await;
+                respond(&message, 200, "callee", &contact, Some((&ip, 16000)))
+            }
+            Some("BYE" | "OPTIONS") => respond(&message, 200, "callee", &contact, None),
+            _ => continue,
+        };
+        sip.send(&answer).await;
+    }
 }
 
 /// A TLS connection from `from` to the SBC's TLS listener, presenting
@@ -297,11 +306,13 @@ fn tls_calls_cross_both_ways_with_mutual_tls() {
     if skip_unless_sipp("tls_calls_cross_both_ways_with_mutual_tls") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-both", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml("tls-both", plan, &tls_toml(&plan, &pki, ""));
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-both", "");
 
     // A UDP caller (the PBX) reaches the TLS carrier, which insists on
     // the SBC's client certificate.
@@ -371,9 +382,7 @@ fn tls_calls_cross_both_ways_with_mutual_tls() {
     }
     let expiry = "sbc_tls_certificate_expiry_timestamp_seconds{name=\"outside\",owner=\"realm\",role=\"certificate\",subject=\"sbc.test\"}";
     assert!(metric_at_least(&lab, expiry, 1.0) > 1.7e9);
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 #[test]
@@ -381,15 +390,13 @@ fn untrusted_misnamed_certificateless_and_stalled_peers_are_refused_and_counted(
     if skip_unless_sipp("untrusted_misnamed_certificateless_and_stalled_peers") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-refused", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let lab = Lab::start_toml(
-        "tls-refused",
+    let TlsLab {
         plan,
-        &tls_toml(&plan, &pki, "tcp_message_timeout_secs = 2\n"),
-    );
-    let rt = runtime();
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-refused", "tcp_message_timeout_secs = 2\n");
     let carrier = SocketAddr::new(plan.host_ip(Host::Carrier), TLS_PORT);
 
     // The carrier presents a certificate from a CA the trunk does not
@@ -499,9 +506,7 @@ fn untrusted_misnamed_certificateless_and_stalled_peers_are_refused_and_counted(
     );
     metric_at_least(&lab, &failures("outside", "inbound", "timeout"), 1.0);
     drop(stalled);
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 #[test]
@@ -509,12 +514,13 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
     if skip_unless_sipp("a_certificate_changed_by_sighup") {
         return;
     }
-    let plan = Plan::next();
-    let scratch = tempdir("tls-reload", &plan);
-    let pki = Pki::new(&scratch, &plan);
-    let toml = tls_toml(&plan, &pki, "");
-    let mut lab = Lab::start_toml("tls-reload", plan, &toml);
-    let rt = runtime();
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        mut lab,
+        rt,
+    } = TlsLab::start("tls-reload", "");
     let uas = lab.start_callee(
         &lab.peer("callee.xml", Host::Pbx)
             .timeout(Duration::from_secs(30)),
@@ -593,9 +599,7 @@ fn a_certificate_changed_by_sighup_reaches_new_handshakes_and_the_call_stays_up(
         "{}",
         lab.daemon_stderr()
     );
-    drop(rt);
-    lab.shutdown();
-    let _ = std::fs::remove_dir_all(scratch);
+    finish(rt, lab, scratch);
 }
 
 /// A TLS trunk given by a domain (RFC 3263 with RFC 5922 names): NAPTR
@@ -694,6 +698,219 @@ fn a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain() {
         0.0,
         "the domain, not the SRV target, is the name checked"
     );
+    finish(rt, lab, scratch);
+}
+
+/// TLS on one side, UDP on the other, SRTP end to end (a Teams-style
+/// call): a TLS caller with a client certificate offers RTP/SAVP with its
+/// SDES key; the UDP PBX gets the key unchanged and answers with its own;
+/// SRTP packets cross the relay byte for byte both ways; the BYE ends it.
+#[test]
+fn a_tls_caller_with_srtp_reaches_a_udp_callee_and_the_srtp_crosses_untouched() {
+    use crate::srtp::{
+        CALLEE_KEY, CALLER_KEY, callee_answers, callee_answers_bye, media_of, relayed_untouched,
+        savp_sdp,
+    };
+    if skip_unless_sipp("a_tls_caller_with_srtp_reaches_a_udp_callee") {
+        return;
+    }
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-srtp", "");
+    let pbx = plan.host(Host::Pbx);
+    let inside_ip = plan.realm_ip(Realm::Inside);
+    let callee = lab.net().udp_socket(pbx);
+    let callee_rtp = lab.net().udp_socket(SocketAddr::new(pbx.ip(), 16_010));
+    let from = plan.spare_ip(0);
+    let caller_rtp = lab.net().udp_socket(SocketAddr::new(from, 17_010));
+    let inside_sip = SocketAddr::new(inside_ip, plan.realm(Realm::Inside).port());
+
+    rt.block_on(async {
+        let tls = connect_tls(&lab, &pki, from, Some(&pki.caller))
+            .await
+            .expect("handshake with a client certificate");
+        let local = tls.get_ref().0.local_addr().expect("local address");
+        let mut sip = SipStream::new(tls);
+        let outside = plan.realm_ip(Realm::Outside);
+        let mut caller = Caller::new(
+            &local.to_string(),
+            &format!("sips:service@{outside}:{TLS_PORT}"),
+            "tls-srtp",
+        );
+        sip.send(&caller.invite_with(&savp_sdp(from, 17_010, CALLER_KEY)))
+            .await;
+        // The PBX answers on its own thread while the TLS side waits.
+        let inside_anchor = tokio::task::block_in_place(|| {
+            callee_answers(
+                &callee,
+                callee_rtp.local_addr().expect("callee media"),
+                inside_sip,
+                inside_ip,
+                "tls-srtp",
+            )
+        });
+        let ok = loop {
+            let response = sip.recv(WAIT).await.expect("an answer to the INVITE");
+            match status(&response) {
+                Some(code) if code < 200 => continue,
+                Some(200) => break response,
+                other => panic!("INVITE answered {other:?}:\n{response}"),
+            }
+        };
+        assert!(
+            ok.contains(" RTP/SAVP 0")
+                && ok.contains(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {CALLEE_KEY}")),
+            "the TLS caller gets the PBX's key unchanged:\n{ok}"
+        );
+        let outside_anchor = media_of(&ok);
+        assert_eq!(outside_anchor.ip(), outside, "{ok}");
+        caller.answered(&ok);
+        sip.send(&caller.ack()).await;
+
+        let (forward, back) = tokio::task::block_in_place(|| {
+            (
+                relayed_untouched(
+                    &caller_rtp,
+                    outside_anchor,
+                    &callee_rtp,
+                    inside_anchor,
+                    0xcafe_0011,
+                    20,
+                ),
+                relayed_untouched(
+                    &callee_rtp,
+                    inside_anchor,
+                    &caller_rtp,
+                    outside_anchor,
+                    0xcafe_0012,
+                    20,
+                ),
+            )
+        });
+        assert!(
+            forward >= 18 && back >= 18,
+            "SRTP untouched: {forward} of 20 forward, {back} of 20 back"
+        );
+
+        let pbx = callee.try_clone().expect("the PBX's socket");
+        let answering = std::thread::spawn(move || callee_answers_bye(&pbx, inside_sip));
+        hang_up(&mut sip, &mut caller, "tls-srtp").await;
+        answering.join().expect("the PBX answered the BYE");
+    });
+    finish(rt, lab, scratch);
+}
+
+/// RFC 5923 connection reuse: the carrier connects to the SBC's TLS
+/// listener with a client certificate naming `carrier.test` and asks, with
+/// `alias` in its Via, that requests to its listener come over this
+/// connection. Nothing listens on the carrier's 5061, so the PBX's call
+/// can only reach it that way. The SBC's own Via says `alias` too.
+#[test]
+fn a_carrier_that_aliases_its_connection_gets_the_calls_over_it() {
+    if skip_unless_sipp("a_carrier_that_aliases_its_connection_gets_the_calls_over_it") {
+        return;
+    }
+    let TlsLab {
+        plan,
+        scratch,
+        pki,
+        lab,
+        rt,
+    } = TlsLab::start("tls-alias", "");
+    let carrier_ip = plan.host_ip(Host::Carrier);
+    let carrier = SocketAddr::new(carrier_ip, TLS_PORT);
+    let client = pki.clients_ca.issue("carrier-client", &["carrier.test"]);
+    let log = Arc::new(Mutex::new(CalleeLog::default()));
+    let served = {
+        let log = Arc::clone(&log);
+        let tls = rt
+            .block_on(connect_tls(&lab, &pki, carrier_ip, Some(&client)))
+            .expect("the carrier's handshake with its client certificate");
+        rt.spawn(async move {
+            let mut sip = SipStream::new(tls);
+            let options = format!(
+                "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TLS carrier.test:{TLS_PORT};branch=z9hG4bKalias1;alias\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:carrier.test>;tag=a1\r\nTo: <sip:sbc.test>\r\n\
+                 Call-ID: alias-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                SocketAddr::new(plan.realm_ip(Realm::Outside), TLS_PORT)
+            );
+            sip.send(&options).await;
+            serve_as_callee(&mut sip, carrier, &log).await;
+        })
+    };
+    // The OPTIONS is answered (and the alias taken) before the call.
+    let deadline = now() + WAIT;
+    while !log
+        .lock()
+        .expect("log")
+        .messages
+        .iter()
+        .any(|m| status(m) == Some(200))
+    {
+        assert!(now() < deadline, "the carrier's OPTIONS was not answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uac = lab
+        .peer("caller.xml", Host::Pbx)
+        .remote(plan.realm(Realm::Inside))
+        .run();
+    uac.assert_success(1);
+    {
+        let log = log.lock().expect("log");
+        let invite = log
+            .messages
+            .iter()
+            .find(|m| method(m) == Some("INVITE"))
+            .unwrap_or_else(|| {
+                panic!("no INVITE over the aliased connection: {:#?}", log.messages)
+            });
+        assert!(
+            header(invite, "Via")
+                .is_some_and(|v| v.starts_with("SIP/2.0/TLS ") && v.contains(";alias")),
+            "the SBC offers its connection back:\n{invite}"
+        );
+        assert!(
+            log.messages.iter().any(|m| method(m) == Some("BYE")),
+            "the whole dialog came over it: {:#?}",
+            log.messages
+        );
+    }
+    served.abort();
+    finish(rt, lab, scratch);
+}
+
+/// A lab running [`tls_toml`] (with `extra_limits`), its PKI in a scratch
+/// directory beside it, and a runtime for the TLS peers.
+struct TlsLab {
+    plan: Plan,
+    scratch: std::path::PathBuf,
+    pki: Pki,
+    lab: Lab,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TlsLab {
+    fn start(name: &str, extra_limits: &str) -> TlsLab {
+        let plan = Plan::next();
+        let scratch = tempdir(name, &plan);
+        let pki = Pki::new(&scratch, &plan);
+        let lab = Lab::start_toml(name, plan, &tls_toml(&plan, &pki, extra_limits));
+        TlsLab {
+            plan,
+            scratch,
+            pki,
+            lab,
+            rt: runtime(),
+        }
+    }
+}
+
+/// Stops the peers' runtime and the lab, and removes the keys.
+fn finish(rt: tokio::runtime::Runtime, lab: Lab, scratch: std::path::PathBuf) {
     drop(rt);
     lab.shutdown();
     let _ = std::fs::remove_dir_all(scratch);

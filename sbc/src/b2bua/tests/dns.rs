@@ -255,3 +255,70 @@ fn retry_after_reads_delta_seconds_and_ignores_the_rest() {
         "no overflow"
     );
 }
+
+/// `named_config` whose `pbx` trunk gives up on a silent target after
+/// 2 s instead of timer B.
+fn impatient_config() -> String {
+    named_config(0).replacen(
+        "options_interval_secs = 0\n",
+        "options_interval_secs = 0\nresponse_timeout_ms = 2000\n",
+        1,
+    )
+}
+
+#[test]
+fn a_target_silent_for_the_response_timeout_is_given_up_and_the_next_one_tried() {
+    let mut lab = Lab::new(&impatient_config());
+    let now = lab.now;
+    lab.core.set_trunk_targets(now, "pbx", targets());
+    lab.caller_sends(&invite(true));
+    let first = lab.take_one(SIP1, "INVITE");
+    // Retransmissions (T1 = 500 ms, 1 s) but no answer: after 2 s, sip2.
+    lab.advance(Duration::from_millis(1900));
+    assert!(lab.take(SIP2).is_empty(), "sip2 waits for the timeout");
+    assert_eq!(lab.take(SIP1).len(), 2, "two retransmissions to sip");
+    lab.advance(Duration::from_millis(200));
+    let second = lab.take_one(SIP2, "INVITE");
+    assert_ne!(second.call_id(), first.call_id(), "a new leg");
+    // sip's INVITE is over: no more retransmissions to it.
+    lab.advance(Duration::from_secs(1));
+    assert!(lab.take(SIP1).is_empty(), "sip's INVITE ended");
+
+    // sip2 answers 100 within the timeout: it is alive, and rings as long
+    // as it likes.
+    lab.trunk_sends(SIP2, &respond(&second, 100, "", None, &[]));
+    lab.advance(Duration::from_secs(5));
+    assert!(lab.take(SIP3).is_empty(), "a target that said 100 is kept");
+    lab.trunk_sends(SIP2, &answer(&second, 200, Some(CALLEE_SDP)));
+    let ok = lab.take_one(CALLER, "200");
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 10, None));
+    lab.take_one(SIP2, "ACK");
+
+    // sip is blocked like a target that timed out: the next call starts
+    // on sip2.
+    lab.caller_sends(&another_invite(2));
+    let next = lab.take_one(SIP2, "INVITE");
+    end_call(&mut lab, SIP2, &next);
+}
+
+#[test]
+fn when_every_target_is_silent_the_caller_gets_408_well_before_timer_b() {
+    let mut lab = Lab::new(&impatient_config().replace(
+        "failover_on = [\"5xx\", \"timeout\", \"transport-error\"]",
+        "failover_on = [\"5xx\"]",
+    ));
+    let now = lab.now;
+    lab.core
+        .set_trunk_targets(now, "pbx", targets()[..2].to_vec());
+    lab.caller_sends(&invite(true));
+    lab.take_one(SIP1, "INVITE");
+    lab.advance(Duration::from_millis(2100));
+    lab.take_one(SIP2, "INVITE");
+    lab.advance(Duration::from_millis(2100));
+    let refused = lab.take_one(CALLER, "408");
+    assert_eq!(refused.status(), Some(408));
+    assert!(
+        lab.take(PBX2).is_empty(),
+        "the route does not fail over on timeout"
+    );
+}
