@@ -7,6 +7,9 @@
 //!   exits by itself, status 0, within its 1 s tick.
 //! - A call outlives `drain.deadline_secs`: at the deadline the SBC ends it
 //!   as SIGTERM does (BYE to both sides, a CDR saying `shutdown`) and exits.
+//! - SIGUSR2 (exit for a restart) on a node without a pinned XDP fast path
+//!   has nothing to hand over: it stops as SIGTERM does. The restart with
+//!   the fast path pinned is `restart.rs`.
 // A test measures its own deadlines.
 #![allow(clippy::disallowed_methods)]
 
@@ -232,6 +235,46 @@ fn drain_deadline_ends_the_calls_left_with_bye_and_exits() {
             && records[0]["hangup_by"] == "sbc"
             && records[0]["hangup_reason"] == "shutdown",
         "one CDR, ended by the SBC's shutdown: {records:?}"
+    );
+    lab.shutdown();
+}
+
+#[test]
+fn sigusr2_without_a_pinned_fast_path_stops_as_sigterm() {
+    const NAME: &str = "sigusr2_without_a_pinned_fast_path_stops_as_sigterm";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    // The lab runs without XDP: a restart has nothing to hand over, so the
+    // calls up are ended (not abandoned) and the exit status is 0, not 75.
+    let (mut lab, cdr) = draining_lab("usr2-no-pin", 60);
+    let callee = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
+    let caller = lab
+        .peer("caller-wait-bye.xml", Host::Carrier)
+        .remote(lab.plan().realm(Plan::realm_of(Host::Carrier)))
+        .start();
+    assert!(
+        poll(SETTLE, || peer_logged(caller.dir(), "ACK sip:")
+            .then_some(()))
+        .is_some(),
+        "the call was not answered\n--- sbc stderr ---\n{}",
+        lab.daemon_stderr()
+    );
+    lab.signal("USR2");
+    let (status, killed) = lab.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.code() == Some(0) && !killed,
+        "exit as for SIGTERM ({status}, killed: {killed})\n{}",
+        lab.daemon_stderr()
+    );
+    let caller = caller.wait();
+    let callee = lab.finish_callee(&caller, callee);
+    caller.assert_success(1);
+    callee.assert_success(1);
+    let records = cdr_records(&cdr);
+    assert!(
+        records.len() == 1 && records[0]["hangup_reason"] == "shutdown",
+        "the call was ended by the stop: {records:?}"
     );
     lab.shutdown();
 }
