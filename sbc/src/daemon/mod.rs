@@ -17,8 +17,10 @@
 //! ends it at once). SIGUSR2 exits for a restart: with
 //! `media.xdp.pin_dir` the XDP links and flow maps stay pinned and the
 //! calls up are left alone (no BYE), so their latched media is forwarded
-//! by the kernel until the next process adopts the links; without a pin
-//! directory there is nothing to hand over and it acts as SIGTERM.
+//! by the kernel until the next process adopts the links; the exit status
+//! is [`RESTART_EXIT_STATUS`] so a supervisor starts the process again.
+//! Without a pin directory there is nothing to hand over and it acts as
+//! SIGTERM.
 //! SIGHUP reloads realms, listeners, routes, trunks,
 //! ACLs, limits and header policy from the config file, without touching the
 //! calls up:
