@@ -457,10 +457,15 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
     }
     let [forward, back] = receivers.map(|r| r.join().expect("receiver"));
     let lost = 2 * usize::from(PACKETS) - forward - back;
+    // Sent each way while no daemon was running (first gone, second not
+    // yet ready): carried by the kernel alone.
+    let no_daemon = ready.saturating_sub(exited);
+    let alone = no_daemon.as_millis() / PACE.as_millis();
     eprintln!(
         "restart with XDP pinned: first daemon gone {exited:?} after SIGUSR2, second ready {ready:?} after it \
          (no daemon for {NO_DAEMON:?} by design); \
-         delivered {forward}/{PACKETS} forward, {back}/{PACKETS} back: {lost} lost; adopted flows {adopted_then}"
+         delivered {forward}/{PACKETS} forward, {back}/{PACKETS} back: {lost} lost \
+         (about {alone} each way sent during the {no_daemon:?} without a ready daemon); adopted flows {adopted_then}"
     );
     let adopted_logged = lab
         .log(2)
