@@ -1807,6 +1807,15 @@ fn a_draining_core_refuses_new_calls_and_carries_the_call_up_to_its_end() {
         "a refusal while draining says when to come back"
     );
     assert!(lab.take(PBX).is_empty(), "the new call goes nowhere");
+    // A health check sees the node down.
+    let options = invite(false)
+        .replacen("INVITE sip:", "OPTIONS sip:", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 1 OPTIONS")
+        .replace("caller-call-id@", "ping-call-id@")
+        .replace("z9hG4bKcaller1", "z9hG4bKping1");
+    lab.caller_sends(&options);
+    let pinged = lab.take_one(CALLER, "503");
+    assert!(pinged.header(HeaderName::RetryAfter).is_some());
     // The call up re-INVITEs (hold) and hangs up, both across the border.
     let hold = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
     lab.caller_sends(&in_dialog("INVITE", &ok, false, 11, Some(hold)));
