@@ -121,16 +121,19 @@ impl Lease {
     }
 }
 
-/// The metrics of the pair.
+/// The metrics of the pair, registered on the daemon's registry when
+/// `[cluster]` is set (and by the packaging test, which checks the
+/// dashboard and alerts against every family).
 #[derive(Clone, Debug)]
-struct ClusterMetrics {
+pub struct ClusterMetrics {
     role: IntGaugeVec,
     redis_errors: IntCounter,
     takeovers: IntCounter,
 }
 
 impl ClusterMetrics {
-    fn register(registry: &prometheus::Registry) -> ClusterMetrics {
+    /// Registers the families on `registry`, the role at standby.
+    pub fn register(registry: &prometheus::Registry) -> ClusterMetrics {
         let role = IntGaugeVec::new(
             Opts::new(
                 "sbc_cluster_role",

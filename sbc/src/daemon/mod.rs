@@ -441,7 +441,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                     }
                 }
             }
-            holder = lease_taken(&mut cluster), if lease_lost.is_none() => {
+            // (Once stopping for another reason, the lease no longer matters.)
+            holder = lease_taken(&mut cluster), if lease_lost.is_none() && shutdown_at.is_none() => {
                 error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
                 lease_lost = Some(holder);
                 drain_until = None;
