@@ -21,9 +21,11 @@
 //! previous process's flows, of calls this process does not know (calls are
 //! not carried across a restart). They keep being forwarded, so those calls'
 //! media goes on, until one has been idle for the inactivity timeout (its
-//! counters stopped moving: the call ended), when it is removed; a stream of
-//! this process that latches on the same local address replaces it. How
-//! many are held and how many expired is shared with the daemon
+//! counters stopped moving: the call ended), when it is removed. Their
+//! local ports are kept from new calls meanwhile ([`FastPath::adopted`],
+//! then [`FastPath::housekeeping`] gives them back); should a stream of
+//! this process still latch on the same local address, it replaces the
+//! flow. How many are held and how many expired is shared with the daemon
 //! ([`AdoptedFlows`]) for its metrics.
 //!
 //! Runs on the relay thread, which owns it; no locks.
@@ -68,9 +70,9 @@ struct Orphan {
     idle_since: Instant,
 }
 
-/// Most flows read from a pinned map at start (twice the largest flow map
-/// the program declares would still be bounded; this is far above it).
-const ADOPT_LIMIT: usize = 1 << 20;
+/// Most flows read from a pinned map at start: the map's own size, so the
+/// read is bounded by what the kernel can hold.
+const ADOPT_LIMIT: usize = relay_common::MAX_FLOWS as usize;
 
 /// The local address a flow key names (the anchored address and port).
 fn local_addr(key: &FlowKey) -> std::net::SocketAddr {
