@@ -1205,3 +1205,19 @@ fn xdp_pin_dir_must_be_absolute() {
         Some(std::path::Path::new("/sys/fs/bpf/sbc"))
     );
 }
+
+#[test]
+fn the_signals_plan_says_what_a_restart_keeps() {
+    let plain = Config::from_str_named(BASE, "t.toml").expect("valid");
+    let line = plain.signals_plan();
+    assert!(line.contains("after 1800 s"), "{line}");
+    assert!(line.contains("SIGUSR2 acts as SIGTERM"), "{line}");
+    let text =
+        format!("[media.xdp]\ninterfaces = [\"eth0\"]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let pinned = Config::from_str_named(&text, "t.toml").expect("valid");
+    let line = pinned.signals_plan();
+    assert!(
+        line.contains("status 75") && line.contains("/sys/fs/bpf/sbc"),
+        "{line}"
+    );
+}
