@@ -28,11 +28,17 @@
 //! serves). On one host nothing moves: the standby binds what the dead
 //! node released.
 //!
+//! Bans are shared too ([`SharedBans`]): a source one node banned is banned
+//! on the other, so an attacker gains nothing from a takeover.
+//!
 //! Not yet: the calls themselves are not replicated. Calls up on a node
 //! that dies end with it; the standby takes new calls (issue 17 items 1-2).
 
 pub mod resp;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts};
@@ -40,6 +46,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Cluster as ClusterConfig;
+use crate::guard::Shield;
 use resp::{Redis, Reply};
 
 /// Renews the lease if this node holds it, else takes it if nobody does;
@@ -185,8 +192,112 @@ impl ClusterMetrics {
 #[derive(Debug)]
 pub struct Node {
     role: watch::Receiver<Role>,
+    shield: watch::Sender<Option<Arc<Shield>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The clocks the ban exchange reads (an IO shell).
+#[allow(clippy::disallowed_methods)]
+fn clocks() -> (std::time::Instant, u64) {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (std::time::Instant::now(), unix_ms)
+}
+
+/// The bans of the pair: a sorted set `{name}:bans` of `realm|address`
+/// scored by the Unix millisecond the ban ends. Each round a node adds the
+/// bans it began (each once), takes in those the other began, and drops
+/// ended ones; so a source banned on one node is banned on the other,
+/// across a takeover too.
+#[derive(Debug, Default)]
+struct SharedBans {
+    /// What this node wrote, with the end it wrote.
+    published: HashMap<(String, IpAddr), u64>,
+}
+
+impl SharedBans {
+    async fn exchange(&mut self, redis: &mut Redis, key: &str, shield: &Shield) -> Result<(), ()> {
+        let (now, unix_ms) = clocks();
+        self.published.retain(|_, until| *until > unix_ms);
+        let mut add: Vec<Vec<u8>> = Vec::new();
+        for (realm, ip, left) in shield.bans(now) {
+            let until = unix_ms + u64::from(left);
+            let member = (realm, ip);
+            // Each ban once (a ban taken in from the other node included:
+            // writing it back changes nothing).
+            if self
+                .published
+                .get(&member)
+                .is_some_and(|t| t.abs_diff(until) < 2_000)
+            {
+                continue;
+            }
+            add.push(until.to_string().into_bytes());
+            add.push(format!("{}|{}", member.0, member.1).into_bytes());
+            self.published.insert(member, until);
+        }
+        for chunk in add.chunks(2 * 256) {
+            let mut args: Vec<&[u8]> = vec![b"ZADD", key.as_bytes(), b"GT"];
+            args.extend(chunk.iter().map(Vec::as_slice));
+            match redis.command(&args).await {
+                Ok(Reply::Integer(_)) => {}
+                _ => return Err(()),
+            }
+        }
+        let floor = unix_ms.to_string();
+        if !matches!(
+            redis
+                .command(&[
+                    b"ZREMRANGEBYSCORE",
+                    key.as_bytes(),
+                    b"-inf",
+                    floor.as_bytes()
+                ])
+                .await,
+            Ok(Reply::Integer(_))
+        ) {
+            return Err(());
+        }
+        let bans = match redis
+            .command(&[
+                b"ZRANGEBYSCORE",
+                key.as_bytes(),
+                floor.as_bytes(),
+                b"+inf",
+                b"WITHSCORES",
+            ])
+            .await
+        {
+            Ok(Reply::Array(Some(items))) => items,
+            _ => return Err(()),
+        };
+        for pair in bans.chunks(2) {
+            let [Reply::Bulk(Some(member)), Reply::Bulk(Some(score))] = pair else {
+                continue;
+            };
+            let (Ok(member), Ok(score)) = (std::str::from_utf8(member), std::str::from_utf8(score))
+            else {
+                continue;
+            };
+            let (Some((realm, ip)), Ok(until)) = (member.rsplit_once('|'), score.parse::<f64>())
+            else {
+                continue;
+            };
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            let left = (until as u64)
+                .saturating_sub(unix_ms)
+                .min(u64::from(u32::MAX)) as u32;
+            if shield.ban_for(now, realm, ip, left) {
+                info!(%realm, source = %ip, seconds = left / 1_000, "source banned by the other node of the pair");
+                self.published.insert((realm.to_owned(), ip), until as u64);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How often a failing Redis is complained about in the log.
@@ -204,9 +315,12 @@ impl Node {
         // A request that takes longer than a renewal period has failed.
         let mut redis = Redis::new(addr, renew);
         let (role_tx, role) = watch::channel(Role::Standby { holder: None });
+        let (shield, shield_rx) = watch::channel::<Option<Arc<Shield>>>(None);
+        let bans_key = format!("{}:bans", config.name);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut lease = Lease::new(&me);
+            let mut shared_bans = SharedBans::default();
             let mut complained: Option<tokio::time::Instant> = None;
             loop {
                 let answer = redis
@@ -254,6 +368,16 @@ impl Node {
                     }
                     let _ = role_tx.send(role.clone());
                 }
+                // The active node shares its bans and takes in the other's.
+                let shield = shield_rx.borrow().clone();
+                if let (Some(shield), Role::Active) = (shield, lease.role())
+                    && shared_bans
+                        .exchange(&mut redis, &bans_key, &shield)
+                        .await
+                        .is_err()
+                {
+                    metrics.redis_errors.inc();
+                }
                 tokio::select! {
                     _ = &mut stopped => break,
                     () = tokio::time::sleep(lease.interval(renew)) => {}
@@ -280,9 +404,16 @@ impl Node {
         });
         Node {
             role,
+            shield,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Shares `shield`'s bans with the other node from now on (the daemon
+    /// builds its shield once it is active).
+    pub fn share_bans(&self, shield: Arc<Shield>) {
+        let _ = self.shield.send(Some(shield));
     }
 
     /// The role now.

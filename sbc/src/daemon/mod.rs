@@ -234,6 +234,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         bytes = shield.memory_bytes(),
         "source shield ready"
     );
+    if let Some(node) = &cluster {
+        node.share_bans(Arc::clone(&shield));
+    }
     let tls = load_tls(&config, &|t| names.targets_of(&t.name)).map_err(anyhow::Error::msg)?;
     let (transports, mut inbound) = Transports::start_with_tls(
         &specs,
