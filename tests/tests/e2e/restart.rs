@@ -437,10 +437,6 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
         "the new process's program replaced the old one in the links: {before:?} -> {after:?}"
     );
     let ready = asked.elapsed();
-    let scrape = admin_get(&lab.sbc, "/metrics")
-        .map(|(_, m)| m)
-        .unwrap_or_default();
-    let adopted_then = metric(&scrape, "sbc_xdp_adopted_flows").unwrap_or(-1.0);
     // The adopted flows' ports are kept from new calls while they run.
     let free = |metrics: &str| {
         [OUTSIDE, INSIDE].map(|a| {
@@ -450,6 +446,13 @@ fn restart_keeps_latched_media_forwarded_by_the_kernel() {
             )
         })
     };
+    // The gauges follow the daemon's 1 s tick: polled (the media is still
+    // flowing, so nothing expires meanwhile).
+    let scrape = poll_metrics(&lab, |m| {
+        metric(m, "sbc_xdp_adopted_flows").is_some_and(|n| n >= 2.0)
+            && free(m) == [Some(999.0), Some(999.0)]
+    });
+    let adopted_then = metric(&scrape, "sbc_xdp_adopted_flows").unwrap_or(-1.0);
     let free_then = free(&scrape);
 
     for sender in senders {
