@@ -195,6 +195,7 @@ pub struct Node {
     shield: watch::Sender<Option<Arc<Shield>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    bans: tokio::task::JoinHandle<()>,
 }
 
 /// The clocks the ban exchange reads (an IO shell).
@@ -204,6 +205,31 @@ fn clocks() -> (std::time::Instant, u64) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     (std::time::Instant::now(), unix_ms)
+}
+
+/// While this node is active and its shield is known, exchanges bans
+/// with the other node every `every` ([`SharedBans`]).
+async fn share_bans(
+    mut redis: Redis,
+    key: String,
+    every: Duration,
+    mut role: watch::Receiver<Role>,
+    shield: watch::Receiver<Option<Arc<Shield>>>,
+    errors: IntCounter,
+) {
+    let mut bans = SharedBans::default();
+    loop {
+        if role.wait_for(|r| *r == Role::Active).await.is_err() {
+            return;
+        }
+        let current = shield.borrow().clone();
+        if let Some(shield) = current
+            && bans.exchange(&mut redis, &key, &shield).await.is_err()
+        {
+            errors.inc();
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The bans of the pair: a sorted set `{name}:bans` of `realm|address`
@@ -313,14 +339,22 @@ impl Node {
         let key = format!("{}:lease", config.name);
         let me = config.node_id.clone();
         // A request that takes longer than a renewal period has failed.
-        let mut redis = Redis::new(addr, renew);
+        let mut redis = Redis::new(addr.clone(), renew);
         let (role_tx, role) = watch::channel(Role::Standby { holder: None });
         let (shield, shield_rx) = watch::channel::<Option<Arc<Shield>>>(None);
-        let bans_key = format!("{}:bans", config.name);
+        // The bans go over a connection of their own, so however slow they
+        // are, they never delay a renewal of the lease.
+        let bans = tokio::spawn(share_bans(
+            Redis::new(addr, renew),
+            format!("{}:bans", config.name),
+            renew,
+            role.clone(),
+            shield_rx,
+            metrics.redis_errors.clone(),
+        ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut lease = Lease::new(&me);
-            let mut shared_bans = SharedBans::default();
             let mut complained: Option<tokio::time::Instant> = None;
             loop {
                 let answer = redis
@@ -368,16 +402,6 @@ impl Node {
                     }
                     let _ = role_tx.send(role.clone());
                 }
-                // The active node shares its bans and takes in the other's.
-                let shield = shield_rx.borrow().clone();
-                if let (Some(shield), Role::Active) = (shield, lease.role())
-                    && shared_bans
-                        .exchange(&mut redis, &bans_key, &shield)
-                        .await
-                        .is_err()
-                {
-                    metrics.redis_errors.inc();
-                }
                 tokio::select! {
                     _ = &mut stopped => break,
                     () = tokio::time::sleep(lease.interval(renew)) => {}
@@ -407,6 +431,7 @@ impl Node {
             shield,
             stop: Some(stop),
             task,
+            bans,
         }
     }
 
@@ -446,6 +471,7 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.bans.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
     }
 }
