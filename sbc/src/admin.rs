@@ -21,7 +21,9 @@
 //! Readiness: `/health/live` is 200 while the process serves HTTP at all;
 //! `/health/ready` (and `/health`) is 200 only while the daemon has set
 //! [`Readiness`] (it is false while starting and while draining), 503
-//! otherwise (with the body `draining` during a drain), so a load balancer or orchestrator stops sending traffic first.
+//! otherwise (with the body `draining` during a drain, `standby` on the
+//! node of a pair that waits for the lease), so a load balancer or
+//! orchestrator stops sending traffic first.
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -102,6 +104,7 @@ pub struct Readiness(Arc<AtomicU8>);
 const NOT_READY: u8 = 0;
 const READY: u8 = 1;
 const DRAINING: u8 = 2;
+const STANDBY: u8 = 3;
 
 impl Readiness {
     /// A flag that starts not ready.
@@ -118,6 +121,12 @@ impl Readiness {
     /// Marks the daemon draining: not ready, and `/health/ready` says why.
     pub fn set_draining(&self) {
         self.0.store(DRAINING, Ordering::Release);
+    }
+
+    /// Marks the daemon a standby node of a pair (`[cluster]`): not ready
+    /// until it holds the lease, and `/health/ready` says so.
+    pub fn set_standby(&self) {
+        self.0.store(STANDBY, Ordering::Release);
     }
 
     /// The current state.
@@ -411,6 +420,9 @@ async fn route(method: &Method, path: &str, state: &AdminState) -> Response {
             } else if state.readiness.is_draining() {
                 // A drain (SIGQUIT): the calls up go on, new ones are refused.
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if state.readiness.0.load(Ordering::Acquire) == STANDBY {
+                // The other node of the pair holds the lease.
+                text(StatusCode::SERVICE_UNAVAILABLE, "standby\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
@@ -654,6 +666,10 @@ mod tests {
         s.readiness.set(true);
         assert_eq!(get("/health/ready", &s).await.status(), 200);
         assert_eq!(get("/health", &s).await.status(), 200);
+        s.readiness.set_standby();
+        let standby = get("/health/ready", &s).await;
+        assert_eq!(standby.status(), 503);
+        assert_eq!(&body(standby).await[..], b"standby\n");
         s.readiness.set_draining();
         let draining = get("/health/ready", &s).await;
         assert_eq!(draining.status(), 503);

@@ -195,6 +195,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         None => None,
         Some(pair) => {
             let mut node = cluster::Node::start(pair, metrics.registry());
+            readiness.set_standby();
             info!(node = %pair.node_id, redis = %pair.redis_url, "cluster: waiting for the lease");
             let stopped = tokio::select! {
                 () = node.active() => false,
@@ -204,6 +205,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 _ = quit.recv() => true,
                 _ = restart.recv() => true,
             };
+            // Active now: not ready until it serves.
+            readiness.set(false);
             if stopped {
                 info!("stopped while standby");
                 node.stop().await;

@@ -235,6 +235,11 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!b.ready(&lab), "a standby is not ready");
+    assert_eq!(
+        lab.http_get(admin_b, "/health/ready"),
+        Some((503, "standby\n".to_owned())),
+        "and says why"
+    );
     assert!(
         b.log()
             .contains("standby: the other node holds the cluster lease")
