@@ -28,11 +28,17 @@
 //! serves). On one host nothing moves: the standby binds what the dead
 //! node released.
 //!
+//! Bans are shared too ([`SharedBans`]): a source one node banned is banned
+//! on the other, so an attacker gains nothing from a takeover.
+//!
 //! Not yet: the calls themselves are not replicated. Calls up on a node
 //! that dies end with it; the standby takes new calls (issue 17 items 1-2).
 
 pub mod resp;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts};
@@ -40,6 +46,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Cluster as ClusterConfig;
+use crate::guard::Shield;
 use resp::{Redis, Reply};
 
 /// Renews the lease if this node holds it, else takes it if nobody does;
@@ -121,16 +128,19 @@ impl Lease {
     }
 }
 
-/// The metrics of the pair.
+/// The metrics of the pair, registered on the daemon's registry when
+/// `[cluster]` is set (and by the packaging test, which checks the
+/// dashboard and alerts against every family).
 #[derive(Clone, Debug)]
-struct ClusterMetrics {
+pub struct ClusterMetrics {
     role: IntGaugeVec,
     redis_errors: IntCounter,
     takeovers: IntCounter,
 }
 
 impl ClusterMetrics {
-    fn register(registry: &prometheus::Registry) -> ClusterMetrics {
+    /// Registers the families on `registry`, the role at standby.
+    pub fn register(registry: &prometheus::Registry) -> ClusterMetrics {
         let role = IntGaugeVec::new(
             Opts::new(
                 "sbc_cluster_role",
@@ -182,8 +192,138 @@ impl ClusterMetrics {
 #[derive(Debug)]
 pub struct Node {
     role: watch::Receiver<Role>,
+    shield: watch::Sender<Option<Arc<Shield>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    bans: tokio::task::JoinHandle<()>,
+}
+
+/// The clocks the ban exchange reads (an IO shell).
+#[allow(clippy::disallowed_methods)]
+fn clocks() -> (std::time::Instant, u64) {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (std::time::Instant::now(), unix_ms)
+}
+
+/// While this node is active and its shield is known, exchanges bans
+/// with the other node every `every` ([`SharedBans`]).
+async fn share_bans(
+    mut redis: Redis,
+    key: String,
+    every: Duration,
+    mut role: watch::Receiver<Role>,
+    shield: watch::Receiver<Option<Arc<Shield>>>,
+    errors: IntCounter,
+) {
+    let mut bans = SharedBans::default();
+    loop {
+        if role.wait_for(|r| *r == Role::Active).await.is_err() {
+            return;
+        }
+        let current = shield.borrow().clone();
+        if let Some(shield) = current
+            && bans.exchange(&mut redis, &key, &shield).await.is_err()
+        {
+            errors.inc();
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The bans of the pair: a sorted set `{name}:bans` of `realm|address`
+/// scored by the Unix millisecond the ban ends. Each round a node adds the
+/// bans it began (each once), takes in those the other began, and drops
+/// ended ones; so a source banned on one node is banned on the other,
+/// across a takeover too.
+#[derive(Debug, Default)]
+struct SharedBans {
+    /// What this node wrote, with the end it wrote.
+    published: HashMap<(String, IpAddr), u64>,
+}
+
+impl SharedBans {
+    async fn exchange(&mut self, redis: &mut Redis, key: &str, shield: &Shield) -> Result<(), ()> {
+        let (now, unix_ms) = clocks();
+        self.published.retain(|_, until| *until > unix_ms);
+        let mut add: Vec<Vec<u8>> = Vec::new();
+        for (realm, ip, left) in shield.bans(now) {
+            let until = unix_ms + u64::from(left);
+            let member = (realm, ip);
+            // Each ban once (a ban taken in from the other node included:
+            // writing it back changes nothing).
+            if self
+                .published
+                .get(&member)
+                .is_some_and(|t| t.abs_diff(until) < 2_000)
+            {
+                continue;
+            }
+            add.push(until.to_string().into_bytes());
+            add.push(format!("{}|{}", member.0, member.1).into_bytes());
+            self.published.insert(member, until);
+        }
+        for chunk in add.chunks(2 * 256) {
+            let mut args: Vec<&[u8]> = vec![b"ZADD", key.as_bytes(), b"GT"];
+            args.extend(chunk.iter().map(Vec::as_slice));
+            match redis.command(&args).await {
+                Ok(Reply::Integer(_)) => {}
+                _ => return Err(()),
+            }
+        }
+        let floor = unix_ms.to_string();
+        if !matches!(
+            redis
+                .command(&[
+                    b"ZREMRANGEBYSCORE",
+                    key.as_bytes(),
+                    b"-inf",
+                    floor.as_bytes()
+                ])
+                .await,
+            Ok(Reply::Integer(_))
+        ) {
+            return Err(());
+        }
+        let bans = match redis
+            .command(&[
+                b"ZRANGEBYSCORE",
+                key.as_bytes(),
+                floor.as_bytes(),
+                b"+inf",
+                b"WITHSCORES",
+            ])
+            .await
+        {
+            Ok(Reply::Array(Some(items))) => items,
+            _ => return Err(()),
+        };
+        for pair in bans.chunks(2) {
+            let [Reply::Bulk(Some(member)), Reply::Bulk(Some(score))] = pair else {
+                continue;
+            };
+            let (Ok(member), Ok(score)) = (std::str::from_utf8(member), std::str::from_utf8(score))
+            else {
+                continue;
+            };
+            let (Some((realm, ip)), Ok(until)) = (member.rsplit_once('|'), score.parse::<f64>())
+            else {
+                continue;
+            };
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            let left = (until as u64)
+                .saturating_sub(unix_ms)
+                .min(u64::from(u32::MAX)) as u32;
+            if shield.ban_for(now, realm, ip, left) {
+                info!(%realm, source = %ip, seconds = left / 1_000, "source banned by the other node of the pair");
+                self.published.insert((realm.to_owned(), ip), until as u64);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How often a failing Redis is complained about in the log.
@@ -199,8 +339,19 @@ impl Node {
         let key = format!("{}:lease", config.name);
         let me = config.node_id.clone();
         // A request that takes longer than a renewal period has failed.
-        let mut redis = Redis::new(addr, renew);
+        let mut redis = Redis::new(addr.clone(), renew);
         let (role_tx, role) = watch::channel(Role::Standby { holder: None });
+        let (shield, shield_rx) = watch::channel::<Option<Arc<Shield>>>(None);
+        // The bans go over a connection of their own, so however slow they
+        // are, they never delay a renewal of the lease.
+        let bans = tokio::spawn(share_bans(
+            Redis::new(addr, renew),
+            format!("{}:bans", config.name),
+            renew,
+            role.clone(),
+            shield_rx,
+            metrics.redis_errors.clone(),
+        ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut lease = Lease::new(&me);
@@ -277,9 +428,17 @@ impl Node {
         });
         Node {
             role,
+            shield,
             stop: Some(stop),
             task,
+            bans,
         }
+    }
+
+    /// Shares `shield`'s bans with the other node from now on (the daemon
+    /// builds its shield once it is active).
+    pub fn share_bans(&self, shield: Arc<Shield>) {
+        let _ = self.shield.send(Some(shield));
     }
 
     /// The role now.
@@ -312,6 +471,7 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.bans.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
     }
 }

@@ -30,6 +30,7 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> std::io
         Ok(config) => {
             writeln!(out, "{name}: ok")?;
             writeln!(out, "{}", config.summary())?;
+            writeln!(out, "{}", config.signals_plan())?;
             for line in config
                 .tls_summary()
                 .into_iter()

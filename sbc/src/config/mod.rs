@@ -194,6 +194,24 @@ impl Config {
         ))
     }
 
+    /// What the stop, drain and restart signals do with this configuration,
+    /// in one line (for `sbc check-config`).
+    pub fn signals_plan(&self) -> String {
+        let restart = match (&self.media.xdp.pin_dir, self.media.xdp.mode) {
+            (Some(dir), mode) if mode != XdpMode::Off => format!(
+                "SIGUSR2 exits with status 75 leaving the calls up and the XDP links and flow maps pinned in {}, \
+                 so latched media flows on until the next start adopts them",
+                dir.display()
+            ),
+            _ => "SIGUSR2 acts as SIGTERM (no XDP pin directory: nothing to hand over)".to_owned(),
+        };
+        format!(
+            "signals: SIGTERM ends the calls up with BYE and exits; SIGQUIT drains (new calls 503, exits when the \
+             calls up have ended or after {} s); {restart}",
+            self.drain.deadline_secs
+        )
+    }
+
     /// One line per trunk given by DNS name saying how it will be resolved
     /// (RFC 3263): which records are asked, for which transports, of which
     /// name servers. Nothing is looked up.

@@ -58,6 +58,9 @@ pub struct Config {
     /// State kept across restarts.
     #[serde(default)]
     pub state: State,
+    /// Draining: stop taking calls, let the calls up end, then exit.
+    #[serde(default)]
+    pub drain: Drain,
     /// How trunks given by DNS name are resolved.
     #[serde(default)]
     pub dns: Dns,
@@ -127,6 +130,32 @@ impl Default for Dns {
 
 fn default_target_block_secs() -> u32 {
     30
+}
+
+/// Draining (SIGQUIT): readiness goes false and new calls get 503 while
+/// the calls up go on to their natural end; the daemon exits when the last
+/// one ends, or at the deadline, where the rest are ended as SIGTERM ends
+/// them (BYE on both legs, CDRs written).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drain {
+    /// How long a drain waits for the calls up to end by themselves
+    /// (seconds, 1 to 86400). Read when the drain starts, so a reload
+    /// before it counts.
+    #[serde(default = "default_drain_deadline_secs")]
+    pub deadline_secs: u32,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            deadline_secs: default_drain_deadline_secs(),
+        }
+    }
+}
+
+fn default_drain_deadline_secs() -> u32 {
+    1_800
 }
 
 /// State kept across restarts of the daemon.
@@ -638,6 +667,14 @@ pub struct Xdp {
     /// media addresses.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// A directory on the BPF file system (e.g. `/sys/fs/bpf/sbc`) where the
+    /// program's links and flow maps are pinned, so that a restart for an
+    /// upgrade (SIGUSR2) leaves latched media forwarded by the kernel while
+    /// no daemon runs, and the next start adopts them. Absent: nothing is
+    /// pinned and every exit detaches the program. A plain stop (SIGTERM)
+    /// always detaches and removes the pins.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// How the XDP program is attached.

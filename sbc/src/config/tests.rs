@@ -1179,3 +1179,45 @@ fn a_cluster_names_its_redis_node_and_timings() {
             .all(|(spec, _)| !spec.freebind)
     );
 }
+
+#[test]
+fn drain_deadline_is_bounded_and_named_with_its_line() {
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(config.drain.deadline_secs, 1_800, "half an hour by default");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 0\n");
+    let p = problem(&text, "drain.deadline_secs", "deadline_secs");
+    assert!(hint(&p).contains("SIGTERM"), "{p}");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 90000\n");
+    problem(&text, "drain.deadline_secs", "deadline_secs");
+    let text = format!("{BASE}\n[drain]\ndeadline = 10\n");
+    problem(&text, "drain.deadline", "deadline");
+}
+
+#[test]
+fn xdp_pin_dir_must_be_absolute() {
+    let text = format!("[media.xdp]\npin_dir = \"bpf/sbc\"\n{BASE}");
+    let p = problem(&text, "media.xdp.pin_dir", "pin_dir");
+    assert!(hint(&p).contains("/sys/fs/bpf/sbc"), "{p}");
+    let text = format!("[media.xdp]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(
+        config.media.xdp.pin_dir.as_deref(),
+        Some(std::path::Path::new("/sys/fs/bpf/sbc"))
+    );
+}
+
+#[test]
+fn the_signals_plan_says_what_a_restart_keeps() {
+    let plain = Config::from_str_named(BASE, "t.toml").expect("valid");
+    let line = plain.signals_plan();
+    assert!(line.contains("after 1800 s"), "{line}");
+    assert!(line.contains("SIGUSR2 acts as SIGTERM"), "{line}");
+    let text =
+        format!("[media.xdp]\ninterfaces = [\"eth0\"]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let pinned = Config::from_str_named(&text, "t.toml").expect("valid");
+    let line = pinned.signals_plan();
+    assert!(
+        line.contains("status 75") && line.contains("/sys/fs/bpf/sbc"),
+        "{line}"
+    );
+}

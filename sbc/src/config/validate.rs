@@ -57,6 +57,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.protection(&FieldPath::root("protection"), None, &config.protection);
     v.cdr();
     v.state();
+    v.drain();
     v.media();
     v.header_policy(
         &FieldPath::root("topology_hiding"),
@@ -346,7 +347,38 @@ impl Validator<'_> {
         }
     }
 
+    fn drain(&mut self) {
+        let deadline = self.config.drain.deadline_secs;
+        if !(1..=86_400).contains(&deadline) {
+            self.report(
+                FieldPath::root("drain").key("deadline_secs"),
+                Some("drain"),
+                format!("{deadline} s is outside 1..=86400 s"),
+                Some(
+                    "a drain waits at most a day; SIGTERM ends the calls at once, no drain needed"
+                        .into(),
+                ),
+            );
+        }
+    }
+
+    fn xdp_pin_dir(&mut self) {
+        let Some(dir) = &self.config.media.xdp.pin_dir else {
+            return;
+        };
+        let at = FieldPath::root("media").key("xdp").key("pin_dir");
+        if !dir.is_absolute() {
+            self.report(
+                at,
+                Some("media"),
+                format!("\"{}\" is not an absolute path", dir.display()),
+                Some("use a directory on the BPF file system, e.g. \"/sys/fs/bpf/sbc\"".into()),
+            );
+        }
+    }
+
     fn media(&mut self) {
+        self.xdp_pin_dir();
         let media = &self.config.media;
         let at = FieldPath::root("media");
         let item = Some("media");

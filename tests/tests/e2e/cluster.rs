@@ -5,7 +5,9 @@
 //! standby takes over its addresses within the lease; calls go through
 //! it; the killed node, started again, waits as standby (neither exits
 //! nor fails); a clean stop of the active node hands the lease over at
-//! once. Calls up at a kill are not replicated yet (issue 17 items 1-2).
+//! once. A scanner banned on one node is banned on the other after the
+//! takeover. Calls up at a kill are not replicated yet (issue 17 items
+//! 1-2).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tests::lab::{Host, Lab, LabConfig, Plan, Realm};
 use tests::netns::{Background, skip_unless_sipp, skip_unless_tool};
+
+use crate::edge::{exchange, options};
 
 /// The Redis port in the lab's network.
 const REDIS_PORT: u16 = 6390;
@@ -147,8 +151,9 @@ fn call_through(lab: &Lab, what: &str) {
     uas.assert_success(1);
 }
 
-/// `redis-cli GET` of the pair's lease, in the lab's network.
-fn lease_holder(lab: &Lab, redis: SocketAddr) -> String {
+/// `redis-cli` with `args` against the lab's Redis; its output (an error
+/// message while the server is down).
+fn redis_cli(lab: &Lab, redis: SocketAddr, args: &[&str]) -> String {
     let out = lab
         .net()
         .command("redis-cli")
@@ -157,13 +162,17 @@ fn lease_holder(lab: &Lab, redis: SocketAddr) -> String {
             &redis.ip().to_string(),
             "-p",
             &redis.port().to_string(),
-            "GET",
-            "pair:lease",
         ])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Who holds the pair's lease ("" for nobody).
+fn lease_holder(lab: &Lab, redis: SocketAddr) -> String {
+    redis_cli(lab, redis, &["GET", "pair:lease"])
 }
 
 #[test]
@@ -226,12 +235,34 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!b.ready(&lab), "a standby is not ready");
+    assert_eq!(
+        lab.http_get(admin_b, "/health/ready"),
+        Some((503, "standby\n".to_owned())),
+        "and says why"
+    );
     assert!(
         b.log()
             .contains("standby: the other node holds the cluster lease")
     );
     call_through(&lab, "through A");
     assert_eq!(lease_holder(&lab, redis), "sbc-a");
+
+    // A scanner A banned is shared through Redis...
+    let listener = plan.realm(Realm::Outside);
+    let scanner = lab
+        .net()
+        .udp_socket(SocketAddr::new(plan.spare_ip(20), 5060));
+    let scanner_at = scanner.local_addr().expect("scanner address");
+    for n in 0..3 {
+        let probe = options(n, scanner_at, listener, "friendly-scanner");
+        assert!(exchange(&scanner, listener, &probe, Duration::from_millis(100)).is_empty());
+    }
+    let member = format!("outside|{}", scanner_at.ip());
+    let deadline = now() + Duration::from_secs(5);
+    while !redis_cli(&lab, redis, &["ZRANGE", "pair:bans", "0", "-1"]).contains(&member) {
+        assert!(now() < deadline, "A's ban not in Redis\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A dies without a word: B takes over once the lease expires.
     a.kill();
@@ -242,6 +273,34 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     assert_eq!(b.role(&lab).as_deref(), Some("active"));
     assert_eq!(lease_holder(&lab, redis), "sbc-b");
     call_through(&lab, "through B after the takeover");
+    // ...so B, now active, drops the scanner too, while others get answers.
+    let ping = options(10, scanner_at, listener, "edge-test");
+    let deadline = now() + Duration::from_secs(5);
+    while !b
+        .log()
+        .contains("source banned by the other node of the pair")
+    {
+        assert!(now() < deadline, "B did not take in A's ban\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        exchange(&scanner, listener, &ping, Duration::from_millis(500)).is_empty(),
+        "B answered a source A banned"
+    );
+    let other = lab
+        .net()
+        .udp_socket(SocketAddr::new(plan.spare_ip(21), 5060));
+    let other_at = other.local_addr().expect("address");
+    let answers = exchange(
+        &other,
+        listener,
+        &options(11, other_at, listener, "edge-test"),
+        Duration::from_millis(500),
+    );
+    assert!(
+        answers.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "B answers others: {answers:?}"
+    );
 
     // A again: it waits as standby, neither exits nor fails.
     let mut a = Node::start(&lab, "sbc-a2", admin_a, &node_toml("sbc-a", admin_a));
@@ -295,20 +354,10 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     // Another node holds the lease (A was cut off while it took over): A
     // steps down, ending its calls, and exits with an error for its
     // supervisor to start it again as standby.
-    let out = lab
-        .net()
-        .command("redis-cli")
-        .args([
-            "-h",
-            &redis.ip().to_string(),
-            "-p",
-            &redis.port().to_string(),
-        ])
-        .args(["SET", "pair:lease", "sbc-x", "PX", "60000"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("redis-cli");
-    assert!(out.status.success());
+    assert_eq!(
+        redis_cli(&lab, redis, &["SET", "pair:lease", "sbc-x", "PX", "60000"]),
+        "OK"
+    );
     let (status, killed) = a
         .process
         .take()

@@ -5,12 +5,14 @@
 mod check_config;
 mod cluster;
 mod dns;
+mod drain;
 mod edge;
 mod harness;
 mod inspect_cli;
 mod media;
 mod operations;
 mod packaging;
+mod restart;
 mod scenarios_selfcheck;
 mod signaling;
 mod srtp;
