@@ -18,9 +18,13 @@
 //!    (still retransmitting when killed) show as "lost" and count against
 //!    the step.
 //! 2. Setup latency: sequential calls (`SIGNALING_BENCH_LATENCY_CALLS`,
-//!    default 300) from a UDP client in this process, timing INVITE -> 200 in
-//!    microseconds (SIPp's own response times have 1 ms resolution), direct
-//!    and through the daemon; median and p90 and their difference.
+//!    default 300) from a UDP client in this process to a callee in this
+//!    process that answers at once ([`EchoUas`]; a SIPp callee's own
+//!    scheduling jitter, milliseconds at p99 under load, hid the SBC's),
+//!    timing INVITE -> 200 in microseconds, direct and through the daemon;
+//!    median and p90 and their difference, then the same while pair 1
+//!    carries `SIGNALING_BENCH_LOAD_CPS` (2,000) calls a second of SIPp
+//!    load: median and p99 and their difference.
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
@@ -82,9 +86,9 @@ use std::thread;
 use std::time::Duration;
 
 use benches::siplab::{
-    ACCESS, Counts, Daemon, KEEPALIVE_SECS, MAX_PAIRS, OUTSIDE, PHONES, PROBE, REGISTRAR, SIP_PORT,
-    Sipp, calls_active, env_or, header, http_get, now, one_call, percentile, run_calls, sbc_binary,
-    service, uac_ip, uas_ip,
+    ACCESS, Counts, Daemon, EchoUas, KEEPALIVE_SECS, MAX_PAIRS, OUTSIDE, PHONES, PROBE, REGISTRAR,
+    SIP_PORT, Sipp, calls_active, env_or, header, http_get, now, one_call_from, percentile,
+    run_calls, sbc_binary, service, uac_ip, uas_ip,
 };
 
 fn main() {
@@ -218,12 +222,13 @@ fn throughput(bin: &Path, work: &Path, full: bool, pairs: u64, rates: &[u64], se
 /// 2. Call setup latency.
 fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls: u64) {
     println!(
-        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process"
+        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process, \
+         to a callee in-process that answers at once"
     );
-    let direct = latency(uas_ip(0), latency_calls, &work.join("latency-direct"), None);
+    let direct = latency(uas_ip(0), latency_calls, None);
     let dir = work.join("latency-sbc");
     let daemon = Daemon::start(bin, &dir, pairs);
-    let via = latency(uas_ip(0), latency_calls, &dir, Some(OUTSIDE));
+    let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE));
     // The same probes while pair 1 carries a steady load of calls.
     let load_cps = if full {
         env_or("SIGNALING_BENCH_LOAD_CPS", 2000).clamp(10, 10_000)
@@ -232,10 +237,10 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     };
     let loaded = (pairs >= 2).then(|| {
         let direct = under_load(&work.join("loaded-direct"), load_cps, None, || {
-            latency(uas_ip(0), latency_calls, &work.join("loaded-direct"), None)
+            latency(uas_ip(0), latency_calls, None)
         });
         let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
-            latency(uas_ip(0), latency_calls, &dir.join("loaded"), Some(OUTSIDE))
+            latency(uas_ip(0), latency_calls, Some(OUTSIDE))
         });
         (direct, via)
     });
@@ -399,22 +404,35 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -
 /// Runs `calls` sequential calls from an in-process UDP client to the UAS
 /// at `uas` (directly or through `via`) and returns each INVITE -> 200 time
 /// in microseconds; failed calls are left out.
-fn latency(uas: Ipv4Addr, calls: u64, dir: &Path, via: Option<Ipv4Addr>) -> Vec<u64> {
-    let server = Sipp::spawn(&dir.join("uas"), "uas", uas, &[]);
-    thread::sleep(Duration::from_millis(300));
+fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>) -> Vec<u64> {
+    let server = EchoUas::start(uas);
     let socket = UdpSocket::bind((PROBE, 0)).expect("probe socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("read timeout");
     let target = SocketAddr::new(IpAddr::V4(via.unwrap_or(uas)), SIP_PORT);
     let mut times = Vec::new();
+    // Through the daemon: how much of each is the INVITE's way to the
+    // callee (routing, media anchoring), the rest the 200's way back.
+    let mut forward = Vec::new();
     for n in 0..calls {
-        if let Some(us) = one_call(&socket, target, n) {
+        if let Some((start, us)) = one_call_from(&socket, target, n) {
             times.push(us);
+            if let Some(at) = server.last_invite().filter(|at| *at >= start) {
+                forward.push(u64::try_from(at.duration_since(start).as_micros()).unwrap_or(0));
+            }
         }
     }
     drop(server);
     times.sort_unstable();
+    forward.sort_unstable();
+    if via.is_some() && !forward.is_empty() {
+        println!(
+            "  of which the INVITE's way to the callee: median {} us, p99 {} us",
+            percentile(&forward, 50),
+            percentile(&forward, 99)
+        );
+    }
     times
 }
 

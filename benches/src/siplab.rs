@@ -555,8 +555,127 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A callee in this process for the latency probe: answers an INVITE at
+/// once with 200 and SDP, a BYE with 200, and nothing else, so the probe's
+/// time is the path's (the SBC's, or the kernel's alone) and not a SIPp
+/// callee's scheduling, whose own jitter (milliseconds at the 99th
+/// percentile under load) would hide what is measured.
+pub struct EchoUas {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<u64>>,
+    /// When the last INVITE arrived (the probe's calls are sequential).
+    invited: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl EchoUas {
+    /// Binds `ip`:[`SIP_PORT`] and answers until dropped.
+    pub fn start(ip: Ipv4Addr) -> EchoUas {
+        let socket = UdpSocket::bind((ip, SIP_PORT)).expect("echo UAS socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let invited = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let last_invite = std::sync::Arc::clone(&invited);
+        let thread = thread::spawn(move || {
+            let mut answered = 0;
+            let mut buf = vec![0u8; 65_536];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let arrived = now();
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                if msg.starts_with("INVITE ")
+                    && let Ok(mut last) = last_invite.lock()
+                {
+                    *last = Some(arrived);
+                }
+                let Some(reply) = echo_answer(&msg, ip) else {
+                    continue;
+                };
+                if socket.send_to(reply.as_bytes(), from).is_ok() {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        EchoUas {
+            stop,
+            thread: Some(thread),
+            invited,
+        }
+    }
+
+    /// When the last INVITE reached this callee.
+    pub fn last_invite(&self) -> Option<Instant> {
+        self.invited.lock().ok().and_then(|at| *at)
+    }
+}
+
+impl Drop for EchoUas {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The echo callee's answer to `msg`: 200 (with SDP for an INVITE) to an
+/// INVITE or a BYE, nothing to anything else.
+fn echo_answer(msg: &str, ip: Ipv4Addr) -> Option<String> {
+    let method = msg.split(' ').next()?;
+    if method != "INVITE" && method != "BYE" {
+        return None;
+    }
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in msg.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("Via") {
+            let _ = write!(out, "Via: {}\r\n", value.trim());
+        }
+    }
+    let to = header(msg, "To")?;
+    let to = if to.contains("tag=") {
+        to.to_owned()
+    } else {
+        format!("{to};tag=echo")
+    };
+    let _ = write!(
+        out,
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+        header(msg, "From")?,
+        header(msg, "Call-ID")?,
+        header(msg, "CSeq")?
+    );
+    if method == "INVITE" {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio 16002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        );
+        let _ = write!(
+            out,
+            "Contact: <sip:echo@{ip}:{SIP_PORT}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+    } else {
+        out.push_str("Content-Length: 0\r\n\r\n");
+    }
+    Some(out)
+}
+
 /// One INVITE/200/ACK/BYE call; the INVITE -> 200 time in microseconds.
 pub fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
+    one_call_from(socket, target, n).map(|(_, us)| us)
+}
+
+/// [`one_call`], with the instant the INVITE was sent.
+pub fn one_call_from(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<(Instant, u64)> {
     let local = socket.local_addr().ok()?;
     let user = service(0);
     let sdp = format!(
@@ -596,7 +715,7 @@ pub fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
         .send_to(request("BYE", 2, "b").as_bytes(), target)
         .ok()?;
     final_response(socket, &call_id, "BYE")?;
-    u64::try_from(elapsed.as_micros()).ok()
+    Some((start, u64::try_from(elapsed.as_micros()).ok()?))
 }
 
 /// The `p`th percentile of sorted samples (0 when there are none).
