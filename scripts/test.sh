@@ -8,14 +8,17 @@
 # Steps, in order, stopping at the first failure:
 #   install   Debian packages (sip-tester = SIPp, iproute2, ethtool, prometheus = promtool,
 #             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab,
-#             dnsmasq-base = the DNS server of the RFC 3263 trunk lab;
-#             Debian's kamailio system service is stopped and disabled: the labs run their own),
+#             dnsmasq-base = the DNS server of the RFC 3263 trunk lab, redis-server = the pair lab
+#             and, with kamailio-redis-modules, Kamailio's topos on Redis in the comparison bench;
+#             Debian's kamailio and redis-server system services are stopped and disabled: the
+#             labs run their own),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
 #   fmt       cargo fmt --all -- --check   (+ rustfmt --check on fuzz/fuzz_targets)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   test      cargo nextest run --workspace (cargo test if nextest is absent)
 #   doctest   cargo test --workspace --doc (nextest does not run doctests)
 #   benches   cargo test --workspace --benches --no-run (benches keep compiling)
+#   bench-smoke  cargo test -p benches --bench kamailio (the Kamailio comparison's smoke load)
 #   fuzz      scripts/fuzz.sh $FUZZ_SECONDS (bounded libFuzzer run of each target)
 #
 # Environment:
@@ -30,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base redis-server kamailio-redis-modules)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 
@@ -41,7 +44,7 @@ for arg in "$@"; do
     --install-only) DO_CHECKS=0 ;;
     --no-install) DO_INSTALL=0 ;;
     -h | --help)
-        sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -189,18 +192,20 @@ install_deps() {
     done
 }
 
-# Debian enables kamailio.service when the package is installed: on a machine that runs systemd
-# it would listen on port 5060 of every local address, the port the loopback labs use. The tests
-# start Kamailio themselves, in namespaces they make, and never use the system one.
-quiet_system_kamailio() {
+# Debian enables kamailio.service and redis-server.service when the packages are installed: on a
+# machine that runs systemd Kamailio would listen on port 5060 of every local address, the port the
+# loopback labs use, and Redis on 6379. The tests start their own, in namespaces they make, and
+# never use the system ones.
+quiet_system_service() {
+    local service=$1
     [[ -d /run/systemd/system ]] || return 0
-    systemctl is-enabled --quiet kamailio 2>/dev/null || systemctl is-active --quiet kamailio 2>/dev/null || return 0
+    systemctl is-enabled --quiet "$service" 2>/dev/null || systemctl is-active --quiet "$service" 2>/dev/null || return 0
     if [[ $(id -u) -ne 0 ]]; then
-        echo "test.sh: warning: the kamailio system service is enabled; as root: systemctl disable --now kamailio" >&2
+        echo "test.sh: warning: the $service system service is enabled; as root: systemctl disable --now $service" >&2
         return 0
     fi
-    echo "test.sh: stopping and disabling the kamailio system service (the labs run their own)"
-    systemctl disable --now kamailio
+    echo "test.sh: stopping and disabling the $service system service (the labs run their own)"
+    systemctl disable --now "$service"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +216,8 @@ quiet_system_kamailio() {
 if [[ $DO_INSTALL -eq 1 ]]; then
     begin install "packages, toolchain components, cargo-fuzz"
     install_deps
-    quiet_system_kamailio
+    quiet_system_service kamailio
+    quiet_system_service redis-server
     end
 fi
 [[ $DO_CHECKS -eq 1 ]] || exit 0
@@ -247,6 +253,14 @@ end
 # by hand, with `cargo bench -p benches`.)
 begin benches "cargo test --workspace --benches --no-run"
 cargo test --workspace --benches --no-run
+end
+
+# The signaling comparison with Kamailio (proxy, and topos on Redis) in its smoke mode: a few
+# calls through each system, each in its own network namespace, so the harness keeps working
+# (the full comparison is `cargo bench -p benches --bench kamailio`). Needs root; under CI a
+# missing privilege or package fails it (SBC_REQUIRE_PRIVILEGED=1), elsewhere it says why it skips.
+begin bench-smoke "cargo test -p benches --bench kamailio"
+cargo test -p benches --bench kamailio
 end
 
 if [[ $FUZZ_SECONDS == 0 ]]; then

@@ -18,9 +18,13 @@
 //!    (still retransmitting when killed) show as "lost" and count against
 //!    the step.
 //! 2. Setup latency: sequential calls (`SIGNALING_BENCH_LATENCY_CALLS`,
-//!    default 300) from a UDP client in this process, timing INVITE -> 200 in
-//!    microseconds (SIPp's own response times have 1 ms resolution), direct
-//!    and through the daemon; median and p90 and their difference.
+//!    default 300) from a UDP client in this process to a callee in this
+//!    process that answers at once ([`EchoUas`]; a SIPp callee's own
+//!    scheduling jitter, milliseconds at p99 under load, hid the SBC's),
+//!    timing INVITE -> 200 in microseconds, direct and through the daemon;
+//!    median and p90 and their difference, then the same while pair 1
+//!    carries `SIGNALING_BENCH_LOAD_CPS` (2,000) calls a second of SIPp
+//!    load: median and p99 and their difference.
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
@@ -75,60 +79,17 @@
 //! load (20 calls each way, a few latency calls, 20 held calls) and asserts
 //! that nothing failed, so the plumbing keeps working.
 
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The daemon's realms: UACs call `outside`, `inside` calls the UASes.
-const OUTSIDE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 1);
-const INSIDE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 2);
-/// UAS `i` lives on 127.70.0.(10 + i), UAC `i` on 127.70.0.(30 + i).
-const UAS_BASE: u8 = 10;
-const UAC_BASE: u8 = 30;
-/// Phase 5: the access realm, its registrar, and the phones' /24.
-const ACCESS: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 6);
-const REGISTRAR: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 7);
-const PHONES: &str = "127.70.5";
-/// The in-process latency client.
-const PROBE: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 60);
-const SIP_PORT: u16 = 5060;
-const ADMIN_PORT: u16 = 9660;
-/// At most this many UAC/UAS pairs (addresses 10..30 and 30..50).
-const MAX_PAIRS: u64 = 20;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[allow(clippy::disallowed_methods)] // a load harness is an IO shell
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 70, 0, last)
-}
-
-fn uas_ip(i: u64) -> Ipv4Addr {
-    ip(UAS_BASE + u8::try_from(i).unwrap_or(0))
-}
-
-fn uac_ip(i: u64) -> Ipv4Addr {
-    ip(UAC_BASE + u8::try_from(i).unwrap_or(0))
-}
-
-/// The Request-URI user of pair `i`: the daemon routes on its prefix.
-fn service(i: u64) -> String {
-    format!("b{i}x")
-}
+use benches::siplab::{
+    ACCESS, Counts, Daemon, EchoUas, KEEPALIVE_SECS, MAX_PAIRS, OUTSIDE, PHONES, PROBE, REGISTRAR,
+    SIP_PORT, Sipp, calls_active, env_or, header, http_get, now, one_call_from, percentile,
+    run_calls, sbc_binary, service, uac_ip, uas_ip,
+};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -261,12 +222,13 @@ fn throughput(bin: &Path, work: &Path, full: bool, pairs: u64, rates: &[u64], se
 /// 2. Call setup latency.
 fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls: u64) {
     println!(
-        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process"
+        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process, \
+         to a callee in-process that answers at once"
     );
-    let direct = latency(uas_ip(0), latency_calls, &work.join("latency-direct"), None);
+    let direct = latency(uas_ip(0), latency_calls, None);
     let dir = work.join("latency-sbc");
     let daemon = Daemon::start(bin, &dir, pairs);
-    let via = latency(uas_ip(0), latency_calls, &dir, Some(OUTSIDE));
+    let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE));
     // The same probes while pair 1 carries a steady load of calls.
     let load_cps = if full {
         env_or("SIGNALING_BENCH_LOAD_CPS", 2000).clamp(10, 10_000)
@@ -275,10 +237,10 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     };
     let loaded = (pairs >= 2).then(|| {
         let direct = under_load(&work.join("loaded-direct"), load_cps, None, || {
-            latency(uas_ip(0), latency_calls, &work.join("loaded-direct"), None)
+            latency(uas_ip(0), latency_calls, None)
         });
         let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
-            latency(uas_ip(0), latency_calls, &dir.join("loaded"), Some(OUTSIDE))
+            latency(uas_ip(0), latency_calls, Some(OUTSIDE))
         });
         (direct, via)
     });
@@ -375,355 +337,6 @@ fn memory(bin: &Path, work: &Path, full: bool, pairs: u64, hold: u64, settle: Du
     }
 }
 
-/// The workspace root (benches/ sits in it).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("benches/ sits in the workspace")
-        .to_path_buf()
-}
-
-/// The `sbc` binary of this bench's profile, built (or found fresh) first;
-/// or `SIGNALING_BENCH_SBC`, a binary to compare (e.g. one built from an
-/// older commit, measured in the same conditions).
-fn sbc_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SIGNALING_BENCH_SBC") {
-        return PathBuf::from(bin);
-    }
-    // target/<profile>/deps/<bench-binary> -> target/<profile>/sbc
-    let exe = std::env::current_exe().expect("bench binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("bench binary lives in target/<profile>/deps");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-p", "sbc", "--bin", "sbc"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(workspace())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build -p sbc failed");
-    profile_dir.join("sbc")
-}
-
-/// The daemon's configuration: one realm per side, a trunk per peer, and a
-/// route per pair on the Request-URI user's prefix, so UAC `i` reaches UAS
-/// `i` as it does directly.
-fn config(pairs: u64) -> String {
-    let mut t = String::new();
-    let _ = write!(
-        t,
-        "[metrics]\nlisten = \"{OUTSIDE}:{ADMIN_PORT}\"\n\n\
-         [logging]\nlevel = \"warn\"\n\n\
-         [limits]\nmax_calls = 20000\nmax_transactions = 600000\n\n\
-         [media]\nport_min = 10000\nport_max = 65535\n\
-         xdp = {{ mode = \"off\", interfaces = [] }}\n"
-    );
-    for (name, addr) in [("outside", OUTSIDE), ("inside", INSIDE)] {
-        let _ = write!(
-            t,
-            "\n[[realm]]\nname = \"{name}\"\n\
-             listen = [{{ transport = \"udp\", address = \"{addr}:{SIP_PORT}\" }}]\n\
-             media = {{ address = \"{addr}\" }}\n"
-        );
-        if name == "outside" {
-            // The latency probe stands for a carrier, trusted like the
-            // UAC trunks: an untrusted source may hold 32 transactions,
-            // and each of its calls leaves two lingering for 64*T1.
-            let _ = writeln!(t, "networks = [\"{PROBE}/32\"]");
-        }
-    }
-    // Phones register here to the in-process registrar (phase 5); they sit
-    // behind one office NAT range, trusted like a trunk.
-    let _ = write!(
-        t,
-        "\n[[realm]]\nname = \"access\"\n\
-         listen = [{{ transport = \"udp\", address = \"{ACCESS}:{SIP_PORT}\" }}]\n\
-         media = {{ address = \"{ACCESS}\" }}\nnetworks = [\"{PHONES}.0/24\"]\n\
-         access = {{ registrar = \"registrar\", phone_expires_secs = 120, \
-         registrar_expires_secs = 3600, keepalive_secs = {KEEPALIVE_SECS}, \
-         max_bindings_per_aor = 1, max_bindings_per_source = 100000 }}\n\
-         \n[[trunk]]\nname = \"registrar\"\nrealm = \"inside\"\n\
-         address = \"{REGISTRAR}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n"
-    );
-    for i in 0..pairs {
-        // No OPTIONS pings: a SIPp peer would take one for a call.
-        let _ = write!(
-            t,
-            "\n[[trunk]]\nname = \"uas{i}\"\nrealm = \"inside\"\n\
-             address = \"{}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n\
-             \n[[trunk]]\nname = \"uac{i}\"\nrealm = \"outside\"\n\
-             address = \"{}:{SIP_PORT}\"\ntransport = \"udp\"\noptions_interval_secs = 0\n\
-             \n[[route]]\nname = \"to-uas{i}\"\n\
-             match = {{ source_realm = \"outside\", user_prefix = \"{}\" }}\n\
-             targets = [\"uas{i}\"]\n",
-            uas_ip(i),
-            uac_ip(i),
-            service(i),
-        );
-    }
-    t
-}
-
-/// A running daemon: stopped (SIGTERM, then SIGKILL) and reaped on drop.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// Starts the daemon with [`config`] in `dir` and waits (bounded) for
-    /// `/health/ready`.
-    fn start(bin: &Path, dir: &Path, pairs: u64) -> Daemon {
-        fs::create_dir_all(dir).expect("daemon directory");
-        let config_path = dir.join("sbc.toml");
-        fs::write(&config_path, config(pairs)).expect("write config");
-        let stderr = fs::File::create(dir.join("sbc.stderr")).expect("stderr file");
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn sbc");
-        let mut daemon = Daemon { child };
-        let deadline = now() + Duration::from_secs(10);
-        while !http_get("/health/ready")
-            .is_some_and(|r| r.lines().next().is_some_and(|l| l.contains(" 200")))
-        {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!(
-                    "sbc exited ({status}): {}",
-                    fs::read_to_string(dir.join("sbc.stderr")).unwrap_or_default()
-                );
-            }
-            assert!(now() < deadline, "sbc not ready within 10 s");
-            thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    /// utime + stime of the daemon so far.
-    fn cpu(&self) -> Option<Duration> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which may hold spaces): state is
-        // field 3, utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        let hz = clock_ticks();
-        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
-    }
-
-    /// Resident set size in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("daemon status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Not reaped yet, so the pid is still this child's.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// `sysconf(_SC_CLK_TCK)` without libc: 100 on every Linux this runs on.
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// A bounded HTTP/1.0 GET to the daemon's admin listener.
-fn http_get(path: &str) -> Option<String> {
-    let addr = SocketAddr::new(IpAddr::V4(OUTSIDE), ADMIN_PORT);
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-/// `sbc_calls_active` from `/metrics`, summed over its realms.
-fn calls_active() -> Option<u64> {
-    let body = http_get("/metrics")?;
-    let total: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("sbc_calls_active{") || l.starts_with("sbc_calls_active "))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    Some(total as u64)
-}
-
-/// A SIPp process, killed and reaped on drop.
-struct Sipp {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Sipp {
-    /// SIPp with the built-in `scenario` (or, for a name ending in `.xml`,
-    /// that file of `tests/scenarios`) on `local`, logging into `dir`.
-    fn spawn(dir: &Path, scenario: &str, local: Ipv4Addr, args: &[String]) -> Sipp {
-        fs::create_dir_all(dir).expect("sipp directory");
-        let (kind, scenario) = if scenario.ends_with(".xml") {
-            (
-                "-sf",
-                workspace()
-                    .join("tests/scenarios")
-                    .join(scenario)
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        } else {
-            ("-sn", scenario.to_owned())
-        };
-        let child = Command::new("sipp")
-            .args([kind, &scenario, "-i", &local.to_string()])
-            .args(["-p", &SIP_PORT.to_string(), "-mi", &local.to_string()])
-            .args(["-t", "u1", "-nostdin", "-fd", "1"])
-            .args(["-trace_err", "-trace_stat", "-stf"])
-            .arg(dir.join("stat.csv"))
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sipp (is it installed?)");
-        Sipp {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Waits at most `limit` for SIPp to exit, then kills it; returns the
-    /// final counts of its statistics file.
-    fn finish(mut self, limit: Duration) -> Counts {
-        let deadline = now() + limit;
-        while matches!(self.child.try_wait(), Ok(None)) && now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Counts::read(&self.dir.join("stat.csv"))
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Successful and failed calls of one or more UACs.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    ok: u64,
-    failed: u64,
-}
-
-impl Counts {
-    /// The cumulative counts of the last row of a SIPp statistics file.
-    fn read(path: &Path) -> Counts {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let Some(header) = lines.next() else {
-            return Counts::default();
-        };
-        let Some(last) = lines.next_back() else {
-            return Counts::default();
-        };
-        let column = |name: &str| {
-            let i = header.split(';').position(|h| h == name)?;
-            last.split(';').nth(i)?.trim().parse::<u64>().ok()
-        };
-        Counts {
-            ok: column("SuccessfulCall(C)").unwrap_or(0),
-            failed: column("FailedCall(C)").unwrap_or(0),
-        }
-    }
-
-    /// Every offered call succeeded.
-    fn clean(&self, offered: u64) -> bool {
-        self.failed == 0 && self.ok == offered
-    }
-
-    fn cell(&self, offered: u64) -> String {
-        let missing = offered.saturating_sub(self.ok + self.failed);
-        if missing > 0 {
-            format!("{}/{} ({missing} lost)", self.ok, self.failed)
-        } else {
-            format!("{}/{}", self.ok, self.failed)
-        }
-    }
-}
-
-/// Runs `calls` calls at `rate` total cps split over `pairs` UAC/UAS pairs,
-/// directly or through the daemon's realm at `via`.
-fn run_calls(dir: &Path, pairs: u64, rate: u64, calls: u64, via: Option<Ipv4Addr>) -> Counts {
-    let uases: Vec<Sipp> = (0..pairs)
-        .map(|i| Sipp::spawn(&dir.join(format!("uas{i}")), "uas", uas_ip(i), &[]))
-        .collect();
-    // Let the UASes bind before the first INVITE.
-    thread::sleep(Duration::from_millis(300));
-    let secs = calls.div_ceil(rate) + 10;
-    let uacs: Vec<Sipp> = (0..pairs)
-        .map(|i| {
-            let share = calls / pairs + u64::from(i < calls % pairs);
-            let target = via.unwrap_or_else(|| uas_ip(i));
-            let args = vec![
-                format!("{target}:{SIP_PORT}"),
-                "-s".into(),
-                service(i),
-                "-m".into(),
-                share.to_string(),
-                "-r".into(),
-                format!("{}", (rate / pairs).max(1)),
-                "-timeout".into(),
-                format!("{secs}s"),
-                "-timeout_error".into(),
-            ];
-            Sipp::spawn(&dir.join(format!("uac{i}")), "uac", uac_ip(i), &args)
-        })
-        .collect();
-    let limit = Duration::from_secs(secs + 5);
-    let mut total = Counts::default();
-    for uac in uacs {
-        let c = uac.finish(limit);
-        total.ok += c.ok;
-        total.failed += c.failed;
-    }
-    drop(uases);
-    total
-}
-
 /// What one hold phase measured.
 struct Held {
     before_kib: u64,
@@ -791,99 +404,36 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -
 /// Runs `calls` sequential calls from an in-process UDP client to the UAS
 /// at `uas` (directly or through `via`) and returns each INVITE -> 200 time
 /// in microseconds; failed calls are left out.
-fn latency(uas: Ipv4Addr, calls: u64, dir: &Path, via: Option<Ipv4Addr>) -> Vec<u64> {
-    let server = Sipp::spawn(&dir.join("uas"), "uas", uas, &[]);
-    thread::sleep(Duration::from_millis(300));
+fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>) -> Vec<u64> {
+    let server = EchoUas::start(uas);
     let socket = UdpSocket::bind((PROBE, 0)).expect("probe socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("read timeout");
     let target = SocketAddr::new(IpAddr::V4(via.unwrap_or(uas)), SIP_PORT);
     let mut times = Vec::new();
+    // Through the daemon: how much of each is the INVITE's way to the
+    // callee (routing, media anchoring), the rest the 200's way back.
+    let mut forward = Vec::new();
     for n in 0..calls {
-        if let Some(us) = one_call(&socket, target, n) {
+        if let Some((start, us)) = one_call_from(&socket, target, n) {
             times.push(us);
+            if let Some(at) = server.last_invite().filter(|at| *at >= start) {
+                forward.push(u64::try_from(at.duration_since(start).as_micros()).unwrap_or(0));
+            }
         }
     }
     drop(server);
     times.sort_unstable();
+    forward.sort_unstable();
+    if via.is_some() && !forward.is_empty() {
+        println!(
+            "  of which the INVITE's way to the callee: median {} us, p99 {} us",
+            percentile(&forward, 50),
+            percentile(&forward, 99)
+        );
+    }
     times
-}
-
-/// Waits for a final response to `method` of call `call_id` (a late answer
-/// to an earlier, timed-out call is skipped); returns it whole.
-fn final_response(socket: &UdpSocket, call_id: &str, method: &str) -> Option<String> {
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = socket.recv(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let code: u16 = text.get(8..11)?.parse().ok()?;
-        let is_ours = header(&text, "CSeq").is_some_and(|c| c.ends_with(method))
-            && header(&text, "Call-ID") == Some(call_id);
-        if text.starts_with("SIP/2.0 ") && is_ours && code >= 200 {
-            return Some(text);
-        }
-    }
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// One INVITE/200/ACK/BYE call; the INVITE -> 200 time in microseconds.
-fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
-    let local = socket.local_addr().ok()?;
-    let user = service(0);
-    let sdp = format!(
-        "v=0\r\no=- {n} 1 IN IP4 {PROBE}\r\ns=-\r\nc=IN IP4 {PROBE}\r\nt=0 0\r\n\
-         m=audio 16000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    );
-    let call_id = format!("lat-{n}-{}@{PROBE}", std::process::id());
-    let from = format!("<sip:probe@{local}>;tag=p{n}");
-    let invite = format!(
-        "INVITE sip:{user}@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i{n}\r\n\
-         Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:{user}@{target}>\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\nContact: <sip:probe@{local}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    let start = now();
-    socket.send_to(invite.as_bytes(), target).ok()?;
-    let ok = final_response(socket, &call_id, "INVITE")?;
-    let elapsed = now().duration_since(start);
-    if !ok.starts_with("SIP/2.0 200") {
-        return None;
-    }
-    let to = header(&ok, "To")?;
-    let contact = header(&ok, "Contact")?;
-    let uri = contact.split_once('<')?.1.split_once('>')?.0;
-    let request = |method: &str, cseq: u32, branch: &str| {
-        format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{branch}{n}\r\n\
-             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
-             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    socket
-        .send_to(request("ACK", 1, "a").as_bytes(), target)
-        .ok()?;
-    socket
-        .send_to(request("BYE", 2, "b").as_bytes(), target)
-        .ok()?;
-    final_response(socket, &call_id, "BYE")?;
-    u64::try_from(elapsed.as_micros()).ok()
-}
-
-/// The `p`th percentile of sorted samples (0 when there are none).
-fn percentile(sorted: &[u64], p: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
-    sorted[i]
 }
 
 /// One kind of flood of the attack phase.
@@ -1081,10 +631,6 @@ fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
         }
     }
 }
-
-/// The access realm's keepalive interval in phase 5: every binding gets an
-/// OPTIONS this often, so the daemon sends `phones / KEEPALIVE_SECS` a second.
-const KEEPALIVE_SECS: u64 = 10;
 
 /// A phone's 200 to the SBC's keepalive OPTIONS `msg`.
 fn options_ok(msg: &str) -> String {

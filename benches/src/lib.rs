@@ -7,9 +7,14 @@
 //! same run, never asserted as a timed test.
 //!
 //! [`rtpengine`] starts and drives rtpengine, the media proxy the relay
-//! bench compares against.
+//! bench compares against; [`kamailio`] writes the configurations of
+//! Kamailio, the SIP proxy the signaling comparison bench runs against, and
+//! starts it with the Redis its topology hiding stores to; [`siplab`] is
+//! the SIPp lab both signaling benches drive.
 
+pub mod kamailio;
 pub mod rtpengine;
+pub mod siplab;
 
 /// The captured messages the benchmarks use, from the test fixtures.
 pub mod fixtures {

@@ -21,14 +21,16 @@
 //! Readiness: `/health/live` is 200 while the process serves HTTP at all;
 //! `/health/ready` (and `/health`) is 200 only while the daemon has set
 //! [`Readiness`] (it is false while starting and while draining), 503
-//! otherwise, so a load balancer or orchestrator stops sending traffic first.
+//! otherwise (with the body `draining` during a drain, `standby` on the
+//! node of a pair that waits for the lease), so a load balancer or
+//! orchestrator stops sending traffic first.
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -96,7 +98,13 @@ pub enum AdminError {
 /// Whether the daemon is ready for traffic; shared between the daemon (which
 /// sets it) and the listener (which reports it). Starts not ready.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicU8>);
+
+/// [`Readiness`] values.
+const NOT_READY: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+const STANDBY: u8 = 3;
 
 impl Readiness {
     /// A flag that starts not ready.
@@ -104,14 +112,31 @@ impl Readiness {
         Readiness::default()
     }
 
-    /// Marks the daemon ready (true) or starting/draining (false).
+    /// Marks the daemon ready (true) or starting/stopping (false).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.0
+            .store(if ready { READY } else { NOT_READY }, Ordering::Release);
+    }
+
+    /// Marks the daemon draining: not ready, and `/health/ready` says why.
+    pub fn set_draining(&self) {
+        self.0.store(DRAINING, Ordering::Release);
+    }
+
+    /// Marks the daemon a standby node of a pair (`[cluster]`): not ready
+    /// until it holds the lease, and `/health/ready` says so.
+    pub fn set_standby(&self) {
+        self.0.store(STANDBY, Ordering::Release);
     }
 
     /// The current state.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.load(Ordering::Acquire) == READY
+    }
+
+    /// Whether the daemon drains ([`set_draining`](Self::set_draining)).
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire) == DRAINING
     }
 }
 
@@ -392,6 +417,12 @@ async fn route(method: &Method, path: &str, state: &AdminState) -> Response {
         "/health" | "/health/ready" => {
             if state.readiness.is_ready() {
                 text(StatusCode::OK, "ready\n")
+            } else if state.readiness.is_draining() {
+                // A drain (SIGQUIT): the calls up go on, new ones are refused.
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if state.readiness.0.load(Ordering::Acquire) == STANDBY {
+                // The other node of the pair holds the lease.
+                text(StatusCode::SERVICE_UNAVAILABLE, "standby\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
@@ -635,6 +666,19 @@ mod tests {
         s.readiness.set(true);
         assert_eq!(get("/health/ready", &s).await.status(), 200);
         assert_eq!(get("/health", &s).await.status(), 200);
+        s.readiness.set_standby();
+        let standby = get("/health/ready", &s).await;
+        assert_eq!(standby.status(), 503);
+        assert_eq!(&body(standby).await[..], b"standby\n");
+        s.readiness.set_draining();
+        let draining = get("/health/ready", &s).await;
+        assert_eq!(draining.status(), 503);
+        let body = http_body_util::BodyExt::collect(draining.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        assert_eq!(&body[..], b"draining\n");
+        s.readiness.set(true);
         let metrics = get("/metrics", &s).await;
         assert_eq!(metrics.status(), 200);
         assert_eq!(metrics.headers()[CONTENT_TYPE], TEXT_CONTENT_TYPE);

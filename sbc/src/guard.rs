@@ -278,6 +278,19 @@ impl<V: Copy + Default> SourceTable<V> {
         Some(self.slots[i].value)
     }
 
+    /// Every entry: its realm, its address and its value.
+    pub fn for_each(&self, mut each: impl FnMut(RealmId, IpAddr, &V)) {
+        for slot in self.slots.iter().filter(|s| s.used) {
+            let [a, b, c, d] = slot.ip;
+            let bits = (u128::from(a) << 96)
+                | (u128::from(b) << 64)
+                | (u128::from(c) << 32)
+                | u128::from(d);
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(bits)).to_canonical();
+            each(RealmId(slot.realm), ip, &slot.value);
+        }
+    }
+
     /// Keeps the entries for which `keep(realm, value)` holds.
     pub fn retain(&mut self, mut keep: impl FnMut(RealmId, &V) -> bool) {
         for slot in self.slots.iter_mut().filter(|s| s.used) {
@@ -824,6 +837,63 @@ impl Shield {
         shard.ban(&source, now, &state.policy);
         state.counters.bans.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// The bans running at `now`: realm name, address and milliseconds
+    /// left (for sharing them with the other node of a pair).
+    pub fn bans(&self, now: Instant) -> Vec<(String, IpAddr, u32)> {
+        let names: Vec<String> = self.realms().list.iter().map(|s| s.name.clone()).collect();
+        let now = self.ms(now);
+        let mut bans = Vec::new();
+        for i in 0..SHARDS {
+            self.shard(i).bans.for_each(|realm, ip, ban| {
+                let left = ban.remaining(now);
+                if let (true, Some(name)) = (left > 0, names.get(usize::from(realm.0))) {
+                    bans.push((name.clone(), ip, left));
+                }
+            });
+        }
+        bans
+    }
+
+    /// Bans `ip` on the realm named `realm` for `ms` milliseconds (at most
+    /// a week), a ban another node began: as [`Shield::ban`], not when the
+    /// source is trusted or the realm doesn't ban, and a running ban is
+    /// only ever lengthened. Returns whether the ban is new.
+    pub fn ban_for(&self, now: Instant, realm: &str, ip: IpAddr, ms: u32) -> bool {
+        let realms = self.realms();
+        let Some(index) = realms.list.iter().position(|s| s.name == realm) else {
+            return false;
+        };
+        let state = &realms.list[index];
+        if !state.policy.enabled || state.policy.ban_ms == 0 || state.trust.contains(ip) || ms == 0
+        {
+            return false;
+        }
+        let source = self.seed.source(RealmId(index as u16), ip);
+        let now = self.ms(now);
+        let policy = Policy {
+            ban_ms: ms.min(MAX_BAN_MS),
+            ..state.policy
+        };
+        let mut shard = self.shard(source.shard());
+        let running = shard
+            .bans
+            .get_mut(&source)
+            .map(|ban| ban.remaining(now))
+            .filter(|left| *left > 0);
+        match running {
+            Some(left) if left >= policy.ban_ms => false,
+            Some(_) => {
+                shard.ban(&source, now, &policy);
+                false
+            }
+            None => {
+                shard.ban(&source, now, &policy);
+                state.counters.bans.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
     }
 
     /// Whether `ip` is banned on `realm` now (no token taken).

@@ -42,6 +42,7 @@
 pub mod admin;
 pub mod b2bua;
 pub mod cdr;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dns;

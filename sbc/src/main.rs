@@ -78,5 +78,8 @@ fn daemon(args: &[String]) -> anyhow::Result<()> {
         eprintln!("sbc: {e}");
         std::process::exit(2);
     }
-    sbc::daemon::run(config, config_path)
+    match sbc::daemon::run(config, config_path)? {
+        sbc::daemon::Exit::Stopped => Ok(()),
+        sbc::daemon::Exit::Restart => std::process::exit(sbc::daemon::RESTART_EXIT_STATUS),
+    }
 }

@@ -574,6 +574,9 @@ pub struct Metrics {
     media_timeouts: IntCounter,
     xdp_attached: IntGaugeVec,
     xdp_fallback: IntCounterVec,
+    xdp_adopted_flows: IntGauge,
+    xdp_adopted_flows_expired: IntCounter,
+    draining: IntGauge,
     trunk_up: IntGaugeVec,
     trunk_target_up: IntGaugeVec,
     /// The targets each trunk has a `sbc_trunk_target_up` series for.
@@ -809,6 +812,30 @@ impl Metrics {
             "Times an interface fell back one attach mode (native to generic, or to userspace relay only), per reason.",
             &["interface", "reason"],
         );
+        let xdp_adopted_flows = register(
+            &r,
+            IntGauge::new(
+                "sbc_xdp_adopted_flows",
+                "Flows this process found in the pinned XDP maps at start (left by the process before a restart, for calls it does not know) and still forwards; each is removed once idle for media.inactivity_timeout_secs.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let xdp_adopted_flows_expired = register(
+            &r,
+            IntCounter::new(
+                "sbc_xdp_adopted_flows_expired_total",
+                "Adopted XDP flows (see sbc_xdp_adopted_flows) removed because their media stopped.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let draining = register(
+            &r,
+            IntGauge::new(
+                "sbc_draining",
+                "1 while the daemon drains (SIGQUIT): new calls get 503, the calls up go on, and it exits when they have ended or at drain.deadline_secs.",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
         let trunk_up = gauge_vec(
             &r,
             "sbc_trunk_up",
@@ -895,6 +922,9 @@ impl Metrics {
             media_timeouts,
             xdp_attached,
             xdp_fallback,
+            xdp_adopted_flows,
+            xdp_adopted_flows_expired,
+            draining,
             trunk_up,
             trunk_target_up,
             trunk_targets: std::sync::Mutex::default(),
@@ -1186,6 +1216,21 @@ impl Metrics {
         self.xdp_fallback
             .with_label_values(&[interface, reason.as_str()])
             .inc();
+    }
+
+    /// Sets `sbc_xdp_adopted_flows` and raises
+    /// `sbc_xdp_adopted_flows_expired_total` to `expired` (both read from
+    /// the fast path's running totals).
+    pub fn set_xdp_adopted_flows(&self, held: u64, expired: u64) {
+        self.xdp_adopted_flows.set(gauge_value(held));
+        let seen = self.xdp_adopted_flows_expired.get();
+        self.xdp_adopted_flows_expired
+            .inc_by(expired.saturating_sub(seen));
+    }
+
+    /// Sets `sbc_draining`.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
     }
 
     /// Sets `sbc_trunk_up{trunk}`.

@@ -69,6 +69,7 @@ async fn a_connection_storm_gives_its_memory_back() {
             .unwrap_or_else(|e| panic!("address: {e}")),
         recv_buffer: None,
         send_buffer: None,
+        freebind: false,
     };
     let (t, mut rx) = Transports::start(&[spec], TransportConfig::default())
         .unwrap_or_else(|e| panic!("start: {e}"));

@@ -57,6 +57,15 @@ pub fn config(listen: SocketAddr, next: SocketAddr, server: &str) -> String {
     )
 }
 
+/// Kamailio's shared and per-process (package) memory, in MiB (`-m`, `-M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Shared memory: transactions and module state of every worker.
+    pub shm_mb: u32,
+    /// Private memory of each worker.
+    pub pkg_mb: u32,
+}
+
 /// A running Kamailio, stopped with its whole process group on drop.
 #[derive(Debug)]
 pub struct Kamailio {
@@ -77,24 +86,36 @@ impl Kamailio {
         next: SocketAddr,
         server: &str,
     ) -> Kamailio {
-        Kamailio::start_with_config(net, dir, listen, &config(listen, next, server))
+        Kamailio::start_with(
+            net,
+            dir,
+            listen,
+            &config(listen, next, server),
+            Memory {
+                shm_mb: 32,
+                pkg_mb: 4,
+            },
+        )
     }
 
-    /// [`Kamailio::start`] with a configuration of the test's own (which
-    /// must listen on `listen` only, e.g. one loading `rtpengine.so`).
-    pub fn start_with_config(
+    /// Starts Kamailio in `net` with the configuration `cfg` (which must
+    /// listen on `listen` only), as [`start`](Self::start) does; for a
+    /// caller that writes its own configuration (the signaling comparison
+    /// bench's proxy and topology-hiding configurations).
+    pub fn start_with(
         net: &Net,
         dir: &Path,
         listen: SocketAddr,
-        cfg_text: &str,
+        cfg: &str,
+        memory: Memory,
     ) -> Kamailio {
         let run = dir.join(format!(
             "kamailio-{}",
             listen.to_string().replace([':', '.'], "-")
         ));
         fs::create_dir_all(&run).unwrap_or_else(|e| panic!("create {}: {e}", run.display()));
-        let cfg = run.join("kamailio.cfg");
-        fs::write(&cfg, cfg_text).unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
+        let cfg_path = run.join("kamailio.cfg");
+        fs::write(&cfg_path, cfg).unwrap_or_else(|e| panic!("write {}: {e}", cfg_path.display()));
         let log_path = run.join("kamailio.log");
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
@@ -102,8 +123,9 @@ impl Kamailio {
         // A process group of its own: the workers it forks go with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "4", "-Y"])
+            .arg(&cfg_path)
+            .args(["-DD", "-E", "-m", &memory.shm_mb.to_string()])
+            .args(["-M", &memory.pkg_mb.to_string(), "-Y"])
             .arg(&run)
             .arg("-P")
             .arg(run.join("kamailio.pid"))
@@ -149,6 +171,12 @@ impl Kamailio {
     /// Where it listens.
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The process id of its main process, which leads the process group
+    /// of every worker it forked (`nsenter` execs it without forking).
+    pub fn pid(&self) -> u32 {
+        self.leader.as_ref().map_or(0, Background::id)
     }
 }
 

@@ -490,6 +490,8 @@ pub struct Lab {
     dir: PathBuf,
     config_path: PathBuf,
     daemon: Option<Daemon>,
+    /// The daemon after [`Lab::wait_exit`], for its stderr.
+    exited: Option<Daemon>,
     // Dropped after the daemon (field order): the namespace outlives it.
     net: Net,
 }
@@ -568,6 +570,7 @@ impl Lab {
             config_path: dir.join("sbc.toml"),
             dir,
             daemon: None,
+            exited: None,
             net: Net::new(),
         }
     }
@@ -601,6 +604,42 @@ impl Lab {
         fs::write(&next, toml)
             .and_then(|()| fs::rename(&next, &self.config_path))
             .unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", self.config_path.display()));
+    }
+
+    /// Sends signal `name` (as `kill -<name>` spells it: `QUIT`, `USR2`) to
+    /// the daemon. Panics when there is no running daemon to send it to.
+    pub fn signal(&mut self, name: &str) {
+        let daemon = self
+            .daemon
+            .as_mut()
+            .unwrap_or_else(|| panic!("SIG{name}: this lab has no daemon"));
+        assert!(
+            matches!(daemon.child.try_wait(), Ok(None)),
+            "SIG{name}: the daemon has exited\n--- sbc stderr ---\n{}",
+            tail(&daemon.stderr(), TAIL_LINES)
+        );
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &daemon.child.id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{name} {} failed", daemon.child.id());
+    }
+
+    /// Waits up to `limit` for the daemon to exit by itself (killing it
+    /// after): its exit status and whether it had to be killed. The lab
+    /// has no daemon afterwards (its stderr stays readable through
+    /// [`daemon_stderr`](Self::daemon_stderr) until the lab is dropped).
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, bool) {
+        let daemon = self
+            .daemon
+            .as_mut()
+            .unwrap_or_else(|| panic!("wait_exit: this lab has no daemon"));
+        let outcome = wait_with_deadline(&mut daemon.child, limit);
+        self.exited = self.daemon.take();
+        outcome
     }
 
     /// Sends SIGHUP to the daemon (reload). Panics when there is no
@@ -668,21 +707,30 @@ impl Lab {
 
     /// The daemon's stderr so far (empty without a daemon).
     pub fn daemon_stderr(&self) -> String {
-        self.daemon.as_ref().map(Daemon::stderr).unwrap_or_default()
+        self.daemon
+            .as_ref()
+            .or(self.exited.as_ref())
+            .map(Daemon::stderr)
+            .unwrap_or_default()
     }
 
     /// One GET to the admin listener: `(status, body)`, or `None` when
     /// nothing answered. Runs in the lab's network (bash's `/dev/tcp`, so
     /// nothing beyond bash is needed inside a namespace), bounded to 2 s.
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        let admin = self.plan.admin();
+        self.http_get(self.plan.admin(), path)
+    }
+
+    /// One GET to an admin listener at `admin` in the lab's network (a
+    /// second daemon's), as [`admin_get`](Self::admin_get) does.
+    pub fn http_get(&self, admin: SocketAddr, path: &str) -> Option<(u16, String)> {
         let script = format!(
             "exec 3<>/dev/tcp/{ip}/{port} || exit 1; \
              printf 'GET {path} HTTP/1.0\\r\\nHost: sbc\\r\\n\\r\\n' >&3; cat <&3",
             ip = admin.ip(),
             port = admin.port(),
         );
-        let out_path = self.dir.join("admin.out");
+        let out_path = self.dir.join(format!("admin-{}.out", admin.port()));
         let out = File::create(&out_path).ok()?;
         let mut child = self
             .net

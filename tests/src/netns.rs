@@ -199,6 +199,13 @@ impl Background {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The child's exit status if it has exited (reaping it), else `None`.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Waits up to `limit` for the child to exit by itself, then kills it.
     /// Returns its exit status and whether the deadline killed it.
     pub fn wait(mut self, limit: Duration) -> (ExitStatus, bool) {

@@ -407,6 +407,18 @@ impl Core {
         }
     }
 
+    /// Stops taking calls: a new INVITE (and an OPTIONS health check) gets
+    /// 503 with `Retry-After`, while everything of the calls up (in-dialog
+    /// requests, re-INVITEs, BYEs, their media) goes on. The start of a drain; [`Core::drain`] ends it.
+    pub fn stop_taking_calls(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether new calls are refused ([`Core::stop_taking_calls`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// Stops taking calls (new INVITEs get 503) and ends the ones up with BYE
     /// on both legs.
     pub fn drain(&mut self, now: Instant) {
@@ -764,6 +776,18 @@ impl Core {
                     self.on_invite(now, meta, id, request);
                 } else if method == Some(Method::Register) {
                     self.on_register(now, meta, id, request);
+                } else if method == Some(Method::Options) && self.draining {
+                    // A draining node looks down to SIP health checks (a
+                    // load balancer's OPTIONS pings), so peers that ping
+                    // before they send stop choosing it.
+                    let retry = self.retry_after.to_string();
+                    self.answer_once(
+                        now,
+                        id,
+                        &request,
+                        503,
+                        &[(HeaderName::RetryAfter, retry.as_str())],
+                    );
                 } else if method == Some(Method::Options) {
                     // Answered once, statelessly: a retransmission is
                     // answered again, and nothing is held meanwhile.

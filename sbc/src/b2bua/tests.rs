@@ -1788,3 +1788,43 @@ fn every_call_error_kind_is_listed_for_the_metrics() {
     }
     assert_eq!(errors.len(), CallError::KINDS.len());
 }
+
+#[test]
+fn a_draining_core_refuses_new_calls_and_carries_the_call_up_to_its_end() {
+    let mut lab = Lab::new(CONFIG);
+    let (_b_invite, ok) = establish(&mut lab);
+    lab.core.stop_taking_calls();
+    assert!(lab.core.is_draining());
+    // A new call: 503 with Retry-After, nothing sent to the trunk.
+    let second = invite(true)
+        .replace("caller-call-id@", "second-call-id@")
+        .replace("tag=atag1", "tag=atag2")
+        .replace("z9hG4bKcaller1", "z9hG4bKcaller2");
+    lab.caller_sends(&second);
+    let refused = lab.take_one(CALLER, "503");
+    assert!(
+        refused.header(HeaderName::RetryAfter).is_some(),
+        "a refusal while draining says when to come back"
+    );
+    assert!(lab.take(PBX).is_empty(), "the new call goes nowhere");
+    // A health check sees the node down.
+    let options = invite(false)
+        .replacen("INVITE sip:", "OPTIONS sip:", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 1 OPTIONS")
+        .replace("caller-call-id@", "ping-call-id@")
+        .replace("z9hG4bKcaller1", "z9hG4bKping1");
+    lab.caller_sends(&options);
+    let pinged = lab.take_one(CALLER, "503");
+    assert!(pinged.header(HeaderName::RetryAfter).is_some());
+    // The call up re-INVITEs (hold) and hangs up, both across the border.
+    let hold = "v=0\r\no=phone 1 2 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+    lab.caller_sends(&in_dialog("INVITE", &ok, false, 11, Some(hold)));
+    let b_reinvite = lab.take_one(PBX, "INVITE");
+    let held = CALLEE_SDP.replace("a=sendrecv", "a=recvonly");
+    lab.trunk_sends(PBX, &answer(&b_reinvite, 200, Some(&held)));
+    lab.take_one(CALLER, "200");
+    lab.caller_sends(&in_dialog("ACK", &ok, false, 11, None));
+    lab.take_one(PBX, "ACK");
+    caller_hangs_up(&mut lab, &ok, 12, PBX);
+    assert_eq!(lab.core.active_calls(), 0);
+}

@@ -30,7 +30,13 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> std::io
         Ok(config) => {
             writeln!(out, "{name}: ok")?;
             writeln!(out, "{}", config.summary())?;
-            for line in config.tls_summary().into_iter().chain(config.dns_plan()) {
+            writeln!(out, "{}", config.signals_plan())?;
+            for line in config
+                .tls_summary()
+                .into_iter()
+                .chain(config.dns_plan())
+                .chain(config.cluster_plan())
+            {
                 writeln!(out, "{line}")?;
             }
             Ok(0)

@@ -53,7 +53,7 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Access, Acl, Cdr, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
+    Access, Acl, Cdr, Cluster, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
     HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
     PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls, Route,
     RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
@@ -175,6 +175,41 @@ impl Config {
         crate::tls::TlsSettings::from_config(self, &|_| Vec::new(), wall_clock())
             .map(|s| s.describe().to_vec())
             .unwrap_or_default()
+    }
+
+    /// What `[cluster]` makes of this node, in one line (none without it):
+    /// nothing is asked of Redis.
+    pub fn cluster_plan(&self) -> Option<String> {
+        let pair = self.cluster.as_ref()?;
+        Some(format!(
+            "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
+             then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \
+             listeners and media bind with IP_FREEBIND; calls up are not replicated yet",
+            pair.node_id,
+            pair.name,
+            pair.name,
+            pair.redis_url,
+            pair.renew_ms,
+            pair.lease_ms + pair.renew_ms / 2,
+        ))
+    }
+
+    /// What the stop, drain and restart signals do with this configuration,
+    /// in one line (for `sbc check-config`).
+    pub fn signals_plan(&self) -> String {
+        let restart = match (&self.media.xdp.pin_dir, self.media.xdp.mode) {
+            (Some(dir), mode) if mode != XdpMode::Off => format!(
+                "SIGUSR2 exits with status 75 leaving the calls up and the XDP links and flow maps pinned in {}, \
+                 so latched media flows on until the next start adopts them",
+                dir.display()
+            ),
+            _ => "SIGUSR2 acts as SIGTERM (no XDP pin directory: nothing to hand over)".to_owned(),
+        };
+        format!(
+            "signals: SIGTERM ends the calls up with BYE and exits; SIGQUIT drains (new calls 503, exits when the \
+             calls up have ended or after {} s); {restart}",
+            self.drain.deadline_secs
+        )
     }
 
     /// One line per trunk given by DNS name saying how it will be resolved

@@ -35,6 +35,9 @@ impl Config {
                     addr: listen.address,
                     recv_buffer: realm.recv_buffer_bytes.map(|b| b as usize),
                     send_buffer: realm.send_buffer_bytes.map(|b| b as usize),
+                    // A node of a pair binds its shared addresses before
+                    // they move to it.
+                    freebind: self.cluster.is_some(),
                 };
                 let info = ListenerInfo {
                     realm: realm.name.clone(),

@@ -58,9 +58,15 @@ pub struct Config {
     /// State kept across restarts.
     #[serde(default)]
     pub state: State,
+    /// Draining: stop taking calls, let the calls up end, then exit.
+    #[serde(default)]
+    pub drain: Drain,
     /// How trunks given by DNS name are resolved.
     #[serde(default)]
     pub dns: Dns,
+    /// Active/standby with a peer node, through Redis (absent: one node).
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     /// The rtpengine "ng" control protocol server (off when absent).
     #[serde(default)]
     pub ng: Option<Ng>,
@@ -86,6 +92,41 @@ pub struct Ng {
     /// (0: no limit but the ports).
     #[serde(default)]
     pub max_sessions: u32,
+}
+
+/// An active/standby pair: both nodes run the same file except `node_id`
+/// (and, on one host, the metrics listener). The node holding the lease in
+/// Redis serves; the other waits, and takes over once the lease expires.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://HOST[:PORT]` (Valkey works too).
+    pub redis_url: String,
+    /// This node's name, unique in the pair: letters, digits, `.`, `_`, `-`.
+    pub node_id: String,
+    /// The pair's name: the prefix of its keys, so pairs can share a Redis.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    /// How long the lease lasts without renewal: the longest an active node
+    /// that died holds its addresses.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u32,
+    /// How often the active node renews the lease (the standby asks twice
+    /// as often); at most a third of `lease_ms`.
+    #[serde(default = "default_renew_ms")]
+    pub renew_ms: u32,
+}
+
+fn default_cluster_name() -> String {
+    "sbc".to_owned()
+}
+
+fn default_lease_ms() -> u32 {
+    1500
+}
+
+fn default_renew_ms() -> u32 {
+    500
 }
 
 /// The resolver for trunks given by DNS name (RFC 3263), and what happens
@@ -114,6 +155,32 @@ impl Default for Dns {
 
 fn default_target_block_secs() -> u32 {
     30
+}
+
+/// Draining (SIGQUIT): readiness goes false and new calls get 503 while
+/// the calls up go on to their natural end; the daemon exits when the last
+/// one ends, or at the deadline, where the rest are ended as SIGTERM ends
+/// them (BYE on both legs, CDRs written).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drain {
+    /// How long a drain waits for the calls up to end by themselves
+    /// (seconds, 1 to 86400). Read when the drain starts, so a reload
+    /// before it counts.
+    #[serde(default = "default_drain_deadline_secs")]
+    pub deadline_secs: u32,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            deadline_secs: default_drain_deadline_secs(),
+        }
+    }
+}
+
+fn default_drain_deadline_secs() -> u32 {
+    1_800
 }
 
 /// State kept across restarts of the daemon.
@@ -625,6 +692,14 @@ pub struct Xdp {
     /// media addresses.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// A directory on the BPF file system (e.g. `/sys/fs/bpf/sbc`) where the
+    /// program's links and flow maps are pinned, so that a restart for an
+    /// upgrade (SIGUSR2) leaves latched media forwarded by the kernel while
+    /// no daemon runs, and the next start adopts them. Absent: nothing is
+    /// pinned and every exit detaches the program. A plain stop (SIGTERM)
+    /// always detaches and removes the pins.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// How the XDP program is attached.

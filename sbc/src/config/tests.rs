@@ -1111,3 +1111,113 @@ fn a_trunk_response_timeout_is_off_or_between_t1_and_timer_b() {
         assert!(p.message.contains("outside 500..=32000"), "{p}");
     }
 }
+
+#[test]
+fn a_cluster_names_its_redis_node_and_timings() {
+    let pair =
+        format!("[cluster]\nredis_url = \"redis://192.0.2.20:6379\"\nnode_id = \"sbc-a\"\n{BASE}");
+    let ok = Config::from_str_named(&pair, "t.toml").expect("valid");
+    let cluster = ok.cluster.as_ref().expect("cluster");
+    assert_eq!(
+        (cluster.name.as_str(), cluster.lease_ms, cluster.renew_ms),
+        ("sbc", 1500, 500)
+    );
+    let plan = ok.cluster_plan().expect("a plan line");
+    assert!(
+        plan.contains("node \"sbc-a\" of pair \"sbc\"") && plan.contains("within about 1750 ms"),
+        "{plan}"
+    );
+    assert!(
+        Config::from_str_named(BASE, "t.toml")
+            .expect("valid")
+            .cluster_plan()
+            .is_none()
+    );
+
+    for (from, to, field) in [
+        (
+            "redis://192.0.2.20:6379",
+            "http://192.0.2.20:6379",
+            "cluster.redis_url",
+        ),
+        (
+            "redis://192.0.2.20:6379",
+            "redis://user:secret@192.0.2.20:6379",
+            "cluster.redis_url",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc a\"",
+            "cluster.node_id",
+        ),
+        ("node_id = \"sbc-a\"", "node_id = \"\"", "cluster.node_id"),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nlease_ms = 100",
+            "cluster.lease_ms",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nrenew_ms = 600",
+            "cluster.renew_ms",
+        ),
+    ] {
+        let text = pair.replacen(from, to, 1);
+        let found = problems(&text);
+        assert!(
+            found.iter().any(|p| p.field == field),
+            "{to}: {field} in {found:#?}"
+        );
+    }
+    // A node of a pair binds its listeners with IP_FREEBIND.
+    assert!(ok.listener_specs().iter().all(|(spec, _)| spec.freebind));
+    assert!(
+        Config::from_str_named(BASE, "t.toml")
+            .expect("valid")
+            .listener_specs()
+            .iter()
+            .all(|(spec, _)| !spec.freebind)
+    );
+}
+
+#[test]
+fn drain_deadline_is_bounded_and_named_with_its_line() {
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(config.drain.deadline_secs, 1_800, "half an hour by default");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 0\n");
+    let p = problem(&text, "drain.deadline_secs", "deadline_secs");
+    assert!(hint(&p).contains("SIGTERM"), "{p}");
+    let text = format!("{BASE}\n[drain]\ndeadline_secs = 90000\n");
+    problem(&text, "drain.deadline_secs", "deadline_secs");
+    let text = format!("{BASE}\n[drain]\ndeadline = 10\n");
+    problem(&text, "drain.deadline", "deadline");
+}
+
+#[test]
+fn xdp_pin_dir_must_be_absolute() {
+    let text = format!("[media.xdp]\npin_dir = \"bpf/sbc\"\n{BASE}");
+    let p = problem(&text, "media.xdp.pin_dir", "pin_dir");
+    assert!(hint(&p).contains("/sys/fs/bpf/sbc"), "{p}");
+    let text = format!("[media.xdp]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(
+        config.media.xdp.pin_dir.as_deref(),
+        Some(std::path::Path::new("/sys/fs/bpf/sbc"))
+    );
+}
+
+#[test]
+fn the_signals_plan_says_what_a_restart_keeps() {
+    let plain = Config::from_str_named(BASE, "t.toml").expect("valid");
+    let line = plain.signals_plan();
+    assert!(line.contains("after 1800 s"), "{line}");
+    assert!(line.contains("SIGUSR2 acts as SIGTERM"), "{line}");
+    let text =
+        format!("[media.xdp]\ninterfaces = [\"eth0\"]\npin_dir = \"/sys/fs/bpf/sbc\"\n{BASE}");
+    let pinned = Config::from_str_named(&text, "t.toml").expect("valid");
+    let line = pinned.signals_plan();
+    assert!(
+        line.contains("status 75") && line.contains("/sys/fs/bpf/sbc"),
+        "{line}"
+    );
+}

@@ -57,6 +57,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.protection(&FieldPath::root("protection"), None, &config.protection);
     v.cdr();
     v.state();
+    v.drain();
     v.media();
     v.header_policy(
         &FieldPath::root("topology_hiding"),
@@ -66,6 +67,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.realms();
     v.listeners();
     v.dns();
+    v.cluster();
     v.trunks();
     v.routes();
     v.ng();
@@ -385,7 +387,38 @@ impl Validator<'_> {
         }
     }
 
+    fn drain(&mut self) {
+        let deadline = self.config.drain.deadline_secs;
+        if !(1..=86_400).contains(&deadline) {
+            self.report(
+                FieldPath::root("drain").key("deadline_secs"),
+                Some("drain"),
+                format!("{deadline} s is outside 1..=86400 s"),
+                Some(
+                    "a drain waits at most a day; SIGTERM ends the calls at once, no drain needed"
+                        .into(),
+                ),
+            );
+        }
+    }
+
+    fn xdp_pin_dir(&mut self) {
+        let Some(dir) = &self.config.media.xdp.pin_dir else {
+            return;
+        };
+        let at = FieldPath::root("media").key("xdp").key("pin_dir");
+        if !dir.is_absolute() {
+            self.report(
+                at,
+                Some("media"),
+                format!("\"{}\" is not an absolute path", dir.display()),
+                Some("use a directory on the BPF file system, e.g. \"/sys/fs/bpf/sbc\"".into()),
+            );
+        }
+    }
+
     fn media(&mut self) {
+        self.xdp_pin_dir();
         let media = &self.config.media;
         let at = FieldPath::root("media");
         let item = Some("media");
@@ -1108,6 +1141,56 @@ impl Validator<'_> {
                     Some("give the server's IP and port, e.g. \"192.0.2.53:53\"".into()),
                 );
             }
+        }
+    }
+
+    fn cluster(&mut self) {
+        let Some(cluster) = &self.config.cluster else {
+            return;
+        };
+        let at = FieldPath::root("cluster");
+        let item = Some("cluster");
+        if crate::cluster::resp::parse_url(&cluster.redis_url).is_none() {
+            self.report(
+                at.key("redis_url"),
+                item,
+                format!("\"{}\" is not redis://HOST[:PORT]", cluster.redis_url),
+                Some("e.g. \"redis://192.0.2.20:6379\"; credentials, paths and options are not supported".into()),
+            );
+        }
+        for (field, value) in [("node_id", &cluster.node_id), ("name", &cluster.name)] {
+            let fine = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !fine {
+                self.report(
+                    at.key(field),
+                    item,
+                    format!("\"{value}\" is not 1-64 letters, digits, '.', '_' or '-'"),
+                    Some("e.g. \"sbc-a\" on one node and \"sbc-b\" on the other".into()),
+                );
+            }
+        }
+        if !(500..=60_000).contains(&cluster.lease_ms) {
+            self.report(
+                at.key("lease_ms"),
+                item,
+                format!("{} ms is outside 500..=60000", cluster.lease_ms),
+                Some("1500 takes over within about 2 s of a node's death".into()),
+            );
+        } else if cluster.renew_ms < 50 || cluster.renew_ms.saturating_mul(3) > cluster.lease_ms {
+            self.report(
+                at.key("renew_ms"),
+                item,
+                format!(
+                    "{} ms is not between 50 ms and a third of lease_ms ({} ms)",
+                    cluster.renew_ms,
+                    cluster.lease_ms / 3
+                ),
+                Some("renewing three times per lease survives a lost round trip".into()),
+            );
         }
     }
 

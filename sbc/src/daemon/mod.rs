@@ -9,7 +9,19 @@
 //!
 //! Signals: SIGTERM/SIGINT stop taking calls (readiness goes false, new
 //! INVITEs get 503), end the calls up with BYE, wait a bounded grace period
-//! for the BYEs and exit. SIGHUP reloads realms, listeners, routes, trunks,
+//! for the BYEs and exit. SIGQUIT drains: readiness goes false and new
+//! INVITEs get 503 with `Retry-After`, while the calls up go on (in-dialog
+//! requests, re-INVITEs, BYEs, media); the daemon exits once the last call
+//! has ended, or at `drain.deadline_secs`, where it ends the rest as
+//! SIGTERM does (`sbc_draining` is 1 meanwhile; SIGTERM during a drain
+//! ends it at once). SIGUSR2 exits for a restart: with
+//! `media.xdp.pin_dir` the XDP links and flow maps stay pinned and the
+//! calls up are left alone (no BYE), so their latched media is forwarded
+//! by the kernel until the next process adopts the links; the exit status
+//! is [`RESTART_EXIT_STATUS`] so a supervisor starts the process again.
+//! Without a pin directory there is nothing to hand over and it acts as
+//! SIGTERM.
+//! SIGHUP reloads realms, listeners, routes, trunks,
 //! ACLs, limits and header policy from the config file, without touching the
 //! calls up:
 //! * a listener the new file still has (same transport and address) keeps
@@ -41,13 +53,14 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{self, AdminConfig, AdminServer, AdminState, Readiness};
 use crate::b2bua::{CallSummary, Core, CoreEvent, ListenerInfo, RandomIds};
 use crate::cdr::{self, CdrWriter, Finished, Ledger};
+use crate::cluster;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
-use crate::media::fast::XdpFastPath;
+use crate::media::fast::{AdoptedFlows, XdpFastPath};
 use crate::media::ports::PortRange;
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
-use crate::media::xdp::{self, ModePolicy, XdpConfig, XdpRelay};
+use crate::media::xdp::{self, ExitPolicy, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
 use crate::tls::TlsSettings;
 use crate::transport::{Event, ListenerId, ListenerSpec, TlsFailure, TlsSide, Transports};
@@ -70,9 +83,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// within a turn; this only bounds memory if an answer is lost).
 const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(60);
 
+/// How the daemon ended, for the process's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT, or a drain that completed: exit status 0.
+    Stopped,
+    /// SIGUSR2 with the fast path pinned: [`RESTART_EXIT_STATUS`], which the
+    /// systemd unit lists in `RestartForceExitStatus` so the service starts
+    /// again (with the binary now installed) and adopts what was pinned.
+    Restart,
+}
+
+/// The exit status of [`Exit::Restart`] (`EX_TEMPFAIL`: "try again").
+pub const RESTART_EXIT_STATUS: i32 = 75;
+
 /// Runs the SBC until SIGTERM/SIGINT. `config_path` is reread on SIGHUP;
 /// without one the embedded default runs (and SIGHUP has nothing to reread).
-pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,60 +157,17 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     raise_fd_limit(&config);
-    // ---- transports ------------------------------------------------------------
-    let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
-        config.listener_specs().into_iter().unzip();
-    // Trunks given by DNS name are resolved by their own tasks; their
-    // targets reach the shield's trust and the core as answers come in.
-    let (mut names, mut resolved) = TrunkNames::start(&config);
-    let shield = Arc::new(Shield::from_config(
-        now(),
-        random_seed(),
-        &config,
-        &names.trust(&config),
-    ));
-    info!(
-        tracked_sources = config.limits.tracked_sources,
-        banned_sources = config.limits.banned_sources,
-        bytes = shield.memory_bytes(),
-        "source shield ready"
-    );
-    let tls = load_tls(&config, &|t| names.targets_of(&t.name)).map_err(anyhow::Error::msg)?;
-    let (transports, mut inbound) = Transports::start_with_tls(
-        &specs,
-        config.transport_config(),
-        Some(Arc::clone(&shield)),
-        Arc::clone(&tls),
-    )?;
-
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())?;
+    let mut restart =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    // The admin listener first: a standby node answers /metrics and /health
+    // (not ready) while it waits.
     let metrics = Arc::new(Metrics::new(BuildInfo::current(xdp::BUILT_IN)));
-    metrics.set_tls_certificates(tls.expiries());
-
-    // ---- media relay -------------------------------------------------------------
-    let media_wake = Arc::new(Notify::new());
-    let mut relay_config = RelayConfig::new(config.media_ranges());
-    relay_config.flow.inactivity_timeout =
-        Duration::from_secs(u64::from(config.media.inactivity_timeout_secs));
-    relay_config.quarantine = Duration::from_secs(u64::from(config.media.port_quarantine_secs));
-    relay_config.flow.learning_window =
-        Duration::from_millis(u64::from(config.media.latching.learning_window_ms));
-    let wake = Arc::clone(&media_wake);
-    relay_config.notify = Some(Arc::new(move || wake.notify_one()));
-    // One key for the CNAME stand-ins in SDP (the core) and RTCP (the relay).
-    let cname_mask = crate::media::cname::CnameMask::new();
-    relay_config.cname_mask = Some(cname_mask.clone());
-    // By realm index, which is config order at start (the core keeps it).
-    relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
-    relay_config.threads = match config.media.relay_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => usize::from(n),
-    };
-    let fast_path = start_fast_path(&config.media.xdp, &metrics);
-    let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
-    info!(threads = relay.threads(), "media relay running");
-
     // ---- admin -------------------------------------------------------------------------
     let readiness = Readiness::new();
     // `/calls` asks the core loop, which answers between two events: built
@@ -205,6 +189,95 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     .await?;
     let (stop_admin, admin_stop) = watch::channel(false);
     let admin_task = tokio::spawn(admin.serve(admin_stop));
+
+    // ---- cluster: a node of a pair binds nothing until it holds the lease --------------
+    let mut cluster = match &config.cluster {
+        None => None,
+        Some(pair) => {
+            let mut node = cluster::Node::start(pair, metrics.registry());
+            readiness.set_standby();
+            info!(node = %pair.node_id, redis = %pair.redis_url, "cluster: waiting for the lease");
+            let stopped = tokio::select! {
+                () = node.active() => false,
+                _ = terminate.recv() => true,
+                _ = interrupt.recv() => true,
+                // A standby has no calls to drain and nothing pinned.
+                _ = quit.recv() => true,
+                _ = restart.recv() => true,
+            };
+            // Active now: not ready until it serves.
+            readiness.set(false);
+            if stopped {
+                info!("stopped while standby");
+                node.stop().await;
+                let _ = stop_admin.send(true);
+                let _ = admin_task.await;
+                return Ok(Exit::Stopped);
+            }
+            Some(node)
+        }
+    };
+    let mut lease_lost: Option<String> = None;
+
+    // ---- transports ------------------------------------------------------------
+    let (specs, listeners): (Vec<ListenerSpec>, Vec<ListenerInfo>) =
+        config.listener_specs().into_iter().unzip();
+    // Trunks given by DNS name are resolved by their own tasks; their
+    // targets reach the shield's trust and the core as answers come in.
+    let (mut names, mut resolved) = TrunkNames::start(&config);
+    let shield = Arc::new(Shield::from_config(
+        now(),
+        random_seed(),
+        &config,
+        &names.trust(&config),
+    ));
+    info!(
+        tracked_sources = config.limits.tracked_sources,
+        banned_sources = config.limits.banned_sources,
+        bytes = shield.memory_bytes(),
+        "source shield ready"
+    );
+    if let Some(node) = &cluster {
+        node.share_bans(Arc::clone(&shield));
+    }
+    let tls = load_tls(&config, &|t| names.targets_of(&t.name)).map_err(anyhow::Error::msg)?;
+    let (transports, mut inbound) = Transports::start_with_tls(
+        &specs,
+        config.transport_config(),
+        Some(Arc::clone(&shield)),
+        Arc::clone(&tls),
+    )?;
+
+    metrics.set_tls_certificates(tls.expiries());
+
+    // ---- media relay -------------------------------------------------------------
+    let media_wake = Arc::new(Notify::new());
+    let mut relay_config = RelayConfig::new(config.media_ranges());
+    relay_config.flow.inactivity_timeout =
+        Duration::from_secs(u64::from(config.media.inactivity_timeout_secs));
+    relay_config.quarantine = Duration::from_secs(u64::from(config.media.port_quarantine_secs));
+    relay_config.flow.learning_window =
+        Duration::from_millis(u64::from(config.media.latching.learning_window_ms));
+    let wake = Arc::clone(&media_wake);
+    relay_config.notify = Some(Arc::new(move || wake.notify_one()));
+    // One key for the CNAME stand-ins in SDP (the core) and RTCP (the relay).
+    let cname_mask = crate::media::cname::CnameMask::new();
+    relay_config.cname_mask = Some(cname_mask.clone());
+    // By realm index, which is config order at start (the core keeps it).
+    relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
+    relay_config.freebind = config.cluster.is_some();
+    relay_config.threads = match config.media.relay_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => usize::from(n),
+    };
+    let adopted_timeout = relay_config.flow.inactivity_timeout;
+    let (fast_path, fast_exit, adopted) =
+        match start_fast_path(&config.media.xdp, &metrics, adopted_timeout) {
+            Some((fast_path, exit, adopted)) => (Some(fast_path), Some(exit), Some(adopted)),
+            None => (None, None, None),
+        };
+    let relay = UserspaceRelay::start_with_fast_path(relay_config, fast_path)?;
+    info!(threads = relay.threads(), "media relay running");
 
     // ---- call detail records ---------------------------------------------------------------
     let cdr = CdrWriter::from_config(&config.cdr)?;
@@ -254,11 +327,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "sbc running"
     );
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown_at: Option<Instant> = None;
+    // While draining: when the calls still up are ended as by SIGTERM.
+    let mut drain_until: Option<Instant> = None;
+    // SIGUSR2: the exit leaves the calls and the pinned fast path alone.
+    let mut restarting = false;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -348,12 +422,63 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                 shell.edge();
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
+                if let Some(adopted) = &adopted {
+                    metrics.set_xdp_adopted_flows(
+                        adopted.held.load(Ordering::Relaxed),
+                        adopted.expired.load(Ordering::Relaxed),
+                    );
+                }
                 if shutdown_at.is_some_and(|at| now() >= at || core.active_calls() == 0) {
                     break;
                 }
+                if let Some(until) = drain_until {
+                    if core.active_calls() == 0 {
+                        info!("drain complete: the last call has ended");
+                        break;
+                    }
+                    if now() >= until {
+                        warn!(calls = core.active_calls(), "drain deadline reached: ending the calls still up");
+                        drain_until = None;
+                        shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                    }
+                }
             }
-            _ = terminate.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
-            _ = interrupt.recv() => shutdown_at = Some(begin_shutdown(&mut core, &readiness)),
+            _ = terminate.recv() => {
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
+            _ = interrupt.recv() => {
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
+            _ = quit.recv() => {
+                if shutdown_at.is_none() && drain_until.is_none() {
+                    drain_until = Some(begin_drain(&mut core, &readiness, &metrics, running_config.drain.deadline_secs));
+                }
+            }
+            _ = restart.recv() => {
+                match &fast_exit {
+                    Some(_) if running_config.media.xdp.pin_dir.is_some() => {
+                        info!(calls = core.active_calls(), "restart requested: the calls up and the XDP fast path are left to the next process");
+                        readiness.set(false);
+                        restarting = true;
+                        break;
+                    }
+                    _ => {
+                        warn!("SIGUSR2 without an XDP fast path pinned (media.xdp.pin_dir): nothing to hand over; stopping as for SIGTERM");
+                        if shutdown_at.is_none() {
+                            shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                        }
+                    }
+                }
+            }
+            // (Once stopping for another reason, the lease no longer matters.)
+            holder = lease_taken(&mut cluster), if lease_lost.is_none() && shutdown_at.is_none() => {
+                error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
+                lease_lost = Some(holder);
+                drain_until = None;
+                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+            }
             _ = hangup.recv() => {
                 let running = Running {
                     transports: &transports,
@@ -375,6 +500,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             overload.relay(&mut core, 2, &metrics);
         }
     }
+    if !restarting && let Some(exit) = &fast_exit {
+        // An orderly stop leaves the NIC clean: the pins go, the links detach.
+        exit.detach();
+    }
     shell.flush_cdrs();
     drop(shell);
     bindings.save_now(&core).await;
@@ -387,13 +516,36 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let _ = admin_task.await;
     transports.shutdown().await;
     relay.shutdown();
-    Ok(())
+    // Last, once the addresses are free: the other node may take them.
+    if let Some(node) = cluster {
+        node.stop().await;
+    }
+    match lease_lost {
+        Some(holder) => Err(anyhow::anyhow!(
+            "stepped down: node \"{holder}\" holds the cluster lease"
+        )),
+        None if restarting => Ok(Exit::Restart),
+        None => Ok(Exit::Stopped),
+    }
+}
+
+/// Resolves with the holder once this node's cluster lease is found taken
+/// by the other node; never without a cluster.
+async fn lease_taken(cluster: &mut Option<cluster::Node>) -> String {
+    match cluster {
+        Some(node) => node.lost().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Loads the XDP program and attaches it to the configured interfaces:
 /// native mode, else generic, else none (userspace only), each fallback
 /// logged with its reason and exported. `None` when no interface runs it.
-fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box<dyn FastPath>> {
+fn start_fast_path(
+    config: &crate::config::Xdp,
+    metrics: &Metrics,
+    adopted_timeout: Duration,
+) -> Option<(Box<dyn FastPath>, ExitPolicy, Arc<AdoptedFlows>)> {
     use crate::config::XdpMode as Wanted;
     if config.mode == Wanted::Off || config.interfaces.is_empty() {
         for interface in &config.interfaces {
@@ -418,7 +570,10 @@ fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box
         fall_back_everywhere(metrics::XdpFallbackReason::NotBuiltIn);
         return None;
     }
-    let mut program = match XdpRelay::load(&XdpConfig::default()) {
+    let xdp_config = XdpConfig {
+        pin_dir: config.pin_dir.clone(),
+    };
+    let mut program = match XdpRelay::load(&xdp_config) {
         Ok(program) => program,
         Err(e) => {
             warn!(error = %e, "XDP program did not load: media on the userspace relay");
@@ -460,10 +615,40 @@ fn start_fast_path(config: &crate::config::Xdp, metrics: &Metrics) -> Option<Box
             if let Err(e) = program.allow_egress(attachment.ifindex) {
                 warn!(%interface, error = %e, "XDP redirect to this interface not allowed; XDP_TX only");
             }
-            info!(%interface, mode = attachment.mode.as_str(), "XDP fast path attached");
+            info!(%interface, mode = attachment.mode.as_str(), adopted = attachment.adopted, "XDP fast path attached");
+            if let Some(e) = &attachment.pin_error {
+                warn!(%interface, error = %e, "XDP link not pinned: it detaches at exit, and a restart interrupts this interface's media");
+            }
         }
     }
-    (attached > 0).then(|| Box::new(XdpFastPath::new(program)) as Box<dyn FastPath>)
+    for stale in program.forget_stale_links() {
+        info!(pin = %stale.display(), "removed the pinned XDP link of an interface no longer configured");
+    }
+    if attached == 0 {
+        return None;
+    }
+    let exit = program.exit_policy();
+    let adopted = Arc::new(AdoptedFlows::default());
+    let fast_path = XdpFastPath::new(program, adopted_timeout, Arc::clone(&adopted));
+    Some((Box::new(fast_path), exit, adopted))
+}
+
+/// Starts a drain (SIGQUIT): no new calls, the calls up go on; returns the
+/// deadline after which the rest are ended.
+fn begin_drain(
+    core: &mut Core,
+    readiness: &Readiness,
+    metrics: &Metrics,
+    deadline_secs: u32,
+) -> Instant {
+    info!(
+        calls = core.active_calls(),
+        deadline_secs, "drain requested: no new calls; exiting when the calls up have ended"
+    );
+    readiness.set_draining();
+    metrics.set_draining(true);
+    core.stop_taking_calls();
+    now() + Duration::from_secs(u64::from(deadline_secs))
 }
 
 fn begin_shutdown(core: &mut Core, readiness: &Readiness) -> Instant {

@@ -592,3 +592,44 @@ fn admit_is_shared_by_threads() {
     });
     assert!(shield.tracked() <= 4096);
 }
+
+#[test]
+fn bans_are_listed_with_their_time_left_and_taken_in_by_another_shield() {
+    let a = Lab::new(CONFIG);
+    let v6: IpAddr = "2001:db8::7".parse().expect("v6");
+    let stranger = v4(198, 51, 100, 7);
+    assert!(a.shield.ban(a.at(0), a.outside, stranger));
+    assert!(a.shield.ban(a.at(0), a.outside, v6));
+    let mut bans = a.shield.bans(a.at(20_000));
+    bans.sort();
+    assert_eq!(
+        bans,
+        [
+            ("outside".to_owned(), stranger, 40_000),
+            ("outside".to_owned(), v6, 40_000)
+        ]
+    );
+
+    // Another node's shield (its own seed and clock) takes them in.
+    let config = config(CONFIG);
+    let t0 = epoch();
+    let b = Shield::from_config(t0, Seed([7, 9]), &config, &Trust::new(&config, resolve));
+    let outside = b.realm("outside");
+    for (realm, ip, left) in &bans {
+        assert!(b.ban_for(t0, realm, *ip, *left));
+    }
+    assert!(b.is_banned(t0 + Duration::from_millis(39_999), outside, stranger));
+    // Taken in again: not new, and never shortened.
+    assert!(!b.ban_for(t0, "outside", stranger, 1_000));
+    assert!(b.is_banned(t0 + Duration::from_millis(30_000), outside, stranger));
+    // Lengthened by a later, longer one; over at its end.
+    assert!(!b.ban_for(t0, "outside", stranger, 50_000));
+    assert!(b.is_banned(t0 + Duration::from_millis(45_000), outside, stranger));
+    assert!(!b.is_banned(t0 + Duration::from_millis(50_000), outside, stranger));
+    // Not on a realm that doesn't ban, nor a trusted source, nor an
+    // unknown realm.
+    assert!(!b.ban_for(t0, "inside", stranger, 10_000));
+    assert!(!b.ban_for(t0, "outside", v4(10, 1, 2, 3), 10_000));
+    assert!(!b.ban_for(t0, "elsewhere", stranger, 10_000));
+    assert_eq!(b.counts().realms[0].1.bans, 2, "two bans begun on b");
+}

@@ -281,6 +281,20 @@ impl FlowTable {
         self.ports.expire(now);
     }
 
+    /// Keeps the local port `addr` from being handed out (a flow a previous
+    /// process left in the kernel uses it); whether it was in a pool and
+    /// free. [`unreserve_port`](Self::unreserve_port) gives it back.
+    pub fn reserve_port(&mut self, addr: std::net::SocketAddr) -> bool {
+        self.ports.reserve(addr.ip(), addr.port())
+    }
+
+    /// Gives back a port [`reserve_port`](Self::reserve_port) took, through
+    /// the quarantine like any released port.
+    pub fn unreserve_port(&mut self, now: Instant, addr: std::net::SocketAddr) {
+        self.ports
+            .release(now, addr.ip(), Lease::Mux { port: addr.port() });
+    }
+
     /// Adds a port pool for a new media address (see
     /// [`PortAllocator::add_pool`]).
     pub fn add_pool(&mut self, ip: std::net::IpAddr, range: super::ports::PortRange) -> bool {

@@ -293,6 +293,20 @@ impl PortPool {
         }
     }
 
+    /// Marks `port` in use without a lease having been asked for (a port a
+    /// previous process's flow still uses after a restart); returns whether
+    /// it was free. Give it back with [`release`](Self::release) of
+    /// `Lease::Mux { port }`.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        match self.index(port) {
+            Some(index) if self.state_of(index) == State::Free => {
+                self.take(index);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// When the next quarantine ends, if any port is in quarantine.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.quarantine.front().map(|&(until, _)| until)
@@ -440,6 +454,14 @@ impl PortAllocator {
             .ok_or(MediaError::PortsExhausted { addr: ip })
     }
 
+    /// Marks `port` of `ip` in use (see [`PortPool::reserve`]); whether it
+    /// was free in a pool of this allocator.
+    pub fn reserve(&mut self, ip: IpAddr, port: u16) -> bool {
+        self.pools
+            .get_mut(&ip)
+            .is_some_and(|pool| pool.reserve(port))
+    }
+
     /// Return a lease on `ip` (quarantined).
     pub fn release(&mut self, now: Instant, ip: IpAddr, lease: Lease) {
         if let Some(pool) = self.pools.get_mut(&ip) {
@@ -516,6 +538,36 @@ mod tests {
             Err(PortRangeError::Empty { .. })
         ));
         assert_eq!(PortRange::new(65534, 65535).map(|r| r.len()), Ok(2));
+    }
+
+    #[test]
+    fn a_reserved_port_is_not_handed_out_until_released_and_quarantined() {
+        let now = t0();
+        let mut p = pool(20000, 20007);
+        // A previous process's flow on 20002 (RTP of the second pair).
+        assert!(p.reserve(20002));
+        assert!(!p.reserve(20002), "reserved once");
+        assert!(!p.reserve(30000), "outside the range");
+        let mut handed = Vec::new();
+        while let Some(lease) = p.allocate(now, RtcpMode::Pair) {
+            handed.push(lease.rtp());
+        }
+        handed.sort_unstable();
+        assert_eq!(
+            handed,
+            vec![20000, 20004, 20006],
+            "the pair of 20002 stays out"
+        );
+        assert_eq!(p.usage().in_use, 7);
+        // Given back, it goes through the quarantine like a released port.
+        p.release(now, Lease::Mux { port: 20002 });
+        assert_eq!(p.usage().quarantined, 1);
+        let later = now + Duration::from_secs(60);
+        p.expire(later);
+        assert_eq!(
+            p.allocate(later, RtcpMode::Pair).map(|l| l.rtp()),
+            Some(20002)
+        );
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct RelayConfig {
     /// never does. Turn it on only to take over ports from a previous
     /// instance during a restart.
     pub reuse_address: bool,
+    /// Bind media sockets even when the address is not (yet) on this
+    /// host (IP_FREEBIND), for a node that takes over shared addresses.
+    pub freebind: bool,
     /// Called on the relay thread after events were queued, so an async
     /// driver can wake (e.g. `tokio::sync::Notify::notify_one`). Keep it
     /// cheap and non-blocking.
@@ -133,6 +136,7 @@ impl RelayConfig {
             recv_buffer: None,
             send_buffer: None,
             reuse_address: false,
+            freebind: false,
             notify: None,
             cname_mask: None,
             realm_networks: Vec::new(),
@@ -298,6 +302,29 @@ pub trait FastPath: Send {
     /// just before the stream is released, so its final counters include
     /// the fast path.
     fn collect_stream(&mut self, stream: StreamId, counts: &mut Vec<FastCounts>);
+
+    /// The local addresses of flows the fast path carries for no stream of
+    /// this relay (a previous process's, after a restart): the relay keeps
+    /// their ports from being handed out until
+    /// [`housekeeping`](Self::housekeeping) gives them back. Asked once, at
+    /// start.
+    fn adopted(&mut self) -> Vec<std::net::SocketAddr> {
+        Vec::new()
+    }
+
+    /// When [`housekeeping`](Self::housekeeping) is next due, if ever (the
+    /// relay thread wakes for it even without streams).
+    fn next_housekeeping(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Work of the fast path's own, not tied to a stream (e.g. expiring the
+    /// flows a previous process left). Called once it is due; returns the
+    /// local addresses of adopted flows it removed, whose ports are free
+    /// again.
+    fn housekeeping(&mut self, _now: Instant) -> Vec<std::net::SocketAddr> {
+        Vec::new()
+    }
 }
 
 enum Control {
@@ -419,6 +446,13 @@ impl UserspaceRelay {
             let ports = PortAllocator::new(config.ports_of(k, n), config.quarantine);
             let mut table = FlowTable::new(config.flow, ports);
             table.set_realm_networks(config.realm_networks.clone());
+            let fast_path = fast_path.take().map(|mut fast_path| {
+                // A previous process's flows keep their ports until they end.
+                for addr in fast_path.adopted() {
+                    table.reserve_port(addr);
+                }
+                fast_path
+            });
             let relay = Relay {
                 index: k,
                 poll,
@@ -430,7 +464,7 @@ impl UserspaceRelay {
                 events: event_tx.clone(),
                 stats: Arc::clone(&stats),
                 config: config.clone(),
-                fast_path: fast_path.take(),
+                fast_path,
                 fast_counts: Vec::new(),
                 tally: Tally::default(),
                 ports_check: None,
@@ -686,16 +720,23 @@ impl Relay {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut pending: Vec<usize> = Vec::new();
         let mut ready: Vec<usize> = Vec::new();
+        // The pools as they start (ports kept for adopted flows included).
+        #[allow(clippy::disallowed_methods)]
+        self.publish_ports(Instant::now());
         loop {
             // The IO shell: the only clock reads of the media layer.
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             let timeout = if pending.is_empty() {
-                [self.table.poll_timeout(), self.ports_check]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(now))
+                [
+                    self.table.poll_timeout(),
+                    self.ports_check,
+                    self.fast_path.as_ref().and_then(|f| f.next_housekeeping()),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -925,9 +966,21 @@ impl Relay {
         let Some(fast_path) = self.fast_path.as_mut() else {
             return;
         };
+        let freed = if fast_path.next_housekeeping().is_some_and(|at| at <= now) {
+            fast_path.housekeeping(now)
+        } else {
+            Vec::new()
+        };
         if self.table.poll_timeout().is_some_and(|at| at <= now) {
             fast_path.collect(&mut self.fast_counts);
             self.take_fast_counts(now);
+        }
+        if !freed.is_empty() {
+            for addr in freed {
+                self.table.unreserve_port(now, addr);
+            }
+            // The port gauges show them free in this turn.
+            self.ports_check = Some(now);
         }
     }
 
@@ -1018,6 +1071,7 @@ fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> 
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    crate::transport::set_freebind(&socket, addr.is_ipv6(), config.freebind)?;
     socket.bind(&addr.into())?;
     Ok(UdpSocket::from_std(socket.into()))
 }

@@ -17,14 +17,21 @@
 //! then none (userspace only). Each step down is recorded with its reason in
 //! [`Attachment::fallbacks`] for the daemon to log and export.
 //!
-//! Pinning: with [`XdpConfig::pin_dir`] the flow and flow-counter maps are
-//! pinned there (on bpffs, e.g. `/sys/fs/bpf/sbc`) and reused by the next
-//! start, so installed flows and their counters survive a daemon restart.
-//! The program itself is not pinned: it is detached when the daemon exits and
-//! re-attached at the next start, so media crosses the restart gap through
-//! the kernel stack (to the userspace relay once it is listening again).
-//! Keeping the program attached across the gap (pinned bpf_links replaced
-//! atomically at start) is the next step.
+//! Pinning: with [`XdpConfig::pin_dir`] (on bpffs, e.g. `/sys/fs/bpf/sbc`)
+//! the flow, flow-counter and egress maps are pinned there, and so is each
+//! interface's link (`link_<interface>_<mode>`): a `bpf_link` stays attached
+//! as long as its pin exists, whoever holds it. A start finds the links the
+//! previous process left and adopts them: its freshly loaded program
+//! replaces the old one in each link atomically (`BPF_LINK_UPDATE`), so the
+//! interface never runs without a program, and the pinned maps (with the
+//! flows the old process installed) are reused. What an exit leaves behind
+//! is [`ExitPolicy`]'s choice, made by the daemon before it drops this
+//! value: a plain stop removes the pins (the links then detach, the NIC is
+//! clean); anything else (a restart, a failed start, a crash) keeps them,
+//! so latched flows stay forwarded by the kernel while no process runs. Without a pin directory nothing is pinned
+//! and dropping detaches, as before. A kernel that attaches XDP only
+//! through netlink (no `bpf_link`, before 5.9) cannot pin: the attachment
+//! says so and that interface detaches at exit.
 //!
 //! Requirements on the host: root (or CAP_BPF + CAP_NET_ADMIN), and IP
 //! forwarding enabled on the attached interfaces: the program's next-hop
@@ -34,9 +41,14 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, xdp::DevMapHash};
+use aya::pin::PinError;
+use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use relay_common::{
@@ -156,6 +168,12 @@ pub struct Attachment {
     /// program still forwards here by `XDP_TX`, and passes what would need a
     /// redirect to userspace.
     pub redirect_error: Option<XdpError>,
+    /// Whether the link was adopted from the pin directory (a previous
+    /// process's, now running this program) rather than made new.
+    pub adopted: bool,
+    /// Why the link is not pinned although a pin directory is configured
+    /// (it then detaches at exit whatever the exit policy).
+    pub pin_error: Option<XdpError>,
 }
 
 /// Errors of the XDP backend.
@@ -185,6 +203,29 @@ pub enum XdpError {
     /// The kernel refused the program (the verifier log is in the error).
     #[error("the XDP program was refused: {0}")]
     Program(#[from] ProgramError),
+    /// A pinned link could not be opened or used (e.g. a pin left by
+    /// something else than this daemon: remove it).
+    #[error("the pinned XDP link {path} is unusable: {source}")]
+    Link {
+        /// The pin.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: LinkError,
+    },
+    /// A link could not be pinned (is the pin directory on bpffs?).
+    #[error("pinning the XDP link at {path} failed: {source}")]
+    Pin {
+        /// The pin.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: PinError,
+    },
+    /// The kernel attached the program through netlink, which has no
+    /// `bpf_link` to pin (kernels before 5.9).
+    #[error("the kernel attached XDP without a bpf_link; nothing to pin")]
+    NotPinnable,
     /// A map operation failed.
     #[error("XDP map operation on {map} failed: {source}")]
     Map {
@@ -219,8 +260,52 @@ impl XdpError {
 /// Configuration of the fast path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
-    /// Where to pin the flow maps so they survive a restart; `None`: not pinned.
+    /// Where to pin the links and flow maps so they survive a restart (a
+    /// directory on bpffs); `None`: not pinned.
     pub pin_dir: Option<PathBuf>,
+}
+
+/// What dropping an [`XdpRelay`] with a pin directory leaves behind. Shared
+/// (an atomic flag) so the daemon can decide at exit while the relay thread
+/// owns the value.
+///
+/// The default keeps the pins: a start that fails half-way, a panic or a
+/// restart must not take away the forwarding a previous process left. Only
+/// an orderly stop asks for [`detach`](Self::detach).
+#[derive(Clone, Debug, Default)]
+pub struct ExitPolicy(Arc<AtomicBool>);
+
+impl ExitPolicy {
+    /// Remove the pins at drop (a plain stop): the links detach and the
+    /// next start begins with empty maps.
+    pub fn detach(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`detach`](Self::detach) was asked for; otherwise the links
+    /// and maps stay pinned and latched flows go on being forwarded by the
+    /// kernel until the next process adopts them.
+    pub fn detaches(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A link this value holds outside the program's own list: pinned at `path`.
+#[derive(Debug)]
+struct HeldLink {
+    path: PathBuf,
+    /// Closing it does not detach while the pin exists.
+    _link: FdLink,
+}
+
+/// The maps pinned in the pin directory (the per-CPU verdict counters are
+/// not: they start at zero with each process, like every other counter).
+const PINNED_MAPS: [&str; 3] = [MAP_FLOWS, MAP_FLOW_COUNTERS, MAP_EGRESS];
+
+/// The pin of `interface`'s link in `mode` (the mode is in the name because
+/// the kernel's link info does not say it).
+fn link_pin(dir: &Path, interface: &str, mode: XdpMode) -> PathBuf {
+    dir.join(format!("link_{interface}_{}", mode.as_str()))
 }
 
 /// The result of one `BPF_PROG_TEST_RUN` of the program on a packet.
@@ -247,6 +332,10 @@ pub type VerdictStats = [u64; stat::COUNT as usize];
 
 /// The loaded program and the single owner of its maps.
 pub struct XdpRelay {
+    /// Declared first: the pins go before the program (see `Drop`).
+    held: Vec<HeldLink>,
+    pin_dir: Option<PathBuf>,
+    exit: ExitPolicy,
     ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowAction>,
     counters: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
@@ -278,7 +367,7 @@ impl XdpRelay {
                 path: dir.clone(),
                 source,
             })?;
-            for name in [MAP_FLOWS, MAP_FLOW_COUNTERS] {
+            for name in PINNED_MAPS {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
@@ -294,6 +383,9 @@ impl XdpRelay {
         let stats = take(MAP_STATS)?;
         let egress = take(MAP_EGRESS)?;
         Ok(Self {
+            held: Vec::new(),
+            pin_dir: config.pin_dir.clone(),
+            exit: ExitPolicy::default(),
             flows: HashMap::try_from(flows).map_err(map_err(MAP_FLOWS))?,
             counters: PerCpuHashMap::try_from(counters).map_err(map_err(MAP_FLOW_COUNTERS))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err(MAP_STATS))?,
@@ -341,6 +433,8 @@ impl XdpRelay {
             mode: XdpMode::Userspace,
             fallbacks: Vec::new(),
             redirect_error: None,
+            adopted: false,
+            pin_error: None,
         };
         if attachment.ifindex == 0 {
             attachment.fallbacks.push(Fallback {
@@ -348,6 +442,40 @@ impl XdpRelay {
                 reason: FallbackReason::UnknownInterface,
             });
             return attachment;
+        }
+        if let Some(dir) = self.pin_dir.clone() {
+            for mode in [XdpMode::Native, XdpMode::Generic] {
+                let pin = link_pin(&dir, interface, mode);
+                if !pin.exists() {
+                    continue;
+                }
+                let allowed = match mode {
+                    XdpMode::Native => policy != ModePolicy::GenericOnly,
+                    XdpMode::Generic => policy != ModePolicy::NativeOnly,
+                    XdpMode::Userspace => false,
+                };
+                if !allowed {
+                    // The configured mode changed since the pin was made:
+                    // this interface pays a gap to change it.
+                    tracing::info!(pin = %pin.display(), "pinned XDP link in a mode the configuration excludes; attaching anew");
+                    let _ = fs::remove_file(&pin);
+                    continue;
+                }
+                match self.adopt(&pin) {
+                    Ok(()) => {
+                        attachment.mode = mode;
+                        attachment.adopted = true;
+                        attachment.redirect_error = self.allow_egress(attachment.ifindex).err();
+                        return attachment;
+                    }
+                    Err(e) => {
+                        // Removing the pin detaches what it held; a fresh
+                        // attach follows.
+                        tracing::warn!(pin = %pin.display(), error = %e, "pinned XDP link not adopted; attaching anew");
+                        let _ = fs::remove_file(&pin);
+                    }
+                }
+            }
         }
         for (mode, aya_mode, allowed) in [
             (
@@ -372,8 +500,13 @@ impl XdpRelay {
                 .program()
                 .and_then(|p| Ok(p.attach_to_if_index(attachment.ifindex, aya_mode)?));
             match attached {
-                Ok(_link) => {
+                Ok(link) => {
                     attachment.mode = mode;
+                    if let Some(dir) = self.pin_dir.clone() {
+                        let pin = link_pin(&dir, interface, mode);
+                        attachment.pin_error =
+                            self.pin(link, &pin, attachment.ifindex, aya_mode).err();
+                    }
                     break;
                 }
                 Err(XdpError::Program(source)) => attachment.fallbacks.push(Fallback {
@@ -391,6 +524,98 @@ impl XdpRelay {
             attachment.redirect_error = self.allow_egress(attachment.ifindex).err();
         }
         attachment
+    }
+
+    /// Makes a pinned link (a previous process's) run this program: the
+    /// kernel swaps the program in the link atomically.
+    fn adopt(&mut self, pin: &Path) -> Result<(), XdpError> {
+        let link_err = |source| XdpError::Link {
+            path: pin.to_path_buf(),
+            source,
+        };
+        let pinned = PinnedLink::from_pin(pin).map_err(link_err)?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(link_err)?;
+        let program = self.program()?;
+        let id = program.attach_to_link(link)?;
+        let link = program.take_link(id)?;
+        let link = FdLink::try_from(link).map_err(link_err)?;
+        self.held.push(HeldLink {
+            path: pin.to_path_buf(),
+            _link: link,
+        });
+        Ok(())
+    }
+
+    /// Pins a link the program just made at `pin`. A netlink attachment has
+    /// no link to pin: it is made again and left to the program (it then
+    /// detaches at exit).
+    fn pin(
+        &mut self,
+        link: aya::programs::xdp::XdpLinkId,
+        pin: &Path,
+        ifindex: u32,
+        mode: AyaXdpMode,
+    ) -> Result<(), XdpError> {
+        let program = self.program()?;
+        let link = program.take_link(link)?;
+        match FdLink::try_from(link) {
+            Ok(link) => {
+                let pinned = link.pin(pin).map_err(|source| XdpError::Pin {
+                    path: pin.to_path_buf(),
+                    source,
+                })?;
+                self.held.push(HeldLink {
+                    path: pin.to_path_buf(),
+                    _link: FdLink::from(pinned),
+                });
+                Ok(())
+            }
+            Err(_) => {
+                // The netlink link was detached when `try_from` consumed it.
+                self.program()?.attach_to_if_index(ifindex, mode)?;
+                Err(XdpError::NotPinnable)
+            }
+        }
+    }
+
+    /// Removes the pinned links of interfaces this process did not attach
+    /// to (dropped from the configuration since the last run), which
+    /// detaches them. Call once every configured interface is attached.
+    pub fn forget_stale_links(&mut self) -> Vec<PathBuf> {
+        let Some(dir) = &self.pin_dir else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let is_link = entry.file_name().to_string_lossy().starts_with("link_");
+            if is_link
+                && !self.held.iter().any(|h| h.path == path)
+                && fs::remove_file(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+        removed
+    }
+
+    /// What an exit leaves behind: [`ExitPolicy::detach`] on the returned
+    /// handle before dropping this value removes the pins.
+    pub fn exit_policy(&self) -> ExitPolicy {
+        self.exit.clone()
+    }
+
+    /// Every flow installed in the map (after a restart: those the previous
+    /// process installed), at most `limit`.
+    ///
+    /// # Errors
+    /// Iterating the map failed.
+    pub fn flow_keys(&self, limit: usize) -> Result<Vec<FlowKey>, XdpError> {
+        let mut keys = Vec::new();
+        for key in self.flows.keys().take(limit) {
+            keys.push(key.map_err(map_err(MAP_FLOWS))?);
+        }
+        Ok(keys)
     }
 
     /// Lets the program redirect to `ifindex` (interfaces the program is
@@ -535,6 +760,27 @@ impl XdpRelay {
             action: result.return_value,
             len: result.data_size_out as usize,
         })
+    }
+}
+
+impl Drop for XdpRelay {
+    /// A plain stop ([`ExitPolicy::detach`]) removes the pins: the held
+    /// links then detach as they close, and the next start begins with
+    /// empty maps. Otherwise they are left for the next process.
+    fn drop(&mut self) {
+        let Some(dir) = &self.pin_dir else {
+            return;
+        };
+        if !self.exit.detaches() {
+            tracing::info!(dir = %dir.display(), links = self.held.len(), "XDP links and flow maps left pinned for the next process");
+            return;
+        }
+        for held in &self.held {
+            let _ = fs::remove_file(&held.path);
+        }
+        for name in PINNED_MAPS {
+            let _ = fs::remove_file(dir.join(name));
+        }
     }
 }
 

@@ -136,6 +136,18 @@ pub struct ListenerSpec {
     pub recv_buffer: Option<usize>,
     /// SO_SNDBUF in bytes; `None` keeps the system default.
     pub send_buffer: Option<usize>,
+    /// Bind even when the address is not (yet) on this host (IP_FREEBIND):
+    /// a standby node that takes over a shared address before it moves.
+    pub freebind: bool,
+}
+
+/// IP_FREEBIND (or IPV6_FREEBIND) on `socket` when `on`.
+pub(crate) fn set_freebind(socket: &socket2::Socket, v6: bool, on: bool) -> std::io::Result<()> {
+    match (on, v6) {
+        (false, _) => Ok(()),
+        (true, false) => socket.set_freebind(true),
+        (true, true) => socket.set_freebind_ipv6(true),
+    }
 }
 
 /// Limits and sizes that apply to every listener.

@@ -37,6 +37,7 @@ fn spec(transport: Transport) -> ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         recv_buffer: Some(256 * 1024),
         send_buffer: None,
+        freebind: false,
     }
 }
 

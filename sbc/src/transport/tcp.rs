@@ -450,6 +450,7 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(TcpListener, Socket)> {
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    super::set_freebind(&socket, spec.addr.is_ipv6(), spec.freebind)?;
     socket.bind(&spec.addr.into())?;
     socket.listen(1024)?;
     let control = socket.try_clone()?;

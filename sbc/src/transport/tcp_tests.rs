@@ -48,6 +48,7 @@ fn start(config: TransportConfig) -> (Transports, mpsc::Receiver<Event>, SocketA
         addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         recv_buffer: None,
         send_buffer: None,
+        freebind: false,
     };
     let (t, rx) = Transports::start_shielded(&[spec], config, Some(shield()))
         .unwrap_or_else(|e| panic!("start failed: {e}"));

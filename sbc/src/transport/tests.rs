@@ -47,6 +47,7 @@ fn spec(transport: Transport, addr: &str) -> ListenerSpec {
         addr: sa(addr),
         recv_buffer: Some(256 * 1024),
         send_buffer: Some(256 * 1024),
+        freebind: false,
     }
 }
 

@@ -50,6 +50,7 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpS
         socket.set_send_buffer_size(size)?;
     }
     socket.set_nonblocking(true)?;
+    super::set_freebind(&socket, spec.addr.is_ipv6(), spec.freebind)?;
     set_recverr(&socket, spec.addr.is_ipv6())?;
     socket.bind(&spec.addr.into())?;
     let sender = socket.try_clone()?;

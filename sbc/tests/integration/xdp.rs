@@ -787,6 +787,7 @@ fn pinned_flows_survive_a_reload() {
     {
         let mut relay = XdpRelay::load(&config).unwrap_or_else(|e| panic!("load pinned: {e:?}"));
         relay.install(&key, &action).expect("install");
+        // Dropped without a plain stop (a restart): the pins stay.
     }
     assert!(
         dir.join(relay_common::MAP_FLOWS).exists(),
@@ -797,6 +798,12 @@ fn pinned_flows_survive_a_reload() {
         relay.flow(&key).expect("lookup"),
         Some(action),
         "flow survived the reload"
+    );
+    relay.exit_policy().detach();
+    drop(relay);
+    assert!(
+        !dir.join(relay_common::MAP_FLOWS).exists(),
+        "a plain stop removes the pins"
     );
     let fresh = XdpRelay::load(&XdpConfig::default()).expect("load unpinned");
     assert_eq!(
@@ -1055,4 +1062,101 @@ fn veth_smoke(mode: XdpMode) {
         let link = eventually_detached(&format!("ip -n {ns} link show {dev}"));
         assert!(!link.contains("xdp"), "detached: {link}");
     }
+}
+
+/// The id of the XDP program `ip -d link show dev` reports, if any.
+fn xdp_prog_id(dev: &str) -> Option<u32> {
+    let text = sh(&format!("ip -d link show dev {dev}"));
+    let rest = text.split("prog/xdp id ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn pinned_links_are_adopted_replaced_and_removed_on_a_plain_stop() {
+    if !can_run("pinned_links_are_adopted_replaced_and_removed_on_a_plain_stop") {
+        return;
+    }
+    let mount = std::env::temp_dir().join(format!("sbc-xdp-links-{}", std::process::id()));
+    std::fs::create_dir_all(&mount).expect("mount point");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).output();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = Unmount(mount.clone());
+    sh(&format!("mount -t bpf bpf {}", mount.display()));
+    let dir = mount.join("sbc");
+    in_fresh_netns(move || {
+        sh("ip link set lo up");
+        sh("ip link add v0 type veth peer name v1");
+        sh("ip link set v0 up");
+        sh("ip link set v1 up");
+        let config = XdpConfig {
+            pin_dir: Some(dir.clone()),
+        };
+        let pins = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+
+        // A first process attaches and is dropped without a plain stop.
+        let mut first = XdpRelay::load(&config).unwrap_or_else(|e| panic!("load: {e}"));
+        for dev in ["v0", "v1"] {
+            let a = first.attach(dev, ModePolicy::GenericOnly);
+            assert_eq!(a.mode, XdpMode::Generic, "{a:?}");
+            assert!(!a.adopted && a.pin_error.is_none(), "{a:?}");
+        }
+        let old = xdp_prog_id("v0").expect("attached");
+        drop(first);
+        assert_eq!(
+            xdp_prog_id("v0"),
+            Some(old),
+            "still attached after the drop"
+        );
+        assert!(
+            pins().contains(&"link_v0_generic".to_owned())
+                && pins().contains(&"link_v1_generic".to_owned()),
+            "{:?}",
+            pins()
+        );
+
+        // The next adopts v0's link and swaps its program in; v1 is no
+        // longer configured: its pin goes and it detaches.
+        let mut second = XdpRelay::load(&config).unwrap_or_else(|e| panic!("reload: {e}"));
+        let a = second.attach("v0", ModePolicy::Auto);
+        assert!(a.adopted && a.mode == XdpMode::Generic, "{a:?}");
+        let new = xdp_prog_id("v0").expect("still attached");
+        assert_ne!(new, old, "the new program replaced the old one in the link");
+        let stale = second.forget_stale_links();
+        assert_eq!(stale, vec![dir.join("link_v1_generic")]);
+        let v1 = eventually_detached("ip link show v1");
+        assert!(!v1.contains("xdp"), "a stale link detaches: {v1}");
+
+        // A mode the configuration no longer allows is attached anew.
+        drop(second);
+        let mut third = XdpRelay::load(&config).unwrap_or_else(|e| panic!("reload: {e}"));
+        let a = third.attach("v0", ModePolicy::NativeOnly);
+        assert!(!a.adopted && a.mode == XdpMode::Native, "{a:?}");
+        assert!(
+            pins().contains(&"link_v0_native".to_owned())
+                && !pins().contains(&"link_v0_generic".to_owned()),
+            "{:?}",
+            pins()
+        );
+
+        // A plain stop: no program, no pin.
+        third.exit_policy().detach();
+        drop(third);
+        let v0 = eventually_detached("ip link show v0");
+        assert!(!v0.contains("xdp"), "detached on a plain stop: {v0}");
+        assert!(pins().is_empty(), "pins removed: {:?}", pins());
+    });
 }

@@ -161,7 +161,12 @@ fn sdp(ip: IpAddr, port: u16, version: u32) -> String {
 
 /// Sends `message` from `socket` to `to` and returns what came back within
 /// `window` of quiet.
-fn exchange(socket: &UdpSocket, to: SocketAddr, message: &str, window: Duration) -> Vec<String> {
+pub(crate) fn exchange(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    message: &str,
+    window: Duration,
+) -> Vec<String> {
     socket.send_to(message.as_bytes(), to).expect("send");
     receive_for(socket, window)
 }
@@ -547,7 +552,7 @@ fn flood(
 }
 
 /// An OPTIONS of a stranger, unique per `n`.
-fn options(n: u64, from: SocketAddr, to: SocketAddr, user_agent: &str) -> String {
+pub(crate) fn options(n: u64, from: SocketAddr, to: SocketAddr, user_agent: &str) -> String {
     request(
         "OPTIONS",
         &format!("sip:ping@{to}"),

@@ -3,7 +3,9 @@
 //! its own under nextest, and in its own addresses or namespace).
 
 mod check_config;
+mod cluster;
 mod dns;
+mod drain;
 mod edge;
 mod harness;
 mod inspect_cli;
@@ -11,6 +13,7 @@ mod media;
 mod ng;
 mod operations;
 mod packaging;
+mod restart;
 mod scenarios_selfcheck;
 mod signaling;
 mod srtp;

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::kamailio::{Kamailio, MODULES};
+use tests::kamailio::{Kamailio, MODULES, Memory};
 use tests::lab::{Host, Lab, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
 use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 use tests::sipp::{Sipp, SippResult};
@@ -148,11 +148,15 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
     lab.start_daemon(&daemon_toml(&plan));
     let ng = SocketAddr::new(plan.realm_ip(Realm::Outside), NG_PORT);
     let proxy = SocketAddr::new(plan.spare_ip(0), SIP_PORT);
-    let kamailio = Kamailio::start_with_config(
+    let kamailio = Kamailio::start_with(
         lab.net(),
         lab.dir(),
         proxy,
         &kamailio_cfg(proxy, ng, plan.host(Host::Pbx)),
+        Memory {
+            shm_mb: 32,
+            pkg_mb: 4,
+        },
     );
     // The module pinged us at start: a relay it took as down would fail
     // every offer.

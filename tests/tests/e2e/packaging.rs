@@ -107,7 +107,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("13 rules found"), "{stdout}");
+    assert!(stdout.contains("16 rules found"), "{stdout}");
 }
 
 #[test]
@@ -141,6 +141,9 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         "SbcOverloaded",
         "SbcTlsCertificateExpiring",
         "SbcTlsHandshakesFailing",
+        "SbcClusterSteppingDown",
+        "SbcClusterNoActiveNode",
+        "SbcClusterRedisUnreachable",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}\n")),
@@ -185,6 +188,8 @@ fn exposition() -> String {
         subject: "sbc.example.net".to_owned(),
         not_after: 1_800_000_000,
     }]);
+    // A node of a pair registers these beside the rest.
+    sbc::cluster::ClusterMetrics::register(m.registry());
     let text = m.encode_text(m.started()).expect("encode");
     String::from_utf8(text).expect("exposition is UTF-8")
 }
