@@ -592,16 +592,41 @@ pub(super) async fn accept(
         };
         // SIP messages are small and latency-bound.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_accepted(
-            Arc::clone(&shared),
-            id,
-            conn,
-            stream,
-            remote,
-            rx,
-            alive.clone(),
-            peer != Peer::Trusted,
-        ));
+        let first_message = peer != Peer::Trusted;
+        let tls = shared
+            .listener(id)
+            .is_some_and(|l| l.spec.transport == Transport::Tls);
+        // Two tasks, so a plain TCP connection's task holds no room for a
+        // TLS handshake and stream.
+        if tls {
+            tokio::spawn(serve_accepted(
+                Arc::clone(&shared),
+                id,
+                conn,
+                stream,
+                remote,
+                rx,
+                alive.clone(),
+                first_message,
+            ));
+        } else {
+            let at = Origin {
+                transport: Transport::Tcp,
+                local: stream.local_addr().ok(),
+                aliasing: NoAliases,
+            };
+            tokio::spawn(run(
+                Arc::clone(&shared),
+                id,
+                conn,
+                stream,
+                at,
+                remote,
+                rx,
+                alive.clone(),
+                first_message,
+            ));
+        }
     }
 }
 
@@ -626,7 +651,7 @@ async fn serve_accepted(
         let at = Origin {
             transport,
             local,
-            client_names: Vec::new(),
+            aliasing: NoAliases,
         };
         return run(
             shared,
@@ -650,10 +675,30 @@ async fn serve_accepted(
     };
     match handshake {
         Ok(tls) => {
+            let names = client_names(&tls);
+            if names.is_empty() {
+                let at = Origin {
+                    transport,
+                    local,
+                    aliasing: NoAliases,
+                };
+                return run(
+                    shared,
+                    listener,
+                    id,
+                    tls,
+                    at,
+                    remote,
+                    rx,
+                    alive,
+                    first_message,
+                )
+                .await;
+            }
             let at = Origin {
                 transport,
                 local,
-                client_names: client_names(&tls),
+                aliasing: CertifiedAliases { names, last: None },
             };
             run(
                 shared,
@@ -788,10 +833,11 @@ async fn connect_and_run(
     let transport = shared
         .listener(listener)
         .map_or(Transport::Tcp, |l| l.spec.transport);
+    // The peer may alias only connections it opened (RFC 5923 §5).
     let at = Origin {
         transport,
         local,
-        client_names: Vec::new(),
+        aliasing: NoAliases,
     };
     if transport != Transport::Tls {
         return run(shared, listener, id, stream, at, to, rx, alive, false).await;
@@ -931,12 +977,60 @@ async fn write_flush<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io:
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a connection's messages arrive: the transport, the socket's
-/// local address, and for an accepted TLS connection the names its client
-/// certificate proved (for RFC 5923 aliases).
-struct Origin {
+/// local address, and what may alias the connection (RFC 5923).
+struct Origin<A> {
     transport: Transport,
     local: Option<SocketAddr>,
-    client_names: Vec<String>,
+    aliasing: A,
+}
+
+/// What a connection does with each message it receives about RFC 5923
+/// aliases: a type, so connections that never alias (plain TCP, the ones
+/// the SBC opens) carry no state for it and run the code they ran before.
+trait Aliasing: Send + 'static {
+    fn message(
+        &mut self,
+        shared: &Shared,
+        listener: ListenerId,
+        id: ConnectionId,
+        remote: SocketAddr,
+        message: &Message,
+    );
+}
+
+/// No aliases.
+struct NoAliases;
+
+impl Aliasing for NoAliases {
+    #[inline(always)]
+    fn message(&mut self, _: &Shared, _: ListenerId, _: ConnectionId, _: SocketAddr, _: &Message) {}
+}
+
+/// An accepted TLS connection: the names its client certificate proved,
+/// and the alias taken last (so a peer's every request does not lock the
+/// table).
+struct CertifiedAliases {
+    names: Vec<String>,
+    last: Option<SocketAddr>,
+}
+
+impl Aliasing for CertifiedAliases {
+    fn message(
+        &mut self,
+        shared: &Shared,
+        listener: ListenerId,
+        id: ConnectionId,
+        remote: SocketAddr,
+        message: &Message,
+    ) {
+        if let Some(alias) = alias_of(message, remote, &self.names)
+            && self.last != Some(alias)
+            && shared.table().alias(id, alias)
+        {
+            self.last = Some(alias);
+            tracing::debug!(listener = listener.0, %remote, %alias, "TLS connection aliased (RFC 5923)");
+        }
+    }
 }
 
 /// Runs one connection: reads and frames, answers pings, delivers
@@ -946,12 +1040,12 @@ struct Origin {
 /// `stream` is the socket, or the TLS stream on it; `at` is the
 /// transport the messages arrive over and the socket's local address.
 #[allow(clippy::too_many_arguments)]
-async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
+async fn run<S: AsyncRead + AsyncWrite + Send + 'static, A: Aliasing>(
     shared: Arc<Shared>,
     listener: ListenerId,
     id: ConnectionId,
     stream: S,
-    at: Origin,
+    at: Origin<A>,
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     _alive: mpsc::Sender<()>,
@@ -960,11 +1054,8 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
     let Origin {
         transport,
         local,
-        client_names,
+        mut aliasing,
     } = at;
-    // The alias last taken, so a peer's every request does not lock the
-    // table.
-    let mut aliased: Option<SocketAddr> = None;
     let Some(l) = shared.listener(listener) else {
         // Removed since the accept or connect: the connection goes with it,
         // and what was queued on it is reported as failed.
@@ -1051,13 +1142,7 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
                         }
                         Frame::Pong => continue,
                         Frame::Message(msg) => {
-                            if let Some(alias) = alias_of(&msg, remote, &client_names)
-                                && aliased != Some(alias)
-                                && shared.table().alias(id, alias)
-                            {
-                                aliased = Some(alias);
-                                tracing::debug!(listener = listener.0, %remote, %alias, "TLS connection aliased (RFC 5923)");
-                            }
+                            aliasing.message(&shared, listener, id, remote, &msg);
                             classify(&stats, Ok(msg), Vec::new, remote)
                         }
                         Frame::Malformed { error, bytes } => {
