@@ -384,9 +384,22 @@ impl NgEngine {
                 }
                 self.resume(now, &key);
             }
-            MediaEvent::Latched { .. }
-            | MediaEvent::NotLatched { .. }
-            | MediaEvent::TimedOut { .. } => {}
+            // A session whose media stopped ends, as rtpengine's `timeout`
+            // does: a proxy that lost its delete (a crash, a lost
+            // datagram) must not hold the ports for ever.
+            MediaEvent::TimedOut { stream, reason } => {
+                let Some(key) = self.by_stream.get(stream).cloned() else {
+                    return;
+                };
+                if self.parked.get(&key).is_some_and(|q| !q.is_empty()) {
+                    return;
+                }
+                self.warnings.push_back(format!(
+                    "ng session {key:?} ended: its media timed out ({reason:?})"
+                ));
+                self.release_session(&key);
+            }
+            MediaEvent::Latched { .. } | MediaEvent::NotLatched { .. } => {}
         }
     }
 
@@ -1097,6 +1110,41 @@ mod tests {
         e.handle_timeout(now + Duration::from_secs(5));
         relay.drive(now, &mut e);
         assert_eq!(relay.released.len(), 1);
+        assert_eq!(e.sessions(), 0);
+    }
+
+    #[test]
+    fn a_session_whose_media_timed_out_ends_without_a_delete() {
+        let now = t0();
+        let mut e = engine(0);
+        let mut relay = FakeRelay::new();
+        e.handle_message(now, kamailio(), OFFER);
+        relay.drive(now, &mut e);
+        assert_eq!(e.sessions(), 1);
+        let stream = relay.allocated[0].0;
+        e.handle_media_event(
+            now,
+            &MediaEvent::TimedOut {
+                stream,
+                reason: crate::media::command::TimeoutReason::NoMedia,
+            },
+        );
+        relay.drive(now, &mut e);
+        assert_eq!(e.sessions(), 0);
+        assert_eq!(relay.released, [stream]);
+        let warnings: Vec<String> = std::iter::from_fn(|| e.poll_warning()).collect();
+        assert!(
+            warnings.iter().any(|w| w.contains("media timed out")),
+            "said so: {warnings:?}"
+        );
+        // A stream of nobody's changes nothing.
+        e.handle_media_event(
+            now,
+            &MediaEvent::TimedOut {
+                stream,
+                reason: crate::media::command::TimeoutReason::NoMedia,
+            },
+        );
         assert_eq!(e.sessions(), 0);
     }
 
