@@ -599,7 +599,7 @@ pub(super) async fn accept(
         // Two tasks, so a plain TCP connection's task holds no room for a
         // TLS handshake and stream.
         if tls {
-            tokio::spawn(serve_accepted(
+            tokio::spawn(serve_tls_accepted(
                 Arc::clone(&shared),
                 id,
                 conn,
@@ -630,10 +630,12 @@ pub(super) async fn accept(
     }
 }
 
-/// Runs an accepted connection: over TLS, once the handshake is done (in
-/// this task, so a stalled handshake holds this connection only).
+/// Runs a connection accepted on a TLS listener once its handshake is done
+/// (in this task, so a stalled handshake holds this connection only). A
+/// peer that proved a name with a client certificate may alias the
+/// connection (RFC 5923).
 #[allow(clippy::too_many_arguments)]
-async fn serve_accepted(
+async fn serve_tls_accepted(
     shared: Arc<Shared>,
     listener: ListenerId,
     id: ConnectionId,
@@ -644,28 +646,6 @@ async fn serve_accepted(
     first_message: bool,
 ) {
     let local = stream.local_addr().ok();
-    let transport = shared
-        .listener(listener)
-        .map_or(Transport::Tcp, |l| l.spec.transport);
-    if transport != Transport::Tls {
-        let at = Origin {
-            transport,
-            local,
-            aliasing: NoAliases,
-        };
-        return run(
-            shared,
-            listener,
-            id,
-            stream,
-            at,
-            remote,
-            rx,
-            alive,
-            first_message,
-        )
-        .await;
-    }
     let mut shutdown = shared.shutdown.clone();
     let handshake = tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => Err(TransportError::ShuttingDown),
@@ -675,30 +655,13 @@ async fn serve_accepted(
     };
     match handshake {
         Ok(tls) => {
-            let names = client_names(&tls);
-            if names.is_empty() {
-                let at = Origin {
-                    transport,
-                    local,
-                    aliasing: NoAliases,
-                };
-                return run(
-                    shared,
-                    listener,
-                    id,
-                    tls,
-                    at,
-                    remote,
-                    rx,
-                    alive,
-                    first_message,
-                )
-                .await;
-            }
             let at = Origin {
-                transport,
+                transport: Transport::Tls,
                 local,
-                aliasing: CertifiedAliases { names, last: None },
+                aliasing: CertifiedAliases {
+                    names: client_names(&tls),
+                    last: None,
+                },
             };
             run(
                 shared,
