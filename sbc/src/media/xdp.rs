@@ -443,6 +443,10 @@ impl XdpRelay {
             });
             return attachment;
         }
+        // Whether a pinned link of this interface was let go here: the kernel
+        // frees a link whose pin is removed from a work queue, so for a
+        // moment the interface may still have it.
+        let mut released = false;
         if let Some(dir) = self.pin_dir.clone() {
             for mode in [XdpMode::Native, XdpMode::Generic] {
                 let pin = link_pin(&dir, interface, mode);
@@ -458,7 +462,7 @@ impl XdpRelay {
                     // The configured mode changed since the pin was made:
                     // this interface pays a gap to change it.
                     tracing::info!(pin = %pin.display(), "pinned XDP link in a mode the configuration excludes; attaching anew");
-                    let _ = fs::remove_file(&pin);
+                    released |= fs::remove_file(&pin).is_ok();
                     continue;
                 }
                 match self.adopt(&pin) {
@@ -472,7 +476,7 @@ impl XdpRelay {
                         // Removing the pin detaches what it held; a fresh
                         // attach follows.
                         tracing::warn!(pin = %pin.display(), error = %e, "pinned XDP link not adopted; attaching anew");
-                        let _ = fs::remove_file(&pin);
+                        released |= fs::remove_file(&pin).is_ok();
                     }
                 }
             }
@@ -496,9 +500,22 @@ impl XdpRelay {
                 });
                 continue;
             }
-            let attached = self
+            let mut attached = self
                 .program()
                 .and_then(|p| Ok(p.attach_to_if_index(attachment.ifindex, aya_mode)?));
+            // The released link may still hold the interface: wait for the
+            // kernel to free it (bounded), rather than fall back.
+            let mut waits = 0;
+            while released
+                && waits < RELEASE_WAITS
+                && attached.as_ref().err().is_some_and(still_attached)
+            {
+                std::thread::sleep(RELEASE_WAIT);
+                waits += 1;
+                attached = self
+                    .program()
+                    .and_then(|p| Ok(p.attach_to_if_index(attachment.ifindex, aya_mode)?));
+            }
             match attached {
                 Ok(link) => {
                     attachment.mode = mode;
@@ -802,6 +819,21 @@ fn ifindex(interface: &str) -> u32 {
     };
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
+/// How long, at most, an attach waits for a released link to be freed:
+/// [`RELEASE_WAITS`] times [`RELEASE_WAIT`].
+const RELEASE_WAITS: u32 = 100;
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether an attach failed because the interface still has an XDP link
+/// (`bpf_link_create` says EEXIST).
+fn still_attached(e: &XdpError) -> bool {
+    matches!(
+        e,
+        XdpError::Program(aya::programs::ProgramError::SyscallError(err))
+            if err.io_error.kind() == std::io::ErrorKind::AlreadyExists
+    )
 }
 
 #[cfg(test)]
