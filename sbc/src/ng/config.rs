@@ -36,6 +36,7 @@ impl NgSettings {
             },
             max_sessions: ng.map_or(0, |n| n.max_sessions as usize),
             limits: Limits::default(),
+            cache_bytes: super::engine::CACHE_GENERATION_BYTES,
             realms,
         }
     }

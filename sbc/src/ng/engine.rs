@@ -45,6 +45,11 @@ pub const NG_STREAM_BASE: u64 = 1 << 62;
 /// these (rtpengine: 30 s).
 pub const COOKIE_GENERATION: Duration = Duration::from_secs(30);
 
+/// The most reply bytes one generation of the reply cache holds: a flood of
+/// requests with fresh cookies ages the cache early instead of growing it,
+/// so the cache never holds more than twice this.
+pub const CACHE_GENERATION_BYTES: usize = 16 << 20;
+
 /// A realm as the ng server sees it: where its legs anchor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NgRealm {
@@ -72,6 +77,9 @@ pub struct NgSettings {
     pub max_sessions: usize,
     /// Message bounds.
     pub limits: Limits,
+    /// The most reply bytes one generation of the reply cache holds
+    /// ([`CACHE_GENERATION_BYTES`] by default).
+    pub cache_bytes: usize,
 }
 
 /// Where a reply goes: the IO shell's own token (a UDP peer, a TCP
@@ -159,6 +167,8 @@ pub struct NgEngine {
     /// Cookies being worked on.
     in_flight: HashMap<Key, ()>,
     cache: [HashMap<Key, (Vec<u8>, &'static str)>; 2],
+    /// Reply and cookie bytes in the newer generation.
+    cache_bytes: usize,
     cache_swapped: Option<Instant>,
     replies: VecDeque<Reply>,
     media: VecDeque<MediaCommand>,
@@ -179,6 +189,7 @@ impl NgEngine {
             parked: HashMap::new(),
             in_flight: HashMap::new(),
             cache: [HashMap::new(), HashMap::new()],
+            cache_bytes: 0,
             cache_swapped: None,
             replies: VecDeque::new(),
             media: VecDeque::new(),
@@ -240,13 +251,17 @@ impl NgEngine {
         }
         match self.cache_swapped {
             None => self.cache_swapped = Some(now),
-            Some(at) if now >= at + COOKIE_GENERATION => {
-                self.cache.swap(0, 1);
-                self.cache[0].clear();
-                self.cache_swapped = Some(now);
-            }
+            Some(at) if now >= at + COOKIE_GENERATION => self.age_cache(now),
             Some(_) => {}
         }
+    }
+
+    /// Starts a new generation of the reply cache; the older one goes.
+    fn age_cache(&mut self, now: Instant) {
+        self.cache.swap(0, 1);
+        self.cache[0].clear();
+        self.cache_bytes = 0;
+        self.cache_swapped = Some(now);
     }
 
     /// One ng message from `to`.
@@ -463,6 +478,11 @@ impl NgEngine {
         let bytes = codec::encode(&parked.cookie, &reply, parked.encoding);
         self.in_flight.remove(&parked.cookie);
         let command = parked.request.command.unwrap_or(Command::Other).label();
+        let cost = bytes.len() + parked.cookie.len();
+        if self.cache_bytes + cost > self.settings.cache_bytes {
+            self.age_cache(now);
+        }
+        self.cache_bytes += cost;
         self.cache[0].insert(parked.cookie, (bytes.clone(), command));
         self.replies.push_back(Reply {
             to: parked.to,
@@ -915,6 +935,7 @@ mod tests {
                 latch: LatchPolicy::SdpOrSignaling,
                 max_sessions,
                 limits: Limits::default(),
+                cache_bytes: CACHE_GENERATION_BYTES,
             },
             CnameMask::new(),
         )
@@ -1091,6 +1112,31 @@ mod tests {
         e.handle_message(now + Duration::from_secs(62), kamailio(), OFFER);
         relay.drive(now, &mut e);
         assert_eq!(replies(&mut e)[0].result, "ok", "executed as a new request");
+    }
+
+    #[test]
+    fn a_flood_of_fresh_cookies_ages_the_reply_cache_instead_of_growing_it() {
+        let now = t0();
+        let mut e = engine(0);
+        e.settings.cache_bytes = 1_000;
+        for n in 0..1_000 {
+            e.handle_message(
+                now,
+                kamailio(),
+                format!("c{n} d7:command4:pinge").as_bytes(),
+            );
+        }
+        assert_eq!(replies(&mut e).len(), 1_000, "every ping answered");
+        let held: usize = e
+            .cache
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|(k, (b, _))| k.len() + b.len())
+            .sum();
+        assert!(held <= 2_000, "{held} bytes cached");
+        // The latest are still known as retransmissions.
+        e.handle_message(now, kamailio(), b"c999 d7:command4:pinge");
+        assert_eq!(replies(&mut e)[0].result, "duplicate");
     }
 
     #[test]
