@@ -572,6 +572,8 @@ pub struct Metrics {
     media_ports_free: IntGaugeVec,
     media_address_ports_free: IntGaugeVec,
     media_timeouts: IntCounter,
+    media_reserve_endpoints: IntGaugeVec,
+    media_reserve_misses: IntCounter,
     xdp_attached: IntGaugeVec,
     xdp_fallback: IntCounterVec,
     xdp_adopted_flows: IntGauge,
@@ -792,6 +794,20 @@ impl Metrics {
             "Media ports not in use on each media address (a realm with more_addresses has several; a call leg goes to its realm's least loaded).",
             &["address"],
         );
+        let media_reserve_endpoints = gauge_vec(
+            &r,
+            "sbc_media_reserve_endpoints",
+            "Media endpoints (an RTP/RTCP port pair) bound ahead on each media address for the next call legs, so a call's setup does not wait for the media relay; their ports count as free, not as calls.",
+            &["address"],
+        );
+        let media_reserve_misses = register(
+            &r,
+            IntCounter::new(
+                "sbc_media_reserve_misses_total",
+                "New media streams that found no endpoint bound ahead for a leg and waited for the media relay to bind one (a burst of calls beyond the reserve, or a muxed leg).",
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
         let media_timeouts = register(
             &r,
             IntCounter::new(
@@ -920,6 +936,8 @@ impl Metrics {
             media_ports_free,
             media_address_ports_free,
             media_timeouts,
+            media_reserve_endpoints,
+            media_reserve_misses,
             xdp_attached,
             xdp_fallback,
             xdp_adopted_flows,
@@ -1199,6 +1217,19 @@ impl Metrics {
     /// `sbc_media_timeouts_total`.
     pub fn media_timeout(&self) {
         self.media_timeouts.inc();
+    }
+
+    /// Sets `sbc_media_reserve_endpoints{address}`: endpoints bound ahead.
+    pub fn set_media_reserve_endpoints(&self, address: std::net::IpAddr, n: u64) {
+        self.media_reserve_endpoints
+            .with_label_values(&[&address.to_string()])
+            .set(gauge_value(n));
+    }
+
+    /// Counts `n` streams that waited for the relay to bind a leg's
+    /// endpoint: `sbc_media_reserve_misses_total`.
+    pub fn media_reserve_missed(&self, n: u64) {
+        self.media_reserve_misses.inc_by(n);
     }
 
     /// Records the attach mode in use on `interface`: its series for `mode`

@@ -59,6 +59,7 @@ use crate::guard::{self, RealmCounts, Seed, Shield};
 use crate::media::command::{Leg, MediaCommand, MediaError, MediaEvent};
 use crate::media::fast::{AdoptedFlows, XdpFastPath};
 use crate::media::ports::PortRange;
+use crate::media::reserve::{DEFAULT_PER_ADDRESS, Reserve};
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ExitPolicy, ModePolicy, XdpConfig, XdpRelay};
 use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
@@ -109,9 +110,29 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
 }
 
 /// File descriptors a configuration may need: four media sockets per call
-/// (RTP and RTCP on each leg), plus signaling, admin and headroom.
+/// (RTP and RTCP on each leg), two per endpoint of the reserve of
+/// pre-bound endpoints, plus signaling, admin and headroom.
 fn descriptors_needed(config: &Config) -> u64 {
-    u64::from(config.limits.max_calls) * 4 + 4096
+    let reserve = Reserve::new(relay_threads(config), DEFAULT_PER_ADDRESS, &[])
+        .capacity(config.media_ranges().len());
+    u64::from(config.limits.max_calls) * 4 + 2 * reserve as u64 + 4096
+}
+
+/// Relay threads the configuration asks for (0: one per core).
+fn relay_threads(config: &Config) -> usize {
+    match config.media.relay_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => usize::from(n),
+    }
+}
+
+/// Every configured media address (each has a port pool).
+fn media_addresses(config: &Config) -> Vec<std::net::IpAddr> {
+    config
+        .media_ranges()
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect()
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to what the configuration needs (up to
@@ -266,10 +287,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
     relay_config.freebind = config.cluster.is_some();
-    relay_config.threads = match config.media.relay_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => usize::from(n),
-    };
+    relay_config.threads = relay_threads(&config);
     let adopted_timeout = relay_config.flow.inactivity_timeout;
     let (fast_path, fast_exit, adopted) =
         match start_fast_path(&config.media.xdp, &metrics, adopted_timeout) {
@@ -313,7 +331,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         ledger: Ledger::new((now(), wall_clock())),
         relay_backlog: VecDeque::new(),
         relay_saturated: false,
+        reserve: Reserve::new(
+            relay.threads(),
+            DEFAULT_PER_ADDRESS,
+            &media_addresses(&config),
+        ),
+        reserve_returns: Vec::new(),
+        reserve_misses_seen: 0,
     };
+    // Bound in the background while the rest starts.
+    shell.refill_reserve();
     core.start(now());
     let mut bindings = SavedBindings::start(&config, &mut core);
     zero_series(&metrics, &config, &core);
@@ -368,6 +395,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 None => break,
             },
             () = media_wake.notified() => {
+                while let Some(reserved) = relay.try_reserved() {
+                    shell.reserve_filled(reserved);
+                }
                 while let Some(event) = relay.try_event() {
                     if let Some(ng) = ng.as_mut() {
                         ng.media_event(now(), &event, &relay);
@@ -488,6 +518,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                     metrics: &metrics,
                 };
                 if let Some(config) = reload(&mut core, config_path.as_ref(), &running, &mut names) {
+                    shell.reserve_addresses(&media_addresses(&config));
                     running_config = config;
                 }
                 if let Some(cdr) = &cdr {

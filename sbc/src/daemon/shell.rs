@@ -2,6 +2,9 @@
 //! logs and call records.
 
 use super::*;
+use crate::media::command::{LegSpec, LocalEndpoint, RtcpMode, StreamId};
+use crate::media::reserve::Reserve;
+use crate::media::userspace::Reserved;
 
 /// Where the core's outputs go.
 pub(super) struct Shell<'a> {
@@ -35,6 +38,14 @@ pub(super) struct Shell<'a> {
     pub(super) relay_backlog: VecDeque<MediaCommand>,
     /// The relay refused a command since the last tick: it is saturated.
     pub(super) relay_saturated: bool,
+    /// Endpoints the relay bound ahead, so a new stream needs no round trip
+    /// to a relay thread ([`crate::media::reserve`]).
+    pub(super) reserve: Reserve,
+    /// Reserved endpoints to give back to the relay (by lane), waiting
+    /// while its queue is full.
+    pub(super) reserve_returns: Vec<(usize, LocalEndpoint)>,
+    /// The reserve's misses already exported (the counter takes deltas).
+    pub(super) reserve_misses_seen: u64,
 }
 
 /// Commands waiting for the relay beyond which no new call is taken (each
@@ -87,12 +98,15 @@ impl Shell<'_> {
             }
             self.retry_relay_backlog();
             while let Some(command) = core.poll_media() {
-                if let MediaCommand::Allocate { stream, .. } = &command {
+                if let MediaCommand::Allocate { stream, legs } = command {
                     // A new stream: refused now, its call fails (503).
-                    let stream = *stream;
-                    if let Err(error) = self.relay.send(command) {
-                        self.relay_saturated |= error == MediaError::QueueFull;
-                        refused.push(MediaEvent::AllocationFailed { stream, error });
+                    match self.allocate(stream, legs) {
+                        Ok(Some(allocated)) => refused.push(allocated),
+                        Ok(None) => {}
+                        Err(error) => {
+                            self.relay_saturated |= error == MediaError::QueueFull;
+                            refused.push(MediaEvent::AllocationFailed { stream, error });
+                        }
                     }
                 } else if !self.relay_backlog.is_empty() {
                     // Behind ones already waiting: keep their order.
@@ -109,12 +123,96 @@ impl Shell<'_> {
                 self.report(event);
             }
             if refused.is_empty() {
+                self.refill_reserve();
                 return;
             }
             for event in refused {
                 core.handle_media_event(now(), event);
             }
         }
+    }
+
+    /// Sends a new stream's allocation: with endpoints from the reserve
+    /// where it has them for the stream's relay thread, and when it has
+    /// both legs' the allocation is answered here and now (the `Allocated`
+    /// returned), without waiting for the relay thread. Otherwise the relay
+    /// answers, after binding what the reserve did not have.
+    fn allocate(
+        &mut self,
+        stream: StreamId,
+        legs: [LegSpec; 2],
+    ) -> Result<Option<MediaEvent>, MediaError> {
+        let plain = MediaCommand::Allocate { stream, legs };
+        if legs.iter().any(|l| l.rtcp != RtcpMode::Pair) {
+            // The reserve holds pairs; a muxed leg takes the round trip.
+            return self.relay.send(plain).map(|()| None);
+        }
+        let lane = self.relay.lane_of(stream);
+        let claim = self
+            .reserve
+            .claim(lane, [legs[0].local_ip, legs[1].local_ip]);
+        if claim.iter().all(Option::is_none) {
+            return self.relay.send(plain).map(|()| None);
+        }
+        match self.relay.send_claimed(stream, legs, claim) {
+            Ok(()) => Ok(match claim {
+                [Some(a), Some(b)] => Some(MediaEvent::Allocated {
+                    stream,
+                    legs: [a, b],
+                }),
+                _ => None,
+            }),
+            Err(error) => {
+                self.reserve.unclaim(lane, claim);
+                Err(error)
+            }
+        }
+    }
+
+    /// Asks the relay to bind what the reserve lacks, and gives back what
+    /// it holds for addresses no longer configured.
+    pub(super) fn refill_reserve(&mut self) {
+        if !self.reserve_returns.is_empty() {
+            let mut by_lane: Vec<(usize, Vec<LocalEndpoint>)> = Vec::new();
+            for (lane, endpoint) in self.reserve_returns.drain(..) {
+                match by_lane.iter_mut().find(|(l, _)| *l == lane) {
+                    Some((_, endpoints)) => endpoints.push(endpoint),
+                    None => by_lane.push((lane, vec![endpoint])),
+                }
+            }
+            for (lane, endpoints) in by_lane {
+                if self.relay.unreserve(lane, endpoints.clone()).is_err() {
+                    // Full queue: next time (a stopped relay closed them).
+                    self.reserve_returns
+                        .extend(endpoints.into_iter().map(|e| (lane, e)));
+                }
+            }
+        }
+        let now = now();
+        for (lane, ip, count) in self.reserve.wanted(now) {
+            if self.relay.reserve(lane, ip, count).is_err() {
+                // Not asked after all: the slot waits before asking again.
+                let _ = self.reserve.filled(now, lane, ip, count, Vec::new());
+            }
+        }
+    }
+
+    /// A relay thread bound endpoints for the reserve.
+    pub(super) fn reserve_filled(&mut self, reserved: Reserved) {
+        let lane = reserved.lane;
+        let unwanted =
+            self.reserve
+                .filled(now(), lane, reserved.ip, reserved.asked, reserved.endpoints);
+        self.reserve_returns
+            .extend(unwanted.into_iter().map(|e| (lane, e)));
+    }
+
+    /// After a reload: the reserve follows the configured media addresses
+    /// (an address that left gives its endpoints back, a new one is filled).
+    pub(super) fn reserve_addresses(&mut self, addresses: &[std::net::IpAddr]) {
+        let dropped = self.reserve.set_addresses(addresses);
+        self.reserve_returns.extend(dropped);
+        self.refill_reserve();
     }
 
     /// The core asks for a ban (a scanner, a source refused too often):
@@ -404,6 +502,10 @@ impl Shell<'_> {
         }
         self.metrics
             .set_sip_transactions_active(core.transactions() as u64);
+        let misses = self.reserve.misses();
+        self.metrics
+            .media_reserve_missed(misses.saturating_sub(self.reserve_misses_seen));
+        self.reserve_misses_seen = misses;
     }
 
     /// Exports the relay's per-realm totals (`totals[i]` is realm `i`'s: the
@@ -440,6 +542,8 @@ impl Shell<'_> {
                     self.metrics.set_media_address_ports_free(ip, free);
                     *realm_free.get_or_insert(0) += free;
                 }
+                self.metrics
+                    .set_media_reserve_endpoints(ip, self.reserve.ready(ip) as u64);
             }
             if let Some(free) = realm_free {
                 self.metrics.set_media_ports_free(name, free);

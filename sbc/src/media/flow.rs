@@ -311,17 +311,9 @@ impl FlowTable {
     /// Apply one command from the call core. Failures are reported as events.
     pub fn handle_command(&mut self, now: Instant, command: MediaCommand) -> SocketWork {
         match command {
-            MediaCommand::Allocate { stream, legs } => match self.allocate(now, stream, legs) {
-                Ok(endpoints) => SocketWork::Bind {
-                    stream,
-                    legs: endpoints,
-                },
-                Err(error) => {
-                    self.events
-                        .push_back(MediaEvent::AllocationFailed { stream, error });
-                    SocketWork::None
-                }
-            },
+            MediaCommand::Allocate { stream, legs } => {
+                self.allocate_claimed(now, stream, legs, [None, None])
+            }
             MediaCommand::SetRemote {
                 stream,
                 leg,
@@ -391,6 +383,57 @@ impl FlowTable {
                 SocketWork::None
             }
         }
+    }
+
+    /// [`MediaCommand::Allocate`] of a stream some of whose legs come with
+    /// an endpoint from the reserve (`claim`, per leg: its ports leased with
+    /// [`lease_reserve`](Self::lease_reserve), its sockets bound by the
+    /// backend); the other legs get ports as by the command. The backend
+    /// binds only those. On failure the claimed ports go back to the pool at
+    /// once (no SDP ever named them) and the backend closes their sockets.
+    pub fn allocate_claimed(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        legs: [LegSpec; 2],
+        claim: [Option<LocalEndpoint>; 2],
+    ) -> SocketWork {
+        match self.allocate(now, stream, legs, claim) {
+            Ok(endpoints) => SocketWork::Bind {
+                stream,
+                legs: endpoints,
+            },
+            Err(error) => {
+                self.events
+                    .push_back(MediaEvent::AllocationFailed { stream, error });
+                SocketWork::None
+            }
+        }
+    }
+
+    /// Leases an RTP/RTCP pair of `ip`'s pool for the reserve of pre-bound
+    /// endpoints (see [`super::reserve`]): in use, but no stream's until
+    /// [`allocate_claimed`](Self::allocate_claimed) names it.
+    pub fn lease_reserve(&mut self, now: Instant, ip: IpAddr) -> Result<LocalEndpoint, MediaError> {
+        let lease = self.ports.allocate(now, ip, RtcpMode::Pair)?;
+        Ok(LocalEndpoint {
+            rtp: SocketAddr::new(ip, lease.rtp()),
+            rtcp: lease.rtcp().map(|p| SocketAddr::new(ip, p)),
+        })
+    }
+
+    /// Gives back a reserved endpoint no stream took: free at once, as no
+    /// SDP named it.
+    pub fn return_reserve(&mut self, endpoint: LocalEndpoint) {
+        self.ports.cancel(endpoint.rtp.ip(), lease_of(endpoint));
+    }
+
+    /// A reserved endpoint the backend could not bind (something else
+    /// holds a port): its ports go to quarantine, like a failed
+    /// allocation's.
+    pub fn fail_reserve(&mut self, now: Instant, endpoint: LocalEndpoint) {
+        self.ports
+            .release(now, endpoint.rtp.ip(), lease_of(endpoint));
     }
 
     /// The backend bound every endpoint of `stream`: report it allocated.
@@ -654,17 +697,39 @@ impl FlowTable {
         now: Instant,
         stream: StreamId,
         specs: [LegSpec; 2],
+        given: [Option<LocalEndpoint>; 2],
     ) -> Result<[LocalEndpoint; 2], MediaError> {
+        let give_back = |ports: &mut PortAllocator| {
+            for endpoint in given.iter().flatten() {
+                ports.cancel(endpoint.rtp.ip(), lease_of(*endpoint));
+            }
+        };
         if self.streams.contains_key(&stream) {
+            give_back(&mut self.ports);
             return Err(MediaError::DuplicateStream { stream });
         }
-        let a = self.ports.allocate(now, specs[0].local_ip, specs[0].rtcp)?;
-        let b = match self.ports.allocate(now, specs[1].local_ip, specs[1].rtcp) {
-            Ok(b) => b,
-            Err(error) => {
-                self.ports.cancel(specs[0].local_ip, a);
-                return Err(error);
-            }
+        let a = match given[0] {
+            Some(endpoint) => lease_of(endpoint),
+            None => match self.ports.allocate(now, specs[0].local_ip, specs[0].rtcp) {
+                Ok(a) => a,
+                Err(error) => {
+                    give_back(&mut self.ports);
+                    return Err(error);
+                }
+            },
+        };
+        let b = match given[1] {
+            Some(endpoint) => lease_of(endpoint),
+            None => match self.ports.allocate(now, specs[1].local_ip, specs[1].rtcp) {
+                Ok(b) => b,
+                Err(error) => {
+                    if given[0].is_none() {
+                        self.ports.cancel(specs[0].local_ip, a);
+                    }
+                    give_back(&mut self.ports);
+                    return Err(error);
+                }
+            },
         };
         let quiet = self.config.relatch_quiet;
         let realm_networks = &self.realm_networks;
@@ -729,6 +794,18 @@ impl FlowTable {
             let shortest = self.config.inactivity_timeout.min(self.config.hold_timeout);
             now + (shortest / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
         });
+    }
+}
+
+/// The ports an endpoint holds.
+fn lease_of(endpoint: LocalEndpoint) -> Lease {
+    match endpoint.rtcp {
+        Some(_) => Lease::Pair {
+            rtp: endpoint.rtp.port(),
+        },
+        None => Lease::Mux {
+            port: endpoint.rtp.port(),
+        },
     }
 }
 

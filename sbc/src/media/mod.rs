@@ -28,6 +28,7 @@ pub mod fast;
 pub mod flow;
 pub mod latch;
 pub mod ports;
+pub mod reserve;
 pub mod rtcp;
 pub mod userspace;
 pub mod xdp;

@@ -63,11 +63,13 @@ use thiserror::Error;
 
 use super::cname::CnameMask;
 use super::command::{
-    Component, Leg, LocalEndpoint, MediaCommand, MediaError, MediaEvent, RealmTag, StreamId,
+    Component, Leg, LegSpec, LocalEndpoint, MediaCommand, MediaError, MediaEvent, RealmTag,
+    StreamId,
 };
 use super::flow::{DropCause, FastCounts, FastFlow, FlowConfig, FlowTable, Forward, SocketWork};
 use super::latch::{PacketKind, classify};
 use super::ports::{PortAllocator, PortRange};
+use super::reserve::Claim;
 use super::rtcp;
 
 /// Packets read from one socket per turn before the others get theirs.
@@ -238,6 +240,9 @@ pub struct RelayStats {
     /// media address and relay thread (a reload may add addresses; one lock
     /// per publication, never per packet).
     ports_free: Mutex<Vec<(IpAddr, usize, u64)>>,
+    /// Of those, ports bound ahead for new streams (the reserve of
+    /// pre-bound endpoints, [`super::reserve`]), per address and thread.
+    ports_reserved: Mutex<Vec<(IpAddr, usize, u64)>>,
 }
 
 impl RelayStats {
@@ -269,9 +274,24 @@ impl RelayStats {
             .clone()
     }
 
+    /// Of [`ports_free`](Self::ports_free), the ports bound ahead in the
+    /// reserve of pre-bound endpoints (two per endpoint): free for the next
+    /// calls, bound to no call.
+    pub fn ports_reserved(&self, ip: IpAddr) -> u64 {
+        self.ports_reserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(addr, _, _)| *addr == ip)
+            .map(|(_, _, n)| *n)
+            .sum()
+    }
+
     /// Ports of `ip`'s pool not in use, quarantined ones included (a leg takes
-    /// two ports, RTP and RTCP, or one when muxed); `None` for an address
-    /// the relay has no pool for.
+    /// two ports, RTP and RTCP, or one when muxed), and the reserve's (bound
+    /// ahead for the next calls, see [`ports_reserved`](Self::ports_reserved)
+    /// and [`super::reserve`]); `None` for an address the relay has no pool
+    /// for.
     pub fn ports_free(&self, ip: IpAddr) -> Option<u64> {
         self.ports_free
             .lock()
@@ -329,8 +349,34 @@ pub trait FastPath: Send {
 
 enum Control {
     Command(MediaCommand),
+    /// An allocation whose legs may use endpoints of the reserve.
+    Claimed {
+        stream: StreamId,
+        legs: [LegSpec; 2],
+        claim: Claim,
+    },
+    /// Bind this many endpoints ahead for the reserve.
+    Reserve(IpAddr, usize),
+    /// Close these reserved endpoints and give their ports back.
+    Unreserve(Vec<LocalEndpoint>),
     AddPool(std::net::IpAddr, PortRange),
     Shutdown,
+}
+
+/// A relay thread's answer to a reserve request
+/// ([`UserspaceRelay::reserve`]): the endpoints it bound ahead, now held for
+/// claims ([`UserspaceRelay::send_claimed`]). Fewer than asked means the
+/// pool is exhausted or a bind failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// The relay thread holding them (see [`UserspaceRelay::lane_of`]).
+    pub lane: usize,
+    /// The media address.
+    pub ip: IpAddr,
+    /// How many were asked for.
+    pub asked: usize,
+    /// The endpoints bound (RTP/RTCP pairs).
+    pub endpoints: Vec<LocalEndpoint>,
 }
 
 /// A command the relay could not take.
@@ -377,7 +423,12 @@ impl CommandSender {
             | MediaCommand::Release { stream }
             | MediaCommand::Report { stream } => stream,
         };
-        &self.lanes[(stream.0 % self.lanes.len() as u64) as usize]
+        &self.lanes[self.lane_of(*stream)]
+    }
+
+    /// The relay thread that owns `stream`'s sockets.
+    pub fn lane_of(&self, stream: StreamId) -> usize {
+        (stream.0 % self.lanes.len() as u64) as usize
     }
 
     /// Queue a command without blocking.
@@ -402,6 +453,7 @@ impl CommandSender {
 pub struct UserspaceRelay {
     sender: CommandSender,
     events: Receiver<MediaEvent>,
+    reserved: Receiver<Reserved>,
     stats: Arc<RelayStats>,
     threads: Vec<JoinHandle<()>>,
     /// `/proc/<pid>/task/<tid>` of each relay thread, for its CPU time.
@@ -426,6 +478,9 @@ impl UserspaceRelay {
             config.threads.max(1)
         };
         let (event_tx, events) = mpsc::channel();
+        // Unbounded like events: one answer per reserve request, and the
+        // requests are bounded by the reserve's size.
+        let (reserved_tx, reserved) = mpsc::channel();
         let stats = Arc::new(RelayStats::new(&config.ports, n));
         let mut lanes = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -462,6 +517,8 @@ impl UserspaceRelay {
                 streams: HashMap::new(),
                 commands: rx,
                 events: event_tx.clone(),
+                reserved_tx: reserved_tx.clone(),
+                reserved: HashMap::new(),
                 stats: Arc::clone(&stats),
                 config: config.clone(),
                 fast_path,
@@ -496,6 +553,7 @@ impl UserspaceRelay {
         Ok(UserspaceRelay {
             sender: CommandSender { lanes },
             events,
+            reserved,
             stats,
             threads,
             task_dirs,
@@ -534,6 +592,56 @@ impl UserspaceRelay {
     /// How many relay threads run.
     pub fn threads(&self) -> usize {
         self.sender.lanes.len()
+    }
+
+    /// The relay thread that owns `stream`'s sockets: a claim for it must
+    /// take endpoints that thread reserved.
+    pub fn lane_of(&self, stream: StreamId) -> usize {
+        self.sender.lane_of(stream)
+    }
+
+    /// Asks relay thread `lane` to bind `count` endpoints (RTP/RTCP pairs)
+    /// of `ip` ahead, in the background; it answers with a [`Reserved`]
+    /// ([`try_reserved`](Self::try_reserved)). Their ports leave the pool
+    /// but count as free ([`RelayStats::ports_free`]).
+    pub fn reserve(&self, lane: usize, ip: IpAddr, count: usize) -> Result<(), MediaError> {
+        self.lane(lane)?.control(Control::Reserve(ip, count))
+    }
+
+    /// Closes reserved endpoints of `lane` no stream took, and gives their
+    /// ports back to the pool at once (no SDP named them). On an error
+    /// (queue full) nothing was done: offer them again later.
+    pub fn unreserve(&self, lane: usize, endpoints: Vec<LocalEndpoint>) -> Result<(), MediaError> {
+        self.lane(lane)?.control(Control::Unreserve(endpoints))
+    }
+
+    /// [`MediaCommand::Allocate`] for `stream` with, per leg, an endpoint the
+    /// stream's thread reserved (or `None`: a port pair from the pool, bound
+    /// now). With an endpoint for both legs the relay reports no
+    /// [`MediaEvent::Allocated`]: the caller knows the endpoints already and
+    /// reports it to the core itself. A failure is reported as for
+    /// `Allocate`.
+    pub fn send_claimed(
+        &self,
+        stream: StreamId,
+        legs: [LegSpec; 2],
+        claim: Claim,
+    ) -> Result<(), MediaError> {
+        self.lane(self.lane_of(stream))?.control(Control::Claimed {
+            stream,
+            legs,
+            claim,
+        })
+    }
+
+    /// The next answer to a reserve request, if one is waiting (the
+    /// [`RelayConfig::notify`] callback announces them like events).
+    pub fn try_reserved(&self) -> Option<Reserved> {
+        self.reserved.try_recv().ok()
+    }
+
+    fn lane(&self, lane: usize) -> Result<&Lane, MediaError> {
+        self.sender.lanes.get(lane).ok_or(MediaError::RelayStopped)
     }
 
     /// The next event, if one is waiting.
@@ -616,6 +724,10 @@ struct Relay {
     streams: HashMap<StreamId, StreamSockets>,
     commands: Receiver<Control>,
     events: mpsc::Sender<MediaEvent>,
+    reserved_tx: mpsc::Sender<Reserved>,
+    /// Endpoints bound ahead for new streams (RTP, RTCP sockets), by RTP
+    /// address; not registered with the poll until a stream takes them.
+    reserved: HashMap<SocketAddr, [UdpSocket; 2]>,
     stats: Arc<RelayStats>,
     config: RelayConfig,
     fast_path: Option<Box<dyn FastPath>>,
@@ -778,6 +890,19 @@ impl Relay {
         loop {
             match self.commands.try_recv() {
                 Ok(Control::Command(command)) => self.apply(now, command),
+                Ok(Control::Claimed {
+                    stream,
+                    legs,
+                    claim,
+                }) => self.apply_claimed(now, stream, legs, claim),
+                Ok(Control::Reserve(ip, count)) => self.fill_reserve(now, ip, count),
+                Ok(Control::Unreserve(endpoints)) => {
+                    for endpoint in endpoints {
+                        if self.reserved.remove(&endpoint.rtp).is_some() {
+                            self.table.return_reserve(endpoint);
+                        }
+                    }
+                }
                 // Its free ports are published at the end of this turn,
                 // like after any command.
                 Ok(Control::AddPool(ip, range)) => {
@@ -804,7 +929,8 @@ impl Relay {
         }
         match self.table.handle_command(now, command) {
             SocketWork::None => {}
-            SocketWork::Bind { stream, legs } => match self.bind_stream(stream, legs) {
+            SocketWork::Bind { stream, legs } => match self.bind_stream(stream, legs, [None, None])
+            {
                 Ok(tokens) => {
                     self.streams.insert(stream, tokens);
                     self.table.confirm_allocation(stream);
@@ -819,10 +945,74 @@ impl Relay {
         }
     }
 
+    /// A claimed allocation: the stream takes the reserved sockets of the
+    /// claimed legs and binds the others. With both legs claimed the core
+    /// was told the endpoints already: no `Allocated` again.
+    fn apply_claimed(&mut self, now: Instant, stream: StreamId, legs: [LegSpec; 2], claim: Claim) {
+        // Out of the reserve whatever happens: on failure they close.
+        let mut sockets = claim.map(|c| c.and_then(|e| self.reserved.remove(&e.rtp)));
+        // An endpoint the reserve no longer holds (not expected) is bound
+        // afresh below, as if unclaimed.
+        let claim: Claim = [0, 1].map(|i| claim[i].filter(|_| sockets[i].is_some()));
+        let answered = claim.iter().all(Option::is_some);
+        match self.table.allocate_claimed(now, stream, legs, claim) {
+            SocketWork::Bind { stream, legs } => {
+                match self.bind_stream(stream, legs, [sockets[0].take(), sockets[1].take()]) {
+                    Ok(tokens) => {
+                        self.streams.insert(stream, tokens);
+                        if !answered {
+                            self.table.confirm_allocation(stream);
+                        }
+                    }
+                    Err(error) => self.table.abort_allocation(now, stream, error),
+                }
+            }
+            SocketWork::None | SocketWork::Close { .. } => {}
+        }
+    }
+
+    /// Binds up to `count` endpoints of `ip` ahead and reports them.
+    fn fill_reserve(&mut self, now: Instant, ip: IpAddr, count: usize) {
+        let mut endpoints = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Ok(endpoint) = self.table.lease_reserve(now, ip) else {
+                break; // exhausted (or an unknown address): answer short
+            };
+            let rtcp = endpoint.rtcp.unwrap_or(endpoint.rtp);
+            match (
+                bind_socket(endpoint.rtp, &self.config),
+                bind_socket(rtcp, &self.config),
+            ) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    self.reserved.insert(endpoint.rtp, [rtp, rtcp]);
+                    endpoints.push(endpoint);
+                }
+                _ => {
+                    // Something else holds a port: quarantined like a
+                    // failed allocation's.
+                    self.table.fail_reserve(now, endpoint);
+                    break;
+                }
+            }
+        }
+        let answer = Reserved {
+            lane: self.index,
+            ip,
+            asked: count,
+            endpoints,
+        };
+        if self.reserved_tx.send(answer).is_ok()
+            && let Some(notify) = &self.config.notify
+        {
+            notify();
+        }
+    }
+
     fn bind_stream(
         &mut self,
         stream: StreamId,
         legs: [LocalEndpoint; 2],
+        mut given: [Option<[UdpSocket; 2]>; 2],
     ) -> Result<StreamSockets, MediaError> {
         let mut tokens: StreamSockets = [[None; 2]; 2];
         let realms = self.table.realms(stream).unwrap_or_default();
@@ -831,17 +1021,28 @@ impl Relay {
                 (Component::Rtp, Some(local.rtp)),
                 (Component::Rtcp, local.rtcp),
             ];
+            let mut given = given[leg.index()]
+                .take()
+                .map(|[rtp, rtcp]| [Some(rtp), Some(rtcp)]);
             for (component, addr) in wanted {
                 let Some(addr) = addr else { continue };
-                match self.open(
-                    addr,
-                    SocketEntryKey {
-                        stream,
-                        leg,
-                        component,
-                        realm: realms[leg.index()],
-                    },
-                ) {
+                let key = SocketEntryKey {
+                    stream,
+                    leg,
+                    component,
+                    realm: realms[leg.index()],
+                };
+                let socket = given
+                    .as_mut()
+                    .and_then(|g| g[component_index(component)].take());
+                let opened = match socket {
+                    Some(socket) => {
+                        discard_queued(&socket);
+                        self.register(socket, key)
+                    }
+                    None => self.open(addr, key),
+                };
+                match opened {
                     Ok(token) => tokens[leg.index()][component_index(component)] = Some(token),
                     Err(kind) => {
                         self.close_all(&tokens);
@@ -854,7 +1055,15 @@ impl Relay {
     }
 
     fn open(&mut self, addr: SocketAddr, key: SocketEntryKey) -> Result<usize, io::ErrorKind> {
-        let mut socket = bind_socket(addr, &self.config).map_err(|e| e.kind())?;
+        let socket = bind_socket(addr, &self.config).map_err(|e| e.kind())?;
+        self.register(socket, key)
+    }
+
+    fn register(
+        &mut self,
+        mut socket: UdpSocket,
+        key: SocketEntryKey,
+    ) -> Result<usize, io::ErrorKind> {
         let token = self.free_tokens.pop().unwrap_or(self.sockets.len());
         if let Err(e) = self
             .poll
@@ -1003,8 +1212,37 @@ impl Relay {
             .ports_free
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut reserved_now: Vec<(IpAddr, u64)> = Vec::new();
+        for addr in self.reserved.keys() {
+            match reserved_now.iter_mut().find(|(ip, _)| *ip == addr.ip()) {
+                Some((_, n)) => *n += 2,
+                None => reserved_now.push((addr.ip(), 2)),
+            }
+        }
+        let reserved_of = |ip: IpAddr| {
+            reserved_now
+                .iter()
+                .find(|(a, _)| *a == ip)
+                .map_or(0, |(_, n)| *n)
+        };
+        let mut reserved = self
+            .stats
+            .ports_reserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (ip, _) in ports.usages() {
+            let n = reserved_of(ip);
+            match reserved
+                .iter_mut()
+                .find(|(a, k, _)| *a == ip && *k == self.index)
+            {
+                Some((_, _, known)) => *known = n,
+                None => reserved.push((ip, self.index, n)),
+            }
+        }
+        drop(reserved);
         for (ip, usage) in ports.usages() {
-            let free = usage.free() as u64;
+            let free = usage.free() as u64 + reserved_of(ip);
             match published
                 .iter_mut()
                 .find(|(a, k, _)| *a == ip && *k == self.index)
@@ -1057,6 +1295,19 @@ struct SocketEntryKey {
     leg: Leg,
     component: Component,
     realm: RealmTag,
+}
+
+/// Reads and drops what reached a reserved socket before its stream took
+/// it (late packets of a port's previous call): not this stream's media.
+fn discard_queued(socket: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    for _ in 0..DRAIN_BUDGET {
+        match socket.recv_from(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {}
+        }
+    }
 }
 
 fn bind_socket(addr: SocketAddr, config: &RelayConfig) -> io::Result<UdpSocket> {

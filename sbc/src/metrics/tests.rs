@@ -411,6 +411,19 @@ fn media_helpers() {
     m.media_timeout();
     m.media_timeout();
     assert_eq!(value(&m, "sbc_media_timeouts_total", &[]), 2.0);
+    m.set_media_reserve_endpoints("192.0.2.1".parse().expect("ip"), 16);
+    m.set_media_reserve_endpoints("192.0.2.1".parse().expect("ip"), 15);
+    assert_eq!(
+        value(
+            &m,
+            "sbc_media_reserve_endpoints",
+            &[("address", "192.0.2.1")]
+        ),
+        15.0
+    );
+    m.media_reserve_missed(3);
+    m.media_reserve_missed(0);
+    assert_eq!(value(&m, "sbc_media_reserve_misses_total", &[]), 3.0);
 }
 
 #[test]
@@ -522,8 +535,11 @@ fn every_family_is_present_from_start_up() {
     // and absent() alerts work before the first event. The exception is
     // set by the daemon's first one-second tick, where 0 would be a false
     // alarm.
-    const SET_ON_THE_FIRST_TICK: [&str; 2] =
-        ["sbc_media_ports_free", "sbc_media_address_ports_free"];
+    const SET_ON_THE_FIRST_TICK: [&str; 3] = [
+        "sbc_media_ports_free",
+        "sbc_media_address_ports_free",
+        "sbc_media_reserve_endpoints",
+    ];
     let m = metrics();
     let realms = ["outside".to_owned(), "inside".to_owned()];
     let trunks = ["pbx".to_owned()];

@@ -13,7 +13,7 @@ use sbc::media::command::{
 };
 use sbc::media::flow::{FastCounts, FastFlow, FlowConfig};
 use sbc::media::ports::PortRange;
-use sbc::media::userspace::{FastPath, MediaTotals, RelayConfig, UserspaceRelay};
+use sbc::media::userspace::{FastPath, MediaTotals, RelayConfig, Reserved, UserspaceRelay};
 use std::sync::{Arc, Mutex};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -1118,5 +1118,226 @@ fn two_relay_threads_each_carry_their_own_streams_on_their_own_ports() {
         2
     );
     assert!(relay.thread_cpu_time().is_some());
+    relay.shutdown();
+}
+
+/// The next answer to a reserve request; panics after [`WAIT`].
+fn reserved(relay: &UserspaceRelay) -> Reserved {
+    #[allow(clippy::disallowed_methods)] // a test deadline
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(answer) = relay.try_reserved() {
+            return answer;
+        }
+        #[allow(clippy::disallowed_methods)]
+        let late = Instant::now() > deadline;
+        assert!(!late, "no answer to a reserve request within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every event up to a barrier (commands apply in order).
+fn events_until_barrier(relay: &UserspaceRelay) -> Vec<MediaEvent> {
+    let probe = StreamId(u64::MAX);
+    relay
+        .send(MediaCommand::Release { stream: probe })
+        .expect("command queued");
+    let mut seen = Vec::new();
+    loop {
+        match relay.event_timeout(WAIT) {
+            Some(MediaEvent::CommandFailed { stream, .. }) if stream == probe => return seen,
+            Some(event) => seen.push(event),
+            None => panic!("no barrier event within {WAIT:?}"),
+        }
+    }
+}
+
+fn pair_spec(n: u8, host: u8) -> LegSpec {
+    LegSpec {
+        local_ip: ip(n, host),
+        rtcp: RtcpMode::Pair,
+        latch: LatchPolicy::SdpOrSignaling,
+        realm: RealmTag(u16::from(host)),
+    }
+}
+
+fn bindable(addr: SocketAddr) -> bool {
+    UdpSocket::bind(addr).is_ok()
+}
+
+#[test]
+fn a_stream_on_reserved_endpoints_is_not_allocated_again_and_relays_media() {
+    let n = 50;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    relay.reserve(0, ip(n, 1), 2).expect("queued");
+    relay.reserve(0, ip(n, 2), 1).expect("queued");
+    let mut answers = [reserved(&relay), reserved(&relay)];
+    answers.sort_by_key(|r| r.ip);
+    assert_eq!((answers[0].ip, answers[0].asked), (ip(n, 1), 2));
+    assert_eq!(answers[0].endpoints.len(), 2);
+    assert_eq!(answers[1].endpoints.len(), 1);
+    let a = answers[0].endpoints[0];
+    let b = answers[1].endpoints[0];
+    for endpoint in [a, b] {
+        assert_eq!(
+            endpoint.rtcp.map(|r| r.port()),
+            Some(endpoint.rtp.port() + 1)
+        );
+        assert!(!bindable(endpoint.rtp), "{endpoint:?} is bound ahead");
+    }
+    // Bound ahead, not in use by a call: free in the gauges.
+    barrier(&relay);
+    assert_eq!(relay.stats().ports_reserved(ip(n, 1)), 4);
+    assert_eq!(relay.stats().ports_free(ip(n, 1)), Some(8));
+    assert_eq!(
+        relay
+            .stats()
+            .streams
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    relay
+        .send_claimed(S, [pair_spec(n, 1), pair_spec(n, 2)], [Some(a), Some(b)])
+        .expect("queued");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    set_remote(&relay, Leg::A, &caller);
+    set_remote(&relay, Leg::B, &callee);
+    let events = events_until_barrier(&relay);
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            MediaEvent::Allocated { .. }
+                | MediaEvent::AllocationFailed { .. }
+                | MediaEvent::CommandFailed { .. }
+        )),
+        "the claim was answered by the caller, and the stream exists: {events:?}"
+    );
+    assert_eq!(relay.stats().ports_reserved(ip(n, 1)), 2, "one left");
+    assert_eq!(relay.stats().ports_free(ip(n, 1)), Some(6));
+    for seq in 0..5 {
+        caller.send_to(&rtp(0xa, seq), a.rtp).expect("send");
+        assert_eq!(recv(&callee), (seq, b.rtp));
+        callee.send_to(&rtp(0xb, seq), b.rtp).expect("send");
+        assert_eq!(recv(&caller), (seq, a.rtp));
+    }
+    let [counted_a, counted_b] = release(&relay);
+    assert_eq!((counted_a.packets_in, counted_b.packets_in), (5, 5));
+}
+
+#[test]
+fn a_leg_the_reserve_lacks_is_bound_by_the_relay_which_then_reports_allocated() {
+    let n = 51;
+    let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
+    relay.reserve(0, ip(n, 2), 1).expect("queued");
+    let b = reserved(&relay).endpoints[0];
+    relay
+        .send_claimed(S, [pair_spec(n, 1), pair_spec(n, 2)], [None, Some(b)])
+        .expect("queued");
+    let legs = match wait_for(&relay, "allocation", |e| {
+        matches!(e, MediaEvent::Allocated { .. })
+    }) {
+        MediaEvent::Allocated { legs, .. } => legs,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(legs[1], b, "leg B on the reserved endpoint");
+    assert_eq!(legs[0].rtp.ip(), ip(n, 1), "leg A bound now");
+    assert!(!bindable(legs[0].rtp));
+    // A reserve request the pool can't fill is answered short; an unknown
+    // address gets nothing.
+    relay.reserve(0, ip(n, 2), 10).expect("queued");
+    let short = reserved(&relay);
+    assert_eq!(
+        (short.asked, short.endpoints.len()),
+        (10, 3),
+        "4 slots, 1 in use"
+    );
+    relay.reserve(0, ip(n, 9), 1).expect("queued");
+    assert!(reserved(&relay).endpoints.is_empty());
+}
+
+#[test]
+fn reserved_ports_leave_the_pool_and_come_back_when_given_back_or_at_shutdown() {
+    let n = 52;
+    let relay = relay(n, 2, FlowConfig::default(), Duration::from_secs(30));
+    relay.reserve(0, ip(n, 1), 2).expect("queued");
+    let held = reserved(&relay).endpoints;
+    assert_eq!(held.len(), 2, "the whole pool of ip 1");
+    // A plain allocation finds no port: the reserve has them.
+    assert_eq!(
+        allocate(&relay, n, S),
+        Err(MediaError::PortsExhausted { addr: ip(n, 1) })
+    );
+    // Given back: closed and free at once (no SDP named them).
+    relay.unreserve(0, vec![held[0]]).expect("queued");
+    barrier(&relay);
+    assert!(bindable(held[0].rtp), "its socket is closed");
+    assert_eq!(relay.stats().ports_reserved(ip(n, 1)), 2);
+    let legs = allocate(&relay, n, S).expect("a port pair is back");
+    assert_eq!(legs[0], held[0], "the given-back pair, out of quarantine");
+    // An endpoint given back twice, or one never reserved, changes nothing.
+    relay.unreserve(0, vec![held[0]]).expect("queued");
+    barrier(&relay);
+    assert!(!bindable(held[0].rtp), "still the stream's");
+    assert!(!bindable(held[1].rtp), "still reserved");
+    relay.shutdown();
+    for endpoint in held {
+        assert!(bindable(endpoint.rtp), "{endpoint:?} closed at shutdown");
+        assert!(endpoint.rtcp.is_some_and(bindable));
+    }
+}
+
+#[test]
+fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
+    let n = 53;
+    let range = PortRange::new(41000, 41007).expect("valid range");
+    let mut config = RelayConfig::new(vec![(ip(n, 1), range), (ip(n, 2), range)]);
+    config.threads = 2;
+    let relay = UserspaceRelay::start(config).expect("relay starts");
+    let stream = StreamId(3);
+    let lane = relay.lane_of(stream);
+    assert_eq!(lane, 1);
+    let mut claim = [None, None];
+    for (leg, host) in [(0, 1), (1, 2)] {
+        relay.reserve(lane, ip(n, host), 1).expect("queued");
+        let answer = reserved(&relay);
+        assert_eq!(answer.lane, 1);
+        let endpoint = answer.endpoints[0];
+        assert!(
+            endpoint.rtp.port() >= 41004,
+            "thread 1's half: {endpoint:?}"
+        );
+        claim[leg] = Some(endpoint);
+    }
+    relay
+        .send_claimed(stream, [pair_spec(n, 1), pair_spec(n, 2)], claim)
+        .expect("queued");
+    let caller = peer(ip(n, 10));
+    let callee = peer(ip(n, 20));
+    for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
+        let addr = p.local_addr().expect("peer address");
+        relay
+            .send(MediaCommand::SetRemote {
+                stream,
+                leg,
+                remote: Remote::rtp_pair(addr, addr.ip()),
+            })
+            .expect("command queued");
+    }
+    let [Some(a), Some(b)] = claim else {
+        panic!("both legs were reserved above: {claim:?}")
+    };
+    // Thread 1 has the stream: its packets are relayed.
+    let mut relayed = 0;
+    for seq in 0..20u16 {
+        caller.send_to(&rtp(7, seq), a.rtp).expect("caller sends");
+        let mut buf = [0u8; 1500];
+        if let Ok((_, from)) = callee.recv_from(&mut buf) {
+            assert_eq!(from, b.rtp);
+            relayed += 1;
+        }
+    }
+    assert!(relayed >= 15, "{relayed} of 20 relayed");
     relay.shutdown();
 }

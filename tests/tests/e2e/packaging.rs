@@ -171,6 +171,8 @@ fn exposition() -> String {
     m.media_relayed(MediaPath::Xdp, "outside", 1, 172);
     m.media_dropped(MediaDropReason::UnknownFlow, 1);
     m.set_media_ports_free("outside", 100);
+    m.set_media_reserve_endpoints("192.0.2.1".parse().expect("literal"), 16);
+    m.media_reserve_missed(1);
     m.media_timeout();
     m.set_xdp_attached("eth0", XdpMode::Native);
     m.xdp_fallback("eth0", XdpFallbackReason::Unsupported);
