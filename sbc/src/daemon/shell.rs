@@ -60,12 +60,13 @@ impl Shell<'_> {
     /// Sends what the relay handed back, in order, until it is full again.
     pub(super) fn retry_relay_backlog(&mut self) {
         while let Some(command) = self.relay_backlog.pop_front() {
-            if let Err(Offered::Full(command)) = self.relay.offer(command) {
+            if let Err(Offered::Full(command)) = self.relay.offer_quietly(command) {
                 self.relay_backlog.push_front(command);
                 self.relay_saturated = true;
-                return;
+                break;
             }
         }
+        self.relay.flush();
     }
 
     /// The overload floor the relay asks for: 2 (every new call refused)
@@ -111,7 +112,7 @@ impl Shell<'_> {
                 } else if !self.relay_backlog.is_empty() {
                     // Behind ones already waiting: keep their order.
                     self.relay_backlog.push_back(command);
-                } else if let Err(Offered::Full(command)) = self.relay.offer(command) {
+                } else if let Err(Offered::Full(command)) = self.relay.offer_quietly(command) {
                     // A release or a remote the relay must not miss (a lost
                     // release would hold its ports forever): sent again as
                     // soon as the relay takes commands.
@@ -145,14 +146,14 @@ impl Shell<'_> {
         let plain = MediaCommand::Allocate { stream, legs };
         if legs.iter().any(|l| l.rtcp != RtcpMode::Pair) {
             // The reserve holds pairs; a muxed leg takes the round trip.
-            return self.relay.send(plain).map(|()| None);
+            return self.relay.send_quietly(plain).map(|()| None);
         }
         let lane = self.relay.lane_of(stream);
         let claim = self
             .reserve
             .claim(lane, [legs[0].local_ip, legs[1].local_ip]);
         if claim.iter().all(Option::is_none) {
-            return self.relay.send(plain).map(|()| None);
+            return self.relay.send_quietly(plain).map(|()| None);
         }
         match self.relay.send_claimed(stream, legs, claim) {
             Ok(()) => Ok(match claim {
@@ -195,6 +196,8 @@ impl Shell<'_> {
                 let _ = self.reserve.filled(now, lane, ip, count, Vec::new());
             }
         }
+        // The commands of this batch, after its SIP messages went out.
+        self.relay.flush();
     }
 
     /// A relay thread bound endpoints for the reserve.

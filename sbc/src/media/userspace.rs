@@ -50,7 +50,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -393,15 +393,31 @@ pub enum Offered {
 struct Lane {
     tx: SyncSender<Control>,
     waker: Arc<Waker>,
+    /// Commands were queued without waking the thread
+    /// ([`UserspaceRelay::flush`] wakes it).
+    unwoken: Arc<AtomicBool>,
 }
 
 impl Lane {
     fn control(&self, control: Control) -> Result<(), MediaError> {
+        self.queue(control)?;
+        self.wake()
+    }
+
+    /// Queues without waking the thread: the caller flushes.
+    fn queue(&self, control: Control) -> Result<(), MediaError> {
         match self.tx.try_send(control) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(MediaError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => return Err(MediaError::RelayStopped),
+            Ok(()) => {
+                self.unwoken.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(MediaError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(MediaError::RelayStopped),
         }
+    }
+
+    fn wake(&self) -> Result<(), MediaError> {
+        self.unwoken.store(false, Ordering::Relaxed);
         self.waker.wake().map_err(|_| MediaError::RelayStopped)
     }
 }
@@ -440,11 +456,41 @@ impl CommandSender {
     /// caller can send it again later rather than lose it.
     pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
         let lane = self.lane(&command);
+        self.offer_quietly(command)?;
+        lane.wake().map_err(|_| Offered::Stopped)
+    }
+
+    /// [`offer`](Self::offer) without waking the relay thread: it applies
+    /// the command at its next wake-up, which [`flush`](Self::flush) brings.
+    pub fn offer_quietly(&self, command: MediaCommand) -> Result<(), Offered> {
+        let lane = self.lane(&command);
         match lane.tx.try_send(Control::Command(command)) {
-            Ok(()) => lane.waker.wake().map_err(|_| Offered::Stopped),
+            Ok(()) => {
+                lane.unwoken.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Err(TrySendError::Full(Control::Command(command))) => Err(Offered::Full(command)),
             Err(TrySendError::Full(_)) => Err(Offered::Stopped),
             Err(TrySendError::Disconnected(_)) => Err(Offered::Stopped),
+        }
+    }
+
+    /// [`send`](Self::send) without waking the relay thread (see
+    /// [`offer_quietly`](Self::offer_quietly)).
+    pub fn send_quietly(&self, command: MediaCommand) -> Result<(), MediaError> {
+        self.lane(&command).queue(Control::Command(command))
+    }
+
+    /// Wakes every relay thread that has commands queued quietly. One wake
+    /// per batch instead of one per command: each wake is a syscall, and a
+    /// relay thread woken on the caller's core preempts it, in the middle
+    /// of the signaling a call's setup waits for.
+    pub fn flush(&self) {
+        for lane in &self.lanes {
+            if lane.unwoken.load(Ordering::Relaxed) {
+                // A stopped relay fails the next command instead.
+                let _ = lane.wake();
+            }
         }
     }
 }
@@ -547,7 +593,11 @@ impl UserspaceRelay {
                     source,
                 })?;
             task_dirs.extend(ready_rx.recv().ok().flatten());
-            lanes.push(Lane { tx, waker });
+            lanes.push(Lane {
+                tx,
+                waker,
+                unwoken: Arc::new(AtomicBool::new(false)),
+            });
             threads.push(thread);
         }
         Ok(UserspaceRelay {
@@ -574,6 +624,22 @@ impl UserspaceRelay {
     /// full ([`CommandSender::offer`]).
     pub fn offer(&self, command: MediaCommand) -> Result<(), Offered> {
         self.sender.offer(command)
+    }
+
+    /// [`CommandSender::send_quietly`].
+    pub fn send_quietly(&self, command: MediaCommand) -> Result<(), MediaError> {
+        self.sender.send_quietly(command)
+    }
+
+    /// [`CommandSender::offer_quietly`].
+    pub fn offer_quietly(&self, command: MediaCommand) -> Result<(), Offered> {
+        self.sender.offer_quietly(command)
+    }
+
+    /// Wakes the relay threads that have commands queued quietly
+    /// ([`CommandSender::flush`]).
+    pub fn flush(&self) {
+        self.sender.flush();
     }
 
     /// Gives a media address that a reload introduced its port pool; an
@@ -603,16 +669,18 @@ impl UserspaceRelay {
     /// Asks relay thread `lane` to bind `count` endpoints (RTP/RTCP pairs)
     /// of `ip` ahead, in the background; it answers with a [`Reserved`]
     /// ([`try_reserved`](Self::try_reserved)). Their ports leave the pool
-    /// but count as free ([`RelayStats::ports_free`]).
+    /// but count as free ([`RelayStats::ports_free`]). Queued quietly:
+    /// [`flush`](Self::flush) wakes the thread.
     pub fn reserve(&self, lane: usize, ip: IpAddr, count: usize) -> Result<(), MediaError> {
-        self.lane(lane)?.control(Control::Reserve(ip, count))
+        self.lane(lane)?.queue(Control::Reserve(ip, count))
     }
 
     /// Closes reserved endpoints of `lane` no stream took, and gives their
     /// ports back to the pool at once (no SDP named them). On an error
-    /// (queue full) nothing was done: offer them again later.
+    /// (queue full) nothing was done: offer them again later. Queued
+    /// quietly: [`flush`](Self::flush) wakes the thread.
     pub fn unreserve(&self, lane: usize, endpoints: Vec<LocalEndpoint>) -> Result<(), MediaError> {
-        self.lane(lane)?.control(Control::Unreserve(endpoints))
+        self.lane(lane)?.queue(Control::Unreserve(endpoints))
     }
 
     /// [`MediaCommand::Allocate`] for `stream` with, per leg, an endpoint the
@@ -620,14 +688,14 @@ impl UserspaceRelay {
     /// now). With an endpoint for both legs the relay reports no
     /// [`MediaEvent::Allocated`]: the caller knows the endpoints already and
     /// reports it to the core itself. A failure is reported as for
-    /// `Allocate`.
+    /// `Allocate`. Queued quietly: [`flush`](Self::flush) wakes the thread.
     pub fn send_claimed(
         &self,
         stream: StreamId,
         legs: [LegSpec; 2],
         claim: Claim,
     ) -> Result<(), MediaError> {
-        self.lane(self.lane_of(stream))?.control(Control::Claimed {
+        self.lane(self.lane_of(stream))?.queue(Control::Claimed {
             stream,
             legs,
             claim,

@@ -1170,7 +1170,9 @@ fn a_stream_on_reserved_endpoints_is_not_allocated_again_and_relays_media() {
     let n = 50;
     let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
     relay.reserve(0, ip(n, 1), 2).expect("queued");
+    relay.flush();
     relay.reserve(0, ip(n, 2), 1).expect("queued");
+    relay.flush();
     let mut answers = [reserved(&relay), reserved(&relay)];
     answers.sort_by_key(|r| r.ip);
     assert_eq!((answers[0].ip, answers[0].asked), (ip(n, 1), 2));
@@ -1200,6 +1202,7 @@ fn a_stream_on_reserved_endpoints_is_not_allocated_again_and_relays_media() {
     relay
         .send_claimed(S, [pair_spec(n, 1), pair_spec(n, 2)], [Some(a), Some(b)])
         .expect("queued");
+    relay.flush();
     let caller = peer(ip(n, 10));
     let callee = peer(ip(n, 20));
     set_remote(&relay, Leg::A, &caller);
@@ -1231,10 +1234,12 @@ fn a_leg_the_reserve_lacks_is_bound_by_the_relay_which_then_reports_allocated() 
     let n = 51;
     let relay = relay(n, 4, FlowConfig::default(), Duration::from_secs(30));
     relay.reserve(0, ip(n, 2), 1).expect("queued");
+    relay.flush();
     let b = reserved(&relay).endpoints[0];
     relay
         .send_claimed(S, [pair_spec(n, 1), pair_spec(n, 2)], [None, Some(b)])
         .expect("queued");
+    relay.flush();
     let legs = match wait_for(&relay, "allocation", |e| {
         matches!(e, MediaEvent::Allocated { .. })
     }) {
@@ -1247,6 +1252,7 @@ fn a_leg_the_reserve_lacks_is_bound_by_the_relay_which_then_reports_allocated() 
     // A reserve request the pool can't fill is answered short; an unknown
     // address gets nothing.
     relay.reserve(0, ip(n, 2), 10).expect("queued");
+    relay.flush();
     let short = reserved(&relay);
     assert_eq!(
         (short.asked, short.endpoints.len()),
@@ -1254,6 +1260,7 @@ fn a_leg_the_reserve_lacks_is_bound_by_the_relay_which_then_reports_allocated() 
         "4 slots, 1 in use"
     );
     relay.reserve(0, ip(n, 9), 1).expect("queued");
+    relay.flush();
     assert!(reserved(&relay).endpoints.is_empty());
 }
 
@@ -1262,6 +1269,7 @@ fn reserved_ports_leave_the_pool_and_come_back_when_given_back_or_at_shutdown() 
     let n = 52;
     let relay = relay(n, 2, FlowConfig::default(), Duration::from_secs(30));
     relay.reserve(0, ip(n, 1), 2).expect("queued");
+    relay.flush();
     let held = reserved(&relay).endpoints;
     assert_eq!(held.len(), 2, "the whole pool of ip 1");
     // A plain allocation finds no port: the reserve has them.
@@ -1271,6 +1279,7 @@ fn reserved_ports_leave_the_pool_and_come_back_when_given_back_or_at_shutdown() 
     );
     // Given back: closed and free at once (no SDP named them).
     relay.unreserve(0, vec![held[0]]).expect("queued");
+    relay.flush();
     barrier(&relay);
     assert!(bindable(held[0].rtp), "its socket is closed");
     assert_eq!(relay.stats().ports_reserved(ip(n, 1)), 2);
@@ -1278,6 +1287,7 @@ fn reserved_ports_leave_the_pool_and_come_back_when_given_back_or_at_shutdown() 
     assert_eq!(legs[0], held[0], "the given-back pair, out of quarantine");
     // An endpoint given back twice, or one never reserved, changes nothing.
     relay.unreserve(0, vec![held[0]]).expect("queued");
+    relay.flush();
     barrier(&relay);
     assert!(!bindable(held[0].rtp), "still the stream's");
     assert!(!bindable(held[1].rtp), "still reserved");
@@ -1301,6 +1311,7 @@ fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
     let mut claim = [None, None];
     for (leg, host) in [(0, 1), (1, 2)] {
         relay.reserve(lane, ip(n, host), 1).expect("queued");
+        relay.flush();
         let answer = reserved(&relay);
         assert_eq!(answer.lane, 1);
         let endpoint = answer.endpoints[0];
@@ -1313,6 +1324,7 @@ fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
     relay
         .send_claimed(stream, [pair_spec(n, 1), pair_spec(n, 2)], claim)
         .expect("queued");
+    relay.flush();
     let caller = peer(ip(n, 10));
     let callee = peer(ip(n, 20));
     for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
