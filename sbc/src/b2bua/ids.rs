@@ -9,8 +9,9 @@
 
 use std::io::Read;
 
-/// Where new identifiers come from.
-pub trait IdSource: Send {
+/// Where new identifiers come from. `Sync` so the core can be borrowed
+/// across an await of the daemon's main loop, which runs as a task.
+pub trait IdSource: Send + Sync {
     /// 16 fresh random bytes.
     fn next_bytes(&mut self) -> [u8; 16];
 

@@ -106,7 +106,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
         .enable_all()
         .thread_name("sbc")
         .build()?;
-    runtime.block_on(serve(config, config_path))
+    // The main loop runs as a task, not on this thread: a message a receive
+    // task hands it then runs on the same worker, next, instead of waking
+    // another thread (a futex wake and a context switch per message, which
+    // on a busy host is where a call's setup waited longest).
+    runtime.block_on(async {
+        match tokio::spawn(serve(config, config_path)).await {
+            Ok(exit) => exit,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(anyhow::anyhow!("the main loop was cancelled: {e}")),
+        }
+    })
 }
 
 /// File descriptors a configuration may need: four media sockets per call

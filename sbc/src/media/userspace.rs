@@ -498,8 +498,10 @@ impl CommandSender {
 /// The running relay. Dropping it stops the threads and closes every socket.
 pub struct UserspaceRelay {
     sender: CommandSender,
-    events: Receiver<MediaEvent>,
-    reserved: Receiver<Reserved>,
+    // Behind locks (taken by one reader, uncontended) so the relay handle is
+    // `Sync` and the daemon's main loop can run as a task on the runtime.
+    events: Mutex<Receiver<MediaEvent>>,
+    reserved: Mutex<Receiver<Reserved>>,
     stats: Arc<RelayStats>,
     threads: Vec<JoinHandle<()>>,
     /// `/proc/<pid>/task/<tid>` of each relay thread, for its CPU time.
@@ -602,8 +604,8 @@ impl UserspaceRelay {
         }
         Ok(UserspaceRelay {
             sender: CommandSender { lanes },
-            events,
-            reserved,
+            events: Mutex::new(events),
+            reserved: Mutex::new(reserved),
             stats,
             threads,
             task_dirs,
@@ -705,7 +707,11 @@ impl UserspaceRelay {
     /// The next answer to a reserve request, if one is waiting (the
     /// [`RelayConfig::notify`] callback announces them like events).
     pub fn try_reserved(&self) -> Option<Reserved> {
-        self.reserved.try_recv().ok()
+        self.reserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_recv()
+            .ok()
     }
 
     fn lane(&self, lane: usize) -> Result<&Lane, MediaError> {
@@ -714,12 +720,20 @@ impl UserspaceRelay {
 
     /// The next event, if one is waiting.
     pub fn try_event(&self) -> Option<MediaEvent> {
-        self.events.try_recv().ok()
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_recv()
+            .ok()
     }
 
     /// The next event, waiting at most `timeout`.
     pub fn event_timeout(&self, timeout: Duration) -> Option<MediaEvent> {
-        self.events.recv_timeout(timeout).ok()
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(timeout)
+            .ok()
     }
 
     /// Totals over every stream.
