@@ -31,9 +31,13 @@
 //! Bans are shared too ([`SharedBans`]): a source one node banned is banned
 //! on the other, so an attacker gains nothing from a takeover.
 //!
-//! Not yet: the calls themselves are not replicated. Calls up on a node
-//! that dies end with it; the standby takes new calls (issue 17 items 1-2).
+//! And so are the calls ([`calls`]): the active node writes every answered
+//! call to Redis as it changes, the standby mirrors them, and the node that
+//! takes over carries them on (their dialogs and their media ports), so
+//! BYEs and re-INVITEs of calls answered before a node died are served by
+//! the other.
 
+pub mod calls;
 pub mod resp;
 
 use std::collections::HashMap;
@@ -196,6 +200,15 @@ pub struct Node {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     bans: tokio::task::JoinHandle<()>,
+    /// Call changes to the writer (`None` once stopping).
+    changes: Option<tokio::sync::mpsc::Sender<calls::Change>>,
+    writer: tokio::task::JoinHandle<()>,
+    /// Asks the mirror for its calls (once, at the takeover).
+    mirror:
+        Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Vec<calls::Mirrored>>>>,
+    replication: calls::ReplicationMetrics,
+    /// This process in the pair's keys: the node id and its start time.
+    instance: String,
 }
 
 /// The clocks the ban exchange reads (an IO shell).
@@ -333,6 +346,7 @@ impl Node {
     /// Starts asking for the lease (standby until it is granted).
     pub fn start(config: &ClusterConfig, registry: &prometheus::Registry) -> Node {
         let metrics = ClusterMetrics::register(registry);
+        let replication = calls::ReplicationMetrics::register(registry);
         let addr = resp::parse_url(&config.redis_url).unwrap_or_else(|| config.redis_url.clone());
         let renew = Duration::from_millis(u64::from(config.renew_ms));
         let lease_ms = config.lease_ms.to_string();
@@ -345,12 +359,38 @@ impl Node {
         // The bans go over a connection of their own, so however slow they
         // are, they never delay a renewal of the lease.
         let bans = tokio::spawn(share_bans(
-            Redis::new(addr, renew),
+            Redis::new(addr.clone(), renew),
             format!("{}:bans", config.name),
             renew,
             role.clone(),
             shield_rx,
             metrics.redis_errors.clone(),
+        ));
+        // Calls: a writer while active, a mirror while standby, each on a
+        // connection of its own (a slow write never delays the lease).
+        let keys = calls::Keys::new(&config.name);
+        let instance = format!("{}.{}", config.node_id, clocks().1);
+        let (changes, changes_rx) = tokio::sync::mpsc::channel(calls::QUEUE);
+        let writer = tokio::spawn(calls::write_changes(
+            calls::Writer::new(
+                keys.clone(),
+                instance.clone(),
+                Duration::from_secs(u64::from(config.call_ttl_secs)),
+            ),
+            Redis::new(addr.clone(), renew.max(Duration::from_secs(1))),
+            changes_rx,
+            role.clone(),
+            renew,
+            replication.clone(),
+        ));
+        let (mirror, asked) = tokio::sync::oneshot::channel();
+        tokio::spawn(calls::mirror_calls(
+            Redis::new(addr.clone(), Duration::from_secs(2)),
+            keys,
+            config.node_id.clone(),
+            asked,
+            renew,
+            replication.clone(),
         ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -432,7 +472,54 @@ impl Node {
             stop: Some(stop),
             task,
             bans,
+            changes: Some(changes),
+            writer,
+            mirror: Some(mirror),
+            replication,
+            instance,
         }
+    }
+
+    /// This process's name in the pair's keys.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// What hands call changes to the writer (the daemon's shell holds
+    /// it; drop it before [`Node::stop`], which waits for the writer).
+    pub fn replicator(&self) -> Option<calls::Replicator> {
+        Some(calls::Replicator {
+            changes: self.changes.clone()?,
+            dropped: self.replication.writes.with_label_values(&["dropped"]),
+        })
+    }
+
+    /// The calls the other node wrote, for this node to carry on: asked
+    /// once, when it has become active (the mirror reads the Stream to its
+    /// end first). Empty when the mirror does not answer within `within`.
+    pub async fn take_calls(&mut self, within: Duration) -> Vec<calls::Mirrored> {
+        let Some(mirror) = self.mirror.take() else {
+            return Vec::new();
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if mirror.send(answer).is_err() {
+            return Vec::new();
+        }
+        match tokio::time::timeout(within, answered).await {
+            Ok(Ok(calls)) => calls,
+            _ => {
+                warn!("the mirror of the other node's calls did not answer; none carried on");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Counts the result of carrying on one call of the other node.
+    pub fn adopted(&self, ok: bool) {
+        self.replication
+            .adopted
+            .with_label_values(&[if ok { "adopted" } else { "failed" }])
+            .inc();
     }
 
     /// Shares `shield`'s bans with the other node from now on (the daemon
@@ -466,8 +553,18 @@ impl Node {
         }
     }
 
-    /// Stops asking, and hands the lease over if this node holds it.
+    /// Stops asking, and hands the lease over if this node holds it: after
+    /// the last call changes are written (at most 2 s), so the node that
+    /// takes over finds every call as it is.
     pub async fn stop(mut self) {
+        drop(self.changes.take());
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.writer)
+            .await
+            .is_err()
+        {
+            warn!("call changes not all written to Redis before the stop");
+            self.writer.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -184,13 +184,17 @@ impl Config {
         Some(format!(
             "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
              then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \
-             listeners and media bind with IP_FREEBIND; calls up are not replicated yet",
+             listeners and media bind with IP_FREEBIND; answered calls are written to \"{}:call:*\" \
+             (kept {} s) and the stream \"{}:calls\", and carried on by the node that takes over",
             pair.node_id,
             pair.name,
             pair.name,
             pair.redis_url,
             pair.renew_ms,
             pair.lease_ms + pair.renew_ms / 2,
+            pair.name,
+            pair.call_ttl_secs,
+            pair.name,
         ))
     }
 
