@@ -172,6 +172,8 @@ pub struct Keys {
     pub prefix: String,
     /// `{name}:calls`
     pub stream: String,
+    /// `{name}:standby`: the standby with a current mirror, if any.
+    pub standby: String,
 }
 
 impl Keys {
@@ -180,6 +182,7 @@ impl Keys {
         Keys {
             prefix: format!("{name}:call:"),
             stream: format!("{name}:calls"),
+            standby: format!("{name}:standby"),
         }
     }
 
@@ -627,10 +630,32 @@ async fn join_group(redis: &mut Redis, keys: &Keys, group: &str) -> Result<(), S
     }
 }
 
+/// Says, for three renewal periods, that this standby holds a current
+/// mirror (`{name}:standby`): the active node hands its calls over on a
+/// drain only when one does.
+async fn announce(redis: &mut Redis, keys: &Keys, me: &str, retry: Duration) -> Result<(), String> {
+    let ttl = (retry * 3).as_millis().to_string();
+    match redis
+        .command(&[
+            b"SET",
+            keys.standby.as_bytes(),
+            me.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+        ])
+        .await
+    {
+        Ok(Reply::Simple(_)) => Ok(()),
+        Ok(other) => Err(format!("SET: unexpected reply {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Keeps a standby's mirror: joins the group, seeds, then follows the
 /// Stream until asked for the calls (the node took over): reads to the
 /// end and answers with everything it holds. Any failure starts over
-/// (join, seed) after `retry`.
+/// (join, seed) after `retry`. While current, it says so
+/// ([`announce`]).
 pub async fn mirror_calls(
     mut redis: Redis,
     keys: Keys,
@@ -642,7 +667,14 @@ pub async fn mirror_calls(
     let mut mirror = Mirror::default();
     let mut synced = false;
     let mut complained = false;
+    let mut announced: Option<tokio::time::Instant> = None;
     loop {
+        if synced
+            && announced.is_none_or(|at| at.elapsed() >= retry)
+            && announce(&mut redis, &keys, &group, retry).await.is_ok()
+        {
+            announced = Some(tokio::time::Instant::now());
+        }
         if !synced {
             let result = async {
                 join_group(&mut redis, &keys, &group).await?;
@@ -700,6 +732,16 @@ pub async fn mirror_calls(
                     }
                 }
                 metrics.mirrored.set(0);
+                // Active now: no longer a standby to hand calls to.
+                let _ = redis
+                    .command(&[
+                        b"EVAL",
+                        super::RELEASE.as_bytes(),
+                        b"1",
+                        keys.standby.as_bytes(),
+                        group.as_bytes(),
+                    ])
+                    .await;
                 if let Ok(answer) = answer {
                     let _ = answer.send(std::mem::take(&mut mirror).take());
                 }

@@ -209,6 +209,9 @@ pub struct Node {
     replication: calls::ReplicationMetrics,
     /// This process in the pair's keys: the node id and its start time.
     instance: String,
+    keys: calls::Keys,
+    redis_addr: String,
+    me: String,
 }
 
 /// The clocks the ban exchange reads (an IO shell).
@@ -386,7 +389,7 @@ impl Node {
         let (mirror, asked) = tokio::sync::oneshot::channel();
         tokio::spawn(calls::mirror_calls(
             Redis::new(addr.clone(), Duration::from_secs(2)),
-            keys,
+            keys.clone(),
             config.node_id.clone(),
             asked,
             renew,
@@ -477,6 +480,19 @@ impl Node {
             mirror: Some(mirror),
             replication,
             instance,
+            keys,
+            redis_addr: addr,
+            me: config.node_id.clone(),
+        }
+    }
+
+    /// The standby node that holds a current mirror of this node's calls,
+    /// if Redis names one within `within`.
+    pub async fn standby(&self, within: Duration) -> Option<String> {
+        let mut redis = Redis::new(self.redis_addr.clone(), within);
+        match redis.command(&[b"GET", self.keys.standby.as_bytes()]).await {
+            Ok(Reply::Bulk(Some(name))) => String::from_utf8(name).ok().filter(|n| *n != self.me),
+            _ => None,
         }
     }
 

@@ -209,9 +209,15 @@ impl Config {
             ),
             _ => "SIGUSR2 acts as SIGTERM (no XDP pin directory: nothing to hand over)".to_owned(),
         };
+        let hand_over = if self.cluster.is_some() {
+            "; in the pair, with a standby mirroring the calls, it hands them over instead (exits at once, \
+             leaving them up for the standby to carry on)"
+        } else {
+            ""
+        };
         format!(
             "signals: SIGTERM ends the calls up with BYE and exits; SIGQUIT drains (new calls 503, exits when the \
-             calls up have ended or after {} s); {restart}",
+             calls up have ended or after {} s){hand_over}; {restart}",
             self.drain.deadline_secs
         )
     }

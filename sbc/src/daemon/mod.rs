@@ -350,6 +350,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     let mut drain_until: Option<Instant> = None;
     // SIGUSR2: the exit leaves the calls and the pinned fast path alone.
     let mut restarting = false;
+    // SIGQUIT in a pair with a standby: the exit leaves the calls to it.
+    let mut handing_over = false;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -470,6 +472,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             _ = quit.recv() => {
                 if shutdown_at.is_none() && drain_until.is_none() {
+                    // In a pair with a standby that mirrors the calls, a
+                    // drain hands them over: this node leaves them up and
+                    // releases the lease once their last changes are
+                    // written; the standby carries them on.
+                    let standby = match &cluster {
+                        Some(node) => node.standby(Duration::from_millis(500)).await,
+                        None => None,
+                    };
+                    if let Some(standby) = standby {
+                        info!(calls = core.active_calls(), %standby, "drain requested: handing the calls over to the standby");
+                        readiness.set_draining();
+                        metrics.set_draining(true);
+                        handing_over = true;
+                        break;
+                    }
                     drain_until = Some(begin_drain(&mut core, &readiness, &metrics, running_config.drain.deadline_secs));
                 }
             }
@@ -528,7 +545,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         let counts = cdr.close();
         info!(?counts, "call detail records closed");
     }
-    info!(calls = core.active_calls(), "sbc stopping");
+    if handing_over {
+        info!(
+            calls = core.active_calls(),
+            "sbc stopping: the calls up go on at the standby"
+        );
+    } else {
+        info!(calls = core.active_calls(), "sbc stopping");
+    }
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
     transports.shutdown().await;

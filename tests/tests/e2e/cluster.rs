@@ -419,12 +419,33 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     lab.shutdown();
 }
 
-/// How many calls are up when the active node dies.
+/// How many calls are up when the active node leaves.
 const CALLS: u32 = 20;
+
+/// How the active node leaves the pair with calls up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leave {
+    /// SIGKILL: the standby takes over once the lease expires.
+    Dies,
+    /// SIGQUIT: a drain, which hands the calls to the standby.
+    Drains,
+}
 
 #[test]
 fn answered_calls_go_on_through_the_standby_when_the_active_node_dies() {
-    let name = "answered_calls_go_on_through_the_standby";
+    calls_go_on_through_the_standby("answered_calls_go_on_when_the_active_dies", Leave::Dies);
+}
+
+#[test]
+fn a_drain_in_a_pair_hands_the_calls_over_to_the_standby() {
+    calls_go_on_through_the_standby("a_drain_in_a_pair_hands_the_calls_over", Leave::Drains);
+}
+
+/// [`CALLS`] SIPp calls through the active node, RTP echoed on one of
+/// them; the active node leaves as `leave` says while they are up; every
+/// call ends with its caller's BYE, carried to the callee by the other
+/// node, and the RTP comes back through it.
+fn calls_go_on_through_the_standby(name: &str, leave: Leave) {
     if skip_unless_sipp(name)
         || skip_unless_tool(
             name,
@@ -512,7 +533,10 @@ fn answered_calls_go_on_through_the_standby_when_the_active_node_dies() {
             }
         }
         if killed.is_none() && echoes.len() >= 10 {
-            a.kill();
+            match leave {
+                Leave::Dies => a.kill(),
+                Leave::Drains => a.signal("-QUIT"),
+            }
             killed = Some(now());
         }
         if killed.is_some() && ready.is_none() && seq % 5 == 0 && b.ready(&lab) {
@@ -531,7 +555,7 @@ fn answered_calls_go_on_through_the_standby_when_the_active_node_dies() {
         .max()
         .unwrap_or_default();
     eprintln!(
-        "{CALLS} calls up at the kill: B ready {:?} after it; media: {} echoes, {through_b} after B was ready, longest gap {gap:?}",
+        "{CALLS} calls up when the active node {leave:?}: B ready {:?} after it; media: {} echoes, {through_b} after B was ready, longest gap {gap:?}",
         ready - killed,
         echoes.len()
     );
@@ -555,6 +579,24 @@ fn answered_calls_go_on_through_the_standby_when_the_active_node_dies() {
         "no media through B after the takeover\n{}",
         b.log()
     );
+    if leave == Leave::Drains {
+        // A exited by itself, at once, leaving its calls up.
+        let (status, killed) = a
+            .process
+            .take()
+            .expect("started")
+            .wait(Duration::from_secs(10));
+        assert!(
+            !killed && status.success(),
+            "A's exit: {status}\n{}",
+            a.log()
+        );
+        assert!(
+            a.log().contains("handing the calls over to the standby"),
+            "{}",
+            a.log()
+        );
+    }
     // Ended calls leave nothing in Redis: B's own and A's retired.
     let deadline = now() + Duration::from_secs(5);
     while call_keys(&lab, redis) > 0 {
