@@ -186,6 +186,22 @@ impl Core {
         }
     }
 
+    /// Writes every answered call out again (Redis came back, and may have
+    /// come back empty). Costs one record per call up, once.
+    pub fn replicate_all(&mut self, now: Instant) {
+        if !self.replicate {
+            return;
+        }
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            if let Some(mut call) = self.calls.remove(&id) {
+                call.replica.dirty = true;
+                self.replicate_call(now, &mut call);
+                self.calls.insert(id, call);
+            }
+        }
+    }
+
     /// Says `call` ended, if a record of it is out.
     pub(super) fn unreplicate(&mut self, call: &mut Call) {
         if std::mem::take(&mut call.replica.written) {

@@ -30,6 +30,8 @@
 //! is away the writer keeps the newest change of each call and retries.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
@@ -81,14 +83,24 @@ pub enum Change {
 pub struct Replicator {
     pub(super) changes: mpsc::Sender<Change>,
     pub(super) dropped: prometheus::IntCounter,
+    pub(super) resync: Arc<AtomicBool>,
 }
 
 impl Replicator {
-    /// Queues `change`.
+    /// Queues `change`; a full queue drops it (counted: the call's next
+    /// change carries its whole record again, and a lost end leaves a
+    /// record that expires with its TTL).
     pub fn send(&self, change: Change) {
         if self.changes.try_send(change).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Whether every call up should be written again: Redis answered after
+    /// failing, and may have restarted empty. Asked once a second; true
+    /// once per recovery.
+    pub fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -329,27 +341,35 @@ pub async fn write_changes(
     mut role: watch::Receiver<Role>,
     retry: Duration,
     metrics: ReplicationMetrics,
+    resync: Arc<AtomicBool>,
 ) {
     if role.wait_for(|r| *r == Role::Active).await.is_err() {
         return;
     }
-    let mut failing = false;
+    // While Redis fails: when to try again.
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut open = true;
-    while open {
-        let now = tokio::time::Instant::now();
+    while open || !writer.is_empty() {
+        let lag = |writer: &Writer| {
+            i64::try_from(writer.lag(tokio::time::Instant::now()).as_millis()).unwrap_or(i64::MAX)
+        };
         if writer.is_empty() {
             match changes.recv().await {
                 Some(change) => writer.take(change, tokio::time::Instant::now()),
-                None => open = false,
+                None => break,
             }
-        } else if failing {
+        } else if let Some(at) = retry_at
+            && open
+            && at > tokio::time::Instant::now()
+        {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Some(change) => writer.take(change, now),
+                    Some(change) => writer.take(change, tokio::time::Instant::now()),
                     None => open = false,
                 },
-                () = tokio::time::sleep(retry) => failing = false,
+                () = tokio::time::sleep_until(at) => {}
             }
+            metrics.lag_ms.set(lag(&writer));
             continue;
         }
         while let Ok(change) = changes.try_recv() {
@@ -361,22 +381,24 @@ pub async fn write_changes(
                     .writes
                     .with_label_values(&["written"])
                     .inc_by(n as u64);
-                if failing {
-                    info!("call replication writes to Redis again");
+                if retry_at.take().is_some() {
+                    info!("call replication writes to Redis again; writing every call up again");
+                    resync.store(true, Ordering::Relaxed);
                 }
-                failing = false;
             }
             Err(error) => {
                 metrics.writes.with_label_values(&["failed"]).inc();
-                if !failing {
+                if retry_at.is_none() {
                     warn!(%error, "call replication to Redis failed; calls go on here, the changes are retried");
                 }
-                failing = true;
+                retry_at = Some(tokio::time::Instant::now() + retry);
+                if !open {
+                    // Stopping, and Redis does not take them: they are lost.
+                    break;
+                }
             }
         }
-        metrics.lag_ms.set(
-            i64::try_from(writer.lag(tokio::time::Instant::now()).as_millis()).unwrap_or(i64::MAX),
-        );
+        metrics.lag_ms.set(lag(&writer));
     }
 }
 

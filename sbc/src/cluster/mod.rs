@@ -11,7 +11,9 @@
 //! once by deleting it.
 //!
 //! One Lua script both renews and takes the lease, atomically, and answers
-//! who holds it ([`ACQUIRE`]); a node can only renew or delete its own.
+//! who holds it ([`ACQUIRE`]); a node can only renew or delete its own. A
+//! Redis that restarted empty gives the serving node one lease period to
+//! take its lease back before a standby may.
 //!
 //! When Redis can't be reached the active node keeps serving (a Redis
 //! outage must not stop calls; the standby can't take the lease either) and
@@ -54,12 +56,24 @@ use crate::guard::Shield;
 use resp::{Redis, Reply};
 
 /// Renews the lease if this node holds it, else takes it if nobody does;
-/// answers who holds it now. KEYS[1] = the lease, ARGV[1] = this node,
-/// ARGV[2] = the lease in milliseconds.
+/// answers who holds it now ("" for nobody yet). KEYS[1] = the lease,
+/// KEYS[2] = the epoch, KEYS[3] = the grace; ARGV[1] = this node, ARGV[2]
+/// = the lease in milliseconds, ARGV[3] = `active` when this node serves.
+///
+/// A lease that is missing because it expired goes to whoever asks first.
+/// One missing because Redis lost its data (restarted empty: the epoch key,
+/// which never expires, is gone too) does not: for one lease period (the
+/// grace) only a node that serves may take it, so the active node, alive
+/// all along, renews its lease rather than a standby snatching it and
+/// making it step down (ending its calls).
 pub const ACQUIRE: &str = "local v = redis.call('GET', KEYS[1]) \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return v end \
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1] end \
-return v";
+if v then return v end \
+if redis.call('EXISTS', KEYS[2]) == 0 then \
+redis.call('SET', KEYS[2], '1') redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end \
+if ARGV[3] ~= 'active' and redis.call('EXISTS', KEYS[3]) == 1 then return '' end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+return ARGV[1]";
 
 /// Deletes the lease if this node holds it.
 pub const RELEASE: &str =
@@ -207,6 +221,8 @@ pub struct Node {
     mirror:
         Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Vec<calls::Mirrored>>>>,
     replication: calls::ReplicationMetrics,
+    /// Set when every call should be written again.
+    resync: Arc<std::sync::atomic::AtomicBool>,
     /// This process in the pair's keys: the node id and its start time.
     instance: String,
     keys: calls::Keys,
@@ -354,6 +370,8 @@ impl Node {
         let renew = Duration::from_millis(u64::from(config.renew_ms));
         let lease_ms = config.lease_ms.to_string();
         let key = format!("{}:lease", config.name);
+        let epoch = format!("{}:epoch", config.name);
+        let grace = format!("{}:grace", config.name);
         let me = config.node_id.clone();
         // A request that takes longer than a renewal period has failed.
         let mut redis = Redis::new(addr.clone(), renew);
@@ -374,6 +392,7 @@ impl Node {
         let keys = calls::Keys::new(&config.name);
         let instance = format!("{}.{}", config.node_id, clocks().1);
         let (changes, changes_rx) = tokio::sync::mpsc::channel(calls::QUEUE);
+        let resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = tokio::spawn(calls::write_changes(
             calls::Writer::new(
                 keys.clone(),
@@ -385,6 +404,7 @@ impl Node {
             role.clone(),
             renew,
             replication.clone(),
+            Arc::clone(&resync),
         ));
         let (mirror, asked) = tokio::sync::oneshot::channel();
         tokio::spawn(calls::mirror_calls(
@@ -400,17 +420,27 @@ impl Node {
             let mut lease = Lease::new(&me);
             let mut complained: Option<tokio::time::Instant> = None;
             loop {
+                let serving: &[u8] = if *lease.role() == Role::Active {
+                    b"active"
+                } else {
+                    b"standby"
+                };
                 let answer = redis
                     .command(&[
                         b"EVAL",
                         ACQUIRE.as_bytes(),
-                        b"1",
+                        b"3",
                         key.as_bytes(),
+                        epoch.as_bytes(),
+                        grace.as_bytes(),
                         me.as_bytes(),
                         lease_ms.as_bytes(),
+                        serving,
                     ])
                     .await;
                 let holder = match answer {
+                    // Nobody yet, in the grace after Redis lost its data.
+                    Ok(Reply::Bulk(Some(holder))) if holder.is_empty() => None,
                     Ok(Reply::Bulk(Some(holder))) => String::from_utf8(holder).ok(),
                     other => {
                         metrics.redis_errors.inc();
@@ -479,6 +509,7 @@ impl Node {
             writer,
             mirror: Some(mirror),
             replication,
+            resync,
             instance,
             keys,
             redis_addr: addr,
@@ -507,6 +538,7 @@ impl Node {
         Some(calls::Replicator {
             changes: self.changes.clone()?,
             dropped: self.replication.writes.with_label_values(&["dropped"]),
+            resync: Arc::clone(&self.resync),
         })
     }
 

@@ -439,6 +439,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
+                if shell.replicator.as_ref().is_some_and(crate::cluster::calls::Replicator::take_resync) {
+                    core.replicate_all(now());
+                }
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
                 if let Some(adopted) = &adopted {

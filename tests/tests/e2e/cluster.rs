@@ -419,6 +419,50 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     lab.shutdown();
 }
 
+/// A lab with Redis, node A active and ready and node B standby.
+struct PairLab {
+    lab: Lab,
+    redis: SocketAddr,
+    /// Starts Redis again.
+    server: Command,
+    redis_server: Option<Background>,
+    a: Node,
+    b: Node,
+}
+
+impl PairLab {
+    fn start(name: &str) -> PairLab {
+        let plan = Plan::next();
+        let lab = Lab::peers_only_with(name, plan);
+        let (redis, server, redis_server) = start_redis(&lab);
+        let admin_a = plan.admin();
+        let admin_b = SocketAddr::new(admin_a.ip(), admin_a.port() + 1);
+        let base = plan.toml(&LabConfig::default());
+        let mut a = Node::start(
+            &lab,
+            "sbc-a",
+            admin_a,
+            &pair_toml(&base, redis, "sbc-a", admin_a, admin_a),
+        );
+        a.wait_ready(&lab, Duration::from_secs(15));
+        let mut b = Node::start(
+            &lab,
+            "sbc-b",
+            admin_b,
+            &pair_toml(&base, redis, "sbc-b", admin_a, admin_b),
+        );
+        wait_standby(&lab, &mut b);
+        PairLab {
+            lab,
+            redis,
+            server,
+            redis_server: Some(redis_server),
+            a,
+            b,
+        }
+    }
+}
+
 /// How many calls are up when the active node leaves.
 const CALLS: u32 = 20;
 
@@ -456,26 +500,15 @@ fn calls_go_on_through_the_standby(name: &str, leave: Leave) {
     {
         return;
     }
-    let plan = Plan::next();
-    let lab = Lab::peers_only_with("pair-calls", plan);
-    let (redis, _server, redis_server) = start_redis(&lab);
-    let admin_a = plan.admin();
-    let admin_b = SocketAddr::new(admin_a.ip(), admin_a.port() + 1);
-    let base = plan.toml(&LabConfig::default());
-    let mut a = Node::start(
-        &lab,
-        "sbc-a",
-        admin_a,
-        &pair_toml(&base, redis, "sbc-a", admin_a, admin_a),
-    );
-    a.wait_ready(&lab, Duration::from_secs(15));
-    let mut b = Node::start(
-        &lab,
-        "sbc-b",
-        admin_b,
-        &pair_toml(&base, redis, "sbc-b", admin_a, admin_b),
-    );
-    wait_standby(&lab, &mut b);
+    let PairLab {
+        lab,
+        redis,
+        redis_server,
+        mut a,
+        mut b,
+        ..
+    } = PairLab::start("pair-calls");
+    let plan = *lab.plan();
 
     // CALLS calls, each up 4 s after its answer, then the caller's BYE;
     // the callee echoes RTP.
@@ -607,6 +640,145 @@ fn calls_go_on_through_the_standby(name: &str, leave: Leave) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(b.stop().success(), "{}", b.log());
+    drop(redis_server);
+    lab.shutdown();
+}
+
+/// Waits (at most `within`) until `done`, failing with `what` and `log`.
+fn wait_until(within: Duration, what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = now() + within;
+    while !done() {
+        assert!(now() < deadline, "{what} within {within:?}\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
+    let name = "calls_answered_while_redis_was_away";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+    {
+        return;
+    }
+    const EACH: u32 = 10;
+    const OUTAGE: Duration = Duration::from_secs(30);
+    let PairLab {
+        lab,
+        redis,
+        mut server,
+        redis_server,
+        mut a,
+        mut b,
+    } = PairLab::start("pair-redis-away");
+    let plan = *lab.plan();
+    let callers = || {
+        lab.peer("caller-held-for.xml", Host::Carrier)
+            .remote(plan.realm(Realm::Outside))
+            .calls(EACH)
+            .rate(20.0)
+            .limit(EACH)
+            .arg("-d")
+            .arg("45000")
+            .timeout(Duration::from_secs(90))
+            .deadline(Duration::from_secs(100))
+    };
+    let uas = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx)
+            .calls(2 * EACH)
+            .timeout(Duration::from_secs(100)),
+    );
+    // Calls answered before the outage are in Redis.
+    let before = callers().start();
+    wait_until(
+        Duration::from_secs(8),
+        "calls in Redis",
+        || a.log(),
+        || call_keys(&lab, redis) == EACH as usize,
+    );
+    // Redis goes away for 30 s; calls go on, and more are answered.
+    drop(redis_server);
+    let down = now();
+    wait_until(
+        Duration::from_secs(5),
+        "Redis errors counted",
+        || a.log(),
+        || node_metric(&lab, &a, "sbc_cluster_redis_errors_total") > 0,
+    );
+    // (Another SIP and media port of the carrier: the first SIPp holds its own.)
+    let carrier = plan.host_ip(Host::Carrier);
+    let during = callers()
+        .local(carrier, plan.host(Host::Carrier).port() + 2)
+        .media(carrier, tests::lab::PEER_MEDIA_PORT + 20)
+        .start();
+    wait_until(
+        Duration::from_secs(8),
+        "every call up",
+        || a.log(),
+        || node_metric(&lab, &a, "sbc_calls_active{realm=\"outside\"}") == u64::from(2 * EACH),
+    );
+    assert!(
+        node_metric(&lab, &a, "sbc_cluster_replication_lag_milliseconds") > 0,
+        "the changes wait for Redis"
+    );
+    std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+    // Redis is back, empty (no persistence): A writes every call up again,
+    // and B mirrors them all.
+    let redis_server = Background::spawn(&mut server);
+    wait_until(
+        Duration::from_secs(10),
+        "every call in Redis and in B's mirror",
+        || {
+            format!(
+                "{} keys, {} mirrored\n{}\n{}",
+                call_keys(&lab, redis),
+                node_metric(&lab, &b, "sbc_cluster_mirrored_calls"),
+                a.log(),
+                b.log()
+            )
+        },
+        || {
+            call_keys(&lab, redis) == 2 * EACH as usize
+                && node_metric(&lab, &b, "sbc_cluster_mirrored_calls") == u64::from(2 * EACH)
+        },
+    );
+    eprintln!(
+        "Redis back after {:?}: every call in Redis again",
+        down.elapsed()
+    );
+    // Now A dies; B carries every call on to its BYE.
+    a.kill();
+    b.wait_ready(&lab, Duration::from_secs(10));
+    let before = before.wait();
+    let during = during.wait();
+    let uas = lab.finish_callee(&during, uas);
+    assert_eq!(
+        before.failed() + during.failed(),
+        0,
+        "{}\n{}\n{}",
+        before.report(),
+        during.report(),
+        b.log()
+    );
+    before.assert_success(u64::from(EACH));
+    during.assert_success(u64::from(EACH));
+    uas.assert_success(u64::from(2 * EACH));
+    assert_eq!(
+        node_metric(
+            &lab,
+            &b,
+            "sbc_cluster_adopted_calls_total{result=\"adopted\"}"
+        ),
+        u64::from(2 * EACH),
+        "{}",
+        b.log()
+    );
     assert!(b.stop().success(), "{}", b.log());
     drop(redis_server);
     lab.shutdown();

@@ -235,3 +235,17 @@ fn a_record_naming_what_is_not_configured_is_refused() {
     ));
     assert_eq!(second.core.active_calls(), 0, "nothing half adopted");
 }
+
+#[test]
+fn after_a_redis_outage_every_answered_call_is_written_again() {
+    let mut lab = replicating();
+    let _ = establish(&mut lab);
+    // A second call, still ringing: not written.
+    lab.caller_sends(&another_invite(2));
+    let _ = lab.take_one(PBX, "INVITE");
+    lab.events.clear();
+    lab.core.replicate_all(lab.now);
+    lab.settle();
+    assert_eq!(records(&lab).len(), 1, "only the answered call");
+    assert_eq!(records(&lab)[0].a.text[0], "caller-call-id@10.9.8.7");
+}
