@@ -783,3 +783,111 @@ fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
     drop(redis_server);
     lab.shutdown();
 }
+
+#[test]
+fn active_nodes_share_a_trunks_call_limit() {
+    let name = "active_nodes_share_a_trunks_call_limit";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+    {
+        return;
+    }
+    let plan = Plan::next();
+    let lab = Lab::peers_only_with("active-nodes", plan);
+    let (redis, _server, redis_server) = start_redis(&lab);
+    // The PBX trunk takes one call at a time, across the cluster.
+    let base = plan.toml(&LabConfig::default());
+    let limited = "name = \"pbx\"\n";
+    assert!(base.contains(limited), "{base}");
+    let base = base.replacen(limited, "name = \"pbx\"\nmax_calls = 1\n", 1);
+    let active = |node: &str, base: &str| {
+        format!(
+            "[cluster]\nmode = \"active\"\nredis_url = \"redis://{redis}\"\nnode_id = \"{node}\"\nname = \"pair\"\n\n{base}"
+        )
+    };
+    // Node B serves other addresses: its own realm (and admin) addresses.
+    let (outside, inside) = (plan.realm_ip(Realm::Outside), plan.realm_ip(Realm::Inside));
+    let (outside_b, inside_b) = (plan.spare_ip(40), plan.spare_ip(41));
+    let base_b = base
+        .replace(&format!("\"{outside}"), &format!("\"{outside_b}"))
+        .replace(&format!("\"{inside}"), &format!("\"{inside_b}"));
+    let mut a = Node::start(&lab, "sbc-a", plan.admin(), &active("sbc-a", &base));
+    let mut b = Node::start(
+        &lab,
+        "sbc-b",
+        SocketAddr::new(outside_b, plan.admin().port()),
+        &active("sbc-b", &base_b),
+    );
+    // Both serve at once: no lease to wait for.
+    a.wait_ready(&lab, Duration::from_secs(15));
+    b.wait_ready(&lab, Duration::from_secs(15));
+    assert_eq!(a.role(&lab).as_deref(), Some("active"));
+    assert_eq!(b.role(&lab).as_deref(), Some("active"));
+    let b_outside = SocketAddr::new(outside_b, plan.realm(Realm::Outside).port());
+
+    // A call up through A...
+    let uas = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx)
+            .calls(2)
+            .timeout(Duration::from_secs(40)),
+    );
+    let long = lab
+        .peer("caller-held-for.xml", Host::Carrier)
+        .remote(plan.realm(Realm::Outside))
+        .arg("-d")
+        .arg("6000")
+        .timeout(Duration::from_secs(30))
+        .start();
+    wait_until(
+        Duration::from_secs(5),
+        "A's call counted in Redis",
+        || a.log(),
+        || redis_cli(&lab, redis, &["HGET", "pair:nodes:sbc-a", "pbx"]) == "1",
+    );
+    // ...and B, once it has read A's count, refuses the trunk's second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let refused = lab
+        .peer("caller-rejected.xml", Host::Carrier)
+        .local(
+            plan.host_ip(Host::Carrier),
+            plan.host(Host::Carrier).port() + 2,
+        )
+        .media(
+            plan.host_ip(Host::Carrier),
+            tests::lab::PEER_MEDIA_PORT + 20,
+        )
+        .remote(b_outside)
+        .run();
+    refused.assert_success(1);
+    assert!(
+        refused.messages.contains("SIP/2.0 503"),
+        "B refused with 503\n{}",
+        refused.messages
+    );
+    // A's call ends: its count goes, and B takes the trunk's next call.
+    let long = long.wait();
+    long.assert_success(1);
+    wait_until(
+        Duration::from_secs(5),
+        "A's count back to 0",
+        || a.log(),
+        || redis_cli(&lab, redis, &["HGET", "pair:nodes:sbc-a", "pbx"]) == "0",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let through_b = lab
+        .peer("caller.xml", Host::Carrier)
+        .remote(b_outside)
+        .run();
+    let uas = lab.finish_callee(&through_b, uas);
+    through_b.assert_success(1);
+    uas.assert_success(2);
+    assert!(a.stop().success(), "{}", a.log());
+    assert!(b.stop().success(), "{}", b.log());
+    drop(redis_server);
+    lab.shutdown();
+}
