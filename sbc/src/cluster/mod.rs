@@ -19,9 +19,9 @@
 //! outage must not stop calls; the standby can't take the lease either) and
 //! says so (`sbc_cluster_redis_errors_total`, a warning every 10 s). An
 //! active node that finds the lease held by the other node (Redis came back
-//! after a partition during which the other took over) steps down: it ends
-//! its calls as at SIGTERM and exits with an error, so its supervisor
-//! starts it again, as standby.
+//! after a partition during which the other took over) steps down: it
+//! exits with an error, so its supervisor starts it again, as standby,
+//! without a BYE (the other node carries on the calls Redis had of it).
 //!
 //! Listeners and media sockets of a node in a pair bind with IP_FREEBIND,
 //! so the standby that becomes active can bind shared addresses before
@@ -66,7 +66,7 @@ use resp::{Redis, Reply};
 /// which never expires, is gone too) does not: for one lease period (the
 /// grace) only a node that serves may take it, so the active node, alive
 /// all along, renews its lease rather than a standby snatching it and
-/// making it step down (ending its calls).
+/// making it step down.
 pub const ACQUIRE: &str = "local v = redis.call('GET', KEYS[1]) \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return v end \
 if v then return v end \
@@ -680,13 +680,18 @@ impl Node {
     /// takes over finds every call as it is.
     pub async fn stop(mut self) {
         drop(self.changes.take());
-        if let Some(writer) = self.writer.as_mut()
-            && tokio::time::timeout(Duration::from_secs(2), &mut *writer)
+        let active = *self.role.borrow() == Role::Active;
+        if let Some(writer) = self.writer.as_mut() {
+            if !active {
+                // A standby wrote nothing; its writer waits for a lease.
+                writer.abort();
+            } else if tokio::time::timeout(Duration::from_secs(2), &mut *writer)
                 .await
                 .is_err()
-        {
-            warn!("call changes not all written to Redis before the stop");
-            writer.abort();
+            {
+                warn!("call changes not all written to Redis before the stop");
+                writer.abort();
+            }
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -532,10 +532,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             // (Once stopping for another reason, the lease no longer matters.)
             holder = lease_taken(&mut cluster), if lease_lost.is_none() && shutdown_at.is_none() => {
-                error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
+                // The other node adopted the calls Redis had of this one:
+                // a BYE from here would end them there too. Calls only
+                // this node knew (answered while it was cut off from
+                // Redis) are left to their peers' timers.
+                error!(active = %holder, calls = core.active_calls(), "the other node of the pair holds the cluster lease: exiting, leaving the calls to it");
                 lease_lost = Some(holder);
-                drain_until = None;
-                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                readiness.set(false);
+                handing_over = true;
+                break;
             }
             _ = hangup.recv() => {
                 let running = Running {

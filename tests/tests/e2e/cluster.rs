@@ -391,8 +391,8 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     }
 
     // Another node holds the lease (A was cut off while it took over): A
-    // steps down, ending its calls, and exits with an error for its
-    // supervisor to start it again as standby.
+    // steps down and exits with an error for its supervisor to start it
+    // again as standby.
     assert_eq!(
         redis_cli(&lab, redis, &["SET", "pair:lease", "sbc-x", "PX", "60000"]),
         "OK"
