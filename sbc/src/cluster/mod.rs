@@ -636,6 +636,11 @@ impl Node {
         }
     }
 
+    /// How long the oldest call change not yet in Redis has waited.
+    pub fn replication_lag(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.replication.lag_ms.get()).unwrap_or(0))
+    }
+
     /// Counts the result of carrying on one call of the other node.
     pub fn adopted(&self, ok: bool) {
         self.replication

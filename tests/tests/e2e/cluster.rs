@@ -716,10 +716,20 @@ fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
         || a.log(),
         || node_metric(&lab, &a, "sbc_calls_active{realm=\"outside\"}") == u64::from(2 * EACH),
     );
-    assert!(
-        node_metric(&lab, &a, "sbc_cluster_replication_lag_milliseconds") > 0,
-        "the changes wait for Redis"
+    // The changes wait for Redis, and A says so while it serves on.
+    wait_until(
+        Duration::from_secs(5),
+        "A says its replication is behind",
+        || a.log(),
+        || {
+            lab.http_get(a.admin, "/health/ready")
+                == Some((
+                    200,
+                    "ready\nreplication behind: call changes wait for Redis\n".to_owned(),
+                ))
+        },
     );
+    assert!(node_metric(&lab, &a, "sbc_cluster_replication_lag_milliseconds") > 1000);
     std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
     // Redis is back, empty (no persistence): A writes every call up again,
     // and B mirrors them all.
