@@ -98,7 +98,7 @@ pub enum AdminError {
 /// Whether the daemon is ready for traffic; shared between the daemon (which
 /// sets it) and the listener (which reports it). Starts not ready.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicU8>);
+pub struct Readiness(Arc<AtomicU8>, Arc<std::sync::atomic::AtomicBool>);
 
 /// [`Readiness`] values.
 const NOT_READY: u8 = 0;
@@ -127,6 +127,12 @@ impl Readiness {
     /// until it holds the lease, and `/health/ready` says so.
     pub fn set_standby(&self) {
         self.0.store(STANDBY, Ordering::Release);
+    }
+
+    /// Says on `/health/ready` (still 200 when ready) that call changes
+    /// wait for Redis: a takeover now would not carry on the newest calls.
+    pub fn set_replication_behind(&self, behind: bool) {
+        self.1.store(behind, Ordering::Release);
     }
 
     /// The current state.
@@ -416,7 +422,15 @@ async fn route(method: &Method, path: &str, state: &AdminState) -> Response {
         "/health/live" => text(StatusCode::OK, "live\n"),
         "/health" | "/health/ready" => {
             if state.readiness.is_ready() {
-                text(StatusCode::OK, "ready\n")
+                if state.readiness.1.load(Ordering::Acquire) {
+                    // Serving; the pair's standby is not current.
+                    text(
+                        StatusCode::OK,
+                        "ready\nreplication behind: call changes wait for Redis\n",
+                    )
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
             } else if state.readiness.is_draining() {
                 // A drain (SIGQUIT): the calls up go on, new ones are refused.
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
@@ -666,6 +680,15 @@ mod tests {
         s.readiness.set(true);
         assert_eq!(get("/health/ready", &s).await.status(), 200);
         assert_eq!(get("/health", &s).await.status(), 200);
+        s.readiness.set(true);
+        s.readiness.set_replication_behind(true);
+        let behind = get("/health/ready", &s).await;
+        assert_eq!(behind.status(), 200, "still serving");
+        assert_eq!(
+            &body(behind).await[..],
+            b"ready\nreplication behind: call changes wait for Redis\n"
+        );
+        s.readiness.set_replication_behind(false);
         s.readiness.set_standby();
         let standby = get("/health/ready", &s).await;
         assert_eq!(standby.status(), 503);

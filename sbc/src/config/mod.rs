@@ -53,10 +53,10 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Access, Acl, Cdr, Cluster, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
-    HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
-    PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls, Route,
-    RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
+    Access, Acl, Cdr, Cluster, ClusterMode, Config, FailoverCause, ForeignInDialog, FsyncPolicy,
+    HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media,
+    Metrics, PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls,
+    Route, RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
 };
 
 use locate::{FieldPath, Located, Seg};
@@ -181,16 +181,29 @@ impl Config {
     /// nothing is asked of Redis.
     pub fn cluster_plan(&self) -> Option<String> {
         let pair = self.cluster.as_ref()?;
+        if pair.mode == ClusterMode::Active {
+            return Some(format!(
+                "cluster: active node \"{}\" of cluster \"{}\" in {}; serves at once; shares bans \
+                 (\"{}:bans\") and per-trunk limits with the other active nodes (\"{}:nodes\", every {} ms): \
+                 their calls count against max_calls, max_cps is split among the nodes alive; calls are \
+                 not replicated",
+                pair.node_id, pair.name, pair.redis_url, pair.name, pair.name, pair.renew_ms,
+            ));
+        }
         Some(format!(
             "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
              then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \
-             listeners and media bind with IP_FREEBIND; calls up are not replicated yet",
+             listeners and media bind with IP_FREEBIND; answered calls are written to \"{}:call:*\" \
+             (kept {} s) and the stream \"{}:calls\", and carried on by the node that takes over",
             pair.node_id,
             pair.name,
             pair.name,
             pair.redis_url,
             pair.renew_ms,
             pair.lease_ms + pair.renew_ms / 2,
+            pair.name,
+            pair.call_ttl_secs,
+            pair.name,
         ))
     }
 
@@ -205,9 +218,15 @@ impl Config {
             ),
             _ => "SIGUSR2 acts as SIGTERM (no XDP pin directory: nothing to hand over)".to_owned(),
         };
+        let hand_over = if self.cluster.is_some() {
+            "; in the pair, with a standby mirroring the calls, it hands them over instead (exits at once, \
+             leaving them up for the standby to carry on)"
+        } else {
+            ""
+        };
         format!(
             "signals: SIGTERM ends the calls up with BYE and exits; SIGQUIT drains (new calls 503, exits when the \
-             calls up have ended or after {} s); {restart}",
+             calls up have ended or after {} s){hand_over}; {restart}",
             self.drain.deadline_secs
         )
     }

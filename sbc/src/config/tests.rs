@@ -1119,8 +1119,28 @@ fn a_cluster_names_its_redis_node_and_timings() {
     let ok = Config::from_str_named(&pair, "t.toml").expect("valid");
     let cluster = ok.cluster.as_ref().expect("cluster");
     assert_eq!(
-        (cluster.name.as_str(), cluster.lease_ms, cluster.renew_ms),
-        ("sbc", 1500, 500)
+        (
+            cluster.name.as_str(),
+            cluster.lease_ms,
+            cluster.renew_ms,
+            cluster.call_ttl_secs
+        ),
+        ("sbc", 1500, 500, 86_400)
+    );
+    assert_eq!(cluster.mode, ClusterMode::Pair);
+    let active = Config::from_str_named(
+        &pair.replacen(
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nmode = \"active\"",
+            1,
+        ),
+        "t.toml",
+    )
+    .expect("valid");
+    let line = active.cluster_plan().expect("a plan line");
+    assert!(
+        line.contains("active node \"sbc-a\"") && line.contains("max_cps is split"),
+        "{line}"
     );
     let plan = ok.cluster_plan().expect("a plan line");
     assert!(
@@ -1160,6 +1180,16 @@ fn a_cluster_names_its_redis_node_and_timings() {
             "node_id = \"sbc-a\"",
             "node_id = \"sbc-a\"\nrenew_ms = 600",
             "cluster.renew_ms",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\ncall_ttl_secs = 10",
+            "cluster.call_ttl_secs",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nmode = \"both\"",
+            "cluster.mode",
         ),
     ] {
         let text = pair.replacen(from, to, 1);

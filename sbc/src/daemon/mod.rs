@@ -326,7 +326,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         |_, _| None,
         Box::new(RandomIds::from_os()),
     )
-    .with_cname_mask(cname_mask);
+    .with_cname_mask(cname_mask)
+    .with_replication(
+        config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.mode == crate::config::ClusterMode::Pair),
+    );
+    // What the other active nodes carry, for the trunks' shared limits.
+    let mut cluster_load = cluster.as_ref().map(cluster::Node::load);
+    // Taking over: the calls the other node answered go on here, before a
+    // request of theirs is read.
+    let retire = match cluster.as_mut() {
+        Some(node) => adopt_calls(&mut core, node, &relay).await,
+        None => Vec::new(),
+    };
     let mut shell = Shell {
         transports: &transports,
         shield: &shield,
@@ -348,9 +362,18 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         ),
         reserve_returns: Vec::new(),
         reserve_misses_seen: 0,
+        replicator: cluster.as_ref().and_then(cluster::Node::replicator),
     };
-    // Bound in the background while the rest starts.
-    shell.refill_reserve();
+    // The adopted calls' media anchored again, their records written
+    // under this node; then the other node's retired (the same queue, so
+    // in that order). The drain's end asks for the reserve of pre-bound
+    // endpoints, once their ports are taken.
+    shell.drain(&mut core);
+    if let Some(replicator) = &shell.replicator
+        && !retire.is_empty()
+    {
+        replicator.send(cluster::calls::Change::Retire(retire));
+    }
     core.start(now());
     let mut bindings = SavedBindings::start(&config, &mut core);
     zero_series(&metrics, &config, &core);
@@ -370,6 +393,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     let mut drain_until: Option<Instant> = None;
     // SIGUSR2: the exit leaves the calls and the pinned fast path alone.
     let mut restarting = false;
+    // SIGQUIT in a pair with a standby: the exit leaves the calls to it.
+    let mut handing_over = false;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -417,6 +442,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Ok(()) = async {
+                match cluster_load.as_mut() {
+                    Some(load) => load.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(load) = &cluster_load {
+                    let load = load.borrow().clone();
+                    core.set_cluster_load(load.nodes, &load.elsewhere);
+                }
+            }
             Some(message) = async {
                 match ng_inbound.as_mut() {
                     Some(inbound) => inbound.recv().await,
@@ -460,6 +496,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
+                if shell.replicator.as_ref().is_some_and(crate::cluster::calls::Replicator::take_resync) {
+                    core.replicate_all(now());
+                }
+                if let Some(node) = &cluster {
+                    node.publish_load(core.trunk_calls());
+                    // Behind: changes have waited more than two renewals.
+                    readiness.set_replication_behind(
+                        node.replication_lag() > Duration::from_millis(2 * u64::from(running_config.cluster.as_ref().map_or(500, |c| c.renew_ms))),
+                    );
+                }
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
                 if let Some(adopted) = &adopted {
@@ -493,6 +539,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             _ = quit.recv() => {
                 if shutdown_at.is_none() && drain_until.is_none() {
+                    // In a pair with a standby that mirrors the calls, a
+                    // drain hands them over: this node leaves them up and
+                    // releases the lease once their last changes are
+                    // written; the standby carries them on.
+                    let standby = match &cluster {
+                        Some(node) => node.standby(Duration::from_millis(500)).await,
+                        None => None,
+                    };
+                    if let Some(standby) = standby {
+                        info!(calls = core.active_calls(), %standby, "drain requested: handing the calls over to the standby");
+                        readiness.set_draining();
+                        metrics.set_draining(true);
+                        handing_over = true;
+                        break;
+                    }
                     drain_until = Some(begin_drain(&mut core, &readiness, &metrics, running_config.drain.deadline_secs));
                 }
             }
@@ -514,10 +575,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             // (Once stopping for another reason, the lease no longer matters.)
             holder = lease_taken(&mut cluster), if lease_lost.is_none() && shutdown_at.is_none() => {
-                error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
+                // The other node adopted the calls Redis had of this one:
+                // a BYE from here would end them there too. Calls only
+                // this node knew (answered while it was cut off from
+                // Redis) are left to their peers' timers.
+                error!(active = %holder, calls = core.active_calls(), "the other node of the pair holds the cluster lease: exiting, leaving the calls to it");
                 lease_lost = Some(holder);
-                drain_until = None;
-                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                readiness.set(false);
+                handing_over = true;
+                break;
             }
             _ = hangup.recv() => {
                 let running = Running {
@@ -552,7 +618,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         let counts = cdr.close();
         info!(?counts, "call detail records closed");
     }
-    info!(calls = core.active_calls(), "sbc stopping");
+    if handing_over {
+        info!(
+            calls = core.active_calls(),
+            "sbc stopping: the calls up go on at the standby"
+        );
+    } else {
+        info!(calls = core.active_calls(), "sbc stopping");
+    }
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
     transports.shutdown().await;
@@ -568,6 +641,47 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         None if restarting => Ok(Exit::Restart),
         None => Ok(Exit::Stopped),
     }
+}
+
+/// Carries on the calls the other node of the pair wrote (it died or
+/// stopped): each is adopted by the core. Returns the calls to retire
+/// from Redis once their records are written again under this node.
+async fn adopt_calls(
+    core: &mut Core,
+    node: &mut cluster::Node,
+    relay: &UserspaceRelay,
+) -> Vec<(String, u64)> {
+    let calls = node.take_calls(Duration::from_secs(5)).await;
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    let n = relay.threads();
+    let lane = |addr: std::net::SocketAddr| relay.lane_of(addr).map(|k| (k, n));
+    let (mut adopted, mut failed) = (0usize, 0usize);
+    let mut retire = Vec::with_capacity(calls.len());
+    let at = now();
+    for call in calls {
+        match core.adopt(at, &call.record, &lane) {
+            Ok(_) => {
+                adopted += 1;
+                node.adopted(true);
+            }
+            Err(error) => {
+                failed += 1;
+                node.adopted(false);
+                warn!(instance = %call.instance, call = call.call, a_call_id = %call.record.a.text[0], %error, "call of the other node not carried on");
+            }
+        }
+        // Not ours to carry on either way: forgotten after our own writes.
+        if call.instance != node.instance() {
+            retire.push((call.instance, call.call));
+        }
+    }
+    info!(
+        adopted,
+        failed, "carried on the calls of the other node of the pair"
+    );
+    retire
 }
 
 /// Resolves with the holder once this node's cluster lease is found taken

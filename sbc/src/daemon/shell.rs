@@ -46,6 +46,8 @@ pub(super) struct Shell<'a> {
     pub(super) reserve_returns: Vec<(usize, LocalEndpoint)>,
     /// The reserve's misses already exported (the counter takes deltas).
     pub(super) reserve_misses_seen: u64,
+    /// Where answered calls go for the other node of a pair, if any.
+    pub(super) replicator: Option<crate::cluster::calls::Replicator>,
 }
 
 /// Commands waiting for the relay beyond which no new call is taken (each
@@ -99,6 +101,9 @@ impl Shell<'_> {
             }
             self.retry_relay_backlog();
             while let Some(command) = core.poll_media() {
+                // (A restored stream, of a call adopted from the other node,
+                // waits its turn like a release: a takeover restores many at
+                // once, more than the relay's queue holds.)
                 if let MediaCommand::Allocate { stream, legs } = command {
                     // A new stream: refused now, its call fails (503).
                     match self.allocate(stream, legs) {
@@ -148,7 +153,7 @@ impl Shell<'_> {
             // The reserve holds pairs; a muxed leg takes the round trip.
             return self.relay.send_quietly(plain).map(|()| None);
         }
-        let lane = self.relay.lane_of(stream);
+        let lane = self.relay.lane_of_stream(stream);
         let claim = self
             .reserve
             .claim(lane, [legs[0].local_ip, legs[1].local_ip]);
@@ -190,7 +195,15 @@ impl Shell<'_> {
             }
         }
         let now = now();
-        for (lane, ip, count) in self.reserve.wanted(now) {
+        // Commands still waiting for the relay may be restores of adopted
+        // calls (a takeover), whose exact ports the reserve must not take
+        // first: it is filled once they are all queued.
+        let wanted = if self.relay_backlog.is_empty() {
+            self.reserve.wanted(now)
+        } else {
+            Vec::new()
+        };
+        for (lane, ip, count) in wanted {
             if self.relay.reserve(lane, ip, count).is_err() {
                 // Not asked after all: the slot waits before asking again.
                 let _ = self.reserve.filled(now, lane, ip, count, Vec::new());
@@ -389,6 +402,16 @@ impl Shell<'_> {
                 self.metrics.set_trunk_targets(&trunk, &targets);
             }
             CoreEvent::CallEnded(summary) => self.call_ended(&summary),
+            CoreEvent::Replicate(record) => {
+                if let Some(replicator) = &self.replicator {
+                    replicator.send(crate::cluster::calls::Change::Put(record));
+                }
+            }
+            CoreEvent::Unreplicate { call } => {
+                if let Some(replicator) = &self.replicator {
+                    replicator.send(crate::cluster::calls::Change::Gone(call));
+                }
+            }
         }
     }
 

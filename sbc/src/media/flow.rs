@@ -312,7 +312,10 @@ impl FlowTable {
     pub fn handle_command(&mut self, now: Instant, command: MediaCommand) -> SocketWork {
         match command {
             MediaCommand::Allocate { stream, legs } => {
-                self.allocate_claimed(now, stream, legs, [None, None])
+                self.bind(now, stream, legs, None, [None, None])
+            }
+            MediaCommand::Restore { stream, legs, at } => {
+                self.bind(now, stream, legs, Some(*at), [None, None])
             }
             MediaCommand::SetRemote {
                 stream,
@@ -398,17 +401,7 @@ impl FlowTable {
         legs: [LegSpec; 2],
         claim: [Option<LocalEndpoint>; 2],
     ) -> SocketWork {
-        match self.allocate(now, stream, legs, claim) {
-            Ok(endpoints) => SocketWork::Bind {
-                stream,
-                legs: endpoints,
-            },
-            Err(error) => {
-                self.events
-                    .push_back(MediaEvent::AllocationFailed { stream, error });
-                SocketWork::None
-            }
-        }
+        self.bind(now, stream, legs, None, claim)
     }
 
     /// Leases an RTP/RTCP pair of `ip`'s pool for the reserve of pre-bound
@@ -692,11 +685,87 @@ impl FlowTable {
         self.events.pop_front()
     }
 
+    /// Allocates `stream` (on `at`, for a restored one) and asks the
+    /// backend to bind it, or reports the failure.
+    fn bind(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        legs: [LegSpec; 2],
+        at: Option<[LocalEndpoint; 2]>,
+        given: [Option<LocalEndpoint>; 2],
+    ) -> SocketWork {
+        match self.allocate(now, stream, legs, at, given) {
+            Ok(endpoints) => SocketWork::Bind {
+                stream,
+                legs: endpoints,
+            },
+            Err(error) => {
+                self.events
+                    .push_back(MediaEvent::AllocationFailed { stream, error });
+                SocketWork::None
+            }
+        }
+    }
+
+    /// One leg's ports: from the pool, or exactly `at` (a restored stream).
+    fn lease(
+        &mut self,
+        now: Instant,
+        spec: LegSpec,
+        at: Option<LocalEndpoint>,
+    ) -> Result<Lease, MediaError> {
+        let Some(at) = at else {
+            return self.ports.allocate(now, spec.local_ip, spec.rtcp);
+        };
+        let ip = at.rtp.ip();
+        let taken = |ports: &mut PortAllocator, port: u16| {
+            if ports.reserve(ip, port) {
+                Ok(())
+            } else {
+                Err(MediaError::Bind {
+                    addr: SocketAddr::new(ip, port),
+                    kind: std::io::ErrorKind::AddrInUse,
+                })
+            }
+        };
+        match (spec.rtcp, at.rtcp) {
+            (RtcpMode::Pair, Some(rtcp))
+                if rtcp.ip() == ip
+                    && at.rtp.port() % 2 == 0
+                    && rtcp.port() == at.rtp.port().wrapping_add(1) =>
+            {
+                taken(&mut self.ports, at.rtp.port())?;
+                if let Err(e) = taken(&mut self.ports, rtcp.port()) {
+                    self.ports.cancel(
+                        ip,
+                        Lease::Mux {
+                            port: at.rtp.port(),
+                        },
+                    );
+                    return Err(e);
+                }
+                Ok(Lease::Pair { rtp: at.rtp.port() })
+            }
+            (RtcpMode::Mux, None) => {
+                taken(&mut self.ports, at.rtp.port())?;
+                Ok(Lease::Mux {
+                    port: at.rtp.port(),
+                })
+            }
+            _ => Err(MediaError::Bind {
+                addr: at.rtp,
+                kind: std::io::ErrorKind::InvalidInput,
+            }),
+        }
+    }
+
     fn allocate(
         &mut self,
         now: Instant,
         stream: StreamId,
         specs: [LegSpec; 2],
+        at: Option<[LocalEndpoint; 2]>,
         given: [Option<LocalEndpoint>; 2],
     ) -> Result<[LocalEndpoint; 2], MediaError> {
         let give_back = |ports: &mut PortAllocator| {
@@ -710,7 +779,7 @@ impl FlowTable {
         }
         let a = match given[0] {
             Some(endpoint) => lease_of(endpoint),
-            None => match self.ports.allocate(now, specs[0].local_ip, specs[0].rtcp) {
+            None => match self.lease(now, specs[0], at.map(|at| at[0])) {
                 Ok(a) => a,
                 Err(error) => {
                     give_back(&mut self.ports);
@@ -720,7 +789,7 @@ impl FlowTable {
         };
         let b = match given[1] {
             Some(endpoint) => lease_of(endpoint),
-            None => match self.ports.allocate(now, specs[1].local_ip, specs[1].rtcp) {
+            None => match self.lease(now, specs[1], at.map(|at| at[1])) {
                 Ok(b) => b,
                 Err(error) => {
                     if given[0].is_none() {

@@ -369,7 +369,7 @@ enum Control {
 /// pool is exhausted or a bind failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reserved {
-    /// The relay thread holding them (see [`UserspaceRelay::lane_of`]).
+    /// The relay thread holding them (see [`UserspaceRelay::lane_of_stream`]).
     pub lane: usize,
     /// The media address.
     pub ip: IpAddr,
@@ -432,14 +432,7 @@ pub struct CommandSender {
 
 impl CommandSender {
     fn lane(&self, command: &MediaCommand) -> &Lane {
-        let stream = match command {
-            MediaCommand::Allocate { stream, .. }
-            | MediaCommand::SetRemote { stream, .. }
-            | MediaCommand::SetDirection { stream, .. }
-            | MediaCommand::Release { stream }
-            | MediaCommand::Report { stream } => stream,
-        };
-        &self.lanes[self.lane_of(*stream)]
+        &self.lanes[self.lane_of(command.stream())]
     }
 
     /// The relay thread that owns `stream`'s sockets.
@@ -506,6 +499,8 @@ pub struct UserspaceRelay {
     threads: Vec<JoinHandle<()>>,
     /// `/proc/<pid>/task/<tid>` of each relay thread, for its CPU time.
     task_dirs: Vec<PathBuf>,
+    /// The port ranges it started with (see [`UserspaceRelay::lane_of`]).
+    ranges: Vec<(IpAddr, PortRange)>,
 }
 
 impl UserspaceRelay {
@@ -529,6 +524,7 @@ impl UserspaceRelay {
         // Unbounded like events: one answer per reserve request, and the
         // requests are bounded by the reserve's size.
         let (reserved_tx, reserved) = mpsc::channel();
+        let ranges = config.ports.clone();
         let stats = Arc::new(RelayStats::new(&config.ports, n));
         let mut lanes = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -609,6 +605,7 @@ impl UserspaceRelay {
             stats,
             threads,
             task_dirs,
+            ranges,
         })
     }
 
@@ -664,7 +661,7 @@ impl UserspaceRelay {
 
     /// The relay thread that owns `stream`'s sockets: a claim for it must
     /// take endpoints that thread reserved.
-    pub fn lane_of(&self, stream: StreamId) -> usize {
+    pub fn lane_of_stream(&self, stream: StreamId) -> usize {
         self.sender.lane_of(stream)
     }
 
@@ -697,11 +694,12 @@ impl UserspaceRelay {
         legs: [LegSpec; 2],
         claim: Claim,
     ) -> Result<(), MediaError> {
-        self.lane(self.lane_of(stream))?.queue(Control::Claimed {
-            stream,
-            legs,
-            claim,
-        })
+        self.lane(self.lane_of_stream(stream))?
+            .queue(Control::Claimed {
+                stream,
+                legs,
+                claim,
+            })
     }
 
     /// The next answer to a reserve request, if one is waiting (the
@@ -716,6 +714,18 @@ impl UserspaceRelay {
 
     fn lane(&self, lane: usize) -> Result<&Lane, MediaError> {
         self.sender.lanes.get(lane).ok_or(MediaError::RelayStopped)
+    }
+
+    /// The relay thread whose share of the start's port ranges holds
+    /// `local`: a [`MediaCommand::Restore`] of a stream on that port must
+    /// have a stream id `k` modulo [`threads`](Self::threads) to reach it.
+    pub fn lane_of(&self, local: SocketAddr) -> Option<usize> {
+        let n = self.threads();
+        let (_, range) = self
+            .ranges
+            .iter()
+            .find(|(ip, range)| *ip == local.ip() && range.contains(local.port()))?;
+        (0..n).find(|&k| range.share(k, n).is_some_and(|s| s.contains(local.port())))
     }
 
     /// The next event, if one is waiting.

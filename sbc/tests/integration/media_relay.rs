@@ -1306,7 +1306,7 @@ fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
     config.threads = 2;
     let relay = UserspaceRelay::start(config).expect("relay starts");
     let stream = StreamId(3);
-    let lane = relay.lane_of(stream);
+    let lane = relay.lane_of_stream(stream);
     assert_eq!(lane, 1);
     let mut claim = [None, None];
     for (leg, host) in [(0, 1), (1, 2)] {
