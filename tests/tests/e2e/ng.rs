@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::kamailio::{Kamailio, MODULES, Memory};
+use tests::kamailio::{Kamailio, Memory, rtpengine_proxy_config};
 use tests::lab::{Host, Lab, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
 use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 use tests::sipp::{Sipp, SippResult};
@@ -47,44 +47,6 @@ fn daemon_toml(plan: &Plan) -> String {
         admin = plan.admin(),
         outside = plan.realm_ip(Realm::Outside),
         inside = plan.realm_ip(Realm::Inside),
-    )
-}
-
-/// Kamailio as the operators' usual rtpengine proxy: offer on the INVITE
-/// (caller outside, callee inside), answer on the reply, query and delete
-/// on the BYE. No record-routing: SIPp's built-in caller sends every
-/// request to the proxy, which sends in-dialog ones on to the callee.
-fn kamailio_cfg(listen: SocketAddr, ng: SocketAddr, callee: SocketAddr) -> String {
-    format!(
-        "#!KAMAILIO\n\
-         debug=2\nlog_stderror=yes\nchildren=1\ntcp_children=1\n\
-         listen=udp:{listen}\n\
-         mpath=\"{MODULES}\"\n\
-         loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\n\
-         loadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\nloadmodule \"siputils.so\"\n\
-         loadmodule \"textops.so\"\nloadmodule \"xlog.so\"\nloadmodule \"rtpengine.so\"\n\
-         modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:{ng}\")\n\
-         request_route {{\n\
-         \x20 if (has_totag()) {{\n\
-         \x20   if (!loose_route()) {{ $du = \"sip:{callee}\"; }}\n\
-         \x20   if (is_method(\"BYE\")) {{\n\
-         \x20     rtpengine_query();\n\
-         \x20     xlog(\"L_INFO\", \"ngstat $rtpstat\\n\");\n\
-         \x20     rtpengine_delete();\n\
-         \x20   }}\n\
-         \x20   t_relay(); exit;\n\
-         \x20 }}\n\
-         \x20 if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
-         \x20 if (has_body(\"application/sdp\")) {{\n\
-         \x20   rtpengine_offer(\"direction=outside direction=inside replace-origin replace-session-connection ICE=remove trust-address symmetric\");\n\
-         \x20 }}\n\
-         \x20 t_on_reply(\"R\");\n\
-         \x20 $du = \"sip:{callee}\";\n\
-         \x20 t_relay();\n\
-         }}\n\
-         onreply_route[R] {{\n\
-         \x20 if (has_body(\"application/sdp\")) {{ rtpengine_answer(\"replace-origin ICE=remove trust-address\"); }}\n\
-         }}\n"
     )
 }
 
@@ -152,7 +114,7 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
         lab.net(),
         lab.dir(),
         proxy,
-        &kamailio_cfg(proxy, ng, plan.host(Host::Pbx)),
+        &rtpengine_proxy_config(proxy, 1, ng, plan.host(Host::Pbx)),
         Memory {
             shm_mb: 32,
             pkg_mb: 4,
