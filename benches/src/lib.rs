@@ -13,6 +13,7 @@
 //! the SIPp lab both signaling benches drive.
 
 pub mod kamailio;
+pub mod ngtap;
 pub mod rtpengine;
 pub mod siplab;
 
