@@ -237,6 +237,31 @@ impl Core {
         }
     }
 
+    /// What a leg on `realm` (facing `trunk`, if any) asks of the media
+    /// layer on `local_ip`: an RTP/RTCP pair, latching by the realm's and
+    /// trunk's rules, counted under the realm.
+    pub(super) fn leg_spec(&self, realm: usize, trunk: Option<usize>, local_ip: IpAddr) -> LegSpec {
+        // A leg facing an asymmetric-RTP trunk never latches.
+        let asymmetric =
+            trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp));
+        LegSpec {
+            local_ip,
+            rtcp: RtcpMode::Pair,
+            latch: if asymmetric {
+                LatchPolicy::Asymmetric
+            } else if self.latch == LatchPolicy::SdpOrSignaling
+                && self.realms[realm].latch_from_networks
+            {
+                LatchPolicy::RealmNetworks
+            } else {
+                self.latch
+            },
+            // Media counts under the realm index (stable across reloads);
+            // `realm_media` names it for metrics.
+            realm: crate::media::command::RealmTag::from_index(realm),
+        }
+    }
+
     /// Anchors an SDP from `from`: allocates streams it adds, tells the media
     /// layer where `from` wants media, and rewrites it for the other leg.
     pub(super) fn anchor(
@@ -284,31 +309,11 @@ impl Core {
                         self.leg_media_address(call, Side::A, call.a.realm),
                         self.leg_media_address(call, Side::B, b_realm),
                     ];
-                    // A leg facing an asymmetric-RTP trunk never latches.
-                    let asymmetric = |trunk: Option<usize>| {
-                        trunk.is_some_and(|t| self.trunks.get(t).is_some_and(|t| t.asymmetric_rtp))
-                    };
-                    let spec = |realm: usize, trunk: Option<usize>, local_ip: IpAddr| LegSpec {
-                        local_ip,
-                        rtcp: RtcpMode::Pair,
-                        latch: if asymmetric(trunk) {
-                            LatchPolicy::Asymmetric
-                        } else if self.latch == LatchPolicy::SdpOrSignaling
-                            && self.realms[realm].latch_from_networks
-                        {
-                            LatchPolicy::RealmNetworks
-                        } else {
-                            self.latch
-                        },
-                        // Media counts under the realm index (stable across
-                        // reloads); `realm_media` names it for metrics.
-                        realm: crate::media::command::RealmTag::from_index(realm),
-                    };
                     self.media_out.push_back(MediaCommand::Allocate {
                         stream,
                         legs: [
-                            spec(call.a.realm, call.source_trunk, ips[0]),
-                            spec(b_realm, call.trunk, ips[1]),
+                            self.leg_spec(call.a.realm, call.source_trunk, ips[0]),
+                            self.leg_spec(b_realm, call.trunk, ips[1]),
                         ],
                     });
                     waiting = true;
@@ -324,6 +329,14 @@ impl Core {
             let slot = call.media.streams.get(index).copied().flatten();
             match (offer.disabled, slot) {
                 (false, Some((stream, Some(legs)))) => {
+                    if self.replicate {
+                        let remotes = &mut call.media.remotes;
+                        if remotes.len() <= index {
+                            remotes.resize(index + 1, [None; 2]);
+                        }
+                        remotes[index][from.index()] = Some((offer.remote, offer.direction));
+                    }
+                    call.replica.dirty = true;
                     self.media_out.push_back(MediaCommand::SetRemote {
                         stream,
                         leg: from.media(),

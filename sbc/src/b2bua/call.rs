@@ -270,6 +270,8 @@ pub(super) struct Call {
     pub(super) user: Option<(usize, String)>,
     /// Counted as a setup of that source (until A has its final response).
     pub(super) in_setup: bool,
+    /// Its record for the other node of a pair ([`replica`](super::replica)).
+    pub(super) replica: super::replica::Replica,
 }
 
 /// How far leg B's INVITE got: a CANCEL may go from `Trying` on (§9.1),
@@ -351,6 +353,14 @@ pub(super) struct CallMedia {
     /// anchored on, chosen among its realm's at the first allocation and
     /// counted in the core's load until the streams are released.
     pub(super) addresses: [Option<IpAddr>; 2],
+    /// Per `m=` line, each leg's latest remote and direction: kept only
+    /// with replication on (a successor sets them again).
+    pub(super) remotes: Vec<
+        [Option<(
+            crate::media::command::Remote,
+            crate::media::command::Direction,
+        )>; 2],
+    >,
 }
 
 /// The end of a call: BYEs in flight, and who ended it.

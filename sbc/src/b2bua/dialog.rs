@@ -402,6 +402,7 @@ impl Core {
             call.a_final = true;
             call.phase = Phase::Answered;
             call.answered = Some(now);
+            call.replica.dirty = true;
             self.report_setup(now, call);
             let t1 = self.tx.timers().t1;
             call.owed_2xx = Some(Owed2xx {
@@ -447,8 +448,11 @@ impl Core {
     }
 
     pub(super) fn learn_remote_target(&mut self, call: &mut Call, side: Side, msg: &Message) {
-        if let (Some(target), Some(leg)) = (first_contact_uri(msg), leg_mut(call, side)) {
+        if let (Some(target), Some(leg)) = (first_contact_uri(msg), leg_mut(call, side))
+            && leg.text.get(Part::RemoteTarget) != target
+        {
             leg.text.set(Part::RemoteTarget, &target);
+            call.replica.dirty = true;
         }
     }
 

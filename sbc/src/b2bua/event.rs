@@ -67,6 +67,14 @@ pub enum CoreEvent {
     },
     /// A call ended.
     CallEnded(Box<CallSummary>),
+    /// An answered call, for the other node of a pair to carry on
+    /// (replication on): written when answered and whenever it changes.
+    Replicate(Box<super::replica::CallRecord>),
+    /// A call [`CoreEvent::Replicate`] wrote is ending.
+    Unreplicate {
+        /// The call.
+        call: u64,
+    },
     /// Media on a leg of a call kept coming from a source the relay may not
     /// learn after its learning window: that leg's audio is being dropped.
     MediaNotLatched {

@@ -31,6 +31,15 @@ pub(super) fn redirect_target(response: &Message) -> Option<(String, SocketAddr)
 /// ([`CallSummary::invite`]). No body and no other header: leg B's INVITE
 /// (the one thing written from those) is sent. `None` if it does not parse.
 pub(super) fn invite_head(invite: &Message) -> Option<Message> {
+    let head = invite_head_bytes(invite)?;
+    let parsed = Message::parse(&head).ok()?;
+    // A clone allocates its buffers at their length: the parser's header
+    // table starts with room for 16 headers, the head has about 6.
+    Some(parsed.clone())
+}
+
+/// The bytes of [`invite_head`].
+pub(super) fn invite_head_bytes(invite: &Message) -> Option<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(invite.method_bytes()?);
     head.push(b' ');
@@ -45,10 +54,7 @@ pub(super) fn invite_head(invite: &Message) -> Option<Message> {
         }
     }
     head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    let parsed = Message::parse(&head).ok()?;
-    // A clone allocates its buffers at their length: the parser's header
-    // table starts with room for 16 headers, the head has about 6.
-    Some(parsed.clone())
+    Some(head)
 }
 
 /// How many 3xx redirects one call may follow (loops end here).
@@ -193,6 +199,7 @@ impl Core {
             guarded: None,
             user: None,
             in_setup: false,
+            replica: super::replica::Replica::default(),
         });
         self.count_call(&mut call, meta);
         self.count_user_call(counted.as_ref(), true);

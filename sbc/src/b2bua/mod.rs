@@ -69,6 +69,7 @@ pub mod ids;
 mod invite;
 mod listeners;
 mod protect;
+pub mod replica;
 pub mod routing;
 mod teardown;
 #[cfg(test)]
@@ -198,6 +199,9 @@ pub struct Core {
     media_out: VecDeque<MediaCommand>,
     events: VecDeque<CoreEvent>,
     draining: bool,
+    /// Answered calls are written out for the other node of a pair
+    /// ([`replica`]).
+    replicate: bool,
     protect: protect::Protect,
     /// Server transactions whose final answer goes out once: non-INVITE ones
     /// end as soon as that answer is on its way, INVITE ones stop
@@ -273,6 +277,7 @@ impl Core {
             media_out: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            replicate: false,
             protect: protect::Protect::default(),
             answered_once: Vec::new(),
             answered_few: Vec::new(),
@@ -640,8 +645,14 @@ impl Core {
                         *slot = None;
                     }
                 }
-                self.event_rejected(call.a.realm, RejectReason::MediaPorts);
-                self.fail_call(now, &mut call, 503, EndedBy::Sbc(SbcReason::MediaPorts));
+                if call.phase == Phase::Setup {
+                    self.event_rejected(call.a.realm, RejectReason::MediaPorts);
+                    self.fail_call(now, &mut call, 503, EndedBy::Sbc(SbcReason::MediaPorts));
+                } else {
+                    // A call adopted from another node whose ports are not
+                    // to be had here: without its media it ends.
+                    self.teardown(now, &mut call, EndedBy::Sbc(SbcReason::MediaPorts));
+                }
                 self.put_back(now, call);
             }
             MediaEvent::TimedOut { stream, .. } => {

@@ -274,6 +274,12 @@ impl TrunkState {
         Ok(())
     }
 
+    /// Counts a call another node admitted (adopted at a takeover):
+    /// active, whatever the limits, and no rate token taken.
+    pub fn adopt(&mut self) {
+        self.active += 1;
+    }
+
     /// A call this trunk admitted has ended.
     pub fn release(&mut self) {
         self.active = self.active.saturating_sub(1);

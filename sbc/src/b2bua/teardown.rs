@@ -184,6 +184,7 @@ impl Core {
     pub(super) fn put_back(&mut self, now: Instant, mut call: Box<Call>) {
         let finished = Self::finished(&call);
         self.settle_call(&mut call, finished);
+        self.replicate_call(now, &mut call);
         if !finished {
             self.calls.insert(call.id, call);
             return;

@@ -15,6 +15,7 @@ use crate::transport::{Inbound, ListenerId, Received, Transport};
 mod access;
 mod dns;
 mod protect;
+mod replica;
 mod sim;
 
 const CONFIG: &str = r#"

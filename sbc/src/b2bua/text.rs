@@ -75,7 +75,8 @@ impl LegText {
     }
 }
 
-const ALL: [Part; PARTS] = [
+/// Every part, in order.
+pub(super) const ALL: [Part; PARTS] = [
     Part::CallId,
     Part::LocalTag,
     Part::Local,

@@ -11,7 +11,9 @@
 //! once by deleting it.
 //!
 //! One Lua script both renews and takes the lease, atomically, and answers
-//! who holds it ([`ACQUIRE`]); a node can only renew or delete its own.
+//! who holds it ([`ACQUIRE`]); a node can only renew or delete its own. A
+//! Redis that restarted empty gives the serving node one lease period to
+//! take its lease back before a standby may.
 //!
 //! When Redis can't be reached the active node keeps serving (a Redis
 //! outage must not stop calls; the standby can't take the lease either) and
@@ -31,9 +33,13 @@
 //! Bans are shared too ([`SharedBans`]): a source one node banned is banned
 //! on the other, so an attacker gains nothing from a takeover.
 //!
-//! Not yet: the calls themselves are not replicated. Calls up on a node
-//! that dies end with it; the standby takes new calls (issue 17 items 1-2).
+//! And so are the calls ([`calls`]): the active node writes every answered
+//! call to Redis as it changes, the standby mirrors them, and the node that
+//! takes over carries them on (their dialogs and their media ports), so
+//! BYEs and re-INVITEs of calls answered before a node died are served by
+//! the other.
 
+pub mod calls;
 pub mod resp;
 
 use std::collections::HashMap;
@@ -50,12 +56,24 @@ use crate::guard::Shield;
 use resp::{Redis, Reply};
 
 /// Renews the lease if this node holds it, else takes it if nobody does;
-/// answers who holds it now. KEYS[1] = the lease, ARGV[1] = this node,
-/// ARGV[2] = the lease in milliseconds.
+/// answers who holds it now ("" for nobody yet). KEYS[1] = the lease,
+/// KEYS[2] = the epoch, KEYS[3] = the grace; ARGV[1] = this node, ARGV[2]
+/// = the lease in milliseconds, ARGV[3] = `active` when this node serves.
+///
+/// A lease that is missing because it expired goes to whoever asks first.
+/// One missing because Redis lost its data (restarted empty: the epoch key,
+/// which never expires, is gone too) does not: for one lease period (the
+/// grace) only a node that serves may take it, so the active node, alive
+/// all along, renews its lease rather than a standby snatching it and
+/// making it step down (ending its calls).
 pub const ACQUIRE: &str = "local v = redis.call('GET', KEYS[1]) \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return v end \
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1] end \
-return v";
+if v then return v end \
+if redis.call('EXISTS', KEYS[2]) == 0 then \
+redis.call('SET', KEYS[2], '1') redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end \
+if ARGV[3] ~= 'active' and redis.call('EXISTS', KEYS[3]) == 1 then return '' end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+return ARGV[1]";
 
 /// Deletes the lease if this node holds it.
 pub const RELEASE: &str =
@@ -196,6 +214,20 @@ pub struct Node {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     bans: tokio::task::JoinHandle<()>,
+    /// Call changes to the writer (`None` once stopping).
+    changes: Option<tokio::sync::mpsc::Sender<calls::Change>>,
+    writer: tokio::task::JoinHandle<()>,
+    /// Asks the mirror for its calls (once, at the takeover).
+    mirror:
+        Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Vec<calls::Mirrored>>>>,
+    replication: calls::ReplicationMetrics,
+    /// Set when every call should be written again.
+    resync: Arc<std::sync::atomic::AtomicBool>,
+    /// This process in the pair's keys: the node id and its start time.
+    instance: String,
+    keys: calls::Keys,
+    redis_addr: String,
+    me: String,
 }
 
 /// The clocks the ban exchange reads (an IO shell).
@@ -333,10 +365,13 @@ impl Node {
     /// Starts asking for the lease (standby until it is granted).
     pub fn start(config: &ClusterConfig, registry: &prometheus::Registry) -> Node {
         let metrics = ClusterMetrics::register(registry);
+        let replication = calls::ReplicationMetrics::register(registry);
         let addr = resp::parse_url(&config.redis_url).unwrap_or_else(|| config.redis_url.clone());
         let renew = Duration::from_millis(u64::from(config.renew_ms));
         let lease_ms = config.lease_ms.to_string();
         let key = format!("{}:lease", config.name);
+        let epoch = format!("{}:epoch", config.name);
+        let grace = format!("{}:grace", config.name);
         let me = config.node_id.clone();
         // A request that takes longer than a renewal period has failed.
         let mut redis = Redis::new(addr.clone(), renew);
@@ -345,29 +380,67 @@ impl Node {
         // The bans go over a connection of their own, so however slow they
         // are, they never delay a renewal of the lease.
         let bans = tokio::spawn(share_bans(
-            Redis::new(addr, renew),
+            Redis::new(addr.clone(), renew),
             format!("{}:bans", config.name),
             renew,
             role.clone(),
             shield_rx,
             metrics.redis_errors.clone(),
         ));
+        // Calls: a writer while active, a mirror while standby, each on a
+        // connection of its own (a slow write never delays the lease).
+        let keys = calls::Keys::new(&config.name);
+        let instance = format!("{}.{}", config.node_id, clocks().1);
+        let (changes, changes_rx) = tokio::sync::mpsc::channel(calls::QUEUE);
+        let resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn(calls::write_changes(
+            calls::Writer::new(
+                keys.clone(),
+                instance.clone(),
+                Duration::from_secs(u64::from(config.call_ttl_secs)),
+            ),
+            Redis::new(addr.clone(), renew.max(Duration::from_secs(1))),
+            changes_rx,
+            role.clone(),
+            renew,
+            replication.clone(),
+            Arc::clone(&resync),
+        ));
+        let (mirror, asked) = tokio::sync::oneshot::channel();
+        tokio::spawn(calls::mirror_calls(
+            Redis::new(addr.clone(), Duration::from_secs(2)),
+            keys.clone(),
+            config.node_id.clone(),
+            asked,
+            renew,
+            replication.clone(),
+        ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut lease = Lease::new(&me);
             let mut complained: Option<tokio::time::Instant> = None;
             loop {
+                let serving: &[u8] = if *lease.role() == Role::Active {
+                    b"active"
+                } else {
+                    b"standby"
+                };
                 let answer = redis
                     .command(&[
                         b"EVAL",
                         ACQUIRE.as_bytes(),
-                        b"1",
+                        b"3",
                         key.as_bytes(),
+                        epoch.as_bytes(),
+                        grace.as_bytes(),
                         me.as_bytes(),
                         lease_ms.as_bytes(),
+                        serving,
                     ])
                     .await;
                 let holder = match answer {
+                    // Nobody yet, in the grace after Redis lost its data.
+                    Ok(Reply::Bulk(Some(holder))) if holder.is_empty() => None,
                     Ok(Reply::Bulk(Some(holder))) => String::from_utf8(holder).ok(),
                     other => {
                         metrics.redis_errors.inc();
@@ -432,7 +505,69 @@ impl Node {
             stop: Some(stop),
             task,
             bans,
+            changes: Some(changes),
+            writer,
+            mirror: Some(mirror),
+            replication,
+            resync,
+            instance,
+            keys,
+            redis_addr: addr,
+            me: config.node_id.clone(),
         }
+    }
+
+    /// The standby node that holds a current mirror of this node's calls,
+    /// if Redis names one within `within`.
+    pub async fn standby(&self, within: Duration) -> Option<String> {
+        let mut redis = Redis::new(self.redis_addr.clone(), within);
+        match redis.command(&[b"GET", self.keys.standby.as_bytes()]).await {
+            Ok(Reply::Bulk(Some(name))) => String::from_utf8(name).ok().filter(|n| *n != self.me),
+            _ => None,
+        }
+    }
+
+    /// This process's name in the pair's keys.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// What hands call changes to the writer (the daemon's shell holds
+    /// it; drop it before [`Node::stop`], which waits for the writer).
+    pub fn replicator(&self) -> Option<calls::Replicator> {
+        Some(calls::Replicator {
+            changes: self.changes.clone()?,
+            dropped: self.replication.writes.with_label_values(&["dropped"]),
+            resync: Arc::clone(&self.resync),
+        })
+    }
+
+    /// The calls the other node wrote, for this node to carry on: asked
+    /// once, when it has become active (the mirror reads the Stream to its
+    /// end first). Empty when the mirror does not answer within `within`.
+    pub async fn take_calls(&mut self, within: Duration) -> Vec<calls::Mirrored> {
+        let Some(mirror) = self.mirror.take() else {
+            return Vec::new();
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if mirror.send(answer).is_err() {
+            return Vec::new();
+        }
+        match tokio::time::timeout(within, answered).await {
+            Ok(Ok(calls)) => calls,
+            _ => {
+                warn!("the mirror of the other node's calls did not answer; none carried on");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Counts the result of carrying on one call of the other node.
+    pub fn adopted(&self, ok: bool) {
+        self.replication
+            .adopted
+            .with_label_values(&[if ok { "adopted" } else { "failed" }])
+            .inc();
     }
 
     /// Shares `shield`'s bans with the other node from now on (the daemon
@@ -466,8 +601,18 @@ impl Node {
         }
     }
 
-    /// Stops asking, and hands the lease over if this node holds it.
+    /// Stops asking, and hands the lease over if this node holds it: after
+    /// the last call changes are written (at most 2 s), so the node that
+    /// takes over finds every call as it is.
     pub async fn stop(mut self) {
+        drop(self.changes.take());
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.writer)
+            .await
+            .is_err()
+        {
+            warn!("call changes not all written to Redis before the stop");
+            self.writer.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 /// The longest bulk string accepted in a reply.
 pub const MAX_BULK: usize = 1 << 20;
 /// The deepest nesting of arrays accepted in a reply.
-pub const MAX_DEPTH: usize = 4;
+pub const MAX_DEPTH: usize = 5;
 /// The most elements one array in a reply may have.
 pub const MAX_ITEMS: usize = 4096;
 /// The longest line (simple string, error, integer, length) accepted.
@@ -308,7 +308,7 @@ mod tests {
             b"$99999999999\r\n",
             b"*99999999\r\n",
             b"$-2\r\n",
-            b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+            b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
             b"",
         ] {
             assert!(

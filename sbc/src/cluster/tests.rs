@@ -1,5 +1,5 @@
 //! The lease's decisions, without Redis (the real server is exercised by
-//! `sbc/tests/integration/cluster.rs` and the e2e pair test).
+//! the e2e pair tests in `tests/tests/e2e/cluster.rs`).
 
 use super::*;
 

@@ -185,13 +185,17 @@ impl Config {
         Some(format!(
             "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
              then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \
-             listeners and media bind with IP_FREEBIND; calls up are not replicated yet",
+             listeners and media bind with IP_FREEBIND; answered calls are written to \"{}:call:*\" \
+             (kept {} s) and the stream \"{}:calls\", and carried on by the node that takes over",
             pair.node_id,
             pair.name,
             pair.name,
             pair.redis_url,
             pair.renew_ms,
             pair.lease_ms + pair.renew_ms / 2,
+            pair.name,
+            pair.call_ttl_secs,
+            pair.name,
         ))
     }
 
@@ -206,9 +210,15 @@ impl Config {
             ),
             _ => "SIGUSR2 acts as SIGTERM (no XDP pin directory: nothing to hand over)".to_owned(),
         };
+        let hand_over = if self.cluster.is_some() {
+            "; in the pair, with a standby mirroring the calls, it hands them over instead (exits at once, \
+             leaving them up for the standby to carry on)"
+        } else {
+            ""
+        };
         format!(
             "signals: SIGTERM ends the calls up with BYE and exits; SIGQUIT drains (new calls 503, exits when the \
-             calls up have ended or after {} s); {restart}",
+             calls up have ended or after {} s){hand_over}; {restart}",
             self.drain.deadline_secs
         )
     }

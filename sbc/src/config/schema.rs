@@ -143,6 +143,15 @@ pub struct Cluster {
     /// as often); at most a third of `lease_ms`.
     #[serde(default = "default_renew_ms")]
     pub renew_ms: u32,
+    /// How long a call's record stays in Redis without a change: the
+    /// longest an answered call can last and still be carried on by the
+    /// other node (a record is deleted when its call ends).
+    #[serde(default = "default_call_ttl_secs")]
+    pub call_ttl_secs: u32,
+}
+
+fn default_call_ttl_secs() -> u32 {
+    86_400
 }
 
 fn default_cluster_name() -> String {

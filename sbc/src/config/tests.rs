@@ -1119,8 +1119,13 @@ fn a_cluster_names_its_redis_node_and_timings() {
     let ok = Config::from_str_named(&pair, "t.toml").expect("valid");
     let cluster = ok.cluster.as_ref().expect("cluster");
     assert_eq!(
-        (cluster.name.as_str(), cluster.lease_ms, cluster.renew_ms),
-        ("sbc", 1500, 500)
+        (
+            cluster.name.as_str(),
+            cluster.lease_ms,
+            cluster.renew_ms,
+            cluster.call_ttl_secs
+        ),
+        ("sbc", 1500, 500, 86_400)
     );
     let plan = ok.cluster_plan().expect("a plan line");
     assert!(
@@ -1160,6 +1165,11 @@ fn a_cluster_names_its_redis_node_and_timings() {
             "node_id = \"sbc-a\"",
             "node_id = \"sbc-a\"\nrenew_ms = 600",
             "cluster.renew_ms",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\ncall_ttl_secs = 10",
+            "cluster.call_ttl_secs",
         ),
     ] {
         let text = pair.replacen(from, to, 1);

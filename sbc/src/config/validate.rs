@@ -1214,6 +1214,17 @@ impl Validator<'_> {
                 Some("renewing three times per lease survives a lost round trip".into()),
             );
         }
+        if !(60..=2_592_000).contains(&cluster.call_ttl_secs) {
+            self.report(
+                at.key("call_ttl_secs"),
+                item,
+                format!("{} s is outside 60..=2592000", cluster.call_ttl_secs),
+                Some(
+                    "longer than the longest call the pair should carry over; 86400 is a day"
+                        .into(),
+                ),
+            );
+        }
     }
 
     fn trunks(&mut self) {

@@ -298,7 +298,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         |_, _| None,
         Box::new(RandomIds::from_os()),
     )
-    .with_cname_mask(cname_mask);
+    .with_cname_mask(cname_mask)
+    .with_replication(cluster.is_some());
+    // Taking over: the calls the other node answered go on here, before a
+    // request of theirs is read.
+    let retire = match cluster.as_mut() {
+        Some(node) => adopt_calls(&mut core, node, &relay).await,
+        None => Vec::new(),
+    };
     let mut shell = Shell {
         transports: &transports,
         shield: &shield,
@@ -313,7 +320,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         ledger: Ledger::new((now(), wall_clock())),
         relay_backlog: VecDeque::new(),
         relay_saturated: false,
+        replicator: cluster.as_ref().and_then(cluster::Node::replicator),
     };
+    // The adopted calls' media anchored again, their records written
+    // under this node; then the other node's retired (the same queue, so
+    // in that order).
+    shell.drain(&mut core);
+    if let Some(replicator) = &shell.replicator
+        && !retire.is_empty()
+    {
+        replicator.send(cluster::calls::Change::Retire(retire));
+    }
     core.start(now());
     let mut bindings = SavedBindings::start(&config, &mut core);
     zero_series(&metrics, &config, &core);
@@ -333,6 +350,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     let mut drain_until: Option<Instant> = None;
     // SIGUSR2: the exit leaves the calls and the pinned fast path alone.
     let mut restarting = false;
+    // SIGQUIT in a pair with a standby: the exit leaves the calls to it.
+    let mut handing_over = false;
     let mut overload = Overload::default();
     loop {
         let deadline = core.poll_timeout();
@@ -420,6 +439,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 overload.settle(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
                 shell.gauges(&core);
                 shell.edge();
+                if shell.replicator.as_ref().is_some_and(crate::cluster::calls::Replicator::take_resync) {
+                    core.replicate_all(now());
+                }
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
                 if let Some(adopted) = &adopted {
@@ -453,6 +475,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             _ = quit.recv() => {
                 if shutdown_at.is_none() && drain_until.is_none() {
+                    // In a pair with a standby that mirrors the calls, a
+                    // drain hands them over: this node leaves them up and
+                    // releases the lease once their last changes are
+                    // written; the standby carries them on.
+                    let standby = match &cluster {
+                        Some(node) => node.standby(Duration::from_millis(500)).await,
+                        None => None,
+                    };
+                    if let Some(standby) = standby {
+                        info!(calls = core.active_calls(), %standby, "drain requested: handing the calls over to the standby");
+                        readiness.set_draining();
+                        metrics.set_draining(true);
+                        handing_over = true;
+                        break;
+                    }
                     drain_until = Some(begin_drain(&mut core, &readiness, &metrics, running_config.drain.deadline_secs));
                 }
             }
@@ -511,7 +548,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         let counts = cdr.close();
         info!(?counts, "call detail records closed");
     }
-    info!(calls = core.active_calls(), "sbc stopping");
+    if handing_over {
+        info!(
+            calls = core.active_calls(),
+            "sbc stopping: the calls up go on at the standby"
+        );
+    } else {
+        info!(calls = core.active_calls(), "sbc stopping");
+    }
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
     transports.shutdown().await;
@@ -527,6 +571,47 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         None if restarting => Ok(Exit::Restart),
         None => Ok(Exit::Stopped),
     }
+}
+
+/// Carries on the calls the other node of the pair wrote (it died or
+/// stopped): each is adopted by the core. Returns the calls to retire
+/// from Redis once their records are written again under this node.
+async fn adopt_calls(
+    core: &mut Core,
+    node: &mut cluster::Node,
+    relay: &UserspaceRelay,
+) -> Vec<(String, u64)> {
+    let calls = node.take_calls(Duration::from_secs(5)).await;
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    let n = relay.threads();
+    let lane = |addr: std::net::SocketAddr| relay.lane_of(addr).map(|k| (k, n));
+    let (mut adopted, mut failed) = (0usize, 0usize);
+    let mut retire = Vec::with_capacity(calls.len());
+    let at = now();
+    for call in calls {
+        match core.adopt(at, &call.record, &lane) {
+            Ok(_) => {
+                adopted += 1;
+                node.adopted(true);
+            }
+            Err(error) => {
+                failed += 1;
+                node.adopted(false);
+                warn!(instance = %call.instance, call = call.call, a_call_id = %call.record.a.text[0], %error, "call of the other node not carried on");
+            }
+        }
+        // Not ours to carry on either way: forgotten after our own writes.
+        if call.instance != node.instance() {
+            retire.push((call.instance, call.call));
+        }
+    }
+    info!(
+        adopted,
+        failed, "carried on the calls of the other node of the pair"
+    );
+    retire
 }
 
 /// Resolves with the holder once this node's cluster lease is found taken

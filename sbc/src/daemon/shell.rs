@@ -35,6 +35,8 @@ pub(super) struct Shell<'a> {
     pub(super) relay_backlog: VecDeque<MediaCommand>,
     /// The relay refused a command since the last tick: it is saturated.
     pub(super) relay_saturated: bool,
+    /// Where answered calls go for the other node of a pair, if any.
+    pub(super) replicator: Option<crate::cluster::calls::Replicator>,
 }
 
 /// Commands waiting for the relay beyond which no new call is taken (each
@@ -87,7 +89,9 @@ impl Shell<'_> {
             }
             self.retry_relay_backlog();
             while let Some(command) = core.poll_media() {
-                if let MediaCommand::Allocate { stream, .. } = &command {
+                if let MediaCommand::Allocate { stream, .. }
+                | MediaCommand::Restore { stream, .. } = &command
+                {
                     // A new stream: refused now, its call fails (503).
                     let stream = *stream;
                     if let Err(error) = self.relay.send(command) {
@@ -288,6 +292,16 @@ impl Shell<'_> {
                 self.metrics.set_trunk_targets(&trunk, &targets);
             }
             CoreEvent::CallEnded(summary) => self.call_ended(&summary),
+            CoreEvent::Replicate(record) => {
+                if let Some(replicator) = &self.replicator {
+                    replicator.send(crate::cluster::calls::Change::Put(record));
+                }
+            }
+            CoreEvent::Unreplicate { call } => {
+                if let Some(replicator) = &self.replicator {
+                    replicator.send(crate::cluster::calls::Change::Gone(call));
+                }
+            }
         }
     }
 

@@ -34,6 +34,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// One anchored media stream (one `m=` line of one call), named by the core.
@@ -155,7 +156,7 @@ pub struct LegSpec {
 }
 
 /// A leg's remote media address, from its latest SDP and its signaling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remote {
     /// The `c=` address and `m=` port.
     pub rtp: SocketAddr,
@@ -188,7 +189,7 @@ impl Remote {
 
 /// The media direction a leg's latest SDP declares, from that leg's point of
 /// view (RFC 3264 §5.1, §8.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     /// `a=sendrecv` (the default).
     SendRecv,
@@ -254,10 +255,38 @@ pub enum MediaCommand {
         /// The stream.
         stream: StreamId,
     },
+    /// Anchor a stream on exactly these local endpoints: a call another
+    /// node anchored, adopted after a takeover, whose peers already send
+    /// to them. Answered like [`MediaCommand::Allocate`]; fails when a port
+    /// is not free in this relay's pools (or belongs to another relay
+    /// thread than the stream's).
+    Restore {
+        /// The id the core chose.
+        stream: StreamId,
+        /// Leg A's and leg B's requirements (`local_ip` as in `at`).
+        legs: [LegSpec; 2],
+        /// Leg A's and leg B's endpoints, as the other node anchored them
+        /// (boxed: every command in a queue is as large as the largest).
+        at: Box<[LocalEndpoint; 2]>,
+    },
+}
+
+impl MediaCommand {
+    /// The stream the command is about.
+    pub fn stream(&self) -> StreamId {
+        match self {
+            MediaCommand::Allocate { stream, .. }
+            | MediaCommand::SetRemote { stream, .. }
+            | MediaCommand::SetDirection { stream, .. }
+            | MediaCommand::Release { stream }
+            | MediaCommand::Report { stream }
+            | MediaCommand::Restore { stream, .. } => *stream,
+        }
+    }
 }
 
 /// A leg's local, anchored endpoint: what the SBC writes in that leg's SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalEndpoint {
     /// The RTP address (and RTCP when muxed).
     pub rtp: SocketAddr,

@@ -311,17 +311,8 @@ impl FlowTable {
     /// Apply one command from the call core. Failures are reported as events.
     pub fn handle_command(&mut self, now: Instant, command: MediaCommand) -> SocketWork {
         match command {
-            MediaCommand::Allocate { stream, legs } => match self.allocate(now, stream, legs) {
-                Ok(endpoints) => SocketWork::Bind {
-                    stream,
-                    legs: endpoints,
-                },
-                Err(error) => {
-                    self.events
-                        .push_back(MediaEvent::AllocationFailed { stream, error });
-                    SocketWork::None
-                }
-            },
+            MediaCommand::Allocate { stream, legs } => self.bind(now, stream, legs, None),
+            MediaCommand::Restore { stream, legs, at } => self.bind(now, stream, legs, Some(*at)),
             MediaCommand::SetRemote {
                 stream,
                 leg,
@@ -649,17 +640,92 @@ impl FlowTable {
         self.events.pop_front()
     }
 
+    /// Allocates `stream` (on `at`, for a restored one) and asks the
+    /// backend to bind it, or reports the failure.
+    fn bind(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        legs: [LegSpec; 2],
+        at: Option<[LocalEndpoint; 2]>,
+    ) -> SocketWork {
+        match self.allocate(now, stream, legs, at) {
+            Ok(endpoints) => SocketWork::Bind {
+                stream,
+                legs: endpoints,
+            },
+            Err(error) => {
+                self.events
+                    .push_back(MediaEvent::AllocationFailed { stream, error });
+                SocketWork::None
+            }
+        }
+    }
+
+    /// One leg's ports: from the pool, or exactly `at` (a restored stream).
+    fn lease(
+        &mut self,
+        now: Instant,
+        spec: LegSpec,
+        at: Option<LocalEndpoint>,
+    ) -> Result<Lease, MediaError> {
+        let Some(at) = at else {
+            return self.ports.allocate(now, spec.local_ip, spec.rtcp);
+        };
+        let ip = at.rtp.ip();
+        let taken = |ports: &mut PortAllocator, port: u16| {
+            if ports.reserve(ip, port) {
+                Ok(())
+            } else {
+                Err(MediaError::Bind {
+                    addr: SocketAddr::new(ip, port),
+                    kind: std::io::ErrorKind::AddrInUse,
+                })
+            }
+        };
+        match (spec.rtcp, at.rtcp) {
+            (RtcpMode::Pair, Some(rtcp))
+                if rtcp.ip() == ip
+                    && at.rtp.port() % 2 == 0
+                    && rtcp.port() == at.rtp.port().wrapping_add(1) =>
+            {
+                taken(&mut self.ports, at.rtp.port())?;
+                if let Err(e) = taken(&mut self.ports, rtcp.port()) {
+                    self.ports.cancel(
+                        ip,
+                        Lease::Mux {
+                            port: at.rtp.port(),
+                        },
+                    );
+                    return Err(e);
+                }
+                Ok(Lease::Pair { rtp: at.rtp.port() })
+            }
+            (RtcpMode::Mux, None) => {
+                taken(&mut self.ports, at.rtp.port())?;
+                Ok(Lease::Mux {
+                    port: at.rtp.port(),
+                })
+            }
+            _ => Err(MediaError::Bind {
+                addr: at.rtp,
+                kind: std::io::ErrorKind::InvalidInput,
+            }),
+        }
+    }
+
     fn allocate(
         &mut self,
         now: Instant,
         stream: StreamId,
         specs: [LegSpec; 2],
+        at: Option<[LocalEndpoint; 2]>,
     ) -> Result<[LocalEndpoint; 2], MediaError> {
         if self.streams.contains_key(&stream) {
             return Err(MediaError::DuplicateStream { stream });
         }
-        let a = self.ports.allocate(now, specs[0].local_ip, specs[0].rtcp)?;
-        let b = match self.ports.allocate(now, specs[1].local_ip, specs[1].rtcp) {
+        let a = self.lease(now, specs[0], at.map(|at| at[0]))?;
+        let b = match self.lease(now, specs[1], at.map(|at| at[1])) {
             Ok(b) => b,
             Err(error) => {
                 self.ports.cancel(specs[0].local_ip, a);

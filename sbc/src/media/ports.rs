@@ -85,6 +85,11 @@ impl PortRange {
         usize::from(self.last) - usize::from(self.first) + 1
     }
 
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
     /// Never true for a range built by [`PortRange::new`].
     pub fn is_empty(&self) -> bool {
         self.last < self.first

@@ -370,13 +370,7 @@ pub struct CommandSender {
 
 impl CommandSender {
     fn lane(&self, command: &MediaCommand) -> &Lane {
-        let stream = match command {
-            MediaCommand::Allocate { stream, .. }
-            | MediaCommand::SetRemote { stream, .. }
-            | MediaCommand::SetDirection { stream, .. }
-            | MediaCommand::Release { stream }
-            | MediaCommand::Report { stream } => stream,
-        };
+        let stream = command.stream();
         &self.lanes[(stream.0 % self.lanes.len() as u64) as usize]
     }
 
@@ -406,6 +400,8 @@ pub struct UserspaceRelay {
     threads: Vec<JoinHandle<()>>,
     /// `/proc/<pid>/task/<tid>` of each relay thread, for its CPU time.
     task_dirs: Vec<PathBuf>,
+    /// The port ranges it started with (see [`UserspaceRelay::lane_of`]).
+    ranges: Vec<(IpAddr, PortRange)>,
 }
 
 impl UserspaceRelay {
@@ -426,6 +422,7 @@ impl UserspaceRelay {
             config.threads.max(1)
         };
         let (event_tx, events) = mpsc::channel();
+        let ranges = config.ports.clone();
         let stats = Arc::new(RelayStats::new(&config.ports, n));
         let mut lanes = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -499,6 +496,7 @@ impl UserspaceRelay {
             stats,
             threads,
             task_dirs,
+            ranges,
         })
     }
 
@@ -534,6 +532,18 @@ impl UserspaceRelay {
     /// How many relay threads run.
     pub fn threads(&self) -> usize {
         self.sender.lanes.len()
+    }
+
+    /// The relay thread whose share of the start's port ranges holds
+    /// `local`: a [`MediaCommand::Restore`] of a stream on that port must
+    /// have a stream id `k` modulo [`threads`](Self::threads) to reach it.
+    pub fn lane_of(&self, local: SocketAddr) -> Option<usize> {
+        let n = self.threads();
+        let (_, range) = self
+            .ranges
+            .iter()
+            .find(|(ip, range)| *ip == local.ip() && range.contains(local.port()))?;
+        (0..n).find(|&k| range.share(k, n).is_some_and(|s| s.contains(local.port())))
     }
 
     /// The next event, if one is waiting.

@@ -6,8 +6,8 @@
 //! it; the killed node, started again, waits as standby (neither exits
 //! nor fails); a clean stop of the active node hands the lease over at
 //! once. A scanner banned on one node is banned on the other after the
-//! takeover. Calls up at a kill are not replicated yet (issue 17 items
-//! 1-2).
+//! takeover. Calls answered before the active node dies go on through the
+//! other: their BYEs end them normally and their media flows again.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -175,22 +175,10 @@ fn lease_holder(lab: &Lab, redis: SocketAddr) -> String {
     redis_cli(lab, redis, &["GET", "pair:lease"])
 }
 
-#[test]
-fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() {
-    let name = "the_standby_takes_over_when_the_active_node_dies";
-    if skip_unless_sipp(name)
-        || skip_unless_tool(
-            name,
-            "redis-server",
-            "--version",
-            "apt-get install redis-server",
-        )
-    {
-        return;
-    }
-    let plan = Plan::next();
-    let lab = Lab::peers_only_with("pair", plan);
-    let redis = SocketAddr::new(plan.realm_ip(Realm::Inside), REDIS_PORT);
+/// A Redis server for the pair, on the inside realm's address: its
+/// address, the command that starts it again, and the running server.
+fn start_redis(lab: &Lab) -> (SocketAddr, Command, Background) {
+    let redis = SocketAddr::new(lab.plan().realm_ip(Realm::Inside), REDIS_PORT);
     let mut server = lab.net().command("redis-server");
     server
         .args([
@@ -208,19 +196,86 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut redis_server = Some(Background::spawn(&mut server));
+    let running = Background::spawn(&mut server);
+    (redis, server, running)
+}
 
-    let base = plan.toml(&LabConfig::default());
+/// The lab's configuration `base` (whose metrics listen on `admin_a`) as
+/// node `node` of pair "pair" on `redis`, its metrics on `admin`.
+fn pair_toml(
+    base: &str,
+    redis: SocketAddr,
+    node: &str,
+    admin_a: SocketAddr,
+    admin: SocketAddr,
+) -> String {
+    let metrics = format!("[metrics]\nlisten = \"{admin_a}\"\n");
+    assert!(base.contains(&metrics), "{base}");
+    format!(
+        "[cluster]\nredis_url = \"redis://{redis}\"\nnode_id = \"{node}\"\nname = \"pair\"\n\n{}",
+        base.replacen(&metrics, &format!("[metrics]\nlisten = \"{admin}\"\n"), 1)
+    )
+}
+
+/// Waits (at most 10 s) until `node` says it is standby.
+fn wait_standby(lab: &Lab, node: &mut Node) {
+    let deadline = now() + Duration::from_secs(10);
+    while node.role(lab).as_deref() != Some("standby") {
+        assert!(
+            node.running(),
+            "{} exited instead of waiting\n{}",
+            node.name,
+            node.log()
+        );
+        assert!(
+            now() < deadline,
+            "{} not standby\n{}",
+            node.name,
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One series of a node's `/metrics`, 0 when absent.
+fn node_metric(lab: &Lab, node: &Node, series: &str) -> u64 {
+    lab.http_get(node.admin, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pair's call keys in Redis.
+fn call_keys(lab: &Lab, redis: SocketAddr) -> usize {
+    redis_cli(lab, redis, &["--scan", "--pattern", "pair:call:*"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+#[test]
+fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() {
+    let name = "the_standby_takes_over_when_the_active_node_dies";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+    {
+        return;
+    }
+    let plan = Plan::next();
+    let lab = Lab::peers_only_with("pair", plan);
+    let (redis, mut server, redis_server) = start_redis(&lab);
+    let mut redis_server = Some(redis_server);
     let admin_a = plan.admin();
     let admin_b = SocketAddr::new(admin_a.ip(), admin_a.port() + 1);
-    let node_toml = |node: &str, admin: SocketAddr| {
-        let metrics = format!("[metrics]\nlisten = \"{admin_a}\"\n");
-        assert!(base.contains(&metrics), "{base}");
-        format!(
-            "[cluster]\nredis_url = \"redis://{redis}\"\nnode_id = \"{node}\"\nname = \"pair\"\n\n{}",
-            base.replacen(&metrics, &format!("[metrics]\nlisten = \"{admin}\"\n"), 1)
-        )
-    };
+    let base = plan.toml(&LabConfig::default());
+    let node_toml = |node: &str, admin: SocketAddr| pair_toml(&base, redis, node, admin_a, admin);
 
     // A starts and serves.
     let mut a = Node::start(&lab, "sbc-a", admin_a, &node_toml("sbc-a", admin_a));
@@ -229,11 +284,7 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     // B waits as standby: answers its admin listener, not ready, binds
     // nothing (A still has the addresses).
     let mut b = Node::start(&lab, "sbc-b", admin_b, &node_toml("sbc-b", admin_b));
-    let deadline = now() + Duration::from_secs(10);
-    while b.role(&lab).as_deref() != Some("standby") {
-        assert!(now() < deadline, "B not standby\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_standby(&lab, &mut b);
     assert!(!b.ready(&lab), "a standby is not ready");
     assert_eq!(
         lab.http_get(admin_b, "/health/ready"),
@@ -304,12 +355,7 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
 
     // A again: it waits as standby, neither exits nor fails.
     let mut a = Node::start(&lab, "sbc-a2", admin_a, &node_toml("sbc-a", admin_a));
-    let deadline = now() + Duration::from_secs(10);
-    while a.role(&lab).as_deref() != Some("standby") {
-        assert!(a.running(), "A exited instead of waiting\n{}", a.log());
-        assert!(now() < deadline, "A not standby\n{}", a.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_standby(&lab, &mut a);
     std::thread::sleep(LEASE * 2);
     assert!(a.running() && !a.ready(&lab), "A waits\n{}", a.log());
 
@@ -327,17 +373,7 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     // A holds the lease again.
     drop(redis_server.take());
     call_through(&lab, "through A while Redis is down");
-    let errors = lab
-        .http_get(admin_a, "/metrics")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("sbc_cluster_redis_errors_total ")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
+    let errors = node_metric(&lab, &a, "sbc_cluster_redis_errors_total");
     assert!(errors > 0, "Redis errors counted: {errors}");
     assert!(a.ready(&lab), "still serving\n{}", a.log());
     redis_server = Some(Background::spawn(&mut server));
@@ -379,6 +415,371 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
         "sbc-x",
         "not taken from the holder"
     );
+    drop(redis_server);
+    lab.shutdown();
+}
+
+/// A lab with Redis, node A active and ready and node B standby.
+struct PairLab {
+    lab: Lab,
+    redis: SocketAddr,
+    /// Starts Redis again.
+    server: Command,
+    redis_server: Option<Background>,
+    a: Node,
+    b: Node,
+}
+
+impl PairLab {
+    fn start(name: &str) -> PairLab {
+        let plan = Plan::next();
+        let lab = Lab::peers_only_with(name, plan);
+        let (redis, server, redis_server) = start_redis(&lab);
+        let admin_a = plan.admin();
+        let admin_b = SocketAddr::new(admin_a.ip(), admin_a.port() + 1);
+        let base = plan.toml(&LabConfig::default());
+        let mut a = Node::start(
+            &lab,
+            "sbc-a",
+            admin_a,
+            &pair_toml(&base, redis, "sbc-a", admin_a, admin_a),
+        );
+        a.wait_ready(&lab, Duration::from_secs(15));
+        let mut b = Node::start(
+            &lab,
+            "sbc-b",
+            admin_b,
+            &pair_toml(&base, redis, "sbc-b", admin_a, admin_b),
+        );
+        wait_standby(&lab, &mut b);
+        PairLab {
+            lab,
+            redis,
+            server,
+            redis_server: Some(redis_server),
+            a,
+            b,
+        }
+    }
+}
+
+/// How many calls are up when the active node leaves.
+const CALLS: u32 = 20;
+
+/// How the active node leaves the pair with calls up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leave {
+    /// SIGKILL: the standby takes over once the lease expires.
+    Dies,
+    /// SIGQUIT: a drain, which hands the calls to the standby.
+    Drains,
+}
+
+#[test]
+fn answered_calls_go_on_through_the_standby_when_the_active_node_dies() {
+    calls_go_on_through_the_standby("answered_calls_go_on_when_the_active_dies", Leave::Dies);
+}
+
+#[test]
+fn a_drain_in_a_pair_hands_the_calls_over_to_the_standby() {
+    calls_go_on_through_the_standby("a_drain_in_a_pair_hands_the_calls_over", Leave::Drains);
+}
+
+/// [`CALLS`] SIPp calls through the active node, RTP echoed on one of
+/// them; the active node leaves as `leave` says while they are up; every
+/// call ends with its caller's BYE, carried to the callee by the other
+/// node, and the RTP comes back through it.
+fn calls_go_on_through_the_standby(name: &str, leave: Leave) {
+    if skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+    {
+        return;
+    }
+    let PairLab {
+        lab,
+        redis,
+        redis_server,
+        mut a,
+        mut b,
+        ..
+    } = PairLab::start("pair-calls");
+    let plan = *lab.plan();
+
+    // CALLS calls, each up 4 s after its answer, then the caller's BYE;
+    // the callee echoes RTP.
+    let uas = lab.start_callee(&lab.peer("callee.xml", Host::Pbx).rtp_echo().calls(CALLS));
+    let uac = lab
+        .peer("caller-long.xml", Host::Carrier)
+        .remote(plan.realm(Realm::Outside))
+        .calls(CALLS)
+        .rate(40.0)
+        .limit(CALLS)
+        .timeout(Duration::from_secs(30))
+        .start();
+    // Every call answered is in Redis, and in B's mirror.
+    let deadline = now() + Duration::from_secs(8);
+    while call_keys(&lab, redis) < CALLS as usize
+        || node_metric(&lab, &b, "sbc_cluster_mirrored_calls") < u64::from(CALLS)
+    {
+        assert!(
+            now() < deadline,
+            "{} calls in Redis, {} mirrored\n{}",
+            call_keys(&lab, redis),
+            node_metric(&lab, &b, "sbc_cluster_mirrored_calls"),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(uac.dir().join("messages.log")).unwrap_or_default();
+    let port = crate::media::anchored_port(&lab, &log)
+        .expect("the caller's first answer names an anchored port");
+
+    // RTP on the first call, from the caller's address (another port, as
+    // a NAT would), echoed by the callee; A dies while it flows.
+    let outside = plan.realm_ip(Realm::Outside);
+    let socket = lab.net().udp_socket(SocketAddr::new(
+        plan.host_ip(Host::Carrier),
+        tests::lab::PEER_MEDIA_PORT + 10,
+    ));
+    socket.set_nonblocking(true).expect("non-blocking");
+    let to = SocketAddr::new(outside, port);
+    let mut buf = [0u8; 2048];
+    // When each echo came back.
+    let mut echoes: Vec<Instant> = Vec::new();
+    let mut killed: Option<Instant> = None;
+    let mut ready: Option<Instant> = None;
+    for seq in 0u16..150 {
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&seq.to_be_bytes());
+        rtp.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_0002u32.to_be_bytes());
+        rtp.resize(12 + 160, 0xff);
+        let _ = socket.send_to(&rtp, to);
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if n == rtp.len() {
+                echoes.push(now());
+            }
+        }
+        if killed.is_none() && echoes.len() >= 10 {
+            match leave {
+                Leave::Dies => a.kill(),
+                Leave::Drains => a.signal("-QUIT"),
+            }
+            killed = Some(now());
+        }
+        if killed.is_some() && ready.is_none() && seq % 5 == 0 && b.ready(&lab) {
+            ready = Some(now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uac = uac.wait();
+    let uas = lab.finish_callee(&uac, uas);
+    let killed = killed.expect("A was killed");
+    let ready = ready.expect("B took over while the calls were up");
+    let through_b = echoes.iter().filter(|&&at| at >= ready).count();
+    let gap = echoes
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{CALLS} calls up when the active node {leave:?}: B ready {:?} after it; media: {} echoes, {through_b} after B was ready, longest gap {gap:?}",
+        ready - killed,
+        echoes.len()
+    );
+    // Every call answered before the kill ended with its caller's BYE,
+    // which B carried to the callee: none lost.
+    assert_eq!(uac.failed(), 0, "{}\n{}", uac.report(), b.log());
+    uac.assert_success(u64::from(CALLS));
+    uas.assert_success(u64::from(CALLS));
+    assert_eq!(
+        node_metric(
+            &lab,
+            &b,
+            "sbc_cluster_adopted_calls_total{result=\"adopted\"}"
+        ),
+        u64::from(CALLS),
+        "{}",
+        b.log()
+    );
+    assert!(
+        through_b > 0,
+        "no media through B after the takeover\n{}",
+        b.log()
+    );
+    if leave == Leave::Drains {
+        // A exited by itself, at once, leaving its calls up.
+        let (status, killed) = a
+            .process
+            .take()
+            .expect("started")
+            .wait(Duration::from_secs(10));
+        assert!(
+            !killed && status.success(),
+            "A's exit: {status}\n{}",
+            a.log()
+        );
+        assert!(
+            a.log().contains("handing the calls over to the standby"),
+            "{}",
+            a.log()
+        );
+    }
+    // Ended calls leave nothing in Redis: B's own and A's retired.
+    let deadline = now() + Duration::from_secs(5);
+    while call_keys(&lab, redis) > 0 {
+        assert!(
+            now() < deadline,
+            "{} call keys left",
+            call_keys(&lab, redis)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b.stop().success(), "{}", b.log());
+    drop(redis_server);
+    lab.shutdown();
+}
+
+/// Waits (at most `within`) until `done`, failing with `what` and `log`.
+fn wait_until(within: Duration, what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = now() + within;
+    while !done() {
+        assert!(now() < deadline, "{what} within {within:?}\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
+    let name = "calls_answered_while_redis_was_away";
+    if skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+    {
+        return;
+    }
+    const EACH: u32 = 10;
+    const OUTAGE: Duration = Duration::from_secs(30);
+    let PairLab {
+        lab,
+        redis,
+        mut server,
+        redis_server,
+        mut a,
+        mut b,
+    } = PairLab::start("pair-redis-away");
+    let plan = *lab.plan();
+    let callers = || {
+        lab.peer("caller-held-for.xml", Host::Carrier)
+            .remote(plan.realm(Realm::Outside))
+            .calls(EACH)
+            .rate(20.0)
+            .limit(EACH)
+            .arg("-d")
+            .arg("45000")
+            .timeout(Duration::from_secs(90))
+            .deadline(Duration::from_secs(100))
+    };
+    let uas = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx)
+            .calls(2 * EACH)
+            .timeout(Duration::from_secs(100)),
+    );
+    // Calls answered before the outage are in Redis.
+    let before = callers().start();
+    wait_until(
+        Duration::from_secs(8),
+        "calls in Redis",
+        || a.log(),
+        || call_keys(&lab, redis) == EACH as usize,
+    );
+    // Redis goes away for 30 s; calls go on, and more are answered.
+    drop(redis_server);
+    let down = now();
+    wait_until(
+        Duration::from_secs(5),
+        "Redis errors counted",
+        || a.log(),
+        || node_metric(&lab, &a, "sbc_cluster_redis_errors_total") > 0,
+    );
+    // (Another SIP and media port of the carrier: the first SIPp holds its own.)
+    let carrier = plan.host_ip(Host::Carrier);
+    let during = callers()
+        .local(carrier, plan.host(Host::Carrier).port() + 2)
+        .media(carrier, tests::lab::PEER_MEDIA_PORT + 20)
+        .start();
+    wait_until(
+        Duration::from_secs(8),
+        "every call up",
+        || a.log(),
+        || node_metric(&lab, &a, "sbc_calls_active{realm=\"outside\"}") == u64::from(2 * EACH),
+    );
+    assert!(
+        node_metric(&lab, &a, "sbc_cluster_replication_lag_milliseconds") > 0,
+        "the changes wait for Redis"
+    );
+    std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+    // Redis is back, empty (no persistence): A writes every call up again,
+    // and B mirrors them all.
+    let redis_server = Background::spawn(&mut server);
+    wait_until(
+        Duration::from_secs(10),
+        "every call in Redis and in B's mirror",
+        || {
+            format!(
+                "{} keys, {} mirrored\n{}\n{}",
+                call_keys(&lab, redis),
+                node_metric(&lab, &b, "sbc_cluster_mirrored_calls"),
+                a.log(),
+                b.log()
+            )
+        },
+        || {
+            call_keys(&lab, redis) == 2 * EACH as usize
+                && node_metric(&lab, &b, "sbc_cluster_mirrored_calls") == u64::from(2 * EACH)
+        },
+    );
+    eprintln!(
+        "Redis back after {:?}: every call in Redis again",
+        down.elapsed()
+    );
+    // Now A dies; B carries every call on to its BYE.
+    a.kill();
+    b.wait_ready(&lab, Duration::from_secs(10));
+    let before = before.wait();
+    let during = during.wait();
+    let uas = lab.finish_callee(&during, uas);
+    assert_eq!(
+        before.failed() + during.failed(),
+        0,
+        "{}\n{}\n{}",
+        before.report(),
+        during.report(),
+        b.log()
+    );
+    before.assert_success(u64::from(EACH));
+    during.assert_success(u64::from(EACH));
+    uas.assert_success(u64::from(2 * EACH));
+    assert_eq!(
+        node_metric(
+            &lab,
+            &b,
+            "sbc_cluster_adopted_calls_total{result=\"adopted\"}"
+        ),
+        u64::from(2 * EACH),
+        "{}",
+        b.log()
+    );
+    assert!(b.stop().success(), "{}", b.log());
     drop(redis_server);
     lab.shutdown();
 }

@@ -356,7 +356,7 @@ fn media_flows_after_a_hold_and_resume() {
 /// The SBC's anchored RTP port towards the caller, from the first SDP the
 /// caller received that names one in the plan's media range (the caller's
 /// own offer names its own port, outside it).
-fn anchored_port(lab: &Lab, messages: &str) -> Option<u16> {
+pub(crate) fn anchored_port(lab: &Lab, messages: &str) -> Option<u16> {
     let (min, max) = lab.plan().media_ports();
     messages
         .lines()

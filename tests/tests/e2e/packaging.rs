@@ -107,7 +107,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("16 rules found"), "{stdout}");
+    assert!(stdout.contains("17 rules found"), "{stdout}");
 }
 
 #[test]
@@ -190,6 +190,7 @@ fn exposition() -> String {
     }]);
     // A node of a pair registers these beside the rest.
     sbc::cluster::ClusterMetrics::register(m.registry());
+    sbc::cluster::calls::ReplicationMetrics::register(m.registry());
     let text = m.encode_text(m.started()).expect("encode");
     String::from_utf8(text).expect("exposition is UTF-8")
 }

@@ -902,6 +902,10 @@ impl Media {
                 MediaCommand::Report { stream } => self
                     .violations
                     .push(format!("{stream:?} report asked by the call core")),
+                // Only a core that adopts calls (none in the simulation).
+                MediaCommand::Restore { stream, .. } => self
+                    .violations
+                    .push(format!("{stream:?} restored without an adoption")),
             }
         }
     }

@@ -144,6 +144,12 @@ pub struct ClientId(u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerId(u64);
 
+impl ServerId {
+    /// An id no transaction ever has: the INVITE of a call adopted from
+    /// another node, whose transaction ended there.
+    pub const DETACHED: ServerId = ServerId(u64::MAX);
+}
+
 /// Either kind of transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TransactionId {
