@@ -552,6 +552,20 @@ fn print_run(rate: u64, run: &Run) {
             .map_or_else(|| "-".into(), |c| format!("{:.2} s", c.as_secs_f64())),
         if run.clean() { "" } else { "  <- not clean" },
     );
+    // Where a tail comes from: each command's own p50/p99.
+    let mut by_command = String::new();
+    for command in ["offer", "answer", "query", "delete"] {
+        let times = run.ng.micros(Some(command));
+        if !times.is_empty() {
+            let _ = write!(
+                by_command,
+                " {command} {}/{}",
+                percentile(&times, 50),
+                percentile(&times, 99)
+            );
+        }
+    }
+    println!("       ng p50/p99 us by command:{by_command}");
 }
 
 /// The median of `values` (the mean of the two middle ones for an even
