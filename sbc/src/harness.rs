@@ -58,9 +58,19 @@ pub struct Sim {
     /// The virtual clock.
     pub now: Instant,
     next_port: u16,
+    /// The records a replicating core wrote ([`Sim::replicating`]), in
+    /// order.
+    pub records: Vec<Box<crate::b2bua::replica::CallRecord>>,
 }
 
 impl Sim {
+    /// This core with call replication on: its records collect in
+    /// [`Sim::records`].
+    pub fn replicating(mut self) -> Sim {
+        self.core = self.core.with_replication(true);
+        self
+    }
+
     /// The core on [`CALLS_CONFIG`].
     #[allow(clippy::new_without_default)]
     pub fn new() -> Sim {
@@ -89,6 +99,7 @@ impl Sim {
             #[allow(clippy::disallowed_methods)]
             now: Instant::now(),
             next_port: 20000,
+            records: Vec::new(),
         }
     }
 
@@ -125,7 +136,11 @@ impl Sim {
                 busy = true;
                 sent.push((out.to, Message::parse(&out.bytes).expect("core sends SIP")));
             }
-            while self.core.poll_event().is_some() {}
+            while let Some(event) = self.core.poll_event() {
+                if let crate::b2bua::CoreEvent::Replicate(record) = event {
+                    self.records.push(record);
+                }
+            }
             let mut allocated = Vec::new();
             while let Some(command) = self.core.poll_media() {
                 busy = true;
@@ -142,6 +157,8 @@ impl Sim {
                         stream,
                         legs: [endpoint(legs[0].local_ip), endpoint(legs[1].local_ip)],
                     });
+                } else if let MediaCommand::Restore { stream, at, .. } = command {
+                    allocated.push(MediaEvent::Allocated { stream, legs: *at });
                 }
             }
             for event in allocated {

@@ -202,6 +202,27 @@ impl Core {
         }
     }
 
+    /// Calls up per trunk on this node (for the other active nodes of the
+    /// cluster), trunks with none included.
+    pub fn trunk_calls(&self) -> Vec<(String, u32)> {
+        self.trunks
+            .iter()
+            .filter(|t| !t.retired)
+            .map(|t| (t.name.clone(), t.active))
+            .collect()
+    }
+
+    /// What the other active nodes of the cluster carry: `nodes` active
+    /// nodes in all (this one included; each takes that share of a trunk's
+    /// `max_cps`) and, per trunk name, their calls up (counted against the
+    /// trunk's `max_calls` with this node's own).
+    pub fn set_cluster_load(&mut self, nodes: u32, elsewhere: &HashMap<String, u32>) {
+        for trunk in &mut self.trunks {
+            trunk.nodes = nodes.max(1);
+            trunk.elsewhere = elsewhere.get(&trunk.name).copied().unwrap_or(0);
+        }
+    }
+
     /// Says `call` ended, if a record of it is out.
     pub(super) fn unreplicate(&mut self, call: &mut Call) {
         if std::mem::take(&mut call.replica.written) {

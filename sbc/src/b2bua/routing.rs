@@ -141,6 +141,12 @@ pub struct TrunkState {
     pub max_cps: Option<u32>,
     /// Calls up now.
     pub active: u32,
+    /// Calls up on the other active nodes of the cluster, as they last
+    /// said ([`Core::set_cluster_load`](super::Core::set_cluster_load)).
+    pub elsewhere: u32,
+    /// Active nodes sharing its limits (this one included): each takes
+    /// that share of `max_cps`.
+    pub nodes: u32,
     /// The OPTIONS health check's verdict; `None` before the first answer
     /// (or when health checks are off).
     pub up: Option<bool>,
@@ -190,6 +196,8 @@ impl TrunkState {
             max_calls,
             max_cps,
             active: 0,
+            elsewhere: 0,
+            nodes: 1,
             up: None,
             ping_every: None,
             next_ping: None,
@@ -254,16 +262,20 @@ impl TrunkState {
 
     /// Takes one call if the limits allow (and counts it as active).
     pub fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
-        if self.max_calls.is_some_and(|max| self.active >= max) {
+        if self
+            .max_calls
+            .is_some_and(|max| self.active.saturating_add(self.elsewhere) >= max)
+        {
             return Err(Refusal::Calls);
         }
         if let Some(rate) = self.max_cps {
-            // A bucket of one second's worth of calls, refilled continuously.
-            let rate = f64::from(rate);
+            // A bucket of one second's worth of calls, refilled continuously;
+            // with several active nodes, this node's share of the rate.
+            let rate = f64::from(rate) / f64::from(self.nodes.max(1));
             let elapsed = self
                 .refilled
                 .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            self.tokens = (self.tokens + elapsed.as_secs_f64() * rate).min(rate);
+            self.tokens = (self.tokens + elapsed.as_secs_f64() * rate).min(rate.max(1.0));
             self.refilled = Some(now);
             if self.tokens < 1.0 {
                 return Err(Refusal::Rate);
@@ -295,6 +307,8 @@ impl TrunkState {
     /// Carries the live counts over from the same trunk of an older config.
     pub fn carry_over(&mut self, old: &TrunkState) {
         self.active = old.active;
+        self.elsewhere = old.elsewhere;
+        self.nodes = old.nodes;
         self.up = old.up;
         if self.dns_name.is_some() && self.dns_name == old.dns_name && self.targets.is_empty() {
             self.targets = old.targets.clone();
@@ -389,5 +403,37 @@ mod tests {
             trunk.admit(t0 + Duration::from_millis(500)),
             Err(Refusal::Rate)
         );
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a virtual clock's origin
+    fn other_active_nodes_count_against_the_limits() {
+        let t0 = Instant::now();
+        let mut trunk = TrunkState::new("t".into(), 0, None, Some(3), Some(4));
+        // Two calls up on the other node, two nodes in all.
+        trunk.elsewhere = 2;
+        trunk.nodes = 2;
+        assert_eq!(trunk.admit(t0), Ok(()));
+        assert_eq!(trunk.admit(t0), Err(Refusal::Calls), "3 up in the cluster");
+        trunk.elsewhere = 0;
+        // This node's share of 4 per second is 2: the bucket holds 2.
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(trunk.admit(later), Ok(()));
+        assert_eq!(trunk.admit(later), Ok(()));
+        assert_eq!(trunk.admit(later), Err(Refusal::Calls));
+        trunk.release();
+        trunk.release();
+        trunk.release();
+        assert_eq!(trunk.admit(later), Err(Refusal::Rate));
+        // Half a second refills one call of the 2-per-second share.
+        let half = later + Duration::from_millis(500);
+        assert_eq!(trunk.admit(half), Ok(()));
+        assert_eq!(trunk.admit(half), Err(Refusal::Rate));
+        // A share below one call per second still admits one now and then.
+        let mut slow = TrunkState::new("s".into(), 0, None, None, Some(1));
+        slow.nodes = 4;
+        assert_eq!(slow.admit(t0), Ok(()));
+        assert_eq!(slow.admit(t0 + Duration::from_secs(1)), Err(Refusal::Rate));
+        assert_eq!(slow.admit(t0 + Duration::from_secs(5)), Ok(()));
     }
 }

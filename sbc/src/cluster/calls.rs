@@ -49,8 +49,10 @@ pub const STREAM_MAXLEN: u32 = 100_000;
 /// How many changes go into one script call.
 const BATCH: usize = 128;
 
-/// The queue of changes from the core loop to the writer.
-pub const QUEUE: usize = 65_536;
+/// The queue of changes from the core loop to the writer: room for every
+/// call of a large node at once (a takeover writes each adopted call, a
+/// Redis outage's end every call up). Its blocks are allocated as used.
+pub const QUEUE: usize = 262_144;
 
 /// Writes a batch. KEYS[1] = the Stream; ARGV[1] = the key prefix
 /// (`{name}:call:`), ARGV[2] = the TTL in ms, ARGV[3] = the Stream's
@@ -374,6 +376,11 @@ pub async fn write_changes(
         }
         while let Ok(change) = changes.try_recv() {
             writer.take(change, tokio::time::Instant::now());
+        }
+        if *role.borrow() != Role::Active {
+            // The lease went to the other node, which carries on what
+            // Redis had: nothing more of ours may overwrite it.
+            return;
         }
         match writer.flush(&mut redis).await {
             Ok(n) => {

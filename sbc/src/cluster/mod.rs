@@ -19,9 +19,9 @@
 //! outage must not stop calls; the standby can't take the lease either) and
 //! says so (`sbc_cluster_redis_errors_total`, a warning every 10 s). An
 //! active node that finds the lease held by the other node (Redis came back
-//! after a partition during which the other took over) steps down: it ends
-//! its calls as at SIGTERM and exits with an error, so its supervisor
-//! starts it again, as standby.
+//! after a partition during which the other took over) steps down: it
+//! exits with an error, so its supervisor starts it again, as standby,
+//! without a BYE (the other node carries on the calls Redis had of it).
 //!
 //! Listeners and media sockets of a node in a pair bind with IP_FREEBIND,
 //! so the standby that becomes active can bind shared addresses before
@@ -40,6 +40,7 @@
 //! the other.
 
 pub mod calls;
+pub mod load;
 pub mod resp;
 
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ use prometheus::{IntCounter, IntGaugeVec, Opts};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::Cluster as ClusterConfig;
+use crate::config::{Cluster as ClusterConfig, ClusterMode};
 use crate::guard::Shield;
 use resp::{Redis, Reply};
 
@@ -65,7 +66,7 @@ use resp::{Redis, Reply};
 /// which never expires, is gone too) does not: for one lease period (the
 /// grace) only a node that serves may take it, so the active node, alive
 /// all along, renews its lease rather than a standby snatching it and
-/// making it step down (ending its calls).
+/// making it step down.
 pub const ACQUIRE: &str = "local v = redis.call('GET', KEYS[1]) \
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return v end \
 if v then return v end \
@@ -216,7 +217,7 @@ pub struct Node {
     bans: tokio::task::JoinHandle<()>,
     /// Call changes to the writer (`None` once stopping).
     changes: Option<tokio::sync::mpsc::Sender<calls::Change>>,
-    writer: tokio::task::JoinHandle<()>,
+    writer: Option<tokio::task::JoinHandle<()>>,
     /// Asks the mirror for its calls (once, at the takeover).
     mirror:
         Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Vec<calls::Mirrored>>>>,
@@ -228,6 +229,8 @@ pub struct Node {
     keys: calls::Keys,
     redis_addr: String,
     me: String,
+    load: watch::Receiver<load::ClusterLoad>,
+    local_load: watch::Sender<Vec<(String, u32)>>,
 }
 
 /// The clocks the ban exchange reads (an IO shell).
@@ -375,7 +378,16 @@ impl Node {
         let me = config.node_id.clone();
         // A request that takes longer than a renewal period has failed.
         let mut redis = Redis::new(addr.clone(), renew);
-        let (role_tx, role) = watch::channel(Role::Standby { holder: None });
+        let pair = config.mode == ClusterMode::Pair;
+        // N active nodes serve from the start; a node of a pair waits.
+        let (role_tx, role) = watch::channel(if pair {
+            Role::Standby { holder: None }
+        } else {
+            Role::Active
+        });
+        if !pair {
+            metrics.show(&Role::Active);
+        }
         let (shield, shield_rx) = watch::channel::<Option<Arc<Shield>>>(None);
         // The bans go over a connection of their own, so however slow they
         // are, they never delay a renewal of the lease.
@@ -387,35 +399,80 @@ impl Node {
             shield_rx,
             metrics.redis_errors.clone(),
         ));
-        // Calls: a writer while active, a mirror while standby, each on a
-        // connection of its own (a slow write never delays the lease).
+        // Limits: each active node's calls per trunk, for the others.
+        let (load_tx, load) = watch::channel(load::ClusterLoad::default());
+        let (local_load, local_rx) = watch::channel(Vec::new());
+        tokio::spawn(load::share_load(
+            Redis::new(addr.clone(), renew),
+            load::Sharing {
+                key: format!("{}:nodes", config.name),
+                me: config.node_id.clone(),
+                every: renew,
+            },
+            role.clone(),
+            local_rx,
+            load_tx,
+            metrics.redis_errors.clone(),
+        ));
+        // Calls (a pair): a writer while active, a mirror while standby,
+        // each on a connection of its own (a slow write never delays the
+        // lease).
         let keys = calls::Keys::new(&config.name);
         let instance = format!("{}.{}", config.node_id, clocks().1);
         let (changes, changes_rx) = tokio::sync::mpsc::channel(calls::QUEUE);
         let resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = tokio::spawn(calls::write_changes(
-            calls::Writer::new(
-                keys.clone(),
-                instance.clone(),
-                Duration::from_secs(u64::from(config.call_ttl_secs)),
-            ),
-            Redis::new(addr.clone(), renew.max(Duration::from_secs(1))),
-            changes_rx,
-            role.clone(),
-            renew,
-            replication.clone(),
-            Arc::clone(&resync),
-        ));
+        let writer = pair.then(|| {
+            tokio::spawn(calls::write_changes(
+                calls::Writer::new(
+                    keys.clone(),
+                    instance.clone(),
+                    Duration::from_secs(u64::from(config.call_ttl_secs)),
+                ),
+                Redis::new(addr.clone(), renew.max(Duration::from_secs(1))),
+                changes_rx,
+                role.clone(),
+                renew,
+                replication.clone(),
+                Arc::clone(&resync),
+            ))
+        });
         let (mirror, asked) = tokio::sync::oneshot::channel();
-        tokio::spawn(calls::mirror_calls(
-            Redis::new(addr.clone(), Duration::from_secs(2)),
-            keys.clone(),
-            config.node_id.clone(),
-            asked,
-            renew,
-            replication.clone(),
-        ));
+        if pair {
+            tokio::spawn(calls::mirror_calls(
+                Redis::new(addr.clone(), Duration::from_secs(2)),
+                keys.clone(),
+                config.node_id.clone(),
+                asked,
+                renew,
+                replication.clone(),
+            ));
+        }
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        if !pair {
+            let task = tokio::spawn(async move {
+                // The role never changes; the channel lives as long as the node.
+                let _role = role_tx;
+                let _ = stopped.await;
+            });
+            return Node {
+                role,
+                shield,
+                stop: Some(stop),
+                task,
+                bans,
+                changes: None,
+                writer: None,
+                mirror: None,
+                replication,
+                resync,
+                instance,
+                keys,
+                redis_addr: addr,
+                me,
+                load,
+                local_load,
+            };
+        }
         let task = tokio::spawn(async move {
             let mut lease = Lease::new(&me);
             let mut complained: Option<tokio::time::Instant> = None;
@@ -514,6 +571,8 @@ impl Node {
             keys,
             redis_addr: addr,
             me: config.node_id.clone(),
+            load,
+            local_load,
         }
     }
 
@@ -525,6 +584,21 @@ impl Node {
             Ok(Reply::Bulk(Some(name))) => String::from_utf8(name).ok().filter(|n| *n != self.me),
             _ => None,
         }
+    }
+
+    /// Hands this node's calls up per trunk to the other active nodes
+    /// (the daemon, once a second).
+    pub fn publish_load(&self, calls: Vec<(String, u32)>) {
+        self.local_load.send_if_modified(|now| {
+            let changed = *now != calls;
+            *now = calls;
+            changed
+        });
+    }
+
+    /// What the other active nodes carry, as it changes.
+    pub fn load(&self) -> watch::Receiver<load::ClusterLoad> {
+        self.load.clone()
     }
 
     /// This process's name in the pair's keys.
@@ -606,12 +680,18 @@ impl Node {
     /// takes over finds every call as it is.
     pub async fn stop(mut self) {
         drop(self.changes.take());
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.writer)
-            .await
-            .is_err()
-        {
-            warn!("call changes not all written to Redis before the stop");
-            self.writer.abort();
+        let active = *self.role.borrow() == Role::Active;
+        if let Some(writer) = self.writer.as_mut() {
+            if !active {
+                // A standby wrote nothing; its writer waits for a lease.
+                writer.abort();
+            } else if tokio::time::timeout(Duration::from_secs(2), &mut *writer)
+                .await
+                .is_err()
+            {
+                warn!("call changes not all written to Redis before the stop");
+                writer.abort();
+            }
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

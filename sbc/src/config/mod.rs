@@ -53,10 +53,10 @@ use std::path::Path;
 pub use check::{USAGE, run as check_config};
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    Access, Acl, Cdr, Cluster, Config, FailoverCause, ForeignInDialog, FsyncPolicy, HeaderPolicy,
-    HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media, Metrics,
-    PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls, Route,
-    RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
+    Access, Acl, Cdr, Cluster, ClusterMode, Config, FailoverCause, ForeignInDialog, FsyncPolicy,
+    HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media,
+    Metrics, PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls,
+    Route, RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
     ng_permits,
 };
 
@@ -182,6 +182,15 @@ impl Config {
     /// nothing is asked of Redis.
     pub fn cluster_plan(&self) -> Option<String> {
         let pair = self.cluster.as_ref()?;
+        if pair.mode == ClusterMode::Active {
+            return Some(format!(
+                "cluster: active node \"{}\" of cluster \"{}\" in {}; serves at once; shares bans \
+                 (\"{}:bans\") and per-trunk limits with the other active nodes (\"{}:nodes\", every {} ms): \
+                 their calls count against max_calls, max_cps is split among the nodes alive; calls are \
+                 not replicated",
+                pair.node_id, pair.name, pair.redis_url, pair.name, pair.name, pair.renew_ms,
+            ));
+        }
         Some(format!(
             "cluster: node \"{}\" of pair \"{}\"; lease \"{}:lease\" in {}; standby until it holds the lease, \
              then serves; renews every {} ms, so a dead active node is replaced within about {} ms; \

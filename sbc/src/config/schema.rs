@@ -122,12 +122,30 @@ pub fn ng_permits(allow: &[IpNet], source: IpAddr) -> bool {
     }
 }
 
-/// An active/standby pair: both nodes run the same file except `node_id`
-/// (and, on one host, the metrics listener). The node holding the lease in
-/// Redis serves; the other waits, and takes over once the lease expires.
+/// How the nodes of a cluster share the work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// Two nodes, one serving: the node holding the lease in Redis serves,
+    /// the other mirrors its calls and takes over when the lease expires.
+    #[default]
+    Pair,
+    /// Every node serves its own addresses (behind DNS SRV or a load
+    /// balancer): they share bans and per-trunk limits through Redis; a
+    /// node's calls end with it.
+    Active,
+}
+
+/// Nodes that share Redis: an active/standby pair (both run the same file
+/// except `node_id`, and on one host the metrics listener; the node
+/// holding the lease serves, the other waits and takes over once the lease
+/// expires), or N active nodes sharing limits and bans.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
+    /// `pair` (the default) or `active`.
+    #[serde(default)]
+    pub mode: ClusterMode,
     /// `redis://HOST[:PORT]` (Valkey works too).
     pub redis_url: String,
     /// This node's name, unique in the pair: letters, digits, `.`, `_`, `-`.

@@ -1127,6 +1127,21 @@ fn a_cluster_names_its_redis_node_and_timings() {
         ),
         ("sbc", 1500, 500, 86_400)
     );
+    assert_eq!(cluster.mode, ClusterMode::Pair);
+    let active = Config::from_str_named(
+        &pair.replacen(
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nmode = \"active\"",
+            1,
+        ),
+        "t.toml",
+    )
+    .expect("valid");
+    let line = active.cluster_plan().expect("a plan line");
+    assert!(
+        line.contains("active node \"sbc-a\"") && line.contains("max_cps is split"),
+        "{line}"
+    );
     let plan = ok.cluster_plan().expect("a plan line");
     assert!(
         plan.contains("node \"sbc-a\" of pair \"sbc\"") && plan.contains("within about 1750 ms"),
@@ -1170,6 +1185,11 @@ fn a_cluster_names_its_redis_node_and_timings() {
             "node_id = \"sbc-a\"",
             "node_id = \"sbc-a\"\ncall_ttl_secs = 10",
             "cluster.call_ttl_secs",
+        ),
+        (
+            "node_id = \"sbc-a\"",
+            "node_id = \"sbc-a\"\nmode = \"both\"",
+            "cluster.mode",
         ),
     ] {
         let text = pair.replacen(from, to, 1);

@@ -299,7 +299,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         Box::new(RandomIds::from_os()),
     )
     .with_cname_mask(cname_mask)
-    .with_replication(cluster.is_some());
+    .with_replication(
+        config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.mode == crate::config::ClusterMode::Pair),
+    );
+    // What the other active nodes carry, for the trunks' shared limits.
+    let mut cluster_load = cluster.as_ref().map(cluster::Node::load);
     // Taking over: the calls the other node answered go on here, before a
     // request of theirs is read.
     let retire = match cluster.as_mut() {
@@ -396,6 +403,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 }
             }
             () = sleep => core.handle_timeout(now()),
+            Ok(()) = async {
+                match cluster_load.as_mut() {
+                    Some(load) => load.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(load) = &cluster_load {
+                    let load = load.borrow().clone();
+                    core.set_cluster_load(load.nodes, &load.elsewhere);
+                }
+            }
             Some(message) = async {
                 match ng_inbound.as_mut() {
                     Some(inbound) => inbound.recv().await,
@@ -441,6 +459,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 shell.edge();
                 if shell.replicator.as_ref().is_some_and(crate::cluster::calls::Replicator::take_resync) {
                     core.replicate_all(now());
+                }
+                if let Some(node) = &cluster {
+                    node.publish_load(core.trunk_calls());
                 }
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
@@ -511,10 +532,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
             // (Once stopping for another reason, the lease no longer matters.)
             holder = lease_taken(&mut cluster), if lease_lost.is_none() && shutdown_at.is_none() => {
-                error!(active = %holder, "the other node of the pair holds the cluster lease: ending the calls and exiting");
+                // The other node adopted the calls Redis had of this one:
+                // a BYE from here would end them there too. Calls only
+                // this node knew (answered while it was cut off from
+                // Redis) are left to their peers' timers.
+                error!(active = %holder, calls = core.active_calls(), "the other node of the pair holds the cluster lease: exiting, leaving the calls to it");
                 lease_lost = Some(holder);
-                drain_until = None;
-                shutdown_at = Some(begin_shutdown(&mut core, &readiness));
+                readiness.set(false);
+                handing_over = true;
+                break;
             }
             _ = hangup.recv() => {
                 let running = Running {

@@ -89,9 +89,10 @@ impl Shell<'_> {
             }
             self.retry_relay_backlog();
             while let Some(command) = core.poll_media() {
-                if let MediaCommand::Allocate { stream, .. }
-                | MediaCommand::Restore { stream, .. } = &command
-                {
+                // (A restored stream, of a call adopted from the other node,
+                // waits its turn like a release: a takeover restores many at
+                // once, more than the relay's queue holds.)
+                if let MediaCommand::Allocate { stream, .. } = &command {
                     // A new stream: refused now, its call fails (503).
                     let stream = *stream;
                     if let Err(error) = self.relay.send(command) {

@@ -247,6 +247,17 @@ fn node_metric(lab: &Lab, node: &Node, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a cluster test skips: without SIPp or Redis (never under CI).
+fn skip(name: &str) -> bool {
+    skip_unless_sipp(name)
+        || skip_unless_tool(
+            name,
+            "redis-server",
+            "--version",
+            "apt-get install redis-server",
+        )
+}
+
 /// The pair's call keys in Redis.
 fn call_keys(lab: &Lab, redis: SocketAddr) -> usize {
     redis_cli(lab, redis, &["--scan", "--pattern", "pair:call:*"])
@@ -258,33 +269,25 @@ fn call_keys(lab: &Lab, redis: SocketAddr) -> usize {
 #[test]
 fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() {
     let name = "the_standby_takes_over_when_the_active_node_dies";
-    if skip_unless_sipp(name)
-        || skip_unless_tool(
-            name,
-            "redis-server",
-            "--version",
-            "apt-get install redis-server",
-        )
-    {
+    if skip(name) {
         return;
     }
-    let plan = Plan::next();
-    let lab = Lab::peers_only_with("pair", plan);
-    let (redis, mut server, redis_server) = start_redis(&lab);
-    let mut redis_server = Some(redis_server);
-    let admin_a = plan.admin();
-    let admin_b = SocketAddr::new(admin_a.ip(), admin_a.port() + 1);
-    let base = plan.toml(&LabConfig::default());
+    // A starts and serves; B waits as standby: answers its admin
+    // listener, not ready, binds nothing (A still has the addresses).
+    let PairLab {
+        lab,
+        redis,
+        mut server,
+        redis_server,
+        mut a,
+        mut b,
+        base,
+    } = PairLab::start("pair");
+    let mut redis_server = redis_server;
+    let plan = *lab.plan();
+    let (admin_a, admin_b) = (a.admin, b.admin);
     let node_toml = |node: &str, admin: SocketAddr| pair_toml(&base, redis, node, admin_a, admin);
-
-    // A starts and serves.
-    let mut a = Node::start(&lab, "sbc-a", admin_a, &node_toml("sbc-a", admin_a));
-    a.wait_ready(&lab, Duration::from_secs(15));
     assert_eq!(a.role(&lab).as_deref(), Some("active"));
-    // B waits as standby: answers its admin listener, not ready, binds
-    // nothing (A still has the addresses).
-    let mut b = Node::start(&lab, "sbc-b", admin_b, &node_toml("sbc-b", admin_b));
-    wait_standby(&lab, &mut b);
     assert!(!b.ready(&lab), "a standby is not ready");
     assert_eq!(
         lab.http_get(admin_b, "/health/ready"),
@@ -388,8 +391,8 @@ fn the_standby_takes_over_when_the_active_node_dies_and_at_once_when_it_stops() 
     }
 
     // Another node holds the lease (A was cut off while it took over): A
-    // steps down, ending its calls, and exits with an error for its
-    // supervisor to start it again as standby.
+    // steps down and exits with an error for its supervisor to start it
+    // again as standby.
     assert_eq!(
         redis_cli(&lab, redis, &["SET", "pair:lease", "sbc-x", "PX", "60000"]),
         "OK"
@@ -428,6 +431,8 @@ struct PairLab {
     redis_server: Option<Background>,
     a: Node,
     b: Node,
+    /// The lab's configuration, before `[cluster]`.
+    base: String,
 }
 
 impl PairLab {
@@ -459,6 +464,7 @@ impl PairLab {
             redis_server: Some(redis_server),
             a,
             b,
+            base,
         }
     }
 }
@@ -490,14 +496,7 @@ fn a_drain_in_a_pair_hands_the_calls_over_to_the_standby() {
 /// call ends with its caller's BYE, carried to the callee by the other
 /// node, and the RTP comes back through it.
 fn calls_go_on_through_the_standby(name: &str, leave: Leave) {
-    if skip_unless_sipp(name)
-        || skip_unless_tool(
-            name,
-            "redis-server",
-            "--version",
-            "apt-get install redis-server",
-        )
-    {
+    if skip(name) {
         return;
     }
     let PairLab {
@@ -657,14 +656,7 @@ fn wait_until(within: Duration, what: &str, log: impl Fn() -> String, done: impl
 #[test]
 fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
     let name = "calls_answered_while_redis_was_away";
-    if skip_unless_sipp(name)
-        || skip_unless_tool(
-            name,
-            "redis-server",
-            "--version",
-            "apt-get install redis-server",
-        )
-    {
+    if skip(name) {
         return;
     }
     const EACH: u32 = 10;
@@ -676,6 +668,7 @@ fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
         redis_server,
         mut a,
         mut b,
+        ..
     } = PairLab::start("pair-redis-away");
     let plan = *lab.plan();
     let callers = || {
@@ -779,6 +772,106 @@ fn calls_answered_while_redis_was_away_go_on_after_the_active_node_dies() {
         "{}",
         b.log()
     );
+    assert!(b.stop().success(), "{}", b.log());
+    drop(redis_server);
+    lab.shutdown();
+}
+
+#[test]
+fn active_nodes_share_a_trunks_call_limit() {
+    let name = "active_nodes_share_a_trunks_call_limit";
+    if skip(name) {
+        return;
+    }
+    let plan = Plan::next();
+    let lab = Lab::peers_only_with("active-nodes", plan);
+    let (redis, _server, redis_server) = start_redis(&lab);
+    // The PBX trunk takes one call at a time, across the cluster.
+    let base = plan.toml(&LabConfig::default());
+    let limited = "name = \"pbx\"\n";
+    assert!(base.contains(limited), "{base}");
+    let base = base.replacen(limited, "name = \"pbx\"\nmax_calls = 1\n", 1);
+    let active = |node: &str, base: &str| {
+        format!(
+            "[cluster]\nmode = \"active\"\nredis_url = \"redis://{redis}\"\nnode_id = \"{node}\"\nname = \"pair\"\n\n{base}"
+        )
+    };
+    // Node B serves other addresses: its own realm (and admin) addresses.
+    let (outside, inside) = (plan.realm_ip(Realm::Outside), plan.realm_ip(Realm::Inside));
+    let (outside_b, inside_b) = (plan.spare_ip(40), plan.spare_ip(41));
+    let base_b = base
+        .replace(&format!("\"{outside}"), &format!("\"{outside_b}"))
+        .replace(&format!("\"{inside}"), &format!("\"{inside_b}"));
+    let mut a = Node::start(&lab, "sbc-a", plan.admin(), &active("sbc-a", &base));
+    let mut b = Node::start(
+        &lab,
+        "sbc-b",
+        SocketAddr::new(outside_b, plan.admin().port()),
+        &active("sbc-b", &base_b),
+    );
+    // Both serve at once: no lease to wait for.
+    a.wait_ready(&lab, Duration::from_secs(15));
+    b.wait_ready(&lab, Duration::from_secs(15));
+    assert_eq!(a.role(&lab).as_deref(), Some("active"));
+    assert_eq!(b.role(&lab).as_deref(), Some("active"));
+    let b_outside = SocketAddr::new(outside_b, plan.realm(Realm::Outside).port());
+
+    // A call up through A...
+    let uas = lab.start_callee(
+        &lab.peer("callee.xml", Host::Pbx)
+            .calls(2)
+            .timeout(Duration::from_secs(40)),
+    );
+    let long = lab
+        .peer("caller-held-for.xml", Host::Carrier)
+        .remote(plan.realm(Realm::Outside))
+        .arg("-d")
+        .arg("6000")
+        .timeout(Duration::from_secs(30))
+        .start();
+    // A's count of the PBX trunk's calls in Redis reaches `n`, and B has
+    // had time to read it (a renewal period plus a tick).
+    let a_counts = |n: &str| {
+        wait_until(
+            Duration::from_secs(5),
+            &format!("A's count of {n} in Redis"),
+            || a.log(),
+            || redis_cli(&lab, redis, &["HGET", "pair:nodes:sbc-a", "pbx"]) == n,
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    a_counts("1");
+    // ...and B refuses the trunk's second call.
+    let refused = lab
+        .peer("caller-rejected.xml", Host::Carrier)
+        .local(
+            plan.host_ip(Host::Carrier),
+            plan.host(Host::Carrier).port() + 2,
+        )
+        .media(
+            plan.host_ip(Host::Carrier),
+            tests::lab::PEER_MEDIA_PORT + 20,
+        )
+        .remote(b_outside)
+        .run();
+    refused.assert_success(1);
+    assert!(
+        refused.messages.contains("SIP/2.0 503"),
+        "B refused with 503\n{}",
+        refused.messages
+    );
+    // A's call ends: its count goes, and B takes the trunk's next call.
+    let long = long.wait();
+    long.assert_success(1);
+    a_counts("0");
+    let through_b = lab
+        .peer("caller.xml", Host::Carrier)
+        .remote(b_outside)
+        .run();
+    let uas = lab.finish_callee(&through_b, uas);
+    through_b.assert_success(1);
+    uas.assert_success(2);
+    assert!(a.stop().success(), "{}", a.log());
     assert!(b.stop().success(), "{}", b.log());
     drop(redis_server);
     lab.shutdown();
