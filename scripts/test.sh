@@ -10,15 +10,17 @@
 #             valgrind, nftables = the NAT of the access lab, kamailio and baresip = the interop lab,
 #             dnsmasq-base = the DNS server of the RFC 3263 trunk lab, redis-server = the pair lab
 #             and, with kamailio-redis-modules, Kamailio's topos on Redis in the comparison bench;
-#             Debian's kamailio and redis-server system services are stopped and disabled: the
-#             labs run their own),
+#             rtpengine-daemon = rtpengine 10.5, the other media server of the ng comparison bench;
+#             Debian's kamailio, redis-server and rtpengine-daemon system services are stopped and
+#             disabled: the labs run their own),
 #             nightly rust-src + llvm-tools (XDP build), cargo-fuzz
 #   fmt       cargo fmt --all -- --check   (+ rustfmt --check on fuzz/fuzz_targets)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   test      cargo nextest run --workspace (cargo test if nextest is absent)
 #   doctest   cargo test --workspace --doc (nextest does not run doctests)
 #   benches   cargo test --workspace --benches --no-run (benches keep compiling)
-#   bench-smoke  cargo test -p benches --bench kamailio (the Kamailio comparison's smoke load)
+#   bench-smoke  cargo test -p benches --bench kamailio --bench ng (the smoke loads of the
+#             comparisons with Kamailio and, under the same Kamailio, with rtpengine)
 #   fuzz      scripts/fuzz.sh $FUZZ_SECONDS (bounded libFuzzer run of each target)
 #
 # Environment:
@@ -33,7 +35,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base redis-server kamailio-redis-modules)
+APT_PACKAGES=(sip-tester iproute2 ethtool prometheus valgrind sipvicious nftables kamailio baresip dnsmasq-base redis-server kamailio-redis-modules rtpengine-daemon)
 NIGHTLY_COMPONENTS=(rust-src llvm-tools)
 CARGO_FUZZ_VERSION=0.13.2 # known to work with the machine's stable (cargo install) and nightly
 
@@ -218,6 +220,7 @@ if [[ $DO_INSTALL -eq 1 ]]; then
     install_deps
     quiet_system_service kamailio
     quiet_system_service redis-server
+    quiet_system_service rtpengine-daemon
     end
 fi
 [[ $DO_CHECKS -eq 1 ]] || exit 0
@@ -257,10 +260,12 @@ end
 
 # The signaling comparison with Kamailio (proxy, and topos on Redis) in its smoke mode: a few
 # calls through each system, each in its own network namespace, so the harness keeps working
-# (the full comparison is `cargo bench -p benches --bench kamailio`). Needs root; under CI a
-# missing privilege or package fails it (SBC_REQUIRE_PRIVILEGED=1), elsewhere it says why it skips.
-begin bench-smoke "cargo test -p benches --bench kamailio"
-cargo test -p benches --bench kamailio
+# (the full comparison is `cargo bench -p benches --bench kamailio`). Then the media comparison
+# with rtpengine under the same Kamailio (`--bench ng`): 4 calls with audio through each. Needs
+# root; under CI a missing privilege or package fails it (SBC_REQUIRE_PRIVILEGED=1), elsewhere it
+# says why it skips.
+begin bench-smoke "cargo test -p benches --bench kamailio --bench ng"
+cargo test -p benches --bench kamailio --bench ng
 end
 
 if [[ $FUZZ_SECONDS == 0 ]]; then

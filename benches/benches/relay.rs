@@ -446,6 +446,7 @@ fn rtpengine_load(binary: &str, threads: u32, round: u64, load: Load) -> Outcome
         threads,
         // Errors only: it logs nothing per packet at this level unless it
         // falls behind.
+        delete_delay: None,
         log_level: 3,
         log: std::env::temp_dir().join(format!(
             "relay-bench-rtpengine-{}-{round}-{threads}t.log",

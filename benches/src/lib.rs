@@ -10,9 +10,12 @@
 //! bench compares against; [`kamailio`] writes the configurations of
 //! Kamailio, the SIP proxy the signaling comparison bench runs against, and
 //! starts it with the Redis its topology hiding stores to; [`siplab`] is
-//! the SIPp lab both signaling benches drive.
+//! the SIPp lab both signaling benches drive; [`ngtap`] times ng requests
+//! to their replies from the wire, for the comparison of our ng server
+//! with rtpengine under the same Kamailio.
 
 pub mod kamailio;
+pub mod ngtap;
 pub mod rtpengine;
 pub mod siplab;
 

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ::tests::lab::Net;
+
 /// Why driving rtpengine failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RtpengineError {
@@ -315,6 +317,9 @@ pub struct Options {
     pub ports: (u16, u16),
     /// Worker threads (`--num-threads`): the threads that move packets.
     pub threads: u32,
+    /// Seconds a deleted call is kept (`--delete-delay`); rtpengine's
+    /// default (30) when `None`.
+    pub delete_delay: Option<u32>,
     /// Log level (syslog levels: 3 errors ... 7 debug).
     pub log_level: u8,
     /// The file its stderr (where it logs) goes to. A file, not the bench's
@@ -345,6 +350,9 @@ impl Options {
             // inside the window; the process is killed afterwards anyway.
             "--timeout=600".to_owned(),
         ];
+        if let Some(secs) = self.delete_delay {
+            args.push(format!("--delete-delay={secs}"));
+        }
         for (name, ip) in &self.interfaces {
             args.push(format!("--interface={name}/{ip}"));
         }
@@ -389,8 +397,18 @@ pub struct Rtpengine {
 impl Rtpengine {
     /// Start the daemon and wait (up to 10 s) until it answers a ping.
     pub fn start(options: &Options) -> Result<Self, RtpengineError> {
+        Self::start_in(None, options)
+    }
+
+    /// [`start`](Self::start) inside `net` when given (the daemon and the
+    /// control socket both live there).
+    pub fn start_in(net: Option<&Net>, options: &Options) -> Result<Self, RtpengineError> {
         let log = std::fs::File::create(&options.log)?;
-        let child = Command::new(&options.binary)
+        let child = net
+            .map_or_else(
+                || Command::new(&options.binary),
+                |net| net.command(&options.binary),
+            )
             .args(options.args())
             .stdin(Stdio::null())
             // Option errors go to stdout, logs to stderr: both to the file.
@@ -404,7 +422,11 @@ impl Rtpengine {
                     source,
                 },
             })?;
-        let control = UdpSocket::bind(SocketAddr::new(options.ng.ip(), 0))?;
+        let local = SocketAddr::new(options.ng.ip(), 0);
+        let control = match net {
+            Some(net) => net.udp_socket(local),
+            None => UdpSocket::bind(local)?,
+        };
         // Connected: only the daemon's replies arrive, and a port nobody
         // listens on yet shows as a refused receive.
         control.connect(options.ng)?;
@@ -669,6 +691,7 @@ mod tests {
             interfaces: vec![("a".to_owned(), "127.78.0.5".parse().expect("ip"))],
             ports: (40000, 40999),
             threads: 1,
+            delete_delay: None,
             log_level: 3,
             log: PathBuf::from("/dev/null"),
         };

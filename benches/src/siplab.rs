@@ -181,9 +181,16 @@ impl Daemon {
 
     /// As [`start`](Self::start), inside `net` when given.
     pub fn start_in(net: Option<&Net>, bin: &Path, dir: &Path, pairs: u64) -> Daemon {
+        Daemon::start_with(net, bin, dir, &config(pairs))
+    }
+
+    /// As [`start_in`](Self::start_in) with a configuration of the
+    /// caller's own, whose metrics listener must be
+    /// [`OUTSIDE`]:[`ADMIN_PORT`] (readiness is polled there).
+    pub fn start_with(net: Option<&Net>, bin: &Path, dir: &Path, toml: &str) -> Daemon {
         fs::create_dir_all(dir).expect("daemon directory");
         let config_path = dir.join("sbc.toml");
-        fs::write(&config_path, config(pairs)).expect("write config");
+        fs::write(&config_path, toml).expect("write config");
         let stderr = fs::File::create(dir.join("sbc.stderr")).expect("stderr file");
         let child = net
             .map_or_else(|| Command::new(bin), |net| net.command(bin))

@@ -57,6 +57,55 @@ pub fn config(listen: SocketAddr, next: SocketAddr, server: &str) -> String {
     )
 }
 
+/// Kamailio as the operators' usual rtpengine proxy, the one configuration
+/// both the ng end-to-end test and the side-by-side bench against
+/// rtpengine run: on `listen` with `children` UDP workers, it anchors every
+/// call's media on the ng server at `ng` (its `rtpengine` module): offer on
+/// the INVITE (caller in the relay's `outside` direction, callee
+/// `inside`), answer on the reply, query (printed as an `ngstat` log line)
+/// and delete on the BYE. Every new call goes to `callee`. No
+/// record-routing: SIPp's built-in caller sends every request to the proxy,
+/// which sends in-dialog ones on to the callee.
+pub fn rtpengine_proxy_config(
+    listen: SocketAddr,
+    children: u32,
+    ng: SocketAddr,
+    callee: SocketAddr,
+) -> String {
+    format!(
+        "#!KAMAILIO\n\
+         # Written by tests::kamailio: a proxy anchoring media over rtpengine's ng protocol.\n\
+         debug=2\nlog_stderror=yes\nchildren={children}\ntcp_children=1\n\
+         listen=udp:{listen}\n\
+         mpath=\"{MODULES}\"\n\
+         loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\n\
+         loadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\nloadmodule \"siputils.so\"\n\
+         loadmodule \"textops.so\"\nloadmodule \"xlog.so\"\nloadmodule \"rtpengine.so\"\n\
+         modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:{ng}\")\n\
+         request_route {{\n\
+         \x20 if (has_totag()) {{\n\
+         \x20   if (!loose_route()) {{ $du = \"sip:{callee}\"; }}\n\
+         \x20   if (is_method(\"BYE\")) {{\n\
+         \x20     rtpengine_query();\n\
+         \x20     xlog(\"L_INFO\", \"ngstat $rtpstat\\n\");\n\
+         \x20     rtpengine_delete();\n\
+         \x20   }}\n\
+         \x20   t_relay(); exit;\n\
+         \x20 }}\n\
+         \x20 if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+         \x20 if (has_body(\"application/sdp\")) {{\n\
+         \x20   rtpengine_offer(\"direction=outside direction=inside replace-origin replace-session-connection ICE=remove trust-address symmetric\");\n\
+         \x20 }}\n\
+         \x20 t_on_reply(\"R\");\n\
+         \x20 $du = \"sip:{callee}\";\n\
+         \x20 t_relay();\n\
+         }}\n\
+         onreply_route[R] {{\n\
+         \x20 if (has_body(\"application/sdp\")) {{ rtpengine_answer(\"replace-origin ICE=remove trust-address\"); }}\n\
+         }}\n"
+    )
+}
+
 /// Kamailio's shared and per-process (package) memory, in MiB (`-m`, `-M`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memory {
@@ -246,6 +295,32 @@ pub fn with_route_set(scenario: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rtpengine_proxy_anchors_offer_answer_and_deletes_on_bye() {
+        let c = rtpengine_proxy_config(
+            "127.0.30.4:5060".parse().expect("addr"),
+            4,
+            "127.0.30.1:2223".parse().expect("addr"),
+            "127.0.30.3:5060".parse().expect("addr"),
+        );
+        for part in [
+            "listen=udp:127.0.30.4:5060\n",
+            "children=4\n",
+            "modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:127.0.30.1:2223\")",
+            "rtpengine_offer(\"direction=outside direction=inside ",
+            "rtpengine_answer(",
+            "rtpengine_query();",
+            "rtpengine_delete();",
+            "$du = \"sip:127.0.30.3:5060\";",
+        ] {
+            assert!(c.contains(part), "{part} missing from\n{c}");
+        }
+        // The query must come before the delete, or it finds no session.
+        assert!(
+            c.find("rtpengine_query").expect("query") < c.find("rtpengine_delete").expect("delete")
+        );
+    }
 
     #[test]
     fn config_record_routes_and_relays_to_the_next_hop() {

@@ -370,6 +370,40 @@ impl Net {
         }
     }
 
+    /// The named namespace `netns` (made by the test, e.g. one end of a
+    /// veth lab) as a [`Net`], so what starts in a [`Net`] (Kamailio, SIPp
+    /// peers) can run there: an anchor process sits in it until drop. The
+    /// namespace itself stays `netns`'s to delete.
+    pub fn inside(netns: &crate::netns::Netns) -> Net {
+        let anchor = Background::spawn(
+            netns
+                .command("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let pid = anchor.id();
+        // `ip netns exec` enters the namespace, then execs `sleep`: until
+        // then the pid may still be in the caller's namespace.
+        let deadline = now() + Duration::from_secs(5);
+        loop {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break;
+            }
+            assert!(
+                now() < deadline,
+                "the anchor in {} (pid {pid}) did not start within 5 s",
+                netns.name()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        Net {
+            anchor: Some(anchor),
+        }
+    }
+
     /// The process holding the private namespace open (join it with
     /// [`in_netns_of`]); `None` on the host's loopback.
     pub fn pid(&self) -> Option<u32> {

@@ -57,6 +57,7 @@ pub use schema::{
     HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media,
     Metrics, PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls,
     Route, RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
+    ng_permits,
 };
 
 use locate::{FieldPath, Located, Seg};

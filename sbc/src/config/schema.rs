@@ -92,6 +92,34 @@ pub struct Ng {
     /// (0: no limit but the ports).
     #[serde(default)]
     pub max_sessions: u32,
+    /// The networks the proxies that may send ng commands are in; requests
+    /// from anywhere else are dropped unanswered and counted
+    /// (`sbc_ng_refused_total`). Empty (the default): loopback only, a
+    /// proxy on the same host. ng has no authentication: whoever reaches the
+    /// port can anchor, redirect and delete media, so a listener other hosts
+    /// can reach must name them here (validation refuses one that does
+    /// not). `["0.0.0.0/0", "::/0"]` opens it to all, as rtpengine is.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+}
+
+impl Ng {
+    /// Whether `source` may send ng commands.
+    pub fn permits(&self, source: IpAddr) -> bool {
+        ng_permits(&self.allow, source)
+    }
+}
+
+/// Whether `source` may send ng commands under the allow list `allow`
+/// (empty: loopback only). An IPv4-mapped IPv6 source counts as its IPv4
+/// address.
+pub fn ng_permits(allow: &[IpNet], source: IpAddr) -> bool {
+    let source = source.to_canonical();
+    if allow.is_empty() {
+        source.is_loopback()
+    } else {
+        allow.iter().any(|n| n.contains(&source))
+    }
 }
 
 /// How the nodes of a cluster share the work.

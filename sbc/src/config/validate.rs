@@ -113,6 +113,28 @@ impl Validator<'_> {
                 );
             }
         }
+        // ng has no authentication: a listener other hosts reach is a door
+        // to every call's media unless the proxies are named.
+        if ng.allow.is_empty() {
+            for (field, addr) in [("listen", Some(ng.listen)), ("listen_tcp", ng.listen_tcp)] {
+                if let Some(addr) = addr.filter(|a| !a.ip().to_canonical().is_loopback()) {
+                    self.report(
+                        at.key(field),
+                        None,
+                        format!(
+                            "listens on {addr}, which other hosts can reach, but ng.allow is empty: \
+                             only loopback may send commands"
+                        ),
+                        Some(
+                            "list the networks of the proxies that drive this relay in ng.allow, \
+                             e.g. allow = [\"10.0.0.0/24\"]; [\"0.0.0.0/0\", \"::/0\"] lets anyone \
+                             who reaches the port anchor and delete media, as rtpengine does"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+        }
         if self.config.realms.is_empty() {
             self.report(
                 at.clone(),

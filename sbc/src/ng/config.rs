@@ -116,4 +116,86 @@ media = { address = "127.0.0.2", advertise = "203.0.113.9" }
         assert_eq!(p[0].line, 5, "{p:?}");
         assert!(p[0].message.contains("max_session"), "{p:?}");
     }
+
+    #[test]
+    fn without_an_allow_list_only_loopback_may_send_commands() {
+        let config = Config::from_str_named(MEDIA_ONLY, "ng.toml").expect("valid");
+        let ng = config.ng.as_ref().expect("[ng]");
+        assert!(ng.allow.is_empty());
+        for source in ["127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.1"] {
+            assert!(ng.permits(source.parse().expect("ip")), "{source}");
+        }
+        for source in [
+            "10.0.0.1",
+            "192.0.2.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+        ] {
+            assert!(!ng.permits(source.parse().expect("ip")), "{source}");
+        }
+    }
+
+    #[test]
+    fn an_allow_list_names_the_proxies_and_nothing_else() {
+        let text = MEDIA_ONLY.replacen(
+            "max_sessions = 100\n",
+            "max_sessions = 100\nallow = [\"10.0.0.0/24\", \"2001:db8::/64\"]\n",
+            1,
+        );
+        let config = Config::from_str_named(&text, "ng.toml").expect("valid");
+        let ng = config.ng.as_ref().expect("[ng]");
+        for source in ["10.0.0.9", "::ffff:10.0.0.9", "2001:db8::5"] {
+            assert!(ng.permits(source.parse().expect("ip")), "{source}");
+        }
+        // Loopback is not implied once the list names networks.
+        for source in ["10.0.1.9", "127.0.0.1", "2001:db8:1::5"] {
+            assert!(!ng.permits(source.parse().expect("ip")), "{source}");
+        }
+    }
+
+    #[test]
+    fn a_listener_other_hosts_reach_needs_an_allow_list() {
+        let open = MEDIA_ONLY
+            .replacen(
+                "listen = \"127.0.0.1:2223\"",
+                "listen = \"192.0.2.5:2223\"",
+                1,
+            )
+            .replacen(
+                "listen_tcp = \"127.0.0.1:2223\"",
+                "listen_tcp = \"0.0.0.0:2223\"",
+                1,
+            );
+        let p = problems(&open);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!((p[0].file.as_str(), p[0].line), ("ng.toml", 2));
+        assert_eq!(p[0].field, "ng.listen");
+        assert!(p[0].message.contains("192.0.2.5:2223"), "{p:?}");
+        assert!(
+            p[0].hint.as_deref().is_some_and(|h| h.contains("ng.allow")),
+            "{p:?}"
+        );
+        assert_eq!((p[1].line, p[1].field.as_str()), (3, "ng.listen_tcp"));
+
+        // Naming the proxies (or everyone, on purpose) makes it valid.
+        for allow in ["[\"192.0.2.0/24\"]", "[\"0.0.0.0/0\", \"::/0\"]"] {
+            let text = open.replacen(
+                "max_sessions = 100\n",
+                &format!("max_sessions = 100\nallow = {allow}\n"),
+                1,
+            );
+            Config::from_str_named(&text, "ng.toml").unwrap_or_else(|e| panic!("{allow}: {e}"));
+        }
+        let p = problems(&open.replacen(
+            "max_sessions = 100\n",
+            "max_sessions = 100\nallow = [\"10.0.0.0/33\"]\n",
+            1,
+        ));
+        assert_eq!(
+            (p[0].line, p[0].field.as_str()),
+            (6, "ng.allow[0]"),
+            "{p:?}"
+        );
+    }
 }

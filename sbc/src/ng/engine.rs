@@ -173,6 +173,8 @@ pub struct NgEngine {
     replies: VecDeque<Reply>,
     media: VecDeque<MediaCommand>,
     warnings: VecDeque<String>,
+    /// The `rtcp-mux` policies already warned about.
+    rtcp_mux_said: std::collections::HashSet<String>,
     totals: NgTotals,
 }
 
@@ -194,6 +196,7 @@ impl NgEngine {
             replies: VecDeque::new(),
             media: VecDeque::new(),
             warnings: VecDeque::new(),
+            rtcp_mux_said: std::collections::HashSet::new(),
             totals: NgTotals::default(),
         }
     }
@@ -308,6 +311,24 @@ impl NgEngine {
                 "ng {}: ignored flags {}",
                 request.command_name,
                 request.ignored.join(" ")
+            ));
+        }
+        // `a=rtcp-mux` passes through as offered and is accepted when the
+        // answer keeps it (rtpengine's `offer`/`accept`); asking to strip,
+        // demultiplex or require it is not acted on: said, never refused.
+        let mut unhandled: Vec<&str> = request
+            .rtcp_mux
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !matches!(*m, "offer" | "accept"))
+            .collect();
+        unhandled.dedup();
+        // Once per policy: a proxy sends the same flags with every offer.
+        if !unhandled.is_empty() && self.rtcp_mux_said.insert(unhandled.join(" ")) {
+            self.warnings.push_back(format!(
+                "ng {}: rtcp-mux {} not acted on (a=rtcp-mux passes through as offered)",
+                request.command_name,
+                unhandled.join(" ")
             ));
         }
         let parked = Parked {
@@ -1137,6 +1158,36 @@ mod tests {
         // The latest are still known as retransmissions.
         e.handle_message(now, kamailio(), b"c999 d7:command4:pinge");
         assert_eq!(replies(&mut e)[0].result, "duplicate");
+    }
+
+    #[test]
+    fn an_rtcp_mux_policy_the_relay_does_not_apply_is_said_not_refused() {
+        let now = t0();
+        let mut e = engine(0);
+        let mut relay = FakeRelay::new();
+        // Kamailio's offer asks for rtcp-mux demux.
+        e.handle_message(now, kamailio(), OFFER);
+        relay.drive(now, &mut e);
+        let replies = replies(&mut e);
+        assert!(
+            text(&replies[0]).contains("6:result2:ok"),
+            "{}",
+            text(&replies[0])
+        );
+        let warnings: Vec<String> = std::iter::from_fn(|| e.poll_warning()).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("rtcp-mux demux not acted on")),
+            "{warnings:?}"
+        );
+        // The next offer with the same policy is not warned about again.
+        e.handle_message(now, kamailio(), &[b"2".as_slice(), &OFFER[1..]].concat());
+        relay.drive(now, &mut e);
+        assert!(
+            std::iter::from_fn(|| e.poll_warning()).all(|w| !w.contains("rtcp-mux")),
+            "once"
+        );
     }
 
     #[test]

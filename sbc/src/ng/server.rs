@@ -3,6 +3,9 @@
 //! `--listen-tcp-ng`, `docs/tcpng_control_protocol.md`: each message is
 //! `<cookie> <bencoded dictionary>`, the dictionary delimiting itself).
 //!
+//! A datagram or connection from outside `[ng] allow` (loopback only when
+//! empty) is dropped before it is read, and counted.
+//!
 //! Received messages go to the daemon's loop (which owns the
 //! [`NgEngine`](super::NgEngine), beside the B2BUA core and the media
 //! relay) through a bounded channel; replies come back through
@@ -12,6 +15,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use ipnet::IpNet;
+use prometheus::IntCounterVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -19,6 +24,7 @@ use tracing::{debug, warn};
 
 use super::ReplyTo;
 use super::codec::Limits;
+use crate::config::ng_permits;
 
 /// A message received from a client.
 #[derive(Debug)]
@@ -40,21 +46,31 @@ pub struct NgSockets {
 
 impl NgSockets {
     /// Binds `udp` (and `tcp`), and starts receiving into the returned
-    /// channel.
+    /// channel what sources in `allow` send (see
+    /// [`ng_permits`]); others are counted in `refused` (label: `udp` or
+    /// `tcp`) and dropped.
     pub async fn bind(
         udp: SocketAddr,
         tcp: Option<SocketAddr>,
         limits: Limits,
+        allow: Vec<IpNet>,
+        refused: IntCounterVec,
     ) -> std::io::Result<(NgSockets, mpsc::Receiver<Inbound>)> {
+        let allow: Arc<[IpNet]> = allow.into();
         let (tx, rx) = mpsc::channel(1024);
         let socket = Arc::new(UdpSocket::bind(udp).await?);
         let mut tasks = Vec::new();
         let receiver = Arc::clone(&socket);
         let udp_tx = tx.clone();
+        let (udp_allow, udp_refused) = (Arc::clone(&allow), refused.with_label_values(&["udp"]));
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
                 match receiver.recv_from(&mut buf).await {
+                    Ok((_, from)) if !ng_permits(&udp_allow, from.ip()) => {
+                        udp_refused.inc();
+                        debug!(%from, "ng message dropped: source not in ng.allow");
+                    }
                     Ok((n, from)) => {
                         let message = Inbound {
                             from: ReplyTo::Udp(from),
@@ -73,7 +89,10 @@ impl NgSockets {
         if let Some(addr) = tcp {
             let listener = TcpListener::bind(addr).await?;
             let writers = Arc::clone(&writers);
-            tasks.push(tokio::spawn(accept(listener, tx, writers, limits)));
+            let refused = refused.with_label_values(&["tcp"]);
+            tasks.push(tokio::spawn(accept(
+                listener, tx, writers, limits, allow, refused,
+            )));
         }
         Ok((
             NgSockets {
@@ -127,6 +146,8 @@ async fn accept(
     tx: mpsc::Sender<Inbound>,
     writers: TcpWriters,
     limits: Limits,
+    allow: Arc<[IpNet]>,
+    refused: prometheus::IntCounter,
 ) {
     let mut next = 0u64;
     loop {
@@ -138,6 +159,12 @@ async fn accept(
                 continue;
             }
         };
+        if !ng_permits(&allow, peer.ip()) {
+            refused.inc();
+            debug!(%peer, "ng TCP connection closed: source not in ng.allow");
+            drop(stream);
+            continue;
+        }
         next += 1;
         let id = next;
         let (mut read, mut write) = stream.into_split();
@@ -260,5 +287,65 @@ mod tests {
         assert_eq!(message_len(offer), Some(offer.len()));
         // Broken: cut so the codec answers an error.
         assert!(message_len(b"c x").is_some());
+    }
+
+    /// Sources outside the allow list are dropped before the loop sees
+    /// them, and counted per transport; listed ones pass.
+    #[tokio::test]
+    async fn only_allowed_sources_reach_the_loop() {
+        use std::time::Duration;
+        let refused = IntCounterVec::new(
+            prometheus::Opts::new("refused_total", "test"),
+            &["transport"],
+        )
+        .expect("counter");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let probe = std::net::TcpListener::bind(any).expect("free port");
+        let tcp = probe.local_addr().expect("addr");
+        drop(probe);
+        let (sockets, mut inbound) = NgSockets::bind(
+            any,
+            Some(tcp),
+            Limits::default(),
+            vec!["127.0.0.2/32".parse().expect("net")],
+            refused.clone(),
+        )
+        .await
+        .expect("bind");
+        let udp = sockets.udp_addr().expect("addr");
+        let ping = b"c1 d7:command4:pinge";
+
+        let outsider = UdpSocket::bind("127.0.0.3:0").await.expect("bind");
+        outsider.send_to(ping, udp).await.expect("send");
+        let insider = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+        insider.send_to(ping, udp).await.expect("send");
+        let got = tokio::time::timeout(Duration::from_secs(5), inbound.recv())
+            .await
+            .expect("the allowed source's message arrives")
+            .expect("open");
+        match got.from {
+            ReplyTo::Udp(from) => assert_eq!(from, insider.local_addr().expect("addr")),
+            ReplyTo::Tcp(_) => panic!("came over UDP"),
+        }
+        assert_eq!(refused.with_label_values(&["udp"]).get(), 1);
+
+        // TCP: an outsider's connection is closed unread.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.3:0".parse().expect("addr"))
+            .expect("bind");
+        let mut stream = socket.connect(tcp).await.expect("connect");
+        let _ = stream.write_all(ping).await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("closed by the server")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "no reply to an outsider");
+        assert_eq!(refused.with_label_values(&["tcp"]).get(), 1);
+        assert!(
+            inbound.try_recv().is_err(),
+            "nothing of the outsider's reached the loop"
+        );
     }
 }

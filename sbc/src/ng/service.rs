@@ -6,7 +6,8 @@
 //!
 //! Metrics: `sbc_ng_commands_total{command,result}`,
 //! `sbc_ng_reply_seconds{command}` (from a request's arrival to its reply,
-//! ports allocation included), `sbc_ng_sessions`. The media of ng sessions
+//! ports allocation included), `sbc_ng_sessions`,
+//! `sbc_ng_refused_total{transport}` (sources outside `[ng] allow`). The media of ng sessions
 //! counts in the relay's own metrics like any call's.
 
 use std::collections::VecDeque;
@@ -35,6 +36,7 @@ pub struct NgMetrics {
     commands: IntCounterVec,
     reply: HistogramVec,
     sessions: IntGauge,
+    refused: IntCounterVec,
 }
 
 impl NgMetrics {
@@ -56,7 +58,15 @@ impl NgMetrics {
             &["command"],
         )?;
         let sessions = IntGauge::new("sbc_ng_sessions", "ng sessions (calls) currently anchored.")?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "sbc_ng_refused_total",
+                "ng datagrams (transport udp) and connections (tcp) dropped unanswered because their source is outside [ng] allow (loopback only when it is empty).",
+            ),
+            &["transport"],
+        )?;
         registry.register(Box::new(commands.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(reply.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
         // The series a dashboard plots from the start.
@@ -74,10 +84,14 @@ impl NgMetrics {
             reply.with_label_values(&[command]);
             commands.with_label_values(&[command, result]);
         }
+        for transport in ["udp", "tcp"] {
+            refused.with_label_values(&[transport]);
+        }
         Ok(NgMetrics {
             commands,
             reply,
             sessions,
+            refused,
         })
     }
 }
@@ -102,12 +116,25 @@ impl NgService {
             return Ok(None);
         };
         let settings = NgSettings::from_config(config);
-        let (sockets, inbound) = NgSockets::bind(ng.listen, ng.listen_tcp, settings.limits).await?;
-        info!(udp = %ng.listen, tcp = ?ng.listen_tcp, "ng control protocol server listening");
+        let metrics = NgMetrics::new(registry)?;
+        let (sockets, inbound) = NgSockets::bind(
+            ng.listen,
+            ng.listen_tcp,
+            settings.limits,
+            ng.allow.clone(),
+            metrics.refused.clone(),
+        )
+        .await?;
+        info!(
+            udp = %ng.listen,
+            tcp = ?ng.listen_tcp,
+            allow = ?ng.allow,
+            "ng control protocol server listening (an empty allow list: loopback only)"
+        );
         let service = NgService {
             engine: NgEngine::new(settings, cname_mask),
             sockets,
-            metrics: NgMetrics::new(registry)?,
+            metrics,
             backlog: VecDeque::new(),
         };
         Ok(Some((service, inbound)))

@@ -19,10 +19,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::kamailio::{Kamailio, MODULES, Memory};
-use tests::lab::{Host, Lab, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
+use tests::kamailio::{Kamailio, Memory, rtpengine_proxy_config};
+use tests::lab::{Host, Lab, Net, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
 use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 use tests::sipp::{Sipp, SippResult};
+
+use crate::xdp_lab::{XdpLab, counter, relayed};
 
 /// RTP packets the built-in `uac_pcap` plays (`g711a.pcap` and an RFC 2833
 /// digit).
@@ -47,44 +49,6 @@ fn daemon_toml(plan: &Plan) -> String {
         admin = plan.admin(),
         outside = plan.realm_ip(Realm::Outside),
         inside = plan.realm_ip(Realm::Inside),
-    )
-}
-
-/// Kamailio as the operators' usual rtpengine proxy: offer on the INVITE
-/// (caller outside, callee inside), answer on the reply, query and delete
-/// on the BYE. No record-routing: SIPp's built-in caller sends every
-/// request to the proxy, which sends in-dialog ones on to the callee.
-fn kamailio_cfg(listen: SocketAddr, ng: SocketAddr, callee: SocketAddr) -> String {
-    format!(
-        "#!KAMAILIO\n\
-         debug=2\nlog_stderror=yes\nchildren=1\ntcp_children=1\n\
-         listen=udp:{listen}\n\
-         mpath=\"{MODULES}\"\n\
-         loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\n\
-         loadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\nloadmodule \"siputils.so\"\n\
-         loadmodule \"textops.so\"\nloadmodule \"xlog.so\"\nloadmodule \"rtpengine.so\"\n\
-         modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:{ng}\")\n\
-         request_route {{\n\
-         \x20 if (has_totag()) {{\n\
-         \x20   if (!loose_route()) {{ $du = \"sip:{callee}\"; }}\n\
-         \x20   if (is_method(\"BYE\")) {{\n\
-         \x20     rtpengine_query();\n\
-         \x20     xlog(\"L_INFO\", \"ngstat $rtpstat\\n\");\n\
-         \x20     rtpengine_delete();\n\
-         \x20   }}\n\
-         \x20   t_relay(); exit;\n\
-         \x20 }}\n\
-         \x20 if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
-         \x20 if (has_body(\"application/sdp\")) {{\n\
-         \x20   rtpengine_offer(\"direction=outside direction=inside replace-origin replace-session-connection ICE=remove trust-address symmetric\");\n\
-         \x20 }}\n\
-         \x20 t_on_reply(\"R\");\n\
-         \x20 $du = \"sip:{callee}\";\n\
-         \x20 t_relay();\n\
-         }}\n\
-         onreply_route[R] {{\n\
-         \x20 if (has_body(\"application/sdp\")) {{ rtpengine_answer(\"replace-origin ICE=remove trust-address\"); }}\n\
-         }}\n"
     )
 }
 
@@ -152,7 +116,7 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
         lab.net(),
         lab.dir(),
         proxy,
-        &kamailio_cfg(proxy, ng, plan.host(Host::Pbx)),
+        &rtpengine_proxy_config(proxy, 1, ng, plan.host(Host::Pbx)),
         Memory {
             shm_mb: 32,
             pkg_mb: 4,
@@ -282,4 +246,127 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
         );
     }
     lab.assert_daemon_healthy();
+}
+
+/// The same Kamailio and call over real interfaces with the XDP program
+/// attached ([`XdpLab`]: the caller and the callee in namespaces of their
+/// own behind veths, our daemon and Kamailio in the SBC's namespace, ng on
+/// its loopback). After the first packets latch in userspace the kernel
+/// forwards the rest, as for calls of our own B2BUA.
+#[test]
+fn kamailio_anchors_calls_on_our_xdp_fast_path() {
+    const NAME: &str = "kamailio_anchors_calls_on_our_xdp_fast_path";
+    if skip_unless_privileged(NAME)
+        || skip_unless_sipp(NAME)
+        || skip_unless_tool(NAME, "kamailio", "-v", "apt-get install kamailio")
+    {
+        return;
+    }
+    let ng: SocketAddr = "127.0.0.1:2223".parse().expect("addr");
+    let lab = XdpLab::start_with("ng-xdp", |out_if, in_if, _dir| {
+        format!(
+            "[ng]\nlisten = \"{ng}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:9660\"\n\n\
+             [logging]\nlevel = \"info\"\n\n[limits]\nmax_calls = 20\n\n\
+             [media]\nport_min = 30000\nport_max = 30999\n\
+             xdp = {{ mode = \"generic\", interfaces = [\"{out_if}\", \"{in_if}\"] }}\n\n\
+             [[realm]]\nname = \"outside\"\nmedia = {{ address = \"198.51.100.1\" }}\n\n\
+             [[realm]]\nname = \"inside\"\nmedia = {{ address = \"203.0.113.1\" }}\n"
+        )
+    });
+    // Kamailio listens on the outside address only and reaches the callee
+    // from it: the callee's namespace routes that network back through the
+    // SBC's.
+    lab.callee.run(
+        "ip",
+        &["route", "add", "198.51.100.0/24", "via", "203.0.113.1"],
+    );
+    let proxy: SocketAddr = "198.51.100.1:5060".parse().expect("addr");
+    let callee_sip: SocketAddr = "203.0.113.10:5060".parse().expect("addr");
+    let sbc_net = Net::inside(&lab.sbc);
+    let kamailio_dir = std::env::temp_dir().join(format!("sbc-ng-xdp-{}", std::process::id()));
+    let kamailio = Kamailio::start_with(
+        &sbc_net,
+        &kamailio_dir,
+        proxy,
+        &rtpengine_proxy_config(proxy, 1, ng, callee_sip),
+        Memory {
+            shm_mb: 32,
+            pkg_mb: 4,
+        },
+    );
+    let callee = Sipp::builtin("uas")
+        .local(callee_sip.ip(), SIP_PORT)
+        .media(callee_sip.ip(), PEER_MEDIA_PORT)
+        .rtp_echo()
+        .timeout(Duration::from_secs(30))
+        .in_netns(&lab.callee)
+        .start();
+    thread::sleep(Duration::from_millis(300));
+    let caller = Sipp::builtin("uac_pcap")
+        .local("198.51.100.10".parse().expect("ip"), SIP_PORT)
+        .media("198.51.100.10".parse().expect("ip"), 17000)
+        .remote(proxy)
+        .timeout(Duration::from_secs(30))
+        .in_netns(&lab.caller)
+        .run();
+    let callee = callee.wait();
+    let kamailio_log = kamailio.log();
+    drop(kamailio);
+    drop(sbc_net);
+    let _ = std::fs::remove_dir_all(&kamailio_dir);
+    let stopped = lab.stop();
+    let metrics = &stopped.metrics;
+    let context = || {
+        format!(
+            "{}\n{}\nkamailio:\n{kamailio_log}\nsbc:\n{}",
+            caller.report(),
+            callee.report(),
+            stopped.log
+        )
+    };
+    assert!(
+        caller.successful() == 1 && callee.successful() == 1,
+        "the call failed\n{}",
+        context()
+    );
+    for command in ["offer", "answer", "delete"] {
+        assert_eq!(
+            counter(
+                metrics,
+                &format!("sbc_ng_commands_total{{command=\"{command}\",result=\"ok\"}}")
+            ),
+            1,
+            "{command}\n{}",
+            context()
+        );
+    }
+    // The xdp lab's own checks: attached in generic mode, the kernel
+    // carried the call and userspace (almost) nothing, split by the realm
+    // each packet arrived from.
+    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
+    eprintln!("ng over XDP: xdp={xdp} userspace={userspace} packets");
+    assert!(
+        metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
+        "XDP attached in generic mode:\n{metrics}"
+    );
+    // The pcap plays 246 packets and the callee echoes them.
+    assert!(
+        xdp >= 300 && userspace * 5 <= xdp,
+        "the kernel forwarded the call's media: xdp={xdp} userspace={userspace}\n{}",
+        context()
+    );
+    let (out, inn) = (
+        relayed(metrics, "xdp", "outside"),
+        relayed(metrics, "xdp", "inside"),
+    );
+    assert!(
+        out >= 150 && inn >= 150 && out + inn == xdp,
+        "XDP packets per receiving realm: outside={out} inside={inn} of {xdp}\n{metrics}"
+    );
+    assert!(
+        counter(metrics, "sbc_ng_sessions ") == 0,
+        "the BYE's delete ended the session\n{metrics}"
+    );
 }

@@ -34,7 +34,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// GET `path` on the daemon's admin listener inside `ns`.
-fn admin_get(ns: &Netns, path: &str) -> Option<String> {
+pub(crate) fn admin_get(ns: &Netns, path: &str) -> Option<String> {
     let script = format!(
         "exec 3<>/dev/tcp/127.0.0.1/9660 || exit 1; printf 'GET {path} HTTP/1.0\\r\\nHost: sbc\\r\\n\\r\\n' >&3; timeout 2 cat <&3"
     );
@@ -53,7 +53,7 @@ fn admin_get(ns: &Netns, path: &str) -> Option<String> {
 
 /// The sum of every series that begins with `series` (a metric name and
 /// the start of its labels), 0 when there is none.
-fn counter(metrics: &str, series: &str) -> u64 {
+pub(crate) fn counter(metrics: &str, series: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with(series))
@@ -65,7 +65,7 @@ fn counter(metrics: &str, series: &str) -> u64 {
 
 /// Packets relayed on `path` ("xdp" or "userspace") that arrived from
 /// `realm`.
-fn relayed(metrics: &str, path: &str, realm: &str) -> u64 {
+pub(crate) fn relayed(metrics: &str, path: &str, realm: &str) -> u64 {
     counter(
         metrics,
         &format!("sbc_media_packets_total{{path=\"{path}\",realm=\"{realm}\"}}"),
@@ -83,10 +83,10 @@ struct Outcome {
 }
 
 /// The lab's three namespaces, two links and the running daemon.
-struct XdpLab {
-    caller: Netns,
-    sbc: Netns,
-    callee: Netns,
+pub(crate) struct XdpLab {
+    pub(crate) caller: Netns,
+    pub(crate) sbc: Netns,
+    pub(crate) callee: Netns,
     links: (VethPair, VethPair),
     dir: std::path::PathBuf,
     daemon: Background,
@@ -96,36 +96,8 @@ impl XdpLab {
     /// Builds the lab and starts the daemon, with the XDP program attached
     /// in generic mode or not at all; returns once the daemon is ready.
     fn start(name: &str, xdp: bool) -> XdpLab {
-        let caller = Netns::new("xc");
-        let sbc = Netns::new("xs");
-        let callee = Netns::new("xe");
-        let outside = VethPair::new(
-            Side::Ns(&caller),
-            "198.51.100.10".parse().expect("ip"),
-            Side::Ns(&sbc),
-            "198.51.100.1".parse().expect("ip"),
-            24,
-        );
-        let inside = VethPair::new(
-            Side::Ns(&sbc),
-            "203.0.113.1".parse().expect("ip"),
-            Side::Ns(&callee),
-            "203.0.113.10".parse().expect("ip"),
-            24,
-        );
-        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        assert!(
-            out.status.success(),
-            "ip_forward: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-
-        let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = dir.join("sbc.toml");
         let mode = if xdp { "generic" } else { "off" };
-        std::fs::write(
-            &config,
+        XdpLab::start_with(name, |out_if, in_if, dir| {
             format!(
                 r#"
 [metrics]
@@ -160,10 +132,49 @@ name = "in"
 match = {{ source_realm = "outside" }}
 targets = ["pbx"]
 "#,
-                out_if = outside.b.ifname,
-                in_if = inside.a.ifname,
                 cdr = dir.join("cdr.jsonl").display(),
-            ),
+            )
+        })
+    }
+
+    /// Builds the lab and starts the daemon with the configuration `config_text`
+    /// writes for the SBC's outside and inside interface names and the
+    /// lab's directory (its metrics listener must be 127.0.0.1:9660);
+    /// returns once the daemon is ready.
+    pub(crate) fn start_with(
+        name: &str,
+        config_text: impl FnOnce(&str, &str, &std::path::Path) -> String,
+    ) -> XdpLab {
+        let caller = Netns::new("xc");
+        let sbc = Netns::new("xs");
+        let callee = Netns::new("xe");
+        let outside = VethPair::new(
+            Side::Ns(&caller),
+            "198.51.100.10".parse().expect("ip"),
+            Side::Ns(&sbc),
+            "198.51.100.1".parse().expect("ip"),
+            24,
+        );
+        let inside = VethPair::new(
+            Side::Ns(&sbc),
+            "203.0.113.1".parse().expect("ip"),
+            Side::Ns(&callee),
+            "203.0.113.10".parse().expect("ip"),
+            24,
+        );
+        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        assert!(
+            out.status.success(),
+            "ip_forward: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("sbc.toml");
+        std::fs::write(
+            &config,
+            config_text(&outside.b.ifname, &inside.a.ifname, &dir),
         )
         .expect("write config");
         let log = std::fs::File::create(dir.join("sbc.log")).expect("log file");
@@ -199,16 +210,11 @@ targets = ["pbx"]
     /// Waits for the relay's last counts, stops the daemon and collects
     /// what the call (exactly one) left behind.
     fn finish(self) -> Outcome {
-        // Let the relay collect the last fast-path counts and the daemon
-        // export them (both run on one-second cadences).
-        std::thread::sleep(Duration::from_millis(2500));
-        let metrics = admin_get(&self.sbc, "/metrics").expect("metrics scrape");
-        // The CDR is written once the relay reported the stream's final
-        // counters (well within the wait above).
-        let cdr_text = std::fs::read_to_string(self.dir.join("cdr.jsonl")).unwrap_or_default();
-        let _ = self.daemon.kill();
-        let log = std::fs::read_to_string(self.dir.join("sbc.log")).unwrap_or_default();
-        drop(self.links);
+        let Stopped {
+            metrics,
+            cdr_text,
+            log,
+        } = self.stop();
         let records: Vec<serde_json::Value> = cdr_text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("CDR line ({e}): {l}")))
@@ -225,11 +231,43 @@ targets = ["pbx"]
         let [logged_media] = ended.as_slice() else {
             panic!("expected one \"call ended\" log line, got {ended:?}\n--- sbc log ---\n{log}")
         };
-        let _ = std::fs::remove_dir_all(&self.dir);
         Outcome {
             metrics,
             cdr: cdr.clone(),
             logged_media: logged_media.clone(),
+        }
+    }
+}
+
+/// What the lab's daemon left behind.
+pub(crate) struct Stopped {
+    /// The metrics text at the end.
+    pub(crate) metrics: String,
+    /// The CDR file's text.
+    pub(crate) cdr_text: String,
+    /// The daemon's log.
+    pub(crate) log: String,
+}
+
+impl XdpLab {
+    /// Waits for the relay's last counts, stops the daemon, removes the
+    /// links and the lab's directory; what the daemon left behind.
+    pub(crate) fn stop(self) -> Stopped {
+        // Let the relay collect the last fast-path counts and the daemon
+        // export them (both run on one-second cadences).
+        std::thread::sleep(Duration::from_millis(2500));
+        let metrics = admin_get(&self.sbc, "/metrics").expect("metrics scrape");
+        // The CDR is written once the relay reported the stream's final
+        // counters (well within the wait above).
+        let cdr_text = std::fs::read_to_string(self.dir.join("cdr.jsonl")).unwrap_or_default();
+        let _ = self.daemon.kill();
+        let log = std::fs::read_to_string(self.dir.join("sbc.log")).unwrap_or_default();
+        drop(self.links);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Stopped {
+            metrics,
+            cdr_text,
+            log,
         }
     }
 }
