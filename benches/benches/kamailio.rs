@@ -61,6 +61,7 @@ use benches::siplab::{
     Counts, Daemon, OUTSIDE, PROBE, SIP_PORT, env_or, group_cpu, now, one_call, percentile,
     process_cpu, run_calls_in, sbc_binary, service, uas_ip,
 };
+use benches::{Measured, median, runs_of};
 use tests::lab::Net;
 use tests::netns::{skip_unless, skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 
@@ -397,23 +398,11 @@ fn print_run(rate: u64, round: u64, run: &Run) {
     );
 }
 
-/// The median of `values` (the mean of the two middle ones for an even
-/// count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+impl Measured for Run {
+    type System = System;
+    fn system(&self) -> System {
+        self.system
     }
-}
-
-fn runs_of(runs: &[(u64, Run)], rate: u64, system: System) -> Vec<&Run> {
-    runs.iter()
-        .filter(|(r, run)| *r == rate && run.system == system)
-        .map(|(_, run)| run)
-        .collect()
 }
 
 /// Per rate and system: clean rounds, median CPU per 1,000 calls, median

@@ -85,6 +85,34 @@ a=candidate:1 1 UDP 2130706431 198.51.100.8 16386 typ host\r\n\
 a=candidate:1 2 UDP 2130706430 198.51.100.8 16387 typ host\r\n\
 a=sendrecv\r\n";
 
+/// The median of `values` (the mean of the two middle ones for an even
+/// count); `None` for none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// One run of a side-by-side comparison: which system it measured.
+pub trait Measured {
+    /// The systems compared.
+    type System: PartialEq;
+    /// The one this run measured.
+    fn system(&self) -> Self::System;
+}
+
+/// The runs at `rate` of `system`, in order, from (rate, run) pairs.
+pub fn runs_of<R: Measured>(runs: &[(u64, R)], rate: u64, system: R::System) -> Vec<&R> {
+    runs.iter()
+        .filter(|(r, run)| *r == rate && run.system() == system)
+        .map(|(_, run)| run)
+        .collect()
+}
+
 /// The SDP rewrite an SBC applies to every offer and answer: parse, point
 /// origin and connections at the relay, bump the version, give each stream an
 /// anchored port pair, strip ICE, and print.

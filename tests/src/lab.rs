@@ -342,17 +342,24 @@ impl Net {
             return Net { anchor: None };
         }
         // The anchor only holds the namespace; a lab never lives this long.
+        // Until the wrapper has unshared and brought lo up it still runs as
+        // `unshare`/`sh`; joining it earlier would join the host's
+        // namespace.
+        Net::anchored(&mut isolated_loopback("sleep"), "the namespace anchor")
+    }
+
+    /// A [`Net`] held by `sleep 600` started from `command` (which enters
+    /// the namespace, then execs `sleep`), once it runs as `sleep`: until
+    /// then its pid may still be in the caller's namespace.
+    fn anchored(command: &mut Command, what: &str) -> Net {
         let anchor = Background::spawn(
-            isolated_loopback("sleep")
+            command
                 .arg("600")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         let pid = anchor.id();
-        // Until the wrapper has unshared and brought lo up it still runs as
-        // `unshare`/`sh`; joining it earlier would join the host's
-        // namespace.
         let deadline = now() + Duration::from_secs(5);
         loop {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -361,7 +368,7 @@ impl Net {
             }
             assert!(
                 now() < deadline,
-                "the namespace anchor (pid {pid}) did not start within 5 s"
+                "{what} (pid {pid}) did not start within 5 s"
             );
             thread::sleep(Duration::from_millis(5));
         }
@@ -375,33 +382,11 @@ impl Net {
     /// peers) can run there: an anchor process sits in it until drop. The
     /// namespace itself stays `netns`'s to delete.
     pub fn inside(netns: &crate::netns::Netns) -> Net {
-        let anchor = Background::spawn(
-            netns
-                .command("sleep")
-                .arg("600")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let pid = anchor.id();
-        // `ip netns exec` enters the namespace, then execs `sleep`: until
-        // then the pid may still be in the caller's namespace.
-        let deadline = now() + Duration::from_secs(5);
-        loop {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "sleep" {
-                break;
-            }
-            assert!(
-                now() < deadline,
-                "the anchor in {} (pid {pid}) did not start within 5 s",
-                netns.name()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        Net {
-            anchor: Some(anchor),
-        }
+        // `ip netns exec` enters the namespace, then execs `sleep`.
+        Net::anchored(
+            &mut netns.command("sleep"),
+            &format!("the anchor in {}", netns.name()),
+        )
     }
 
     /// The process holding the private namespace open (join it with
