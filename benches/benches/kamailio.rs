@@ -223,8 +223,18 @@ fn main() {
                 run.round = round;
                 print_run(rate, round, &run);
                 if !full {
+                    // Ours must lose nothing. Kamailio (topos on Redis
+                    // above all) loses the odd call under any load, which
+                    // the full comparison reports: the smoke only asks
+                    // that the harness carried its calls.
+                    let carried = match system {
+                        System::Sbc => run.clean(),
+                        System::Kamailio(_) => {
+                            run.probe_ok > 0 && run.calls.ok * 10 >= run.offered * 9
+                        }
+                    };
                     assert!(
-                        run.clean(),
+                        carried,
                         "smoke: calls through {} failed: {run:?}",
                         system.name()
                     );
