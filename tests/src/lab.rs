@@ -740,6 +740,16 @@ impl Lab {
         self.http_get(self.plan.admin(), path)
     }
 
+    /// One series of the daemon's `/metrics` ([`series_sum`]); fails the
+    /// test when the admin listener does not answer 200.
+    pub fn metric(&self, series: &str) -> u64 {
+        let (status, body) = self
+            .admin_get("/metrics")
+            .unwrap_or_else(|| panic!("no answer from /metrics on {}", self.plan.admin()));
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        series_sum(&body, series)
+    }
+
     /// One GET to an admin listener at `admin` in the lab's network (a
     /// second daemon's), as [`admin_get`](Self::admin_get) does.
     pub fn http_get(&self, admin: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -1136,6 +1146,27 @@ pub fn fingerprints(log: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The value of one series in a Prometheus text `exposition`
+/// (`name{labels}` exactly as written), 0 when it is absent; for a series
+/// cut after a label and its comma (`name{a="x",`) or after its brace
+/// (`name{`), the sum of every series it begins.
+pub fn series_sum(exposition: &str, series: &str) -> u64 {
+    exposition
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            if series.ends_with(',') || series.ends_with('{') {
+                rest.rsplit_once(' ').map(|(_, v)| v)
+            } else {
+                rest.strip_prefix(' ')
+            }
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        // Counters are integers carried as floats.
+        .map(|v| v as u64)
+        .sum()
 }
 
 #[cfg(test)]

@@ -240,11 +240,7 @@ fn wait_standby(lab: &Lab, node: &mut Node) {
 /// One series of a node's `/metrics`, 0 when absent.
 fn node_metric(lab: &Lab, node: &Node, series: &str) -> u64 {
     lab.http_get(node.admin, "/metrics")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+        .map_or(0, |(_, body)| tests::lab::series_sum(&body, series))
 }
 
 /// Whether a cluster test skips: without SIPp or Redis (never under CI).

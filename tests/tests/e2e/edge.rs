@@ -41,29 +41,6 @@ use tests::sipp::SippResult;
 /// The stranger's host octet in 127.0.n.x: no trunk, no realm network.
 const STRANGER_HOST: u8 = 9;
 
-/// The value of one exported series (`name{labels}` as the exposition
-/// writes it), 0 when absent; for a series cut after a label and its comma
-/// (`name{a="x",`), the sum of every series it begins.
-fn metric(lab: &Lab, series: &str) -> u64 {
-    let (status, body) = lab
-        .admin_get("/metrics")
-        .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
-    assert_eq!(status, 200, "GET /metrics: {body}");
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            if series.ends_with(',') || series.ends_with('{') {
-                rest.rsplit_once(' ').map(|(_, v)| v)
-            } else {
-                rest.strip_prefix(' ')
-            }
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        // Counters are integers carried as floats.
-        .map(|v| v as u64)
-        .sum()
-}
-
 /// `sbc_rejected_total` of one reason, summed over realms.
 fn rejected(lab: &Lab, reason: &str) -> u64 {
     let (_, body) = lab.admin_get("/metrics").unwrap_or_default();
@@ -756,7 +733,7 @@ fn half_open_invite_flood_holds_its_caps() {
         // The stranger's calls, sampled while it floods.
         let mut most = 0;
         while !uac.is_finished() {
-            most = most.max(metric(&lab, "sbc_untrusted_calls_active"));
+            most = most.max(lab.metric("sbc_untrusted_calls_active"));
             thread::sleep(Duration::from_millis(250));
         }
         eprintln!("sbc_untrusted_calls_active peaked at {most}");
@@ -1033,7 +1010,7 @@ fn flood_leaves_trunk_calls_alone(
                 "a banned source got {} answers",
                 count.received
             );
-            assert!(metric(&lab, "sbc_banned_sources") >= 1, "no ban held");
+            assert!(lab.metric("sbc_banned_sources") >= 1, "no ban held");
             assert!(rejected(&lab, "rate_limited") + rejected(&lab, "banned") > 0);
         }
     }

@@ -121,36 +121,12 @@ fn read_cdr(path: &Path) -> Value {
     }
 }
 
-/// The value of one exported series (`name{labels}` exactly as the
-/// exposition writes it), 0 when it is absent; or, for a series cut after
-/// a label and its comma (`name{a="x",`), the sum of every series it
-/// begins.
-fn metric(lab: &Lab, series: &str) -> u64 {
-    let (status, body) = lab
-        .admin_get("/metrics")
-        .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
-    assert_eq!(status, 200, "GET /metrics: {body}");
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            if series.ends_with(',') {
-                rest.rsplit_once(' ').map(|(_, v)| v)
-            } else {
-                rest.strip_prefix(' ')
-            }
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        // Counters are integers carried as floats.
-        .map(|v| v as u64)
-        .sum()
-}
-
 /// [`metric`], polled until it reaches `at_least` or 3 s have passed (the
 /// daemon exports relay totals on a one-second cadence); the last value.
 fn metric_at_least(lab: &Lab, series: &str, at_least: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let value = metric(lab, series);
+        let value = lab.metric(series);
         if value >= at_least || Instant::now() >= deadline {
             return value;
         }
@@ -199,10 +175,7 @@ fn call_packets(played: u64) -> std::ops::RangeInclusive<u64> {
 fn assert_nothing_dropped(lab: &Lab) {
     for reason in ["source_mismatch", "malformed", "send_failed"] {
         assert_eq!(
-            metric(
-                lab,
-                &format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")
-            ),
+            lab.metric(&format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")),
             0,
             "{reason} drops"
         );
@@ -243,8 +216,8 @@ fn a_silent_call_ends_by_the_media_timeout() {
         uac.elapsed,
         uac.report()
     );
-    assert_eq!(metric(&lab, "sbc_media_timeouts_total"), 1);
-    assert_eq!(metric(&lab, RELAYED), 0, "media relayed on a silent call");
+    assert_eq!(lab.metric("sbc_media_timeouts_total"), 1);
+    assert_eq!(lab.metric(RELAYED), 0, "media relayed on a silent call");
     lab.shutdown();
     let record = read_cdr(&cdr);
     assert_eq!(record["hangup_by"], "sbc", "CDR {record}");
@@ -283,14 +256,14 @@ fn media_reaches_each_peer_from_its_realm_address_and_counts_match() {
     );
     // Each packet counts under the realm it arrived from: the caller's
     // under outside, the callee's echoes under inside.
-    let (outside, inside) = (metric(&lab, RELAYED_OUTSIDE), metric(&lab, RELAYED_INSIDE));
+    let (outside, inside) = (lab.metric(RELAYED_OUTSIDE), lab.metric(RELAYED_INSIDE));
     assert_eq!(outside, UAC_PCAP_PACKETS, "received from the caller");
     assert!(
         (UAC_PCAP_PACKETS - 2..=UAC_PCAP_PACKETS).contains(&inside),
         "{inside} echoes received from the callee, expected about {UAC_PCAP_PACKETS}"
     );
     assert_eq!(
-        metric(&lab, "sbc_media_packets_total{path=\"xdp\","),
+        lab.metric("sbc_media_packets_total{path=\"xdp\","),
         0,
         "no XDP in this lab"
     );
@@ -329,7 +302,7 @@ fn media_flows_after_a_hold_and_resume() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    let before = metric(&lab, RELAYED);
+    let before = lab.metric(RELAYED);
     let uac = uac.wait();
     let uas = lab.finish_callee(&uac, uas);
     uac.assert_success(1);
@@ -605,7 +578,7 @@ fn caller_sending_from(
         }
         if reported.is_none() && Instant::now() >= next_poll {
             next_poll += Duration::from_millis(250);
-            if metric(&lab, "sbc_media_not_latched_total{realm=\"outside\"}") > 0 {
+            if lab.metric("sbc_media_not_latched_total{realm=\"outside\"}") > 0 {
                 reported = Some(Instant::now());
             }
         }

@@ -52,33 +52,12 @@ fn daemon_toml(plan: &Plan) -> String {
     )
 }
 
-/// The value of one exported series, exactly as written, or the sum of the
-/// series a prefix ending in `,` begins; 0 when absent.
-fn metric(lab: &Lab, series: &str) -> u64 {
-    let (status, body) = lab
-        .admin_get("/metrics")
-        .unwrap_or_else(|| panic!("no answer from /metrics on {}", lab.plan().admin()));
-    assert_eq!(status, 200, "GET /metrics: {body}");
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            if series.ends_with(',') {
-                rest.rsplit_once(' ').map(|(_, v)| v)
-            } else {
-                rest.strip_prefix(' ')
-            }
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
 /// [`metric`] polled until `done` holds or 3 s passed (relay totals are
 /// exported every second); the last value.
 fn metric_until(lab: &Lab, series: &str, done: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let value = metric(lab, series);
+        let value = lab.metric(series);
         if done(value) || Instant::now() >= deadline {
             return value;
         }
@@ -125,10 +104,7 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
     // The module pinged us at start: a relay it took as down would fail
     // every offer.
     assert_eq!(
-        metric(
-            &lab,
-            "sbc_ng_commands_total{command=\"ping\",result=\"pong\"}"
-        ),
+        lab.metric("sbc_ng_commands_total{command=\"ping\",result=\"pong\"}"),
         1,
         "{}",
         kamailio.log()
@@ -217,14 +193,14 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
     };
     for command in ["offer", "answer", "delete"] {
         assert_eq!(
-            metric(&lab, &series(command, "ok")),
+            lab.metric(&series(command, "ok")),
             1,
             "{command}\n{}",
             context()
         );
     }
-    assert!(metric(&lab, &series("query", "ok")) >= 1, "{}", context());
-    assert_eq!(metric(&lab, "sbc_ng_sessions"), 0, "{}", context());
+    assert!(lab.metric(&series("query", "ok")) >= 1, "{}", context());
+    assert_eq!(lab.metric("sbc_ng_sessions"), 0, "{}", context());
     let active = metric_until(&lab, "sbc_media_streams_active{path=\"userspace\"}", |v| {
         v == 0
     });
@@ -236,10 +212,7 @@ fn kamailio_with_its_rtpengine_module_anchors_calls_on_our_relay() {
     );
     for reason in ["source_mismatch", "malformed", "send_failed"] {
         assert_eq!(
-            metric(
-                &lab,
-                &format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")
-            ),
+            lab.metric(&format!("sbc_media_dropped_total{{reason=\"{reason}\"}}")),
             0,
             "{reason}\n{}",
             context()
