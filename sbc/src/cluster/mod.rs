@@ -229,6 +229,8 @@ pub struct Node {
     keys: calls::Keys,
     redis_addr: String,
     me: String,
+    /// The renewal period.
+    renew: Duration,
     load: watch::Receiver<load::ClusterLoad>,
     local_load: watch::Sender<Vec<(String, u32)>>,
 }
@@ -469,6 +471,7 @@ impl Node {
                 keys,
                 redis_addr: addr,
                 me,
+                renew,
                 load,
                 local_load,
             };
@@ -571,6 +574,7 @@ impl Node {
             keys,
             redis_addr: addr,
             me: config.node_id.clone(),
+            renew,
             load,
             local_load,
         }
@@ -636,9 +640,11 @@ impl Node {
         }
     }
 
-    /// How long the oldest call change not yet in Redis has waited.
-    pub fn replication_lag(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.replication.lag_ms.get()).unwrap_or(0))
+    /// Whether call changes have waited for Redis more than two renewal
+    /// periods: a takeover now would not carry on the newest calls.
+    pub fn replication_behind(&self) -> bool {
+        let lag = Duration::from_millis(u64::try_from(self.replication.lag_ms.get()).unwrap_or(0));
+        lag > 2 * self.renew
     }
 
     /// Counts the result of carrying on one call of the other node.

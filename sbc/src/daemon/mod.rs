@@ -501,10 +501,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 }
                 if let Some(node) = &cluster {
                     node.publish_load(core.trunk_calls());
-                    // Behind: changes have waited more than two renewals.
-                    readiness.set_replication_behind(
-                        node.replication_lag() > Duration::from_millis(2 * u64::from(running_config.cluster.as_ref().map_or(500, |c| c.renew_ms))),
-                    );
+                    readiness.set_replication_behind(node.replication_behind());
                 }
                 close_retired_listeners(&mut core, &transports);
                 bindings.save_if_changed(&core);
