@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::lab::{Host, Lab, LabConfig, Plan};
 use tests::netns::skip_unless_sipp;
-use tests::sipp::Sipp;
+use tests::sipp::{Sipp, SippHandle};
 
 /// How long a condition the daemon reaches on its 1 s tick is polled for.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -190,15 +190,9 @@ fn drain_refuses_new_calls_lets_the_call_up_finish_and_exits() {
     lab.shutdown();
 }
 
-#[test]
-fn drain_deadline_ends_the_calls_left_with_bye_and_exits() {
-    const NAME: &str = "drain_deadline_ends_the_calls_left_with_bye_and_exits";
-    if skip_unless_sipp(NAME) {
-        return;
-    }
-    const DEADLINE_SECS: u32 = 2;
-    let (mut lab, cdr) = draining_lab("drain-deadline", DEADLINE_SECS);
-    // Both peers wait for a BYE the SBC sends at the deadline.
+/// A call from the carrier to the PBX whose peers wait for the SBC's BYE
+/// (`caller-wait-bye.xml`), once answered: (callee, caller).
+fn call_waiting_for_bye(lab: &Lab) -> (SippHandle, SippHandle) {
     let callee = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
     let caller = lab
         .peer("caller-wait-bye.xml", Host::Carrier)
@@ -211,6 +205,29 @@ fn drain_deadline_ends_the_calls_left_with_bye_and_exits() {
         "the call was not answered\n--- sbc stderr ---\n{}",
         lab.daemon_stderr()
     );
+    (callee, caller)
+}
+
+/// The peers of [`call_waiting_for_bye`] both got their BYE and answered
+/// it; the CDRs written at `cdr`.
+fn both_hung_up(lab: &Lab, caller: SippHandle, callee: SippHandle, cdr: &Path) -> Vec<Value> {
+    let caller = caller.wait();
+    let callee = lab.finish_callee(&caller, callee);
+    caller.assert_success(1);
+    callee.assert_success(1);
+    cdr_records(cdr)
+}
+
+#[test]
+fn drain_deadline_ends_the_calls_left_with_bye_and_exits() {
+    const NAME: &str = "drain_deadline_ends_the_calls_left_with_bye_and_exits";
+    if skip_unless_sipp(NAME) {
+        return;
+    }
+    const DEADLINE_SECS: u32 = 2;
+    let (mut lab, cdr) = draining_lab("drain-deadline", DEADLINE_SECS);
+    // Both peers wait for a BYE the SBC sends at the deadline.
+    let (callee, caller) = call_waiting_for_bye(&lab);
     let drained = Instant::now();
     lab.signal("QUIT");
     let (status, killed) = lab.wait_exit(Duration::from_secs(u64::from(DEADLINE_SECS) + 10));
@@ -225,11 +242,7 @@ fn drain_deadline_ends_the_calls_left_with_bye_and_exits() {
         exited >= Duration::from_secs(u64::from(DEADLINE_SECS)),
         "not before the deadline: {exited:?}"
     );
-    let caller = caller.wait();
-    let callee = lab.finish_callee(&caller, callee);
-    caller.assert_success(1);
-    callee.assert_success(1);
-    let records = cdr_records(&cdr);
+    let records = both_hung_up(&lab, caller, callee, &cdr);
     assert!(
         records.len() == 1
             && records[0]["hangup_by"] == "sbc"
@@ -248,18 +261,7 @@ fn sigusr2_without_a_pinned_fast_path_stops_as_sigterm() {
     // The lab runs without XDP: a restart has nothing to hand over, so the
     // calls up are ended (not abandoned) and the exit status is 0, not 75.
     let (mut lab, cdr) = draining_lab("usr2-no-pin", 60);
-    let callee = lab.start_callee(&lab.peer("callee.xml", Host::Pbx));
-    let caller = lab
-        .peer("caller-wait-bye.xml", Host::Carrier)
-        .remote(lab.plan().realm(Plan::realm_of(Host::Carrier)))
-        .start();
-    assert!(
-        poll(SETTLE, || peer_logged(caller.dir(), "ACK sip:")
-            .then_some(()))
-        .is_some(),
-        "the call was not answered\n--- sbc stderr ---\n{}",
-        lab.daemon_stderr()
-    );
+    let (callee, caller) = call_waiting_for_bye(&lab);
     lab.signal("USR2");
     let (status, killed) = lab.wait_exit(Duration::from_secs(10));
     assert!(
@@ -267,11 +269,7 @@ fn sigusr2_without_a_pinned_fast_path_stops_as_sigterm() {
         "exit as for SIGTERM ({status}, killed: {killed})\n{}",
         lab.daemon_stderr()
     );
-    let caller = caller.wait();
-    let callee = lab.finish_callee(&caller, callee);
-    caller.assert_success(1);
-    callee.assert_success(1);
-    let records = cdr_records(&cdr);
+    let records = both_hung_up(&lab, caller, callee, &cdr);
     assert!(
         records.len() == 1 && records[0]["hangup_reason"] == "shutdown",
         "the call was ended by the stop: {records:?}"
