@@ -18,13 +18,18 @@
 //!    (still retransmitting when killed) show as "lost" and count against
 //!    the step.
 //! 2. Setup latency: sequential calls (`SIGNALING_BENCH_LATENCY_CALLS`,
-//!    default 300) from a UDP client in this process to a callee in this
+//!    default 1000) from a UDP client in this process to a callee in this
 //!    process that answers at once ([`EchoUas`]; a SIPp callee's own
 //!    scheduling jitter, milliseconds at p99 under load, hid the SBC's),
 //!    timing INVITE -> 200 in microseconds, direct and through the daemon;
 //!    median and p90 and their difference, then the same while pair 1
 //!    carries `SIGNALING_BENCH_LOAD_CPS` (2,000) calls a second of SIPp
-//!    load: median and p99 and their difference.
+//!    load: median and p99 and their difference. A probe call starts
+//!    every `SIGNALING_BENCH_LATENCY_GAP_US` microseconds (default 5000:
+//!    200 calls a second, a tenth of the load); 0 starts each as soon as
+//!    the last ended, which makes the probe itself a closed-loop load of
+//!    thousands of calls a second through the daemon, so the "under load"
+//!    figure is then no longer at the load's rate.
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
@@ -108,7 +113,7 @@ fn main() {
         (
             rates,
             env_or("SIGNALING_BENCH_SECS", 5).clamp(1, 10),
-            env_or("SIGNALING_BENCH_LATENCY_CALLS", 300).clamp(10, 5000),
+            env_or("SIGNALING_BENCH_LATENCY_CALLS", 1000).clamp(10, 5000),
             env_or("SIGNALING_BENCH_HOLD", 2000).clamp(10, 20_000),
         )
     } else {
@@ -221,14 +226,20 @@ fn throughput(bin: &Path, work: &Path, full: bool, pairs: u64, rates: &[u64], se
 
 /// 2. Call setup latency.
 fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls: u64) {
+    let gap = Duration::from_micros(if full {
+        env_or("SIGNALING_BENCH_LATENCY_GAP_US", 5000).min(10_000)
+    } else {
+        0
+    });
     println!(
-        "\nsetup latency: {latency_calls} sequential calls, INVITE -> 200 measured in-process, \
-         to a callee in-process that answers at once"
+        "\nsetup latency: {latency_calls} sequential calls, one every {} us at most, \
+         INVITE -> 200 measured in-process, to a callee in-process that answers at once",
+        gap.as_micros()
     );
-    let direct = latency(uas_ip(0), latency_calls, None);
+    let direct = latency(uas_ip(0), latency_calls, None, gap);
     let dir = work.join("latency-sbc");
     let daemon = Daemon::start(bin, &dir, pairs);
-    let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE));
+    let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
     // The same probes while pair 1 carries a steady load of calls.
     let load_cps = if full {
         env_or("SIGNALING_BENCH_LOAD_CPS", 2000).clamp(10, 10_000)
@@ -237,10 +248,10 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     };
     let loaded = (pairs >= 2).then(|| {
         let direct = under_load(&work.join("loaded-direct"), load_cps, None, || {
-            latency(uas_ip(0), latency_calls, None)
+            latency(uas_ip(0), latency_calls, None, gap)
         });
         let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
-            latency(uas_ip(0), latency_calls, Some(OUTSIDE))
+            latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap)
         });
         (direct, via)
     });
@@ -302,9 +313,19 @@ fn under_load<T>(dir: &Path, cps: u64, via: Option<Ipv4Addr>, probe: impl FnOnce
         format!("{}s", secs + 10),
     ];
     let uac = Sipp::spawn(&dir.join("load-uac"), "uac", uac_ip(1), &args);
+    let started = now();
     thread::sleep(Duration::from_secs(2));
     let out = probe();
-    drop(uac);
+    // What the load really was (SIPp writes its counts once a second).
+    let secs = started.elapsed().as_secs_f64();
+    let load = uac.finish(Duration::ZERO);
+    println!(
+        "  load {}: {} calls completed, {} failed, in {secs:.1} s (about {:.0} a second)",
+        if via.is_some() { "via sbc" } else { "direct" },
+        load.ok,
+        load.failed,
+        load.ok as f64 / secs
+    );
     drop(uas);
     out
 }
@@ -402,9 +423,10 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -
 }
 
 /// Runs `calls` sequential calls from an in-process UDP client to the UAS
-/// at `uas` (directly or through `via`) and returns each INVITE -> 200 time
-/// in microseconds; failed calls are left out.
-fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>) -> Vec<u64> {
+/// at `uas` (directly or through `via`), each starting `gap` after the last
+/// one started (or when it ended, if later), and returns each INVITE -> 200
+/// time in microseconds; failed calls are left out.
+fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>, gap: Duration) -> Vec<u64> {
     let server = EchoUas::start(uas);
     let socket = UdpSocket::bind((PROBE, 0)).expect("probe socket");
     socket
@@ -416,11 +438,15 @@ fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>) -> Vec<u64> {
     // callee (routing, media anchoring), the rest the 200's way back.
     let mut forward = Vec::new();
     for n in 0..calls {
+        let began = now();
         if let Some((start, us)) = one_call_from(&socket, target, n) {
             times.push(us);
             if let Some(at) = server.last_invite().filter(|at| *at >= start) {
                 forward.push(u64::try_from(at.duration_since(start).as_micros()).unwrap_or(0));
             }
+        }
+        if let Some(rest) = gap.checked_sub(began.elapsed()) {
+            thread::sleep(rest);
         }
     }
     drop(server);

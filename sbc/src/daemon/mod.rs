@@ -95,6 +95,49 @@ pub enum Exit {
     Restart,
 }
 
+/// The most messages the main loop handles in one turn before it sends
+/// what they produced and looks at its other inputs (timers, the relay).
+const INBOUND_PER_TURN: usize = 16;
+
+/// One event of the transports, handed to the core.
+fn handle_transport_event(
+    core: &mut Core,
+    overload: &mut Overload,
+    inbound: &tokio::sync::mpsc::Receiver<Event>,
+    metrics: &Metrics,
+    event: Event,
+) {
+    match event {
+        Event::Inbound(message) => {
+            overload.raise(core, inbound.len(), inbound.max_capacity(), metrics);
+            core.handle_inbound(now(), message);
+        }
+        Event::SendFailed {
+            listener,
+            to,
+            error,
+            request,
+            ..
+        } => {
+            // A UDP peer's closed port is an everyday event (a phone gone
+            // away); a failed TCP connection is worth a warning.
+            match request {
+                Some(request) => {
+                    debug!(%to, %error, "destination unreachable");
+                    core.handle_unreachable(now(), listener, to, &request);
+                }
+                None => {
+                    warn!(%to, %error, "send failed");
+                    core.handle_send_failed(now(), to);
+                }
+            }
+        }
+        Event::Closed { connection, .. } => {
+            core.handle_connection_closed(now(), connection);
+        }
+    }
+}
+
 /// The exit status of [`Exit::Restart`] (`EX_TEMPFAIL`: "try again").
 pub const RESTART_EXIT_STATUS: i32 = 75;
 
@@ -363,12 +406,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
         reserve_returns: Vec::new(),
         reserve_misses_seen: 0,
         replicator: cluster.as_ref().and_then(cluster::Node::replicator),
+        relay_wakes: shell::RelayWakes::new(now()),
+        outbox: Vec::new(),
     };
     // The adopted calls' media anchored again, their records written
     // under this node; then the other node's retired (the same queue, so
     // in that order). The drain's end asks for the reserve of pre-bound
     // endpoints, once their ports are taken.
-    shell.drain(&mut core);
+    shell.drain(&mut core, false);
     if let Some(replicator) = &shell.replicator
         && !retire.is_empty()
     {
@@ -405,30 +450,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
             }
         };
         tokio::select! {
-            event = inbound.recv() => match event {
-                Some(Event::Inbound(message)) => {
-                    overload.raise(&mut core, inbound.len(), inbound.max_capacity(), &metrics);
-                    core.handle_inbound(now(), message);
-                }
-                Some(Event::SendFailed { listener, to, error, request, .. }) => {
-                    // A UDP peer's closed port is an everyday event (a phone
-                    // gone away); a failed TCP connection is worth a warning.
-                    match request {
-                        Some(request) => {
-                            debug!(%to, %error, "destination unreachable");
-                            core.handle_unreachable(now(), listener, to, &request);
-                        }
-                        None => {
-                            warn!(%to, %error, "send failed");
-                            core.handle_send_failed(now(), to);
-                        }
+            event = inbound.recv() => {
+                let Some(event) = event else { break };
+                // What else is queued already, up to a bound, in the same
+                // turn: its answers then leave together (one `sendmmsg`
+                // per listener), and the peers they wake do not preempt
+                // the loop between two of them.
+                let mut event = Some(event);
+                let mut handled = 0;
+                while let Some(next) = event.take() {
+                    handle_transport_event(&mut core, &mut overload, &inbound, &metrics, next);
+                    handled += 1;
+                    if handled < INBOUND_PER_TURN {
+                        event = inbound.try_recv().ok();
                     }
                 }
-                Some(Event::Closed { connection, .. }) => {
-                    core.handle_connection_closed(now(), connection);
-                }
-                None => break,
-            },
+            }
             () = media_wake.notified() => {
                 while let Some(reserved) = relay.try_reserved() {
                     shell.reserve_filled(reserved);
@@ -599,11 +636,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 }
             }
         }
-        shell.drain(&mut core);
+        shell.drain(&mut core, !inbound.is_empty());
         if shell.relay_backlog.len() > shell::RELAY_BACKLOG_REFUSE_ALL && overload.relay < 2 {
             overload.relay(&mut core, 2, &metrics);
         }
     }
+    // Commands left for a wake at the end of a burst.
+    shell.wake_relay(false);
     if !restarting && let Some(exit) = &fast_exit {
         // An orderly stop leaves the NIC clean: the pins go, the links detach.
         exit.detach();

@@ -1038,6 +1038,63 @@ impl Transports {
         result
     }
 
+    /// Sends `outs` in order, as [`send`](Self::send) each, and hands each
+    /// one refused to `refused`; `outs` is left empty. Consecutive UDP
+    /// datagrams from one listener go out in one `sendmmsg` (see
+    /// `udp::send_many`).
+    pub fn send_all(
+        &self,
+        outs: &mut Vec<Outbound>,
+        mut refused: impl FnMut(SocketAddr, TransportError),
+    ) {
+        let mut run: Vec<Outbound> = Vec::new();
+        for out in outs.drain(..) {
+            let joins = out.transport == Transport::Udp
+                && run
+                    .first()
+                    .is_none_or(|r| r.from_listener == out.from_listener);
+            if !joins {
+                self.send_run(&mut run, &mut refused);
+            }
+            if out.transport == Transport::Udp {
+                run.push(out);
+            } else if let Err(e) = {
+                let to = out.to;
+                self.send(out).map_err(|e| (to, e))
+            } {
+                refused(e.0, e.1);
+            }
+        }
+        self.send_run(&mut run, &mut refused);
+    }
+
+    /// Sends datagrams of one UDP listener: in one `sendmmsg` as far as it
+    /// goes, then one by one from the first it did not take (which reports
+    /// the error, or retries past an ICMP error left pending).
+    fn send_run(
+        &self,
+        run: &mut Vec<Outbound>,
+        refused: &mut impl FnMut(SocketAddr, TransportError),
+    ) {
+        let mut sent = 0;
+        if run.len() > 1
+            && !*self.shared.shutdown.borrow()
+            && let Some(listener) = self.shared.listener(run[0].from_listener)
+            && let Some((_, sender)) = &listener.udp
+        {
+            sent = udp::send_many(sender, run);
+            for _ in 0..sent {
+                ListenerStats::bump(&listener.stats.messages_out);
+            }
+        }
+        for out in run.drain(..).skip(sent) {
+            let to = out.to;
+            if let Err(e) = self.send(out) {
+                refused(to, e);
+            }
+        }
+    }
+
     /// Stops accepting and reading, closes every connection and socket, and
     /// returns once every task has ended. Messages still queued for TCP
     /// connections are dropped.

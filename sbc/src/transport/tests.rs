@@ -435,6 +435,61 @@ async fn tcp_outbound_connects_from_the_realm_address_and_is_reused() {
 }
 
 #[tokio::test]
+async fn send_all_keeps_the_order_per_peer_and_reports_what_it_refuses() {
+    let (t, _rx) = start(
+        &[spec(Transport::Udp, "127.0.0.1:0")],
+        TransportConfig::default(),
+    );
+    let peers: Vec<std::net::UdpSocket> = (0..2)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    for peer in &peers {
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let to = |i: usize| peers[i].local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let out = |listener: usize, peer: usize, n: usize| Outbound {
+        transport: Transport::Udp,
+        from_listener: ListenerId(listener),
+        to: to(peer),
+        connection: None,
+        bytes: format!("datagram {n}").into_bytes(),
+    };
+    // Two batches of one listener around a datagram of a listener that
+    // does not exist: the batches go, in order, and the odd one is refused.
+    let mut outs = vec![
+        out(0, 0, 0),
+        out(0, 1, 1),
+        out(0, 0, 2),
+        out(9, 1, 3),
+        out(0, 1, 4),
+        out(0, 0, 5),
+        out(0, 1, 6),
+    ];
+    let mut refused = Vec::new();
+    t.send_all(&mut outs, |to, e| refused.push((to, e)));
+    assert!(outs.is_empty());
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, to(1));
+    assert!(matches!(
+        refused[0].1,
+        TransportError::UnknownListener(ListenerId(9))
+    ));
+    let mut buf = [0u8; 64];
+    for (peer, expected) in [(0, [0, 2, 5]), (1, [1, 4, 6])] {
+        for n in expected {
+            let (len, from) = peers[peer]
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("peer {peer} waiting for {n}: {e}"));
+            assert_eq!(&buf[..len], format!("datagram {n}").as_bytes());
+            assert_eq!(from, local(&t, 0));
+        }
+    }
+    assert_eq!(stats(&t, 0).messages_out, 6);
+    within("shutdown", t.shutdown()).await;
+}
+
+#[tokio::test]
 async fn udp_to_a_closed_port_is_reported_as_an_event() {
     // The kernel answers a datagram to a closed loopback port with ICMP
     // port unreachable; the listener hears of it through IP_RECVERR, with
