@@ -61,7 +61,7 @@ use benches::siplab::{
     Counts, Daemon, OUTSIDE, PROBE, SIP_PORT, env_or, group_cpu, now, one_call, percentile,
     process_cpu, run_calls_in, sbc_binary, service, uas_ip,
 };
-use benches::{Measured, median, runs_of};
+use benches::{Measured, median, number_cell, per_round, ratio_cell, runs_of};
 use tests::lab::Net;
 use tests::netns::{skip_unless, skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 
@@ -413,6 +413,9 @@ impl Measured for Run {
     fn system(&self) -> System {
         self.system
     }
+    fn round(&self) -> u64 {
+        self.round
+    }
 }
 
 /// Per rate and system: clean rounds, median CPU per 1,000 calls, median
@@ -429,16 +432,13 @@ fn summary(rates: &[u64], runs: &[(u64, Run)]) -> String {
             let med = |f: &dyn Fn(&Run) -> Option<f64>| {
                 median(these.iter().filter_map(|r| f(r)).collect())
             };
-            let cell = |v: Option<f64>, digits: usize| {
-                v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
-            };
             let _ = writeln!(
                 t,
                 "| {rate} | {} | {}/{} | {} | {} | {} | {} |",
                 system.name(),
                 these.iter().filter(|r| r.clean()).count(),
                 these.len(),
-                cell(
+                number_cell(
                     med(&|r| Some(
                         100.0 * r.offered.saturating_sub(r.calls.ok) as f64
                             / r.offered.max(1) as f64
@@ -446,9 +446,9 @@ fn summary(rates: &[u64], runs: &[(u64, Run)]) -> String {
                     .map(|v| v.max(0.0)),
                     2
                 ) + "%",
-                cell(med(&Run::cpu_per_1000), 3),
-                cell(med(&|r| r.p(50).map(|v| v as f64)), 0),
-                cell(med(&|r| r.p(99).map(|v| v as f64)), 0),
+                number_cell(med(&Run::cpu_per_1000), 3),
+                number_cell(med(&|r| r.p(50).map(|v| v as f64)), 0),
+                number_cell(med(&|r| r.p(99).map(|v| v as f64)), 0),
             );
         }
     }
@@ -477,31 +477,14 @@ fn ratios(rates: &[u64], runs: &[(u64, Run)]) -> String {
         let ours = runs_of(runs, rate, System::Sbc);
         for mode in [Mode::Proxy, Mode::ToposRedis] {
             let theirs = runs_of(runs, rate, System::Kamailio(mode));
-            let per_round = |f: &dyn Fn(&Run) -> Option<f64>| -> Vec<f64> {
-                ours.iter()
-                    .filter_map(|o| {
-                        let k = theirs.iter().find(|k| k.round == o.round)?;
-                        Some(f(k)? / f(o)?)
-                    })
-                    .collect()
-            };
-            let cell = |values: Vec<f64>| {
-                let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-                    (lo.min(v), hi.max(v))
-                });
-                match median(values.clone()) {
-                    None => "-".to_owned(),
-                    Some(m) if values.len() > 1 => format!("{m:.2}x ({lo:.2}-{hi:.2})"),
-                    Some(m) => format!("{m:.2}x"),
-                }
-            };
+            let ratio = |f: &dyn Fn(&Run) -> Option<f64>| ratio_cell(&per_round(&ours, &theirs, f));
             let _ = writeln!(
                 t,
                 "| {rate} | {} | {} | {} | {} | {}/{} / {}/{} |",
                 mode.name(),
-                cell(per_round(&Run::cpu_per_1000)),
-                cell(per_round(&|r| r.p(50).map(|v| v as f64))),
-                cell(per_round(&|r| r.p(99).map(|v| v as f64))),
+                ratio(&Run::cpu_per_1000),
+                ratio(&|r| r.p(50).map(|v| v as f64)),
+                ratio(&|r| r.p(99).map(|v| v as f64)),
                 theirs.iter().filter(|r| r.clean()).count(),
                 theirs.len(),
                 ours.iter().filter(|r| r.clean()).count(),

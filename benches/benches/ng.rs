@@ -70,7 +70,7 @@ use benches::rtpengine::{self, Rtpengine};
 use benches::siplab::{
     ADMIN_PORT, Daemon, OUTSIDE, env_or, group_cpu, percentile, process_cpu, sbc_binary,
 };
-use benches::{Measured, median, runs_of};
+use benches::{Measured, median, number_cell, per_round, ratio_cell, runs_of};
 use tests::kamailio::{Kamailio, Memory, rtpengine_proxy_config};
 use tests::lab::Net;
 use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
@@ -534,10 +534,6 @@ fn report_failure(run: &Run, caller: &SippResult, callee: &SippResult, kamailio_
     }
 }
 
-fn cell(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
-}
-
 fn print_run(rate: u64, run: &Run) {
     println!(
         "{rate:>4} | {:>5} | {:<15} | {:>9} | {:>19} | {:>7} | {:>12} | {:>11} | {:>11} | {:>13}{}",
@@ -545,10 +541,10 @@ fn print_run(rate: u64, run: &Run) {
         run.system.name(),
         format!("{}/{}", run.ok, run.offered),
         format!("{}/{}", run.to_relay, run.from_relay),
-        cell(run.loss(), 3),
-        cell(run.cpu_per_packet(), 2),
-        cell(run.ng_p(50), 0),
-        cell(run.ng_p(99), 0),
+        number_cell(run.loss(), 3),
+        number_cell(run.cpu_per_packet(), 2),
+        number_cell(run.ng_p(50), 0),
+        number_cell(run.ng_p(99), 0),
         run.kamailio_cpu
             .map_or_else(|| "-".into(), |c| format!("{:.2} s", c.as_secs_f64())),
         if run.clean() { "" } else { "  <- not clean" },
@@ -574,6 +570,9 @@ impl Measured for Run {
     fn system(&self) -> System {
         self.system
     }
+    fn round(&self) -> u64 {
+        self.round
+    }
 }
 
 /// Per rate and system: clean rounds and the medians.
@@ -595,12 +594,12 @@ fn summary(rates: &[u64], runs: &[(u64, Run)]) -> String {
                 system.name(),
                 these.iter().filter(|r| r.clean()).count(),
                 these.len(),
-                cell(med(&|r| Some(r.from_relay as f64)), 0),
-                cell(med(&Run::loss), 3),
-                cell(med(&Run::cpu_per_packet), 2),
-                cell(med(&|r| r.ng_p(50)), 0),
-                cell(med(&|r| r.ng_p(99)), 0),
-                cell(med(&|r| r.kamailio_cpu.map(|c| c.as_secs_f64())), 2),
+                number_cell(med(&|r| Some(r.from_relay as f64)), 0),
+                number_cell(med(&Run::loss), 3),
+                number_cell(med(&Run::cpu_per_packet), 2),
+                number_cell(med(&|r| r.ng_p(50)), 0),
+                number_cell(med(&|r| r.ng_p(99)), 0),
+                number_cell(med(&|r| r.kamailio_cpu.map(|c| c.as_secs_f64())), 2),
             );
         }
     }
@@ -618,30 +617,13 @@ fn ratios(rates: &[u64], runs: &[(u64, Run)]) -> String {
     for &rate in rates {
         let ours = runs_of(runs, rate, System::Sbc);
         let theirs = runs_of(runs, rate, System::Rtpengine);
-        let per_round = |f: &dyn Fn(&Run) -> Option<f64>| -> Vec<f64> {
-            ours.iter()
-                .filter_map(|o| {
-                    let e = theirs.iter().find(|e| e.round == o.round)?;
-                    Some(f(e)? / f(o)?)
-                })
-                .collect()
-        };
-        let ratio = |values: Vec<f64>| {
-            let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-            match median(values.clone()) {
-                None => "-".to_owned(),
-                Some(m) if values.len() > 1 => format!("{m:.2}x ({lo:.2}-{hi:.2})"),
-                Some(m) => format!("{m:.2}x"),
-            }
-        };
+        let ratio = |f: &dyn Fn(&Run) -> Option<f64>| ratio_cell(&per_round(&ours, &theirs, f));
         let _ = writeln!(
             t,
             "| {rate} | {} | {} | {} | {}/{} / {}/{} |",
-            ratio(per_round(&Run::cpu_per_packet)),
-            ratio(per_round(&|r| r.ng_p(50))),
-            ratio(per_round(&|r| r.ng_p(99))),
+            ratio(&Run::cpu_per_packet),
+            ratio(&|r| r.ng_p(50)),
+            ratio(&|r| r.ng_p(99)),
             theirs.iter().filter(|r| r.clean()).count(),
             theirs.len(),
             ours.iter().filter(|r| r.clean()).count(),

@@ -103,6 +103,40 @@ pub trait Measured {
     type System: PartialEq;
     /// The one this run measured.
     fn system(&self) -> Self::System;
+    /// The round it belongs to (every system runs once a round).
+    fn round(&self) -> u64;
+}
+
+/// Per round that measured both, `f` of `theirs` over `f` of `ours`.
+pub fn per_round<R: Measured>(
+    ours: &[&R],
+    theirs: &[&R],
+    f: &dyn Fn(&R) -> Option<f64>,
+) -> Vec<f64> {
+    ours.iter()
+        .filter_map(|o| {
+            let t = theirs.iter().find(|t| t.round() == o.round())?;
+            Some(f(t)? / f(o)?)
+        })
+        .collect()
+}
+
+/// A table cell of ratios over rounds: `1.23x (1.10-1.40)`, the median and
+/// the range (the range left out for one round, `-` for none).
+pub fn ratio_cell(values: &[f64]) -> String {
+    let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    });
+    match median(values.to_vec()) {
+        None => "-".to_owned(),
+        Some(m) if values.len() > 1 => format!("{m:.2}x ({lo:.2}-{hi:.2})"),
+        Some(m) => format!("{m:.2}x"),
+    }
+}
+
+/// A table cell of a number with `digits` decimals, `-` for none.
+pub fn number_cell(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
 /// The runs at `rate` of `system`, in order, from (rate, run) pairs.
@@ -167,5 +201,50 @@ mod tests {
         let ports: Vec<u16> = anchored.media().map(|m| m.port()).collect();
         assert_eq!(ports, [30_000, 30_002]);
         assert!(!String::from_utf8_lossy(anchored.as_bytes()).contains("198.51.100.8"));
+    }
+
+    struct Run {
+        system: u8,
+        round: u64,
+        value: Option<f64>,
+    }
+
+    impl Measured for Run {
+        type System = u8;
+        fn system(&self) -> u8 {
+            self.system
+        }
+        fn round(&self) -> u64 {
+            self.round
+        }
+    }
+
+    #[test]
+    fn ratios_pair_runs_by_round_and_print_median_and_range() {
+        let run = |system, round, value| Run {
+            system,
+            round,
+            value,
+        };
+        let runs = [
+            (10, run(0, 0, Some(2.0))),
+            (10, run(1, 0, Some(3.0))),
+            (10, run(0, 1, Some(4.0))),
+            (10, run(1, 1, Some(8.0))),
+            // A round only one side finished, and a run without the value.
+            (10, run(0, 2, Some(1.0))),
+            (10, run(1, 3, Some(9.0))),
+            (10, run(0, 4, None)),
+            (10, run(1, 4, Some(5.0))),
+        ];
+        let ours = runs_of(&runs, 10, 0);
+        let theirs = runs_of(&runs, 10, 1);
+        let ratios = per_round(&ours, &theirs, &|r| r.value);
+        assert_eq!(ratios, [1.5, 2.0]);
+        assert_eq!(ratio_cell(&ratios), "1.75x (1.50-2.00)");
+        assert_eq!(ratio_cell(&ratios[..1]), "1.50x");
+        assert_eq!(ratio_cell(&[]), "-");
+        assert_eq!(number_cell(Some(1.2345), 2), "1.23");
+        assert_eq!(number_cell(None, 2), "-");
     }
 }
