@@ -29,9 +29,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::netns::{Background, Netns, Side, VethPair, in_netns, skip_unless_privileged};
+use tests::netns::{Background, Netns, VethPair, in_netns, skip_unless_privileged};
 
 use crate::srtp::SrtpPeers;
+use crate::xdp_lab::Nets;
 
 /// Packets each side sends during the restart.
 const PACKETS: u16 = 300;
@@ -150,25 +151,13 @@ impl RestartLab {
     fn new(name: &str) -> RestartLab {
         let bpffs = Bpffs::mount(name);
         let pin_dir = bpffs.0.join("sbc");
-        let caller = Netns::new("rc");
-        let sbc = Netns::new("rs");
-        let callee = Netns::new("re");
-        let outside = VethPair::new(
-            Side::Ns(&caller),
-            "198.51.100.10".parse().expect("ip"),
-            Side::Ns(&sbc),
-            "198.51.100.1".parse().expect("ip"),
-            24,
-        );
-        let inside = VethPair::new(
-            Side::Ns(&sbc),
-            "203.0.113.1".parse().expect("ip"),
-            Side::Ns(&callee),
-            "203.0.113.10".parse().expect("ip"),
-            24,
-        );
-        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        assert!(out.status.success(), "ip_forward");
+        let Nets {
+            caller,
+            sbc,
+            callee,
+            outside,
+            inside,
+        } = Nets::new("r");
         let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");

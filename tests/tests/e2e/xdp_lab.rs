@@ -92,6 +92,53 @@ pub(crate) struct XdpLab {
     daemon: Background,
 }
 
+/// The three namespaces of a veth lab and their links: the caller's
+/// 198.51.100.10 to the SBC's outside 198.51.100.1, the SBC's inside
+/// 203.0.113.1 to the callee's 203.0.113.10, forwarding on in the SBC's.
+/// Namespace names start with `prefix` (then `c`, `s`, `e`).
+pub(crate) struct Nets {
+    pub(crate) caller: Netns,
+    pub(crate) sbc: Netns,
+    pub(crate) callee: Netns,
+    pub(crate) outside: VethPair,
+    pub(crate) inside: VethPair,
+}
+
+impl Nets {
+    pub(crate) fn new(prefix: &str) -> Nets {
+        let caller = Netns::new(&format!("{prefix}c"));
+        let sbc = Netns::new(&format!("{prefix}s"));
+        let callee = Netns::new(&format!("{prefix}e"));
+        let outside = VethPair::new(
+            Side::Ns(&caller),
+            "198.51.100.10".parse().expect("ip"),
+            Side::Ns(&sbc),
+            "198.51.100.1".parse().expect("ip"),
+            24,
+        );
+        let inside = VethPair::new(
+            Side::Ns(&sbc),
+            "203.0.113.1".parse().expect("ip"),
+            Side::Ns(&callee),
+            "203.0.113.10".parse().expect("ip"),
+            24,
+        );
+        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        assert!(
+            out.status.success(),
+            "ip_forward: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Nets {
+            caller,
+            sbc,
+            callee,
+            outside,
+            inside,
+        }
+    }
+}
+
 impl XdpLab {
     /// Builds the lab and starts the daemon, with the XDP program attached
     /// in generic mode or not at all; returns once the daemon is ready.
@@ -145,30 +192,13 @@ targets = ["pbx"]
         name: &str,
         config_text: impl FnOnce(&str, &str, &std::path::Path) -> String,
     ) -> XdpLab {
-        let caller = Netns::new("xc");
-        let sbc = Netns::new("xs");
-        let callee = Netns::new("xe");
-        let outside = VethPair::new(
-            Side::Ns(&caller),
-            "198.51.100.10".parse().expect("ip"),
-            Side::Ns(&sbc),
-            "198.51.100.1".parse().expect("ip"),
-            24,
-        );
-        let inside = VethPair::new(
-            Side::Ns(&sbc),
-            "203.0.113.1".parse().expect("ip"),
-            Side::Ns(&callee),
-            "203.0.113.10".parse().expect("ip"),
-            24,
-        );
-        let out = sbc.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        assert!(
-            out.status.success(),
-            "ip_forward: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-
+        let Nets {
+            caller,
+            sbc,
+            callee,
+            outside,
+            inside,
+        } = Nets::new("x");
         let dir = std::env::temp_dir().join(format!("sbc-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("sbc.toml");
