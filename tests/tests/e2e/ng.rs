@@ -24,7 +24,7 @@ use tests::lab::{Host, Lab, Net, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT};
 use tests::netns::{skip_unless_privileged, skip_unless_sipp, skip_unless_tool};
 use tests::sipp::{Sipp, SippResult};
 
-use crate::xdp_lab::{XdpLab, counter, relayed};
+use crate::xdp_lab::{XdpLab, counter, kernel_carried_the_call};
 
 /// RTP packets the built-in `uac_pcap` plays (`g711a.pcap` and an RFC 2833
 /// digit).
@@ -314,30 +314,8 @@ fn kamailio_anchors_calls_on_our_xdp_fast_path() {
             context()
         );
     }
-    // The xdp lab's own checks: attached in generic mode, the kernel
-    // carried the call and userspace (almost) nothing, split by the realm
-    // each packet arrived from.
-    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
-    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
-    eprintln!("ng over XDP: xdp={xdp} userspace={userspace} packets");
-    assert!(
-        metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
-        "XDP attached in generic mode:\n{metrics}"
-    );
-    // The pcap plays 246 packets and the callee echoes them.
-    assert!(
-        xdp >= 300 && userspace * 5 <= xdp,
-        "the kernel forwarded the call's media: xdp={xdp} userspace={userspace}\n{}",
-        context()
-    );
-    let (out, inn) = (
-        relayed(metrics, "xdp", "outside"),
-        relayed(metrics, "xdp", "inside"),
-    );
-    assert!(
-        out >= 150 && inn >= 150 && out + inn == xdp,
-        "XDP packets per receiving realm: outside={out} inside={inn} of {xdp}\n{metrics}"
-    );
+    // The xdp lab's own checks.
+    kernel_carried_the_call(metrics, "ng over XDP", &context());
     assert!(
         counter(metrics, "sbc_ng_sessions ") == 0,
         "the BYE's delete ended the session\n{metrics}"

@@ -72,6 +72,42 @@ pub(crate) fn relayed(metrics: &str, path: &str, realm: &str) -> u64 {
     )
 }
 
+/// Asserts what an XDP lab's call left in `metrics`: the program attached
+/// in generic mode, the kernel forwarded the call's media (the pcap plays
+/// 236-246 packets and the callee echoes them: ~470 relayed) and userspace
+/// (almost) nothing, and the kernel's counts split by the realm each
+/// packet arrived on: the caller's on the outside one, the callee's
+/// echoes on the inside one, no other series carrying any (`xdp` sums
+/// every realm's). `context` is added to the messages of failures.
+pub(crate) fn kernel_carried_the_call(metrics: &str, label: &str, context: &str) {
+    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
+    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
+    eprintln!("{label}: xdp={xdp} userspace={userspace} packets");
+    for line in metrics.lines().filter(|l| l.starts_with("sbc_media_")) {
+        eprintln!("  {line}");
+    }
+    assert!(
+        metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
+        "XDP attached in generic mode:\n{metrics}"
+    );
+    assert!(
+        xdp >= 300,
+        "the kernel forwarded the call's media: xdp={xdp} userspace={userspace}\n{context}"
+    );
+    assert!(
+        userspace * 5 <= xdp,
+        "userspace forwarded (almost) nothing: xdp={xdp} userspace={userspace}\n{context}"
+    );
+    let (out, inn) = (
+        relayed(metrics, "xdp", "outside"),
+        relayed(metrics, "xdp", "inside"),
+    );
+    assert!(
+        out >= 150 && inn >= 150 && out + inn == xdp,
+        "XDP packets per receiving realm: outside={out} inside={inn} of {xdp}\n{metrics}"
+    );
+}
+
 /// What one call through the lab left behind.
 struct Outcome {
     /// The metrics text after the call.
@@ -337,36 +373,7 @@ fn media_crosses_the_sbc_in_the_kernel_once_latched() {
     }
     let outcome = call_through_the_lab("xdp-on", true);
     let metrics = &outcome.metrics;
-    let xdp = counter(metrics, "sbc_media_packets_total{path=\"xdp\"");
-    let userspace = counter(metrics, "sbc_media_packets_total{path=\"userspace\"");
-    eprintln!("xdp lab, XDP on: xdp={xdp} userspace={userspace} packets");
-    for line in metrics.lines().filter(|l| l.starts_with("sbc_media_")) {
-        eprintln!("  {line}");
-    }
-    assert!(
-        metrics.contains("sbc_xdp_attached{interface=") && metrics.contains("mode=\"generic\"} 1"),
-        "XDP attached in generic mode:\n{metrics}"
-    );
-    // The pcap plays 236 packets and the callee echoes them: ~470 relayed.
-    assert!(
-        xdp >= 300,
-        "the kernel forwarded the call's media: xdp={xdp} userspace={userspace}"
-    );
-    assert!(
-        userspace * 5 <= xdp,
-        "userspace forwarded (almost) nothing: xdp={xdp} userspace={userspace}"
-    );
-    // The caller's packets arrive on the outside realm, the callee's echoes
-    // on the inside one: the kernel's counts split the same way, and no
-    // other series carries any (`xdp` sums every realm's).
-    let (out, inn) = (
-        relayed(metrics, "xdp", "outside"),
-        relayed(metrics, "xdp", "inside"),
-    );
-    assert!(
-        out >= 150 && inn >= 150 && out + inn == xdp,
-        "XDP packets per receiving realm: outside={out} inside={inn} of {xdp}\n{metrics}"
-    );
+    kernel_carried_the_call(metrics, "xdp lab, XDP on", "");
     assert!(
         !metrics.contains("realm=\"all\""),
         "media is split by realm:\n{metrics}"
