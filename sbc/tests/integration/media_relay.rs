@@ -88,13 +88,17 @@ fn allocate(
 }
 
 fn set_remote(relay: &UserspaceRelay, leg: Leg, peer: &UdpSocket) {
+    set_remote_of(relay, S, leg, peer);
+}
+
+/// Points `stream`'s `leg` at `peer` (RTCP on the next port).
+fn set_remote_of(relay: &UserspaceRelay, stream: StreamId, leg: Leg, peer: &UdpSocket) {
     let addr = peer.local_addr().expect("peer address");
-    let remote = Remote::rtp_pair(addr, addr.ip());
     relay
         .send(MediaCommand::SetRemote {
-            stream: S,
+            stream,
             leg,
-            remote,
+            remote: Remote::rtp_pair(addr, addr.ip()),
         })
         .expect("command queued");
 }
@@ -360,14 +364,7 @@ fn late_packets_of_an_old_call_on_a_reused_port_are_dropped_by_latching() {
     let caller = peer(ip(n, 11));
     let callee = peer(ip(n, 21));
     for (leg, socket) in [(Leg::A, &caller), (Leg::B, &callee)] {
-        let addr = socket.local_addr().expect("peer address");
-        relay
-            .send(MediaCommand::SetRemote {
-                stream: next,
-                leg,
-                remote: Remote::rtp_pair(addr, addr.ip()),
-            })
-            .expect("command queued");
+        set_remote_of(&relay, next, leg, socket);
     }
     barrier(&relay);
     // The old caller's late packets reach the reused port first, in the
@@ -750,15 +747,7 @@ fn a_flooded_port_does_not_starve_other_streams() {
     let callee = peer(ip(n, 20));
     for stream in [StreamId(1), StreamId(2)] {
         for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
-            let addr = p.local_addr().expect("address");
-            let remote = Remote::rtp_pair(addr, addr.ip());
-            relay
-                .send(MediaCommand::SetRemote {
-                    stream,
-                    leg,
-                    remote,
-                })
-                .expect("queued");
+            set_remote_of(&relay, stream, leg, p);
         }
     }
     barrier(&relay);
@@ -834,15 +823,7 @@ fn packets_count_under_the_realm_of_the_leg_they_arrived_on() {
     let callee = peer(ip(n, 20));
     for stream in [StreamId(1), StreamId(2)] {
         for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
-            let addr = p.local_addr().expect("address");
-            let remote = Remote::rtp_pair(addr, addr.ip());
-            relay
-                .send(MediaCommand::SetRemote {
-                    stream,
-                    leg,
-                    remote,
-                })
-                .expect("queued");
+            set_remote_of(&relay, stream, leg, p);
         }
     }
     barrier(&relay);
@@ -1072,14 +1053,7 @@ fn two_relay_threads_each_carry_their_own_streams_on_their_own_ports() {
         let caller = peer(ip(n, host));
         let callee = peer(ip(n, host + 10));
         for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
-            let addr = p.local_addr().expect("peer address");
-            relay
-                .send(MediaCommand::SetRemote {
-                    stream,
-                    leg,
-                    remote: Remote::rtp_pair(addr, addr.ip()),
-                })
-                .expect("command queued");
+            set_remote_of(&relay, stream, leg, p);
         }
         // Each thread applies its stream's commands in order: the relayed
         // packets prove it took them.
@@ -1328,14 +1302,7 @@ fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
     let caller = peer(ip(n, 10));
     let callee = peer(ip(n, 20));
     for (leg, p) in [(Leg::A, &caller), (Leg::B, &callee)] {
-        let addr = p.local_addr().expect("peer address");
-        relay
-            .send(MediaCommand::SetRemote {
-                stream,
-                leg,
-                remote: Remote::rtp_pair(addr, addr.ip()),
-            })
-            .expect("command queued");
+        set_remote_of(&relay, stream, leg, p);
     }
     let [Some(a), Some(b)] = claim else {
         panic!("both legs were reserved above: {claim:?}")
