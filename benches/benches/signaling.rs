@@ -76,7 +76,9 @@
 //!
 //! `SIGNALING_BENCH_PHASES` (default `throughput,latency,memory,attack,register`)
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
-//! measure instead of this tree's.
+//! measure instead of this tree's; `SIGNALING_BENCH_RT_PRIORITY` (1-99) runs
+//! the daemon's signaling and relay threads at that `SCHED_FIFO` priority
+//! (`[scheduling]`; needs root).
 //!
 //! Every SIPp run is bounded by call count, `-timeout` and a kill deadline;
 //! every daemon is stopped (SIGTERM, then SIGKILL) when its phase ends.
@@ -92,9 +94,22 @@ use std::time::Duration;
 
 use benches::siplab::{
     ACCESS, Counts, Daemon, EchoUas, KEEPALIVE_SECS, MAX_PAIRS, OUTSIDE, PHONES, PROBE, REGISTRAR,
-    SIP_PORT, Sipp, calls_active, env_or, header, http_get, now, one_call_from, percentile,
+    SIP_PORT, Sipp, calls_active, config, env_or, header, http_get, now, one_call_from, percentile,
     run_calls, sbc_binary, service, uac_ip, uas_ip,
 };
+
+/// Starts the daemon of a phase: the lab configuration, plus
+/// `[scheduling]` when `SIGNALING_BENCH_RT_PRIORITY` asks for real time.
+fn start_daemon(bin: &Path, dir: &Path, pairs: u64) -> Daemon {
+    let mut toml = config(pairs);
+    let priority = env_or("SIGNALING_BENCH_RT_PRIORITY", 0).min(99);
+    if priority > 0 {
+        toml.push_str(&format!(
+            "\n[scheduling]\nsignaling_priority = {priority}\nmedia_priority = {priority}\n"
+        ));
+    }
+    Daemon::start_with(None, bin, dir, &toml)
+}
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -177,7 +192,7 @@ fn throughput(bin: &Path, work: &Path, full: bool, pairs: u64, rates: &[u64], se
         let dir = work.join(format!("direct-{rate}"));
         let direct = run_calls(&dir, pairs, rate, calls, None);
         let dir = work.join(format!("sbc-{rate}"));
-        let daemon = Daemon::start(bin, &dir, pairs);
+        let daemon = start_daemon(bin, &dir, pairs);
         let cpu_before = daemon.cpu();
         let via = run_calls(&dir, pairs, rate, calls, Some(OUTSIDE));
         let cpu = daemon
@@ -238,7 +253,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     );
     let direct = latency(uas_ip(0), latency_calls, None, gap);
     let dir = work.join("latency-sbc");
-    let daemon = Daemon::start(bin, &dir, pairs);
+    let daemon = start_daemon(bin, &dir, pairs);
     let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
     // The same probes while pair 1 carries a steady load of calls.
     let load_cps = if full {
@@ -370,7 +385,7 @@ struct Held {
 /// Holds `held` calls up through a fresh daemon and reads its RSS, and
 /// again `settle` later if that is not zero.
 fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -> Held {
-    let daemon = Daemon::start(bin, dir, pairs);
+    let daemon = start_daemon(bin, dir, pairs);
     // Let the daemon settle after start-up before the reference reading.
     thread::sleep(Duration::from_millis(500));
     let before_kib = daemon.rss_kib();
@@ -607,7 +622,7 @@ fn attack(bin: &Path, work: &Path, full: bool, pairs: u64) {
     ];
     for (i, (kind, sources)) in rows.into_iter().enumerate() {
         let dir = work.join(format!("attack-{i}"));
-        let daemon = Daemon::start(bin, &dir, pairs);
+        let daemon = start_daemon(bin, &dir, pairs);
         let sockets = attackers(sources);
         let cpu_before = daemon.cpu();
         let calls = cps * secs;
@@ -677,7 +692,7 @@ fn options_ok(msg: &str) -> String {
 fn register(bin: &Path, work: &Path, pairs: u64, phones: u64) {
     const SOCKETS: u64 = 100;
     let dir = work.join("register");
-    let daemon = Daemon::start(bin, &dir, pairs);
+    let daemon = start_daemon(bin, &dir, pairs);
     let registrar = UdpSocket::bind((REGISTRAR, SIP_PORT)).expect("registrar binds");
     registrar
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -933,7 +948,7 @@ fn soak(bin: &Path, work: &Path, secs: u64, cps: u64) {
     ];
     let pairs = kinds.len() as u64;
     let dir = work.join("soak");
-    let daemon = Daemon::start(bin, &dir, pairs);
+    let daemon = start_daemon(bin, &dir, pairs);
     thread::sleep(Duration::from_millis(500));
     let idle = http_get("/metrics").unwrap_or_default();
     let ports_idle = metric_sum(&idle, "sbc_media_ports_free");

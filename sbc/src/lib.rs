@@ -35,7 +35,8 @@
 //! * [`admin`] and [`metrics`]: `/metrics`, `/health`, `/calls` from a
 //!   registry the daemon owns.
 //! * [`cdr`]: call detail records (bounded, never-blocking writer thread).
-//! * [`logging`]: the `tracing` subscriber.
+//! * [`logging`]: the `tracing` subscriber; [`sched`]: the threads'
+//!   real-time scheduling class.
 //!
 //! Tools: [`config`] (typed TOML, validated once, errors naming file, line
 //! and field; `sbc check-config`) and [`inspect`] (`sbc inspect`).
@@ -53,6 +54,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod ng;
+pub mod sched;
 pub mod sdp;
 #[cfg(test)]
 mod sim;

@@ -724,6 +724,15 @@ impl Lab {
         }
     }
 
+    /// The running daemon's process id.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon
+            .as_ref()
+            .expect("the lab's daemon runs")
+            .child
+            .id()
+    }
+
     /// The daemon's stderr so far (empty without a daemon).
     pub fn daemon_stderr(&self) -> String {
         self.daemon

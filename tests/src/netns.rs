@@ -54,7 +54,7 @@ pub fn privileged_required() -> bool {
 }
 
 /// The effective uid of this process, from `/proc/self/status`.
-fn effective_uid() -> Option<u32> {
+pub fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     // "Uid:\treal\teffective\tsaved\tfs"

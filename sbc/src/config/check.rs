@@ -36,6 +36,7 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> std::io
                 .into_iter()
                 .chain(config.dns_plan())
                 .chain(config.cluster_plan())
+                .chain(config.scheduling_plan())
             {
                 writeln!(out, "{line}")?;
             }

@@ -56,8 +56,8 @@ pub use schema::{
     Access, Acl, Cdr, Cluster, ClusterMode, Config, FailoverCause, ForeignInDialog, FsyncPolicy,
     HeaderPolicy, HeaderRewrite, Latching, Limits, Listener, LogFormat, LogLevel, Logging, Media,
     Metrics, PaiPolicy, PeerAddress, Protection, ProtectionOverride, Realm, RealmMedia, RealmTls,
-    Route, RouteMatch, SipConfig, State, Transport, Trunk, TrunkTls, UnknownMethods, Xdp, XdpMode,
-    ng_permits,
+    RealtimePolicy, Route, RouteMatch, Scheduling, SipConfig, State, Transport, Trunk, TrunkTls,
+    UnknownMethods, Xdp, XdpMode, ng_permits,
 };
 
 use locate::{FieldPath, Located, Seg};
@@ -205,6 +205,26 @@ impl Config {
             pair.name,
             pair.call_ttl_secs,
             pair.name,
+        ))
+    }
+
+    /// Which threads run in a real-time class, in one line (for `sbc
+    /// check-config`); `None` when none do.
+    pub fn scheduling_plan(&self) -> Option<String> {
+        let s = &self.scheduling;
+        let signaling = match s.signaling() {
+            Some(class) => format!("the signaling threads run {class}"),
+            None if s.media().is_some() => "the signaling threads keep their class".to_owned(),
+            None => return None,
+        };
+        let media = match s.media() {
+            Some(crate::sched::Class::Normal) => "the media relay threads go back to SCHED_OTHER",
+            Some(class) => &format!("the media relay threads run {class}"),
+            None => "the media relay threads keep their class",
+        };
+        Some(format!(
+            "scheduling: {signaling}; {media}; needs root, CAP_SYS_NICE or RLIMIT_RTPRIO, or the \
+             daemon refuses to start"
         ))
     }
 

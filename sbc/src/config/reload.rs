@@ -2,8 +2,9 @@
 //!
 //! Owns: the list of settings a running daemon takes only at start-up (the
 //! media relay's ports, timeouts and XDP, the metrics listener, CDR and
-//! logging, the transaction table's size and the SIP timers), and the
-//! comparison of two configurations over it. Everything else (realms,
+//! logging, the transaction table's size, the SIP timers, the relay's
+//! threads and every thread's scheduling), and the comparison of two
+//! configurations over it. Everything else (realms,
 //! listeners, routes, trunks, ACLs, limits, protection, header policy) is
 //! applied by a reload.
 
@@ -48,6 +49,11 @@ impl Config {
                 }),
             ),
             ("logging", old.logging != new_.logging),
+            ("scheduling", old.scheduling != new_.scheduling),
+            (
+                "media.relay_threads",
+                old.media.relay_threads != new_.media.relay_threads,
+            ),
             (
                 "limits.max_transactions",
                 old.limits.max_transactions != new_.limits.max_transactions,
@@ -119,6 +125,14 @@ mod tests {
         assert_eq!(
             changed(|c| c.limits.tcp_connections_per_source = 8),
             ["limits.tcp_*"]
+        );
+        assert_eq!(
+            changed(|c| c.scheduling.signaling_priority = 10),
+            ["scheduling"]
+        );
+        assert_eq!(
+            changed(|c| c.media.relay_threads = 3),
+            ["media.relay_threads"]
         );
         assert_eq!(
             changed(|c| c.media.inactivity_timeout_secs += 1),

@@ -70,6 +70,75 @@ pub struct Config {
     /// The rtpengine "ng" control protocol server (off when absent).
     #[serde(default)]
     pub ng: Option<Ng>,
+    /// Real-time scheduling of the signaling and media threads (off unless
+    /// a priority is given).
+    #[serde(default)]
+    pub scheduling: Scheduling,
+}
+
+/// Real-time scheduling (rtpengine's `--scheduling`/`--priority`, Kamailio's
+/// `rt_policy`/`rt_prio`): threads given a priority run before every
+/// ordinary process of the host, so a busy neighbour or a management agent
+/// no longer delays a call's messages. Needs root, `CAP_SYS_NICE` or an
+/// `RLIMIT_RTPRIO` at least the priority (systemd: `LimitRTPRIO=`); the
+/// daemon refuses to start without it rather than run unprioritised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduling {
+    /// The real-time policy of the threads given a priority.
+    #[serde(default)]
+    pub policy: RealtimePolicy,
+    /// 1-99: the real-time priority of the signaling threads (every thread
+    /// but the media relay's: the runtime's workers, which receive, handle
+    /// and send SIP, and the threads they start). 0: the kernel's ordinary
+    /// time-sharing scheduler.
+    #[serde(default)]
+    pub signaling_priority: u8,
+    /// 1-99: the real-time priority of the userspace media relay threads.
+    /// 0: the ordinary scheduler.
+    #[serde(default)]
+    pub media_priority: u8,
+}
+
+/// A real-time scheduling policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealtimePolicy {
+    /// `SCHED_FIFO`: a thread runs until it blocks or a higher priority
+    /// wakes.
+    #[default]
+    Fifo,
+    /// `SCHED_RR`: as FIFO, but threads of one priority share a CPU in time
+    /// slices.
+    Rr,
+}
+
+impl Scheduling {
+    /// The class of the signaling threads; `None` leaves them as started
+    /// (so a daemon run under `chrt` keeps what it was given).
+    pub fn signaling(&self) -> Option<crate::sched::Class> {
+        self.class(self.signaling_priority)
+    }
+
+    /// The class of the media relay threads; `None` leaves them as they
+    /// start, which is the signaling class they inherit. A real-time
+    /// signaling class with no media priority sets them back to normal.
+    pub fn media(&self) -> Option<crate::sched::Class> {
+        match (self.class(self.media_priority), self.signaling()) {
+            (Some(class), _) => Some(class),
+            (None, Some(_)) => Some(crate::sched::Class::Normal),
+            (None, None) => None,
+        }
+    }
+
+    fn class(&self, priority: u8) -> Option<crate::sched::Class> {
+        use crate::sched::Class;
+        match (priority, self.policy) {
+            (0, _) => None,
+            (p, RealtimePolicy::Fifo) => Some(Class::Fifo(p)),
+            (p, RealtimePolicy::Rr) => Some(Class::RoundRobin(p)),
+        }
+    }
 }
 
 /// The rtpengine "ng" control protocol server (`sbc::ng`): a SIP proxy

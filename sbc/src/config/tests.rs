@@ -1224,6 +1224,51 @@ fn drain_deadline_is_bounded_and_named_with_its_line() {
 }
 
 #[test]
+fn scheduling_is_off_by_default_and_its_priorities_are_bounded_and_named() {
+    use crate::sched::Class;
+    let config = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert_eq!(
+        config.scheduling.signaling(),
+        None,
+        "threads left as started"
+    );
+    assert_eq!(config.scheduling.media(), None);
+
+    let text = format!("{BASE}\n[scheduling]\nsignaling_priority = 10\n");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(config.scheduling.signaling(), Some(Class::Fifo(10)));
+    // The relay threads inherit the signaling class; without a priority of
+    // their own they go back to the ordinary scheduler.
+    assert_eq!(config.scheduling.media(), Some(Class::Normal));
+
+    let text = format!("{BASE}\n[scheduling]\npolicy = \"rr\"\nmedia_priority = 20\n");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(config.scheduling.signaling(), None);
+    assert_eq!(config.scheduling.media(), Some(Class::RoundRobin(20)));
+
+    let plan = config.scheduling_plan().expect("a plan line");
+    assert!(
+        plan.contains("signaling threads keep their class")
+            && plan.contains("relay threads run SCHED_RR priority 20"),
+        "{plan}"
+    );
+    assert_eq!(
+        Config::from_str_named(BASE, "t.toml")
+            .expect("valid")
+            .scheduling_plan(),
+        None
+    );
+
+    let text = format!("{BASE}\n[scheduling]\nsignaling_priority = 100\n");
+    let p = problem(&text, "scheduling.signaling_priority", "signaling_priority");
+    assert!(hint(&p).contains("1-99"), "{p}");
+    let text = format!("{BASE}\n[scheduling]\nmedia_priority = 200\n");
+    problem(&text, "scheduling.media_priority", "media_priority");
+    let text = format!("{BASE}\n[scheduling]\npolicy = \"idle\"\n");
+    problem(&text, "scheduling.policy", "policy");
+}
+
+#[test]
 fn xdp_pin_dir_must_be_absolute() {
     let text = format!("[media.xdp]\npin_dir = \"bpf/sbc\"\n{BASE}");
     let p = problem(&text, "media.xdp.pin_dir", "pin_dir");

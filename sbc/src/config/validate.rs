@@ -71,6 +71,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     v.trunks();
     v.routes();
     v.ng();
+    v.scheduling();
     v.findings
 }
 
@@ -99,6 +100,29 @@ fn list(names: impl Iterator<Item = impl AsRef<str>>) -> String {
 }
 
 impl Validator<'_> {
+    /// `[scheduling]`: priorities the kernel accepts for SCHED_FIFO/RR.
+    fn scheduling(&mut self) {
+        let scheduling = &self.config.scheduling;
+        let at = FieldPath::root("scheduling");
+        for (field, priority) in [
+            ("signaling_priority", scheduling.signaling_priority),
+            ("media_priority", scheduling.media_priority),
+        ] {
+            if priority > 99 {
+                self.report(
+                    at.key(field),
+                    Some("scheduling"),
+                    format!("{priority} is outside 0..=99"),
+                    Some(
+                        "real-time priorities run 1-99 (99 first); 0 keeps the ordinary scheduler. \
+                         Stay below the kernel's own threads (50 for interrupt threads), e.g. 10"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
+
     /// `[ng]`: fixed ports, and a default direction naming two realms.
     fn ng(&mut self) {
         let Some(ng) = &self.config.ng else { return };

@@ -144,6 +144,19 @@ pub const RESTART_EXIT_STATUS: i32 = 75;
 /// Runs the SBC until SIGTERM/SIGINT. `config_path` is reread on SIGHUP;
 /// without one the embedded default runs (and SIGHUP has nothing to reread).
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
+    // Before the runtime: its workers, and every thread they start, inherit
+    // the class (the media relay threads then set their own).
+    if let Some(class) = config.scheduling.signaling() {
+        crate::sched::set_current_thread(class).map_err(|e| {
+            anyhow::anyhow!(
+                "scheduling.signaling_priority: the kernel refused {class} for the signaling threads ({e}); \
+                 run as root or with CAP_SYS_NICE, or raise RLIMIT_RTPRIO (systemd: LimitRTPRIO={} and RestrictRealtime=no), \
+                 or set the priority to 0",
+                config.scheduling.signaling_priority
+            )
+        })?;
+        info!(class = %class, "signaling threads scheduled in real time");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -341,6 +354,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
     relay_config.freebind = config.cluster.is_some();
     relay_config.threads = relay_threads(&config);
+    relay_config.scheduling = config.scheduling.media();
     let adopted_timeout = relay_config.flow.inactivity_timeout;
     let (fast_path, fast_exit, adopted) =
         match start_fast_path(&config.media.xdp, &metrics, adopted_timeout) {

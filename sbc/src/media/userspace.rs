@@ -124,6 +124,9 @@ pub struct RelayConfig {
     /// no packet crosses threads. With a fast path there is one: the fast
     /// path carries the load there.
     pub threads: usize,
+    /// The scheduling class each relay thread puts itself in as it starts
+    /// (`None`: the one it inherits from the thread that starts the relay).
+    pub scheduling: Option<crate::sched::Class>,
 }
 
 impl RelayConfig {
@@ -143,6 +146,7 @@ impl RelayConfig {
             cname_mask: None,
             realm_networks: Vec::new(),
             threads: 1,
+            scheduling: None,
         }
     }
 
@@ -169,6 +173,19 @@ pub enum RelayError {
     Start {
         /// What was being created.
         step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A relay thread could not take its scheduling class (a real-time
+    /// priority without root, `CAP_SYS_NICE` or `RLIMIT_RTPRIO`).
+    #[error(
+        "scheduling.media_priority: the kernel refused {class} for the media relay threads ({source}); \
+         run as root or with CAP_SYS_NICE, or raise RLIMIT_RTPRIO (systemd: LimitRTPRIO= and RestrictRealtime=no), \
+         or set the priority to 0"
+    )]
+    Scheduling {
+        /// The class asked for.
+        class: crate::sched::Class,
         /// The OS error.
         source: io::Error,
     },
@@ -577,20 +594,37 @@ impl UserspaceRelay {
             } else {
                 format!("media-relay-{k}")
             };
+            let scheduling = config.scheduling;
             let thread = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
+                    if let Some(class) = scheduling
+                        && let Err(e) = crate::sched::set_current_thread(class)
+                    {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                     // Readable only by this thread: where the kernel keeps its CPU time.
                     // (The link is relative: "<pid>/task/<tid>".)
                     let task = std::fs::read_link("/proc/thread-self").ok();
-                    let _ = ready_tx.send(task.map(|t| PathBuf::from("/proc").join(t)));
+                    let _ = ready_tx.send(Ok(task.map(|t| PathBuf::from("/proc").join(t))));
                     relay.run();
                 })
                 .map_err(|source| RelayError::Start {
                     step: "thread",
                     source,
                 })?;
-            task_dirs.extend(ready_rx.recv().ok().flatten());
+            match ready_rx.recv() {
+                Ok(Ok(task)) => task_dirs.extend(task),
+                Ok(Err(source)) => {
+                    let _ = thread.join();
+                    return Err(RelayError::Scheduling {
+                        class: scheduling.unwrap_or(crate::sched::Class::Normal),
+                        source,
+                    });
+                }
+                Err(_) => {}
+            }
             lanes.push(Lane {
                 tx,
                 waker,

@@ -17,6 +17,10 @@
 //!   the call that was up to its end, then closes.
 //! - SIGHUP that adds a realm with its own listener and media address: a
 //!   call to it is answered with media anchored on the new address.
+//! - `[scheduling]`: every signaling thread and every relay thread runs in
+//!   the real-time class asked for, and a call with RTP still crosses;
+//!   without the privilege the daemon refuses to start and says what is
+//!   missing.
 //!
 //! Every lab has its own addresses ([`Plan::next`]) and every SIPp peer is
 //! bounded (20 s at most), so these run in parallel with the other suites.
@@ -456,6 +460,123 @@ fn cdr_is_written_when_the_call_ends_with_its_media_counts() {
         );
     }
     lab.shutdown();
+}
+
+/// Each thread of process `pid`: its name, scheduling policy and real-time
+/// priority, from `/proc/<pid>/task/*/stat` (proc(5): fields 40 and 41).
+fn thread_classes(pid: u32) -> Vec<(String, u32, u32)> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's tasks");
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let (Ok(name), Ok(stat)) = (
+            fs::read_to_string(task.path().join("comm")),
+            fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        // Fields after the name (which may hold spaces) start at field 3.
+        let rest: Vec<&str> = stat
+            .rsplit_once(") ")
+            .expect("stat has a name")
+            .1
+            .split(' ')
+            .collect();
+        let field = |n: usize| rest[n - 3].parse::<u32>().expect("a number");
+        threads.push((name.trim().to_owned(), field(41), field(40)));
+    }
+    threads
+}
+
+#[test]
+fn real_time_scheduling_puts_each_thread_in_its_class_and_calls_still_cross() {
+    const NAME: &str = "real_time_scheduling_puts_each_thread_in_its_class_and_calls_still_cross";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    let plan = Plan::next();
+    let toml = format!(
+        "{}\n[scheduling]\nsignaling_priority = 7\nmedia_priority = 9\n",
+        plan.toml(&LabConfig::default())
+    );
+    let lab = Lab::start_toml("ops-realtime", plan, &toml);
+    const SCHED_FIFO: u32 = 1;
+    let threads = thread_classes(lab.daemon_pid());
+    let (relay, signaling): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _, _)| name.starts_with("media-relay"));
+    assert!(!relay.is_empty(), "no relay thread in {threads:?}");
+    assert!(signaling.len() >= 3, "main, two workers: {threads:?}");
+    for (name, policy, priority) in &relay {
+        assert_eq!(
+            (*policy, *priority),
+            (SCHED_FIFO, 9),
+            "{name} in {threads:?}"
+        );
+    }
+    for (name, policy, priority) in &signaling {
+        assert_eq!(
+            (*policy, *priority),
+            (SCHED_FIFO, 7),
+            "{name} in {threads:?}"
+        );
+    }
+    // Nothing starves: a call with RTP both ways crosses as ever.
+    let (uac, uas) = start_call_with_media(&lab);
+    finish_call(&lab, uac, uas);
+    let metrics = get_ok(&lab, "/metrics");
+    let relayed = metric(
+        &metrics,
+        "sbc_media_packets_total",
+        &[("path", "userspace")],
+    );
+    assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
+    lab.shutdown();
+}
+
+#[test]
+fn real_time_scheduling_without_the_privilege_refuses_to_start_and_says_what_is_missing() {
+    let lab = Lab::peers_only("ops-realtime-refused");
+    let toml = format!(
+        "{}\n[scheduling]\nsignaling_priority = 7\n",
+        lab.plan().toml(&LabConfig::default())
+    );
+    fs::write(lab.config_path(), toml).expect("config written");
+    // No RLIMIT_RTPRIO, and for root no CAP_SYS_NICE either.
+    let mut cmd = lab.net().command("prlimit");
+    cmd.arg("--rtprio=0");
+    if tests::netns::effective_uid() == Some(0) {
+        cmd.args([
+            "setpriv",
+            "--inh-caps=-sys_nice",
+            "--bounding-set=-sys_nice",
+        ]);
+    }
+    let mut child = cmd
+        .arg(tests::sbc_binary())
+        .arg("--config")
+        .arg(lab.config_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let status = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon started without the privilege its scheduling needs");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{status}: {stderr}");
+    for needed in [
+        "scheduling.signaling_priority",
+        "SCHED_FIFO priority 7",
+        "CAP_SYS_NICE",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} not in:\n{stderr}");
+    }
 }
 
 /// A call from the carrier to pbx that stays up 4 s once answered (the
