@@ -80,8 +80,9 @@ pub struct Config {
 /// `rt_policy`/`rt_prio`): threads given a priority run before every
 /// ordinary process of the host, so a busy neighbour or a management agent
 /// no longer delays a call's messages. Needs root, `CAP_SYS_NICE` or an
-/// `RLIMIT_RTPRIO` at least the priority (systemd: `LimitRTPRIO=`); the
-/// daemon refuses to start without it rather than run unprioritised.
+/// `RLIMIT_RTPRIO` at least the priority (systemd: `LimitRTPRIO=` and
+/// `RestrictRealtime=no`); the daemon refuses to start without it rather
+/// than run unprioritised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scheduling {
