@@ -470,14 +470,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
                 // turn: its answers then leave together (one `sendmmsg`
                 // per listener), and the peers they wake do not preempt
                 // the loop between two of them.
-                let mut event = Some(event);
-                let mut handled = 0;
-                while let Some(next) = event.take() {
+                handle_transport_event(&mut core, &mut overload, &inbound, &metrics, event);
+                for _ in 1..INBOUND_PER_TURN {
+                    let Ok(next) = inbound.try_recv() else { break };
                     handle_transport_event(&mut core, &mut overload, &inbound, &metrics, next);
-                    handled += 1;
-                    if handled < INBOUND_PER_TURN {
-                        event = inbound.try_recv().ok();
-                    }
                 }
             }
             () = media_wake.notified() => {

@@ -1047,30 +1047,27 @@ impl Transports {
         outs: &mut Vec<Outbound>,
         mut refused: impl FnMut(SocketAddr, TransportError),
     ) {
+        // A run: consecutive UDP datagrams of one listener, or a single
+        // message of another transport.
         let mut run: Vec<Outbound> = Vec::new();
         for out in outs.drain(..) {
-            let joins = out.transport == Transport::Udp
-                && run
-                    .first()
-                    .is_none_or(|r| r.from_listener == out.from_listener);
+            let joins = run.first().is_none_or(|r| {
+                r.transport == Transport::Udp
+                    && out.transport == Transport::Udp
+                    && r.from_listener == out.from_listener
+            });
             if !joins {
                 self.send_run(&mut run, &mut refused);
             }
-            if out.transport == Transport::Udp {
-                run.push(out);
-            } else if let Err(e) = {
-                let to = out.to;
-                self.send(out).map_err(|e| (to, e))
-            } {
-                refused(e.0, e.1);
-            }
+            run.push(out);
         }
         self.send_run(&mut run, &mut refused);
     }
 
-    /// Sends datagrams of one UDP listener: in one `sendmmsg` as far as it
-    /// goes, then one by one from the first it did not take (which reports
-    /// the error, or retries past an ICMP error left pending).
+    /// Sends a run of [`send_all`](Self::send_all): datagrams of one UDP
+    /// listener in one `sendmmsg` as far as it goes, then one by one from
+    /// the first it did not take (which reports the error, or retries past
+    /// an ICMP error left pending); a single message as [`send`](Self::send).
     fn send_run(
         &self,
         run: &mut Vec<Outbound>,
