@@ -208,24 +208,49 @@ impl Config {
         ))
     }
 
-    /// Which threads run in a real-time class, in one line (for `sbc
-    /// check-config`); `None` when none do.
+    /// Media relay threads to start (`media.relay_threads`; 0: one per CPU
+    /// of `scheduling.media_cpus`, else one per core).
+    pub fn relay_threads(&self) -> usize {
+        match (self.media.relay_threads, &self.scheduling.media_cpus) {
+            (0, Some(cpus)) => cpus.len(),
+            (0, None) => std::thread::available_parallelism().map_or(1, usize::from),
+            (n, _) => usize::from(n),
+        }
+    }
+
+    /// Which threads run in a real-time class and on which CPUs, in one
+    /// line (for `sbc check-config`); `None` when nothing is set.
     pub fn scheduling_plan(&self) -> Option<String> {
         let s = &self.scheduling;
-        let signaling = match s.signaling() {
+        let realtime = s.signaling().is_some() || s.media().is_some();
+        if !realtime && s.signaling_cpus.is_none() && s.media_cpus.is_none() {
+            return None;
+        }
+        let mut signaling = match s.signaling() {
             Some(class) => format!("the signaling threads run {class}"),
-            None if s.media().is_some() => "the signaling threads keep their class".to_owned(),
-            None => return None,
+            None => "the signaling threads keep their class".to_owned(),
         };
-        let media = match s.media() {
-            Some(crate::sched::Class::Normal) => "the media relay threads go back to SCHED_OTHER",
-            Some(class) => &format!("the media relay threads run {class}"),
-            None => "the media relay threads keep their class",
+        if let Some(cpus) = &s.signaling_cpus {
+            signaling.push_str(&format!(" on CPUs {cpus}"));
+        }
+        let mut media = match s.media() {
+            Some(crate::sched::Class::Normal) => {
+                "the media relay threads go back to SCHED_OTHER".to_owned()
+            }
+            Some(class) => format!("the media relay threads run {class}"),
+            None => "the media relay threads keep their class".to_owned(),
         };
-        Some(format!(
-            "scheduling: {signaling}; {media}; needs root, CAP_SYS_NICE or RLIMIT_RTPRIO, or the \
-             daemon refuses to start"
-        ))
+        match (&s.media_cpus, &s.signaling_cpus) {
+            (Some(cpus), _) => media.push_str(&format!(", each pinned to one of CPUs {cpus}")),
+            (None, Some(_)) => media.push_str(" on the CPUs the daemon was started with"),
+            (None, None) => {}
+        }
+        let privilege = if realtime {
+            "; needs root, CAP_SYS_NICE or RLIMIT_RTPRIO, or the daemon refuses to start"
+        } else {
+            ""
+        };
+        Some(format!("scheduling: {signaling}; {media}{privilege}"))
     }
 
     /// What the stop, drain and restart signals do with this configuration,

@@ -83,7 +83,14 @@ pub struct Config {
 /// `RLIMIT_RTPRIO` at least the priority (systemd: `LimitRTPRIO=` and
 /// `RestrictRealtime=no`); the daemon refuses to start without it rather
 /// than run unprioritised.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+///
+/// And the CPUs each kind of thread runs on (taskset's lists): signaling
+/// on CPUs of its own, so neither the media relay nor another process of
+/// the host queues a call's messages behind its work; each relay thread
+/// pinned to one CPU. Needs no privilege; CPUs the process may not use
+/// (its cgroup's cpuset, systemd's `CPUAffinity=`, taskset) are refused at
+/// start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scheduling {
     /// The real-time policy of the threads given a priority.
@@ -99,6 +106,16 @@ pub struct Scheduling {
     /// 0: the ordinary scheduler.
     #[serde(default)]
     pub media_priority: u8,
+    /// The CPUs of the signaling threads (all of them share the list).
+    /// Absent: the CPUs the daemon was started with.
+    #[serde(default)]
+    pub signaling_cpus: Option<crate::sched::CpuList>,
+    /// The CPUs of the media relay threads: relay thread k is pinned to
+    /// the k-th CPU of the list (round robin when there are more threads),
+    /// and `media.relay_threads = 0` makes one thread per CPU listed.
+    /// Absent: the CPUs the daemon was started with.
+    #[serde(default)]
+    pub media_cpus: Option<crate::sched::CpuList>,
 }
 
 /// A real-time scheduling policy.
@@ -130,6 +147,42 @@ impl Scheduling {
             (None, Some(_)) => Some(crate::sched::Class::Normal),
             (None, None) => None,
         }
+    }
+
+    /// The CPUs of each media relay thread, by thread (thread k takes
+    /// entry k modulo the length); empty leaves them on the CPUs they
+    /// inherit. `started_on`: the CPUs the daemon was started with, where
+    /// the relay threads go back to when only the signaling threads were
+    /// given CPUs.
+    pub fn relay_cpus(&self, started_on: &crate::sched::CpuList) -> Vec<crate::sched::CpuList> {
+        use crate::sched::CpuList;
+        match (&self.media_cpus, &self.signaling_cpus) {
+            (Some(media), _) => media
+                .cpus()
+                .iter()
+                .filter_map(|c| CpuList::one(*c))
+                .collect(),
+            (None, Some(_)) => vec![started_on.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Whether every CPU named is one the process may use (`allowed`: the
+    /// CPUs it was started with); else the field, the CPUs it may not use
+    /// and what to change.
+    pub fn check_cpus(&self, allowed: &crate::sched::CpuList) -> Result<(), String> {
+        for (field, list) in [
+            ("signaling_cpus", &self.signaling_cpus),
+            ("media_cpus", &self.media_cpus),
+        ] {
+            if let Some(missing) = list.as_ref().and_then(|l| l.not_in(allowed)) {
+                return Err(format!(
+                    "scheduling.{field}: CPU {missing} is not among the CPUs this process may use ({allowed}); \
+                     list CPUs of the host that its cgroup's cpuset, systemd's CPUAffinity= or taskset allow"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn class(&self, priority: u8) -> Option<crate::sched::Class> {
@@ -753,7 +806,7 @@ pub struct Media {
     #[serde(default)]
     pub xdp: Xdp,
     /// Userspace relay threads when the XDP fast path is not attached (0:
-    /// one per core). Each owns the sockets of its streams and a share of
+    /// one per CPU of `scheduling.media_cpus`, else one per core). Each owns the sockets of its streams and a share of
     /// each address's ports. With XDP attached the relay runs one thread:
     /// the kernel carries latched media.
     #[serde(default)]

@@ -1269,6 +1269,77 @@ fn scheduling_is_off_by_default_and_its_priorities_are_bounded_and_named() {
 }
 
 #[test]
+fn scheduling_cpus_are_lists_the_process_may_use_and_the_relay_threads_pin_to_one_each() {
+    use crate::sched::CpuList;
+    let list = |s: &str| s.parse::<CpuList>().expect("a CPU list");
+    let started_on = list("0-7");
+    let base = Config::from_str_named(BASE, "t.toml").expect("valid");
+    assert!(
+        base.scheduling.relay_cpus(&started_on).is_empty(),
+        "left as started"
+    );
+
+    let text = format!("{BASE}\n[scheduling]\nsignaling_cpus = \"1\"\nmedia_cpus = \"2-3,6\"\n");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(config.scheduling.signaling_cpus, Some(list("1")));
+    assert_eq!(
+        config.scheduling.relay_cpus(&started_on),
+        vec![list("2"), list("3"), list("6")],
+        "one CPU per relay thread"
+    );
+    assert_eq!(config.scheduling.check_cpus(&started_on), Ok(()));
+    let refused = config
+        .scheduling
+        .check_cpus(&list("0-2"))
+        .expect_err("CPUs 3 and 6 are not allowed");
+    assert!(
+        refused.starts_with("scheduling.media_cpus: CPU 3,6 ") && refused.contains("(0-2)"),
+        "{refused}"
+    );
+    let refused = config
+        .scheduling
+        .check_cpus(&list("2-7"))
+        .expect_err("CPU 1 is not");
+    assert!(
+        refused.starts_with("scheduling.signaling_cpus: CPU 1 "),
+        "{refused}"
+    );
+    let plan = config.scheduling_plan().expect("a plan line");
+    assert!(
+        plan.contains("signaling threads keep their class on CPUs 1")
+            && plan.contains("each pinned to one of CPUs 2,3,6")
+            && !plan.contains("CAP_SYS_NICE"),
+        "{plan}"
+    );
+    // One relay thread per CPU listed, unless the count is given.
+    assert_eq!(config.relay_threads(), 3);
+
+    // Only the signaling threads confined: the relay threads go back to
+    // the CPUs the daemon was started with.
+    let text = format!("{BASE}\n[scheduling]\nsignaling_cpus = \"0\"\nsignaling_priority = 5\n");
+    let config = Config::from_str_named(&text, "t.toml").expect("valid");
+    assert_eq!(
+        config.scheduling.relay_cpus(&started_on),
+        vec![started_on.clone()]
+    );
+    let plan = config.scheduling_plan().expect("a plan line");
+    assert!(
+        plan.contains("SCHED_FIFO priority 5 on CPUs 0")
+            && plan.contains("on the CPUs the daemon was started with")
+            && plan.contains("CAP_SYS_NICE"),
+        "{plan}"
+    );
+
+    for bad in ["\"\"", "\"3-1\"", "\"0-2048\"", "\"one\"", "7"] {
+        let text = format!("{BASE}\n[scheduling]\nmedia_cpus = {bad}\n");
+        let p = problem(&text, "scheduling.media_cpus", "media_cpus");
+        if bad != "7" {
+            assert!(p.message.contains("taskset -c"), "{bad}: {p}");
+        }
+    }
+}
+
+#[test]
 fn xdp_pin_dir_must_be_absolute() {
     let text = format!("[media.xdp]\npin_dir = \"bpf/sbc\"\n{BASE}");
     let p = problem(&text, "media.xdp.pin_dir", "pin_dir");

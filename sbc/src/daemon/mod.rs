@@ -145,7 +145,19 @@ pub const RESTART_EXIT_STATUS: i32 = 75;
 /// without one the embedded default runs (and SIGHUP has nothing to reread).
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
     // Before the runtime: its workers, and every thread they start, inherit
-    // the class (the media relay threads then set their own).
+    // the CPUs and the class (the media relay threads then set their own).
+    let started_on = crate::sched::current_thread_cpus()
+        .map_err(|e| anyhow::anyhow!("reading the CPUs this process may use: {e}"))?;
+    config
+        .scheduling
+        .check_cpus(&started_on)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(cpus) = &config.scheduling.signaling_cpus {
+        crate::sched::set_current_thread_cpus(cpus).map_err(|e| {
+            anyhow::anyhow!("scheduling.signaling_cpus: the kernel refused CPUs {cpus} for the signaling threads ({e})")
+        })?;
+        info!(%cpus, "signaling threads confined to their CPUs");
+    }
     if let Some(class) = config.scheduling.signaling() {
         crate::sched::set_current_thread(class).map_err(|e| {
             anyhow::anyhow!(
@@ -167,7 +179,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
     // another thread (a futex wake and a context switch per message, which
     // on a busy host is where a call's setup waited longest).
     runtime.block_on(async {
-        match tokio::spawn(serve(config, config_path)).await {
+        match tokio::spawn(serve(config, config_path, started_on)).await {
             Ok(exit) => exit,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(anyhow::anyhow!("the main loop was cancelled: {e}")),
@@ -179,17 +191,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
 /// (RTP and RTCP on each leg), two per endpoint of the reserve of
 /// pre-bound endpoints, plus signaling, admin and headroom.
 fn descriptors_needed(config: &Config) -> u64 {
-    let reserve = Reserve::new(relay_threads(config), DEFAULT_PER_ADDRESS, &[])
+    let reserve = Reserve::new(config.relay_threads(), DEFAULT_PER_ADDRESS, &[])
         .capacity(config.media_ranges().len());
     u64::from(config.limits.max_calls) * 4 + 2 * reserve as u64 + 4096
-}
-
-/// Relay threads the configuration asks for (0: one per core).
-fn relay_threads(config: &Config) -> usize {
-    match config.media.relay_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => usize::from(n),
-    }
 }
 
 /// Every configured media address (each has a port pool).
@@ -244,7 +248,13 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit> {
+/// `started_on`: the CPUs the process was started with (where the relay
+/// threads go when only the signaling threads were given CPUs).
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    started_on: crate::sched::CpuList,
+) -> anyhow::Result<Exit> {
     raise_fd_limit(&config);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -353,8 +363,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<E
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
     relay_config.freebind = config.cluster.is_some();
-    relay_config.threads = relay_threads(&config);
+    relay_config.threads = config.relay_threads();
     relay_config.scheduling = config.scheduling.media();
+    relay_config.cpus = config.scheduling.relay_cpus(&started_on);
     let adopted_timeout = relay_config.flow.inactivity_timeout;
     let (fast_path, fast_exit, adopted) =
         match start_fast_path(&config.media.xdp, &metrics, adopted_timeout) {

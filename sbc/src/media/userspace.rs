@@ -127,6 +127,9 @@ pub struct RelayConfig {
     /// The scheduling class each relay thread puts itself in as it starts
     /// (`None`: the one it inherits from the thread that starts the relay).
     pub scheduling: Option<crate::sched::Class>,
+    /// The CPUs each relay thread confines itself to as it starts: thread
+    /// k takes entry k modulo the length. Empty: the CPUs it inherits.
+    pub cpus: Vec<crate::sched::CpuList>,
 }
 
 impl RelayConfig {
@@ -147,6 +150,7 @@ impl RelayConfig {
             realm_networks: Vec::new(),
             threads: 1,
             scheduling: None,
+            cpus: Vec::new(),
         }
     }
 
@@ -186,6 +190,18 @@ pub enum RelayError {
     Scheduling {
         /// The class asked for.
         class: crate::sched::Class,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A relay thread could not confine itself to its CPUs.
+    #[error(
+        "scheduling.media_cpus: the kernel refused CPUs {cpus} for media relay thread {thread} ({source})"
+    )]
+    Affinity {
+        /// The CPUs asked for.
+        cpus: crate::sched::CpuList,
+        /// The relay thread (0-based).
+        thread: usize,
         /// The OS error.
         source: io::Error,
     },
@@ -595,13 +611,25 @@ impl UserspaceRelay {
                 format!("media-relay-{k}")
             };
             let scheduling = config.scheduling;
+            let cpus =
+                (!config.cpus.is_empty()).then(|| config.cpus[k % config.cpus.len()].clone());
             let thread = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    if let Some(class) = scheduling
-                        && let Err(e) = crate::sched::set_current_thread(class)
+                    if let Some(cpus) = &cpus
+                        && let Err(source) = crate::sched::set_current_thread_cpus(cpus)
                     {
-                        let _ = ready_tx.send(Err(e));
+                        let _ = ready_tx.send(Err(RelayError::Affinity {
+                            cpus: cpus.clone(),
+                            thread: k,
+                            source,
+                        }));
+                        return;
+                    }
+                    if let Some(class) = scheduling
+                        && let Err(source) = crate::sched::set_current_thread(class)
+                    {
+                        let _ = ready_tx.send(Err(RelayError::Scheduling { class, source }));
                         return;
                     }
                     // Readable only by this thread: where the kernel keeps its CPU time.
@@ -616,12 +644,9 @@ impl UserspaceRelay {
                 })?;
             match ready_rx.recv() {
                 Ok(Ok(task)) => task_dirs.extend(task),
-                Ok(Err(source)) => {
+                Ok(Err(refused)) => {
                     let _ = thread.join();
-                    return Err(RelayError::Scheduling {
-                        class: scheduling.unwrap_or(crate::sched::Class::Normal),
-                        source,
-                    });
+                    return Err(refused);
                 }
                 Err(_) => {}
             }

@@ -1320,3 +1320,40 @@ fn each_relay_thread_reserves_from_its_own_share_for_its_own_streams() {
     assert!(relayed >= 15, "{relayed} of 20 relayed");
     relay.shutdown();
 }
+
+#[test]
+fn relay_threads_take_the_cpus_given_or_refuse_to_start_naming_the_field() {
+    use sbc::media::userspace::RelayError;
+    use sbc::sched::{CpuList, current_thread_cpus};
+    let range = PortRange::new(41300, 41307).expect("valid range");
+    let allowed = current_thread_cpus().expect("this thread's CPUs");
+    let (first, last) = (allowed.cpus()[0], allowed.cpus()[allowed.len() - 1]);
+    let mut config = RelayConfig::new(vec![(ip(7, 1), range)]);
+    config.threads = 2;
+    config.cpus = vec![
+        CpuList::one(first).expect("one"),
+        CpuList::one(last).expect("one"),
+    ];
+    let relay = UserspaceRelay::start(config).expect("CPUs this process may use");
+    assert_eq!(relay.threads(), 2);
+    relay.shutdown();
+
+    let mut config = RelayConfig::new(vec![(ip(7, 1), range)]);
+    config.cpus = vec![CpuList::one(sbc::sched::MAX_CPUS - 1).expect("one")];
+    match UserspaceRelay::start(config) {
+        Err(e @ RelayError::Affinity { thread: 0, .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with(
+                    "scheduling.media_cpus: the kernel refused CPUs 1023 for media relay thread 0"
+                ),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(relay) => {
+            relay.shutdown();
+            panic!("a relay thread started on a CPU this host lacks");
+        }
+    }
+}

@@ -579,6 +579,143 @@ fn real_time_scheduling_without_the_privilege_refuses_to_start_and_says_what_is_
     }
 }
 
+/// Each thread of process `pid`: its name and the CPUs it may run on, as
+/// the kernel writes them (`Cpus_allowed_list` of
+/// `/proc/<pid>/task/*/status`).
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's tasks");
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let (Ok(name), Ok(status)) = (
+            fs::read_to_string(task.path().join("comm")),
+            fs::read_to_string(task.path().join("status")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("status has the CPU list")
+            .trim()
+            .to_owned();
+        threads.push((name.trim().to_owned(), cpus));
+    }
+    threads
+}
+
+/// The CPUs this test may run on, as `Cpus_allowed_list` writes them.
+fn own_cpus() -> Vec<usize> {
+    let status = fs::read_to_string("/proc/self/status").expect("own status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("status has the CPU list")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().expect("cpu")..=b.parse().expect("cpu")),
+            None => cpus.push(part.parse().expect("cpu")),
+        }
+    }
+    cpus
+}
+
+#[test]
+fn scheduling_cpus_confine_the_signaling_threads_and_pin_each_relay_thread() {
+    const NAME: &str = "scheduling_cpus_confine_the_signaling_threads_and_pin_each_relay_thread";
+    if skip_unless_privileged(NAME) || skip_unless_sipp(NAME) {
+        return;
+    }
+    // The first CPU for signaling, the others (or the same one, on a
+    // single CPU) for media: one relay thread pinned to each.
+    let cpus = own_cpus();
+    let signaling = cpus[0];
+    let media: Vec<usize> = if cpus.len() > 1 {
+        cpus[1..].to_vec()
+    } else {
+        cpus.clone()
+    };
+    let media_list: Vec<String> = media.iter().map(ToString::to_string).collect();
+    let plan = Plan::next();
+    let toml = format!(
+        "{}\n[scheduling]\nsignaling_cpus = \"{signaling}\"\nmedia_cpus = \"{}\"\n",
+        plan.toml(&LabConfig::default()),
+        media_list.join(",")
+    );
+    let lab = Lab::start_toml("ops-cpus", plan, &toml);
+    let threads = thread_cpus(lab.daemon_pid());
+    let (relay, others): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _)| name.starts_with("media-relay"));
+    assert_eq!(
+        relay.len(),
+        media.len(),
+        "one relay thread per media CPU: {threads:?}"
+    );
+    for (name, allowed) in &relay {
+        // "media-relay" alone when there is one thread.
+        let k: usize = name
+            .strip_prefix("media-relay-")
+            .map_or(0, |k| k.parse().expect("k"));
+        assert_eq!(
+            allowed,
+            &media[k % media.len()].to_string(),
+            "{name} in {threads:?}"
+        );
+    }
+    assert!(others.len() >= 3, "main, two workers: {threads:?}");
+    for (name, allowed) in &others {
+        assert_eq!(allowed, &signaling.to_string(), "{name} in {threads:?}");
+    }
+    // Calls cross as ever, media relayed by the pinned threads.
+    let (uac, uas) = start_call_with_media(&lab);
+    finish_call(&lab, uac, uas);
+    let metrics = get_ok(&lab, "/metrics");
+    let relayed = metric(
+        &metrics,
+        "sbc_media_packets_total",
+        &[("path", "userspace")],
+    );
+    assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
+    lab.shutdown();
+}
+
+#[test]
+fn scheduling_cpus_the_process_may_not_use_refuse_the_start_and_name_the_field() {
+    let lab = Lab::peers_only("ops-cpus-refused");
+    let toml = format!(
+        "{}\n[scheduling]\nmedia_cpus = \"1000-1003\"\n",
+        lab.plan().toml(&LabConfig::default())
+    );
+    fs::write(lab.config_path(), toml).expect("config written");
+    let mut cmd = lab.net().command(tests::sbc_binary());
+    let mut child = cmd
+        .arg("--config")
+        .arg(lab.config_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let status = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon started with media CPUs it may not use");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{status}: {stderr}");
+    for needed in [
+        "scheduling.media_cpus",
+        "CPU 1000-1003 is not among the CPUs this process may use",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} not in:\n{stderr}");
+    }
+}
+
 /// A call from the carrier to pbx that stays up 4 s once answered (the
 /// callee is started here): `(caller, callee)`, once the caller has ACKed.
 fn long_call_up(lab: &Lab) -> (SippHandle, SippHandle) {
