@@ -78,7 +78,10 @@
 //! picks the phases to run; `SIGNALING_BENCH_SBC` names another `sbc` binary to
 //! measure instead of this tree's; `SIGNALING_BENCH_RT_PRIORITY` (1-99) runs
 //! the daemon's signaling and relay threads at that `SCHED_FIFO` priority
-//! (`[scheduling]`; needs root).
+//! (`[scheduling]`; needs root); `SIGNALING_BENCH_DAEMON_CPUS` (a CPU list,
+//! e.g. `1`) gives the daemon those CPUs (`signaling_cpus` and
+//! `media_cpus`) and keeps this bench and its SIPp peers on the others, as
+//! a deployment keeps the load off the SBC's cores.
 //!
 //! Every SIPp run is bounded by call count, `-timeout` and a kill deadline;
 //! every daemon is stopped (SIGTERM, then SIGKILL) when its phase ends.
@@ -92,6 +95,8 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
+use sbc::sched::{self, CpuList};
+
 use benches::siplab::{
     ACCESS, Counts, Daemon, EchoUas, KEEPALIVE_SECS, MAX_PAIRS, OUTSIDE, PHONES, PROBE, REGISTRAR,
     SIP_PORT, Sipp, calls_active, config, env_or, header, http_get, now, one_call_from, percentile,
@@ -99,19 +104,69 @@ use benches::siplab::{
 };
 
 /// Starts the daemon of a phase: the lab configuration, plus
-/// `[scheduling]` when `SIGNALING_BENCH_RT_PRIORITY` asks for real time.
+/// `[scheduling]` when `SIGNALING_BENCH_RT_PRIORITY` asks for real time or
+/// `SIGNALING_BENCH_DAEMON_CPUS` for CPUs of its own.
 fn start_daemon(bin: &Path, dir: &Path, pairs: u64) -> Daemon {
     let mut toml = config(pairs);
     let priority = env_or("SIGNALING_BENCH_RT_PRIORITY", 0).min(99);
+    let cpus = daemon_cpus();
+    if priority > 0 || cpus.is_some() {
+        toml.push_str("\n[scheduling]\n");
+    }
     if priority > 0 {
         toml.push_str(&format!(
-            "\n[scheduling]\nsignaling_priority = {priority}\nmedia_priority = {priority}\n"
+            "signaling_priority = {priority}\nmedia_priority = {priority}\n"
         ));
     }
-    Daemon::start_with(None, bin, dir, &toml)
+    if let Some(cpus) = cpus {
+        toml.push_str(&format!(
+            "signaling_cpus = \"{cpus}\"\nmedia_cpus = \"{cpus}\"\n"
+        ));
+    }
+    // The daemon inherits the spawning thread's CPUs: all it started with,
+    // not the ones this bench keeps to.
+    let own = sched::current_thread_cpus().expect("this thread's CPUs");
+    if let Some(all) = STARTED_ON.get() {
+        sched::set_current_thread_cpus(all).expect("back to every CPU");
+    }
+    let daemon = Daemon::start_with(None, bin, dir, &toml);
+    sched::set_current_thread_cpus(&own).expect("back to the bench's CPUs");
+    daemon
+}
+
+/// The CPUs this bench was started with, once it keeps off the daemon's.
+static STARTED_ON: std::sync::OnceLock<CpuList> = std::sync::OnceLock::new();
+
+/// `SIGNALING_BENCH_DAEMON_CPUS`: the CPUs the daemon runs on (signaling
+/// and media), as a deployment gives it cores of its own.
+fn daemon_cpus() -> Option<CpuList> {
+    let text = std::env::var("SIGNALING_BENCH_DAEMON_CPUS").ok()?;
+    Some(
+        text.parse()
+            .unwrap_or_else(|e| panic!("SIGNALING_BENCH_DAEMON_CPUS={text:?}: {e}")),
+    )
+}
+
+/// With `SIGNALING_BENCH_DAEMON_CPUS`, confines this process (the probes,
+/// the in-process callee) and the SIPp peers it starts to the other CPUs,
+/// so the load generator never runs on the daemon's; with no CPU left
+/// over, everything shares them.
+fn keep_off_the_daemons_cpus() {
+    let Some(daemon) = daemon_cpus() else { return };
+    let own = sched::current_thread_cpus().expect("this process's CPUs");
+    match own.not_in(&daemon) {
+        Some(rest) => {
+            let _ = STARTED_ON.set(own);
+            sched::set_current_thread_cpus(&rest).expect("confined to the other CPUs");
+            println!("daemon on CPUs {daemon}; this bench and its SIPp peers on CPUs {rest}");
+        }
+        None => println!("daemon on CPUs {daemon}, shared with this bench: no CPU is left over"),
+    }
 }
 
 fn main() {
+    // Before any thread or peer starts: they inherit it.
+    keep_off_the_daemons_cpus();
     let full = std::env::args().any(|a| a == "--bench");
     let phases = std::env::var("SIGNALING_BENCH_PHASES")
         .unwrap_or_else(|_| "throughput,latency,memory,attack,register".into());
