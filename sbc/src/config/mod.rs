@@ -209,11 +209,13 @@ impl Config {
     }
 
     /// Media relay threads to start (`media.relay_threads`; 0: one per CPU
-    /// of `scheduling.media_cpus`, else one per core).
-    pub fn relay_threads(&self) -> usize {
+    /// of `scheduling.media_cpus`, else one per core: `cores`, the
+    /// parallelism the daemon started with, before `signaling_cpus`
+    /// narrowed it).
+    pub fn relay_threads(&self, cores: usize) -> usize {
         match (self.media.relay_threads, &self.scheduling.media_cpus) {
             (0, Some(cpus)) => cpus.len(),
-            (0, None) => std::thread::available_parallelism().map_or(1, usize::from),
+            (0, None) => cores.max(1),
             (n, _) => usize::from(n),
         }
     }

@@ -176,8 +176,13 @@ impl Scheduling {
             ("media_cpus", &self.media_cpus),
         ] {
             if let Some(missing) = list.as_ref().and_then(|l| l.not_in(allowed)) {
+                let (cpus, are) = if missing.len() == 1 {
+                    ("CPU", "is")
+                } else {
+                    ("CPUs", "are")
+                };
                 return Err(format!(
-                    "scheduling.{field}: CPU {missing} is not among the CPUs this process may use ({allowed}); \
+                    "scheduling.{field}: {cpus} {missing} {are} not among the CPUs this process may use ({allowed}); \
                      list CPUs of the host that its cgroup's cpuset, systemd's CPUAffinity= or taskset allow"
                 ));
             }
@@ -806,8 +811,8 @@ pub struct Media {
     #[serde(default)]
     pub xdp: Xdp,
     /// Userspace relay threads when the XDP fast path is not attached (0:
-    /// one per CPU of `scheduling.media_cpus`, else one per core). Each owns the sockets of its streams and a share of
-    /// each address's ports. With XDP attached the relay runs one thread:
+    /// one per CPU of `scheduling.media_cpus`, else one per core). Each
+    /// owns the sockets of its streams and a share of each address's ports. With XDP attached the relay runs one thread:
     /// the kernel carries latched media.
     #[serde(default)]
     pub relay_threads: u16,

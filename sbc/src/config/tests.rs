@@ -1293,7 +1293,8 @@ fn scheduling_cpus_are_lists_the_process_may_use_and_the_relay_threads_pin_to_on
         .check_cpus(&list("0-2"))
         .expect_err("CPUs 3 and 6 are not allowed");
     assert!(
-        refused.starts_with("scheduling.media_cpus: CPU 3,6 ") && refused.contains("(0-2)"),
+        refused.starts_with("scheduling.media_cpus: CPUs 3,6 are not among")
+            && refused.contains("(0-2)"),
         "{refused}"
     );
     let refused = config
@@ -1311,8 +1312,15 @@ fn scheduling_cpus_are_lists_the_process_may_use_and_the_relay_threads_pin_to_on
             && !plan.contains("CAP_SYS_NICE"),
         "{plan}"
     );
-    // One relay thread per CPU listed, unless the count is given.
-    assert_eq!(config.relay_threads(), 3);
+    // One relay thread per CPU listed, unless the count is given; without
+    // the list one per core.
+    assert_eq!(config.relay_threads(8), 3);
+    let mut given = config.clone();
+    given.media.relay_threads = 2;
+    assert_eq!(given.relay_threads(8), 2);
+    given.media.relay_threads = 0;
+    given.scheduling.media_cpus = None;
+    assert_eq!(given.relay_threads(8), 8);
 
     // Only the signaling threads confined: the relay threads go back to
     // the CPUs the daemon was started with.

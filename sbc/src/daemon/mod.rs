@@ -148,6 +148,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
     // the CPUs and the class (the media relay threads then set their own).
     let started_on = crate::sched::current_thread_cpus()
         .map_err(|e| anyhow::anyhow!("reading the CPUs this process may use: {e}"))?;
+    // The cores the relay threads default to, before signaling_cpus
+    // narrows this thread's (a cgroup's CPU quota counts too).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     config
         .scheduling
         .check_cpus(&started_on)
@@ -179,7 +182,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
     // another thread (a futex wake and a context switch per message, which
     // on a busy host is where a call's setup waited longest).
     runtime.block_on(async {
-        match tokio::spawn(serve(config, config_path, started_on)).await {
+        match tokio::spawn(serve(config, config_path, started_on, cores)).await {
             Ok(exit) => exit,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(anyhow::anyhow!("the main loop was cancelled: {e}")),
@@ -190,9 +193,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Exit>
 /// File descriptors a configuration may need: four media sockets per call
 /// (RTP and RTCP on each leg), two per endpoint of the reserve of
 /// pre-bound endpoints, plus signaling, admin and headroom.
-fn descriptors_needed(config: &Config) -> u64 {
-    let reserve = Reserve::new(config.relay_threads(), DEFAULT_PER_ADDRESS, &[])
-        .capacity(config.media_ranges().len());
+fn descriptors_needed(config: &Config, relay_threads: usize) -> u64 {
+    let reserve =
+        Reserve::new(relay_threads, DEFAULT_PER_ADDRESS, &[]).capacity(config.media_ranges().len());
     u64::from(config.limits.max_calls) * 4 + 2 * reserve as u64 + 4096
 }
 
@@ -209,8 +212,8 @@ fn media_addresses(config: &Config) -> Vec<std::net::IpAddr> {
 /// the hard limit), or says why it can't: running out of descriptors
 /// mid-call would fail allocations with confusing errors.
 #[allow(unsafe_code)] // two libc calls; no safe wrapper in our dependencies
-fn raise_fd_limit(config: &Config) {
-    let needed = descriptors_needed(config);
+fn raise_fd_limit(config: &Config, relay_threads: usize) {
+    let needed = descriptors_needed(config, relay_threads);
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -249,13 +252,16 @@ fn raise_fd_limit(config: &Config) {
 }
 
 /// `started_on`: the CPUs the process was started with (where the relay
-/// threads go when only the signaling threads were given CPUs).
+/// threads go when only the signaling threads were given CPUs); `cores`:
+/// its parallelism then (the relay threads' default count).
 async fn serve(
     config: Config,
     config_path: Option<PathBuf>,
     started_on: crate::sched::CpuList,
+    cores: usize,
 ) -> anyhow::Result<Exit> {
-    raise_fd_limit(&config);
+    let relay_threads = config.relay_threads(cores);
+    raise_fd_limit(&config, relay_threads);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -363,7 +369,7 @@ async fn serve(
     // By realm index, which is config order at start (the core keeps it).
     relay_config.realm_networks = config.realms.iter().map(|r| r.networks.clone()).collect();
     relay_config.freebind = config.cluster.is_some();
-    relay_config.threads = config.relay_threads();
+    relay_config.threads = relay_threads;
     relay_config.scheduling = config.scheduling.media();
     relay_config.cpus = config.scheduling.relay_cpus(&started_on);
     let adopted_timeout = relay_config.flow.inactivity_timeout;
@@ -954,7 +960,7 @@ fn reload(
         }
         info!(address = %ip, first = range.first, last = range.last, "media address added");
     }
-    raise_fd_limit(&config); // limits.max_calls may have grown
+    raise_fd_limit(&config, running.relay.threads()); // limits.max_calls may have grown
     for setting in running.config.restart_only_changes(&config) {
         warn!(
             setting,

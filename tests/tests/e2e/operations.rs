@@ -710,7 +710,7 @@ fn scheduling_cpus_the_process_may_not_use_refuse_the_start_and_name_the_field()
     assert!(!status.success(), "{status}: {stderr}");
     for needed in [
         "scheduling.media_cpus",
-        "CPU 1000-1003 is not among the CPUs this process may use",
+        "CPUs 1000-1003 are not among the CPUs this process may use",
     ] {
         assert!(stderr.contains(needed), "{needed:?} not in:\n{stderr}");
     }
