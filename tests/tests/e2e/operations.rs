@@ -462,6 +462,45 @@ fn cdr_is_written_when_the_call_ends_with_its_media_counts() {
     lab.shutdown();
 }
 
+/// A SIPp call with RTP both ways crosses `lab`'s daemon, its packets
+/// relayed in userspace.
+fn a_call_crosses_with_media_relayed_in_userspace(lab: &Lab) {
+    let (uac, uas) = start_call_with_media(lab);
+    finish_call(lab, uac, uas);
+    let metrics = get_ok(lab, "/metrics");
+    let relayed = metric(
+        &metrics,
+        "sbc_media_packets_total",
+        &[("path", "userspace")],
+    );
+    assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
+}
+
+/// Runs `cmd` (the daemon, perhaps behind a wrapper) on `lab`'s
+/// configuration and returns its stderr once it has exited unsuccessfully
+/// within 10 s; panics with `started` if it keeps running.
+fn refused_start(lab: &Lab, mut cmd: std::process::Command, started: &str) -> String {
+    let mut child = cmd
+        .arg("--config")
+        .arg(lab.config_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let status = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{started}");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{status}: {stderr}");
+    stderr
+}
+
 /// Each thread of process `pid`: its name, scheduling policy and real-time
 /// priority, from `/proc/<pid>/task/*/stat` (proc(5): fields 40 and 41).
 fn thread_classes(pid: u32) -> Vec<(String, u32, u32)> {
@@ -521,15 +560,7 @@ fn real_time_scheduling_puts_each_thread_in_its_class_and_calls_still_cross() {
         );
     }
     // Nothing starves: a call with RTP both ways crosses as ever.
-    let (uac, uas) = start_call_with_media(&lab);
-    finish_call(&lab, uac, uas);
-    let metrics = get_ok(&lab, "/metrics");
-    let relayed = metric(
-        &metrics,
-        "sbc_media_packets_total",
-        &[("path", "userspace")],
-    );
-    assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
+    a_call_crosses_with_media_relayed_in_userspace(&lab);
     lab.shutdown();
 }
 
@@ -551,25 +582,12 @@ fn real_time_scheduling_without_the_privilege_refuses_to_start_and_says_what_is_
             "--bounding-set=-sys_nice",
         ]);
     }
-    let mut child = cmd
-        .arg(tests::sbc_binary())
-        .arg("--config")
-        .arg(lab.config_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let status = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the daemon started without the privilege its scheduling needs");
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
-        .expect("stderr");
-    assert!(!status.success(), "{status}: {stderr}");
+    cmd.arg(tests::sbc_binary());
+    let stderr = refused_start(
+        &lab,
+        cmd,
+        "the daemon started without the privilege its scheduling needs",
+    );
     for needed in [
         "scheduling.signaling_priority",
         "SCHED_FIFO priority 7",
@@ -669,15 +687,7 @@ fn scheduling_cpus_confine_the_signaling_threads_and_pin_each_relay_thread() {
         assert_eq!(allowed, &signaling.to_string(), "{name} in {threads:?}");
     }
     // Calls cross as ever, media relayed by the pinned threads.
-    let (uac, uas) = start_call_with_media(&lab);
-    finish_call(&lab, uac, uas);
-    let metrics = get_ok(&lab, "/metrics");
-    let relayed = metric(
-        &metrics,
-        "sbc_media_packets_total",
-        &[("path", "userspace")],
-    );
-    assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
+    a_call_crosses_with_media_relayed_in_userspace(&lab);
     lab.shutdown();
 }
 
@@ -689,25 +699,11 @@ fn scheduling_cpus_the_process_may_not_use_refuse_the_start_and_name_the_field()
         lab.plan().toml(&LabConfig::default())
     );
     fs::write(lab.config_path(), toml).expect("config written");
-    let mut cmd = lab.net().command(tests::sbc_binary());
-    let mut child = cmd
-        .arg("--config")
-        .arg(lab.config_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let status = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the daemon started with media CPUs it may not use");
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
-        .expect("stderr");
-    assert!(!status.success(), "{status}: {stderr}");
+    let stderr = refused_start(
+        &lab,
+        lab.net().command(tests::sbc_binary()),
+        "the daemon started with media CPUs it may not use",
+    );
     for needed in [
         "scheduling.media_cpus",
         "CPUs 1000-1003 are not among the CPUs this process may use",
