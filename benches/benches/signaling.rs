@@ -123,12 +123,13 @@ fn start_daemon(bin: &Path, dir: &Path, pairs: u64) -> Daemon {
             "signaling_cpus = \"{cpus}\"\nmedia_cpus = \"{cpus}\"\n"
         ));
     }
-    // The daemon inherits the spawning thread's CPUs: all it started with,
-    // not the ones this bench keeps to.
+    // The daemon inherits the spawning thread's CPUs: all this bench
+    // started with, not the ones it keeps to.
+    let Some(all) = STARTED_ON.get() else {
+        return Daemon::start_with(None, bin, dir, &toml);
+    };
     let own = sched::current_thread_cpus().expect("this thread's CPUs");
-    if let Some(all) = STARTED_ON.get() {
-        sched::set_current_thread_cpus(all).expect("back to every CPU");
-    }
+    sched::set_current_thread_cpus(all).expect("back to every CPU");
     let daemon = Daemon::start_with(None, bin, dir, &toml);
     sched::set_current_thread_cpus(&own).expect("back to the bench's CPUs");
     daemon

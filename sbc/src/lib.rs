@@ -36,7 +36,7 @@
 //!   registry the daemon owns.
 //! * [`cdr`]: call detail records (bounded, never-blocking writer thread).
 //! * [`logging`]: the `tracing` subscriber; [`sched`]: the threads'
-//!   real-time scheduling class.
+//!   real-time scheduling class and CPUs.
 //!
 //! Tools: [`config`] (typed TOML, validated once, errors naming file, line
 //! and field; `sbc check-config`) and [`inspect`] (`sbc inspect`).

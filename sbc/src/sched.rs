@@ -130,12 +130,18 @@ impl FromStr for CpuList {
     type Err = String;
 
     fn from_str(text: &str) -> Result<CpuList, String> {
+        // Each number checked on its own, so a range never runs past the set.
         let number = |s: &str| {
             let s = s.trim();
-            s.parse::<usize>()
+            let n = s
+                .parse::<usize>()
                 .ok()
                 .filter(|_| !s.starts_with('+'))
-                .ok_or_else(|| format!("{s:?} is not a CPU number"))
+                .ok_or_else(|| format!("{s:?} is not a CPU number"))?;
+            if n >= MAX_CPUS {
+                return Err(format!("CPU {n} is not below {MAX_CPUS}"));
+            }
+            Ok(n)
         };
         let mut cpus = Vec::new();
         for part in text.split(',') {
@@ -145,16 +151,10 @@ impl FromStr for CpuList {
                     if first > last {
                         return Err(format!("the range {first}-{last} runs backwards"));
                     }
-                    if last >= MAX_CPUS {
-                        return Err(format!("CPU {last} is not below {MAX_CPUS}"));
-                    }
                     cpus.extend(first..=last);
                 }
                 None => cpus.push(number(part)?),
             }
-        }
-        if let Some(too_high) = cpus.iter().find(|c| **c >= MAX_CPUS) {
-            return Err(format!("CPU {too_high} is not below {MAX_CPUS}"));
         }
         CpuList::new(cpus).ok_or_else(|| "no CPU is listed".to_owned())
     }

@@ -812,8 +812,9 @@ pub struct Media {
     pub xdp: Xdp,
     /// Userspace relay threads when the XDP fast path is not attached (0:
     /// one per CPU of `scheduling.media_cpus`, else one per core). Each
-    /// owns the sockets of its streams and a share of each address's ports. With XDP attached the relay runs one thread:
-    /// the kernel carries latched media.
+    /// owns the sockets of its streams and a share of each address's
+    /// ports. With XDP attached the relay runs one thread: the kernel
+    /// carries latched media.
     #[serde(default)]
     pub relay_threads: u16,
 }

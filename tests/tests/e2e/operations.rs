@@ -32,6 +32,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sbc::sched::{self, CpuList};
 use serde_json::Value;
 use tests::lab::{Host, Lab, LabConfig, PEER_MEDIA_PORT, Plan, Realm, SIP_PORT, flow};
 use tests::netns::{privileged_required, skip_unless_privileged, skip_unless_sipp};
@@ -600,7 +601,7 @@ fn real_time_scheduling_without_the_privilege_refuses_to_start_and_says_what_is_
 /// Each thread of process `pid`: its name and the CPUs it may run on, as
 /// the kernel writes them (`Cpus_allowed_list` of
 /// `/proc/<pid>/task/*/status`).
-fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+fn thread_cpus(pid: u32) -> Vec<(String, CpuList)> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's tasks");
     let mut threads = Vec::new();
     for task in tasks.flatten() {
@@ -614,29 +615,11 @@ fn thread_cpus(pid: u32) -> Vec<(String, String)> {
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .expect("status has the CPU list")
-            .trim()
-            .to_owned();
+            .parse()
+            .expect("the kernel writes a CPU list");
         threads.push((name.trim().to_owned(), cpus));
     }
     threads
-}
-
-/// The CPUs this test may run on, as `Cpus_allowed_list` writes them.
-fn own_cpus() -> Vec<usize> {
-    let status = fs::read_to_string("/proc/self/status").expect("own status");
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .expect("status has the CPU list")
-        .trim();
-    let mut cpus = Vec::new();
-    for part in list.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => cpus.extend(a.parse::<usize>().expect("cpu")..=b.parse().expect("cpu")),
-            None => cpus.push(part.parse().expect("cpu")),
-        }
-    }
-    cpus
 }
 
 #[test]
@@ -647,12 +630,13 @@ fn scheduling_cpus_confine_the_signaling_threads_and_pin_each_relay_thread() {
     }
     // The first CPU for signaling, the others (or the same one, on a
     // single CPU) for media: one relay thread pinned to each.
-    let cpus = own_cpus();
+    let own = sched::current_thread_cpus().expect("this test's CPUs");
+    let cpus = own.cpus();
     let signaling = cpus[0];
     let media: Vec<usize> = if cpus.len() > 1 {
         cpus[1..].to_vec()
     } else {
-        cpus.clone()
+        cpus.to_vec()
     };
     let media_list: Vec<String> = media.iter().map(ToString::to_string).collect();
     let plan = Plan::next();
@@ -677,14 +661,18 @@ fn scheduling_cpus_confine_the_signaling_threads_and_pin_each_relay_thread() {
             .strip_prefix("media-relay-")
             .map_or(0, |k| k.parse().expect("k"));
         assert_eq!(
-            allowed,
-            &media[k % media.len()].to_string(),
+            Some(allowed),
+            CpuList::one(media[k % media.len()]).as_ref(),
             "{name} in {threads:?}"
         );
     }
     assert!(others.len() >= 3, "main, two workers: {threads:?}");
     for (name, allowed) in &others {
-        assert_eq!(allowed, &signaling.to_string(), "{name} in {threads:?}");
+        assert_eq!(
+            Some(allowed),
+            CpuList::one(signaling).as_ref(),
+            "{name} in {threads:?}"
+        );
     }
     // Calls cross as ever, media relayed by the pinned threads.
     a_call_crosses_with_media_relayed_in_userspace(&lab);
