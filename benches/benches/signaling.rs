@@ -93,7 +93,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sbc::sched::{self, CpuList};
 
@@ -322,45 +322,96 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             latency(uas_ip(0), latency_calls, None, gap)
         });
         let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
-            latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap)
+            let before = daemon.http_get("/metrics").unwrap_or_default();
+            let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
+            let after = daemon.http_get("/metrics").unwrap_or_default();
+            // Every message of the load and the probe, as the daemon
+            // itself timed it (see `sbc_sip_transit_seconds`).
+            let inside = [0.5, 0.99, 0.999].map(|q| transit_quantile(&before, &after, q));
+            (via, inside)
         });
         (direct, via)
     });
     drop(daemon);
-    let (dm, d90) = (percentile(&direct, 50), percentile(&direct, 90));
-    let (sm, s90) = (percentile(&via, 50), percentile(&via, 90));
+    let (dm, d90) = (percentile(&direct.times, 50), percentile(&direct.times, 90));
+    let (sm, s90) = (percentile(&via.times, 50), percentile(&via.times, 90));
     println!(
         "direct:  {} calls, median {dm} us, p90 {d90} us",
-        direct.len()
+        direct.times.len()
     );
-    println!("via sbc: {} calls, median {sm} us, p90 {s90} us", via.len());
+    println!(
+        "via sbc: {} calls, median {sm} us, p90 {s90} us",
+        via.times.len()
+    );
     println!(
         "added by the sbc: median {} us, p90 {} us",
         i128::from(sm) - i128::from(dm),
         i128::from(s90) - i128::from(d90)
     );
-    if let Some((direct, via)) = &loaded {
-        let (dm, d99) = (percentile(direct, 50), percentile(direct, 99));
-        let (sm, s99) = (percentile(via, 50), percentile(via, 99));
+    let transit = |probed: &Probed| {
+        format!(
+            "median {} us, p99 {} us",
+            percentile(&probed.transit, 50),
+            percentile(&probed.transit, 99)
+        )
+    };
+    println!(
+        "in transit (sends to kernel receive timestamps, both ends' wake-ups left out): \
+         direct {}; via sbc {}",
+        transit(&direct),
+        transit(&via)
+    );
+    if let Some((direct, (via, inside))) = &loaded {
+        let (dm, d99) = (percentile(&direct.times, 50), percentile(&direct.times, 99));
+        let (sm, s99) = (percentile(&via.times, 50), percentile(&via.times, 99));
         println!(
             "under {load_cps} cps of other calls: direct median {dm} us, p99 {d99} us; \
-             via sbc median {sm} us, p99 {s99} us; added median {} us, p99 {} us \
-             (target: p99 added under 1000 us)",
+             via sbc median {sm} us, p99 {s99} us; added median {} us, p99 {} us",
             i128::from(sm) - i128::from(dm),
             i128::from(s99) - i128::from(d99)
+        );
+        let (dt, st) = (
+            percentile(&direct.transit, 99),
+            percentile(&via.transit, 99),
+        );
+        println!(
+            "  in transit: direct {}; via sbc {}; p99 added {} us \
+             (target: p99 added under 1000 us)",
+            transit(direct),
+            transit(via),
+            i128::from(st) - i128::from(dt)
+        );
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} us"));
+        println!(
+            "  each message inside the daemon (sbc_sip_transit_seconds, load and probe): \
+             median {}, p99 {}, p99.9 {}",
+            us(inside[0]),
+            us(inside[1]),
+            us(inside[2])
         );
     }
     if !full {
         assert_eq!(
-            direct.len() as u64,
+            direct.times.len() as u64,
             latency_calls,
             "direct latency calls failed"
         );
         assert_eq!(
-            via.len() as u64,
+            via.times.len() as u64,
             latency_calls,
             "latency calls via the sbc failed"
         );
+        assert_eq!(
+            via.transit.len() as u64,
+            latency_calls,
+            "latency calls via the sbc without receive timestamps at both ends"
+        );
+        if let Some((_, (_, inside))) = &loaded {
+            assert!(
+                inside[1].is_some(),
+                "the daemon's sbc_sip_transit_seconds observed nothing under load"
+            );
+        }
     }
 }
 
@@ -493,27 +544,53 @@ fn hold_calls(bin: &Path, dir: &Path, pairs: u64, held: u64, settle: Duration) -
     }
 }
 
+/// What [`latency`] measured, each sorted, in microseconds.
+struct Probed {
+    /// INVITE -> 200 as the probe's thread saw it.
+    times: Vec<u64>,
+    /// INVITE -> 200 in transit only: from the INVITE's send to its kernel
+    /// receive timestamp at the callee, plus from the 200's send to its
+    /// timestamp at the probe. The two ends' own wake-ups and work are
+    /// left out, so a busy load generator does not count against the path.
+    transit: Vec<u64>,
+}
+
 /// Runs `calls` sequential calls from an in-process UDP client to the UAS
 /// at `uas` (directly or through `via`), each starting `gap` after the last
 /// one started (or when it ended, if later), and returns each INVITE -> 200
-/// time in microseconds; failed calls are left out.
-fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>, gap: Duration) -> Vec<u64> {
+/// time in microseconds, whole and in transit; failed calls are left out.
+fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>, gap: Duration) -> Probed {
     let server = EchoUas::start(uas);
     let socket = UdpSocket::bind((PROBE, 0)).expect("probe socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("read timeout");
+    sbc::transport::stamp::enable(&socket).expect("receive timestamps");
     let target = SocketAddr::new(IpAddr::V4(via.unwrap_or(uas)), SIP_PORT);
     let mut times = Vec::new();
+    let mut transit = Vec::new();
     // Through the daemon: how much of each is the INVITE's way to the
     // callee (routing, media anchoring), the rest the 200's way back.
     let mut forward = Vec::new();
+    let micros = |from: SystemTime, to: SystemTime| {
+        to.duration_since(from)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_micros()).ok())
+    };
     for n in 0..calls {
         let began = now();
-        if let Some((start, us)) = one_call_from(&socket, target, n) {
-            times.push(us);
-            if let Some(at) = server.last_invite().filter(|at| *at >= start) {
-                forward.push(u64::try_from(at.duration_since(start).as_micros()).unwrap_or(0));
+        if let Some(call) = one_call_from(&socket, target, n) {
+            times.push(call.us);
+            let answer = server.last_invite().filter(|a| a.read >= call.start);
+            if let Some(answer) = answer {
+                forward.push(
+                    u64::try_from(answer.read.duration_since(call.start).as_micros()).unwrap_or(0),
+                );
+                let there = answer.arrived.and_then(|at| micros(call.invite_sent, at));
+                let back = call.ok_arrived.and_then(|at| micros(answer.answered, at));
+                if let (Some(there), Some(back)) = (there, back) {
+                    transit.push(there + back);
+                }
             }
         }
         if let Some(rest) = gap.checked_sub(began.elapsed()) {
@@ -522,6 +599,7 @@ fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>, gap: Duration) -> V
     }
     drop(server);
     times.sort_unstable();
+    transit.sort_unstable();
     forward.sort_unstable();
     if via.is_some() && !forward.is_empty() {
         println!(
@@ -530,7 +608,69 @@ fn latency(uas: Ipv4Addr, calls: u64, via: Option<Ipv4Addr>, gap: Duration) -> V
             percentile(&forward, 99)
         );
     }
-    times
+    Probed { times, transit }
+}
+
+/// The `q` quantile (0-1) of `sbc_sip_transit_seconds`, every kind
+/// together, over what was observed between two scrapes, in microseconds:
+/// interpolated within its bucket as Prometheus' `histogram_quantile` does.
+fn transit_quantile(before: &str, after: &str, q: f64) -> Option<f64> {
+    // Cumulative counts per upper bound, summed over the kinds.
+    let buckets = |text: &str| {
+        let mut by_le: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("sbc_sip_transit_seconds_bucket{") else {
+                continue;
+            };
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let le = labels.split(',').find_map(|l| l.strip_prefix("le=\""))?;
+            let le = le.trim_end_matches('"');
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let value: f64 = value.parse().ok()?;
+            match by_le.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, n)) => *n += value,
+                None => by_le.push((le, value)),
+            }
+        }
+        by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(by_le)
+    };
+    let (before, after) = (buckets(before)?, buckets(after)?);
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, m)| *m);
+            (*le, n - earlier)
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, n) in counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(lower * 1e6);
+            }
+            let share = if n > below {
+                (rank - below) / (n - below)
+            } else {
+                1.0
+            };
+            return Some((lower + (le - lower) * share) * 1e6);
+        }
+        (lower, below) = (le, n);
+    }
+    None
 }
 
 /// One kind of flood of the attack phase.

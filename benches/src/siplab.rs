@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use sbc::transport::stamp;
 
 use tests::lab::Net;
 
@@ -53,6 +55,12 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 #[allow(clippy::disallowed_methods)] // a load harness is an IO shell
 pub fn now() -> Instant {
     Instant::now()
+}
+
+/// The wall clock, which kernel receive timestamps are in.
+#[allow(clippy::disallowed_methods)] // a load harness is an IO shell
+pub fn wall() -> SystemTime {
+    SystemTime::now()
 }
 
 pub fn ip(last: u8) -> Ipv4Addr {
@@ -534,8 +542,13 @@ pub fn run_calls_in(
 }
 
 /// Waits for a final response to `method` of call `call_id` (a late answer
-/// to an earlier, timed-out call is skipped); returns it whole.
-pub fn final_response(socket: &UdpSocket, call_id: &str, method: &str) -> Option<String> {
+/// to an earlier, timed-out call is skipped); returns it whole, with its
+/// kernel receive timestamp when the socket has them on.
+pub fn final_response(
+    socket: &UdpSocket,
+    call_id: &str,
+    method: &str,
+) -> Option<(String, Option<SystemTime>)> {
     // Bounded as a whole, not only per read: a peer that keeps
     // retransmitting other calls' messages must not hold the probe forever.
     let deadline = now() + Duration::from_secs(3);
@@ -544,13 +557,13 @@ pub fn final_response(socket: &UdpSocket, call_id: &str, method: &str) -> Option
         if now() > deadline {
             return None;
         }
-        let n = socket.recv(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let got = stamp::recv_from(socket, &mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..got.len]).into_owned();
         let code: u16 = text.get(8..11)?.parse().ok()?;
         let is_ours = header(&text, "CSeq").is_some_and(|c| c.ends_with(method))
             && header(&text, "Call-ID") == Some(call_id);
         if text.starts_with("SIP/2.0 ") && is_ours && code >= 200 {
-            return Some(text);
+            return Some((text, got.stamp));
         }
     }
 }
@@ -570,8 +583,19 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 pub struct EchoUas {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<thread::JoinHandle<u64>>,
-    /// When the last INVITE arrived (the probe's calls are sequential).
-    invited: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    /// The last INVITE answered (the probe's calls are sequential).
+    invited: std::sync::Arc<std::sync::Mutex<Option<Answered>>>,
+}
+
+/// An INVITE [`EchoUas`] answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    /// When this callee read it.
+    pub read: Instant,
+    /// When it reached this callee's socket (its kernel receive timestamp).
+    pub arrived: Option<SystemTime>,
+    /// When the 200 was handed to the kernel.
+    pub answered: SystemTime,
 }
 
 impl EchoUas {
@@ -581,6 +605,7 @@ impl EchoUas {
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
+        stamp::enable(&socket).expect("receive timestamps");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = std::sync::Arc::clone(&stop);
         let invited = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -589,21 +614,26 @@ impl EchoUas {
             let mut answered = 0;
             let mut buf = vec![0u8; 65_536];
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                let Ok(got) = stamp::recv_from(&socket, &mut buf) else {
                     continue;
                 };
-                let arrived = now();
-                let msg = String::from_utf8_lossy(&buf[..n]);
-                if msg.starts_with("INVITE ")
-                    && let Ok(mut last) = last_invite.lock()
-                {
-                    *last = Some(arrived);
-                }
+                let read = now();
+                let msg = String::from_utf8_lossy(&buf[..got.len]);
                 let Some(reply) = echo_answer(&msg, ip) else {
                     continue;
                 };
-                if socket.send_to(reply.as_bytes(), from).is_ok() {
+                let sent = wall();
+                if socket.send_to(reply.as_bytes(), got.from).is_ok() {
                     answered += 1;
+                    if msg.starts_with("INVITE ")
+                        && let Ok(mut last) = last_invite.lock()
+                    {
+                        *last = Some(Answered {
+                            read,
+                            arrived: got.stamp,
+                            answered: sent,
+                        });
+                    }
                 }
             }
             answered
@@ -615,8 +645,8 @@ impl EchoUas {
         }
     }
 
-    /// When the last INVITE reached this callee.
-    pub fn last_invite(&self) -> Option<Instant> {
+    /// The last INVITE this callee answered.
+    pub fn last_invite(&self) -> Option<Answered> {
         self.invited.lock().ok().and_then(|at| *at)
     }
 }
@@ -678,11 +708,25 @@ fn echo_answer(msg: &str, ip: Ipv4Addr) -> Option<String> {
 
 /// One INVITE/200/ACK/BYE call; the INVITE -> 200 time in microseconds.
 pub fn one_call(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<u64> {
-    one_call_from(socket, target, n).map(|(_, us)| us)
+    one_call_from(socket, target, n).map(|call| call.us)
 }
 
-/// [`one_call`], with the instant the INVITE was sent.
-pub fn one_call_from(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<(Instant, u64)> {
+/// A call of [`one_call_from`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeCall {
+    /// When the INVITE was sent.
+    pub start: Instant,
+    /// The same on the wall clock.
+    pub invite_sent: SystemTime,
+    /// INVITE -> 200, in microseconds, as this thread saw it.
+    pub us: u64,
+    /// When the 200 reached the probe's socket (its kernel receive
+    /// timestamp, when the socket has them on: [`stamp::enable`]).
+    pub ok_arrived: Option<SystemTime>,
+}
+
+/// [`one_call`], with when each end of the INVITE -> 200 happened.
+pub fn one_call_from(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<ProbeCall> {
     let local = socket.local_addr().ok()?;
     let user = service(0);
     let sdp = format!(
@@ -698,9 +742,9 @@ pub fn one_call_from(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<(
          Content-Length: {}\r\n\r\n{sdp}",
         sdp.len()
     );
-    let start = now();
+    let (start, invite_sent) = (now(), wall());
     socket.send_to(invite.as_bytes(), target).ok()?;
-    let ok = final_response(socket, &call_id, "INVITE")?;
+    let (ok, ok_arrived) = final_response(socket, &call_id, "INVITE")?;
     let elapsed = now().duration_since(start);
     if !ok.starts_with("SIP/2.0 200") {
         return None;
@@ -722,7 +766,12 @@ pub fn one_call_from(socket: &UdpSocket, target: SocketAddr, n: u64) -> Option<(
         .send_to(request("BYE", 2, "b").as_bytes(), target)
         .ok()?;
     final_response(socket, &call_id, "BYE")?;
-    Some((start, u64::try_from(elapsed.as_micros()).ok()?))
+    Some(ProbeCall {
+        start,
+        invite_sent,
+        us: u64::try_from(elapsed.as_micros()).ok()?,
+        ok_arrived,
+    })
 }
 
 /// The `p`th percentile of sorted samples (0 when there are none).

@@ -122,6 +122,7 @@ impl Sim {
             remote: addr(from),
             connection: None,
             received: Received::Message(msg),
+            arrived: self.now,
         };
         self.core.handle_inbound(self.now, inbound);
         self.settle()

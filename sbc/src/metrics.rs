@@ -60,6 +60,37 @@ pub const CALL_SETUP_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
+/// Bucket bounds (seconds) of `sbc_sip_transit_seconds`: fine from 50 us to
+/// 2 ms, where a healthy daemon's messages fall and the tail that matters
+/// for call setup lies, then coarse up to an overload's queueing (1 s).
+pub const SIP_TRANSIT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.005, 0.01, 0.025,
+    0.1, 1.0,
+];
+
+/// What a message handled by the core was, for `sbc_sip_transit_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransitKind {
+    /// A request.
+    Request,
+    /// A response.
+    Response,
+    /// Bytes that did not parse (answered 400 when they look like a
+    /// request).
+    Malformed,
+}
+
+impl TransitKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitKind::Request => "request",
+            TransitKind::Response => "response",
+            TransitKind::Malformed => "malformed",
+        }
+    }
+}
+
 /// Errors of the metrics layer.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -564,6 +595,9 @@ pub struct Metrics {
     calls_active: IntGaugeVec,
     calls: IntCounterVec,
     call_setup: HistogramVec,
+    /// `sbc_sip_transit_seconds`, one histogram per [`TransitKind`] in its
+    /// order, resolved once: observed for every message.
+    sip_transit: [prometheus::Histogram; 3],
     rejected: IntCounterVec,
     media_streams_active: IntGaugeVec,
     media_packets: IntCounterVec,
@@ -752,6 +786,24 @@ impl Metrics {
             )
             .expect("metric definitions in metrics.rs are valid"),
         );
+        let sip_transit = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sbc_sip_transit_seconds",
+                    "Time a SIP message spent in the SBC, per kind (request, response, malformed): from its arrival (the kernel's receive timestamp for UDP; for TCP and TLS, the read that completed it) to the end of the core loop's turn that handled it, when what it caused has been sent.",
+                )
+                .buckets(SIP_TRANSIT_BUCKETS.to_vec()),
+                &["kind"],
+            )
+            .expect("metric definitions in metrics.rs are valid"),
+        );
+        let sip_transit = [
+            TransitKind::Request,
+            TransitKind::Response,
+            TransitKind::Malformed,
+        ]
+        .map(|kind| sip_transit.with_label_values(&[kind.as_str()]));
         let rejected = counter_vec(
             &r,
             "sbc_rejected_total",
@@ -928,6 +980,7 @@ impl Metrics {
             calls_active,
             calls,
             call_setup,
+            sip_transit,
             rejected,
             media_streams_active,
             media_packets,
@@ -1037,6 +1090,12 @@ impl Metrics {
         self.call_setup
             .with_label_values(&[])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Observes the time one SIP message spent in the SBC:
+    /// `sbc_sip_transit_seconds{kind}`.
+    pub fn sip_transit(&self, kind: TransitKind, elapsed: Duration) {
+        self.sip_transit[kind as usize].observe(elapsed.as_secs_f64());
     }
 
     /// Counts a call leg whose media source was never learned:

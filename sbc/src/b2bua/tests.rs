@@ -193,6 +193,7 @@ impl Lab {
             remote: addr(from),
             connection,
             received,
+            arrived: self.now,
         };
         self.core.handle_inbound(self.now, inbound);
         self.settle();

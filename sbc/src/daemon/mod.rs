@@ -62,9 +62,11 @@ use crate::media::ports::PortRange;
 use crate::media::reserve::{DEFAULT_PER_ADDRESS, Reserve};
 use crate::media::userspace::{FastPath, MediaTotals, Offered, RelayConfig, UserspaceRelay};
 use crate::media::xdp::{self, ExitPolicy, ModePolicy, XdpConfig, XdpRelay};
-use crate::metrics::{self, BuildInfo, Metrics, ReloadResult};
+use crate::metrics::{self, BuildInfo, Metrics, ReloadResult, TransitKind};
 use crate::tls::TlsSettings;
-use crate::transport::{Event, ListenerId, ListenerSpec, TlsFailure, TlsSide, Transports};
+use crate::transport::{
+    Event, ListenerId, ListenerSpec, Received, TlsFailure, TlsSide, Transports,
+};
 
 mod names;
 mod overload;
@@ -105,11 +107,18 @@ fn handle_transport_event(
     overload: &mut Overload,
     inbound: &tokio::sync::mpsc::Receiver<Event>,
     metrics: &Metrics,
+    arrivals: &mut Vec<(Instant, TransitKind)>,
     event: Event,
 ) {
     match event {
         Event::Inbound(message) => {
             overload.raise(core, inbound.len(), inbound.max_capacity(), metrics);
+            let kind = match &message.received {
+                Received::Message(m) if m.is_request() => TransitKind::Request,
+                Received::Message(_) => TransitKind::Response,
+                Received::Malformed { .. } => TransitKind::Malformed,
+            };
+            arrivals.push((message.arrived, kind));
             core.handle_inbound(now(), message);
         }
         Event::SendFailed {
@@ -472,6 +481,8 @@ async fn serve(
     // SIGQUIT in a pair with a standby: the exit leaves the calls to it.
     let mut handing_over = false;
     let mut overload = Overload::default();
+    // The arrival of each message the current turn handled.
+    let mut arrivals: Vec<(Instant, TransitKind)> = Vec::with_capacity(INBOUND_PER_TURN);
     loop {
         let deadline = core.poll_timeout();
         let sleep = async {
@@ -487,10 +498,10 @@ async fn serve(
                 // turn: its answers then leave together (one `sendmmsg`
                 // per listener), and the peers they wake do not preempt
                 // the loop between two of them.
-                handle_transport_event(&mut core, &mut overload, &inbound, &metrics, event);
+                handle_transport_event(&mut core, &mut overload, &inbound, &metrics, &mut arrivals, event);
                 for _ in 1..INBOUND_PER_TURN {
                     let Ok(next) = inbound.try_recv() else { break };
-                    handle_transport_event(&mut core, &mut overload, &inbound, &metrics, next);
+                    handle_transport_event(&mut core, &mut overload, &inbound, &metrics, &mut arrivals, next);
                 }
             }
             () = media_wake.notified() => {
@@ -664,6 +675,13 @@ async fn serve(
             }
         }
         shell.drain(&mut core, !inbound.is_empty());
+        // The turn's sends are out: how long its messages were in here.
+        if !arrivals.is_empty() {
+            let done = now();
+            for (arrived, kind) in arrivals.drain(..) {
+                metrics.sip_transit(kind, done.saturating_duration_since(arrived));
+            }
+        }
         if shell.relay_backlog.len() > shell::RELAY_BACKLOG_REFUSE_ALL && overload.relay < 2 {
             overload.relay(&mut core, 2, &metrics);
         }

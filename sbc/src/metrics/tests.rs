@@ -339,6 +339,51 @@ fn call_helpers() {
 }
 
 #[test]
+fn sip_transit_is_one_histogram_per_kind_with_its_fine_buckets() {
+    let m = metrics();
+    let us = Duration::from_micros;
+    m.sip_transit(TransitKind::Request, us(40));
+    m.sip_transit(TransitKind::Request, us(900));
+    m.sip_transit(TransitKind::Response, us(250));
+    m.sip_transit(TransitKind::Malformed, Duration::from_secs(2));
+    let fam = family(&m, "sbc_sip_transit_seconds");
+    let of = |kind: &str| {
+        fam.get_metric()
+            .iter()
+            .find(|s| s.get_label().iter().any(|l| l.get_value() == kind))
+            .unwrap_or_else(|| panic!("no series of kind {kind}"))
+            .get_histogram()
+            .clone()
+    };
+    let cumulative = |h: &prometheus::proto::Histogram, le: f64| {
+        h.get_bucket()
+            .iter()
+            .find(|b| b.get_upper_bound() == le)
+            .map(|b| b.get_cumulative_count())
+            .unwrap_or_else(|| panic!("no bucket {le}"))
+    };
+    let request = of("request");
+    let bounds: Vec<f64> = request
+        .get_bucket()
+        .iter()
+        .map(|b| b.get_upper_bound())
+        .collect();
+    assert_eq!(bounds, SIP_TRANSIT_BUCKETS);
+    assert_eq!(request.get_sample_count(), 2);
+    assert_eq!(cumulative(&request, 0.00005), 1);
+    assert_eq!(cumulative(&request, 0.00075), 1);
+    assert_eq!(cumulative(&request, 0.001), 2);
+    let response = of("response");
+    assert_eq!(response.get_sample_count(), 1);
+    assert_eq!(cumulative(&response, 0.0002), 0);
+    assert_eq!(cumulative(&response, 0.0003), 1);
+    // Past the last bound: only in the count (the +Inf bucket).
+    let malformed = of("malformed");
+    assert_eq!(malformed.get_sample_count(), 1);
+    assert_eq!(cumulative(&malformed, 1.0), 0);
+}
+
+#[test]
 fn call_setup_histogram_uses_call_setup_buckets() {
     let m = metrics();
     m.call_setup(Duration::from_millis(5));

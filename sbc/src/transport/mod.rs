@@ -68,6 +68,7 @@
 //! and `tls` (the IO shells).
 
 pub mod nat;
+pub mod stamp;
 mod tcp;
 mod tls;
 mod udp;
@@ -256,6 +257,9 @@ pub struct Inbound {
     pub connection: Option<ConnectionId>,
     /// The message.
     pub received: Received,
+    /// When it arrived: for UDP the kernel's receive timestamp (see
+    /// [`stamp`]), for TCP and TLS when its last byte was read.
+    pub arrived: Instant,
 }
 
 /// Something for the core.
@@ -777,6 +781,12 @@ fn screen_accept(shared: &Shared, id: ListenerId, remote: SocketAddr) -> bool {
 #[allow(clippy::disallowed_methods)]
 fn clock() -> Instant {
     Instant::now()
+}
+
+/// The instant a datagram with this kernel receive timestamp arrived.
+#[allow(clippy::disallowed_methods)]
+fn arrived(stamp: Option<std::time::SystemTime>) -> Instant {
+    stamp::arrival(stamp, Instant::now(), std::time::SystemTime::now())
 }
 
 /// Counts a received message and stamps a request's top Via (§18.2.1);

@@ -1079,6 +1079,8 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static, A: Aliasing>(
             }
             Step::Read(0) => break End::PeerClosed,
             Step::Read(_) => {
+                // The messages this read completed arrived with it.
+                let arrived = super::clock();
                 let (mut frames, mut message) = (false, false);
                 loop {
                     let frame = match framer.next_frame() {
@@ -1119,6 +1121,7 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static, A: Aliasing>(
                         remote,
                         connection: Some(id),
                         received,
+                        arrived,
                     });
                     if !deliver(&shared, event, &mut shutdown).await {
                         break 'conn End::CoreGone;

@@ -52,6 +52,7 @@ pub(super) fn bind(spec: &ListenerSpec) -> io::Result<(UdpSocket, std::net::UdpS
     socket.set_nonblocking(true)?;
     super::set_freebind(&socket, spec.addr.is_ipv6(), spec.freebind)?;
     set_recverr(&socket, spec.addr.is_ipv6())?;
+    super::stamp::enable(&socket)?;
     socket.bind(&spec.addr.into())?;
     let sender = socket.try_clone()?;
     let control = socket.try_clone()?;
@@ -167,7 +168,7 @@ pub(super) async fn receive(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut budget = ReportBudget::new();
     loop {
-        let (n, remote) = tokio::select! {
+        let (n, remote, arrived) = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             _ = closed.wait_for(|closed| *closed) => break,
             ready = socket.ready(Interest::ERROR) => {
@@ -176,8 +177,8 @@ pub(super) async fn receive(
                 }
                 continue;
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(got) => got,
+            r = socket.async_io(Interest::READABLE, || super::stamp::recv_from(&*socket, &mut buf)) => match r {
+                Ok(got) => (got.len, got.from, super::arrived(got.stamp)),
                 Err(e) => {
                     // The pending error of an ICMP message: its details are
                     // in the error queue.
@@ -214,6 +215,7 @@ pub(super) async fn receive(
             remote,
             connection: None,
             received,
+            arrived,
         });
         match shared.events.try_send(event) {
             Ok(()) => {}
@@ -412,7 +414,8 @@ fn next_queued_error(socket: &UdpSocket, quote: &mut [u8]) -> io::Result<Option<
     // recvmsg returns the bytes it stored, at most the buffer's length
     // (MSG_TRUNC in msg_flags says the quote was longer).
     let quoted = (rc as usize).min(quote.len());
-    let to = socket_addr(&name).unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let to = super::stamp::socket_addr(&name)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let want = std::mem::size_of::<libc::sock_extended_err>();
     // SAFETY: walking the control messages recvmsg wrote with libc's own
     // macros, which stay within `msg_controllen`; each is checked for level,
@@ -441,31 +444,4 @@ fn next_queued_error(socket: &UdpSocket, quote: &mut [u8]) -> io::Result<Option<
         errno: 0,
         quoted,
     }))
-}
-
-/// The address in a `sockaddr_storage` the kernel filled.
-#[allow(unsafe_code)] // reading the sockaddr variant its family names
-fn socket_addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in, which fits.
-            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6, which fits.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sbc::admin::{AdminConfig, AdminServer, AdminState, Readiness, ViewProvider};
 use sbc::metrics::{
     BuildInfo, CallOutcome, Direction, MediaPath, MessageKind, Metrics, RejectReason, ReloadResult,
-    XdpFallbackReason, XdpMode,
+    TransitKind, XdpFallbackReason, XdpMode,
 };
 use sbc::sip::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -268,6 +268,7 @@ async fn metrics_scrape_is_valid_exposition_with_our_values() {
     m.set_calls_active("carrier", 2);
     m.call_finished("carrier", "pbx", CallOutcome::Answered);
     m.call_setup(Duration::from_millis(120));
+    m.sip_transit(TransitKind::Request, Duration::from_micros(180));
     m.rejected("carrier", RejectReason::Acl);
     m.set_media_streams_active(MediaPath::Userspace, 2);
     m.media_relayed(MediaPath::Userspace, "carrier", 50, 8600);
@@ -318,6 +319,9 @@ async fn metrics_scrape_is_valid_exposition_with_our_values() {
         "sbc_config_last_reload_success_timestamp_seconds 1700000000\n",
         "sbc_transport_dropped_total{realm=\"carrier\",reason=\"queue_full\"} 1\n",
         "# TYPE sbc_call_setup_seconds histogram\n",
+        "# TYPE sbc_sip_transit_seconds histogram\n",
+        "sbc_sip_transit_seconds_count{kind=\"request\"} 1\n",
+        "sbc_sip_transit_seconds_bucket{kind=\"response\",le=\"0.0005\"} 0\n",
         "# TYPE sbc_sip_messages_total counter\n",
         "# TYPE sbc_calls_active gauge\n",
     ] {

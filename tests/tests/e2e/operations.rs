@@ -700,6 +700,92 @@ fn scheduling_cpus_the_process_may_not_use_refuse_the_start_and_name_the_field()
     }
 }
 
+/// `sbc_sip_transit_seconds` starts at the kernel's receive timestamp, not
+/// at the read: an OPTIONS sent while the daemon is stopped (SIGSTOP) for
+/// 300 ms waits in the socket's queue, and is counted as having spent that
+/// long in the SBC.
+#[test]
+fn sip_transit_counts_the_wait_in_the_socket_queue() {
+    const NAME: &str = "sip_transit_counts_the_wait_in_the_socket_queue";
+    if skip_unless_privileged(NAME) {
+        return;
+    }
+    let mut lab = Lab::start("ops-transit", &routed_to(&["pbx"]));
+    let carrier = lab.plan().host(Host::Carrier);
+    let realm = lab.plan().realm(Plan::realm_of(Host::Carrier));
+    let socket = lab
+        .net()
+        .udp_socket(std::net::SocketAddr::new(carrier.ip(), 0));
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let from = socket.local_addr().expect("local address");
+    let requests = |text: &str, le: Option<&str>| {
+        let value = match le {
+            Some(le) => metric(
+                text,
+                "sbc_sip_transit_seconds_bucket",
+                &[("kind", "request"), ("le", le)],
+            ),
+            None => metric(
+                text,
+                "sbc_sip_transit_seconds_count",
+                &[("kind", "request")],
+            ),
+        };
+        value.unwrap_or_else(|| panic!("no sbc_sip_transit_seconds for requests:\n{text}"))
+    };
+    let ask = |n: u64| {
+        let options = crate::edge::options(n, from, realm, "transit-test");
+        socket
+            .send_to(options.as_bytes(), realm)
+            .expect("send OPTIONS");
+    };
+    let answered = |lab: &Lab| {
+        let mut buf = [0u8; 4096];
+        let (len, _) = socket.recv_from(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no answer to the OPTIONS ({e})\n--- sbc stderr ---\n{}",
+                lab.daemon_stderr()
+            )
+        });
+        let answer = String::from_utf8_lossy(&buf[..len]).into_owned();
+        assert_eq!(crate::edge::status(&answer), Some(200), "{answer}");
+    };
+
+    // One answered at once: counted, and well under 100 ms.
+    ask(1);
+    answered(&lab);
+    let first = wait_metric(
+        &lab,
+        "sbc_sip_transit_seconds_count",
+        &[("kind", "request")],
+        1.0,
+    );
+    assert_eq!(requests(&first, Some("0.1")), 1.0, "{first}");
+
+    // One that waits in the queue while the daemon is stopped.
+    lab.signal("STOP");
+    ask(2);
+    thread::sleep(Duration::from_millis(300));
+    lab.signal("CONT");
+    answered(&lab);
+    let second = wait_metric(
+        &lab,
+        "sbc_sip_transit_seconds_count",
+        &[("kind", "request")],
+        2.0,
+    );
+    assert_eq!(
+        requests(&second, Some("0.1")),
+        1.0,
+        "the OPTIONS that waited 300 ms was counted under 100 ms:\n{second}"
+    );
+    assert_eq!(requests(&second, Some("1")), 2.0, "{second}");
+    assert_eq!(requests(&second, None), 2.0, "{second}");
+    lab.assert_daemon_healthy();
+}
+
 /// A call from the carrier to pbx that stays up 4 s once answered (the
 /// callee is started here): `(caller, callee)`, once the caller has ACKed.
 fn long_call_up(lab: &Lab) -> (SippHandle, SippHandle) {

@@ -1091,6 +1091,7 @@ impl World {
                         remote: addr(from),
                         connection: None,
                         received,
+                        arrived: self.now,
                     },
                 );
             }
