@@ -29,7 +29,15 @@
 //!    200 calls a second, a tenth of the load); 0 starts each as soon as
 //!    the last ended, which makes the probe itself a closed-loop load of
 //!    thousands of calls a second through the daemon, so the "under load"
-//!    figure is then no longer at the load's rate.
+//!    figure is then no longer at the load's rate. Each row also reports
+//!    the time in transit: both sockets of the probe read kernel receive
+//!    timestamps (`sbc::transport::stamp`), so from the INVITE's send to
+//!    its arrival at the callee plus from the 200's send to its arrival
+//!    back, leaving out both ends' own wake-ups (on a loaded generator,
+//!    hundreds of microseconds at p99, which the INVITE -> 200 figure
+//!    counts against the path). Under load it adds the daemon's own
+//!    `sbc_sip_transit_seconds` over the row (every message of the load
+//!    and the probe): median, p99 and p99.9.
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a

@@ -21,6 +21,9 @@
 //!   the real-time class asked for, and a call with RTP still crosses;
 //!   without the privilege the daemon refuses to start and says what is
 //!   missing.
+//! - `sbc_sip_transit_seconds` starts at the kernel's receive timestamp: an
+//!   OPTIONS that waits 300 ms in the socket queue while the daemon is
+//!   stopped is counted as 300 ms in the SBC.
 //!
 //! Every lab has its own addresses ([`Plan::next`]) and every SIPp peer is
 //! bounded (20 s at most), so these run in parallel with the other suites.
