@@ -292,8 +292,21 @@ impl<V: Copy + Default> SourceTable<V> {
     }
 
     /// Keeps the entries for which `keep(realm, value)` holds.
+    ///
+    /// Stops once it has seen every entry: the tables are allocated whole
+    /// for the configured bound (65,536 sources each by default, 2 MiB),
+    /// and the once-a-second sweep of an empty or nearly empty one used to
+    /// walk all of it, stalling the core loop for up to a millisecond.
     pub fn retain(&mut self, mut keep: impl FnMut(RealmId, &V) -> bool) {
-        for slot in self.slots.iter_mut().filter(|s| s.used) {
+        let mut left = self.len;
+        for slot in self.slots.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            if !slot.used {
+                continue;
+            }
+            left -= 1;
             if !keep(RealmId(slot.realm), &slot.value) {
                 slot.used = false;
                 self.len -= 1;

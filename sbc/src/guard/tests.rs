@@ -559,6 +559,35 @@ fn a_full_bucket_evicts_its_least_worth() {
 }
 
 #[test]
+fn retain_sees_every_entry_wherever_it_lies_and_stops_after_the_last() {
+    // A large table, sparsely used: entries land all over it.
+    let mut table: SourceTable<u64> = SourceTable::with_capacity(4096);
+    let key = |i: u16| SEED.source(RealmId(0), v4(198, 51, 100 + (i / 256) as u8, i as u8));
+    for i in 0..300 {
+        table.insert(&key(i), u64::from(i), |v| *v);
+    }
+    let stored = table.len();
+    assert!(stored > 250, "{stored} of 300 stored");
+    let mut seen = 0;
+    table.retain(|_, _| {
+        seen += 1;
+        true
+    });
+    assert_eq!(seen, stored, "every entry visited once");
+    table.retain(|_, v| v % 2 == 0);
+    let mut left = 0;
+    table.for_each(|_, _, v| {
+        assert_eq!(v % 2, 0);
+        left += 1;
+    });
+    assert_eq!(left, table.len());
+    table.retain(|_, _| false);
+    assert!(table.is_empty());
+    // An empty table: nothing to visit.
+    table.retain(|_, _| panic!("visited an empty table"));
+}
+
+#[test]
 fn the_seed_decides_the_bucket() {
     let a = Seed([1, 2]).source(RealmId(0), v4(203, 0, 113, 1));
     let b = Seed([3, 4]).source(RealmId(0), v4(203, 0, 113, 1));
