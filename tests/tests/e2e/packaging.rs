@@ -107,7 +107,7 @@ fn promtool_accepts_the_scrape_config_with_the_alert_rules() {
         .expect("run promtool");
     check(&out, "promtool check config");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("17 rules found"), "{stdout}");
+    assert!(stdout.contains("18 rules found"), "{stdout}");
 }
 
 #[test]
@@ -138,6 +138,7 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         "SbcXdpNotAttached",
         "SbcMediaPortsNearlyExhausted",
         "SbcConfigReloadFailed",
+        "SbcSignalingSlow",
         "SbcOverloaded",
         "SbcTlsCertificateExpiring",
         "SbcTlsHandshakesFailing",
