@@ -51,12 +51,36 @@ pub struct Datagram {
 
 /// `recv_from` that also returns the datagram's kernel receive timestamp.
 /// Non-blocking or not as the socket is; its errors are `recvmsg`'s.
-#[allow(unsafe_code)] // recvmsg with a control buffer: no safe wrapper in std or socket2
 pub fn recv_from(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut stamp = None;
+    let (len, from) = recv_msg(socket, buf, 0, |level, kind, data| {
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            stamp = read_struct::<libc::timespec>(data).and_then(|at| wall_time(&at));
+        }
+    })?;
+    let from = from.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a datagram without a source address",
+        )
+    })?;
+    Ok(Datagram { len, from, stamp })
+}
+
+/// One `recvmsg(2)` into `buf` with `flags`: how many bytes it stored (a
+/// longer datagram is cut to the buffer) and the address the kernel gave.
+/// Each control message it came with goes to `each(level, type, data)`.
+#[allow(unsafe_code)] // recvmsg with a control buffer: no safe wrapper in std or socket2
+pub(super) fn recv_msg(
+    socket: &impl AsRawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    mut each: impl FnMut(libc::c_int, libc::c_int, &[u8]),
+) -> io::Result<(usize, Option<SocketAddr>)> {
     // SAFETY: all-zero is a valid value of these plain C structs.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // Room for one timespec message (and an aligned, u64-typed buffer).
-    let mut control = [0u64; 8];
+    // Room for a few control messages, aligned as cmsghdr wants.
+    let mut control = [0u64; 32];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -70,40 +94,34 @@ pub fn recv_from(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagram> 
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: `msg` points at live buffers of the lengths it states.
-    let rc = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    let rc = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let from = socket_addr(&name).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a datagram without a source address",
-        )
-    })?;
-    let want = std::mem::size_of::<libc::timespec>();
-    let mut stamp = None;
     // SAFETY: walking the control messages recvmsg wrote with libc's own
-    // macros, which stay within `msg_controllen`; the one read is checked
-    // for level, type and a length that holds a timespec, and read
-    // unaligned.
+    // macros, which stay within `msg_controllen`; each one's data is handed
+    // on as the bytes its `cmsg_len` covers, within the control buffer.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     while !cmsg.is_null() {
         let header = unsafe { &*cmsg };
-        if header.cmsg_level == libc::SOL_SOCKET
-            && header.cmsg_type == libc::SCM_TIMESTAMPNS
-            && header.cmsg_len as usize >= unsafe { libc::CMSG_LEN(want as libc::c_uint) } as usize
-        {
-            let at: libc::timespec =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            stamp = wall_time(&at);
-        }
+        let head = unsafe { libc::CMSG_LEN(0) } as usize;
+        let len = (header.cmsg_len as usize).saturating_sub(head);
+        let data = unsafe { std::slice::from_raw_parts(libc::CMSG_DATA(cmsg), len) };
+        each(header.cmsg_level, header.cmsg_type, data);
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    Ok(Datagram {
-        len: usize::try_from(rc).unwrap_or(0).min(buf.len()),
-        from,
-        stamp,
-    })
+    let len = usize::try_from(rc).unwrap_or(0).min(buf.len());
+    Ok((len, socket_addr(&name)))
+}
+
+/// The plain C struct a control message's `data` holds, when it is long
+/// enough for one.
+#[allow(unsafe_code)] // an unaligned read of a C struct from bytes the kernel wrote
+pub(super) fn read_struct<T: Copy>(data: &[u8]) -> Option<T> {
+    // SAFETY: `data` holds at least size_of::<T>() bytes, read unaligned;
+    // the callers name C structs of plain integers, valid for any bits.
+    (data.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
 }
 
 /// A kernel timespec as a `SystemTime` (`None` before the epoch or out of
@@ -135,7 +153,7 @@ pub fn arrival(stamp: Option<SystemTime>, now: Instant, wall: SystemTime) -> Ins
 
 /// The address in a `sockaddr_storage` the kernel filled.
 #[allow(unsafe_code)] // reading the sockaddr variant its family names
-pub(super) fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {

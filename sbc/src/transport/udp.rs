@@ -377,71 +377,31 @@ struct QueuedError {
 
 /// Reads one entry of the error queue, its quoted payload into `quote`;
 /// `None` when the queue is empty.
-#[allow(unsafe_code)] // recvmsg(MSG_ERRQUEUE); socket2 has no safe initialised buffers for it
 fn next_queued_error(socket: &UdpSocket, quote: &mut [u8]) -> io::Result<Option<QueuedError>> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut control = [0u64; 32];
-    let mut iov = libc::iovec {
-        iov_base: quote.as_mut_ptr().cast(),
-        iov_len: quote.len(),
-    };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: `msg` points at live buffers of the lengths it states, and
+    let mut errno = None;
     // MSG_DONTWAIT keeps the call from blocking the runtime.
-    let rc = unsafe {
-        libc::recvmsg(
-            socket.as_raw_fd(),
-            &mut msg,
-            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-        )
+    let read = super::stamp::recv_msg(
+        socket,
+        quote,
+        libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        |level, kind, data| {
+            let recverr = (level == libc::SOL_IP && kind == libc::IP_RECVERR)
+                || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR);
+            if recverr && errno.is_none() {
+                errno = super::stamp::read_struct::<libc::sock_extended_err>(data)
+                    .map(|err| err.ee_errno as i32);
+            }
+        },
+    );
+    // (MSG_TRUNC in msg_flags would say the quote was longer.)
+    let (quoted, to) = match read {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
     };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // recvmsg returns the bytes it stored, at most the buffer's length
-    // (MSG_TRUNC in msg_flags says the quote was longer).
-    let quoted = (rc as usize).min(quote.len());
-    let to = super::stamp::socket_addr(&name)
-        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let want = std::mem::size_of::<libc::sock_extended_err>();
-    // SAFETY: walking the control messages recvmsg wrote with libc's own
-    // macros, which stay within `msg_controllen`; each is checked for level,
-    // type and a length that holds the struct before its data is read
-    // (unaligned) as the struct the kernel documents for it.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        let header = unsafe { &*cmsg };
-        let recverr = (header.cmsg_level == libc::SOL_IP && header.cmsg_type == libc::IP_RECVERR)
-            || (header.cmsg_level == libc::SOL_IPV6 && header.cmsg_type == libc::IPV6_RECVERR);
-        let long_enough =
-            header.cmsg_len as usize >= unsafe { libc::CMSG_LEN(want as libc::c_uint) } as usize;
-        if recverr && long_enough {
-            let err: libc::sock_extended_err =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            return Ok(Some(QueuedError {
-                to,
-                errno: err.ee_errno as i32,
-                quoted,
-            }));
-        }
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
     Ok(Some(QueuedError {
-        to,
-        errno: 0,
+        to: to.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        errno: errno.unwrap_or(0),
         quoted,
     }))
 }
