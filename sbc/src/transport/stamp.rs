@@ -17,15 +17,24 @@ use std::time::{Duration, Instant, SystemTime};
 /// Asks the kernel to stamp every datagram this socket receives with the
 /// wall-clock time it arrived (`SO_TIMESTAMPNS`). Costs one clock read per
 /// packet received on the host, in the kernel.
-#[allow(unsafe_code)] // one setsockopt; socket2 has no setter for it
 pub fn enable(socket: &impl AsRawFd) -> io::Result<()> {
+    set_flag(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Turns on a boolean socket option that socket2 has no setter for.
+#[allow(unsafe_code)] // one setsockopt of a c_int
+pub(super) fn set_flag(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid fd, and a c_int option of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -231,30 +231,13 @@ pub(super) async fn receive(
 /// it. A request sent to a closed port then fails at once (RFC 3261
 /// §18.4: a transport error, which §8.1.3.1 makes a 503 and routes may fail
 /// over on), not after timer B's 32 s.
-#[allow(unsafe_code)] // one setsockopt; socket2 has no setter for it
 fn set_recverr(socket: &Socket, ipv6: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let (level, name) = if ipv6 {
         (libc::SOL_IPV6, libc::IPV6_RECVERR)
     } else {
         (libc::SOL_IP, libc::IP_RECVERR)
     };
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd, and a c_int option of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::stamp::set_flag(socket, level, name)
 }
 
 /// Most ICMP error reports one listener forwards to the core per second. A
