@@ -280,7 +280,8 @@ impl<V: Copy + Default> SourceTable<V> {
 
     /// Every entry: its realm, its address and its value.
     pub fn for_each(&self, mut each: impl FnMut(RealmId, IpAddr, &V)) {
-        for slot in self.slots.iter().filter(|s| s.used) {
+        // Stops after the last entry, as `retain` does.
+        for slot in self.slots.iter().filter(|s| s.used).take(self.len) {
             let [a, b, c, d] = slot.ip;
             let bits = (u128::from(a) << 96)
                 | (u128::from(b) << 64)
@@ -298,20 +299,14 @@ impl<V: Copy + Default> SourceTable<V> {
     /// and the once-a-second sweep of an empty or nearly empty one used to
     /// walk all of it, stalling the core loop for up to a millisecond.
     pub fn retain(&mut self, mut keep: impl FnMut(RealmId, &V) -> bool) {
-        let mut left = self.len;
-        for slot in self.slots.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            if !slot.used {
-                continue;
-            }
-            left -= 1;
+        let mut removed = 0;
+        for slot in self.slots.iter_mut().filter(|s| s.used).take(self.len) {
             if !keep(RealmId(slot.realm), &slot.value) {
                 slot.used = false;
-                self.len -= 1;
+                removed += 1;
             }
         }
+        self.len -= removed;
     }
 }
 

@@ -81,6 +81,13 @@ pub enum TransitKind {
 }
 
 impl TransitKind {
+    /// Every kind, in the order `Metrics` keeps their histograms.
+    const ALL: [TransitKind; 3] = [
+        TransitKind::Request,
+        TransitKind::Response,
+        TransitKind::Malformed,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -798,12 +805,8 @@ impl Metrics {
             )
             .expect("metric definitions in metrics.rs are valid"),
         );
-        let sip_transit = [
-            TransitKind::Request,
-            TransitKind::Response,
-            TransitKind::Malformed,
-        ]
-        .map(|kind| sip_transit.with_label_values(&[kind.as_str()]));
+        let sip_transit =
+            TransitKind::ALL.map(|kind| sip_transit.with_label_values(&[kind.as_str()]));
         let rejected = counter_vec(
             &r,
             "sbc_rejected_total",
@@ -1095,6 +1098,8 @@ impl Metrics {
     /// Observes the time one SIP message spent in the SBC:
     /// `sbc_sip_transit_seconds{kind}`.
     pub fn sip_transit(&self, kind: TransitKind, elapsed: Duration) {
+        // (`ALL` lists the kinds in declaration order: the index is the
+        // discriminant.)
         self.sip_transit[kind as usize].observe(elapsed.as_secs_f64());
     }
 
