@@ -505,9 +505,6 @@ fn run_one(
     if !run.clean() {
         report_failure(&run, &caller, &callee, &kamailio.log());
     }
-    for sipp in [&caller, &callee] {
-        let _ = fs::remove_dir_all(&sipp.dir);
-    }
     drop(kamailio);
     drop(daemon);
     drop(engine);

@@ -423,7 +423,8 @@ impl Sipp {
     }
 }
 
-/// A running SIPp. Dropping it kills and reaps the process.
+/// A running SIPp. Dropping it kills and reaps the process and removes its
+/// run directory (kept when the thread is panicking: a failed test's logs).
 #[derive(Debug)]
 pub struct SippHandle {
     child: Option<Child>,
@@ -478,10 +479,21 @@ impl SippHandle {
 
 impl Drop for SippHandle {
     fn drop(&mut self) {
+        // Once `wait` or `kill` took the child, the run directory is the
+        // result's to remove.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            remove_run_dir(&self.dir);
         }
+    }
+}
+
+/// Removes a finished run's directory unless the thread is panicking: a
+/// failed assertion's report names the directory, whose logs then stay.
+fn remove_run_dir(dir: &Path) {
+    if !std::thread::panicking() {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
@@ -515,8 +527,10 @@ impl CallCounts {
     }
 }
 
-/// What one SIPp run did.
-#[derive(Debug, Clone)]
+/// What one SIPp run did. Its logs are read into it; dropping it removes
+/// the run directory, unless the thread is panicking (then the directory
+/// stays for the failure's report to point at).
+#[derive(Debug)]
 pub struct SippResult {
     /// SIPp's exit status: 0 when every call succeeded, 1 when some failed,
     /// 255 on a fatal error or its own timeout; no code when killed.
@@ -535,7 +549,7 @@ pub struct SippResult {
     pub screen: String,
     /// SIPp's stderr.
     pub stderr: String,
-    /// The run directory (kept after a failed assertion).
+    /// The run directory (removed on drop, kept after a failed assertion).
     pub dir: PathBuf,
     /// The command line, for failure messages.
     pub command_line: String,
@@ -550,6 +564,12 @@ fn read_lossy(path: &Path) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for SippResult {
+    fn drop(&mut self) {
+        remove_run_dir(&self.dir);
+    }
 }
 
 impl SippResult {
@@ -631,8 +651,7 @@ impl SippResult {
     }
 
     /// Panics with [`report`](Self::report) unless SIPp exited 0 by itself
-    /// with exactly `expected_calls` successful and no failed calls. On
-    /// success the run directory is removed.
+    /// with exactly `expected_calls` successful and no failed calls.
     pub fn assert_success(&self, expected_calls: u64) {
         let ok = self.status.success()
             && !self.killed_at_deadline
@@ -643,7 +662,6 @@ impl SippResult {
             "SIPp run failed: expected {expected_calls} successful and 0 failed calls\n{}",
             self.report()
         );
-        let _ = fs::remove_dir_all(&self.dir);
     }
 
     /// Panics with [`report`](Self::report) unless the run failed: a
