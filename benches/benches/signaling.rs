@@ -24,7 +24,13 @@
 //!    timing INVITE -> 200 in microseconds, direct and through the daemon;
 //!    median and p90 and their difference, then the same while pair 1
 //!    carries `SIGNALING_BENCH_LOAD_CPS` (2,000) calls a second of SIPp
-//!    load: median and p99 and their difference. A probe call starts
+//!    load: median and p99 and their difference. The probe starts once the
+//!    load has run `SIGNALING_BENCH_WARMUP_SECS` (default 35; 2 in the
+//!    smoke run), longer than the 32 s (64*T1) the longest-lived
+//!    transactions of a call linger, so the daemon's tables have reached
+//!    the size they keep at that rate: a fresh daemon's first seconds
+//!    under load include its tables' growth, which is measured, and
+//!    described in the README, apart. A probe call starts
 //!    every `SIGNALING_BENCH_LATENCY_GAP_US` microseconds (default 5000:
 //!    200 calls a second, a tenth of the load); 0 starts each as soon as
 //!    the last ended, which makes the probe itself a closed-loop load of
@@ -37,7 +43,9 @@
 //!    hundreds of microseconds at p99, which the INVITE -> 200 figure
 //!    counts against the path). Under load it adds the daemon's own
 //!    `sbc_sip_transit_seconds` over the row (every message of the load
-//!    and the probe): median, p99 and p99.9.
+//!    and the probe): median, p99 and p99.9, and how many calls' media
+//!    waited for a relay round trip (`sbc_media_reserve_misses_total`: the
+//!    reserve of pre-bound ports was empty).
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
@@ -325,18 +333,27 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
     } else {
         20
     };
+    let warmup = Duration::from_secs(if full {
+        env_or("SIGNALING_BENCH_WARMUP_SECS", 35).min(600)
+    } else {
+        2
+    });
     let loaded = (pairs >= 2).then(|| {
-        let direct = under_load(&work.join("loaded-direct"), load_cps, None, || {
+        let direct = under_load(&work.join("loaded-direct"), load_cps, warmup, None, || {
             latency(uas_ip(0), latency_calls, None, gap)
         });
-        let via = under_load(&dir.join("loaded"), load_cps, Some(OUTSIDE), || {
+        let via = under_load(&dir.join("loaded"), load_cps, warmup, Some(OUTSIDE), || {
             let before = daemon.http_get("/metrics").unwrap_or_default();
             let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
             let after = daemon.http_get("/metrics").unwrap_or_default();
             // Every message of the load and the probe, as the daemon
             // itself timed it (see `sbc_sip_transit_seconds`).
             let inside = [0.5, 0.99, 0.999].map(|q| transit_quantile(&before, &after, q));
-            (via, inside)
+            // Setups whose media waited for a relay round trip (the
+            // reserve of pre-bound ports was empty).
+            let misses = metric_sum(&after, "sbc_media_reserve_misses_total").unwrap_or(0.0)
+                - metric_sum(&before, "sbc_media_reserve_misses_total").unwrap_or(0.0);
+            (via, inside, misses)
         });
         (direct, via)
     });
@@ -369,7 +386,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         transit(&direct),
         transit(&via)
     );
-    if let Some((direct, (via, inside))) = &loaded {
+    if let Some((direct, (via, inside, misses))) = &loaded {
         let (dm, d99) = (percentile(&direct.times, 50), percentile(&direct.times, 99));
         let (sm, s99) = (percentile(&via.times, 50), percentile(&via.times, 99));
         println!(
@@ -397,6 +414,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             us(inside[1]),
             us(inside[2])
         );
+        println!("  calls whose media waited for the relay (reserve empty): {misses:.0}");
     }
     if !full {
         assert_eq!(
@@ -414,7 +432,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             latency_calls,
             "latency calls via the sbc without receive timestamps at both ends"
         );
-        if let Some((_, (_, inside))) = &loaded {
+        if let Some((_, (_, inside, _))) = &loaded {
             assert!(
                 inside[1].is_some(),
                 "the daemon's sbc_sip_transit_seconds observed nothing under load"
@@ -424,13 +442,21 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
 }
 
 /// Runs `probe` while pair 1 places calls at `cps` (through the daemon's
-/// realm at `via`, or straight to its UAS), the load started 2 s before the
-/// probe and stopped after it.
-fn under_load<T>(dir: &Path, cps: u64, via: Option<Ipv4Addr>, probe: impl FnOnce() -> T) -> T {
+/// realm at `via`, or straight to its UAS), the load started `warmup` before
+/// the probe and stopped after it.
+fn under_load<T>(
+    dir: &Path,
+    cps: u64,
+    warmup: Duration,
+    via: Option<Ipv4Addr>,
+    probe: impl FnOnce() -> T,
+) -> T {
     let uas = Sipp::spawn(&dir.join("load-uas"), "uas", uas_ip(1), &[]);
     thread::sleep(Duration::from_millis(300));
     let target = via.unwrap_or_else(|| uas_ip(1));
-    let secs = 60;
+    // Enough calls for the warm-up and a probe of up to a minute; the load
+    // is stopped when the probe ends.
+    let secs = warmup.as_secs() + 60;
     let args = vec![
         format!("{target}:{SIP_PORT}"),
         "-s".into(),
@@ -444,7 +470,7 @@ fn under_load<T>(dir: &Path, cps: u64, via: Option<Ipv4Addr>, probe: impl FnOnce
     ];
     let uac = Sipp::spawn(&dir.join("load-uac"), "uac", uac_ip(1), &args);
     let started = now();
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(warmup);
     let out = probe();
     // What the load really was (SIPp writes its counts once a second).
     let secs = started.elapsed().as_secs_f64();
