@@ -622,7 +622,7 @@ impl SippResult {
         let _ = writeln!(r, "SIPp: {}", self.command_line);
         let _ = writeln!(
             r,
-            "exit: {}{}, after {:.1?}; counts: {:?}; logs kept in {}",
+            "exit: {}{}, after {:.1?}; counts: {:?}; logs in {} (kept when the test fails)",
             self.status,
             if self.killed_at_deadline {
                 " (killed at the harness deadline)"
