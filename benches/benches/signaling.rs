@@ -344,16 +344,27 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         });
         let via = under_load(&dir.join("loaded"), load_cps, warmup, Some(OUTSIDE), || {
             let before = daemon.http_get("/metrics").unwrap_or_default();
+            let cpu_before = daemon.cpu();
             let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
+            let cpu_after = daemon.cpu();
             let after = daemon.http_get("/metrics").unwrap_or_default();
             // Every message of the load and the probe, as the daemon
             // itself timed it (see `sbc_sip_transit_seconds`).
             let inside = [0.5, 0.99, 0.999].map(|q| transit_quantile(&before, &after, q));
             // Setups whose media waited for a relay round trip (the
             // reserve of pre-bound ports was empty).
-            let misses = metric_sum(&after, "sbc_media_reserve_misses_total").unwrap_or(0.0)
-                - metric_sum(&before, "sbc_media_reserve_misses_total").unwrap_or(0.0);
-            (via, inside, misses)
+            let delta = |name| {
+                metric_sum(&after, name).unwrap_or(0.0) - metric_sum(&before, name).unwrap_or(0.0)
+            };
+            let misses = delta("sbc_media_reserve_misses_total");
+            // The daemon's CPU per call in its steady state: every thread,
+            // over the probe, per call it ended meanwhile (load and probe).
+            let calls = delta("sbc_calls_total");
+            let cpu_per_call = cpu_before
+                .zip(cpu_after)
+                .filter(|_| calls > 0.0)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / calls);
+            (via, inside, (misses, cpu_per_call))
         });
         (direct, via)
     });
@@ -386,7 +397,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         transit(&direct),
         transit(&via)
     );
-    if let Some((direct, (via, inside, misses))) = &loaded {
+    if let Some((direct, (via, inside, (misses, cpu_per_call)))) = &loaded {
         let (dm, d99) = (percentile(&direct.times, 50), percentile(&direct.times, 99));
         let (sm, s99) = (percentile(&via.times, 50), percentile(&via.times, 99));
         println!(
@@ -415,6 +426,10 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             us(inside[2])
         );
         println!("  calls whose media waited for the relay (reserve empty): {misses:.0}");
+        println!(
+            "  daemon CPU per call over the probe (steady state): {}",
+            us(*cpu_per_call)
+        );
     }
     if !full {
         assert_eq!(
