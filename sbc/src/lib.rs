@@ -20,6 +20,7 @@
 //!   admission, topology hiding, SDP anchoring through media commands.
 //! * [`media`]: the media command/event interface, port allocation and the
 //!   flow/latching rules; plus its backends (below).
+//! * [`deadlines`]: the timers of those engines, filed and taken in O(1).
 //!
 //! IO shells:
 //! * [`transport`]: UDP/TCP/TLS listeners per realm (tokio + socket2,
@@ -46,6 +47,7 @@ pub mod cdr;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod deadlines;
 pub mod dns;
 pub mod guard;
 pub mod harness;

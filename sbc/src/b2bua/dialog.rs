@@ -420,7 +420,7 @@ impl Core {
             }
             call.setup.b_to = String::new();
             self.timers
-                .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
+                .push(now, now + t1, (call.id, CallTimer::Retransmit2xx));
         } else if status >= 200 {
             let request = call.answered_relay(server);
             // A re-INVITE's 2xx: we are the UAS of `to`'s re-INVITE and
@@ -440,7 +440,7 @@ impl Core {
                     give_up: now + self.tx.timers().t1x64(),
                 });
                 self.timers
-                    .push(Reverse((now + t1, call.id, CallTimer::Retransmit2xx)));
+                    .push(now, now + t1, (call.id, CallTimer::Retransmit2xx));
             }
         }
         self.respond_on(now, Some((call.id, to)), server, msg);

@@ -224,7 +224,7 @@ impl Core {
         if !call.a_final {
             // The call is on its way: 100 Trying at once, as peers expect
             // (a refusal above went out alone, with no 100 before it).
-            self.tx.send_trying(id);
+            self.tx.send_trying(now, id);
         }
         self.put_back(now, call);
     }
@@ -469,11 +469,8 @@ impl Core {
                     .and_then(|t| self.trunks.get(t))
                     .and_then(|t| t.response_timeout)
                 {
-                    self.timers.push(Reverse((
-                        now + wait,
-                        call.id,
-                        CallTimer::SilentTarget(client),
-                    )));
+                    self.timers
+                        .push(now, now + wait, (call.id, CallTimer::SilentTarget(client)));
                 }
             }
             None => {
@@ -547,11 +544,11 @@ impl Core {
             }
         }
         // 64*T1 later, give up on B's INVITE (§9.1).
-        self.timers.push(Reverse((
+        self.timers.push(
+            now,
             now + self.tx.timers().t1x64(),
-            call.id,
-            CallTimer::GiveUpOnCancel,
-        )));
+            (call.id, CallTimer::GiveUpOnCancel),
+        );
     }
 
     pub(super) fn on_b_invite_response(

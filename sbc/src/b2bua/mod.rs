@@ -82,6 +82,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::deadlines::Deadlines;
 pub use crate::guard::BanReason;
 pub use access::BindingRecord;
 use anchor::{AnchorFail, Anchored};
@@ -194,7 +195,7 @@ pub struct Core {
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
     sent_from: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
-    timers: BinaryHeap<Reverse<(Instant, u64, CallTimer)>>,
+    timers: Deadlines<(u64, CallTimer)>,
     out: VecDeque<Outbound>,
     media_out: VecDeque<MediaCommand>,
     events: VecDeque<CoreEvent>,
@@ -272,7 +273,7 @@ impl Core {
             user_calls: HashMap::new(),
             media_load: HashMap::new(),
             sent_from: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::new(),
             out: VecDeque::new(),
             media_out: VecDeque::new(),
             events: VecDeque::new(),
@@ -461,7 +462,7 @@ impl Core {
             .filter_map(|t| t.next_ping)
             .chain(self.bindings.next_deadline())
             .min();
-        let own = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let own = self.timers.peek().map(|(at, _)| at);
         let own = match (own, ping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -477,11 +478,7 @@ impl Core {
         self.tx.handle_timeout(now);
         self.ping_trunks(now);
         self.binding_timers(now);
-        while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((_, (id, kind))) = self.timers.pop_due(now) {
             let Some(mut call) = self.calls.remove(&id) else {
                 continue;
             };

@@ -151,7 +151,7 @@ impl Core {
                 let next = now + owed.interval;
                 call.owed_2xx = Some(owed);
                 self.timers
-                    .push(Reverse((next, call.id, CallTimer::Retransmit2xx)));
+                    .push(now, next, (call.id, CallTimer::Retransmit2xx));
             }
             // Not even a 100 from B's target in the trunk's
             // response_timeout_ms: the target counts as timed out (RFC 3263

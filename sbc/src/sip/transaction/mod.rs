@@ -79,20 +79,22 @@
 //! The table holds at most [`Transactions::max_transactions`] transactions;
 //! when full, [`Transactions::handle_request`] returns [`Inbound::Full`] so the
 //! caller answers 503 statelessly, and [`Transactions::send_request`] fails
-//! with [`TransactionError::Full`]. Deadlines live in one binary heap with lazy
-//! deletion, so a timeout costs O(log n) however many transactions exist.
+//! with [`TransactionError::Full`]. Each timer is filed in
+//! [`Deadlines`](crate::deadlines::Deadlines) when it is set, and an entry
+//! whose timer moved or ended is dropped when it surfaces (lazy deletion), so
+//! setting and firing a timer cost O(1) however many transactions exist.
 
 mod build;
 mod key;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::message::{Message, Method};
+use crate::deadlines::Deadlines;
 
 /// Timer values (RFC 3261 §17.1.1.1, Table 4). Every timer of §17 derives
 /// from these. No value makes the layer panic or spin: retransmission
@@ -395,22 +397,39 @@ struct Tx {
     /// (see [`Transactions::limit_retransmissions`]); `None`: timer G runs
     /// until timer H, as §17.2.1 has it.
     retransmissions_left: Option<u8>,
-    /// The deadline last filed in the heap, so an unchanged deadline is not
-    /// filed twice (a flood of matching messages must not grow the heap).
-    armed: Option<Instant>,
+    /// The timers as last filed in the deadlines, so an unchanged timer is
+    /// not filed twice (a flood of matching messages must not grow them).
+    filed: [Option<Instant>; 4],
 }
 
 impl Tx {
-    fn deadline(&self) -> Option<Instant> {
+    /// Every timer: retransmission, timeout, linger, 100 Trying.
+    fn timers(&self) -> [Option<Instant>; 4] {
         [
             self.retransmit_at,
             self.timeout_at,
             self.linger_at,
             self.trying_at,
         ]
-        .into_iter()
-        .flatten()
-        .min()
+    }
+
+    /// Whether a timer runs out at `at` (a filed deadline is live).
+    fn runs_out_at(&self, at: Instant) -> bool {
+        self.timers().contains(&Some(at))
+    }
+
+    /// The timers set since they were last filed (each `None` otherwise),
+    /// all counted as filed from now on.
+    fn unfiled(&mut self) -> [Option<Instant>; 4] {
+        let timers = self.timers();
+        let mut fresh = [None; 4];
+        for ((fresh, at), filed) in fresh.iter_mut().zip(timers).zip(self.filed) {
+            if at != filed {
+                *fresh = at;
+            }
+        }
+        self.filed = timers;
+        fresh
     }
 }
 
@@ -431,9 +450,9 @@ pub struct Transactions {
     txs: HashMap<TransactionId, Box<Tx>>,
     client_keys: HashMap<Box<[u8]>, ClientId>,
     server_keys: HashMap<Box<[u8]>, ServerId>,
-    /// Deadlines; an entry is stale when its transaction is gone or its
-    /// deadline moved (lazy deletion).
-    heap: BinaryHeap<Reverse<(Instant, TransactionId)>>,
+    /// Every timer set, filed when set; an entry is stale when its
+    /// transaction is gone or that timer moved (lazy deletion).
+    deadlines: Deadlines<TransactionId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Reused to build lookup keys without allocating.
@@ -453,7 +472,7 @@ impl Transactions {
             txs: HashMap::new(),
             client_keys: HashMap::new(),
             server_keys: HashMap::new(),
-            heap: BinaryHeap::new(),
+            deadlines: Deadlines::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::with_capacity(256),
@@ -554,11 +573,11 @@ impl Transactions {
             linger_at: None,
             trying_at: None,
             retransmissions_left: None,
-            armed: None,
+            filed: [None; 4],
         };
         let id_any = TransactionId::Client(id);
         queue(&mut self.transmits, id_any, &tx, tx.last.clone(), false);
-        self.insert(id_any, tx);
+        self.insert(now, id_any, tx);
         Ok(id)
     }
 
@@ -589,7 +608,7 @@ impl Transactions {
             return Ok(self.server_ack(now, found, request));
         }
         if let Some(id) = found {
-            self.server_retransmission(id);
+            self.server_retransmission(now, id);
             return Ok(Inbound::Absorbed(id));
         }
         if self.txs.len() >= self.max {
@@ -648,9 +667,9 @@ impl Transactions {
             linger_at: None,
             trying_at: later(now, self.timers.trying).filter(|_| invite),
             retransmissions_left: None,
-            armed: None,
+            filed: [None; 4],
         };
-        self.insert(TransactionId::Server(id), tx);
+        self.insert(now, TransactionId::Server(id), tx);
         Ok(match method {
             Method::Cancel => Inbound::Cancel {
                 id,
@@ -691,7 +710,7 @@ impl Transactions {
                     self.terminate_tx(TransactionId::Server(id));
                 } else {
                     tx.linger_at = later(now, i_timer);
-                    self.rearm(TransactionId::Server(id));
+                    self.rearm(now, TransactionId::Server(id));
                 }
                 Inbound::Absorbed(id)
             }
@@ -701,7 +720,7 @@ impl Transactions {
 
     /// A retransmitted request: resend the latest response (§17.2.1,
     /// §17.2.2), if the state has one to resend.
-    fn server_retransmission(&mut self, id: ServerId) {
+    fn server_retransmission(&mut self, now: Instant, id: ServerId) {
         let any = TransactionId::Server(id);
         let Some(tx) = self.txs.get_mut(&any) else {
             return;
@@ -722,12 +741,12 @@ impl Transactions {
             State::Proceeding | State::Completed => {
                 let bytes = tx.last.clone();
                 self.send_again(any, bytes);
-                self.rearm(any);
+                self.rearm(now, any);
                 return;
             }
         };
         self.send(any, bytes);
-        self.rearm(any);
+        self.rearm(now, any);
     }
 
     /// Sends a response on a server transaction: provisionals keep it
@@ -805,7 +824,7 @@ impl Transactions {
         if end_now {
             self.terminate_tx(any);
         } else {
-            self.rearm(any);
+            self.rearm(now, any);
         }
         Ok(())
     }
@@ -816,7 +835,7 @@ impl Transactions {
     /// else fail on the wait, and every major SIP server answers at once. A
     /// transaction that already sent a provisional, or has a final, sends
     /// nothing; so does an unknown `id`.
-    pub fn send_trying(&mut self, id: ServerId) {
+    pub fn send_trying(&mut self, now: Instant, id: ServerId) {
         let any = TransactionId::Server(id);
         let Some(tx) = self.txs.get_mut(&any) else {
             return;
@@ -830,7 +849,7 @@ impl Transactions {
         tx.trying_at = None;
         tx.last = trying.clone();
         self.send(any, trying);
-        self.rearm(any);
+        self.rearm(now, any);
     }
 
     /// Whether server INVITE transaction `id`, still without a final, has
@@ -950,7 +969,7 @@ impl Transactions {
         if end_now {
             self.terminate_tx(any);
         } else {
-            self.rearm(any);
+            self.rearm(now, any);
         }
         Ok(ResponseOutcome::Matched(id))
     }
@@ -958,25 +977,10 @@ impl Transactions {
     /// Fires every timer due at `now`. Calling it early, late or twice is
     /// harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id))) = self.heap.peek() {
-            if at > now {
-                break;
-            }
-            self.heap.pop();
-            let due = self
-                .txs
-                .get(&id)
-                .and_then(|tx| tx.deadline())
-                .is_some_and(|deadline| deadline <= now);
-            if due {
+        while let Some((at, id)) = self.deadlines.pop_due(now) {
+            if self.txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)) {
                 self.fire(now, id);
-                self.rearm(id);
-            } else if let Some(tx) = self.txs.get_mut(&id)
-                && tx.armed == Some(at)
-            {
-                // Its live entry is gone; file the current deadline again.
-                tx.armed = None;
-                self.rearm(id);
+                self.rearm(now, id);
             }
         }
     }
@@ -1075,7 +1079,7 @@ impl Transactions {
                 tx.retransmit_at = None;
                 tx.timeout_at = None;
                 tx.linger_at = later(now, linger);
-                self.rearm(any);
+                self.rearm(now, any);
                 Ok(())
             }
             _ => Ok(()),
@@ -1135,21 +1139,13 @@ impl Transactions {
     }
 
     /// The earliest deadline of any live transaction (`None`: no timer is
-    /// needed). Stale heap entries found on top are dropped here.
+    /// needed). Stale entries found first are dropped here.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((at, id))) = self.heap.peek() {
-            match self.txs.get_mut(&id) {
-                Some(tx) if tx.deadline() == Some(at) => return Some(at),
-                Some(tx) if tx.armed == Some(at) => {
-                    // Its deadline moved later: file the new one.
-                    tx.armed = None;
-                    self.heap.pop();
-                    self.rearm(id);
-                }
-                _ => {
-                    self.heap.pop();
-                }
+        while let Some((at, id)) = self.deadlines.peek() {
+            if self.txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)) {
+                return Some(at);
             }
+            self.deadlines.pop();
         }
         None
     }
@@ -1159,43 +1155,37 @@ impl Transactions {
         self.next_id
     }
 
-    fn insert(&mut self, id: TransactionId, tx: Tx) {
+    fn insert(&mut self, now: Instant, id: TransactionId, tx: Tx) {
         self.txs.insert(id, Box::new(tx));
-        self.rearm(id);
+        self.rearm(now, id);
     }
 
-    /// Files the transaction's current deadline in the heap (older entries
-    /// go stale and are dropped when they surface).
-    fn rearm(&mut self, id: TransactionId) {
+    /// Files the timers of `id` set at `now` since it was last filed (the
+    /// entries of timers that moved or ended go stale and are dropped when
+    /// they surface). A timer is set as `now` plus a configured interval,
+    /// which is what keeps [`Deadlines`] in O(1).
+    fn rearm(&mut self, now: Instant, id: TransactionId) {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
-        let deadline = tx.deadline();
-        if deadline == tx.armed {
-            return;
-        }
-        tx.armed = deadline;
-        if let Some(at) = deadline {
-            self.heap.push(Reverse((at, id)));
+        for at in tx.unfiled().into_iter().flatten() {
+            self.deadlines.push(now, at, id);
         }
         // Stale entries of ended transactions wait for their instant; under
-        // heavy churn, rebuild rather than let them pile up.
-        if self.heap.len() > 4 * self.txs.len() + 1024 {
-            self.heap = self
-                .txs
-                .iter_mut()
-                .filter_map(|(&id, tx)| {
-                    tx.armed = tx.deadline();
-                    Some(Reverse((tx.armed?, id)))
-                })
-                .collect();
+        // heavy churn, sweep them rather than let them pile up. A live
+        // transaction has at most four entries, so the sweep is amortised
+        // over at least as many new ones as there were live.
+        if self.deadlines.len() > 8 * self.txs.len() + 1024 {
+            let txs = &self.txs;
+            self.deadlines
+                .retain(|at, id| txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)));
         }
     }
 
-    /// How many deadlines the heap holds, stale ones included (bounded by a
+    /// How many deadlines are filed, stale ones included (bounded by a
     /// small multiple of [`len`](Self::len)).
     pub fn pending_deadlines(&self) -> usize {
-        self.heap.len()
+        self.deadlines.len()
     }
 
     /// Queues bytes for a live transaction.

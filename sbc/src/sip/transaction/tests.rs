@@ -631,14 +631,14 @@ fn the_tu_sends_100_trying_at_once_and_only_once() {
     let id = net.send_request(invite("z9hG4bKnow"), false);
     net.run_until(ms(20));
     let (sid, req) = net.only_request();
-    net.server.send_trying(sid);
+    net.server.send_trying(net.now, sid);
     net.flush();
     // Asking again, or after a provisional of the TU's, sends nothing more.
-    net.server.send_trying(sid);
+    net.server.send_trying(net.now, sid);
     net.flush();
     net.run_until(ms(100));
     net.respond(sid, response(&req, 180, "Ringing"));
-    net.server.send_trying(sid);
+    net.server.send_trying(net.now, sid);
     net.flush();
     net.run_until(Duration::from_secs(2));
     assert_eq!(net.times(Dir::ToClient, "SIP/2.0 100"), vec![20]);
@@ -1292,7 +1292,7 @@ fn random_loss_duplication_and_reordering() {
 }
 
 #[test]
-fn a_response_flood_does_not_grow_the_timer_heap() {
+fn a_response_flood_does_not_grow_the_deadlines() {
     let mut client = Transactions::new(Timers::default());
     #[allow(clippy::disallowed_methods)] // the test owns the clock
     let t0 = Instant::now();
@@ -1307,7 +1307,7 @@ fn a_response_flood_does_not_grow_the_timer_heap() {
     }
     assert!(
         client.pending_deadlines() <= 2,
-        "heap grew to {}",
+        "deadlines grew to {}",
         client.pending_deadlines()
     );
     // Churn: reliable transactions that end at once leave no pile of entries.
@@ -1323,7 +1323,7 @@ fn a_response_flood_does_not_grow_the_timer_heap() {
         assert!(!client.contains(id), "K = 0 on a reliable transport");
     }
     assert!(
-        client.pending_deadlines() <= 4 * client.len() + 1024,
+        client.pending_deadlines() <= 8 * client.len() + 1024,
         "stale deadlines piled up: {}",
         client.pending_deadlines()
     );
