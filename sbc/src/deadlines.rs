@@ -14,10 +14,10 @@
 //! hottest function in the steady state.
 //!
 //! Order never depends on that pattern. A deadline filed out of order (a
-//! `now` that went back, or more distinct distances than [`MAX_RUNS`]) is
-//! inserted in its place at the cost of a shift, and entries come out in
-//! exactly the order of a `BinaryHeap<Reverse<(Instant, T)>>`: by instant,
-//! then by item.
+//! tie at one instant with a smaller item, a `now` that went back, or more
+//! distinct distances than [`MAX_RUNS`]) is inserted in its place at the
+//! cost of a shift, and entries come out in exactly the order of a
+//! `BinaryHeap<Reverse<(Instant, T)>>`: by instant, then by item.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -64,7 +64,16 @@ impl<T: Copy + Ord> Deadlines<T> {
         let entry = (at, item);
         match queue.back() {
             Some(last) if *last > entry => {
-                let index = queue.partition_point(|e| *e <= entry);
+                // Mostly a tie with the last one: two timers set at one
+                // instant (a BYE answered and relayed in one step), the
+                // later filed with the smaller item. Only search further
+                // back when it is more.
+                let back = queue.len() - 1;
+                let index = if back == 0 || queue[back - 1] <= entry {
+                    back
+                } else {
+                    queue.partition_point(|e| *e <= entry)
+                };
                 queue.insert(index, entry);
             }
             _ => queue.push_back(entry),
