@@ -51,6 +51,7 @@ pub mod deadlines;
 pub mod dns;
 pub mod guard;
 pub mod harness;
+pub mod idmap;
 pub mod inspect;
 pub mod logging;
 pub mod media;

@@ -110,7 +110,7 @@ pub(super) struct Relayed {
 /// Every binding of every access realm.
 #[derive(Debug, Default)]
 pub(super) struct Bindings {
-    pub(super) by_id: HashMap<u64, Binding>,
+    pub(super) by_id: IdMap<u64, Binding>,
     tokens: HashMap<String, u64>,
     /// (realm, AOR, phone Contact) → binding.
     keys: HashMap<(usize, String, String), u64>,
@@ -129,9 +129,9 @@ pub(super) struct Bindings {
     /// The bindings registered over each TCP connection: they go when it
     /// closes.
     connections: HashMap<ConnectionId, Vec<u64>>,
-    pub(super) relayed: HashMap<ClientId, Relayed>,
+    pub(super) relayed: IdMap<ClientId, Relayed>,
     /// Keepalive OPTIONS in flight → binding.
-    pub(super) pings: HashMap<ClientId, u64>,
+    pub(super) pings: IdMap<ClientId, u64>,
     /// Deadlines, lazily deleted: an entry whose binding's deadline moved
     /// is filed again when it comes up.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,

@@ -84,6 +84,7 @@ use std::time::{Duration, Instant};
 
 use crate::deadlines::Deadlines;
 pub use crate::guard::BanReason;
+use crate::idmap::IdMap;
 pub use access::BindingRecord;
 use anchor::{AnchorFail, Anchored};
 use call::*;
@@ -169,17 +170,17 @@ pub struct Core {
     cname_mask: CnameMask,
     /// Boxed: a table of calls inline would hold up to twice the calls up
     /// in empty slots of a `Call`'s size (hash tables grow by doubling).
-    calls: HashMap<u64, Box<Call>>,
+    calls: IdMap<u64, Box<Call>>,
     next_call: u64,
     next_stream: u64,
     /// (Call-ID, our tag) of each leg → call and side.
     /// Keyed by [`dialog_key`].
     dialogs: HashMap<Box<str>, (u64, Side)>,
-    servers: HashMap<ServerId, u64>,
-    clients: HashMap<ClientId, (u64, Side, ClientRole)>,
-    streams: HashMap<StreamId, u64>,
+    servers: IdMap<ServerId, u64>,
+    clients: IdMap<ClientId, (u64, Side, ClientRole)>,
+    streams: IdMap<StreamId, u64>,
     /// OPTIONS health checks in flight, by the trunk and target they probe.
-    pings: HashMap<ClientId, (usize, SocketAddr)>,
+    pings: IdMap<ClientId, (usize, SocketAddr)>,
     /// How long a trunk target that failed a call (timeout, unreachable,
     /// 503) waits behind the others.
     target_block: Duration,
@@ -194,7 +195,7 @@ pub struct Core {
     /// The listener, transport and connection a transaction sends from
     /// ("route" is kept for the configured `[[route]]`s and a dialog's
     /// route set).
-    sent_from: HashMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
+    sent_from: IdMap<TransactionId, (ListenerId, Transport, Option<ConnectionId>)>,
     timers: Deadlines<(u64, CallTimer)>,
     out: VecDeque<Outbound>,
     media_out: VecDeque<MediaCommand>,
@@ -260,19 +261,19 @@ impl Core {
                 .with_max_transactions(config.limits.max_transactions as usize),
             ids,
             cname_mask: CnameMask::new(),
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             next_call: 1,
             next_stream: 1,
             dialogs: HashMap::new(),
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            streams: HashMap::new(),
-            pings: HashMap::new(),
+            servers: IdMap::default(),
+            clients: IdMap::default(),
+            streams: IdMap::default(),
+            pings: IdMap::default(),
             target_block: Duration::ZERO,
             bindings: access::Bindings::default(),
             user_calls: HashMap::new(),
             media_load: HashMap::new(),
-            sent_from: HashMap::new(),
+            sent_from: IdMap::default(),
             timers: Deadlines::new(),
             out: VecDeque::new(),
             media_out: VecDeque::new(),

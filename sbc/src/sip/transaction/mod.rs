@@ -95,6 +95,7 @@ use std::time::{Duration, Instant};
 
 use super::message::{Message, Method};
 use crate::deadlines::Deadlines;
+use crate::idmap::IdMap;
 
 /// Timer values (RFC 3261 §17.1.1.1, Table 4). Every timer of §17 derives
 /// from these. No value makes the layer panic or spin: retransmission
@@ -447,7 +448,7 @@ pub struct Transactions {
     next_id: u64,
     /// Boxed, so the table's empty slots (it grows by doubling) cost a
     /// pointer each rather than a whole `Tx`.
-    txs: HashMap<TransactionId, Box<Tx>>,
+    txs: IdMap<TransactionId, Box<Tx>>,
     client_keys: HashMap<Box<[u8]>, ClientId>,
     server_keys: HashMap<Box<[u8]>, ServerId>,
     /// Every timer set, filed when set; an entry is stale when its
@@ -469,7 +470,7 @@ impl Transactions {
             timers,
             max: DEFAULT_MAX_TRANSACTIONS,
             next_id: 0,
-            txs: HashMap::new(),
+            txs: IdMap::default(),
             client_keys: HashMap::new(),
             server_keys: HashMap::new(),
             deadlines: Deadlines::new(),
