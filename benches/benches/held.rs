@@ -19,21 +19,10 @@
 //! memory per stream is in the relay bench's territory. Under `cargo test
 //! --benches` it runs 2,000 calls so the harness keeps working.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use benches::siplab::{env_or, now};
 use sbc::harness::{CALLER, CALLS_CONFIG, PBX, Sim, pick};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[allow(clippy::disallowed_methods)] // a benchmark measures wall time
-fn now() -> Instant {
-    Instant::now()
-}
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {

@@ -25,19 +25,8 @@ use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use benches::siplab::{env_or, now};
 use sbc::deadlines::Deadlines;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[allow(clippy::disallowed_methods)] // a benchmark measures wall time
-fn now() -> Instant {
-    Instant::now()
-}
 
 /// The distances of one call's deadlines (see the module docs).
 const PER_CALL_MS: [u64; 10] = [
