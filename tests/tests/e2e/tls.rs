@@ -171,6 +171,23 @@ fn start_tls_callee(
     log
 }
 
+/// Waits, up to [`WAIT`], for the callee to have read a BYE. The SBC
+/// answers the caller's BYE and relays it in one step, so the caller's SIPp
+/// may be done before the BYE has crossed the TLS connection.
+fn wait_for_bye(log: &Mutex<CalleeLog>) {
+    let deadline = now() + WAIT;
+    while now() < deadline
+        && !log
+            .lock()
+            .expect("log")
+            .messages
+            .iter()
+            .any(|m| method(m) == Some("BYE"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Answers what comes over `sip` as a callee at `addr` would: INVITEs 100
 /// then 200 with SDP, BYEs and OPTIONS 200; logs every message; returns
 /// when the connection is quiet for 30 s or closes.
@@ -323,6 +340,7 @@ fn tls_calls_cross_both_ways_with_mutual_tls() {
         .remote(plan.realm(Realm::Inside))
         .run();
     uac.assert_success(1);
+    wait_for_bye(&callee);
     {
         let log = callee.lock().expect("log");
         let invite = log
@@ -677,6 +695,7 @@ fn a_tls_trunk_found_by_dns_fails_over_and_is_verified_against_its_domain() {
         .remote(plan.realm(Realm::Inside))
         .run();
     uac.assert_success(1);
+    wait_for_bye(&callee);
     {
         let log = callee.lock().expect("log");
         assert!(
@@ -859,6 +878,7 @@ fn a_carrier_that_aliases_its_connection_gets_the_calls_over_it() {
         .remote(plan.realm(Realm::Inside))
         .run();
     uac.assert_success(1);
+    wait_for_bye(&log);
     {
         let log = log.lock().expect("log");
         let invite = log
