@@ -414,11 +414,6 @@ impl Tx {
         ]
     }
 
-    /// Whether a timer runs out at `at` (a filed deadline is live).
-    fn runs_out_at(&self, at: Instant) -> bool {
-        self.timers().contains(&Some(at))
-    }
-
     /// The timers set since they were last filed (each `None` otherwise),
     /// all counted as filed from now on.
     fn unfiled(&mut self) -> [Option<Instant>; 4] {
@@ -979,7 +974,7 @@ impl Transactions {
     /// harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, id)) = self.deadlines.pop_due(now) {
-            if self.txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)) {
+            if live(&self.txs, at, id) {
                 self.fire(now, id);
                 self.rearm(now, id);
             }
@@ -1143,7 +1138,7 @@ impl Transactions {
     /// needed). Stale entries found first are dropped here.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some((at, id)) = self.deadlines.peek() {
-            if self.txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)) {
+            if live(&self.txs, at, id) {
                 return Some(at);
             }
             self.deadlines.pop();
@@ -1178,8 +1173,7 @@ impl Transactions {
         // over at least as many new ones as there were live.
         if self.deadlines.len() > 8 * self.txs.len() + 1024 {
             let txs = &self.txs;
-            self.deadlines
-                .retain(|at, id| txs.get(&id).is_some_and(|tx| tx.runs_out_at(at)));
+            self.deadlines.retain(|at, id| live(txs, at, id));
         }
     }
 
@@ -1223,6 +1217,13 @@ impl Transactions {
             self.events.push_back(Event::Terminated { id });
         }
     }
+}
+
+/// Whether the deadline `at` filed for `id` is live: the transaction is
+/// still there and one of its timers runs out then.
+fn live(txs: &IdMap<TransactionId, Box<Tx>>, at: Instant, id: TransactionId) -> bool {
+    txs.get(&id)
+        .is_some_and(|tx| tx.timers().contains(&Some(at)))
 }
 
 /// The shortest retransmission interval, whatever the configuration says.
