@@ -45,7 +45,10 @@
 //!    `sbc_sip_transit_seconds` over the row (every message of the load
 //!    and the probe): median, p99 and p99.9, and how many calls' media
 //!    waited for a relay round trip (`sbc_media_reserve_misses_total`: the
-//!    reserve of pre-bound ports was empty).
+//!    reserve of pre-bound ports was empty), then the daemon's CPU per call
+//!    and its threads' context switches a second over the probe
+//!    (preempted: the kernel gave a thread's CPU to another, as a peer
+//!    woken on the daemon's CPU does when they share one).
 //! 3. Memory per concurrent call: the daemon's RSS before and while
 //!    `SIGNALING_BENCH_HOLD` calls (default 2000) are held up (SIPp's built-in
 //!    UAC with a long `-d` pause), then the same with half as many, as a
@@ -345,8 +348,15 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         let via = under_load(&dir.join("loaded"), load_cps, warmup, Some(OUTSIDE), || {
             let before = daemon.http_get("/metrics").unwrap_or_default();
             let cpu_before = daemon.cpu();
+            let switches_before = daemon.switches();
+            let probe_start = now();
             let via = latency(uas_ip(0), latency_calls, Some(OUTSIDE), gap);
+            let probe_secs = probe_start.elapsed().as_secs_f64();
             let cpu_after = daemon.cpu();
+            let switches = daemon
+                .switches()
+                .zip(switches_before)
+                .map(|(after, before)| after.rate_since(before, probe_secs));
             let after = daemon.http_get("/metrics").unwrap_or_default();
             // Every message of the load and the probe, as the daemon
             // itself timed it (see `sbc_sip_transit_seconds`).
@@ -364,7 +374,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
                 .zip(cpu_after)
                 .filter(|_| calls > 0.0)
                 .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / calls);
-            (via, inside, (misses, cpu_per_call))
+            (via, inside, (misses, cpu_per_call, switches))
         });
         (direct, via)
     });
@@ -397,7 +407,7 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
         transit(&direct),
         transit(&via)
     );
-    if let Some((direct, (via, inside, (misses, cpu_per_call)))) = &loaded {
+    if let Some((direct, (via, inside, (misses, cpu_per_call, switches)))) = &loaded {
         let (dm, d99) = (percentile(&direct.times, 50), percentile(&direct.times, 99));
         let (sm, s99) = (percentile(&via.times, 50), percentile(&via.times, 99));
         println!(
@@ -430,6 +440,14 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             "  daemon CPU per call over the probe (steady state): {}",
             us(*cpu_per_call)
         );
+        // How often the daemon's threads were preempted: sharing its CPUs
+        // with the load generator, mostly by peers its own sends woke.
+        if let Some((voluntary, preempted)) = switches {
+            println!(
+                "  daemon context switches over the probe (every thread): \
+                 {preempted:.0} preempted and {voluntary:.0} voluntary a second"
+            );
+        }
     }
     if !full {
         assert_eq!(

@@ -232,6 +232,11 @@ impl Daemon {
         process_cpu(self.child.id())
     }
 
+    /// Context switches of every thread of the daemon so far.
+    pub fn switches(&self) -> Option<Switches> {
+        process_switches(self.child.id())
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -291,6 +296,51 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     let fields = stat_fields(&pid.to_string())?;
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks_to_duration(ticks))
+}
+
+/// Context switches of a process's threads, summed over the threads alive
+/// when read (`/proc/<pid>/task/*/status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// The thread blocked or yielded (`voluntary_ctxt_switches`).
+    pub voluntary: u64,
+    /// The kernel took the CPU from a thread that could have gone on: a
+    /// higher-priority or woken thread preempted it, or its slice ended
+    /// (`nonvoluntary_ctxt_switches`).
+    pub preempted: u64,
+}
+
+impl Switches {
+    /// Each count per second from `earlier` to `self`, `secs` apart.
+    pub fn rate_since(self, earlier: Switches, secs: f64) -> (f64, f64) {
+        let per_second = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+        (
+            per_second(self.voluntary, earlier.voluntary),
+            per_second(self.preempted, earlier.preempted),
+        )
+    }
+}
+
+/// The context switches so far of every thread of `pid`.
+pub fn process_switches(pid: u32) -> Option<Switches> {
+    let mut sum = Switches::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended between the listing and the read
+        };
+        for line in status.lines() {
+            let count = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = count("voluntary_ctxt_switches:") {
+                sum.voluntary += n;
+            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                sum.preempted += n;
+            }
+        }
+    }
+    Some(sum)
 }
 
 /// utime + stime so far of every live process of process group `pgid`: a
