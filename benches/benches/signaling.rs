@@ -440,8 +440,9 @@ fn setup_latency(bin: &Path, work: &Path, full: bool, pairs: u64, latency_calls:
             "  daemon CPU per call over the probe (steady state): {}",
             us(*cpu_per_call)
         );
-        // How often the daemon's threads were preempted: sharing its CPUs
-        // with the load generator, mostly by peers its own sends woke.
+        // How often the daemon's threads were preempted: when they share
+        // CPUs with the load generator, peers their own sends woke are
+        // among those that take the CPU from them.
         if let Some((voluntary, preempted)) = switches {
             println!(
                 "  daemon context switches over the probe (every thread): \
