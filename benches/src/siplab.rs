@@ -251,12 +251,7 @@ impl Daemon {
     pub fn rss_kib(&self) -> u64 {
         let status =
             fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("daemon status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
+        status_number(&status, "VmRSS").expect("VmRSS in /proc/<pid>/status")
     }
 }
 
@@ -328,19 +323,20 @@ pub fn process_switches(pid: u32) -> Option<Switches> {
         let Ok(status) = fs::read_to_string(task.path().join("status")) else {
             continue; // the thread ended between the listing and the read
         };
-        for line in status.lines() {
-            let count = |prefix: &str| {
-                line.strip_prefix(prefix)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            if let Some(n) = count("voluntary_ctxt_switches:") {
-                sum.voluntary += n;
-            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
-                sum.preempted += n;
-            }
-        }
+        sum.voluntary += status_number(&status, "voluntary_ctxt_switches").unwrap_or(0);
+        sum.preempted += status_number(&status, "nonvoluntary_ctxt_switches").unwrap_or(0);
     }
     Some(sum)
+}
+
+/// The number a `/proc/<pid>/status` text gives for `field` (its unit,
+/// such as `kB`, left off).
+fn status_number(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// utime + stime so far of every live process of process group `pgid`: a
@@ -836,3 +832,27 @@ pub fn percentile(sorted: &[u64], p: usize) -> u64 {
 /// The access realm's keepalive interval in phase 5: every binding gets an
 /// OPTIONS this often, so the daemon sends `phones / KEEPALIVE_SECS` a second.
 pub const KEEPALIVE_SECS: u64 = 10;
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn a_status_number_is_read_by_its_whole_field_name() {
+        let status = "Name:\tsbc\nVmRSS:\t  131040 kB\nvoluntary_ctxt_switches:\t302\n\
+                      nonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(status_number(status, "VmRSS"), Some(131_040));
+        assert_eq!(status_number(status, "voluntary_ctxt_switches"), Some(302));
+        assert_eq!(status_number(status, "nonvoluntary_ctxt_switches"), Some(7));
+        // A field that is only the start of another's name is not that one.
+        assert_eq!(status_number(status, "voluntary_ctxt"), None);
+        assert_eq!(status_number(status, "Name"), None);
+    }
+
+    #[test]
+    fn this_process_has_switch_counts() {
+        let pid = std::process::id();
+        assert!(process_switches(pid).is_some_and(|s| s.voluntary + s.preempted > 0));
+        assert!(process_switches(u32::MAX).is_none());
+    }
+}
